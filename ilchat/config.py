@@ -1,0 +1,501 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+The only reader of ``server.cfg`` and ``client.cfg``.
+
+ILIAS writes both files (spec §1.3, §1.4) and the Node server trusts them blindly: a typo in a
+value crashes it at some later point. ilchat reads every key once, at start-up, into frozen typed
+objects, and refuses a bad file with one line that names the file, the key, the value and what is
+allowed, so that an operator can fix it without reading a traceback.
+
+Relative paths inside a config file (TLS files, log files, an SQLite database) are relative to the
+folder of that config file, so that a configuration directory can be moved as a whole. The log files
+default to ``chat.log`` and ``chatError.log`` in the working directory, as with the Node server.
+
+Adding a section (``irc``, ``network``, ``redis``, ...) takes a few lines: write a frozen attrs
+class and a ``_parse_<section>(reader)`` function that uses the typed getters of ``_Reader`` on
+``reader.section("<section>")``, and set the field in ``_parse_server`` / ``_parse_client``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import attrs
+
+__all__ = [
+    "ConfigError",
+    "ServerConfig",
+    "ClientConfig",
+    "DatabaseConfig",
+    "load_configs",
+    "load_server_config",
+    "load_client_config",
+    "LOG_LEVELS",
+    "DELETION_UNITS",
+]
+
+#: The ``log_level`` names ILIAS offers (syslog names plus winston's ``silly``), most severe first.
+LOG_LEVELS: Tuple[str, ...] = (
+    "emerg",
+    "alert",
+    "crit",
+    "error",
+    "warning",
+    "notice",
+    "info",
+    "debug",
+    "silly",
+)
+
+#: ``deletion_unit`` values the Node server understands (it also accepts ``month``).
+DELETION_UNITS: Tuple[str, ...] = ("days", "weeks", "months", "month", "years")
+
+_MYSQL_TYPES = ("mysql", "mariadb", "innodb", "")
+_TIME_RE = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+_MISSING = object()
+
+
+class ConfigError(Exception):
+    """
+    A configuration file cannot be used.
+
+    ``str()`` is a single line meant for stderr: the plugin prints it and exits with status 1.
+    """
+
+    def __init__(self, message: str) -> None:
+        # One line whatever the cause: a stray newline in a value must not split the message.
+        super().__init__(" ".join(str(message).split()))
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _show(value: Any) -> str:
+    """Render a config value the way it appears in the JSON file."""
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+class _Reader:
+    """
+    Typed access to one JSON object of a config file, with errors that name the file and key path.
+
+    ``get_*`` return ``default`` when the key is absent (or ``null``); when no default is given
+    the key is required.
+    """
+
+    def __init__(self, path: str, data: Dict[str, Any], prefix: str = "") -> None:
+        self.path = path
+        self.data = data
+        self.prefix = prefix
+
+    @property
+    def folder(self) -> str:
+        return os.path.dirname(os.path.abspath(self.path))
+
+    def key_path(self, key: str) -> str:
+        return self.prefix + key
+
+    def error(self, key: str, value: Any, allowed: str) -> ConfigError:
+        """Build the one-line error for a bad value."""
+        return ConfigError(
+            f"{self.path}: {self.key_path(key)} = {_show(value)} is not allowed; {allowed}"
+        )
+
+    def missing(self, key: str, allowed: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {self.key_path(key)} is required; {allowed}")
+
+    def has(self, key: str) -> bool:
+        return self.data.get(key) is not None
+
+    def _raw(self, key: str, default: Any, allowed: str) -> Any:
+        value = self.data.get(key)
+        if value is None:
+            if default is _MISSING:
+                raise self.missing(key, allowed)
+            return _MISSING
+        return value
+
+    def section(self, key: str, required: bool = False) -> "_Reader":
+        """A reader for a nested object; an absent or ``null`` section reads as empty."""
+        value = self.data.get(key)
+        if value is None:
+            if required:
+                raise self.missing(key, "expected a JSON object")
+            value = {}
+        if not isinstance(value, dict):
+            raise self.error(key, value, "expected a JSON object")
+        return _Reader(self.path, value, self.key_path(key) + ".")
+
+    def get_str(
+        self,
+        key: str,
+        default: Any = _MISSING,
+        choices: Optional[Sequence[str]] = None,
+        allow_empty: bool = True,
+    ) -> Any:
+        if choices is not None:
+            allowed = "one of " + ", ".join(c if c else '""' for c in choices)
+        else:
+            allowed = "expected a non-empty string" if not allow_empty else "expected a string"
+        value = self._raw(key, default, allowed)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, str):
+            raise self.error(key, value, allowed)
+        if choices is not None and value not in choices:
+            raise self.error(key, value, allowed)
+        if not allow_empty and not value:
+            raise self.error(key, value, allowed)
+        return value
+
+    def get_int(
+        self,
+        key: str,
+        default: Any = _MISSING,
+        minimum: Optional[int] = None,
+        maximum: Optional[int] = None,
+        allow_str: bool = False,
+    ) -> Any:
+        """
+        An integer; ``allow_str`` also takes a string of digits, as PHP sometimes writes numbers
+        from form fields as strings. A JSON ``true`` is never read as 1.
+        """
+        if minimum is not None and maximum is not None:
+            allowed = f"expected an integer from {minimum} to {maximum}"
+        elif minimum is not None:
+            allowed = f"expected an integer of at least {minimum}"
+        else:
+            allowed = "expected an integer"
+        value = self._raw(key, default, allowed)
+        if allow_str and value == "":
+            # PHP writes "" for a number the admin left empty.
+            if default is _MISSING:
+                raise self.missing(key, allowed)
+            return default
+        if value is _MISSING:
+            return default
+        number: Optional[int] = None
+        if type(value) is int:
+            number = value
+        elif type(value) is float and value.is_integer():
+            number = int(value)
+        elif allow_str and isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+            number = int(value)
+        if number is None:
+            raise self.error(key, value, allowed)
+        if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+            raise self.error(key, value, allowed)
+        return number
+
+    def get_float(self, key: str, default: Any = _MISSING, minimum: Optional[float] = None) -> Any:
+        allowed = "expected a number" + (f" of at least {minimum}" if minimum is not None else "")
+        value = self._raw(key, default, allowed)
+        if value is _MISSING:
+            return default
+        if type(value) not in (int, float) or (minimum is not None and value < minimum):
+            raise self.error(key, value, allowed)
+        return float(value)
+
+    def get_bool(self, key: str, default: Any = _MISSING, lenient: bool = False) -> Any:
+        """
+        A boolean; ``lenient`` also takes 0/1 and "0"/"1", which PHP writes for some flags.
+        """
+        allowed = "expected true or false"
+        value = self._raw(key, default, allowed)
+        if value is _MISSING:
+            return default
+        if type(value) is bool:
+            return value
+        if lenient and (type(value) is int or isinstance(value, str)) and str(value) in ("0", "1"):
+            return str(value) == "1"
+        raise self.error(key, value, allowed)
+
+    def get_list(self, key: str, default: Any = _MISSING, item_type: type = str) -> Any:
+        allowed = f"expected a list of {item_type.__name__}"
+        value = self._raw(key, default, allowed)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, list) or not all(type(v) is item_type for v in value):
+            raise self.error(key, value, allowed)
+        return tuple(value)
+
+    def get_path(self, key: str, default: Any = _MISSING) -> Any:
+        """A file path; relative paths are taken from the config file's folder. ``""`` is absent."""
+        value = self.get_str(key, default)
+        if value is default or value == "":
+            return default
+        return self.resolve(value)
+
+    def resolve(self, value: str) -> str:
+        return os.path.normpath(os.path.join(self.folder, os.path.expanduser(value)))
+
+    def check_readable(self, key: str, path: str) -> None:
+        """Refuse a file that is missing or unreadable now, not at the first TLS handshake."""
+        if not os.path.isfile(path):
+            raise ConfigError(f"{self.path}: {self.key_path(key)}: File does not exist: {path}")
+        if not os.access(path, os.R_OK):
+            raise ConfigError(f"{self.path}: {self.key_path(key)}: File is not readable: {path}")
+
+
+# --- server.cfg ---------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class ServerConfig:
+    """``server.cfg`` (spec §1.3), validated.
+
+    ``sub_directory`` is normalised to ``""`` or ``"/prefix"`` (leading slash, no trailing one).
+    ``deletion_time`` is ``(hour, minute)`` local time, or ``None`` when the purge is off and no
+    time is given. ``log_level`` is one of ``LOG_LEVELS``.
+    """
+
+    path: str
+    protocol: str
+    port: int
+    address: str
+    cert: Optional[str] = None
+    key: Optional[str] = None
+    dhparam: Optional[str] = None
+    log: str = "chat.log"
+    error_log: str = "chatError.log"
+    log_level: str = "info"
+    sub_directory: str = ""
+    deletion_mode: int = 0
+    deletion_unit: Optional[str] = None
+    deletion_value: Optional[int] = None
+    deletion_time: Optional[Tuple[int, int]] = None
+    # ilchat's own optional sections; later issues give them typed classes.
+    irc: Any = None
+    network: Any = None
+    redis: Any = None
+
+    @property
+    def is_https(self) -> bool:
+        return self.protocol == "https"
+
+    @property
+    def purge_enabled(self) -> bool:
+        return self.deletion_mode == 1
+
+
+def _normalise_sub_directory(value: str) -> str:
+    value = value.strip().strip("/")
+    return "/" + value if value else ""
+
+
+def _parse_server(reader: _Reader) -> ServerConfig:
+    protocol = reader.get_str("protocol", choices=("http", "https"))
+    port = reader.get_int("port", minimum=1, maximum=65535, allow_str=True)
+    address = reader.get_str("address", allow_empty=False)
+
+    cert = key = dhparam = None
+    if protocol == "https":
+        cert = reader.get_path("cert", None)
+        if cert is None:
+            raise reader.missing("cert", "https needs a readable certificate file")
+        reader.check_readable("cert", cert)
+        key = reader.get_path("key", None)
+        if key is None:
+            raise reader.missing("key", "https needs a readable private key file")
+        reader.check_readable("key", key)
+        dhparam = reader.get_path("dhparam", None)
+        if dhparam is not None:
+            reader.check_readable("dhparam", dhparam)
+
+    log = reader.get_path("log", None) or "chat.log"
+    error_log = reader.get_path("error_log", None) or "chatError.log"
+    log_level = reader.get_str("log_level", "") or "info"
+    if log_level not in LOG_LEVELS:
+        raise reader.error("log_level", log_level, "one of " + ", ".join(LOG_LEVELS))
+
+    sub_directory = _normalise_sub_directory(reader.get_str("sub_directory", ""))
+
+    # PHP and the Node server treat deletion_mode with parseInt: "1" is on.
+    deletion_mode = reader.get_int("deletion_mode", 0, allow_str=True)
+    purge = deletion_mode == 1
+    unit = reader.get_str("deletion_unit", "")
+    if unit or purge:
+        if unit not in DELETION_UNITS:
+            raise reader.error("deletion_unit", unit, "one of " + ", ".join(DELETION_UNITS))
+    value = reader.get_int("deletion_value", None, minimum=0, allow_str=True)
+    if purge and value is None:
+        raise reader.missing("deletion_value", "expected a number of deletion_unit")
+    time_text = reader.get_str("deletion_time", "")
+    deletion_time = None
+    if time_text or purge:
+        match = _TIME_RE.match(time_text)
+        if not match:
+            raise reader.error("deletion_time", time_text, 'expected "HH:MM" (00:00 to 23:59)')
+        deletion_time = (int(match.group(1)), int(match.group(2)))
+
+    return ServerConfig(
+        path=reader.path,
+        protocol=protocol,
+        port=port,
+        address=address,
+        cert=cert,
+        key=key,
+        dhparam=dhparam,
+        log=log,
+        error_log=error_log,
+        log_level=log_level,
+        sub_directory=sub_directory,
+        deletion_mode=deletion_mode,
+        deletion_unit=unit or None,
+        deletion_value=value,
+        deletion_time=deletion_time,
+    )
+
+
+# --- client.cfg ---------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class DatabaseConfig:
+    """The ``database`` block of a ``client.cfg``.
+
+    ``type`` is ``"mysql"`` (ILIAS writes ``mysql``; ``mariadb``, ``innodb`` and ``""`` mean the
+    same) or ``"sqlite"``, whose ``name`` is the database file path (absolute after loading).
+    """
+
+    type: str
+    name: str
+    host: str = "localhost"
+    port: int = 3306
+    user: str = ""
+    password: str = attrs.field(default="", repr=False)
+
+
+@attrs.frozen
+class ClientConfig:
+    """One ``client.cfg`` (spec §1.4): one ILIAS client, i.e. namespaces ``/<name>`` and ``/<name>-im``.
+
+    The keys only PHP and the browser use are kept for completeness; the server ignores them.
+    """
+
+    path: str
+    name: str
+    auth_key: str = attrs.field(repr=False)
+    auth_secret: str = attrs.field(repr=False)
+    database: DatabaseConfig
+    enable_osd: Any = None
+    enable_osc: Any = None
+    enable_browser_notifications: Any = None
+    conversation_idle_state_in_minutes: Any = None
+    osd_intervall: Any = None
+    chat_enabled: Any = None
+    play_invitation_sound: Any = None
+
+
+def _parse_database(reader: _Reader) -> DatabaseConfig:
+    db = reader.section("database", required=True)
+    db_type = db.get_str("type", "")
+    if db_type.lower() in _MYSQL_TYPES:
+        return DatabaseConfig(
+            type="mysql",
+            name=db.get_str("name", allow_empty=False),
+            host=db.get_str("host", "") or "localhost",
+            port=db.get_int("port", 3306, minimum=1, maximum=65535, allow_str=True),
+            user=db.get_str("user", ""),
+            password=db.get_str("pass", ""),
+        )
+    if db_type.lower() == "sqlite":
+        name = db.get_str("name", allow_empty=False)
+        return DatabaseConfig(type="sqlite", name=db.resolve(name))
+    raise db.error("type", db_type, "one of mysql, mariadb, innodb, sqlite")
+
+
+# Keys PHP writes for the browser; the server only keeps them.
+_CLIENT_UI_KEYS = (
+    "enable_osd",
+    "enable_osc",
+    "enable_browser_notifications",
+    "conversation_idle_state_in_minutes",
+    "osd_intervall",
+    "chat_enabled",
+    "play_invitation_sound",
+)
+
+
+def _parse_client(reader: _Reader) -> ClientConfig:
+    name = reader.get_str("name", allow_empty=False)
+    if "/" in name or name != name.strip():
+        raise reader.error("name", name, "expected a name without slashes or surrounding spaces")
+    auth = reader.section("auth", required=True)
+    return ClientConfig(
+        path=reader.path,
+        name=name,
+        auth_key=auth.get_str("key", allow_empty=False),
+        auth_secret=auth.get_str("secret", allow_empty=False),
+        database=_parse_database(reader),
+        **{key: reader.data.get(key) for key in _CLIENT_UI_KEYS},
+    )
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def _read_json(path: str) -> Dict[str, Any]:
+    if not os.path.exists(path):
+        # The exact text of the Node server (Handler/FileHandler.js).
+        raise ConfigError(f"File does not exist: {path}")
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read: {e.strerror}")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object at the top level")
+    return data
+
+
+def load_server_config(path: str) -> ServerConfig:
+    """Read and validate one ``server.cfg``."""
+    return _parse_server(_Reader(path, _read_json(path)))
+
+
+def load_client_config(path: str) -> ClientConfig:
+    """Read and validate one ``client.cfg``."""
+    return _parse_client(_Reader(path, _read_json(path)))
+
+
+def load_configs(
+    server_path: Optional[str], client_paths: Sequence[str]
+) -> Tuple[ServerConfig, List[ClientConfig]]:
+    """
+    Read ``server.cfg`` and every ``client.cfg``, in order, as the Node server does at boot.
+
+    Raises:
+        ConfigError: the first problem found, as one line for stderr.
+    """
+    if not server_path:
+        raise ConfigError("Required: Server-Config file")
+    if not client_paths:
+        raise ConfigError("Required: Client-Config file")
+    server = load_server_config(server_path)
+    clients: List[ClientConfig] = []
+    seen: Dict[str, str] = {}
+    for path in client_paths:
+        client = load_client_config(path)
+        if client.name in seen:
+            raise ConfigError(
+                f"{path}: name = {_show(client.name)} is not allowed; "
+                f"already used by {seen[client.name]} (each client needs its own name)"
+            )
+        seen[client.name] = path
+        clients.append(client)
+    return server, clients

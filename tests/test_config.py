@@ -1,0 +1,327 @@
+"""Tests for ilchat.config: every key of server.cfg / client.cfg and every error text."""
+
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from ilchat.config import ConfigError, load_configs
+
+SERVER: Dict[str, Any] = {
+    "protocol": "http",
+    "port": 8888,
+    "address": "127.0.0.1",
+    "cert": "",
+    "key": "",
+    "dhparam": "",
+    "log": "",
+    "log_level": "info",
+    "error_log": "",
+    "sub_directory": "",
+    "deletion_mode": 0,
+    "deletion_unit": "",
+    "deletion_value": "",
+    "deletion_time": "",
+}
+
+CLIENT: Dict[str, Any] = {
+    "name": "onscreen",
+    "enable_osd": False,
+    "enable_osc": True,
+    "enable_browser_notifications": True,
+    "conversation_idle_state_in_minutes": 1,
+    "osd_intervall": 60,
+    "chat_enabled": True,
+    "play_invitation_sound": False,
+    "auth": {"key": "k", "secret": "s"},
+    "database": {
+        "type": "mysql",
+        "host": "localhost",
+        "port": 3306,
+        "name": "ilias",
+        "user": "u",
+        "pass": "p",
+    },
+}
+
+
+class ConfigTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.folder = os.path.abspath(self.mktemp())
+        os.makedirs(self.folder)
+
+    def write(self, name: str, content: Any) -> str:
+        path = os.path.join(self.folder, name)
+        with open(path, "w") as f:
+            f.write(content if isinstance(content, str) else json.dumps(content))
+        return path
+
+    def load(
+        self,
+        server: Optional[Dict[str, Any]] = None,
+        clients: Optional[List[Dict[str, Any]]] = None,
+        drop: tuple = (),
+    ):
+        data = dict(SERVER, **(server or {}))
+        for key in drop:
+            data.pop(key)
+        server_path = self.write("server.cfg", data)
+        paths = []
+        for i, client in enumerate(clients or [{}]):
+            paths.append(self.write(f"client{i}.cfg", dict(CLIENT, **client)))
+        return load_configs(server_path, paths)
+
+    def error(self, *args, **kwargs) -> str:
+        e = self.assertRaises(ConfigError, self.load, *args, **kwargs)
+        text = str(e)
+        self.assertNotIn("\n", text)
+        return text
+
+
+class LoadingTests(ConfigTestCase):
+    def test_ilias_readme_example_loads_with_typed_values(self) -> None:
+        """The files ILIAS writes load as typed objects with the Node defaults filled in."""
+        server, clients = self.load()
+        self.assertEqual(server.protocol, "http")
+        self.assertEqual(server.port, 8888)
+        self.assertEqual(server.address, "127.0.0.1")
+        self.assertEqual(server.log, "chat.log")
+        self.assertEqual(server.error_log, "chatError.log")
+        self.assertEqual(server.log_level, "info")
+        self.assertEqual(server.sub_directory, "")
+        self.assertFalse(server.purge_enabled)
+        self.assertIsNone(server.cert)
+        [client] = clients
+        self.assertEqual(client.name, "onscreen")
+        self.assertEqual((client.auth_key, client.auth_secret), ("k", "s"))
+        self.assertEqual(client.database.type, "mysql")
+        self.assertEqual(client.database.password, "p")
+        self.assertEqual(client.database.port, 3306)
+        self.assertTrue(client.enable_osc)
+
+    def test_missing_server_config_argument_uses_ilias_text(self) -> None:
+        """No server config gives the Node server's exact text."""
+        e = self.assertRaises(ConfigError, load_configs, None, [])
+        self.assertEqual(str(e), "Required: Server-Config file")
+
+    def test_missing_client_config_argument_uses_ilias_text(self) -> None:
+        """A server config without any client config gives the Node server's exact text."""
+        path = self.write("server.cfg", SERVER)
+        e = self.assertRaises(ConfigError, load_configs, path, [])
+        self.assertEqual(str(e), "Required: Client-Config file")
+
+    def test_missing_file_uses_ilias_text(self) -> None:
+        """A path that does not exist gives "File does not exist: <path>"."""
+        path = os.path.join(self.folder, "nope.cfg")
+        e = self.assertRaises(ConfigError, load_configs, path, [path])
+        self.assertEqual(str(e), f"File does not exist: {path}")
+
+    def test_invalid_json_names_file_line_and_column(self) -> None:
+        """Broken JSON names the file, the line and the column instead of a traceback."""
+        path = self.write("server.cfg", '{\n  "port": 8888,\n  "protocol" "http"\n}')
+        e = self.assertRaises(ConfigError, load_configs, path, [path])
+        self.assertIn(path, str(e))
+        self.assertIn("line 3 column 14", str(e))
+
+    def test_top_level_must_be_an_object(self) -> None:
+        """A JSON list is refused with the file named."""
+        path = self.write("server.cfg", "[]")
+        e = self.assertRaises(ConfigError, load_configs, path, [path])
+        self.assertIn("JSON object", str(e))
+
+    def test_several_clients_load_in_order(self) -> None:
+        """Client configs keep their command-line order."""
+        _, clients = self.load(clients=[{"name": "a"}, {"name": "b"}])
+        self.assertEqual([c.name for c in clients], ["a", "b"])
+
+    def test_duplicate_client_name_is_refused(self) -> None:
+        """Two client configs with the same name would share namespaces: refused, both files named."""
+        text = self.error(clients=[{"name": "a"}, {"name": "a"}])
+        self.assertIn("client0.cfg", text)
+        self.assertIn("client1.cfg", text)
+        self.assertIn('name = "a"', text)
+
+
+class ServerKeyTests(ConfigTestCase):
+    def test_port_out_of_range_names_file_key_value_and_range(self) -> None:
+        """Port 70000 is refused with the file, key, value and the allowed range."""
+        text = self.error({"port": 70000})
+        self.assertIn("server.cfg", text)
+        self.assertIn("port = 70000", text)
+        self.assertIn("1 to 65535", text)
+
+    def test_port_zero_is_refused(self) -> None:
+        """Port 0 is not a port an operator means."""
+        self.assertIn("port = 0", self.error({"port": 0}))
+
+    def test_port_true_is_not_one(self) -> None:
+        """A JSON true is not read as port 1."""
+        self.assertIn("port = true", self.error({"port": True}))
+
+    def test_port_as_digit_string_is_accepted(self) -> None:
+        """PHP may write the port from a form field as a string."""
+        server, _ = self.load({"port": "8585"})
+        self.assertEqual(server.port, 8585)
+
+    def test_missing_port_is_required(self) -> None:
+        """A missing port names the key."""
+        self.assertIn("port is required", self.error(drop=("port",)))
+
+    def test_protocol_must_be_http_or_https(self) -> None:
+        """Only http and https are protocols."""
+        text = self.error({"protocol": "ftp"})
+        self.assertIn('protocol = "ftp"', text)
+        self.assertIn("http, https", text)
+
+    def test_address_is_required(self) -> None:
+        """An empty address is refused."""
+        self.assertIn("address", self.error({"address": ""}))
+
+    def test_log_level_must_be_a_syslog_name(self) -> None:
+        """log_level lists the allowed names."""
+        text = self.error({"log_level": "verbose"})
+        self.assertIn('log_level = "verbose"', text)
+        self.assertIn("emerg, alert, crit, error, warning, notice, info, debug, silly", text)
+
+    def test_missing_log_level_is_info(self) -> None:
+        """As with Node, no log_level means info."""
+        server, _ = self.load(drop=("log_level",))
+        self.assertEqual(server.log_level, "info")
+
+    def test_relative_log_paths_are_taken_from_the_config_folder(self) -> None:
+        """A relative log path does not depend on the working directory."""
+        server, _ = self.load({"log": "logs/chat.log", "error_log": "/var/log/e.log"})
+        self.assertEqual(server.log, os.path.join(self.folder, "logs", "chat.log"))
+        self.assertEqual(server.error_log, "/var/log/e.log")
+
+    def test_sub_directory_is_normalised(self) -> None:
+        """Slashes around sub_directory do not matter."""
+        server, _ = self.load({"sub_directory": "chat/"})
+        self.assertEqual(server.sub_directory, "/chat")
+        server, _ = self.load({"sub_directory": "/"})
+        self.assertEqual(server.sub_directory, "")
+
+    def test_purge_settings_are_parsed(self) -> None:
+        """deletion_* keys become the mode, unit, value and (hour, minute)."""
+        server, _ = self.load(
+            {"deletion_mode": "1", "deletion_unit": "months", "deletion_value": "3",
+             "deletion_time": "03:05"}
+        )
+        self.assertTrue(server.purge_enabled)
+        self.assertEqual(server.deletion_unit, "months")
+        self.assertEqual(server.deletion_value, 3)
+        self.assertEqual(server.deletion_time, (3, 5))
+
+    def test_deletion_unit_month_is_accepted(self) -> None:
+        """The Node server also accepts the singular "month"."""
+        server, _ = self.load(
+            {"deletion_mode": 1, "deletion_unit": "month", "deletion_value": 1,
+             "deletion_time": "00:00"}
+        )
+        self.assertEqual(server.deletion_unit, "month")
+
+    def test_bad_deletion_unit_is_refused(self) -> None:
+        """An unknown unit would make Node delete everything; ilchat refuses it."""
+        text = self.error(
+            {"deletion_mode": 1, "deletion_unit": "fortnights", "deletion_value": 1,
+             "deletion_time": "03:00"}
+        )
+        self.assertIn('deletion_unit = "fortnights"', text)
+        self.assertIn("days, weeks, months, month, years", text)
+
+    def test_bad_deletion_time_is_refused(self) -> None:
+        """deletion_time must be HH:MM."""
+        text = self.error(
+            {"deletion_mode": 1, "deletion_unit": "days", "deletion_value": 1,
+             "deletion_time": "24:00"}
+        )
+        self.assertIn('deletion_time = "24:00"', text)
+        self.assertIn("HH:MM", text)
+
+    def test_purge_needs_deletion_value(self) -> None:
+        """With the purge on, a value is required."""
+        text = self.error(
+            {"deletion_mode": 1, "deletion_unit": "days", "deletion_time": "03:00"},
+            drop=("deletion_value",),
+        )
+        self.assertIn("deletion_value is required", text)
+
+
+class HttpsTests(ConfigTestCase):
+    def test_https_needs_cert(self) -> None:
+        """https without a cert is refused before anything listens."""
+        self.assertIn("cert is required", self.error({"protocol": "https"}))
+
+    def test_https_cert_must_exist(self) -> None:
+        """A missing cert file is named with the ILIAS text."""
+        text = self.error({"protocol": "https", "cert": "/nonexistent/cert.pem", "key": "x"})
+        self.assertIn("cert: File does not exist: /nonexistent/cert.pem", text)
+
+    def test_https_key_must_exist(self) -> None:
+        """A missing key file is named."""
+        cert = self.write("cert.pem", "x")
+        text = self.error({"protocol": "https", "cert": cert, "key": "key.pem"})
+        self.assertIn("key: File does not exist: " + os.path.join(self.folder, "key.pem"), text)
+
+    def test_https_dhparam_is_optional_but_must_exist_when_given(self) -> None:
+        """dhparam may be empty; a named dhparam must exist."""
+        self.write("cert.pem", "x")
+        self.write("key.pem", "x")
+        server, _ = self.load({"protocol": "https", "cert": "cert.pem", "key": "key.pem"})
+        self.assertEqual(server.cert, os.path.join(self.folder, "cert.pem"))
+        self.assertIsNone(server.dhparam)
+        text = self.error(
+            {"protocol": "https", "cert": "cert.pem", "key": "key.pem", "dhparam": "dh.pem"}
+        )
+        self.assertIn("dhparam: File does not exist", text)
+
+    def test_unreadable_key_is_refused(self) -> None:
+        """A key file the server cannot read is refused at start."""
+        if os.getuid() == 0:
+            self.skipTest("root can read any file")
+        self.write("cert.pem", "x")
+        key = self.write("key.pem", "x")
+        os.chmod(key, 0)
+        text = self.error({"protocol": "https", "cert": "cert.pem", "key": "key.pem"})
+        self.assertIn("not readable", text)
+
+
+class ClientKeyTests(ConfigTestCase):
+    def test_database_types_normalise_to_mysql(self) -> None:
+        """mysql, mariadb, innodb and "" all mean MySQL/MariaDB through mysqlclient."""
+        for db_type in ("mysql", "mariadb", "innodb", "", "MySQL"):
+            _, [client] = self.load(clients=[{"database": dict(CLIENT["database"], type=db_type)}])
+            self.assertEqual(client.database.type, "mysql")
+
+    def test_sqlite_name_is_a_path_relative_to_the_config_file(self) -> None:
+        """An SQLite database file lives next to the config unless the path is absolute."""
+        _, [client] = self.load(clients=[{"database": {"type": "sqlite", "name": "data/x.db"}}])
+        self.assertEqual(client.database.type, "sqlite")
+        self.assertEqual(client.database.name, os.path.join(self.folder, "data", "x.db"))
+
+    def test_unknown_database_type_is_refused(self) -> None:
+        """postgres is not supported and says which types are."""
+        text = self.error(clients=[{"database": {"type": "postgres", "name": "x"}}])
+        self.assertIn('database.type = "postgres"', text)
+        self.assertIn("mysql, mariadb, innodb, sqlite", text)
+
+    def test_database_port_must_be_a_port(self) -> None:
+        """The key path of nested keys is shown."""
+        text = self.error(clients=[{"database": dict(CLIENT["database"], port=-1)}])
+        self.assertIn("database.port = -1", text)
+
+    def test_auth_key_is_required(self) -> None:
+        """Without credentials no backend call could be checked."""
+        text = self.error(clients=[{"auth": {"secret": "s"}}])
+        self.assertIn("client0.cfg: auth.key is required", text)
+
+    def test_missing_name_is_required(self) -> None:
+        """The client name is the namespace; it is required."""
+        text = self.error(clients=[{"name": None}])
+        self.assertIn("name is required", text)
+
+    def test_database_block_is_required(self) -> None:
+        """A client without a database block is refused."""
+        text = self.error(clients=[{"database": None}])
+        self.assertIn("database is required", text)
