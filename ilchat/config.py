@@ -35,6 +35,8 @@ __all__ = [
     "load_client_config",
     "LOG_LEVELS",
     "DELETION_UNITS",
+    "IrcConfig",
+    "WebircGateway",
 ]
 
 #: The ``log_level`` names ILIAS offers (syslog names plus winston's ``silly``), most severe first.
@@ -350,6 +352,139 @@ def _parse_server(reader: _Reader) -> ServerConfig:
         deletion_unit=unit or None,
         deletion_value=value,
         deletion_time=deletion_time,
+        irc=_parse_irc(reader, cert, key, dhparam),
+    )
+
+
+# --- server.cfg: irc ----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class WebircGateway:
+    """A web IRC gateway (Kiwi IRC, The Lounge) allowed to send WEBIRC with the real user address."""
+
+    networks: Tuple[Any, ...]
+    password: str = attrs.field(repr=False)
+
+
+@attrs.frozen
+class IrcConfig:
+    """The optional ``irc`` section of ``server.cfg``: the IRC listener and bridge (off when absent).
+
+    ``rooms`` maps a client name to the repository chat room ids exposed as channels, or to
+    ``None`` for every room of that client; ``None`` as a whole exposes every client and room.
+    ``auth`` is ``"ilias"`` (SASL PLAIN or ``PASS login:password`` against ``usr_data``) or
+    ``"open"`` (any free nick; the standalone chat). TLS uses ``cert``/``key``/``dhparam``, which
+    default to the server's.
+    """
+
+    address: str = "0.0.0.0"
+    port: Optional[int] = 6667
+    tls_port: Optional[int] = None
+    cert: Optional[str] = None
+    key: Optional[str] = None
+    dhparam: Optional[str] = None
+    server_name: str = "irc.ilchat.local"
+    network_name: str = "ilchat"
+    motd: Tuple[str, ...] = ()
+    rooms: Optional[Dict[str, Optional[Tuple[int, ...]]]] = None
+    auth: str = "ilias"
+    local_channels: bool = False
+    flood_rate: float = 2.0
+    flood_burst: int = 10
+    recvq: int = 8192
+    max_line: int = 512
+    sendq: int = 262144
+    max_connections_per_ip: int = 10
+    ping_interval: float = 90.0
+    ping_timeout: float = 60.0
+    registration_timeout: float = 30.0
+    nick_length: int = 30
+    channel_length: int = 64
+    topic_length: int = 390
+    webirc: Tuple[WebircGateway, ...] = ()
+
+
+def _parse_irc(
+    server: _Reader, cert: Optional[str], key: Optional[str], dhparam: Optional[str]
+) -> Optional[IrcConfig]:
+    if not server.has("irc"):
+        return None
+    import ipaddress
+
+    reader = server.section("irc")
+    port = reader.get_int("port", 6667, minimum=0, maximum=65535)
+    tls_port = reader.get_int("tls_port", None, minimum=1, maximum=65535)
+    if not port and tls_port is None:
+        raise reader.error("port", port, "set port or tls_port (or remove the irc section)")
+    cert = reader.get_path("cert", cert)
+    key = reader.get_path("key", key)
+    dhparam = reader.get_path("dhparam", dhparam)
+    if tls_port is not None:
+        if cert is None or key is None:
+            raise reader.missing("cert", "tls_port needs cert and key (here or in the server config)")
+        reader.check_readable("cert", cert)
+        reader.check_readable("key", key)
+        if dhparam is not None:
+            reader.check_readable("dhparam", dhparam)
+    motd_value = reader.data.get("motd")
+    if isinstance(motd_value, str):
+        motd: Tuple[str, ...] = tuple(motd_value.splitlines())
+    else:
+        motd = reader.get_list("motd", ())
+    rooms = None
+    if reader.has("rooms"):
+        rooms_reader = reader.section("rooms")
+        rooms = {}
+        for client_name, value in rooms_reader.data.items():
+            if value == "*":
+                rooms[client_name] = None
+            else:
+                rooms[client_name] = rooms_reader.get_list(client_name, item_type=int)
+    auth = reader.get_str("auth", "ilias", choices=("ilias", "open"))
+    limits = reader.section("limits")
+    gateways = []
+    for index, item in enumerate(reader.get_list("webirc", (), item_type=dict)):
+        gateway = _Reader(reader.path, item, reader.key_path(f"webirc[{index}]."))
+        addresses = gateway.data.get("cidr")
+        addresses = [addresses] if isinstance(addresses, str) else gateway.get_list("cidr")
+        networks = []
+        for address in addresses:
+            try:
+                networks.append(ipaddress.ip_network(address, strict=False))
+            except ValueError:
+                raise gateway.error("cidr", address, "expected an IP address or CIDR network")
+        gateways.append(
+            WebircGateway(
+                networks=tuple(networks), password=gateway.get_str("password", allow_empty=False)
+            )
+        )
+    return IrcConfig(
+        address=reader.get_str("address", "0.0.0.0", allow_empty=False),
+        port=port or None,
+        tls_port=tls_port,
+        cert=cert,
+        key=key,
+        dhparam=dhparam,
+        server_name=reader.get_str("server_name", "irc.ilchat.local", allow_empty=False),
+        network_name=reader.get_str("network_name", "ilchat", allow_empty=False),
+        motd=motd,
+        rooms=rooms,
+        auth=auth,
+        local_channels=reader.get_bool("local_channels", auth == "open"),
+        flood_rate=limits.get_float("flood_rate", 2.0, minimum=0.1),
+        flood_burst=limits.get_int("flood_burst", 10, minimum=1),
+        recvq=limits.get_int("recvq", 8192, minimum=1024),
+        max_line=limits.get_int("max_line", 512, minimum=512, maximum=8192),
+        sendq=limits.get_int("sendq", 262144, minimum=4096),
+        max_connections_per_ip=limits.get_int("max_connections_per_ip", 10, minimum=0),
+        ping_interval=limits.get_float("ping_interval", 90.0, minimum=1.0),
+        ping_timeout=limits.get_float("ping_timeout", 60.0, minimum=1.0),
+        registration_timeout=limits.get_float("registration_timeout", 30.0, minimum=1.0),
+        nick_length=limits.get_int("nick_length", 30, minimum=9, maximum=64),
+        channel_length=limits.get_int("channel_length", 64, minimum=16, maximum=200),
+        topic_length=limits.get_int("topic_length", 390, minimum=80, maximum=400),
+        webirc=tuple(gateways),
     )
 
 

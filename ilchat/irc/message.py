@@ -1,0 +1,208 @@
+# -*- test-case-name: tests.irc.test_message -*-
+"""
+IRC messages as values: a pure parser and serialiser with IRCv3 message tags.
+
+Nothing here touches a transport, so every rule of the wire format (modern ircdocs and RFC 1459)
+is tested on plain strings. The serialiser is the only producer of outgoing lines and refuses
+anything that could smuggle a second command into a line (CR, LF, NUL) or break the framing
+(a space in a middle parameter, an over-long line).
+"""
+
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+
+import attr
+
+__all__ = [
+    "Message",
+    "MessageError",
+    "parse_message",
+    "format_message",
+    "split_text",
+    "MAX_LINE_BYTES",
+    "MAX_TAGS_BYTES",
+]
+
+#: Bytes of a line without its tags, CR LF included (RFC 1459 §2.3).
+MAX_LINE_BYTES = 512
+#: Bytes of the tag section, the leading "@" and trailing space included (IRCv3 message-tags).
+MAX_TAGS_BYTES = 8191
+
+_FORBIDDEN = ("\r", "\n", "\0")
+
+_TAG_ESCAPES = {";": "\\:", " ": "\\s", "\\": "\\\\", "\r": "\\r", "\n": "\\n"}
+_TAG_UNESCAPES = {":": ";", "s": " ", "\\": "\\", "r": "\r", "n": "\n"}
+
+
+class MessageError(ValueError):
+    """A line cannot be parsed, or a message cannot be put on the wire safely."""
+
+
+@attr.s(slots=True, frozen=True, auto_attribs=True)
+class Message:
+    """
+    One IRC message.
+
+    Attributes:
+        command: the command or three-digit numeric, upper case.
+        params: the parameters; only the last one may contain spaces or start with ":".
+        prefix: the source (``nick!user@host`` or a server name), or None.
+        tags: IRCv3 tags, unescaped; a tag without value maps to "".
+    """
+
+    command: str
+    params: Tuple[str, ...] = attr.ib(default=(), converter=tuple)
+    prefix: Optional[str] = None
+    tags: Mapping[str, str] = attr.ib(factory=dict)
+
+
+def escape_tag_value(value: str) -> str:
+    """Escape a tag value as IRCv3 message-tags requires."""
+    return "".join(_TAG_ESCAPES.get(char, char) for char in value)
+
+
+def unescape_tag_value(value: str) -> str:
+    """
+    Undo L{escape_tag_value}.
+
+    Per the spec, an unknown escape drops the backslash and a trailing lone backslash is dropped.
+    """
+    out: List[str] = []
+    chars = iter(value)
+    for char in chars:
+        if char != "\\":
+            out.append(char)
+            continue
+        following = next(chars, None)
+        if following is None:
+            break
+        out.append(_TAG_UNESCAPES.get(following, following))
+    return "".join(out)
+
+
+def _parse_tags(text: str) -> Dict[str, str]:
+    tags: Dict[str, str] = {}
+    for item in text.split(";"):
+        if not item:
+            continue
+        key, _, value = item.partition("=")
+        if key:
+            tags[key] = unescape_tag_value(value)
+    return tags
+
+
+def parse_message(line: str) -> Message:
+    """
+    Parse one line (without CR/LF) into a L{Message}.
+
+    Several spaces between parts count as one, as clients and servers in the wild send them.
+    At most 15 parameters are split; anything beyond stays in the 15th, as RFC 1459 says.
+
+    Raises:
+        MessageError: the line has no command.
+    """
+    rest = line.lstrip(" ")
+    tags: Dict[str, str] = {}
+    prefix: Optional[str] = None
+    if rest.startswith("@"):
+        tag_text, _, rest = rest[1:].partition(" ")
+        tags = _parse_tags(tag_text)
+        rest = rest.lstrip(" ")
+    if rest.startswith(":"):
+        prefix, _, rest = rest[1:].partition(" ")
+        rest = rest.lstrip(" ")
+        prefix = prefix or None
+    command, _, rest = rest.partition(" ")
+    if not command:
+        raise MessageError("no command")
+    params: List[str] = []
+    while rest:
+        rest = rest.lstrip(" ")
+        if not rest:
+            break
+        if rest.startswith(":") or len(params) == 14:
+            params.append(rest[1:] if rest.startswith(":") else rest)
+            break
+        param, _, rest = rest.partition(" ")
+        params.append(param)
+    return Message(command=command.upper(), params=tuple(params), prefix=prefix, tags=tags)
+
+
+def _check(part: str, what: str) -> None:
+    for char in _FORBIDDEN:
+        if char in part:
+            raise MessageError(f"{what} contains {char!r}")
+
+
+def format_message(message: Message) -> str:
+    """
+    Serialise a L{Message} into a line without CR/LF.
+
+    The last parameter gets a ":" when it needs one (empty, has a space, or starts with ":").
+
+    Raises:
+        MessageError: a part contains CR, LF or NUL, a middle parameter has a space or starts
+            with ":", or the line would be longer than IRC allows.
+    """
+    parts: List[str] = []
+    tag_section = ""
+    if message.tags:
+        items = []
+        for key, value in message.tags.items():
+            _check(key, "tag key")
+            if not key or " " in key or ";" in key or "=" in key:
+                raise MessageError(f"bad tag key {key!r}")
+            items.append(f"{key}={escape_tag_value(value)}" if value else key)
+        tag_section = "@" + ";".join(items) + " "
+    if message.prefix is not None:
+        _check(message.prefix, "prefix")
+        if " " in message.prefix or not message.prefix:
+            raise MessageError("bad prefix")
+        parts.append(":" + message.prefix)
+    _check(message.command, "command")
+    if not message.command or " " in message.command:
+        raise MessageError("bad command")
+    parts.append(message.command)
+    params = list(message.params)
+    for index, param in enumerate(params):
+        _check(param, "parameter")
+        last = index == len(params) - 1
+        if last and (not param or " " in param or param.startswith(":")):
+            parts.append(":" + param)
+        elif not param or " " in param or param.startswith(":"):
+            raise MessageError(f"middle parameter {param!r} needs to be the last")
+        else:
+            parts.append(param)
+    body = " ".join(parts)
+    if len(body.encode("utf-8")) > MAX_LINE_BYTES - 2:
+        raise MessageError("line too long")
+    if len(tag_section.encode("utf-8")) > MAX_TAGS_BYTES:
+        raise MessageError("tags too long")
+    return tag_section + body
+
+
+def split_text(text: str, max_bytes: int) -> List[str]:
+    """
+    Split user text into pieces that each fit into one message of at most C{max_bytes} UTF-8
+    bytes, first at line breaks (so text never carries CR/LF), then at spaces where possible and
+    never inside a UTF-8 character. NUL characters are dropped. Empty lines are left out.
+    """
+    max_bytes = max(max_bytes, 4)
+    pieces: List[str] = []
+    for line in text.replace("\0", "").splitlines():
+        while line:
+            encoded = line.encode("utf-8")
+            if len(encoded) <= max_bytes:
+                pieces.append(line)
+                break
+            cut = encoded[:max_bytes].decode("utf-8", "ignore")
+            space = cut.rfind(" ")
+            if space > len(cut) // 2:
+                cut = cut[: space + 1]
+            pieces.append(cut.rstrip(" ") or cut)
+            line = line[len(cut) :]
+    return pieces
+
+
+def join_targets(names: Iterable[str]) -> str:
+    """Join channel or nick names into the comma list IRC uses."""
+    return ",".join(names)
