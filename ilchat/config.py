@@ -18,6 +18,7 @@ class and a ``_parse_<section>(reader)`` function that uses the typed getters of
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -30,6 +31,9 @@ __all__ = [
     "ServerConfig",
     "ClientConfig",
     "DatabaseConfig",
+    "NetworkConfig",
+    "StandaloneConfig",
+    "StandaloneRoom",
     "load_configs",
     "load_server_config",
     "load_client_config",
@@ -249,6 +253,55 @@ class _Reader:
 
 
 @attrs.frozen
+class NetworkConfig:
+    """The optional ``network`` section of ``server.cfg``: ilchat's network policy (design §6).
+
+    ``allow`` and ``trusted_proxies`` are CIDR strings (IPv4 or IPv6; validated here, matched by
+    ``ilchat.web.policy``); an empty ``allow`` lets everyone in. ``allowed_origins`` are origin
+    patterns with ``*`` wildcards (``*.example.org``, ``https://chat.example.org``); empty means
+    all. ``max_connections_per_ip`` 0 means no limit; ``message_rate`` (messages per second per
+    connection, 0 for no limit) and ``message_burst`` make the throttle's token bucket.
+    """
+
+    allow: Tuple[str, ...] = ()
+    trusted_proxies: Tuple[str, ...] = ()
+    allowed_origins: Tuple[str, ...] = ()
+    max_connections_per_ip: int = 0
+    message_rate: float = 5.0
+    message_burst: float = 10.0
+    max_name_length: int = 32
+    max_message_length: int = 4000
+
+
+def _get_cidrs(reader: _Reader, key: str) -> Tuple[str, ...]:
+    cidrs = reader.get_list(key, ())
+    for cidr in cidrs:
+        try:
+            ipaddress.ip_network(cidr.strip(), strict=False)
+        except ValueError:
+            raise reader.error(
+                key, cidr, "expected CIDRs such as 10.0.0.0/8, 127.0.0.1 or 2001:db8::/32"
+            )
+    return cidrs
+
+
+def _parse_network(reader: _Reader) -> Optional[NetworkConfig]:
+    if not reader.has("network"):
+        return None
+    net = reader.section("network")
+    return NetworkConfig(
+        allow=_get_cidrs(net, "allow"),
+        trusted_proxies=_get_cidrs(net, "trusted_proxies"),
+        allowed_origins=net.get_list("allowed_origins", ()),
+        max_connections_per_ip=net.get_int("max_connections_per_ip", 0, minimum=0),
+        message_rate=net.get_float("message_rate", 5.0, minimum=0),
+        message_burst=net.get_float("message_burst", 10.0, minimum=1),
+        max_name_length=net.get_int("max_name_length", 32, minimum=1, maximum=255),
+        max_message_length=net.get_int("max_message_length", 4000, minimum=1),
+    )
+
+
+@attrs.frozen
 class ServerConfig:
     """``server.cfg`` (spec §1.3), validated.
 
@@ -353,6 +406,7 @@ def _parse_server(reader: _Reader) -> ServerConfig:
         deletion_value=value,
         deletion_time=deletion_time,
         irc=_parse_irc(reader, cert, key, dhparam),
+        network=_parse_network(reader),
     )
 
 
@@ -508,6 +562,52 @@ class DatabaseConfig:
 
 
 @attrs.frozen
+class StandaloneRoom:
+    """One room of a standalone chat: created in the client's SQLite store at start."""
+
+    id: int
+    title: str
+
+
+@attrs.frozen
+class StandaloneConfig:
+    """The optional ``standalone`` block of a ``client.cfg``: an internal chat with no ILIAS.
+
+    Users log in with a name only on the built-in web page (or IRC). ``title`` and ``welcome`` are
+    shown on the page's welcome screen; ``history`` is how many of a room's latest messages a
+    newcomer sees.
+    """
+
+    title: str = "ilchat"
+    welcome: str = "Pick a name to join the chat."
+    rooms: Tuple[StandaloneRoom, ...] = (StandaloneRoom(1, "Lobby"),)
+    history: int = 50
+
+
+def _parse_standalone(reader: _Reader) -> Optional[StandaloneConfig]:
+    if not reader.has("standalone"):
+        return None
+    sa = reader.section("standalone")
+    rooms = []
+    seen = set()
+    for index, raw in enumerate(sa.get_list("rooms", ({"id": 1, "title": "Lobby"},), dict)):
+        room = _Reader(reader.path, raw, f"{sa.prefix}rooms[{index}].")
+        room_id = room.get_int("id", minimum=1)
+        if room_id in seen:
+            raise room.error("id", room_id, "expected a room id not used by another room")
+        seen.add(room_id)
+        rooms.append(StandaloneRoom(room_id, room.get_str("title", allow_empty=False)))
+    if not rooms:
+        raise sa.error("rooms", [], "expected at least one room")
+    return StandaloneConfig(
+        title=sa.get_str("title", "ilchat"),
+        welcome=sa.get_str("welcome", "Pick a name to join the chat."),
+        rooms=tuple(rooms),
+        history=sa.get_int("history", 50, minimum=0, maximum=1000),
+    )
+
+
+@attrs.frozen
 class ClientConfig:
     """One ``client.cfg`` (spec §1.4): one ILIAS client, i.e. namespaces ``/<name>`` and ``/<name>-im``.
 
@@ -526,6 +626,7 @@ class ClientConfig:
     osd_intervall: Any = None
     chat_enabled: Any = None
     play_invitation_sound: Any = None
+    standalone: Optional[StandaloneConfig] = None
 
 
 def _parse_database(reader: _Reader) -> DatabaseConfig:
@@ -569,6 +670,7 @@ def _parse_client(reader: _Reader) -> ClientConfig:
         auth_key=auth.get_str("key", allow_empty=False),
         auth_secret=auth.get_str("secret", allow_empty=False),
         database=_parse_database(reader),
+        standalone=_parse_standalone(reader),
         **{key: reader.data.get(key) for key in _CLIENT_UI_KEYS},
     )
 
