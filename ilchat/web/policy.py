@@ -1,0 +1,519 @@
+# -*- test-case-name: tests.web.test_policy -*-
+"""
+The network policy: who may connect, from where, how often and how much.
+
+A standalone internal chat has no accounts, so the network is its only gate: an IP allow-list,
+reverse proxies whose ``X-Forwarded-For`` we believe, allowed browser origins, a per-IP connection
+limit and a per-connection message throttle. The pieces here are pure (no transport, the clock is
+injected) so that they can be tested on their own; the transports plug them in:
+
+* HTTP: :class:`PolicyGuardResource` wraps the root of the ``Site`` and answers ``403`` JSON.
+* Engine.IO websocket and polling: :meth:`NetworkPolicy.client_address` and
+  :meth:`NetworkPolicy.connection_filter` are the ``address_resolver`` and ``connection_filter``
+  hooks of ``SocketIOServer``.
+* IRC: the IRC factory calls :meth:`NetworkPolicy.allows` with the peer address (and
+  :meth:`NetworkPolicy.acquire_connection` / ``release_connection`` for the per-IP limit), then
+  sends ``ERROR`` and closes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from typing import Iterable, Optional, Sequence, Tuple, Union
+
+from twisted.logger import Logger
+from twisted.web.resource import IResource, Resource
+from zope.interface import implementer
+
+__all__ = [
+    "AddressList",
+    "ConnectionCounter",
+    "NetworkPolicy",
+    "OriginMatcher",
+    "PolicyGuardResource",
+    "TokenBucket",
+    "resolve_client_address",
+]
+
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+Refusal = Tuple[int, str]
+
+
+def parse_address(text: str) -> Optional[IPAddress]:
+    """
+    Parse one IP address as it comes from a socket or a header, or return ``None``.
+
+    IPv4-mapped IPv6 addresses (``::ffff:10.0.0.1``, what a dual-stack listener reports) are
+    reduced to their IPv4 form so that an IPv4 CIDR in the config matches them. A bracketed IPv6
+    address and a trailing ``:port`` (some proxies write ``1.2.3.4:5678``) are accepted too.
+    """
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1:].split("]", 1)[0]
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    if "%" in text:
+        # A scope id (fe80::1%eth0) names an interface, not a different host.
+        text = text.split("%", 1)[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def parse_network(text: str) -> IPNetwork:
+    """
+    Parse a CIDR (``10.0.0.0/8``, ``2001:db8::/32``) or a single address (a /32 or /128).
+
+    Raises:
+        ValueError: with a message naming the bad value; config loading turns it into a
+            ``ConfigError`` naming the file and key.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"not a CIDR string: {text!r}")
+    try:
+        # strict=False: "10.1.2.3/8" means "10.0.0.0/8", as in every firewall config.
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError as e:
+        raise ValueError(f"not a valid IP network: {text!r} ({e})") from None
+
+
+class AddressList:
+    """
+    A set of CIDRs, IPv4 and IPv6, asked "does this address belong?".
+
+    An empty list contains nothing; whether an empty allow-list means "everyone" is decided by
+    :class:`NetworkPolicy`, not here.
+    """
+
+    __slots__ = ("networks",)
+
+    def __init__(self, cidrs: Iterable[str] = ()) -> None:
+        self.networks: Tuple[IPNetwork, ...] = tuple(parse_network(c) for c in cidrs)
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+    def __repr__(self) -> str:
+        return f"AddressList({[str(n) for n in self.networks]!r})"
+
+    def contains(self, address: Union[str, IPAddress, None]) -> bool:
+        """Whether C{address} lies in one of the networks; an unparsable address never does."""
+        if address is None:
+            return False
+        if isinstance(address, str):
+            address = parse_address(address)
+            if address is None:
+                return False
+        return any(
+            address.version == network.version and address in network for network in self.networks
+        )
+
+
+def resolve_client_address(
+    peer: str, forwarded_for: Sequence[str], trusted_proxies: AddressList
+) -> str:
+    """
+    The address of the real client behind zero or more trusted reverse proxies.
+
+    ``X-Forwarded-For`` is a list that every proxy appends the address of its own peer to, so only
+    the right-most entries were written by proxies we know; anything further left may have been
+    made up by the client. We therefore believe the header only when the TCP peer is a trusted
+    proxy, and walk it from the right, skipping trusted proxies, and take the first address that
+    is not one. A garbled entry stops the walk: the last trustworthy hop that wrote it is then the
+    best we know.
+
+    Args:
+        peer: the TCP peer address.
+        forwarded_for: every ``X-Forwarded-For`` header value, in the order received (each may be a
+            comma-separated list).
+        trusted_proxies: the proxies whose headers we believe.
+
+    Returns:
+        The client address as text (IPv4-mapped IPv6 reduced to IPv4).
+    """
+    peer_address = parse_address(peer)
+    best = str(peer_address) if peer_address is not None else peer
+    if not trusted_proxies.contains(peer_address):
+        return best
+    hops = [hop.strip() for value in forwarded_for for hop in value.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        address = parse_address(hop)
+        if address is None:
+            return best
+        best = str(address)
+        if not trusted_proxies.contains(address):
+            return best
+    # Every hop is a trusted proxy (or there is no header): the left-most one is the client.
+    return best
+
+
+def _glob_to_regex(pattern: str) -> "re.Pattern[str]":
+    """``*`` matches any run of characters, everything else is literal, case-insensitive."""
+    parts = (re.escape(part) for part in pattern.split("*"))
+    return re.compile("^" + ".*".join(parts) + "$", re.IGNORECASE)
+
+
+class OriginMatcher:
+    """
+    Which browser origins may open a websocket or a polling session.
+
+    Patterns follow Kiwi IRC's webircgateway ``allowed_origins``: ``*`` is a wildcard. A pattern with
+    ``://`` is matched against the whole origin (``https://chat.example.org``,
+    ``*://*.example.org``, ``http://localhost:*``); a pattern without it against the host only, on
+    any scheme and port (``*.example.org``, ``chat.example.org``). ``*`` alone, or an empty list,
+    allows every origin.
+
+    A request without an ``Origin`` header is allowed: browsers always send it on cross-origin
+    and websocket requests, so its absence means a non-browser client (python-socketio, a bot),
+    which can forge any header anyway; the allow-list is what keeps those out.
+    """
+
+    __slots__ = ("patterns", "_full", "_host", "_allow_all")
+
+    def __init__(self, patterns: Iterable[str] = ()) -> None:
+        self.patterns: Tuple[str, ...] = tuple(p.strip() for p in patterns if p.strip())
+        self._allow_all = not self.patterns or "*" in self.patterns
+        self._full = [_glob_to_regex(p.rstrip("/")) for p in self.patterns if "://" in p]
+        self._host = [_glob_to_regex(p) for p in self.patterns if "://" not in p]
+
+    def allows(self, origin: Optional[str]) -> bool:
+        """Whether a request carrying this ``Origin`` header (or none) may go on."""
+        if self._allow_all or origin is None:
+            return True
+        origin = origin.strip().rstrip("/")
+        if origin == "null":
+            # Sandboxed frames and file:// pages; only a "*" (handled above) lets those in.
+            return False
+        if any(regex.match(origin) for regex in self._full):
+            return True
+        host = origin.split("://", 1)[-1]
+        if host.startswith("["):
+            host = host[: host.find("]") + 1]
+        else:
+            host = host.rsplit(":", 1)[0] if ":" in host else host
+        return any(regex.match(host) for regex in self._host)
+
+
+class ConnectionCounter:
+    """
+    Open connections per client address, with an upper bound.
+
+    Every successful :meth:`acquire` must be paired with one :meth:`release` (when the connection
+    closes), or the address slowly locks itself out; the owners of the connections (the Engine.IO
+    session, the IRC protocol) do both.
+    """
+
+    __slots__ = ("limit", "_counts")
+
+    def __init__(self, limit: Optional[int]) -> None:
+        """
+        Args:
+            limit: the most connections one address may hold at once; ``None`` or 0 for no limit.
+        """
+        self.limit = limit or None
+        self._counts: dict[str, int] = {}
+
+    def acquire(self, address: str) -> bool:
+        """Count one more connection from C{address}, unless that would pass the limit."""
+        count = self._counts.get(address, 0)
+        if self.limit is not None and count >= self.limit:
+            return False
+        self._counts[address] = count + 1
+        return True
+
+    def release(self, address: str) -> None:
+        """Forget one connection from C{address}; the entry goes once it reaches zero."""
+        count = self._counts.get(address, 0) - 1
+        if count > 0:
+            self._counts[address] = count
+        else:
+            self._counts.pop(address, None)
+
+    def count(self, address: str) -> int:
+        """The connections currently counted for C{address}."""
+        return self._counts.get(address, 0)
+
+
+class TokenBucket:
+    """
+    A leaky token bucket for one connection: ``rate`` actions per second, bursts up to ``burst``.
+
+    As Synapse's ``Ratelimiter`` does, nothing ticks: the bucket remembers when it was last
+    looked at and computes how much has leaked since, so a million idle connections cost no timer.
+    The clock is injected (anything with ``seconds()``, such as the reactor or a ``task.Clock``).
+    """
+
+    __slots__ = ("rate", "burst", "_clock", "_tokens", "_updated")
+
+    def __init__(self, rate: float, burst: float, clock) -> None:
+        """
+        Args:
+            rate: tokens added per second; ``0`` or less means unlimited.
+            burst: the bucket's size, the most actions allowed at once after a quiet spell.
+            clock: provides ``seconds()``.
+        """
+        self.rate = rate
+        self.burst = max(burst, 1)
+        self._clock = clock
+        self._tokens = float(self.burst)
+        self._updated = clock.seconds()
+
+    def _refill(self) -> None:
+        now = self._clock.seconds()
+        elapsed = max(0.0, now - self._updated)
+        self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate)
+        self._updated = now
+
+    def consume(self, cost: float = 1.0) -> Tuple[bool, float]:
+        """
+        Take C{cost} tokens if there are enough.
+
+        Returns:
+            ``(allowed, retry_after)``: whether the action may go on, and if not, the seconds
+            until it would be (so that the refusal can say when to try again).
+        """
+        if self.rate <= 0:
+            return True, 0.0
+        self._refill()
+        if self._tokens >= cost:
+            self._tokens -= cost
+            return True, 0.0
+        return False, (cost - self._tokens) / self.rate
+
+
+def _header(request, name: bytes) -> list[str]:
+    values = request.requestHeaders.getRawHeaders(name) or []
+    return [v.decode("latin-1") if isinstance(v, bytes) else v for v in values]
+
+
+def _peer_host(request) -> str:
+    peer = request.getClientAddress()
+    host = getattr(peer, "host", None)
+    if host is None:
+        # A UNIX socket (a proxy on the same machine): only the header can tell us who it is.
+        return "unix"
+    return host
+
+
+class NetworkPolicy:
+    """
+    The server's network policy (server.cfg ``network`` section), shared by every listener.
+
+    One object per process. It holds the per-IP connection counts, so that a user cannot get
+    round the limit by opening half of their connections over IRC and half over the web.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        allow: Iterable[str] = (),
+        trusted_proxies: Iterable[str] = (),
+        allowed_origins: Iterable[str] = (),
+        max_connections_per_ip: Optional[int] = None,
+        message_rate: float = 0.0,
+        message_burst: float = 1.0,
+        max_name_length: int = 32,
+        max_message_length: int = 4000,
+        clock=None,
+    ) -> None:
+        """
+        Args:
+            allow: CIDRs allowed to connect; empty means everyone.
+            trusted_proxies: CIDRs of reverse proxies whose ``X-Forwarded-*`` headers we believe.
+            allowed_origins: origin patterns (see :class:`OriginMatcher`); empty means all.
+            max_connections_per_ip: simultaneous connections per client address; ``None`` for no
+                limit.
+            message_rate: messages per second per connection; ``0`` for no limit.
+            message_burst: how many messages a connection may send at once after a pause.
+            max_name_length: the longest user name (characters).
+            max_message_length: the longest chat message (characters).
+            clock: provides ``seconds()`` for the token buckets; the reactor when ``None``.
+        """
+        self.allow = AddressList(allow)
+        self.trusted_proxies = AddressList(trusted_proxies)
+        self.origins = OriginMatcher(allowed_origins)
+        self.connections = ConnectionCounter(max_connections_per_ip)
+        self.message_rate = float(message_rate)
+        self.message_burst = float(message_burst)
+        self.max_name_length = max_name_length
+        self.max_message_length = max_message_length
+        if clock is None:
+            from twisted.internet import reactor as clock  # noqa: the global one, resolved once
+        self._clock = clock
+
+    @classmethod
+    def from_config(cls, network, clock=None) -> "NetworkPolicy":
+        """
+        Build the policy from the typed ``network`` section of server.cfg, or ``None`` (no policy:
+        everything allowed, no limits).
+        """
+        if network is None:
+            return cls(clock=clock)
+        return cls(
+            allow=network.allow,
+            trusted_proxies=network.trusted_proxies,
+            allowed_origins=network.allowed_origins,
+            max_connections_per_ip=network.max_connections_per_ip,
+            message_rate=network.message_rate,
+            message_burst=network.message_burst,
+            max_name_length=network.max_name_length,
+            max_message_length=network.max_message_length,
+            clock=clock,
+        )
+
+    # -- addresses -------------------------------------------------------------------------
+
+    def allows(self, address: str) -> bool:
+        """Whether a client at C{address} (already resolved past any proxy) may connect at all."""
+        return not self.allow or self.allow.contains(address)
+
+    def client_address(self, request) -> str:
+        """The real client address of an HTTP request (the ``address_resolver`` hook)."""
+        return resolve_client_address(
+            _peer_host(request), _header(request, b"x-forwarded-for"), self.trusted_proxies
+        )
+
+    def client_scheme(self, request) -> str:
+        """
+        ``"https"`` or ``"http"`` as the client sees it: ``X-Forwarded-Proto`` from a trusted
+        proxy (its right-most value, which that proxy wrote), else whether our socket is TLS.
+        """
+        if self.trusted_proxies.contains(_peer_host(request)):
+            values = [
+                v.strip().lower() for h in _header(request, b"x-forwarded-proto") for v in h.split(",")
+            ]
+            values = [v for v in values if v]
+            if values and values[-1] in ("http", "https"):
+                return values[-1]
+        return "https" if request.isSecure() else "http"
+
+    # -- connections -----------------------------------------------------------------------
+
+    def http_refusal(self, request) -> Optional[Refusal]:
+        """Why a plain HTTP request must be refused, as ``(code, message)``, or ``None``."""
+        address = self.client_address(request)
+        if not self.allows(address):
+            self._log.warn(
+                "Refused HTTP request from {address} (not in the allow-list): {method} {uri}",
+                address=address,
+                method=request.method.decode("latin-1"),
+                uri=request.uri.decode("latin-1", "replace"),
+            )
+            return 403, "Your network address is not allowed to use this chat server."
+        return None
+
+    def connection_filter(self, request) -> Optional[Refusal]:
+        """
+        The ``connection_filter`` hook for Engine.IO (websocket upgrade and polling requests).
+
+        Checks the allow-list and the ``Origin`` header; returns ``(code, message)`` to refuse.
+        """
+        refusal = self.http_refusal(request)
+        if refusal is not None:
+            return refusal
+        origin = _header(request, b"origin")
+        if not self.origins.allows(origin[0] if origin else None):
+            self._log.warn(
+                "Refused websocket/polling request from {address}: origin {origin} not allowed",
+                address=self.client_address(request),
+                origin=origin[0],
+            )
+            return 403, "This origin is not allowed to connect to the chat server."
+        return None
+
+    def acquire_connection(self, address: str) -> bool:
+        """
+        Count a new long-lived connection (Socket.IO client, IRC) from C{address}.
+
+        Returns ``False`` (and logs) when the address already holds its limit; otherwise the
+        caller must call :meth:`release_connection` when the connection ends.
+        """
+        if self.connections.acquire(address):
+            return True
+        self._log.warn(
+            "Refused connection from {address}: already {count} connections (limit {limit})",
+            address=address,
+            count=self.connections.count(address),
+            limit=self.connections.limit,
+        )
+        return False
+
+    def release_connection(self, address: str) -> None:
+        """The end of a connection counted by :meth:`acquire_connection`."""
+        self.connections.release(address)
+
+    def message_bucket(self) -> TokenBucket:
+        """A fresh message throttle for one connection."""
+        return TokenBucket(self.message_rate, self.message_burst, self._clock)
+
+
+def json_error_body(code: int, message: str) -> bytes:
+    """The body of every refusal: the same ``{"status", "message"}`` shape as the backend's."""
+    return json.dumps({"status": code, "message": message}).encode("utf-8")
+
+
+class _RefusalResource(Resource):
+    """Answers any method with a JSON refusal; a leaf, so nothing behind it is reached."""
+
+    isLeaf = True
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__()
+        self._code = code
+        self._message = message
+
+    def render(self, request) -> bytes:
+        request.setResponseCode(self._code)
+        request.setHeader(b"content-type", b"application/json; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-cache, no-store, must-revalidate")
+        return json_error_body(self._code, self._message)
+
+
+@implementer(IResource)
+class PolicyGuardResource:
+    """
+    Wraps the root resource of the ``Site`` so that every request passes the policy first.
+
+    Refused requests get ``403`` and a JSON body before any child (backend, page, socket.io) sees
+    them. Everything else, including ``putChild``, is delegated to the wrapped resource, so the
+    rest of the tree does not know the guard is there.
+    """
+
+    isLeaf = False
+
+    def __init__(self, wrapped: IResource, policy: NetworkPolicy) -> None:
+        self._wrapped = wrapped
+        self._policy = policy
+
+    def _refused(self, request) -> Optional[Resource]:
+        refusal = self._policy.http_refusal(request)
+        if refusal is None:
+            return None
+        return _RefusalResource(*refusal)
+
+    def getChildWithDefault(self, path: bytes, request):
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        return self._wrapped.getChildWithDefault(path, request)
+
+    def putChild(self, path: bytes, child: IResource) -> None:
+        self._wrapped.putChild(path, child)
+
+    def render(self, request):
+        refused = self._refused(request)
+        if refused is not None:
+            return refused.render(request)
+        return self._wrapped.render(request)
+
+    def __getattr__(self, name: str):
+        return getattr(self._wrapped, name)
+
