@@ -1,0 +1,172 @@
+"""
+Tests for L{ilchat.chat.conversations}: the On-Screen Chat rules that need neither a socket nor a
+database (matching, presence, acceptance, input checks).
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from ilchat.chat.conversations import (
+    Conversation,
+    ConversationRegistry,
+    Refused,
+    _parse_participants,
+    parse_user_id,
+)
+
+
+def _conversation(registry: ConversationRegistry, cid: str, ids, is_group: bool = False) -> Conversation:
+    conversation = Conversation(cid, is_group)
+    for user_id in ids:
+        conversation.participants.append(registry.participant(user_id, f"user{user_id}"))
+    registry.add(conversation)
+    return conversation
+
+
+class ExactMatchTests(SynchronousTestCase):
+    """Conversations are found by their exact participant set, a 1:1 before a group."""
+
+    def test_subset_does_not_match(self) -> None:
+        """A group of three is not what ``[alice, bob]`` opens (ILIAS's subset test would)."""
+        registry = ConversationRegistry()
+        _conversation(registry, "g", [6, 7, 8], is_group=True)
+        self.assertIsNone(registry.find_exact([6, 7]))
+
+    def test_superset_does_not_match(self) -> None:
+        """A conversation with fewer participants than asked for is not a match either."""
+        registry = ConversationRegistry()
+        _conversation(registry, "one", [6])
+        self.assertIsNone(registry.find_exact([6, 7]))
+
+    def test_one_to_one_before_group(self) -> None:
+        """With a group and a 1:1 of the same two people, the 1:1 is opened."""
+        registry = ConversationRegistry()
+        _conversation(registry, "g", [6, 7], is_group=True)
+        one = _conversation(registry, "o", [7, 6])
+        self.assertIs(registry.find_exact([6, 7]), one)
+
+    def test_group_with_exact_set_is_found(self) -> None:
+        """Without a 1:1, a group with exactly these people is found."""
+        registry = ConversationRegistry()
+        group = _conversation(registry, "g", [6, 7, 8], is_group=True)
+        self.assertIs(registry.find_exact([8, 6, 7]), group)
+
+    def test_removed_participant_changes_the_match(self) -> None:
+        """After someone leaves a group, it matches the remaining set only."""
+        registry = ConversationRegistry()
+        group = _conversation(registry, "g", [6, 7, 8], is_group=True)
+        registry.remove_participant(group, 8)
+        self.assertIsNone(registry.find_exact([6, 7, 8]))
+        self.assertIs(registry.find_exact([6, 7]), group)
+        self.assertEqual([c.id for c in registry.of_user(8)], [])
+
+
+class PresenceTests(SynchronousTestCase):
+    """``online`` follows the participant's connections."""
+
+    def test_last_connection_gone_means_offline(self) -> None:
+        """Two tabs: closing one keeps the user online, closing both makes them offline."""
+        registry = ConversationRegistry()
+        alice = registry.connect("tab1", 6, "alice")
+        registry.connect("tab2", 6, "alice")
+        self.assertTrue(alice.online)
+        registry.disconnect("tab1")
+        self.assertTrue(alice.online)
+        registry.disconnect("tab2")
+        self.assertFalse(alice.online)
+
+    def test_relogin_as_other_user_moves_connection(self) -> None:
+        """A connection that logs in again as someone else no longer counts for the first user."""
+        registry = ConversationRegistry()
+        alice = registry.connect("tab", 6, "alice")
+        bob = registry.connect("tab", 7, "bob")
+        self.assertFalse(alice.online)
+        self.assertTrue(bob.online)
+        self.assertIs(registry.logged_in("tab"), bob)
+
+    def test_name_from_others_does_not_rename(self) -> None:
+        """A name in someone else's participants list does not overwrite the user's own login name."""
+        registry = ConversationRegistry()
+        registry.connect("tab", 6, "alice")
+        self.assertEqual(registry.participant(6, "mallory").name, "alice")
+
+
+class AcceptanceTests(SynchronousTestCase):
+    """``acceptsMessages`` from the ``usr_pref`` poll and from ``UserConfigChange``."""
+
+    def test_everyone_accepts_before_first_poll(self) -> None:
+        """Until ``usr_pref`` has been read, nobody is refused (ILIAS's default)."""
+        registry = ConversationRegistry()
+        self.assertTrue(registry.participant(6).accepts_messages)
+
+    def test_poll_sets_exactly_the_listed_users(self) -> None:
+        """Users without a ``y`` preference stop accepting; new participants follow the last poll."""
+        registry = ConversationRegistry()
+        alice = registry.participant(6)
+        bob = registry.participant(7)
+        registry.set_accepting({6})
+        self.assertTrue(alice.accepts_messages)
+        self.assertFalse(bob.accepts_messages)
+        self.assertFalse(registry.participant(8).accepts_messages)
+        registry.set_accepting({6, 9})
+        self.assertTrue(registry.participant(9).accepts_messages)
+
+    def test_config_change_only_touches_named_users(self) -> None:
+        """``UserConfigChange`` switches the named users and remembers it for later participants."""
+        registry = ConversationRegistry()
+        alice = registry.participant(6)
+        bob = registry.participant(7)
+        registry.set_accepting({6, 7})
+        registry.update_acceptance({7: False, 10: True})
+        self.assertTrue(alice.accepts_messages)
+        self.assertFalse(bob.accepts_messages)
+        self.assertTrue(registry.participant(10).accepts_messages)
+
+
+class InputTests(SynchronousTestCase):
+    """Malformed input is refused with a clear reason."""
+
+    def test_user_ids_as_numbers_or_numeric_strings(self) -> None:
+        """ILIAS sends ids as numbers or as strings from data attributes; both are the same user."""
+        self.assertEqual(parse_user_id(6), 6)
+        self.assertEqual(parse_user_id("6"), 6)
+        self.assertEqual(parse_user_id(6.0), 6)
+
+    def test_bad_user_ids_refused(self) -> None:
+        """Booleans, negative numbers, fractions, text and huge numbers are not user ids."""
+        for value in (True, -1, 0, 1.5, "six", None, [], {}, 2**60, "9" * 40):
+            self.assertRaises(Refused, parse_user_id, value)
+
+    def test_malformed_participants_refused(self) -> None:
+        """A participants list must be a non-empty list of objects with valid ids."""
+        for value in (None, "6,7", [], [6, 7], [{"id": "x"}], [{"name": "a"}], [{"id": 6, "name": ["a"]}]):
+            self.assertRaises(Refused, _parse_participants, value)
+
+    def test_duplicate_participants_collapse(self) -> None:
+        """The same user twice counts once."""
+        self.assertEqual(
+            _parse_participants([{"id": 6, "name": "a"}, {"id": "6", "name": "a"}, {"id": 7, "name": "b"}]),
+            [{"id": 6, "name": "a"}, {"id": 7, "name": "b"}],
+        )
+
+    def test_too_many_participants_refused(self) -> None:
+        """A list longer than the limit is refused as a whole."""
+        self.assertRaises(Refused, _parse_participants, [{"id": i, "name": "x"} for i in range(1, 200)])
+
+
+class JsonTests(SynchronousTestCase):
+    """The ``conversation.json()`` payload, field by field."""
+
+    def test_conversation_json_fields(self) -> None:
+        """id, participants as {id, name}, latestMessage, numNewMessages and isGroup."""
+        registry = ConversationRegistry()
+        conversation = _conversation(registry, "c1", [6, 7])
+        self.assertEqual(
+            conversation.as_json(3),
+            {
+                "id": "c1",
+                "participants": [{"id": 6, "name": "user6"}, {"id": 7, "name": "user7"}],
+                "latestMessage": None,
+                "numNewMessages": 3,
+                "isGroup": False,
+            },
+        )
