@@ -1,0 +1,398 @@
+"""
+Tests for L{ilchat.chat.rooms}: the transport-free room domain, on a fake clock.
+
+Deliveries are observed the way adapters see them: by subscribing to the bus topic.
+"""
+
+import json
+from typing import Any, Dict, List, Sequence
+
+from twisted.internet import task
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.trial.unittest import SynchronousTestCase
+
+from ilchat.bus import LocalBus
+from ilchat.chat.history import HistoryRow
+from ilchat.chat.rooms import (
+    MAX_STORED_MESSAGE_LENGTH,
+    ChatRooms,
+    ContentTooLong,
+    NotInRoom,
+    NotLoggedIn,
+    UnknownRoom,
+    UnknownUser,
+)
+
+
+class _Recorder:
+    """Records bus messages, and which connection would get which event."""
+
+    def __init__(self) -> None:
+        self.messages: List[Dict[str, Any]] = []
+        self.rooms: Dict[int, set] = {}
+
+    def __call__(self, message: Dict[str, Any]) -> None:
+        self.messages.append(message)
+        if message["op"] == "join":
+            self.rooms.setdefault(message["room"], set()).update(message["connections"])
+        elif message["op"] == "leave":
+            self.rooms.setdefault(message["room"], set()).difference_update(
+                message["connections"])
+
+    def received(self, connection: str) -> List[tuple]:
+        """(event, payload) pairs the connection would have received, in order."""
+        out = []
+        members: Dict[int, set] = {}
+        for m in self.messages:
+            if m["op"] == "join":
+                members.setdefault(m["room"], set()).update(m["connections"])
+            elif m["op"] == "leave":
+                members.setdefault(m["room"], set()).difference_update(m["connections"])
+            elif "connections" in m:
+                if connection in m["connections"]:
+                    out.append((m["event"], m["payload"]))
+            elif connection in members.get(m["room"], ()) and connection not in m["skip"]:
+                out.append((m["event"], m["payload"]))
+        return out
+
+    def events(self, connection: str) -> List[str]:
+        return [e if e != "notice" else "notice:" + p["content"]
+                for e, p in self.received(connection)]
+
+    def clear(self) -> None:
+        # Keep joins/leaves so membership stays known.
+        self.messages = [m for m in self.messages if m["op"] != "emit"]
+
+
+class _History:
+    """A history sink that can be told to fail."""
+
+    def __init__(self) -> None:
+        self.rows: List[HistoryRow] = []
+        self.fail_next = 0
+        self.calls = 0
+
+    def __call__(self, rows: Sequence[HistoryRow]) -> "Deferred[None]":
+        self.calls += 1
+        if self.fail_next:
+            self.fail_next -= 1
+            return fail(RuntimeError("database is down"))
+        self.rows.extend(rows)
+        return succeed(None)
+
+
+class ChatRoomsTestsMixin:
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.clock.advance(1795301006.833)
+        self.bus = LocalBus()
+        self.rec = _Recorder()
+        self.history = _History()
+        self.gone: List[tuple] = []
+        self.chat = ChatRooms("onscreen", self.bus, self.clock, write_history=self.history,
+                              on_member_gone=lambda uid, rooms: self.gone.append((uid, rooms)))
+        self.bus.subscribe("room:onscreen", self.rec)
+        self.chat.add_room(1)
+        self.chat.add_room(2)
+
+    def enter(self, conn: str, user_id: int, name: str, ppv: bool = False, room: int = 1,
+              member: bool = True) -> None:
+        self.chat.connect(user_id)
+        if member:
+            self.chat.add_room_member(room, user_id)
+        self.assertIsNotNone(self.chat.login(conn, user_id, name, ppv))
+        self.chat.enter_room(conn, room)
+
+
+class EnterRoomTests(ChatRoomsTestsMixin, SynchronousTestCase):
+    def test_first_join_sends_ilias_frames_in_order(self) -> None:
+        """A lone user gets private_room_entered, userlist and welcome_to_chat, as ILIAS 10."""
+        self.enter("b", 7, "bob")
+        got = self.rec.received("b")
+        self.assertEqual([e for e, _ in got], ["private_room_entered", "userlist", "notice"])
+        self.assertEqual(got[0][1], {"type": "private_room_entered", "timestamp": 1795301006833,
+                                     "content": "private_room_entered", "roomId": 1,
+                                     "subscriber": {"id": 7, "username": "bob"}})
+        self.assertEqual(got[1][1], {"type": "userlist", "timestamp": 1795301006833,
+                                     "content": "userlist", "roomId": 1,
+                                     "users": {"7": {"id": 7, "username": "bob",
+                                                     "profile_picture_visible": False}}})
+        self.assertEqual(got[2][1], {"type": "notice", "timestamp": 1795301006833,
+                                     "content": "welcome_to_chat", "roomId": 1,
+                                     "data": {"id": 7, "username": "bob", "title": "Main"}})
+        self.assertEqual(list(got[0][1]), ["type", "timestamp", "content", "roomId",
+                                           "subscriber"])
+
+    def test_second_user_others_get_userlist_and_connect(self) -> None:
+        """When Alice joins after the window, Bob gets the new userlist and a connect notice."""
+        self.enter("b", 7, "bob")
+        self.clock.advance(0.3)
+        self.enter("a", 6, "alice", True)
+        self.assertEqual(self.rec.events("a"), ["private_room_entered", "userlist",
+                                                "notice:welcome_to_chat"])
+        self.assertEqual(self.rec.events("b")[3:], ["userlist", "notice:connect"])
+        userlist = self.rec.received("b")[3][1]
+        self.assertEqual(list(userlist["users"]), ["6", "7"])
+        self.assertEqual(self.rec.received("b")[4][1]["data"],
+                         {"id": 6, "username": "alice", "title": "Main"})
+
+    def test_second_tab_gets_no_welcome_again(self) -> None:
+        """A member already present gets no welcome_to_chat and the others no connect."""
+        self.enter("a1", 6, "alice")
+        self.clock.advance(1)
+        self.chat.login("a2", 6, "alice", False)
+        self.chat.enter_room("a2", 1)
+        self.assertEqual(self.rec.events("a2"), ["private_room_entered", "userlist"])
+
+    def test_enter_without_membership_has_empty_userlist(self) -> None:
+        """Without PHP's EnterPrivateRoom the user is not listed, as observed on ILIAS 10."""
+        self.enter("b", 7, "bob", member=False)
+        self.assertEqual(self.rec.received("b")[1][1]["users"], {})
+
+    def test_enter_unknown_room_or_before_login(self) -> None:
+        """Unknown rooms and connections that never logged in are refused."""
+        self.chat.connect(6)
+        self.assertRaises(NotLoggedIn, self.chat.enter_room, "x", 1)
+        self.chat.login("x", 6, "alice")
+        self.assertRaises(UnknownRoom, self.chat.enter_room, "x", 9999)
+        self.assertRaises(UnknownRoom, self.chat.enter_room, "x", "1")
+
+    def test_login_unknown_id_returns_none(self) -> None:
+        """An id PHP never connected cannot log in."""
+        self.assertIsNone(self.chat.login("x", 42, "mallory"))
+        self.assertIsNone(self.chat.member_for("x"))
+
+    def test_crowd_join_coalesces_userlists(self) -> None:
+        """1,000 joins send O(n) room-wide userlists, yet each newcomer gets one at once."""
+        for i in range(1000):
+            self.enter(f"c{i}", 1000 + i, f"user{i}")
+        roomwide = [m for m in self.rec.messages
+                    if m["op"] == "emit" and m["event"] == "userlist" and "room" in m]
+        self.assertEqual(len(roomwide), 1)
+        for i in (1, 500, 999):
+            events = self.rec.events(f"c{i}")
+            self.assertEqual(events[:3], ["private_room_entered", "userlist",
+                                          "notice:welcome_to_chat"])
+        self.clock.advance(1.0)
+        roomwide = [m for m in self.rec.messages
+                    if m["op"] == "emit" and m["event"] == "userlist" and "room" in m]
+        self.assertEqual(len(roomwide), 2)
+        self.assertEqual(len(roomwide[-1]["payload"]["users"]), 1000)
+
+
+class MessageTests(ChatRoomsTestsMixin, SynchronousTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.enter("b", 7, "bob")
+        self.clock.advance(0.3)
+        self.enter("a", 6, "alice", True)
+        self.rec.clear()
+
+    def test_room_message_and_history(self) -> None:
+        """A message reaches the whole room at once and is stored afterwards, in seconds."""
+        self.chat.post_message("a", 1, "hello", {})
+        expected = {"type": "message", "timestamp": 1795301007133, "content": "hello",
+                    "roomId": 1, "from": {"id": 6, "username": "alice",
+                                          "profile_picture_visible": True}, "format": {}}
+        self.assertEqual(self.rec.received("b"), [("message", expected)])
+        self.assertEqual(self.rec.received("a"), [("message", expected)])
+        self.assertEqual(self.history.rows, [])
+        self.clock.advance(0)
+        self.assertEqual(self.history.rows, [HistoryRow(
+            1, '{"type":"message","timestamp":1795301007,"content":"hello","roomId":1,'
+               '"from":{"id":6,"username":"alice","profile_picture_visible":true},"format":{}}',
+            1795301007)])
+
+    def test_emoji_is_stored_as_characters(self) -> None:
+        """Emoji stay characters in the stored JSON (utf8mb4), not \\u escapes."""
+        self.chat.post_message("a", 1, "party \U0001f389", {})
+        self.clock.advance(0)
+        self.assertIn("party \U0001f389", self.history.rows[0].message)
+
+    def test_whisper_goes_to_sender_and_target_only(self) -> None:
+        """A non-public target message reaches every connection of sender and target only."""
+        self.enter("c", 8, "carol")
+        self.rec.clear()
+        target = {"username": "bob", "id": 7, "public": 0}
+        self.chat.post_message("a", 1, "psst", {}, target)
+        self.assertEqual(self.rec.events("a"), ["message"])
+        self.assertEqual(self.rec.events("b"), ["message"])
+        self.assertEqual(self.rec.events("c"), [])
+        self.assertEqual(self.rec.received("b")[0][1]["target"], target)
+        self.clock.advance(0)
+        self.assertEqual(len(self.history.rows), 1)
+
+    def test_whisper_to_unknown_user_is_refused(self) -> None:
+        """An unknown target id is an error, and nothing is delivered."""
+        self.assertRaises(UnknownUser, self.chat.post_message, "a", 1, "x", {},
+                          {"username": "z", "id": 99, "public": 0})
+        self.assertEqual(self.rec.messages[-1]["op"], "join")
+
+    def test_oversize_message_is_refused_before_delivery(self) -> None:
+        """A message whose stored JSON exceeds 4000 characters is neither sent nor stored."""
+        self.assertRaises(ContentTooLong, self.chat.post_message, "a", 1,
+                          "x" * MAX_STORED_MESSAGE_LENGTH, {})
+        self.clock.advance(0)
+        self.assertEqual(self.rec.received("b"), [])
+        self.assertEqual(self.history.rows, [])
+
+    def test_message_needs_login_and_room(self) -> None:
+        """Posting before login, to an unknown room or a room not entered is refused."""
+        self.assertRaises(NotLoggedIn, self.chat.post_message, "nobody", 1, "x", {})
+        self.assertRaises(UnknownRoom, self.chat.post_message, "a", 5, "x", {})
+        self.assertRaises(NotInRoom, self.chat.post_message, "a", 2, "x", {})
+
+    def test_history_retried_on_database_error(self) -> None:
+        """A failing write is retried later, in order, and nothing is lost."""
+        self.history.fail_next = 2
+        self.chat.post_message("a", 1, "one", {})
+        self.clock.advance(0)
+        self.chat.post_message("a", 1, "two", {})
+        self.clock.advance(0)
+        self.assertEqual(self.history.rows, [])
+        self.clock.advance(1)
+        self.clock.advance(2)
+        self.assertEqual([json.loads(r.message)["content"] for r in self.history.rows],
+                         ["one", "two"])
+        self.assertEqual(self.rec.events("b"), ["message", "message"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+
+    def test_typing_goes_to_other_members_with_string_subscriber(self) -> None:
+        """Typing events reach the others only, with subscriber as compact JSON text."""
+        self.chat.typing("a", 1, True)
+        self.chat.typing("a", 1, False)
+        self.assertEqual(self.rec.received("a"), [])
+        got = self.rec.received("b")
+        self.assertEqual([e for e, _ in got], ["userStartedTyping", "userStoppedTyping"])
+        self.assertEqual(got[0][1], {"type": "user_started_typing", "timestamp": 1795301007133,
+                                     "content": "user_started_typing", "roomId": 1,
+                                     "subscriber": '{"id":6,"username":"alice"}'})
+        self.assertEqual(got[1][1]["type"], "user_stopped_typing")
+
+
+class DisconnectGraceTests(ChatRoomsTestsMixin, SynchronousTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.enter("b", 7, "bob")
+        self.clock.advance(0.3)
+        self.enter("a", 6, "alice", True)
+        self.clock.advance(5)
+        self.rec.clear()
+
+    def test_last_connection_gone_leaves_after_15_seconds(self) -> None:
+        """15 s after the last socket, the room gets userlist + disconnected with a string id."""
+        self.chat.connection_lost("a")
+        self.clock.advance(14.9)
+        self.assertEqual(self.rec.received("b"), [])
+        self.clock.advance(0.1)
+        got = self.rec.received("b")
+        self.assertEqual([e for e, _ in got], ["userlist", "notice"])
+        self.assertEqual(got[0][1]["roomId"], "1")
+        self.assertEqual(got[0][1]["users"], {"7": {"id": 7, "username": "bob",
+                                                    "profile_picture_visible": False}})
+        self.assertEqual(got[1][1], {"type": "notice", "timestamp": got[1][1]["timestamp"],
+                                     "content": "disconnected", "roomId": "1",
+                                     "data": {"username": "alice"}})
+        self.assertEqual(self.gone, [(6, [1])])
+        self.assertIsNone(self.chat.get_member(6))
+
+    def test_other_tab_keeps_user_in(self) -> None:
+        """While another connection of the user is open, no grace timer runs."""
+        self.chat.login("a2", 6, "alice", True)
+        self.chat.connection_lost("a")
+        self.clock.advance(60)
+        self.assertEqual(self.rec.received("b"), [])
+        self.assertEqual(self.gone, [])
+        self.chat.connection_lost("a2")
+        self.assertTrue(self.chat.has_grace_timer(6))
+        self.clock.advance(15)
+        self.assertEqual(self.gone, [(6, [1])])
+
+    def test_connect_login_or_enter_cancel_the_grace(self) -> None:
+        """Connect, login and enterRoom within 15 s each cancel the pending removal."""
+        for action in (lambda: self.chat.connect(6),
+                       lambda: self.chat.login("a", 6, "alice", True),
+                       lambda: (self.chat.login("a", 6, "alice", True),
+                                self.chat.enter_room("a", 1))):
+            self.chat.connection_lost("a")
+            self.clock.advance(10)
+            action()
+            self.clock.advance(10)
+            self.assertEqual(self.gone, [])
+            self.chat.login("a", 6, "alice", True)
+
+    def test_grace_is_per_instance(self) -> None:
+        """The same user id on another instance has its own timer."""
+        other = ChatRooms("other", self.bus, self.clock)
+        other.add_room(1)
+        other.connect(6)
+        other.login("x", 6, "alice-other")
+        other.connection_lost("x")
+        self.chat.connect(6)
+        self.clock.advance(15)
+        self.assertIsNone(other.get_member(6))
+        self.assertIsNotNone(self.chat.get_member(6))
+
+
+class BackendActionTests(ChatRoomsTestsMixin, SynchronousTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.enter("b", 7, "bob")
+        self.clock.advance(0.3)
+        self.enter("a", 6, "alice", True)
+        self.clock.advance(5)
+        self.rec.clear()
+
+    def test_kick_removes_sockets_from_room(self) -> None:
+        """The kicked user gets userjustkicked + notice, leaves, and the rest get user_kicked."""
+        self.assertTrue(self.chat.kick(1, 7))
+        self.assertEqual(self.rec.events("b"), ["userjustkicked",
+                                                "notice:kicked_from_private_room"])
+        self.assertEqual(self.rec.received("b")[1][1]["data"], {"title": "Main"})
+        self.assertEqual(self.rec.events("a"), ["userlist", "notice:user_kicked"])
+        self.assertEqual(self.rec.received("a")[1][1]["data"], {"user": "bob"})
+        self.assertNotIn("b", self.rec.rooms[1])
+        self.chat.post_message("a", 1, "after", {})
+        self.assertEqual(self.rec.events("b"), ["userjustkicked",
+                                                "notice:kicked_from_private_room"])
+        self.assertRaises(NotInRoom, self.chat.post_message, "b", 1, "x", {})
+
+    def test_ban_forgets_the_member(self) -> None:
+        """A banned user gets userjustbanned without payload and can no longer act."""
+        self.assertTrue(self.chat.ban(1, 7))
+        self.assertEqual(self.rec.received("b"), [("userjustbanned", None)])
+        self.assertEqual(self.rec.received("a")[1][1]["roomId"], "1")
+        self.assertRaises(NotLoggedIn, self.chat.post_message, "b", 1, "x", {})
+        self.assertFalse(self.chat.ban(1, 999))
+
+    def test_clear(self) -> None:
+        """ClearMessages sends clear and a notice without data to the room."""
+        self.chat.clear(1)
+        got = self.rec.received("b")
+        self.assertEqual(got[0][1], {"type": "clear", "timestamp": got[0][1]["timestamp"],
+                                     "content": "history_has_been_cleared", "roomId": 1})
+        self.assertNotIn("data", got[1][1])
+        self.assertRaises(UnknownRoom, self.chat.clear, 99)
+
+    def test_leave_room(self) -> None:
+        """LeavePrivateRoom: the user's sockets get left + userlist and leave the room."""
+        self.chat.leave_room(1, 7)
+        self.assertEqual(self.rec.events("b"), ["notice:left", "userlist"])
+        self.assertEqual(self.rec.events("a"), ["userlist", "notice:private_room_left"])
+        self.assertEqual(self.rec.received("a")[1][1]["data"], {"user": "bob", "title": "Main"})
+        self.assertRaises(UnknownUser, self.chat.leave_room, 1, 999)
+
+    def test_invite(self) -> None:
+        """The invitee becomes a room member and host and invitee are told."""
+        self.chat.invite(2, 6, 7)
+        self.assertIn(7, self.chat.get_room(2).members)
+        self.assertEqual(self.rec.events("a"), ["notice:user_invited"])
+        self.assertEqual(self.rec.events("b"), ["user_invited", "notice:user_invited_self"])
+        self.assertEqual(self.rec.received("b")[0][1]["title"], "Main")
+
+    def test_rooms_json(self) -> None:
+        """GetRooms reports every room under its "<id>_0" key with the present users."""
+        body = self.chat.rooms_json()
+        self.assertEqual(set(body["rooms"]), {"1_0", "2_0"})
+        self.assertEqual(body["rooms"]["1_0"]["title"], "Main")
+        self.assertEqual([u["id"] for u in body["rooms"]["1_0"]["users"]], [6, 7])
