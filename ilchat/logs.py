@@ -1,0 +1,159 @@
+# -*- test-case-name: tests.test_logs -*-
+"""
+The ``log`` and ``error_log`` files of ``server.cfg``, as twisted.logger observers.
+
+* ``log`` gets every event at or above ``log_level``;
+* ``error_log`` gets every error and every failure logged with a traceback (``log.failure``,
+  unhandled errors in Deferreds), whatever ``log_level`` says.
+
+ILIAS offers the syslog level names; Twisted has fewer levels, so they map as follows:
+``emerg``/``alert``/``crit`` → critical, ``error`` → error, ``warning`` → warn,
+``notice``/``info`` → info, ``debug``/``silly`` → debug.
+
+The files are opened in append mode and reopened by ``reopen()`` (SIGHUP under twistd), so that
+logrotate can move them away and signal the server, like any other daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import IO, Any, Dict, List, Optional
+
+from twisted.application import service
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    PredicateResult,
+    eventAsText,
+    globalLogPublisher,
+)
+from zope.interface import implementer
+
+__all__ = ["LEVELS", "LogFile", "LogService", "format_line", "open_log_file"]
+
+LEVELS: Dict[str, LogLevel] = {
+    "emerg": LogLevel.critical,
+    "alert": LogLevel.critical,
+    "crit": LogLevel.critical,
+    "error": LogLevel.error,
+    "warning": LogLevel.warn,
+    "notice": LogLevel.info,
+    "info": LogLevel.info,
+    "debug": LogLevel.debug,
+    "silly": LogLevel.debug,
+}
+
+_LEVEL_NAMES = {
+    LogLevel.critical: "CRITICAL",
+    LogLevel.error: "ERROR",
+    LogLevel.warn: "WARN",
+    LogLevel.info: "INFO",
+    LogLevel.debug: "DEBUG",
+}
+
+
+def open_log_file(path: str) -> IO[str]:
+    """Open (create) a log file for appending; its folder is created when missing."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    return open(path, "a", encoding="utf-8", buffering=1)
+
+
+def format_line(event: Dict[str, Any]) -> str:
+    """
+    ``[<ISO-8601 local time with offset>] LEVEL - message``, as ILIAS 11's winston 3 writes it,
+    followed by the traceback when the event carries a failure.
+    """
+    when = event.get("log_time") or time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(when))
+    stamp += f".{int((when % 1) * 1000):03d}" + time.strftime("%z", time.localtime(when))
+    level = _LEVEL_NAMES.get(event.get("log_level"), "INFO")
+    text = eventAsText(event, includeTraceback=True, includeTimestamp=False, includeSystem=False)
+    return f"[{stamp}] {level} - {text}\n"
+
+
+@implementer(ILogObserver)
+class LogFile:
+    """One append-only log file that can be reopened after rotation."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._file: Optional[IO[str]] = open_log_file(path)
+
+    def __call__(self, event: Dict[str, Any]) -> None:
+        if self._file is None:
+            return
+        try:
+            self._file.write(format_line(event))
+        except Exception:
+            # Never let a full disk or a bad format turn one log line into a crash of the caller.
+            pass
+
+    def reopen(self) -> None:
+        """Close and open the path again: after logrotate, writes go to the new file."""
+        old, self._file = self._file, None
+        if old is not None:
+            old.close()
+        self._file = open_log_file(self.path)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _is_error(event: Dict[str, Any]) -> PredicateResult:
+    if event.get("log_failure") is not None:
+        return PredicateResult.yes
+    level = event.get("log_level")
+    if level is not None and level >= LogLevel.error:
+        return PredicateResult.yes
+    return PredicateResult.no
+
+
+class LogService(service.Service):
+    """Adds the two file observers to the global log publisher while it runs."""
+
+    def __init__(self, server_config: Any, publisher: Any = None) -> None:
+        """
+        Args:
+            server_config: uses ``log``, ``error_log`` and ``log_level``.
+            publisher: where to observe events; the global publisher by default (tests pass a
+                ``LogPublisher``).
+        """
+        self.log_path = server_config.log
+        self.error_log_path = server_config.error_log
+        self.level = LEVELS.get(server_config.log_level, LogLevel.info)
+        self.publisher = publisher if publisher is not None else globalLogPublisher
+        self.files: List[LogFile] = []
+        self._observers: List[Any] = []
+
+    def startService(self) -> None:  # noqa: N802 (twisted API)
+        log_file = LogFile(self.log_path)
+        error_file = LogFile(self.error_log_path)
+        self.files = [log_file, error_file]
+        predicate = LogLevelFilterPredicate(defaultLogLevel=self.level)
+        self._observers = [
+            FilteringLogObserver(log_file, [predicate]),
+            FilteringLogObserver(error_file, [_is_error]),
+        ]
+        for observer in self._observers:
+            self.publisher.addObserver(observer)
+        super().startService()
+
+    def stopService(self) -> None:  # noqa: N802 (twisted API)
+        super().stopService()
+        for observer in self._observers:
+            self.publisher.removeObserver(observer)
+        self._observers = []
+        for log_file in self.files:
+            log_file.close()
+        self.files = []
+
+    def reopen(self) -> None:
+        """Reopen both files (SIGHUP): logrotate has moved them away."""
+        for log_file in self.files:
+            log_file.reopen()

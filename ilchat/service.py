@@ -1,0 +1,479 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+Builds the whole server from the loaded configuration, and takes it down again in reverse.
+
+``makeService`` is synchronous (twistd calls it before the reactor runs); the real start-up is
+asynchronous and happens in ``IlchatService.startService``:
+
+1. the log files (``LogService``, first in, last out);
+2. per client config, in order: the store (``create_store``, ``open``, and the move of every
+   ``chatroom_users`` row to ``chatroom_sessions``, spec §1.5 step 6);
+3. one bus and one Socket.IO server for the process, a ``ClientContext`` per client;
+4. the components (repository chat, On-Screen Chat, IRC bridge...), started in order;
+5. the listening port (the address resolved without blocking, TLS when ``protocol`` is https).
+
+``stopService`` undoes it in reverse: stop listening, disconnect every socket, stop the components,
+move the users to sessions again, close the stores.
+
+Components
+----------
+A component is any object with ``async start()`` and ``async stop()``. It is made by a factory:
+
+* client components: ``factory(ctx: ClientContext) -> component``, once per client config;
+* server components: ``factory(ctx: ServerContext) -> component``, once per process, started
+  after every client component (the IRC listener spans all clients).
+
+The defaults are the dotted names in ``CLIENT_COMPONENTS`` and ``SERVER_COMPONENTS``
+(``"package.module:function"``); add yours there. Tests may pass their own lists.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import socket
+import sys
+import weakref
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Union
+
+import attrs
+from twisted.application import service
+from twisted.internet import abstract, defer, threads
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.server import Site
+
+from ilchat.bus import IBus, LocalBus
+from ilchat.config import ClientConfig, ServerConfig
+from ilchat.logs import LogService
+from ilchat.web.backend import BackendResource, RouteTable
+from ilchat.web.site import WebRoot, make_site
+
+__all__ = [
+    "ClientContext",
+    "ServerContext",
+    "Component",
+    "IlchatService",
+    "makeService",
+    "CLIENT_COMPONENTS",
+    "SERVER_COMPONENTS",
+    "StartupError",
+]
+
+#: Per-client components, started in this order (``"module:factory"``; factory(ClientContext)).
+CLIENT_COMPONENTS: List[str] = []
+
+#: Process-wide components, started after the client ones (factory(ServerContext)).
+SERVER_COMPONENTS: List[str] = []
+
+
+class Component(Protocol):
+    """A part of the server with a lifetime: started in order, stopped in reverse."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+ComponentFactory = Callable[[Any], Component]
+
+
+class StartupError(Exception):
+    """Start-up cannot go on; ``str()`` is the one line for stderr and the error log."""
+
+
+@attrs.define(eq=False)
+class ServerContext:
+    """What is shared by every client of the process."""
+
+    config: ServerConfig
+    reactor: Any
+    bus: IBus
+    socketio: Any
+    web_root: WebRoot
+    clients: Dict[str, "ClientContext"] = attrs.Factory(dict)
+
+
+@attrs.define(eq=False)
+class ClientContext:
+    """Everything a component needs to serve one ILIAS client (one ``client.cfg``).
+
+    Attributes:
+        config: the client's configuration (``name``, ``auth_key``, ``database`` ...).
+        server_config: ``server.cfg``, shared.
+        store: the client's ``ilchat.store`` Store (opened).
+        bus: the process bus, shared by all clients; use topics that contain the client name.
+        reactor: the reactor, to be passed down (tests may use a fake clock in components).
+        socketio: the process's ``SocketIOServer``; the namespaces are ``/<name>``, ``/<name>-im``.
+        routes: this client's backend ``RouteTable``: ``routes.register("Connect", handler, (2,))``.
+        web_root: the resource tree, to mount extra resources (``web_root.put("chat", r)``).
+    """
+
+    config: ClientConfig
+    server_config: ServerConfig
+    store: Any
+    bus: IBus
+    reactor: Any
+    socketio: Any
+    routes: RouteTable
+    web_root: WebRoot
+    components: List[Any] = attrs.Factory(list)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+
+def _load_factory(spec: Union[str, ComponentFactory]) -> ComponentFactory:
+    if not isinstance(spec, str):
+        return spec
+    module_name, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def _default_store_factory(database_config: Any, reactor: Any) -> Any:
+    from ilchat.store import create_store
+
+    return create_store(database_config, reactor)
+
+
+def _default_socketio_factory(reactor: Any, server_config: ServerConfig) -> Any:
+    from ilchat.socketio import SocketIOServer
+
+    network = server_config.network
+    origins = getattr(network, "allowed_origins", None) or None
+    return SocketIOServer(reactor, allowed_origins=origins)
+
+
+class _Site(Site):
+    """A Site that remembers its connections (to close them at shutdown) and logs no access lines.
+
+    The Node server has no access log; at ``debug`` level each request is logged instead.
+    """
+
+    _log = Logger()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.channels: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+    def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 (twisted API)
+        channel = super().buildProtocol(addr)
+        if channel is not None:
+            self.channels.add(channel)
+        return channel
+
+    def log(self, request: Any) -> None:
+        self._log.debug(
+            "{method} {uri} {code}",
+            method=request.method.decode("ascii", "replace"),
+            uri=request.uri.decode("ascii", "replace"),
+            code=request.code,
+        )
+
+    def close_connections(self) -> None:
+        for channel in list(self.channels):
+            transport = getattr(channel, "transport", None)
+            if transport is not None:
+                transport.loseConnection()
+
+
+async def resolve_address(reactor: Any, address: str, port: int) -> tuple:
+    """
+    The IP address to bind for ``address`` (an IP literal or a host name), and its family name.
+
+    Host names are resolved with ``getaddrinfo`` in the reactor's thread pool so the reactor never
+    blocks on DNS (IPv4 and IPv6 both work, unlike ``reactor.resolve``).
+
+    Raises:
+        StartupError: the name does not resolve.
+    """
+    if abstract.isIPAddress(address):
+        return address, "IPv4"
+    if abstract.isIPv6Address(address):
+        return address, "IPv6"
+    try:
+        infos = await threads.deferToThreadPool(
+            reactor,
+            reactor.getThreadPool(),
+            socket.getaddrinfo,
+            address,
+            port,
+            0,
+            socket.SOCK_STREAM,
+        )
+    except OSError as e:
+        raise StartupError(f"Cannot resolve address {address!r}: {e.strerror or e}")
+    if not infos:
+        raise StartupError(f"Cannot resolve address {address!r}: no address found")
+    family, _, _, _, sockaddr = infos[0]
+    return sockaddr[0], ("IPv6" if family == socket.AF_INET6 else "IPv4")
+
+
+class IlchatService(service.MultiService):
+    """
+    The whole server. ``ready`` fires when it listens, or fails with the start-up error.
+
+    Args:
+        server_config, client_configs: from ``ilchat.config.load_configs``.
+        reactor: the reactor; defaults to the global one.
+        listen_port: overrides ``server_config.port`` (tests use 0 for a free port).
+        client_components, server_components: factories or dotted names; defaults to
+            ``CLIENT_COMPONENTS`` / ``SERVER_COMPONENTS``.
+        store_factory: ``(database_config, reactor) -> Store``; defaults to ``create_store``.
+        socketio_factory: ``(reactor, server_config) -> SocketIOServer``.
+        exit_on_failure: under twistd, a failed start-up prints one line to stderr and the
+            process exits with status 1 (instead of serving nothing).
+        install_signal_handlers: under twistd, SIGTERM/SIGINT stop cleanly with status 0 and
+            SIGHUP reopens the log files.
+        setup_logs: add the ``log`` / ``error_log`` file observers.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        server_config: ServerConfig,
+        client_configs: Sequence[ClientConfig],
+        reactor: Any = None,
+        listen_port: Optional[int] = None,
+        client_components: Optional[Sequence[Union[str, ComponentFactory]]] = None,
+        server_components: Optional[Sequence[Union[str, ComponentFactory]]] = None,
+        store_factory: Optional[Callable[[Any, Any], Any]] = None,
+        socketio_factory: Optional[Callable[[Any, ServerConfig], Any]] = None,
+        exit_on_failure: bool = False,
+        install_signal_handlers: bool = False,
+        setup_logs: bool = True,
+    ) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor as global_reactor
+
+            reactor = global_reactor
+        self.reactor = reactor
+        self.server_config = server_config
+        self.client_configs = list(client_configs)
+        self.listen_port = server_config.port if listen_port is None else listen_port
+        self._client_factories = [
+            _load_factory(f) for f in (CLIENT_COMPONENTS if client_components is None else client_components)
+        ]
+        self._server_factories = [
+            _load_factory(f) for f in (SERVER_COMPONENTS if server_components is None else server_components)
+        ]
+        self._store_factory = store_factory or _default_store_factory
+        self._socketio_factory = socketio_factory or _default_socketio_factory
+        self._exit_on_failure = exit_on_failure
+        self._install_signal_handlers = install_signal_handlers
+
+        self.log_service: Optional[LogService] = None
+        if setup_logs:
+            self.log_service = LogService(server_config)
+            self.log_service.setServiceParent(self)
+
+        self.ready: defer.Deferred[None] = defer.Deferred()
+        self.port: Optional[int] = None
+        self.host: Optional[str] = None
+        self.context: Optional[ServerContext] = None
+        self.clients: Dict[str, ClientContext] = {}
+        self.site: Optional[_Site] = None
+        self._listening: Optional[IListeningPort] = None
+        self._stores: List[Any] = []
+        self._started_components: List[Any] = []
+        self._socketio: Any = None
+        self._starting: Optional[defer.Deferred[None]] = None
+
+    # --- start ----------------------------------------------------------------------------------
+
+    def startService(self) -> None:  # noqa: N802 (twisted API)
+        super().startService()  # the log files first
+        self._log.info("Starting Server!")
+        self._log.info("Log Level: {level}", level=self.server_config.log_level)
+        if self._install_signal_handlers:
+            self.reactor.callWhenRunning(self._install_signals)
+        self._starting = defer.ensureDeferred(self._start())
+        self._starting.addCallbacks(self._started, self._start_failed)
+
+    async def _start(self) -> None:
+        server_config = self.server_config
+        for client_config in self.client_configs:
+            store = self._store_factory(client_config.database, self.reactor)
+            await store.open()
+            self._stores.append(store)
+            self._log.info("Database for {name} connected!", name=client_config.name)
+            await store.move_all_users_to_sessions()
+
+        bus = LocalBus()
+        self._socketio = self._socketio_factory(self.reactor, server_config)
+        web_root = WebRoot(server_config.sub_directory)
+        web_root.put("backend", BackendResource(self.clients))
+        web_root.put("socket.io", self._socketio.resource)
+        self.context = ServerContext(
+            config=server_config,
+            reactor=self.reactor,
+            bus=bus,
+            socketio=self._socketio,
+            web_root=web_root,
+            clients=self.clients,
+        )
+        contexts = []
+        for client_config, store in zip(self.client_configs, self._stores):
+            contexts.append(
+                ClientContext(
+                    config=client_config,
+                    server_config=server_config,
+                    store=store,
+                    bus=bus,
+                    reactor=self.reactor,
+                    socketio=self._socketio,
+                    routes=RouteTable(),
+                    web_root=web_root,
+                )
+            )
+        for ctx in contexts:
+            for factory in self._client_factories:
+                component = factory(ctx)
+                ctx.components.append(component)
+                await component.start()
+                self._started_components.append(component)
+            # Served only once its components are up, so no action answers before it can work.
+            self.clients[ctx.name] = ctx
+        for factory in self._server_factories:
+            component = factory(self.context)
+            await component.start()
+            self._started_components.append(component)
+
+        await self._listen(web_root)
+
+    async def _listen(self, web_root: WebRoot) -> None:
+        config = self.server_config
+        host, family = await resolve_address(self.reactor, config.address, self.listen_port)
+        if host != config.address:
+            self._log.info(
+                "DNS Resolve for: {address} => IP: {ip} , Family: {family}",
+                address=config.address,
+                ip=host,
+                family=family,
+            )
+        self.site = _Site(web_root.root)
+        self.site.displayTracebacks = False
+        options = None
+        if config.is_https:
+            from ilchat.tls import TLSConfigError, certificate_options
+
+            try:
+                options = certificate_options(config.cert, config.key, config.dhparam)
+            except TLSConfigError as e:
+                raise StartupError(str(e))
+        try:
+            if options is not None:
+                self._listening = self.reactor.listenSSL(
+                    self.listen_port, self.site, options, interface=host
+                )
+            else:
+                self._listening = self.reactor.listenTCP(self.listen_port, self.site, interface=host)
+        except Exception as e:
+            raise StartupError(f"Cannot listen on {host}:{self.listen_port}: {e}")
+        self.host = host
+        self.port = self._listening.getHost().port
+        shown = f"[{host}]" if family == "IPv6" else host
+        self._log.info(
+            "The Server is Ready to use! Listening on: {protocol}://{address}:{port}",
+            protocol=config.protocol,
+            address=shown,
+            port=self.port,
+        )
+
+    def _started(self, _: Any) -> None:
+        self.ready.callback(None)
+
+    def _start_failed(self, failure: Failure) -> None:
+        if failure.check(StartupError):
+            message = str(failure.value)
+            self._log.error("Start-up failed: {message}", message=message)
+        else:
+            message = f"Start-up failed: {failure.getErrorMessage()}"
+            self._log.failure("Start-up failed", failure)
+        if self._exit_on_failure:
+            sys.stderr.write(message.replace("\n", " ") + "\n")
+            sys.stderr.flush()
+            # twistd exits with 0 after a reactor stop; a failed start must not look like success.
+            self.reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+            self.reactor.callWhenRunning(self.reactor.stop)
+        self.ready.errback(failure)
+        self.ready.addErrback(lambda _: None)
+
+    def _install_signals(self) -> None:
+        """
+        SIGTERM/SIGINT stop the reactor (and so this service) with exit status 0, where twistd
+        would re-raise the signal; SIGHUP reopens the log files after logrotate moved them.
+        """
+
+        def stop(signum: int, frame: Any) -> None:
+            self.reactor.callFromThread(self._stop_reactor, signum)
+
+        def reopen(signum: int, frame: Any) -> None:
+            if self.log_service is not None:
+                self.reactor.callFromThread(self.log_service.reopen)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, reopen)
+
+    def _stop_reactor(self, signum: int) -> None:
+        self._log.info("Received signal {signum}, shutting down", signum=signum)
+        if self.reactor.running:
+            self.reactor.stop()
+
+    # --- stop -----------------------------------------------------------------------------------
+
+    def stopService(self) -> "defer.Deferred[None]":  # noqa: N802 (twisted API)
+        return defer.ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        if self._starting is not None and not self._starting.called:
+            # Let a start-up in progress finish or fail before tearing down what it built.
+            try:
+                await self._starting
+            except Exception:
+                pass
+        if self._listening is not None:
+            await self._best_effort("stop listening", self._listening.stopListening)
+            self._listening = None
+        if self._socketio is not None:
+            await self._best_effort("close sockets", self._socketio.close)
+        if self.site is not None:
+            self.site.close_connections()
+        self.clients.clear()
+        for component in reversed(self._started_components):
+            await self._best_effort(f"stop {component!r}", component.stop)
+        self._started_components = []
+        for store in reversed(self._stores):
+            await self._best_effort("move users to sessions", store.move_all_users_to_sessions)
+            await self._best_effort("close the store", store.close)
+        self._stores = []
+        self._log.info("Server stopped")
+        await defer.maybeDeferred(super().stopService)  # the log files last
+
+    async def _best_effort(self, what: str, func: Callable[[], Any]) -> None:
+        """Run one shutdown step; a failing step is logged and does not keep the others from running."""
+        try:
+            result = func()
+            if result is not None and (isinstance(result, defer.Deferred) or hasattr(result, "__await__")):
+                await result
+        except Exception:
+            self._log.failure("Shutdown step failed: {what}", what=what)
+
+
+def makeService(options: Any) -> IlchatService:  # noqa: N802 (twisted API)
+    """
+    The twistd entry point. ``options`` carries the loaded ``server_config`` and
+    ``client_configs`` (the plugin's Options load and check them before twistd goes on).
+    """
+    return IlchatService(
+        options["server_config"],
+        options["client_configs"],
+        exit_on_failure=True,
+        install_signal_handlers=True,
+    )

@@ -1,0 +1,98 @@
+# -*- test-case-name: tests.test_tls -*-
+"""
+TLS for ``protocol: https``: the ``cert`` file (the certificate, optionally followed by its chain),
+the ``key`` file and an optional ``dhparam`` file, TLS 1.2 and newer only.
+
+The Node server pins a cipher list with DHE suites; with a ``dhparam`` file ilchat also offers DHE
+(besides ECDHE), without one only ECDHE, which every current client prefers anyway.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+from OpenSSL import crypto
+from twisted.internet import ssl
+from twisted.python.filepath import FilePath
+
+__all__ = ["TLSConfigError", "certificate_options", "read_certificate_chain"]
+
+# Forward-secret AEAD suites first, then the DHE ones ILIAS's list has (used only with dhparam).
+_CIPHERS = (
+    "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:"
+    "ECDHE+AES256:DHE+AES256:ECDHE+AES128:DHE+AES128:"
+    "!aNULL:!eNULL:!EXPORT:!DES:!3DES:!RC4:!MD5:!PSK:!SRP:!CAMELLIA"
+)
+
+
+class TLSConfigError(Exception):
+    """The certificate, key or dhparam file cannot be used; ``str()`` names the file."""
+
+
+def _pem_blocks(data: bytes, kind: bytes) -> List[bytes]:
+    begin = b"-----BEGIN " + kind + b"-----"
+    end = b"-----END " + kind + b"-----"
+    blocks = []
+    start = data.find(begin)
+    while start != -1:
+        stop = data.find(end, start)
+        if stop == -1:
+            break
+        blocks.append(data[start : stop + len(end)] + b"\n")
+        start = data.find(begin, stop)
+    return blocks
+
+
+def read_certificate_chain(path: str) -> List[crypto.X509]:
+    """The certificates of a PEM file: the server's first, then its chain."""
+    try:
+        data = FilePath(path).getContent()
+    except OSError as e:
+        raise TLSConfigError(f"Cannot read certificate {path}: {e.strerror}")
+    blocks = _pem_blocks(data, b"CERTIFICATE")
+    if not blocks:
+        raise TLSConfigError(f"No PEM certificate in {path}")
+    try:
+        return [crypto.load_certificate(crypto.FILETYPE_PEM, block) for block in blocks]
+    except crypto.Error as e:
+        raise TLSConfigError(f"Invalid certificate in {path}: {e}")
+
+
+def certificate_options(
+    cert_path: str, key_path: str, dhparam_path: Optional[str] = None
+) -> ssl.CertificateOptions:
+    """
+    Server-side ``CertificateOptions`` for ``listenSSL``.
+
+    Raises:
+        TLSConfigError: a file is unreadable or invalid, or the key does not match the certificate.
+    """
+    chain = read_certificate_chain(cert_path)
+    try:
+        key_data = FilePath(key_path).getContent()
+    except OSError as e:
+        raise TLSConfigError(f"Cannot read key {key_path}: {e.strerror}")
+    try:
+        key = crypto.load_privatekey(crypto.FILETYPE_PEM, key_data)
+    except crypto.Error as e:
+        raise TLSConfigError(f"Invalid private key in {key_path}: {e}")
+    dh_parameters = None
+    if dhparam_path:
+        if not FilePath(dhparam_path).isfile():
+            raise TLSConfigError(f"File does not exist: {dhparam_path}")
+        if not _pem_blocks(FilePath(dhparam_path).getContent(), b"DH PARAMETERS"):
+            raise TLSConfigError(f"No PEM DH PARAMETERS in {dhparam_path}")
+        dh_parameters = ssl.DiffieHellmanParameters.fromFile(FilePath(dhparam_path))
+    try:
+        options = ssl.CertificateOptions(
+            privateKey=key,
+            certificate=chain[0],
+            extraCertChain=chain[1:],
+            dhParameters=dh_parameters,
+            raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+            acceptableCiphers=ssl.AcceptableCiphers.fromOpenSSLCipherString(_CIPHERS),
+        )
+        options.getContext()  # check the key against the certificate now, not at the first client
+    except Exception as e:
+        raise TLSConfigError(f"Cannot use {cert_path} with {key_path}: {e}")
+    return options

@@ -1,0 +1,32 @@
+"""One place that writes JSON answers, so every backend response has the same headers."""
+
+import json
+from typing import Any
+
+from twisted.web.server import Request
+
+JSON_CONTENT_TYPE = b"application/json; charset=utf-8"
+
+
+def encode_json(obj: Any) -> bytes:
+    """Compact JSON as Express's ``res.send`` writes it; non-ASCII stays UTF-8."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def respond_with_json(request: Request, code: int, obj: Any) -> None:
+    """
+    Send ``obj`` as the whole response and finish the request.
+
+    Writes nothing when the client has already gone: a slow handler must not raise on a dead
+    connection. HEAD gets the headers (with the length of the GET body) and no body.
+    """
+    if getattr(request, "_disconnected", False) or request.finished:
+        return
+    body = encode_json(obj)
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", JSON_CONTENT_TYPE)
+    request.setHeader(b"Cache-Control", b"no-store")
+    request.setHeader(b"Content-Length", b"%d" % (len(body),))
+    if request.method != b"HEAD":
+        request.write(body)
+    request.finish()
