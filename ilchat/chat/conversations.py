@@ -555,14 +555,19 @@ class OnScreenChat:
     def _to_connection(connection: str, event: str, payload: Any) -> Delivery:
         return {"connection": connection, "event": event, "payload": payload}
 
+    @staticmethod
+    def _participants_text(conversation: Conversation) -> str:
+        # JSON.stringify's compact form, as ILIAS's PHP side reads osc_conversation.participants.
+        return json.dumps(conversation.participants_json(), separators=(",", ":"), ensure_ascii=False)
+
     async def _persist_new(self, conversation: Conversation) -> None:
         await self._store.insert_conversation(
-            conversation.id, conversation.is_group, conversation.participants_json()
+            conversation.id, conversation.is_group, self._participants_text(conversation)
         )
 
     async def _persist_change(self, conversation: Conversation) -> None:
         await self._store.update_conversation(
-            conversation.id, conversation.is_group, conversation.participants_json()
+            conversation.id, self._participants_text(conversation), conversation.is_group
         )
 
     # events ------------------------------------------------------------------------------------
@@ -781,10 +786,10 @@ class OnScreenChat:
         if older_than is not None:
             stamps.append(older_than)
         if reverse:
-            messages.reverse()
+            messages.reverse()  # ascending, for a window being filled from the top
         payload = await self._json_for(conversation, actor.id)
         payload["messages"] = messages
-        payload["reverseSorting"] = reverse
+        payload["reverseSorting"] = reverse if isinstance(reverse, bool) else bool(reverse)
         payload["oldestMessageTimestamp"] = min(stamps) if stamps else None
         self._publish([self._to([actor.id], "history", payload)])
 

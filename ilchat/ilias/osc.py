@@ -21,6 +21,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
 from ilchat.chat.conversations import OnScreenChat, Refused, parse_user_id
+from ilchat.web.errors import BadRequest
 
 __all__ = ["OnScreenChatComponent", "parse_config_change"]
 
@@ -108,6 +109,8 @@ class OnScreenChatComponent:
         _register_route(self.client.routes, "UserConfigChange", self.user_config_change)
 
     async def stop(self) -> None:
+        if "UserConfigChange" in self.client.routes:
+            self.client.routes.unregister("UserConfigChange")
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -233,8 +236,6 @@ class OnScreenChatComponent:
 
         Unlike ILIAS, a missing or broken ``message`` is a 400 JSON answer, not a crash.
         """
-        from ilchat.web.errors import BadRequest
-
         raw = request.args.get(b"message", [None])[0]
         if raw is not None:
             raw = raw.decode("utf-8", "replace")
