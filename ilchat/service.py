@@ -63,7 +63,9 @@ __all__ = [
 ]
 
 #: Per-client components, started in this order (``"module:factory"``; factory(ClientContext)).
-CLIENT_COMPONENTS: List[str] = []
+CLIENT_COMPONENTS: List[str] = [
+    "ilchat.ilias.osc:OnScreenChatComponent",
+]
 
 #: Process-wide components, started after the client ones (factory(ServerContext)).
 SERVER_COMPONENTS: List[str] = []
