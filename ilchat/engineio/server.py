@@ -1,0 +1,785 @@
+# -*- test-case-name: tests.engineio.test_server -*-
+"""Engine.IO protocol v4 server on twisted.web (long-polling) and Autobahn (websocket).
+
+Usage::
+
+    class Echo:
+        __slots__ = ("session",)
+        def __init__(self, session):
+            self.session = session
+        def message_received(self, data):          # str, or bytes for binary
+            self.session.send_message(data)
+        def session_closed(self, reason):          # "transport close", "ping timeout", ...
+            pass
+
+    server = EngineIOServer(reactor, Echo)
+    root.putChild(b"engine.io", server.resource)
+
+The resource serves both transports on one path: ``?EIO=4&transport=polling`` (GET receives,
+POST sends) and ``?EIO=4&transport=websocket`` (with ``sid`` for an upgrade from polling).  Errors
+are answered the way the socket.io v4 server (engine.io 6) does: HTTP 400 with
+``{"code": N, "message": "..."}``, 403 for a refused origin.
+
+The application object returned by ``handler_factory(session)`` gets each message with
+``message_received(data)`` and the end of the session with ``session_closed(reason)``; it sends
+with ``session.send_message(data)`` or, to share one encoding between many sessions,
+``session.send_packets([OutgoingPacket(...)])``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from fnmatch import fnmatchcase
+from typing import Any, Callable, Iterable, Protocol, Sequence
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.protocol import PreparedMessage
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from ilchat.engineio import packets as P
+
+__all__ = [
+    "EngineIOServer",
+    "EngineIOSession",
+    "OutgoingPacket",
+    "SessionHandler",
+    "ERROR_UNKNOWN_TRANSPORT",
+    "ERROR_UNKNOWN_SID",
+    "ERROR_BAD_HANDSHAKE_METHOD",
+    "ERROR_BAD_REQUEST",
+    "ERROR_FORBIDDEN",
+    "ERROR_UNSUPPORTED_PROTOCOL_VERSION",
+]
+
+ERROR_UNKNOWN_TRANSPORT = 0
+ERROR_UNKNOWN_SID = 1
+ERROR_BAD_HANDSHAKE_METHOD = 2
+ERROR_BAD_REQUEST = 3
+ERROR_FORBIDDEN = 4
+ERROR_UNSUPPORTED_PROTOCOL_VERSION = 5
+
+_ERROR_MESSAGES = {
+    ERROR_UNKNOWN_TRANSPORT: "Transport unknown",
+    ERROR_UNKNOWN_SID: "Session ID unknown",
+    ERROR_BAD_HANDSHAKE_METHOD: "Bad handshake method",
+    ERROR_BAD_REQUEST: "Bad request",
+    ERROR_FORBIDDEN: "Forbidden",
+    ERROR_UNSUPPORTED_PROTOCOL_VERSION: "Unsupported protocol version",
+}
+
+_OPENING, _OPEN, _CLOSING, _CLOSED = range(4)
+
+#: How long a probing websocket may take to send the ``5`` upgrade packet (engine.io: 10 s).
+UPGRADE_TIMEOUT = 10.0
+
+#: Bound on packets queued for a polling client that does not come back to read them.
+MAX_POLLING_QUEUE = 10_000
+
+_log = Logger(namespace="ilchat.engineio")
+
+
+class SessionHandler(Protocol):
+    """What the application attaches to each session."""
+
+    def message_received(self, data: str | bytes) -> None: ...
+
+    def session_closed(self, reason: str) -> None: ...
+
+
+class OutgoingPacket:
+    """One Engine.IO packet encoded once, for any number of sessions and both transports.
+
+    The websocket frame (Autobahn ``PreparedMessage``, never compressed) and the long-polling text
+    are each built at most once, on first use, so a broadcast costs one encoding however many
+    sockets receive it.
+    """
+
+    __slots__ = ("data", "_polling", "_prepared")
+
+    def __init__(self, packet_type: int, data: str | bytes = "") -> None:
+        self.data: str | bytes = P.encode_packet(packet_type, data)
+        self._polling: str | None = None
+        self._prepared: PreparedMessage | None = None
+
+    @classmethod
+    def message(cls, data: str | bytes) -> "OutgoingPacket":
+        """A ``MESSAGE`` packet (text or binary)."""
+        return cls(P.MESSAGE, data)
+
+    @property
+    def polling(self) -> str:
+        """The packet as it appears in a long-polling payload."""
+        text = self._polling
+        if text is None:
+            data = self.data
+            if isinstance(data, bytes):
+                text = P.encode_polling_packet(P.MESSAGE, data)
+            else:
+                text = data
+            self._polling = text
+        return text
+
+    @property
+    def prepared(self) -> PreparedMessage:
+        """The packet as a ready-made websocket frame."""
+        msg = self._prepared
+        if msg is None:
+            data = self.data
+            if isinstance(data, bytes):
+                msg = PreparedMessage(data, True, False, True)
+            else:
+                msg = PreparedMessage(data.encode("utf-8"), False, False, True)
+            self._prepared = msg
+        return msg
+
+
+_NOOP = OutgoingPacket(P.NOOP)
+_PING = OutgoingPacket(P.PING)
+
+
+class EngineIOSession:
+    """One Engine.IO client: its transport, send queue, heartbeat and upgrade state.
+
+    Attributes:
+        sid: the session id (random, from :mod:`secrets`).
+        transport: ``"polling"`` or ``"websocket"``.
+        address: the client address (see ``EngineIOServer(address_resolver=...)``).
+        headers: request headers of the handshake, lower-case names.
+        query: query arguments of the handshake.
+        handler: the application object for this session.
+    """
+
+    __slots__ = (
+        "server",
+        "sid",
+        "transport",
+        "address",
+        "headers",
+        "query",
+        "handler",
+        "_state",
+        "_queue",
+        "_get_request",
+        "_ws",
+        "_probe",
+        "_ping_call",
+        "_pong_call",
+        "_upgrade_call",
+        "_close_call",
+        "_close_reason",
+    )
+
+    def __init__(
+        self,
+        server: "EngineIOServer",
+        transport: str,
+        address: str,
+        headers: dict[str, str],
+        query: dict[str, str],
+    ) -> None:
+        self.server = server
+        self.sid = secrets.token_urlsafe(15)
+        self.transport = transport
+        self.address = address
+        self.headers = headers
+        self.query = query
+        self.handler: Any = None
+        self._state = _OPENING
+        self._queue: list[str] = []
+        self._get_request: Request | None = None
+        self._ws: EngineIOWebSocketProtocol | None = None
+        self._probe: EngineIOWebSocketProtocol | None = None
+        self._ping_call = None
+        self._pong_call = None
+        self._upgrade_call = None
+        self._close_call = None
+        self._close_reason = ""
+
+    def __repr__(self) -> str:
+        return f"<EngineIOSession {self.sid} {self.transport}>"
+
+    @property
+    def closed(self) -> bool:
+        """True once the session is closing or closed; sends are then dropped."""
+        return self._state >= _CLOSING
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def send_message(self, data: str | bytes) -> None:
+        """Send one message packet (text, or bytes as a binary packet)."""
+        self.send_packets((OutgoingPacket(P.MESSAGE, data),))
+
+    def send_packets(self, packets: Sequence[OutgoingPacket]) -> None:
+        """Send already encoded packets; the hot path of every broadcast (no allocation here)."""
+        if self._state != _OPEN:
+            return
+        ws = self._ws
+        if ws is not None:
+            if ws.state == ws.STATE_OPEN:
+                for packet in packets:
+                    ws.sendPreparedMessage(packet.prepared)
+            return
+        queue = self._queue
+        for packet in packets:
+            queue.append(packet.polling)
+        if self._get_request is not None:
+            self._flush_poll()
+        elif len(queue) > MAX_POLLING_QUEUE:
+            # A slow or vanished polling reader: bound the memory, then let it go.
+            self.close("transport error", discard=True)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        """Send the open packet, attach the application and start the heartbeat."""
+        server = self.server
+        upgrades = ["websocket"] if self.transport == "polling" else []
+        handshake = json.dumps(
+            {
+                "sid": self.sid,
+                "upgrades": upgrades,
+                "pingInterval": int(server.ping_interval * 1000),
+                "pingTimeout": int(server.ping_timeout * 1000),
+                "maxPayload": server.max_payload,
+            },
+            separators=(",", ":"),
+        )
+        self._state = _OPEN
+        self.send_packets((OutgoingPacket(P.OPEN, handshake),))
+        self._schedule_ping()
+        try:
+            self.handler = server.handler_factory(self)
+        except Exception:
+            _log.failure("Engine.IO handler factory failed for {sid}", sid=self.sid)
+            self.close("server error", discard=True)
+
+    def close(self, reason: str = "forced close", discard: bool = False) -> None:
+        """Close the session, tell the application, and release the transport.
+
+        Args:
+            reason: given to ``handler.session_closed`` (engine.io's reason strings).
+            discard: drop queued packets instead of letting a polling client fetch them with a
+                final close packet (used for protocol errors).
+        """
+        if self._state >= _CLOSING:
+            return
+        self._state = _CLOSING
+        self._close_reason = reason
+        self._cancel_timers()
+        server = self.server
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            probe.session = None
+            probe.sendClose()
+        ws = self._ws
+        if ws is not None:
+            ws.session = None
+            if ws.state == ws.STATE_OPEN:
+                ws.sendClose()
+            self._finalize()
+        elif self._get_request is not None:
+            # Polling: the parked GET takes what is queued plus the close packet.
+            if discard:
+                self._queue.clear()
+            self._queue.append("1")
+            self._flush_poll()
+            self._finalize()
+        elif discard or not self._queue:
+            self._finalize()
+        else:
+            # Keep the session until the client polls its last packets (or gives up).
+            self._queue.append("1")
+            self._close_call = server.reactor.callLater(
+                server.ping_interval + server.ping_timeout, self._finalize
+            )
+        handler, self.handler = self.handler, None
+        if handler is not None:
+            try:
+                handler.session_closed(reason)
+            except Exception:
+                _log.failure("Engine.IO session_closed handler failed for {sid}", sid=self.sid)
+
+    def _finalize(self) -> None:
+        self._state = _CLOSED
+        if self._close_call is not None and self._close_call.active():
+            self._close_call.cancel()
+        self._close_call = None
+        self._queue = []
+        self.server._forget(self)
+
+    def _cancel_timers(self) -> None:
+        for name in ("_ping_call", "_pong_call", "_upgrade_call"):
+            call = getattr(self, name)
+            if call is not None:
+                if call.active():
+                    call.cancel()
+                setattr(self, name, None)
+
+    # -- heartbeat (server pings, client pongs) ------------------------------------------
+
+    def _schedule_ping(self) -> None:
+        self._ping_call = self.server.reactor.callLater(self.server.ping_interval, self._send_ping)
+
+    def _send_ping(self) -> None:
+        self._ping_call = None
+        self.send_packets((_PING,))
+        self._pong_call = self.server.reactor.callLater(self.server.ping_timeout, self._pong_missed)
+
+    def _pong_missed(self) -> None:
+        self._pong_call = None
+        self.close("ping timeout", discard=True)
+
+    # -- incoming packets ------------------------------------------------------------------
+
+    def packet_received(self, packet_type: int, data: str | bytes) -> None:
+        """Handle one decoded packet from the client's current transport."""
+        if self._state != _OPEN:
+            return
+        if packet_type == P.MESSAGE:
+            handler = self.handler
+            if handler is not None:
+                handler.message_received(data)
+        elif packet_type == P.PONG:
+            if self._pong_call is not None:
+                self._pong_call.cancel()
+                self._pong_call = None
+                self._schedule_ping()
+        elif packet_type == P.CLOSE:
+            self.close("transport close", discard=True)
+        elif packet_type == P.NOOP:
+            pass
+        else:
+            # open, ping (v4 pings go server -> client), upgrade outside an upgrade: invalid.
+            _log.info(
+                "Engine.IO session {sid}: unexpected packet type {type}, closing",
+                sid=self.sid,
+                type=packet_type,
+            )
+            self.close("parse error", discard=True)
+
+    def protocol_error(self, why: str) -> None:
+        """A malformed packet: close this session only."""
+        _log.info("Engine.IO session {sid}: {why}, closing", sid=self.sid, why=why)
+        self.close("parse error", discard=True)
+
+    # -- long-polling ----------------------------------------------------------------------
+
+    def handle_get(self, request: Request) -> bytes | int:
+        """A polling GET: answer now if packets wait, else park it until there are some."""
+        if self._get_request is not None:
+            # Two GETs at once: engine.io answers the new one 400 and closes the session.
+            _log.info("Engine.IO session {sid}: overlapping GET, closing", sid=self.sid)
+            self.close("transport error", discard=True)
+            request.setResponseCode(400)
+            return b""
+        if self._queue or (self._probe is not None and self._probe.upgrade_probed):
+            self._get_request = request
+            if not self._queue:
+                self._queue.append(_NOOP.polling)
+            self._flush_poll()
+            if self._state == _CLOSING:
+                self._finalize()
+            return NOT_DONE_YET
+        self._get_request = request
+        request.notifyFinish().addErrback(self._poll_lost, request)
+        return NOT_DONE_YET
+
+    def _poll_lost(self, failure: Any, request: Request) -> None:
+        if self._get_request is request:
+            self._get_request = None
+            self.close("transport close", discard=True)
+
+    def _flush_poll(self) -> None:
+        request, self._get_request = self._get_request, None
+        queue, self._queue = self._queue, []
+        body = P.encode_payload(queue).encode("utf-8")
+        _write_response(request, 200, b"text/plain; charset=UTF-8", body)
+
+    def handle_post(self, request: Request) -> bytes:
+        """A polling POST: decode the payload and hand each packet on; answer ``ok``."""
+        body = request.content.read(self.server.max_payload + 1)
+        if len(body) > self.server.max_payload:
+            _log.info("Engine.IO session {sid}: POST over maxPayload, closing", sid=self.sid)
+            self.close("transport error", discard=True)
+            request.setResponseCode(413)
+            return b""
+        try:
+            decoded = P.decode_payload(body)
+        except P.PacketError as e:
+            self.protocol_error(str(e))
+            return _error_body(request, ERROR_BAD_REQUEST)
+        for packet_type, data in decoded:
+            if self._state != _OPEN:
+                break
+            self.packet_received(packet_type, data)
+        request.setHeader(b"content-type", b"text/html")
+        return b"ok"
+
+    # -- websocket -------------------------------------------------------------------------
+
+    def websocket_opened(self, ws: "EngineIOWebSocketProtocol") -> None:
+        """A websocket for this session completed its handshake: new session or probe."""
+        if self.transport == "websocket" and self._ws is None and self._state == _OPENING:
+            self._ws = ws
+            self._open()
+            return
+        if self._state != _OPEN or self._probe is not None or self.transport != "polling":
+            ws.session = None
+            ws.sendClose()
+            return
+        self._probe = ws
+        self._upgrade_call = self.server.reactor.callLater(UPGRADE_TIMEOUT, self._upgrade_timeout)
+
+    def _upgrade_timeout(self) -> None:
+        self._upgrade_call = None
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            probe.session = None
+            probe.sendClose()
+
+    def websocket_frame(self, ws: "EngineIOWebSocketProtocol", frame: str | bytes) -> None:
+        """One frame from the session's websocket or from a probing one."""
+        try:
+            packet_type, data = P.decode_packet(frame)
+        except P.PacketError as e:
+            if ws is self._ws:
+                self.protocol_error(str(e))
+            else:
+                self._upgrade_timeout()
+            return
+        if ws is self._ws:
+            self.packet_received(packet_type, data)
+            return
+        if ws is not self._probe:
+            return
+        if packet_type == P.PING and data == "probe":
+            ws.upgrade_probed = True
+            ws.sendPreparedMessage(OutgoingPacket(P.PONG, "probe").prepared)
+            if self._get_request is not None:
+                # Release the parked GET so the client can pause polling.
+                self._queue.append(_NOOP.polling)
+                self._flush_poll()
+        elif packet_type == P.UPGRADE and ws.upgrade_probed:
+            self._probe = None
+            if self._upgrade_call is not None:
+                self._upgrade_call.cancel()
+                self._upgrade_call = None
+            self.transport = "websocket"
+            self._ws = ws
+            queue, self._queue = self._queue, []
+            request, self._get_request = self._get_request, None
+            if request is not None:
+                _write_response(request, 200, b"text/plain; charset=UTF-8", b"6")
+            # What polling had not delivered yet goes out on the websocket, in order.
+            for text in queue:
+                if text == "6":
+                    continue
+                if text[:1] == "b":
+                    ws.sendMessage(P.decode_payload(text)[0][1], True)
+                else:
+                    ws.sendMessage(text.encode("utf-8"), False)
+        else:
+            self._upgrade_timeout()
+
+    def websocket_closed(self, ws: "EngineIOWebSocketProtocol") -> None:
+        if ws is self._ws:
+            self._ws = None
+            self.close("transport close", discard=True)
+        elif ws is self._probe:
+            self._probe = None
+            if self._upgrade_call is not None:
+                self._upgrade_call.cancel()
+                self._upgrade_call = None
+
+
+class _WebSocketContext:
+    __slots__ = ("session", "address", "headers", "query")
+
+    def __init__(self, session, address, headers, query):
+        self.session = session
+        self.address = address
+        self.headers = headers
+        self.query = query
+
+
+class EngineIOWebSocketProtocol(WebSocketServerProtocol):
+    """Autobahn protocol for one Engine.IO websocket (a new session or an upgrade probe)."""
+
+    session: EngineIOSession | None = None
+    context: _WebSocketContext | None = None
+    upgrade_probed = False
+
+    def onOpen(self) -> None:
+        context, self.context = self.context, None
+        if context is None:
+            self.sendClose()
+            return
+        session = context.session
+        if session is None:
+            server = self.factory.eio_server
+            session = EngineIOSession(
+                server, "websocket", context.address, context.headers, context.query
+            )
+            server._register(session)
+        self.session = session
+        session.websocket_opened(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        session = self.session
+        if session is None:
+            return
+        try:
+            frame = payload if isBinary else payload.decode("utf-8")
+            session.websocket_frame(self, frame)
+        except Exception:
+            _log.failure("Engine.IO websocket frame handling failed")
+            session.close("server error", discard=True)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        session, self.session = self.session, None
+        if session is not None:
+            session.websocket_closed(self)
+
+
+class EngineIOWebSocketFactory(WebSocketServerFactory):
+    """Factory handing each new protocol the context the HTTP resource checked."""
+
+    protocol = EngineIOWebSocketProtocol
+
+    def __init__(self, eio_server: "EngineIOServer") -> None:
+        super().__init__(reactor=eio_server.reactor)
+        self.eio_server = eio_server
+        self.next_context: _WebSocketContext | None = None
+
+    def buildProtocol(self, addr):
+        proto = super().buildProtocol(addr)
+        proto.context, self.next_context = self.next_context, None
+        return proto
+
+
+def _write_response(request: Request | None, code: int, content_type: bytes, body: bytes) -> None:
+    """Finish a parked request, unless the client has gone already."""
+    if request is None or request.finished or getattr(request, "_disconnected", False):
+        return
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", content_type)
+    request.setHeader(b"content-length", b"%d" % len(body))
+    request.write(body)
+    request.finish()
+
+
+def _error_body(request: Request, code: int, message: str | None = None) -> bytes:
+    request.setResponseCode(403 if code == ERROR_FORBIDDEN else 400)
+    request.setHeader(b"content-type", b"application/json")
+    return json.dumps(
+        {"code": code, "message": message or _ERROR_MESSAGES[code]}, separators=(",", ":")
+    ).encode()
+
+
+def _origin_matcher(allowed: Any) -> Callable[[str], bool] | None:
+    if allowed is None:
+        return None
+    if callable(allowed):
+        return allowed
+    if isinstance(allowed, str):
+        allowed = [allowed]
+    patterns = list(allowed)
+    return lambda origin: any(fnmatchcase(origin, p) for p in patterns)
+
+
+class EngineIOResource(Resource):
+    """The ``socket.io`` / ``engine.io`` path: polling, websocket, CORS, errors."""
+
+    isLeaf = True
+
+    def __init__(self, server: "EngineIOServer") -> None:
+        super().__init__()
+        self._server = server
+        self._ws_resource = WebSocketResource(server.ws_factory)
+
+    def render(self, request: Request) -> bytes | int:
+        try:
+            return self._render(request)
+        except Exception:
+            _log.failure("Engine.IO request failed")
+            request.setResponseCode(500)
+            request.setHeader(b"content-type", b"application/json")
+            return b'{"code":500,"message":"Internal server error"}'
+
+    def _render(self, request: Request) -> bytes | int:
+        server = self._server
+        request.setHeader(b"cache-control", b"no-store")
+        origin = request.getHeader(b"origin")
+        if origin is not None:
+            origin_text = origin.decode("latin-1")
+            if server.origin_allowed is not None and not server.origin_allowed(origin_text):
+                return _error_body(request, ERROR_FORBIDDEN)
+            request.setHeader(b"access-control-allow-origin", origin)
+            request.setHeader(b"access-control-allow-credentials", b"true")
+            request.setHeader(b"vary", b"Origin")
+        method = request.method
+        if method == b"OPTIONS":
+            request.setResponseCode(204)
+            request.setHeader(b"access-control-allow-methods", b"GET,POST,OPTIONS")
+            wanted = request.getHeader(b"access-control-request-headers")
+            if wanted:
+                request.setHeader(b"access-control-allow-headers", wanted)
+            request.setHeader(b"content-length", b"0")
+            return b""
+        if server.connection_filter is not None:
+            refused = server.connection_filter(request)
+            if refused is not None:
+                status, message = refused
+                request.setResponseCode(status)
+                request.setHeader(b"content-type", b"application/json")
+                return json.dumps(
+                    {"code": ERROR_FORBIDDEN, "message": message}, separators=(",", ":")
+                ).encode()
+        args = request.args
+        transport = _arg(args, b"transport")
+        if transport not in ("polling", "websocket"):
+            return _error_body(request, ERROR_UNKNOWN_TRANSPORT)
+        is_upgrade = (request.getHeader(b"upgrade") or b"").lower() == b"websocket"
+        sid = _arg(args, b"sid")
+        session = None
+        if sid is not None:
+            session = server.sessions.get(sid)
+            if session is None:
+                return _error_body(request, ERROR_UNKNOWN_SID)
+            if transport == "websocket":
+                if not is_upgrade or session.transport != "polling" or session.closed:
+                    return _error_body(request, ERROR_BAD_REQUEST)
+            elif session.transport != transport:
+                return _error_body(request, ERROR_BAD_REQUEST)
+        else:
+            if method != b"GET":
+                return _error_body(request, ERROR_BAD_HANDSHAKE_METHOD)
+            if transport == "websocket" and not is_upgrade:
+                return _error_body(request, ERROR_BAD_REQUEST)
+            if _arg(args, b"EIO") != "4":
+                return _error_body(request, ERROR_UNSUPPORTED_PROTOCOL_VERSION)
+
+        if transport == "websocket":
+            query = _query(args)
+            server.ws_factory.next_context = _WebSocketContext(
+                session,
+                server.resolve_address(request),
+                _headers(request),
+                query,
+            )
+            try:
+                return self._ws_resource.render(request)
+            finally:
+                server.ws_factory.next_context = None
+
+        if session is None:
+            session = EngineIOSession(
+                server, "polling", server.resolve_address(request), _headers(request), _query(args)
+            )
+            server._register(session)
+            session._open()
+            if session.closed:
+                return _error_body(request, ERROR_BAD_REQUEST)
+            return session.handle_get(request)
+        if method == b"GET":
+            return session.handle_get(request)
+        if method == b"POST":
+            return session.handle_post(request)
+        return _error_body(request, ERROR_BAD_REQUEST)
+
+
+def _arg(args: dict[bytes, list[bytes]], name: bytes) -> str | None:
+    values = args.get(name)
+    if not values:
+        return None
+    return values[0].decode("utf-8", "replace")
+
+
+def _query(args: dict[bytes, list[bytes]]) -> dict[str, str]:
+    return {
+        k.decode("utf-8", "replace"): v[0].decode("utf-8", "replace") for k, v in args.items() if v
+    }
+
+
+def _headers(request: Request) -> dict[str, str]:
+    return {
+        name.decode("latin-1").lower(): b",".join(values).decode("latin-1")
+        for name, values in request.requestHeaders.getAllRawHeaders()
+    }
+
+
+def default_address(request: Request) -> str:
+    """The TCP peer address of the request."""
+    peer = request.getClientAddress()
+    return getattr(peer, "host", None) or str(peer)
+
+
+class EngineIOServer:
+    """Engine.IO v4 server: owns the sessions, the timers' settings and the web resource.
+
+    Args:
+        reactor: provides ``callLater`` (a ``task.Clock`` in tests).
+        handler_factory: ``handler_factory(session)`` returns the application object of a new
+            session (see :class:`SessionHandler`).
+        ping_interval: seconds between server pings (engine.io default 25).
+        ping_timeout: seconds to wait for the pong (default 20).
+        max_payload: largest POST body / websocket message in bytes (default 1e6).
+        allowed_origins: ``None`` allows (and echoes) every ``Origin``; otherwise a callable
+            ``origin -> bool`` or a list of patterns with ``*`` wildcards.  A refused origin gets
+            403 ``{"code":4,"message":"Forbidden"}``.
+        address_resolver: ``address_resolver(request) -> str`` for ``session.address``; the TCP
+            peer address by default (a network policy can trust proxy headers instead).
+        connection_filter: ``connection_filter(request) -> None | (http_status, message)``;
+            a tuple refuses the request with that status and ``{"code":4,"message":message}``.
+        open_handshake_timeout: seconds a websocket may take to complete its opening handshake.
+    """
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        handler_factory: Callable[[EngineIOSession], Any],
+        *,
+        ping_interval: float = 25.0,
+        ping_timeout: float = 20.0,
+        max_payload: int = 1_000_000,
+        allowed_origins: Callable[[str], bool] | Iterable[str] | None = None,
+        address_resolver: Callable[[Request], str] | None = None,
+        connection_filter: Callable[[Request], tuple[int, str] | None] | None = None,
+        open_handshake_timeout: float = 10.0,
+    ) -> None:
+        self.reactor = reactor
+        self.handler_factory = handler_factory
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.max_payload = int(max_payload)
+        self.origin_allowed = _origin_matcher(allowed_origins)
+        self.resolve_address = address_resolver or default_address
+        self.connection_filter = connection_filter
+        self.sessions: dict[str, EngineIOSession] = {}
+        self.ws_factory = EngineIOWebSocketFactory(self)
+        self.ws_factory.setProtocolOptions(
+            maxMessagePayloadSize=self.max_payload,
+            maxFramePayloadSize=self.max_payload,
+            openHandshakeTimeout=open_handshake_timeout,
+            closeHandshakeTimeout=2,
+            autoPingInterval=0,
+        )
+        self.resource = EngineIOResource(self)
+
+    def _register(self, session: EngineIOSession) -> None:
+        self.sessions[session.sid] = session
+
+    def _forget(self, session: EngineIOSession) -> None:
+        if self.sessions.get(session.sid) is session:
+            del self.sessions[session.sid]
+
+    def close(self) -> None:
+        """Close every session (server shutdown)."""
+        for session in list(self.sessions.values()):
+            session.close("server shutting down")
+            session._finalize()
