@@ -1,0 +1,382 @@
+'use strict';
+/*
+ * Benchmark orchestrator, started by ../run. For every repeat and scenario it starts each server
+ * fresh (the Node reference and/or ilchat, pinned to core 0), drives it with the load generator
+ * (pinned to core 1), checks what reached chatroom_history, stops the server, and in the end
+ * prints medians with the ilchat / Node ratio and writes results.json + results.txt.
+ */
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const http = require('http');
+const { spawn, spawnSync, execFileSync } = require('child_process');
+
+const BENCH = path.resolve(__dirname, '..');
+const MAIN = path.resolve(BENCH, '..');
+const SPEC_SQL = process.env.ILIAS_TABLES_SQL || path.resolve(MAIN, '../shared/spec/ilias-tables.sql');
+const TWISTD = process.env.ILCHAT_TWISTD || path.join(MAIN, '.venv/bin/twistd');
+const NS = 'bench';
+const AUTH_KEY = 'bench-key';
+const AUTH_SECRET = 'bench-secret';
+const ALL = ['fanout', 'rooms', 'idle', 'storm', 'crowd', 'backend'];
+
+// ------------------------------------------------------------------ options
+function usage(code) {
+  process.stdout.write(`usage: bench/run [--scenarios a,b,..] [--repeat N] [--quick] [--only node|ilchat]
+                 [--node-port P] [--ilchat-port P] [--ilchat-log-level L] [--keep-db]
+scenarios: ${ALL.join(', ')} (default: all)
+`);
+  process.exit(code);
+}
+const opts = { scenarios: ALL, repeat: null, quick: false, only: null, nodePort: 8601, ilchatPort: 8602,
+  ilchatLogLevel: 'warning', keepDb: false };
+for (let i = 2; i < process.argv.length; i++) {
+  const a = process.argv[i];
+  const val = () => { const v = process.argv[++i]; if (v === undefined) usage(2); return v; };
+  if (a === '--scenarios') opts.scenarios = val().split(',').map((s) => s.trim()).filter(Boolean);
+  else if (a === '--repeat') opts.repeat = parseInt(val(), 10);
+  else if (a === '--quick') opts.quick = true;
+  else if (a === '--only') opts.only = val();
+  else if (a === '--node-port') opts.nodePort = parseInt(val(), 10);
+  else if (a === '--ilchat-port') opts.ilchatPort = parseInt(val(), 10);
+  else if (a === '--ilchat-log-level') opts.ilchatLogLevel = val();
+  else if (a === '--keep-db') opts.keepDb = true;
+  else if (a === '-h' || a === '--help') usage(0);
+  else { process.stderr.write(`unknown option ${a}\n`); usage(2); }
+}
+for (const s of opts.scenarios) if (!ALL.includes(s)) { process.stderr.write(`unknown scenario ${s}\n`); usage(2); }
+if (opts.only && !['node', 'ilchat'].includes(opts.only)) usage(2);
+if (opts.repeat === null) opts.repeat = opts.quick ? 1 : 3;
+const SERVERS = opts.only ? [opts.only] : ['node', 'ilchat'];
+
+/* Scenario sizes: full (the issue's numbers) and --quick (a smoke run of a minute or two). */
+const SIZES = opts.quick ? {
+  fanout: ['--clients', 100, '--duration', 3, '--batch', 50, '--window', 8],
+  rooms: ['--rooms', 20, '--per-room', 10, '--duration', 5],
+  idle: ['--clients', 500, '--rooms', 50, '--settle', 2],
+  storm: ['--clients', 200, '--rooms', 20],
+  crowd: ['--clients', 200, '--batch', 50],
+  backend: { seconds: 3, connections: 32 },
+} : {
+  fanout: ['--clients', 1000, '--duration', 10, '--batch', 100, '--window', 8],
+  rooms: ['--rooms', 200, '--per-room', 10, '--duration', 20],
+  idle: ['--clients', 5000, '--rooms', 200, '--settle', 5],
+  storm: ['--clients', 2000, '--rooms', 200],
+  crowd: ['--clients', 1000, '--batch', 100, '--timeout', 400],
+  backend: { seconds: 10, connections: 32 },
+};
+const ROOMS_IN_DB = 200;
+
+// ------------------------------------------------------------------ small helpers
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const stamp = new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '').replace('T', '-');
+const RESULTS = path.join(BENCH, 'results', stamp + (opts.quick ? '-quick' : ''));
+fs.mkdirSync(RESULTS, { recursive: true });
+const say = (...a) => process.stdout.write(a.join(' ') + '\n');
+
+const CPUS = os.cpus().length;
+const SERVER_CPU = '0';
+const GEN_CPU = CPUS > 1 ? '1' : '0';
+const HAVE_TASKSET = spawnSync('taskset', ['--version']).status === 0;
+/* [cmd, args] prefixed with taskset when we can pin. */
+function pinned(cpu, cmd, args) {
+  return HAVE_TASKSET && CPUS > 1 ? ['taskset', ['-c', cpu, cmd, ...args]] : [cmd, args];
+}
+
+const DB = `ilchat_bench_${stamp.replace('-', '_')}_${process.pid}`;
+function sql(statement, database) {
+  const args = ['-uroot', '-h127.0.0.1', '-N', '-B'];
+  if (database) args.push(database);
+  return execFileSync('mariadb', [...args, '-e', statement], { encoding: 'utf8' }).trim();
+}
+
+function findPid(comm) {
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try { if (fs.readFileSync(`/proc/${d}/comm`, 'utf8').trim() === comm) return parseInt(d, 10); } catch (e) { /* gone */ }
+  }
+  return null;
+}
+const DB_PID = findPid('mariadbd') || findPid('mysqld');
+
+function httpGet(port, p, timeoutMs = 2000) {
+  return new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path: p }, (res) => {
+      let body = '';
+      res.on('data', (c) => { body += c; });
+      res.on('end', () => resolve({ status: res.statusCode, body }));
+    });
+    req.setTimeout(timeoutMs, () => req.destroy());
+    req.on('error', () => resolve(null));
+  });
+}
+
+function median(xs) {
+  const v = xs.filter((x) => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b);
+  if (!v.length) return null;
+  const m = Math.floor(v.length / 2);
+  return v.length % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+}
+
+// ------------------------------------------------------------------ database
+function createDatabase() {
+  sql(`CREATE DATABASE \`${DB}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci`);
+  execFileSync('mariadb', ['-uroot', '-h127.0.0.1', DB], { input: fs.readFileSync(SPEC_SQL) });
+  const values = Array.from({ length: ROOMS_IN_DB }, (_, i) => `(${i + 1})`).join(',');
+  sql(`INSERT INTO chatroom_settings (room_id) VALUES ${values}`, DB);
+  say(`database ${DB}: ILIAS tables, ${ROOMS_IN_DB} rooms`);
+}
+function resetTables() {
+  sql('DELETE FROM chatroom_history; DELETE FROM chatroom_history_seq; DELETE FROM chatroom_users; '
+    + 'DELETE FROM chatroom_sessions; DELETE FROM chatroom_sessions_seq', DB);
+}
+function dropDatabase() {
+  if (opts.keepDb) { say(`keeping database ${DB}`); return; }
+  try { sql(`DROP DATABASE IF EXISTS \`${DB}\``); say(`dropped database ${DB}`); } catch (e) { say(`could not drop ${DB}: ${e.message}`); }
+}
+
+// ------------------------------------------------------------------ servers
+function writeIlchatConfig() {
+  const dir = path.join(RESULTS, 'ilchat-config');
+  fs.mkdirSync(dir, { recursive: true });
+  const server = {
+    protocol: 'http', port: opts.ilchatPort, address: '127.0.0.1', cert: '', key: '', dhparam: '',
+    log: path.join(RESULTS, 'ilchat-chat.log'), error_log: path.join(RESULTS, 'ilchat-chat-errors.log'),
+    log_level: opts.ilchatLogLevel, deletion_mode: 0, deletion_unit: 'days', deletion_value: 30, deletion_time: '03:00',
+  };
+  const client = {
+    name: NS, enable_osd: false, enable_osc: true, enable_browser_notifications: false,
+    conversation_idle_state_in_minutes: 1, osd_intervall: 60, chat_enabled: true, play_invitation_sound: false,
+    auth: { key: AUTH_KEY, secret: AUTH_SECRET },
+    database: { type: 'mysql', host: '127.0.0.1', port: 3306, name: DB, user: 'root', pass: '' },
+  };
+  fs.writeFileSync(path.join(dir, 'server.cfg'), JSON.stringify(server, null, 2));
+  fs.writeFileSync(path.join(dir, 'client.cfg'), JSON.stringify(client, null, 2));
+  return dir;
+}
+
+function serverCommand(kind) {
+  if (kind === 'node') {
+    return [pinned(SERVER_CPU, process.execPath, [path.join(BENCH, 'reference/server.js'),
+      '--port', String(opts.nodePort), '--address', '127.0.0.1', '--name', NS, '--auth', `${AUTH_KEY}:${AUTH_SECRET}`,
+      '--db-host', '127.0.0.1', '--db-port', '3306', '--db-user', 'root', '--db-pass', '', '--db-name', DB]), opts.nodePort];
+  }
+  const dir = writeIlchatConfig();
+  return [pinned(SERVER_CPU, TWISTD, ['-n', '--pidfile=', 'ilchat',
+    '--server-cfg', path.join(dir, 'server.cfg'), '--client-cfg', path.join(dir, 'client.cfg')]), opts.ilchatPort];
+}
+
+async function startServer(kind, logName) {
+  const [[cmd, args], port] = serverCommand(kind);
+  const out = fs.openSync(path.join(RESULTS, logName), 'w');
+  const child = spawn(cmd, args, { stdio: ['ignore', out, out], cwd: RESULTS });
+  let exited = null;
+  child.on('exit', (code, sig) => { exited = { code, sig }; });
+  const t0 = Date.now();
+  while (Date.now() - t0 < 30000) {
+    if (exited) break;
+    const r = await httpGet(port, `/backend/Heartbeat/${NS}`, 1000);
+    if (r && r.status === 200 && r.body.includes('200')) return { child, port, pid: child.pid };
+    await sleep(200);
+  }
+  try { child.kill('SIGKILL'); } catch (e) { /* gone */ }
+  const tail = fs.readFileSync(path.join(RESULTS, logName), 'utf8').split('\n').slice(-15).join('\n');
+  throw new Error(`${kind} server did not answer Heartbeat${exited ? ` (exited ${JSON.stringify(exited)})` : ' in 30 s'}:\n${tail}`);
+}
+
+async function stopServer(srv) {
+  if (srv.child.exitCode !== null || srv.child.signalCode !== null) return;
+  const done = new Promise((r) => srv.child.once('exit', r));
+  srv.child.kill('SIGTERM');
+  const t = setTimeout(() => { try { srv.child.kill('SIGKILL'); } catch (e) { /* gone */ } }, 10000);
+  await done;
+  clearTimeout(t);
+}
+
+// ------------------------------------------------------------------ one measurement
+function runGenerator(scenario, srv, logName) {
+  return new Promise((resolve) => {
+    const [cmd, args] = pinned(GEN_CPU, process.execPath, [path.join(BENCH, 'loadgen/gen.js'),
+      '--scenario', scenario, '--port', String(srv.port), '--ns', NS, '--auth', `${AUTH_KEY}:${AUTH_SECRET}`,
+      '--server-pid', String(srv.pid), ...(DB_PID ? ['--db-pid', String(DB_PID)] : []), '--hard-limit', '900',
+      ...SIZES[scenario].map(String)]);
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    const errLog = fs.createWriteStream(path.join(RESULTS, logName));
+    child.stdout.on('data', (c) => { out += c; });
+    child.stderr.on('data', (c) => { errLog.write(c); process.stderr.write(c); });
+    const killer = setTimeout(() => child.kill('SIGKILL'), 960 * 1000);
+    child.on('exit', (code) => {
+      clearTimeout(killer);
+      errLog.end();
+      const line = out.trim().split('\n').pop();
+      try { resolve(JSON.parse(line)); } catch (e) { resolve({ error: `generator exited ${code}`, output: out.slice(-500) }); }
+    });
+  });
+}
+
+/* Heartbeat requests/s with wrk (one thread, pinned), or a Node keep-alive loop without it. */
+function runBackend(srv) {
+  const { seconds, connections } = SIZES.backend;
+  const url = `http://127.0.0.1:${srv.port}/backend/Heartbeat/${NS}`;
+  if (spawnSync('wrk', ['--version']).error === undefined) {
+    const [cmd, args] = pinned(GEN_CPU, 'wrk', ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', url]);
+    const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: (seconds + 30) * 1000 });
+    const m = /Requests\/sec:\s+([\d.]+)/.exec(r.stdout || '');
+    const p50 = /\s50%\s+([\d.]+)(us|ms|s)/.exec(r.stdout || '');
+    const p99 = /\s99%\s+([\d.]+)(us|ms|s)/.exec(r.stdout || '');
+    const ms = (x) => (x ? Number(x[1]) * ({ us: 0.001, ms: 1, s: 1000 }[x[2]]) : null);
+    const errs = /Non-2xx or 3xx responses:\s+(\d+)/.exec(r.stdout || '');
+    return { tool: 'wrk', connections, seconds, requests_per_s: m ? Number(m[1]) : null,
+      latency: { p50_ms: ms(p50), p99_ms: ms(p99) }, non_2xx: errs ? Number(errs[1]) : 0, raw: (r.stdout || '') + (r.stderr || '') };
+  }
+  const loop = `
+    const http=require('http');const a=new http.Agent({keepAlive:true,maxSockets:${connections}});
+    let n=0,bad=0;const end=Date.now()+${seconds}*1000;
+    function one(){if(Date.now()>=end)return Promise.resolve();return new Promise(r=>{http.get('${url}',{agent:a},res=>{
+      if(res.statusCode!==200)bad++;res.resume();res.on('end',()=>{n++;r();});}).on('error',()=>{bad++;r();});}).then(one);}
+    const t0=Date.now();Promise.all(Array.from({length:${connections}},one)).then(()=>{
+      console.log(JSON.stringify({tool:'node-loop',requests_per_s:Math.round(n/((Date.now()-t0)/1000)),non_2xx:bad}));process.exit(0);});`;
+  const [cmd, args] = pinned(GEN_CPU, process.execPath, ['-e', loop]);
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: (seconds + 30) * 1000 });
+  try { return JSON.parse(r.stdout.trim()); } catch (e) { return { error: 'node loop failed', output: r.stderr }; }
+}
+
+/* How many messages reached chatroom_history (waits for background writers, up to 20 s). */
+async function persisted(expected) {
+  let last = -1;
+  let stableSince = Date.now();
+  const t0 = Date.now();
+  while (Date.now() - t0 < 20000) {
+    const n = Number(sql('SELECT COUNT(*) FROM chatroom_history', DB));
+    if (n >= expected) return n;
+    if (n !== last) { last = n; stableSince = Date.now(); } else if (Date.now() - stableSince > 3000) return n;
+    await sleep(250);
+  }
+  return last;
+}
+
+async function measure(kind, scenario, rep) {
+  resetTables();
+  const tag = `${kind}-${scenario}-${rep}`;
+  let srv;
+  try {
+    srv = await startServer(kind, `${tag}.server.log`);
+  } catch (e) {
+    return { error: e.message };
+  }
+  let result;
+  try {
+    await sleep(500);
+    if (scenario === 'backend') {
+      result = runBackend(srv);
+      fs.writeFileSync(path.join(RESULTS, `${tag}.wrk.txt`), result.raw || '');
+      delete result.raw;
+    } else {
+      result = await runGenerator(scenario, srv, `${tag}.gen.log`);
+      if (typeof result.sent === 'number' && result.sent > 0) {
+        result.persisted = await persisted(result.sent);
+      }
+    }
+    result.server_rss_end_kib = Number((/VmRSS:\s+(\d+)/.exec(
+      fs.existsSync(`/proc/${srv.pid}/status`) ? fs.readFileSync(`/proc/${srv.pid}/status`, 'utf8') : '') || [0, 0])[1]) || null;
+    result.server_alive = srv.child.exitCode === null && srv.child.signalCode === null;
+  } finally {
+    await stopServer(srv);
+  }
+  return result;
+}
+
+// ------------------------------------------------------------------ reporting
+/* The figures compared per scenario: [label, getter, better: 'higher' | 'lower']. */
+const FIGURES = {
+  fanout: [['deliveries/s', (r) => r.deliveries_per_s, 'higher'], ['latency p50 ms', (r) => r.latency && r.latency.p50_ms, 'lower'],
+    ['latency p99 ms', (r) => r.latency && r.latency.p99_ms, 'lower'], ['server CPU %', (r) => r.server_cpu_pct, 'info'],
+    ['setup (1000 join) s', (r) => r.setup_s, 'lower'], ['persisted / sent', (r) => (r.sent ? r.persisted / r.sent : null), 'info']],
+  rooms: [['latency p50 ms', (r) => r.latency && r.latency.p50_ms, 'lower'], ['latency p99 ms', (r) => r.latency && r.latency.p99_ms, 'lower'],
+    ['server CPU %', (r) => r.server_cpu_pct, 'lower'], ['db CPU %', (r) => r.db_cpu_pct, 'info'],
+    ['messages/s', (r) => r.messages_per_s, 'info'], ['persisted / sent', (r) => (r.sent ? r.persisted / r.sent : null), 'info']],
+  idle: [['RSS per connection KiB', (r) => r.rss_per_conn_kib, 'lower'], ['RSS total MiB', (r) => r.rss_after_kib && r.rss_after_kib / 1024, 'info'],
+    ['idle server CPU %', (r) => r.idle_server_cpu_pct, 'info']],
+  storm: [['all seated s', (r) => (r.timed_out ? null : r.seconds), 'lower'], ['seated', (r) => r.seated, 'info']],
+  crowd: [['all seated s', (r) => (r.timed_out ? null : r.seconds), 'lower'], ['seated', (r) => r.seated, 'info']],
+  backend: [['Heartbeat req/s', (r) => r.requests_per_s, 'higher'], ['latency p99 ms', (r) => r.latency && r.latency.p99_ms, 'lower']],
+};
+
+function fmt(x) {
+  if (x === null || x === undefined) return '-';
+  if (Math.abs(x) >= 1000) return String(Math.round(x));
+  if (Math.abs(x) >= 10) return x.toFixed(1);
+  return x.toFixed(3);
+}
+
+function report(all) {
+  const lines = [];
+  lines.push(`ilchat benchmark ${stamp}${opts.quick ? ' (quick)' : ''}: repeat ${opts.repeat}, medians; `
+    + `cpus ${CPUS}, server on cpu ${SERVER_CPU}, generator on cpu ${GEN_CPU}${HAVE_TASKSET ? '' : ' (no taskset)'}`);
+  const rows = [['scenario', 'figure', 'node', 'ilchat', 'ilchat/node']];
+  const summary = {};
+  for (const sc of opts.scenarios) {
+    summary[sc] = {};
+    for (const [label, get, better] of FIGURES[sc]) {
+      const med = {};
+      for (const kind of ['node', 'ilchat']) {
+        const runs = (all[sc] && all[sc][kind]) || [];
+        med[kind] = median(runs.filter((r) => !r.error).map((r) => { try { return get(r); } catch (e) { return null; } }));
+      }
+      const ratio = med.node && med.ilchat !== null && med.ilchat !== undefined ? med.ilchat / med.node : null;
+      summary[sc][label] = { node: med.node, ilchat: med.ilchat, ratio, better };
+      rows.push([sc, label + (better === 'higher' ? ' (↑)' : better === 'lower' ? ' (↓)' : ''), fmt(med.node), fmt(med.ilchat),
+        ratio === null ? '-' : ratio.toFixed(2)]);
+    }
+    for (const kind of SERVERS) {
+      const errs = ((all[sc] && all[sc][kind]) || []).filter((r) => r.error);
+      for (const e of errs) rows.push([sc, `${kind} FAILED`, String(e.error).split('\n')[0].slice(0, 70), '', '']);
+    }
+  }
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)));
+  for (const [i, r] of rows.entries()) {
+    lines.push(r.map((c, j) => (j >= 2 ? String(c).padStart(widths[j]) : String(c).padEnd(widths[j]))).join('  '));
+    if (i === 0) lines.push(widths.map((w) => '-'.repeat(w)).join('  '));
+  }
+  return { text: lines.join('\n'), summary };
+}
+
+// ------------------------------------------------------------------ main
+(async () => {
+  say(`results in ${RESULTS}`);
+  createDatabase();
+  let interrupted = false;
+  const cleanup = () => { if (!interrupted) { interrupted = true; dropDatabase(); process.exit(130); } };
+  process.on('SIGINT', cleanup);
+  process.on('SIGTERM', cleanup);
+  const all = {};
+  const started = new Date().toISOString();
+  try {
+    for (let rep = 1; rep <= opts.repeat; rep++) {
+      for (const sc of opts.scenarios) {
+        all[sc] = all[sc] || {};
+        for (const kind of SERVERS) {
+          say(`--- repeat ${rep}/${opts.repeat}: ${sc} on ${kind}`);
+          const r = await measure(kind, sc, rep);
+          (all[sc][kind] = all[sc][kind] || []).push(r);
+          say(JSON.stringify(r));
+          fs.writeFileSync(path.join(RESULTS, 'raw.json'), JSON.stringify(all, null, 2));
+        }
+      }
+    }
+  } finally {
+    dropDatabase();
+  }
+  const { text, summary } = report(all);
+  const doc = { started, finished: new Date().toISOString(), options: opts, sizes: SIZES, cpus: CPUS,
+    pinning: { server: SERVER_CPU, generator: GEN_CPU, taskset: HAVE_TASKSET }, node: process.version,
+    summary, runs: all };
+  fs.writeFileSync(path.join(RESULTS, 'results.json'), JSON.stringify(doc, null, 2));
+  fs.writeFileSync(path.join(RESULTS, 'results.txt'), text + '\n');
+  const latest = path.join(BENCH, 'results', 'latest');
+  try { fs.rmSync(latest, { force: true }); fs.symlinkSync(path.basename(RESULTS), latest); } catch (e) { /* ignore */ }
+  say('');
+  say(text);
+  say(`\nwritten: ${path.join(RESULTS, 'results.json')}, results.txt`);
+})().catch((e) => { process.stderr.write((e.stack || String(e)) + '\n'); dropDatabase(); process.exit(1); });
