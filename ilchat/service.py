@@ -64,6 +64,7 @@ __all__ = [
 
 #: Per-client components, started in this order (``"module:factory"``; factory(ClientContext)).
 CLIENT_COMPONENTS: List[str] = [
+    "ilchat.ilias.repository:component",
     "ilchat.ilias.osc:OnScreenChatComponent",
 ]
 
