@@ -217,7 +217,7 @@ async def resolve_address(reactor: Any, address: str, port: int) -> tuple:
 
 class IlchatService(service.MultiService):
     """
-    The whole server. ``ready`` fires when it listens, or fails with the start-up error.
+    The whole server. ``when_ready()`` fires when it listens, or fails with the start-up error.
 
     Args:
         server_config, client_configs: from ``ilchat.config.load_configs``.
@@ -275,7 +275,8 @@ class IlchatService(service.MultiService):
             self.log_service = LogService(server_config)
             self.log_service.setServiceParent(self)
 
-        self.ready: defer.Deferred[None] = defer.Deferred()
+        self._ready_result: Any = None  # None while starting, then True or the Failure
+        self._ready_waiters: List[defer.Deferred[None]] = []
         self.port: Optional[int] = None
         self.host: Optional[str] = None
         self.context: Optional[ServerContext] = None
@@ -388,8 +389,21 @@ class IlchatService(service.MultiService):
             port=self.port,
         )
 
+    def when_ready(self) -> "defer.Deferred[None]":
+        """Fires when the server listens, or fails with the start-up error (also if already over)."""
+        if self._ready_result is True:
+            return defer.succeed(None)
+        if isinstance(self._ready_result, Failure):
+            return defer.fail(self._ready_result)
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._ready_waiters.append(waiter)
+        return waiter
+
     def _started(self, _: Any) -> None:
-        self.ready.callback(None)
+        self._ready_result = True
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
 
     def _start_failed(self, failure: Failure) -> None:
         if failure.check(StartupError):
@@ -404,8 +418,10 @@ class IlchatService(service.MultiService):
             # twistd exits with 0 after a reactor stop; a failed start must not look like success.
             self.reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
             self.reactor.callWhenRunning(self.reactor.stop)
-        self.ready.errback(failure)
-        self.ready.addErrback(lambda _: None)
+        self._ready_result = failure
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for waiter in waiters:
+            waiter.errback(failure)
 
     def _install_signals(self) -> None:
         """

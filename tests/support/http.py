@@ -1,0 +1,46 @@
+"""A tiny HTTP client for tests on the real reactor (Twisted's Agent; no connection left open)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Optional
+
+import attrs
+from twisted.internet import reactor as default_reactor
+from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.http_headers import Headers
+
+
+@attrs.frozen
+class Response:
+    code: int
+    headers: Headers
+    body: bytes
+
+    def header(self, name: str) -> Optional[str]:
+        values = self.headers.getRawHeaders(name)
+        return values[0] if values else None
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+async def http_request(
+    url: str,
+    method: str = "GET",
+    headers: Optional[Dict[str, str]] = None,
+    reactor: Any = None,
+    context_factory: Any = None,
+) -> Response:
+    """Send one request and read the whole answer; the connection is closed afterwards."""
+    reactor = reactor or default_reactor
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    if context_factory is not None:
+        agent = Agent(reactor, contextFactory=context_factory, pool=pool)
+    else:
+        agent = Agent(reactor, pool=pool)
+    raw_headers = Headers({k: [v] for k, v in (headers or {}).items()})
+    response = await agent.request(method.encode("ascii"), url.encode("utf-8"), raw_headers)
+    body = await readBody(response)
+    await pool.closeCachedConnections()
+    return Response(response.code, response.headers, body)
