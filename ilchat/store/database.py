@@ -1,0 +1,420 @@
+# -*- test-case-name: tests.store.test_database -*-
+"""
+The connection pool, named transactions, retries and the ILIAS ``*_seq`` ids.
+
+Every SQL statement of ilchat runs through :meth:`Database.run_interaction`, in adbapi's thread
+pool, so nothing blocks the reactor. adbapi commits when the transaction function returns and
+rolls back when it raises; the function runs in a pool thread, so it must not touch reactor-side
+state, and because it may run again (deadlock retry) it must not consume generators or have side
+effects outside the database.
+
+Transaction functions receive a :class:`Transaction`, which converts the ``?`` placeholders to
+the driver's style (the one place this happens) and returns rows as dicts.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar
+
+from twisted.enterprise import adbapi
+from twisted.internet import defer, threads
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from ilchat.store.engines import BaseEngine, engine_for, rows_as_dicts, split_sql_script
+
+__all__ = [
+    "Database",
+    "Transaction",
+    "StoreError",
+    "MissingTableError",
+    "StoreClosedError",
+    "ILIAS_TABLES",
+    "SEQUENCE_TABLES",
+    "DEFAULT_RETRY_DELAYS",
+]
+
+T = TypeVar("T")
+
+#: The tables ilchat uses. On MySQL each must exist (ILIAS creates them; ilchat never does).
+ILIAS_TABLES: Tuple[str, ...] = (
+    "chatroom_settings",
+    "chatroom_users",
+    "chatroom_sessions",
+    "chatroom_history",
+    "chatroom_history_seq",
+    "chatroom_sessions_seq",
+    "chatroom_bans",
+    "osc_conversation",
+    "osc_messages",
+    "osc_activity",
+    "usr_pref",
+    "usr_data",
+)
+
+#: Tables whose ids come from a ``<table>_seq`` table (spec section 4.2, "Next id").
+SEQUENCE_TABLES = frozenset({"chatroom_history", "chatroom_sessions"})
+
+#: Seconds to wait before each further attempt of a write that must not be lost (about 3 minutes
+#: in all). A write still failing after the last one is logged at "critical" with its content.
+DEFAULT_RETRY_DELAYS: Tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 30.0, 30.0, 60.0)
+
+#: How often a transaction rolled back by a deadlock is run again at once.
+DEADLOCK_RETRIES = 10
+
+
+class StoreError(Exception):
+    """The database cannot be used; ``str()`` is one line for the operator."""
+
+
+class MissingTableError(StoreError):
+    """An ILIAS table is missing from a MySQL database (ilchat never creates them there)."""
+
+    def __init__(self, table: str, database: str, where: str) -> None:
+        self.table = table
+        super().__init__(
+            "Database {!r} on {} has no table {!r}: ilchat needs the ILIAS chat tables and never "
+            "creates them on MySQL/MariaDB (is this the ILIAS database of this client?)".format(
+                database, where, table
+            )
+        )
+
+
+class StoreClosedError(StoreError):
+    """The store was closed while a write was waiting for its next attempt."""
+
+
+class Transaction:
+    """
+    A cursor that speaks ``?`` placeholders and knows the ILIAS id scheme.
+
+    Only transaction functions see it, in a pool thread.
+    """
+
+    __slots__ = ("_txn", "engine", "desc")
+
+    def __init__(self, txn: Any, engine: BaseEngine, desc: str) -> None:
+        self._txn = txn
+        self.engine = engine
+        self.desc = desc
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> None:
+        """Run one parameterised statement (placeholders are ``?``)."""
+        self._txn.execute(self.engine.convert_param_style(sql), tuple(args))
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one parameterised statement for every row of arguments."""
+        rows = [tuple(row) for row in rows]
+        if rows:
+            self._txn.executemany(self.engine.convert_param_style(sql), rows)
+
+    def fetchall(self) -> List[Tuple[Any, ...]]:
+        return list(self._txn.fetchall())
+
+    def fetchone(self) -> Optional[Tuple[Any, ...]]:
+        return self._txn.fetchone()
+
+    @property
+    def rowcount(self) -> int:
+        return self._txn.rowcount
+
+    @property
+    def lastrowid(self) -> int:
+        """The id of the row the last INSERT made (both drivers track it per connection)."""
+        return int(self._txn.lastrowid)
+
+    def select(self, sql: str, args: Sequence[Any] = ()) -> List[Dict[str, Any]]:
+        """Rows of a query as dicts keyed by column name."""
+        self.execute(sql, args)
+        return rows_as_dicts(self._txn.description, self._txn.fetchall())
+
+    def select_one(self, sql: str, args: Sequence[Any] = ()) -> Optional[Dict[str, Any]]:
+        """The first row of a query as a dict, or None."""
+        rows = self.select(sql, args)
+        return rows[0] if rows else None
+
+    def next_id(self, table: str) -> int:
+        """
+        The next id for ``table`` from ``<table>_seq``, as ILIAS and the Node server make it.
+
+        ``INSERT INTO <table>_seq (sequence) VALUES (NULL)`` lets the database pick a fresh
+        auto-increment value; ``lastrowid`` is per connection, so two concurrent allocations can
+        never read each other's value and never get the same id. The ``DELETE`` of the lower rows
+        keeps the table at one row. It is where concurrent allocations meet: transaction A holds
+        its new row 5, B inserts 6 and its DELETE (< 6) waits for A's row 5, while A's DELETE
+        (< 5) may wait for rows B already deleted. InnoDB then rolls one of them back with a
+        deadlock error, and :meth:`Database.run_interaction` runs that whole transaction again,
+        which allocates a new id; nothing half-done is left behind.
+        """
+        return self.next_ids(table, 1)[0]
+
+    def next_ids(self, table: str, count: int) -> List[int]:
+        """``count`` ids for ``table`` (see :meth:`next_id`), with a single clean-up DELETE."""
+        if table not in SEQUENCE_TABLES:
+            raise ValueError("no sequence table for {!r}".format(table))
+        ids = []
+        for _ in range(count):
+            self.execute("INSERT INTO {}_seq (sequence) VALUES (NULL)".format(table))
+            ids.append(self.lastrowid)
+        if ids:
+            self.execute("DELETE FROM {}_seq WHERE sequence < ?".format(table), (max(ids),))
+        return ids
+
+
+def _describe(config: Any) -> str:
+    if config.type == "sqlite":
+        return str(config.name)
+    return "{}:{}".format(config.host or "localhost", config.port or 3306)
+
+
+class Database:
+    """
+    One adbapi pool plus the engine of its dialect, for one ILIAS client's database.
+
+    Args:
+        config: a ``DatabaseConfig``-like object with ``type``, ``host``, ``port``, ``name``,
+            ``user`` and ``password``.
+        reactor: the reactor whose thread pool and clock are used.
+        cp_min, cp_max: pool size for MySQL (SQLite always uses one connection, which serialises
+            its writes).
+        retry_delays: delays between the attempts of :meth:`run_interaction_retrying`.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        config: Any,
+        reactor: Any,
+        cp_min: int = 1,
+        cp_max: int = 5,
+        retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+    ) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.engine = engine_for(config.type)
+        self.retry_delays = tuple(retry_delays)
+        self._pool: Optional[adbapi.ConnectionPool] = None
+        self._cp_min = cp_min
+        self._cp_max = cp_max
+        self._pending: Set[defer.Deferred] = set()
+        self._sleeping: Dict[Any, defer.Deferred] = {}
+        self._closed = False
+
+    @property
+    def where(self) -> str:
+        """``host:port`` or the SQLite file, for messages."""
+        return _describe(self.config)
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def _make_pool(self) -> adbapi.ConnectionPool:
+        args, kwargs = self.engine.connection_args(self.config)
+        if self.engine.name == "sqlite":
+            kwargs.update(cp_min=1, cp_max=1)
+        else:
+            kwargs.update(cp_min=self._cp_min, cp_max=self._cp_max)
+        return adbapi.ConnectionPool(
+            self.engine.module.__name__,
+            *args,
+            cp_reconnect=True,
+            cp_noisy=False,
+            cp_openfun=self.engine.on_connect,
+            cp_reactor=self.reactor,
+            **kwargs,
+        )
+
+    async def open(self) -> None:
+        """
+        Connect, then check (MySQL) or create (SQLite) the tables.
+
+        Raises:
+            StoreError: the database cannot be reached; the message names it.
+            MissingTableError: an ILIAS table is missing on MySQL; the message names it.
+        """
+        self._closed = False
+        self._pool = self._make_pool()
+        try:
+            if self.engine.name == "sqlite":
+                await self._prepare_sqlite()
+            else:
+                await self._check_mysql_tables()
+        except BaseException:
+            await self.close()
+            raise
+        self._log.info(
+            "Connected to the {engine} database {name!r} on {where}",
+            engine=self.engine.name,
+            name=self.config.name,
+            where=self.where,
+        )
+
+    async def _prepare_sqlite(self) -> None:
+        path = str(self.config.name)
+        if path != ":memory:" and os.path.dirname(path):
+            await threads.deferToThreadPool(
+                self.reactor, self._pool.threadpool, os.makedirs, os.path.dirname(path), exist_ok=True
+            )
+        schema_file = self.engine.schema_file
+
+        def create_tables_txn(txn: Transaction) -> None:
+            for statement in split_sql_script(read_schema(schema_file)):
+                txn.execute(statement)
+
+        try:
+            await self.run_interaction("create_tables", create_tables_txn)
+        except self.engine.module.Error as e:
+            raise StoreError("Cannot open the SQLite database {}: {}".format(path, e)) from e
+
+    async def _check_mysql_tables(self) -> None:
+        def existing_tables_txn(txn: Transaction) -> List[str]:
+            txn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()"
+            )
+            return [row[0] for row in txn.fetchall()]
+
+        try:
+            existing = await self.run_interaction("existing_tables", existing_tables_txn)
+        except self.engine.module.Error as e:
+            raise StoreError(
+                "Cannot use the MySQL database {!r} on {} as user {!r}: {}".format(
+                    self.config.name, self.where, self.config.user, e
+                )
+            ) from e
+        present = {name.lower() for name in existing}
+        for table in ILIAS_TABLES:
+            if table not in present:
+                raise MissingTableError(table, str(self.config.name), self.where)
+
+    async def close(self) -> None:
+        """
+        Wait for the running transactions, then close the pool.
+
+        A write sleeping before its next attempt fails with :class:`StoreClosedError`, which its
+        retry loop logs at "critical" together with the write's arguments.
+        """
+        self._closed = True
+        for call, d in list(self._sleeping.items()):
+            if call.active():
+                call.cancel()
+            self._sleeping.pop(call, None)
+            d.errback(StoreClosedError("the store was closed"))
+        while self._pending:
+            await defer.DeferredList(list(self._pending), consumeErrors=True)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            # Every worker is idle now, so joining the threads does not wait on the database.
+            pool.close()
+
+    # -- transactions -------------------------------------------------------------------------
+
+    def _run_once(self, desc: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> defer.Deferred:
+        engine = self.engine
+
+        def interaction(raw_txn: Any) -> T:
+            return func(Transaction(raw_txn, engine, desc), *args, **kwargs)
+
+        interaction.__name__ = desc
+        d = self._pool.runInteraction(interaction)
+        self._pending.add(d)
+
+        def done(result: Any) -> Any:
+            self._pending.discard(d)
+            return result
+
+        d.addBoth(done)
+        return d
+
+    async def run_interaction(self, desc: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """
+        Run ``func(txn, *args, **kwargs)`` in one transaction, in a pool thread.
+
+        ``desc`` names the transaction in log lines (``"add_history"``). A transaction rolled
+        back by a deadlock or lock timeout runs again at once, up to ``DEADLOCK_RETRIES`` times.
+
+        Raises:
+            StoreClosedError: the store is closed.
+            The driver's errors, once retries do not help.
+        """
+        if self._pool is None:
+            raise StoreClosedError("the store is not open ({})".format(desc))
+        attempt = 0
+        while True:
+            try:
+                return await self._run_once(desc, func, *args, **kwargs)
+            except Exception as e:
+                attempt += 1
+                if not self.engine.is_deadlock(e) or attempt > DEADLOCK_RETRIES:
+                    raise
+                self._log.debug(
+                    "Transaction {desc} hit a deadlock ({error}); running it again", desc=desc, error=e
+                )
+
+    async def run_interaction_retrying(
+        self, desc: str, func: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> T:
+        """
+        Like :meth:`run_interaction`, for writes that must not be lost (chat history, OSC messages).
+
+        A transient error (lost connection, server restart, lock timeout; see
+        ``BaseEngine.is_transient``) is logged at "error" (so it reaches the ``error_log``) and
+        the transaction runs again after each of ``retry_delays``, waiting on the reactor's
+        clock. When the last attempt fails, or the error is not transient (say a constraint
+        violation), the failure is logged at "critical" with ``desc`` and the arguments, so the
+        lost row can be recovered from the error log, and it is raised to the caller.
+        """
+        delays = list(self.retry_delays)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self.run_interaction(desc, func, *args, **kwargs)
+            except Exception as e:
+                transient = self.engine.is_transient(e)
+                if not transient or not delays or self._closed:
+                    self._log.critical(
+                        "Database write {desc} failed for good after {attempts} attempt(s): "
+                        "{error!r}; the data was not stored: {data!r}",
+                        desc=desc,
+                        attempts=attempt,
+                        error=e,
+                        data=args,
+                    )
+                    raise
+                delay = delays.pop(0)
+                self._log.error(
+                    "Database write {desc} failed ({error!r}); attempt {attempt}, trying again "
+                    "in {delay} s",
+                    desc=desc,
+                    error=e,
+                    attempt=attempt,
+                    delay=delay,
+                )
+                try:
+                    await self._sleep(delay)
+                except StoreClosedError:
+                    self._log.critical(
+                        "Database write {desc} abandoned because the store was closed; the data "
+                        "was not stored: {data!r}",
+                        desc=desc,
+                        data=args,
+                    )
+                    raise
+
+    def _sleep(self, seconds: float) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+
+        def wake() -> None:
+            self._sleeping.pop(call, None)
+            d.callback(None)
+
+        call = self.reactor.callLater(seconds, wake)
+        self._sleeping[call] = d
+        return d
+
+
+def read_schema(filename: str) -> str:
+    """The text of a schema file shipped in ``ilchat/store`` (package data)."""
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), filename), encoding="utf-8") as f:
+        return f.read()

@@ -1,0 +1,232 @@
+# -*- test-case-name: tests.store.test_rooms -*-
+"""
+Repository chat: rooms, the users PHP connected, their sessions, bans and the message history.
+
+Timestamps here are Unix **seconds**, as ILIAS stores them in ``chatroom_history``,
+``chatroom_users`` and ``chatroom_sessions`` (spec section 4.1).
+
+Methods (all return Deferreds / are coroutines):
+
+* ``get_room_ids() -> list[int]``
+* ``ensure_rooms(room_ids) -> int`` rows added (standalone chat on SQLite)
+* ``add_history(room_id, message_json, timestamp_s) -> hist_id`` (retried; see below)
+* ``add_history_batch(rows) -> list[hist_id]`` with rows of ``(room_id, message_json, timestamp_s)``
+* ``get_history(room_id, limit) -> list[dict]`` the latest ``limit`` rows, oldest first
+* ``clear_history(room_id) -> int`` rows deleted
+* ``add_chatroom_user(room_id, user_id, userdata_json, connected_s)``
+* ``get_chatroom_users(room_id=None) -> list[dict]``
+* ``move_all_users_to_sessions(now_s) -> int`` rows moved (spec 4.2 ``disconnectAllUsers``)
+* ``move_user_to_sessions(user_id, room_ids, now_s) -> int`` (spec 4.2 ``disconnectUser``)
+* ``is_banned(room_id, user_id) -> bool``
+
+History writes use :meth:`Database.run_interaction_retrying`: a transient error (the server went
+away, a lock timeout) is logged to the error log and retried with a backoff for about three
+minutes; only then does the Deferred fail, after a "critical" log line that holds the message.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from ilchat.store.database import Database, Transaction
+
+__all__ = ["RoomStore"]
+
+
+def _session_rows_txn(txn: Transaction, rows: List[Dict[str, Any]], now_s: int) -> None:
+    """Copy ``chatroom_users`` rows to ``chatroom_sessions`` with ids from the sequence."""
+    if not rows:
+        return
+    ids = txn.next_ids("chatroom_sessions", len(rows))
+    txn.executemany(
+        "INSERT INTO chatroom_sessions (sess_id, room_id, user_id, userdata, connected, disconnected)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (sess_id, row["room_id"], row["user_id"], row["userdata"], row["connected"], now_s)
+            for sess_id, row in zip(ids, rows)
+        ],
+    )
+    # Delete exactly the rows that were copied: a row PHP adds meanwhile stays for next time.
+    txn.executemany(
+        "DELETE FROM chatroom_users WHERE room_id = ? AND user_id = ?",
+        [(row["room_id"], row["user_id"]) for row in rows],
+    )
+
+
+class RoomStore:
+    """The repository-chat queries (mixed into :class:`ilchat.store.Store`)."""
+
+    db: Database
+
+    async def get_room_ids(self) -> List[int]:
+        """Every room ILIAS knows (``chatroom_settings``), read at start-up."""
+
+        def get_room_ids_txn(txn: Transaction) -> List[int]:
+            txn.execute("SELECT room_id FROM chatroom_settings ORDER BY room_id")
+            return [int(row[0]) for row in txn.fetchall()]
+
+        return await self.db.run_interaction("get_room_ids", get_room_ids_txn)
+
+    async def ensure_rooms(self, room_ids: Iterable[int]) -> int:
+        """
+        Add a ``chatroom_settings`` row for each configured room that has none.
+
+        Only the standalone chat calls this (on its own SQLite database); on an ILIAS database
+        PHP owns the rooms. Returns the number of rows added.
+        """
+        ids = sorted({int(room_id) for room_id in room_ids})
+        sql = self.db.engine.insert_ignore("chatroom_settings", ("room_id", "object_id"))
+
+        def ensure_rooms_txn(txn: Transaction) -> int:
+            added = 0
+            for room_id in ids:
+                txn.execute(sql, (room_id, room_id))
+                added += max(txn.rowcount, 0)
+            return added
+
+        return await self.db.run_interaction("ensure_rooms", ensure_rooms_txn)
+
+    async def add_history(self, room_id: int, message_json: str, timestamp_s: int) -> int:
+        """
+        Store one repository-chat message and return its ``hist_id``.
+
+        ``message_json`` is stored as given (ILIAS PHP reads it back); ``timestamp_s`` is in
+        seconds. Retried on transient errors (see the module docstring).
+        """
+        return (await self.add_history_batch([(room_id, message_json, timestamp_s)]))[0]
+
+    async def add_history_batch(self, rows: Sequence[Tuple[int, str, int]]) -> List[int]:
+        """
+        Store several messages in one transaction; ids come from ``chatroom_history_seq``.
+
+        Args:
+            rows: ``(room_id, message_json, timestamp_s)`` tuples, stored in this order, so the
+                ids ascend with it.
+
+        Returns:
+            the ``hist_id`` of each row, in the order given.
+        """
+        rows = [(int(r), str(m), int(t)) for r, m, t in rows]
+        if not rows:
+            return []
+
+        def add_history_txn(txn: Transaction) -> List[int]:
+            ids = txn.next_ids("chatroom_history", len(rows))
+            txn.executemany(
+                "INSERT INTO chatroom_history (hist_id, room_id, message, timestamp) VALUES (?, ?, ?, ?)",
+                [(hist_id,) + row for hist_id, row in zip(ids, rows)],
+            )
+            return ids
+
+        return await self.db.run_interaction_retrying("add_history", add_history_txn)
+
+    async def get_history(self, room_id: int, limit: int) -> List[Dict[str, Any]]:
+        """
+        The latest ``limit`` messages of a room, oldest first (for the standalone chat).
+
+        Rows are dicts with ``hist_id``, ``room_id``, ``message`` (the JSON text) and
+        ``timestamp`` (seconds). Ordered by ``hist_id``, which follows the order of writing.
+        """
+
+        def get_history_txn(txn: Transaction) -> List[Dict[str, Any]]:
+            rows = txn.select(
+                "SELECT hist_id, room_id, message, timestamp FROM chatroom_history"
+                " WHERE room_id = ? ORDER BY hist_id DESC LIMIT ?",
+                (int(room_id), int(limit)),
+            )
+            rows.reverse()
+            return rows
+
+        return await self.db.run_interaction("get_history", get_history_txn)
+
+    async def clear_history(self, room_id: int) -> int:
+        """Delete a room's history (the standalone chat's "clear"); returns the rows deleted."""
+
+        def clear_history_txn(txn: Transaction) -> int:
+            txn.execute("DELETE FROM chatroom_history WHERE room_id = ?", (int(room_id),))
+            return txn.rowcount
+
+        return await self.db.run_interaction("clear_history", clear_history_txn)
+
+    async def add_chatroom_user(
+        self, room_id: int, user_id: int, userdata_json: str, connected_s: int
+    ) -> None:
+        """
+        Record a user as connected to a room, as PHP's ``ilChatroom::connectUser`` does.
+
+        ``REPLACE`` like PHP: a second connect overwrites the first row. The standalone chat
+        needs it because there is no PHP to do it.
+        """
+
+        def add_chatroom_user_txn(txn: Transaction) -> None:
+            txn.execute(
+                "REPLACE INTO chatroom_users (room_id, user_id, userdata, connected) VALUES (?, ?, ?, ?)",
+                (int(room_id), int(user_id), userdata_json, int(connected_s)),
+            )
+
+        await self.db.run_interaction("add_chatroom_user", add_chatroom_user_txn)
+
+    async def get_chatroom_users(self, room_id: Optional[int] = None) -> List[Dict[str, Any]]:
+        """The ``chatroom_users`` rows (of one room, or all), ordered by room and user."""
+
+        def get_chatroom_users_txn(txn: Transaction) -> List[Dict[str, Any]]:
+            sql = "SELECT room_id, user_id, userdata, connected FROM chatroom_users"
+            args: Tuple[Any, ...] = ()
+            if room_id is not None:
+                sql += " WHERE room_id = ?"
+                args = (int(room_id),)
+            return txn.select(sql + " ORDER BY room_id, user_id", args)
+
+        return await self.db.run_interaction("get_chatroom_users", get_chatroom_users_txn)
+
+    async def move_all_users_to_sessions(self, now_s: int) -> int:
+        """
+        Turn every ``chatroom_users`` row into a ``chatroom_sessions`` row ending at ``now_s``.
+
+        Spec section 4.2 ``disconnectAllUsers``, run at start-up and at shutdown: nobody is
+        connected to a server that is not running. Returns the number of rows moved.
+        """
+
+        def move_all_users_to_sessions_txn(txn: Transaction) -> int:
+            rows = txn.select(
+                "SELECT room_id, user_id, userdata, connected FROM chatroom_users ORDER BY room_id, user_id"
+            )
+            _session_rows_txn(txn, rows, int(now_s))
+            return len(rows)
+
+        return await self.db.run_interaction(
+            "move_all_users_to_sessions", move_all_users_to_sessions_txn
+        )
+
+    async def move_user_to_sessions(self, user_id: int, room_ids: Iterable[int], now_s: int) -> int:
+        """
+        Turn one user's ``chatroom_users`` rows for ``room_ids`` into sessions ending at ``now_s``.
+
+        Spec section 4.2 ``disconnectUser``, after the 15 s grace period. Does nothing for an
+        empty ``room_ids``. Returns the number of rows moved.
+        """
+        ids = sorted({int(r) for r in room_ids})
+        if not ids:
+            return 0
+
+        def move_user_to_sessions_txn(txn: Transaction) -> int:
+            rows = txn.select(
+                "SELECT room_id, user_id, userdata, connected FROM chatroom_users"
+                " WHERE user_id = ? AND room_id IN ({}) ORDER BY room_id".format(", ".join("?" * len(ids))),
+                (int(user_id), *ids),
+            )
+            _session_rows_txn(txn, rows, int(now_s))
+            return len(rows)
+
+        return await self.db.run_interaction("move_user_to_sessions", move_user_to_sessions_txn)
+
+    async def is_banned(self, room_id: int, user_id: int) -> bool:
+        """True when ``chatroom_bans`` (written by PHP) bans the user from the room."""
+
+        def is_banned_txn(txn: Transaction) -> bool:
+            txn.execute(
+                "SELECT 1 FROM chatroom_bans WHERE room_id = ? AND user_id = ?", (int(room_id), int(user_id))
+            )
+            return txn.fetchone() is not None
+
+        return await self.db.run_interaction("is_banned", is_banned_txn)
