@@ -287,13 +287,14 @@ class IlchatService(service.MultiService):
         self._started_components: List[Any] = []
         self._socketio: Any = None
         self._starting: Optional[defer.Deferred[None]] = None
+        self._purge: Any = None
 
     # --- start ----------------------------------------------------------------------------------
 
     def startService(self) -> None:  # noqa: N802 (twisted API)
         super().startService()  # the log files first
         self._log.info("Starting Server!")
-        self._log.info("Log Level: {level}", level=self.server_config.log_level)
+        self._log.info("Log Level: {log_level_name}", log_level_name=self.server_config.log_level)
         if self._install_signal_handlers:
             self.reactor.callWhenRunning(self._install_signals)
         self._starting = defer.ensureDeferred(self._start())
@@ -306,7 +307,12 @@ class IlchatService(service.MultiService):
             await store.open()
             self._stores.append(store)
             self._log.info("Database for {name} connected!", name=client_config.name)
-            await store.move_all_users_to_sessions()
+            moved = await store.move_all_users_to_sessions(int(self.reactor.seconds()))
+            self._log.info(
+                "Successfully disconnected all users from server ({name}: {moved} moved to sessions)",
+                name=client_config.name,
+                moved=moved,
+            )
 
         bus = LocalBus()
         self._socketio = self._socketio_factory(self.reactor, server_config)
@@ -347,6 +353,14 @@ class IlchatService(service.MultiService):
             component = factory(self.context)
             await component.start()
             self._started_components.append(component)
+
+        if server_config.purge_enabled:
+            from ilchat.store import DailyPurge
+
+            self._purge = DailyPurge(
+                self.reactor, {ctx.name: ctx.store for ctx in contexts}, server_config
+            )
+            self._purge.startService()
 
         await self._listen(web_root)
 
@@ -406,7 +420,15 @@ class IlchatService(service.MultiService):
             waiter.callback(None)
 
     def _start_failed(self, failure: Failure) -> None:
-        if failure.check(StartupError):
+        try:
+            from ilchat.store import StoreError
+
+            expected: tuple = (StartupError, StoreError)
+        except ImportError:
+            expected = (StartupError,)
+        if failure.check(*expected):
+            # An operator's problem (bad address, database without the ILIAS tables...): one
+            # clear line, no traceback.
             message = str(failure.value)
             self._log.error("Start-up failed: {message}", message=message)
         else:
@@ -465,11 +487,17 @@ class IlchatService(service.MultiService):
         if self.site is not None:
             self.site.close_connections()
         self.clients.clear()
+        if self._purge is not None:
+            await self._best_effort("stop the daily purge", self._purge.stopService)
+            self._purge = None
         for component in reversed(self._started_components):
             await self._best_effort(f"stop {component!r}", component.stop)
         self._started_components = []
         for store in reversed(self._stores):
-            await self._best_effort("move users to sessions", store.move_all_users_to_sessions)
+            await self._best_effort(
+                "move users to sessions",
+                lambda: store.move_all_users_to_sessions(int(self.reactor.seconds())),
+            )
             await self._best_effort("close the store", store.close)
         self._stores = []
         self._log.info("Server stopped")

@@ -162,11 +162,27 @@ def _read(path: str) -> str:
         return ""
 
 
+def database_dict(database: Any) -> Dict[str, Any]:
+    """The client.cfg ``database`` block for a dict, or for an object with ``DatabaseConfig``'s
+    attributes (``tests.support.db.TestDatabaseConfig``; ``password`` becomes ``pass``)."""
+    if isinstance(database, dict):
+        return dict(database)
+    block = {"type": database.type, "name": database.name}
+    if database.type != "sqlite":
+        block.update(
+            host=database.host or "127.0.0.1",
+            port=database.port or 3306,
+            user=database.user,
+            **{"pass": database.password},
+        )
+    return block
+
+
 def write_configs(
     folder: str,
     server: Optional[Dict[str, Any]] = None,
     clients: Optional[Sequence[Dict[str, Any]]] = None,
-    database: Optional[Dict[str, Any]] = None,
+    database: Any = None,
 ) -> tuple:
     """
     Write ``server.cfg`` and one ``client<N>.cfg`` per client into ``folder``.
@@ -186,7 +202,7 @@ def write_configs(
         data = _merge(DEFAULT_CLIENT, override)
         if "database" not in (override or {}):
             if database is not None:
-                data["database"] = dict(database)
+                data["database"] = database_dict(database)
             else:
                 data["database"] = {"type": "sqlite", "name": f"{data['name']}-{index}.sqlite3"}
         path = os.path.join(folder, f"client{index}.cfg")
@@ -200,7 +216,7 @@ async def start_server(
     test_case: Any,
     server: Optional[Dict[str, Any]] = None,
     clients: Optional[Sequence[Dict[str, Any]]] = None,
-    database: Optional[Dict[str, Any]] = None,
+    database: Any = None,
     folder: Optional[str] = None,
     **service_kwargs: Any,
 ) -> RunningServer:
