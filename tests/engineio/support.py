@@ -1,0 +1,77 @@
+"""Helpers for the Engine.IO / Socket.IO tests: a Site on a loopback port and an HTTP client.
+
+The HTTP client is Twisted's ``Agent`` (code we did not write); websocket tests use
+``websocket-client`` in a thread.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
+from twisted.web.client import Agent, readBody
+from twisted.web.http_headers import Headers
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+
+def serve(test, resource, child: bytes = b"socket.io") -> str:
+    """Mount ``resource`` at ``/<child>`` of a Site on 127.0.0.1:0; returns the base URL."""
+    root = Resource()
+    root.putChild(child, resource)
+    site = Site(root)
+    site.displayTracebacks = False
+    port = reactor.listenTCP(0, site, interface="127.0.0.1")
+    test.addCleanup(port.stopListening)
+    return f"http://127.0.0.1:{port.getHost().port}"
+
+
+class Response:
+    """Status, headers and body of one HTTP exchange."""
+
+    def __init__(self, code: int, headers: Headers, body: bytes) -> None:
+        self.code = code
+        self.headers = headers
+        self.body = body
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.getRawHeaders(name)
+        return values[0] if values else None
+
+    def json(self):
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8")
+
+
+@defer.inlineCallbacks
+def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None):
+    """One HTTP request with Twisted's Agent; returns a :class:`Response`."""
+    from twisted.web.client import FileBodyProducer
+    from io import BytesIO
+
+    agent = Agent(reactor)
+    producer = FileBodyProducer(BytesIO(body)) if body is not None else None
+    hdrs = Headers({k: [v] for k, v in (headers or {}).items()})
+    response = yield agent.request(method.encode(), url.encode(), hdrs, producer)
+    data = yield readBody(response)
+    return Response(response.code, response.headers, data)
+
+
+def wait(seconds: float):
+    """A Deferred firing after ``seconds`` of real time."""
+    return deferLater(reactor, seconds, lambda: None)
+
+
+@defer.inlineCallbacks
+def handshake(base: str, path: str = "/socket.io/"):
+    """Open a polling session; returns ``(sid, open_payload_dict)``."""
+    response = yield http("GET", f"{base}{path}?EIO=4&transport=polling")
+    assert response.code == 200, (response.code, response.body)
+    first = response.text.split("\x1e")[0]
+    assert first[0] == "0", first
+    info = json.loads(first[1:])
+    return info["sid"], info

@@ -1,0 +1,408 @@
+"""Engine.IO v4 server over real loopback HTTP and websockets, driven at the protocol level.
+
+Every error case is checked for its status and ``{"code","message"}`` body, and for the server
+carrying on with other sessions afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+
+import websocket
+from twisted.internet import defer, reactor, task
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from ilchat.engineio.server import EngineIOServer
+from tests.engineio.support import handshake, http, serve, wait
+
+
+class Echo:
+    """Echoes every message; records how the session ended."""
+
+    closed: list = []
+
+    def __init__(self, session):
+        self.session = session
+
+    def message_received(self, data):
+        self.session.send_message(data)
+
+    def session_closed(self, reason):
+        Echo.closed.append((self.session.sid, reason))
+
+
+class ServerTestCase(TestCase):
+    """Serves an echoing Engine.IO server at /socket.io on a loopback port."""
+
+    server_options: dict = {}
+
+    def setUp(self):
+        Echo.closed = []
+        self.server = self.make_server()
+        self.base = serve(self, self.server.resource)
+        self.url = self.base + "/socket.io/"
+        self.addCleanup(self._close_all)
+
+    def make_server(self, **options):
+        kwargs = dict(self.server_options)
+        kwargs.update(options)
+        return EngineIOServer(reactor, Echo, **kwargs)
+
+    def _close_all(self):
+        self.server.close()
+        return wait(0.05)
+
+    @defer.inlineCallbacks
+    def assert_still_serving(self):
+        """A fresh session can still handshake and echo."""
+        sid, _ = yield handshake(self.base)
+        response = yield http("POST", f"{self.url}?EIO=4&transport=polling&sid={sid}", b"4still")
+        self.assertEqual(response.body, b"ok")
+        response = yield http("GET", f"{self.url}?EIO=4&transport=polling&sid={sid}")
+        self.assertEqual(response.text, "4still")
+
+    @defer.inlineCallbacks
+    def assert_error(self, response, status, code, message):
+        self.assertEqual(response.code, status, response.body)
+        self.assertEqual(response.json(), {"code": code, "message": message})
+        yield self.assert_still_serving()
+
+
+def ws_url(base: str, sid: str | None = None) -> str:
+    url = base.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
+    return url + (f"&sid={sid}" if sid else "")
+
+
+class HandshakeTests(ServerTestCase):
+    @defer.inlineCallbacks
+    def test_polling_handshake_sends_open_packet_with_defaults(self):
+        """The first GET answers ``0{...}`` with socket.io v4's defaults and upgrades to websocket."""
+        response = yield http(
+            "GET", self.url + "?EIO=4&transport=polling", headers={"Origin": "https://ilias.test"}
+        )
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.header("content-type"), "text/plain; charset=UTF-8")
+        self.assertEqual(response.header("access-control-allow-origin"), "https://ilias.test")
+        self.assertEqual(response.header("access-control-allow-credentials"), "true")
+        self.assertEqual(response.text[0], "0")
+        info = json.loads(response.text[1:])
+        self.assertEqual(
+            {k: v for k, v in info.items() if k != "sid"},
+            {"upgrades": ["websocket"], "pingInterval": 25000, "pingTimeout": 20000,
+             "maxPayload": 1000000},
+        )
+        self.assertGreaterEqual(len(info["sid"]), 20)
+
+    @defer.inlineCallbacks
+    def test_resource_answers_without_trailing_slash(self):
+        """``/socket.io`` (no slash) is the same resource as ``/socket.io/``."""
+        response = yield http("GET", self.base + "/socket.io?EIO=4&transport=polling")
+        self.assertEqual(response.text[0], "0")
+
+    @defer.inlineCallbacks
+    def test_websocket_handshake_has_no_upgrades_and_echoes(self):
+        """A direct websocket gets ``upgrades: []`` and exchanges one packet per frame."""
+
+        def client():
+            ws = websocket.create_connection(ws_url(self.base), timeout=5)
+            try:
+                opened = ws.recv()
+                ws.send("4héllo 🎉")
+                text = ws.recv()
+                ws.send_binary(b"\x00\xff")
+                binary = ws.recv()
+                return opened, text, binary
+            finally:
+                ws.close()
+
+        opened, text, binary = yield deferToThread(client)
+        self.assertEqual(json.loads(opened[1:])["upgrades"], [])
+        self.assertEqual(text, "4héllo 🎉")
+        self.assertEqual(binary, b"\x00\xff")
+
+    @defer.inlineCallbacks
+    def test_options_preflight_is_answered(self):
+        """An OPTIONS preflight gets 204 with the allowed methods and requested headers."""
+        response = yield http(
+            "OPTIONS",
+            self.url + "?EIO=4&transport=polling",
+            headers={"Origin": "https://ilias.test", "Access-Control-Request-Headers": "x-a"},
+        )
+        self.assertEqual(response.code, 204)
+        self.assertEqual(response.header("access-control-allow-methods"), "GET,POST,OPTIONS")
+        self.assertEqual(response.header("access-control-allow-headers"), "x-a")
+        self.assertEqual(response.header("access-control-allow-origin"), "https://ilias.test")
+
+
+class ErrorTests(ServerTestCase):
+    def test_unknown_transport_is_code_0(self):
+        """An unknown transport gets 400 code 0."""
+        d = http("GET", self.url + "?EIO=4&transport=carrier-pigeon")
+        return d.addCallback(self.assert_error, 400, 0, "Transport unknown")
+
+    def test_unknown_sid_is_code_1(self):
+        """An unknown sid gets 400 code 1."""
+        d = http("GET", self.url + "?EIO=4&transport=polling&sid=nope")
+        return d.addCallback(self.assert_error, 400, 1, "Session ID unknown")
+
+    def test_post_handshake_is_code_2(self):
+        """A handshake must be a GET: a POST without sid gets 400 code 2."""
+        d = http("POST", self.url + "?EIO=4&transport=polling", b"4x")
+        return d.addCallback(self.assert_error, 400, 2, "Bad handshake method")
+
+    def test_websocket_transport_without_upgrade_is_code_3(self):
+        """transport=websocket over plain HTTP gets 400 code 3."""
+        d = http("GET", self.url + "?EIO=4&transport=websocket")
+        return d.addCallback(self.assert_error, 400, 3, "Bad request")
+
+    def test_eio3_is_code_5(self):
+        """Engine.IO v3 clients (socket.io 2) are refused with 400 code 5."""
+        d = http("GET", self.url + "?EIO=3&transport=polling")
+        return d.addCallback(self.assert_error, 400, 5, "Unsupported protocol version")
+
+    def test_missing_eio_is_code_5(self):
+        """No EIO parameter means v3 to engine.io, hence code 5."""
+        d = http("GET", self.url + "?transport=polling")
+        return d.addCallback(self.assert_error, 400, 5, "Unsupported protocol version")
+
+    @defer.inlineCallbacks
+    def test_refused_origin_is_403_code_4(self):
+        """With an allowed-origins list, another Origin gets 403 code 4; a matching one passes."""
+        self.server.origin_allowed = None
+        server = self.make_server(allowed_origins=["https://*.ilias.test"])
+        base = serve(self, server.resource)
+        self.addCleanup(server.close)
+        response = yield http(
+            "GET", base + "/socket.io/?EIO=4&transport=polling", headers={"Origin": "https://evil.test"}
+        )
+        self.assertEqual(response.code, 403)
+        self.assertEqual(response.json(), {"code": 4, "message": "Forbidden"})
+        response = yield http(
+            "GET",
+            base + "/socket.io/?EIO=4&transport=polling",
+            headers={"Origin": "https://www.ilias.test"},
+        )
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.header("access-control-allow-origin"), "https://www.ilias.test")
+        server.close()
+
+    @defer.inlineCallbacks
+    def test_polling_sid_used_on_wrong_transport_is_code_3(self):
+        """A websocket-only session cannot be polled: 400 code 3."""
+
+        def open_ws():
+            ws = websocket.create_connection(ws_url(self.base), timeout=5)
+            return ws, json.loads(ws.recv()[1:])["sid"]
+
+        ws, sid = yield deferToThread(open_ws)
+        try:
+            response = yield http("GET", f"{self.url}?EIO=4&transport=polling&sid={sid}")
+            yield self.assert_error(response, 400, 3, "Bad request")
+        finally:
+            yield deferToThread(ws.close)
+
+    @defer.inlineCallbacks
+    def test_connection_filter_refuses_and_address_resolver_names_peer(self):
+        """The filter hook refuses a request; the resolver hook sets ``session.address``."""
+        server = self.make_server(
+            connection_filter=lambda request: (
+                (403, "Address not allowed") if request.getHeader(b"x-block") else None
+            ),
+            address_resolver=lambda request: "203.0.113.7",
+        )
+        base = serve(self, server.resource)
+        self.addCleanup(server.close)
+        response = yield http(
+            "GET", base + "/socket.io/?EIO=4&transport=polling", headers={"X-Block": "1"}
+        )
+        self.assertEqual(response.code, 403)
+        self.assertEqual(response.json(), {"code": 4, "message": "Address not allowed"})
+        sid, _ = yield handshake(base)
+        self.assertEqual(server.sessions[sid].address, "203.0.113.7")
+        server.close()
+
+
+class PollingTests(ServerTestCase):
+    @defer.inlineCallbacks
+    def test_post_then_get_echoes_text_and_binary(self):
+        """A POSTed payload of text and base64 binary comes back on the next GET, same encoding."""
+        sid, _ = yield handshake(self.base)
+        response = yield http(
+            "POST", f"{self.url}?EIO=4&transport=polling&sid={sid}", "4héllo\x1ebAQID".encode()
+        )
+        self.assertEqual((response.code, response.body), (200, b"ok"))
+        response = yield http("GET", f"{self.url}?EIO=4&transport=polling&sid={sid}")
+        self.assertEqual(response.text, "4héllo\x1ebAQID")
+
+    @defer.inlineCallbacks
+    def test_parked_get_is_released_by_a_message(self):
+        """A GET with nothing to read waits, and returns as soon as a packet is queued."""
+        sid, _ = yield handshake(self.base)
+        pending = http("GET", f"{self.url}?EIO=4&transport=polling&sid={sid}")
+        yield wait(0.1)
+        self.assertFalse(pending.called)
+        yield http("POST", f"{self.url}?EIO=4&transport=polling&sid={sid}", b"4wake")
+        response = yield pending
+        self.assertEqual(response.text, "4wake")
+
+    @defer.inlineCallbacks
+    def test_concurrent_get_closes_the_session(self):
+        """A second GET while one is parked gets 400; the first gets the close packet."""
+        sid, _ = yield handshake(self.base)
+        first = http("GET", f"{self.url}?EIO=4&transport=polling&sid={sid}")
+        yield wait(0.1)
+        second = yield http("GET", f"{self.url}?EIO=4&transport=polling&sid={sid}")
+        self.assertEqual(second.code, 400)
+        first = yield first
+        self.assertEqual(first.text, "1")
+        self.assertEqual(Echo.closed, [(sid, "transport error")])
+        response = yield http("GET", f"{self.url}?EIO=4&transport=polling&sid={sid}")
+        yield self.assert_error(response, 400, 1, "Session ID unknown")
+
+    @defer.inlineCallbacks
+    def test_oversize_post_is_refused_and_closes_the_session(self):
+        """A POST over maxPayload gets 413 and ends that session only."""
+        server = self.make_server(max_payload=100)
+        base = serve(self, server.resource)
+        self.addCleanup(server.close)
+        sid, info = yield handshake(base)
+        self.assertEqual(info["maxPayload"], 100)
+        response = yield http("POST", f"{base}/socket.io/?EIO=4&transport=polling&sid={sid}",
+                              b"4" + b"x" * 200)
+        self.assertEqual(response.code, 413)
+        self.assertNotIn(sid, server.sessions)
+        yield self.assert_still_serving()
+        server.close()
+
+    @defer.inlineCallbacks
+    def test_malformed_payloads_close_only_their_session(self):
+        """Unknown packet types, bad base64, bad UTF-8 or a client ping close that session."""
+        for bad in (b"9nine", b"b***", b"4\xff\xfe", b"", b"2", b"0{}", b"4a\x1e"):
+            sid, _ = yield handshake(self.base)
+            response = yield http("POST", f"{self.url}?EIO=4&transport=polling&sid={sid}", bad)
+            self.assertIn(response.code, (200, 400), bad)
+            if response.code == 400:
+                self.assertEqual(response.json()["code"], 3)
+            self.assertNotIn(sid, self.server.sessions, bad)
+        yield self.assert_still_serving()
+
+    @defer.inlineCallbacks
+    def test_client_close_packet_ends_session(self):
+        """A ``1`` from the client closes the session with reason "transport close"."""
+        sid, _ = yield handshake(self.base)
+        yield http("POST", f"{self.url}?EIO=4&transport=polling&sid={sid}", b"1")
+        self.assertEqual(Echo.closed, [(sid, "transport close")])
+
+
+class WebSocketTests(ServerTestCase):
+    @defer.inlineCallbacks
+    def test_upgrade_from_polling(self):
+        """2probe/3probe, a noop to the parked GET, then ``5``; polling is refused afterwards."""
+        sid, _ = yield handshake(self.base)
+        parked = http("GET", f"{self.url}?EIO=4&transport=polling&sid={sid}")
+        yield wait(0.05)
+        ws = yield deferToThread(websocket.create_connection, ws_url(self.base, sid), timeout=5)
+        try:
+            yield deferToThread(ws.send, "2probe")
+            reply = yield deferToThread(ws.recv)
+            self.assertEqual(reply, "3probe")
+            released = yield parked
+            self.assertEqual(released.text, "6")
+            # Queued while upgrading: delivered over the websocket after "5".
+            self.server.sessions[sid].send_message("queued")
+            yield deferToThread(ws.send, "5")
+            self.assertEqual((yield deferToThread(ws.recv)), "4queued")
+            yield deferToThread(ws.send, "4after")
+            self.assertEqual((yield deferToThread(ws.recv)), "4after")
+            self.assertEqual(self.server.sessions[sid].transport, "websocket")
+            response = yield http("GET", f"{self.url}?EIO=4&transport=polling&sid={sid}")
+            self.assertEqual(response.json()["code"], 3)
+            second = yield http("GET", ws_url(self.base, sid).replace("ws://", "http://"))
+            self.assertEqual(second.code, 400)
+        finally:
+            yield deferToThread(ws.close)
+
+    @defer.inlineCallbacks
+    def test_malformed_frame_closes_only_that_websocket(self):
+        """An unknown packet type on a websocket closes it; the server keeps serving."""
+
+        def client():
+            ws = websocket.create_connection(ws_url(self.base), timeout=5)
+            ws.recv()
+            ws.send("9garbage")
+            try:
+                while True:
+                    frame = ws.recv()
+                    if not frame:
+                        return "closed"
+            except (websocket.WebSocketConnectionClosedException, ConnectionError):
+                return "closed"
+
+        self.assertEqual((yield deferToThread(client)), "closed")
+        self.assertEqual([reason for _, reason in Echo.closed], ["parse error"])
+        yield self.assert_still_serving()
+
+    @defer.inlineCallbacks
+    def test_oversize_websocket_message_closes_the_connection(self):
+        """A websocket message over maxPayload ends that connection."""
+        server = self.make_server(max_payload=100)
+        base = serve(self, server.resource)
+        self.addCleanup(server.close)
+
+        def client():
+            ws = websocket.create_connection(ws_url(base), timeout=5)
+            ws.recv()
+            ws.send("4" + "x" * 500)
+            try:
+                while ws.recv():
+                    pass
+            except (websocket.WebSocketConnectionClosedException, ConnectionError):
+                pass  # Autobahn fails the connection (1009), possibly by dropping it
+            return ws.status
+
+        yield deferToThread(client)
+        yield wait(0.05)
+        self.assertEqual(server.sessions, {})
+        yield self.assert_still_serving()
+
+
+class HeartbeatTests(TestCase):
+    """Ping/pong on a fake clock; HTTP on real loopback."""
+
+    def setUp(self):
+        Echo.closed = []
+        self.clock = task.Clock()
+        self.server = EngineIOServer(self.clock, Echo, ping_interval=25.0, ping_timeout=20.0)
+        self.base = serve(self, self.server.resource)
+        self.url = self.base + "/socket.io/?EIO=4&transport=polling"
+
+    @defer.inlineCallbacks
+    def test_missing_pong_closes_session_after_ping_timeout(self):
+        """No pong within pingTimeout of a ping closes the session; no timer is left."""
+        sid, _ = yield handshake(self.base)
+        self.clock.advance(25.0)
+        response = yield http("GET", f"{self.url}&sid={sid}")
+        self.assertEqual(response.text, "2")
+        self.clock.advance(19.9)
+        self.assertIn(sid, self.server.sessions)
+        self.clock.advance(0.2)
+        self.assertNotIn(sid, self.server.sessions)
+        self.assertEqual(Echo.closed, [(sid, "ping timeout")])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    @defer.inlineCallbacks
+    def test_pong_keeps_session_and_schedules_next_ping(self):
+        """A pong cancels the deadline; the next ping comes pingInterval later."""
+        sid, _ = yield handshake(self.base)
+        self.clock.advance(25.0)
+        response = yield http("GET", f"{self.url}&sid={sid}")
+        self.assertEqual(response.text, "2")
+        yield http("POST", f"{self.url}&sid={sid}", b"3")
+        self.clock.advance(24.0)
+        self.assertIn(sid, self.server.sessions)
+        self.clock.advance(1.0)
+        response = yield http("GET", f"{self.url}&sid={sid}")
+        self.assertEqual(response.text, "2")
+        self.server.close()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
