@@ -277,6 +277,9 @@ class ChatRooms:
         self._connections: Dict[str, int] = {}
         self._grace_calls: Dict[int, IDelayedCall] = {}
         self._pending: Set[Deferred[Any]] = set()
+        #: Extra "is this name in use?" checks for name-only logins (the standalone chat). The IRC
+        #: bridge adds one for its nicks, so that a name is unique among web and IRC users.
+        self.name_checks: List[Callable[[str], bool]] = []
 
     # -- lookups ----------------------------------------------------------------------------
 
@@ -291,6 +294,18 @@ class ChatRooms:
     def get_member(self, user_id: int) -> Optional[Member]:
         """The member with that id, or None."""
         return self._members.get(user_id)
+
+    def member_named(self, name: str) -> Optional[Member]:
+        """The member called C{name}, compared case-insensitively (C{casefold}), or None."""
+        key = name.casefold()
+        for member in self._members.values():
+            if member.name is not None and member.name.casefold() == key:
+                return member
+        return None
+
+    def name_in_use(self, name: str) -> bool:
+        """Whether a member or anyone a L{name_checks} hook knows (IRC nicks) is called C{name}."""
+        return self.member_named(name) is not None or any(check(name) for check in self.name_checks)
 
     def member_for(self, connection: str) -> Optional[Member]:
         """The member a connection is logged in as, or None."""
