@@ -1,0 +1,99 @@
+"""Tests for L{ilchat.irc.message}: pure parsing and serialising, no transport."""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from ilchat.irc.message import (
+    Message,
+    MessageError,
+    escape_tag_value,
+    format_message,
+    parse_message,
+    split_text,
+    unescape_tag_value,
+)
+
+
+class ParseTests(SynchronousTestCase):
+    def test_command_and_trailing_parameter(self) -> None:
+        """A trailing parameter keeps its spaces and loses its colon."""
+        message = parse_message("privmsg #chan :hello there")
+        self.assertEqual(message, Message("PRIVMSG", ("#chan", "hello there")))
+
+    def test_prefix_and_numeric(self) -> None:
+        """The prefix is split off and a numeric is a command."""
+        message = parse_message(":irc.test 001 nick :Welcome")
+        self.assertEqual((message.prefix, message.command, message.params), ("irc.test", "001", ("nick", "Welcome")))
+
+    def test_tags_are_unescaped(self) -> None:
+        """IRCv3 tag values are unescaped; a tag without value is the empty string."""
+        message = parse_message(r"@time=x;+typing=active;msg=a\sb\:c\\ :n!u@h PRIVMSG #c :hi")
+        self.assertEqual(message.tags, {"time": "x", "+typing": "active", "msg": "a b;c\\"})
+        self.assertEqual(message.prefix, "n!u@h")
+
+    def test_several_spaces_count_as_one(self) -> None:
+        """Clients in the wild put several spaces between parameters."""
+        self.assertEqual(parse_message("NICK   bob  ").params, ("bob",))
+
+    def test_empty_trailing_parameter(self) -> None:
+        """A lone colon is an empty last parameter."""
+        self.assertEqual(parse_message("TOPIC #c :").params, ("#c", ""))
+
+    def test_no_command_is_an_error(self) -> None:
+        """A line of only a prefix or tags has no command."""
+        self.assertRaises(MessageError, parse_message, ":prefix")
+        self.assertRaises(MessageError, parse_message, "")
+
+    def test_at_most_fifteen_parameters(self) -> None:
+        """The fifteenth parameter takes the rest of the line (RFC 1459)."""
+        message = parse_message("CMD " + " ".join(str(i) for i in range(20)))
+        self.assertEqual(len(message.params), 15)
+        self.assertEqual(message.params[-1], "14 15 16 17 18 19")
+
+
+class FormatTests(SynchronousTestCase):
+    def test_round_trip(self) -> None:
+        """Formatting a parsed line gives an equivalent line back."""
+        line = "@a=b\\sc;d :n!u@h PRIVMSG #c :hello there"
+        self.assertEqual(parse_message(format_message(parse_message(line))), parse_message(line))
+
+    def test_last_parameter_gets_colon_only_when_needed(self) -> None:
+        """A single-word last parameter goes without colon; spaces, colons and empty need one."""
+        self.assertEqual(format_message(Message("NICK", ("bob",))), "NICK bob")
+        self.assertEqual(format_message(Message("X", ("a", ":b"))), "X a ::b")
+        self.assertEqual(format_message(Message("X", ("a", ""))), "X a :")
+
+    def test_refuses_line_breaks_and_nul(self) -> None:
+        """CR, LF or NUL in any part would inject a command; the serialiser refuses them."""
+        for bad in ("a\rb", "a\nQUIT", "a\0b"):
+            self.assertRaises(MessageError, format_message, Message("PRIVMSG", ("#c", bad)))
+        self.assertRaises(MessageError, format_message, Message("PRIVMSG", ("#c", "x"), prefix="a\nb"))
+
+    def test_refuses_space_in_middle_parameter(self) -> None:
+        """Only the last parameter may contain a space."""
+        self.assertRaises(MessageError, format_message, Message("KICK", ("#c x", "nick")))
+
+    def test_refuses_over_long_line(self) -> None:
+        """A line over 510 bytes (plus CR LF) is refused rather than truncated mid-character."""
+        self.assertRaises(MessageError, format_message, Message("PRIVMSG", ("#c", "é" * 300)))
+
+    def test_tag_escaping_round_trip(self) -> None:
+        """Every special character in a tag value survives escaping."""
+        value = "a;b c\\d\re\nf"
+        self.assertEqual(unescape_tag_value(escape_tag_value(value)), value)
+
+
+class SplitTextTests(SynchronousTestCase):
+    def test_splits_at_line_breaks(self) -> None:
+        """Each line of user text becomes its own piece, empty lines dropped."""
+        self.assertEqual(split_text("a\r\nb\n\nc\rd", 100), ["a", "b", "c", "d"])
+
+    def test_pieces_fit_and_keep_characters_whole(self) -> None:
+        """Long text is cut to the byte limit, never inside a UTF-8 character."""
+        pieces = split_text("ä" * 500, 101)
+        self.assertTrue(all(len(p.encode("utf-8")) <= 101 for p in pieces))
+        self.assertEqual("".join(pieces), "ä" * 500)
+
+    def test_prefers_spaces(self) -> None:
+        """A cut falls on a space when there is one in the second half."""
+        pieces = split_text(" ".join(["word"] * 50), 60)
+        self.assertTrue(all(not p.startswith(" ") and p.endswith("word") for p in pieces))
