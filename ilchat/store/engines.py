@@ -54,6 +54,9 @@ class BaseEngine:
     name = ""
     module: Any = None
     schema_file = ""
+    #: Commit ``*_seq`` allocations at once instead of holding their locks (see
+    #: ``Transaction.next_ids``).
+    commit_sequence = False
 
     def convert_param_style(self, sql: str) -> str:
         """Turn the ``?`` placeholders every query is written with into the driver's style."""
@@ -95,6 +98,7 @@ class MySQLEngine(BaseEngine):
 
     name = "mysql"
     schema_file = "mysql_schema.sql"
+    commit_sequence = True
 
     # Server and client error numbers that mean "try again".
     DEADLOCK_ERRORS = frozenset({1213, 1205})  # ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
