@@ -766,7 +766,7 @@ class EngineIOServer:
             maxMessagePayloadSize=self.max_payload,
             maxFramePayloadSize=self.max_payload,
             openHandshakeTimeout=open_handshake_timeout,
-            closeHandshakeTimeout=2,
+            closeHandshakeTimeout=1,
             autoPingInterval=0,
         )
         self.resource = EngineIOResource(self)

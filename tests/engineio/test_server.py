@@ -14,7 +14,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from ilchat.engineio.server import EngineIOServer
-from tests.engineio.support import handshake, http, serve, wait
+from tests.engineio.support import handshake, http, serve, settle, wait
 
 
 class Echo:
@@ -51,7 +51,7 @@ class ServerTestCase(TestCase):
 
     def _close_all(self):
         self.server.close()
-        return wait(0.05)
+        return settle()
 
     @defer.inlineCallbacks
     def assert_still_serving(self):

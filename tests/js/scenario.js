@@ -21,6 +21,12 @@ function show(value) {
   return value;
 }
 
+function ackAll(socket, ...args) {
+  // emitWithAck keeps only the first ack argument; this keeps them all.
+  return new Promise((resolve, reject) =>
+    socket.timeout(5000).emit(...args, (err, ...ack) => (err ? reject(err) : resolve(ack))));
+}
+
 function once(socket, event) {
   return new Promise((resolve) => socket.once(event, (...args) => resolve(args)));
 }
@@ -34,7 +40,7 @@ async function main() {
   main.emit("message", 1, "two", { bin: Buffer.from([1, 2, 3]) });
   result.message_back = show(await once(main, "message-back"));
 
-  result.ack = show(await main.timeout(5000).emitWithAck("message-with-ack", "a", Buffer.from([255])));
+  result.ack = show(await ackAll(main, "message-with-ack", "a", Buffer.from([255])));
 
   main.once("question", (arg, callback) => callback(arg + "!", Buffer.from([7])));
   main.emit("ask", "why");
