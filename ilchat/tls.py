@@ -80,7 +80,7 @@ def certificate_options(
     if dhparam_path:
         if not FilePath(dhparam_path).isfile():
             raise TLSConfigError(f"File does not exist: {dhparam_path}")
-        if not _pem_blocks(FilePath(dhparam_path).getContent(), b"DH PARAMETERS"):
+        if b"DH PARAMETERS-----" not in FilePath(dhparam_path).getContent():
             raise TLSConfigError(f"No PEM DH PARAMETERS in {dhparam_path}")
         dh_parameters = ssl.DiffieHellmanParameters.fromFile(FilePath(dhparam_path))
     try:

@@ -1,0 +1,102 @@
+"""The log and error_log files: level filtering, errors with tracebacks, reopening after rotation."""
+
+from __future__ import annotations
+
+import os
+
+import attrs
+from twisted.logger import Logger, LogLevel, LogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from ilchat.logs import LEVELS, LogService, format_line
+
+
+@attrs.frozen
+class _Config:
+    log: str
+    error_log: str
+    log_level: str
+
+
+class LogServiceTests(SynchronousTestCase):
+    def make(self, level: str) -> tuple:
+        folder = os.path.abspath(self.mktemp())
+        config = _Config(os.path.join(folder, "logs", "chat.log"), os.path.join(folder, "chatError.log"), level)
+        publisher = LogPublisher()
+        service = LogService(config, publisher)
+        service.startService()
+        self.addCleanup(lambda: service.running and service.stopService())
+        return service, Logger(namespace="ilchat.test", observer=publisher), config
+
+    def read(self, path: str) -> str:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+
+    def test_log_level_filters_the_main_log(self) -> None:
+        """At "warning", info and debug lines are dropped, warnings and errors kept."""
+        service, log, config = self.make("warning")
+        log.debug("a debug line")
+        log.info("an info line")
+        log.warn("a warning about {thing}", thing="disk")
+        log.error("an error line")
+        text = self.read(config.log)
+        self.assertNotIn("debug line", text)
+        self.assertNotIn("info line", text)
+        self.assertIn("WARN - a warning about disk", text)
+        self.assertIn("ERROR - an error line", text)
+
+    def test_debug_level_keeps_everything(self) -> None:
+        """"silly" (winston's chattiest) maps to debug: all lines are kept."""
+        service, log, config = self.make("silly")
+        log.debug("a debug line")
+        self.assertIn("DEBUG - a debug line", self.read(config.log))
+
+    def test_error_log_gets_errors_and_failures_with_traceback_only(self) -> None:
+        """error_log has errors and failures with their traceback, and no info lines."""
+        service, log, config = self.make("info")
+        log.info("just info")
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            log.failure("Division went wrong for {who}", who="alice")
+        log.error("plain error")
+        text = self.read(config.error_log)
+        self.assertNotIn("just info", text)
+        self.assertIn("Division went wrong for alice", text)
+        self.assertIn("Traceback", text)
+        self.assertIn("ZeroDivisionError", text)
+        self.assertIn("plain error", text)
+        # The failure is in the main log as well (at critical).
+        self.assertIn("Division went wrong for alice", self.read(config.log))
+
+    def test_reopen_writes_to_a_new_file_after_rotation(self) -> None:
+        """After logrotate renames the file, reopen() makes a new one and old lines stay in the old."""
+        service, log, config = self.make("info")
+        log.info("before rotation")
+        os.rename(config.log, config.log + ".1")
+        log.info("between")  # still goes to the renamed file (open handle)
+        service.reopen()
+        log.info("after rotation")
+        self.assertIn("between", self.read(config.log + ".1"))
+        self.assertIn("after rotation", self.read(config.log))
+        self.assertNotIn("before rotation", self.read(config.log))
+
+    def test_stop_removes_the_observers(self) -> None:
+        """Nothing is written after the service stops."""
+        service, log, config = self.make("info")
+        service.stopService()
+        log.info("after stop")
+        self.assertNotIn("after stop", self.read(config.log))
+
+    def test_syslog_names_map_to_twisted_levels(self) -> None:
+        """Every ILIAS level name has a Twisted level."""
+        self.assertEqual(LEVELS["emerg"], LogLevel.critical)
+        self.assertEqual(LEVELS["warning"], LogLevel.warn)
+        self.assertEqual(LEVELS["notice"], LogLevel.info)
+        self.assertEqual(LEVELS["silly"], LogLevel.debug)
+        self.assertEqual(len(LEVELS), 9)
+
+    def test_line_format_has_iso_time_level_and_message(self) -> None:
+        """[<ISO time with offset>] LEVEL - message, as ILIAS 11 writes."""
+        line = format_line({"log_time": 0.5, "log_level": LogLevel.info, "log_format": "hi {x}", "x": 1})
+        self.assertRegex(line, r"^\[1970-01-01T\d\d:\d\d:00\.500[+-]\d{4}\] INFO - hi 1\n$")

@@ -1,0 +1,193 @@
+"""TLS over loopback: certificate chains, DHE with a dhparam file, TLS 1.2 as the minimum."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import subprocess
+from typing import Any, Optional, Tuple
+
+from twisted.internet import protocol, reactor, threads
+from twisted.trial.unittest import TestCase
+
+from ilchat.tls import TLSConfigError, certificate_options, read_certificate_chain
+from tests.support.server import start_server
+
+# RFC 7919 ffdhe2048: a published group, so the test needs no slow parameter generation.
+FFDHE2048 = """-----BEGIN DH PARAMETERS-----
+MIIBCAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
++8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
+87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
+YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
+7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
+ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
+-----END DH PARAMETERS-----
+"""
+
+_CA_EXT = "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n"
+_LEAF_EXT = "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
+
+
+def make_pki(folder: str) -> dict:
+    """A root CA, an intermediate CA and a leaf for 127.0.0.1, made with the openssl command."""
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    with open(os.path.join(folder, "ca.ext"), "w") as f:
+        f.write(_CA_EXT)
+    with open(os.path.join(folder, "leaf.ext"), "w") as f:
+        f.write(_LEAF_EXT)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "root.key", "-out", "root.pem",
+        "-subj", "/CN=ilchat test root", "-days", "2",
+        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "int.key", "-out", "int.csr", "-subj", "/CN=ilchat test int")
+    run("x509", "-req", "-in", "int.csr", "-CA", "root.pem", "-CAkey", "root.key", "-CAcreateserial",
+        "-out", "int.pem", "-days", "2", "-extfile", "ca.ext")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=localhost")
+    run("x509", "-req", "-in", "leaf.csr", "-CA", "int.pem", "-CAkey", "int.key", "-CAcreateserial",
+        "-out", "leaf.pem", "-days", "2", "-extfile", "leaf.ext")
+    with open(os.path.join(folder, "chain.pem"), "w") as out:
+        for name in ("leaf.pem", "int.pem"):
+            with open(os.path.join(folder, name)) as f:
+                out.write(f.read())
+    with open(os.path.join(folder, "dhparam.pem"), "w") as f:
+        f.write(FFDHE2048)
+    path = lambda name: os.path.join(folder, name)  # noqa: E731
+    return {
+        "root": path("root.pem"),
+        "leaf": path("leaf.pem"),
+        "chain": path("chain.pem"),
+        "key": path("leaf.key"),
+        "dhparam": path("dhparam.pem"),
+        "folder": folder,
+    }
+
+
+def handshake(
+    port: int,
+    cafile: str,
+    ciphers: Optional[str] = None,
+    max_version: Optional[ssl.TLSVersion] = None,
+    min_version: Optional[ssl.TLSVersion] = None,
+    request: Optional[bytes] = None,
+) -> Tuple[str, str, bytes]:
+    """A blocking stdlib TLS client (run it in a thread): (version, cipher, first response bytes)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cafile)
+    if ciphers:
+        context.set_ciphers(ciphers)
+    if min_version:
+        context.minimum_version = min_version
+    if max_version:
+        context.maximum_version = max_version
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            data = b""
+            if request:
+                tls.sendall(request)
+                while True:
+                    chunk = tls.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            return tls.version(), tls.cipher()[0], data
+
+
+class _Echo(protocol.Protocol):
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        self.transport.write(data)
+
+
+_PKI: dict = {}
+
+
+class TLSTests(TestCase):
+    pki: dict
+
+    async def setUp(self) -> None:
+        # Made once per test run, in a thread (the openssl commands take a second).
+        if not _PKI:
+            folder = os.path.abspath("tls-pki")
+            os.makedirs(folder, exist_ok=True)
+            _PKI.update(await threads.deferToThread(make_pki, folder))
+        self.pki = _PKI
+
+    def listen(self, dhparam: Optional[str] = None) -> int:
+        options = certificate_options(self.pki["chain"], self.pki["key"], dhparam)
+        factory = protocol.Factory.forProtocol(_Echo)
+        port = reactor.listenSSL(0, factory, options, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return port.getHost().port
+
+    def test_chain_file_holds_certificate_and_intermediate(self) -> None:
+        """The cert file may carry the chain; the server certificate comes first."""
+        chain = read_certificate_chain(self.pki["chain"])
+        self.assertEqual(len(chain), 2)
+        self.assertEqual(chain[0].get_subject().CN, "localhost")
+
+    async def test_handshake_sends_the_chain(self) -> None:
+        """A client that only trusts the root verifies the leaf: the intermediate was sent."""
+        port = self.listen()
+        version, cipher, _ = await threads.deferToThread(handshake, port, self.pki["root"])
+        self.assertIn(version, ("TLSv1.2", "TLSv1.3"))
+
+    async def test_dhe_cipher_negotiated_with_dhparam(self) -> None:
+        """With a dhparam file, a TLS 1.2 client that offers only DHE gets a DHE suite."""
+        port = self.listen(self.pki["dhparam"])
+        version, cipher, _ = await threads.deferToThread(
+            handshake, port, self.pki["root"], "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384",
+            ssl.TLSVersion.TLSv1_2,
+        )
+        self.assertEqual(version, "TLSv1.2")
+        self.assertTrue(cipher.startswith("DHE-"), cipher)
+
+    async def test_ecdhe_without_dhparam(self) -> None:
+        """Without dhparam a TLS 1.2 client still gets a forward-secret ECDHE suite."""
+        port = self.listen()
+        version, cipher, _ = await threads.deferToThread(
+            handshake, port, self.pki["root"], None, ssl.TLSVersion.TLSv1_2
+        )
+        self.assertTrue(cipher.startswith("ECDHE-"), cipher)
+
+    async def test_tls_1_1_is_refused(self) -> None:
+        """A client limited to TLS 1.1 cannot connect."""
+        port = self.listen(self.pki["dhparam"])
+        with self.assertRaises((ssl.SSLError, OSError)):
+            await threads.deferToThread(
+                handshake, port, self.pki["root"], "DEFAULT:@SECLEVEL=0", ssl.TLSVersion.TLSv1_1,
+                ssl.TLSVersion.TLSv1,
+            )
+
+    def test_key_not_matching_certificate_is_refused(self) -> None:
+        """A key of another certificate is a clear error at start, not at the first client."""
+        error = self.assertRaises(
+            TLSConfigError, certificate_options, self.pki["chain"], os.path.join(self.pki["folder"], "root.key")
+        )
+        self.assertIn("chain.pem", str(error))
+
+    def test_invalid_files_are_named(self) -> None:
+        """A non-PEM certificate or dhparam names the file."""
+        bogus = os.path.join(self.pki["folder"], "bogus.pem")
+        with open(bogus, "w") as f:
+            f.write("not a pem\n")
+        self.assertIn(bogus, str(self.assertRaises(TLSConfigError, certificate_options, bogus, self.pki["key"])))
+        error = self.assertRaises(TLSConfigError, certificate_options, self.pki["chain"], self.pki["key"], bogus)
+        self.assertIn(bogus, str(error))
+
+    async def test_https_server_answers_heartbeat(self) -> None:
+        """protocol https: the whole service serves the backend over TLS."""
+        server = await start_server(
+            self,
+            server={"protocol": "https", "cert": self.pki["chain"], "key": self.pki["key"],
+                    "dhparam": self.pki["dhparam"]},
+            client_components=[],
+        )
+        request = b"GET /backend/Heartbeat/onscreen HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        _, _, data = await threads.deferToThread(
+            handshake, server.port, self.pki["root"], None, None, None, request
+        )
+        self.assertTrue(data.startswith(b"HTTP/1.1 200"), data)
+        self.assertTrue(data.endswith(b'{"status":200}'), data)
+        self.assertIn(f"Listening on: https://127.0.0.1:{server.port}", server.log_text())
