@@ -245,11 +245,24 @@ class InstalledPackageTests(TestCase):
 
     async def test_plugin_is_found_after_a_regular_install(self) -> None:
         """Install the package into a folder without its dependencies and ask twistd."""
+        import shutil
+
         target = os.path.abspath(self.mktemp())
+        # Build from a copy, so that the build leaves nothing (build/, *.egg-info) in the checkout.
+        source = os.path.abspath(self.mktemp())
+        await threads.deferToThread(
+            shutil.copytree,
+            ROOT,
+            source,
+            ignore=shutil.ignore_patterns(
+                ".venv", ".git", "node_modules", "_trial_temp*", "build", "*.egg-info", "__pycache__",
+                "data", "bench",
+            ),
+        )
         result = await threads.deferToThread(
             subprocess.run,
             [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-             "--target", target, ROOT],
+             "--target", target, source],
             capture_output=True,
             text=True,
             timeout=200,
