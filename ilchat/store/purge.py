@@ -285,6 +285,14 @@ class DailyPurge(Service):
         self._running: Optional[defer.Deferred] = None
         self.next_run: Optional[float] = None
 
+    def wait_for_run(self) -> defer.Deferred:
+        """A Deferred that fires when the purge now running ends (at once when none runs)."""
+        if self._running is None:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self._running.addBoth(lambda result: (d.callback(None), result)[1])
+        return d
+
     @property
     def enabled(self) -> bool:
         """True when ``deletion_mode`` is 1 (PHP writes it as a number or a numeric string)."""
