@@ -266,6 +266,7 @@ async function measure(kind, scenario, rep) {
     return { error: e.message };
   }
   let result;
+  const load = os.loadavg()[0];
   try {
     await sleep(500);
     if (scenario === 'backend') {
@@ -281,6 +282,7 @@ async function measure(kind, scenario, rep) {
     result.server_rss_end_kib = Number((/VmRSS:\s+(\d+)/.exec(
       fs.existsSync(`/proc/${srv.pid}/status`) ? fs.readFileSync(`/proc/${srv.pid}/status`, 'utf8') : '') || [0, 0])[1]) || null;
     result.server_alive = srv.child.exitCode === null && srv.child.signalCode === null;
+    result.loadavg1_at_start = Math.round(load * 100) / 100;
   } finally {
     await stopServer(srv);
   }
@@ -292,14 +294,17 @@ async function measure(kind, scenario, rep) {
 const FIGURES = {
   fanout: [['deliveries/s', (r) => r.deliveries_per_s, 'higher'], ['latency p50 ms', (r) => r.latency && r.latency.p50_ms, 'lower'],
     ['latency p99 ms', (r) => r.latency && r.latency.p99_ms, 'lower'], ['server CPU %', (r) => r.server_cpu_pct, 'info'],
+    ['generator CPU %', (r) => r.gen_cpu_pct, 'info'], ['others CPU % (noise)', (r) => r.others_cpu_pct, 'info'],
     ['setup (1000 join) s', (r) => r.setup_s, 'lower'], ['persisted / sent', (r) => (r.sent ? r.persisted / r.sent : null), 'info']],
-  rooms: [['latency p50 ms', (r) => r.latency && r.latency.p50_ms, 'lower'], ['latency p99 ms', (r) => r.latency && r.latency.p99_ms, 'lower'],
+  rooms: [['others CPU % (noise)', (r) => r.others_cpu_pct, 'info'], ['latency p50 ms', (r) => r.latency && r.latency.p50_ms, 'lower'], ['latency p99 ms', (r) => r.latency && r.latency.p99_ms, 'lower'],
     ['server CPU %', (r) => r.server_cpu_pct, 'lower'], ['db CPU %', (r) => r.db_cpu_pct, 'info'],
     ['messages/s', (r) => r.messages_per_s, 'info'], ['persisted / sent', (r) => (r.sent ? r.persisted / r.sent : null), 'info']],
   idle: [['RSS per connection KiB', (r) => r.rss_per_conn_kib, 'lower'], ['RSS total MiB', (r) => r.rss_after_kib && r.rss_after_kib / 1024, 'info'],
     ['idle server CPU %', (r) => r.idle_server_cpu_pct, 'info']],
-  storm: [['all seated s', (r) => (r.timed_out ? null : r.seconds), 'lower'], ['seated', (r) => r.seated, 'info']],
-  crowd: [['all seated s', (r) => (r.timed_out ? null : r.seconds), 'lower'], ['seated', (r) => r.seated, 'info']],
+  storm: [['all seated s', (r) => (r.timed_out ? null : r.seconds), 'lower'], ['seated', (r) => r.seated, 'info'],
+    ['others CPU % (noise)', (r) => r.others_cpu_pct, 'info']],
+  crowd: [['all seated s', (r) => (r.timed_out ? null : r.seconds), 'lower'], ['seated', (r) => r.seated, 'info'],
+    ['generator CPU %', (r) => r.gen_cpu_pct, 'info'], ['others CPU % (noise)', (r) => r.others_cpu_pct, 'info']],
   backend: [['Heartbeat req/s', (r) => r.requests_per_s, 'higher'], ['latency p99 ms', (r) => r.latency && r.latency.p99_ms, 'lower']],
 };
 

@@ -95,8 +95,17 @@ function rssKiB(pid) {
     return m ? Number(m[1]) : null;
   } catch (e) { return null; }
 }
+/* Busy CPU seconds of the whole machine (all cores) from /proc/stat. */
+function machineBusySeconds() {
+  try {
+    const f = fs.readFileSync('/proc/stat', 'latin1').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
+    return (total - f[3] - f[4]) / CLK_TCK; // minus idle and iowait
+  } catch (e) { return null; }
+}
 class CpuWindow {
   start() {
+    this.m0 = machineBusySeconds();
     this.t0 = performance.now();
     this.s0 = cpuSeconds(SERVER_PID); this.d0 = cpuSeconds(DB_PID); this.g0 = process.cpuUsage();
   }
@@ -104,10 +113,17 @@ class CpuWindow {
     const wall = (performance.now() - this.t0) / 1000;
     const pct = (a, b) => (a === null || b === null ? null : Math.round(((b - a) / wall) * 1000) / 10);
     const g = process.cpuUsage(this.g0);
+    const mine = [pct(this.s0, cpuSeconds(SERVER_PID)), pct(this.d0, cpuSeconds(DB_PID))];
+    const machine = pct(this.m0, machineBusySeconds());
+    const genPct = Math.round(((g.user + g.system) / 1e6 / wall) * 1000) / 10;
     return {
+      // CPU used by everything else on the machine (other jobs): a noise indicator, in % of one core
+      others_cpu_pct: machine === null ? null
+        : Math.max(0, Math.round((machine - genPct - (mine[0] || 0) - (mine[1] || 0)) * 10) / 10),
       server_cpu_pct: pct(this.s0, cpuSeconds(SERVER_PID)),
       db_cpu_pct: pct(this.d0, cpuSeconds(DB_PID)),
       gen_cpu_pct: Math.round(((g.user + g.system) / 1e6 / wall) * 1000) / 10,
+      gen_sys_pct: Math.round((g.system / 1e6 / wall) * 1000) / 10, // kernel share (socket reads)
     };
   }
 }
