@@ -55,27 +55,43 @@ class PurgeStore:
     db: Database
     _log = Logger()
 
-    def register_live_conversations(self, provider: LiveConversationsProvider) -> Callable[[], None]:
+    def register_live_conversations(
+        self,
+        provider: LiveConversationsProvider,
+        on_deleted: Optional[Callable[[List[str]], None]] = None,
+    ) -> Callable[[], None]:
         """
         Have every purge of this store keep the conversations ``provider()`` returns.
 
         The On-Screen Chat registers a function that returns the ids of the conversations it
-        holds in memory. Returns a callable that removes the provider again.
+        holds in memory and still uses, and optionally ``on_deleted(ids)``, called in the reactor
+        thread with the ids of the conversations a purge deleted (to drop them from memory).
+        Returns a callable that removes the registration again.
         """
-        providers = self.__dict__.setdefault("_live_conversation_providers", [])
-        providers.append(provider)
+        registrations = self.__dict__.setdefault("_live_conversation_providers", [])
+        entry = (provider, on_deleted)
+        registrations.append(entry)
 
         def unregister() -> None:
-            if provider in providers:
-                providers.remove(provider)
+            if entry in registrations:
+                registrations.remove(entry)
 
         return unregister
 
     def _live_conversation_ids(self) -> Set[str]:
         ids: Set[str] = set()
-        for provider in list(self.__dict__.get("_live_conversation_providers", [])):
+        for provider, _ in list(self.__dict__.get("_live_conversation_providers", [])):
             ids.update(str(i) for i in provider())
         return ids
+
+    def _conversations_deleted(self, ids: List[str]) -> None:
+        for _, on_deleted in list(self.__dict__.get("_live_conversation_providers", [])):
+            if on_deleted is None:
+                continue
+            try:
+                on_deleted(list(ids))
+            except Exception:
+                self._log.failure("A purge listener failed")
 
     async def purge_old_messages(
         self, bound_ms: int, keep_conversation_ids: Iterable[str] = ()
@@ -105,7 +121,7 @@ class PurgeStore:
             txn.execute("DELETE FROM osc_messages WHERE timestamp < ?", (bound_ms,))
             return txn.rowcount
 
-        def purge_conversations_txn(txn: Transaction) -> int:
+        def purge_conversations_txn(txn: Transaction) -> List[str]:
             txn.execute(
                 "SELECT c.id FROM osc_conversation c"
                 " WHERE NOT EXISTS (SELECT 1 FROM osc_messages m WHERE m.conversation_id = c.id)"
@@ -114,7 +130,7 @@ class PurgeStore:
                 (bound_ms,),
             )
             doomed = [row[0] for row in txn.fetchall() if str(row[0]) not in keep]
-            deleted = 0
+            deleted = []
             for conversation_id in doomed:
                 # Checked again row by row: a message stored since the SELECT saves it.
                 txn.execute(
@@ -122,7 +138,8 @@ class PurgeStore:
                     " (SELECT 1 FROM osc_messages m WHERE m.conversation_id = osc_conversation.id)",
                     (conversation_id,),
                 )
-                deleted += max(txn.rowcount, 0)
+                if txn.rowcount > 0:
+                    deleted.append(str(conversation_id))
             return deleted
 
         def purge_activity_txn(txn: Transaction) -> int:
@@ -147,7 +164,12 @@ class PurgeStore:
             ("osc_conversation", "purge_conversations", purge_conversations_txn),
             ("osc_activity", "purge_activity", purge_activity_txn),
         ):
-            counts[table] = await self.db.run_interaction(desc, func)
+            result = await self.db.run_interaction(desc, func)
+            if table == "osc_conversation":
+                if result:
+                    self._conversations_deleted(result)
+                result = len(result)
+            counts[table] = result
             self._log.info(
                 "Purge: deleted {count} row(s) from {table}", count=counts[table], table=table
             )

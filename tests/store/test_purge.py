@@ -84,7 +84,8 @@ class PurgeSQLTestsMixin(StoreTestMixin):
         of deleted conversations go, except for conversations in the keep set.
         """
         await self._fixture()
-        self.store.register_live_conversations(lambda: ["empty-registered"])
+        deleted = []
+        self.store.register_live_conversations(lambda: ["empty-registered"], on_deleted=deleted.extend)
         counts = await self.store.purge_old_messages(self.BOUND_MS, {"empty-live", "gone-live"})
         self.assertEqual(
             counts, {"chatroom_history": 1, "osc_messages": 2, "osc_conversation": 2, "osc_activity": 3}
@@ -97,6 +98,7 @@ class PurgeSQLTestsMixin(StoreTestMixin):
         self.assertEqual(
             [r["id"] for r in conversations], ["empty-live", "empty-recent", "empty-registered", "mixed"]
         )
+        self.assertEqual(sorted(deleted), ["empty-dead", "old-only"])
         activity = fetch_rows(self.database, "SELECT conversation_id FROM osc_activity ORDER BY conversation_id")
         self.assertEqual([r["conversation_id"] for r in activity], ["empty-recent", "gone-live"])
 
