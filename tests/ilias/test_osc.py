@@ -1,0 +1,690 @@
+"""
+End-to-end tests of the On-Screen Chat (``/<name>-im``): browsers on real sockets
+(python-socketio, and once the npm socket.io-client), PHP's ``UserConfigChange``, a whole server
+on a fresh ILIAS-shaped database. Every scenario runs on the real MariaDB server and on SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+from urllib.parse import quote
+
+import socketio
+from twisted.internet import reactor, threads, utils
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import Clock, deferLater
+from twisted.trial import unittest
+from twisted.trial.unittest import SkipTest
+
+from ilchat.bus import LocalBus
+from ilchat.chat.conversations import MAX_MESSAGE_BYTES, OnScreenChat
+from ilchat.ilias.osc import OnScreenChatComponent
+from ilchat.store import create_store
+from tests.support.db import fetch_rows_async, insert_rows_async, make_database
+from tests.support.http import http_request
+from tests.support.server import RunningServer, start_server
+
+NAMESPACE = "/onscreen-im"
+ALICE = {"id": 6, "name": "alice"}
+BOB = {"id": 7, "name": "bob"}
+CAROL = {"id": 8, "name": "carol"}
+JS_DIR = Path(__file__).resolve().parent.parent / "js"
+
+
+async def sleep(seconds: float) -> None:
+    await deferLater(reactor, seconds, lambda: None)
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+    """Poll C{predicate} on the reactor, never blocking it, until it is truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        await deferLater(reactor, 0.01, lambda: None)
+
+
+class Tab:
+    """One browser tab running ILIAS's OSC socket calls (``OnScreenChat/resources/chat.js``)."""
+
+    def __init__(self, server: RunningServer, namespace: str = NAMESPACE) -> None:
+        self.server = server
+        self.namespace = namespace
+        self.events: List[tuple] = []
+        self._lock = threading.Lock()
+        self.sio = socketio.Client(reconnection=False)
+        self.sio.on("*", self._record, namespace=namespace)
+
+    def _record(self, event: str, *args: Any) -> None:
+        with self._lock:
+            self.events.append((event, args))
+
+    async def connect(self) -> "Tab":
+        await threads.deferToThread(
+            self.sio.connect,
+            self.server.base_url,
+            namespaces=[self.namespace],
+            transports=["websocket"],
+            wait_timeout=10,
+        )
+        return self
+
+    async def emit(self, event: str, *args: Any) -> None:
+        """Like ``socket.emit(event, ...args)`` in the browser."""
+        data: Any = args[0] if len(args) == 1 else tuple(args)
+        await threads.deferToThread(self.sio.emit, event, data, namespace=self.namespace)
+
+    async def call(self, event: str, *args: Any) -> Any:
+        """Emit asking for an acknowledgement, and return it."""
+        data: Any = args[0] if len(args) == 1 else tuple(args)
+        return await threads.deferToThread(self.sio.call, event, data, namespace=self.namespace, timeout=10)
+
+    async def close(self) -> None:
+        if self.sio.connected:
+            await threads.deferToThread(self.sio.disconnect)
+
+    def payloads(self, event: str, where: Optional[Callable[[Any], bool]] = None) -> List[Any]:
+        with self._lock:
+            found = [args[0] if args else None for name, args in self.events if name == event]
+        return [p for p in found if where is None or where(p)]
+
+    def names(self) -> List[str]:
+        with self._lock:
+            return [name for name, _ in self.events]
+
+    async def wait_for(self, event: str, where: Optional[Callable[[Any], bool]] = None,
+                       count: int = 1, timeout: float = 10.0) -> Any:
+        """Wait until C{count} such events arrived; returns the last of them."""
+        await wait_until(lambda: len(self.payloads(event, where)) >= count, timeout,
+                         f"{event} x{count} on {self.namespace}: got {self.names()}")
+        return self.payloads(event, where)[count - 1]
+
+    def clear(self) -> None:
+        with self._lock:
+            self.events.clear()
+
+
+class OscServerMixin:
+    """A server with only the On-Screen Chat on a fresh database of C{database_kind}."""
+
+    database_kind = "mysql"
+    accepting = (6, 7, 8)
+
+    async def start(self, database: Any = None) -> RunningServer:
+        if database is None:
+            database = make_database(self, self.database_kind)
+            rows = [{"usr_id": u, "keyword": "chat_osc_accept_msg", "value": "y"} for u in self.accepting]
+            await insert_rows_async(database, "usr_pref", rows)
+        self.database = database
+        self.server = await start_server(
+            self, database=database, client_components=[OnScreenChatComponent]
+        )
+        if not hasattr(self, "tabs"):
+            self.tabs: List[Tab] = []
+            self.addCleanup(self._close_tabs)
+        return self.server
+
+    async def restart(self) -> RunningServer:
+        for tab in self.tabs:
+            await tab.close()
+        await self.server.stop()
+        return await self.start(self.database)
+
+    async def _close_tabs(self) -> None:
+        for tab in self.tabs:
+            await tab.close()
+
+    @property
+    def chat(self) -> OnScreenChat:
+        component = self.server.client().components[0]
+        return component.chat
+
+    async def tab(self, user: Optional[Dict[str, Any]] = None) -> Tab:
+        """A connected tab, logged in as C{user} (its conversations listed) unless None."""
+        tab = Tab(self.server)
+        self.tabs.append(tab)
+        await tab.connect()
+        if user is not None:
+            await tab.emit("login", user["id"], user["name"])
+            self.assertEqual(await tab.wait_for("login"), user)
+        return tab
+
+    async def rows(self, sql: str, args: Sequence[Any] = ()) -> List[Dict[str, Any]]:
+        return await fetch_rows_async(self.database, sql, args)
+
+    async def open(self, tab: Tab, *users: Dict[str, Any]) -> Dict[str, Any]:
+        """``conversation([...users])`` and the ``conversation-init`` it answers with."""
+        before = len(tab.payloads("conversation-init"))
+        await tab.emit("conversation", list(users))
+        return await tab.wait_for("conversation-init", count=before + 1)
+
+    async def user_config_change(self, message: Optional[str], auth: bool = True):
+        path = "/backend/UserConfigChange/onscreen"
+        if message is not None:
+            path += "?message=" + quote(message)
+        headers = self.server.auth_header() if auth else {}
+        return await http_request(self.server.url(path), headers=headers)
+
+    def assertTimestampMs(self, value: Any) -> None:
+        self.assertIsInstance(value, int)
+        self.assertLess(abs(value - time.time() * 1000), 60_000)
+
+
+def _is_message(text: str) -> Callable[[Any], bool]:
+    return lambda p: isinstance(p, dict) and p.get("message") == text
+
+
+class ConversationScenarioMixin(OscServerMixin):
+    """Two users, two tabs, a conversation and its messages (spec §10.3)."""
+
+    async def test_open_conversation_and_exchange_messages_in_every_tab(self) -> None:
+        """The §10.3 frames field by field; both of Alice's tabs receive everything, and rows land."""
+        await self.start()
+        alice1 = await self.tab(ALICE)
+        alice2 = await self.tab(ALICE)
+        bob = await self.tab(BOB)
+
+        init = await self.open(alice1, ALICE, BOB)
+        self.assertEqual(
+            init,
+            {"id": init["id"], "participants": [ALICE, BOB], "latestMessage": None,
+             "numNewMessages": 0, "isGroup": False},
+        )
+        self.assertEqual(len(init["id"]), 36)
+        self.assertEqual(init["id"][14], "4")  # UUID v4
+        self.assertEqual(await alice2.wait_for("conversation-init"), init)
+        rows = await self.rows("SELECT id, is_group, participants FROM osc_conversation")
+        self.assertEqual(rows, [{"id": init["id"], "is_group": 0,
+                                 "participants": '[{"id":6,"name":"alice"},{"id":7,"name":"bob"}]'}])
+
+        await alice1.emit("message", init["id"], 6, "hi bob")
+        message = await bob.wait_for("message")
+        self.assertTimestampMs(message["timestamp"])
+        self.assertEqual(message, {"conversationId": init["id"], "userId": 6, "message": "hi bob",
+                                   "timestamp": message["timestamp"], "id": message["id"]})
+        self.assertEqual(await alice1.wait_for("message"), message)
+        self.assertEqual(await alice2.wait_for("message"), message)
+        conversation = await bob.wait_for("conversation")
+        self.assertEqual(conversation["id"], init["id"])
+        self.assertEqual(conversation["participants"], [ALICE, BOB])
+        self.assertEqual(conversation["latestMessage"], {
+            "id": message["id"], "conversation_id": init["id"], "user_id": 6, "message": "hi bob",
+            "timestamp": message["timestamp"], "userId": 6, "conversationId": init["id"]})
+        self.assertFalse(conversation["isGroup"])
+        # The conversation event comes before the message, as in ILIAS.
+        self.assertLess(bob.names().index("conversation"), bob.names().index("message"))
+        stored = await self.rows("SELECT id, conversation_id, user_id, message, timestamp FROM osc_messages")
+        self.assertEqual(stored, [{"id": message["id"], "conversation_id": init["id"], "user_id": 6,
+                                   "message": "hi bob", "timestamp": message["timestamp"]}])
+
+        # Bob's browser sends ids as strings (data attributes): the same conversation opens.
+        again = await self.open(bob, {"id": "7", "name": "bob"}, {"id": "6", "name": "alice"})
+        self.assertEqual(again["id"], init["id"])
+        self.assertEqual(again["latestMessage"]["id"], message["id"])
+        self.assertEqual(len(await self.rows("SELECT id FROM osc_conversation")), 1)
+
+    async def test_emoji_and_long_text_are_stored_and_delivered(self) -> None:
+        """4-byte UTF-8 reaches the other side and the history (the Node server lost it)."""
+        await self.start()
+        alice, bob = await self.tab(ALICE), await self.tab(BOB)
+        conv = (await self.open(alice, ALICE, BOB))["id"]
+        text = "party 🎉 " + "x" * 5000
+        await alice.emit("message", conv, 6, text)
+        self.assertEqual((await bob.wait_for("message"))["message"], text)
+        await bob.emit("history", conv, None, False)
+        history = await bob.wait_for("history")
+        self.assertEqual(history["messages"][0]["message"], text)
+
+    async def test_typing_reaches_the_other_participants_only(self) -> None:
+        """``userStartedTyping``/``userStoppedTyping`` payloads, never echoed to the typist."""
+        await self.start()
+        alice, bob = await self.tab(ALICE), await self.tab(BOB)
+        conv = await self.open(alice, ALICE, BOB)
+        await alice.emit("userStartedTyping", conv["id"], 6)
+        started = await bob.wait_for("userStartedTyping")
+        self.assertEqual(started["participant"], ALICE)
+        self.assertEqual(started["conversation"]["id"], conv["id"])
+        self.assertEqual(started["conversation"]["participants"], [ALICE, BOB])
+        await alice.emit("userStoppedTyping", conv["id"], 6)
+        stopped = await bob.wait_for("userStoppedTyping")
+        self.assertEqual(stopped["participant"], ALICE)
+        self.assertEqual(alice.payloads("userStartedTyping"), [])
+
+    async def test_history_pages_of_six_older_than_a_timestamp(self) -> None:
+        """Pages of six, newest first or reversed, with ``oldestMessageTimestamp`` for the next page."""
+        await self.start()
+        alice, bob = await self.tab(ALICE), await self.tab(BOB)
+        conv = (await self.open(alice, ALICE, BOB))["id"]
+        for index in range(8):
+            await alice.emit("message", conv, 6, f"m{index}")
+            await bob.wait_for("message", _is_message(f"m{index}"))
+        await bob.emit("history", conv, None, False)
+        first = await bob.wait_for("history")
+        self.assertEqual([m["message"] for m in first["messages"]], ["m7", "m6", "m5", "m4", "m3", "m2"])
+        self.assertEqual(first["oldestMessageTimestamp"], first["messages"][-1]["timestamp"])
+        self.assertFalse(first["reverseSorting"])
+        self.assertEqual(first["id"], conv)
+        self.assertEqual(first["participants"], [ALICE, BOB])
+        self.assertEqual(first["latestMessage"]["message"], "m7")
+        row = first["messages"][0]
+        self.assertEqual(sorted(row), sorted(["id", "conversation_id", "user_id", "message", "timestamp",
+                                              "userId", "conversationId"]))
+        self.assertEqual((row["userId"], row["conversationId"]), (6, conv))
+        stamps = [m["timestamp"] for m in first["messages"]]
+        self.assertEqual(stamps, sorted(stamps, reverse=True))
+        self.assertEqual(len(set(stamps)), 6)  # strictly increasing per conversation
+
+        await bob.emit("history", conv, first["oldestMessageTimestamp"], False)
+        second = await bob.wait_for("history", count=2)
+        self.assertEqual([m["message"] for m in second["messages"]], ["m1", "m0"])
+        await bob.emit("history", conv, second["oldestMessageTimestamp"], False)
+        third = await bob.wait_for("history", count=3)
+        self.assertEqual(third["messages"], [])
+        self.assertEqual(third["oldestMessageTimestamp"], second["oldestMessageTimestamp"])
+
+        await bob.emit("history", conv, None, True)
+        reverse = await bob.wait_for("history", count=4)
+        self.assertTrue(reverse["reverseSorting"])
+        self.assertEqual([m["message"] for m in reverse["messages"]], ["m2", "m3", "m4", "m5", "m6", "m7"])
+
+    async def test_unread_counts_differ_per_participant(self) -> None:
+        """After Alice reads and Bob does not, each one's list shows their own count."""
+        await self.start()
+        alice, bob = await self.tab(ALICE), await self.tab(BOB)
+        conv = (await self.open(alice, ALICE, BOB))["id"]
+        start = int(time.time() * 1000) - 1000
+        await alice.emit("activity", conv, 6, start)
+        await bob.emit("activity", conv, 7, start)
+        await sleep(0.2)
+        for text in ("one", "two"):
+            await alice.emit("message", conv, 6, text)
+            await bob.wait_for("message", _is_message(text))
+        pushed = await bob.wait_for("conversation", lambda p: p["latestMessage"]["message"] == "two")
+        self.assertEqual(pushed["numNewMessages"], 2)
+
+        await alice.emit("activity", conv, 6, int(time.time() * 1000) + 10)
+        await sleep(0.2)
+        alice.clear()
+        bob.clear()
+        await alice.emit("conversations")
+        await bob.emit("conversations")
+        self.assertEqual((await alice.wait_for("conversation"))["numNewMessages"], 0)
+        self.assertEqual((await bob.wait_for("conversation"))["numNewMessages"], 2)
+        rows = await self.rows("SELECT user_id, is_closed FROM osc_activity ORDER BY user_id")
+        self.assertEqual(rows, [{"user_id": 6, "is_closed": 0}, {"user_id": 7, "is_closed": 0}])
+
+    async def test_close_hides_until_a_new_message_and_reopen(self) -> None:
+        """A closed 1:1 is not listed; a new message lists it again; ``activity`` reopens it."""
+        await self.start()
+        alice, bob = await self.tab(ALICE), await self.tab(BOB)
+        conv = (await self.open(alice, ALICE, BOB))["id"]
+        await bob.emit("activity", conv, 7, int(time.time() * 1000))
+        await sleep(0.1)
+        await bob.emit("closeConversation", conv, 7)
+        await sleep(0.2)
+        rows = await self.rows("SELECT is_closed FROM osc_activity WHERE user_id = 7")
+        self.assertEqual(rows, [{"is_closed": 1}])
+        bob.clear()
+        await bob.emit("conversations")
+        await sleep(0.4)
+        self.assertEqual(bob.payloads("conversation"), [])
+
+        await sleep(0.01)
+        await alice.emit("message", conv, 6, "still there?")
+        await bob.wait_for("message")
+        bob.clear()
+        await bob.emit("conversations")
+        listed = await bob.wait_for("conversation")
+        self.assertEqual((listed["id"], listed["numNewMessages"]), (conv, 1))
+
+        await bob.emit("activity", conv, 7, int(time.time() * 1000) + 10)
+        await sleep(0.2)
+        rows = await self.rows("SELECT is_closed FROM osc_activity WHERE user_id = 7")
+        self.assertEqual(rows, [{"is_closed": 0}])
+
+    async def test_third_user_makes_a_group_and_leaves_it(self) -> None:
+        """``addUser`` on a 1:1 makes a new group; ``removeUser`` lets a member leave it."""
+        await self.start()
+        alice1, alice2 = await self.tab(ALICE), await self.tab(ALICE)
+        bob, carol = await self.tab(BOB), await self.tab(CAROL)
+        one = (await self.open(alice1, ALICE, BOB))["id"]
+        await alice1.emit("addUser", one, 8, "carol")
+        added = await alice1.wait_for("addUser")
+        self.assertNotEqual(added["id"], one)
+        self.assertEqual(added["participants"], [ALICE, BOB, CAROL])
+        self.assertTrue(added["isGroup"])
+        self.assertEqual((await alice1.wait_for("conversation"))["id"], added["id"])
+        await alice2.wait_for("conversation", lambda p: p["id"] == added["id"])
+        self.assertEqual(alice2.payloads("addUser"), [])  # addUser goes to the asking tab only
+        rows = await self.rows("SELECT id, is_group, participants FROM osc_conversation ORDER BY is_group")
+        self.assertEqual([(r["id"], r["is_group"]) for r in rows], [(one, 0), (added["id"], 1)])
+        self.assertEqual(json.loads(rows[1]["participants"]), [ALICE, BOB, CAROL])
+        activity = await self.rows(
+            "SELECT user_id, timestamp FROM osc_activity WHERE conversation_id = ? ORDER BY user_id", [added["id"]])
+        self.assertEqual(activity, [{"user_id": u, "timestamp": 0} for u in (6, 7, 8)])
+
+        await bob.emit("message", added["id"], 7, "hello group")
+        for tab in (alice1, alice2, carol, bob):
+            await tab.wait_for("message", _is_message("hello group"))
+        # The 1:1 is untouched and still opens for [alice, bob].
+        self.assertEqual((await self.open(bob, BOB, ALICE))["id"], one)
+
+        await carol.emit("removeUser", added["id"], 8, "carol")
+        left = await carol.wait_for("removeUser")
+        self.assertEqual(left["participants"], [ALICE, BOB])
+        update = await bob.wait_for("conversation", lambda p: p["id"] == added["id"] and len(p["participants"]) == 2)
+        self.assertTrue(update["isGroup"])
+        rows = await self.rows("SELECT participants FROM osc_conversation WHERE id = ?", [added["id"]])
+        self.assertEqual(json.loads(rows[0]["participants"]), [ALICE, BOB])
+        carol.clear()
+        await bob.emit("message", added["id"], 7, "carol gone")
+        await alice1.wait_for("message", _is_message("carol gone"))
+        await sleep(0.3)
+        self.assertEqual(carol.payloads("message"), [])
+
+    async def test_online_follows_the_sockets(self) -> None:
+        """A user is online while one tab is open; the last tab gone makes them offline."""
+        await self.start()
+        tab1, tab2 = await self.tab(ALICE), await self.tab(ALICE)
+        alice = self.chat.registry.participants[6]
+        self.assertTrue(alice.online)
+        await tab1.close()
+        await wait_until(lambda: len(alice.connections) == 1, what="one tab left")
+        self.assertTrue(alice.online)
+        await tab2.close()
+        await wait_until(lambda: not alice.online, what="offline")
+
+    async def test_restart_keeps_conversations_messages_and_read_markers(self) -> None:
+        """After a restart the same conversation, latest message, history and closed state come back."""
+        await self.start()
+        alice, bob = await self.tab(ALICE), await self.tab(BOB)
+        one = (await self.open(alice, ALICE, BOB))["id"]
+        await alice.emit("addUser", one, 8, "carol")
+        group = (await alice.wait_for("addUser"))["id"]
+        await alice.emit("message", one, 6, "before restart")
+        await bob.wait_for("message")
+        await alice.emit("activity", one, 6, int(time.time() * 1000) + 10)
+        await alice.emit("activity", group, 6, int(time.time() * 1000) + 10)
+        await sleep(0.1)
+        await alice.emit("closeConversation", group, 6)
+        await sleep(0.3)
+
+        await self.restart()
+        self.assertEqual(set(self.chat.registry.conversations), {one, group})
+        alice = await self.tab(ALICE)
+        listed = await alice.wait_for("conversation")
+        await sleep(0.3)
+        self.assertEqual([p["id"] for p in alice.payloads("conversation")], [one])  # group is closed
+        self.assertEqual(listed["participants"], [ALICE, BOB])
+        self.assertEqual(listed["latestMessage"]["message"], "before restart")
+        self.assertEqual((await self.open(alice, ALICE, BOB))["id"], one)
+        await alice.emit("history", one, None, False)
+        self.assertEqual([m["message"] for m in (await alice.wait_for("history"))["messages"]], ["before restart"])
+        self.assertTrue(self.chat.registry.conversations[group].is_group)
+
+
+class AcceptanceScenarioMixin(OscServerMixin):
+    """``acceptsMessages`` from ``usr_pref`` and from PHP's ``UserConfigChange``."""
+
+    accepting = (6, 8)  # bob (7) has no 'y' preference row
+
+    async def test_participant_without_pref_row_does_not_get_messages(self) -> None:
+        """The sender learns that Bob refuses messages; Bob gets nothing; the row is stored."""
+        await self.start()
+        alice, bob = await self.tab(ALICE), await self.tab(BOB)
+        conv = (await self.open(alice, ALICE, BOB))["id"]
+        await alice.emit("message", conv, 6, "anyone?")
+        suppressed = await alice.wait_for("participantsSuppressedMessages")
+        self.assertEqual(suppressed["ignoredParticipants"], {"7": 7})
+        self.assertEqual((suppressed["conversationId"], suppressed["userId"], suppressed["message"]),
+                         (conv, 6, "anyone?"))
+        await alice.wait_for("message")
+        await sleep(0.3)
+        self.assertEqual(bob.payloads("message"), [])
+        self.assertEqual(len(await self.rows("SELECT id FROM osc_messages")), 1)
+
+    async def test_user_config_change_switches_at_once(self) -> None:
+        """``UserConfigChange`` lets Bob receive, and stops Alice sending (nothing stored)."""
+        await self.start()
+        alice, bob = await self.tab(ALICE), await self.tab(BOB)
+        conv = (await self.open(alice, ALICE, BOB))["id"]
+        response = await self.user_config_change('{"7":{"acceptsMessages":true}}')
+        self.assertEqual((response.code, response.json()), (200, {"status": 200}))
+        await alice.emit("message", conv, 6, "now?")
+        await bob.wait_for("message", _is_message("now?"))
+        self.assertEqual(alice.payloads("participantsSuppressedMessages"), [])
+
+        response = await self.user_config_change(json.dumps({"6": {"acceptsMessages": False}}))
+        self.assertEqual(response.json(), {"status": 200})
+        await alice.emit("message", conv, 6, "muted")
+        suppressed = await alice.wait_for("senderSuppressesMessages")
+        self.assertEqual((suppressed["message"], suppressed["userId"]), ("muted", 6))
+        await sleep(0.3)
+        self.assertEqual(bob.payloads("message", _is_message("muted")), [])
+        self.assertEqual(len(await self.rows("SELECT id FROM osc_messages")), 1)
+
+    async def test_user_config_change_bad_input_is_a_400(self) -> None:
+        """A missing or broken ``message`` is a 400 JSON answer; no credentials is a 403."""
+        await self.start()
+        for message in (None, "{not json", "[1,2]", '{"x":{}}', '{"7":true}'):
+            response = await self.user_config_change(message)
+            self.assertEqual(response.code, 400, message)
+            self.assertIsInstance(response.json(), dict)
+        response = await self.user_config_change('{"7":{"acceptsMessages":true}}', auth=False)
+        self.assertEqual(response.code, 403)
+        self.assertFalse(self.chat.registry.participant(7).accepts_messages)
+
+
+class RefusalScenarioMixin(OscServerMixin):
+    """Bad input and impersonation: refused for that socket, nothing stored, others served."""
+
+    async def test_impersonation_is_refused(self) -> None:
+        """Mallory cannot send, read-mark, close or leave as Alice, nor use a conversation she is not in."""
+        await self.start()
+        alice, bob = await self.tab(ALICE), await self.tab(BOB)
+        mallory = await self.tab({"id": 9, "name": "mallory"})
+        conv = (await self.open(alice, ALICE, BOB))["id"]
+
+        answer = await mallory.call("message", conv, 6, "I am alice")
+        self.assertEqual(answer["event"], "message")
+        self.assertIn("logged in as", answer["reason"])
+        refused = await mallory.wait_for("refused")
+        self.assertEqual(refused, answer)
+        answer = await mallory.call("message", conv, 9, "let me in")
+        self.assertIn("not a participant", answer["reason"])
+        for event, args in (("activity", (conv, 6, 1)), ("closeConversation", (conv, 6)),
+                            ("userStartedTyping", (conv, 6)), ("history", (conv, None, False)),
+                            ("addUser", (conv, 9, "mallory")), ("removeUser", (conv, 6, "alice"))):
+            answer = await mallory.call(event, *args)
+            self.assertEqual(answer["event"], event)
+        # Alice herself may not claim another id in her own conversation either.
+        answer = await alice.call("message", conv, 7, "as bob")
+        self.assertIn("logged in as", answer["reason"])
+        await sleep(0.3)
+        self.assertEqual(bob.payloads("message"), [])
+        self.assertEqual(bob.payloads("userStartedTyping"), [])
+        self.assertEqual(await self.rows("SELECT id FROM osc_messages"), [])
+        self.assertEqual(await self.rows("SELECT user_id FROM osc_activity"), [])
+
+        await alice.emit("message", conv, 6, "still working")
+        await bob.wait_for("message", _is_message("still working"))
+
+    async def test_bad_input_refused_clearly_nothing_stored(self) -> None:
+        """Events before login, malformed lists, unknown ids, huge texts and bad timestamps."""
+        await self.start()
+        stranger = await self.tab()
+        answer = await stranger.call("conversation", [ALICE, BOB])
+        self.assertEqual(answer, {"event": "conversation", "reason": "not logged in"})
+        answer = await stranger.call("login", "abc", "x")
+        self.assertIn("user id", answer["reason"])
+
+        alice, bob = await self.tab(ALICE), await self.tab(BOB)
+        for participants in (None, "6,7", [], [6, 7], [{"id": "x"}], [ALICE], [BOB, CAROL],
+                             [ALICE, ALICE], [{"id": i, "name": "x"} for i in range(1, 500)]):
+            answer = await alice.call("conversation", participants)
+            self.assertEqual(answer["event"], "conversation", participants)
+        self.assertEqual(alice.payloads("conversation-init"), [])
+        self.assertEqual(await self.rows("SELECT id FROM osc_conversation"), [])
+
+        conv = (await self.open(alice, ALICE, BOB))["id"]
+        for args in (("no-such-id", 6, "x"), (None, 6, "x"), (conv, 6, ""), (conv, 6, {"text": 1}),
+                     (conv, 6, "x" * (MAX_MESSAGE_BYTES + 1))):
+            answer = await alice.call("message", *args)
+            self.assertEqual(answer["event"], "message")
+        self.assertIn("longer than", answer["reason"])
+        for args in ((conv, "yesterday", False), (conv, -5, False), ("nope", None, False)):
+            answer = await alice.call("history", *args)
+            self.assertEqual(answer["event"], "history")
+        answer = await alice.call("addUser", conv, 7, "bob")
+        self.assertIn("already", answer["reason"])
+        answer = await alice.call("removeUser", conv, 6, "alice")
+        self.assertIn("group", answer["reason"])
+        await sleep(0.2)
+        self.assertEqual(await self.rows("SELECT id FROM osc_messages"), [])
+        self.assertEqual(len(await self.rows("SELECT id FROM osc_conversation")), 1)
+        self.assertEqual(bob.payloads("message"), [])
+
+        self.assertIsNone(await alice.call("message", conv, 6, "x" * MAX_MESSAGE_BYTES))
+        await bob.wait_for("message")
+
+
+class JavaScriptClientScenarioMixin(OscServerMixin):
+    """The npm socket.io-client (the browser's library) against the On-Screen Chat."""
+
+    async def test_socket_io_client_login_conversation_message(self) -> None:
+        """socket.io-client 4.8: login, open a conversation, send, receive its own message."""
+        node = shutil.which("node")
+        if node is None or not (JS_DIR / "node_modules" / "socket.io-client").is_dir():
+            raise SkipTest("node or socket.io-client (tests/js) missing")
+        await self.start()
+        bob = await self.tab(BOB)
+        script = """
+const { io } = require("socket.io-client");
+const socket = io(process.argv[1] + "/onscreen-im", { transports: ["polling", "websocket"] });
+const seen = [];
+const done = (code) => { console.log(JSON.stringify(seen)); socket.close(); process.exit(code); };
+setTimeout(() => done(2), 10000);
+socket.onAny((event, ...args) => {
+  seen.push([event, ...args]);
+  if (event === "login") socket.emit("conversation", [{id: 6, name: "alice"}, {id: "7", name: "bob"}]);
+  if (event === "conversation-init") socket.emit("message", args[0].id, 6, "from node");
+  if (event === "message") done(0);
+});
+socket.on("connect", () => socket.emit("login", 6, "alice"));
+"""
+        out, err, code = await utils.getProcessOutputAndValue(
+            node, ["-e", script, self.server.base_url], env=dict(os.environ), path=str(JS_DIR), reactor=reactor
+        )
+        self.assertEqual(code, 0, err)
+        seen = json.loads(out.decode().strip().splitlines()[-1])
+        names = [e[0] for e in seen]
+        self.assertEqual(names[0], "login")
+        self.assertEqual(seen[0][1], ALICE)
+        self.assertIn("conversation-init", names)
+        message = [e[1] for e in seen if e[0] == "message"][0]
+        self.assertEqual((message["userId"], message["message"]), (6, "from node"))
+        self.assertEqual(await bob.wait_for("message"), message)
+
+
+class ConversationMariaDBTests(ConversationScenarioMixin, unittest.TestCase):
+    database_kind = "mysql"
+
+
+class ConversationSQLiteTests(ConversationScenarioMixin, unittest.TestCase):
+    database_kind = "sqlite"
+
+
+class AcceptanceMariaDBTests(AcceptanceScenarioMixin, unittest.TestCase):
+    database_kind = "mysql"
+
+
+class AcceptanceSQLiteTests(AcceptanceScenarioMixin, unittest.TestCase):
+    database_kind = "sqlite"
+
+
+class RefusalMariaDBTests(RefusalScenarioMixin, unittest.TestCase):
+    database_kind = "mysql"
+
+
+class RefusalSQLiteTests(RefusalScenarioMixin, unittest.TestCase):
+    database_kind = "sqlite"
+
+
+class JavaScriptClientTests(JavaScriptClientScenarioMixin, unittest.TestCase):
+    database_kind = "mysql"
+
+
+class AcceptancePollTestsMixin:
+    """The 20-minute ``usr_pref`` poll, on a fake clock and a real database."""
+
+    database_kind = "sqlite"
+
+    async def _chat(self, clock: Clock) -> OnScreenChat:
+        self.database = make_database(self, self.database_kind)
+        store = create_store(self.database, reactor)
+        await store.open()
+        self.addCleanup(lambda: ensureDeferred(store.close()))
+        chat = OnScreenChat("onscreen", store, LocalBus(), clock)
+        self.addCleanup(lambda: ensureDeferred(chat.stop()))
+        return chat
+
+    async def test_poll_at_start_and_every_twenty_minutes_on_the_boundary(self) -> None:
+        """Read at start, then at :00/:20/:40 wall-clock time; a change shows at the next boundary."""
+        clock = Clock()
+        clock.advance(3 * 3600 + 5 * 60)  # 03:05
+        chat = await self._chat(clock)
+        await insert_rows_async(self.database, "usr_pref",
+                                [{"usr_id": 6, "keyword": "chat_osc_accept_msg", "value": "y"},
+                                 {"usr_id": 7, "keyword": "chat_osc_accept_msg", "value": "n"}])
+        await chat.start()
+        alice, bob = chat.registry.participant(6), chat.registry.participant(7)
+        self.assertEqual((alice.accepts_messages, bob.accepts_messages), (True, False))
+        calls = clock.getDelayedCalls()
+        self.assertEqual([c.getTime() for c in calls], [3 * 3600 + 20 * 60])
+
+        await insert_rows_async(self.database, "usr_pref",
+                                [{"usr_id": 8, "keyword": "chat_osc_accept_msg", "value": "y"}])
+        carol = chat.registry.participant(8)
+        self.assertFalse(carol.accepts_messages)
+        clock.advance(15 * 60 - 1)  # 03:19:59
+        await sleep(0.1)
+        self.assertFalse(carol.accepts_messages)
+        clock.advance(1)  # 03:20
+        await wait_until(lambda: carol.accepts_messages, what="poll applied")
+        await wait_until(lambda: clock.getDelayedCalls(), what="next poll scheduled")
+        self.assertEqual([c.getTime() for c in clock.getDelayedCalls()], [3 * 3600 + 40 * 60])
+        self.assertTrue(alice.accepts_messages)
+        self.assertFalse(bob.accepts_messages)
+
+    async def test_live_conversations_are_kept_from_the_purge(self) -> None:
+        """A conversation just opened, or with someone online, is in use; an idle old one is not."""
+        clock = Clock()
+        clock.advance(1_000_000)
+        chat = await self._chat(clock)
+        await chat.start()
+        chat.login("tab-a", 6, "alice")
+        await chat.open_conversation("tab-a", [ALICE, BOB])
+        new = next(iter(chat.registry.conversations))
+        self.assertEqual(chat.live_conversation_ids(), {new})
+        chat.disconnect("tab-a")
+        clock.advance(2 * 24 * 3600)
+        self.assertEqual(chat.live_conversation_ids(), set())
+        chat.login("tab-b", 7, "bob")
+        self.assertEqual(chat.live_conversation_ids(), {new})
+
+
+class AcceptancePollSQLiteTests(AcceptancePollTestsMixin, unittest.TestCase):
+    database_kind = "sqlite"
+
+
+class AcceptancePollMariaDBTests(AcceptancePollTestsMixin, unittest.TestCase):
+    database_kind = "mysql"
