@@ -49,6 +49,7 @@ from ilchat.bus import IBus, LocalBus
 from ilchat.config import ClientConfig, ServerConfig
 from ilchat.logs import LogService
 from ilchat.web.backend import BackendResource, RouteTable
+from ilchat.web.policy import NetworkPolicy, PolicyGuardResource
 from ilchat.web.site import WebRoot, make_site
 
 __all__ = [
@@ -64,7 +65,8 @@ __all__ = [
 
 #: Per-client components, started in this order (``"module:factory"``; factory(ClientContext)).
 CLIENT_COMPONENTS: List[str] = [
-    "ilchat.ilias.repository:component",
+    # The ILIAS repository chat, or its name-only variant for a client.cfg with "standalone".
+    "ilchat.standalone:component",
     "ilchat.ilias.osc:OnScreenChatComponent",
 ]
 
@@ -97,6 +99,7 @@ class ServerContext:
     socketio: Any
     web_root: WebRoot
     clients: Dict[str, "ClientContext"] = attrs.Factory(dict)
+    policy: Any = None
 
 
 @attrs.define(eq=False)
@@ -123,6 +126,7 @@ class ClientContext:
     routes: RouteTable
     web_root: WebRoot
     components: List[Any] = attrs.Factory(list)
+    policy: Any = None
 
     @property
     def name(self) -> str:
@@ -286,6 +290,7 @@ class IlchatService(service.MultiService):
         self._stores: List[Any] = []
         self._started_components: List[Any] = []
         self._socketio: Any = None
+        self.policy: Optional[NetworkPolicy] = None
         self._starting: Optional[defer.Deferred[None]] = None
         self._purge: Any = None
 
@@ -316,6 +321,9 @@ class IlchatService(service.MultiService):
 
         bus = LocalBus()
         self._socketio = self._socketio_factory(self.reactor, server_config)
+        # The network policy (server.cfg "network"): one per process, for every listener.
+        self.policy = NetworkPolicy.from_config(server_config.network, clock=self.reactor)
+        self.policy.install(self._socketio)
         web_root = WebRoot(server_config.sub_directory)
         web_root.put("backend", BackendResource(self.clients))
         web_root.put("socket.io", self._socketio.resource)
@@ -326,6 +334,7 @@ class IlchatService(service.MultiService):
             socketio=self._socketio,
             web_root=web_root,
             clients=self.clients,
+            policy=self.policy,
         )
         contexts = []
         for client_config, store in zip(self.client_configs, self._stores):
@@ -339,6 +348,7 @@ class IlchatService(service.MultiService):
                     socketio=self._socketio,
                     routes=RouteTable(),
                     web_root=web_root,
+                    policy=self.policy,
                 )
             )
         for ctx in contexts:
@@ -374,8 +384,9 @@ class IlchatService(service.MultiService):
                 ip=host,
                 family=family,
             )
-        self.site = _Site(web_root.root)
+        self.site = _Site(PolicyGuardResource(web_root.root, self.policy))
         self.site.displayTracebacks = False
+        self.site.noisy = False  # no "Starting factory" lines in the operator's log
         options = None
         if config.is_https:
             from ilchat.tls import TLSConfigError, certificate_options
