@@ -390,6 +390,7 @@ class OnScreenChat:
         self._clock = clock
         self._poll_call: Optional[IDelayedCall] = None
         self._running = False
+        self._unregister_purge: Optional[Callable[[], None]] = None
 
     # lifecycle ---------------------------------------------------------------------------------
 
@@ -404,12 +405,19 @@ class OnScreenChat:
             instance=self.instance,
             count=len(self.registry.conversations),
         )
+        # The daily purge must not delete what we still use, and must tell us what it deleted.
+        register = getattr(self._store, "register_live_conversations", None)
+        if register is not None:
+            self._unregister_purge = register(self.live_conversation_ids, self.forget_conversations)
         # ILIAS <= 10 runs the poll once at start-up and then at every :00/:20/:40.
         await self.poll_acceptance()
         self._schedule_poll()
 
     async def stop(self) -> None:
         self._running = False
+        if self._unregister_purge is not None:
+            self._unregister_purge()
+            self._unregister_purge = None
         if self._poll_call is not None and self._poll_call.active():
             self._poll_call.cancel()
         self._poll_call = None

@@ -681,6 +681,25 @@ class AcceptancePollTestsMixin:
         chat.login("tab-b", 7, "bob")
         self.assertEqual(chat.live_conversation_ids(), {new})
 
+    async def test_purge_keeps_live_conversations_and_forgets_deleted_ones(self) -> None:
+        """The daily purge keeps a conversation in use and drops the ones it deleted from memory."""
+        clock = Clock()
+        clock.advance(1_000_000)
+        chat = await self._chat(clock)
+        await chat.start()
+        chat.login("tab-a", 6, "alice")
+        await chat.open_conversation("tab-a", [ALICE, BOB])
+        idle = next(iter(chat.registry.conversations))
+        chat.disconnect("tab-a")
+        clock.advance(2 * 24 * 3600)
+        chat.login("tab-c", 8, "carol")
+        await chat.open_conversation("tab-c", [CAROL, BOB])
+        fresh = [c for c in chat.registry.conversations if c != idle][0]
+        await chat._store.purge_old_messages(int(time.time() * 1000))
+        self.assertEqual(set(chat.registry.conversations), {fresh})
+        rows = await fetch_rows_async(self.database, "SELECT id FROM osc_conversation")
+        self.assertEqual([r["id"] for r in rows], [fresh])
+
 
 class AcceptancePollSQLiteTests(AcceptancePollTestsMixin, unittest.TestCase):
     database_kind = "sqlite"
