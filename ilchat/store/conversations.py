@@ -25,7 +25,7 @@ timestamp}``; the caller adds the ``userId``/``conversationId`` copies the brows
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ilchat.store.database import Database, Transaction
 
@@ -66,13 +66,12 @@ class ConversationStore:
     async def insert_conversation(self, conversation_id: str, is_group: bool, participants_json: str) -> None:
         """Persist a new conversation (the Node server inserts it with ``"[]"`` participants)."""
 
-        def insert_conversation_txn(txn: Transaction) -> None:
-            txn.execute(
-                "INSERT INTO osc_conversation (id, is_group, participants) VALUES (?, ?, ?)",
-                (conversation_id, 1 if is_group else 0, participants_json),
-            )
+        def insert_conversation_txn(txn: Transaction, row: Tuple[str, int, str]) -> None:
+            txn.execute("INSERT INTO osc_conversation (id, is_group, participants) VALUES (?, ?, ?)", row)
 
-        await self.db.run_interaction_retrying("insert_conversation", insert_conversation_txn)
+        await self.db.run_interaction_retrying(
+            "insert_conversation", insert_conversation_txn, (conversation_id, 1 if is_group else 0, participants_json)
+        )
 
     async def update_conversation(self, conversation_id: str, participants_json: str, is_group: bool) -> None:
         """
@@ -84,23 +83,29 @@ class ConversationStore:
         """
         sql = self.db.engine.upsert("osc_conversation", ("id",), ("is_group", "participants"))
 
-        def update_conversation_txn(txn: Transaction) -> None:
-            txn.execute(sql, (conversation_id, 1 if is_group else 0, participants_json))
+        def update_conversation_txn(txn: Transaction, row: Tuple[str, int, str]) -> None:
+            txn.execute(sql, row)
 
-        await self.db.run_interaction_retrying("update_conversation", update_conversation_txn)
+        await self.db.run_interaction_retrying(
+            "update_conversation", update_conversation_txn, (conversation_id, 1 if is_group else 0, participants_json)
+        )
 
     async def add_osc_message(
         self, message_id: str, conversation_id: str, user_id: int, message: str, timestamp_ms: int
     ) -> None:
         """Store one conversation message; retried on transient errors so it is not lost."""
 
-        def add_osc_message_txn(txn: Transaction) -> None:
+        def add_osc_message_txn(txn: Transaction, row: Tuple[str, str, int, str, int]) -> None:
             txn.execute(
-                "INSERT INTO osc_messages (id, conversation_id, user_id, message, timestamp) VALUES (?, ?, ?, ?, ?)",
-                (message_id, conversation_id, int(user_id), message, int(timestamp_ms)),
+                "INSERT INTO osc_messages (id, conversation_id, user_id, message, timestamp) VALUES (?, ?, ?, ?, ?)", row
             )
 
-        await self.db.run_interaction_retrying("add_osc_message", add_osc_message_txn)
+        # The row goes in as an argument so that a write lost for good is logged with it.
+        await self.db.run_interaction_retrying(
+            "add_osc_message",
+            add_osc_message_txn,
+            (message_id, conversation_id, int(user_id), message, int(timestamp_ms)),
+        )
 
     async def get_latest_osc_message(self, conversation_id: str) -> Optional[Dict[str, Any]]:
         """The newest message of a conversation, or None."""

@@ -334,6 +334,7 @@ class Database:
         engine = self.engine
 
         def interaction(raw_txn: Any) -> T:
+            engine.ensure_connected(raw_txn)
             return func(Transaction(raw_txn, engine, desc), *args, **kwargs)
 
         interaction.__name__ = desc

@@ -88,6 +88,11 @@ class BaseEngine:
     def on_connect(self, connection: Any) -> None:
         """Per-connection set-up, run by adbapi for every new connection (in a pool thread)."""
 
+    def ensure_connected(self, raw_txn: Any) -> None:
+        """
+        Make sure an adbapi transaction's connection is alive before it is used (pool thread).
+        """
+
 
 def _placeholders(count: int) -> str:
     return ", ".join(["?"] * count)
@@ -101,7 +106,7 @@ class MySQLEngine(BaseEngine):
     commit_sequence = True
 
     # Server and client error numbers that mean "try again".
-    DEADLOCK_ERRORS = frozenset({1213, 1205})  # ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
+    DEADLOCK_ERRORS = frozenset({1213})  # ER_LOCK_DEADLOCK
     TRANSIENT_ERRORS = frozenset(
         {
             1040,  # ER_CON_COUNT_ERROR: too many connections
@@ -172,6 +177,17 @@ class MySQLEngine(BaseEngine):
             "connect_timeout": 10,
         }
         return (), kwargs
+
+    def ensure_connected(self, raw_txn: Any) -> None:
+        # MariaDB drops connections idle for longer than wait_timeout (8 hours by default), so
+        # after a quiet night every pooled connection is dead. adbapi only notices once a query
+        # has failed; a ping first lets the transaction run on a fresh connection instead, with
+        # nothing executed yet, so even a write is safe to run on it.
+        try:
+            raw_txn._connection._connection.ping()
+        except self.module.Error:
+            raw_txn.reconnect()
+            raw_txn.reopen()
 
     def on_connect(self, connection: Any) -> None:
         cursor = connection.cursor()

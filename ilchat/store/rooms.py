@@ -110,7 +110,7 @@ class RoomStore:
         if not rows:
             return []
 
-        def add_history_txn(txn: Transaction) -> List[int]:
+        def add_history_txn(txn: Transaction, rows: List[Tuple[int, str, int]]) -> List[int]:
             ids = txn.next_ids("chatroom_history", len(rows))
             txn.executemany(
                 "INSERT INTO chatroom_history (hist_id, room_id, message, timestamp) VALUES (?, ?, ?, ?)",
@@ -118,7 +118,8 @@ class RoomStore:
             )
             return ids
 
-        return await self.db.run_interaction_retrying("add_history", add_history_txn)
+        # The rows go in as an argument so that a write lost for good is logged with them.
+        return await self.db.run_interaction_retrying("add_history", add_history_txn, rows)
 
     async def get_history(self, room_id: int, limit: int) -> List[Dict[str, Any]]:
         """

@@ -6,7 +6,8 @@ under concurrency, parameter conversion and the write-retry policy.
 import os
 import sqlite3
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task, threads
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial import unittest
 
 from ilchat.store import MissingTableError, StoreClosedError, StoreError, create_store
@@ -214,7 +215,7 @@ class DatabaseSQLiteTests(DatabaseTestsMixin, unittest.TestCase):
 
 
 class RetryMariaDBTests(StoreTestMixin, unittest.TestCase):
-    """The write-retry policy, against a real lost connection."""
+    """Lost connections and the write-retry policy, against real MariaDB failures."""
 
     database_kind = "mysql"
     store_options = {"cp_min": 1, "cp_max": 1, "retry_delays": (0.05, 0.05, 0.05)}
@@ -226,27 +227,102 @@ class RetryMariaDBTests(StoreTestMixin, unittest.TestCase):
 
         return await self.store.db.run_interaction("connection_id", connection_id_txn)
 
-    async def test_history_write_survives_a_killed_connection(self) -> None:
-        """
-        When the server drops the pool's connection, add_history logs the error, reconnects
-        after the backoff, and stores the message: nothing is lost.
-        """
+    async def _kill_pool_connection(self) -> int:
         connection_id = await self._connection_id()
         admin = mariadb_admin_connection()
         try:
             admin.cursor().execute("KILL %s", (connection_id,))
         finally:
             admin.close()
-        hist_id = await self.store.add_history(1, '{"content":"still here"}', 5)
+        return connection_id
+
+    async def test_dropped_connection_is_replaced_before_use(self) -> None:
+        """
+        A connection the server dropped (as after wait_timeout overnight) is noticed before the
+        transaction runs and replaced, so the call succeeds the first time and nothing is logged
+        as an error.
+        """
+        killed = await self._kill_pool_connection()
+        with capturedLogs() as events:
+            self.assertEqual(await self.store.get_room_ids(), [])
+            hist_id = await self.store.add_history(1, '{"content":"still here"}', 5)
         self.assertEqual(hist_id, 1)
-        self.assertEqual([r["message"] for r in await self.store.get_history(1, 5)], ['{"content":"still here"}'])
-        self.assertNotEqual(await self._connection_id(), connection_id)
-        # adbapi logs its failed rollback on the dead connection; that is expected here.
-        self.flushLoggedErrors()
+        self.assertNotEqual(await self._connection_id(), killed)
+        self.assertEqual([e for e in events if e["log_level"] >= LogLevel.error], [])
+        self.assertEqual(len(fetch_rows(self.database, "SELECT * FROM chatroom_history")), 1)
+
+    async def test_history_write_is_retried_after_a_lock_wait_timeout(self) -> None:
+        """
+        When a write fails with a transient error (here: another session holds a lock longer
+        than innodb_lock_wait_timeout), it is logged at "error" and tried again after the
+        backoff until it is stored.
+        """
+
+        def set_timeout_txn(txn: Transaction) -> None:
+            txn.execute("SET SESSION innodb_lock_wait_timeout = 1")
+
+        await self.store.db.run_interaction("set_timeout", set_timeout_txn)
+
+        def lock_sequence() -> object:
+            admin = mariadb_admin_connection(self.database.name)
+            admin.autocommit(False)
+            admin.cursor().execute("INSERT INTO chatroom_history_seq (sequence) VALUES (1000)")
+            return admin
+
+        admin = await threads.deferToThread(lock_sequence)
+
+        def release() -> None:
+            admin.rollback()
+            admin.close()
+
+        release_call = reactor.callLater(1.6, threads.deferToThread, release)
+        self.addCleanup(lambda: release_call.active() and (release_call.cancel(), release()))
+        with capturedLogs() as events:
+            hist_id = await self.store.add_history(1, '{"content":"patience"}', 5)
+        self.assertGreater(hist_id, 1000)
+        self.assertEqual([r["message"] for r in await self.store.get_history(1, 5)], ['{"content":"patience"}'])
+        retries = [e for e in events if e["log_level"] == LogLevel.error and e.get("desc") == "add_history"]
+        self.assertGreaterEqual(len(retries), 1)
+        self.assertIn("1205", formatEvent(retries[0]))
 
     async def test_permanent_error_is_raised_not_retried(self) -> None:
-        """A constraint violation is not transient: the caller gets it at once."""
+        """A constraint violation is not transient: the caller gets it at once, logged critical."""
         await self.store.add_osc_message("m1", "c1", 6, "hi", 5)
-        with self.assertRaises(Exception) as caught:
-            await self.store.add_osc_message("m1", "c1", 6, "again", 6)
+        with capturedLogs() as events:
+            with self.assertRaises(Exception) as caught:
+                await self.store.add_osc_message("m1", "c1", 6, "again", 6)
         self.assertIn("Duplicate", str(caught.exception))
+        levels = [e["log_level"] for e in events if e.get("desc") == "add_osc_message"]
+        self.assertEqual(levels, [LogLevel.critical])
+        self.assertIn("again", formatEvent([e for e in events if e.get("desc") == "add_osc_message"][0]))
+
+    async def test_close_abandons_a_sleeping_retry_loudly(self) -> None:
+        """
+        A write waiting for its next attempt when the store closes fails with StoreClosedError,
+        after a critical log line holding the data, instead of hanging the shutdown.
+        """
+        self.store.db.retry_delays = (30.0,)
+
+        def set_timeout_txn(txn: Transaction) -> None:
+            txn.execute("SET SESSION innodb_lock_wait_timeout = 1")
+
+        await self.store.db.run_interaction("set_timeout", set_timeout_txn)
+
+        def lock_sequence() -> object:
+            admin = mariadb_admin_connection(self.database.name)
+            admin.autocommit(False)
+            admin.cursor().execute("INSERT INTO chatroom_history_seq (sequence) VALUES (1000)")
+            return admin
+
+        admin = await threads.deferToThread(lock_sequence)
+        self.addCleanup(lambda: threads.deferToThread(lambda: (admin.rollback(), admin.close())))
+        with capturedLogs() as events:
+            write = defer.ensureDeferred(self.store.add_history(1, '{"content":"bye"}', 5))
+            while not self.store.db._sleeping:
+                await task.deferLater(reactor, 0.05, lambda: None)
+            await self.store.close()
+            with self.assertRaises(StoreClosedError):
+                await write
+        critical = [formatEvent(e) for e in events if e["log_level"] == LogLevel.critical]
+        self.assertEqual(len(critical), 1)
+        self.assertIn("bye", critical[0])
