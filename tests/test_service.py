@@ -210,3 +210,18 @@ class ResolveAddressTests(TestCase):
         with self.assertRaises(StartupError) as caught:
             await resolve_address(reactor, "no-such-host.invalid", 80)
         self.assertIn("no-such-host.invalid", str(caught.exception))
+
+
+class NetworkPolicyWiringTests(TestCase):
+    async def test_allow_list_refuses_other_addresses_on_every_path(self) -> None:
+        """With a network allow-list that excludes loopback, even the Heartbeat is refused."""
+        server = await start_server(self, server={"network": {"allow": ["10.0.0.0/8"]}}, client_components=[])
+        response = await http_request(server.url("/backend/Heartbeat/onscreen"))
+        self.assertEqual(response.code, 403)
+        self.assertIsNotNone(server.context.policy)
+
+    async def test_allow_list_lets_listed_addresses_in(self) -> None:
+        """Loopback in the allow-list: served as usual."""
+        server = await start_server(self, server={"network": {"allow": ["127.0.0.0/8"]}}, client_components=[])
+        response = await http_request(server.url("/backend/Heartbeat/onscreen"))
+        self.assertEqual(response.json(), {"status": 200})
