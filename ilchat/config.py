@@ -270,7 +270,7 @@ class NetworkConfig:
     message_rate: float = 5.0
     message_burst: float = 10.0
     max_name_length: int = 32
-    max_message_length: int = 4000
+    max_message_length: int = 2000
 
 
 def _get_cidrs(reader: _Reader, key: str) -> Tuple[str, ...]:
@@ -297,7 +297,7 @@ def _parse_network(reader: _Reader) -> Optional[NetworkConfig]:
         message_rate=net.get_float("message_rate", 5.0, minimum=0),
         message_burst=net.get_float("message_burst", 10.0, minimum=1),
         max_name_length=net.get_int("max_name_length", 32, minimum=1, maximum=255),
-        max_message_length=net.get_int("max_message_length", 4000, minimum=1),
+        max_message_length=net.get_int("max_message_length", 2000, minimum=1, maximum=3000),
     )
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from typing import Iterable, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterable, Optional, Sequence, Tuple, Union
 
 from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
@@ -321,7 +321,7 @@ class NetworkPolicy:
         message_rate: float = 0.0,
         message_burst: float = 1.0,
         max_name_length: int = 32,
-        max_message_length: int = 4000,
+        max_message_length: int = 2000,
         clock=None,
     ) -> None:
         """
@@ -348,6 +348,7 @@ class NetworkPolicy:
         if clock is None:
             from twisted.internet import reactor as clock  # noqa: the global one, resolved once
         self._clock = clock
+        self._web_sessions: Optional[Callable[[str], int]] = None
 
     @classmethod
     def from_config(cls, network, clock=None) -> "NetworkPolicy":
@@ -414,7 +415,8 @@ class NetworkPolicy:
         """
         The ``connection_filter`` hook for Engine.IO (websocket upgrade and polling requests).
 
-        Checks the allow-list and the ``Origin`` header; returns ``(code, message)`` to refuse.
+        Checks the allow-list, the ``Origin`` header and, for a new session (no ``sid``), the
+        per-IP limit; returns ``(code, message)`` to refuse.
         """
         refusal = self.http_refusal(request)
         if refusal is not None:
@@ -427,7 +429,41 @@ class NetworkPolicy:
                 origin=origin[0],
             )
             return 403, "This origin is not allowed to connect to the chat server."
+        limit = self.connections.limit
+        if limit is not None and self._web_sessions is not None and b"sid" not in request.args:
+            address = self.client_address(request)
+            count = self._web_sessions(address)
+            if count >= limit:
+                self._log.warn(
+                    "Refused new web session from {address}: already {count} (limit {limit})",
+                    address=address,
+                    count=count,
+                    limit=limit,
+                )
+                return 429, f"Too many connections from your address (at most {limit})."
         return None
+
+    def install(self, socketio_server) -> None:
+        """
+        Make a ``SocketIOServer`` (or a bare ``EngineIOServer``) apply this policy.
+
+        Sets its ``address_resolver`` and ``connection_filter`` hooks and leaves the origin check
+        to :meth:`connection_filter` (Kiwi-style patterns, logged with the client address). The
+        per-IP limit for the web counts the live Engine.IO sessions of that address when a new
+        one is opened: sessions leave the server's table when they close, so nothing needs
+        releasing and nothing can leak. (That is a scan of the sessions per handshake, which is
+        cheap next to the handshake itself.)
+        """
+        engineio = getattr(socketio_server, "engineio", socketio_server)
+        engineio.resolve_address = self.client_address
+        engineio.connection_filter = self.connection_filter
+        engineio.origin_allowed = None
+        sessions = engineio.sessions
+
+        def web_sessions(address: str) -> int:
+            return sum(1 for session in list(sessions.values()) if session.address == address)
+
+        self._web_sessions = web_sessions
 
     def acquire_connection(self, address: str) -> bool:
         """

@@ -1,0 +1,332 @@
+# -*- test-case-name: tests.standalone.test_chat -*-
+"""
+The standalone chat: the repository chat of a ``client.cfg`` that has a ``standalone`` block.
+
+It is the ILIAS repository chat with the same domain (L{ilchat.chat.rooms.ChatRooms}), the same
+Socket.IO namespace ``/<name>``, the same events and the same bus delivery
+(L{ilchat.ilias.repository.RepositoryChat}); only what PHP would do is done here instead:
+
+* the rooms come from the config and are created in the client's (SQLite) store at start;
+* ``login(name[, token])`` takes a name only. A valid name is 1 to ``max_name_length`` characters
+  once trimmed, with no control or invisible formatting characters, and not in use by anyone
+  online in the web chat or on IRC (``ChatRooms.name_in_use``). The member gets a positive id of
+  its own (IRC users have negative ones) that stays the same for the connection, and is made a
+  member of every configured room (what PHP's ``Connect`` and ``EnterPrivateRoom`` do). The answer
+  is ``loggedIn({id, username, token, rooms})`` or ``loginFailed({error, message})``.
+* ``token`` lets a page that lost its connection take its name back while the member is still
+  in its disconnect grace (a network hiccup, a reload); without it the name stays taken for
+  those 15 seconds.
+* a newcomer to a room gets ``history({roomId, messages})``: the room's latest messages, oldest
+  first, with millisecond timestamps. They are kept in memory per room (loaded from
+  ``chatroom_history`` at start, then fed from the bus), so a join costs no query and no message
+  falls between the history and the live stream.
+* limits: messages longer than ``max_message_length`` and messages over the per-connection
+  throttle (token bucket, ``message_rate``/``message_burst``) are refused with
+  ``refused({error, message, ...})``, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import secrets
+import unicodedata
+from typing import Any, Deque, Dict, List, Optional, Sequence
+
+from twisted.logger import Logger
+
+from ilchat.chat.rooms import ChatError, dumps
+from ilchat.ilias.repository import RepositoryChat
+from ilchat.web.client import ChatPageResource, PageSettings, mount_chat_page
+from ilchat.web.policy import NetworkPolicy
+
+__all__ = ["StandaloneChat", "component", "validate_name"]
+
+# Unicode categories a name may not contain: controls, invisible formatting characters (zero-width
+# joiners, bidi overrides that make a name look like another), separators other than the space,
+# unassigned and private-use code points, surrogates.
+_FORBIDDEN_CATEGORIES = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+
+def validate_name(raw: Any, max_length: int) -> tuple[Optional[str], Optional[str]]:
+    """
+    Check a name picked on the login screen.
+
+    Returns:
+        ``(name, None)`` with the trimmed name, or ``(None, reason)`` with a sentence for the user.
+    """
+    if not isinstance(raw, str):
+        return None, "A name must be text."
+    name = unicodedata.normalize("NFC", raw).strip()
+    if not name:
+        return None, "Please enter a name."
+    if len(name) > max_length:
+        return None, f"A name has at most {max_length} characters."
+    for char in name:
+        if char.isspace() and char != " ":
+            return None, "A name cannot contain tabs or line breaks."
+        if unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
+            return None, "A name cannot contain control or invisible characters."
+    if "  " in name:
+        return None, "A name cannot contain several spaces in a row."
+    return name, None
+
+
+class StandaloneChat(RepositoryChat):
+    """
+    The standalone chat of one client config, as a service component.
+
+    Args:
+        client: the ``ilchat.service.ClientContext``; ``client.config.standalone`` is set.
+        policy: the process's L{NetworkPolicy}, for the limits; built from server.cfg when
+            absent.
+        grace: the disconnect grace in seconds.
+    """
+
+    _log = Logger()
+
+    def __init__(self, client: Any, policy: Optional[NetworkPolicy] = None, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        self.settings = client.config.standalone
+        if policy is None:
+            policy = NetworkPolicy.from_config(client.server_config.network, clock=client.reactor)
+        self.policy = policy
+        self.page: Optional[ChatPageResource] = None
+        self._next_id = 1
+        self._tokens: Dict[int, str] = {}
+        self._history: Dict[int, Deque[Dict[str, Any]]] = {}
+        self._unsubscribe_history: Optional[Any] = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Create the configured rooms, load their history, serve the namespace and the page."""
+        rooms = self.settings.rooms
+        added = await self.store.ensure_rooms(room.id for room in rooms)
+        for room in rooms:
+            # Before RepositoryChat.start preloads the store's rooms: add_room keeps the first title.
+            self.chat.add_room(room.id, room.title)
+            self._history[room.id] = collections.deque(maxlen=max(self.settings.history, 1))
+        if added:
+            self._log.info("{count} rooms created for {name}", count=added, name=self.name)
+        if self.settings.history:
+            for room in rooms:
+                for row in await self.store.get_history(room.id, self.settings.history):
+                    message = _stored_message(row)
+                    if message is not None:
+                        self._history[room.id].append(message)
+        await super().start()
+        # Subscribed after the adapter, so a message is remembered once it has been delivered.
+        self._unsubscribe_history = self.client.bus.subscribe(self.chat.topic, self._remember)
+        self.page = ChatPageResource(
+            PageSettings(
+                title=self.settings.title,
+                welcome=self.settings.welcome,
+                namespace="/" + self.name,
+                socketio_path=self.client.server_config.sub_directory + "/socket.io/",
+                rooms=[{"id": room.id, "title": room.title} for room in rooms],
+                max_name_length=self.policy.max_name_length,
+                max_message_length=self.max_message_length,
+            )
+        )
+        mount_chat_page(self.client.web_root, self.page)
+        self._log.info(
+            "Standalone chat {name} ready: {count} rooms, page at {path}/",
+            name=self.name,
+            count=len(rooms),
+            path=self.client.server_config.sub_directory,
+        )
+
+    async def stop(self) -> None:
+        if self._unsubscribe_history is not None:
+            self._unsubscribe_history()
+            self._unsubscribe_history = None
+        await super().stop()
+
+    @property
+    def max_message_length(self) -> int:
+        """The policy's limit, never above what ``chatroom_history`` can hold."""
+        return min(self.policy.max_message_length, 3000)
+
+    # -- history ----------------------------------------------------------------------------
+
+    def _remember(self, message: Dict[str, Any]) -> None:
+        """Keep the latest room-wide messages of each room (bus subscriber)."""
+        if message.get("op") != "emit" or "room" not in message:
+            return
+        history = self._history.get(message["room"])
+        if history is None:
+            return
+        event = message.get("event")
+        if event == "message":
+            history.append(message["payload"])
+        elif event == "clear":
+            history.clear()
+
+    # -- socket events ----------------------------------------------------------------------
+
+    def on_login(self, socket: Any, *args: Any) -> None:
+        """``login(name[, token])``: ``loggedIn`` or ``loginFailed`` (see the module docstring)."""
+        if socket.sid in self._sockets:
+            member = self.chat.member_for(socket.sid)
+            if member is not None and args and args[0] == member.name:
+                self._logged_in(socket, member)
+                return
+            self._login_failed(socket, "already_logged_in",
+                               "This connection is already logged in; leave the chat first.")
+            return
+        name, reason = validate_name(args[0] if args else None, self.policy.max_name_length)
+        if name is None:
+            self._login_failed(socket, "invalid_name", reason)
+            return
+        token = args[1] if len(args) > 1 and isinstance(args[1], str) else None
+        holder = self.chat.member_named(name)
+        if holder is not None and token and secrets.compare_digest(
+            self._tokens.get(holder.id, ""), token
+        ):
+            # The same person coming back (reconnect, reload): same id, same name.
+            member = self.chat.login(socket.sid, holder.id, holder.name or name)
+        elif self.chat.name_in_use(name):
+            self._login_failed(
+                socket, "name_taken",
+                f"The name \u201c{name}\u201d is already in use. Please pick another one.",
+            )
+            return
+        else:
+            user_id = self._next_id
+            self._next_id += 1
+            self.chat.connect(user_id)
+            for room in self.settings.rooms:
+                self.chat.add_room_member(room.id, user_id)
+            member = self.chat.login(socket.sid, user_id, name)
+            self._tokens[user_id] = secrets.token_urlsafe(18)
+            self._record_users(user_id, name)
+        if member is None:  # cannot happen: connected just above
+            self._login_failed(socket, "error", "The login failed; please try again.")
+            return
+        self._sockets[socket.sid] = socket
+        socket.data["user_id"] = member.id
+        socket.data["bucket"] = self.policy.message_bucket()
+        self._log.info("{name} ({id}) logged in to {ns} from {address}", name=member.name,
+                       id=member.id, ns=self.namespace.name, address=socket.address)
+        self._logged_in(socket, member)
+
+    def on_enterRoom(self, socket: Any, *args: Any) -> None:
+        """``enterRoom(roomId)``: the room's latest messages first, then the usual answers."""
+        if socket.sid in self._sockets and args:
+            try:
+                room_id = int(args[0])
+            except (TypeError, ValueError):
+                room_id = None
+            room = self.chat.get_room(room_id) if room_id is not None else None
+            history = self._history.get(room_id) if room_id is not None else None
+            if room is not None and history is not None and socket.sid not in room.connections:
+                socket.emit("history", {"roomId": room_id, "messages": list(history)})
+        super().on_enterRoom(socket, *args)
+
+    def on_message(self, socket: Any, *args: Any) -> None:
+        """``message({content, format}, roomId)``, after the length and rate limits."""
+        if socket.sid not in self._sockets:
+            self._refuse(socket, "not_logged_in", "Please pick a name first.")
+            return
+        data = args[0] if args else None
+        content = data.get("content") if isinstance(data, dict) else None
+        room_id = args[1] if len(args) > 1 else None
+        if not isinstance(content, str) or not content.strip():
+            self._refuse(socket, "empty_message", "A message cannot be empty.", room_id)
+            return
+        limit = self.max_message_length
+        if len(content) > limit:
+            self._refuse(socket, "message_too_long",
+                         f"The message is too long: at most {limit} characters.", room_id,
+                         max_length=limit)
+            return
+        bucket = socket.data.get("bucket")
+        if bucket is not None:
+            allowed, retry_after = bucket.consume()
+            if not allowed:
+                wait = max(1, round(retry_after + 0.49))
+                self._refuse(socket, "rate_limited",
+                             f"You are sending messages too fast; the last one was not sent. "
+                             f"Wait {wait} s.", room_id, retry_after=round(retry_after, 2))
+                return
+        try:
+            super().on_message(socket, *args)
+        except ChatError as e:  # pragma: no cover - the adapter already catches these
+            self._refuse(socket, e.code, str(e), room_id)
+
+    # -- persistence hooks ------------------------------------------------------------------
+
+    def _member_gone(self, user_id: int, room_ids: List[int]) -> Any:
+        self._tokens.pop(user_id, None)
+        return super()._member_gone(user_id, room_ids)
+
+    def _record_users(self, user_id: int, name: str) -> None:
+        """``chatroom_users`` rows as PHP writes them on ``Connect`` (moved to sessions later)."""
+        userdata = dumps({"login": name, "id": user_id})
+        now = int(self.reactor.seconds())
+
+        async def record() -> None:
+            for room in self.settings.rooms:
+                await self.store.add_chatroom_user(room.id, user_id, userdata, now)
+
+        from twisted.internet.defer import ensureDeferred
+
+        ensureDeferred(record()).addErrback(
+            lambda failure: self._log.failure(
+                "Could not record {name} in chatroom_users", failure, name=name
+            )
+        )
+
+    # -- answers ----------------------------------------------------------------------------
+
+    def _logged_in(self, socket: Any, member: Any) -> None:
+        socket.emit("loggedIn", {
+            "id": member.id,
+            "username": member.name,
+            "token": self._tokens.get(member.id),
+            "rooms": [{"id": room.id, "title": room.title} for room in self.settings.rooms],
+        })
+
+    def _login_failed(self, socket: Any, error: str, message: str) -> None:
+        self._log.info("Login on {ns} from {address} refused: {error}",
+                       ns=self.namespace.name if self.namespace else self.name,
+                       address=socket.address, error=error)
+        socket.emit("loginFailed", {"error": error, "message": message})
+
+    def _refuse(self, socket: Any, error: str, message: str, room_id: Any = None,
+                **extra: Any) -> None:
+        body = {"error": error, "message": message, "roomId": room_id}
+        body.update(extra)
+        socket.emit("refused", body)
+
+
+def _stored_message(row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """
+    A ``chatroom_history`` row as a live ``message`` payload (timestamp in ms), or None.
+
+    Private (target, not public) messages are left out: the history is for everyone in the room.
+    """
+    try:
+        message = json.loads(row["message"])
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(message, dict) or message.get("type") != "message":
+        return None
+    target = message.get("target")
+    if isinstance(target, dict) and not target.get("public"):
+        return None
+    timestamp = message.get("timestamp", row.get("timestamp"))
+    if isinstance(timestamp, (int, float)) and timestamp < 100_000_000_000:
+        message["timestamp"] = int(timestamp * 1000)
+    return message
+
+
+def component(client: Any) -> RepositoryChat:
+    """
+    The repository chat of a client config: the standalone variant when it has a ``standalone``
+    block, else the ILIAS one (the factory named in ``ilchat.service.CLIENT_COMPONENTS``).
+    """
+    if getattr(client.config, "standalone", None) is not None:
+        return StandaloneChat(client, policy=getattr(client, "policy", None))
+    return RepositoryChat(client)
