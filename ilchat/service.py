@@ -309,7 +309,12 @@ class IlchatService(service.MultiService):
         server_config = self.server_config
         for client_config in self.client_configs:
             store = self._store_factory(client_config.database, self.reactor)
-            await store.open()
+            try:
+                await store.open()
+            except BaseException:
+                # Do not leave a half-made pool (and its threads) behind a failed start.
+                await self._best_effort("close the store", store.close)
+                raise
             self._stores.append(store)
             self._log.info("Database for {name} connected!", name=client_config.name)
             moved = await store.move_all_users_to_sessions(int(self.reactor.seconds()))
