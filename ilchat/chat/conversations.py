@@ -48,6 +48,8 @@ MAX_MESSAGE_BYTES = 64 * 1024
 MAX_PARTICIPANTS = 100
 #: Longest participant name accepted from a browser.
 MAX_NAME_LENGTH = 255
+#: ``osc_conversation.participants`` is ILIAS's ``text 4000``: a longer list cannot be stored whole.
+MAX_PARTICIPANTS_JSON = 4000
 #: ``usr_pref`` is polled at every 20-minute wall-clock boundary (:00, :20, :40), as ILIAS does.
 ACCEPTANCE_POLL_INTERVAL = 20 * 60
 #: A conversation touched within this time counts as in use for the daily purge even when nobody
@@ -364,6 +366,19 @@ def _parse_participants(value: Any) -> List[Dict[str, Any]]:
     return result
 
 
+def _check_fits(participants: Sequence[Any]) -> None:
+    """
+    Refuse a participant list that ``osc_conversation.participants`` could not hold.
+
+    MySQL would reject (or, outside strict mode, cut) a longer JSON text, leaving a conversation
+    that cannot be stored or that comes back broken after a restart.
+    """
+    items = [p.as_json() if isinstance(p, Participant) else {"id": p["id"], "name": p["name"]} for p in participants]
+    text = json.dumps(items, separators=(",", ":"), ensure_ascii=False)
+    if len(text) > MAX_PARTICIPANTS_JSON:
+        raise Refused(f"the participant list is too long to store ({MAX_PARTICIPANTS_JSON} characters at most)")
+
+
 class OnScreenChat:
     """
     The On-Screen Chat of one ILIAS client: state, rules, persistence and fan-out.
@@ -619,6 +634,8 @@ class OnScreenChat:
             raise Refused("a conversation needs at least one other participant")
         conversation = self.registry.find_exact(ids)
         if conversation is None:
+            # Known participants keep their names, so measure what would really be stored.
+            _check_fits([self.registry.participants.get(p["id"]) or p for p in wanted])
             conversation = Conversation(str(uuid.uuid4()), is_group=len(ids) > 2)
             conversation.latest_loaded = True  # brand new: no messages yet
             for item in wanted:
@@ -654,6 +671,7 @@ class OnScreenChat:
             raise Refused("already a participant of this conversation")
         if len(conversation.participants) >= MAX_PARTICIPANTS:
             raise Refused(f"more than {MAX_PARTICIPANTS} participants")
+        _check_fits(conversation.participants + [self.registry.participants.get(new_id) or {"id": new_id, "name": new_name}])
         newcomer = self.registry.participant(new_id, new_name)
         if conversation.is_group:
             async with conversation.lock:

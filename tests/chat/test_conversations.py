@@ -9,6 +9,7 @@ from ilchat.chat.conversations import (
     Conversation,
     ConversationRegistry,
     Refused,
+    _check_fits,
     _parse_participants,
     parse_user_id,
 )
@@ -151,6 +152,15 @@ class InputTests(SynchronousTestCase):
     def test_too_many_participants_refused(self) -> None:
         """A list longer than the limit is refused as a whole."""
         self.assertRaises(Refused, _parse_participants, [{"id": i, "name": "x"} for i in range(1, 200)])
+
+
+class StorableTests(SynchronousTestCase):
+    """Participant lists must fit ILIAS's ``osc_conversation.participants`` (text 4000)."""
+
+    def test_list_longer_than_the_column_refused(self) -> None:
+        """Thirty participants with 200-character names do not fit; a normal list does."""
+        _check_fits([{"id": i, "name": "n" * 20} for i in range(1, 30)])
+        self.assertRaises(Refused, _check_fits, [{"id": i, "name": "n" * 200} for i in range(1, 30)])
 
 
 class JsonTests(SynchronousTestCase):
