@@ -19,7 +19,6 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set,
 
 from twisted.enterprise import adbapi
 from twisted.internet import defer, threads
-from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ilchat.store.engines import BaseEngine, engine_for, rows_as_dicts, split_sql_script
