@@ -86,6 +86,11 @@ class OnScreenChatComponent:
     # lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if getattr(self.client.config, "standalone", None) is not None:
+            # The standalone chat has no ILIAS users: an On-Screen Chat namespace there would only
+            # be an unauthenticated side channel around the standalone chat's own policy.
+            self._log.info("{name}: standalone client, no On-Screen Chat", name=self.name)
+            return
         await self.chat.start()
         self._unsubscribe = self.client.bus.subscribe(self.chat.topic, self._deliver)
         ns = self._namespace = self.client.socketio.namespace(self.namespace_name)
@@ -109,6 +114,8 @@ class OnScreenChatComponent:
         _register_route(self.client.routes, "UserConfigChange", self.user_config_change)
 
     async def stop(self) -> None:
+        if self._namespace is None:
+            return
         if "UserConfigChange" in self.client.routes:
             self.client.routes.unregister("UserConfigChange")
         if self._unsubscribe is not None:

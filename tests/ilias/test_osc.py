@@ -403,6 +403,23 @@ class ConversationScenarioMixin(OscServerMixin):
         await tab2.close()
         await wait_until(lambda: not alice.online, what="offline")
 
+    async def test_default_service_serves_the_osc_beside_the_repository_chat(self) -> None:
+        """With the component list ``twistd ilchat`` uses, ``/<name>-im`` works and ``/<name>`` exists."""
+        database = make_database(self, self.database_kind)
+        await insert_rows_async(database, "usr_pref",
+                                [{"usr_id": u, "keyword": "chat_osc_accept_msg", "value": "y"} for u in (6, 7)])
+        self.database = database
+        self.server = await start_server(self, database=database)
+        self.tabs = []
+        self.addCleanup(self._close_tabs)
+        alice, bob = await self.tab(ALICE), await self.tab(BOB)
+        conv = (await self.open(alice, ALICE, BOB))["id"]
+        await alice.emit("message", conv, 6, "default wiring")
+        await bob.wait_for("message", _is_message("default wiring"))
+        repository = Tab(self.server, "/onscreen")
+        self.tabs.append(repository)
+        await repository.connect()  # an unknown namespace would be refused with CONNECT_ERROR
+
     async def test_restart_keeps_conversations_messages_and_read_markers(self) -> None:
         """After a restart the same conversation, latest message, history and closed state come back."""
         await self.start()
