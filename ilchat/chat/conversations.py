@@ -20,6 +20,7 @@ Where the Node server has quirks (spec §7.3), this module fixes them:
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set
 
@@ -366,6 +367,14 @@ def _parse_participants(value: Any) -> List[Dict[str, Any]]:
     return result
 
 
+def _utc_offset(timestamp: float) -> int:
+    """Seconds east of UTC of the local time zone at C{timestamp}."""
+    try:
+        return time.localtime(timestamp).tm_gmtoff or 0
+    except (OverflowError, OSError, ValueError):
+        return 0
+
+
 def _check_fits(participants: Sequence[Any]) -> None:
     """
     Refuse a participant list that ``osc_conversation.participants`` could not hold.
@@ -476,7 +485,10 @@ class OnScreenChat:
         if not self._running:
             return
         now = self._clock.seconds()
-        delay = ACCEPTANCE_POLL_INTERVAL - (now % ACCEPTANCE_POLL_INTERVAL)
+        # ILIAS's cron "*/20 * * * *" runs on local time; in a zone such as +05:30 the local
+        # :00/:20/:40 are not UTC's, so measure from local midnight.
+        local = now + _utc_offset(now)
+        delay = ACCEPTANCE_POLL_INTERVAL - (local % ACCEPTANCE_POLL_INTERVAL)
         self._poll_call = self._clock.callLater(delay, self._run_poll)
 
     def _run_poll(self) -> None:

@@ -3,9 +3,16 @@ Tests for L{ilchat.chat.conversations}: the On-Screen Chat rules that need neith
 database (matching, presence, acceptance, input checks).
 """
 
+import os
+import time
+
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from ilchat.bus import LocalBus
+
 from ilchat.chat.conversations import (
+    OnScreenChat,
     Conversation,
     ConversationRegistry,
     Refused,
@@ -180,3 +187,48 @@ class JsonTests(SynchronousTestCase):
                 "isGroup": False,
             },
         )
+
+
+def use_time_zone(test_case: SynchronousTestCase, zone: str) -> None:
+    """Switch the process's local time zone for one test."""
+    old = os.environ.get("TZ")
+
+    def restore() -> None:
+        if old is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = old
+        time.tzset()
+
+    test_case.addCleanup(restore)
+    os.environ["TZ"] = zone
+    time.tzset()
+
+
+class PollScheduleTests(SynchronousTestCase):
+    """The ``usr_pref`` poll runs at local :00/:20/:40, like ILIAS's cron ``*/20``."""
+
+    def _next_poll_at(self, now: float) -> float:
+        clock = Clock()
+        clock.advance(now)
+        chat = OnScreenChat("onscreen", None, LocalBus(), clock)
+        chat._running = True
+        chat._schedule_poll()
+        [call] = clock.getDelayedCalls()
+        call.cancel()
+        return call.getTime()
+
+    def test_next_boundary_in_utc(self) -> None:
+        """At 03:05 UTC in a UTC zone the next poll is at 03:20."""
+        use_time_zone(self, "UTC")
+        self.assertEqual(self._next_poll_at(3 * 3600 + 5 * 60), 3 * 3600 + 20 * 60)
+
+    def test_exactly_on_a_boundary_waits_a_full_period(self) -> None:
+        """A poll that just ran at 03:20 schedules the next one at 03:40, not at once."""
+        use_time_zone(self, "UTC")
+        self.assertEqual(self._next_poll_at(3 * 3600 + 20 * 60), 3 * 3600 + 40 * 60)
+
+    def test_boundary_in_local_time_with_half_hour_offset(self) -> None:
+        """In India (+05:30) 03:05 UTC is 08:35 local: the next poll is 08:40 local, 03:10 UTC."""
+        use_time_zone(self, "Asia/Kolkata")
+        self.assertEqual(self._next_poll_at(3 * 3600 + 5 * 60), 3 * 3600 + 10 * 60)

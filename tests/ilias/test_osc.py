@@ -26,6 +26,7 @@ from ilchat.bus import LocalBus
 from ilchat.chat.conversations import MAX_MESSAGE_BYTES, OnScreenChat
 from ilchat.ilias.osc import OnScreenChatComponent
 from ilchat.store import create_store
+from tests.chat.test_conversations import use_time_zone
 from tests.support.db import fetch_rows_async, insert_rows_async, make_database
 from tests.support.http import http_request
 from tests.support.server import RunningServer, start_server
@@ -656,6 +657,7 @@ class AcceptancePollTestsMixin:
 
     async def test_poll_at_start_and_every_twenty_minutes_on_the_boundary(self) -> None:
         """Read at start, then at :00/:20/:40 wall-clock time; a change shows at the next boundary."""
+        use_time_zone(self, "UTC")
         clock = Clock()
         clock.advance(3 * 3600 + 5 * 60)  # 03:05
         chat = await self._chat(clock)
