@@ -190,6 +190,11 @@ class IrcNetwork:
         self._next_open_id = -1
         #: Called with (user) when a local user is fully registered.
         self.on_register: List[Callable[[Any], None]] = []
+        #: Called with (user) when a registered user has left the network (after its QUIT).
+        self.on_quit: List[Callable[[Any], None]] = []
+        #: Objects with C{resolve(name) -> Channel | None} and C{refresh()}: the bridges, which
+        #: create the channel of a room on demand (rooms appear while the server runs).
+        self.resolvers: List[Any] = []
 
     # -- ids -------------------------------------------------------------------------------------
 
@@ -263,7 +268,22 @@ class IrcNetwork:
     # -- channels --------------------------------------------------------------------------------
 
     def find_channel(self, name: str) -> Optional[Channel]:
-        return self.channels.get(irc_lower(name))
+        channel = self.channels.get(irc_lower(name))
+        if channel is None:
+            for resolver in self.resolvers:
+                channel = resolver.resolve(name)
+                if channel is not None:
+                    break
+        return channel
+
+    def reserved(self, name: str) -> bool:
+        """Whether C{name} is a bridged room's channel name (so no local channel may take it)."""
+        return any(resolver.reserves(name) for resolver in self.resolvers)
+
+    def refresh(self) -> None:
+        """Let the bridges add channels for rooms created since (before a LIST)."""
+        for resolver in self.resolvers:
+            resolver.refresh()
 
     def add_channel(self, name: str, link: Optional[ChannelLink] = None, topic: str = "") -> Channel:
         """Create (or return) a channel; the bridge calls this for every exposed room."""
@@ -331,3 +351,8 @@ class IrcNetwork:
             self.remove_channel_if_empty(channel)
         user.channels.clear()
         self.release_nick(user)
+        for hook in list(self.on_quit):
+            try:
+                hook(user)
+            except Exception:
+                self._log.failure("on_quit hook {hook!r} failed", hook=hook)

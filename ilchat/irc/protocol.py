@@ -92,6 +92,8 @@ class IRCServerProtocol(LineOnlyReceiver):
         self.user_id: Optional[int] = None
         self.account: Optional[str] = None
         self.account_client: Optional[str] = None
+        #: The chat connection id the bridge uses for this user (see ilchat.irc.bridge).
+        self.chat_connection: Optional[str] = None
         self.channels: Set[Channel] = set()
         self.caps: Set[str] = set()
         self.registered = False
@@ -724,7 +726,7 @@ class IRCServerProtocol(LineOnlyReceiver):
         channel = self.network.find_channel(name)
         modes: Tuple[str, ...] = ()
         if channel is None:
-            if not self.config.local_channels:
+            if not self.config.local_channels or self.network.reserved(name):
                 self.reply("403", name, "No such channel")
                 return
             channel = self.network.add_channel(name)
@@ -821,6 +823,7 @@ class IRCServerProtocol(LineOnlyReceiver):
         wanted = None
         if message.params and message.params[0]:
             wanted = {irc_lower(name) for name in message.params[0].split(",")}
+        self.network.refresh()
         self.reply("321", "Channel", "Users  Name")
         for key, channel in sorted(self.network.channels.items()):
             if wanted is None or key in wanted:
@@ -1047,7 +1050,10 @@ class IRCServerProtocol(LineOnlyReceiver):
             if user.local:
                 user.deliver(outgoing, client_tags)
             elif user.link is not None:
-                user.link.send_private(self, user, command, text)
+                if not user.link.send_private(self, user, command, text):
+                    if errors:
+                        self.reply("401", user.nick, "No chat room in common: join one of their rooms first")
+                    continue
             if errors and user.away:
                 self.reply("301", user.nick, user.away)
             if "echo-message" in self.caps:

@@ -78,8 +78,12 @@ class RawClient(protocol.Protocol):
         self.transport.write(data)
 
     def wait_for(self, command: str, predicate: Optional[Callable[[Message], bool]] = None) -> "defer.Deferred[Message]":
-        """Fire with the next message (after the last one waited for) with that command."""
-        check = lambda m: m.command == command and (predicate is None or predicate(m))  # noqa: E731
+        """
+        Fire with the next message (after the last one waited for) with that command
+        (or one of ``"A|B"``).
+        """
+        commands = command.split("|")
+        check = lambda m: m.command in commands and (predicate is None or predicate(m))  # noqa: E731
         d: defer.Deferred = defer.Deferred()
         self._waiters.append((check, d))
         self._check()
@@ -98,7 +102,7 @@ class RawClient(protocol.Protocol):
             self.send("CAP END")
         self.send(f"NICK {nick}")
         self.send(f"USER {user} 0 * :Real {nick}")
-        return await self.wait_for("376")
+        return await self.wait_for("376|422")
 
 
 @attr.s(auto_attribs=True)

@@ -1,0 +1,475 @@
+# -*- test-case-name: tests.irc.test_bridge -*-
+"""
+The bridge between IRC channels and repository chat rooms.
+
+Each exposed room of a client is the channel ``#<client name>-<roomId>`` with the room title as
+its topic. An IRC user who joins becomes a member of the room through the very calls a browser
+makes (``connect``, ``add_room_member``, ``login``, ``enter_room``) with the connection id
+``"irc:<n>"``, so browsers see them in the userlist. What they say goes through
+L{ChatRooms.post_message}: browsers get an ILIAS ``message`` and it is stored in
+``chatroom_history`` like any other, and IRC members get it back from the bus like everyone else.
+
+The other way, the bridge subscribes to the client's bus topic and turns what the domain publishes
+into IRC: room ``message`` events into PRIVMSG from the browser user, ``userlist`` snapshots into
+JOIN/PART of browser users (who get valid, unique nicks derived from their ILIAS login),
+``user_kicked``/``disconnected`` notices into KICK/PART, ``clear`` into a NOTICE, and a kick or
+ban of an IRC user's connection into a KICK. Typing events are not sent to IRC.
+
+User ids: in ``ilias`` auth mode an IRC user has their ILIAS usr_id. In ``open`` mode the network
+allocates negative ids (-1, -2, ...), which no ILIAS usr_id can be (they are positive).
+"""
+
+import re
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from ilchat.chat.rooms import ChatError, ChatRooms, ContentTooLong, Room
+from ilchat.irc.message import Message
+from ilchat.irc.network import Channel, ChannelLink, IrcNetwork, RemoteUser, irc_lower
+
+__all__ = ["RoomBridge", "channel_name"]
+
+_FORMATTING = re.compile(r"\x03(\d{1,2}(,\d{1,2})?)?|[\x02\x0f\x11\x16\x1d\x1e\x1f]")
+_CHANNEL_BAD = re.compile(r"[\s,\x07:]")
+_HOST_BAD = re.compile(r"[^A-Za-z0-9.-]")
+
+KICK_REASON = "Kicked from the chat room"
+BAN_REASON = "Banned from the chat room"
+
+
+def channel_name(instance: str, room_id: int) -> str:
+    """``#<client name>-<roomId>``, with characters IRC forbids in channel names replaced."""
+    return f"#{_CHANNEL_BAD.sub('_', instance)}-{room_id}"
+
+
+def irc_to_chat_text(text: str) -> Optional[str]:
+    """
+    Text of an IRC message as browsers should see it: formatting codes removed, ``/me`` actions
+    as ``* text``; None for other CTCP requests (VERSION, PING...), which are not chat.
+    """
+    if text.startswith("\x01"):
+        body = text.strip("\x01")
+        if body.upper().startswith("ACTION "):
+            return "* " + _FORMATTING.sub("", body[7:])
+        return None
+    cleaned = _FORMATTING.sub("", text)
+    return cleaned if cleaned.strip() else None
+
+
+class RoomLink(ChannelLink):
+    """The link of one bridged channel to its room."""
+
+    topic_settable = False
+
+    def __init__(self, bridge: "RoomBridge", room_id: int) -> None:
+        self.bridge = bridge
+        self.room_id = room_id
+
+    def check_join(self, user: Any) -> "defer.Deferred[Optional[Tuple[str, str]]]":
+        return defer.ensureDeferred(self.bridge.check_join(user, self.room_id))
+
+    def joined(self, user: Any) -> None:
+        self.bridge.irc_joined(user, self.room_id)
+
+    def parted(self, user: Any, reason: str) -> None:
+        self.bridge.irc_parted(user, self.room_id)
+
+    def send(self, user: Any, command: str, text: str, tags: Dict[str, str]) -> bool:
+        self.bridge.irc_message(user, self.room_id, text)
+        return True
+
+    def kick(self, by: Any, target: Any, reason: str) -> bool:
+        # Kicks and bans of a repository chat are moderator actions in ILIAS.
+        return False
+
+
+class RoomBridge:
+    """
+    Bridges the rooms of one client (one ``ChatRooms`` instance) to the IRC network.
+
+    Args:
+        network: the process's IRC network.
+        chat: the client's room domain.
+        store: the client's store (``is_banned``).
+        exposed: the room ids to expose, or None for all rooms.
+        auth_mode: ``"ilias"`` or ``"open"``.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        network: IrcNetwork,
+        chat: ChatRooms,
+        store: Any,
+        exposed: Optional[Iterable[int]] = None,
+        auth_mode: str = "open",
+        bus: Any = None,
+    ) -> None:
+        self.network = network
+        self.chat = chat
+        self.store = store
+        self.bus = bus
+        self.instance = chat.instance
+        self.exposed: Optional[Set[int]] = None if exposed is None else set(exposed)
+        self.auth_mode = auth_mode
+        self.channels: Dict[int, Channel] = {}
+        #: connection id -> local IRC user, for every IRC user logged in to this client's chat.
+        self.conns: Dict[str, Any] = {}
+        self.remotes: Dict[int, RemoteUser] = {}
+        self._prefix = irc_lower(channel_name(self.instance, 0)[:-1])
+        self._host = (_HOST_BAD.sub("-", self.instance) or "client") + ".ilias"
+        self._origin: Optional[str] = None
+        self._kicked: Dict[str, str] = {}
+        self._suppress_part: Set[Any] = set()
+        self._unsubscribe: Any = None
+        self._counter = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self, bus: Any) -> None:
+        """Subscribe to the client's room topic and create channels for the rooms known now."""
+        self.bus = bus
+        self._unsubscribe = bus.subscribe(self.chat.topic, self._deliver)
+        self.network.resolvers.append(self)
+        self.network.on_quit.append(self._irc_user_gone)
+        if hasattr(self.chat, "name_checks"):
+            self.chat.name_checks.append(self._irc_name_in_use)
+        self.refresh()
+
+    def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self in self.network.resolvers:
+            self.network.resolvers.remove(self)
+        if self._irc_user_gone in self.network.on_quit:
+            self.network.on_quit.remove(self._irc_user_gone)
+        if hasattr(self.chat, "name_checks") and self._irc_name_in_use in self.chat.name_checks:
+            self.chat.name_checks.remove(self._irc_name_in_use)
+
+    def _irc_name_in_use(self, name: str) -> bool:
+        """Browser users of the standalone chat may not take a name an IRC user has as nick."""
+        user = self.network.find_user(name)
+        return user is not None and user.local
+
+    # -- channels --------------------------------------------------------------------------------
+
+    def is_exposed(self, room_id: int) -> bool:
+        return self.exposed is None or room_id in self.exposed
+
+    def refresh(self) -> None:
+        """Make sure every exposed room has its channel (rooms created since, e.g. by PHP)."""
+        for room in self.chat.rooms():
+            if self.is_exposed(room.id):
+                self._ensure_channel(room)
+
+    def reserves(self, name: str) -> bool:
+        """Names of the form ``#<client>-<digits>`` belong to the bridge, room or not."""
+        folded = irc_lower(name)
+        return folded.startswith(self._prefix) and folded[len(self._prefix) :].isdigit()
+
+    def resolve(self, name: str) -> Optional[Channel]:
+        """The channel for C{name} if it names an exposed room of this client."""
+        folded = irc_lower(name)
+        if not folded.startswith(self._prefix):
+            return None
+        rest = folded[len(self._prefix) :]
+        if not rest.isdigit():
+            return None
+        room = self.chat.get_room(int(rest))
+        if room is None or not self.is_exposed(room.id):
+            return None
+        return self._ensure_channel(room)
+
+    def _ensure_channel(self, room: Room) -> Channel:
+        channel = self.channels.get(room.id)
+        if channel is not None:
+            return channel
+        channel = self.network.add_channel(
+            channel_name(self.instance, room.id), RoomLink(self, room.id), topic=room.title
+        )
+        self.channels[room.id] = channel
+        # Browser users already present appear without JOIN lines: nobody on IRC is there yet.
+        for user_id in sorted(room.joined):
+            member = self.chat.get_member(user_id)
+            if member is not None and not self._is_irc_id(user_id):
+                remote = self._remote_for(user_id, member.name)
+                channel.members[remote] = set()
+                remote.channels.add(channel)
+        return channel
+
+    def _is_irc_id(self, user_id: int) -> bool:
+        return any(user.user_id == user_id for user in self.conns.values())
+
+    def _remote_for(self, user_id: int, name: Optional[str]) -> RemoteUser:
+        remote = self.remotes.get(user_id)
+        if remote is None:
+            display = name or f"user{user_id}"
+            nick = self.network.unique_nick(display)
+            remote = RemoteUser(nick, "ilias", self._host, display, user_id, (self.instance, user_id))
+            remote.link = self
+            self.network.claim_nick(remote, nick)
+            self.remotes[user_id] = remote
+        return remote
+
+    def _drop_remote_if_unused(self, remote: RemoteUser) -> None:
+        if not remote.channels:
+            self.remotes.pop(remote.user_id, None)
+            self.network.release_nick(remote)
+
+    def _conn_of(self, user: Any) -> str:
+        conn = getattr(user, "chat_connection", None)
+        if conn is None:
+            self._counter += 1
+            conn = f"irc:{self.instance}:{self._counter}:{id(user)}"
+            user.chat_connection = conn
+        return conn
+
+    # -- IRC -> chat -----------------------------------------------------------------------------
+
+    async def check_join(self, user: Any, room_id: int) -> Optional[Tuple[str, str]]:
+        """Refuse users of another ILIAS client, banned users (474) and gone rooms."""
+        if self.chat.get_room(room_id) is None:
+            return ("403", "No such channel")
+        if self.auth_mode == "ilias":
+            if user.account_client != self.instance:
+                return ("477", f"Your account is not an account of the ILIAS client {self.instance}")
+            try:
+                banned = await self.store.is_banned(room_id, user.user_id)
+            except Exception:
+                self._log.failure("Cannot check the ban of {user} in room {room}",
+                                  user=user.user_id, room=room_id)
+                return ("474", "Cannot join channel (the ban list cannot be read now)")
+            if banned:
+                return ("474", "Cannot join channel (+b) - you are banned from this chat room")
+        return None
+
+    def irc_joined(self, user: Any, room_id: int) -> None:
+        """Enter the room as a browser would; browsers see the IRC user in the userlist."""
+        conn = self._conn_of(user)
+        self.conns[conn] = user
+        try:
+            self.chat.connect(user.user_id)
+            self.chat.add_room_member(room_id, user.user_id)
+            self.chat.login(conn, user.user_id, user.display_name)
+            self.chat.enter_room(conn, room_id)
+        except ChatError as e:
+            self._log.warn("IRC user {nick} cannot enter room {room}: {error}",
+                           nick=user.nick, room=room_id, error=str(e))
+
+    def irc_parted(self, user: Any, room_id: int) -> None:
+        """Leave the room, unless the same member is still there through another connection."""
+        if user in self._suppress_part:
+            return
+        conn = self._conn_of(user)
+        member = self.chat.member_for(conn)
+        room = self.chat.get_room(room_id)
+        if member is None or room is None:
+            return
+        others = (member.connections - {conn}) & room.connections
+        if others:
+            room.connections.discard(conn)
+            return
+        try:
+            self.chat.leave_room(room_id, member.id)
+        except ChatError:
+            pass
+
+    def _irc_user_gone(self, user: Any) -> None:
+        conn = getattr(user, "chat_connection", None)
+        if conn is not None and self.conns.pop(conn, None) is not None:
+            self.chat.connection_lost(conn)
+
+    def irc_message(self, user: Any, room_id: int, text: str) -> None:
+        """An IRC user's channel message becomes a room message (delivered, then stored)."""
+        content = irc_to_chat_text(text)
+        if content is None:
+            return
+        self._post(user, room_id, content, None)
+
+    def send_private(self, user: Any, target: RemoteUser, command: str, text: str) -> bool:
+        """
+        A private message to a browser user is an ILIAS whisper (a non-public target) in a room
+        both are in; False when there is none.
+        """
+        content = irc_to_chat_text(text)
+        if content is None:
+            return True
+        shared = [rid for rid, channel in self.channels.items()
+                  if user in channel.members and target in channel.members]
+        if not shared:
+            return False
+        target_info = {"id": target.user_id, "username": target.realname, "public": 0}
+        self._post(user, shared[0], content, target_info)
+        return True
+
+    def _post(self, user: Any, room_id: int, content: str, target: Optional[Dict[str, Any]]) -> None:
+        conn = self._conn_of(user)
+        self._origin = conn
+        try:
+            self.chat.post_message(conn, room_id, content, {}, target=target)
+        except ContentTooLong:
+            user.deliver(Message("NOTICE", (user.nick, "Message too long for the chat room; not sent."),
+                                 prefix=self.network.config.server_name))
+        except ChatError as e:
+            self._log.warn("Message of IRC user {nick} refused: {error}", nick=user.nick, error=str(e))
+        finally:
+            self._origin = None
+
+    # -- chat -> IRC -----------------------------------------------------------------------------
+
+    def _deliver(self, message: Dict[str, Any]) -> None:
+        op = message.get("op")
+        if op == "leave":
+            self._on_leave(message)
+        elif op == "emit":
+            event = message.get("event")
+            handler = getattr(self, "on_" + str(event), None)
+            if handler is not None:
+                handler(message, message.get("payload"))
+
+    def _channel_for(self, room_key: Any) -> Optional[Channel]:
+        try:
+            room_id = int(room_key)
+        except (TypeError, ValueError):
+            return None
+        channel = self.channels.get(room_id)
+        if channel is None and self.is_exposed(room_id):
+            room = self.chat.get_room(room_id)
+            if room is not None:
+                channel = self._ensure_channel(room)
+        return channel
+
+    def _on_leave(self, message: Dict[str, Any]) -> None:
+        channel = self._channel_for(message.get("room"))
+        if channel is None:
+            return
+        for conn in message.get("connections", ()):
+            user = self.conns.get(conn)
+            if user is None or user not in channel.members:
+                continue
+            reason = self._kicked.pop(conn, None)
+            self._suppress_part.add(user)
+            try:
+                if reason == BAN_REASON:
+                    # A ban logs the member out of the whole client, as it does a browser.
+                    for other in list(self.channels.values()):
+                        if user in other.members:
+                            self.network.remove_member(other, user, "KICK", reason)
+                elif reason is not None:
+                    self.network.remove_member(channel, user, "KICK", reason)
+                else:
+                    self.network.remove_member(channel, user, "PART", "Left the chat room")
+            finally:
+                self._suppress_part.discard(user)
+
+    def on_userjustkicked(self, message: Dict[str, Any], payload: Any) -> None:
+        for conn in message.get("connections", ()):
+            if conn in self.conns:
+                self._kicked[conn] = KICK_REASON
+
+    def on_userjustbanned(self, message: Dict[str, Any], payload: Any) -> None:
+        for conn in message.get("connections", ()):
+            if conn in self.conns:
+                self._kicked[conn] = BAN_REASON
+
+    def on_userlist(self, message: Dict[str, Any], payload: Dict[str, Any]) -> None:
+        """A userlist is a snapshot of who is present: browser users join or part to match it."""
+        channel = self._channel_for(payload.get("roomId"))
+        if channel is None:
+            return
+        users = payload.get("users") or {}
+        present: Dict[int, Optional[str]] = {}
+        for key, info in users.items():
+            try:
+                present[int(key)] = (info or {}).get("username")
+            except (TypeError, ValueError):
+                continue
+        current = {member.user_id: member for member in channel.members if not member.local}
+        for user_id, name in present.items():
+            if user_id not in current and not self._is_irc_id(user_id):
+                self.network.add_member(channel, self._remote_for(user_id, name))
+        for user_id, remote in current.items():
+            if user_id not in present:
+                self.network.remove_member(channel, remote, "PART", "Left the chat room")
+                self._drop_remote_if_unused(remote)
+
+    def on_notice(self, message: Dict[str, Any], payload: Dict[str, Any]) -> None:
+        """Kicks and departures of browser users, shown at once (the userlist may come later)."""
+        if "room" not in message or not isinstance(payload, dict):
+            return
+        content = payload.get("content")
+        data = payload.get("data") or {}
+        if content == "user_kicked":
+            name, command, reason = data.get("user"), "KICK", KICK_REASON
+        elif content == "disconnected":
+            name, command, reason = data.get("username"), "PART", "Disconnected"
+        elif content == "private_room_left":
+            name, command, reason = data.get("user"), "PART", "Left the chat room"
+        else:
+            return
+        channel = self._channel_for(message.get("room"))
+        if channel is None or name is None:
+            return
+        for member in list(channel.members):
+            if not member.local and member.realname == name:
+                self.network.remove_member(channel, member, command, reason)
+                self._drop_remote_if_unused(member)
+
+    def on_clear(self, message: Dict[str, Any], payload: Dict[str, Any]) -> None:
+        channel = self._channel_for(message.get("room"))
+        if channel is not None:
+            channel.broadcast(Message("NOTICE", (channel.name, "The chat history of this room has been cleared."),
+                                      prefix=self.network.config.server_name))
+
+    def on_message(self, message: Dict[str, Any], payload: Dict[str, Any]) -> None:
+        """A room message (or whisper) as PRIVMSG to the IRC users who should get it."""
+        if not isinstance(payload, dict):
+            return
+        channel = self._channel_for(payload.get("roomId"))
+        if channel is None:
+            return
+        sender_info = payload.get("from") or {}
+        sender_id = sender_info.get("id")
+        content = payload.get("content")
+        if not isinstance(content, str):
+            return
+        sender = self.conns.get(self._origin) if self._origin else None
+        if sender is None:
+            sender = next((u for u in self.conns.values()
+                           if u.user_id == sender_id and u in channel.members), None)
+        if sender is not None:
+            prefix = sender.hostmask
+        else:
+            remote = self._remote_for(sender_id, sender_info.get("username"))
+            if remote not in channel.members:
+                self.network.add_member(channel, remote)
+            prefix = remote.hostmask
+        target = payload.get("target")
+        if "room" in message:
+            text = content
+            if isinstance(target, dict) and target.get("username"):
+                text = f"{target['username']}: {content}"
+            skip = {self.conns.get(conn) for conn in message.get("skip", ())}
+            for member in channel.local_members():
+                if member in skip:
+                    continue
+                if member is sender and "echo-message" not in member.caps:
+                    continue
+                member.send_text("PRIVMSG", channel.name, text, prefix)
+            return
+        # A whisper: only the sender's and the target's connections are listed.
+        for conn in message.get("connections", ()):
+            user = self.conns.get(conn)
+            if user is None:
+                continue
+            if user is sender:
+                if "echo-message" in user.caps and isinstance(target, dict):
+                    remote = self.remotes.get(target.get("id"))
+                    if remote is not None:
+                        user.send_text("PRIVMSG", remote.nick, content, prefix)
+                continue
+            user.send_text("PRIVMSG", user.nick, content, prefix)

@@ -1,0 +1,96 @@
+# -*- test-case-name: tests.irc.test_bridge -*-
+"""
+The IRC component: one IRC network and listener for the whole process, bridged to the repository
+chat rooms of the exposed clients. Off unless ``server.cfg`` has an ``irc`` section.
+"""
+
+from typing import Any, List, Optional
+
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+
+from ilchat.chat.rooms import ChatRooms
+from ilchat.irc.auth import IliasAuthenticator
+from ilchat.irc.bridge import RoomBridge
+from ilchat.irc.network import IrcNetwork
+from ilchat.irc.protocol import IrcServerFactory
+
+__all__ = ["IrcComponent"]
+
+
+def _find_chat(client_context: Any) -> Optional[ChatRooms]:
+    """The client's room domain, owned by its repository chat component."""
+    for component in getattr(client_context, "components", ()):
+        chat = getattr(component, "chat", None)
+        if isinstance(chat, ChatRooms):
+            return chat
+    return None
+
+
+class IrcComponent:
+    """
+    A server component (``factory(ServerContext)``): starts after every client component, so
+    each client's room domain exists when the bridges are built.
+
+    Attributes:
+        network: the IRC network (None while off).
+        ports: the listening ports (plain first, then TLS), for tests and logs.
+    """
+
+    _log = Logger()
+
+    def __init__(self, context: Any) -> None:
+        self.context = context
+        self.config = context.config.irc
+        self.network: Optional[IrcNetwork] = None
+        self.factory: Optional[IrcServerFactory] = None
+        self.bridges: List[RoomBridge] = []
+        self.ports: List[IListeningPort] = []
+
+    async def start(self) -> None:
+        config = self.config
+        if config is None:
+            return
+        reactor = self.context.reactor
+        exposed = []
+        for name, client in self.context.clients.items():
+            if config.rooms is not None and name not in config.rooms:
+                continue
+            chat = _find_chat(client)
+            if chat is None:
+                self._log.warn("IRC: client {name} has no repository chat; not bridged", name=name)
+                continue
+            rooms = None if config.rooms is None else config.rooms[name]
+            exposed.append((name, client, chat, rooms))
+        authenticator = None
+        if config.auth == "ilias":
+            authenticator = IliasAuthenticator([(name, client.store) for name, client, _, _ in exposed], reactor)
+        self.network = IrcNetwork(config, reactor, authenticator)
+        for name, client, chat, rooms in exposed:
+            bridge = RoomBridge(self.network, chat, client.store, rooms, config.auth)
+            bridge.start(self.context.bus)
+            self.bridges.append(bridge)
+        self.factory = IrcServerFactory(self.network, reactor)
+        if config.port is not None:
+            self.ports.append(reactor.listenTCP(config.port, self.factory, interface=config.address))
+        if config.tls_port is not None:
+            from ilchat.tls import certificate_options
+
+            options = certificate_options(config.cert, config.key, config.dhparam)
+            self.ports.append(
+                reactor.listenSSL(config.tls_port, self.factory, options, interface=config.address)
+            )
+        for port in self.ports:
+            self._log.info("IRC listening on {address}:{port} (auth {auth}, {count} clients bridged)",
+                           address=config.address, port=port.getHost().port, auth=config.auth,
+                           count=len(self.bridges))
+
+    async def stop(self) -> None:
+        for port in self.ports:
+            await port.stopListening()
+        self.ports = []
+        if self.factory is not None:
+            self.factory.close_all("Server shutting down")
+        for bridge in self.bridges:
+            bridge.stop()
+        self.bridges = []
