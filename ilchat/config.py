@@ -428,8 +428,8 @@ class IrcConfig:
     ``rooms`` maps a client name to the repository chat room ids exposed as channels, or to
     ``None`` for every room of that client; ``None`` as a whole exposes every client and room.
     ``auth`` is ``"ilias"`` (SASL PLAIN or ``PASS login:password`` against ``usr_data``) or
-    ``"open"`` (any free nick; the standalone chat). TLS uses ``cert``/``key``/``dhparam``, which
-    default to the server's.
+    ``"open"`` (any free nick; the standalone chat). ``port`` None means no plain listener.
+    TLS uses ``cert``/``key``/``dhparam``, which default to the server's.
     """
 
     address: str = "0.0.0.0"
@@ -467,10 +467,12 @@ def _parse_irc(
     import ipaddress
 
     reader = server.section("irc")
-    port = reader.get_int("port", 6667, minimum=0, maximum=65535)
-    tls_port = reader.get_int("tls_port", None, minimum=1, maximum=65535)
-    if not port and tls_port is None:
-        raise reader.error("port", port, "set port or tls_port (or remove the irc section)")
+    plain = reader.get_bool("plain", True)
+    # Port 0 takes any free port (tests); "plain": false serves IRC over TLS only.
+    port = reader.get_int("port", 6667, minimum=0, maximum=65535) if plain else None
+    tls_port = reader.get_int("tls_port", None, minimum=0, maximum=65535)
+    if port is None and tls_port is None:
+        raise reader.error("plain", plain, "without plain IRC, tls_port is required")
     cert = reader.get_path("cert", cert)
     key = reader.get_path("key", key)
     dhparam = reader.get_path("dhparam", dhparam)
@@ -515,7 +517,7 @@ def _parse_irc(
         )
     return IrcConfig(
         address=reader.get_str("address", "0.0.0.0", allow_empty=False),
-        port=port or None,
+        port=port,
         tls_port=tls_port,
         cert=cert,
         key=key,
