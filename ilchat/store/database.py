@@ -145,7 +145,7 @@ class Transaction:
         """
         return self.next_ids(table, 1)[0]
 
-    def next_ids(self, table: str, count: int) -> List[int]:
+    def next_ids(self, table: str, count: int, commit: Optional[bool] = None) -> List[int]:
         """
         ``count`` fresh ids for ``table`` (spec 4.2 "Next id"), with one clean-up ``DELETE``.
 
@@ -165,19 +165,23 @@ class Transaction:
         :meth:`Database.run_interaction` runs again with new ids; an id whose row was then never
         written is only a gap, as in ILIAS.
 
-        Because of those commits, allocate ids before the transaction writes anything else.
+        Because of those commits, allocate ids before the transaction writes anything else, or
+        pass ``commit=False`` when the transaction holds row locks it must keep (then a deadlock
+        is possible again, and handled by running the transaction again).
         """
         if table not in SEQUENCE_TABLES:
             raise ValueError("no sequence table for {!r}".format(table))
+        if commit is None:
+            commit = self.engine.commit_sequence
         ids = []
         for _ in range(count):
             self.execute("INSERT INTO {}_seq (sequence) VALUES (NULL)".format(table))
             ids.append(self.lastrowid)
         if ids:
-            if self.engine.commit_sequence:
+            if commit:
                 self.commit()
             self.execute("DELETE FROM {}_seq WHERE sequence < ?".format(table), (max(ids),))
-            if self.engine.commit_sequence:
+            if commit:
                 self.commit()
         return ids
 

@@ -57,6 +57,8 @@ class BaseEngine:
     #: Commit ``*_seq`` allocations at once instead of holding their locks (see
     #: ``Transaction.next_ids``).
     commit_sequence = False
+    #: Appended to a SELECT whose rows the transaction is about to move, to lock them.
+    for_update = ""
 
     def convert_param_style(self, sql: str) -> str:
         """Turn the ``?`` placeholders every query is written with into the driver's style."""
@@ -104,6 +106,7 @@ class MySQLEngine(BaseEngine):
     name = "mysql"
     schema_file = "mysql_schema.sql"
     commit_sequence = True
+    for_update = " FOR UPDATE"
 
     # Server and client error numbers that mean "try again".
     DEADLOCK_ERRORS = frozenset({1213})  # ER_LOCK_DEADLOCK

@@ -37,7 +37,9 @@ def _session_rows_txn(txn: Transaction, rows: List[Dict[str, Any]], now_s: int) 
     """Copy ``chatroom_users`` rows to ``chatroom_sessions`` with ids from the sequence."""
     if not rows:
         return
-    ids = txn.next_ids("chatroom_sessions", len(rows))
+    # The rows were read FOR UPDATE (MySQL), so a concurrent move of the same rows waits and then
+    # finds them gone; committing the id allocation would release those locks, hence commit=False.
+    ids = txn.next_ids("chatroom_sessions", len(rows), commit=False)
     txn.executemany(
         "INSERT INTO chatroom_sessions (sess_id, room_id, user_id, userdata, connected, disconnected)"
         " VALUES (?, ?, ?, ?, ?, ?)",
@@ -191,6 +193,7 @@ class RoomStore:
         def move_all_users_to_sessions_txn(txn: Transaction) -> int:
             rows = txn.select(
                 "SELECT room_id, user_id, userdata, connected FROM chatroom_users ORDER BY room_id, user_id"
+                + txn.engine.for_update
             )
             _session_rows_txn(txn, rows, int(now_s))
             return len(rows)
@@ -213,7 +216,9 @@ class RoomStore:
         def move_user_to_sessions_txn(txn: Transaction) -> int:
             rows = txn.select(
                 "SELECT room_id, user_id, userdata, connected FROM chatroom_users"
-                " WHERE user_id = ? AND room_id IN ({}) ORDER BY room_id".format(", ".join("?" * len(ids))),
+                " WHERE user_id = ? AND room_id IN ({}) ORDER BY room_id{}".format(
+                    ", ".join("?" * len(ids)), txn.engine.for_update
+                ),
                 (int(user_id), *ids),
             )
             _session_rows_txn(txn, rows, int(now_s))

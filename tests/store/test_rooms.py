@@ -2,6 +2,7 @@
 Tests for ilchat.store.rooms: the repository-chat queries, on MariaDB and on SQLite.
 """
 
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from tests.support.db import StoreTestMixin, fetch_rows, insert_rows
@@ -93,6 +94,26 @@ class RoomStoreTestsMixin(StoreTestMixin):
             ],
         )
 
+    async def test_concurrent_moves_copy_each_row_once(self) -> None:
+        """
+        Moves running at the same time (shutdown while grace timers fire) never copy a row
+        twice: the rows are locked while they move, and every session id is distinct.
+        """
+        insert_rows(
+            self.database,
+            "chatroom_users",
+            [{"room_id": r, "user_id": u, "userdata": "{}", "connected": 1} for r in (1, 2) for u in range(10)],
+        )
+        calls = [defer.ensureDeferred(self.store.move_all_users_to_sessions(9)) for _ in range(4)]
+        calls += [defer.ensureDeferred(self.store.move_user_to_sessions(u, [1, 2], 9)) for u in range(10)]
+        moved = await defer.gatherResults(calls, consumeErrors=True)
+        self.assertEqual(sum(moved), 20)
+        sessions = fetch_rows(self.database, "SELECT sess_id, room_id, user_id FROM chatroom_sessions")
+        self.assertEqual(len(sessions), 20)
+        self.assertEqual(len({s["sess_id"] for s in sessions}), 20)
+        self.assertEqual(len({(s["room_id"], s["user_id"]) for s in sessions}), 20)
+        self.assertEqual(fetch_rows(self.database, "SELECT * FROM chatroom_users"), [])
+
     async def test_move_user_to_sessions_with_no_rooms_does_nothing(self) -> None:
         """An empty room list moves nothing (the Node server skips the call)."""
         await self.store.add_chatroom_user(1, 6, ALICE, 5)
@@ -163,9 +184,10 @@ class RoomStoreTestsMixin(StoreTestMixin):
 
 
 class RoomStoreMariaDBTests(RoomStoreTestsMixin, unittest.TestCase):
-    """Repository-chat queries on the real MariaDB server."""
+    """Repository-chat queries on the real MariaDB server (a pool of eight connections)."""
 
     database_kind = "mysql"
+    store_options = {"cp_min": 2, "cp_max": 8}
 
 
 class RoomStoreSQLiteTests(RoomStoreTestsMixin, unittest.TestCase):
