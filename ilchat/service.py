@@ -71,7 +71,10 @@ CLIENT_COMPONENTS: List[str] = [
 ]
 
 #: Process-wide components, started after the client ones (factory(ServerContext)).
-SERVER_COMPONENTS: List[str] = []
+SERVER_COMPONENTS: List[str] = [
+    # The IRC listener and bridge (does nothing unless server.cfg has an "irc" section).
+    "ilchat.irc.service:IrcComponent",
+]
 
 
 class Component(Protocol):
