@@ -1,0 +1,262 @@
+"""
+The built-in chat page in a real headless Chromium, against a whole ilchat server on loopback.
+
+Two pages pick names, see each other in the user list, see each other typing and exchange
+messages; a message made of HTML stays text; a taken name is explained on the welcome screen; the
+page reconnects and logs back in after the server restarts; it works with the keyboard alone and
+on a phone-sized screen. Screenshots are kept in the test's temp folder, and the desktop one is
+copied to ``docs/screenshot.png``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, List
+
+from twisted.trial import unittest
+
+from ilchat.standalone import StandaloneChat
+from tests.browser.support import BrowserDriver, save_screenshot, skip_reason
+from tests.support.server import RunningServer, start_server
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DOCS_SCREENSHOT = os.path.join(REPO, "docs", "screenshot.png")
+
+XSS = "<img src=x onerror=alert(1)>"
+TIMEOUT_MS = 15000
+
+STANDALONE = {
+    "title": "Team chat",
+    "welcome": "Welcome to the internal chat.\nPick a name to join.",
+    "rooms": [{"id": 1, "title": "Lobby"}, {"id": 2, "title": "Random"}],
+    "history": 50,
+}
+
+
+class ChatPageBrowserTests(unittest.TestCase):
+    """The chat page as people use it, in Chromium."""
+
+    timeout = 120
+
+    if skip_reason():
+        skip = skip_reason()
+
+    async def setUp(self) -> None:
+        self.folder = os.path.abspath(self.mktemp())
+        self.server = await self.start_server()
+        self.driver = await BrowserDriver().start()
+        self.addCleanup(self.driver.stop)
+        self.dialogs: List[str] = []
+        self.console_errors: List[str] = []
+
+    async def start_server(self, **kwargs: Any) -> RunningServer:
+        return await start_server(
+            self,
+            clients=[{"name": "team", "standalone": STANDALONE}],
+            client_components=[lambda ctx: StandaloneChat(ctx, policy=ctx.policy, grace=1.0)],
+            folder=self.folder,
+            **kwargs,
+        )
+
+    # -- helpers that run in the driver thread ---------------------------------------------------
+
+    def _open(self, url: str, width: int = 1100, height: int = 700) -> Any:
+        context = self.driver.browser.new_context(viewport={"width": width, "height": height})
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.on("dialog", lambda dialog: (self.dialogs.append(dialog.message), dialog.dismiss()))
+        page.on("console", lambda msg: msg.type == "error" and self.console_errors.append(msg.text))
+        page.goto(url)
+        return page
+
+    async def open_page(self, width: int = 1100, height: int = 700) -> Any:
+        return await self.driver.call(self._open, self.server.url("/"), width, height)
+
+    async def join(self, page: Any, name: str) -> None:
+        """Type a name and press Enter, as a keyboard user does."""
+
+        def join() -> None:
+            page.fill("#name-input", name)
+            page.press("#name-input", "Enter")
+            page.wait_for_selector("#chat:not([hidden])")
+
+        await self.driver.call(join)
+
+    async def wait_text(self, page: Any, selector: str, text: str) -> None:
+        def wait() -> None:
+            page.locator(selector, has_text=text).first.wait_for(state="visible")
+
+        await self.driver.call(wait)
+
+    async def send(self, page: Any, text: str) -> None:
+        def send() -> None:
+            page.fill("#message-input", text)
+            page.press("#message-input", "Enter")
+
+        await self.driver.call(send)
+
+    # -- tests ------------------------------------------------------------------------------------
+
+    async def test_two_pages_chat_see_users_typing_and_messages(self) -> None:
+        """
+        Alice and Bob join; each sees the other in the user list; Bob sees Alice typing; they
+        exchange messages shown with names and local times. A screenshot is kept.
+        """
+        alice = await self.open_page()
+        bob = await self.open_page()
+        title = await self.driver.call(lambda: alice.inner_text("#app-title"))
+        self.assertEqual(title, "Team chat")
+        await self.join(alice, "Alice")
+        await self.join(bob, "Bob")
+
+        await self.wait_text(alice, "#user-list .user", "Bob")
+        await self.wait_text(bob, "#user-list .user", "Alice")
+        rooms = await self.driver.call(lambda: alice.locator("#room-list button").all_inner_texts())
+        self.assertEqual([r.strip() for r in rooms], ["Lobby", "Random"])
+
+        await self.driver.call(lambda: alice.type("#message-input", "Hel", delay=30))
+        await self.wait_text(bob, "#typing", "Alice is typing")
+
+        await self.send(alice, "Hello Bob!")
+        await self.wait_text(bob, "#messages .entry.message", "Hello Bob!")
+        await self.driver.call(lambda: bob.wait_for_function(
+            "() => document.getElementById('typing').textContent === ''"))
+        await self.send(bob, "Hi Alice, how are you?")
+        await self.wait_text(alice, "#messages .entry.message", "Hi Alice, how are you?")
+
+        entry = await self.driver.call(lambda: bob.evaluate(
+            """() => {
+                const items = [...document.querySelectorAll('#messages .entry.message')];
+                const item = items.find(li => li.textContent.includes('Hello Bob!'));
+                return {from: item.querySelector('.from').textContent,
+                        time: item.querySelector('time').textContent,
+                        datetime: item.querySelector('time').getAttribute('datetime')};
+            }"""))
+        self.assertEqual(entry["from"], "Alice")
+        self.assertRegex(entry["time"], r"\d{1,2}[:.]\d{2}")
+        self.assertTrue(entry["datetime"].endswith("Z"))
+
+        await self.send(alice, "See you in the stand-up.")
+        await self.wait_text(bob, "#messages .entry.message", "stand-up")
+        path = await self.driver.call(
+            save_screenshot, alice, self.folder, "chat-desktop.png", DOCS_SCREENSHOT)
+        self.assertTrue(os.path.getsize(path) > 10_000)
+        phone = await self.driver.call(save_screenshot, bob, self.folder, "chat-bob.png")
+        self.assertTrue(os.path.exists(phone))
+        self.assertEqual(self.dialogs, [])
+        self.assertEqual([e for e in self.console_errors if "Content Security" in e], [])
+
+    async def test_html_in_a_message_stays_text(self) -> None:
+        """An <img onerror> message is shown literally; no element is made and nothing runs."""
+        alice = await self.open_page()
+        bob = await self.open_page()
+        await self.join(alice, "Alice")
+        await self.join(bob, "<b>Bob</b>")
+        await self.send(bob, XSS)
+        await self.wait_text(alice, "#messages .entry.message", "onerror")
+        found = await self.driver.call(lambda: alice.evaluate(
+            """() => ({
+                text: [...document.querySelectorAll('#messages .entry.message .content')]
+                        .map(e => e.textContent),
+                from: [...document.querySelectorAll('#messages .entry.message .from')]
+                        .map(e => e.textContent),
+                images: document.querySelectorAll('#messages img, #user-list img').length,
+                bold: document.querySelectorAll('#messages b, #user-list b').length,
+            })"""))
+        self.assertIn(XSS, found["text"])
+        self.assertIn("<b>Bob</b>", found["from"])
+        self.assertEqual((found["images"], found["bold"]), (0, 0))
+        await self.wait_text(alice, "#user-list .user", "<b>Bob</b>")
+        self.assertEqual(self.dialogs, [])
+
+    async def test_taken_name_is_explained_on_the_welcome_screen(self) -> None:
+        """A second "alice" stays on the welcome screen with a message saying the name is used."""
+        first = await self.open_page()
+        await self.join(first, "alice")
+        second = await self.open_page()
+
+        def try_name() -> str:
+            second.fill("#name-input", "ALICE")
+            second.press("#name-input", "Enter")
+            second.locator("#login-error", has_text="already in use").wait_for()
+            return second.inner_text("#login-error")
+
+        message = await self.driver.call(try_name)
+        self.assertIn("ALICE", message)
+        hidden = await self.driver.call(lambda: second.is_hidden("#chat"))
+        self.assertTrue(hidden)
+
+    async def test_newcomer_sees_the_room_history(self) -> None:
+        """Messages sent before someone joins are shown to them when they arrive."""
+        alice = await self.open_page()
+        await self.join(alice, "Alice")
+        await self.send(alice, "an early message")
+        await self.wait_text(alice, "#messages .entry.message", "an early message")
+        carol = await self.open_page()
+        await self.join(carol, "Carol")
+        await self.wait_text(carol, "#messages .entry.message", "an early message")
+
+    async def test_keyboard_only(self) -> None:
+        """
+        Without a mouse: the name field has the focus, Enter joins, the focus moves to the message
+        box, Enter sends, and Tab reaches the room buttons.
+        """
+        page = await self.open_page()
+
+        def keyboard() -> dict:
+            focused = page.evaluate("document.activeElement.id")
+            page.keyboard.type("Kim")
+            page.keyboard.press("Enter")
+            page.wait_for_selector("#chat:not([hidden])")
+            page.wait_for_function("() => document.activeElement.id === 'message-input'")
+            page.keyboard.type("typed without a mouse")
+            page.keyboard.press("Enter")
+            page.locator("#messages .entry.message", has_text="without a mouse").wait_for()
+            # Shift+Tab from the message box goes back through the page to a room button.
+            labels = page.evaluate(
+                "[...document.querySelectorAll('label')].map(l => l.htmlFor)")
+            for _ in range(20):
+                page.keyboard.press("Shift+Tab")
+                if page.evaluate("document.activeElement.classList.contains('room-button')"):
+                    break
+            on_room = page.evaluate("document.activeElement.textContent")
+            return {"focused": focused, "labels": labels, "on_room": on_room}
+
+        result = await self.driver.call(keyboard)
+        self.assertEqual(result["focused"], "name-input")
+        self.assertIn("name-input", result["labels"])
+        self.assertIn("message-input", result["labels"])
+        self.assertIn(result["on_room"].strip(), ("Lobby", "Random"))
+
+    async def test_phone_sized_screen_has_no_sideways_scrolling(self) -> None:
+        """At 375 px wide the chat fits the width and the message box is on screen."""
+        page = await self.open_page(width=375, height=700)
+        await self.join(page, "Pat")
+        await self.send(page, "a rather long message " * 10)
+        await self.wait_text(page, "#messages .entry.message", "rather long")
+        layout = await self.driver.call(lambda: page.evaluate(
+            """() => {
+                const box = document.getElementById('message-input').getBoundingClientRect();
+                return {scroll: document.documentElement.scrollWidth,
+                        boxBottom: box.bottom, boxRight: box.right};
+            }"""))
+        self.assertLessEqual(layout["scroll"], 375)
+        self.assertLessEqual(layout["boxRight"], 375)
+        self.assertLessEqual(layout["boxBottom"], 700)
+        await self.driver.call(save_screenshot, page, self.folder, "chat-phone.png")
+
+    async def test_reconnects_and_logs_back_in_after_a_server_restart(self) -> None:
+        """The server stops and comes back on the same port: the page reconnects and rejoins."""
+        page = await self.open_page()
+        await self.join(page, "Robin")
+        await self.wait_text(page, "#user-list .user", "Robin")
+        port = self.server.port
+        await self.server.stop()
+        await self.wait_text(page, "#status", "Not connected")
+        self.server = await self.start_server(listen_port=port)
+        await self.driver.call(lambda: page.wait_for_function(
+            "() => window.ilchat.state.loggedIn === true", timeout=30000))
+        await self.wait_text(page, "#status", "Connected as Robin")
+        await self.wait_text(page, "#user-list .user", "Robin")
+        await self.send(page, "back again")
+        await self.wait_text(page, "#messages .entry.message", "back again")
