@@ -2,6 +2,7 @@
 Tests for ilchat.store.conversations (On-Screen Chat), on MariaDB and on SQLite.
 """
 
+from twisted.internet import defer
 from twisted.trial import unittest
 
 from tests.support.db import StoreTestMixin, fetch_rows, insert_rows
@@ -87,6 +88,13 @@ class ConversationStoreTestsMixin(StoreTestMixin):
             {"conversation_id": CONV, "user_id": 7, "timestamp": 700, "is_closed": False},
         )
 
+    async def test_concurrent_first_activity_makes_one_row(self) -> None:
+        """Two first trackActivity calls at once both succeed and leave one row."""
+        await defer.gatherResults(
+            [defer.ensureDeferred(self.store.track_activity(CONV, 7, 0)) for _ in range(10)], consumeErrors=True
+        )
+        self.assertEqual(len(fetch_rows(self.database, "SELECT * FROM osc_activity")), 1)
+
     async def test_activity_then_close_leaves_closed_row(self) -> None:
         """activity followed by closeConversation leaves (conv, user, now_ms, is_closed=1) (10.3)."""
         await self.store.track_activity(CONV, 7, 1795301069041)
@@ -108,9 +116,10 @@ class ConversationStoreTestsMixin(StoreTestMixin):
 
 
 class ConversationStoreMariaDBTests(ConversationStoreTestsMixin, unittest.TestCase):
-    """On-Screen Chat queries on the real MariaDB server."""
+    """On-Screen Chat queries on the real MariaDB server (a pool of eight connections)."""
 
     database_kind = "mysql"
+    store_options = {"cp_min": 2, "cp_max": 8}
 
 
 class ConversationStoreSQLiteTests(ConversationStoreTestsMixin, unittest.TestCase):
