@@ -277,9 +277,12 @@ class Database:
     async def _prepare_sqlite(self) -> None:
         path = str(self.config.name)
         if path != ":memory:" and os.path.dirname(path):
-            await threads.deferToThreadPool(
-                self.reactor, self._pool.threadpool, os.makedirs, os.path.dirname(path), exist_ok=True
-            )
+            try:
+                await threads.deferToThreadPool(
+                    self.reactor, self._pool.threadpool, os.makedirs, os.path.dirname(path), exist_ok=True
+                )
+            except OSError as e:
+                raise StoreError("Cannot create the folder of the SQLite database {}: {}".format(path, e)) from e
         schema_file = self.engine.schema_file
 
         def create_tables_txn(txn: Transaction) -> None:

@@ -107,8 +107,9 @@ class OpenSQLiteTests(unittest.TestCase):
             f.write("a file, not a folder")
         config = TestDatabaseConfig(type="sqlite", name=os.path.join(blocker, "chat.sqlite"))
         store = create_store(config, reactor)
-        with self.assertRaises((StoreError, OSError)):
+        with self.assertRaises(StoreError) as caught:
             await store.open()
+        self.assertIn(blocker, str(caught.exception))
 
 
 class EngineTests(unittest.SynchronousTestCase):
