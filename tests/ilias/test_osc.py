@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import socketio
 from twisted.internet import reactor, threads, utils
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.internet.task import Clock, deferLater
 from twisted.trial import unittest
 from twisted.trial.unittest import SkipTest
@@ -244,6 +244,29 @@ class ConversationScenarioMixin(OscServerMixin):
         await bob.emit("history", conv, None, False)
         history = await bob.wait_for("history")
         self.assertEqual(history["messages"][0]["message"], text)
+
+    async def test_concurrent_senders_see_one_order_matching_the_history(self) -> None:
+        """Two users sending at once: everyone sees the same order, and timestamps follow it."""
+        await self.start()
+        alice, bob = await self.tab(ALICE), await self.tab(BOB)
+        conv = (await self.open(alice, ALICE, BOB))["id"]
+
+        async def burst(tab: Tab, user_id: int, prefix: str) -> None:
+            for index in range(20):
+                await tab.emit("message", conv, user_id, f"{prefix}{index}")
+
+        await gatherResults([ensureDeferred(burst(alice, 6, "a")), ensureDeferred(burst(bob, 7, "b"))])
+        await alice.wait_for("message", count=40)
+        await bob.wait_for("message", count=40)
+        seen_by_alice = alice.payloads("message")
+        self.assertEqual(seen_by_alice, bob.payloads("message"))
+        stamps = [m["timestamp"] for m in seen_by_alice]
+        self.assertEqual(stamps, sorted(set(stamps)))
+        for who in ("a", "b"):
+            mine = [m["message"] for m in seen_by_alice if m["message"].startswith(who)]
+            self.assertEqual(mine, [f"{who}{i}" for i in range(20)])
+        stored = await self.rows("SELECT id FROM osc_messages ORDER BY timestamp")
+        self.assertEqual([r["id"] for r in stored], [m["id"] for m in seen_by_alice])
 
     async def test_typing_reaches_the_other_participants_only(self) -> None:
         """``userStartedTyping``/``userStoppedTyping`` payloads, never echoed to the typist."""
