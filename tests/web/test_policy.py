@@ -430,3 +430,175 @@ class PolicyGuardResourceTests(TestCase):
             self.assertIn("127.0.0.2", addresses)
 
         return d.addCallback(check)
+
+
+def _raw_request(port, path, bind_address="127.0.0.1", headers=None, method="GET", body=None):
+    """
+    One HTTP request from a chosen loopback source address (blocking; run it in a thread).
+
+    Returns ``(status, headers, body)``; a ``101 Switching Protocols`` answer is not read further.
+    """
+    import http.client
+
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", port, timeout=10, source_address=(bind_address, 0)
+    )
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        if response.status == 101:
+            return 101, dict(response.getheaders()), b""
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+async def _let_websocket_timers_run():
+    """
+    A websocket we opened and dropped leaves Autobahn's batched close timer (under a second);
+    let it run so that the reactor is clean when the test ends.
+    """
+    from twisted.internet.task import deferLater
+
+    await deferLater(reactor, 1.2, lambda: None)
+
+
+WEBSOCKET_HEADERS = {
+    "Connection": "Upgrade",
+    "Upgrade": "websocket",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version": "13",
+}
+POLLING = "/socket.io/?EIO=4&transport=polling"
+WEBSOCKET = "/socket.io/?EIO=4&transport=websocket"
+
+
+class NetworkPolicyServerTests(TestCase):
+    """
+    The policy in a whole ilchat server (standalone chat, SQLite) on 127.0.0.1, with clients
+    bound to 127.0.0.1 or 127.0.0.2: HTTP, Engine.IO polling and websocket.
+    """
+
+    async def start(self, network):
+        from ilchat.standalone import StandaloneChat
+        from tests.support.server import start_server
+
+        self.server = await start_server(
+            self,
+            server={"network": network},
+            clients=[{"name": "team", "standalone": {"rooms": [{"id": 1, "title": "Lobby"}]}}],
+            client_components=[lambda ctx: StandaloneChat(ctx, policy=ctx.policy)],
+        )
+        return self.server
+
+    def request(self, path, bind_address="127.0.0.1", headers=None, method="GET", body=None):
+        from twisted.internet.threads import deferToThread
+
+        return deferToThread(
+            _raw_request, self.server.port, path, bind_address, headers, method, body
+        )
+
+    async def test_second_loopback_address_is_refused_everywhere(self):
+        """
+        With only 127.0.0.1/32 allowed, 127.0.0.2 gets 403 JSON for the page, the backend,
+        polling and the websocket upgrade; 127.0.0.1 gets through; the log names 127.0.0.2.
+        """
+        await self.start({"allow": ["127.0.0.1/32"]})
+        for path, headers in (
+            ("/", None),
+            ("/backend/Heartbeat/team", None),
+            (POLLING, None),
+            (WEBSOCKET, WEBSOCKET_HEADERS),
+        ):
+            status, response_headers, body = await self.request(path, "127.0.0.2", headers)
+            self.assertEqual(status, 403, path)
+            self.assertTrue(response_headers["Content-Type"].startswith("application/json"), path)
+            self.assertEqual(json.loads(body)["status"], 403, path)
+        status, _, body = await self.request(POLLING, "127.0.0.1")
+        self.assertEqual(status, 200)
+        self.assertTrue(body.startswith(b"0{"))
+        status, _, _ = await self.request(WEBSOCKET, "127.0.0.1", WEBSOCKET_HEADERS)
+        self.assertEqual(status, 101)
+        self.assertIn("127.0.0.2", self.server.log_text())
+        await _let_websocket_timers_run()
+
+    async def test_forwarded_for_believed_only_from_a_trusted_proxy(self):
+        """
+        127.0.0.1 is a trusted proxy: its X-Forwarded-For decides. 127.0.0.2 is not: its header
+        is ignored and it is judged by its own address.
+        """
+        await self.start({"allow": ["192.168.0.0/16"], "trusted_proxies": ["127.0.0.1/32"]})
+        inside = {"X-Forwarded-For": "192.168.7.8"}
+        outside = {"X-Forwarded-For": "203.0.113.5"}
+        self.assertEqual((await self.request(POLLING, "127.0.0.1", inside))[0], 200)
+        self.assertEqual((await self.request(POLLING, "127.0.0.1", outside))[0], 403)
+        self.assertEqual((await self.request(POLLING, "127.0.0.2", inside))[0], 403)
+        forged = {"X-Forwarded-For": "192.168.7.8, 203.0.113.5"}
+        self.assertEqual((await self.request(POLLING, "127.0.0.1", forged))[0], 403)
+        self.assertIn("203.0.113.5", self.server.log_text())
+
+    async def test_socket_address_is_the_forwarded_client(self):
+        """Behind a trusted proxy, the chat sees and logs the client's address, not the proxy's."""
+        from tests.ilias.repository_support import Browser
+
+        await self.start({"trusted_proxies": ["127.0.0.1/32"]})
+        browser = Browser(self.server, "/team")
+        self.addCleanup(browser.close)
+        from twisted.internet.threads import deferToThread
+
+        await deferToThread(
+            browser.sio.connect,
+            self.server.base_url,
+            namespaces=["/team"],
+            transports=["polling"],
+            headers={"X-Forwarded-For": "10.20.30.40"},
+            wait_timeout=10,
+        )
+        await browser.emit("login", "viaproxy")
+        await browser.wait_for("loggedIn")
+        self.assertIn("viaproxy (1) logged in to /team from 10.20.30.40", self.server.log_text())
+
+    async def test_refused_origin(self):
+        """A browser page from another origin cannot open a websocket or a polling session."""
+        await self.start({"allowed_origins": ["https://chat.example.org", "*.intranet.example"]})
+        evil = {**WEBSOCKET_HEADERS, "Origin": "https://evil.example"}
+        self.assertEqual((await self.request(WEBSOCKET, headers=evil))[0], 403)
+        status, _, body = await self.request(POLLING, headers={"Origin": "https://evil.example"})
+        self.assertEqual(status, 403)
+        self.assertIn(b"origin", body)
+        good = {**WEBSOCKET_HEADERS, "Origin": "https://chat.example.org"}
+        self.assertEqual((await self.request(WEBSOCKET, headers=good))[0], 101)
+        await _let_websocket_timers_run()
+        wildcard = {"Origin": "http://wiki.intranet.example:8080"}
+        self.assertEqual((await self.request(POLLING, headers=wildcard))[0], 200)
+
+    async def test_connections_per_ip_limit(self):
+        """
+        With max_connections_per_ip 2, a third session from the same address is refused with
+        429 and a message; another address is not affected; closing a session frees a slot.
+        """
+        await self.start({"max_connections_per_ip": 2, "trusted_proxies": ["127.0.0.1"]})
+        sids = []
+        for _ in range(2):
+            status, _, body = await self.request(POLLING)
+            self.assertEqual(status, 200)
+            sids.append(json.loads(body[1:])["sid"])
+        status, _, body = await self.request(POLLING)
+        self.assertEqual(status, 429)
+        self.assertIn(b"Too many connections", body)
+        # Requests of an existing session are not new connections.
+        status, _, _ = await self.request(
+            f"{POLLING}&sid={sids[0]}", method="POST", body=b"40/team,",
+            headers={"Content-Type": "text/plain;charset=UTF-8"},
+        )
+        self.assertEqual(status, 200)
+        # Another client (behind the trusted proxy) has its own count.
+        other = {"X-Forwarded-For": "10.9.9.9"}
+        self.assertEqual((await self.request(POLLING, headers=other))[0], 200)
+        # Close one session (Engine.IO close packet): the address may connect again.
+        status, _, _ = await self.request(
+            f"{POLLING}&sid={sids[1]}", method="POST", body=b"1",
+            headers={"Content-Type": "text/plain;charset=UTF-8"},
+        )
+        self.assertEqual(status, 200)
+        self.assertEqual((await self.request(POLLING))[0], 200)
