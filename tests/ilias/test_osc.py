@@ -27,7 +27,7 @@ from ilchat.chat.conversations import MAX_MESSAGE_BYTES, OnScreenChat
 from ilchat.ilias.osc import OnScreenChatComponent
 from ilchat.store import create_store
 from tests.chat.test_conversations import use_time_zone
-from tests.support.db import fetch_rows_async, insert_rows_async, make_database
+from tests.support.db import execute, fetch_rows_async, insert_rows_async, make_database
 from tests.support.http import http_request
 from tests.support.server import RunningServer, start_server
 
@@ -558,6 +558,23 @@ class RefusalScenarioMixin(OscServerMixin):
 
         await alice.emit("message", conv, 6, "still working")
         await bob.wait_for("message", _is_message("still working"))
+
+    async def test_message_that_cannot_be_stored_is_refused_and_not_delivered(self) -> None:
+        """A database failure refuses that message for the sender; nobody sees a message history lacks."""
+        await self.start()
+        alice, bob = await self.tab(ALICE), await self.tab(BOB)
+        conv = (await self.open(alice, ALICE, BOB))["id"]
+        await threads.deferToThread(execute, self.database, "DROP TABLE osc_messages")
+        answer = await alice.call("message", conv, 6, "into the void")
+        self.assertEqual(answer["event"], "message")
+        self.assertIn("could not be stored", answer["reason"])
+        await sleep(0.3)
+        self.assertEqual(bob.payloads("message"), [])
+        self.assertEqual(alice.payloads("message"), [])
+        self.flushLoggedErrors()
+        # The socket and the server are still fine for what needs no message table.
+        await alice.emit("userStartedTyping", conv, 6)
+        await bob.wait_for("userStartedTyping")
 
     async def test_bad_input_refused_clearly_nothing_stored(self) -> None:
         """Events before login, malformed lists, unknown ids, huge texts and bad timestamps."""
