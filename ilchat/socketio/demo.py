@@ -42,8 +42,10 @@ class _Echo:
         pass
 
 
-def build_site(reactor, engineio_echo: bool = False) -> tuple[Site, SocketIOServer]:
-    """The demo's Site and Socket.IO server (also used by the tests)."""
+def build_site(
+    reactor, engineio_echo: bool = False
+) -> tuple[Site, SocketIOServer, EngineIOServer | None]:
+    """The demo's Site, its Socket.IO server and the echoing Engine.IO server, if asked for."""
     server = SocketIOServer(
         reactor,
         ping_interval=PING_INTERVAL,
@@ -58,6 +60,7 @@ def build_site(reactor, engineio_echo: bool = False) -> tuple[Site, SocketIOServ
         ns.on("message-with-ack", lambda socket, *args: tuple(args))
     root = Resource()
     root.putChild(b"socket.io", server.resource)
+    echo = None
     if engineio_echo:
         echo = EngineIOServer(
             reactor,
@@ -69,7 +72,7 @@ def build_site(reactor, engineio_echo: bool = False) -> tuple[Site, SocketIOServ
         root.putChild(b"engine.io", echo.resource)
     site = Site(root)
     site.displayTracebacks = False
-    return site, server
+    return site, server, echo
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -80,8 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     options = parser.parse_args(argv)
     from twisted.internet import reactor
 
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
-    site, _ = build_site(reactor, options.engineio_echo)
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    site, _, _ = build_site(reactor, options.engineio_echo)
     port = reactor.listenTCP(options.port, site, interface=options.interface)
     print(f"listening on {port.getHost().host}:{port.getHost().port}", flush=True)
     reactor.run()

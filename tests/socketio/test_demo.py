@@ -1,0 +1,123 @@
+"""The conformance reference app, ``python -m ilchat.socketio.demo``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import requests
+import socketio
+import websocket
+from twisted.internet import defer, reactor
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from ilchat.socketio.demo import build_site
+from tests.engineio.support import handshake, http, settle
+
+
+class DemoTests(TestCase):
+    def setUp(self):
+        site, self.server, self.echo = build_site(reactor, engineio_echo=True)
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.base = f"http://127.0.0.1:{port.getHost().port}"
+
+        async def close():
+            await self.server.close()
+            self.echo.close()
+            await settle()
+
+        self.addCleanup(lambda: defer.ensureDeferred(close()))
+
+    @defer.inlineCallbacks
+    def test_handshake_has_the_test_suite_timings(self):
+        """pingInterval 300, pingTimeout 200 and maxPayload 1000000, as the suites expect."""
+        _, info = yield handshake(self.base)
+        self.assertEqual(
+            (info["pingInterval"], info["pingTimeout"], info["maxPayload"]), (300, 200, 1000000)
+        )
+
+    @defer.inlineCallbacks
+    def test_demo_behaviour_with_python_socketio(self):
+        """auth on connect, message-back, acks, /custom, other namespaces refused; pings kept."""
+
+        def scenario():
+            got = {}
+            sio = socketio.Client(reconnection=False)
+            sio.on("auth", lambda a: got.setdefault("auth", a))
+            sio.on("auth", lambda a: got.setdefault("custom_auth", a), namespace="/custom")
+            sio.on("message-back", lambda *a: got.setdefault("back", a))
+            sio.connect(self.base, namespaces=["/", "/custom"], auth={"k": 1},
+                        transports=["websocket"], wait_timeout=5)
+            sio.emit("message", (1, b"\x02", "3"))
+            got["ack"] = sio.call("message-with-ack", ("x", b"\x00"), timeout=5)
+            sio.sleep(1.0)  # several 300 ms ping periods: the python client pongs in time
+            got["still_connected"] = sio.connected
+            sio.disconnect()
+            other = socketio.Client(reconnection=False)
+            other.on("connect_error", lambda d: got.setdefault("refused", d), namespace="/other")
+            try:
+                other.connect(self.base, namespaces=["/other"], transports=["websocket"],
+                              wait_timeout=5)
+            except socketio.exceptions.ConnectionError:
+                pass
+            other.disconnect()
+            return got
+
+        got = yield deferToThread(scenario)
+        self.assertEqual(got["auth"], {"k": 1})
+        self.assertEqual(got["custom_auth"], {"k": 1})
+        self.assertEqual(got["back"], (1, b"\x02", "3"))
+        self.assertEqual(got["ack"], ("x", b"\x00"))
+        self.assertTrue(got["still_connected"])
+        self.assertEqual(got["refused"], {"message": "Invalid namespace"})
+
+    @defer.inlineCallbacks
+    def test_engineio_echo_endpoint(self):
+        """``--engineio-echo`` echoes every Engine.IO message at /engine.io/, text and binary."""
+        sid, _ = yield handshake(self.base, "/engine.io/")
+        url = f"{self.base}/engine.io/?EIO=4&transport=polling&sid={sid}"
+        yield http("POST", url, b"4hello\x1ebAQI=")
+        response = yield http("GET", url)
+        self.assertEqual(response.text, "4hello\x1ebAQI=")
+
+        def over_websocket():
+            ws = websocket.create_connection(
+                self.base.replace("http", "ws") + "/engine.io/?EIO=4&transport=websocket", timeout=5
+            )
+            ws.recv()
+            ws.send_binary(b"\x09")
+            echoed = ws.recv()
+            ws.close()
+            return echoed
+
+        self.assertEqual((yield deferToThread(over_websocket)), b"\x09")
+
+
+class DemoProcessTests(TestCase):
+    def test_module_runs_and_serves(self):
+        """``python -m ilchat.socketio.demo --port 0`` starts and answers a handshake."""
+
+        def run():
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "ilchat.socketio.demo", "--port", "0"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+            try:
+                line = proc.stdout.readline()
+                port = int(line.rsplit(":", 1)[1])
+                body = requests.get(
+                    f"http://127.0.0.1:{port}/socket.io/?EIO=4&transport=polling", timeout=5
+                ).text
+                return json.loads(body[1:])
+            finally:
+                proc.terminate()
+                proc.wait(5)
+
+        d = deferToThread(run)
+        d.addCallback(lambda info: self.assertEqual(info["pingInterval"], 300))
+        return d
