@@ -135,6 +135,7 @@ class RoomBridge:
         self._unsubscribe = bus.subscribe(self.chat.topic, self._deliver)
         self.network.resolvers.append(self)
         self.network.on_quit.append(self._irc_user_gone)
+        self.network.on_nick.append(self._irc_nick_changed)
         if hasattr(self.chat, "name_checks"):
             self.chat.name_checks.append(self._irc_name_in_use)
         self.refresh()
@@ -147,6 +148,8 @@ class RoomBridge:
             self.network.resolvers.remove(self)
         if self._irc_user_gone in self.network.on_quit:
             self.network.on_quit.remove(self._irc_user_gone)
+        if self._irc_nick_changed in self.network.on_nick:
+            self.network.on_nick.remove(self._irc_nick_changed)
         if hasattr(self.chat, "name_checks") and self._irc_name_in_use in self.chat.name_checks:
             self.chat.name_checks.remove(self._irc_name_in_use)
 
@@ -277,6 +280,15 @@ class RoomBridge:
             self.chat.leave_room(room_id, member.id)
         except ChatError:
             pass
+
+    def _irc_nick_changed(self, user: Any, old: str) -> None:
+        """In open mode the nick is the name browsers see: their next messages carry the new one."""
+        conn = getattr(user, "chat_connection", None)
+        if conn is None or conn not in self.conns or self.auth_mode != "open":
+            return
+        member = self.chat.member_for(conn)
+        if member is not None:
+            self.chat.login(conn, member.id, user.display_name, member.profile_picture_visible)
 
     def _irc_user_gone(self, user: Any) -> None:
         conn = getattr(user, "chat_connection", None)

@@ -190,6 +190,8 @@ class IrcNetwork:
         self._next_open_id = -1
         #: Called with (user) when a local user is fully registered.
         self.on_register: List[Callable[[Any], None]] = []
+        #: Called with (user, old nick) after a registered user changed nick.
+        self.on_nick: List[Callable[[Any, str], None]] = []
         #: Called with (user) when a registered user has left the network (after its QUIT).
         self.on_quit: List[Callable[[Any], None]] = []
         #: Objects with C{resolve(name) -> Channel | None} and C{refresh()}: the bridges, which
@@ -258,7 +260,13 @@ class IrcNetwork:
         if not self.claim_nick(user, new):
             return False
         message = Message("NICK", (new,), prefix=old_mask)
+        old = user.nick
         user.nick = new
+        for hook in list(self.on_nick):
+            try:
+                hook(user, old)
+            except Exception:
+                self._log.failure("on_nick hook {hook!r} failed", hook=hook)
         for peer in self.peers_of(user):
             peer.deliver(message)
         if user.local:

@@ -1,0 +1,144 @@
+"""
+The IRC component inside the whole service, and the ``irc`` section of ``server.cfg``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+from typing import Any, Dict
+
+from twisted.internet import threads
+from twisted.trial import unittest
+
+from ilchat.config import ConfigError, load_server_config
+from ilchat.irc.service import IrcComponent
+from tests.irc.test_bridge import CHANNEL, IrcBridgeMixin
+from tests.support.server import start_server
+from tests.test_tls import _PKI, make_pki
+
+BASE_SERVER: Dict[str, Any] = {"protocol": "http", "port": 8080, "address": "127.0.0.1"}
+
+
+class IrcConfigTests(unittest.TestCase):
+    def load(self, irc: Any) -> Any:
+        path = os.path.join(self.mktemp() + "-server.cfg")
+        with open(path, "w") as f:
+            json.dump(dict(BASE_SERVER, irc=irc), f)
+        return load_server_config(path).irc
+
+    def assertConfigError(self, irc: Any, text: str) -> None:
+        with self.assertRaises(ConfigError) as caught:
+            self.load(irc)
+        self.assertIn(text, str(caught.exception))
+        self.assertIn("server.cfg", str(caught.exception))
+
+    def test_absent_section_means_off(self) -> None:
+        """Without an irc section there is no IRC config (and no listener)."""
+        path = self.mktemp() + "-server.cfg"
+        with open(path, "w") as f:
+            json.dump(BASE_SERVER, f)
+        self.assertIsNone(load_server_config(path).irc)
+
+    def test_defaults(self) -> None:
+        """An empty section is IRC on 6667 with ILIAS logins and sensible limits."""
+        config = self.load({})
+        self.assertEqual((config.port, config.tls_port, config.auth), (6667, None, "ilias"))
+        self.assertFalse(config.local_channels)
+        self.assertEqual((config.flood_rate, config.flood_burst, config.max_line), (2.0, 10, 512))
+
+    def test_all_keys(self) -> None:
+        """Every documented key is read into its typed field."""
+        config = self.load({
+            "address": "127.0.0.1", "port": 6668, "server_name": "irc.example.org",
+            "network_name": "Example", "motd": "line one\nline two", "auth": "open",
+            "rooms": {"onscreen": [1, 2], "other": "*"}, "local_channels": False,
+            "limits": {"flood_rate": 1.5, "flood_burst": 5, "recvq": 4096, "max_line": 1024,
+                       "sendq": 8192, "max_connections_per_ip": 3, "ping_interval": 30,
+                       "ping_timeout": 20, "registration_timeout": 10, "nick_length": 16},
+            "webirc": [{"cidr": ["10.0.0.0/8", "::1"], "password": "pw"}],
+        })
+        self.assertEqual(config.motd, ("line one", "line two"))
+        self.assertEqual(config.rooms, {"onscreen": (1, 2), "other": None})
+        self.assertEqual((config.flood_rate, config.max_connections_per_ip, config.nick_length), (1.5, 3, 16))
+        self.assertEqual(len(config.webirc[0].networks), 2)
+        self.assertFalse(config.local_channels)
+
+    def test_errors_name_the_key(self) -> None:
+        """Bad values are one-line errors naming irc.<key>."""
+        self.assertConfigError({"auth": "ldap"}, "irc.auth")
+        self.assertConfigError({"port": "x"}, "irc.port")
+        self.assertConfigError({"limits": {"flood_burst": 0}}, "irc.limits.flood_burst")
+        self.assertConfigError({"rooms": {"onscreen": ["1"]}}, "irc.rooms.onscreen")
+        self.assertConfigError({"webirc": [{"cidr": "999.1.1.1", "password": "x"}]}, "irc.webirc[0].cidr")
+        self.assertConfigError({"webirc": [{"cidr": "10.0.0.1"}]}, "irc.webirc[0].password")
+        self.assertConfigError({"tls_port": 6697}, "irc.cert")
+        self.assertConfigError({"plain": False}, "irc.plain")
+
+
+class IrcServiceTests(IrcBridgeMixin, unittest.TestCase):
+    database_kind = "sqlite"
+
+    async def test_default_component_list_serves_irc_only_when_configured(self) -> None:
+        """The service's default server components include IRC; without a section it is off."""
+        server = await start_server(self)
+        components = [c for c in server.service._started_components if isinstance(c, IrcComponent)]
+        self.assertEqual(len(components), 1)
+        self.assertEqual(components[0].ports, [])
+
+    async def test_nick_change_renames_the_member_for_browsers(self) -> None:
+        """In open mode a NICK change is the name on the IRC user's next messages in ILIAS."""
+        await self.start()
+        bob = await self.enter(7, "bob")
+        irc = await self.irc_in_room("before")
+        irc.send("NICK after")
+        await irc.wait_for("NICK")
+        irc.send(f"PRIVMSG {CHANNEL} :renamed")
+        message = await bob.wait_for("message")
+        self.assertEqual(message["from"]["username"], "after")
+
+
+class IrcTlsTests(unittest.TestCase):
+    async def setUp(self) -> None:
+        if not _PKI:
+            folder = os.path.abspath("tls-pki")
+            os.makedirs(folder, exist_ok=True)
+            _PKI.update(await threads.deferToThread(make_pki, folder))
+        self.pki = _PKI
+
+    async def test_irc_over_tls(self) -> None:
+        """tls_port serves IRC over TLS with the configured certificate chain."""
+        captured = []
+
+        def make_irc(context: Any) -> IrcComponent:
+            captured.append(IrcComponent(context))
+            return captured[0]
+
+        await start_server(
+            self,
+            server={"irc": {"address": "127.0.0.1", "plain": False, "tls_port": 0, "auth": "open",
+                            "cert": self.pki["chain"], "key": self.pki["key"],
+                            "dhparam": self.pki["dhparam"]}},
+            server_components=[make_irc],
+        )
+        port = captured[0].ports[0].getHost().port
+        cafile = self.pki["root"]
+
+        def talk() -> bytes:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.load_verify_locations(cafile)
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                    tls.sendall(b"NICK secure\r\nUSER s 0 * :S\r\n")
+                    data = b""
+                    while b" 001 " not in data:
+                        chunk = tls.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                    return data
+
+        data = await threads.deferToThread(talk)
+        self.assertIn(b" 001 secure :Welcome", data)
