@@ -10,7 +10,12 @@ from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
 from ilchat.service import IlchatService, StartupError, resolve_address
-from tests.support.db import fetch_rows_async, insert_rows_async, make_mariadb_database_async
+from tests.support.db import (
+    fetch_rows_async,
+    insert_rows_async,
+    make_mariadb_database_async,
+    make_sqlite_database,
+)
 from tests.support.http import http_request
 from tests.support.server import start_server, write_configs
 
@@ -121,7 +126,13 @@ class ServiceTests(TestCase):
 
     async def test_users_move_to_sessions_at_start_and_stop_on_mariadb(self) -> None:
         """chatroom_users rows left over by a crash become sessions at start; again at stop."""
-        database = await make_mariadb_database_async(self)
+        await self.check_users_move_to_sessions(await make_mariadb_database_async(self))
+
+    async def test_users_move_to_sessions_at_start_and_stop_on_sqlite(self) -> None:
+        """The same on the embedded SQLite database."""
+        await self.check_users_move_to_sessions(make_sqlite_database(self))
+
+    async def check_users_move_to_sessions(self, database: Any) -> None:
         await insert_rows_async(database, "chatroom_users", [_users(1, 6, 1000), _users(1, 7, 1001)])
         server = await start_server(self, database=database, client_components=[])
         self.assertEqual(await fetch_rows_async(database, "SELECT * FROM chatroom_users"), [])
