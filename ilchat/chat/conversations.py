@@ -153,6 +153,7 @@ class Participant:
 
     @property
     def online(self) -> bool:
+        """True while at least one of the user's sockets is connected (ILIAS never resets it)."""
         return bool(self.connections)
 
     def as_json(self) -> Dict[str, Any]:
@@ -438,6 +439,7 @@ class OnScreenChat:
         self._schedule_poll()
 
     async def stop(self) -> None:
+        """Stop the poll and leave the purge's keep list; the data stays in the database."""
         self._running = False
         if self._unregister_purge is not None:
             self._unregister_purge()
@@ -512,6 +514,7 @@ class OnScreenChat:
         return self.registry.connect(connection, parse_user_id(user_id), _parse_name(name))
 
     def disconnect(self, connection: str) -> Optional[Participant]:
+        """A socket is gone; its participant is offline once it was their last one."""
         return self.registry.disconnect(connection)
 
     def live_conversation_ids(self) -> Set[str]:
