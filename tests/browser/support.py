@@ -107,3 +107,70 @@ def save_screenshot(page: Any, folder: str, name: str, copy_to: str | None = Non
         os.makedirs(os.path.dirname(copy_to), exist_ok=True)
         shutil.copyfile(path, copy_to)
     return path
+
+
+class IrcLineClient:
+    """
+    A minimal IRC client on a plain socket, for checking what an IRC user sees.
+
+    A reader thread collects the lines; tests wait for them on the reactor with
+    :meth:`wait_for_line`, so nothing blocks the server.
+    """
+
+    def __init__(self, port: int, nick: str) -> None:
+        import socket
+
+        self.nick = nick
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        self._socket = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self._socket.settimeout(None)
+        self._reader = threading.Thread(target=self._read, name=f"irc-{nick}", daemon=True)
+        self._reader.start()
+        self.send(f"NICK {nick}")
+        self.send(f"USER {nick} 0 * :{nick} on IRC")
+
+    def _read(self) -> None:
+        buffer = b""
+        while True:
+            try:
+                data = self._socket.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            buffer += data
+            while b"\r\n" in buffer:
+                line, buffer = buffer.split(b"\r\n", 1)
+                text = line.decode("utf-8", "replace")
+                if text.startswith("PING "):
+                    self.send("PONG " + text[5:])
+                with self._lock:
+                    self.lines.append(text)
+
+    def send(self, line: str) -> None:
+        self._socket.sendall(line.encode("utf-8") + b"\r\n")
+
+    def close(self) -> None:
+        try:
+            self.send("QUIT :bye")
+        except OSError:
+            pass
+        self._socket.close()
+
+    async def wait_for_line(self, predicate: Callable[[str], bool], timeout: float = 15.0) -> str:
+        import time
+
+        from twisted.internet.task import deferLater
+
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                for line in self.lines:
+                    if predicate(line):
+                        return line
+            if time.monotonic() > deadline:
+                with self._lock:
+                    seen = list(self.lines[-20:])
+                raise AssertionError(f"IRC {self.nick}: no matching line; last lines: {seen}")
+            await deferLater(reactor, 0.05, lambda: None)

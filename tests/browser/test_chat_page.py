@@ -4,8 +4,8 @@ The built-in chat page in a real headless Chromium, against a whole ilchat serve
 Two pages pick names, see each other in the user list, see each other typing and exchange
 messages; a message made of HTML stays text; a taken name is explained on the welcome screen; the
 page reconnects and logs back in after the server restarts; it works with the keyboard alone and
-on a phone-sized screen. Screenshots are kept in the test's temp folder, and the desktop one is
-copied to ``docs/screenshot.png``.
+on a phone-sized screen; an IRC user shares the room. Screenshots are kept in the test's temp
+folder, and the one with a web and an IRC user is copied to ``docs/screenshot.png``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, List
 from twisted.trial import unittest
 
 from ilchat.standalone import StandaloneChat
-from tests.browser.support import BrowserDriver, save_screenshot, skip_reason
+from tests.browser.support import BrowserDriver, IrcLineClient, save_screenshot, skip_reason
 from tests.support.server import RunningServer, start_server
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -52,6 +52,7 @@ class ChatPageBrowserTests(unittest.TestCase):
     async def start_server(self, **kwargs: Any) -> RunningServer:
         return await start_server(
             self,
+            server={"irc": {"address": "127.0.0.1", "port": 0, "auth": "open"}},
             clients=[{"name": "team", "standalone": STANDALONE}],
             client_components=[lambda ctx: StandaloneChat(ctx, policy=ctx.policy, grace=1.0)],
             folder=self.folder,
@@ -94,6 +95,20 @@ class ChatPageBrowserTests(unittest.TestCase):
             page.press("#message-input", "Enter")
 
         await self.driver.call(send)
+
+    def irc_port(self) -> int:
+        from ilchat.irc.service import IrcComponent
+
+        for component in self.server.service._started_components:
+            if isinstance(component, IrcComponent):
+                return component.ports[0].getHost().port
+        raise AssertionError("no IRC listener")
+
+    async def irc_user(self, nick: str) -> IrcLineClient:
+        client = IrcLineClient(self.irc_port(), nick)
+        self.addCleanup(client.close)
+        await client.wait_for_line(lambda line: f" 001 {nick} " in line)
+        return client
 
     # -- tests ------------------------------------------------------------------------------------
 
@@ -139,7 +154,7 @@ class ChatPageBrowserTests(unittest.TestCase):
         await self.send(alice, "See you in the stand-up.")
         await self.wait_text(bob, "#messages .entry.message", "stand-up")
         path = await self.driver.call(
-            save_screenshot, alice, self.folder, "chat-desktop.png", DOCS_SCREENSHOT)
+            save_screenshot, alice, self.folder, "chat-desktop.png")
         self.assertTrue(os.path.getsize(path) > 10_000)
         phone = await self.driver.call(save_screenshot, bob, self.folder, "chat-bob.png")
         self.assertTrue(os.path.exists(phone))
@@ -260,3 +275,42 @@ class ChatPageBrowserTests(unittest.TestCase):
         await self.wait_text(page, "#user-list .user", "Robin")
         await self.send(page, "back again")
         await self.wait_text(page, "#messages .entry.message", "back again")
+
+    async def test_irc_user_in_the_same_room(self) -> None:
+        """
+        An IRC user in #team-1 is listed on the page (marked IRC), sees the web user join and
+        talk, and answers; the page shows the answer. The IRC nick is taken for the web too.
+        """
+        dan = await self.irc_user("ircdan")
+        dan.send("JOIN #team-1")
+        await dan.wait_for_line(lambda line: line.endswith("JOIN #team-1") and "ircdan" in line)
+        page = await self.open_page()
+        await self.join(page, "Alice")
+        await self.wait_text(page, "#user-list .user", "ircdan")
+        tag = await self.driver.call(lambda: page.locator(
+            "#user-list .user", has_text="ircdan").locator(".tag.irc").inner_text())
+        self.assertEqual(tag, "IRC")
+        await dan.wait_for_line(lambda line: "JOIN #team-1" in line and line.startswith(":Alice!"))
+
+        await self.send(page, "Hello IRC <3")
+        await dan.wait_for_line(lambda line: line.endswith("PRIVMSG #team-1 :Hello IRC <3"))
+        dan.send("PRIVMSG #team-1 :hello from IRC <script>x</script>")
+        await self.wait_text(page, "#messages .entry.message", "hello from IRC")
+        sender = await self.driver.call(lambda: page.locator(
+            "#messages .entry.message", has_text="hello from IRC").locator(".from").inner_text())
+        self.assertEqual(sender, "ircdan")
+        scripts = await self.driver.call(
+            lambda: page.evaluate("() => document.querySelectorAll('#messages script').length"))
+        self.assertEqual(scripts, 0)
+
+        other = await self.open_page()
+
+        def try_irc_nick() -> str:
+            other.fill("#name-input", "IRCDAN")
+            other.press("#name-input", "Enter")
+            other.locator("#login-error", has_text="already in use").wait_for()
+            return other.inner_text("#login-error")
+
+        self.assertIn("IRCDAN", await self.driver.call(try_irc_nick))
+        await self.driver.call(
+            save_screenshot, page, self.folder, "chat-with-irc.png", DOCS_SCREENSHOT)
