@@ -13,7 +13,7 @@ from twisted.trial import unittest
 
 from ilchat.irc.auth import check_bcryptphp
 from tests.irc.support import RawClient
-from tests.irc.test_bridge import CHANNEL, IrcBridgeMixin
+from tests.irc.test_bridge import CHANNEL, IrcBridgeMixin, userlist_with
 from tests.support.db import insert_rows_async
 
 
@@ -85,8 +85,8 @@ class IliasAuthTests(IrcBridgeMixin, unittest.TestCase):
         await client.wait_for("001")
         client.send(f"JOIN {CHANNEL}")
         await client.wait_for("366")
-        userlist = await bob.wait_for("userlist", count=2)
-        self.assertEqual(userlist["users"]["42"]["username"], "jdoe")
+        users = await userlist_with(bob, lambda users: 42 in users)
+        self.assertEqual(users[42]["username"], "jdoe")
         client.send(f"PRIVMSG {CHANNEL} :from irc")
         message = await bob.wait_for("message")
         self.assertEqual(message["from"], {"id": 42, "username": "jdoe", "profile_picture_visible": False})

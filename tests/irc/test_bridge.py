@@ -65,6 +65,24 @@ class IrcBridgeMixin(RepositoryServerMixin):
         return client
 
 
+async def userlist_with(browser: Any, predicate: Any) -> Dict[str, Any]:
+    """The first userlist (users by id) for which C{predicate(users)} holds; userlists coalesce."""
+    def find() -> Any:
+        for payload in browser.payloads("userlist"):
+            users = {int(k): v for k, v in payload["users"].items()}
+            if predicate(users):
+                return users
+        return None
+
+    return await wait_until(find, what="a matching userlist")
+
+
+async def irc_id_in(browser: Any) -> int:
+    """The (negative) id of the IRC user once a browser's userlist shows them."""
+    users = await userlist_with(browser, lambda users: any(k < 0 for k in users))
+    return next(k for k in users if k < 0)
+
+
 def _database_dict(db: Any) -> Dict[str, Any]:
     from tests.support.server import database_dict
 
@@ -100,10 +118,10 @@ class OpenModeBridgeTests(IrcBridgeMixin, unittest.TestCase):
         await self.start()
         bob = await self.enter(7, "bob")
         irc = await self.irc_in_room("ircer")
-        userlist = await bob.wait_for("userlist", count=2)
-        irc_ids = [int(k) for k in userlist["users"] if int(k) < 0]
+        users = await userlist_with(bob, lambda users: any(k < 0 for k in users))
+        irc_ids = [k for k in users if k < 0]
         self.assertEqual(len(irc_ids), 1, "open-mode IRC users get negative ids")
-        self.assertEqual(userlist["users"][str(irc_ids[0])]["username"], "ircer")
+        self.assertEqual(users[irc_ids[0]]["username"], "ircer")
         irc.send(f"PRIVMSG {CHANNEL} :hello browsers")
         message = await bob.wait_for("message")
         self.assertEqual(message["content"], "hello browsers")
@@ -165,8 +183,7 @@ class OpenModeBridgeTests(IrcBridgeMixin, unittest.TestCase):
         bob = await self.enter(7, "bob")
         alice = await self.enter(6, "alice")
         irc = await self.irc_in_room("ircer")
-        userlist = await bob.wait_for("userlist", count=3)
-        irc_id = next(int(k) for k in userlist["users"] if int(k) < 0)
+        irc_id = await irc_id_in(bob)
         irc.send("PRIVMSG bob :just for you")
         whisper = await bob.wait_for("message")
         self.assertEqual(whisper["content"], "just for you")
@@ -185,8 +202,7 @@ class OpenModeBridgeTests(IrcBridgeMixin, unittest.TestCase):
         await self.start()
         bob = await self.enter(7, "bob")
         irc = await self.irc_in_room("ircer")
-        userlist = await bob.wait_for("userlist", count=2)
-        irc_id = next(int(k) for k in userlist["users"] if int(k) < 0)
+        irc_id = await irc_id_in(bob)
         await self.enter(8, "carl")
         await irc.wait_for("JOIN", lambda m: m.prefix.startswith("carl!"))
         await self.php("Kick", 1, 8)
