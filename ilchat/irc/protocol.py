@@ -60,6 +60,7 @@ _PREFIX = "(ov)@+"
 _CHANMODES = "beI,k,l,nt"
 _SASL_CHUNK = 400
 _SASL_MAX = 4096
+_MAX_AUTH_FAILURES = 3
 
 
 def _server_time(seconds: float) -> str:
@@ -107,6 +108,7 @@ class IRCServerProtocol(LineOnlyReceiver):
         self._registering = False
         self._webirc_done = False
         self._sasl_buffer: Optional[str] = None
+        self._auth_failures = 0
         self._buffer = b""
         self._discarding = False
         self._recvq: Deque[bytes] = deque()
@@ -362,7 +364,9 @@ class IRCServerProtocol(LineOnlyReceiver):
         """A numeric reply to this client (target "*" before it has a nick)."""
         self.deliver(Message(numeric, (self.nick or "*",) + params, prefix=self.config.server_name))
 
-    def send_text(self, command: str, target: str, text: str, prefix: str, tags=None) -> None:
+    def send_text(
+        self, command: str, target: str, text: str, prefix: str, tags: Optional[Dict[str, str]] = None
+    ) -> None:
         """
         Send user text as one or more PRIVMSG/NOTICE lines: split at line breaks and to fit 512
         bytes with the given prefix, so text from a browser never breaks IRC framing.
@@ -582,6 +586,9 @@ class IRCServerProtocol(LineOnlyReceiver):
             return
         if identity is None:
             self.reply("904", "SASL authentication failed")
+            self._auth_failures += 1
+            if self._auth_failures >= _MAX_AUTH_FAILURES:
+                self.close("Too many failed authentication attempts")
             return
         self.account = identity.login
         self.user_id = identity.user_id
@@ -1036,19 +1043,19 @@ class IRCServerProtocol(LineOnlyReceiver):
                     continue
                 if channel.link.send(self, command, text, client_tags):
                     continue
-                outgoing = Message(command, (channel.name, text), prefix=self.hostmask)
-                channel.broadcast(outgoing, skip=self, client_tags=client_tags)
-                if "echo-message" in self.caps:
-                    self.deliver(outgoing, client_tags)
+                # send_text: with our prefix in front, a line the client sent at the limit
+                # would be too long; it is split rather than lost.
+                for member in channel.local_members():
+                    if member is not self or "echo-message" in self.caps:
+                        member.send_text(command, channel.name, text, self.hostmask, client_tags)
                 continue
             user = self.network.find_user(target)
             if user is None:
                 if errors:
                     self.reply("401", target, "No such nick/channel")
                 continue
-            outgoing = Message(command, (user.nick, text), prefix=self.hostmask)
             if user.local:
-                user.deliver(outgoing, client_tags)
+                user.send_text(command, user.nick, text, self.hostmask, client_tags)
             elif user.link is not None:
                 if not user.link.send_private(self, user, command, text):
                     if errors:
@@ -1057,7 +1064,7 @@ class IRCServerProtocol(LineOnlyReceiver):
             if errors and user.away:
                 self.reply("301", user.nick, user.away)
             if "echo-message" in self.caps:
-                self.deliver(outgoing, client_tags)
+                self.send_text(command, user.nick, text, self.hostmask, client_tags)
 
     def irc_TAGMSG(self, message: Message) -> None:
         """Client-only tags (typing notifications) between IRC clients; never bridged to rooms."""

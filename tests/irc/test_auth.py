@@ -101,6 +101,20 @@ class IliasAuthTests(IrcBridgeMixin, unittest.TestCase):
         await client.closed
         self.assertEqual(client.since("001"), [])
 
+    async def test_three_sasl_failures_close_the_connection(self) -> None:
+        """Guessing passwords costs the connection after three failures."""
+        await self.start()
+        client = await self.irc()
+        self.assertEqual(await self.sasl(client, "jdoe", "one"), "904")
+        for guess in ("two", "three"):
+            client.send("AUTHENTICATE PLAIN")
+            await client.wait_for("AUTHENTICATE")
+            client.send("AUTHENTICATE " + base64.b64encode(f"\0jdoe\0{guess}".encode()).decode())
+            await client.wait_for("904")
+        error = await client.wait_for("ERROR")
+        self.assertIn("Too many failed authentication attempts", error.params[0])
+        await client.closed
+
     async def test_sasl_inactive_account_fails(self) -> None:
         """An inactive ILIAS account cannot log in."""
         await self.start()

@@ -472,6 +472,19 @@ class LimitTests(TestCase):
         message = await alice.wait_for("PRIVMSG")
         self.assertEqual(message.params[1], "short")
 
+    async def test_relayed_text_at_the_limit_is_split_not_lost(self) -> None:
+        """A 510-byte PRIVMSG grows with the sender's prefix; the recipient gets all the text."""
+        server = await start_irc(self)
+        alice = await server.registered(self, "alice")
+        bob = await server.registered(self, "bob")
+        text = " ".join(["word"] * 99)
+        line = "PRIVMSG alice :" + text
+        self.assertLessEqual(len(line), 510)
+        bob.send(line)
+        first = await alice.wait_for("PRIVMSG")
+        second = await alice.wait_for("PRIVMSG")
+        self.assertEqual(first.params[1] + " " + second.params[1], text)
+
     async def test_endless_line_without_newline_is_bounded(self) -> None:
         """Megabytes without a line end are discarded, answered with 417, never buffered."""
         server = await start_irc(self)
