@@ -33,6 +33,7 @@ import secrets
 import unicodedata
 from typing import Any, Deque, Dict, List, Optional, Sequence
 
+from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 
 from ilchat.chat.rooms import ChatError, dumps
@@ -193,8 +194,7 @@ class StandaloneChat(RepositoryChat):
             )
             return
         else:
-            user_id = self._next_id
-            self._next_id += 1
+            user_id = self._allocate_id()
             self.chat.connect(user_id)
             for room in self.settings.rooms:
                 self.chat.add_room_member(room.id, user_id)
@@ -255,6 +255,32 @@ class StandaloneChat(RepositoryChat):
         except ChatError as e:  # pragma: no cover - the adapter already catches these
             self._refuse(socket, e.code, str(e), room_id)
 
+    def _allocate_id(self) -> int:
+        """A positive id no member has (the backend's ``Connect`` may have used some)."""
+        while self.chat.get_member(self._next_id) is not None:
+            self._next_id += 1
+        user_id = self._next_id
+        self._next_id += 1
+        return user_id
+
+    # -- backend actions --------------------------------------------------------------------
+
+    def action_ClearMessages(self, client: Any, request: Any, args: List[str]) -> Any:
+        """
+        ``ClearMessages/<name>/<roomId>/<id>``: as for ILIAS, and since there is no PHP to
+        delete the rows, the room's ``chatroom_history`` too (after pending writes), so that the
+        history does not come back after a restart.
+        """
+        body = super().action_ClearMessages(client, request, args)
+        room_id = int(self._split(args, 2)[0])
+
+        async def clear_stored() -> Dict[str, Any]:
+            await self.chat.flush_history()
+            await self.store.clear_history(room_id)
+            return body
+
+        return ensureDeferred(clear_stored())
+
     # -- persistence hooks ------------------------------------------------------------------
 
     def _member_gone(self, user_id: int, room_ids: List[int]) -> Any:
@@ -269,8 +295,6 @@ class StandaloneChat(RepositoryChat):
         async def record() -> None:
             for room in self.settings.rooms:
                 await self.store.add_chatroom_user(room.id, user_id, userdata, now)
-
-        from twisted.internet.defer import ensureDeferred
 
         ensureDeferred(record()).addErrback(
             lambda failure: self._log.failure(

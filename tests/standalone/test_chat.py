@@ -259,3 +259,36 @@ class StandaloneChatTests(unittest.TestCase):
         await browser.emit("message", {"content": "hi", "format": {}}, 1)
         refused = await browser.wait_for("refused")
         self.assertEqual(refused["error"], "not_logged_in")
+
+    async def test_clear_messages_empties_the_stored_history(self):
+        """The backend's ClearMessages tells the room and deletes the room's stored history."""
+        from tests.support.http import http_request
+
+        server = await self.start()
+        alice = await self.login("alice")
+        await alice.emit("message", {"content": "to be cleared", "format": {}}, 1)
+        await alice.wait_for("message")
+        response = await http_request(
+            server.url("/backend/ClearMessages/chat/1/0"), headers=server.auth_header()
+        )
+        self.assertEqual(response.json(), {"success": True})
+        await alice.wait_for("clear")
+        rows = await fetch_rows_async(
+            server.client_configs[0].database, "SELECT hist_id FROM chatroom_history"
+        )
+        self.assertEqual(rows, [])
+        bob = await self.browser()
+        await bob.emit("login", "bob")
+        await bob.wait_for("loggedIn")
+        await bob.emit("enterRoom", 1)
+        self.assertEqual((await bob.wait_for("history"))["messages"], [])
+
+    async def test_ids_never_collide_with_backend_connected_members(self):
+        """A member the backend's Connect registered keeps its id; name logins get other ids."""
+        from tests.support.http import http_request
+
+        server = await self.start()
+        await http_request(server.url("/backend/Connect/chat/1/1"), headers=server.auth_header())
+        alice = await self.browser()
+        await alice.emit("login", "alice")
+        self.assertNotEqual((await alice.wait_for("loggedIn"))["id"], 1)
