@@ -1099,33 +1099,48 @@ class IRCServerProtocol(LineOnlyReceiver):
 
 
 class _RefusedProtocol(protocol.Protocol):
-    """Tells a client over the per-address connection limit why, then closes."""
+    """Tells a refused client why (address not allowed, too many connections), then closes."""
 
-    def __init__(self, server_name: str) -> None:
-        self.server_name = server_name
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
 
     def connectionMade(self) -> None:
-        line = format_message(Message("ERROR", ("Closing Link: Too many connections from your address",)))
+        line = format_message(Message("ERROR", (f"Closing Link: {self.reason}",)))
         self.transport.write(line.encode("utf-8") + b"\r\n")
         self.transport.loseConnection()
 
 
 class IrcServerFactory(protocol.ServerFactory):
-    """Builds L{IRCServerProtocol}s for one network, enforcing C{max_connections_per_ip}."""
+    """
+    Builds L{IRCServerProtocol}s for one network, enforcing the IP allow-list (the ``network``
+    section's ``allow``, as for every listener) and C{max_connections_per_ip}.
 
-    def __init__(self, network: IrcNetwork, clock: Any) -> None:
+    Args:
+        allow: C{allow(address) -> bool}, or None to let every address in.
+    """
+
+    _log = Logger()
+
+    def __init__(self, network: IrcNetwork, clock: Any, allow: Optional[Callable[[str], bool]] = None) -> None:
         self.network = network
         self.clock = clock
+        self.allow = allow
         self.connections: Set[IRCServerProtocol] = set()
+
+    def _refuse(self, reason: str) -> protocol.Protocol:
+        refused = _RefusedProtocol(reason)
+        refused.factory = self
+        return refused
 
     def buildProtocol(self, addr: Any) -> protocol.Protocol:
         host = getattr(addr, "host", "")
+        if self.allow is not None and not self.allow(host):
+            self._log.info("IRC connection from {host} refused: not in the allow-list", host=host)
+            return self._refuse("Your address is not allowed on this server")
         limit = self.network.config.max_connections_per_ip
         count = self.network.connections_per_ip.get(host, 0)
         if limit and count >= limit:
-            refused = _RefusedProtocol(self.network.config.server_name)
-            refused.factory = self
-            return refused
+            return self._refuse("Too many connections from your address")
         proto = _TrackedProtocol(self.network, self.clock)
         proto.factory = self
         proto._counted_ip = host

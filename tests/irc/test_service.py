@@ -100,6 +100,37 @@ class IrcServiceTests(IrcBridgeMixin, unittest.TestCase):
         self.assertEqual(message["from"]["username"], "after")
 
 
+class IrcAllowListTests(unittest.TestCase):
+    async def test_address_outside_allow_list_is_refused(self) -> None:
+        """The network section's allow-list applies to the IRC listener too."""
+        captured = []
+
+        def make_irc(context: Any) -> IrcComponent:
+            captured.append(IrcComponent(context))
+            return captured[0]
+
+        await start_server(
+            self,
+            server={"irc": {"address": "127.0.0.1", "port": 0, "auth": "open"},
+                    "network": {"allow": ["10.0.0.0/8"]}},
+            server_components=[make_irc],
+        )
+        port = captured[0].ports[0].getHost().port
+        client = await _connect(port)
+        error = await client.wait_for("ERROR")
+        self.assertIn("not allowed", error.params[0])
+        await client.closed
+
+
+async def _connect(port: int) -> Any:
+    from twisted.internet import endpoints, reactor
+
+    from tests.irc.support import RawClient
+
+    endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    return await endpoints.connectProtocol(endpoint, RawClient())
+
+
 class IrcTlsTests(unittest.TestCase):
     async def setUp(self) -> None:
         if not _PKI:
