@@ -258,13 +258,17 @@ class EngineIOSession:
             _log.failure("Engine.IO handler factory failed for {sid}", sid=self.sid)
             self.close("server error", discard=True)
 
-    def close(self, reason: str = "forced close", discard: bool = False) -> None:
+    def close(
+        self, reason: str = "forced close", discard: bool = False, final_packet: str = "1"
+    ) -> None:
         """Close the session, tell the application, and release the transport.
 
         Args:
             reason: given to ``handler.session_closed`` (engine.io's reason strings).
             discard: drop queued packets instead of letting a polling client fetch them with a
                 final close packet (used for protocol errors).
+            final_packet: what a parked polling GET gets last: the close packet, or a noop when
+                the client itself closed (engine.io's polling ``onClose``).
         """
         if self._state >= _CLOSING:
             return
@@ -286,7 +290,7 @@ class EngineIOSession:
             # Polling: the parked GET takes what is queued plus the close packet.
             if discard:
                 self._queue.clear()
-            self._queue.append("1")
+            self._queue.append(final_packet)
             self._flush_poll()
             self._finalize()
         elif discard or not self._queue:
@@ -350,7 +354,7 @@ class EngineIOSession:
                 self._pong_call = None
                 self._schedule_ping()
         elif packet_type == P.CLOSE:
-            self.close("transport close", discard=True)
+            self.close("transport close", discard=True, final_packet="6")
         elif packet_type == P.NOOP:
             pass
         else:
@@ -460,9 +464,10 @@ class EngineIOSession:
         if packet_type == P.PING and data == "probe":
             ws.upgrade_probed = True
             ws.sendPreparedMessage(OutgoingPacket(P.PONG, "probe").prepared)
+            # A noop releases the parked (or next) GET so the client can pause polling; if no
+            # GET takes it, it goes out on the websocket after the upgrade, as engine.io does.
+            self._queue.append(_NOOP.polling)
             if self._get_request is not None:
-                # Release the parked GET so the client can pause polling.
-                self._queue.append(_NOOP.polling)
                 self._flush_poll()
         elif packet_type == P.UPGRADE and ws.upgrade_probed:
             self._probe = None
@@ -477,8 +482,6 @@ class EngineIOSession:
                 _write_response(request, 200, b"text/plain; charset=UTF-8", b"6")
             # What polling had not delivered yet goes out on the websocket, in order.
             for text in queue:
-                if text == "6":
-                    continue
                 if text[:1] == "b":
                     ws.sendMessage(P.decode_payload(text)[0][1], True)
                 else:

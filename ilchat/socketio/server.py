@@ -374,13 +374,23 @@ class _Client:
 
     def _dispatch(self, packet: P.Packet) -> None:
         packet_type = packet.type
-        if packet_type == P.CONNECT:
+        socket = self.sockets.get(packet.namespace)
+        if socket is None and packet_type == P.CONNECT:
             self._connect(packet)
             return
-        socket = self.sockets.get(packet.namespace)
-        if socket is None or not socket.connected:
-            _log.debug("Socket.IO: packet for unconnected namespace {ns}", ns=packet.namespace)
+        if socket is None or packet_type in (P.CONNECT, P.CONNECT_ERROR):
+            # socket.io's "invalid state": a packet for a namespace the client has not joined,
+            # a second CONNECT, or a CONNECT_ERROR from the client.  It closes the connection.
+            _log.info(
+                "Socket.IO: invalid state (packet type {type} for {ns}) on {sid}, closing",
+                type=packet_type,
+                ns=packet.namespace,
+                sid=self.session.sid,
+            )
+            self.session.close("forced server close")
             return
+        if not socket.connected:
+            return  # still in an asynchronous on_connect
         if packet_type in (P.EVENT, P.BINARY_EVENT):
             socket._on_event(packet)
         elif packet_type in (P.ACK, P.BINARY_ACK):
@@ -396,9 +406,6 @@ class _Client:
             self.session.send_packets(
                 _encode(P.CONNECT_ERROR, name, {"message": "Invalid namespace"})
             )
-            return
-        if name in self.sockets:
-            _log.debug("Socket.IO: second CONNECT to {ns} ignored", ns=name)
             return
         socket = Socket(namespace, self)
         self.sockets[name] = socket

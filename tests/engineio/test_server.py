@@ -289,10 +289,15 @@ class PollingTests(ServerTestCase):
 
     @defer.inlineCallbacks
     def test_client_close_packet_ends_session(self):
-        """A ``1`` from the client closes the session with reason "transport close"."""
+        """A ``1`` from the client closes the session; the parked GET gets a noop, then 400."""
         sid, _ = yield handshake(self.base)
+        parked = http("GET", f"{self.url}?EIO=4&transport=polling&sid={sid}")
+        yield wait(0.05)
         yield http("POST", f"{self.url}?EIO=4&transport=polling&sid={sid}", b"1")
+        self.assertEqual((yield parked).text, "6")
         self.assertEqual(Echo.closed, [(sid, "transport close")])
+        response = yield http("GET", f"{self.url}?EIO=4&transport=polling&sid={sid}")
+        self.assertEqual(response.code, 400)
 
 
 class WebSocketTests(ServerTestCase):
@@ -322,6 +327,30 @@ class WebSocketTests(ServerTestCase):
             self.assertEqual(second.code, 400)
         finally:
             yield deferToThread(ws.close)
+
+    @defer.inlineCallbacks
+    def test_upgrade_without_parked_get_sends_noop_over_websocket(self):
+        """With no GET to release, the upgrade noop arrives on the websocket after ``5``; a second
+        websocket with the same sid is refused (as the Engine.IO test suite expects)."""
+        sid, _ = yield handshake(self.base)
+
+        def client():
+            ws = websocket.create_connection(ws_url(self.base, sid), timeout=5)
+            ws.send("2probe")
+            probe = ws.recv()
+            ws.send("5")
+            noop = ws.recv()
+            try:
+                websocket.create_connection(ws_url(self.base, sid), timeout=5)
+                second = "accepted"
+            except websocket.WebSocketBadStatusException as e:
+                second = e.status_code
+            ws.send("4hello")
+            echoed = ws.recv()
+            ws.close()
+            return probe, noop, second, echoed
+
+        self.assertEqual((yield deferToThread(client)), ("3probe", "6", 400, "4hello"))
 
     @defer.inlineCallbacks
     def test_malformed_frame_closes_only_that_websocket(self):

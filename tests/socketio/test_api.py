@@ -48,6 +48,10 @@ class Clients:
     def close(self) -> None:
         for client in self.clients:
             client.disconnect()
+            # The polling transport's requests.Session keeps idle keep-alive connections open.
+            http = getattr(client.eio, "http", None)
+            if http is not None:
+                http.close()
 
 
 class APITests(TestCase):

@@ -148,15 +148,21 @@ class MalformedInputTests(TestCase):
         self.assertIn('432["still"]', packets)
 
     @defer.inlineCallbacks
-    def test_events_for_unconnected_namespace_are_ignored(self):
-        """An event for a namespace the client did not join is dropped, not an error."""
-        base, _ = serve_app(self)
-        client, _, _ = yield connected_client(base)
-        yield client.post('42/custom,["message","x"]', '423["message-with-ack","y"]')
-        packets = []
-        while '433["y"]' not in packets:
-            packets += yield client.get()
-        self.assertFalse([p for p in packets if p.startswith("42/custom")])
+    def test_invalid_state_closes_the_connection(self):
+        """As socket.io's client.ts: a packet for an unjoined namespace, a second CONNECT or a
+        CONNECT_ERROR from the client closes that connection (and only that one)."""
+        base, app = serve_app(self)
+        for packet in ('42/custom,["message","x"]', "40", '44{"message":"x"}'):
+            client, sid, _ = yield connected_client(base)
+            yield client.post(packet)
+            packets = yield client.get()
+            if not isinstance(packets, list):
+                self.assertEqual(packets.code, 400)
+            else:
+                self.assertEqual(packets[-1], "1", packet)
+        self.assertEqual(
+            [r for _, _, r in app.disconnected], ["forced server close"] * 3
+        )
 
 
 class ConnectTimeoutTests(TestCase):

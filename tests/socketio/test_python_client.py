@@ -60,11 +60,16 @@ def run_scenario(base: str, transports: list[str]) -> dict:
                 pass
             finally:
                 other.disconnect()
+                if getattr(other.eio, "http", None) is not None:
+                    other.eio.http.close()
         result["transport"] = sio.transport()
         sio.emit("bye")
         result["server_disconnect"] = next_event("disconnect")
     finally:
         sio.disconnect()
+        # The polling transport's requests.Session keeps idle keep-alive connections open.
+        if getattr(sio.eio, "http", None) is not None:
+            sio.eio.http.close()
     return result
 
 
