@@ -12,6 +12,7 @@ Members are either local connections (L{ilchat.irc.protocol.IRCServerProtocol}) 
 """
 
 import re
+import unicodedata
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from twisted.internet import defer
@@ -57,9 +58,12 @@ def sanitise_nick(name: str, max_length: int) -> str:
     """
     Turn any display name (an ILIAS login such as ``"jörg.müller"``) into a valid nick.
 
-    Characters IRC does not allow become ``_``; a leading digit or dash gets a ``_`` in front.
+    Accents are dropped (``ö`` becomes ``o``), other characters IRC does not allow become ``_``,
+    and a leading digit or dash gets a ``_`` in front.
     """
-    nick = _NICK_BAD_CHARS.sub("_", name.strip()) or "user"
+    decomposed = unicodedata.normalize("NFKD", name.strip())
+    plain = "".join(char for char in decomposed if not unicodedata.combining(char))
+    nick = _NICK_BAD_CHARS.sub("_", plain) or "user"
     if not _NICK_RE.match(nick):
         nick = "_" + nick
     return nick[:max_length]

@@ -665,3 +665,4 @@ class NameTests(SynchronousTestCase):
         for login in ("jörg.müller", "1user", "a b", "-x", "root@example.com"):
             self.assertTrue(valid_nick(sanitise_nick(login, 30), 30), login)
         self.assertEqual(sanitise_nick("anna", 30), "anna")
+        self.assertEqual(sanitise_nick("jörg.müller", 30), "jorg_muller")

@@ -173,3 +173,50 @@ class IrcTlsTests(unittest.TestCase):
 
         data = await threads.deferToThread(talk)
         self.assertIn(b" 001 secure :Welcome", data)
+
+
+class StandaloneIrcTests(unittest.TestCase):
+    """The standalone internal chat (no ILIAS): web users with a name and IRC users together."""
+
+    async def test_web_and_irc_users_talk_in_a_standalone_room(self) -> None:
+        """Channel #chat-1 is the "Lobby" room; messages go both ways, names on both sides."""
+        from ilchat.standalone import StandaloneChat
+        from tests.ilias.repository_support import Browser
+        from tests.standalone.test_chat import standalone_client
+
+        captured = []
+
+        def make_irc(context: Any) -> IrcComponent:
+            captured.append(IrcComponent(context))
+            return captured[0]
+
+        server = await start_server(
+            self,
+            server={"irc": {"address": "127.0.0.1", "port": 0, "auth": "open"}},
+            clients=[standalone_client()],
+            client_components=[lambda ctx: StandaloneChat(ctx, policy=ctx.policy, grace=0.6)],
+            server_components=[make_irc],
+        )
+        browser = Browser(server, "/chat")
+        self.addCleanup(browser.close)
+        await browser.connect()
+        await browser.emit("login", "Zoë M.")
+        await browser.wait_for("loggedIn")
+        await browser.emit("enterRoom", 1)
+        await browser.wait_for("notice", "welcome_to_chat")
+
+        irc = await _connect(captured[0].ports[0].getHost().port)
+        self.addCleanup(irc.transport.loseConnection)
+        await irc.register("ircuser")
+        irc.send("JOIN #chat-1")
+        topic = await irc.wait_for("332")
+        self.assertEqual(topic.params[2], "Lobby")
+        names = await irc.wait_for("353")
+        self.assertEqual(set(names.params[3].split()), {"Zoe_M_", "ircuser"})
+        irc.send("PRIVMSG #chat-1 :hello web")
+        message = await browser.wait_for("message")
+        self.assertEqual((message["content"], message["from"]["username"]), ("hello web", "ircuser"))
+        self.assertLess(message["from"]["id"], 0)
+        await browser.emit("message", {"content": "hello irc", "format": {}}, 1)
+        privmsg = await irc.wait_for("PRIVMSG")
+        self.assertEqual((privmsg.prefix.split("!")[0], privmsg.params[1]), ("Zoe_M_", "hello irc"))
