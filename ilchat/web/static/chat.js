@@ -419,7 +419,11 @@
     welcome_to_chat: function (d) { return "Welcome to " + ((d && d.title) || "the chat") + ", " + (d && d.username) + "!"; },
     history_has_been_cleared: function () { return "The history of this room has been cleared."; },
     user_kicked: function (d) { return (d && d.username) + " was removed from the room"; },
-    kicked_from_private_room: function () { return "You were removed from this room."; }
+    kicked_from_private_room: function () { return "You were removed from this room."; },
+    message_too_long: function (d) {
+      return "Your message was too long and was not sent" +
+        (d && d.max_length ? " (at most " + d.max_length + " characters)." : ".");
+    }
   };
 
   function senderName(payload) {
