@@ -39,7 +39,7 @@ from twisted.logger import Logger
 from ilchat.chat.rooms import ChatError, dumps
 from ilchat.ilias.repository import RepositoryChat
 from ilchat.web.client import ChatPageResource, PageSettings, mount_chat_page
-from ilchat.web.policy import NetworkPolicy
+from ilchat.web.policy import NetworkPolicy, TokenBucket
 
 __all__ = ["StandaloneChat", "component", "validate_name"]
 
@@ -107,7 +107,8 @@ class StandaloneChat(RepositoryChat):
         for room in rooms:
             # Before RepositoryChat.start preloads the store's rooms: add_room keeps the first title.
             self.chat.add_room(room.id, room.title)
-            self._history[room.id] = collections.deque(maxlen=max(self.settings.history, 1))
+            if self.settings.history:
+                self._history[room.id] = collections.deque(maxlen=self.settings.history)
         if added:
             self._log.info("{count} rooms created for {name}", count=added, name=self.name)
         if self.settings.history:
@@ -207,6 +208,10 @@ class StandaloneChat(RepositoryChat):
         self._sockets[socket.sid] = socket
         socket.data["user_id"] = member.id
         socket.data["bucket"] = self.policy.message_bucket()
+        # Typing events fan out to the room too; the page sends two per message at most.
+        socket.data["typing_bucket"] = TokenBucket(
+            self.policy.message_rate * 2, self.policy.message_burst * 2, self.reactor
+        )
         self._log.info("{name} ({id}) logged in to {ns} from {address}", name=member.name,
                        id=member.id, ns=self.namespace.name, address=socket.address)
         self._logged_in(socket, member)
@@ -280,6 +285,15 @@ class StandaloneChat(RepositoryChat):
             return body
 
         return ensureDeferred(clear_stored())
+
+    def _typing(self, socket: Any, args: Sequence[Any], started: bool) -> None:
+        """Typing events, within their own (looser) throttle."""
+        bucket = socket.data.get("typing_bucket")
+        if bucket is not None and not bucket.consume()[0]:
+            self._refuse(socket, "rate_limited",
+                         "Too many typing notifications; slow down.", args[0] if args else None)
+            return
+        super()._typing(socket, args, started)
 
     # -- persistence hooks ------------------------------------------------------------------
 

@@ -292,3 +292,22 @@ class StandaloneChatTests(unittest.TestCase):
         alice = await self.browser()
         await alice.emit("login", "alice")
         self.assertNotEqual((await alice.wait_for("loggedIn"))["id"], 1)
+
+    async def test_history_zero_sends_no_history(self):
+        """With history 0 a newcomer gets no history event at all."""
+        await self.start(history=0)
+        alice = await self.login("alice")
+        await alice.emit("message", {"content": "not kept for newcomers", "format": {}}, 1)
+        await alice.wait_for("message")
+        bob = await self.login("bob")
+        await sleep(0.2)
+        self.assertEqual(bob.received("history"), [])
+
+    async def test_typing_flood_is_refused(self):
+        """Typing notifications have their own throttle (twice the message one), with a refusal."""
+        await self.start(network={"message_rate": 1, "message_burst": 2})
+        alice = await self.login("alice")
+        for _ in range(5):
+            await alice.emit("userStartedTyping", 1)
+        refused = await alice.wait_for("refused")
+        self.assertEqual(refused["error"], "rate_limited")
