@@ -138,6 +138,45 @@ class RegistrationTests(TestCase):
         self.assertTrue(message.prefix.startswith("twistedbot!"))
 
 
+class IrcPackageClientTests(TestCase):
+    async def test_irc_package_client_registers_joins_and_talks(self) -> None:
+        """The ``irc`` package's client (jaraco) registers, joins, sends and receives."""
+        import time
+
+        import irc.client
+
+        server = await start_irc(self)
+        peer = await server.registered(self, "peer")
+        peer.send("JOIN #pkg")
+        await peer.wait_for("366")
+        port = server.port.getHost().port
+        received: List[str] = []
+
+        def run_client() -> None:
+            client_reactor = irc.client.Reactor()
+            connection = client_reactor.server().connect("127.0.0.1", port, "jaraco")
+            client_reactor.add_global_handler("welcome", lambda c, e: c.join("#pkg"))
+            client_reactor.add_global_handler(
+                "join", lambda c, e: c.privmsg("#pkg", "hello from jaraco") if e.source.nick == "jaraco" else None
+            )
+            client_reactor.add_global_handler("pubmsg", lambda c, e: received.append(e.arguments[0]))
+            deadline = time.monotonic() + 10
+            while not received and time.monotonic() < deadline:
+                client_reactor.process_once(0.05)
+            connection.quit("done")
+            client_reactor.process_once(0.05)
+            connection.close()
+
+        from twisted.internet import threads
+
+        finished = threads.deferToThread(run_client)
+        message = await peer.wait_for("PRIVMSG")
+        self.assertEqual(message.params, ("#pkg", "hello from jaraco"))
+        peer.send("PRIVMSG #pkg :hello back")
+        await finished
+        self.assertEqual(received, ["hello back"])
+
+
 class CommandTests(TestCase):
     async def test_ping_echoes_token(self) -> None:
         """PONG carries the client's token back; PING without token gets 409."""
