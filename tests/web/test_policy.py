@@ -602,3 +602,44 @@ class NetworkPolicyServerTests(TestCase):
         )
         self.assertEqual(status, 200)
         self.assertEqual((await self.request(POLLING))[0], 200)
+
+    async def test_second_loopback_address_is_refused_on_irc(self):
+        """With only 127.0.0.1/32 allowed, IRC from 127.0.0.2 gets ERROR and is closed."""
+        import socket as socket_module
+
+        from twisted.internet.threads import deferToThread
+
+        from ilchat.standalone import StandaloneChat
+        from ilchat.irc.service import IrcComponent
+        from tests.support.server import start_server
+
+        self.server = await start_server(
+            self,
+            server={
+                "network": {"allow": ["127.0.0.1/32"]},
+                "irc": {"address": "127.0.0.1", "port": 0, "auth": "open"},
+            },
+            clients=[{"name": "team", "standalone": {"rooms": [{"id": 1, "title": "Lobby"}]}}],
+            client_components=[lambda ctx: StandaloneChat(ctx, policy=ctx.policy)],
+        )
+        irc = [c for c in self.server.service._started_components if isinstance(c, IrcComponent)]
+        port = irc[0].ports[0].getHost().port
+
+        def talk(bind_address):
+            with socket_module.create_connection(
+                ("127.0.0.1", port), timeout=10, source_address=(bind_address, 0)
+            ) as connection:
+                connection.sendall(b"NICK probe\r\nUSER probe 0 * :probe\r\n")
+                received = b""
+                while b" 001 " not in received and b"ERROR" not in received:
+                    data = connection.recv(4096)
+                    if not data:
+                        break
+                    received += data
+                return received.decode("utf-8", "replace")
+
+        refused = await deferToThread(talk, "127.0.0.2")
+        self.assertIn("ERROR :Closing Link", refused)
+        self.assertNotIn(" 001 ", refused)
+        welcomed = await deferToThread(talk, "127.0.0.1")
+        self.assertIn(" 001 probe ", welcomed)
