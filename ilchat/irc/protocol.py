@@ -61,6 +61,8 @@ _CHANMODES = "beI,k,l,nt"
 _SASL_CHUNK = 400
 _SASL_MAX = 4096
 _MAX_AUTH_FAILURES = 3
+#: Seconds a closing connection may take to flush its last lines before it is aborted.
+_CLOSE_GRACE = 10.0
 
 
 def _server_time(seconds: float) -> str:
@@ -124,6 +126,7 @@ class IRCServerProtocol(LineOnlyReceiver):
         self._drain_call: Optional[IDelayedCall] = None
         self._registration_call: Optional[IDelayedCall] = None
         self._idle_call: Optional[IDelayedCall] = None
+        self._abort_call: Optional[IDelayedCall] = None
         self._last_activity = 0.0
         self._pinged = False
 
@@ -154,7 +157,7 @@ class IRCServerProtocol(LineOnlyReceiver):
         )
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
-        for name in ("_drain_call", "_registration_call", "_idle_call"):
+        for name in ("_drain_call", "_registration_call", "_idle_call", "_abort_call"):
             call = getattr(self, name)
             if call is not None and call.active():
                 call.cancel()
@@ -290,6 +293,9 @@ class IRCServerProtocol(LineOnlyReceiver):
             return None
         if message.command.isdigit():
             return None
+        if not message.command.isalpha() or not message.command.isascii():
+            self.reply("421", message.command[:32] or "*", "Unknown command")
+            return None
         if not self.registered and message.command not in _PRE_REGISTRATION:
             self.reply("451", "You have not registered")
             return None
@@ -383,6 +389,9 @@ class IRCServerProtocol(LineOnlyReceiver):
         self.send_message(Message("ERROR", (f"Closing Link: {self.host} ({reason})",)))
         self._closing = True
         self.transport.loseConnection()
+        # loseConnection waits for the peer to read what is buffered; one that never reads
+        # (a flooder, a dead peer) is cut off instead of holding the connection forever.
+        self._abort_call = self.clock.callLater(_CLOSE_GRACE, self.transport.abortConnection)
 
     # -- timers ----------------------------------------------------------------------------------
 

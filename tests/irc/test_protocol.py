@@ -670,6 +670,24 @@ class ClockTests(SynchronousTestCase):
         proto.connectionLost(None)
         self.assertEqual(clock.getDelayedCalls(), [])
 
+    def test_closing_connection_is_aborted_if_never_flushed(self) -> None:
+        """A peer that does not read its ERROR is aborted after 10 s rather than kept forever."""
+        clock, proto, transport = self._connect()
+        proto.dataReceived(b"QUIT :bye\r\n")
+        self.assertTrue(transport.disconnecting)
+        self.assertFalse(transport.disconnected)
+        clock.advance(10)
+        self.assertTrue(transport.disconnected)
+        proto.connectionLost(None)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_non_alphabetic_command_is_unknown(self) -> None:
+        """Commands are checked before dispatch: punctuation or non-ASCII is 421, not a lookup."""
+        clock, proto, transport = self._connect()
+        proto.dataReceived("__CLASS__ x\r\nPRIVMSGé x\r\n".encode())
+        self.assertEqual([m.command for m in self._lines(transport)], ["421", "421"])
+        proto.connectionLost(None)
+
     def test_throttled_lines_run_as_tokens_refill(self) -> None:
         """Lines past the burst wait for tokens instead of being dropped."""
         clock, proto, transport = self._connect(flood_rate=1.0, flood_burst=2)
