@@ -314,3 +314,16 @@ class ChatPageBrowserTests(unittest.TestCase):
         self.assertIn("IRCDAN", await self.driver.call(try_irc_nick))
         await self.driver.call(
             save_screenshot, page, self.folder, "chat-with-irc.png", DOCS_SCREENSHOT)
+
+    async def test_leave_and_join_again_under_the_same_name(self) -> None:
+        """After "Leave", the welcome screen is back and the same name can join again at once."""
+        page = await self.open_page()
+        await self.join(page, "Sam")
+
+        def leave() -> None:
+            page.click("#logout-button")
+            page.wait_for_selector("#welcome:not([hidden])")
+
+        await self.driver.call(leave)
+        await self.join(page, "Sam")
+        await self.wait_text(page, "#status", "Connected as Sam")

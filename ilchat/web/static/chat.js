@@ -742,7 +742,8 @@
   ui.logoutButton.addEventListener("click", function () {
     state.wantLogin = false;
     state.loggedIn = false;
-    state.token = null;
+    // The token stays in memory: joining again under the same name during the server's
+    // disconnect grace takes the name back instead of finding it "in use".
     state.me = null;
     state.current = null;
     state.perRoom = {};
