@@ -328,6 +328,8 @@ class RoomBridge:
                                  prefix=self.network.config.server_name))
         except ChatError as e:
             self._log.warn("Message of IRC user {nick} refused: {error}", nick=user.nick, error=str(e))
+            user.deliver(Message("NOTICE", (user.nick, f"Message not delivered to the chat room ({e.code})."),
+                                 prefix=self.network.config.server_name))
         finally:
             self._origin = None
 
