@@ -27,6 +27,11 @@ class _Folder(Resource):
         return pages.notFound()
 
     def render(self, request) -> bytes:
+        if b"" in self.children and not request.path.endswith(b"/"):
+            # A folder with an index page (the standalone chat at <sub_directory>/): add the
+            # slash, so that the page's relative links resolve inside the folder.
+            request.redirect(request.path + b"/")
+            return b""
         request.setResponseCode(404)
         request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         return b"Not found\n"

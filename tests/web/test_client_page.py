@@ -119,3 +119,10 @@ class ChatPageTests(unittest.TestCase):
         """An ILIAS-only server serves no chat page."""
         server = await self.start(standalone=False)
         self.assertEqual((await http_request(server.url("/"))).code, 404)
+
+    async def test_sub_directory_without_slash_redirects_to_the_page(self):
+        """/chat (no slash) redirects to /chat/, where the page's relative links work."""
+        server = await self.start(sub_directory="/chat")
+        response = await http_request(server.url("/chat"))
+        self.assertEqual(response.code, 302)
+        self.assertEqual(response.header("location"), "/chat/")
