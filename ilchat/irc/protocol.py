@@ -653,7 +653,7 @@ class IRCServerProtocol(LineOnlyReceiver):
         self.reply("002", f"Your host is {server}, running version {version}")
         created = datetime.fromtimestamp(self.network.created, tz=timezone.utc)
         self.reply("003", f"This server was created {created:%Y-%m-%d %H:%M:%S} UTC")
-        self.send_message(Message("004", (self.nick, server, version, "i", "ntov"), prefix=server))
+        self.reply("004", server, version, "i", "ntov")
         tokens = [
             "CHANTYPES=#",
             f"PREFIX={_PREFIX}",
@@ -1129,6 +1129,7 @@ class IrcServerFactory(protocol.ServerFactory):
     """
 
     _log = Logger()
+    noisy = False
 
     def __init__(self, network: IrcNetwork, clock: Any, allow: Optional[Callable[[str], bool]] = None) -> None:
         self.network = network
