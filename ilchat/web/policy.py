@@ -8,12 +8,19 @@ limit and a per-connection message throttle. The pieces here are pure (no transp
 injected) so that they can be tested on their own; the transports plug them in:
 
 * HTTP: :class:`PolicyGuardResource` wraps the root of the ``Site`` and answers ``403`` JSON.
-* Engine.IO websocket and polling: :meth:`NetworkPolicy.client_address` and
-  :meth:`NetworkPolicy.connection_filter` are the ``address_resolver`` and ``connection_filter``
-  hooks of ``SocketIOServer``.
-* IRC: the IRC factory calls :meth:`NetworkPolicy.allows` with the peer address (and
-  :meth:`NetworkPolicy.acquire_connection` / ``release_connection`` for the per-IP limit), then
-  sends ``ERROR`` and closes.
+* Engine.IO websocket and polling: :meth:`NetworkPolicy.install` makes
+  :meth:`NetworkPolicy.client_address` and :meth:`NetworkPolicy.connection_filter` the
+  ``address_resolver`` and ``connection_filter`` hooks of the ``SocketIOServer`` (allow-list,
+  origins, per-IP sessions).
+* IRC: the listener asks the allow-list (:meth:`NetworkPolicy.allows`, or :class:`AddressList`
+  directly) for each peer address, then sends ``ERROR`` and closes; it keeps its own per-IP count
+  (:meth:`NetworkPolicy.acquire_connection` / ``release_connection`` are there for listeners that
+  want to share this one).
+* The standalone chat takes a :meth:`NetworkPolicy.message_bucket` per connection and the name and
+  message length limits.
+
+Behind a UNIX-socket proxy the peer has no address: it counts as ``"unix"``, which no CIDR
+contains, so such a setup needs no allow-list (the proxy does the filtering).
 """
 
 from __future__ import annotations
