@@ -118,6 +118,8 @@ class ClientContext:
         socketio: the process's ``SocketIOServer``; the namespaces are ``/<name>``, ``/<name>-im``.
         routes: this client's backend ``RouteTable``: ``routes.register("Connect", handler, (2,))``.
         web_root: the resource tree, to mount extra resources (``web_root.put("chat", r)``).
+        policy: the process's ``NetworkPolicy`` (addresses behind proxies, limits).
+        server: the ``ServerContext`` (every client, shared parts).
     """
 
     config: ClientConfig
@@ -128,8 +130,9 @@ class ClientContext:
     socketio: Any
     routes: RouteTable
     web_root: WebRoot
-    components: List[Any] = attrs.Factory(list)
     policy: Any = None
+    server: Optional[ServerContext] = None
+    components: List[Any] = attrs.Factory(list)
 
     @property
     def name(self) -> str:
@@ -296,6 +299,7 @@ class IlchatService(service.MultiService):
         self.policy: Optional[NetworkPolicy] = None
         self._starting: Optional[defer.Deferred[None]] = None
         self._purge: Any = None
+        self._stopping = False
 
     # --- start ----------------------------------------------------------------------------------
 
@@ -357,6 +361,7 @@ class IlchatService(service.MultiService):
                     routes=RouteTable(),
                     web_root=web_root,
                     policy=self.policy,
+                    server=self.context,
                 )
             )
         for ctx in contexts:
@@ -439,6 +444,13 @@ class IlchatService(service.MultiService):
             waiter.callback(None)
 
     def _start_failed(self, failure: Failure) -> None:
+        if self._stopping and failure.check(defer.CancelledError):
+            self._log.info("Start-up cancelled by the shutdown")
+            self._ready_result = failure
+            waiters, self._ready_waiters = self._ready_waiters, []
+            for waiter in waiters:
+                waiter.errback(failure)
+            return
         try:
             from ilchat.store import StoreError
 
@@ -492,8 +504,12 @@ class IlchatService(service.MultiService):
         return defer.ensureDeferred(self._stop())
 
     async def _stop(self) -> None:
+        self._stopping = True
         if self._starting is not None and not self._starting.called:
-            # Let a start-up in progress finish or fail before tearing down what it built.
+            # A stop during start-up (SIGTERM while the database does not answer): abandon the
+            # start, then tear down what it built so far.
+            self._starting.cancel()
+        if self._starting is not None:
             try:
                 await self._starting
             except Exception:

@@ -6,7 +6,8 @@ import os
 import socket
 from typing import Any, List
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from ilchat.service import IlchatService, StartupError, resolve_address
@@ -236,3 +237,38 @@ class NetworkPolicyWiringTests(TestCase):
         server = await start_server(self, server={"network": {"allow": ["127.0.0.0/8"]}}, client_components=[])
         response = await http_request(server.url("/backend/Heartbeat/onscreen"))
         self.assertEqual(response.json(), {"status": 200})
+
+
+class StopDuringStartTests(TestCase):
+    async def test_stop_while_a_component_is_starting_cancels_the_start(self) -> None:
+        """A SIGTERM while start-up waits (e.g. on a database) does not hang the shutdown."""
+        from tests.support.server import write_configs
+        from ilchat.config import load_configs
+
+        events: List[str] = []
+        hanging: defer.Deferred = defer.Deferred()
+
+        class Hangs:
+            def __init__(self, ctx: Any) -> None:
+                pass
+
+            async def start(self) -> None:
+                events.append("start")
+                await hanging
+
+            async def stop(self) -> None:
+                events.append("stop")
+
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        server_path, client_paths = write_configs(folder)
+        server_config, client_configs = load_configs(server_path, client_paths)
+        service = IlchatService(server_config, client_configs, listen_port=0, client_components=[Hangs])
+        service.startService()
+        while not events:
+            await deferLater(reactor, 0.01, lambda: None)
+        await service.stopService()
+        self.assertEqual(events, ["start"])
+        self.assertIsNone(service.port)
+        with self.assertRaises(defer.CancelledError):
+            await service.when_ready()
