@@ -7,6 +7,7 @@ The HTTP client is Twisted's ``Agent`` (code we did not write); websocket tests 
 from __future__ import annotations
 
 import json
+import weakref
 
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
@@ -16,14 +17,43 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 
+class _TrackingSite(Site):
+    """A Site that can drop its HTTP connections, so idle keep-alives do not outlive a test."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.channels = weakref.WeakSet()
+
+    def buildProtocol(self, addr):
+        channel = super().buildProtocol(addr)
+        self.channels.add(channel)
+        return channel
+
+    def drop_connections(self):
+        for channel in list(self.channels):
+            transport = getattr(channel, "transport", None)
+            if transport is not None and getattr(transport, "connected", False):
+                transport.abortConnection()
+
+
 def serve(test, resource, child: bytes = b"socket.io") -> str:
-    """Mount ``resource`` at ``/<child>`` of a Site on 127.0.0.1:0; returns the base URL."""
+    """Mount ``resource`` at ``/<child>`` of a Site on 127.0.0.1:0; returns the base URL.
+
+    The listening port and any HTTP connection left open are closed when the test ends.
+    """
     root = Resource()
     root.putChild(child, resource)
-    site = Site(root)
+    site = _TrackingSite(root)
     site.displayTracebacks = False
-    port = reactor.listenTCP(0, site, interface="127.0.0.1")
-    test.addCleanup(port.stopListening)
+    port = reactor.listenTCP(0, site, interface="127.0.0.1", backlog=1024)
+
+    def stop():
+        site.drop_connections()
+        d = defer.maybeDeferred(port.stopListening)
+        d.addCallback(lambda _: wait(0.01))
+        return d
+
+    test.addCleanup(stop)
     return f"http://127.0.0.1:{port.getHost().port}"
 
 

@@ -11,6 +11,7 @@ let joined = 0;
 let received = 0;
 const started = Date.now();
 let broadcastAt = 0;
+const errors = {};
 
 function finish(code) {
   const now = Date.now();
@@ -19,6 +20,7 @@ function finish(code) {
     delivered_ms: broadcastAt ? now - broadcastAt : null,
     joined,
     received,
+    errors,
   }) + "\n");
   for (const c of clients) c.disconnect();
   process.exit(code);
@@ -34,6 +36,12 @@ for (let i = 0; i < count; i++) {
       broadcastAt = Date.now();
       clients[0].emit("shout", "big", "to everyone");
     }
+  });
+  socket.on("connect_error", (err) => {
+    errors[err.message] = (errors[err.message] || 0) + 1;
+  });
+  socket.on("disconnect", (reason) => {
+    errors["disconnect: " + reason] = (errors["disconnect: " + reason] || 0) + 1;
   });
   socket.on("shouted", (text) => {
     if (text === "to everyone") {
