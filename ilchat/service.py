@@ -269,12 +269,12 @@ class IlchatService(service.MultiService):
         self.server_config = server_config
         self.client_configs = list(client_configs)
         self.listen_port = server_config.port if listen_port is None else listen_port
-        self._client_factories = [
-            _load_factory(f) for f in (CLIENT_COMPONENTS if client_components is None else client_components)
-        ]
-        self._server_factories = [
-            _load_factory(f) for f in (SERVER_COMPONENTS if server_components is None else server_components)
-        ]
+        if client_components is None:
+            client_components = CLIENT_COMPONENTS
+        if server_components is None:
+            server_components = SERVER_COMPONENTS
+        self._client_factories = [_load_factory(f) for f in client_components]
+        self._server_factories = [_load_factory(f) for f in server_components]
         self._store_factory = store_factory or _default_store_factory
         self._socketio_factory = socketio_factory or _default_socketio_factory
         self._exit_on_failure = exit_on_failure
@@ -539,10 +539,10 @@ class IlchatService(service.MultiService):
         await defer.maybeDeferred(super().stopService)  # the log files last
 
     async def _best_effort(self, what: str, func: Callable[[], Any]) -> None:
-        """Run one shutdown step; a failing step is logged and does not keep the others from running."""
+        """Run one shutdown step; a failing step is logged and does not stop the next ones."""
         try:
             result = func()
-            if result is not None and (isinstance(result, defer.Deferred) or hasattr(result, "__await__")):
+            if isinstance(result, defer.Deferred) or hasattr(result, "__await__"):
                 await result
         except Exception:
             self._log.failure("Shutdown step failed: {what}", what=what)
