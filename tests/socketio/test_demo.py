@@ -96,6 +96,111 @@ class DemoTests(TestCase):
         self.assertEqual((yield deferToThread(over_websocket)), b"\x09")
 
 
+class ConformanceTests(TestCase):
+    """Exchanges of the official Socket.IO protocol test suite, frame by frame, on the demo."""
+
+    def setUp(self):
+        site, self.server, _ = build_site(reactor)
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.url = f"ws://127.0.0.1:{port.getHost().port}/socket.io/?EIO=4&transport=websocket"
+
+        async def close():
+            await self.server.close()
+            await settle()
+
+        self.addCleanup(lambda: defer.ensureDeferred(close()))
+
+    def exchange(self, connect: str | None, *frames, expect: int = 1):
+        """Open a websocket, optionally connect a namespace, send frames, collect replies."""
+
+        def run():
+            ws = websocket.create_connection(self.url, timeout=5)
+            try:
+                ws.recv()  # Engine.IO open
+                if connect is not None:
+                    ws.send(connect)
+                    ws.recv()  # CONNECT answer
+                    ws.recv()  # "auth" event
+                for frame in frames:
+                    (ws.send_binary if isinstance(frame, bytes) else ws.send)(frame)
+                replies = []
+                while len(replies) < expect:
+                    try:
+                        reply = ws.recv()
+                    except (websocket.WebSocketConnectionClosedException, ConnectionError):
+                        replies.append("<closed>")
+                        break
+                    if reply == "":
+                        replies.append("<closed>")
+                        break
+                    if reply != "2":  # pings
+                        replies.append(reply)
+                return replies
+            finally:
+                ws.close()
+
+        return deferToThread(run)
+
+    @defer.inlineCallbacks
+    def test_binary_event_comes_back_with_its_attachments(self):
+        """``452-["message",ph0,ph1]`` + 2 buffers -> ``452-["message-back",ph0,ph1]`` + buffers."""
+        replies = yield self.exchange(
+            "40",
+            '452-["message",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]',
+            b"\x01\x02\x03",
+            b"\x04\x05\x06",
+            expect=3,
+        )
+        self.assertEqual(
+            replies,
+            [
+                '452-["message-back",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]',
+                b"\x01\x02\x03",
+                b"\x04\x05\x06",
+            ],
+        )
+
+    @defer.inlineCallbacks
+    def test_acks_keep_their_ids(self):
+        """``42456[...]`` is acked ``43456[...]``; a binary one ``462-789[...]``."""
+        replies = yield self.exchange("40", '42456["message-with-ack",1,"2",{"3":[false]}]')
+        self.assertEqual(replies, ['43456[1,"2",{"3":[false]}]'])
+        replies = yield self.exchange(
+            "40",
+            '452-789["message-with-ack",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]',
+            b"\x01",
+            b"\x02",
+            expect=3,
+        )
+        self.assertEqual(
+            replies,
+            ['462-789[{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]', b"\x01", b"\x02"],
+        )
+
+    @defer.inlineCallbacks
+    def test_namespaces(self):
+        """Unknown namespace refused; disconnecting /custom leaves the main namespace working."""
+        replies = yield self.exchange(None, "40/random")
+        self.assertEqual(replies, ['44/random,{"message":"Invalid namespace"}'])
+        replies = yield self.exchange(None, '40/custom,{"token":"abc"}', expect=2)
+        self.assertTrue(replies[0].startswith('40/custom,{"sid":"'), replies)
+        self.assertEqual(replies[1], '42/custom,["auth",{"token":"abc"}]')
+        replies = yield self.exchange(
+            "40", "40/custom", "41/custom", '42["message","message to main namespace"]', expect=3
+        )
+        self.assertEqual(replies[2], '42["message-back","message to main namespace"]')
+
+    @defer.inlineCallbacks
+    def test_invalid_packets_close_the_connection(self):
+        """Unknown type, bad payload, bad ack id, bad handshake: the websocket is closed."""
+        for frame in ("4abc", "42{}", '42abc["message-with-ack",1]'):
+            replies = yield self.exchange("40", frame)
+            self.assertEqual(replies, ["<closed>"], frame)
+        replies = yield self.exchange(None, "4abc")
+        self.assertEqual(replies, ["<closed>"])
+
+
 class DemoProcessTests(TestCase):
     def test_module_runs_and_serves(self):
         """``python -m ilchat.socketio.demo --port 0`` starts and answers a handshake."""
