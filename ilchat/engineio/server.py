@@ -223,6 +223,15 @@ class EngineIOSession:
             if ws.state == ws.STATE_OPEN:
                 for packet in packets:
                     ws.sendPreparedMessage(packet.prepared)
+                if ws.write_paused:
+                    # The kernel and Twisted buffers are full: count what piles up behind them.
+                    ws.backlog += sum(len(packet.prepared.payloadHybi) for packet in packets)
+                    if ws.backlog > self.server.max_backlog:
+                        _log.info(
+                            "Engine.IO session {sid}: client does not read, closing",
+                            sid=self.sid,
+                        )
+                        self.close("transport error", discard=True, abort=True)
             return
         queue = self._queue
         for packet in packets:
@@ -259,7 +268,11 @@ class EngineIOSession:
             self.close("server error", discard=True)
 
     def close(
-        self, reason: str = "forced close", discard: bool = False, final_packet: str = "1"
+        self,
+        reason: str = "forced close",
+        discard: bool = False,
+        final_packet: str = "1",
+        abort: bool = False,
     ) -> None:
         """Close the session, tell the application, and release the transport.
 
@@ -269,6 +282,8 @@ class EngineIOSession:
                 final close packet (used for protocol errors).
             final_packet: what a parked polling GET gets last: the close packet, or a noop when
                 the client itself closed (engine.io's polling ``onClose``).
+            abort: drop a websocket's TCP connection at once (a client that does not read would
+                never get the close frame).
         """
         if self._state >= _CLOSING:
             return
@@ -283,7 +298,9 @@ class EngineIOSession:
         ws = self._ws
         if ws is not None:
             ws.session = None
-            if ws.state == ws.STATE_OPEN:
+            if abort:
+                ws.dropConnection(abort=True)
+            elif ws.state == ws.STATE_OPEN:
                 ws.sendClose()
             self._finalize()
         elif self._get_request is not None:
@@ -510,14 +527,43 @@ class _WebSocketContext:
         self.query = query
 
 
+class _WriteWatch:
+    """Push-producer stand-in that tells the protocol when the transport's buffer is full."""
+
+    __slots__ = ("protocol",)
+
+    def __init__(self, protocol: "EngineIOWebSocketProtocol") -> None:
+        self.protocol = protocol
+
+    def pauseProducing(self) -> None:
+        self.protocol.write_paused = True
+
+    def resumeProducing(self) -> None:
+        self.protocol.write_paused = False
+        self.protocol.backlog = 0
+
+    def stopProducing(self) -> None:
+        pass
+
+
 class EngineIOWebSocketProtocol(WebSocketServerProtocol):
     """Autobahn protocol for one Engine.IO websocket (a new session or an upgrade probe)."""
 
     session: EngineIOSession | None = None
     context: _WebSocketContext | None = None
     upgrade_probed = False
+    write_paused = False
+    backlog = 0
 
     def onOpen(self) -> None:
+        # The HTTP channel that handed this connection over is still the transport's producer;
+        # put a watch in its place so a client that stops reading can be noticed (and dropped).
+        transport = self.transport
+        try:
+            transport.unregisterProducer()
+            transport.registerProducer(_WriteWatch(self), True)
+        except Exception:
+            _log.failure("Engine.IO: could not watch the websocket's write buffer")
         context, self.context = self.context, None
         if context is None:
             self.sendClose()
@@ -740,6 +786,8 @@ class EngineIOServer:
         connection_filter: ``connection_filter(request) -> None | (http_status, message)``;
             a tuple refuses the request with that status and ``{"code":4,"message":message}``.
         open_handshake_timeout: seconds a websocket may take to complete its opening handshake.
+        max_backlog: bytes a websocket client may leave unread beyond the full socket buffers
+            before it is dropped (default: twice ``max_payload``, at least 1 MB).
     """
 
     def __init__(
@@ -754,12 +802,14 @@ class EngineIOServer:
         address_resolver: Callable[[Request], str] | None = None,
         connection_filter: Callable[[Request], tuple[int, str] | None] | None = None,
         open_handshake_timeout: float = 10.0,
+        max_backlog: int | None = None,
     ) -> None:
         self.reactor = reactor
         self.handler_factory = handler_factory
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.max_payload = int(max_payload)
+        self.max_backlog = max_backlog or max(2 * self.max_payload, 1_000_000)
         self.origin_allowed = _origin_matcher(allowed_origins)
         self.resolve_address = address_resolver or default_address
         self.connection_filter = connection_filter

@@ -396,6 +396,34 @@ class WebSocketTests(ServerTestCase):
         yield self.assert_still_serving()
 
 
+class SlowReaderTests(ServerTestCase):
+    @defer.inlineCallbacks
+    def test_websocket_client_that_stops_reading_is_dropped(self):
+        """Once the buffers are full, more than max_backlog unread bytes drop that client only."""
+        server = self.make_server(max_backlog=1_000_000)
+        base = serve(self, server.resource)
+        self.addCleanup(server.close)
+
+        def open_ws():
+            ws = websocket.create_connection(ws_url(base), timeout=5)
+            return ws, json.loads(ws.recv()[1:])["sid"]
+
+        ws, sid = yield deferToThread(open_ws)
+        try:
+            session = server.sessions[sid]
+            chunk = "x" * 100_000
+            for _ in range(2000):  # up to 200 MB, far beyond any socket buffer
+                session.send_message(chunk)
+                if sid not in server.sessions:
+                    break
+                yield wait(0)  # let the reactor write (and pause us)
+            self.assertNotIn(sid, server.sessions)
+            self.assertEqual(Echo.closed[-1], (sid, "transport error"))
+        finally:
+            yield deferToThread(ws.close)
+        yield self.assert_still_serving()
+
+
 class HeartbeatTests(TestCase):
     """Ping/pong on a fake clock; HTTP on real loopback."""
 
