@@ -50,7 +50,8 @@ owns and ignores the others. Three operations:
 ``{"op": "emit", "event": name, "payload": dict-or-None, "room": 1, "skip": [conn, ...]}``
     deliver to every connection in room 1 except those in ``skip``; or, with ``"connections":
     [conn, ...]`` instead of ``"room"``, to exactly those connections. ``payload`` None means the
-    event has no argument (``userjustbanned``).
+    event has no argument (``userjustbanned``). An optional ``"crowd": true`` marks a ``connect``
+    notice that browsers need not get (see "Crowds" below).
 
 Events and payloads are the ILIAS repository-chat ones (spec §3.2), already complete: ``message``
 (``payload["from"]``, ``payload["content"]``, optional ``payload["target"]``), ``notice`` (its
@@ -63,8 +64,13 @@ PRIVMSG/JOIN/PART/KICK; it can look up the current state with L{ChatRooms.get_ro
 
 Crowds: the room-wide ``userlist`` is coalesced per room. The first change in a quiet room is sent
 at once (so a normal join has exactly the Node server's frame order); further changes within a
-window that grows with the room (50 ms up to 1 s) are folded into one trailing ``userlist``. A
-newcomer whose change was folded gets its own ``userlist`` immediately, so nobody waits for it.
+window that grows with the square of the room size (50 ms for a class, about 5 s for 1,000
+members, at most 10 s) are folded into one trailing ``userlist``. A newcomer whose change was
+folded gets its own ``userlist`` immediately, so nobody waits for it. In a room of more than
+L{ChatRooms.CROWD_SIZE} connections, the ``connect`` notice of a join that falls into such a
+window is published with ``"crowd": true``: the Socket.IO adapter does not deliver it (n joiners
+times n members would be O(n²) frames; the browser sees the newcomers in the userlist), while an
+IRC bridge should still turn it into a JOIN line.
 
 Messages: delivered first, then handed to a L{HistoryWriter} (batched background writes, retried
 on database errors). A message whose stored JSON would not fit ``chatroom_history.message``
@@ -254,7 +260,9 @@ class ChatRooms:
     _log = Logger()
 
     USERLIST_MIN_WINDOW = 0.05
-    USERLIST_MAX_WINDOW = 1.0
+    USERLIST_MAX_WINDOW = 10.0
+    #: Rooms with more connections than this fold the ``connect`` notices of a crowd.
+    CROWD_SIZE = 100
 
     def __init__(
         self,
@@ -562,9 +570,14 @@ class ChatRooms:
             data = {"id": member.id, "username": member.name, "title": room.title}
             self._emit_to([connection], "notice",
                           _envelope("notice", ts, "welcome_to_chat", room.id, data=data))
-            self._emit_room(room, "notice",
-                            _envelope("notice", ts, "connect", room.id, data=dict(data)),
-                            skip=[connection])
+            notice = _envelope("notice", ts, "connect", room.id, data=dict(data))
+            if len(room.connections) > self.CROWD_SIZE and room.userlist_call is not None:
+                # A crowd is arriving: one "X entered" line per joiner for every member is
+                # O(n²) frames; browsers get the coalesced userlist instead (see the module
+                # docstring). Other adapters (IRC) still see each join.
+                self._emit_room(room, "notice", notice, skip=[connection], crowd=True)
+            else:
+                self._emit_room(room, "notice", notice, skip=[connection])
         return room
 
     def post_message(
@@ -773,8 +786,10 @@ class ChatRooms:
         d.addCallbacks(done, failed)
 
     def _userlist_window(self, room: Room) -> float:
-        return min(self.USERLIST_MAX_WINDOW,
-                   self.USERLIST_MIN_WINDOW + 0.001 * len(room.connections))
+        # A userlist is O(n) bytes sent to n sockets: the window grows with n² so that a big
+        # room's userlist traffic stays bounded (50 ms for a class, 5 s for 1,000 members).
+        n = len(room.connections)
+        return min(self.USERLIST_MAX_WINDOW, self.USERLIST_MIN_WINDOW + 5e-6 * n * n)
 
     def _userlist_changed(self, room: Room, key: RoomKey) -> bool:
         """
@@ -810,11 +825,15 @@ class ChatRooms:
         event: str,
         payload: Optional[Dict[str, Any]],
         skip: Sequence[str] = (),
+        crowd: bool = False,
     ) -> None:
         if not room.connections:
             return
-        self._publish({"op": "emit", "event": event, "payload": payload, "room": room.id,
-                       "skip": list(skip)})
+        message = {"op": "emit", "event": event, "payload": payload, "room": room.id,
+                   "skip": list(skip)}
+        if crowd:
+            message["crowd"] = True
+        self._publish(message)
 
     def _emit_to(
         self, connections: Iterable[str], event: str, payload: Optional[Dict[str, Any]]

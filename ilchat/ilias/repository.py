@@ -168,6 +168,9 @@ class RepositoryChat:
         if ns is None:
             return
         if op == "emit":
+            if message.get("crowd"):
+                # A crowd's join notices: the browsers get the coalesced userlist instead.
+                return
             payload = message.get("payload")
             args = () if payload is None else (payload,)
             if "room" in message:

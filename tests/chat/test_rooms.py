@@ -173,11 +173,28 @@ class EnterRoomTests(ChatRoomsTestsMixin, SynchronousTestCase):
             events = self.rec.events(f"c{i}")
             self.assertEqual(events[:3], ["private_room_entered", "userlist",
                                           "notice:welcome_to_chat"])
-        self.clock.advance(1.0)
+        self.clock.advance(10.0)
         roomwide = [m for m in self.rec.messages
                     if m["op"] == "emit" and m["event"] == "userlist" and "room" in m]
         self.assertEqual(len(roomwide), 2)
         self.assertEqual(len(roomwide[-1]["payload"]["users"]), 1000)
+
+    def test_crowd_connect_notices_are_marked(self) -> None:
+        """Past CROWD_SIZE, joins inside a userlist window publish their connect as crowd."""
+        for i in range(300):
+            self.enter(f"c{i}", 1000 + i, f"user{i}")
+        connects = [m for m in self.rec.messages
+                    if m["op"] == "emit" and m["event"] == "notice"
+                    and m["payload"]["content"] == "connect"]
+        self.assertEqual(len(connects), 300)
+        self.assertFalse(any(m.get("crowd") for m in connects[:ChatRooms.CROWD_SIZE]))
+        self.assertTrue(all(m.get("crowd") for m in connects[ChatRooms.CROWD_SIZE:]))
+        # In a quiet room, a join is announced to the browsers again.
+        self.clock.advance(1.0)
+        self.clock.advance(10.0)
+        self.enter("late", 5000, "late")
+        self.assertNotIn("crowd", self.rec.messages[-1])
+        self.assertEqual(self.rec.messages[-1]["payload"]["content"], "connect")
 
 
 class MessageTests(ChatRoomsTestsMixin, SynchronousTestCase):
