@@ -8,11 +8,11 @@ from __future__ import annotations
 import base64
 import json
 
-from twisted.internet import defer, task
+from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
-from ilchat.socketio import SocketIOServer
-from tests.engineio.support import handshake, http, serve
+from ilchat.socketio import ConnectionRefused, SocketIOServer
+from tests.engineio.support import handshake, http, serve, wait
 from tests.socketio.support import serve_app
 
 
@@ -163,6 +163,42 @@ class MalformedInputTests(TestCase):
         self.assertEqual(
             [r for _, _, r in app.disconnected], ["forced server close"] * 3
         )
+
+
+class AsyncConnectTests(TestCase):
+    def setUp(self):
+        self.server = SocketIOServer(reactor)
+        self.base = serve(self, self.server.resource)
+        self.addCleanup(lambda: defer.ensureDeferred(self.server.close()))
+
+        async def welcome(socket, auth):
+            await wait(0.05)
+            socket.join("later")
+            socket.emit("welcome", auth)
+
+        async def refuse(socket, auth):
+            await wait(0.05)
+            raise ConnectionRefused("Go away")
+
+        self.server.namespace("/async").on_connect = welcome
+        self.server.namespace("/async-refuse").on_connect = refuse
+
+    @defer.inlineCallbacks
+    def test_coroutine_on_connect_answers_after_it_finishes(self):
+        """CONNECT is answered once an async on_connect returns; its emits follow the answer."""
+        client, _, packets = yield connected_client(self.base, '40/async,{"a":1}')
+        while len(packets) < 2:
+            packets += yield client.get()
+        self.assertTrue(packets[0].startswith('40/async,{"sid":"'), packets)
+        self.assertEqual(packets[1], '42/async,["welcome",{"a":1}]')
+        self.assertEqual(len(self.server.namespace("/async").room_sids("later")), 1)
+
+    @defer.inlineCallbacks
+    def test_coroutine_on_connect_can_refuse(self):
+        """ConnectionRefused raised after an await becomes CONNECT_ERROR."""
+        _, _, packets = yield connected_client(self.base, "40/async-refuse,")
+        self.assertEqual(packets, ['44/async-refuse,{"message":"Go away"}'])
+        self.assertEqual(self.server.namespace("/async-refuse").sockets, {})
 
 
 class ConnectTimeoutTests(TestCase):
