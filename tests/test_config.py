@@ -325,3 +325,17 @@ class ClientKeyTests(ConfigTestCase):
         """A client without a database block is refused."""
         text = self.error(clients=[{"database": None}])
         self.assertIn("database is required", text)
+
+
+class SampleConfigTests(SynchronousTestCase):
+    def test_sample_configs_in_etc_load(self) -> None:
+        """etc/server.cfg and etc/client.cfg (what scripts/run uses) are valid, data under ./data."""
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        server, [client] = load_configs(
+            os.path.join(root, "etc", "server.cfg"), [os.path.join(root, "etc", "client.cfg")]
+        )
+        self.assertEqual((server.protocol, server.address, server.port), ("http", "127.0.0.1", 8888))
+        self.assertEqual(server.log, os.path.join(root, "data", "chat.log"))
+        self.assertEqual(server.error_log, os.path.join(root, "data", "chatError.log"))
+        self.assertEqual(client.database.type, "sqlite")
+        self.assertEqual(client.database.name, os.path.join(root, "data", "ilchat.sqlite3"))
