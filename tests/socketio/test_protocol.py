@@ -6,7 +6,6 @@ Malformed packets close that one Engine.IO session; the server goes on serving o
 from __future__ import annotations
 
 import base64
-import json
 
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
