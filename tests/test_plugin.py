@@ -196,6 +196,31 @@ class RunningProcessTests(TestCase):
         self.assertIn(f"The Server is Ready to use! Listening on: http://127.0.0.1:{running['port']}", log)
         self.assertIn("Server stopped", log)
 
+    async def test_sigterm_with_connected_websocket_clients_exits_promptly(self) -> None:
+        """Connected Socket.IO clients are disconnected by the shutdown; it still takes seconds."""
+        import socketio
+
+        running = await self.start()
+
+        def connect() -> Any:
+            client = socketio.Client(reconnection=False)
+            client.connect(running["url"], namespaces=["/onscreen"], transports=["websocket"], wait_timeout=10)
+            return client
+
+        clients = [await threads.deferToThread(connect) for _ in range(3)]
+        self.assertTrue(all(c.connected for c in clients))
+        started = time.monotonic()
+        running["process"].send_signal(signal.SIGTERM)
+        self.assertEqual(await self.wait_exit(running["process"]), 0)
+        self.assertLess(time.monotonic() - started, 10)
+        for _ in range(100):
+            if not any(c.connected for c in clients):
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertFalse(any(c.connected for c in clients))
+        for client in clients:
+            await threads.deferToThread(client.disconnect)
+
     async def test_positional_form_and_sigint(self) -> None:
         """The Node server's positional arguments work; SIGINT stops with status 0 too."""
         running = await self.start(args_form="positional")
