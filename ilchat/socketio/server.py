@@ -34,7 +34,9 @@ Details worth knowing:
 * ``ns.emit`` encodes the packet once and writes the same frames to every recipient.
 * An ack value ``None`` acks with no arguments, a ``tuple`` with several, anything else with one.
 * A handler's exception is logged with its traceback; the socket stays connected.  Events without a
-  handler are ignored.  A malformed packet closes that client's Engine.IO session only.
+  handler are ignored, and so are acks nobody waits for.  A malformed packet, or (as in socket.io)
+  a packet for a namespace the client has not joined, closes that client's Engine.IO session only.
+* A client that joins no namespace within ``connect_timeout`` is disconnected.
 * ``socket.rooms`` holds the rooms joined with ``join``; emitting to ``room=<sid>`` also reaches
   the socket with that sid, as in socket.io.
 * ``socket.namespace`` is the :class:`Namespace` (``.name`` is its path, ``.emit`` broadcasts).
