@@ -8,7 +8,7 @@ from typing import Any, List
 
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from ilchat.service import IlchatService, StartupError, resolve_address
 from tests.support.db import (
@@ -272,3 +272,32 @@ class StopDuringStartTests(TestCase):
         self.assertIsNone(service.port)
         with self.assertRaises(defer.CancelledError):
             await service.when_ready()
+
+
+class AddressTests(TestCase):
+    async def test_listens_on_ipv6_loopback(self) -> None:
+        """An IPv6 address binds as such, and the ready line shows it in brackets."""
+        probe = socket.socket(socket.AF_INET6)
+        try:
+            probe.bind(("::1", 0))
+        except OSError:
+            raise SkipTest("no IPv6 loopback here")
+        finally:
+            probe.close()
+        server = await start_server(self, server={"address": "::1"}, client_components=[])
+        response = await http_request(server.url("/backend/Heartbeat/onscreen"))
+        self.assertEqual(response.json(), {"status": 200})
+        self.assertIn(f"Listening on: http://[::1]:{server.port}", server.log_text())
+
+    async def test_host_name_address_is_resolved_and_logged(self) -> None:
+        """address "localhost" is resolved at start and the Node server's DNS line is logged."""
+        server = await start_server(self, server={"address": "localhost"}, client_components=[])
+        response = await http_request(server.url("/backend/Heartbeat/onscreen"))
+        self.assertEqual(response.json(), {"status": 200})
+        self.assertIn("DNS Resolve for: localhost => IP: ", server.log_text())
+
+    async def test_unresolvable_address_fails_start_up(self) -> None:
+        """A host name that does not resolve is a start-up error naming it."""
+        with self.assertRaises(StartupError) as caught:
+            await start_server(self, server={"address": "no-such-host.invalid"}, client_components=[])
+        self.assertIn("no-such-host.invalid", str(caught.exception))

@@ -110,7 +110,8 @@ class RunningServer:
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:<port>`` (no trailing slash, no sub_directory)."""
-        return f"{self.scheme}://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
 
     def url(self, path: str) -> str:
         return self.base_url + path
