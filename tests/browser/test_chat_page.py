@@ -312,6 +312,11 @@ class ChatPageBrowserTests(unittest.TestCase):
             return other.inner_text("#login-error")
 
         self.assertIn("IRCDAN", await self.driver.call(try_irc_nick))
+        await self.join(other, "Bob")
+        await self.send(other, "Morning all, the build is green again.")
+        await dan.wait_for_line(lambda line: line.endswith(":Morning all, the build is green again."))
+        await self.wait_text(page, "#messages .entry.message", "build is green")
+        await self.wait_text(page, "#user-list .user", "Bob")
         await self.driver.call(
             save_screenshot, page, self.folder, "chat-with-irc.png", DOCS_SCREENSHOT)
 
