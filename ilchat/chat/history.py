@@ -50,9 +50,14 @@ class HistoryWriter:
     MAX_RETRY_DELAY = 30.0
 
     def __init__(
-        self, reactor: IReactorTime, write_batch: WriteBatch, batch_size: int = 500
+        self,
+        reactor: IReactorTime,
+        write_batch: WriteBatch,
+        batch_size: int = 500,
+        retry_base: float = 1.0,
     ) -> None:
         self._reactor = reactor
+        self._retry_base = retry_base
         self._write_batch = write_batch
         self._batch_size = batch_size
         self._queue: Deque[HistoryRow] = deque()
@@ -84,15 +89,25 @@ class HistoryWriter:
         return d
 
     def cancel(self) -> None:
-        """Stop retrying (used when the service stops for good); queued rows are logged as lost."""
-        if self._call is not None:
+        """
+        Stop retrying, when the service stops for good and the database never came back.
+
+        Every row still queued is written to the error log in full (room, timestamp, JSON), so
+        an operator can re-insert it: nothing disappears without a trace.
+        """
+        if self._call is not None and self._call.active():
             self._call.cancel()
-            self._call = None
-        if self._queue:
-            self._log.error(
-                "Giving up on {count} chat history rows that could not be written",
-                count=len(self._queue),
+        self._call = None
+        for row in self._queue:
+            self._log.critical(
+                "Chat history row not written: room_id={room_id} timestamp={timestamp} "
+                "message={message_json}",
+                room_id=row.room_id,
+                timestamp=row.timestamp,
+                message_json=row.message,
             )
+        self._queue.clear()
+        self._fire_drained()
 
     def _flush(self) -> None:
         self._call = None
@@ -120,7 +135,7 @@ class HistoryWriter:
     def _failed(self, failure: Failure) -> None:
         self._in_flight = False
         self._failures += 1
-        delay = min(self.MAX_RETRY_DELAY, 2.0 ** (self._failures - 1))
+        delay = min(self.MAX_RETRY_DELAY, self._retry_base * 2.0 ** (self._failures - 1))
         self._log.failure(
             "Writing {count} chat history rows failed (attempt {attempt}); retrying in {delay} s",
             failure,

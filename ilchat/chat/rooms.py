@@ -328,6 +328,11 @@ class ChatRooms:
         """The ``GetRooms`` body: ``{"rooms": {"<id>_0": {...}}}``."""
         return {"rooms": {room.server_id: room.as_json() for room in self._rooms.values()}}
 
+    @property
+    def history(self) -> Optional[HistoryWriter]:
+        """The background history writer (None without C{write_history})."""
+        return self._history
+
     def has_grace_timer(self, user_id: int) -> bool:
         """Whether the disconnect grace is running for that member (for tests and metrics)."""
         return user_id in self._grace_calls
@@ -694,8 +699,13 @@ class ChatRooms:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    async def stop(self) -> None:
-        """Cancel the timers and wait for queued history and session moves to be written."""
+    async def stop(self, timeout: float = 30.0) -> None:
+        """
+        Cancel the timers and wait for queued history and session moves to be written.
+
+        If the database is still failing after C{timeout} seconds, the unwritten history rows
+        are logged in full (L{HistoryWriter.cancel}) and the stop goes on.
+        """
         for call in self._grace_calls.values():
             if call.active():
                 call.cancel()
@@ -705,7 +715,11 @@ class ChatRooms:
                 room.userlist_call.cancel()
             room.userlist_call = None
         if self._history is not None:
-            await self._history.drain()
+            history = self._history
+            giving_up = self._reactor.callLater(timeout, history.cancel)
+            await history.drain()
+            if giving_up.active():
+                giving_up.cancel()
         for d in list(self._pending):
             await d
 
