@@ -460,14 +460,16 @@ class IlchatService(service.MultiService):
         if failure.check(*expected):
             # An operator's problem (bad address, database without the ILIAS tables...): one
             # clear line, no traceback.
-            message = str(failure.value)
-            self._log.error("Start-up failed: {message}", message=message)
+            message = f"Start-up failed: {failure.value}"
+            self._log.error("{message}", message=message)
         else:
             message = f"Start-up failed: {failure.getErrorMessage()}"
             self._log.failure("Start-up failed", failure)
         if self._exit_on_failure:
-            sys.stderr.write(message.replace("\n", " ") + "\n")
-            sys.stderr.flush()
+            # The real stderr: twistd has redirected sys.stderr into the log by now.
+            stderr = sys.__stderr__ or sys.stderr
+            stderr.write(message.replace("\n", " ") + "\n")
+            stderr.flush()
             # twistd exits with 0 after a reactor stop; a failed start must not look like success.
             self.reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
             self.reactor.callWhenRunning(self.reactor.stop)

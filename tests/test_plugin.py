@@ -260,7 +260,10 @@ class RunningProcessTests(TestCase):
             run_twistd, ["-n", "--pidfile=", "ilchat", server_cfg, *clients], folder
         )
         self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
-        self.assertIn("Start-up failed", result.stderr + result.stdout)
+        [line] = result.stderr.splitlines()
+        self.assertTrue(line.startswith("Start-up failed: "), line)
+        self.assertIn("127.0.0.1:1", line)
+        self.assertNotIn("Traceback", result.stderr + result.stdout)
 
 
 class InstalledPackageTests(TestCase):
