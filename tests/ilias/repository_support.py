@@ -145,7 +145,7 @@ class RepositoryServerMixin:
     async def start_on(self, databases: Dict[str, Any]) -> RunningServer:
         grace = self.grace
         clients = [{"name": name, "auth": {"key": f"key-{name}", "secret": f"secret-{name}"},
-                    "database": _database_dict(db)} for name, db in databases.items()]
+                    "database": database_dict(db)} for name, db in databases.items()]
         return await start_server(
             self,
             clients=clients,
@@ -203,7 +203,7 @@ class RepositoryServerMixin:
         self.assertLess(abs(value - time.time() * 1000), 60_000)
 
 
-def _database_dict(db: Any) -> Dict[str, Any]:
+def database_dict(db: Any) -> Dict[str, Any]:
     if db.type == "sqlite":
         return {"type": "sqlite", "name": db.name}
     return {"type": "mysql", "host": db.host, "port": db.port, "name": db.name,

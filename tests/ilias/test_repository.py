@@ -12,7 +12,15 @@ import time
 
 from twisted.trial import unittest
 
-from tests.ilias.repository_support import E2E_GRACE, RepositoryServerMixin, sleep, wait_until
+from tests.ilias.repository_support import (
+    E2E_GRACE,
+    RepositoryServerMixin,
+    database_dict,
+    sleep,
+    wait_until,
+)
+from tests.support.db import insert_rows_async, make_database
+from tests.support.server import start_server
 
 
 class TwoUsersScenarioMixin(RepositoryServerMixin):
@@ -315,6 +323,23 @@ class BackendActionsMixin(RepositoryServerMixin):
         rooms = (await self.php("GetRooms")).json()["rooms"]
         self.assertEqual(rooms["5_0"]["users"],
                          [{"id": 6, "username": "alice", "profile_picture_visible": False}])
+
+    async def test_default_components_serve_the_repository_chat(self) -> None:
+        """With the service's own component list (OSC beside it) the room chat works."""
+        db = make_database(self, self.database_kind)
+        await insert_rows_async(db, "chatroom_settings", [{"room_id": 3}])
+        self.databases = {"onscreen": db}
+        self.browsers = []
+        self.addCleanup(self._close_browsers)
+        self.server = await start_server(self, clients=[{"name": "onscreen",
+                                                         "database": database_dict(db)}])
+        rooms = (await self.php("GetRooms")).json()
+        self.assertEqual(rooms, {"rooms": {"3_0": {"id": 3, "title": "Main", "owner": None,
+                                                    "users": []}}})
+        bob = await self.enter(7, "bob", room=3)
+        await bob.emit("message", {"content": "hi", "format": {}}, 3)
+        message = await bob.wait_for("message")
+        self.assertEqual(message["roomId"], 3)
 
     async def test_login_for_unknown_id_is_shut_down(self) -> None:
         """A login for an id PHP never connected gets shutdown and is disconnected."""
