@@ -294,16 +294,19 @@ async function measure(kind, scenario, rep) {
 const FIGURES = {
   fanout: [['deliveries/s', (r) => r.deliveries_per_s, 'higher'], ['latency p50 ms', (r) => r.latency && r.latency.p50_ms, 'lower'],
     ['latency p99 ms', (r) => r.latency && r.latency.p99_ms, 'lower'], ['server CPU %', (r) => r.server_cpu_pct, 'info'],
-    ['generator CPU %', (r) => r.gen_cpu_pct, 'info'], ['others CPU % (noise)', (r) => r.others_cpu_pct, 'info'],
+    ['server CPU µs / delivery', (r) => r.server_us_per_delivery, 'lower'], ['generator CPU %', (r) => r.gen_cpu_pct, 'info'], ['others CPU % (noise)', (r) => r.others_cpu_pct, 'info'],
     ['setup (1000 join) s', (r) => r.setup_s, 'lower'], ['persisted / sent', (r) => (r.sent ? r.persisted / r.sent : null), 'info']],
   rooms: [['others CPU % (noise)', (r) => r.others_cpu_pct, 'info'], ['latency p50 ms', (r) => r.latency && r.latency.p50_ms, 'lower'], ['latency p99 ms', (r) => r.latency && r.latency.p99_ms, 'lower'],
-    ['server CPU %', (r) => r.server_cpu_pct, 'lower'], ['db CPU %', (r) => r.db_cpu_pct, 'info'],
+    ['server CPU %', (r) => r.server_cpu_pct, 'lower'],
+    ['server CPU µs / message', (r) => r.server_us_per_message, 'lower'], ['db CPU %', (r) => r.db_cpu_pct, 'info'],
     ['messages/s', (r) => r.messages_per_s, 'info'], ['persisted / sent', (r) => (r.sent ? r.persisted / r.sent : null), 'info']],
   idle: [['RSS per connection KiB', (r) => r.rss_per_conn_kib, 'lower'], ['RSS total MiB', (r) => r.rss_after_kib && r.rss_after_kib / 1024, 'info'],
     ['idle server CPU %', (r) => r.idle_server_cpu_pct, 'info']],
   storm: [['all seated s', (r) => (r.timed_out ? null : r.seconds), 'lower'], ['seated', (r) => r.seated, 'info'],
+    ['server CPU s', (r) => r.server_cpu_s, 'lower'],
     ['others CPU % (noise)', (r) => r.others_cpu_pct, 'info']],
   crowd: [['all seated s', (r) => (r.timed_out ? null : r.seconds), 'lower'], ['seated', (r) => r.seated, 'info'],
+    ['server CPU s', (r) => r.server_cpu_s, 'lower'],
     ['generator CPU %', (r) => r.gen_cpu_pct, 'info'], ['others CPU % (noise)', (r) => r.others_cpu_pct, 'info']],
   backend: [['Heartbeat req/s', (r) => r.requests_per_s, 'higher'], ['latency p99 ms', (r) => r.latency && r.latency.p99_ms, 'lower']],
 };
@@ -315,9 +318,17 @@ function fmt(x) {
   return x.toFixed(3);
 }
 
+function COMMIT() {
+  try {
+    let c = execFileSync('git', ['-C', MAIN, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
+    if (execFileSync('git', ['-C', MAIN, 'status', '--porcelain', '--', 'ilchat', 'twisted'], { encoding: 'utf8' }).trim()) c += '+dirty';
+    return c;
+  } catch (e) { return 'unknown'; }
+}
+
 function report(all) {
   const lines = [];
-  lines.push(`ilchat benchmark ${stamp}${opts.quick ? ' (quick)' : ''}: repeat ${opts.repeat}, medians; `
+  lines.push(`ilchat benchmark ${stamp} (ilchat ${COMMIT()})${opts.quick ? ' (quick)' : ''}: repeat ${opts.repeat}, medians; `
     + `cpus ${CPUS}, server on cpu ${SERVER_CPU}, generator on cpu ${GEN_CPU}${HAVE_TASKSET ? '' : ' (no taskset)'}`);
   const rows = [['scenario', 'figure', 'node', 'ilchat', 'ilchat/node']];
   const summary = {};
@@ -374,7 +385,7 @@ function report(all) {
     dropDatabase();
   }
   const { text, summary } = report(all);
-  const doc = { started, finished: new Date().toISOString(), options: opts, sizes: SIZES, cpus: CPUS,
+  const doc = { started, ilchat_commit: COMMIT(), finished: new Date().toISOString(), options: opts, sizes: SIZES, cpus: CPUS,
     pinning: { server: SERVER_CPU, generator: GEN_CPU, taskset: HAVE_TASKSET }, node: process.version,
     summary, runs: all };
   fs.writeFileSync(path.join(RESULTS, 'results.json'), JSON.stringify(doc, null, 2));

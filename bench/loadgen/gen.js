@@ -113,14 +113,17 @@ class CpuWindow {
     const wall = (performance.now() - this.t0) / 1000;
     const pct = (a, b) => (a === null || b === null ? null : Math.round(((b - a) / wall) * 1000) / 10);
     const g = process.cpuUsage(this.g0);
-    const mine = [pct(this.s0, cpuSeconds(SERVER_PID)), pct(this.d0, cpuSeconds(DB_PID))];
+    const s1 = cpuSeconds(SERVER_PID);
+    const mine = [pct(this.s0, s1), pct(this.d0, cpuSeconds(DB_PID))];
     const machine = pct(this.m0, machineBusySeconds());
     const genPct = Math.round(((g.user + g.system) / 1e6 / wall) * 1000) / 10;
     return {
       // CPU used by everything else on the machine (other jobs): a noise indicator, in % of one core
       others_cpu_pct: machine === null ? null
         : Math.max(0, Math.round((machine - genPct - (mine[0] || 0) - (mine[1] || 0)) * 10) / 10),
-      server_cpu_pct: pct(this.s0, cpuSeconds(SERVER_PID)),
+      server_cpu_pct: mine[0],
+      // CPU seconds the server spent in the window: robust against other jobs on the machine
+      server_cpu_s: this.s0 === null || s1 === null ? null : Math.round((s1 - this.s0) * 100) / 100,
       db_cpu_pct: pct(this.d0, cpuSeconds(DB_PID)),
       gen_cpu_pct: Math.round(((g.user + g.system) / 1e6 / wall) * 1000) / 10,
       gen_sys_pct: Math.round((g.system / 1e6 / wall) * 1000) / 10, // kernel share (socket reads)
@@ -369,6 +372,8 @@ async function fanout() {
     clients: n, members, window, duration_s: duration, setup_s: round(setup.seconds), setup_drain_s: drainS,
     backend_failures: reg, messages_sent: seq, messages_lost: lost,
     deliveries_per_s: Math.round(windowDeliveries / wall), messages_per_s: Math.round(windowDeliveries / wall / members),
+    server_us_per_delivery: usage.server_cpu_s === null || !windowDeliveries ? null
+      : Math.round((usage.server_cpu_s / windowDeliveries) * 1e8) / 100,
     latency: hist.summary(), ...usage, sent: stats.sent,
   };
 }
@@ -410,6 +415,7 @@ async function rooms() {
     rooms: r, per_room: k, clients: n, seated: setup.seated, setup_s: round(setup.seconds), backend_failures: reg,
     duration_s: duration, messages_sent: seq, messages_per_s: Math.round(seq / wall),
     deliveries_per_s: Math.round(hist.n / wall), latency: hist.summary(), ...usage, sent: stats.sent,
+    server_us_per_message: usage.server_cpu_s === null || !seq ? null : Math.round((usage.server_cpu_s / seq) * 1e8) / 100,
   };
 }
 
