@@ -51,7 +51,7 @@ owns and ignores the others. Three operations:
     deliver to every connection in room 1 except those in ``skip``; or, with ``"connections":
     [conn, ...]`` instead of ``"room"``, to exactly those connections. ``payload`` None means the
     event has no argument (``userjustbanned``). An optional ``"crowd": true`` marks a ``connect``
-    notice that browsers need not get (see "Crowds" below).
+    or ``disconnected`` notice that browsers need not get (see "Crowds" below).
 
 Events and payloads are the ILIAS repository-chat ones (spec §3.2), already complete: ``message``
 (``payload["from"]``, ``payload["content"]``, optional ``payload["target"]``), ``notice`` (its
@@ -67,10 +67,11 @@ at once (so a normal join has exactly the Node server's frame order); further ch
 window that grows with the square of the room size (50 ms for a class, about 5 s for 1,000
 members, at most 10 s) are folded into one trailing ``userlist``. A newcomer whose change was
 folded gets its own ``userlist`` immediately, so nobody waits for it. In a room of more than
-L{ChatRooms.CROWD_SIZE} connections, the ``connect`` notice of a join that falls into such a
-window is published with ``"crowd": true``: the Socket.IO adapter does not deliver it (n joiners
-times n members would be O(n²) frames; the browser sees the newcomers in the userlist), while an
-IRC bridge should still turn it into a JOIN line.
+L{ChatRooms.CROWD_SIZE} connections, the ``connect`` notice of a join (and the ``disconnected``
+notice of a departure) that falls into such a window is published with ``"crowd": true``: the
+Socket.IO adapter does not deliver it (n joiners times n members would be O(n²) frames; the
+browser sees the change in the userlist), while an IRC bridge should still turn it into a JOIN
+(or PART) line.
 
 Messages: delivered first, then handed to a L{HistoryWriter} (batched background writes, retried
 on database errors). A message whose stored JSON would not fit ``chatroom_history.message``
@@ -576,13 +577,8 @@ class ChatRooms:
             self._emit_to([connection], "notice",
                           _envelope("notice", ts, "welcome_to_chat", room.id, data=data))
             notice = _envelope("notice", ts, "connect", room.id, data=dict(data))
-            if len(room.connections) > self.CROWD_SIZE and room.userlist_call is not None:
-                # A crowd is arriving: one "X entered" line per joiner for every member is
-                # O(n²) frames; browsers get the coalesced userlist instead (see the module
-                # docstring). Other adapters (IRC) still see each join.
-                self._emit_room(room, "notice", notice, skip=[connection], crowd=True)
-            else:
-                self._emit_room(room, "notice", notice, skip=[connection])
+            self._emit_room(room, "notice", notice, skip=[connection],
+                            crowd=self._in_crowd(room))
         return room
 
     def post_message(
@@ -767,7 +763,8 @@ class ChatRooms:
                 self._userlist_changed(room, key)
                 self._emit_room(room, "notice",
                                 _envelope("notice", ts, "disconnected", key,
-                                          data={"username": member.name}))
+                                          data={"username": member.name}),
+                                crowd=self._in_crowd(room))
         del self._members[user_id]
         self._log.debug("Member {user_id} of {instance} left after the grace",
                         user_id=user_id, instance=self.instance)
@@ -798,6 +795,16 @@ class ChatRooms:
                                     attempt=attempt + 1)
 
         d.addCallbacks(done, failed)
+
+    def _in_crowd(self, room: Room) -> bool:
+        """
+        Whether a crowd is arriving or leaving: a big room whose userlist is being coalesced.
+
+        Then one "X entered"/"X left" line per person for every member would be O(n²) frames;
+        such notices are published with ``"crowd": true`` and browsers get the coalesced
+        userlist instead (see the module docstring). Other adapters (IRC) still see each one.
+        """
+        return len(room.connections) > self.CROWD_SIZE and room.userlist_call is not None
 
     def _userlist_window(self, room: Room) -> float:
         # A userlist is O(n) bytes sent to n sockets: the window grows with n² so that a big

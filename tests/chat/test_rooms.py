@@ -197,6 +197,29 @@ class EnterRoomTests(ChatRoomsTestsMixin, SynchronousTestCase):
         self.assertEqual(self.rec.messages[-1]["payload"]["content"], "connect")
 
 
+    def test_crowd_leaving_marks_disconnected_notices(self) -> None:
+        """When a big room empties at once, the departures past the first are crowd notices."""
+        for i in range(300):
+            self.enter(f"c{i}", 1000 + i, f"user{i}")
+        self.clock.advance(1.0)
+        self.clock.advance(10.0)
+        self.rec.clear()
+        for i in range(150):
+            self.chat.connection_lost(f"c{i}")
+        self.clock.advance(15.0)
+        gone = [m for m in self.rec.messages if m["op"] == "emit"
+                and m["event"] == "notice" and m["payload"]["content"] == "disconnected"]
+        self.assertEqual(len(gone), 150)
+        self.assertNotIn("crowd", gone[0])
+        self.assertTrue(all(m.get("crowd") for m in gone[1:]))
+        self.clock.advance(10.0)
+        userlists = [m for m in self.rec.messages if m["op"] == "emit"
+                     and m["event"] == "userlist"]
+        self.assertEqual(len(userlists), 2)
+        self.assertEqual(len(userlists[-1]["payload"]["users"]), 150)
+        self.assertEqual(userlists[-1]["payload"]["roomId"], "1")
+
+
 class MessageTests(ChatRoomsTestsMixin, SynchronousTestCase):
     def setUp(self) -> None:
         super().setUp()
