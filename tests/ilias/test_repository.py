@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import time
 
+import websocket
+from twisted.internet import threads
 from twisted.trial import unittest
 
 from tests.ilias.repository_support import (
@@ -379,6 +381,39 @@ class BackendActionsMixin(RepositoryServerMixin):
         await alice.emit("message", {"content": "ok", "format": {}}, 1)
         await bob.wait_for("message", "ok")
         self.assertEqual([p["content"] for p in bob.payloads("message")], ["ok"])
+
+    async def test_non_utf8_frame_costs_only_that_connection(self) -> None:
+        """Invalid UTF-8 in a text frame closes that websocket; the room goes on."""
+        await self.start()
+        bob = await self.enter(7, "bob")
+
+        def rogue() -> str:
+            ws = websocket.create_connection(
+                self.server.base_url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket",
+                timeout=5)
+            try:
+                ws.recv()  # the Engine.IO open packet
+                ws.send("40/onscreen,")
+                ws.recv()  # the namespace CONNECT answer
+                ws.send('42/onscreen,["login","bob",7,false]')
+                ws.recv()  # loggedIn: a valid login as bob
+                ws.send(b'42/onscreen,["message",{"content":"\xff\xfe","format":{}},1]',
+                        opcode=websocket.ABNF.OPCODE_TEXT)
+                try:
+                    while True:
+                        frame = ws.recv_data_frame(True)[1]
+                        if frame.opcode == websocket.ABNF.OPCODE_CLOSE:
+                            return "closed"
+                except (websocket.WebSocketConnectionClosedException, OSError):
+                    return "closed"
+            finally:
+                ws.close()
+
+        self.assertEqual(await threads.deferToThread(rogue), "closed")
+        alice = await self.enter(6, "alice")
+        await alice.emit("message", {"content": "still serving", "format": {}}, 1)
+        await bob.wait_for("message", "still serving")
+        self.assertEqual([p["content"] for p in bob.payloads("message")], ["still serving"])
 
     async def test_oversize_message_gets_a_notice_and_emoji_are_stored(self) -> None:
         """A message too long for history is refused with a notice; emoji reach the history."""
