@@ -63,6 +63,10 @@ __all__ = [
     "StartupError",
 ]
 
+#: Listen queue of the web listener: a crowd of browsers reconnecting after a restart connects at
+#: once, and Twisted's default of 50 drops some of 1,000 simultaneous connects.
+LISTEN_BACKLOG = 1024
+
 #: Per-client components, started in this order (``"module:factory"``; factory(ClientContext)).
 CLIENT_COMPONENTS: List[str] = [
     # The ILIAS repository chat, or its name-only variant for a client.cfg with "standalone".
@@ -411,10 +415,12 @@ class IlchatService(service.MultiService):
         try:
             if options is not None:
                 self._listening = self.reactor.listenSSL(
-                    self.listen_port, self.site, options, interface=host
+                    self.listen_port, self.site, options, backlog=LISTEN_BACKLOG, interface=host
                 )
             else:
-                self._listening = self.reactor.listenTCP(self.listen_port, self.site, interface=host)
+                self._listening = self.reactor.listenTCP(
+                    self.listen_port, self.site, backlog=LISTEN_BACKLOG, interface=host
+                )
         except Exception as e:
             raise StartupError(f"Cannot listen on {host}:{self.listen_port}: {e}")
         self.host = host
