@@ -23,7 +23,13 @@ Both kinds go through exactly the same calls, in the order a browser does them::
     chat.enter_room(conn, room_id)               # "enterRoom": the connection joins the room
     chat.post_message(conn, room_id, content, format, target=None)
     chat.typing(conn, room_id, started=True)
+    chat.part_room(conn, room_id)                # IRC PART (browsers have no such event)
     chat.connection_lost(conn)                   # socket/IRC connection gone
+
+Refusals raise a L{ChatError} subclass (L{NotLoggedIn}, L{UnknownRoom}, L{UnknownUser},
+L{NotInRoom}, L{InvalidInput}, L{ContentTooLong}); nothing has been delivered then. Room and
+user ids are ints. A server component (the IRC bridge) finds the domain of a client with
+C{ilchat.ilias.repository.chat_rooms_of(client_ctx)}.
 
 IRC users have no ILIAS account: the IRC bridge must pick ids that ILIAS never uses (negative ids
 are a good choice) and call L{ChatRooms.connect} itself. When a member's I{last} connection is gone,
@@ -673,6 +679,34 @@ class ChatRooms:
         payload = _envelope(kind, self.now_ms(), kind, room.id,
                             subscriber=dumps({"id": member.id, "username": member.name}))
         self._emit_to(sorted(conns), event, payload)
+
+    def part_room(self, connection: str, room_id: int) -> None:
+        """
+        The connection leaves one room but stays connected (IRC ``PART``; browsers never do it).
+
+        When it was the member's last connection in the room, the member leaves the room the way
+        the disconnect grace removes them: ``userlist`` and ``notice`` ``disconnected`` (string
+        ``roomId``) to the room.
+
+        Raises:
+            NotLoggedIn, UnknownRoom, NotInRoom
+        """
+        member = self._require_member(connection)
+        room = self._require_room(room_id)
+        if connection not in room.connections:
+            raise NotInRoom(f"not in room {room_id}")
+        room.connections.discard(connection)
+        self._publish({"op": "leave", "room": room.id, "connections": [connection]})
+        if not member.connections.isdisjoint(room.connections):
+            return
+        room.members.pop(member.id, None)
+        room.joined.discard(member.id)
+        key = str(room.id)
+        self._userlist_changed(room, key)
+        self._emit_room(room, "notice",
+                        _envelope("notice", self.now_ms(), "disconnected", key,
+                                  data={"username": member.name}),
+                        crowd=self._in_crowd(room))
 
     def connection_lost(self, connection: str) -> None:
         """

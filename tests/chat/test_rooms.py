@@ -374,6 +374,36 @@ class DisconnectGraceTests(ChatRoomsTestsMixin, SynchronousTestCase):
         self.assertIsNotNone(self.chat.get_member(6))
 
 
+class PartRoomTests(ChatRoomsTestsMixin, SynchronousTestCase):
+    def test_part_leaves_one_room_and_tells_it(self) -> None:
+        """An IRC-style PART: the room hears userlist + disconnected; the member stays known."""
+        self.enter("irc:1", -5, "ircuser")
+        self.clock.advance(1)
+        self.enter("b", 7, "bob")
+        self.clock.advance(1)
+        self.rec.clear()
+        self.chat.part_room("irc:1", 1)
+        self.assertEqual(self.rec.events("b"), ["userlist", "notice:disconnected"])
+        self.assertEqual(self.rec.received("b")[1][1]["data"], {"username": "ircuser"})
+        self.assertEqual(self.rec.received("b")[0][1]["users"],
+                         {"7": {"id": 7, "username": "bob", "profile_picture_visible": False}})
+        self.assertNotIn("irc:1", self.rec.rooms[1])
+        self.assertIsNotNone(self.chat.get_member(-5))
+        self.assertRaises(NotInRoom, self.chat.part_room, "irc:1", 1)
+        self.assertRaises(NotInRoom, self.chat.post_message, "irc:1", 1, "x", {})
+
+    def test_part_with_another_connection_in_the_room_is_silent(self) -> None:
+        """While another connection of the member stays in the room, nobody is told."""
+        self.enter("b1", 7, "bob")
+        self.chat.login("b2", 7, "bob")
+        self.chat.enter_room("b2", 1)
+        self.clock.advance(1)
+        self.rec.clear()
+        self.chat.part_room("b2", 1)
+        self.assertEqual([m["op"] for m in self.rec.messages if m["op"] == "emit"], [])
+        self.assertIn(7, self.chat.get_room(1).joined)
+
+
 class BackendActionTests(ChatRoomsTestsMixin, SynchronousTestCase):
     def setUp(self) -> None:
         super().setUp()
