@@ -87,7 +87,6 @@ on database errors). A message whose stored JSON would not fit ``chatroom_histor
 import json
 from typing import (
     Any,
-    Awaitable,
     Callable,
     Dict,
     Iterable,
