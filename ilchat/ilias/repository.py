@@ -44,6 +44,10 @@ from ilchat.web.errors import BadRequest, NotFound
 __all__ = ["RepositoryChat", "chat_rooms_of", "component", "parse_id"]
 
 
+#: Longest display name accepted at ``login`` (ILIAS logins and full names are far shorter).
+MAX_NAME_LENGTH = 255
+
+
 def parse_id(value: Any, what: str = "id") -> int:
     """
     An ILIAS id from a URL segment or an event argument: an int, or a string of digits.
@@ -197,6 +201,10 @@ class RepositoryChat:
         """``login(name, id, profilePictureVisible)``: ``loggedIn``, or ``shutdown`` if unknown."""
         if len(args) < 2 or not isinstance(args[0], str):
             self._refused(socket, "login", "expected login(name, id, profilePictureVisible)")
+            return
+        if len(args[0]) > MAX_NAME_LENGTH:
+            # Every userlist repeats the name to every member: keep it to what ILIAS allows.
+            self._refused(socket, "login", "name too long")
             return
         try:
             user_id = parse_id(args[1], "user id")

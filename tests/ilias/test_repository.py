@@ -364,6 +364,7 @@ class BackendActionsMixin(RepositoryServerMixin):
         await rogue.emit("login", {"x": 1}, [7])
         await rogue.emit("login", "bob", True)
         await rogue.emit("login", "bob", "7; DROP TABLE")
+        await rogue.emit("login", "b" * 256, 7, False)
         await sleep(0.2)
         self.assertEqual(rogue.names(), [])
         alice = await self.enter(6, "alice")
