@@ -291,6 +291,7 @@ class ChatRooms:
         self._connections: Dict[str, int] = {}
         self._grace_calls: Dict[int, IDelayedCall] = {}
         self._pending: Set[Deferred[Any]] = set()
+        self._retries: Set[IDelayedCall] = set()
         #: Extra "is this name in use?" checks for name-only logins (the standalone chat). The IRC
         #: bridge adds one for its nicks, so that a name is unique among web and IRC users.
         self.name_checks: List[Callable[[str], bool]] = []
@@ -751,6 +752,12 @@ class ChatRooms:
                 giving_up.cancel()
         for d in list(self._pending):
             await d
+        # A session move still failing now is covered by the service, which moves every
+        # chatroom_users row to chatroom_sessions when it stops.
+        for retry in list(self._retries):
+            if retry.active():
+                retry.cancel()
+        self._retries.clear()
 
     def flush_history(self) -> "Deferred[None]":
         """Fire when every delivered message so far is in the database (tests, shutdown)."""
@@ -824,8 +831,14 @@ class ChatRooms:
                 self._log.failure("Giving up on {hook!r}{args!r}", failure, hook=hook, args=args)
                 return
             self._log.failure("{hook!r}{args!r} failed; retrying", failure, hook=hook, args=args)
-            self._reactor.callLater(2.0 ** attempt, self._run_hook, hook, *args,
-                                    attempt=attempt + 1)
+            retry: IDelayedCall
+
+            def again() -> None:
+                self._retries.discard(retry)
+                self._run_hook(hook, *args, attempt=attempt + 1)
+
+            retry = self._reactor.callLater(2.0 ** attempt, again)
+            self._retries.add(retry)
 
         d.addCallbacks(done, failed)
 

@@ -361,6 +361,31 @@ class DisconnectGraceTests(ChatRoomsTestsMixin, SynchronousTestCase):
             self.assertEqual(self.gone, [])
             self.chat.login("a", 6, "alice", True)
 
+    def test_failed_session_move_is_retried(self) -> None:
+        """A failing on_member_gone hook is retried with a growing delay until it works."""
+        calls = []
+
+        def hook(user_id: int, rooms: list) -> "Deferred[None]":
+            calls.append((user_id, rooms))
+            if len(calls) < 3:
+                return fail(RuntimeError("database is down"))
+            return succeed(None)
+
+        chat = ChatRooms("retry", self.bus, self.clock, on_member_gone=hook)
+        chat.add_room(1)
+        chat.connect(6)
+        chat.add_room_member(1, 6)
+        chat.login("x", 6, "alice")
+        chat.enter_room("x", 1)
+        chat.connection_lost("x")
+        self.clock.advance(15)
+        self.assertEqual(calls, [(6, [1])])
+        self.clock.advance(2)
+        self.assertEqual(len(calls), 2)
+        self.clock.advance(4)
+        self.assertEqual(calls, [(6, [1])] * 3)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+
     def test_grace_is_per_instance(self) -> None:
         """The same user id on another instance has its own timer."""
         other = ChatRooms("other", self.bus, self.clock)
