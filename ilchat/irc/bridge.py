@@ -5,9 +5,10 @@ The bridge between IRC channels and repository chat rooms.
 Each exposed room of a client is the channel ``#<client name>-<roomId>`` with the room title as
 its topic. An IRC user who joins becomes a member of the room through the very calls a browser
 makes (``connect``, ``add_room_member``, ``login``, ``enter_room``) with the connection id
-``"irc:<n>"``, so browsers see them in the userlist. What they say goes through
-L{ChatRooms.post_message}: browsers get an ILIAS ``message`` and it is stored in
+``"irc:<n>"``, so browsers see them in the userlist; a PART is L{ChatRooms.part_room}. What they
+say goes through L{ChatRooms.post_message}: browsers get an ILIAS ``message`` and it is stored in
 ``chatroom_history`` like any other, and IRC members get it back from the bus like everyone else.
+The bridge uses the domain's public calls only; it never edits rooms or members itself.
 
 The other way, the bridge subscribes to the client's bus topic and turns what the domain publishes
 into IRC: room ``message`` events into PRIVMSG from the browser user, ``userlist`` snapshots into
@@ -264,22 +265,22 @@ class RoomBridge:
                            nick=user.nick, room=room_id, error=str(e))
 
     def irc_parted(self, user: Any, room_id: int) -> None:
-        """Leave the room, unless the same member is still there through another connection."""
+        """
+        The IRC connection leaves the room through L{ChatRooms.part_room}.
+
+        Not C{leave_room}: that is PHP's LeavePrivateRoom, which would also send ``left`` to the
+        browser tabs of the same ILIAS account and take them out of the room. ``part_room`` takes
+        out this connection only; the member leaves (browsers get the ``userlist`` and a
+        ``disconnected`` notice) only when no other connection of theirs is in the room.
+        """
         if user in self._suppress_part:
             return
-        conn = self._conn_of(user)
-        member = self.chat.member_for(conn)
-        room = self.chat.get_room(room_id)
-        if member is None or room is None:
-            return
-        others = (member.connections - {conn}) & room.connections
-        if others:
-            room.connections.discard(conn)
-            return
         try:
-            self.chat.leave_room(room_id, member.id)
-        except ChatError:
-            pass
+            self.chat.part_room(self._conn_of(user), room_id)
+        except ChatError as e:
+            # Never entered (irc_joined was refused) or the room is gone: nothing to undo.
+            self._log.debug("IRC user {nick} parts room {room}: {error}",
+                            nick=user.nick, room=room_id, error=str(e))
 
     def _irc_nick_changed(self, user: Any, old: str) -> None:
         """In open mode the nick is the name browsers see: their next messages carry the new one."""

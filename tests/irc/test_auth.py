@@ -184,6 +184,33 @@ class IliasAuthTests(IrcBridgeMixin, unittest.TestCase):
         client.send(f"JOIN {CHANNEL}")
         await client.wait_for("474")
 
+    async def test_irc_part_tells_nothing_to_browser_tab_of_same_account(self) -> None:
+        """
+        An IRC PART takes the IRC connection out of the room, not the account: jdoe's browser tab
+        in another room gets no ``left`` notice or userlist of the parted room (PHP's
+        LeavePrivateRoom would send them), and bob there sees jdoe leave.
+        """
+        await self.start()
+        tab = await self.enter(42, "jdoe", room=2)
+        bob = await self.enter(7, "bob")
+        other = await self.enter(8, "other", room=2)
+        client = await self.irc()
+        client.send("PASS jdoe:secret")
+        await client.register("johnny")
+        client.send(f"JOIN {CHANNEL}")
+        await client.wait_for("366")
+        await userlist_with(bob, lambda users: 42 in users)
+        client.send(f"PART {CHANNEL}")
+        await client.wait_for("PART")
+        left = await bob.wait_for("notice", "disconnected")
+        self.assertEqual(left["data"]["username"], "jdoe")
+        await other.emit("message", {"content": "still here?", "format": {}}, 2)
+        message = await tab.wait_for("message")
+        self.assertEqual(message["content"], "still here?")
+        self.assertEqual(tab.payloads("notice", "left"), [])
+        self.assertEqual([p["roomId"] for p in tab.payloads("userlist")
+                          if str(p["roomId"]) == "1"], [])
+
     async def test_password_check_does_not_block_the_reactor(self) -> None:
         """While bcrypt runs (in a thread), other clients are served."""
         await self.start()

@@ -167,15 +167,20 @@ class OpenModeBridgeTests(IrcBridgeMixin, unittest.TestCase):
         self.assertEqual(part.params[0], CHANNEL)
 
     async def test_irc_join_and_part_show_in_browser(self) -> None:
-        """Browsers see the IRC user in the userlist and a connect notice; a PART removes them."""
+        """
+        Browsers see the IRC user in the userlist and a connect notice; a PART removes them with
+        the ``disconnected`` notice of a member who left (ChatRooms.part_room).
+        """
         await self.start()
         bob = await self.enter(7, "bob")
         irc = await self.irc_in_room("ircer")
         connect = await bob.wait_for("notice", "connect")
         self.assertEqual(connect["data"]["username"], "ircer")
         irc.send(f"PART {CHANNEL}")
-        left = await bob.wait_for("notice", "private_room_left")
-        self.assertEqual(left["data"]["user"], "ircer")
+        left = await bob.wait_for("notice", "disconnected")
+        self.assertEqual(left["data"]["username"], "ircer")
+        await wait_until(lambda: set(bob.payloads("userlist")[-1]["users"]) == {"7"},
+                         what="a last userlist without the IRC user")
 
     async def test_whispers_both_ways(self) -> None:
         """A private PRIVMSG to a browser nick is a whisper; a browser whisper is a private PRIVMSG."""
