@@ -23,6 +23,7 @@
 const http = require('http');
 const { performance } = require('perf_hooks');
 const WebSocket = require('ws');
+const { RawWebSocket } = require('./rawws');
 
 // ------------------------------------------------------------------ options
 function parseArgs(argv) {
@@ -39,8 +40,10 @@ const SERVER_PID = A['server-pid'] ? parseInt(A['server-pid'], 10) : null;
 const DB_PID = A['db-pid'] ? parseInt(A['db-pid'], 10) : null;
 const SCENARIO = A.scenario;
 const num = (k, d) => (A[k] !== undefined ? Number(A[k]) : d);
+const CLIENT = A.client || 'raw'; // raw: ./rawws.js (skips big frames); ws: the ws package
 
-const WS_URL = `ws://${HOST}:${PORT}/socket.io/?EIO=4&transport=websocket`;
+const WS_PATH = '/socket.io/?EIO=4&transport=websocket';
+const WS_URL = `ws://${HOST}:${PORT}${WS_PATH}`;
 const PREFIX = `/${NS},`;
 const NS_CONNECT = `40${PREFIX}`;
 const EV_OFFSET = 2 + Buffer.byteLength(PREFIX) + 2; // index of the event name's first letter
@@ -150,6 +153,13 @@ class Client {
   }
 
   connect() {
+    if (CLIENT === 'raw') {
+      this.ws = new RawWebSocket(HOST, PORT, WS_PATH, {
+        onFrame: (buf) => this.frame(buf),
+        onClose: () => { stats.closed++; this.fail(); },
+      });
+      return;
+    }
     const ws = new WebSocket(WS_URL, { perMessageDeflate: false, skipUTF8Validation: true });
     this.ws = ws;
     ws.on('message', (buf) => this.frame(buf));
@@ -163,7 +173,7 @@ class Client {
     if (!this.seated && this.onFailed) this.onFailed(this);
   }
 
-  send(s) { if (this.ws.readyState === 1) this.ws.send(s); }
+  send(s) { if (CLIENT === 'raw' || this.ws.readyState === 1) this.ws.send(s); }
 
   emit(json) { this.send(`42${PREFIX}${json}`); }
 
