@@ -116,9 +116,17 @@ def encode_packet(
         The text message first, then one ``bytes`` message per binary attachment.
     """
     buffers: list[bytes] = []
-    if packet_type in (EVENT, ACK) and data is not None and _has_binary(data):
-        packet_type = BINARY_EVENT if packet_type == EVENT else BINARY_ACK
-        data = _deconstruct(data, buffers)
+    payload = None
+    if data is not None:
+        try:
+            payload = _dumps(data)
+        except TypeError:
+            # JSON has no bytes. Trying the C encoder first and walking the payload only when it
+            # fails keeps the common case (a 1,000-entry userlist on every broadcast) at one pass.
+            if packet_type not in (EVENT, ACK) or not _has_binary(data):
+                raise
+            packet_type = BINARY_EVENT if packet_type == EVENT else BINARY_ACK
+            payload = _dumps(_deconstruct(data, buffers))
     parts = [str(packet_type)]
     if packet_type in (BINARY_EVENT, BINARY_ACK):
         parts.append(f"{len(buffers)}-")
@@ -126,8 +134,8 @@ def encode_packet(
         parts.append(namespace + ",")
     if id is not None:
         parts.append(str(id))
-    if data is not None:
-        parts.append(_dumps(data))
+    if payload is not None:
+        parts.append(payload)
     return ["".join(parts), *buffers]
 
 

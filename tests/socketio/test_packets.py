@@ -41,6 +41,11 @@ class EncodeTests(SynchronousTestCase):
         self.assertEqual(P.encode_packet(P.ACK, "/n", [b"z"], 3),
                          ['61-/n,3[{"_placeholder":true,"num":0}]', b"z"])
 
+    def test_values_json_cannot_write_still_fail(self):
+        """Only bytes take the binary path; other unencodable values raise as before."""
+        self.assertRaises(TypeError, P.encode_packet, P.EVENT, "/", ["e", object()])
+        self.assertRaises(TypeError, P.encode_packet, P.CONNECT, "/", {"sid": b"x"})
+
 
 class DecodeTests(SynchronousTestCase):
     def test_decode_event_with_namespace_and_id(self):
