@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import queue
-import shutil
 import threading
 from typing import Any, Callable
 
@@ -98,14 +97,14 @@ class BrowserDriver:
             self._calls.put(None)
 
 
-def save_screenshot(page: Any, folder: str, name: str, copy_to: str | None = None) -> str:
-    """Take a screenshot into ``folder`` (a test artifact) and optionally copy it elsewhere."""
+def save_screenshot(page: Any, folder: str, name: str) -> str:
+    """
+    Take a screenshot into ``folder``, the test's temp folder: a test artifact only, so that a
+    test run never changes files of the checkout (such as ``docs/screenshot.png``).
+    """
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, name)
     page.screenshot(path=path, full_page=False)
-    if copy_to is not None:
-        os.makedirs(os.path.dirname(copy_to), exist_ok=True)
-        shutil.copyfile(path, copy_to)
     return path
 
 
