@@ -2,7 +2,8 @@
 
 import json
 import os
-from typing import Any, Dict, List, Optional
+import pwd
+from typing import Any, Dict, List, Optional, Tuple
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -44,6 +45,43 @@ CLIENT: Dict[str, Any] = {
         "pass": "p",
     },
 }
+
+
+def load_configs_as_nobody(server_path: str, client_paths: List[str]) -> Tuple[str, str]:
+    """
+    Run L{load_configs} in a forked child that has dropped root for ``nobody``, for the checks
+    root would pass anyway (an unreadable file). Only for a root test process.
+
+    Returns:
+        C{("ConfigError", str(error))}, C{("loaded", "")}, or C{("failed", repr(exception))} when
+        the child could not drop privileges or met another exception.
+    """
+    nobody = pwd.getpwnam("nobody")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child ends with os._exit, never returns into trial)
+        result = ("failed", "")
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            try:
+                load_configs(server_path, client_paths)
+                result = ("loaded", "")
+            except ConfigError as e:
+                result = ("ConfigError", str(e))
+        except BaseException as e:
+            result = ("failed", repr(e))
+        finally:
+            os.write(write_end, json.dumps(result).encode("utf-8"))
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    outcome, text = json.loads(data)
+    return outcome, text
 
 
 class ConfigTestCase(SynchronousTestCase):
@@ -277,13 +315,32 @@ class HttpsTests(ConfigTestCase):
         self.assertIn("dhparam: File does not exist", text)
 
     def test_unreadable_key_is_refused(self) -> None:
-        """A key file the server cannot read is refused at start."""
-        if os.getuid() == 0:
-            self.skipTest("root can read any file")
+        """
+        A key file the server cannot read is refused at start. Root reads any file, so as root
+        (CI) the configuration is loaded in a forked child that has become ``nobody``.
+        """
         self.write("cert.pem", "x")
         key = self.write("key.pem", "x")
         os.chmod(key, 0)
-        text = self.error({"protocol": "https", "cert": "cert.pem", "key": "key.pem"})
+        server = {"protocol": "https", "cert": "cert.pem", "key": "key.pem"}
+        if os.getuid() != 0:
+            text = self.error(server)
+        else:
+            server_path = self.write("server.cfg", dict(SERVER, **server))
+            client_path = self.write("client0.cfg", CLIENT)
+            for path in (server_path, client_path):
+                os.chmod(path, 0o644)
+            # nobody must get to the files: trial's temp folders are private (mkdtemp, 0700).
+            folder = self.folder
+            while folder.startswith(os.getcwd() + os.sep):
+                os.chmod(folder, os.stat(folder).st_mode | 0o001)
+                folder = os.path.dirname(folder)
+            # Root loads these files (it reads anything). That also imports what the child needs
+            # lazily (the utf-8-sig codec): nobody may not be able to read the Python library.
+            load_configs(server_path, [client_path])
+            outcome, text = load_configs_as_nobody(server_path, [client_path])
+            self.assertEqual(outcome, "ConfigError", text)
+            self.assertNotIn("\n", text)
         self.assertIn("not readable", text)
 
 
