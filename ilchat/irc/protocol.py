@@ -122,6 +122,10 @@ class IRCServerProtocol(LineOnlyReceiver):
         self._closing = False
         self._quit_reason = "Connection closed"
         self._counted_ip: Optional[str] = None
+        #: The network policy that counted this connection from this address (released in
+        #: connectionLost, once).
+        self._policy: Any = None
+        self._policy_address = ""
         self._bucket = TokenBucket(self.config.flood_rate, self.config.flood_burst, clock)
         self._drain_call: Optional[IDelayedCall] = None
         self._registration_call: Optional[IDelayedCall] = None
@@ -172,6 +176,9 @@ class IRCServerProtocol(LineOnlyReceiver):
             else:
                 self.network.connections_per_ip.pop(self._counted_ip, None)
             self._counted_ip = None
+        if self._policy is not None:
+            self._policy.release_connection(self._policy_address)
+            self._policy = None
         if self.registered:
             self.network.quit(self, self._quit_reason)
         else:
@@ -1121,20 +1128,22 @@ class _RefusedProtocol(protocol.Protocol):
 
 class IrcServerFactory(protocol.ServerFactory):
     """
-    Builds L{IRCServerProtocol}s for one network, enforcing the IP allow-list (the ``network``
-    section's ``allow``, as for every listener) and C{max_connections_per_ip}.
+    Builds L{IRCServerProtocol}s for one network, enforcing the process's network policy (the
+    ``network`` section: allow-list and per-IP limit, counted together with the web's) and the
+    IRC section's own C{max_connections_per_ip}.
 
     Args:
-        allow: C{allow(address) -> bool}, or None to let every address in.
+        policy: the shared C{NetworkPolicy} (C{allows}, C{acquire_connection},
+            C{release_connection}), or None to let every address in without a shared count.
     """
 
     _log = Logger()
     noisy = False
 
-    def __init__(self, network: IrcNetwork, clock: Any, allow: Optional[Callable[[str], bool]] = None) -> None:
+    def __init__(self, network: IrcNetwork, clock: Any, policy: Any = None) -> None:
         self.network = network
         self.clock = clock
-        self.allow = allow
+        self.policy = policy
         self.connections: Set[IRCServerProtocol] = set()
 
     def _refuse(self, reason: str) -> protocol.Protocol:
@@ -1144,16 +1153,20 @@ class IrcServerFactory(protocol.ServerFactory):
 
     def buildProtocol(self, addr: Any) -> protocol.Protocol:
         host = getattr(addr, "host", "")
-        if self.allow is not None and not self.allow(host):
+        policy = self.policy
+        if policy is not None and not policy.allows(host):
             self._log.info("IRC connection from {host} refused: not in the allow-list", host=host)
             return self._refuse("Your address is not allowed on this server")
         limit = self.network.config.max_connections_per_ip
         count = self.network.connections_per_ip.get(host, 0)
         if limit and count >= limit:
             return self._refuse("Too many connections from your address")
+        if policy is not None and not policy.acquire_connection(host):
+            return self._refuse("Too many connections from your address")
         proto = _TrackedProtocol(self.network, self.clock)
         proto.factory = self
         proto._counted_ip = host
+        proto._policy, proto._policy_address = policy, host
         self.network.connections_per_ip[host] = count + 1
         return proto
 

@@ -4,7 +4,7 @@ The IRC component: one IRC network and listener for the whole process, bridged t
 chat rooms of the exposed clients. Off unless ``server.cfg`` has an ``irc`` section.
 """
 
-from typing import Any, Callable, List, Optional
+from typing import Any, List, Optional
 
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
@@ -25,16 +25,6 @@ def _find_chat(client_context: Any) -> Optional[ChatRooms]:
         if isinstance(chat, ChatRooms):
             return chat
     return None
-
-
-def _allow_list(server_config: Any) -> Optional[Callable[[str], bool]]:
-    """The ``network.allow`` CIDRs as a predicate, or None when everyone may connect."""
-    cidrs = getattr(getattr(server_config, "network", None), "allow", ())
-    if not cidrs:
-        return None
-    from ilchat.web.policy import AddressList
-
-    return AddressList(cidrs).contains
 
 
 class IrcComponent:
@@ -80,7 +70,8 @@ class IrcComponent:
             bridge = RoomBridge(self.network, chat, client.store, rooms, config.auth)
             bridge.start(self.context.bus)
             self.bridges.append(bridge)
-        self.factory = IrcServerFactory(self.network, reactor, _allow_list(self.context.config))
+        # The process's one NetworkPolicy: the same allow-list and per-IP count as the web.
+        self.factory = IrcServerFactory(self.network, reactor, self.context.policy)
         if config.port is not None:
             self.ports.append(reactor.listenTCP(config.port, self.factory, interface=config.address))
         if config.tls_port is not None:

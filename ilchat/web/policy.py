@@ -12,10 +12,10 @@ injected) so that they can be tested on their own; the transports plug them in:
   :meth:`NetworkPolicy.client_address` and :meth:`NetworkPolicy.connection_filter` the
   ``address_resolver`` and ``connection_filter`` hooks of the ``SocketIOServer`` (allow-list,
   origins, per-IP sessions).
-* IRC: the listener asks the allow-list (:meth:`NetworkPolicy.allows`, or :class:`AddressList`
-  directly) for each peer address, then sends ``ERROR`` and closes; it keeps its own per-IP count
-  (:meth:`NetworkPolicy.acquire_connection` / ``release_connection`` are there for listeners that
-  want to share this one).
+* IRC: the listener asks :meth:`NetworkPolicy.allows` for each peer address and counts the
+  connection with :meth:`NetworkPolicy.acquire_connection` / ``release_connection``, then sends
+  ``ERROR`` and closes when refused. The per-IP limit counts web sessions and these connections
+  together.
 * The standalone chat takes a :meth:`NetworkPolicy.message_bucket` per connection and the name and
   message length limits.
 
@@ -439,7 +439,7 @@ class NetworkPolicy:
         limit = self.connections.limit
         if limit is not None and self._web_sessions is not None and b"sid" not in request.args:
             address = self.client_address(request)
-            count = self._web_sessions(address)
+            count = self._web_sessions(address) + self.connections.count(address)
             if count >= limit:
                 self._log.warn(
                     "Refused new web session from {address}: already {count} (limit {limit})",
@@ -474,18 +474,24 @@ class NetworkPolicy:
 
     def acquire_connection(self, address: str) -> bool:
         """
-        Count a new long-lived connection (Socket.IO client, IRC) from C{address}.
+        Count a new long-lived connection that is not an Engine.IO session (IRC) from C{address}.
 
-        Returns ``False`` (and logs) when the address already holds its limit; otherwise the
-        caller must call :meth:`release_connection` when the connection ends.
+        The live web sessions of the address count towards the same limit (and these connections
+        count when a web session is opened), so the limit holds across listeners. Returns
+        ``False`` (and logs) when the address already holds its limit; otherwise the caller must
+        call :meth:`release_connection` when the connection ends.
         """
-        if self.connections.acquire(address):
+        web = self._web_sessions(address) if self._web_sessions is not None else 0
+        count = web + self.connections.count(address)
+        limit = self.connections.limit
+        if limit is None or count < limit:
+            self.connections.acquire(address)
             return True
         self._log.warn(
             "Refused connection from {address}: already {count} connections (limit {limit})",
             address=address,
-            count=self.connections.count(address),
-            limit=self.connections.limit,
+            count=count,
+            limit=limit,
         )
         return False
 

@@ -643,3 +643,50 @@ class NetworkPolicyServerTests(TestCase):
         self.assertNotIn(" 001 ", refused)
         welcomed = await deferToThread(talk, "127.0.0.1")
         self.assertIn(" 001 probe ", welcomed)
+
+    async def test_per_ip_limit_counts_web_sessions_and_irc_together(self):
+        """
+        max_connections_per_ip is one count for web sessions and IRC connections of an address:
+        with one polling session and one IRC connection open (limit 2), another IRC connection
+        gets ERROR and another web session 429; when the IRC connection closes, its slot is free.
+        """
+        from twisted.internet import endpoints
+        from twisted.internet.task import deferLater
+
+        from ilchat.irc.service import IrcComponent
+        from ilchat.standalone import StandaloneChat
+        from tests.irc.support import RawClient
+        from tests.support.server import start_server
+
+        self.server = await start_server(
+            self,
+            server={
+                "network": {"max_connections_per_ip": 2},
+                "irc": {"address": "127.0.0.1", "port": 0, "auth": "open"},
+            },
+            clients=[{"name": "team", "standalone": {"rooms": [{"id": 1, "title": "Lobby"}]}}],
+            client_components=[lambda ctx: StandaloneChat(ctx, policy=ctx.policy)],
+        )
+        irc = [c for c in self.server.service._started_components if isinstance(c, IrcComponent)]
+        endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", irc[0].ports[0].getHost().port)
+
+        self.assertEqual((await self.request(POLLING))[0], 200)
+        first = await endpoints.connectProtocol(endpoint, RawClient())
+        self.addCleanup(lambda: first.transport.loseConnection() or first.closed)
+        await first.register("first")
+        second = await endpoints.connectProtocol(endpoint, RawClient())
+        error = await second.wait_for("ERROR")
+        self.assertIn("Too many connections", error.params[0])
+        await second.closed
+        status, _, body = await self.request(POLLING)
+        self.assertEqual(status, 429)
+        self.assertIn(b"Too many connections", body)
+
+        first.transport.loseConnection()
+        await first.closed
+        for _ in range(100):
+            status = (await self.request(POLLING))[0]
+            if status != 429:
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(status, 200)
