@@ -40,7 +40,7 @@ from ilchat.irc.message import (
     split_text,
 )
 from ilchat.irc.network import Channel, IrcNetwork, irc_lower, valid_channel, valid_nick
-from ilchat.irc.throttle import TokenBucket
+from ilchat.ratelimit import TokenBucket
 
 __all__ = ["IRCServerProtocol", "IrcServerFactory", "SUPPORTED_CAPS"]
 
@@ -268,8 +268,9 @@ class IRCServerProtocol(LineOnlyReceiver):
         if self._drain_call is not None:
             return  # throttled: the scheduled call goes on when a token is there
         while self._recvq and not self._blocked and not self._closing:
-            if not self._bucket.consume():
-                self._drain_call = self.clock.callLater(self._bucket.delay(), self._drain_later)
+            allowed, retry_after = self._bucket.consume()
+            if not allowed:
+                self._drain_call = self.clock.callLater(retry_after, self._drain_later)
                 return
             line = self._recvq.popleft()
             self._recvq_bytes -= len(line)
