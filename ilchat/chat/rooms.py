@@ -29,7 +29,7 @@ Both kinds go through exactly the same calls, in the order a browser does them::
 Refusals raise a L{ChatError} subclass (L{NotLoggedIn}, L{UnknownRoom}, L{UnknownUser},
 L{NotInRoom}, L{InvalidInput}, L{ContentTooLong}); nothing has been delivered then. Room and
 user ids are ints. A server component (the IRC bridge) finds the domain of a client with
-C{ilchat.ilias.repository.chat_rooms_of(client_ctx)}.
+C{chat_rooms_of(client_ctx)}.
 
 IRC users have no ILIAS account: the IRC bridge must pick ids that ILIAS never uses (negative ids
 are a good choice) and call L{ChatRooms.connect} itself. When a member's I{last} connection is gone,
@@ -116,6 +116,7 @@ __all__ = [
     "Room",
     "UnknownRoom",
     "UnknownUser",
+    "chat_rooms_of",
     "MAX_STORED_MESSAGE_LENGTH",
     "DISCONNECT_GRACE",
 ]
@@ -933,3 +934,18 @@ def _call_maybe_coroutine(fn: Callable[..., Any], *args: Any) -> Any:
     if hasattr(result, "__await__") and not isinstance(result, Deferred):
         return Deferred.fromCoroutine(result)
     return result
+
+
+def chat_rooms_of(client: Any) -> Optional["ChatRooms"]:
+    """
+    The L{ChatRooms} of a client (its ``ClientContext``), for components started after the client
+    components (the IRC bridge); None if no component of that client runs a room domain.
+
+    It looks at what the components hold, not at their classes, so the IRC bridge finds the rooms
+    of an ILIAS client and of a standalone one alike without importing either adapter.
+    """
+    for component in getattr(client, "components", ()):
+        chat = getattr(component, "chat", None)
+        if isinstance(chat, ChatRooms):
+            return chat
+    return None

@@ -41,7 +41,7 @@ from ilchat.chat.rooms import (
 )
 from ilchat.web.errors import BadRequest, NotFound
 
-__all__ = ["RepositoryChat", "chat_rooms_of", "component", "parse_id"]
+__all__ = ["RepositoryChat", "component", "parse_id"]
 
 
 #: Longest display name accepted at ``login`` (ILIAS logins and full names are far shorter).
@@ -397,18 +397,6 @@ class RepositoryChat:
     def action_Post(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
         """``Post/<name>/<roomId>``: a legacy action the Node server accepts and ignores."""
         return {"success": True}
-
-
-def chat_rooms_of(client: Any) -> Optional[ChatRooms]:
-    """
-    The L{ChatRooms} domain of a client (``ClientContext``), for the IRC bridge and other
-    server components started after the client components; None if the client has no
-    repository chat component.
-    """
-    for component in getattr(client, "components", ()):
-        if isinstance(component, RepositoryChat):
-            return component.chat
-    return None
 
 
 def component(client: Any) -> RepositoryChat:

@@ -9,22 +9,13 @@ from typing import Any, List, Optional
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
-from ilchat.chat.rooms import ChatRooms
+from ilchat.chat.rooms import chat_rooms_of
 from ilchat.irc.auth import IliasAuthenticator
 from ilchat.irc.bridge import RoomBridge
 from ilchat.irc.network import IrcNetwork
 from ilchat.irc.protocol import IrcServerFactory
 
 __all__ = ["IrcComponent"]
-
-
-def _find_chat(client_context: Any) -> Optional[ChatRooms]:
-    """The client's room domain, owned by its repository chat component."""
-    for component in getattr(client_context, "components", ()):
-        chat = getattr(component, "chat", None)
-        if isinstance(chat, ChatRooms):
-            return chat
-    return None
 
 
 class IrcComponent:
@@ -56,7 +47,7 @@ class IrcComponent:
         for name, client in self.context.clients.items():
             if config.rooms is not None and name not in config.rooms:
                 continue
-            chat = _find_chat(client)
+            chat = chat_rooms_of(client)
             if chat is None:
                 self._log.warn("IRC: client {name} has no repository chat; not bridged", name=name)
                 continue
