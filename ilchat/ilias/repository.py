@@ -159,7 +159,9 @@ class RepositoryChat:
     # -- persistence hooks ------------------------------------------------------------------
 
     def _write_history(self, rows: Sequence[HistoryRow]) -> Any:
-        return self.store.add_history_batch([(r.room_id, r.message, r.timestamp) for r in rows])
+        # The domain's HistoryWriter keeps the rows and retries until they are written.
+        rows_to_store = [(r.room_id, r.message, r.timestamp) for r in rows]
+        return self.store.add_history_batch(rows_to_store, retry=False)
 
     def _member_gone(self, user_id: int, room_ids: List[int]) -> Any:
         return self.store.move_user_to_sessions(user_id, room_ids, int(self.reactor.seconds()))

@@ -97,13 +97,18 @@ class RoomStore:
         """
         return (await self.add_history_batch([(room_id, message_json, timestamp_s)]))[0]
 
-    async def add_history_batch(self, rows: Sequence[Tuple[int, str, int]]) -> List[int]:
+    async def add_history_batch(
+        self, rows: Sequence[Tuple[int, str, int]], retry: bool = True
+    ) -> List[int]:
         """
         Store several messages in one transaction; ids come from ``chatroom_history_seq``.
 
         Args:
             rows: ``(room_id, message_json, timestamp_s)`` tuples, stored in this order, so the
                 ids ascend with it.
+            retry: False for a caller that keeps the rows and retries itself (the room domain's
+                history writer): one retry policy per write, and no "lost for good" log line for
+                rows that are in fact still queued.
 
         Returns:
             the ``hist_id`` of each row, in the order given.
@@ -120,6 +125,8 @@ class RoomStore:
             )
             return ids
 
+        if not retry:
+            return await self.db.run_interaction("add_history", add_history_txn, rows)
         # The rows go in as an argument so that a write lost for good is logged with them.
         return await self.db.run_interaction_retrying("add_history", add_history_txn, rows)
 

@@ -286,6 +286,38 @@ class RetryMariaDBTests(StoreTestMixin, unittest.TestCase):
         self.assertGreaterEqual(len(retries), 1)
         self.assertIn("1205", formatEvent(retries[0]))
 
+    async def test_history_batch_without_retry_hands_the_failure_back(self) -> None:
+        """
+        With C{retry=False} (the room domain's history writer, which keeps the rows and retries
+        itself) a transient failure comes back at once: no second retry loop, and no critical
+        "lost for good" line for rows that are still queued by the caller.
+        """
+
+        def set_timeout_txn(txn: Transaction) -> None:
+            txn.execute("SET SESSION innodb_lock_wait_timeout = 1")
+
+        await self.store.db.run_interaction("set_timeout", set_timeout_txn)
+
+        def lock_sequence() -> object:
+            admin = mariadb_admin_connection(self.database.name)
+            admin.autocommit(False)
+            admin.cursor().execute("INSERT INTO chatroom_history_seq (sequence) VALUES (1000)")
+            return admin
+
+        admin = await threads.deferToThread(lock_sequence)
+
+        def release() -> None:
+            admin.rollback()
+            admin.close()
+
+        self.addCleanup(threads.deferToThread, release)
+        with capturedLogs() as events:
+            with self.assertRaises(Exception) as caught:
+                await self.store.add_history_batch([(1, '{"content":"queued"}', 5)], retry=False)
+        self.assertIn("1205", str(caught.exception))
+        self.assertEqual([e for e in events if e["log_level"] >= LogLevel.error], [])
+        self.assertEqual(fetch_rows(self.database, "SELECT * FROM chatroom_history"), [])
+
     async def test_permanent_error_is_raised_not_retried(self) -> None:
         """A constraint violation is not transient: the caller gets it at once, logged critical."""
         await self.store.add_osc_message("m1", "c1", 6, "hi", 5)
