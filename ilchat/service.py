@@ -34,7 +34,6 @@ import os
 import signal
 import socket
 import sys
-import weakref
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Union
 
 import attrs
@@ -43,14 +42,13 @@ from twisted.internet import abstract, defer, threads
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.server import Site
 
 from ilchat.bus import IBus, LocalBus
 from ilchat.config import ClientConfig, ServerConfig
 from ilchat.logs import LogService
 from ilchat.web.backend import BackendResource, RouteTable
 from ilchat.web.policy import NetworkPolicy, PolicyGuardResource
-from ilchat.web.site import WebRoot, make_site
+from ilchat.web.site import ChatSite, WebRoot
 
 __all__ = [
     "ClientContext",
@@ -164,39 +162,6 @@ def _default_socketio_factory(reactor: Any, server_config: ServerConfig) -> Any:
     return SocketIOServer(reactor, allowed_origins=origins)
 
 
-class _Site(Site):
-    """A Site that remembers its connections (to close them at shutdown) and logs no access lines.
-
-    The Node server has no access log; at ``debug`` level each request is logged instead.
-    """
-
-    _log = Logger()
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.channels: "weakref.WeakSet[Any]" = weakref.WeakSet()
-
-    def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 (twisted API)
-        channel = super().buildProtocol(addr)
-        if channel is not None:
-            self.channels.add(channel)
-        return channel
-
-    def log(self, request: Any) -> None:
-        self._log.debug(
-            "{method} {uri} {code}",
-            method=request.method.decode("ascii", "replace"),
-            uri=request.uri.decode("ascii", "replace"),
-            code=request.code,
-        )
-
-    def close_connections(self) -> None:
-        for channel in list(self.channels):
-            transport = getattr(channel, "transport", None)
-            if transport is not None:
-                transport.loseConnection()
-
-
 async def resolve_address(reactor: Any, address: str, port: int) -> tuple:
     """
     The IP address to bind for ``address`` (an IP literal or a host name), and its family name.
@@ -295,7 +260,7 @@ class IlchatService(service.MultiService):
         self.host: Optional[str] = None
         self.context: Optional[ServerContext] = None
         self.clients: Dict[str, ClientContext] = {}
-        self.site: Optional[_Site] = None
+        self.site: Optional[ChatSite] = None
         self._listening: Optional[IListeningPort] = None
         self._stores: List[Any] = []
         self._started_components: List[Any] = []
@@ -401,9 +366,7 @@ class IlchatService(service.MultiService):
                 ip=host,
                 family=family,
             )
-        self.site = _Site(PolicyGuardResource(web_root.root, self.policy))
-        self.site.displayTracebacks = False
-        self.site.noisy = False  # no "Starting factory" lines in the operator's log
+        self.site = ChatSite(PolicyGuardResource(web_root.root, self.policy))
         options = None
         if config.is_https:
             from ilchat.tls import TLSConfigError, certificate_options

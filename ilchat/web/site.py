@@ -13,11 +13,18 @@ Other parts add their own children to ``root`` (for instance the standalone web 
 ``WebRoot.put``.
 """
 
-from typing import Optional
+import weakref
+from typing import Any, Optional
 
+from twisted.logger import Logger
 from twisted.web import pages
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
+
+#: Largest request body read from a client (twice Engine.IO's default maxPayload). Engine.IO
+#: answers a POST over its maxPayload itself; anything larger is refused while it arrives, so no
+#: client can make the server buffer an arbitrarily large upload.
+MAX_REQUEST_BODY = 2_000_000
 
 
 class _Folder(Resource):
@@ -63,8 +70,85 @@ class WebRoot:
             self.sub.putChild(name.encode("utf-8"), resource)
 
 
-def make_site(web_root: WebRoot) -> Site:
-    """A Site that never shows tracebacks to clients (they go to the error log)."""
-    site = Site(web_root.root)
-    site.displayTracebacks = False
-    return site
+class LimitedRequest(Request):
+    """
+    A request whose body may not exceed the site's C{max_request_body}.
+
+    twisted.web buffers the whole body before a resource sees it; this checks the announced
+    length and the bytes of a chunked body as they come, answers 413 and closes the connection.
+    """
+
+    _refused = False
+
+    def gotLength(self, length: Optional[int]) -> None:  # noqa: N802 (twisted API)
+        if length is not None and length > self.channel.site.max_request_body:
+            self._refuse_too_large()
+            return
+        self._body_length = 0
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:  # noqa: N802 (twisted API)
+        if self._refused:
+            return
+        self._body_length += len(data)
+        if self._body_length > self.channel.site.max_request_body:
+            self._refuse_too_large()
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:  # noqa: N802
+        # The rest of a refused body may already sit in the channel's buffer, so the channel can
+        # still report the request complete: it was answered with 413 and is never rendered.
+        if self._refused:
+            return
+        super().requestReceived(command, path, version)
+
+    def _refuse_too_large(self) -> None:
+        self._refused = True
+        body = b'{"status":413,"message":"Request body too large"}'
+        self.channel.transport.write(
+            b"HTTP/1.1 413 Payload Too Large\r\n"
+            b"Content-Type: application/json; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+        )
+        self.channel.transport.loseConnection()
+
+
+class ChatSite(Site):
+    """
+    The one Site of a listening port: no tracebacks for clients (they go to the error log), a
+    bounded request body, no access-log lines, and the open connections kept so that shutdown can
+    close them.
+
+    The Node server has no access log; at ``debug`` level each request is logged instead.
+    """
+
+    _log = Logger()
+    requestFactory = LimitedRequest
+    displayTracebacks = False
+    noisy = False  # no "Starting factory" lines in the operator's log
+
+    def __init__(self, resource: IResource, max_request_body: int = MAX_REQUEST_BODY, **kwargs: Any) -> None:
+        super().__init__(resource, **kwargs)
+        self.max_request_body = max_request_body
+        self.channels: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+    def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 (twisted API)
+        channel = super().buildProtocol(addr)
+        if channel is not None:
+            self.channels.add(channel)
+        return channel
+
+    def log(self, request: Any) -> None:
+        self._log.debug(
+            "{method} {uri} {code}",
+            method=request.method.decode("ascii", "replace"),
+            uri=request.uri.decode("ascii", "replace"),
+            code=request.code,
+        )
+
+    def close_connections(self) -> None:
+        for channel in list(self.channels):
+            transport = getattr(channel, "transport", None)
+            if transport is not None:
+                transport.loseConnection()

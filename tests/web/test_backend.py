@@ -11,7 +11,7 @@ from twisted.trial.unittest import TestCase
 
 from ilchat.web.backend import BackendResource, RouteTable, check_basic_auth
 from ilchat.web.errors import BadRequest, NotFound
-from ilchat.web.site import WebRoot, make_site
+from ilchat.web.site import ChatSite, WebRoot
 from tests.support.http import http_request
 
 
@@ -40,7 +40,7 @@ class BackendTests(TestCase):
         self.clients = {"onscreen": self.client}
         self.web_root = WebRoot("/chat")
         self.web_root.put("backend", BackendResource(self.clients))
-        port = reactor.listenTCP(0, make_site(self.web_root), interface="127.0.0.1")
+        port = reactor.listenTCP(0, ChatSite(self.web_root.root), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         self.base = f"http://127.0.0.1:{port.getHost().port}"
         self.calls = []
