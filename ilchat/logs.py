@@ -10,6 +10,12 @@ ILIAS offers the syslog level names; Twisted has fewer levels, so they map as fo
 ``emerg``/``alert``/``crit`` → critical, ``error`` → error, ``warning`` → warn,
 ``notice``/``info`` → info, ``debug``/``silly`` → debug.
 
+Under twistd, the observers twistd installed (stdout with ``-n``, or its ``twistd.log``) are
+wrapped by the same level filter when the service starts (``filter_others``): the operator's
+``log_level`` governs everything the process writes, not only the ``log`` file. Errors and failures
+still reach them at any level, so a traceback is never lost from stdout. ``debug_wanted()`` tells
+hot paths whether a debug event would reach anyone at all, so they skip building it.
+
 The files are opened in append mode and reopened by ``reopen()`` (SIGHUP under twistd), so that
 logrotate can move them away and signal the server, like any other daemon.
 """
@@ -32,7 +38,7 @@ from twisted.logger import (
 )
 from zope.interface import implementer
 
-__all__ = ["LEVELS", "LogFile", "LogService", "format_line", "open_log_file"]
+__all__ = ["LEVELS", "LogFile", "LogService", "debug_wanted", "format_line", "open_log_file"]
 
 LEVELS: Dict[str, LogLevel] = {
     "emerg": LogLevel.critical,
@@ -53,6 +59,22 @@ _LEVEL_NAMES = {
     LogLevel.info: "INFO",
     LogLevel.debug: "DEBUG",
 }
+
+
+# True until a LogService configured below debug starts: without one, nobody filters events, so
+# every debug event may be wanted (tests, tools that observe the global publisher).
+_debug_wanted = True
+
+
+def debug_wanted() -> bool:
+    """
+    Whether a debug event can reach any observer.
+
+    Hot paths (one event per HTTP request, per backend call, per new member) ask this before
+    calling ``log.debug``: at ``log_level`` info the event would be built, formatted lazily and
+    dropped by every filter, which costs CPU for nothing.
+    """
+    return _debug_wanted
 
 
 def open_log_file(path: str) -> IO[str]:
@@ -114,22 +136,39 @@ def _is_error(event: Dict[str, Any]) -> PredicateResult:
     return PredicateResult.no
 
 
+def _at_level_or_error(level: LogLevel) -> Any:
+    """A predicate for observers ilchat does not own: the configured level, plus every error."""
+    by_level = LogLevelFilterPredicate(defaultLogLevel=level)
+
+    def predicate(event: Dict[str, Any]) -> PredicateResult:
+        if _is_error(event) is PredicateResult.yes:
+            return PredicateResult.yes
+        return by_level(event)
+
+    return predicate
+
+
 class LogService(service.Service):
     """Adds the two file observers to the global log publisher while it runs."""
 
-    def __init__(self, server_config: Any, publisher: Any = None) -> None:
+    def __init__(self, server_config: Any, publisher: Any = None, filter_others: bool = False) -> None:
         """
         Args:
             server_config: uses ``log``, ``error_log`` and ``log_level``.
             publisher: where to observe events; the global publisher by default (tests pass a
                 ``LogPublisher``).
+            filter_others: wrap the observers already on the publisher (twistd's stdout or
+                ``twistd.log``) in the level filter while the service runs. Only the twistd entry
+                point sets it: in-process tests must not filter the test runner's own observers.
         """
         self.log_path = server_config.log
         self.error_log_path = server_config.error_log
         self.level = LEVELS.get(server_config.log_level, LogLevel.info)
         self.publisher = publisher if publisher is not None else globalLogPublisher
+        self.filter_others = filter_others
         self.files: List[LogFile] = []
         self._observers: List[Any] = []
+        self._wrapped: List[tuple] = []  # (original observer, its filtering wrapper)
 
     def startService(self) -> None:  # noqa: N802 (twisted API)
         log_file = LogFile(self.log_path)
@@ -140,15 +179,32 @@ class LogService(service.Service):
             FilteringLogObserver(log_file, [predicate]),
             FilteringLogObserver(error_file, [_is_error]),
         ]
+        if self.filter_others:
+            # LogPublisher has no public way to list its observers; without the attribute (another
+            # publisher type) nothing is wrapped and only the files are filtered.
+            others = list(getattr(self.publisher, "_observers", ()))
+            for other in others:
+                wrapper = FilteringLogObserver(other, [_at_level_or_error(self.level)])
+                self.publisher.removeObserver(other)
+                self.publisher.addObserver(wrapper)
+                self._wrapped.append((other, wrapper))
         for observer in self._observers:
             self.publisher.addObserver(observer)
+        global _debug_wanted
+        _debug_wanted = self.level <= LogLevel.debug
         super().startService()
 
     def stopService(self) -> None:  # noqa: N802 (twisted API)
         super().stopService()
+        global _debug_wanted
+        _debug_wanted = True
         for observer in self._observers:
             self.publisher.removeObserver(observer)
         self._observers = []
+        for other, wrapper in self._wrapped:
+            self.publisher.removeObserver(wrapper)
+            self.publisher.addObserver(other)
+        self._wrapped = []
         for log_file in self.files:
             log_file.close()
         self.files = []

@@ -211,6 +211,8 @@ class IlchatService(service.MultiService):
         install_signal_handlers: under twistd, SIGTERM/SIGINT stop cleanly with status 0 and
             SIGHUP reopens the log files.
         setup_logs: add the ``log`` / ``error_log`` file observers.
+        filter_global_logs: under twistd, filter twistd's own observers (stdout, ``twistd.log``)
+            by ``log_level`` too.
     """
 
     _log = Logger()
@@ -228,6 +230,7 @@ class IlchatService(service.MultiService):
         exit_on_failure: bool = False,
         install_signal_handlers: bool = False,
         setup_logs: bool = True,
+        filter_global_logs: bool = False,
     ) -> None:
         super().__init__()
         if reactor is None:
@@ -251,7 +254,7 @@ class IlchatService(service.MultiService):
 
         self.log_service: Optional[LogService] = None
         if setup_logs:
-            self.log_service = LogService(server_config)
+            self.log_service = LogService(server_config, filter_others=filter_global_logs)
             self.log_service.setServiceParent(self)
 
         self._ready_result: Any = None  # None while starting, then True or the Failure
@@ -529,4 +532,5 @@ def makeService(options: Any) -> IlchatService:  # noqa: N802 (twisted API)
         options["client_configs"],
         exit_on_failure=True,
         install_signal_handlers=True,
+        filter_global_logs=True,
     )

@@ -8,7 +8,7 @@ import attrs
 from twisted.logger import Logger, LogLevel, LogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from ilchat.logs import LEVELS, LogService, format_line
+from ilchat.logs import LEVELS, LogService, debug_wanted, format_line
 
 
 @attrs.frozen
@@ -100,3 +100,63 @@ class LogServiceTests(SynchronousTestCase):
         """[<ISO time with offset>] LEVEL - message, as ILIAS 11 writes."""
         line = format_line({"log_time": 0.5, "log_level": LogLevel.info, "log_format": "hi {x}", "x": 1})
         self.assertRegex(line, r"^\[1970-01-01T\d\d:\d\d:00\.500[+-]\d{4}\] INFO - hi 1\n$")
+
+
+class OtherObserverTests(SynchronousTestCase):
+    """``filter_others``: twistd's own observer (stdout under ``-n``) obeys ``log_level`` too."""
+
+    def make(self, level: str) -> tuple:
+        folder = os.path.abspath(self.mktemp())
+        config = _Config(os.path.join(folder, "chat.log"), os.path.join(folder, "chatError.log"), level)
+        stdout: list = []
+        publisher = LogPublisher(stdout.append)
+        service = LogService(config, publisher, filter_others=True)
+        service.startService()
+        self.addCleanup(lambda: service.running and service.stopService())
+        return service, Logger(namespace="ilchat.test", observer=publisher), stdout, publisher
+
+    def texts(self, events: list) -> list:
+        return [e["log_format"] for e in events]
+
+    def test_info_level_keeps_debug_events_from_stdout(self) -> None:
+        """At "info", a debug event reaches neither stdout nor the file; info and errors do."""
+        service, log, stdout, _ = self.make("info")
+        self.assertFalse(debug_wanted())
+        log.debug("a debug line")
+        log.info("an info line")
+        self.assertEqual(self.texts(stdout), ["an info line"])
+
+    def test_errors_reach_stdout_at_any_level(self) -> None:
+        """At "crit", failures with their traceback still reach stdout."""
+        service, log, stdout, _ = self.make("crit")
+        log.info("an info line")
+        try:
+            1 / 0
+        except ZeroDivisionError:
+            log.failure("it broke")
+        self.assertEqual(self.texts(stdout), ["it broke"])
+
+    def test_debug_level_lets_debug_events_through(self) -> None:
+        service, log, stdout, _ = self.make("debug")
+        self.assertTrue(debug_wanted())
+        log.debug("a debug line")
+        self.assertEqual(self.texts(stdout), ["a debug line"])
+
+    def test_stop_puts_the_observer_back_unfiltered(self) -> None:
+        service, log, stdout, publisher = self.make("info")
+        service.stopService()
+        self.assertTrue(debug_wanted())
+        log.debug("after stop")
+        self.assertEqual(self.texts(stdout), ["after stop"])
+
+    def test_without_filter_others_the_observer_is_untouched(self) -> None:
+        """In-process tests (no twistd) keep the test runner's observers as they are."""
+        folder = os.path.abspath(self.mktemp())
+        config = _Config(os.path.join(folder, "chat.log"), os.path.join(folder, "chatError.log"), "info")
+        stdout: list = []
+        publisher = LogPublisher(stdout.append)
+        service = LogService(config, publisher)
+        service.startService()
+        self.addCleanup(service.stopService)
+        Logger(observer=publisher).debug("a debug line")
+        self.assertEqual(self.texts(stdout), ["a debug line"])

@@ -221,6 +221,24 @@ class RunningProcessTests(TestCase):
         for client in clients:
             await threads.deferToThread(client.disconnect)
 
+    async def stdout_after_a_heartbeat(self, log_level: str) -> str:
+        running = await self.start(log_level=log_level)
+        response = await http_request(running["url"] + "/backend/Heartbeat/onscreen")
+        self.assertEqual(response.code, 200)
+        running["process"].send_signal(signal.SIGTERM)
+        self.assertEqual(await self.wait_exit(running["process"]), 0)
+        return running["process"].stdout.read().decode()
+
+    async def test_log_level_info_keeps_debug_lines_off_stdout(self) -> None:
+        """``twistd -n`` at log_level info: no line per HTTP request or backend call on stdout."""
+        output = await self.stdout_after_a_heartbeat("info")
+        self.assertIn("Starting Server!", output)
+        self.assertNotIn("GET /backend/Heartbeat/onscreen", output)
+
+    async def test_log_level_debug_writes_debug_lines_to_stdout(self) -> None:
+        output = await self.stdout_after_a_heartbeat("debug")
+        self.assertIn("GET /backend/Heartbeat/onscreen 200", output)
+
     async def test_positional_form_and_sigint(self) -> None:
         """The Node server's positional arguments work; SIGINT stops with status 0 too."""
         running = await self.start(args_form="positional")

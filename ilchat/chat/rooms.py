@@ -103,6 +103,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from ilchat.bus import IBus
+from ilchat.logs import debug_wanted
 from ilchat.chat.history import HistoryRow, HistoryWriter, WriteBatch
 
 __all__ = [
@@ -360,8 +361,9 @@ class ChatRooms:
         member = self._members.get(user_id)
         if member is None:
             member = self._members[user_id] = Member(user_id)
-            self._log.debug("New member {user_id} of {instance}", user_id=user_id,
-                            instance=self.instance)
+            if debug_wanted():
+                self._log.debug("New member {user_id} of {instance}", user_id=user_id,
+                                instance=self.instance)
         return member
 
     def add_room_member(self, room_id: int, user_id: int) -> Room:

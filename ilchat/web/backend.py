@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from ilchat.logs import debug_wanted
 from ilchat.web.errors import Forbidden, HttpError, MethodNotAllowed, NotFound
 from ilchat.web.responses import respond_with_json
 
@@ -174,7 +175,8 @@ class BackendResource(Resource):
         route = ctx.routes.get(action)
         if route is None or len(args) not in route.segments:
             raise NotFound(f"Unknown action: {action}")
-        self._log.debug("Backend {action} for {name}: {args}", action=action, name=name, args=args)
+        if debug_wanted():
+            self._log.debug("Backend {action} for {name}: {args}", action=action, name=name, args=args)
         result = route.handler(ctx, request, args)
         if inspect.iscoroutine(result):
             result = defer.ensureDeferred(result)

@@ -21,6 +21,8 @@ from twisted.web import pages
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
+from ilchat.logs import debug_wanted
+
 #: Largest request body read from a client (twice Engine.IO's default maxPayload). Engine.IO
 #: answers a POST over its maxPayload itself; anything larger is refused while it arrives, so no
 #: client can make the server buffer an arbitrarily large upload.
@@ -140,6 +142,8 @@ class ChatSite(Site):
         return channel
 
     def log(self, request: Any) -> None:
+        if not debug_wanted():  # one event per HTTP request: skip it when no observer keeps it
+            return
         self._log.debug(
             "{method} {uri} {code}",
             method=request.method.decode("ascii", "replace"),
