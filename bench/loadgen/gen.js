@@ -17,7 +17,8 @@
  *
  * Usage: node gen.js --scenario fanout|rooms|idle|storm|crowd --port 8600 [--host 127.0.0.1]
  *          [--ns bench] [--auth key:secret] [--server-pid N] [--db-pid N] [--clients N] [--rooms N]
- *          [--duration s] [--window N] [--batch N] [--timeout s]
+ *          [--duration s] [--window N] [--batch N] [--timeout s] [--client raw|ws]
+ *   --client raw (default): ./rawws.js, skips the bodies of big frames; ws: the ws package
  * Prints progress on stderr and one JSON result line on stdout.
  */
 const http = require('http');
