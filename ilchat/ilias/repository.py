@@ -38,6 +38,8 @@ from ilchat.chat.rooms import (
     ContentTooLong,
     UnknownRoom,
     UnknownUser,
+    UserList,
+    dumps,
 )
 from ilchat.web.errors import BadRequest, NotFound
 
@@ -180,13 +182,19 @@ class RepositoryChat:
             payload = message.get("payload")
             args = () if payload is None else (payload,)
             if "room" in message:
+                room: Any = f"{message['room']}_0"
                 skip = message.get("skip") or None
-                ns.emit(message["event"], *args, room=f"{message['room']}_0", skip=skip)
             else:
                 # Socket ids name the sockets themselves, so this is one encoding as well.
-                sids = [c for c in message.get("connections", ()) if c in self._sockets]
-                if sids:
-                    ns.emit(message["event"], *args, room=sids)
+                room = [c for c in message.get("connections", ()) if c in self._sockets]
+                skip = None
+                if not room:
+                    return
+            data_json = _userlist_json(message["event"], payload)
+            if data_json is not None:
+                ns.emit_json(data_json, room=room, skip=skip)
+            else:
+                ns.emit(message["event"], *args, room=room, skip=skip)
         elif op in ("join", "leave"):
             room = f"{message['room']}_0"
             for conn in message.get("connections", ()):
@@ -404,3 +412,23 @@ class RepositoryChat:
 def component(client: Any) -> RepositoryChat:
     """The factory named in ``ilchat.service.CLIENT_COMPONENTS``."""
     return RepositoryChat(client)
+
+
+def _userlist_json(event: str, payload: Any) -> Optional[str]:
+    """
+    The ``[event, payload]`` JSON of a userlist whose ``users`` come from the room domain with
+    their JSON already made (``UserList``), or None to encode the usual way.
+
+    ``users`` is the envelope's last key, so the rest is encoded (a few fields) and the list's
+    text goes in before the closing brace: the same bytes ``json.dumps`` would give.
+    """
+    if event != "userlist" or not isinstance(payload, dict):
+        return None
+    users = payload.get("users")
+    if not isinstance(users, UserList) or next(reversed(payload)) != "users":
+        return None
+    text = getattr(users, "json", None)
+    if text is None:
+        return None
+    head = dumps({key: value for key, value in payload.items() if key != "users"})
+    return '["userlist",' + head[:-1] + (',"users":' if len(head) > 2 else '"users":') + text + "}]"

@@ -301,7 +301,28 @@ class Namespace:
             room: a room name or an iterable of names (a socket in several gets it once).
             skip: a sid or sids to leave out.
         """
-        packets = _encode(P.EVENT, self.name, [event, *args])
+        self._emit_packets(_encode(P.EVENT, self.name, [event, *args]), room, skip)
+
+    def emit_json(
+        self,
+        data_json: str,
+        room: str | Iterable[str] | None = None,
+        skip: str | Iterable[str] | None = None,
+    ) -> None:
+        """Like ``emit``, with the ``[event, *args]`` array given as compact JSON text.
+
+        For callers that can build the text faster than ``json.dumps`` would (a userlist spliced
+        from cached entries); it must be valid JSON without binary data.
+        """
+        self._emit_packets([OutgoingPacket.message(P.encode_event_json(self.name, data_json))],
+                           room, skip)
+
+    def _emit_packets(
+        self,
+        packets: list[OutgoingPacket],
+        room: str | Iterable[str] | None,
+        skip: str | Iterable[str] | None,
+    ) -> None:
         if room is None:
             targets: Iterable[Socket] = list(self._sockets.values())
         elif isinstance(room, str):
