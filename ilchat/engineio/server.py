@@ -644,6 +644,54 @@ class EngineIOWebSocketProtocol(WebSocketServerProtocol):
             session.websocket_closed(self)
 
 
+class _ConnectionTimer:
+    """One of L{_ConnectionTimers}: forgets itself when it fires or is cancelled."""
+
+    __slots__ = ("_owner", "_call")
+
+    def __init__(self, owner: "_ConnectionTimers", delay: float, func: Callable[[], Any]) -> None:
+        self._owner = owner
+        self._call = owner.reactor.callLater(delay, self._fire, func)
+
+    def _fire(self, func: Callable[[], Any]) -> None:
+        self._owner.pending.discard(self)
+        func()
+
+    def active(self) -> bool:
+        return self._call.active()
+
+    def cancel(self) -> None:
+        self._owner.pending.discard(self)
+        if self._call.active():
+            self._call.cancel()
+
+
+class _ConnectionTimers:
+    """
+    The timers Autobahn starts per websocket (open/close handshake timeouts), owned by us.
+
+    Autobahn puts them on txaio's batched timer, whose buckets keep a reactor call pending after
+    their last timer is cancelled and cannot be stopped: a server that closes its websockets at
+    shutdown would leave calls behind. Here each timer is a plain reactor call that
+    C{cancel_all} really cancels.
+    """
+
+    __slots__ = ("reactor", "pending")
+
+    def __init__(self, reactor: IReactorTime) -> None:
+        self.reactor = reactor
+        self.pending: set = set()
+
+    def call_later(self, delay: float, func: Callable[..., Any], *args: Any, **kwargs: Any) -> _ConnectionTimer:
+        timer = _ConnectionTimer(self, delay, lambda: func(*args, **kwargs))
+        self.pending.add(timer)
+        return timer
+
+    def cancel_all(self) -> None:
+        for timer in list(self.pending):
+            timer.cancel()
+
+
 class EngineIOWebSocketFactory(WebSocketServerFactory):
     """Factory handing each new protocol the context the HTTP resource checked."""
 
@@ -653,6 +701,8 @@ class EngineIOWebSocketFactory(WebSocketServerFactory):
         super().__init__(reactor=eio_server.reactor)
         self.eio_server = eio_server
         self.next_context: _WebSocketContext | None = None
+        # Autobahn reads its per-connection timers from this attribute (see _ConnectionTimers).
+        self._batched_timer = self.timers = _ConnectionTimers(eio_server.reactor)
 
     def buildProtocol(self, addr):
         proto = super().buildProtocol(addr)
@@ -885,3 +935,5 @@ class EngineIOServer:
         for session in list(self.sessions.values()):
             session.close("server shutting down")
             session._finalize()
+        # The connections are closing with the process: no close handshake is waited for.
+        self.ws_factory.timers.cancel_all()

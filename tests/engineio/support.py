@@ -91,22 +91,6 @@ def http(method: str, url: str, body: bytes | None = None, headers: dict | None 
     return Response(response.code, response.headers, data)
 
 
-@defer.inlineCallbacks
-def settle(timeout: float = 3.0):
-    """Wait until Autobahn's batched timers (close/drop timeouts) have fired.
-
-    Autobahn cancels a connection's timers by dropping them from a 0.2 s bucket whose
-    DelayedCall stays scheduled, which trial would report as a dirty reactor.
-    """
-    for _ in range(int(timeout / 0.05)):
-        if not any(
-            "_BatchedTimer" in repr(call) or "_notify_bucket" in repr(call)
-            for call in reactor.getDelayedCalls()
-        ):
-            return
-        yield wait(0.05)
-
-
 def wait(seconds: float):
     """A Deferred firing after ``seconds`` of real time."""
     return deferLater(reactor, seconds, lambda: None)

@@ -14,7 +14,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from ilchat.engineio.server import EngineIOServer
-from tests.engineio.support import handshake, http, serve, settle, wait
+from tests.engineio.support import handshake, http, serve, wait
 
 
 class Echo:
@@ -51,7 +51,6 @@ class ServerTestCase(TestCase):
 
     def _close_all(self):
         self.server.close()
-        return settle()
 
     @defer.inlineCallbacks
     def assert_still_serving(self):
@@ -394,6 +393,46 @@ class WebSocketTests(ServerTestCase):
         yield wait(0.05)
         self.assertEqual(server.sessions, {})
         yield self.assert_still_serving()
+
+
+class ShutdownTests(ServerTestCase):
+    @defer.inlineCallbacks
+    def test_close_leaves_no_timer_behind(self):
+        """
+        Closing the server with a websocket open cancels every timer it started for that
+        connection (Autobahn's close-handshake timeout included) in the same turn, so a service
+        that stops leaves nothing scheduled on the reactor.
+        """
+
+        def client():
+            ws = websocket.create_connection(ws_url(self.base), timeout=5)
+            try:
+                ws.recv()  # the open packet
+                try:
+                    while True:
+                        ws.recv()
+                except (websocket.WebSocketConnectionClosedException, OSError):
+                    return "closed"
+            finally:
+                ws.close()
+
+        before = set(reactor.getDelayedCalls())
+        closed = deferToThread(client)
+        for _ in range(100):
+            if self.server.sessions:
+                break
+            yield wait(0.02)
+        self.assertEqual(len(self.server.sessions), 1)
+        self.server.close()
+        left = [
+            call
+            for call in reactor.getDelayedCalls()
+            if call not in before
+            and call.active()
+            and not getattr(call.func, "__qualname__", "").startswith("TestCase._run")  # trial's
+        ]
+        self.assertEqual(left, [])
+        self.assertEqual((yield closed), "closed")
 
 
 class SlowReaderTests(ServerTestCase):

@@ -6,7 +6,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 
 from ilchat.socketio import ConnectionRefused, SocketIOServer
-from tests.engineio.support import serve, settle, wait
+from tests.engineio.support import serve, wait
 
 
 class App:
@@ -93,9 +93,7 @@ def serve_app(test, **options) -> tuple[str, App]:
     base = serve(test, server.resource)
 
     def close():
-        d = defer.ensureDeferred(server.close())
-        d.addCallback(lambda _: settle())
-        return d
+        return defer.ensureDeferred(server.close())
 
     test.addCleanup(close)
     return base, app

@@ -15,7 +15,7 @@ from twisted.trial.unittest import TestCase
 
 import ilchat.engineio.server as eio_server
 from ilchat.socketio import SocketIOServer
-from tests.engineio.support import serve, settle, wait
+from tests.engineio.support import serve, wait
 
 
 class Clients:
@@ -68,7 +68,6 @@ class APITests(TestCase):
     def _cleanup(self):
         yield deferToThread(self.clients.close)
         yield self.server.close()
-        yield settle()
 
     @defer.inlineCallbacks
     def connect_all(self):

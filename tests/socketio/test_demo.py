@@ -14,7 +14,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from ilchat.socketio.demo import build_site
-from tests.engineio.support import handshake, http, settle
+from tests.engineio.support import handshake, http
 
 
 class DemoTests(TestCase):
@@ -27,7 +27,6 @@ class DemoTests(TestCase):
         async def close():
             await self.server.close()
             self.echo.close()
-            await settle()
 
         self.addCleanup(lambda: defer.ensureDeferred(close()))
 
@@ -107,7 +106,6 @@ class ConformanceTests(TestCase):
 
         async def close():
             await self.server.close()
-            await settle()
 
         self.addCleanup(lambda: defer.ensureDeferred(close()))
 
