@@ -5,6 +5,7 @@ under concurrency, parameter conversion and the write-retry policy.
 
 import os
 import sqlite3
+from typing import Any
 
 from twisted.internet import defer, reactor, task, threads
 from twisted.logger import LogLevel, capturedLogs, formatEvent
@@ -221,6 +222,26 @@ class RetryMariaDBTests(StoreTestMixin, unittest.TestCase):
     database_kind = "mysql"
     store_options = {"cp_min": 1, "cp_max": 1, "retry_delays": (0.05, 0.05, 0.05)}
 
+    async def _hold_sequence_lock(self) -> Any:
+        """
+        Make the store's writes time out after 1 s, and hold a lock on ``chatroom_history_seq``
+        from another session: the next id allocation fails with MariaDB error 1205 (lock wait
+        timeout) until the returned admin connection rolls back.
+        """
+
+        def set_timeout_txn(txn: Transaction) -> None:
+            txn.execute("SET SESSION innodb_lock_wait_timeout = 1")
+
+        await self.store.db.run_interaction("set_timeout", set_timeout_txn)
+
+        def lock_sequence() -> Any:
+            admin = mariadb_admin_connection(self.database.name)
+            admin.autocommit(False)
+            admin.cursor().execute("INSERT INTO chatroom_history_seq (sequence) VALUES (1000)")
+            return admin
+
+        return await threads.deferToThread(lock_sequence)
+
     async def _connection_id(self) -> int:
         def connection_id_txn(txn: Transaction) -> int:
             txn.execute("SELECT CONNECTION_ID()")
@@ -259,18 +280,7 @@ class RetryMariaDBTests(StoreTestMixin, unittest.TestCase):
         backoff until it is stored.
         """
 
-        def set_timeout_txn(txn: Transaction) -> None:
-            txn.execute("SET SESSION innodb_lock_wait_timeout = 1")
-
-        await self.store.db.run_interaction("set_timeout", set_timeout_txn)
-
-        def lock_sequence() -> object:
-            admin = mariadb_admin_connection(self.database.name)
-            admin.autocommit(False)
-            admin.cursor().execute("INSERT INTO chatroom_history_seq (sequence) VALUES (1000)")
-            return admin
-
-        admin = await threads.deferToThread(lock_sequence)
+        admin = await self._hold_sequence_lock()
 
         def release() -> None:
             admin.rollback()
@@ -293,18 +303,7 @@ class RetryMariaDBTests(StoreTestMixin, unittest.TestCase):
         "lost for good" line for rows that are still queued by the caller.
         """
 
-        def set_timeout_txn(txn: Transaction) -> None:
-            txn.execute("SET SESSION innodb_lock_wait_timeout = 1")
-
-        await self.store.db.run_interaction("set_timeout", set_timeout_txn)
-
-        def lock_sequence() -> object:
-            admin = mariadb_admin_connection(self.database.name)
-            admin.autocommit(False)
-            admin.cursor().execute("INSERT INTO chatroom_history_seq (sequence) VALUES (1000)")
-            return admin
-
-        admin = await threads.deferToThread(lock_sequence)
+        admin = await self._hold_sequence_lock()
 
         def release() -> None:
             admin.rollback()
@@ -336,18 +335,7 @@ class RetryMariaDBTests(StoreTestMixin, unittest.TestCase):
         """
         self.store.db.retry_delays = (30.0,)
 
-        def set_timeout_txn(txn: Transaction) -> None:
-            txn.execute("SET SESSION innodb_lock_wait_timeout = 1")
-
-        await self.store.db.run_interaction("set_timeout", set_timeout_txn)
-
-        def lock_sequence() -> object:
-            admin = mariadb_admin_connection(self.database.name)
-            admin.autocommit(False)
-            admin.cursor().execute("INSERT INTO chatroom_history_seq (sequence) VALUES (1000)")
-            return admin
-
-        admin = await threads.deferToThread(lock_sequence)
+        admin = await self._hold_sequence_lock()
         self.addCleanup(lambda: threads.deferToThread(lambda: (admin.rollback(), admin.close())))
         with capturedLogs() as events:
             write = defer.ensureDeferred(self.store.add_history(1, '{"content":"bye"}', 5))
