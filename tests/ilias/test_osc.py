@@ -9,13 +9,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 from urllib.parse import quote
 
-import socketio
 from twisted.internet import reactor, threads, utils
 from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.internet.task import Clock, deferLater
@@ -27,6 +25,7 @@ from ilchat.chat.conversations import MAX_MESSAGE_BYTES, OnScreenChat
 from ilchat.ilias.osc import OnScreenChatComponent
 from ilchat.store import create_store
 from tests.chat.test_conversations import use_time_zone
+from tests.ilias.repository_support import Browser, wait_until
 from tests.support.db import execute, fetch_rows_async, insert_rows_async, make_database
 from tests.support.http import http_request
 from tests.support.server import RunningServer, start_server
@@ -42,56 +41,19 @@ async def sleep(seconds: float) -> None:
     await deferLater(reactor, seconds, lambda: None)
 
 
-async def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    """Poll C{predicate} on the reactor, never blocking it, until it is truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        await deferLater(reactor, 0.01, lambda: None)
-
-
-class Tab:
-    """One browser tab running ILIAS's OSC socket calls (``OnScreenChat/resources/chat.js``)."""
+class Tab(Browser):
+    """
+    One browser tab running ILIAS's OSC socket calls (``OnScreenChat/resources/chat.js``); OSC
+    payloads have no ``content`` key, so they are filtered with a predicate instead.
+    """
 
     def __init__(self, server: RunningServer, namespace: str = NAMESPACE) -> None:
-        self.server = server
-        self.namespace = namespace
-        self.events: List[tuple] = []
-        self._lock = threading.Lock()
-        self.sio = socketio.Client(reconnection=False)
-        self.sio.on("*", self._record, namespace=namespace)
-
-    def _record(self, event: str, *args: Any) -> None:
-        with self._lock:
-            self.events.append((event, args))
-
-    async def connect(self) -> "Tab":
-        await threads.deferToThread(
-            self.sio.connect,
-            self.server.base_url,
-            namespaces=[self.namespace],
-            transports=["websocket"],
-            wait_timeout=10,
-        )
-        return self
-
-    async def emit(self, event: str, *args: Any) -> None:
-        """Like ``socket.emit(event, ...args)`` in the browser."""
-        data: Any = args[0] if len(args) == 1 else tuple(args)
-        await threads.deferToThread(self.sio.emit, event, data, namespace=self.namespace)
+        super().__init__(server, namespace)
 
     async def call(self, event: str, *args: Any) -> Any:
         """Emit asking for an acknowledgement, and return it."""
         data: Any = args[0] if len(args) == 1 else tuple(args)
         return await threads.deferToThread(self.sio.call, event, data, namespace=self.namespace, timeout=10)
-
-    async def close(self) -> None:
-        if self.sio.connected:
-            await threads.deferToThread(self.sio.disconnect)
 
     def payloads(self, event: str, where: Optional[Callable[[Any], bool]] = None) -> List[Any]:
         with self._lock:
@@ -108,10 +70,6 @@ class Tab:
         await wait_until(lambda: len(self.payloads(event, where)) >= count, timeout,
                          f"{event} x{count} on {self.namespace}: got {self.names()}")
         return self.payloads(event, where)[count - 1]
-
-    def clear(self) -> None:
-        with self._lock:
-            self.events.clear()
 
 
 class OscServerMixin:
