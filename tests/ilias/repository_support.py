@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import socketio
 from twisted.internet import reactor, threads
@@ -188,6 +188,16 @@ class RepositoryServerMixin:
         await browser.emit("enterRoom", room)
         await browser.wait_for("private_room_entered")
         return browser
+
+    async def alice_and_bob_in_room(self) -> Tuple[Browser, Browser]:
+        """Start the server, seat alice (6) and bob (7) in room 1, and forget the entry events."""
+        await self.start()
+        alice = await self.enter(6, "alice")
+        bob = await self.enter(7, "bob")
+        await sleep(0.2)
+        alice.clear()
+        bob.clear()
+        return alice, bob
 
     async def rows(self, sql: str, args: Sequence[Any] = (), client: Optional[str] = None
                    ) -> List[Dict[str, Any]]:

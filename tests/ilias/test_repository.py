@@ -190,12 +190,7 @@ class ModerationScenarioMixin(RepositoryServerMixin):
 
     async def test_kick_removes_the_user_from_the_room(self) -> None:
         """The kicked sockets get userjustkicked + notice, then nothing more from the room."""
-        await self.start()
-        alice = await self.enter(6, "alice")
-        bob = await self.enter(7, "bob")
-        await sleep(0.2)
-        alice.clear()
-        bob.clear()
+        alice, bob = await self.alice_and_bob_in_room()
         response = await self.php("Kick", 1, 7)
         self.assertEqual(response.code, 200)
         self.assertEqual(response.json(), {"success": True})
@@ -222,12 +217,7 @@ class ModerationScenarioMixin(RepositoryServerMixin):
 
     async def test_ban_removes_and_logs_out(self) -> None:
         """The banned socket gets userjustbanned with no payload and can no longer act."""
-        await self.start()
-        alice = await self.enter(6, "alice")
-        bob = await self.enter(7, "bob")
-        await sleep(0.2)
-        alice.clear()
-        bob.clear()
+        alice, bob = await self.alice_and_bob_in_room()
         self.assertEqual((await self.php("Ban", 1, 7)).json(), {"success": True})
         await bob.wait_for("userjustbanned")
         self.assertEqual(bob.received("userjustbanned"), [("userjustbanned", ())])
@@ -256,12 +246,7 @@ class ModerationScenarioMixin(RepositoryServerMixin):
 
     async def test_leave_and_invite(self) -> None:
         """LeavePrivateRoom and InvitePrivateRoom reach the right sockets."""
-        await self.start()
-        alice = await self.enter(6, "alice")
-        bob = await self.enter(7, "bob")
-        await sleep(0.2)
-        alice.clear()
-        bob.clear()
+        alice, bob = await self.alice_and_bob_in_room()
         self.assertEqual((await self.php("LeavePrivateRoom", 1, 7)).json(), {"success": True})
         await bob.wait_for("notice", "left")
         left = await alice.wait_for("notice", "private_room_left")
