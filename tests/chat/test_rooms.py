@@ -310,7 +310,9 @@ class MessageTests(ChatRoomsTestsMixin, SynchronousTestCase):
         self.assertEqual(got[1][1]["type"], "user_stopped_typing")
 
 
-class DisconnectGraceTests(ChatRoomsTestsMixin, SynchronousTestCase):
+class BobAndAliceSeatedMixin(ChatRoomsTestsMixin):
+    """Bob (7) then Alice (6) in room 1, the clock past the entry userlists, nothing recorded."""
+
     def setUp(self) -> None:
         super().setUp()
         self.enter("b", 7, "bob")
@@ -318,6 +320,9 @@ class DisconnectGraceTests(ChatRoomsTestsMixin, SynchronousTestCase):
         self.enter("a", 6, "alice", True)
         self.clock.advance(5)
         self.rec.clear()
+
+
+class DisconnectGraceTests(BobAndAliceSeatedMixin, SynchronousTestCase):
 
     def test_last_connection_gone_leaves_after_15_seconds(self) -> None:
         """15 s after the last socket, the room gets userlist + disconnected with a string id."""
@@ -429,14 +434,7 @@ class PartRoomTests(ChatRoomsTestsMixin, SynchronousTestCase):
         self.assertIn(7, self.chat.get_room(1).joined)
 
 
-class BackendActionTests(ChatRoomsTestsMixin, SynchronousTestCase):
-    def setUp(self) -> None:
-        super().setUp()
-        self.enter("b", 7, "bob")
-        self.clock.advance(0.3)
-        self.enter("a", 6, "alice", True)
-        self.clock.advance(5)
-        self.rec.clear()
+class BackendActionTests(BobAndAliceSeatedMixin, SynchronousTestCase):
 
     def test_kick_removes_sockets_from_room(self) -> None:
         """The kicked user gets userjustkicked + notice, leaves, and the rest get user_kicked."""
