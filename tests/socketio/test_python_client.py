@@ -78,7 +78,10 @@ class PythonClientTests(TestCase):
 
     @defer.inlineCallbacks
     def check(self, transports, expected_transport):
-        base, app = serve_app(self)
+        # A short heartbeat: python-engineio's polling writer may stop before it posts the final
+        # DISCONNECT/CLOSE (its loop re-checks its state after each POST), and then only a missed
+        # pong tells the server that /custom has gone.
+        base, app = serve_app(self, ping_interval=1, ping_timeout=1)
         result = yield deferToThread(run_scenario, base, transports)
         self.assertEqual(result["auth"], ({"token": "abc"},))
         self.assertEqual(result["custom_auth"], ({"token": "abc"},))
