@@ -1,0 +1,262 @@
+"""The websocket fast paths: frames read without Autobahn's machine, frames written once a turn.
+
+Frames are built by websocket-client's ``ABNF`` (code we did not write), sent on real loopback
+sockets, and every case the fast path leaves to Autobahn (control frames, fragments, bad UTF-8,
+oversized frames) is checked to still be answered as before.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import websocket
+from websocket import ABNF
+from twisted.internet import defer, task
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from ilchat.engineio.frames import FrameOutbox, read_data_frame
+from tests.engineio.support import serve, wait
+from tests.engineio.test_server import Echo, ServerTestCase, ws_url
+
+
+def client_frame(data: bytes | str, opcode: int = ABNF.OPCODE_TEXT, fin: int = 1) -> bytes:
+    """A masked client frame as websocket-client writes it."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    return ABNF(fin, 0, 0, 0, opcode, 1, data).format()
+
+
+class ReadDataFrameTests(TestCase):
+    def test_text_frames_of_each_length_form_are_unmasked(self):
+        """7-bit and 16-bit lengths: the payload comes back unmasked, with the bytes used."""
+        for text in ("", "4hi", "4" + "é" * 62, "4" + "x" * 125, "4" + "y" * 126, "4" + "z" * 65534):
+            frame = client_frame(text)
+            self.assertEqual(
+                read_data_frame(frame + b"next", 0),
+                (False, text.encode("utf-8"), len(frame)),
+                len(text),
+            )
+
+    def test_binary_frame(self):
+        frame = client_frame(bytes(range(256)) * 3, ABNF.OPCODE_BINARY)
+        self.assertEqual(read_data_frame(frame, 0), (True, bytes(range(256)) * 3, len(frame)))
+
+    def test_incomplete_frames_wait_for_more(self):
+        frame = client_frame("4" + "a" * 300)
+        for cut in (0, 1, 5, 7, 8, len(frame) - 1):
+            self.assertIsNone(read_data_frame(frame[:cut], 0), cut)
+
+    def test_everything_else_is_left_to_autobahn(self):
+        """Control frames, fragments, RSV bits, unmasked frames, 64-bit lengths, over the limit."""
+        cases = {
+            "ping": client_frame(b"", ABNF.OPCODE_PING),
+            "close": client_frame(b"\x03\xe8", ABNF.OPCODE_CLOSE),
+            "first fragment": client_frame("4ab", fin=0),
+            "continuation": client_frame("cd", ABNF.OPCODE_CONT),
+            "rsv1 (compressed)": ABNF(1, 1, 0, 0, ABNF.OPCODE_TEXT, 1, b"4x").format(),
+            "unmasked": ABNF(1, 0, 0, 0, ABNF.OPCODE_TEXT, 0, b"4x").format(),
+            "64-bit length": client_frame("4" + "q" * 65536),
+            "non-minimal 16-bit length": b"\x81\xfe\x00\x03\x00\x00\x00\x004ab",
+        }
+        for name, frame in cases.items():
+            self.assertIsNone(read_data_frame(frame, 0), name)
+        self.assertIsNone(read_data_frame(client_frame("4" + "x" * 100), 100))
+        self.assertIsNotNone(read_data_frame(client_frame("4" + "x" * 99), 100))
+
+
+class _Owner:
+    outgoing = None
+
+    def __init__(self, log):
+        self.log = log
+
+    def flush_outgoing(self):
+        frames, self.outgoing = self.outgoing, None
+        self.log.append((self, frames))
+
+
+class FrameOutboxTests(TestCase):
+    def test_one_turn_of_frames_is_flushed_once_per_connection(self):
+        """Frames of one turn are kept in order per connection and flushed by one call."""
+        clock, log = task.Clock(), []
+        outbox = FrameOutbox()
+        a, b = _Owner(log), _Owner(log)
+        for owner, frame in ((a, b"1"), (b, b"x"), (a, b"2"), (a, b"3")):
+            outbox.post(owner, frame, clock)
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        self.assertEqual(log, [])
+        clock.advance(0)
+        self.assertEqual(log, [(a, [b"1", b"2", b"3"]), (b, [b"x"])])
+        self.assertEqual(clock.getDelayedCalls(), [])
+        outbox.post(a, b"4", clock)
+        clock.advance(0)
+        self.assertEqual(log[-1], (a, [b"4"]))
+
+    def test_cancel_forgets_the_flush(self):
+        clock, log = task.Clock(), []
+        outbox = FrameOutbox()
+        outbox.post(_Owner(log), b"1", clock)
+        outbox.cancel()
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+
+def open_raw(base: str) -> tuple[websocket.WebSocket, str]:
+    ws = websocket.create_connection(ws_url(base), timeout=5)
+    return ws, json.loads(ws.recv()[1:])["sid"]
+
+
+class WireTests(ServerTestCase):
+    """Real websockets on loopback against the echoing Engine.IO server."""
+
+    @defer.inlineCallbacks
+    def run_client(self, scenario):
+        result = yield deferToThread(scenario)
+        yield self.assert_still_serving()
+        return result
+
+    @defer.inlineCallbacks
+    def test_many_frames_in_one_segment_are_echoed_in_order(self):
+        """200 messages written with one sendall come back in order."""
+
+        def scenario():
+            ws, _ = open_raw(self.base)
+            try:
+                texts = [f"4message {i} " + "é" * (i % 150) for i in range(200)]
+                ws.sock.sendall(b"".join(client_frame(t) for t in texts))
+                return texts, [ws.recv() for _ in texts]
+            finally:
+                ws.close()
+
+        sent, received = yield self.run_client(scenario)
+        self.assertEqual(received, sent)
+
+    @defer.inlineCallbacks
+    def test_frame_dribbled_byte_by_byte(self):
+        """A frame arriving one byte per segment is assembled (the fast path waits for it)."""
+
+        def scenario():
+            ws, _ = open_raw(self.base)
+            try:
+                ws.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                for byte in client_frame("4" + "d" * 300):
+                    ws.sock.sendall(bytes([byte]))
+                return ws.recv()
+            finally:
+                ws.close()
+
+        self.assertEqual((yield self.run_client(scenario)), "4" + "d" * 300)
+
+    @defer.inlineCallbacks
+    def test_ping_and_fragments_between_fast_frames(self):
+        """A ping gets its pong and a fragmented message is joined, in the middle of fast frames."""
+
+        def scenario():
+            ws, _ = open_raw(self.base)
+            try:
+                ws.sock.sendall(
+                    client_frame("4one")
+                    + client_frame(b"are you there", ABNF.OPCODE_PING)
+                    + client_frame("4tw", fin=0)
+                    + client_frame("o", ABNF.OPCODE_CONT)
+                    + client_frame(b"\x00\x01", ABNF.OPCODE_BINARY)
+                    + client_frame("4three")
+                )
+                got = []
+                for _ in range(5):
+                    opcode, data = ws.recv_data(control_frame=True)
+                    got.append((opcode, data))
+                return got
+            finally:
+                ws.close()
+
+        got = yield self.run_client(scenario)
+        self.assertEqual(
+            got,
+            [
+                (ABNF.OPCODE_TEXT, b"4one"),
+                (ABNF.OPCODE_PONG, b"are you there"),
+                (ABNF.OPCODE_TEXT, b"4two"),
+                (ABNF.OPCODE_BINARY, b"\x00\x01"),
+                (ABNF.OPCODE_TEXT, b"4three"),
+            ],
+        )
+
+    @defer.inlineCallbacks
+    def test_invalid_utf8_fails_the_connection_with_1007(self):
+        """A text frame that is not UTF-8 gets a 1007 close frame; what came before is echoed."""
+
+        def scenario():
+            ws, _ = open_raw(self.base)
+            try:
+                ws.sock.sendall(client_frame("4fine") + client_frame(b"4\xff\xfe", ABNF.OPCODE_TEXT))
+                first = ws.recv()
+                opcode, data = ws.recv_data(control_frame=True)
+                return first, opcode, data[:2]
+            finally:
+                ws.close()
+
+        first, opcode, code = yield self.run_client(scenario)
+        self.assertEqual(first, "4fine")
+        self.assertEqual((opcode, code), (ABNF.OPCODE_CLOSE, (1007).to_bytes(2, "big")))
+        self.assertEqual([reason for _, reason in Echo.closed], ["transport close"])
+
+    @defer.inlineCallbacks
+    def test_frames_before_a_server_close_arrive_before_the_close_frame(self):
+        """Frames queued for the end of the turn go out ahead of a close sent in the same turn."""
+
+        def opened():
+            return open_raw(self.base)
+
+        ws, sid = yield deferToThread(opened)
+        try:
+            session = self.server.sessions[sid]
+            for i in range(10):
+                session.send_message(f"last words {i}")
+            session.close("forced close")
+
+            def read_all():
+                got = []
+                while True:
+                    opcode, data = ws.recv_data(control_frame=True)
+                    got.append((opcode, data))
+                    if opcode == ABNF.OPCODE_CLOSE:
+                        return got
+
+            got = yield deferToThread(read_all)
+        finally:
+            yield deferToThread(ws.close)
+        self.assertEqual(
+            [data for opcode, data in got if opcode == ABNF.OPCODE_TEXT],
+            [f"4last words {i}".encode() for i in range(10)],
+        )
+        self.assertEqual(got[-1][0], ABNF.OPCODE_CLOSE)
+
+    @defer.inlineCallbacks
+    def test_reader_that_pauses_gets_every_byte_in_order(self):
+        """
+        More than the kernel takes at once (8 MB while the client sleeps): the direct write
+        leaves the rest to the transport's buffer, and the client then reads it all, in order.
+        """
+        server = self.make_server(max_backlog=64_000_000)
+        base = serve(self, server.resource)
+        self.addCleanup(server.close)
+        ws, sid = yield deferToThread(open_raw, base)
+        try:
+            session = server.sessions[sid]
+            count = 80
+            for i in range(count):
+                session.send_message(f"{i:04d}" + "p" * 100_000)
+                if i % 8 == 0:
+                    yield wait(0)
+            yield wait(0.3)
+
+            def read_all():
+                return [ws.recv()[:5] for _ in range(count)]
+
+            got = yield deferToThread(read_all)
+            self.assertIn(sid, server.sessions)
+        finally:
+            yield deferToThread(ws.close)
+        self.assertEqual(got, [f"4{i:04d}" for i in range(count)])
