@@ -84,6 +84,7 @@ on database errors). A message whose stored JSON would not fit ``chatroom_histor
 (4000 characters) raises L{ContentTooLong} before anything is delivered.
 """
 
+import bisect
 import json
 from typing import (
     Any,
@@ -94,6 +95,7 @@ from typing import (
     Optional,
     Sequence,
     Set,
+    Tuple,
     Union,
 )
 
@@ -183,6 +185,14 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
+def _identity_changed(member: "Member", attribute: Any, value: Any) -> Any:
+    """C{on_setattr} of a member's name and picture setting: its userlist entries follow."""
+    member._entry = None
+    for room in member._present_in:
+        room._entry_changed(member.id)
+    return value
+
+
 @attrs.define(slots=True, eq=False)
 class Member:
     """
@@ -192,13 +202,15 @@ class Member:
     """
 
     id: int
-    name: Optional[str] = None
-    profile_picture_visible: bool = False
+    name: Optional[str] = attrs.field(default=None, on_setattr=_identity_changed)
+    profile_picture_visible: bool = attrs.field(default=False, on_setattr=_identity_changed)
     connections: Set[str] = attrs.Factory(set)
-    # The userlist entry as JSON and the (name, picture) it was made from: a crowd sends every
-    # newcomer the whole list, so each member's entry is encoded once, not once per userlist.
-    _entry_json: Optional[str] = attrs.field(default=None, init=False, repr=False)
-    _entry_key: Any = attrs.field(default=None, init=False, repr=False)
+    # The userlist entry (key, object, JSON), made once per name and picture setting, and the
+    # rooms whose userlists hold it (see Room.mark_present).
+    _entry: Optional[Tuple[str, Dict[str, Any], str]] = attrs.field(
+        default=None, init=False, repr=False
+    )
+    _present_in: Set["Room"] = attrs.field(factory=set, init=False, repr=False)
 
     def as_user(self) -> Dict[str, Any]:
         """The ``{id, username, profile_picture_visible}`` object of userlists and ``from``."""
@@ -208,13 +220,13 @@ class Member:
             "profile_picture_visible": self.profile_picture_visible,
         }
 
-    def userlist_entry_json(self) -> str:
-        """``"<id>":{...as_user()}``, the compact JSON of this member's userlist entry (cached)."""
-        key = (self.name, self.profile_picture_visible)
-        if self._entry_json is None or self._entry_key != key:
-            self._entry_json = dumps(str(self.id)) + ":" + dumps(self.as_user())
-            self._entry_key = key
-        return self._entry_json
+    def userlist_entry(self) -> Tuple[str, Dict[str, Any], str]:
+        """``("<id>", as_user(), '"<id>":{...}')``: this member in a userlist, made once."""
+        entry = self._entry
+        if entry is None:
+            key, user = str(self.id), self.as_user()
+            entry = self._entry = (key, user, dumps(key) + ":" + dumps(user))
+        return entry
 
 
 class UserList(Dict[str, Dict[str, Any]]):
@@ -251,22 +263,63 @@ class Room:
     userlist_call: Optional[IDelayedCall] = None
     userlist_next_at: float = 0.0
     userlist_key: RoomKey = 0
+    # The userlist kept up to date as members come and go: present members by id, and their
+    # entries in ascending id order (parallel lists), so that a userlist is two C-level joins.
+    _present: Dict[int, Member] = attrs.field(factory=dict, init=False, repr=False)
+    _ids: List[int] = attrs.field(factory=list, init=False, repr=False)
+    _keys: List[str] = attrs.field(factory=list, init=False, repr=False)
+    _users: List[Dict[str, Any]] = attrs.field(factory=list, init=False, repr=False)
+    _texts: List[str] = attrs.field(factory=list, init=False, repr=False)
+    _stale: Set[int] = attrs.field(factory=set, init=False, repr=False)
 
     @property
     def server_id(self) -> str:
         """The ``"<id>_0"`` id the Node server used for rooms (and socket.io room names)."""
         return f"{self.id}_0"
 
+    def mark_present(self, member: Member) -> None:
+        """Add a member of this room to ``joined`` (and so to its userlist)."""
+        user_id = member.id
+        if user_id in self.joined:
+            return
+        self.joined.add(user_id)
+        self._present[user_id] = member
+        member._present_in.add(self)
+        key, user, text = member.userlist_entry()
+        i = bisect.bisect_left(self._ids, user_id)
+        self._ids.insert(i, user_id)
+        self._keys.insert(i, key)
+        self._users.insert(i, user)
+        self._texts.insert(i, text)
+
+    def mark_absent(self, user_id: int) -> None:
+        """Take a member out of ``joined`` (and of the userlist)."""
+        if user_id not in self.joined:
+            return
+        self.joined.discard(user_id)
+        self._stale.discard(user_id)
+        member = self._present.pop(user_id)
+        member._present_in.discard(self)
+        i = bisect.bisect_left(self._ids, user_id)
+        del self._ids[i], self._keys[i], self._users[i], self._texts[i]
+
+    def remove_member(self, user_id: int) -> None:
+        """The member leaves the room: no longer subscribed, no longer present."""
+        self.members.pop(user_id, None)
+        self.mark_absent(user_id)
+
+    def _entry_changed(self, user_id: int) -> None:
+        self._stale.add(user_id)
+
     def userlist(self) -> Dict[str, Dict[str, Any]]:
         """``users`` of a ``userlist`` payload: joined members, by ascending id like JS objects."""
-        users = UserList()
-        entries = []
-        for user_id in sorted(self.joined):
-            member = self.members.get(user_id)
-            if member is not None:
-                users[str(user_id)] = member.as_user()
-                entries.append(member.userlist_entry_json())
-        users.json = "{" + ",".join(entries) + "}"
+        if self._stale:
+            for user_id in self._stale:
+                i = bisect.bisect_left(self._ids, user_id)
+                _, self._users[i], self._texts[i] = self._present[user_id].userlist_entry()
+            self._stale.clear()
+        users = UserList(zip(self._keys, self._users))
+        users.json = "{" + ",".join(self._texts) + "}"
         return users
 
     def as_json(self) -> Dict[str, Any]:
@@ -420,7 +473,7 @@ class ChatRooms:
         member = room.members.get(user_id)
         if member is None:
             raise UnknownUser(f"user {user_id} is not in room {room_id}")
-        room.joined.discard(user_id)
+        room.mark_absent(user_id)
         conns = sorted(member.connections)
         ts = self.now_ms()
         if conns:
@@ -504,8 +557,7 @@ class ChatRooms:
             or not member.connections.isdisjoint(room.connections)
         ):
             return False
-        room.members.pop(user_id, None)
-        room.joined.discard(user_id)
+        room.remove_member(user_id)
         ts = self.now_ms()
         conns = sorted(member.connections)
         if conns:
@@ -542,8 +594,7 @@ class ChatRooms:
             or user_id in room.joined
             or not member.connections.isdisjoint(room.connections)
         ):
-            room.members.pop(user_id, None)
-            room.joined.discard(user_id)
+            room.remove_member(user_id)
             if conns:
                 self._emit_to(conns, "userjustbanned", None)
                 room.connections.difference_update(conns)
@@ -600,7 +651,7 @@ class ChatRooms:
             room.connections.add(connection)
             self._publish({"op": "join", "room": room.id, "connections": [connection]})
         if member.id in room.members:
-            room.joined.add(member.id)
+            room.mark_present(room.members[member.id])
         ts = self.now_ms()
         self._emit_to(
             [connection],
@@ -731,8 +782,7 @@ class ChatRooms:
         self._publish({"op": "leave", "room": room.id, "connections": [connection]})
         if not member.connections.isdisjoint(room.connections):
             return
-        room.members.pop(member.id, None)
-        room.joined.discard(member.id)
+        room.remove_member(member.id)
         key = str(room.id)
         self._userlist_changed(room, key)
         self._emit_room(room, "notice",
@@ -827,8 +877,7 @@ class ChatRooms:
         ts = self.now_ms()
         for room in self._rooms.values():
             if user_id in room.members or user_id in room.joined:
-                room.members.pop(user_id, None)
-                room.joined.discard(user_id)
+                room.remove_member(user_id)
                 room_ids.append(room.id)
                 # ILIAS 10 sends the room id as a string here (spec §10.2).
                 key = str(room.id)

@@ -5,6 +5,7 @@ Deliveries are observed the way adapters see them: by subscribing to the bus top
 """
 
 import json
+import random
 from typing import Any, Dict, List, Sequence
 
 from twisted.internet import task
@@ -17,8 +18,10 @@ from ilchat.chat.rooms import (
     MAX_STORED_MESSAGE_LENGTH,
     ChatRooms,
     ContentTooLong,
+    Member,
     NotInRoom,
     NotLoggedIn,
+    Room,
     UnknownRoom,
     UnknownUser,
 )
@@ -489,3 +492,57 @@ class BackendActionTests(BobAndAliceSeatedMixin, SynchronousTestCase):
         self.assertEqual(set(body["rooms"]), {"1_0", "2_0"})
         self.assertEqual(body["rooms"]["1_0"]["title"], "Main")
         self.assertEqual([u["id"] for u in body["rooms"]["1_0"]["users"]], [6, 7])
+
+
+class UserlistUpkeepTests(SynchronousTestCase):
+    """The userlist a room keeps up to date equals one built from scratch, after any change."""
+
+    @staticmethod
+    def from_scratch(room: Room) -> Dict[str, Any]:
+        return {
+            str(user_id): room.members[user_id].as_user()
+            for user_id in sorted(room.joined)
+            if user_id in room.members
+        }
+
+    def test_random_comings_goings_and_renames(self) -> None:
+        rng = random.Random(8)
+        room = Room(1)
+        members = {user_id: Member(user_id, name=f"u{user_id}") for user_id in range(1, 60)}
+        for step in range(3000):
+            user_id = rng.randrange(1, 60)
+            member = members[user_id]
+            action = rng.randrange(5)
+            if action == 0:
+                room.members[user_id] = member
+                room.mark_present(member)
+            elif action == 1:
+                room.mark_absent(user_id)
+            elif action == 2:
+                room.remove_member(user_id)
+            elif action == 3:
+                member.name = rng.choice(["ann", "Zoë", 'q"uote', None, f"u{user_id}"])
+            else:
+                member.profile_picture_visible = not member.profile_picture_visible
+            users = room.userlist()
+            expected = self.from_scratch(room)
+            self.assertEqual(list(users.items()), list(expected.items()), step)
+            self.assertEqual(
+                json.loads(users.json, object_pairs_hook=list),
+                json.loads(json.dumps(expected), object_pairs_hook=list),
+                step,
+            )
+
+    def test_a_member_in_two_rooms_is_renamed_in_both(self) -> None:
+        first, second = Room(1), Room(2)
+        member = Member(5, name="before")
+        for room in (first, second):
+            room.members[5] = member
+            room.mark_present(member)
+        member.name = "after"
+        self.assertEqual(first.userlist()["5"]["username"], "after")
+        self.assertIn('"username":"after"', second.userlist().json)
+        first.remove_member(5)
+        member.name = "again"
+        self.assertEqual(first.userlist(), {})
+        self.assertIn('"username":"again"', second.userlist().json)

@@ -20,7 +20,7 @@ class UserlistJsonTests(SynchronousTestCase):
         names = [("a", True), ('Zoë "q"', False), ("x</script>\u2028", True), (None, False)]
         for user_id, (name, picture) in zip((12, 5, 7, 100), names):
             room.members[user_id] = Member(user_id, name=name, profile_picture_visible=picture)
-            room.joined.add(user_id)
+            room.mark_present(room.members[user_id])
         return room
 
     def test_same_bytes_as_json_dumps(self) -> None:
