@@ -28,6 +28,11 @@ from ilchat.logs import debug_wanted
 #: client can make the server buffer an arbitrarily large upload.
 MAX_REQUEST_BODY = 2_000_000
 
+#: Seconds an HTTP connection may sit idle between requests before it is closed (Twisted's
+#: default is 12 hours). A parked long-polling GET and a websocket are requests in progress, so
+#: they are not cut; they have Engine.IO's heartbeat instead.
+IDLE_TIMEOUT = 60
+
 
 class _Folder(Resource):
     """A node of the tree; unknown children get an escaped 404 page, never a traceback."""
@@ -119,8 +124,8 @@ class LimitedRequest(Request):
 class ChatSite(Site):
     """
     The one Site of a listening port: no tracebacks for clients (they go to the error log), a
-    bounded request body, no access-log lines, and the open connections kept so that shutdown can
-    close them.
+    bounded request body, idle keep-alive connections closed after a minute, no access-log
+    lines, and the open connections kept so that shutdown can close them.
 
     The Node server has no access log; at ``debug`` level each request is logged instead.
     """
@@ -130,8 +135,14 @@ class ChatSite(Site):
     displayTracebacks = False
     noisy = False  # no "Starting factory" lines in the operator's log
 
-    def __init__(self, resource: IResource, max_request_body: int = MAX_REQUEST_BODY, **kwargs: Any) -> None:
-        super().__init__(resource, **kwargs)
+    def __init__(
+        self,
+        resource: IResource,
+        max_request_body: int = MAX_REQUEST_BODY,
+        timeout: float = IDLE_TIMEOUT,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(resource, timeout=timeout, **kwargs)
         self.max_request_body = max_request_body
         self.channels: "weakref.WeakSet[Any]" = weakref.WeakSet()
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
+import time
 
 from twisted.internet import reactor, threads
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
-from ilchat.web.site import ChatSite
+from ilchat.web.site import IDLE_TIMEOUT, ChatSite
 
 
 class _BodyLength(Resource):
@@ -76,3 +78,56 @@ class RequestBodyLimitTests(TestCase):
         )
         self.assertTrue(answer.startswith(b"HTTP/1.1 413 Payload Too Large\r\n"), answer[:80])
         self.assertNotIn(b"HTTP/1.1 200", answer)
+
+
+class IdleTimeoutTests(TestCase):
+    """Idle keep-alive connections are closed; requests in progress (long polls) are not."""
+
+    def serve(self, resource: Resource, timeout: float) -> int:
+        site = ChatSite(resource, timeout=timeout)
+        listening = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        self.addCleanup(site.close_connections)
+        return listening.getHost().port
+
+    def test_default_is_a_minute(self) -> None:
+        self.assertEqual(ChatSite(Resource()).timeOut, IDLE_TIMEOUT)
+        self.assertEqual(IDLE_TIMEOUT, 60)
+
+    async def test_idle_keep_alive_connection_is_closed(self) -> None:
+        """After one keep-alive request, silence for longer than the timeout ends the connection."""
+        port = self.serve(_BodyLength(), timeout=0.5)
+
+        def client() -> tuple[bytes, float]:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                conn.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nab")
+                start = time.monotonic()
+                answer = b""
+                while True:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return answer, time.monotonic() - start
+                    answer += chunk
+
+        answer, waited = await threads.deferToThread(client)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer[:80])
+        self.assertTrue(answer.endswith(b"\r\n\r\n2"), answer[-20:])
+        self.assertGreater(waited, 0.4)
+        self.assertLess(waited, 5)
+
+    async def test_request_in_progress_outlives_the_timeout(self) -> None:
+        """A request answered later (as a long-polling GET is) is not cut by the idle timeout."""
+
+        class Later(Resource):
+            isLeaf = True
+
+            def render_GET(self, request):  # noqa: N802 (twisted API)
+                reactor.callLater(1.5, lambda: (request.write(b"late"), request.finish()))
+                return NOT_DONE_YET
+
+        port = self.serve(Later(), timeout=0.5)
+        answer = await threads.deferToThread(
+            _exchange, port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer[:80])
+        self.assertIn(b"late", answer)
