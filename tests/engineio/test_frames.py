@@ -8,17 +8,24 @@ oversized frames) is checked to still be answered as before.
 from __future__ import annotations
 
 import json
+import os
+import random
 import socket
 
 import websocket
 from websocket import ABNF
-from twisted.internet import defer, task
+from twisted.internet import defer, reactor, task
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from ilchat.engineio.frames import FrameOutbox, read_data_frame
+from ilchat.engineio.server import EngineIOServer
+from ilchat.tls import certificate_options
 from tests.engineio.support import serve, wait
 from tests.engineio.test_server import Echo, ServerTestCase, ws_url
+from tests.test_tls import make_pki
 
 
 def client_frame(data: bytes | str, opcode: int = ABNF.OPCODE_TEXT, fin: int = 1) -> bytes:
@@ -260,3 +267,101 @@ class WireTests(ServerTestCase):
         finally:
             yield deferToThread(ws.close)
         self.assertEqual(got, [f"4{i:04d}" for i in range(count)])
+
+
+def _random_stream(rng: random.Random) -> tuple[list[bytes], list[tuple[int, bytes]]]:
+    """Frames of every kind and size, and what the echo server must send back for them."""
+    frames, expected = [], []
+    for i in range(300):
+        kind = rng.choice(["text", "text", "binary", "ping", "fragmented", "big"])
+        if kind == "text":
+            text = f"4{i}:" + "ü" * rng.choice([0, 10, 60, 130, 3000])
+            frames.append(client_frame(text))
+            expected.append((ABNF.OPCODE_TEXT, text.encode("utf-8")))
+        elif kind == "binary":
+            data = rng.randbytes(rng.choice([1, 125, 126, 4000]))
+            frames.append(client_frame(data, ABNF.OPCODE_BINARY))
+            expected.append((ABNF.OPCODE_BINARY, data))
+        elif kind == "ping":
+            data = rng.randbytes(rng.randrange(0, 125))
+            frames.append(client_frame(data, ABNF.OPCODE_PING))
+            expected.append((ABNF.OPCODE_PONG, data))
+        elif kind == "fragmented":
+            frames.append(client_frame(f"4{i}:first,", fin=0))
+            frames.append(client_frame("second", ABNF.OPCODE_CONT))
+            expected.append((ABNF.OPCODE_TEXT, f"4{i}:first,second".encode()))
+        else:  # a 64-bit length: Autobahn's path between fast frames
+            text = f"4{i}:" + "b" * 70_000
+            frames.append(client_frame(text))
+            expected.append((ABNF.OPCODE_TEXT, text.encode()))
+    return frames, expected
+
+
+class MixedStreamTests(ServerTestCase):
+    # The client writes everything before it reads: let the echoes pile up without a drop.
+    server_options = {"max_backlog": 64_000_000}
+
+    @defer.inlineCallbacks
+    def test_random_frames_in_random_segments(self):
+        """
+        300 frames of every kind (fast text and binary, pings, fragments, 64-bit lengths) cut at
+        random points into segments: every echo and pong comes back, in order.
+        """
+        rng = random.Random(2026)
+        frames, expected = _random_stream(rng)
+        stream = b"".join(frames)
+
+        def scenario():
+            ws, _ = open_raw(self.base)
+            try:
+                ws.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                ws.settimeout(10)
+                position = 0
+                while position < len(stream):
+                    step = rng.choice([1, 3, 7, 100, 1000, 20_000])
+                    ws.sock.sendall(stream[position : position + step])
+                    position += step
+                return [ws.recv_data(control_frame=True) for _ in expected]
+            finally:
+                ws.close()
+
+        got = yield deferToThread(scenario)
+        self.assertEqual(len(got), len(expected))
+        for index, (have, want) in enumerate(zip(got, expected)):
+            self.assertEqual(have, want, index)
+        yield self.assert_still_serving()
+
+
+class TLSWireTests(TestCase):
+    """Over TLS the transport is a wrapper: frames still arrive, in order (no direct writes)."""
+
+    @defer.inlineCallbacks
+    def test_wss_echo_in_order(self):
+        folder = self.mktemp()
+        os.makedirs(folder)
+        pki = make_pki(folder)
+        server = EngineIOServer(reactor, Echo)
+        self.addCleanup(server.close)
+        root = Resource()
+        root.putChild(b"socket.io", server.resource)
+        site = Site(root)
+        port = reactor.listenSSL(
+            0, site, certificate_options(pki["chain"], pki["key"]), interface="127.0.0.1"
+        )
+        self.addCleanup(port.stopListening)
+        url = f"wss://127.0.0.1:{port.getHost().port}/socket.io/?EIO=4&transport=websocket"
+
+        def scenario():
+            ws = websocket.create_connection(
+                url, timeout=10, sslopt={"ca_certs": pki["root"], "server_hostname": "127.0.0.1"}
+            )
+            try:
+                ws.recv()  # open packet
+                texts = [f"4over tls {i} " + "ö" * (i * 7) for i in range(100)]
+                ws.sock.sendall(b"".join(client_frame(t) for t in texts))
+                return texts, [ws.recv() for _ in texts]
+            finally:
+                ws.close()
+
+        sent, received = yield deferToThread(scenario)
+        self.assertEqual(received, sent)

@@ -373,23 +373,24 @@ class WebSocketTests(ServerTestCase):
 
     @defer.inlineCallbacks
     def test_oversize_websocket_message_closes_the_connection(self):
-        """A websocket message over maxPayload ends that connection."""
+        """A websocket message over maxPayload ends that connection with close code 1009."""
         server = self.make_server(max_payload=100)
         base = serve(self, server.resource)
         self.addCleanup(server.close)
 
         def client():
             ws = websocket.create_connection(ws_url(base), timeout=5)
-            ws.recv()
-            ws.send("4" + "x" * 500)
             try:
-                while ws.recv():
-                    pass
-            except (websocket.WebSocketConnectionClosedException, ConnectionError):
-                pass  # Autobahn fails the connection (1009), possibly by dropping it
-            return ws.status
+                ws.recv()
+                ws.send("4" + "x" * 500)
+                while True:
+                    opcode, data = ws.recv_data(control_frame=True)
+                    if opcode == websocket.ABNF.OPCODE_CLOSE:
+                        return int.from_bytes(data[:2], "big")
+            finally:
+                ws.close()
 
-        yield deferToThread(client)
+        self.assertEqual((yield deferToThread(client)), 1009)
         yield wait(0.05)
         self.assertEqual(server.sessions, {})
         yield self.assert_still_serving()
