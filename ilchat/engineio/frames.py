@@ -15,8 +15,11 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.tcp import Connection
+from twisted.logger import Logger
 
 __all__ = ["read_data_frame", "FrameOutbox", "direct_socket", "write_frames"]
+
+_log = Logger(namespace="ilchat.engineio")
 
 _TEXT_FIN = 0x81
 _BINARY_FIN = 0x82
@@ -133,7 +136,11 @@ class FrameOutbox:
         self._call = None
         dirty, self._dirty = self._dirty, []
         for owner in dirty:
-            owner.flush_outgoing()
+            try:
+                owner.flush_outgoing()
+            except Exception:
+                # One broken connection must not keep the others' frames back.
+                _log.failure("Engine.IO: writing queued websocket frames failed")
 
     def cancel(self) -> None:
         """Forget the scheduled flush (server shutdown; the connections are going too)."""

@@ -101,6 +101,22 @@ class FrameOutboxTests(TestCase):
         clock.advance(0)
         self.assertEqual(log[-1], (a, [b"4"]))
 
+    def test_a_failing_connection_does_not_hold_back_the_others(self):
+        """An error while flushing one connection is logged; the next ones are still flushed."""
+        clock, log = task.Clock(), []
+        outbox = FrameOutbox()
+
+        class Broken(_Owner):
+            def flush_outgoing(self):
+                raise OSError("broken")
+
+        broken, fine = Broken(log), _Owner(log)
+        outbox.post(broken, b"1", clock)
+        outbox.post(fine, b"2", clock)
+        clock.advance(0)
+        self.assertEqual(log, [(fine, [b"2"])])
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
     def test_cancel_forgets_the_flush(self):
         clock, log = task.Clock(), []
         outbox = FrameOutbox()
