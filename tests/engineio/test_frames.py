@@ -349,10 +349,11 @@ class MixedStreamTests(ServerTestCase):
 
 
 class TLSWireTests(TestCase):
-    """Over TLS the transport is a wrapper: frames still arrive, in order (no direct writes)."""
+    """Over TLS (Twisted's TCP transport with TLS started) frames are joined per turn, not sent
+    directly to the socket."""
 
     @defer.inlineCallbacks
-    def test_wss_echo_in_order(self):
+    def test_wss_echo_in_order_and_joined(self):
         folder = self.mktemp()
         os.makedirs(folder)
         pki = make_pki(folder)
@@ -360,24 +361,34 @@ class TLSWireTests(TestCase):
         self.addCleanup(server.close)
         root = Resource()
         root.putChild(b"socket.io", server.resource)
-        site = Site(root)
         port = reactor.listenSSL(
-            0, site, certificate_options(pki["chain"], pki["key"]), interface="127.0.0.1"
+            0, Site(root), certificate_options(pki["chain"], pki["key"]), interface="127.0.0.1"
         )
         self.addCleanup(port.stopListening)
         url = f"wss://127.0.0.1:{port.getHost().port}/socket.io/?EIO=4&transport=websocket"
 
-        def scenario():
+        def opened():
             ws = websocket.create_connection(
                 url, timeout=10, sslopt={"ca_certs": pki["root"], "server_hostname": "127.0.0.1"}
             )
-            try:
-                ws.recv()  # open packet
-                texts = [f"4over tls {i} " + "ö" * (i * 7) for i in range(100)]
-                ws.sock.sendall(b"".join(client_frame(t) for t in texts))
-                return texts, [ws.recv() for _ in texts]
-            finally:
-                ws.close()
+            return ws, json.loads(ws.recv()[1:])["sid"]
 
-        sent, received = yield deferToThread(scenario)
+        ws, sid = yield deferToThread(opened)
+        protocol = server.sessions[sid]._ws
+        self.assertIsNone(protocol._direct)
+        writes = []
+        write = protocol.transport.write
+        protocol.transport.write = lambda data: (writes.append(len(data)), write(data))
+
+        def exchange():
+            texts = [f"4over tls {i} " + "ö" * (i * 7) for i in range(100)]
+            ws.sock.sendall(b"".join(client_frame(t) for t in texts))
+            return texts, [ws.recv() for _ in texts]
+
+        try:
+            sent, received = yield deferToThread(exchange)
+        finally:
+            yield deferToThread(ws.close)
         self.assertEqual(received, sent)
+        # 100 echoes, fewer writes: each reactor turn's frames went out joined.
+        self.assertLess(len(writes), 100)
