@@ -91,6 +91,7 @@ from typing import (
     Callable,
     Dict,
     Iterable,
+    KeysView,
     List,
     Optional,
     Sequence,
@@ -257,7 +258,6 @@ class Room:
     title: str = "Main"
     owner: Optional[str] = None
     members: Dict[int, Member] = attrs.Factory(dict)
-    joined: Set[int] = attrs.Factory(set)
     connections: Set[str] = attrs.Factory(set)
     # Userlist coalescing state (see ChatRooms._userlist_changed).
     userlist_call: Optional[IDelayedCall] = None
@@ -277,12 +277,16 @@ class Room:
         """The ``"<id>_0"`` id the Node server used for rooms (and socket.io room names)."""
         return f"{self.id}_0"
 
+    @property
+    def joined(self) -> KeysView[int]:
+        """The ids of the members marked present (change it with mark_present/mark_absent)."""
+        return self._present.keys()
+
     def mark_present(self, member: Member) -> None:
         """Add a member of this room to ``joined`` (and so to its userlist)."""
         user_id = member.id
-        if user_id in self.joined:
+        if user_id in self._present:
             return
-        self.joined.add(user_id)
         self._present[user_id] = member
         member._present_in.add(self)
         key, user, text = member.userlist_entry()
@@ -294,11 +298,10 @@ class Room:
 
     def mark_absent(self, user_id: int) -> None:
         """Take a member out of ``joined`` (and of the userlist)."""
-        if user_id not in self.joined:
+        member = self._present.pop(user_id, None)
+        if member is None:
             return
-        self.joined.discard(user_id)
         self._stale.discard(user_id)
-        member = self._present.pop(user_id)
         member._present_in.discard(self)
         i = bisect.bisect_left(self._ids, user_id)
         del self._ids[i], self._keys[i], self._users[i], self._texts[i]
