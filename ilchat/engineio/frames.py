@@ -81,27 +81,6 @@ def direct_socket(transport: Any) -> Any:
     return None
 
 
-def _send_now(transport: Any, sock: Any, data: bytes) -> None:
-    """Write C{data}, straight to the socket when nothing is queued ahead of it."""
-    if (
-        sock is not None
-        and transport.connected
-        and not transport.disconnecting
-        and not transport.dataBuffer
-        and not transport._tempDataBuffer
-    ):
-        try:
-            sent = sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            sent = 0  # the transport's own write meets the error again and closes the connection
-        if sent == len(data):
-            return
-        data = data[sent:]
-    transport.write(data)
-
-
 class FrameOutbox:
     """
     Frames written during one reactor turn, sent at its end with one write per connection.
@@ -151,6 +130,25 @@ class FrameOutbox:
 
 
 def write_frames(transport: Any, sock: Any, frames: list[bytes]) -> None:
-    """One connection's frames of this turn, joined into a single write."""
-    _send_now(transport, sock, frames[0] if len(frames) == 1 else b"".join(frames))
-
+    """
+    One connection's frames of this turn as a single write: straight to C{sock} when nothing is
+    queued ahead of them, the rest (or all, without C{sock}) through C{transport.write}.
+    """
+    data = frames[0] if len(frames) == 1 else b"".join(frames)
+    if (
+        sock is not None
+        and transport.connected
+        and not transport.disconnecting
+        and not transport.dataBuffer
+        and not transport._tempDataBuffer
+    ):
+        try:
+            sent = sock.send(data)
+        except OSError:
+            # Full (EAGAIN) or broken: the transport's own write waits for room, or meets the
+            # error again and closes the connection.
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
