@@ -307,7 +307,7 @@ class InstalledPackageTests(TestCase):
         )
         result = await threads.deferToThread(
             subprocess.run,
-            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+            [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
              "--target", target, source],
             capture_output=True,
             text=True,
@@ -315,6 +315,11 @@ class InstalledPackageTests(TestCase):
         )
         if result.returncode != 0:
             self.fail(result.stdout + result.stderr)
+        # setuptools warns about a data folder missing from `packages` (ilchat/web/static).
+        self.assertNotIn("BuildBackendWarning", result.stdout + result.stderr)
+        for shipped in ("web/static/index.html", "web/static/chat.js", "web/static/chat.css",
+                        "store/mysql_schema.sql", "store/sqlite_schema.sql"):
+            self.assertTrue(os.path.exists(os.path.join(target, "ilchat", shipped)), shipped)
         self.assertTrue(os.path.exists(os.path.join(target, "twisted", "plugins", "ilchat_plugin.py")))
         self.assertFalse(os.path.exists(os.path.join(target, "twisted", "plugins", "__init__.py")))
         # Run from elsewhere with the install first on the path and without the checkout's .pth
