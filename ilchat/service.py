@@ -301,7 +301,8 @@ class IlchatService(service.MultiService):
                 await self._best_effort("close the store", store.close)
                 raise
             self._stores.append(store)
-            self._log.info("Database for {name} connected!", name=client_config.name)
+            self._log.info("Database for {name} connected! ({database})", name=client_config.name,
+                           database=store.db.description)
             moved = await store.move_all_users_to_sessions(int(self.reactor.seconds()))
             self._log.info(
                 "Successfully disconnected all users from server ({name}: {moved} moved to sessions)",
@@ -434,7 +435,7 @@ class IlchatService(service.MultiService):
             raise StartupError(f"Cannot listen on {host}:{config.port} (metrics): {e}")
         self.metrics_port = self._metrics_listening.getHost().port
         self._log.info(
-            "Metrics on http://{address}:{port}/metrics",
+            "Metrics listening on: http://{address}:{port}/metrics",
             address=f"[{host}]" if family == "IPv6" else host,
             port=self.metrics_port,
         )

@@ -235,6 +235,13 @@ class Database:
         """``host:port`` or the SQLite file, for messages."""
         return _describe(self.config)
 
+    @property
+    def description(self) -> str:
+        """``sqlite <file>`` or ``mysql '<database>' on <host:port>``, for the start-up log."""
+        if self.engine.name == "sqlite":
+            return f"sqlite {self.where}"
+        return f"{self.engine.name} {self.config.name!r} on {self.where}"
+
     # -- life cycle ---------------------------------------------------------------------------
 
     def _make_pool(self) -> adbapi.ConnectionPool:
@@ -271,12 +278,6 @@ class Database:
         except BaseException:
             await self.close()
             raise
-        self._log.info(
-            "Connected to the {engine} database {name!r} on {where}",
-            engine=self.engine.name,
-            name=self.config.name,
-            where=self.where,
-        )
 
     async def _prepare_sqlite(self) -> None:
         path = str(self.config.name)
