@@ -222,6 +222,24 @@ class MetricsEndToEndTests(TestCase):
         self.assertEqual(value(samples, "ilchat_refusals_total", reason="message_rate"), 2)
         self.assertEqual(value(samples, "ilchat_chat_messages_total", client="chat", kind="room"), 1)
 
+    async def test_irc_refusals_are_counted(self) -> None:
+        """A second IRC connection over irc.limits.max_connections_per_ip is a refusal."""
+        await self.start(irc={"address": "127.0.0.1", "port": 0, "auth": "open",
+                              "limits": {"max_connections_per_ip": 1}})
+        irc_port = self.server.service.components[-1].ports[0].getHost().port
+        endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", irc_port)
+        first = await endpoints.connectProtocol(endpoint, IrcTalker())
+        self.addCleanup(first.transport.loseConnection)
+        await first.said
+        refused = await endpoints.connectProtocol(endpoint, irc.IRCClient())
+        self.addCleanup(refused.transport.loseConnection)
+        for _ in range(100):
+            samples = await self.scrape()
+            if value(samples, "ilchat_refusals_total", reason="connections_per_ip"):
+                break
+        self.assertEqual(value(samples, "ilchat_refusals_total", reason="connections_per_ip"), 1)
+        self.assertEqual(value(samples, "ilchat_connections", transport="irc", namespace=""), 1)
+
     async def test_metrics_listener_obeys_the_allow_list(self) -> None:
         """An address outside network.allow gets 403 from the metrics listener too."""
         await self.start(network={"allow": ["10.0.0.0/8"]})
