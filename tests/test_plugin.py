@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.support.db import fetch_rows_async, insert_rows_async, make_mariadb_database_async
 from tests.support.http import http_request
-from tests.support.server import write_configs
+from tests.support.server import free_port, write_configs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
@@ -33,12 +32,7 @@ def _env(**extra: str) -> Dict[str, str]:
     return env
 
 
-def _free_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
+_free_port = free_port
 
 
 def run_twistd(args: Sequence[str], cwd: str, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -27,6 +26,7 @@ from twisted.internet import threads
 from ilchat.store.database import read_schema
 from ilchat.store.engines import split_sql_script
 from tests.support.db import TestDatabaseConfig
+from tests.support.server import free_port
 
 __all__ = ["PrivateMariaDB", "mariadbd_available"]
 
@@ -42,21 +42,13 @@ def mariadbd_available() -> Optional[str]:
     return None
 
 
-def _free_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
-
-
 class PrivateMariaDB:
     """One ``mariadbd`` process on a temporary data folder (see the module docstring)."""
 
     def __init__(self, folder: str) -> None:
         self.folder = folder
         self.datadir = os.path.join(folder, "data")
-        self.port = _free_port()
+        self.port = free_port()
         # A UNIX socket path must stay under 108 bytes, which a trial temp folder may not.
         self.socket_folder = tempfile.mkdtemp(prefix="ilchat-mariadb-")
         self.process: Optional[subprocess.Popen] = None
