@@ -129,6 +129,8 @@ class RepositoryServerMixin:
 
     database_kind = "mysql"
     client_names: Sequence[str] = ("onscreen",)
+    #: Merged into every client.cfg (the default support config believes logins: "trust").
+    client_settings: Dict[str, Any] = {}
     grace = E2E_GRACE
 
     async def start(self) -> RunningServer:
@@ -145,7 +147,8 @@ class RepositoryServerMixin:
     async def start_on(self, databases: Dict[str, Any]) -> RunningServer:
         grace = self.grace
         clients = [{"name": name, "auth": {"key": f"key-{name}", "secret": f"secret-{name}"},
-                    "database": database_dict(db)} for name, db in databases.items()]
+                    "database": database_dict(db), **self.client_settings}
+                   for name, db in databases.items()]
         return await start_server(
             self,
             clients=clients,
