@@ -252,24 +252,6 @@ class ConversationRegistry:
         self._by_connection[connection] = participant
         return participant
 
-    async def known_names(self, user_ids: Iterable[int]) -> Dict[int, str]:
-        """
-        The names ILIAS gives these users (``usr_data.login``, what its On-Screen Chat shows),
-        for those the database has; a browser's names are used only for the others.
-        """
-        ids = list(user_ids)
-        try:
-            return await self._store.get_logins(ids)
-        except Exception:
-            self._log.failure("On-Screen Chat {instance}: reading usr_data failed", instance=self.instance)
-            return {}
-
-    def _rename(self, names: Mapping[int, str]) -> None:
-        for user_id, name in names.items():
-            participant = self.registry.participants.get(user_id)
-            if participant is not None:
-                participant.name = name
-
     def disconnect(self, connection: str) -> Optional[Participant]:
         """Forget C{connection}; its participant goes offline when it was the last one."""
         participant = self._by_connection.pop(connection, None)

@@ -23,7 +23,7 @@ from twisted.trial.unittest import SkipTest
 from ilchat.ilias.identity import NO_COOKIE, BurstLog, parse_cookies
 from ilchat.ilias.osc import OnScreenChatComponent
 from tests.ilias.repository_support import RepositoryServerMixin, sleep, wait_until
-from tests.ilias.test_osc import JS_DIR, NAMESPACE, Tab
+from tests.ilias.test_osc import JS_DIR, NAMESPACE, OscServerMixin, Tab
 from tests.support.db import insert_rows_async, make_database
 from tests.support.server import DROP, RunningServer, start_server
 
@@ -55,7 +55,7 @@ async def ilias_users_and_sessions(database: Any) -> None:
     ])
 
 
-class OscIdentityMixin:
+class OscIdentityMixin(OscServerMixin):
     """The On-Screen Chat with the default identity mode (the key left out of client.cfg)."""
 
     identity: Any = DROP
@@ -72,10 +72,6 @@ class OscIdentityMixin:
         self.tabs: List[Tab] = []
         self.addCleanup(self._close_tabs)
         return self.server
-
-    async def _close_tabs(self) -> None:
-        for tab in self.tabs:
-            await tab.close()
 
     async def tab(self, headers: Optional[Dict[str, str]] = None, **kwargs: Any) -> Tab:
         tab = Tab(self.server, NAMESPACE, headers, **kwargs)
@@ -366,6 +362,19 @@ class RepositoryTrustTests(RepositoryIdentityMixin, unittest.TestCase):
         entered = await self.seated(browser, 1)
         self.assertEqual(entered["subscriber"], {"id": 6, "username": "alice"})
         self.assertEqual(browser.payloads("private_room_entered"), [entered])
+
+
+class StandaloneIdentityTests(unittest.TestCase):
+    """A standalone client keeps its own name login; the identity key does not apply."""
+
+    async def test_standalone_says_identity_does_not_apply(self) -> None:
+        server = await start_server(self, clients=[{
+            "name": "lobby", "identity": DROP,
+            "standalone": {"title": "t", "welcome": "w", "rooms": [{"id": 1, "title": "Lobby"}]},
+        }])
+        self.assertIn("lobby: standalone chat, its own name login; client.cfg identity does not apply",
+                      server.log_text())
+        self.assertNotIn("identity ilias-session", server.log_text())
 
 
 class BurstLogTests(unittest.SynchronousTestCase):
