@@ -639,6 +639,9 @@ class ClientConfig:
     #: The ILIAS client id the ``ilClientId`` cookie must name; ILIAS's default chat instance
     #: name is the client id, so it defaults to ``name``.
     ilias_client_id: str = ""
+    #: ILIAS's ``ANONYMOUS_USER_ID`` (client.ini.php ``[system]``, 13 on every installation): a
+    #: session of the anonymous user is nobody's.
+    anonymous_user_id: int = 13
 
 
 #: The values of client.cfg ``identity``.
@@ -696,6 +699,7 @@ def _parse_client(reader: _Reader) -> ClientConfig:
         identity=reader.get_str("identity", "ilias-session", choices=IDENTITY_MODES),
         session_cookie=cookie,
         ilias_client_id=reader.get_str("ilias_client_id", name, allow_empty=False),
+        anonymous_user_id=reader.get_int("anonymous_user_id", 13, minimum=0, allow_str=True),
         **{key: reader.data.get(key) for key in _CLIENT_UI_KEYS},
     )
 

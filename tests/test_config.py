@@ -382,8 +382,8 @@ class ClientKeyTests(ConfigTestCase):
         """Secure by default: the ILIAS session decides; PHPSESSID; the client id is the name."""
         _, [client] = self.load()
         self.assertEqual(
-            (client.identity, client.session_cookie, client.ilias_client_id),
-            ("ilias-session", "PHPSESSID", client.name),
+            (client.identity, client.session_cookie, client.ilias_client_id, client.anonymous_user_id),
+            ("ilias-session", "PHPSESSID", client.name, 13),
         )
         _, [client] = self.load(clients=[{"identity": "trust", "session_cookie": "ILIAS_SID",
                                           "ilias_client_id": "myilias"}])
@@ -406,6 +406,10 @@ class ClientKeyTests(ConfigTestCase):
             self.assertIn("client0.cfg: session_cookie = ", text)
         text = self.error(clients=[{"ilias_client_id": ""}])
         self.assertIn('ilias_client_id = "" is not allowed', text)
+        text = self.error(clients=[{"anonymous_user_id": "x"}])
+        self.assertIn('anonymous_user_id = "x" is not allowed; expected an integer of at least 0', text)
+        _, [client] = self.load(clients=[{"anonymous_user_id": "7"}])
+        self.assertEqual(client.anonymous_user_id, 7)
 
     def test_database_block_is_required(self) -> None:
         """A client without a database block is refused."""

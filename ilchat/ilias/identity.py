@@ -8,8 +8,8 @@ can reach the chat can read and write as anyone else. ilchat does not change ILI
 that opens the socket carries ILIAS's own session cookie (``PHPSESSID``, or PHP's configured
 ``session.name``, and ``ilClientId``) whenever the chat is served under the ILIAS host and the
 cookie's path. ILIAS keeps its sessions in ``usr_session`` (``ilSessionDBHandler``), with the
-cookie value as ``session_id``, the ``user_id`` of the logged-in user (0 before a login) and
-``expires`` in Unix seconds. With client.cfg ``"identity": "ilias-session"`` (the default) a socket
+cookie value as ``session_id``, the ``user_id`` of the logged-in user (0 before a login, the
+anonymous user's id for a guest) and ``expires`` in Unix seconds. With client.cfg ``"identity": "ilias-session"`` (the default) a socket
 is bound to the ``user_id`` of a live session and a ``login`` for anyone else is refused; with
 ``"trust"`` the first ``login`` of a socket binds it (as with Node, but it cannot switch later).
 
@@ -126,6 +126,7 @@ class Identity:
         self.mode: str = config.identity
         self.cookie_name: str = config.session_cookie
         self.client_id: str = config.ilias_client_id or config.name
+        self.anonymous_user_id: int = config.anonymous_user_id
         self.name: str = config.name
         self._store = store
         self._reactor = reactor
@@ -178,7 +179,7 @@ class Identity:
         except Exception:
             self._log.failure("{name}: reading usr_session failed", name=self.name)
             return None, LOOKUP_FAILED
-        if user_id is None:
+        if user_id is None or user_id == self.anonymous_user_id:
             return None, NO_SESSION
         return user_id, None
 

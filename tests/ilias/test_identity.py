@@ -52,6 +52,7 @@ async def ilias_users_and_sessions(database: Any) -> None:
         {"session_id": BOB_SID, "user_id": 7, "expires": now + 3600, "ctime": now},
         {"session_id": "expiredsession0123456789", "user_id": 6, "expires": now - 1, "ctime": now - 3600},
         {"session_id": "anonymoussession01234567", "user_id": 0, "expires": now + 3600, "ctime": now},
+        {"session_id": "guestsession0123456789ab", "user_id": 13, "expires": now + 3600, "ctime": now},
     ])
 
 
@@ -139,11 +140,15 @@ class OscSessionTests(OscIdentityMixin, unittest.TestCase):
         self.assertIn(NO_COOKIE, self.server.log_text())
 
     async def test_anonymous_session_and_other_client_are_refused(self) -> None:
-        """A session without a user (user_id 0) and an ilClientId of another client bind nobody."""
+        """Sessions without a user (0) or of ILIAS's anonymous user (13), and an ilClientId of another
+        client, bind nobody."""
         await self.start()
         anonymous = await self.tab(cookie("anonymoussession01234567"))
         await anonymous.emit("login", 6, "alice")
         await self.assertShutDown(anonymous)
+        guest = await self.tab(cookie("guestsession0123456789ab"))
+        await guest.emit("login", 13, "anonymous")
+        await self.assertShutDown(guest)
         other = await self.tab(cookie(ALICE_SID, client_id="otherclient"))
         await other.emit("login", 6, "alice")
         await self.assertShutDown(other)
