@@ -12,12 +12,13 @@ Methods (all return Deferreds / are coroutines):
 * ``get_logins(user_ids) -> dict[int, str]`` ``usr_data.login`` of the users the database has
   (the name ILIAS's On-Screen Chat shows)
 * ``get_live_session(session_id, now_s) -> int | None`` the ``user_id`` of the ``usr_session`` row
-  with that id (PHP stores the cookie value as it is) whose ``expires`` is still ahead of
-  ``now_s``; None for no such row, an expired one, or one without a user (``user_id`` 0)
+  with exactly that id (PHP stores the cookie value as it is; compared case-sensitively although
+  ILIAS's collation is not) whose ``expires`` is still ahead of ``now_s``; None for no such row, an expired one, or one without a user (``user_id`` 0)
 """
 
 from __future__ import annotations
 
+import hmac
 from typing import Any, Dict, Iterable, Optional, Set
 
 from ilchat.store.database import Database, Transaction
@@ -77,12 +78,13 @@ class UserStore:
 
         def get_live_session_txn(txn: Transaction) -> Optional[int]:
             txn.execute(
-                "SELECT user_id FROM usr_session WHERE session_id = ? AND expires > ?",
+                "SELECT session_id, user_id FROM usr_session WHERE session_id = ? AND expires > ?",
                 (session_id, int(now_s)),
             )
-            row = txn.fetchone()
-            if row is None or not row[0] or int(row[0]) <= 0:
-                return None
-            return int(row[0])
+            for found, user_id in txn.fetchall():
+                # ILIAS's *_unicode_ci collation ignores case; PHP's session ids do not.
+                if hmac.compare_digest(str(found).encode(), session_id.encode()) and user_id and int(user_id) > 0:
+                    return int(user_id)
+            return None
 
         return await self.db.run_interaction("get_live_session", get_live_session_txn)
