@@ -31,7 +31,7 @@ from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-__all__ = ["BurstLog", "Identity", "in_order", "log_identity_mode", "parse_cookies"]
+__all__ = ["BurstLog", "Identity", "in_order", "log_identity_mode", "parse_cookies", "shut_down"]
 
 #: What PHP accepts as a session id (``session.sid_bits_per_character`` 4, 5 or 6, plus ``,-``).
 _SESSION_ID_RE = re.compile(r"^[A-Za-z0-9,-]{1,250}$")
@@ -194,6 +194,15 @@ class Identity:
             bound_text="" if bound is None else f" (bound to user {bound})",
         )
         return reason
+
+
+def shut_down(socket: Any) -> None:
+    """
+    Refuse a socket's login: ``shutdown`` (ILIAS's room page closes the socket and leaves) and
+    disconnect, as for an id PHP never connected (the Node server leaves such sockets open).
+    """
+    socket.emit("shutdown")
+    socket.disconnect()
 
 
 def _shared(d: Deferred) -> Deferred:

@@ -27,7 +27,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ilchat.chat.conversations import OnScreenChat, Refused, parse_user_id
-from ilchat.ilias.identity import Identity, in_order
+from ilchat.ilias.identity import Identity, in_order, shut_down
 from ilchat.web.errors import BadRequest
 
 __all__ = ["OnScreenChatComponent", "parse_config_change"]
@@ -213,8 +213,7 @@ class OnScreenChatComponent:
         """
         uid = parse_user_id(user_id)
         if await self.identity.bind(socket, uid) is not None:
-            socket.emit("shutdown")
-            socket.disconnect()
+            shut_down(socket)
             return
         names = await self.chat.known_names([uid])
         if not socket.connected:

@@ -18,8 +18,8 @@ Where ilchat differs from the Node server on purpose (design.md §3): ``login`` 
 connected, or one the socket may not act as (``ilchat.ilias.identity``: the ILIAS session of its
 handshake, or its first login), gets ``shutdown`` and is disconnected; ``enterRoom`` enters only
 rooms PHP admitted the user to (a kick or ban holds until PHP admits them again); whisper targets
-are room members found by id; the name shown is the one PHP wrote; unknown rooms or users in backend actions are a
-404 JSON answer instead of a crash. ``Kick`` and ``Ban`` still answer ``{"success":true}`` for a
+are room members found by id; the name shown is the one PHP wrote; unknown rooms or users in
+backend actions are a 404 JSON answer instead of a crash. ``Kick`` and ``Ban`` still answer ``{"success":true}`` for a
 user who is not in the chat (PHP writes its ban/kick only after a successful answer). Refused
 socket events are logged and otherwise ignored, as the ILIAS JavaScript expects no answer; the one
 exception is an over-long message, which the sender is told about with a ``notice``
@@ -33,8 +33,6 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from twisted.logger import Logger
 
-from ilchat.ilias.identity import Identity, in_order
-
 from ilchat.chat.history import HistoryRow
 from ilchat.chat.rooms import (
     DISCONNECT_GRACE,
@@ -47,6 +45,7 @@ from ilchat.chat.rooms import (
     UserList,
     dumps,
 )
+from ilchat.ilias.identity import Identity, in_order, shut_down
 from ilchat.web.errors import BadRequest, NotFound
 
 __all__ = ["RepositoryChat", "component", "parse_id"]
@@ -241,7 +240,7 @@ class RepositoryChat:
         picture = bool(args[2]) if len(args) > 2 else False
         refusal = await self.identity.bind(socket, user_id)
         if refusal is not None:
-            _shut_down(socket)
+            shut_down(socket)
             return
         name = await self._php_name(user_id, args[0])
         if not socket.connected:
@@ -253,7 +252,7 @@ class RepositoryChat:
                 user_id=user_id,
                 ns=self.namespace.name,
             )
-            _shut_down(socket)
+            shut_down(socket)
             return
         self._sockets[socket.sid] = socket
         socket.data["user_id"] = user_id
@@ -442,12 +441,6 @@ class RepositoryChat:
     def action_Post(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
         """``Post/<name>/<roomId>``: a legacy action the Node server accepts and ignores."""
         return {"success": True}
-
-
-def _shut_down(socket: Any) -> None:
-    """What ILIAS's JavaScript understands as "you are not in this chat": it closes and leaves."""
-    socket.emit("shutdown")
-    socket.disconnect()
 
 
 def _in_order(handler: Any) -> Any:
