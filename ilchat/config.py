@@ -42,6 +42,7 @@ __all__ = [
     "IrcConfig",
     "WebircGateway",
     "MetricsConfig",
+    "IDENTITY_MODES",
 ]
 
 #: The ``log_level`` names ILIAS offers (syslog names plus winston's ``silly``), most severe first.
@@ -651,6 +652,25 @@ class ClientConfig:
     chat_enabled: Any = None
     play_invitation_sound: Any = None
     standalone: Optional[StandaloneConfig] = None
+    #: ``"ilias-session"`` (the socket's user comes from the ILIAS session cookie of its
+    #: handshake) or ``"trust"`` (the browser's ``login`` is believed, as with the Node server).
+    #: Standalone clients have their own login scheme and ignore it.
+    identity: str = "ilias-session"
+    #: The ILIAS session cookie's name (PHP's ``session.name``).
+    session_cookie: str = "PHPSESSID"
+    #: The ILIAS client id the ``ilClientId`` cookie must name; ILIAS's default chat instance
+    #: name is the client id, so it defaults to ``name``.
+    ilias_client_id: str = ""
+    #: ILIAS's ``ANONYMOUS_USER_ID`` (client.ini.php ``[system]``, 13 on every installation): a
+    #: session of the anonymous user is nobody's.
+    anonymous_user_id: int = 13
+
+
+#: The values of client.cfg ``identity``.
+IDENTITY_MODES: Tuple[str, ...] = ("ilias-session", "trust")
+
+#: What a cookie name may be (RFC 6265 token characters).
+_COOKIE_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
 def _parse_database(reader: _Reader) -> DatabaseConfig:
@@ -688,6 +708,9 @@ def _parse_client(reader: _Reader) -> ClientConfig:
     if "/" in name or name != name.strip():
         raise reader.error("name", name, "expected a name without slashes or surrounding spaces")
     auth = reader.section("auth", required=True)
+    cookie = reader.get_str("session_cookie", "PHPSESSID", allow_empty=False)
+    if not _COOKIE_NAME_RE.match(cookie):
+        raise reader.error("session_cookie", cookie, "expected a cookie name such as PHPSESSID")
     return ClientConfig(
         path=reader.path,
         name=name,
@@ -695,6 +718,10 @@ def _parse_client(reader: _Reader) -> ClientConfig:
         auth_secret=auth.get_str("secret", allow_empty=False),
         database=_parse_database(reader),
         standalone=_parse_standalone(reader),
+        identity=reader.get_str("identity", "ilias-session", choices=IDENTITY_MODES),
+        session_cookie=cookie,
+        ilias_client_id=reader.get_str("ilias_client_id", name, allow_empty=False),
+        anonymous_user_id=reader.get_int("anonymous_user_id", 13, minimum=0, allow_str=True),
         **{key: reader.data.get(key) for key in _CLIENT_UI_KEYS},
     )
 

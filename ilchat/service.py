@@ -47,6 +47,7 @@ from twisted.python.failure import Failure
 
 from ilchat.bus import IBus, LocalBus
 from ilchat.config import ClientConfig, ServerConfig
+from ilchat.ilias.identity import log_identity_mode
 from ilchat.logs import LogService
 from ilchat.web.backend import BackendResource, RouteTable
 from ilchat.web.policy import NetworkPolicy, PolicyGuardResource
@@ -303,6 +304,7 @@ class IlchatService(service.MultiService):
             self._stores.append(store)
             self._log.info("Database for {name} connected! ({database})", name=client_config.name,
                            database=store.db.description)
+            log_identity_mode(client_config)
             moved = await store.move_all_users_to_sessions(int(self.reactor.seconds()))
             self._log.info(
                 "Successfully disconnected all users from server ({name}: {moved} moved to sessions)",

@@ -10,7 +10,9 @@ each deliver to their own sockets.
 
 Where the Node server has quirks (spec §7.3), this module fixes them:
 
-* the acting participant is always the connection's logged-in one, never an id from the client;
+* the acting participant is always the connection's logged-in one, never an id from the client
+  (and the adapter binds a connection to one verified user, ``ilchat.ilias.identity``);
+* names are ILIAS's (``usr_data.login``) where the database has the user;
 * ``online`` follows the participant's connections (the last one gone means offline);
 * ``numNewMessages`` is computed for the participant who receives the payload;
 * a conversation is found by its exact set of participants, a 1:1 before a group;
@@ -506,12 +508,31 @@ class OnScreenChat:
 
     def login(self, connection: str, user_id: Any, name: Any) -> Participant:
         """
-        Log C{connection} in. As in ILIAS there is no check against PHP for the On-Screen Chat.
+        Log C{connection} in. The adapter has checked that the connection may act as C{user_id}
+        (``ilchat.ilias.identity``) and passes the name ILIAS knows (L{known_names}).
 
         Raises:
             Refused: a malformed id or name.
         """
         return self.registry.connect(connection, parse_user_id(user_id), _parse_name(name))
+
+    async def known_names(self, user_ids: Iterable[int]) -> Dict[int, str]:
+        """
+        The names ILIAS gives these users (``usr_data.login``, what its On-Screen Chat shows),
+        for those the database has; a browser's names are used only for the others.
+        """
+        ids = list(user_ids)
+        try:
+            return await self._store.get_logins(ids)
+        except Exception:
+            self._log.failure("On-Screen Chat {instance}: reading usr_data failed", instance=self.instance)
+            return {}
+
+    def _rename(self, names: Mapping[int, str]) -> None:
+        for user_id, name in names.items():
+            participant = self.registry.participants.get(user_id)
+            if participant is not None:
+                participant.name = name
 
     def disconnect(self, connection: str) -> Optional[Participant]:
         """A socket is gone; its participant is offline once it was their last one."""
@@ -647,6 +668,9 @@ class OnScreenChat:
             raise Refused("participants must include yourself")
         if len(ids) < 2:
             raise Refused("a conversation needs at least one other participant")
+        names = await self.known_names(ids)
+        self._rename(names)
+        wanted = [{"id": p["id"], "name": names.get(p["id"], p["name"])} for p in wanted]
         conversation = self.registry.find_exact(ids)
         if conversation is None:
             # Known participants keep their names, so measure what would really be stored.
@@ -682,6 +706,9 @@ class OnScreenChat:
         conversation = self._conversation_for(conversation_id, actor)
         new_id = parse_user_id(user_id)
         new_name = _parse_name(name)
+        names = await self.known_names([new_id])
+        self._rename(names)
+        new_name = names.get(new_id, new_name)
         if conversation.has(new_id):
             raise Refused("already a participant of this conversation")
         if len(conversation.participants) >= MAX_PARTICIPANTS:

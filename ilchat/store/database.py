@@ -52,6 +52,7 @@ ILIAS_TABLES: Tuple[str, ...] = (
     "osc_activity",
     "usr_pref",
     "usr_data",
+    "usr_session",
 )
 
 #: Tables whose ids come from a ``<table>_seq`` table (spec section 4.2, "Next id").

@@ -47,8 +47,9 @@ class Tab(Browser):
     payloads have no ``content`` key, so they are filtered with a predicate instead.
     """
 
-    def __init__(self, server: RunningServer, namespace: str = NAMESPACE) -> None:
-        super().__init__(server, namespace)
+    def __init__(self, server: RunningServer, namespace: str = NAMESPACE,
+                 headers: Optional[Dict[str, str]] = None, **kwargs: Any) -> None:
+        super().__init__(server, namespace, headers, **kwargs)
 
     async def call(self, event: str, *args: Any) -> Any:
         """Emit asking for an acknowledgement, and return it."""

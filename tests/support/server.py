@@ -63,6 +63,9 @@ DEFAULT_CLIENT: Dict[str, Any] = {
     "chat_enabled": True,
     "play_invitation_sound": False,
     "auth": {"key": "test-key", "secret": "test-secret"},
+    # The tests that are not about identity log in like the Node server's clients (login is
+    # believed); tests/ilias/test_identity.py runs the default, "ilias-session", with cookies.
+    "identity": "trust",
 }
 
 
