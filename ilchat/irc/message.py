@@ -5,7 +5,9 @@ IRC messages as values: a pure parser and serialiser with IRCv3 message tags.
 Nothing here touches a transport, so every rule of the wire format (modern ircdocs and RFC 1459)
 is tested on plain strings. The serialiser is the only producer of outgoing lines and refuses
 anything that could smuggle a second command into a line (CR, LF, NUL) or break the framing
-(a space in a middle parameter, an over-long line).
+(a space in a middle parameter, an over-long line). The parser refuses the same three characters
+(NUL is not allowed anywhere in a message, modern ircdocs), so a NUL a client sent never reaches a
+reply that echoes it; tag values carry CR and LF only in their escaped form (``\\r``, ``\\n``).
 """
 
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
@@ -98,8 +100,9 @@ def parse_message(line: str) -> Message:
     At most 15 parameters are split; anything beyond stays in the 15th, as RFC 1459 says.
 
     Raises:
-        MessageError: the line has no command.
+        MessageError: the line has no command, or contains CR, LF or NUL.
     """
+    _check(line, "line")
     rest = line.lstrip(" ")
     tags: Dict[str, str] = {}
     prefix: Optional[str] = None
@@ -140,8 +143,10 @@ def format_message(message: Message) -> str:
     The last parameter gets a ":" when it needs one (empty, has a space, or starts with ":").
 
     Raises:
-        MessageError: a part contains CR, LF or NUL, a middle parameter has a space or starts
-            with ":", or the line would be longer than IRC allows.
+        MessageError: a part contains CR, LF or NUL (a tag value may contain CR and LF, which
+            are sent escaped, but not NUL, which has no escape), the command is empty or starts
+            with ":" or "@" (it would read as a prefix or tags), a middle parameter has a space
+            or starts with ":", or the line would be longer than IRC allows.
     """
     parts: List[str] = []
     tag_section = ""
@@ -151,6 +156,8 @@ def format_message(message: Message) -> str:
             _check(key, "tag key")
             if not key or " " in key or ";" in key or "=" in key:
                 raise MessageError(f"bad tag key {key!r}")
+            if "\0" in value:
+                raise MessageError(f"tag value of {key!r} contains '\\x00'")
             items.append(f"{key}={escape_tag_value(value)}" if value else key)
         tag_section = "@" + ";".join(items) + " "
     if message.prefix is not None:
@@ -159,7 +166,7 @@ def format_message(message: Message) -> str:
             raise MessageError("bad prefix")
         parts.append(":" + message.prefix)
     _check(message.command, "command")
-    if not message.command or " " in message.command:
+    if not message.command or " " in message.command or message.command.startswith((":", "@")):
         raise MessageError("bad command")
     parts.append(message.command)
     params = list(message.params)

@@ -43,6 +43,12 @@ class ParseTests(SynchronousTestCase):
         self.assertRaises(MessageError, parse_message, ":prefix")
         self.assertRaises(MessageError, parse_message, "")
 
+    def test_refuses_nul_and_line_breaks(self) -> None:
+        """NUL is not allowed anywhere in a message (modern ircdocs), nor a raw CR or LF."""
+        for line in ("PRIVMSG a\0b :hi", "PRIVMSG #c :a\0b", "@+t=a\0b PING x", "PING a\rb", "PING\nX"):
+            with self.assertRaises(MessageError, msg=repr(line)):
+                parse_message(line)
+
     def test_at_most_fifteen_parameters(self) -> None:
         """The fifteenth parameter takes the rest of the line (RFC 1459)."""
         message = parse_message("CMD " + " ".join(str(i) for i in range(20)))
@@ -67,6 +73,18 @@ class FormatTests(SynchronousTestCase):
         for bad in ("a\rb", "a\nQUIT", "a\0b"):
             self.assertRaises(MessageError, format_message, Message("PRIVMSG", ("#c", bad)))
         self.assertRaises(MessageError, format_message, Message("PRIVMSG", ("#c", "x"), prefix="a\nb"))
+
+    def test_refuses_nul_in_tag_value(self) -> None:
+        """A tag value may hold CR and LF (sent escaped) but not NUL, which has no escape."""
+        with self.assertRaises(MessageError):
+            format_message(Message("TAGMSG", ("#c",), tags={"+typing": "a\0b"}))
+        line = format_message(Message("TAGMSG", ("#c",), tags={"+x": "a\r\nb"}))
+        self.assertEqual(line, "@+x=a\\r\\nb TAGMSG #c")
+
+    def test_refuses_command_that_reads_as_prefix_or_tags(self) -> None:
+        """A command starting with ":" or "@" would be read back as a prefix or tags."""
+        for command in (":X", "@X", ""):
+            self.assertRaises(MessageError, format_message, Message(command, ("a",)))
 
     def test_refuses_space_in_middle_parameter(self) -> None:
         """Only the last parameter may contain a space."""
