@@ -18,14 +18,15 @@ import base64
 import binascii
 import hmac
 import ipaddress
+import math
 import re
 from collections import deque
 from datetime import datetime, timezone
 from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 import attr
-from twisted.internet import defer, protocol
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet import defer, protocol, task
+from twisted.internet.interfaces import IDelayedCall, ISSLTransport
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
@@ -111,6 +112,10 @@ class IRCServerProtocol(LineOnlyReceiver):
         self._webirc_done = False
         self._sasl_buffer: Optional[str] = None
         self._auth_failures = 0
+        self._auth_delay: Optional[defer.Deferred] = None
+        #: How the connection ended, for its log line: the client sent QUIT, or the server closed it.
+        self._quit_by_client = False
+        self._closed_by_server = False
         self._buffer = b""
         self._discarding = False
         self._recvq: Deque[bytes] = deque()
@@ -166,6 +171,8 @@ class IRCServerProtocol(LineOnlyReceiver):
             if call is not None and call.active():
                 call.cancel()
             setattr(self, name, None)
+        if self._auth_delay is not None:
+            self._auth_delay.cancel()
         self._recvq.clear()
         self._sendq.clear()
         self._closing = True
@@ -180,10 +187,27 @@ class IRCServerProtocol(LineOnlyReceiver):
             self._policy.release_connection(self._policy_address)
             self._policy = None
         if self.registered:
+            self._log_departure()
             self.network.quit(self, self._quit_reason)
         else:
             self.network.release_nick(self)
         self.registered = False
+
+    def _who(self) -> str:
+        """The user as log lines name it: nick, then ILIAS login and id (or the open-mode id)."""
+        if self.account is not None:
+            return f"{self.nick} ({self.account}, {self.user_id}, {self.account_client})"
+        return f"{self.nick} ({self.user_id})"
+
+    def _log_departure(self) -> None:
+        # One line per registered connection, as its login had one: a quit, or a kill (the
+        # server closed it: ping timeout, flood, SendQ, shutdown).
+        if self._closed_by_server and not self._quit_by_client:
+            self._log.info("{who} disconnected from IRC by the server ({address}): {reason}",
+                           who=self._who(), address=self.ip, reason=self._quit_reason)
+        else:
+            self._log.info("{who} quit IRC ({address}): {reason}",
+                           who=self._who(), address=self.ip, reason=self._quit_reason)
 
     @staticmethod
     def _safe_host(address: str) -> str:
@@ -295,6 +319,12 @@ class IRCServerProtocol(LineOnlyReceiver):
             return line.decode("latin-1")
 
     def _handle_line(self, line: bytes) -> Optional[defer.Deferred]:
+        if b"\0" in line:
+            # NUL is not allowed anywhere in an IRC message, and a reply echoing it could not be
+            # sent. The line is dropped with ERR_UNKNOWNERROR saying why (ergo refuses such
+            # lines too); the connection goes on, since one stray byte should not cost it.
+            self.reply("400", "*", "Line dropped: it contains a NUL character")
+            return None
         try:
             message = parse_message(self.decode(line))
         except MessageError:
@@ -353,6 +383,7 @@ class IRCServerProtocol(LineOnlyReceiver):
             if self._sendq_bytes > self.config.sendq:
                 self._log.info("SendQ exceeded for {nick} from {ip}", nick=self.nick, ip=self.ip)
                 self._quit_reason = "SendQ exceeded"
+                self._closed_by_server = True
                 self._closing = True
                 self._sendq.clear()
                 self.transport.abortConnection()
@@ -394,6 +425,7 @@ class IRCServerProtocol(LineOnlyReceiver):
         if self._closing:
             return
         self._quit_reason = reason
+        self._closed_by_server = True
         self.send_message(Message("ERROR", (f"Closing Link: {self.host} ({reason})",)))
         self._closing = True
         self.transport.loseConnection()
@@ -597,15 +629,47 @@ class IRCServerProtocol(LineOnlyReceiver):
             return None
         return defer.ensureDeferred(self._sasl_check(login, password))
 
-    async def _sasl_check(self, login: str, password: str) -> None:
+    async def _authenticate(self, login: str, password: str) -> Tuple[Any, Optional[str]]:
+        """
+        Check a password through the network's failed-login throttle.
+
+        Returns:
+            ``(identity, None)`` for the right password, ``(None, None)`` for a wrong one (both
+            after the throttle's delay, which grows with the failures of this address and
+            account), or ``(None, text)`` without checking while the throttle refuses.
+        """
+        throttle = self.network.login_throttle
+        locked = throttle.refusal(self.ip, login)
+        if locked is not None:
+            seconds = math.ceil(locked)
+            return None, f"Too many failed logins; try again in {seconds} second{'s' * (seconds != 1)}"
+        delay = throttle.delay(self.ip, login)
         identity = await self.network.authenticator.authenticate(login, password)
+        if identity is None:
+            throttle.failed(self.ip, login)
+        else:
+            throttle.succeeded(self.ip, login)
+        if delay > 0 and not self._closing:
+            # The answer waits, right or wrong, so that a guesser cannot stop waiting early
+            # and read a quick answer as a success.
+            self._auth_delay = task.deferLater(self.clock, delay, lambda: None)
+            try:
+                await self._auth_delay
+            except defer.CancelledError:
+                return None, None  # the connection is gone
+            finally:
+                self._auth_delay = None
+        return identity, None
+
+    async def _sasl_check(self, login: str, password: str) -> None:
+        identity, refusal = await self._authenticate(login, password)
         if self._closing:
             return
         if identity is None:
-            self.reply("904", "SASL authentication failed")
+            self.reply("904", f"SASL authentication failed: {refusal}" if refusal else "SASL authentication failed")
             self._auth_failures += 1
             if self._auth_failures >= _MAX_AUTH_FAILURES:
-                self.close("Too many failed authentication attempts")
+                self.close(refusal or "Too many failed authentication attempts")
             return
         self.account = identity.login
         self.user_id = identity.user_id
@@ -632,13 +696,13 @@ class IRCServerProtocol(LineOnlyReceiver):
         return self._complete_registration()
 
     async def _password_check(self, login: str, password: str) -> None:
-        identity = await self.network.authenticator.authenticate(login, password)
+        identity, refusal = await self._authenticate(login, password)
         self._registering = False
         if self._closing:
             return
         if identity is None:
-            self.reply("464", "Password incorrect")
-            self.close("Bad password")
+            self.reply("464", refusal or "Password incorrect")
+            self.close(refusal or "Bad password")
             return
         self.account = identity.login
         self.user_id = identity.user_id
@@ -678,6 +742,9 @@ class IRCServerProtocol(LineOnlyReceiver):
             "KICKLEN=300",
         ]
         self.reply("005", *tokens, "are supported by this server")
+        secure = "TLS" if ISSLTransport.providedBy(self.transport) else "plain TCP"
+        self._log.info("{who} logged in to IRC from {address} over {secure}",
+                       who=self._who(), address=self.ip, secure=secure)
         self._send_motd()
         for hook in self.network.on_register:
             hook(self)
@@ -711,6 +778,7 @@ class IRCServerProtocol(LineOnlyReceiver):
 
     def irc_QUIT(self, message: Message) -> None:
         reason = message.params[0] if message.params else ""
+        self._quit_by_client = True
         self.close(f"Quit: {reason}" if reason else "Client Quit")
 
     def irc_unknown(self, message: Message) -> None:

@@ -133,7 +133,7 @@ async def start_irc(test: Any, config: Optional[IrcConfig] = None, authenticator
                     clock: Any = None) -> IrcTestServer:
     """Listen on a free loopback port; stopped (and every connection closed) by a cleanup."""
     config = config or make_config()
-    network = IrcNetwork(config, reactor, authenticator)
+    network = IrcNetwork(config, clock or reactor, authenticator)
     factory = IrcServerFactory(network, clock or reactor)
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
 

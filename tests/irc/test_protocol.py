@@ -558,6 +558,8 @@ class LimitTests(TestCase):
         message = await alice.wait_for("PRIVMSG")
         self.assertEqual(message.params[1], "café ÿþ")
         bob.send_raw(b"\x00\x01\x02 garbage \xc3\r\n:only-prefix\r\nPING ok\r\n")
+        dropped = await bob.wait_for("400")
+        self.assertEqual(dropped.params[1:], ("*", "Line dropped: it contains a NUL character"))
         await bob.wait_for("PONG")
 
     async def test_flood_is_throttled_then_disconnected(self) -> None:
