@@ -7,18 +7,17 @@ kicks/bans from ILIAS removing the IRC user.
 from __future__ import annotations
 
 import base64
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, List, Tuple
 
 import bcrypt
 from twisted.internet import defer, endpoints, reactor, task
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 from twisted.words.protocols import irc
 
 from ilchat.config import IrcLoginLimits
 from ilchat.irc.auth import IliasAuthenticator, check_bcryptphp
 from ilchat.irc.message import Message
-from tests.irc.support import RawClient, make_config, start_irc
+from tests.irc.support import RawClient, capture_log, log_lines, make_config, start_irc
 from tests.irc.test_bridge import CHANNEL, IrcBridgeMixin, userlist_with
 from tests.support.db import StoreTestMixin, insert_rows_async
 
@@ -134,13 +133,16 @@ class IliasAuthTests(IrcBridgeMixin, unittest.TestCase):
         self.assertEqual(await self.sasl(client, "gone", "secret"), "904")
 
     async def test_pass_login_password_success(self) -> None:
-        """PASS login:password registers as that ILIAS user."""
+        """PASS login:password registers as that ILIAS user; the log line names the account."""
+        events = capture_log(self)
         await self.start()
         client = await self.irc()
         client.send("PASS jdoe:secret")
         await client.register("johnny")
         proto = next(iter(self.irc_components[0].factory.connections))
         self.assertEqual((proto.user_id, proto.account), (42, "jdoe"))
+        self.assertEqual(log_lines(events, "logged in to IRC"),
+                         ["johnny (jdoe, 42, onscreen) logged in to IRC from 127.0.0.1 over plain TCP"])
 
     async def test_pass_wrong_password_464_and_close(self) -> None:
         """A wrong PASS is ERR_PASSWDMISMATCH, then ERROR and the connection closes."""
@@ -176,7 +178,8 @@ class IliasAuthTests(IrcBridgeMixin, unittest.TestCase):
         await client.wait_for("404")
 
     async def test_ilias_kick_and_ban_remove_irc_user(self) -> None:
-        """Kick from ILIAS is a KICK; after rejoining, a Ban is a KICK with the ban reason."""
+        """Kick from ILIAS is a KICK; after rejoining, a Ban is a KICK with the ban reason (both logged)."""
+        events = capture_log(self)
         await self.start()
         client = await self.irc()
         client.send("PASS jdoe:secret")
@@ -191,6 +194,10 @@ class IliasAuthTests(IrcBridgeMixin, unittest.TestCase):
         await self.php("Ban", 1, 42)
         kick = await client.wait_for("KICK")
         self.assertEqual(kick.params, (CHANNEL, "johnny", "Banned from the chat room"))
+        self.assertEqual(log_lines(events, f"removed from {CHANNEL}"), [
+            f"IRC user johnny (jdoe) removed from {CHANNEL} (127.0.0.1): Kicked from the chat room",
+            f"IRC user johnny (jdoe) removed from {CHANNEL} (127.0.0.1): Banned from the chat room",
+        ])
         await insert_rows_async(self.databases["onscreen"], "chatroom_bans",
                                 [{"room_id": 1, "user_id": 42, "timestamp": 2}])
         client.send(f"JOIN {CHANNEL}")
@@ -234,17 +241,6 @@ class IliasAuthTests(IrcBridgeMixin, unittest.TestCase):
         other.send("PING quick")
         await other.wait_for("PONG")
         await slow.wait_for("001")
-
-
-def capture_log(test: unittest.TestCase) -> List[Dict[str, Any]]:
-    events: List[Dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    test.addCleanup(globalLogPublisher.removeObserver, events.append)
-    return events
-
-
-def lines_with(events: List[Dict[str, Any]], text: str) -> List[str]:
-    return [line for line in (formatEvent(e) for e in events) if text in line]
 
 
 class PassClient(irc.IRCClient):
@@ -369,8 +365,8 @@ class LoginThrottleTests(IrcBridgeMixin, unittest.TestCase):
             await pass_login(self.port, "jdoe", "wrong")
         for _ in range(3):
             await pass_login(self.port, "jdoe", "secret")
-        self.assertEqual(len(lines_with(events, "Failed IRC login")), 1)
-        locks = lines_with(events, "failed IRC logins")
+        self.assertEqual(len(log_lines(events, "Failed IRC login")), 1)
+        locks = log_lines(events, "failed IRC logins")
         self.assertEqual(len(locks), 1)
         self.assertRegex(locks[0], r"^4 failed IRC logins from 127\.0\.0\.1 for 'jdoe' in \d+ s; locked for 1.5 s$")
 

@@ -15,7 +15,7 @@ from twisted.words.protocols import irc
 from ilchat.irc.message import parse_message
 from ilchat.irc.network import IrcNetwork, irc_lower, sanitise_nick, valid_nick
 from ilchat.irc.protocol import IRCServerProtocol
-from tests.irc.support import make_config, start_irc
+from tests.irc.support import capture_log, log_lines, make_config, start_irc
 
 
 class RegistrationTests(TestCase):
@@ -593,6 +593,78 @@ class LimitTests(TestCase):
         error = await third.wait_for("ERROR")
         self.assertIn("Too many connections", error.params[0])
         await third.closed
+
+
+class NulTests(TestCase):
+    async def test_lines_with_nul_are_dropped_with_400_and_log_no_error(self) -> None:
+        """
+        Commands whose replies would echo a client's NUL (401, 403, 432, TAGMSG tags) get one
+        400 each; no reply is attempted with the NUL, so no ERROR log line per reply.
+        """
+        from twisted.logger import LogLevel
+
+        events = capture_log(self)
+        server = await start_irc(self)
+        client = await server.registered(self, "nul")
+        peer = await server.registered(self, "peer", caps=("message-tags",))
+        bad = [b"PRIVMSG no\x00body :hi", b"WHOIS a\x00b", b"JOIN #a\x00b", b"NICK a\x00b",
+               b"@+typing=a\x00b TAGMSG peer", b"PRIVMSG peer :a\x00b"]
+        for line in bad:
+            client.send_raw(line + b"\r\n")
+        client.send("PING done")
+        await client.wait_for("PONG")
+        self.assertEqual(len(client.since("400")), len(bad))
+        self.assertEqual([m.command for m in client.messages[-len(bad) - 1:]], ["400"] * len(bad) + ["PONG"])
+        self.assertEqual(peer.since("PRIVMSG") + peer.since("TAGMSG"), [])
+        errors = [e for e in events if e.get("log_level") in (LogLevel.error, LogLevel.critical)]
+        self.assertEqual(errors, [])
+
+
+class ConnectionLogTests(TestCase):
+    """IRC logins, quits and kills are logged, one line each, as web logins are."""
+
+    async def test_login_and_quit_are_logged(self) -> None:
+        """Registration logs nick, id, address and transport; QUIT logs the reason."""
+        events = capture_log(self)
+        server = await start_irc(self)
+        client = await server.registered(self, "alice")
+        proto = next(iter(server.factory.connections))
+        self.assertEqual(log_lines(events, "logged in to IRC"),
+                         [f"alice ({proto.user_id}) logged in to IRC from 127.0.0.1 over plain TCP"])
+        client.send("QUIT :see you")
+        await client.closed
+        await task.deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(log_lines(events, "quit IRC"),
+                         [f"alice ({proto.user_id}) quit IRC (127.0.0.1): Quit: see you"])
+
+    async def test_dropped_connection_is_logged_as_a_quit(self) -> None:
+        """A client that just goes away is logged once with "Connection closed"."""
+        events = capture_log(self)
+        server = await start_irc(self)
+        client = await server.registered(self, "bob")
+        client.transport.loseConnection()
+        await client.closed
+        await task.deferLater(reactor, 0.05, lambda: None)
+        lines = log_lines(events, "quit IRC")
+        self.assertEqual(len(lines), 1)
+        self.assertTrue(lines[0].endswith("quit IRC (127.0.0.1): Connection closed"), lines[0])
+
+    async def test_kill_by_the_server_is_logged_with_its_reason(self) -> None:
+        """A ping timeout (the server closes the connection) is logged as such, not as a quit."""
+        events = capture_log(self)
+        clock = task.Clock()
+        server = await start_irc(self, make_config(ping_interval=60.0, ping_timeout=30.0), clock=clock)
+        client = await server.registered(self, "sleepy")
+        clock.advance(60)
+        await client.wait_for("PING")
+        clock.advance(30)
+        await client.closed
+        await task.deferLater(reactor, 0.05, lambda: None)
+        lines = log_lines(events, "disconnected from IRC by the server")
+        self.assertEqual(len(lines), 1)
+        self.assertRegex(lines[0], r"^sleepy \(-\d+\) disconnected from IRC by the server \(127\.0\.0\.1\): "
+                                   r"Ping timeout: 90 seconds$")
+        self.assertEqual(log_lines(events, "quit IRC"), [])
 
 
 class WebircTests(TestCase):

@@ -188,8 +188,14 @@ class IrcTlsTests(unittest.TestCase):
                         data += chunk
                     return data
 
+        from tests.irc.support import capture_log, log_lines
+
+        events = capture_log(self)
         data = await threads.deferToThread(talk)
         self.assertIn(b" 001 secure :Welcome", data)
+        logins = log_lines(events, "logged in to IRC")
+        self.assertEqual(len(logins), 1)
+        self.assertRegex(logins[0], r"^secure \(-\d+\) logged in to IRC from 127\.0\.0\.1 over TLS$")
 
 
 class StandaloneIrcTests(unittest.TestCase):

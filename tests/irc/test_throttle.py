@@ -7,23 +7,15 @@ against MariaDB is tested in L{tests.irc.test_auth}.
 from typing import Any, Dict, List
 
 from twisted.internet.task import Clock
-from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from ilchat.config import IrcLoginLimits
 from ilchat.irc.throttle import LoginThrottle
-
-
-def capture_log(test: SynchronousTestCase) -> List[Dict[str, Any]]:
-    """Every log event (of every logger) while the test runs."""
-    events: List[Dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
-    test.addCleanup(globalLogPublisher.removeObserver, events.append)
-    return events
+from tests.irc.support import capture_log, log_lines
 
 
 def throttle_lines(events: List[Dict[str, Any]]) -> List[str]:
-    return [formatEvent(e) for e in events if "failed irc login" in e.get("log_format", "").lower()]
+    return log_lines(events, "ailed IRC login")
 
 
 class LoginThrottleTests(SynchronousTestCase):
