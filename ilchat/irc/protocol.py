@@ -10,8 +10,10 @@ and when that queue overflows it is disconnected with "Excess Flood", as ircds d
 
 Commands are dispatched to C{irc_<COMMAND>} methods; before registration only the registration
 commands are accepted. Everything sent goes through L{IRCServerProtocol.send_message}, which
-refuses CR/LF/NUL inside a parameter and over-long lines, and through a send queue bounded by
-C{sendq} bytes while the peer does not read ("SendQ exceeded").
+refuses CR/LF/NUL inside a parameter and cuts an over-long line to 512 bytes (a reply echoing a
+long argument), and through a send queue bounded by C{sendq} bytes while the peer does
+not read ("SendQ exceeded"). Client lines are cut to C{max_line} bytes without their tags
+(RFC 1459); more than 4,094 bytes of client tag data is 417 (IRCv3).
 """
 
 import base64
@@ -33,12 +35,14 @@ from twisted.python.failure import Failure
 
 import ilchat
 from ilchat.irc.message import (
+    MAX_CLIENT_TAG_DATA,
     MAX_TAGS_BYTES,
     Message,
     MessageError,
     format_message,
     parse_message,
     split_text,
+    truncate_utf8,
 )
 from ilchat.irc.network import Channel, IrcNetwork, irc_lower, valid_channel, valid_nick
 from ilchat.ratelimit import TokenBucket
@@ -118,6 +122,8 @@ class IRCServerProtocol(LineOnlyReceiver):
         self._closed_by_server = False
         self._buffer = b""
         self._discarding = False
+        #: The bounded start of an over-long line being discarded, run once its end arrives.
+        self._head: Optional[bytes] = None
         self._recvq: Deque[bytes] = deque()
         self._recvq_bytes = 0
         self._blocked = False
@@ -237,8 +243,9 @@ class IRCServerProtocol(LineOnlyReceiver):
     def dataReceived(self, data: bytes) -> None:
         """
         Split on CR, LF or any mix of them (mIRC and netcat send a bare LF, some clients a bare
-        CR); the empty "lines" that CR LF produces are skipped. The buffer is bounded: a line
-        longer than allowed is answered with 417 and thrown away up to its end.
+        CR); the empty "lines" that CR LF produces are skipped. The buffer is bounded: of a line
+        longer than it, the part that fits in IRC's limits (L{_bounded}) is kept and the rest
+        thrown away up to the line's end.
         """
         if self._discarding:
             match = _LINE_SPLIT.search(data)
@@ -246,6 +253,9 @@ class IRCServerProtocol(LineOnlyReceiver):
                 return
             data = data[match.end() :]
             self._discarding = False
+            head, self._head = self._head, None
+            if head is not None and not (self.transport.disconnecting or self._closing):
+                self.lineReceived(head)
         self._buffer += data
         lines = _LINE_SPLIT.split(self._buffer)
         self._buffer = lines.pop()
@@ -254,23 +264,35 @@ class IRCServerProtocol(LineOnlyReceiver):
                 return
             if not line:
                 continue
-            if self._too_long(line):
+            bounded = self._bounded(line)
+            if bounded is None:
                 self.lineLengthExceeded(line)
                 continue
-            self.lineReceived(line)
+            self.lineReceived(bounded)
         if len(self._buffer) > self._max_total():
+            self._head = self._bounded(self._buffer)
             self._buffer = b""
             self._discarding = True
-            self.lineLengthExceeded(b"")
+            if self._head is None:
+                self.lineLengthExceeded(b"")
 
-    def _too_long(self, line: bytes) -> bool:
+    def _bounded(self, line: bytes) -> Optional[bytes]:
+        """
+        The line within IRC's limits: the part after the tags is cut to C{max_line} bytes with
+        CR LF (RFC 1459 has no continuation lines; a character is never cut in two); over
+        4,094 bytes of tag data (IRCv3's limit for clients) the line is refused (None: 417).
+        """
+        tags, rest = b"", line
         if line.startswith(b"@"):
-            tags, _, rest = line.partition(b" ")
-            return len(tags) + 1 > MAX_TAGS_BYTES or len(rest) > self.config.max_line - 2
-        return len(line) > self.config.max_line - 2
+            tags, space, rest = line.partition(b" ")
+            if len(tags) - 1 > MAX_CLIENT_TAG_DATA:
+                return None
+            tags += space
+        limit = self.config.max_line - 2
+        return tags + truncate_utf8(rest, limit) if len(rest) > limit else line
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        self.reply("417", "Input line was too long")
+        self.reply("417", "Input line contained too much tag data")
 
     def lineReceived(self, line: bytes) -> None:
         """Queue a line and process what the flood bucket allows."""
@@ -360,14 +382,16 @@ class IRCServerProtocol(LineOnlyReceiver):
 
     def send_message(self, message: Message) -> None:
         """
-        The one send path: serialise (which refuses CR/LF/NUL in parameters and over-long lines),
-        then write, or queue while the peer is not reading. Past C{sendq} queued bytes the peer is
-        cut off: a client that cannot keep up must not make the server hold unbounded memory.
+        The one send path: serialise (which refuses CR/LF/NUL in parameters and cuts an
+        over-long line to fit), then write, or queue while the peer is not reading.
+        Past C{sendq} queued bytes the peer is cut off: a client that cannot keep up must not
+        make the server hold unbounded memory.
         """
         if self._closing or self.transport is None:
             return
         try:
-            line = format_message(message)
+            # A reply echoing a long argument (PONG, 401, ...) is cut to fit, not lost.
+            line = format_message(message, truncate=True)
         except MessageError as e:
             self._log.error(
                 "Refusing to send {command} to {nick}: {error}",
@@ -419,6 +443,16 @@ class IRCServerProtocol(LineOnlyReceiver):
         overhead = len(f":{prefix} {command} {target} :".encode("utf-8")) + 2
         for piece in split_text(text, 512 - overhead):
             self.deliver(Message(command, (target, piece), prefix=prefix), tags)
+
+    def relay_text(
+        self, command: str, target: str, text: str, prefix: str, tags: Optional[Dict[str, str]] = None
+    ) -> None:
+        """
+        Relay one IRC user's PRIVMSG/NOTICE as one line, as ircds do: with the sender's prefix in
+        front, text that filled the sender's 512 bytes is cut to fit (RFC 1459: no continuation
+        lines), by L{send_message}.
+        """
+        self.deliver(Message(command, (target, text), prefix=prefix), tags)
 
     def close(self, reason: str) -> None:
         """Send ERROR with C{reason} and close once it is written."""
@@ -580,7 +614,8 @@ class IRCServerProtocol(LineOnlyReceiver):
         if self.registered or self.username is not None:
             self.reply("462", "You may not reregister")
             return None
-        if len(message.params) < 4 or not message.params[0]:
+        if len(message.params) < 4 or not message.params[0] or not message.params[3]:
+            # An empty realname is as good as a missing one (modern ircdocs, irctest).
             self.reply("461", "USER", "Not enough parameters")
             return None
         self.username = (_USERNAME_BAD.sub("", message.params[0]) or "user")[:10]
@@ -1128,11 +1163,9 @@ class IRCServerProtocol(LineOnlyReceiver):
                     continue
                 if channel.link.send(self, command, text, client_tags):
                     continue
-                # send_text: with our prefix in front, a line the client sent at the limit
-                # would be too long; it is split rather than lost.
                 for member in channel.local_members():
                     if member is not self or "echo-message" in self.caps:
-                        member.send_text(command, channel.name, text, self.hostmask, client_tags)
+                        member.relay_text(command, channel.name, text, self.hostmask, client_tags)
                 continue
             user = self.network.find_user(target)
             if user is None:
@@ -1140,7 +1173,7 @@ class IRCServerProtocol(LineOnlyReceiver):
                     self.reply("401", target, "No such nick/channel")
                 continue
             if user.local:
-                user.send_text(command, user.nick, text, self.hostmask, client_tags)
+                user.relay_text(command, user.nick, text, self.hostmask, client_tags)
             elif user.link is not None:
                 if not user.link.send_private(self, user, command, text):
                     if errors:
@@ -1149,7 +1182,7 @@ class IRCServerProtocol(LineOnlyReceiver):
             if errors and user.away:
                 self.reply("301", user.nick, user.away)
             if "echo-message" in self.caps:
-                self.send_text(command, user.nick, text, self.hostmask, client_tags)
+                self.relay_text(command, user.nick, text, self.hostmask, client_tags)
 
     def irc_TAGMSG(self, message: Message) -> None:
         """Client-only tags (typing notifications) between IRC clients; never bridged to rooms."""

@@ -87,9 +87,25 @@ class ParserPropertyTests(SynchronousTestCase):
     def test_format_never_emits_cr_lf_or_nul(self, command: str, params: list, prefix: object,
                                              tags: dict) -> None:
         """Whatever the parts, the output (if any) is one line without CR, LF or NUL."""
+        message = Message(command, tuple(params), prefix=prefix, tags=tags)
+        for truncate in (False, True):
+            try:
+                line = format_message(message, truncate=truncate)
+            except MessageError:
+                continue
+            for char in "\r\n\0":
+                self.assertNotIn(char, line)
+
+    @BOUNDED
+    @given(_messages(), st.text(max_size=600))
+    def test_truncated_lines_fit_and_keep_the_start(self, message: Message, extra: str) -> None:
+        """With truncate, a line always fits in 510 bytes after its tags and starts as it would."""
+        longer = Message(message.command, message.params + (extra + "x" * 500,), prefix=message.prefix,
+                         tags=message.tags)
         try:
-            line = format_message(Message(command, tuple(params), prefix=prefix, tags=tags))
+            line = format_message(longer, truncate=True)
         except MessageError:
-            return
-        for char in "\r\n\0":
-            self.assertNotIn(char, line)
+            return  # a part of the generated extra text contains CR, LF or NUL
+        body = line.split(" ", 1)[1] if longer.tags else line
+        self.assertLessEqual(len(body.encode("utf-8")), 510)
+        self.assertEqual(parse_message(line).command, longer.command)
