@@ -484,7 +484,7 @@ class IrcConfig:
 def _parse_login_limits(limits: _Reader) -> IrcLoginLimits:
     defaults = IrcLoginLimits()
     return IrcLoginLimits(
-        free_failures=limits.get_int("login_free_failures", defaults.free_failures, minimum=0),
+        free_failures=limits.get_int("login_free_failures", defaults.free_failures, minimum=1),
         delay=limits.get_float("login_delay", defaults.delay, minimum=0),
         max_delay=limits.get_float("login_max_delay", defaults.max_delay, minimum=0),
         failures_per_account=limits.get_int(

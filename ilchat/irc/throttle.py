@@ -26,6 +26,9 @@ from twisted.logger import Logger
 
 __all__ = ["LoginThrottle"]
 
+#: Distinct addresses remembered per account, only for its log line ("from 20+ addresses").
+_MAX_ADDRESSES = 20
+
 
 @attr.s(slots=True, auto_attribs=True)
 class _Entry:
@@ -114,7 +117,7 @@ class LoginThrottle:
                 self._entries.move_to_end(key)
             entry.failures += 1
             entry.last = now
-            if key[0] == "account" and len(entry.addresses) < 1000:
+            if key[0] == "account" and len(entry.addresses) < _MAX_ADDRESSES:
                 entry.addresses.add(address)
             if entry.failures >= self._limit(key) and entry.locked_until <= now:
                 entry.locked_until = now + self.limits.lockout
@@ -149,4 +152,5 @@ class LoginThrottle:
             self._log.warn(
                 "{count} failed IRC logins for {login!r} from {addresses} addresses in {span} s; "
                 "account locked for {lockout} s",
-                login=login, addresses=len(entry.addresses), **fields)
+                login=login, **fields,
+                addresses=f"{_MAX_ADDRESSES}+" if len(entry.addresses) >= _MAX_ADDRESSES else len(entry.addresses))

@@ -70,18 +70,19 @@ class IrcConfigTests(unittest.TestCase):
         """The login_* limits have safe defaults and are read into IrcLoginLimits."""
         self.assertEqual(self.load({}).login_limits, IrcLoginLimits())
         limits = self.load({"limits": {
-            "login_free_failures": 0, "login_delay": 0.5, "login_max_delay": 4,
+            "login_free_failures": 1, "login_delay": 0.5, "login_max_delay": 4,
             "login_failures_per_account": 5, "login_failures_per_ip": 20,
             "login_failures_per_account_total": 50, "login_window": 120, "login_lockout": 60,
             "login_max_entries": 500}}).login_limits
         self.assertEqual(limits, IrcLoginLimits(
-            free_failures=0, delay=0.5, max_delay=4.0, failures_per_account=5, failures_per_ip=20,
+            free_failures=1, delay=0.5, max_delay=4.0, failures_per_account=5, failures_per_ip=20,
             failures_per_account_total=50, window=120.0, lockout=60.0, max_entries=500))
         self.assertConfigError({"limits": {"login_failures_per_account": 0}},
                                "irc.limits.login_failures_per_account")
         self.assertConfigError({"limits": {"login_lockout": "5m"}}, "irc.limits.login_lockout")
         self.assertConfigError({"limits": {"login_delay": -1}}, "irc.limits.login_delay")
         self.assertConfigError({"limits": {"login_max_entries": 10}}, "irc.limits.login_max_entries")
+        self.assertConfigError({"limits": {"login_free_failures": 0}}, "irc.limits.login_free_failures")
 
     def test_errors_name_the_key(self) -> None:
         """Bad values are one-line errors naming irc.<key>."""

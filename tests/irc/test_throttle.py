@@ -76,6 +76,15 @@ class LoginThrottleTests(SynchronousTestCase):
         self.assertIn("5 failed IRC logins for 'alice' from 5 addresses in 0 s; account locked for 300 s",
                       throttle_lines(events))
 
+    def test_account_log_line_caps_the_addresses_it_remembers(self) -> None:
+        """An account guessed from thousands of addresses keeps 20 of them: "from 20+ addresses"."""
+        throttle = self.make(failures_per_account_total=500, failures_per_ip=50)
+        events = capture_log(self)
+        for index in range(500):
+            throttle.failed(f"10.1.{index // 256}.{index % 256}", "alice")
+        self.assertIn("500 failed IRC logins for 'alice' from 20+ addresses in 0 s; account locked for 300 s",
+                      throttle_lines(events))
+
     def test_success_resets_that_address_and_account_only(self) -> None:
         """A right password clears the address's failures for that account, not the address's."""
         throttle = self.make(free_failures=1, failures_per_account=10, failures_per_ip=4)
