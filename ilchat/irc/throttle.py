@@ -12,10 +12,11 @@ login is refused without checking the password, the right one included. A succes
 address-and-account key only, so a user who mistyped goes on normally, while a guesser who also
 knows one password gains nothing for the other accounts.
 
-Each key forgets its failures ``window`` seconds after the last one (or when its lock ends). The
+Each key forgets its failures ``window`` seconds after the last one (and not before its lock has
+ended): so one more failure right after a lock locks again, while a success clears the count. The
 table holds at most ``max_entries`` keys: expired ones go first, then the least recently used, so a
-flood of new addresses costs bounded memory. Logging is once per burst: the first failure of a key
-that had none, and one line when a key is locked, with the count and the time span.
+flood of new addresses costs bounded memory. Logging is once per burst: the first failure of an
+address for a login, and one line when a key is locked, with the count and the time span.
 """
 
 from collections import OrderedDict
@@ -96,7 +97,7 @@ class LoginThrottle:
         return left or None
 
     def delay(self, address: str, login: str) -> float:
-        """Seconds to hold the answer to this attempt: grows with this address's failures for this account."""
+        """Seconds to hold the answer to this attempt: grows with the address's failures for the login."""
         entry = self._live(self._keys(address, login)[0], self._clock.seconds())
         extra = (entry.failures if entry is not None else 0) - self.limits.free_failures
         if extra < 0:

@@ -34,7 +34,7 @@ class LoginThrottleTests(SynchronousTestCase):
         self.assertEqual(delays, [0.0, 0.0, 1.0, 2.0, 4.0, 5.0, 5.0])
 
     def test_locked_after_the_limit_then_free_after_lockout(self) -> None:
-        """The Nth failure locks: refused for lockout seconds; afterwards all is forgotten."""
+        """The Nth failure locks: refused for lockout seconds; then free, until the next failure."""
         throttle = self.make(failures_per_account=3, lockout=300.0)
         for _ in range(2):
             throttle.failed("10.0.0.1", "alice")
@@ -45,6 +45,8 @@ class LoginThrottleTests(SynchronousTestCase):
         self.assertEqual(throttle.refusal("10.0.0.1", "alice"), 100.0)
         self.clock.advance(100)
         self.assertIsNone(throttle.refusal("10.0.0.1", "alice"))
+        throttle.failed("10.0.0.1", "alice")  # within the window: the count is still there
+        self.assertEqual(throttle.refusal("10.0.0.1", "alice"), 300.0)
 
     def test_other_address_and_other_account_unaffected(self) -> None:
         """A lock of (address, account) leaves other addresses and other accounts alone."""
