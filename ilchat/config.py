@@ -445,6 +445,27 @@ class WebircGateway:
 
 
 @attrs.frozen
+class IrcLoginLimits:
+    """The failed-login throttle of IRC password checks (``irc`` → ``limits`` → ``login_*``).
+
+    Failures count per address and account, per address and per account; past ``free_failures``
+    of an address for an account each answer waits ``delay`` seconds, doubled per further failure
+    up to ``max_delay``; at a ``failures_per_*`` limit that key is refused for ``lockout`` seconds. Failures are forgotten
+    ``window`` seconds after the last; at most ``max_entries`` keys are remembered.
+    """
+
+    free_failures: int = 3
+    delay: float = 1.0
+    max_delay: float = 16.0
+    failures_per_account: int = 10
+    failures_per_ip: int = 30
+    failures_per_account_total: int = 100
+    window: float = 600.0
+    lockout: float = 300.0
+    max_entries: int = 10000
+
+
+@attrs.frozen
 class IrcConfig:
     """The optional ``irc`` section of ``server.cfg``: the IRC listener and bridge (off when absent).
 
@@ -480,6 +501,24 @@ class IrcConfig:
     channel_length: int = 64
     topic_length: int = 390
     webirc: Tuple[WebircGateway, ...] = ()
+    login_limits: IrcLoginLimits = IrcLoginLimits()
+
+
+def _parse_login_limits(limits: _Reader) -> IrcLoginLimits:
+    defaults = IrcLoginLimits()
+    return IrcLoginLimits(
+        free_failures=limits.get_int("login_free_failures", defaults.free_failures, minimum=1),
+        delay=limits.get_float("login_delay", defaults.delay, minimum=0),
+        max_delay=limits.get_float("login_max_delay", defaults.max_delay, minimum=0),
+        failures_per_account=limits.get_int(
+            "login_failures_per_account", defaults.failures_per_account, minimum=1),
+        failures_per_ip=limits.get_int("login_failures_per_ip", defaults.failures_per_ip, minimum=1),
+        failures_per_account_total=limits.get_int(
+            "login_failures_per_account_total", defaults.failures_per_account_total, minimum=1),
+        window=limits.get_float("login_window", defaults.window, minimum=1.0),
+        lockout=limits.get_float("login_lockout", defaults.lockout, minimum=1.0),
+        max_entries=limits.get_int("login_max_entries", defaults.max_entries, minimum=100),
+    )
 
 
 def _parse_irc(
@@ -564,6 +603,7 @@ def _parse_irc(
         channel_length=limits.get_int("channel_length", 64, minimum=16, maximum=200),
         topic_length=limits.get_int("topic_length", 390, minimum=80, maximum=400),
         webirc=tuple(gateways),
+        login_limits=_parse_login_limits(limits),
     )
 
 

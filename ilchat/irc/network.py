@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ilchat.irc.message import Message
+from ilchat.irc.throttle import LoginThrottle
 
 __all__ = [
     "IrcNetwork",
@@ -189,6 +190,8 @@ class IrcNetwork:
         self.config = config
         self.clock = clock
         self.authenticator = authenticator
+        #: Failed password checks per address and account (see L{ilchat.irc.throttle}).
+        self.login_throttle = LoginThrottle(config.login_limits, clock)
         self.users: Dict[str, Any] = {}
         self.channels: Dict[str, Channel] = {}
         self.created = clock.seconds()
