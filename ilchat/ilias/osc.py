@@ -14,13 +14,13 @@ object as the acknowledgement if the client asked for one. ILIAS's JavaScript ig
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable, Dict, Optional
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
 from ilchat.chat.conversations import OnScreenChat, Refused, parse_user_id
+from ilchat.jsonutil import JSONError, loads
 from ilchat.web.errors import BadRequest
 
 __all__ = ["OnScreenChatComponent", "parse_config_change"]
@@ -47,9 +47,9 @@ def parse_config_change(raw: Optional[str]) -> Dict[int, bool]:
     if len(raw) > MAX_CONFIG_CHANGE:
         raise ValueError("message too long")
     try:
-        users = json.loads(raw)
-    except ValueError:
-        raise ValueError("message is not valid JSON") from None
+        users = loads(raw)
+    except JSONError as e:
+        raise ValueError(f"message is not valid JSON: {e}") from None
     if not isinstance(users, dict):
         raise ValueError("message must be a JSON object keyed by user id")
     changes: Dict[int, bool] = {}

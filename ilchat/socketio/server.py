@@ -34,8 +34,11 @@ Details worth knowing:
 * ``ns.emit`` encodes the packet once and writes the same frames to every recipient.
 * An ack value ``None`` acks with no arguments, a ``tuple`` with several, anything else with one.
 * A handler's exception is logged with its traceback; the socket stays connected.  Events without a
-  handler are ignored, and so are acks nobody waits for.  A malformed packet, or (as in socket.io)
-  a packet for a namespace the client has not joined, closes that client's Engine.IO session only.
+  handler are ignored, and so are acks nobody waits for.  A malformed packet (JSON that
+  :mod:`ilchat.jsonutil` refuses included), more than ``packets.MAX_ATTACHMENTS`` attachments,
+  attachments over the session's byte cap, or (as in socket.io) a packet for a namespace the client
+  has not joined, closes that client's Engine.IO session only: one log line, and the reason in the
+  websocket's close frame or the polling POST's 400 answer.
 * A client that joins no namespace within ``connect_timeout`` is disconnected.
 * ``socket.rooms`` holds the rooms joined with ``join``; emitting to ``room=<sid>`` also reaches
   the socket with that sid, as in socket.io.
@@ -376,10 +379,15 @@ class _Client:
                 packet = self._binary
                 if packet is None:
                     raise P.PacketError("binary data without a binary packet")
+                if not self.session.hold(len(data)):
+                    # Over the session's byte cap: it is closed; what was held goes with it.
+                    self._buffers, self._binary = [], None
+                    return
                 self._buffers.append(data)
                 if len(self._buffers) < packet.attachments:
                     return
                 buffers, self._buffers, self._binary = self._buffers, [], None
+                self.session.hold(-sum(len(b) for b in buffers))
                 packet.data = P.reconstruct(packet.data, buffers)
             else:
                 if self._binary is not None:
@@ -391,6 +399,7 @@ class _Client:
                 if packet.type in (P.BINARY_EVENT, P.BINARY_ACK):
                     packet.data = P.reconstruct(packet.data, [])
         except P.PacketError as e:
+            self._buffers, self._binary = [], None
             self.session.protocol_error(f"Socket.IO: {e}")
             return
         self._dispatch(packet)
