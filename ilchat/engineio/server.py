@@ -665,6 +665,9 @@ class EngineIOWebSocketProtocol(WebSocketServerProtocol):
     backlog = 0
     #: Frames waiting for the end of this reactor turn (see :class:`FrameOutbox`).
     outgoing: list[bytes] | None = None
+    #: Messages this connection may still hand on in the current reactor turn.
+    frames_left = MAX_FRAMES_PER_TURN
+    _resume_call: Any = None
     _direct: Any = None
     _reactor: Any = None
 
@@ -723,6 +726,30 @@ class EngineIOWebSocketProtocol(WebSocketServerProtocol):
             self.outgoing = None
         super().dropConnection(abort)
 
+    def dataReceived(self, data: bytes) -> None:
+        if self._resume_call is None:
+            self.frames_left = MAX_FRAMES_PER_TURN
+        super().dataReceived(data)
+
+    def _pause_reading(self) -> None:
+        """
+        This turn's share of messages is used up: stop reading, go on in the next turn.
+
+        One TCP read can carry thousands of tiny frames; handling them all at once would hold
+        every other connection back. What is left stays in Autobahn's buffer and the kernel's
+        (so the client is slowed by TCP, not by our memory).
+        """
+        if self._resume_call is None:
+            self.transport.pauseProducing()
+            self._resume_call = self._reactor.callLater(0, self._resume_reading)
+
+    def _resume_reading(self) -> None:
+        self._resume_call = None
+        self.frames_left = MAX_FRAMES_PER_TURN
+        if self.state in (self.STATE_OPEN, self.STATE_CLOSING):
+            self.transport.resumeProducing()
+            self.consumeData()
+
     def processData(self) -> bool:
         """
         Take a whole single-frame text or binary message straight from the buffer.
@@ -733,6 +760,9 @@ class EngineIOWebSocketProtocol(WebSocketServerProtocol):
         takes the common case; control frames, fragments and anything malformed or too big are
         left to Autobahn, which answers them as before.
         """
+        if self.frames_left <= 0 and self.state == self.STATE_OPEN and self._reactor is not None:
+            self._pause_reading()
+            return False
         if (
             self.current_frame is None
             and not self.inside_message
@@ -787,6 +817,7 @@ class EngineIOWebSocketProtocol(WebSocketServerProtocol):
 
     def frame_received(self, frame: str | bytes) -> None:
         """One whole message, text or binary, for the session."""
+        self.frames_left -= 1
         session = self.session
         if session is None:
             return
@@ -798,6 +829,9 @@ class EngineIOWebSocketProtocol(WebSocketServerProtocol):
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.outgoing = None
+        call, self._resume_call = self._resume_call, None
+        if call is not None and call.active():
+            call.cancel()
         session, self.session = self.session, None
         if session is not None:
             session.websocket_closed(self)

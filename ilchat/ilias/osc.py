@@ -21,6 +21,7 @@ from twisted.logger import Logger
 
 from ilchat.chat.conversations import OnScreenChat, Refused, parse_user_id
 from ilchat.jsonutil import JSONError, loads
+from ilchat.logs import RepeatedLog
 from ilchat.web.errors import BadRequest
 
 __all__ = ["OnScreenChatComponent", "parse_config_change"]
@@ -82,6 +83,7 @@ class OnScreenChatComponent:
         self._namespace: Any = None
         self._sockets: Dict[str, Any] = {}
         self._unsubscribe: Optional[Callable[[], None]] = None
+        self._repeats = RepeatedLog(self._log, client.reactor)
 
     # lifecycle ---------------------------------------------------------------------------------
 
@@ -121,6 +123,7 @@ class OnScreenChatComponent:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        self._repeats.flush()
         await self.chat.stop()
 
     def live_conversation_ids(self) -> set:
@@ -178,7 +181,7 @@ class OnScreenChatComponent:
 
             def failed(failure: Any) -> Dict[str, str]:
                 if failure.check(Refused):
-                    self._log.info(
+                    self._repeats.info(
                         "OSC {ns}: {event} refused for {sid}: {reason}",
                         ns=self.namespace_name,
                         event=event,

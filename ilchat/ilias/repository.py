@@ -41,6 +41,7 @@ from ilchat.chat.rooms import (
     UserList,
     dumps,
 )
+from ilchat.logs import RepeatedLog
 from ilchat.web.errors import BadRequest, NotFound
 
 __all__ = ["RepositoryChat", "component", "parse_id"]
@@ -118,6 +119,8 @@ class RepositoryChat:
         self._sockets: Dict[str, Any] = {}
         self._unsubscribe: Optional[Any] = None
         self._registered: List[str] = []
+        # A client repeating a refused event thousands of times costs two log lines, not thousands.
+        self._repeats = RepeatedLog(self._log, client.reactor)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -156,6 +159,7 @@ class RepositoryChat:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        self._repeats.flush()
         await self.chat.stop()
 
     # -- persistence hooks ------------------------------------------------------------------
@@ -309,9 +313,9 @@ class RepositoryChat:
         return room_id
 
     def _refused(self, socket: Any, event: str, reason: str) -> None:
-        self._log.info("{event} from {sid} on {ns} refused: {reason}", event=event,
-                       sid=socket.sid, ns=self.namespace.name if self.namespace else self.name,
-                       reason=reason)
+        self._repeats.info("{event} from {sid} on {ns} refused: {reason}", event=event,
+                           sid=socket.sid, ns=self.namespace.name if self.namespace else self.name,
+                           reason=reason)
 
     # -- backend actions --------------------------------------------------------------------
 

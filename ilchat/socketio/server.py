@@ -515,6 +515,8 @@ class SocketIOServer:
             patterns with ``*`` wildcards, or a callable ``origin -> bool``.
         address_resolver: ``request -> str`` giving ``socket.address`` (TCP peer by default).
         connection_filter: ``request -> None | (http_status, message)`` to refuse requests.
+        max_backlog: bytes one session may have buffered (unread output, unfetched polling
+            packets, incomplete binary attachments); see ``EngineIOServer``.
     """
 
     def __init__(
@@ -527,6 +529,7 @@ class SocketIOServer:
         allowed_origins: Callable[[str], bool] | Iterable[str] | None = None,
         address_resolver: Callable[[Request], str] | None = None,
         connection_filter: Callable[[Request], tuple[int, str] | None] | None = None,
+        max_backlog: int | None = None,
     ) -> None:
         self.reactor = reactor
         self.connect_timeout = connect_timeout
@@ -539,6 +542,7 @@ class SocketIOServer:
             allowed_origins=allowed_origins,
             address_resolver=address_resolver,
             connection_filter=connection_filter,
+            max_backlog=max_backlog,
         )
         self.resource = self.engineio.resource
         self._namespaces: dict[str, Namespace] = {"/": Namespace(self, "/")}
