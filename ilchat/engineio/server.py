@@ -446,12 +446,7 @@ class EngineIOSession:
             pass
         else:
             # open, ping (v4 pings go server -> client), upgrade outside an upgrade: invalid.
-            _log.info(
-                "Engine.IO session {sid}: unexpected packet type {type}, closing",
-                sid=self.sid,
-                type=packet_type,
-            )
-            self.close("parse error", discard=True)
+            self.protocol_error(f"unexpected packet type {packet_type}")
 
     def protocol_error(self, why: str) -> None:
         """A malformed packet: close this session only, with one log line and the reason."""
@@ -588,6 +583,7 @@ class EngineIOSession:
             self.transport = "websocket"
             self._ws = ws
             queue, self._queue = self._queue, []
+            self._queued_bytes = 0
             request, self._get_request = self._get_request, None
             if request is not None:
                 _write_response(request, 200, b"text/plain; charset=UTF-8", b"6")
