@@ -450,25 +450,22 @@ class EngineIOSession:
 
     def protocol_error(self, why: str) -> None:
         """A malformed packet: close this session only, with one log line and the reason."""
-        self.server.repeated_log.info(
-            "Engine.IO session {sid} from {address}: {why}, closing",
-            sid=self.sid,
-            address=self.address,
-            why=why,
-            key=("protocol error", self.address, why),
-        )
-        self.close("parse error", discard=True, detail=why, close_code=CLOSE_PROTOCOL_ERROR)
+        self._close_for(why, "parse error", CLOSE_PROTOCOL_ERROR)
 
     def limit_exceeded(self, why: str) -> None:
         """The client went over a limit: close this session only, with one log line and the reason."""
+        self._close_for(why, "transport error", CLOSE_POLICY_VIOLATION)
+
+    def _close_for(self, why: str, reason: str, close_code: int) -> None:
+        # The same fault from one address is one line per 10 s (then one with the count).
         self.server.repeated_log.info(
             "Engine.IO session {sid} from {address}: {why}, closing",
             sid=self.sid,
             address=self.address,
             why=why,
-            key=("limit", self.address, why),
+            key=(self.address, why),
         )
-        self.close("transport error", discard=True, detail=why)
+        self.close(reason, discard=True, detail=why, close_code=close_code)
 
     # -- long-polling ----------------------------------------------------------------------
 
