@@ -41,6 +41,7 @@ __all__ = [
     "DELETION_UNITS",
     "IrcConfig",
     "WebircGateway",
+    "MetricsConfig",
 ]
 
 #: The ``log_level`` names ILIAS offers (syslog names plus winston's ``silly``), most severe first.
@@ -329,6 +330,7 @@ class ServerConfig:
     irc: Any = None
     network: Any = None
     redis: Any = None
+    metrics: Any = None
 
     @property
     def is_https(self) -> bool:
@@ -407,6 +409,26 @@ def _parse_server(reader: _Reader) -> ServerConfig:
         deletion_time=deletion_time,
         irc=_parse_irc(reader, cert, key, dhparam),
         network=_parse_network(reader),
+        metrics=_parse_metrics(reader),
+    )
+
+
+@attrs.frozen
+class MetricsConfig:
+    """The optional ``metrics`` section: where Prometheus scrapes ``/metrics`` (off when absent)."""
+
+    address: str = "127.0.0.1"
+    port: int = 9464
+
+
+def _parse_metrics(server: _Reader) -> Optional[MetricsConfig]:
+    if not server.has("metrics"):
+        return None
+    reader = server.section("metrics")
+    return MetricsConfig(
+        address=reader.get_str("address", "127.0.0.1", allow_empty=False),
+        # Port 0 takes any free port (tests).
+        port=reader.get_int("port", 9464, minimum=0, maximum=65535),
     )
 
 

@@ -16,8 +16,12 @@ wrapped by the same level filter when the service starts (``filter_others``): th
 still reach them at any level, so a traceback is never lost from stdout. ``debug_wanted()`` tells
 hot paths whether a debug event would reach anyone at all, so they skip building it.
 
-The files are opened in append mode and reopened by ``reopen()`` (SIGHUP under twistd), so that
-logrotate can move them away and signal the server, like any other daemon.
+The files are opened in append mode and reopened by ``reopen()`` (SIGHUP or SIGUSR1 under
+twistd), so that logrotate can move them away and signal the server, like any other daemon.
+
+Twisted announces every listening port (``ChatSite starting on 8888``); ilchat names each of its
+listeners itself with the address and protocol, so those lines are dropped from the files and,
+under twistd, from stdout: the start-up log names each listener once.
 
 ``RepeatedLog`` keeps a flood of identical lines (a client sending thousands of refused events)
 to two: the first at once, then one with the count when the window ends.
@@ -26,6 +30,7 @@ to two: the first at once, then one with the count when the window ends.
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import IO, Any, Dict, Hashable, List, Optional
 
@@ -140,6 +145,23 @@ class LogFile:
             self._file = None
 
 
+#: What ``twisted.internet.tcp.Port`` logs (as a legacy ``log.msg``) when it starts listening.
+_PORT_ANNOUNCEMENT = re.compile(r"^[\w.]+ starting on \d+$")
+
+
+def _is_port_announcement(event: Dict[str, Any]) -> PredicateResult:
+    message = event.get("message")
+    if (
+        event.get("log_namespace") == "log_legacy"
+        and isinstance(message, tuple)
+        and len(message) == 1
+        and isinstance(message[0], str)
+        and _PORT_ANNOUNCEMENT.match(message[0])
+    ):
+        return PredicateResult.no
+    return PredicateResult.maybe
+
+
 def _is_error(event: Dict[str, Any]) -> PredicateResult:
     if event.get("log_failure") is not None:
         return PredicateResult.yes
@@ -156,6 +178,8 @@ def _at_level_or_error(level: LogLevel) -> Any:
     def predicate(event: Dict[str, Any]) -> PredicateResult:
         if _is_error(event) is PredicateResult.yes:
             return PredicateResult.yes
+        if _is_port_announcement(event) is PredicateResult.no:
+            return PredicateResult.no
         return by_level(event)
 
     return predicate
@@ -189,7 +213,7 @@ class LogService(service.Service):
         self.files = [log_file, error_file]
         predicate = LogLevelFilterPredicate(defaultLogLevel=self.level)
         self._observers = [
-            FilteringLogObserver(log_file, [predicate]),
+            FilteringLogObserver(log_file, [_is_port_announcement, predicate]),
             FilteringLogObserver(error_file, [_is_error]),
         ]
         if self.filter_others:

@@ -81,6 +81,21 @@ class LogServiceTests(SynchronousTestCase):
         self.assertIn("after rotation", self.read(config.log))
         self.assertNotIn("before rotation", self.read(config.log))
 
+    def test_twisted_port_announcements_are_left_out(self) -> None:
+        """ilchat names its listeners itself: Twisted's "X starting on N" is not written twice."""
+        from twisted.python import log as legacy
+
+        service, log, config = self.make("info")
+        # What twisted.internet.tcp.Port logs with twisted.python.log.msg, on this publisher.
+        legacy_log = legacy.LogPublisher(observerPublisher=service.publisher, publishPublisher=service.publisher)
+        legacy_log.msg("ChatSite starting on 8888")
+        legacy_log.msg("(TCP Port 8888 Closed)")
+        legacy_log.msg("some other legacy line starting on 5")
+        text = self.read(config.log)
+        self.assertNotIn("starting on 8888", text)
+        self.assertIn("(TCP Port 8888 Closed)", text)
+        self.assertIn("some other legacy line starting on 5", text)
+
     def test_stop_removes_the_observers(self) -> None:
         """Nothing is written after the service stops."""
         service, log, config = self.make("info")

@@ -182,6 +182,8 @@ class IrcNetwork:
     """
 
     _log = Logger()
+    #: Lines read from and written to every connection, plain counts for ``ilchat.metrics``.
+    lines_received = lines_sent = 0
 
     def __init__(self, config: Any, clock: IReactorTime, authenticator: Any = None) -> None:
         self.config = config

@@ -252,6 +252,7 @@ class IRCServerProtocol(LineOnlyReceiver):
         """Queue a line and process what the flood bucket allows."""
         self._last_activity = self.clock.seconds()
         self._pinged = False
+        self.network.lines_received += 1
         self._recvq.append(line)
         self._recvq_bytes += len(line)
         if self._recvq_bytes > self.config.recvq:
@@ -357,6 +358,7 @@ class IRCServerProtocol(LineOnlyReceiver):
                 self._sendq.clear()
                 self.transport.abortConnection()
             return
+        self.network.lines_sent += 1
         self.transport.write(data)
 
     def _tags_for(self, client_tags: Optional[Dict[str, str]] = None) -> Dict[str, str]:
@@ -1157,10 +1159,13 @@ class IrcServerFactory(protocol.ServerFactory):
         policy = self.policy
         if policy is not None and not policy.allows(host):
             self._log.info("IRC connection from {host} refused: not in the allow-list", host=host)
+            policy.refused("address")
             return self._refuse("Your address is not allowed on this server")
         limit = self.network.config.max_connections_per_ip
         count = self.network.connections_per_ip.get(host, 0)
         if limit and count >= limit:
+            if policy is not None:
+                policy.refused("connections_per_ip")
             return self._refuse("Too many connections from your address")
         if policy is not None and not policy.acquire_connection(host):
             return self._refuse("Too many connections from your address")

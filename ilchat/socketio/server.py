@@ -138,6 +138,11 @@ class Socket:
         """The rooms this socket has joined."""
         return frozenset(self._rooms)
 
+    @property
+    def transport(self) -> str:
+        """``"polling"`` or ``"websocket"``: the Engine.IO transport the socket uses now."""
+        return self._client.session.transport
+
     def _send(self, packets: list[OutgoingPacket]) -> None:
         if self._pending is not None:
             # Still in on_connect: what it emits follows the CONNECT answer.
@@ -152,6 +157,7 @@ class Socket:
             ack_id = self._next_ack
             self._next_ack += 1
             self._acks[ack_id] = callback
+        self.namespace.events_sent += 1
         self._send(_encode(P.EVENT, self.namespace.name, [event, *args], ack_id))
 
     def join(self, room: str) -> None:
@@ -266,6 +272,10 @@ class Namespace:
         self._handlers: dict[str, Callable[..., Any]] = {}
         self._sockets: dict[str, Socket] = {}
         self._rooms: dict[str, dict[str, Socket]] = {}
+        #: Events read from and packets written to this namespace's sockets (one per recipient),
+        #: plain counts for ``ilchat.metrics``.
+        self.events_received = 0
+        self.events_sent = 0
 
     def __repr__(self) -> str:
         return f"<Namespace {self.name}>"
@@ -347,6 +357,7 @@ class Namespace:
         if skip is not None:
             skip_set = {skip} if isinstance(skip, str) else set(skip)
             targets = [s for s in targets if s.sid not in skip_set]
+        self.events_sent += len(targets)
         for socket in targets:
             try:
                 socket._send(packets)
@@ -424,6 +435,7 @@ class _Client:
         if not socket.connected:
             return  # still in an asynchronous on_connect
         if packet_type in (P.EVENT, P.BINARY_EVENT):
+            socket.namespace.events_received += 1
             socket._on_event(packet)
         elif packet_type in (P.ACK, P.BINARY_ACK):
             socket._on_ack(packet)
@@ -546,6 +558,11 @@ class SocketIOServer:
         )
         self.resource = self.engineio.resource
         self._namespaces: dict[str, Namespace] = {"/": Namespace(self, "/")}
+
+    @property
+    def namespaces(self) -> list[Namespace]:
+        """Every namespace made so far (``"/"`` first)."""
+        return list(self._namespaces.values())
 
     def namespace(self, name: str) -> Namespace:
         """The namespace with this name, created on first use (``"/"`` always exists)."""

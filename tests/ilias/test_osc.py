@@ -580,7 +580,7 @@ class JavaScriptClientScenarioMixin(OscServerMixin):
         """socket.io-client 4.8: login, open a conversation, send, receive its own message."""
         node = shutil.which("node")
         if node is None or not (JS_DIR / "node_modules" / "socket.io-client").is_dir():
-            raise SkipTest("node or socket.io-client (tests/js) missing")
+            raise SkipTest("node or socket.io-client (tests/js) missing (apt-get install nodejs npm; scripts/test then runs npm ci in tests/js)")
         await self.start()
         bob = await self.tab(BOB)
         script = """

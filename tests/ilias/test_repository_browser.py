@@ -48,7 +48,7 @@ class CrowdMixin(RepositoryServerMixin):
     async def test_crowd_enters_one_room_within_seconds(self) -> None:
         """1,000 socket.io-client browsers are welcomed, messaged and listed within seconds."""
         if shutil.which("node") is None or not os.path.isdir(CLIENT_MODULES):
-            raise unittest.SkipTest("node and tests/js/node_modules/socket.io-client are needed")
+            raise unittest.SkipTest("node and tests/js/node_modules/socket.io-client are needed (apt-get install nodejs npm; scripts/test then runs npm ci in tests/js)")
         await self.start()
         await self._php_for_crowd()
         started = time.monotonic()
@@ -92,7 +92,7 @@ class BrowserFlowMixin(RepositoryServerMixin):
     async def test_socket_io_client_sees_the_ilias_10_frames(self) -> None:
         """Event order, payload fields and roomId types match the ILIAS 10 capture."""
         if shutil.which("node") is None or not os.path.isdir(CLIENT_MODULES):
-            raise unittest.SkipTest("node and tests/js/node_modules/socket.io-client are needed")
+            raise unittest.SkipTest("node and tests/js/node_modules/socket.io-client are needed (apt-get install nodejs npm; scripts/test then runs npm ci in tests/js)")
         await self.start()
         now = int(time.time())
         for uid, login in ((6, "alice"), (7, "bob")):
