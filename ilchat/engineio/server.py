@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import pprint
 import secrets
+from collections import Counter
 from fnmatch import fnmatchcase
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
@@ -450,13 +451,16 @@ class EngineIOSession:
 
     def protocol_error(self, why: str) -> None:
         """A malformed packet: close this session only, with one log line and the reason."""
-        self._close_for(why, "parse error", CLOSE_PROTOCOL_ERROR)
+        self._close_for(why, "parse error", CLOSE_PROTOCOL_ERROR, "parse_error")
 
     def limit_exceeded(self, why: str) -> None:
         """The client went over a limit: close this session only, with one log line and the reason."""
-        self._close_for(why, "transport error", CLOSE_POLICY_VIOLATION)
+        self._close_for(why, "transport error", CLOSE_POLICY_VIOLATION, "session_limit")
 
-    def _close_for(self, why: str, reason: str, close_code: int) -> None:
+    def _close_for(self, why: str, reason: str, close_code: int, counted_as: str) -> None:
+        if self._state >= _CLOSING:
+            return
+        self.server.refusals[counted_as] += 1
         # The same fault from one address is one line per 10 s (then one with the count).
         self.server.repeated_log.info(
             "Engine.IO session {sid} from {address}: {why}, closing",
@@ -1100,6 +1104,8 @@ class EngineIOServer:
         self.connection_filter = connection_filter
         #: One line per kind of refusal and address per 10 s, then one with the count.
         self.repeated_log = RepeatedLog(_log, reactor)
+        #: Sessions closed for a malformed packet (``parse_error``) or a limit (``session_limit``).
+        self.refusals: Counter[str] = Counter()
         self.sessions: dict[str, EngineIOSession] = {}
         self.ws_factory = EngineIOWebSocketFactory(self)
         self.ws_factory.setProtocolOptions(
