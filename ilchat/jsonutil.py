@@ -36,6 +36,11 @@ MAX_INT_DIGITS = 32
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # A \uD800-\uDFFF escape in the text: only then can decoding produce a lone surrogate.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# Only a run of more than MAX_INT_DIGITS digits or an exponent of three characters can make an
+# over-long integer or a float that overflows; texts with neither (nearly all) take the decoder
+# whose numbers are parsed in C. Two plain patterns scan faster than one with alternatives.
+_LONG_DIGITS = re.compile("[0-9][0-9]{%d}" % MAX_INT_DIGITS)
+_LONG_EXPONENT = re.compile("[eE][+0-9][0-9][0-9]")
 _INFINITY = float("inf")
 
 
@@ -71,6 +76,8 @@ def _decoder(max_int_digits: int) -> json.JSONDecoder:
 
 
 _DECODERS: Dict[int, json.JSONDecoder] = {MAX_INT_DIGITS: _decoder(MAX_INT_DIGITS)}
+_FAST_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def _too_deep(value: Any, max_depth: int) -> bool:
@@ -112,9 +119,14 @@ def loads(
         raise JSONError("not a JSON text")
     elif has_lone_surrogate(text):
         raise JSONError("lone surrogate in string")
-    decoder = _DECODERS.get(max_int_digits)
-    if decoder is None:
-        decoder = _decoder(max_int_digits)
+    if (
+        max_int_digits == MAX_INT_DIGITS
+        and _LONG_DIGITS.search(text) is None
+        and _LONG_EXPONENT.search(text) is None
+    ):
+        decoder = _FAST_DECODER
+    else:
+        decoder = _DECODERS.get(max_int_digits) or _decoder(max_int_digits)
     try:
         value = decoder.decode(text)
     except JSONError:
@@ -129,11 +141,11 @@ def loads(
         # Nesting needs at least one bracket per level: most texts are judged by counting.
         if text.count("[") + text.count("{") > max_depth and _too_deep(value, max_depth):
             raise JSONError(f"nested deeper than {max_depth} levels")
-        if _SURROGATE_ESCAPE.search(text) is not None and has_lone_surrogate(
+        if "\\u" in text and _SURROGATE_ESCAPE.search(text) is not None and has_lone_surrogate(
             json.dumps(value, ensure_ascii=False)
         ):
             raise JSONError("lone surrogate in string")
-    elif type(value) is str and _SURROGATE_ESCAPE.search(text) and has_lone_surrogate(value):
+    elif type(value) is str and "\\u" in text and _SURROGATE_ESCAPE.search(text) and has_lone_surrogate(value):
         raise JSONError("lone surrogate in string")
     return value
 
@@ -148,7 +160,7 @@ def dumps(value: Any) -> str:
         TypeError: a value JSON has no form for (``bytes``, an arbitrary object).
     """
     try:
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = _ENCODER.encode(value)
     except ValueError as e:
         raise JSONError(str(e)) from None
     if has_lone_surrogate(text):
