@@ -83,6 +83,28 @@ class LoadsTests(SynchronousTestCase):
         except JSONError:
             pass
 
+    @given(strategies.from_regex(r"-?[0-9]{1,40}(\.[0-9]{1,40})?([eE][+-]?[0-9]{1,5})?", fullmatch=True))
+    def test_numbers_are_finite_and_short_or_refused(self, text):
+        """Any number: json's own value when finite and short enough, else JSONError saying why."""
+        try:
+            expected = json.loads(text)
+        except ValueError:
+            with self.assertRaises(JSONError):
+                loads(text)
+            return
+        try:
+            value = loads(text)
+        except JSONError as e:
+            if isinstance(expected, int):
+                self.assertGreater(len(text.lstrip("-")), MAX_INT_DIGITS)
+                self.assertIn("digits", str(e))
+            else:
+                self.assertIn(expected, (float("inf"), float("-inf")))
+                self.assertIn("out of range", str(e))
+            return
+        self.assertEqual(value, expected)
+        self.assertEqual(type(value), type(expected))
+
     @given(json_values)
     def test_round_trip(self, value):
         """What strict JSON accepts, it writes and reads back unchanged."""
