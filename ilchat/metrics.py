@@ -38,7 +38,9 @@ from ilchat.chat.rooms import chat_rooms_of
 __all__ = ["MetricsResource", "ReactorLag", "ServiceCollector", "ServiceMetrics", "REFUSAL_REASONS"]
 
 #: The reasons ``ilchat_refusals_total`` always reports (0 until one happens).
-REFUSAL_REASONS = ("address", "origin", "connections_per_ip", "message_rate")
+REFUSAL_REASONS = (
+    "address", "origin", "connections_per_ip", "message_rate", "parse_error", "session_limit"
+)
 
 #: Seconds between two ticks of the reactor lag timer.
 LAG_INTERVAL = 0.5
@@ -162,6 +164,9 @@ class ServiceCollector:
         counts = Tally(dict.fromkeys(REFUSAL_REASONS, 0))
         if service.policy is not None:
             counts.update(service.policy.refusals)
+        socketio = service.context.socketio if service.context is not None else None
+        if socketio is not None:
+            counts.update(socketio.engineio.refusals)  # sessions closed for bad input or a limit
         for reason, count in sorted(counts.items()):
             refusals.add_metric([reason], count)
         yield refusals

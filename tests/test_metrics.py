@@ -17,6 +17,7 @@ from twisted.words.protocols import irc
 from ilchat.config import ConfigError
 from ilchat.metrics import ReactorLag
 from ilchat.standalone import StandaloneChat
+from tests.engineio.support import handshake, http
 from tests.ilias.repository_support import Browser
 from tests.support.http import http_request
 from tests.support.server import start_server, write_configs
@@ -210,6 +211,19 @@ class MetricsEndToEndTests(TestCase):
         samples = await self.scrape()
         self.assertEqual(value(samples, "ilchat_refusals_total", reason="origin"), 1)
         self.assertEqual(value(samples, "ilchat_refusals_total", reason="address"), 0)
+
+    async def test_sessions_closed_for_bad_input_or_a_limit_are_counted(self) -> None:
+        """A packet strict JSON refuses counts as parse_error, 501 packets in a POST as session_limit."""
+        await self.start()
+        base = self.server.base_url
+        for body in (b'42/chat,["message",1e999]', b"\x1e".join([b"6"] * 501)):
+            sid, _ = await handshake(base)
+            url = f"{base}/socket.io/?EIO=4&transport=polling&sid={sid}"
+            await http("POST", url, b"40/chat,")
+            self.assertEqual((await http("POST", url, body)).code, 400)
+        samples = await self.scrape()
+        self.assertEqual(value(samples, "ilchat_refusals_total", reason="parse_error"), 1)
+        self.assertEqual(value(samples, "ilchat_refusals_total", reason="session_limit"), 1)
 
     async def test_message_rate_refusals(self) -> None:
         """Messages over the throttle are refused and counted; only the first is a chat message."""

@@ -21,7 +21,6 @@ Where the Node server has quirks (spec §7.3), this module fixes them:
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set
@@ -30,6 +29,8 @@ import attr
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+
+from ilchat.jsonutil import JSONError, dumps, has_lone_surrogate, loads
 
 __all__ = [
     "Conversation",
@@ -386,7 +387,7 @@ def _check_fits(participants: Sequence[Any]) -> None:
     that cannot be stored or that comes back broken after a restart.
     """
     items = [p.as_json() if isinstance(p, Participant) else {"id": p["id"], "name": p["name"]} for p in participants]
-    text = json.dumps(items, separators=(",", ":"), ensure_ascii=False)
+    text = dumps(items)
     if len(text) > MAX_PARTICIPANTS_JSON:
         raise Refused(f"the participant list is too long to store ({MAX_PARTICIPANTS_JSON} characters at most)")
 
@@ -454,8 +455,8 @@ class OnScreenChat:
         participants = row.get("participants")
         if isinstance(participants, (str, bytes)):
             try:
-                participants = json.loads(participants or "[]")
-            except ValueError:
+                participants = loads(participants or "[]")
+            except JSONError:
                 self._log.warn(
                     "osc_conversation {id}: unreadable participants {participants!r}",
                     id=row.get("id"),
@@ -617,7 +618,7 @@ class OnScreenChat:
     @staticmethod
     def _participants_text(conversation: Conversation) -> str:
         # JSON.stringify's compact form, as ILIAS's PHP side reads osc_conversation.participants.
-        return json.dumps(conversation.participants_json(), separators=(",", ":"), ensure_ascii=False)
+        return dumps(conversation.participants_json())
 
     async def _persist_new(self, conversation: Conversation) -> None:
         await self._store.insert_conversation(
@@ -793,6 +794,9 @@ class OnScreenChat:
             raise Refused("message is empty")
         if len(text.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
             raise Refused(f"message longer than {MAX_MESSAGE_BYTES} bytes")
+        if has_lone_surrogate(text):
+            # Neither osc_messages nor any browser could take it (strict JSON refuses it first).
+            raise Refused("message holds a lone surrogate")
         if not actor.accepts_messages:
             message = {
                 "conversationId": conversation.id,

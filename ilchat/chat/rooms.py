@@ -85,7 +85,6 @@ on database errors). A message whose stored JSON would not fit ``chatroom_histor
 """
 
 import bisect
-import json
 from typing import (
     Any,
     Callable,
@@ -106,6 +105,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from ilchat.bus import IBus
+from ilchat.jsonutil import JSONError, dumps
 from ilchat.logs import debug_wanted
 from ilchat.chat.history import HistoryRow, HistoryWriter, WriteBatch
 
@@ -174,16 +174,6 @@ class ContentTooLong(ChatError):
     """The message would not fit into ``chatroom_history.message``; it was not delivered."""
 
     code = "message_too_long"
-
-
-def dumps(obj: Any) -> str:
-    """
-    Compact JSON as C{JSON.stringify} writes it: no spaces, non-ASCII kept as characters.
-
-    Used for what must look exactly like ILIAS's own strings: the stored history JSON and the
-    typing ``subscriber`` field.
-    """
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
 def _identity_changed(member: "Member", attribute: Any, value: Any) -> Any:
@@ -737,7 +727,11 @@ class ChatRooms:
                             format=format)
         if clean_target is not None:
             payload["target"] = clean_target
-        stored = dumps(dict(payload, timestamp=ts // 1000))
+        try:
+            # Strict JSON: no NaN/Infinity, no lone surrogate ever reaches chatroom_history.
+            stored = dumps(dict(payload, timestamp=ts // 1000))
+        except JSONError as e:
+            raise InvalidInput(f"message cannot be stored: {e}") from None
         if len(stored) > MAX_STORED_MESSAGE_LENGTH:
             raise ContentTooLong(
                 f"message too long: {len(stored)} > {MAX_STORED_MESSAGE_LENGTH} characters stored"

@@ -20,7 +20,6 @@ object as the acknowledgement if the client asked for one. ILIAS's JavaScript ig
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable, Dict, Optional
 
 from twisted.internet.defer import Deferred
@@ -28,6 +27,8 @@ from twisted.logger import Logger
 
 from ilchat.chat.conversations import OnScreenChat, Refused, parse_user_id
 from ilchat.ilias.identity import Identity, in_order, shut_down
+from ilchat.jsonutil import JSONError, loads
+from ilchat.logs import RepeatedLog
 from ilchat.web.errors import BadRequest
 
 __all__ = ["OnScreenChatComponent", "parse_config_change"]
@@ -54,9 +55,9 @@ def parse_config_change(raw: Optional[str]) -> Dict[int, bool]:
     if len(raw) > MAX_CONFIG_CHANGE:
         raise ValueError("message too long")
     try:
-        users = json.loads(raw)
-    except ValueError:
-        raise ValueError("message is not valid JSON") from None
+        users = loads(raw)
+    except JSONError as e:
+        raise ValueError(f"message is not valid JSON: {e}") from None
     if not isinstance(users, dict):
         raise ValueError("message must be a JSON object keyed by user id")
     changes: Dict[int, bool] = {}
@@ -90,6 +91,7 @@ class OnScreenChatComponent:
         self._namespace: Any = None
         self._sockets: Dict[str, Any] = {}
         self._unsubscribe: Optional[Callable[[], None]] = None
+        self._repeats = RepeatedLog(self._log, client.reactor)
 
     # lifecycle ---------------------------------------------------------------------------------
 
@@ -130,6 +132,7 @@ class OnScreenChatComponent:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        self._repeats.flush()
         await self.chat.stop()
 
     def live_conversation_ids(self) -> set:
@@ -187,7 +190,7 @@ class OnScreenChatComponent:
 
             def failed(failure: Any) -> Dict[str, str]:
                 if failure.check(Refused):
-                    self._log.info(
+                    self._repeats.info(
                         "OSC {ns}: {event} refused for {sid}: {reason}",
                         ns=self.namespace_name,
                         event=event,

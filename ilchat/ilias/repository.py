@@ -46,6 +46,7 @@ from ilchat.chat.rooms import (
     dumps,
 )
 from ilchat.ilias.identity import Identity, in_order, shut_down
+from ilchat.logs import RepeatedLog
 from ilchat.web.errors import BadRequest, NotFound
 
 __all__ = ["RepositoryChat", "component", "parse_id"]
@@ -124,6 +125,8 @@ class RepositoryChat:
         self._sockets: Dict[str, Any] = {}
         self._unsubscribe: Optional[Any] = None
         self._registered: List[str] = []
+        # A client repeating a refused event thousands of times costs two log lines, not thousands.
+        self._repeats = RepeatedLog(self._log, client.reactor)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -166,6 +169,7 @@ class RepositoryChat:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        self._repeats.flush()
         await self.chat.stop()
 
     # -- persistence hooks ------------------------------------------------------------------
@@ -343,9 +347,9 @@ class RepositoryChat:
         return room_id
 
     def _refused(self, socket: Any, event: str, reason: str) -> None:
-        self._log.info("{event} from {sid} on {ns} refused: {reason}", event=event,
-                       sid=socket.sid, ns=self.namespace.name if self.namespace else self.name,
-                       reason=reason)
+        self._repeats.info("{event} from {sid} on {ns} refused: {reason}", event=event,
+                           sid=socket.sid, ns=self.namespace.name if self.namespace else self.name,
+                           reason=reason)
 
     # -- backend actions --------------------------------------------------------------------
 

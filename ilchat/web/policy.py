@@ -26,7 +26,6 @@ contains, so such a setup needs no allow-list (the proxy does the filtering).
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from collections import Counter
 from typing import Callable, Iterable, Optional, Sequence, Tuple, Union
@@ -36,6 +35,7 @@ from twisted.web.resource import IResource, Resource
 from zope.interface import implementer
 
 from ilchat.ratelimit import TokenBucket
+from ilchat.web.responses import encode_json
 
 __all__ = [
     "AddressList",
@@ -475,7 +475,7 @@ class NetworkPolicy:
 
 def json_error_body(code: int, message: str) -> bytes:
     """The body of every refusal: the same ``{"status", "message"}`` shape as the backend's."""
-    return json.dumps({"status": code, "message": message}).encode("utf-8")
+    return encode_json({"status": code, "message": message})
 
 
 class _RefusalResource(Resource):
