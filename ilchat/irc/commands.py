@@ -54,7 +54,7 @@ COMMANDS: Dict[str, Command] = _table(
     Command("PASS", 1, before_registration=True, once=True),
     Command("NICK", before_registration=True),  # no nick is 431, not 461
     Command("USER", 4, before_registration=True, once=True, nonempty=True),
-    Command("AUTHENTICATE", 1, before_registration=True),
+    Command("AUTHENTICATE", 1, before_registration=True),  # 461 before the SASL state, as ergo
     Command("WEBIRC", 4, before_registration=True),
     Command("PING", before_registration=True),  # no origin is 409, not 461
     Command("PONG", before_registration=True),

@@ -65,7 +65,7 @@ class IRCServerProtocol(RegistrationCommands, ChannelCommands, IrcConnection):
     local = True
 
     def __init__(self, network: IrcNetwork, clock: Any) -> None:
-        IrcConnection.__init__(self, network, clock)
+        super().__init__(network, clock)
         self._init_registration()
         self.away: Optional[str] = None
         #: The chat connection id the bridge uses for this user (see ilchat.irc.bridge).
@@ -89,7 +89,7 @@ class IRCServerProtocol(RegistrationCommands, ChannelCommands, IrcConnection):
         return self.account or self.nick or "*"
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
-        IrcConnection.connectionLost(self, reason)
+        super().connectionLost(reason)
         self._stop_registration()
         if self.registered:
             self._log_departure()
