@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from twisted.logger import Logger
 
-from ilchat.chat.history import HistoryRow
+from ilchat.chat.history import HistoryRow, HistoryWriter
 from ilchat.chat.rooms import (
     DISCONNECT_GRACE,
     MAX_STORED_MESSAGE_LENGTH,
@@ -106,13 +106,19 @@ class RepositoryChat:
         self.name = client.config.name
         self.store = client.store
         self.reactor = client.reactor
+        self.history = HistoryWriter(
+            client.reactor,
+            self._write_history,
+            is_refused=self.store.is_refused_data,
+            describe="the database of {}".format(self.name),
+        )
         self.chat = ChatRooms(
             self.name,
             client.bus,
             client.reactor,
-            write_history=self._write_history,
             on_member_gone=self._member_gone,
             grace=grace,
+            history=self.history,
         )
         self.namespace: Any = None
         self._sockets: Dict[str, Any] = {}
@@ -162,8 +168,7 @@ class RepositoryChat:
 
     def _write_history(self, rows: Sequence[HistoryRow]) -> Any:
         # The domain's HistoryWriter keeps the rows and retries until they are written.
-        rows_to_store = [(r.room_id, r.message, r.timestamp) for r in rows]
-        return self.store.add_history_batch(rows_to_store, retry=False)
+        return self.store.add_history_rows([(r.hist_id, r.room_id, r.message, r.timestamp) for r in rows])
 
     def _member_gone(self, user_id: int, room_ids: List[int]) -> Any:
         return self.store.move_user_to_sessions(user_id, room_ids, int(self.reactor.seconds()))

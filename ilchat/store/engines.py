@@ -83,6 +83,16 @@ class BaseEngine:
         """
         return isinstance(error, self.module.OperationalError)
 
+    def is_data_error(self, error: BaseException) -> bool:
+        """
+        True when a write failed because of the values it carried, not the database's health: a
+        value too long for its column, a string the driver cannot encode (a lone surrogate), a
+        duplicate key. Writing the same values again fails again, so they are not retried.
+        """
+        return isinstance(
+            error, (self.module.DataError, self.module.IntegrityError, UnicodeError, OverflowError)
+        )
+
     def connection_args(self, config: Any) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
         """The driver's ``connect()`` arguments for a ``DatabaseConfig``-like object."""
         raise NotImplementedError
@@ -121,6 +131,19 @@ class MySQLEngine(BaseEngine):
             2006,  # CR_SERVER_GONE_ERROR
             2013,  # CR_SERVER_LOST
             4031,  # ER_CLIENT_INTERACTION_TIMEOUT
+        }
+    )
+
+    # Errors about a value (strict SQL mode), whatever exception class the driver maps them to.
+    DATA_ERRORS = frozenset(
+        {
+            1048,  # ER_BAD_NULL_ERROR
+            1062,  # ER_DUP_ENTRY
+            1264,  # ER_WARN_DATA_OUT_OF_RANGE
+            1265,  # WARN_DATA_TRUNCATED
+            1292,  # ER_TRUNCATED_WRONG_VALUE
+            1366,  # ER_TRUNCATED_WRONG_VALUE_FOR_FIELD (incorrect string value)
+            1406,  # ER_DATA_TOO_LONG
         }
     )
 
@@ -165,6 +188,11 @@ class MySQLEngine(BaseEngine):
             # OperationalError also covers e.g. "unknown column"; only retry what can heal.
             return self._code(error) in self.TRANSIENT_ERRORS or self._code(error) == 0
         return self.is_deadlock(error) or isinstance(error, self.module.InterfaceError)
+
+    def is_data_error(self, error: BaseException) -> bool:
+        if isinstance(error, self.module.Error) and self._code(error) in self.DATA_ERRORS:
+            return True
+        return super().is_data_error(error)
 
     def connection_args(self, config: Any) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
         kwargs: Dict[str, Any] = {
@@ -239,6 +267,10 @@ class SQLiteEngine(BaseEngine):
             isinstance(error, self.module.OperationalError)
             and bool(re.search(r"disk I/O error|unable to open", str(error)))
         )
+
+    def is_data_error(self, error: BaseException) -> bool:
+        # "Error binding parameter" (a value sqlite3 cannot bind) is an InterfaceError.
+        return isinstance(error, self.module.InterfaceError) or super().is_data_error(error)
 
     def connection_args(self, config: Any) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
         # adbapi runs every interaction in a pool thread; the pool has a single connection
