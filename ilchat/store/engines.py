@@ -59,6 +59,8 @@ class BaseEngine:
     commit_sequence = False
     #: Appended to a SELECT whose rows the transaction is about to move, to lock them.
     for_update = ""
+    #: Seconds a query or a connection attempt may wait (set by ``Database``).
+    timeout = 30.0
 
     def convert_param_style(self, sql: str) -> str:
         """Turn the ``?`` placeholders every query is written with into the driver's style."""
@@ -205,7 +207,11 @@ class MySQLEngine(BaseEngine):
             # (spec section 10.6).
             "charset": "utf8mb4",
             "use_unicode": True,
-            "connect_timeout": 10,
+            # A server that stops answering (frozen, or its host gone) fails the query with
+            # 2013 "Lost connection" after this long, instead of hanging the pool thread.
+            "connect_timeout": max(1, int(min(10.0, self.timeout))),
+            "read_timeout": max(1, int(self.timeout)),
+            "write_timeout": max(1, int(self.timeout)),
         }
         return (), kwargs
 
@@ -275,12 +281,12 @@ class SQLiteEngine(BaseEngine):
     def connection_args(self, config: Any) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
         # adbapi runs every interaction in a pool thread; the pool has a single connection
         # (cp_max=1), so sharing it across threads is safe and writes are serialised.
-        return (config.name,), {"check_same_thread": False, "timeout": 30}
+        return (config.name,), {"check_same_thread": False, "timeout": self.timeout}
 
     def on_connect(self, connection: Any) -> None:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
-        connection.execute("PRAGMA busy_timeout=30000")
+        connection.execute("PRAGMA busy_timeout={:d}".format(int(self.timeout * 1000)))
 
 
 def engine_for(database_type: str) -> BaseEngine:

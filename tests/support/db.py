@@ -86,10 +86,16 @@ class TestDatabaseConfig:
     password: str = ""
 
 
-def mariadb_admin_connection(database: Optional[str] = None) -> Any:
-    """A MySQLdb connection as the test server's admin (autocommit on, utf8mb4)."""
+def mariadb_admin_connection(
+    database: Optional[str] = None, host: str = "", port: int = 0, **extra: Any
+) -> Any:
+    """
+    A MySQLdb connection as the test server's admin (autocommit on, utf8mb4); ``host`` and
+    ``port`` name another server (a private one, ``tests.support.private_mariadb``).
+    """
     kwargs: Dict[str, Any] = dict(
-        host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER, passwd=MYSQL_PASSWORD, charset="utf8mb4", use_unicode=True
+        host=host or MYSQL_HOST, port=port or MYSQL_PORT, user=MYSQL_USER, passwd=MYSQL_PASSWORD,
+        charset="utf8mb4", use_unicode=True, **extra
     )
     if database:
         kwargs["db"] = database
@@ -98,9 +104,11 @@ def mariadb_admin_connection(database: Optional[str] = None) -> Any:
     return connection
 
 
-def _create_mariadb_database(skip_tables: Sequence[str] = ()) -> TestDatabaseConfig:
+def _create_mariadb_database(
+    skip_tables: Sequence[str] = (), host: str = "", port: int = 0
+) -> TestDatabaseConfig:
     name = "ilchat_t_{}_{}_{}".format(os.getpid(), next(_counter), secrets.token_hex(3))
-    admin = mariadb_admin_connection()
+    admin = mariadb_admin_connection(host=host, port=port)
     try:
         cursor = admin.cursor()
         cursor.execute(
@@ -115,7 +123,8 @@ def _create_mariadb_database(skip_tables: Sequence[str] = ()) -> TestDatabaseCon
     finally:
         admin.close()
     return TestDatabaseConfig(
-        type="mysql", name=name, host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER, password=MYSQL_PASSWORD
+        type="mysql", name=name, host=host or MYSQL_HOST, port=port or MYSQL_PORT, user=MYSQL_USER,
+        password=MYSQL_PASSWORD,
     )
 
 
@@ -177,7 +186,7 @@ def _connect(config: Any) -> Any:
     if config.type == "sqlite":
         connection = sqlite3.connect(config.name, timeout=30)
         return connection
-    return mariadb_admin_connection(config.name)
+    return mariadb_admin_connection(config.name, host=config.host, port=config.port)
 
 
 def _placeholder(config: Any) -> str:
