@@ -25,11 +25,13 @@ exception is an over-long message, which the sender is told about with a ``notic
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, List, Optional, Sequence
 
 from twisted.logger import Logger
 
 from ilchat.chat.history import HistoryRow, HistoryWriter
+from ilchat.journal import Journal
 from ilchat.chat.rooms import (
     DISCONNECT_GRACE,
     MAX_STORED_MESSAGE_LENGTH,
@@ -106,10 +108,13 @@ class RepositoryChat:
         self.name = client.config.name
         self.store = client.store
         self.reactor = client.reactor
+        self.journal = Journal(history_journal_path(client), client.reactor)
         self.history = HistoryWriter(
             client.reactor,
             self._write_history,
             is_refused=self.store.is_refused_data,
+            journal=self.journal,
+            allocate_ids=self.store.next_history_ids,
             describe="the database of {}".format(self.name),
         )
         self.chat = ChatRooms(
@@ -128,7 +133,18 @@ class RepositoryChat:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Preload the rooms, then serve the namespace, the bus topic and the actions."""
+        """
+        Queue what the history journal holds from the last run, preload the rooms, then serve the
+        namespace, the bus topic and the actions.
+        """
+        self.journal.open()
+        replayed = self.history.replay()
+        if replayed:
+            self._log.warn(
+                "{count} chat history rows of {name} found in the journal {path} (the last run "
+                "ended before the database had them); writing them first",
+                count=replayed, name=self.name, path=self.journal.path,
+            )
         for room_id in await self.store.get_room_ids():
             self.chat.add_room(room_id)
         self._log.info("{count} rooms preloaded for {name}", count=len(self.chat.rooms()),
@@ -163,6 +179,7 @@ class RepositoryChat:
             self._unsubscribe()
             self._unsubscribe = None
         await self.chat.stop()
+        await self.journal.close()
 
     # -- persistence hooks ------------------------------------------------------------------
 
@@ -412,6 +429,12 @@ class RepositoryChat:
     def action_Post(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
         """``Post/<name>/<roomId>``: a legacy action the Node server accepts and ignores."""
         return {"success": True}
+
+
+def history_journal_path(client: Any) -> str:
+    """``<journal_dir>/ilchat-<client>-history.journal`` (server.cfg ``journal_dir``)."""
+    folder = getattr(client.server_config, "journal_dir", None) or "."
+    return os.path.join(folder, "ilchat-{}-history.journal".format(client.config.name))
 
 
 def component(client: Any) -> RepositoryChat:
