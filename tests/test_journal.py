@@ -115,10 +115,13 @@ class JournaledWriterMixin(StoreTestMixin):
         # Rows 5..9 are journaled with ids, rows 5 and 6 reach the table, then "the crash".
         ids = await self.store.next_history_ids(5)
         for n, hist_id in zip(range(5, 10), ids):
-            first.append({"k": n, "r": 1, "m": json.dumps({"n": n}), "t": 1_795_301_000 + n})
+            first.append({"k": n, "row": {"room_id": 1, "message": json.dumps({"n": n}),
+                                          "timestamp": 1_795_301_000 + n}})
         first.append({"ids": [[n, hist_id] for n, hist_id in zip(range(5, 10), ids)]})
-        first.append({"k": 10, "r": 1, "m": json.dumps({"n": 10}), "t": 1_795_301_010})
-        first.append({"k": 11, "r": 1, "m": '{"n": 11, "bad": "\\ud800"}', "t": 1_795_301_011})
+        first.append({"k": 10, "row": {"room_id": 1, "message": json.dumps({"n": 10}),
+                                       "timestamp": 1_795_301_010}})
+        first.append({"k": 11, "row": {"room_id": 1, "message": '{"n": 11, "bad": "\\ud800"}',
+                                       "timestamp": 1_795_301_011}})
         first.append({"drop": 11})
         await self.store.add_history_rows(
             [(ids[0], 1, json.dumps({"n": 5}), 1_795_301_005), (ids[1], 1, json.dumps({"n": 6}), 1_795_301_006)])

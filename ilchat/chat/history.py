@@ -77,8 +77,12 @@ class HistoryWriter:
         is_refused: True for an error that is about the rows themselves, not the database's
             health (C{store.is_refused_data}); such a batch is split to find the refused row.
         journal: a L{ilchat.journal.Journal} the rows are appended to while they wait.
-        allocate_ids: C{allocate_ids(n)} takes C{n} fresh ids (needed with a journal).
+        allocate_ids: C{allocate_ids(n)} takes C{n} fresh ids, for rows with a C{hist_id}
+            (needed with a journal, so that a replayed row keeps its id).
         describe: names the database in log lines.
+        row_type: the attrs class of the rows (a C{key} field; C{hist_id} if ids are allocated),
+            rebuilt from the journal by field name.
+        what: names the rows in log lines (``"Chat history"``).
     """
 
     _log = Logger()
@@ -95,9 +99,13 @@ class HistoryWriter:
         journal: Any = None,
         allocate_ids: Optional[AllocateIds] = None,
         describe: str = "the database",
+        row_type: Any = HistoryRow,
+        what: str = "Chat history",
     ) -> None:
-        if journal is not None and allocate_ids is None:
-            raise ValueError("a journaled HistoryWriter needs allocate_ids")
+        if journal is not None and allocate_ids is None and hasattr(row_type, "hist_id"):
+            raise ValueError("a journaled HistoryWriter of rows with a hist_id needs allocate_ids")
+        self._row_type = row_type
+        self._what = what
         self._reactor = reactor
         self._retry_base = retry_base
         self._write_batch = write_batch
@@ -123,11 +131,13 @@ class HistoryWriter:
         if self._journal is not None:
             row = attrs.evolve(row, key=self._next_key)
             self._next_key += 1
-            self._journal.append(
-                {"k": row.key, "r": row.room_id, "m": row.message, "t": row.timestamp}
-            )
+            self._journal.append({"k": row.key, "row": _fields(row)})
         self._queue.append(row)
         self._schedule()
+
+    def journaled(self) -> "Deferred[None]":
+        """Fire when every row added so far is on disk (at once without a journal)."""
+        return succeed(None) if self._journal is None else self._journal.sync()
 
     def replay(self) -> int:
         """
@@ -138,11 +148,16 @@ class HistoryWriter:
         """
         if self._journal is None:
             return 0
-        rows: Dict[int, HistoryRow] = {}
+        rows: Dict[int, Any] = {}
         for record in self._journal.replay():
-            if "m" in record:
+            if "row" in record:
                 key = int(record["k"])
-                rows[key] = HistoryRow(int(record["r"]), str(record["m"]), int(record["t"]), key=key)
+                try:
+                    rows[key] = self._row_type(**record["row"], key=key)
+                except (TypeError, ValueError) as e:
+                    self._log.error("{what}: journal record {key} unreadable ({error}), skipped: "
+                                    "{record}", what=self._what, key=key, error=e,
+                                    record=json.dumps(record))
             elif "ids" in record:
                 for key, hist_id in record["ids"]:
                     if key in rows:
@@ -184,18 +199,17 @@ class HistoryWriter:
         if self._journal is not None:
             if self._queue:
                 self._log.warn(
-                    "{count} chat history rows kept in the journal {path} for the next start",
+                    "{what}: {count} rows kept in the journal {path} for the next start",
+                    what=self._what,
                     count=len(self._queue),
                     path=self._journal.path,
                 )
         else:
             for row in self._queue:
                 self._log.critical(
-                    "Chat history row not written: room_id={room_id} timestamp={timestamp} "
-                    "message={message_json}",
-                    room_id=row.room_id,
-                    timestamp=row.timestamp,
-                    message_json=row.message,
+                    "{what} row not written: {row_json}",
+                    what=self._what,
+                    row_json=json.dumps(_fields(row)),
                 )
         self._queue.clear()
         self._fire_drained()
@@ -216,7 +230,7 @@ class HistoryWriter:
                        errbackArgs=(len(batch),))
 
     async def _write(self, batch: List[HistoryRow]) -> None:
-        missing = sum(1 for row in batch if row.hist_id is None)
+        missing = sum(1 for row in batch if getattr(row, "hist_id", 0) is None)
         if missing and self._allocate_ids is not None:
             ids = iter(await maybeDeferred(_call_maybe_coroutine, self._allocate_ids, missing))
             batch = [row if row.hist_id is not None else attrs.evolve(row, hist_id=next(ids))
@@ -234,8 +248,9 @@ class HistoryWriter:
         self._in_flight = False
         if self._failures:
             self._log.info(
-                "Chat history: {where} answers again after {seconds:.1f} s and {failures} "
+                "{what}: {where} answers again after {seconds:.1f} s and {failures} "
                 "failed attempts; {count} rows queued",
+                what=self._what,
                 where=self._describe,
                 seconds=self._reactor.seconds() - self._failing_since,
                 failures=self._failures,
@@ -270,15 +285,17 @@ class HistoryWriter:
         if self._failures == 1:
             self._failing_since = self._reactor.seconds()
             self._log.warn(
-                "Chat history: {where} does not take writes ({error}); {count} rows queued, "
+                "{what}: {where} does not take writes ({error}); {count} rows queued, "
                 "retrying with a backoff",
+                what=self._what,
                 where=self._describe,
                 error=_reason(failure),
                 count=len(self._queue),
             )
         else:
             self._log.debug(
-                "Chat history write attempt {attempt} failed ({error}); retrying in {delay} s",
+                "{what}: write attempt {attempt} failed ({error}); retrying in {delay} s",
+                what=self._what,
                 attempt=self._failures,
                 error=_reason(failure),
                 delay=delay,
@@ -288,13 +305,11 @@ class HistoryWriter:
     def _refuse(self, row: HistoryRow, failure: Failure) -> None:
         # json.dumps keeps the log line ASCII, so even a lone surrogate can be logged and read.
         self._log.error(
-            "Chat history row refused by {where} ({error}), not stored: room_id={room_id} "
-            "timestamp={timestamp} message={message_json}",
+            "{what} row refused by {where} ({error}), not stored: {row_json}",
+            what=self._what,
             where=self._describe,
             error=_reason(failure),
-            room_id=row.room_id,
-            timestamp=row.timestamp,
-            message_json=json.dumps(row.message),
+            row_json=json.dumps(_fields(row)),
         )
         if self._journal is not None:
             self._journal.append({"drop": row.key})
@@ -303,6 +318,11 @@ class HistoryWriter:
         waiters, self._drain_waiters = self._drain_waiters, []
         for d in waiters:
             d.callback(None)
+
+
+def _fields(row: Any) -> Dict[str, Any]:
+    """A row's fields for the journal and log lines (its journal key is not one of them)."""
+    return attrs.asdict(row, filter=lambda attribute, _: attribute.name != "key")
 
 
 def _reason(failure: Failure) -> str:

@@ -102,9 +102,9 @@ class HistoryWriterClockTests(unittest.SynchronousTestCase):
         clock.advance(0)
         writer.cancel()
         self.successResultOf(d)
-        lost = [e for e in events if e.get("message_json") == self.row(7).message]
-        self.assertEqual(len(lost), 1)
-        self.assertEqual(lost[0]["timestamp"], self.row(7).timestamp)
+        lost = [json.loads(e["row_json"]) for e in events if "row_json" in e]
+        self.assertEqual(lost, [{"room_id": 1, "message": self.row(7).message,
+                                 "timestamp": self.row(7).timestamp, "hist_id": None}])
 
     def test_an_outage_is_logged_once_and_its_end_once(self) -> None:
         """Ten failed attempts give one warning with the queue length, and one line when back."""
@@ -120,7 +120,7 @@ class HistoryWriterClockTests(unittest.SynchronousTestCase):
         for _ in range(12):
             clock.advance(30)
         self.assertEqual([len(b) for b in sink.batches], [3])
-        lines = [e for e in events if "Chat history" in e.get("log_format", "")
+        lines = [e for e in events if e.get("what") == "Chat history"
                  and e["log_level"] > LogLevel.debug]
         self.assertEqual([e["log_level"] for e in lines], [LogLevel.warn, LogLevel.info])
         self.assertEqual(lines[0]["count"], 3)
@@ -168,7 +168,7 @@ class HistoryWriterRefusalClockTests(unittest.SynchronousTestCase):
         refused = [e for e in events if "refused" in e.get("log_format", "")]
         self.assertEqual(len(refused), 1)
         self.assertEqual(refused[0]["log_level"], LogLevel.error)
-        self.assertEqual(refused[0]["timestamp"], 37)
+        self.assertEqual(json.loads(refused[0]["row_json"])["timestamp"], 37)
         self.assertIn("Data too long", refused[0]["error"])
         # No backoff was needed: the whole batch went through on the reactor turns above.
         self.assertLess(len(sink.attempts), 20)
@@ -254,7 +254,8 @@ class HistoryWriterStoreMixin(StoreTestMixin):
         self.assertEqual([json.loads(r["message"])["n"] for r in rows],
                          [n for n in range(61) if n not in bad])
         refused = [e for e in events if "refused" in e.get("log_format", "")]
-        self.assertEqual(sorted(e["timestamp"] - 1_795_301_000 for e in refused), [13, 40])
+        self.assertEqual(sorted(json.loads(e["row_json"])["timestamp"] - 1_795_301_000 for e in refused),
+                         [13, 40])
         self.assertEqual(len(writer), 0)
 
 
