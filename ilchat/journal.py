@@ -26,7 +26,7 @@ from twisted.internet import threads
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
-__all__ = ["Journal", "JournalError", "encode_record", "decode_line"]
+__all__ = ["Journal", "JournalError", "client_journal", "encode_record", "decode_line"]
 
 
 class JournalError(Exception):
@@ -49,6 +49,16 @@ def decode_line(line: bytes) -> Optional[Dict[str, Any]]:
     except ValueError:
         return None
     return record if isinstance(record, dict) else None
+
+
+def client_journal(client: Any, kind: str) -> "Journal":
+    """
+    The journal ``<journal_dir>/ilchat-<client>-<kind>.journal`` of a client (server.cfg
+    ``journal_dir``); ``kind`` is ``"history"`` or ``"osc"``.
+    """
+    folder = getattr(client.server_config, "journal_dir", None) or "."
+    path = os.path.join(folder, "ilchat-{}-{}.journal".format(client.config.name, kind))
+    return Journal(path, client.reactor)
 
 
 class Journal:

@@ -1,7 +1,8 @@
 """
 Nothing delivered is lost: a real ``twistd ilchat`` is killed (SIGKILL) while its database is
 frozen and then stopped, and after both come back every delivered room message is in
-``chatroom_history`` exactly once, in order. The database is a private ``mariadbd``.
+``chatroom_history`` and every delivered On-Screen Chat message in ``osc_messages``, exactly once,
+in order. The database is a private ``mariadbd``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from tests.ilias.repository_support import Browser, wait_until
+from tests.ilias.test_osc import Tab
 from tests.support.db import fetch_rows_async, insert_rows_async
 from tests.support.http import http_request
 from tests.support.private_mariadb import start_private_mariadb
@@ -97,10 +99,25 @@ class CrashDuringOutageTests(TestCase):
             await alice.emit("message", {"content": text, "format": {}}, 1)
         await bob.wait_for("message", texts[-1], timeout=20)
 
+    async def osc_tab(self, user_id: int, name: str) -> Tab:
+        tab = Tab(_Address(self.port))
+        self.addCleanup(tab.close)
+        await tab.connect()
+        await tab.emit("login", user_id, name)
+        await tab.wait_for("login")
+        return tab
+
+    async def osc_say(self, alice: Tab, bob: Tab, conversation: str, texts: List[str]) -> None:
+        for text in texts:
+            self.assertIsNone(await alice.call("message", conversation, 6, text))
+        await bob.wait_for("message", lambda p: p.get("message") == texts[-1], timeout=60)
+
     async def test_sigkill_during_an_outage_loses_no_delivered_message(self) -> None:
         self.mariadb = await start_private_mariadb(self)
         self.database = await self.mariadb.create_database()
         await insert_rows_async(self.database, "chatroom_settings", [{"room_id": 1}])
+        await insert_rows_async(self.database, "usr_pref", [
+            {"usr_id": u, "keyword": "chat_osc_accept_msg", "value": "y"} for u in (6, 7)])
         self.folder = os.path.abspath(self.mktemp())
         os.makedirs(self.folder)
         self.port = _free_port()
@@ -112,21 +129,31 @@ class CrashDuringOutageTests(TestCase):
         process = await self.start_twistd()
         alice = await self.enter(6, "alice")
         bob = await self.enter(7, "bob")
+        alice_osc = await self.osc_tab(6, "alice")
+        bob_osc = await self.osc_tab(7, "bob")
+        await alice_osc.emit("conversation", [{"id": 6, "name": "alice"}, {"id": 7, "name": "bob"}])
+        conversation = (await alice_osc.wait_for("conversation-init"))["id"]
 
         await self.say(alice, bob, [f"before {n}" for n in range(10)])
+        await self.osc_say(alice_osc, bob_osc, conversation, ["osc before"])
         self.mariadb.freeze()
         await self.say(alice, bob, [f"frozen {n}" for n in range(20)])
-        await deferLater(reactor, 3, lambda: None)  # the writes time out and queue
+        await self.osc_say(alice_osc, bob_osc, conversation, [f"osc frozen {n}" for n in range(3)])
         await self.say(alice, bob, [f"frozen late {n}" for n in range(5)])
         await self.mariadb.stop()
         await self.say(alice, bob, [f"stopped {n}" for n in range(20)])
+        await self.osc_say(alice_osc, bob_osc, conversation, [f"osc stopped {n}" for n in range(3)])
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
 
         delivered = [p["content"] for p in bob.payloads("message")]
         self.assertEqual(len(delivered), 55)
+        delivered_osc = [p["id"] for p in bob_osc.payloads("message")]
+        self.assertEqual(len(delivered_osc), 7)
         journal = os.path.join(self.folder, "ilchat-onscreen-history.journal")
         self.assertGreater(os.path.getsize(journal), 0)
+        osc_journal = os.path.join(self.folder, "ilchat-onscreen-osc.journal")
+        self.assertGreater(os.path.getsize(osc_journal), 0)
 
         await self.mariadb.start()
         await self.start_twistd()
@@ -144,6 +171,11 @@ class CrashDuringOutageTests(TestCase):
         await deferLater(reactor, 0.5, lambda: None)
         self.assertEqual(await stored(), delivered)  # and nothing comes twice
         await wait_until(lambda: os.path.getsize(journal) == 0, 10, "the journal to be emptied")
+        await wait_until(lambda: os.path.getsize(osc_journal) == 0, 10, "the OSC journal to be emptied")
+        osc_rows = await fetch_rows_async(self.database, "SELECT id FROM osc_messages ORDER BY timestamp")
+        self.assertEqual([r["id"] for r in osc_rows], delivered_osc)
         log = self.read("chat.log")
-        self.assertIn("found in the journal", log)
-        self.assertNotIn("Rollback failed", self.read("chatError.log"))
+        self.assertIn("chat history rows of onscreen found in the journal", log)
+        self.assertIn("On-Screen Chat messages of onscreen found in the journal", log)
+        # The outage is warnings and "back" lines in the log, nothing in the error log.
+        self.assertEqual(self.read("chatError.log"), "")

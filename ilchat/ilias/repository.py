@@ -25,13 +25,12 @@ exception is an over-long message, which the sender is told about with a ``notic
 
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, List, Optional, Sequence
 
 from twisted.logger import Logger
 
 from ilchat.chat.history import HistoryRow, HistoryWriter
-from ilchat.journal import Journal
+from ilchat.journal import client_journal
 from ilchat.chat.rooms import (
     DISCONNECT_GRACE,
     MAX_STORED_MESSAGE_LENGTH,
@@ -108,7 +107,7 @@ class RepositoryChat:
         self.name = client.config.name
         self.store = client.store
         self.reactor = client.reactor
-        self.journal = Journal(history_journal_path(client), client.reactor)
+        self.journal = client_journal(client, "history")
         self.history = HistoryWriter(
             client.reactor,
             self._write_history,
@@ -429,12 +428,6 @@ class RepositoryChat:
     def action_Post(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
         """``Post/<name>/<roomId>``: a legacy action the Node server accepts and ignores."""
         return {"success": True}
-
-
-def history_journal_path(client: Any) -> str:
-    """``<journal_dir>/ilchat-<client>-history.journal`` (server.cfg ``journal_dir``)."""
-    folder = getattr(client.server_config, "journal_dir", None) or "."
-    return os.path.join(folder, "ilchat-{}-history.journal".format(client.config.name))
 
 
 def component(client: Any) -> RepositoryChat:
