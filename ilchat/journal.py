@@ -30,7 +30,7 @@ __all__ = ["Journal", "JournalError", "client_journal", "encode_record", "decode
 
 
 class JournalError(Exception):
-    """The journal cannot be used (locked by another process)."""
+    """The journal cannot be used (not writable, or locked by another process)."""
 
 
 def encode_record(record: Dict[str, Any]) -> bytes:
@@ -86,8 +86,12 @@ class Journal:
     def open(self) -> None:
         """Create the folder and open the file for appending (at start, before the reactor runs)."""
         folder = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(folder, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise JournalError("cannot open the journal {} (server.cfg journal_dir): {}".format(
+                self.path, e.strerror or e)) from e
         try:
             # Two processes appending to one journal would replay each other's rows.
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

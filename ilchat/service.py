@@ -427,9 +427,10 @@ class IlchatService(service.MultiService):
                 waiter.errback(failure)
             return
         try:
+            from ilchat.journal import JournalError
             from ilchat.store import StoreError
 
-            expected: tuple = (StartupError, StoreError)
+            expected: tuple = (StartupError, StoreError, JournalError)
         except ImportError:
             expected = (StartupError,)
         if failure.check(*expected):

@@ -80,6 +80,16 @@ class JournalTests(unittest.TestCase):
         damaged = [e for e in self.events if "damaged" in e.get("log_format", "")]
         self.assertEqual([e["line"] for e in damaged], [2])
 
+    def test_an_unwritable_folder_is_a_clear_error(self) -> None:
+        """journal_dir pointing at a file: the error names the journal and the config key."""
+        blocker = os.path.abspath(self.mktemp())
+        with open(blocker, "w"):
+            pass
+        with self.assertRaises(JournalError) as caught:
+            Journal(os.path.join(blocker, "j.journal"), reactor).open()
+        self.assertIn("journal_dir", str(caught.exception))
+        self.assertIn(blocker, str(caught.exception))
+
     def test_a_journal_in_use_is_refused(self) -> None:
         """Two servers on one journal would replay each other's rows: the second is refused."""
         self.journal()
