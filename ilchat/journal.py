@@ -51,6 +51,20 @@ def decode_line(line: bytes) -> Optional[Dict[str, Any]]:
     return record if isinstance(record, dict) else None
 
 
+def _sync_file_and_folder(fd: int, folder: Optional[str], closing: List[int]) -> None:
+    """fsync the journal, and its folder so that a rotation or a new file survives a crash."""
+    os.fsync(fd)
+    for old in closing:
+        os.close(old)
+    if folder is None:
+        return
+    folder_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(folder_fd)
+    finally:
+        os.close(folder_fd)
+
+
 def client_journal(client: Any, kind: str) -> "Journal":
     """
     The journal ``<journal_dir>/ilchat-<client>-<kind>.journal`` of a client (server.cfg
@@ -82,6 +96,10 @@ class Journal:
         self._sync_call: Any = None
         self._waiters: List[Tuple[int, Deferred[None]]] = []
         self._write_failed = False
+        #: Descriptors of rotated-away files, closed by the next fsync (in its thread).
+        self._closing: List[int] = []
+        #: The folder changed (a file was made, renamed or removed): fsync it with the file.
+        self._sync_folder = True
 
     def open(self) -> None:
         """Create the folder and open the file for appending (at start, before the reactor runs)."""
@@ -103,37 +121,89 @@ class Journal:
             ) from None
         self._fd = fd
 
+    @property
+    def old_path(self) -> str:
+        """The previous segment, kept after :meth:`rotate` until :meth:`drop_old`."""
+        return self.path + ".old"
+
+    def has_old(self) -> bool:
+        return os.path.exists(self.old_path)
+
     def replay(self) -> List[Dict[str, Any]]:
-        """Every intact record in the file, in order (damaged lines are skipped and logged)."""
-        with open(self.path, "rb") as f:
-            data = f.read()
+        """
+        Every intact record, in order: the previous segment's, then the file's (damaged lines
+        are skipped and logged).
+        """
+        records: List[Dict[str, Any]] = []
+        if self.has_old():
+            self._read(self.old_path, records)
+        if self._read(self.path, records):
+            # Later appends must start on a line of their own.
+            self._write(b"\n")
+        return records
+
+    def _read(self, path: str, records: List[Dict[str, Any]]) -> bool:
+        """Add the records of ``path``; True when its last line was cut off."""
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return False
         lines = data.split(b"\n")
-        records = []
         for number, line in enumerate(lines[:-1], start=1):
             record = decode_line(line)
             if record is None:
                 self._log.error("Journal {path}: damaged record on line {line} skipped",
-                                path=self.path, line=number)
+                                path=path, line=number)
             else:
                 records.append(record)
         if lines[-1]:
             self._log.warn(
                 "Journal {path}: the last record was cut off by a crash mid-write ({size} bytes); "
                 "skipped, the {count} records before it are kept",
-                path=self.path, size=len(lines[-1]), count=len(records),
+                path=path, size=len(lines[-1]), count=len(records),
             )
-            # Later appends must start on a line of their own.
-            self._write(b"\n")
-        return records
+            return True
+        return False
+
+    def rotate(self) -> None:
+        """
+        Go on in a fresh file and keep this one as :attr:`old_path`, for a journal that grows
+        because the queue never empties under a steady load. Its owner calls :meth:`drop_old`
+        once every row in it is in the database; :meth:`replay` reads both.
+        """
+        if self._fd is None or self.has_old():
+            return
+        os.rename(self.path, self.old_path)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        old, self._fd = self._fd, fd
+        # The old file keeps its lock until it is closed; its data was written, so only the new
+        # file and the folder need the next fsync.
+        self._closing.append(old)
+        self._sync_folder = True
+        self._changed()
+
+    def drop_old(self) -> None:
+        """Remove the previous segment: the database has every row in it."""
+        try:
+            os.unlink(self.old_path)
+        except FileNotFoundError:
+            pass
+        self._sync_folder = True
+        self._changed()
 
     def append(self, record: Dict[str, Any]) -> None:
         """Write ``record`` now; it is on disk after the next ``fsync`` (see :meth:`sync`)."""
         self._write(encode_record(record))
 
     def truncate(self) -> None:
-        """Empty the file: everything in it is in the database."""
+        """Empty the journal: everything in it is in the database."""
         if self._fd is None:
             return
+        if self.has_old():
+            os.unlink(self.old_path)
+            self._sync_folder = True
         os.ftruncate(self._fd, 0)
         self._changed()
 
@@ -153,8 +223,10 @@ class Journal:
             if self._sync_call is not None and self._sync_call.active():
                 self._sync_call.cancel()
             fd, self._fd = self._fd, None
-            if fd is not None:
-                os.close(fd)
+            for old in [fd, *self._closing]:
+                if old is not None:
+                    os.close(old)
+            self._closing = []
 
         return d.addCallback(close)
 
@@ -194,7 +266,13 @@ class Journal:
             return
         target = self._written
         self._syncing = True
-        d = threads.deferToThreadPool(self._reactor, self._reactor.getThreadPool(), os.fsync, self._fd)
+        closing, self._closing = self._closing, []
+        folder = os.path.dirname(os.path.abspath(self.path)) if self._sync_folder else None
+        self._sync_folder = False
+        d = threads.deferToThreadPool(
+            self._reactor, self._reactor.getThreadPool(), _sync_file_and_folder, self._fd,
+            folder, closing,
+        )
         d.addCallbacks(self._synced_to, self._sync_failed, callbackArgs=(target,))
 
     def _synced_to(self, _: Any, target: int) -> None:

@@ -10,6 +10,7 @@ import os
 from typing import Any, Dict, List, Sequence
 
 from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 
@@ -155,3 +156,63 @@ class JournaledWriterSQLiteTests(JournaledWriterMixin, unittest.TestCase):
 
 class JournaledWriterMariaDBTests(JournaledWriterMixin, unittest.TestCase):
     database_kind = "mysql"
+
+
+class JournalRotationTests(unittest.TestCase):
+    async def test_a_journal_under_steady_load_stays_bounded(self) -> None:
+        """
+        The queue never empties (a slow database, rows keep coming): past its size limit the
+        journal goes on in a fresh file, the old one is removed once its rows are written, and
+        a replay at any moment finds every row not yet written.
+        """
+        path = os.path.join(os.path.abspath(self.mktemp()), "h.journal")
+        journal = Journal(path, reactor)
+        journal.open()
+        self.addCleanup(journal.close)
+        pending: List[defer.Deferred] = []
+        written: List[int] = []
+
+        def slow_write(rows: Sequence[HistoryRow]) -> defer.Deferred:
+            d: defer.Deferred = defer.Deferred()
+            d.addCallback(lambda _: written.extend(r.timestamp for r in rows))
+            pending.append(d)
+            return d
+
+        ids = iter(range(1, 10_000))
+        writer = HistoryWriter(reactor, slow_write, batch_size=5, journal=journal,
+                               allocate_ids=lambda n: defer.succeed([next(ids) for _ in range(n)]))
+        writer.JOURNAL_ROTATE_BYTES = 600
+        sent = 0
+        # The previous segment's inode changes at each rotation (the current file becomes it).
+        old_inode, rotations = None, 0
+        for _ in range(10):  # a standing backlog: the queue never empties below
+            writer.add(HistoryRow(1, json.dumps({"n": sent}), sent))
+            sent += 1
+        while sent < 200:
+            for _ in range(5):
+                writer.add(HistoryRow(1, json.dumps({"n": sent}), sent))
+                sent += 1
+            while not pending:
+                await journal.sync()
+                await deferLater(reactor, 0, lambda: None)
+            # A crash now: the journal holds every row that is not written yet.
+            records = Journal(path, reactor).replay()
+            journaled = {r["row"]["timestamp"] for r in records if "row" in r}
+            self.assertLessEqual(set(range(sent)) - set(written), journaled)
+            if journal.has_old():
+                inode = os.stat(journal.old_path).st_ino
+                rotations += inode != old_inode
+                old_inode = inode
+                self.assertLess(os.path.getsize(journal.old_path), 3000)
+            pending.pop(0).callback(None)
+            self.assertLess(journal.size(), 3000)
+        while pending or len(writer):
+            while pending:
+                pending.pop(0).callback(None)
+            await deferLater(reactor, 0, lambda: None)
+        # Rotated again and again: each old segment was removed before the next one was made.
+        self.assertGreater(rotations, 3)
+        self.assertEqual(written, list(range(200)))
+        await writer.drain()
+        self.assertEqual(journal.size(), 0)
+        self.assertFalse(journal.has_old())

@@ -88,6 +88,8 @@ class HistoryWriter:
     _log = Logger()
 
     MAX_RETRY_DELAY = 30.0
+    #: A journal this big while rows are still queued goes on in a fresh file (see _written).
+    JOURNAL_ROTATE_BYTES = 4 * 1024 * 1024
 
     def __init__(
         self,
@@ -121,6 +123,8 @@ class HistoryWriter:
         self._failures = 0
         self._failing_since = 0.0
         self._next_key = 1
+        #: The last key in the journal's previous segment, until every row of it is written.
+        self._rotated_key: Optional[int] = None
         self._drain_waiters: List[Deferred[None]] = []
 
     def __len__(self) -> int:
@@ -167,6 +171,8 @@ class HistoryWriter:
         # The rows stay in the journal (under their keys) until the queue is empty again.
         replayed = sorted(rows.values(), key=lambda r: r.key)
         self._next_key = max(rows, default=0) + 1
+        if self._journal.has_old():
+            self._rotated_key = self._next_key - 1
         self._queue.extend(replayed)
         if replayed:
             self._schedule()
@@ -263,12 +269,30 @@ class HistoryWriter:
         self._next()
 
     def _next(self) -> None:
+        if self._journal is not None:
+            self._trim_journal()
         if self._queue:
             self._call = self._reactor.callLater(0, self._flush)
         else:
-            if self._journal is not None:
-                self._journal.truncate()
             self._fire_drained()
+
+    def _trim_journal(self) -> None:
+        """
+        Empty the journal when the queue is empty. Under a steady load the queue may never be
+        empty, so a journal over the size limit goes on in a fresh file, and the old one is
+        removed once every row in it is written: the journal stays bounded by what waits.
+        """
+        journal = self._journal
+        if not self._queue:
+            journal.truncate()
+            self._rotated_key = None
+            return
+        if self._rotated_key is not None and self._queue[0].key > self._rotated_key:
+            journal.drop_old()
+            self._rotated_key = None
+        if self._rotated_key is None and journal.size() > self.JOURNAL_ROTATE_BYTES:
+            journal.rotate()
+            self._rotated_key = self._next_key - 1
 
     def _failed(self, failure: Failure, count: int) -> None:
         self._in_flight = False
