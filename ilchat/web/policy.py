@@ -26,8 +26,8 @@ contains, so such a setup needs no allow-list (the proxy does the filtering).
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
+from collections import Counter
 from typing import Callable, Iterable, Optional, Sequence, Tuple, Union
 
 from twisted.logger import Logger
@@ -35,6 +35,7 @@ from twisted.web.resource import IResource, Resource
 from zope.interface import implementer
 
 from ilchat.ratelimit import TokenBucket
+from ilchat.web.responses import encode_json
 
 __all__ = [
     "AddressList",
@@ -311,6 +312,13 @@ class NetworkPolicy:
             from twisted.internet import reactor as clock  # noqa: the global one, resolved once
         self._clock = clock
         self._web_sessions: Optional[Callable[[str], int]] = None
+        #: Refusals so far by reason (``address``, ``origin``, ``connections_per_ip``,
+        #: ``message_rate``), for ``ilchat.metrics``.
+        self.refusals: Counter[str] = Counter()
+
+    def refused(self, reason: str) -> None:
+        """Count one refusal (every listener and throttle reports them here)."""
+        self.refusals[reason] += 1
 
     @classmethod
     def from_config(cls, network, clock=None) -> "NetworkPolicy":
@@ -370,6 +378,7 @@ class NetworkPolicy:
                 method=request.method.decode("latin-1"),
                 uri=request.uri.decode("latin-1", "replace"),
             )
+            self.refused("address")
             return 403, "Your network address is not allowed to use this chat server."
         return None
 
@@ -390,6 +399,7 @@ class NetworkPolicy:
                 address=self.client_address(request),
                 origin=origin[0],
             )
+            self.refused("origin")
             return 403, "This origin is not allowed to connect to the chat server."
         limit = self.connections.limit
         if limit is not None and self._web_sessions is not None and b"sid" not in request.args:
@@ -402,6 +412,7 @@ class NetworkPolicy:
                     count=count,
                     limit=limit,
                 )
+                self.refused("connections_per_ip")
                 return 429, f"Too many connections from your address (at most {limit})."
         return None
 
@@ -442,6 +453,7 @@ class NetworkPolicy:
         if limit is None or count < limit:
             self.connections.acquire(address)
             return True
+        self.refused("connections_per_ip")
         self._log.warn(
             "Refused connection from {address}: already {count} connections (limit {limit})",
             address=address,
@@ -456,12 +468,14 @@ class NetworkPolicy:
 
     def message_bucket(self) -> TokenBucket:
         """A fresh message throttle for one connection."""
-        return TokenBucket(self.message_rate, self.message_burst, self._clock)
+        return TokenBucket(
+            self.message_rate, self.message_burst, self._clock, on_refused=lambda: self.refused("message_rate")
+        )
 
 
 def json_error_body(code: int, message: str) -> bytes:
     """The body of every refusal: the same ``{"status", "message"}`` shape as the backend's."""
-    return json.dumps({"status": code, "message": message}).encode("utf-8")
+    return encode_json({"status": code, "message": message})
 
 
 class _RefusalResource(Resource):

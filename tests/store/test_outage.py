@@ -18,7 +18,7 @@ from twisted.trial import unittest
 from ilchat.chat.history import HistoryRow, HistoryWriter
 from ilchat.store import create_store
 from tests.support.db import fetch_rows_async, insert_rows_async
-from tests.support.private_mariadb import start_private_mariadb
+from tests.support.private_mariadb import PrivateMariaDB, mariadbd_available
 
 
 def sleep(seconds: float) -> defer.Deferred:
@@ -32,8 +32,10 @@ class OutageTests(unittest.TestCase):
         self.events: List[Dict[str, Any]] = []
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
-        self.server = await start_private_mariadb(self)
-        self.database = await self.server.create_database()
+        if mariadbd_available() is not None:
+            raise unittest.SkipTest(mariadbd_available())
+        self.server = await PrivateMariaDB.start_for(self)
+        self.database = self.server.database_config
         await insert_rows_async(self.database, "chatroom_settings", [{"room_id": 1}])
         self.store = create_store(self.database, reactor, timeout=2, retry_delays=(0.2,) * 100)
         await self.store.open()

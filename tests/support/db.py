@@ -86,16 +86,14 @@ class TestDatabaseConfig:
     password: str = ""
 
 
-def mariadb_admin_connection(
-    database: Optional[str] = None, host: str = "", port: int = 0, **extra: Any
-) -> Any:
+def mariadb_admin_connection(database: Optional[str] = None, host: str = "", port: int = 0) -> Any:
     """
     A MySQLdb connection as the test server's admin (autocommit on, utf8mb4); ``host`` and
     ``port`` name another server (a private one, ``tests.support.private_mariadb``).
     """
     kwargs: Dict[str, Any] = dict(
         host=host or MYSQL_HOST, port=port or MYSQL_PORT, user=MYSQL_USER, passwd=MYSQL_PASSWORD,
-        charset="utf8mb4", use_unicode=True, **extra
+        charset="utf8mb4", use_unicode=True,
     )
     if database:
         kwargs["db"] = database
@@ -104,11 +102,9 @@ def mariadb_admin_connection(
     return connection
 
 
-def _create_mariadb_database(
-    skip_tables: Sequence[str] = (), host: str = "", port: int = 0
-) -> TestDatabaseConfig:
+def _create_mariadb_database(skip_tables: Sequence[str] = ()) -> TestDatabaseConfig:
     name = "ilchat_t_{}_{}_{}".format(os.getpid(), next(_counter), secrets.token_hex(3))
-    admin = mariadb_admin_connection(host=host, port=port)
+    admin = mariadb_admin_connection()
     try:
         cursor = admin.cursor()
         cursor.execute(
@@ -123,8 +119,7 @@ def _create_mariadb_database(
     finally:
         admin.close()
     return TestDatabaseConfig(
-        type="mysql", name=name, host=host or MYSQL_HOST, port=port or MYSQL_PORT, user=MYSQL_USER,
-        password=MYSQL_PASSWORD,
+        type="mysql", name=name, host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER, password=MYSQL_PASSWORD
     )
 
 

@@ -1,22 +1,13 @@
 """
-A private ``mariadbd`` for tests that stop, freeze or restart the database.
+A private ``mariadbd`` for tests that must stop, freeze or restart a database: its own temporary
+data folder and a free port on 127.0.0.1, never the shared server on 3306.
 
-The shared MariaDB on 3306 must never be stopped; a test that needs an outage starts its own
-server on a free loopback port, with a temporary data directory, and does what it likes with it::
+Usage in a trial ``TestCase``::
 
-    from tests.support.private_mariadb import start_private_mariadb
-
-    async def test_outage(self):
-        server = await start_private_mariadb(self)   # killed and removed by a cleanup
-        database = await server.create_database()    # a TestDatabaseConfig with the ILIAS schema
-        server.freeze()                              # SIGSTOP: connections hang, nothing answers
-        server.thaw()                                # SIGCONT
-        await server.stop()                          # SIGTERM, waits for the exit
-        await server.start()                         # same port, same data
-
-It runs as the current user with ``--skip-grant-tables`` (any user name and password are let in)
-and ``STRICT_TRANS_TABLES``, like the shared server, with small InnoDB files (about 20 MB on disk).
-``start`` waits until the server answers a query; everything blocking runs in a thread.
+    mariadb = await PrivateMariaDB.start_for(self)        # stopped by a cleanup
+    config = mariadb.database_config                       # an ILIAS schema in database "ilias"
+    await mariadb.stop(); await mariadb.start()            # a restart on the same data
+    mariadb.freeze(); mariadb.thaw()                       # SIGSTOP / SIGCONT: a hung server
 """
 
 from __future__ import annotations
@@ -24,175 +15,127 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from typing import Any, Optional
 
+import MySQLdb
 from twisted.internet import threads
-from twisted.trial import unittest
 
-from tests.support.db import TestDatabaseConfig, _create_mariadb_database, mariadb_admin_connection
+from ilchat.store.database import read_schema
+from ilchat.store.engines import split_sql_script
+from tests.support.db import TestDatabaseConfig
+from tests.support.server import free_port
 
-__all__ = ["PrivateMariaDB", "start_private_mariadb", "mariadbd_available"]
+__all__ = ["PrivateMariaDB", "mariadbd_available"]
 
-MARIADBD = shutil.which("mariadbd") or shutil.which("mariadbd", path="/usr/sbin:/usr/local/sbin")
-INSTALL_DB = shutil.which("mariadb-install-db")
-
-#: Small InnoDB files keep the data directory (and the start) small.
-_SERVER_OPTIONS = [
-    "--innodb-log-file-size=4M",
-    "--innodb-buffer-pool-size=16M",
-    "--sql-mode=STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION",
-    "--character-set-server=utf8mb4",
-    "--collation-server=utf8mb4_unicode_ci",
-]
+MARIADBD = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
+INSTALL_DB = shutil.which("mariadb-install-db") or "/usr/bin/mariadb-install-db"
 
 
 def mariadbd_available() -> Optional[str]:
-    """None when a private server can be started, else why not (for ``SkipTest``)."""
-    if not MARIADBD or not INSTALL_DB:
-        return "mariadbd and mariadb-install-db are needed (apt-get install mariadb-server)"
+    """None if a private server can be started, else why not (for ``skip``)."""
+    for path in (MARIADBD, INSTALL_DB):
+        if not os.access(path, os.X_OK):
+            return f"{path} not found: apt-get install mariadb-server"
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class PrivateMariaDB:
-    """One ``mariadbd`` process on ``127.0.0.1:<port>`` with its data in ``directory``."""
+    """One ``mariadbd`` process on a temporary data folder (see the module docstring)."""
 
-    def __init__(self, directory: str, port: int = 0) -> None:
-        self.directory = directory
-        self.datadir = os.path.join(directory, "data")
-        self.port = port or _free_port()
-        self.host = "127.0.0.1"
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.datadir = os.path.join(folder, "data")
+        self.port = free_port()
+        # A UNIX socket path must stay under 108 bytes, which a trial temp folder may not.
+        self.socket_folder = tempfile.mkdtemp(prefix="ilchat-mariadb-")
         self.process: Optional[subprocess.Popen] = None
-        self._frozen = False
+        self.database_config = TestDatabaseConfig(
+            type="mysql", name="ilias", host="127.0.0.1", port=self.port, user="root", password=""
+        )
 
-    # -- blocking parts, run in a thread -------------------------------------------------------
+    @classmethod
+    async def start_for(cls, test_case: Any) -> "PrivateMariaDB":
+        """Install, start, create the ILIAS schema, and register the stop as a cleanup."""
+        server = cls(os.path.abspath(test_case.mktemp()))
+        test_case.addCleanup(shutil.rmtree, server.socket_folder, ignore_errors=True)
+        test_case.addCleanup(server.stop)
+        await threads.deferToThread(server._install)
+        await server.start()
+        await threads.deferToThread(server._create_schema)
+        return server
 
     def _install(self) -> None:
-        if os.path.isdir(os.path.join(self.datadir, "mysql")):
-            return
-        user = ["--user=" + _user()]
-        result = subprocess.run(
-            [INSTALL_DB, "--no-defaults", "--datadir=" + self.datadir, *user,
-             "--auth-root-authentication-method=normal", "--skip-test-db", *_SERVER_OPTIONS],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120,
+        os.makedirs(self.folder, exist_ok=True)
+        subprocess.run(
+            [INSTALL_DB, "--no-defaults", f"--datadir={self.datadir}", "--user=root",
+             "--auth-root-authentication-method=normal", "--skip-test-db"],
+            check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            timeout=120,
         )
-        if result.returncode != 0:
-            raise RuntimeError("mariadb-install-db failed: " + result.stdout.decode(errors="replace"))
 
-    def _start_blocking(self, timeout: float = 60.0) -> None:
-        self._install()
-        log = open(os.path.join(self.directory, "mariadbd.out"), "ab")
+    async def start(self) -> None:
+        """Start (again) on the same data and port; returns once it answers."""
+        log = open(os.path.join(self.folder, "server.log"), "ab")
         self.process = subprocess.Popen(
-            [MARIADBD, "--no-defaults", "--datadir=" + self.datadir, "--user=" + _user(),
-             "--port=%d" % self.port, "--bind-address=127.0.0.1",
-             "--socket=" + os.path.join(self.directory, "mariadbd.sock"),
-             "--pid-file=" + os.path.join(self.directory, "mariadbd.pid"),
-             "--log-error=" + os.path.join(self.directory, "mariadbd.err"),
-             "--skip-grant-tables", "--skip-name-resolve", *_SERVER_OPTIONS],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [MARIADBD, "--no-defaults", f"--datadir={self.datadir}", "--user=root",
+             f"--port={self.port}", "--bind-address=127.0.0.1",
+             f"--socket={os.path.join(self.socket_folder, 'mysqld.sock')}",
+             f"--pid-file={os.path.join(self.folder, 'mysqld.pid')}",
+             "--skip-log-bin", "--innodb-buffer-pool-size=16M", "--skip-name-resolve"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
         )
         log.close()
-        deadline = time.monotonic() + timeout
+        await threads.deferToThread(self._wait_until_it_answers)
+
+    def _connect(self, database: Optional[str] = None) -> Any:
+        kwargs = {"database": database} if database else {}
+        return MySQLdb.connect(host="127.0.0.1", port=self.port, user="root", password="",
+                               connect_timeout=2, **kwargs)
+
+    def _wait_until_it_answers(self) -> None:
+        deadline = time.monotonic() + 60
         while True:
             if self.process.poll() is not None:
-                raise RuntimeError("mariadbd exited with {}: {}".format(self.process.returncode, self.error_log()))
+                raise RuntimeError(f"mariadbd exited with {self.process.returncode}; see {self.folder}/server.log")
             try:
-                connection = mariadb_admin_connection(host=self.host, port=self.port, connect_timeout=2)
-                connection.close()
+                self._connect().close()
                 return
-            except Exception:
+            except MySQLdb.OperationalError:
                 if time.monotonic() > deadline:
-                    self._kill_blocking()
-                    raise RuntimeError("mariadbd did not answer within {} s: {}".format(timeout, self.error_log()))
+                    raise
                 time.sleep(0.1)
 
-    def _stop_blocking(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> None:
+    def _create_schema(self) -> None:
+        connection = self._connect()
+        try:
+            cursor = connection.cursor()
+            cursor.execute("CREATE DATABASE ilias CHARACTER SET utf8mb4")
+            cursor.execute("USE ilias")
+            for statement in split_sql_script(read_schema("mysql_schema.sql")):
+                cursor.execute(statement)
+            connection.commit()
+        finally:
+            connection.close()
+
+    def freeze(self) -> None:
+        """SIGSTOP: the server keeps its connections and answers nothing (a hung database)."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+    async def stop(self) -> None:
+        """SIGTERM (after SIGCONT, should it be frozen) and wait for the exit."""
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
-        if self._frozen:
-            os.kill(process.pid, signal.SIGCONT)
-            self._frozen = False
-        process.send_signal(sig)
+        process.send_signal(signal.SIGCONT)
+        process.terminate()
         try:
-            process.wait(timeout)
+            await threads.deferToThread(process.wait, 30)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait()
-
-    def _kill_blocking(self) -> None:
-        self._stop_blocking(signal.SIGKILL)
-
-    def error_log(self) -> str:
-        """The last lines the server wrote to its error log, for failure messages."""
-        try:
-            with open(os.path.join(self.directory, "mariadbd.err"), errors="replace") as f:
-                return "".join(f.readlines()[-15:])
-        except OSError:
-            return ""
-
-    # -- for tests on the reactor --------------------------------------------------------------
-
-    def start(self) -> Any:
-        """Start (again, on the same port and data) and wait until it answers. A Deferred."""
-        return threads.deferToThread(self._start_blocking)
-
-    def stop(self) -> Any:
-        """Shut the server down cleanly (SIGTERM) and wait for it to exit. A Deferred."""
-        return threads.deferToThread(self._stop_blocking)
-
-    def kill(self) -> Any:
-        """SIGKILL, as a crash would. A Deferred that fires when the process is gone."""
-        return threads.deferToThread(self._kill_blocking)
-
-    def freeze(self) -> None:
-        """SIGSTOP: the port stays open and every connection hangs, as a stuck server does."""
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGSTOP)
-        self._frozen = True
-
-    def thaw(self) -> None:
-        """SIGCONT after :meth:`freeze`."""
-        if self.process is not None and self._frozen:
-            os.kill(self.process.pid, signal.SIGCONT)
-        self._frozen = False
-
-    def create_database(self) -> Any:
-        """A Deferred firing with a fresh ILIAS-shaped database on this server."""
-        return threads.deferToThread(_create_mariadb_database, (), self.host, self.port)
-
-    def cleanup(self) -> Any:
-        """Kill the server and remove its directory (a Deferred)."""
-
-        def kill_and_remove() -> None:
-            self._kill_blocking()
-            shutil.rmtree(self.directory, ignore_errors=True)
-
-        return threads.deferToThread(kill_and_remove)
-
-
-def _user() -> str:
-    import pwd
-
-    return pwd.getpwuid(os.getuid()).pw_name
-
-
-async def start_private_mariadb(test_case: unittest.TestCase) -> PrivateMariaDB:
-    """Start a private server for ``test_case``; a cleanup kills it and removes its files."""
-    reason = mariadbd_available()
-    if reason is not None:
-        raise unittest.SkipTest(reason)
-    server = PrivateMariaDB(tempfile.mkdtemp(prefix="ilchat-mariadb-"))
-    test_case.addCleanup(server.cleanup)
-    await server.start()
-    return server
-
+            await threads.deferToThread(process.wait)
