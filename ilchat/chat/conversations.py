@@ -30,6 +30,7 @@ import attrs
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ilchat.chat.history import HistoryWriter
 from ilchat.jsonutil import JSONError, dumps, has_lone_surrogate, loads
@@ -62,7 +63,7 @@ ACCEPTANCE_POLL_INTERVAL = 20 * 60
 #: A conversation touched within this time counts as in use for the daily purge even when nobody
 #: is online: the purge runs once a day, so this covers the whole period since the last run.
 IN_USE_WINDOW = 25 * 60 * 60
-#: Seconds a message's delivery waits for its row to reach the table (for the unread counts).
+#: Seconds a message's delivery waits for its row to reach the table, and for each unread count.
 STORE_WAIT = 2.0
 #: JavaScript's largest safe integer: ids and timestamps above it cannot come from a browser.
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -629,16 +630,21 @@ class OnScreenChat:
         return conversation.latest_message
 
     async def _unread(self, conversation: Conversation, user_id: int) -> int:
-        # A failed count must not keep a message from being delivered: report 0. While the
-        # database is down every message fails this, so that is one warning, not one per message.
-        try:
-            count = int(await self._store.count_unread(conversation.id, user_id) or 0)
-        except Exception as e:
+        # A failed or slow count (a frozen database answers after database_timeout) must not
+        # hold up a message: report 0 after STORE_WAIT. While the database is down every message
+        # fails this, so that is one warning, not one per message.
+        outcome: List[Any] = []
+        counted = _ensure(self._store.count_unread(conversation.id, user_id))
+        counted.addBoth(outcome.append)
+        await _at_most(self._clock, counted, STORE_WAIT)
+        if not outcome or isinstance(outcome[0], Failure):
             if not self._unread_failing:
+                error = outcome[0].value if outcome else f"no answer within {STORE_WAIT} s"
                 self._log.warn("Counting unread messages fails ({error!r}); showing 0 until the "
-                               "database answers again", error=e)
+                               "database answers again", error=error)
             self._unread_failing = True
             return 0
+        count = int(outcome[0] or 0)
         if self._unread_failing:
             self._log.info("Counting unread messages works again")
             self._unread_failing = False
