@@ -28,6 +28,16 @@ from tests.support.server import DEFAULT_CLIENT, free_port, write_configs
 from tests.test_plugin import TWISTD, _env
 
 
+async def wait_until_stored(database: Any, count: int, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        rows = await fetch_rows_async(database, "SELECT COUNT(*) AS n FROM chatroom_history")
+        if rows[0]["n"] >= count:
+            return
+        await deferLater(reactor, 0.2, lambda: None)
+    raise AssertionError(f"fewer than {count} rows stored after {seconds} s")
+
+
 class _Address:
     """What L{Browser} needs of a server: where it is."""
 
@@ -138,6 +148,12 @@ class CrashDuringOutageTests(TestCase):
 
         await self.say(alice, bob, [f"before {n}" for n in range(10)])
         await self.osc_say(alice_osc, bob_osc, conversation, ["osc before"])
+        # A database restart while messages flow: the process reconnects by itself, cleanly.
+        await self.mariadb.stop()
+        await self.say(alice, bob, [f"restarting {n}" for n in range(5)])
+        await self.mariadb.start()
+        await self.say(alice, bob, [f"restarted {n}" for n in range(5)])
+        await wait_until_stored(self.database, 20, 30)
         self.mariadb.freeze()
         await self.say(alice, bob, [f"frozen {n}" for n in range(20)])
         started = time.monotonic()
@@ -153,7 +169,7 @@ class CrashDuringOutageTests(TestCase):
         process.wait()
 
         delivered = [p["content"] for p in bob.payloads("message")]
-        self.assertEqual(len(delivered), 55)
+        self.assertEqual(len(delivered), 65)
         delivered_osc = [p["id"] for p in bob_osc.payloads("message")]
         self.assertEqual(len(delivered_osc), 7)
         journal = os.path.join(self.folder, "ilchat-onscreen-history.journal")
