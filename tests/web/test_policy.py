@@ -136,9 +136,10 @@ class ResolveClientAddressTests(SynchronousTestCase):
 class OriginMatcherTests(SynchronousTestCase):
     """Allowed origins, with wildcards as in Kiwi IRC's gateway."""
 
-    def test_empty_list_allows_everything(self):
-        """No origins configured means no origin check."""
-        self.assertTrue(OriginMatcher([]).allows("https://evil.example"))
+    def test_empty_list_allows_no_origin(self):
+        """No patterns match no origin (the policy adds the request's own host on top)."""
+        self.assertFalse(OriginMatcher([]).allows("https://evil.example"))
+        self.assertTrue(OriginMatcher([]).allows(None))
 
     def test_star_allows_everything(self):
         """The single pattern "*" allows every origin, even "null"."""
