@@ -285,12 +285,12 @@ class NetworkConfig:
     allow: Tuple[str, ...] = ()
     trusted_proxies: Tuple[str, ...] = ()
     allowed_origins: Tuple[str, ...] = ()
-    max_connections_per_ip: int = 500
+    max_connections_per_ip: int = 2000
     message_rate: float = 5.0
     message_burst: float = 10.0
     max_name_length: int = 32
     max_message_length: int = 2000
-    max_http_connections_per_ip: int = 1000
+    max_http_connections_per_ip: int = 4000
     ilias_message_rate: float = 10.0
     ilias_message_burst: float = 30.0
     header_timeout: float = 30.0
@@ -319,12 +319,12 @@ def _parse_network(reader: _Reader) -> Optional[NetworkConfig]:
         allow=_get_cidrs(net, "allow"),
         trusted_proxies=_get_cidrs(net, "trusted_proxies"),
         allowed_origins=net.get_list("allowed_origins", ()),
-        max_connections_per_ip=net.get_int("max_connections_per_ip", 500, minimum=0),
+        max_connections_per_ip=net.get_int("max_connections_per_ip", 2000, minimum=0),
         message_rate=net.get_float("message_rate", 5.0, minimum=0),
         message_burst=net.get_float("message_burst", 10.0, minimum=1),
         max_name_length=net.get_int("max_name_length", 32, minimum=1, maximum=255),
         max_message_length=net.get_int("max_message_length", 2000, minimum=1, maximum=3000),
-        max_http_connections_per_ip=net.get_int("max_http_connections_per_ip", 1000, minimum=0),
+        max_http_connections_per_ip=net.get_int("max_http_connections_per_ip", 4000, minimum=0),
         ilias_message_rate=net.get_float("ilias_message_rate", 10.0, minimum=0),
         ilias_message_burst=net.get_float("ilias_message_burst", 30.0, minimum=1),
         header_timeout=net.get_float("header_timeout", 30.0, minimum=1),

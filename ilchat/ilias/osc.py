@@ -21,6 +21,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
 from ilchat.chat.conversations import OnScreenChat, Refused, parse_user_id
+from ilchat.ilias.throttle import MessageThrottle, too_fast_text
 from ilchat.web.errors import BadRequest
 
 __all__ = ["OnScreenChatComponent", "parse_config_change"]
@@ -82,6 +83,7 @@ class OnScreenChatComponent:
         self._namespace: Any = None
         self._sockets: Dict[str, Any] = {}
         self._unsubscribe: Optional[Callable[[], None]] = None
+        self._throttle = MessageThrottle(getattr(client, "policy", None), self.namespace_name)
 
     # lifecycle ---------------------------------------------------------------------------------
 
@@ -218,6 +220,11 @@ class OnScreenChatComponent:
         await self.chat.remove_user(socket.sid, conversation_id, user_id, name)
 
     async def on_message(self, socket: Any, conversation_id: Any = None, user_id: Any = None, text: Any = None, *_: Any) -> None:
+        retry_after = self._throttle.refused(socket)
+        if retry_after is not None:
+            # As a Refused would answer, but logged once per burst by the throttle, not per message.
+            socket.emit("refused", {"event": "message", "reason": too_fast_text(retry_after)})
+            return
         await self.chat.send_message(socket.sid, conversation_id, user_id, text)
 
     async def on_history(self, socket: Any, conversation_id: Any = None, oldest: Any = None, reverse: Any = False, *_: Any) -> None:

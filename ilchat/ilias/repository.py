@@ -41,6 +41,7 @@ from ilchat.chat.rooms import (
     UserList,
     dumps,
 )
+from ilchat.ilias.throttle import SYSTEM_SENDER, MessageThrottle, too_fast_text
 from ilchat.web.errors import BadRequest, NotFound
 
 __all__ = ["RepositoryChat", "component", "parse_id"]
@@ -115,6 +116,7 @@ class RepositoryChat:
             grace=grace,
         )
         self.namespace: Any = None
+        self._throttle = MessageThrottle(getattr(client, "policy", None), "/" + self.name)
         self._sockets: Dict[str, Any] = {}
         self._unsubscribe: Optional[Any] = None
         self._registered: List[str] = []
@@ -254,6 +256,19 @@ class RepositoryChat:
         data = args[0]
         room_id = self._room_arg(socket, "message", args[1:])
         if room_id is None:
+            return
+        retry_after = self._throttle.refused(socket)
+        if retry_after is not None:
+            # A notice would show "-key-" (ILIAS has no language entry for it); a message from
+            # the "Chat" sender, to this socket only and never stored, is shown as it is.
+            socket.emit("message", {
+                "type": "message",
+                "timestamp": self.chat.now_ms(),
+                "content": too_fast_text(retry_after),
+                "roomId": room_id,
+                "from": SYSTEM_SENDER,
+                "format": {},
+            })
             return
         try:
             self.chat.post_message(socket.sid, room_id, data.get("content"), data.get("format"),
