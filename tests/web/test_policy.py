@@ -654,3 +654,113 @@ class NetworkPolicyServerTests(TestCase):
                 break
             await deferLater(reactor, 0.05, lambda: None)
         self.assertEqual(status, 200)
+
+
+class OriginServerTests(TestCase):
+    """
+    Which pages may use Socket.IO, asked of a whole server with real requests: the polling
+    handshake, its CORS preflight and the websocket upgrade, from http.client and from the real
+    socket.io-client (Node, with an Origin header as a browser page sends it).
+    """
+
+    start = NetworkPolicyServerTests.start
+    request = NetworkPolicyServerTests.request
+
+    def origin_request(self, path, origin, method="GET", bind_address="127.0.0.1", **headers):
+        if origin is not None:
+            headers["Origin"] = origin
+        return self.request(path, bind_address=bind_address, headers=headers, method=method)
+
+    async def test_default_allows_the_same_host_only(self):
+        """
+        Without allowed_origins a page served by the host the request went to (any port or
+        scheme) gets its origin reflected with credentials; another origin gets 403 on polling,
+        preflight and websocket, without CORS headers; no Origin at all (PHP, bots) is fine.
+        """
+        await self.start({})
+        port = self.server.port
+        for origin in (f"http://127.0.0.1:{port}", "https://127.0.0.1", "http://127.0.0.1:9999"):
+            status, headers, _ = await self.origin_request(POLLING, origin)
+            self.assertEqual(status, 200, origin)
+            self.assertEqual(headers.get("Access-Control-Allow-Origin"), origin)
+            self.assertEqual(headers.get("Access-Control-Allow-Credentials"), "true")
+        for origin in ("https://evil.example", "http://127.0.0.1.evil.example", "null"):
+            status, headers, body = await self.origin_request(POLLING, origin)
+            self.assertEqual(status, 403, origin)
+            self.assertIn(b"origin", body)
+            self.assertNotIn("Access-Control-Allow-Origin", headers)
+            status, headers, _ = await self.origin_request(
+                POLLING, origin, method="OPTIONS", **{"Access-Control-Request-Method": "POST"}
+            )
+            self.assertEqual(status, 403, origin)
+            self.assertNotIn("Access-Control-Allow-Origin", headers)
+            status, _, _ = await self.request(
+                WEBSOCKET, headers={**WEBSOCKET_HEADERS, "Origin": origin}
+            )
+            self.assertEqual(status, 403, origin)
+        status, _, _ = await self.request(
+            WEBSOCKET, headers={**WEBSOCKET_HEADERS, "Origin": f"http://127.0.0.1:{port}"}
+        )
+        self.assertEqual(status, 101)
+        await _let_websocket_timers_run()
+        self.assertEqual((await self.origin_request(POLLING, None))[0], 200)
+        self.assertIn("origin https://evil.example is not 127.0.0.1", self.server.log_text())
+
+    async def test_forwarded_host_of_a_trusted_proxy_is_the_same_host(self):
+        """
+        Behind a trusted proxy the host the browser asked for is its X-Forwarded-Host; from
+        anyone else the header is ignored.
+        """
+        await self.start({"trusted_proxies": ["127.0.0.1"]})
+        forwarded = {"X-Forwarded-Host": "ilias.example.org", "X-Forwarded-For": "10.1.1.1"}
+        status, headers, _ = await self.origin_request(
+            POLLING, "https://ilias.example.org", **forwarded
+        )
+        self.assertEqual(status, 200)
+        self.assertEqual(headers.get("Access-Control-Allow-Origin"), "https://ilias.example.org")
+        status, _, _ = await self.origin_request(
+            POLLING, "https://ilias.example.org", bind_address="127.0.0.2", **forwarded
+        )
+        self.assertEqual(status, 403)
+
+    async def test_configured_origins_are_added_to_the_same_host(self):
+        """allowed_origins names the ILIAS site when the chat runs on a host of its own."""
+        await self.start({"allowed_origins": ["https://ilias.example.org"]})
+        status, headers, _ = await self.origin_request(POLLING, "https://ilias.example.org")
+        self.assertEqual(status, 200)
+        self.assertEqual(headers.get("Access-Control-Allow-Credentials"), "true")
+        port = self.server.port
+        self.assertEqual((await self.origin_request(POLLING, f"http://127.0.0.1:{port}"))[0], 200)
+        self.assertEqual((await self.origin_request(POLLING, "https://other.example.org"))[0], 403)
+
+    async def test_star_allows_every_origin_without_credentials(self):
+        """An explicit "*" lets every page in, answered "*" without Allow-Credentials."""
+        await self.start({"allowed_origins": ["*"]})
+        status, headers, _ = await self.origin_request(POLLING, "https://anywhere.example")
+        self.assertEqual(status, 200)
+        self.assertEqual(headers.get("Access-Control-Allow-Origin"), "*")
+        self.assertNotIn("Access-Control-Allow-Credentials", headers)
+        status, _, _ = await self.request(
+            WEBSOCKET, headers={**WEBSOCKET_HEADERS, "Origin": "https://anywhere.example"}
+        )
+        self.assertEqual(status, 101)
+        await _let_websocket_timers_run()
+
+    async def test_socket_io_client_with_origin_headers(self):
+        """The npm socket.io-client connects from the same host, is refused from another origin."""
+        from tests.socketio.test_js_client import run_node
+
+        await self.start({"allowed_origins": ["https://ilias.example.org"]})
+        url = f"http://127.0.0.1:{self.server.port}/team"
+        for transports in ("polling", "websocket"):
+            for origin, expected in (
+                (f"http://127.0.0.1:{self.server.port}", True),
+                ("https://ilias.example.org", True),
+                ("https://evil.example", False),
+            ):
+                result, err, code = await run_node("origin.js", url, transports, origin)
+                self.assertEqual(code, 0, err)
+                self.assertEqual(result["connected"], expected, (transports, origin, result))
+                if expected:
+                    self.assertEqual(result["transport"], transports)
+        await _let_websocket_timers_run()
