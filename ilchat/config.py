@@ -723,7 +723,7 @@ def _refuse_constant(name: str) -> Any:
 
 
 def _depth(value: Any) -> int:
-    """How deeply objects and lists nest in C{value} (a scalar is 0), without recursion."""
+    """How deeply objects and lists nest in C{value} (a scalar is 0; counted up to MAX_DEPTH + 1)."""
     deepest = 0
     stack = [(value, 1)]
     while stack:
@@ -761,11 +761,8 @@ def _read_json(path: str) -> Dict[str, Any]:
     except ValueError as e:
         # Python refuses integers of more than 4,300 digits (and we refuse NaN and Infinity).
         raise ConfigError(f"{path}: invalid JSON: {e}")
-    depth = _depth(data)
-    if depth > MAX_DEPTH:
-        raise ConfigError(
-            f"{path}: invalid JSON: nested {depth} levels deep; at most {MAX_DEPTH} are allowed"
-        )
+    if _depth(data) > MAX_DEPTH:
+        raise ConfigError(f"{path}: invalid JSON: nested more than {MAX_DEPTH} levels deep")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a JSON object at the top level")
     return data
