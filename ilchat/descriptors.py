@@ -27,6 +27,9 @@ _MOST = 1 << 20
 
 _log = Logger()
 
+#: How Twisted's tcp.Port words its lines about accept() failures (twisted.internet.tcp._accept).
+_ACCEPT_ERROR_LINES = ("EMFILE", "Re-reserving EMFILE", "Could not accept new connection")
+
 
 def raise_open_file_limit() -> Optional[Tuple[int, int]]:
     """
@@ -80,7 +83,7 @@ class AcceptErrorObserver:
 
     def __call__(self, event: dict) -> None:
         text = event.get("log_format") or ""
-        if not (text.startswith("EMFILE") or text.startswith("Could not accept new connection")):
+        if not text.startswith(_ACCEPT_ERROR_LINES):
             self._observer(event)
             return
         if text.startswith("EMFILE recovery") or text.startswith("Could not accept"):
