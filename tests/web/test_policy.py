@@ -286,11 +286,22 @@ class NetworkPolicyTests(SynchronousTestCase):
         self.assertIsNone(policy.connection_filter(inside))
         self.assertEqual(policy.connection_filter(outside)[0], 403)
 
-    def test_from_config_none_means_open(self):
-        """No network section: no allow-list, no origin check, no throttle."""
+    def test_from_config_none_has_the_defaults(self):
+        """
+        No network section: no allow-list, but the generous defaults: same-host origins only,
+        2000 sessions and 4000 HTTP connections per address, 10 messages/s (bursts of 30) per
+        ILIAS socket, 5/s (bursts of 10) in the standalone chat.
+        """
         policy = NetworkPolicy.from_config(None, clock=Clock())
         self.assertTrue(policy.allows("203.0.113.1"))
-        self.assertTrue(all(policy.message_bucket().consume()[0] for _ in range(100)))
+        self.assertEqual(policy.connections.limit, 2000)
+        self.assertEqual(policy.http_connections.limit, 4000)
+        request = _FakeRequest("127.0.0.1", {b"Host": b"chat.example.org:8443"})
+        self.assertEqual(policy.origin_check(request, "https://chat.example.org"),
+                         "https://chat.example.org")
+        self.assertIsNone(policy.origin_check(request, "https://evil.example"))
+        for bucket, burst in ((policy.ilias_message_bucket(), 30), (policy.message_bucket(), 10)):
+            self.assertEqual(sum(bucket.consume()[0] for _ in range(100)), burst)
 
     def test_message_buckets_are_per_connection(self):
         """Each connection gets its own bucket: one flooder does not throttle the others."""
