@@ -775,3 +775,43 @@ class OriginServerTests(TestCase):
                 if expected:
                     self.assertEqual(result["transport"], transports)
         await _let_websocket_timers_run()
+
+
+class LiveConnectionsTests(SynchronousTestCase):
+    """Open connections counted by asking the transports, including through a TLS wrapper."""
+
+    class Transport:
+        disconnected = 0
+        alive: list = []  # the reactor holds real transports; the counter holds them weakly
+
+        def __init__(self):
+            self.alive.append(self)
+
+    class Wrapper:
+        def __init__(self, transport):
+            self.transport = transport
+            self.wrappedProtocol = object()
+
+    def test_limit_and_closed_transports_free_slots(self):
+        from ilchat.web.policy import LiveConnections
+
+        live = LiveConnections(2)
+        first, second = self.Transport(), self.Transport()
+        wrapped = self.Wrapper(second)
+        self.assertTrue(live.add("10.0.0.1", first))
+        self.assertTrue(live.add("10.0.0.1", wrapped))
+        self.assertFalse(live.add("10.0.0.1", self.Transport()))
+        self.assertTrue(live.add("10.0.0.2", self.Transport()))
+        second.disconnected = 1  # under the TLS wrapper
+        self.assertEqual(live.count("10.0.0.1"), 1)
+        self.assertTrue(live.add("10.0.0.1", self.Transport()))
+        self.assertFalse(live.add("10.0.0.1", self.Transport()))
+        self.assertTrue(LiveConnections(0).add("10.0.0.1", self.Transport()))
+
+    def test_trusted_proxies_are_not_counted(self):
+        policy = NetworkPolicy(trusted_proxies=["127.0.0.1"], max_http_connections_per_ip=1,
+                               clock=Clock())
+        self.assertTrue(all(policy.add_http_connection("127.0.0.1", self.Transport())
+                            for _ in range(5)))
+        self.assertTrue(policy.add_http_connection("::ffff:10.0.0.1", self.Transport()))
+        self.assertFalse(policy.add_http_connection("10.0.0.1", self.Transport()))

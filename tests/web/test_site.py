@@ -321,3 +321,33 @@ class HTTPConnectionLimitTests(TestCase):
             if not answer.startswith(b"HTTP/1.1 429"):
                 break
         self.assertTrue(answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer[:80])
+
+    async def test_websockets_count_and_free_their_slot_when_closed(self) -> None:
+        """
+        An HTTP connection that became a websocket (Autobahn takes the transport over) still
+        counts, and stops counting once it is closed.
+        """
+        import websocket
+
+        from tests.support.server import start_server
+
+        server = await start_server(self, server={"network": {"max_http_connections_per_ip": 2}})
+        url = f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket"
+        sockets = [await threads.deferToThread(websocket.create_connection, url, timeout=10)
+                   for _ in range(2)]
+        self.addCleanup(lambda: [s.close() for s in sockets])
+        self.assertTrue(all(s.recv().startswith("0{") for s in sockets))  # Engine.IO open packets
+        with self.assertRaises(websocket.WebSocketBadStatusException) as caught:
+            await threads.deferToThread(websocket.create_connection, url, timeout=10)
+        self.assertEqual(caught.exception.status_code, 429)
+        await threads.deferToThread(sockets.pop().close)
+        for _ in range(50):
+            try:
+                third = await threads.deferToThread(websocket.create_connection, url, timeout=10)
+                break
+            except websocket.WebSocketBadStatusException:
+                await threads.deferToThread(time.sleep, 0.05)
+        else:
+            self.fail("the closed websocket's slot was never freed")
+        sockets.append(third)
+        self.assertTrue(third.recv().startswith("0{"))
