@@ -25,6 +25,18 @@ def _limit_files(soft: int, hard: int):
     return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+async def _heartbeat_answers(url: str, tries: int = 200) -> bool:
+    """Whether the Heartbeat answers 200 within C{tries} tenths of a second."""
+    for _ in range(tries):
+        try:
+            if (await http_request(url)).code == 200:
+                return True
+        except Exception:
+            pass
+        await deferLater(reactor, 0.1, lambda: None)
+    return False
+
+
 class RaiseLimitTests(SynchronousTestCase):
     def test_soft_limit_is_raised_to_the_hard_one(self) -> None:
         """A process started with soft 256 (hard 4096) runs with 4096 after the call."""
@@ -87,13 +99,7 @@ class OutOfDescriptorsTests(TestCase):
         )
         self.addCleanup(lambda: (process.kill(), process.wait()) if process.poll() is None else None)
         url = f"http://127.0.0.1:{port}/backend/Heartbeat/onscreen"
-        for _ in range(200):
-            try:
-                if (await http_request(url)).code == 200:
-                    break
-            except Exception:
-                pass
-            await deferLater(reactor, 0.1, lambda: None)
+        self.assertTrue(await _heartbeat_answers(url), "twistd did not start listening")
         held = []
 
         def exhaust() -> None:
@@ -115,14 +121,6 @@ class OutOfDescriptorsTests(TestCase):
         self.assertNotIn("EMFILE recovery", log)
         for conn in held:
             conn.close()
-        for _ in range(100):
-            try:
-                if (await http_request(url)).code == 200:
-                    break
-            except Exception:
-                pass
-            await deferLater(reactor, 0.1, lambda: None)
-        else:
-            self.fail("the server did not recover")
+        self.assertTrue(await _heartbeat_answers(url), "the server did not recover")
         process.terminate()
         await threads.deferToThread(process.wait, 15)

@@ -22,23 +22,47 @@ class _BodyLength(Resource):
         return str(len(request.content.read())).encode("ascii")
 
 
-def _exchange(port: int, data: bytes) -> bytes:
+class _AnswerLater(Resource):
+    """Answers a GET 1.5 s later, as a parked long-polling GET is answered."""
+
+    isLeaf = True
+
+    def render_GET(self, request):  # noqa: N802 (twisted API)
+        reactor.callLater(1.5, lambda: (request.write(b"late"), request.finish()))
+        return NOT_DONE_YET
+
+
+def _read_to_close(conn: socket.socket) -> bytes:
+    """Everything the server sends until it closes (a reset counts as the close)."""
+    chunks = []
+    while True:
+        try:
+            chunk = conn.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _exchange(port: int, data: bytes, bind: str = "127.0.0.1") -> bytes:
     """Send C{data}, then read until the server closes (run in a thread, not the reactor)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+    with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(bind, 0)) as conn:
         try:
             conn.sendall(data)
         except OSError:
             pass  # the server may close before it has read everything: that is the point
-        chunks = []
-        while True:
-            try:
-                chunk = conn.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return b"".join(chunks)
+        return _read_to_close(conn)
+
+
+def _serve(test: TestCase, resource: Resource, **kwargs) -> int:
+    """A ChatSite on a free loopback port, closed when C{test} ends."""
+    site = ChatSite(resource, **kwargs)
+    listening = reactor.listenTCP(0, site, interface="127.0.0.1")
+    test.addCleanup(listening.stopListening)
+    test.addCleanup(site.close_connections)
+    return listening.getHost().port
 
 
 class RequestBodyLimitTests(TestCase):
@@ -84,11 +108,7 @@ class IdleTimeoutTests(TestCase):
     """Idle keep-alive connections are closed; requests in progress (long polls) are not."""
 
     def serve(self, resource: Resource, timeout: float) -> int:
-        site = ChatSite(resource, timeout=timeout)
-        listening = reactor.listenTCP(0, site, interface="127.0.0.1")
-        self.addCleanup(listening.stopListening)
-        self.addCleanup(site.close_connections)
-        return listening.getHost().port
+        return _serve(self, resource, timeout=timeout)
 
     def test_default_is_a_minute(self) -> None:
         self.assertEqual(ChatSite(Resource()).timeOut, IDLE_TIMEOUT)
@@ -118,14 +138,7 @@ class IdleTimeoutTests(TestCase):
     async def test_request_in_progress_outlives_the_timeout(self) -> None:
         """A request answered later (as a long-polling GET is) is not cut by the idle timeout."""
 
-        class Later(Resource):
-            isLeaf = True
-
-            def render_GET(self, request):  # noqa: N802 (twisted API)
-                reactor.callLater(1.5, lambda: (request.write(b"late"), request.finish()))
-                return NOT_DONE_YET
-
-        port = self.serve(Later(), timeout=0.5)
+        port = self.serve(_AnswerLater(), timeout=0.5)
         answer = await threads.deferToThread(
             _exchange, port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
         )
@@ -157,14 +170,7 @@ def _trickle(port: int, pieces: list, pause: float, bind: str = "127.0.0.1") -> 
             except ConnectionResetError:
                 return answer, time.monotonic() - start
         conn.settimeout(20)
-        while True:
-            try:
-                chunk = conn.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            answer += chunk
+        answer += _read_to_close(conn)
         return answer, time.monotonic() - start
 
 
@@ -172,11 +178,7 @@ class RequestDeadlineTests(TestCase):
     """A request's headers and body must arrive in time, however slowly each byte is trickled."""
 
     def serve(self, resource: Resource, **limits) -> int:
-        site = ChatSite(resource, **limits)
-        listening = reactor.listenTCP(0, site, interface="127.0.0.1")
-        self.addCleanup(listening.stopListening)
-        self.addCleanup(site.close_connections)
-        return listening.getHost().port
+        return _serve(self, resource, **limits)
 
     def test_defaults(self) -> None:
         site = ChatSite(Resource())
@@ -215,14 +217,7 @@ class RequestDeadlineTests(TestCase):
     async def test_long_poll_outlives_the_deadlines(self) -> None:
         """Once a request is complete, answering it late (a parked long poll) is fine."""
 
-        class Later(Resource):
-            isLeaf = True
-
-            def render_GET(self, request):  # noqa: N802 (twisted API)
-                reactor.callLater(1.5, lambda: (request.write(b"late"), request.finish()))
-                return NOT_DONE_YET
-
-        port = self.serve(Later(), header_timeout=0.5, body_timeout=0.5)
+        port = self.serve(_AnswerLater(), header_timeout=0.5, body_timeout=0.5)
         answer = await threads.deferToThread(
             _exchange, port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
         )
@@ -287,23 +282,7 @@ class HTTPConnectionLimitTests(TestCase):
         heartbeat = b"GET /backend/Heartbeat/onscreen HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
 
         def from_address(bind: str) -> bytes:
-            with socket.create_connection(
-                ("127.0.0.1", server.port), timeout=10, source_address=(bind, 0)
-            ) as conn:
-                try:
-                    conn.sendall(heartbeat)
-                except OSError:
-                    pass
-                data = b""
-                while True:
-                    try:
-                        chunk = conn.recv(65536)
-                    except ConnectionResetError:
-                        break
-                    if not chunk:
-                        return data
-                    data += chunk
-                return data
+            return _exchange(server.port, heartbeat, bind)
 
         answer = await threads.deferToThread(from_address, "127.0.0.1")
         self.assertTrue(answer.startswith(b"HTTP/1.1 429 Too Many Requests\r\n"), answer[:80])
