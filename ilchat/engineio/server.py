@@ -841,7 +841,7 @@ class EngineIOResource(Resource):
             else:
                 allowed = None
             if allowed is None:
-                return _error_body(request, ERROR_FORBIDDEN, "This origin is not allowed")
+                return _error_body(request, ERROR_FORBIDDEN)
             if allowed == "*":
                 request.setHeader(b"access-control-allow-origin", b"*")
             else:
