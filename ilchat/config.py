@@ -42,6 +42,8 @@ __all__ = [
     "DELETION_UNITS",
     "IrcConfig",
     "WebircGateway",
+    "MetricsConfig",
+    "IDENTITY_MODES",
 ]
 
 #: The ``log_level`` names ILIAS offers (syslog names plus winston's ``silly``), most severe first.
@@ -362,6 +364,7 @@ class ServerConfig:
     irc: Any = None
     network: Any = None
     redis: Any = None
+    metrics: Any = None
 
     @property
     def is_https(self) -> bool:
@@ -440,6 +443,26 @@ def _parse_server(reader: _Reader) -> ServerConfig:
         deletion_time=deletion_time,
         irc=_parse_irc(reader, cert, key, dhparam),
         network=_parse_network(reader),
+        metrics=_parse_metrics(reader),
+    )
+
+
+@attrs.frozen
+class MetricsConfig:
+    """The optional ``metrics`` section: where Prometheus scrapes ``/metrics`` (off when absent)."""
+
+    address: str = "127.0.0.1"
+    port: int = 9464
+
+
+def _parse_metrics(server: _Reader) -> Optional[MetricsConfig]:
+    if not server.has("metrics"):
+        return None
+    reader = server.section("metrics")
+    return MetricsConfig(
+        address=reader.get_str("address", "127.0.0.1", allow_empty=False),
+        # Port 0 takes any free port (tests).
+        port=reader.get_int("port", 9464, minimum=0, maximum=65535),
     )
 
 
@@ -452,6 +475,27 @@ class WebircGateway:
 
     networks: Tuple[Any, ...]
     password: str = attrs.field(repr=False)
+
+
+@attrs.frozen
+class IrcLoginLimits:
+    """The failed-login throttle of IRC password checks (``irc`` → ``limits`` → ``login_*``).
+
+    Failures count per address and account, per address and per account; past ``free_failures``
+    of an address for an account each answer waits ``delay`` seconds, doubled per further failure
+    up to ``max_delay``; at a ``failures_per_*`` limit that key is refused for ``lockout`` seconds. Failures are forgotten
+    ``window`` seconds after the last; at most ``max_entries`` keys are remembered.
+    """
+
+    free_failures: int = 3
+    delay: float = 1.0
+    max_delay: float = 16.0
+    failures_per_account: int = 10
+    failures_per_ip: int = 30
+    failures_per_account_total: int = 100
+    window: float = 600.0
+    lockout: float = 300.0
+    max_entries: int = 10000
 
 
 @attrs.frozen
@@ -490,6 +534,24 @@ class IrcConfig:
     channel_length: int = 64
     topic_length: int = 390
     webirc: Tuple[WebircGateway, ...] = ()
+    login_limits: IrcLoginLimits = IrcLoginLimits()
+
+
+def _parse_login_limits(limits: _Reader) -> IrcLoginLimits:
+    defaults = IrcLoginLimits()
+    return IrcLoginLimits(
+        free_failures=limits.get_int("login_free_failures", defaults.free_failures, minimum=1),
+        delay=limits.get_float("login_delay", defaults.delay, minimum=0),
+        max_delay=limits.get_float("login_max_delay", defaults.max_delay, minimum=0),
+        failures_per_account=limits.get_int(
+            "login_failures_per_account", defaults.failures_per_account, minimum=1),
+        failures_per_ip=limits.get_int("login_failures_per_ip", defaults.failures_per_ip, minimum=1),
+        failures_per_account_total=limits.get_int(
+            "login_failures_per_account_total", defaults.failures_per_account_total, minimum=1),
+        window=limits.get_float("login_window", defaults.window, minimum=1.0),
+        lockout=limits.get_float("login_lockout", defaults.lockout, minimum=1.0),
+        max_entries=limits.get_int("login_max_entries", defaults.max_entries, minimum=100),
+    )
 
 
 def _parse_irc(
@@ -574,6 +636,7 @@ def _parse_irc(
         channel_length=limits.get_int("channel_length", 64, minimum=16, maximum=200),
         topic_length=limits.get_int("topic_length", 390, minimum=80, maximum=400),
         webirc=tuple(gateways),
+        login_limits=_parse_login_limits(limits),
     )
 
 
@@ -662,6 +725,25 @@ class ClientConfig:
     chat_enabled: Any = None
     play_invitation_sound: Any = None
     standalone: Optional[StandaloneConfig] = None
+    #: ``"ilias-session"`` (the socket's user comes from the ILIAS session cookie of its
+    #: handshake) or ``"trust"`` (the browser's ``login`` is believed, as with the Node server).
+    #: Standalone clients have their own login scheme and ignore it.
+    identity: str = "ilias-session"
+    #: The ILIAS session cookie's name (PHP's ``session.name``).
+    session_cookie: str = "PHPSESSID"
+    #: The ILIAS client id the ``ilClientId`` cookie must name; ILIAS's default chat instance
+    #: name is the client id, so it defaults to ``name``.
+    ilias_client_id: str = ""
+    #: ILIAS's ``ANONYMOUS_USER_ID`` (client.ini.php ``[system]``, 13 on every installation): a
+    #: session of the anonymous user is nobody's.
+    anonymous_user_id: int = 13
+
+
+#: The values of client.cfg ``identity``.
+IDENTITY_MODES: Tuple[str, ...] = ("ilias-session", "trust")
+
+#: What a cookie name may be (RFC 6265 token characters).
+_COOKIE_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
 def _parse_database(reader: _Reader) -> DatabaseConfig:
@@ -700,6 +782,9 @@ def _parse_client(reader: _Reader) -> ClientConfig:
     if "/" in name or name != name.strip():
         raise reader.error("name", name, "expected a name without slashes or surrounding spaces")
     auth = reader.section("auth", required=True)
+    cookie = reader.get_str("session_cookie", "PHPSESSID", allow_empty=False)
+    if not _COOKIE_NAME_RE.match(cookie):
+        raise reader.error("session_cookie", cookie, "expected a cookie name such as PHPSESSID")
     return ClientConfig(
         path=reader.path,
         name=name,
@@ -707,6 +792,10 @@ def _parse_client(reader: _Reader) -> ClientConfig:
         auth_secret=auth.get_str("secret", allow_empty=False),
         database=_parse_database(reader),
         standalone=_parse_standalone(reader),
+        identity=reader.get_str("identity", "ilias-session", choices=IDENTITY_MODES),
+        session_cookie=cookie,
+        ilias_client_id=reader.get_str("ilias_client_id", name, allow_empty=False),
+        anonymous_user_id=reader.get_int("anonymous_user_id", 13, minimum=0, allow_str=True),
         **{key: reader.data.get(key) for key in _CLIENT_UI_KEYS},
     )
 

@@ -16,17 +16,26 @@ wrapped by the same level filter when the service starts (``filter_others``): th
 still reach them at any level, so a traceback is never lost from stdout. ``debug_wanted()`` tells
 hot paths whether a debug event would reach anyone at all, so they skip building it.
 
-The files are opened in append mode and reopened by ``reopen()`` (SIGHUP under twistd), so that
-logrotate can move them away and signal the server, like any other daemon.
+The files are opened in append mode and reopened by ``reopen()`` (SIGHUP or SIGUSR1 under
+twistd), so that logrotate can move them away and signal the server, like any other daemon.
+
+Twisted announces every listening port (``ChatSite starting on 8888``); ilchat names each of its
+listeners itself with the address and protocol, so those lines are dropped from the files and,
+under twistd, from stdout: the start-up log names each listener once.
+
+``RepeatedLog`` keeps a flood of identical lines (a client sending thousands of refused events)
+to two: the first at once, then one with the count when the window ends.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
-from typing import IO, Any, Dict, List, Optional
+from typing import IO, Any, Dict, Hashable, List, Optional
 
 from twisted.application import service
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import (
     FilteringLogObserver,
     ILogObserver,
@@ -34,11 +43,20 @@ from twisted.logger import (
     LogLevelFilterPredicate,
     PredicateResult,
     eventAsText,
+    Logger,
     globalLogPublisher,
 )
 from zope.interface import implementer
 
-__all__ = ["LEVELS", "LogFile", "LogService", "debug_wanted", "format_line", "open_log_file"]
+__all__ = [
+    "LEVELS",
+    "LogFile",
+    "LogService",
+    "RepeatedLog",
+    "debug_wanted",
+    "format_line",
+    "open_log_file",
+]
 
 LEVELS: Dict[str, LogLevel] = {
     "emerg": LogLevel.critical,
@@ -127,6 +145,23 @@ class LogFile:
             self._file = None
 
 
+#: What ``twisted.internet.tcp.Port`` logs (as a legacy ``log.msg``) when it starts listening.
+_PORT_ANNOUNCEMENT = re.compile(r"^[\w.]+ starting on \d+$")
+
+
+def _is_port_announcement(event: Dict[str, Any]) -> PredicateResult:
+    message = event.get("message")
+    if (
+        event.get("log_namespace") == "log_legacy"
+        and isinstance(message, tuple)
+        and len(message) == 1
+        and isinstance(message[0], str)
+        and _PORT_ANNOUNCEMENT.match(message[0])
+    ):
+        return PredicateResult.no
+    return PredicateResult.maybe
+
+
 def _is_error(event: Dict[str, Any]) -> PredicateResult:
     if event.get("log_failure") is not None:
         return PredicateResult.yes
@@ -143,6 +178,8 @@ def _at_level_or_error(level: LogLevel) -> Any:
     def predicate(event: Dict[str, Any]) -> PredicateResult:
         if _is_error(event) is PredicateResult.yes:
             return PredicateResult.yes
+        if _is_port_announcement(event) is PredicateResult.no:
+            return PredicateResult.no
         return by_level(event)
 
     return predicate
@@ -176,7 +213,7 @@ class LogService(service.Service):
         self.files = [log_file, error_file]
         predicate = LogLevelFilterPredicate(defaultLogLevel=self.level)
         self._observers = [
-            FilteringLogObserver(log_file, [predicate]),
+            FilteringLogObserver(log_file, [_is_port_announcement, predicate]),
             FilteringLogObserver(error_file, [_is_error]),
         ]
         if self.filter_others:
@@ -213,3 +250,100 @@ class LogService(service.Service):
         """Reopen both files (SIGHUP): logrotate has moved them away."""
         for log_file in self.files:
             log_file.reopen()
+
+
+class _Run:
+    """One kind of line inside its window: when it started, how many were held back."""
+
+    __slots__ = ("started", "held", "call", "level", "format", "fields")
+
+    def __init__(self, started: float, level: LogLevel, format: str, fields: Dict[str, Any]) -> None:
+        self.started = started
+        self.held = 0
+        self.call: Optional[IDelayedCall] = None
+        self.level = level
+        self.format = format
+        self.fields = fields
+
+
+class RepeatedLog:
+    """
+    Rate-limits identical log lines: the first goes out at once, the repeats become one line.
+
+    Lines are identical when they have the same level, format and field values (or the same
+    ``key=`` the caller gives). Within ``interval`` seconds of the first, repeats are only
+    counted; when the window ends, one line ``<the line> (repeated N times in S s)`` is written.
+    The owner calls ``flush()`` when it stops, so that no count (and no timer) is left behind.
+
+    Usage::
+
+        self._repeats = RepeatedLog(self._log, reactor)
+        self._repeats.info("{event} from {sid} refused: {reason}", event=e, sid=sid, reason=r)
+    """
+
+    #: Kinds of line tracked at once; past that, lines whose window is over are forgotten first.
+    MAX_KINDS = 1024
+
+    def __init__(self, log: Logger, clock: IReactorTime, interval: float = 10.0) -> None:
+        self.log = log
+        self.clock = clock
+        self.interval = interval
+        self._runs: Dict[Hashable, _Run] = {}
+
+    def info(self, format: str, key: Hashable = None, **fields: Any) -> None:
+        """An info line, unless an identical one went out less than ``interval`` s ago."""
+        self.emit(LogLevel.info, format, key, **fields)
+
+    def warn(self, format: str, key: Hashable = None, **fields: Any) -> None:
+        """A warning line, rate-limited like ``info``."""
+        self.emit(LogLevel.warn, format, key, **fields)
+
+    def emit(self, level: LogLevel, format: str, key: Hashable = None, **fields: Any) -> None:
+        if key is None:
+            try:
+                key = (level, format, tuple(sorted(fields.items())))
+                hash(key)
+            except TypeError:
+                key = (level, format, repr(sorted(fields.items(), key=lambda kv: kv[0])))
+        now = self.clock.seconds()
+        run = self._runs.get(key)
+        if run is not None and now - run.started < self.interval:
+            run.held += 1
+            if run.call is None:
+                run.call = self.clock.callLater(
+                    run.started + self.interval - now, self._report, key
+                )
+            return
+        if run is not None and run.held:
+            self._report(key)
+        if len(self._runs) >= self.MAX_KINDS:
+            self._forget_ended(now)
+        if len(self._runs) < self.MAX_KINDS:
+            self._runs[key] = _Run(now, level, format, fields)
+        self.log.emit(level, format, **fields)
+
+    def _forget_ended(self, now: float) -> None:
+        for key, run in list(self._runs.items()):
+            if not run.held and now - run.started >= self.interval:
+                del self._runs[key]
+
+    def _report(self, key: Hashable) -> None:
+        run = self._runs.pop(key, None)
+        if run is None:
+            return
+        if run.call is not None and run.call.active():
+            run.call.cancel()
+        run.call = None
+        if run.held:
+            self.log.emit(
+                run.level,
+                run.format + " (repeated {log_repeats} times in {log_repeat_seconds} s)",
+                log_repeats=run.held,
+                log_repeat_seconds=round(self.clock.seconds() - run.started, 1),
+                **run.fields,
+            )
+
+    def flush(self) -> None:
+        """Write every pending count now and cancel the timers (the owner is stopping)."""
+        for key in list(self._runs):
+            self._report(key)

@@ -6,7 +6,7 @@ One token bucket serves every limit in ilchat: the web chat's messages and typin
 connection, and IRC's flood control per connection.
 """
 
-from typing import Tuple
+from typing import Callable, Optional, Tuple
 
 __all__ = ["TokenBucket"]
 
@@ -20,17 +20,21 @@ class TokenBucket:
     The clock is injected (anything with ``seconds()``, such as the reactor or a ``task.Clock``).
     """
 
-    __slots__ = ("rate", "burst", "_clock", "_tokens", "_updated")
+    __slots__ = ("rate", "burst", "on_refused", "_clock", "_tokens", "_updated")
 
-    def __init__(self, rate: float, burst: float, clock) -> None:
+    def __init__(
+        self, rate: float, burst: float, clock, on_refused: Optional[Callable[[], None]] = None
+    ) -> None:
         """
         Args:
             rate: tokens added per second; ``0`` or less means unlimited.
             burst: the bucket's size, the most actions allowed at once after a quiet spell.
             clock: provides ``seconds()``.
+            on_refused: called on every refused ``consume`` (the metrics count refusals).
         """
         self.rate = rate
         self.burst = max(burst, 1)
+        self.on_refused = on_refused
         self._clock = clock
         self._tokens = float(self.burst)
         self._updated = clock.seconds()
@@ -55,4 +59,6 @@ class TokenBucket:
         if self._tokens >= cost:
             self._tokens -= cost
             return True, 0.0
+        if self.on_refused is not None:
+            self.on_refused()
         return False, (cost - self._tokens) / self.rate

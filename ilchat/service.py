@@ -10,7 +10,9 @@ asynchronous and happens in ``IlchatService.startService``:
    ``chatroom_users`` row to ``chatroom_sessions``, spec §1.5 step 6);
 3. one bus and one Socket.IO server for the process, a ``ClientContext`` per client;
 4. the components (repository chat, On-Screen Chat, IRC bridge...), started in order;
-5. the listening port (the address resolved without blocking, TLS when ``protocol`` is https).
+5. the readiness check (``/ready``, ``ilchat.readiness``) and the metrics (``ilchat.metrics``);
+6. the listening port (the address resolved without blocking, TLS when ``protocol`` is https), then
+   the metrics listener when server.cfg has a ``metrics`` section.
 
 ``stopService`` undoes it in reverse: stop listening, disconnect every socket, stop the components,
 move the users to sessions again, close the stores.
@@ -46,6 +48,7 @@ from twisted.python.failure import Failure
 from ilchat.bus import IBus, LocalBus
 from ilchat.config import ClientConfig, NetworkConfig, ServerConfig
 from ilchat.descriptors import raise_open_file_limit, watch_accept_errors
+from ilchat.ilias.identity import log_identity_mode
 from ilchat.logs import LogService
 from ilchat.web.backend import BackendResource, RouteTable
 from ilchat.web.policy import NetworkPolicy, PolicyGuardResource
@@ -210,7 +213,7 @@ class IlchatService(service.MultiService):
         exit_on_failure: under twistd, a failed start-up prints one line to stderr and the
             process exits with status 1 (instead of serving nothing).
         install_signal_handlers: under twistd, SIGTERM/SIGINT stop cleanly with status 0 and
-            SIGHUP reopens the log files.
+            SIGHUP/SIGUSR1 reopen the log files.
         setup_logs: add the ``log`` / ``error_log`` file observers.
         filter_global_logs: under twistd, filter twistd's own observers (stdout, ``twistd.log``)
             by ``log_level`` too.
@@ -273,6 +276,10 @@ class IlchatService(service.MultiService):
         self._starting: Optional[defer.Deferred[None]] = None
         self._purge: Any = None
         self._stopping = False
+        self.readiness: Any = None
+        self.metrics: Any = None
+        self.metrics_port: Optional[int] = None
+        self._metrics_listening: Optional[IListeningPort] = None
 
     # --- start ----------------------------------------------------------------------------------
 
@@ -304,7 +311,9 @@ class IlchatService(service.MultiService):
                 await self._best_effort("close the store", store.close)
                 raise
             self._stores.append(store)
-            self._log.info("Database for {name} connected!", name=client_config.name)
+            self._log.info("Database for {name} connected! ({database})", name=client_config.name,
+                           database=store.db.description)
+            log_identity_mode(client_config)
             moved = await store.move_all_users_to_sessions(int(self.reactor.seconds()))
             self._log.info(
                 "Successfully disconnected all users from server ({name}: {moved} moved to sessions)",
@@ -366,7 +375,23 @@ class IlchatService(service.MultiService):
             )
             self._purge.startService()
 
+        from ilchat.metrics import ServiceMetrics
+        from ilchat.readiness import Readiness, ReadinessResource
+
+        self.readiness = Readiness({ctx.name: ctx.store for ctx in contexts}, self.reactor)
+        readiness_resource = ReadinessResource(self.readiness)
+        web_root.put("ready", readiness_resource)
+        self.metrics = ServiceMetrics(self, self.reactor)
+        self.metrics.attach()
+
         await self._listen(web_root)
+        if server_config.metrics is not None:
+            await self._listen_metrics(readiness_resource)
+
+    @property
+    def components(self) -> List[Any]:
+        """The started components, client ones first (for the metrics)."""
+        return list(self._started_components)
 
     async def _listen(self, web_root: WebRoot) -> None:
         config = self.server_config
@@ -416,6 +441,24 @@ class IlchatService(service.MultiService):
             protocol=config.protocol,
             address=shown,
             port=self.port,
+        )
+
+    async def _listen_metrics(self, readiness_resource: Any) -> None:
+        """The separate listener of ``/metrics`` (and ``/ready``), behind the same allow-list."""
+        from ilchat.metrics import MetricsRoot
+
+        config = self.server_config.metrics
+        host, family = await resolve_address(self.reactor, config.address, config.port)
+        site = ChatSite(PolicyGuardResource(MetricsRoot(self.metrics, readiness_resource), self.policy))
+        try:
+            self._metrics_listening = self.reactor.listenTCP(config.port, site, interface=host)
+        except Exception as e:
+            raise StartupError(f"Cannot listen on {host}:{config.port} (metrics): {e}")
+        self.metrics_port = self._metrics_listening.getHost().port
+        self._log.info(
+            "Metrics listening on: http://{address}:{port}/metrics",
+            address=f"[{host}]" if family == "IPv6" else host,
+            port=self.metrics_port,
         )
 
     def when_ready(self) -> "defer.Deferred[None]":
@@ -472,7 +515,8 @@ class IlchatService(service.MultiService):
     def _install_signals(self) -> None:
         """
         SIGTERM/SIGINT stop the reactor (and so this service) with exit status 0, where twistd
-        would re-raise the signal; SIGHUP reopens the log files after logrotate moved them.
+        would re-raise the signal; SIGHUP and SIGUSR1 reopen the log files after logrotate moved
+        them.
         """
 
         def stop(signum: int, frame: Any) -> None:
@@ -485,6 +529,7 @@ class IlchatService(service.MultiService):
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, reopen)
+        signal.signal(signal.SIGUSR1, reopen)
 
     def _stop_reactor(self, signum: int) -> None:
         self._log.info("Received signal {signum}, shutting down", signum=signum)
@@ -510,6 +555,11 @@ class IlchatService(service.MultiService):
         if self._listening is not None:
             await self._best_effort("stop listening", self._listening.stopListening)
             self._listening = None
+        if self._metrics_listening is not None:
+            await self._best_effort("stop the metrics listener", self._metrics_listening.stopListening)
+            self._metrics_listening = None
+        if self.metrics is not None:
+            self.metrics.detach()
         if self._socketio is not None:
             await self._best_effort("close sockets", self._socketio.close)
         if self.site is not None:

@@ -378,6 +378,39 @@ class ClientKeyTests(ConfigTestCase):
         text = self.error(clients=[{"name": None}])
         self.assertIn("name is required", text)
 
+    def test_identity_defaults_to_ilias_session(self) -> None:
+        """Secure by default: the ILIAS session decides; PHPSESSID; the client id is the name."""
+        _, [client] = self.load()
+        self.assertEqual(
+            (client.identity, client.session_cookie, client.ilias_client_id, client.anonymous_user_id),
+            ("ilias-session", "PHPSESSID", client.name, 13),
+        )
+        _, [client] = self.load(clients=[{"identity": "trust", "session_cookie": "ILIAS_SID",
+                                          "ilias_client_id": "myilias"}])
+        self.assertEqual(
+            (client.identity, client.session_cookie, client.ilias_client_id),
+            ("trust", "ILIAS_SID", "myilias"),
+        )
+
+    def test_identity_must_be_a_known_mode(self) -> None:
+        """A typo is refused, naming the file, the key and both modes."""
+        text = self.error(clients=[{"identity": "ilias"}])
+        self.assertIn('client0.cfg: identity = "ilias" is not allowed; one of ilias-session, trust', text)
+        text = self.error(clients=[{"identity": True}])
+        self.assertIn("identity = true is not allowed", text)
+
+    def test_session_cookie_must_be_a_cookie_name(self) -> None:
+        """Separators and spaces cannot be in a cookie name; an empty one is refused."""
+        for bad in ("PHP SESSID", "a;b", "a=b", ""):
+            text = self.error(clients=[{"session_cookie": bad}])
+            self.assertIn("client0.cfg: session_cookie = ", text)
+        text = self.error(clients=[{"ilias_client_id": ""}])
+        self.assertIn('ilias_client_id = "" is not allowed', text)
+        text = self.error(clients=[{"anonymous_user_id": "x"}])
+        self.assertIn('anonymous_user_id = "x" is not allowed; expected an integer of at least 0', text)
+        _, [client] = self.load(clients=[{"anonymous_user_id": "7"}])
+        self.assertEqual(client.anonymous_user_id, 7)
+
     def test_database_block_is_required(self) -> None:
         """A client without a database block is refused."""
         text = self.error(clients=[{"database": None}])

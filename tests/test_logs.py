@@ -81,6 +81,21 @@ class LogServiceTests(SynchronousTestCase):
         self.assertIn("after rotation", self.read(config.log))
         self.assertNotIn("before rotation", self.read(config.log))
 
+    def test_twisted_port_announcements_are_left_out(self) -> None:
+        """ilchat names its listeners itself: Twisted's "X starting on N" is not written twice."""
+        from twisted.python import log as legacy
+
+        service, log, config = self.make("info")
+        # What twisted.internet.tcp.Port logs with twisted.python.log.msg, on this publisher.
+        legacy_log = legacy.LogPublisher(observerPublisher=service.publisher, publishPublisher=service.publisher)
+        legacy_log.msg("ChatSite starting on 8888")
+        legacy_log.msg("(TCP Port 8888 Closed)")
+        legacy_log.msg("some other legacy line starting on 5")
+        text = self.read(config.log)
+        self.assertNotIn("starting on 8888", text)
+        self.assertIn("(TCP Port 8888 Closed)", text)
+        self.assertIn("some other legacy line starting on 5", text)
+
     def test_stop_removes_the_observers(self) -> None:
         """Nothing is written after the service stops."""
         service, log, config = self.make("info")
@@ -160,3 +175,74 @@ class OtherObserverTests(SynchronousTestCase):
         self.addCleanup(service.stopService)
         Logger(observer=publisher).debug("a debug line")
         self.assertEqual(self.texts(stdout), ["a debug line"])
+
+
+class RepeatedLogTests(SynchronousTestCase):
+    """Identical lines within the window: the first at once, then one line with the count."""
+
+    def make(self, interval: float = 10.0):
+        from twisted.internet.task import Clock
+
+        from ilchat.logs import RepeatedLog
+
+        events: list = []
+        publisher = LogPublisher(events.append)
+        clock = Clock()
+        return RepeatedLog(Logger(namespace="ilchat.test", observer=publisher), clock, interval), clock, events
+
+    def texts(self, events: list) -> list:
+        from twisted.logger import formatEvent
+
+        return [formatEvent(e) for e in events]
+
+    def test_a_flood_becomes_two_lines(self) -> None:
+        """27,777 identical lines: one now, one with the count when the window ends."""
+        repeats, clock, events = self.make()
+        for _ in range(27_777):
+            repeats.info("{event} from {sid} refused: {reason}", event="x", sid="s1", reason="r")
+        self.assertEqual(self.texts(events), ["x from s1 refused: r"])
+        clock.advance(10)
+        self.assertEqual(
+            self.texts(events),
+            ["x from s1 refused: r", "x from s1 refused: r (repeated 27776 times in 10.0 s)"],
+        )
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_different_lines_are_not_merged(self) -> None:
+        """Other values (or another level) make another line; a given key groups on purpose."""
+        repeats, clock, events = self.make()
+        repeats.info("refused: {reason}", reason="a")
+        repeats.info("refused: {reason}", reason="b")
+        repeats.warn("refused: {reason}", reason="a")
+        repeats.info("{sid} bad", sid="1", key="bad")
+        repeats.info("{sid} bad", sid="2", key="bad")
+        self.assertEqual(
+            self.texts(events), ["refused: a", "refused: b", "refused: a", "1 bad"]
+        )
+        self.assertEqual(events[2]["log_level"], LogLevel.warn)
+
+    def test_after_the_window_a_line_goes_out_again(self) -> None:
+        """A line that comes back after a quiet window is logged at once, like a new one."""
+        repeats, clock, events = self.make(interval=5)
+        repeats.info("same")
+        clock.advance(6)
+        repeats.info("same")
+        self.assertEqual(self.texts(events), ["same", "same"])
+
+    def test_flush_writes_the_counts_and_leaves_no_timer(self) -> None:
+        """The owner's stop: pending counts are written now and the timers cancelled."""
+        repeats, clock, events = self.make()
+        repeats.info("same")
+        repeats.info("same")
+        repeats.info("same")
+        repeats.flush()
+        self.assertEqual(self.texts(events), ["same", "same (repeated 2 times in 0.0 s)"])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_values_that_cannot_be_hashed_still_group(self) -> None:
+        """A list among the fields is compared by its text."""
+        repeats, clock, events = self.make()
+        repeats.info("users {users}", users=[1, 2])
+        repeats.info("users {users}", users=[1, 2])
+        repeats.flush()
+        self.assertEqual(len(events), 2)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.support.db import fetch_rows_async, insert_rows_async, make_mariadb_database_async
 from tests.support.http import http_request
-from tests.support.server import write_configs
+from tests.support.server import free_port, write_configs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
@@ -33,12 +32,7 @@ def _env(**extra: str) -> Dict[str, str]:
     return env
 
 
-def _free_port() -> int:
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    return port
+_free_port = free_port
 
 
 def run_twistd(args: Sequence[str], cwd: str, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
@@ -314,7 +308,7 @@ class InstalledPackageTests(TestCase):
         )
         result = await threads.deferToThread(
             subprocess.run,
-            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+            [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
              "--target", target, source],
             capture_output=True,
             text=True,
@@ -322,6 +316,11 @@ class InstalledPackageTests(TestCase):
         )
         if result.returncode != 0:
             self.fail(result.stdout + result.stderr)
+        # setuptools warns about a data folder missing from `packages` (ilchat/web/static).
+        self.assertNotIn("BuildBackendWarning", result.stdout + result.stderr)
+        for shipped in ("web/static/index.html", "web/static/chat.js", "web/static/chat.css",
+                        "store/mysql_schema.sql", "store/sqlite_schema.sql"):
+            self.assertTrue(os.path.exists(os.path.join(target, "ilchat", shipped)), shipped)
         self.assertTrue(os.path.exists(os.path.join(target, "twisted", "plugins", "ilchat_plugin.py")))
         self.assertFalse(os.path.exists(os.path.join(target, "twisted", "plugins", "__init__.py")))
         # Run from elsewhere with the install first on the path and without the checkout's .pth

@@ -40,3 +40,15 @@ class TokenBucketTests(SynchronousTestCase):
         """A rate of 0 turns the throttle off."""
         bucket = TokenBucket(rate=0, burst=1, clock=Clock())
         self.assertTrue(all(bucket.consume()[0] for _ in range(1000)))
+
+    def test_on_refused_is_called_for_each_refusal_only(self):
+        """The metrics hook: one call per refused consume, none for allowed ones."""
+        clock = Clock()
+        refusals = []
+        bucket = TokenBucket(rate=1, burst=2, clock=clock, on_refused=lambda: refusals.append(clock.seconds()))
+        results = [bucket.consume()[0] for _ in range(4)]
+        self.assertEqual(results, [True, True, False, False])
+        self.assertEqual(len(refusals), 2)
+        clock.advance(1)
+        self.assertTrue(bucket.consume()[0])
+        self.assertEqual(len(refusals), 2)

@@ -13,7 +13,7 @@ const { spawn, spawnSync, execFileSync } = require('child_process');
 
 const BENCH = path.resolve(__dirname, '..');
 const MAIN = path.resolve(BENCH, '..');
-const SPEC_SQL = process.env.ILIAS_TABLES_SQL || path.resolve(MAIN, '../shared/spec/ilias-tables.sql');
+const SPEC_SQL = process.env.ILIAS_TABLES_SQL || path.join(MAIN, 'ilchat/store/mysql_schema.sql');
 const TWISTD = process.env.ILCHAT_TWISTD || path.join(MAIN, '.venv/bin/twistd');
 const NS = 'bench';
 const AUTH_KEY = 'bench-key';
@@ -152,6 +152,8 @@ function writeIlchatConfig() {
     conversation_idle_state_in_minutes: 1, osd_intervall: 60, chat_enabled: true, play_invitation_sound: false,
     auth: { key: AUTH_KEY, secret: AUTH_SECRET },
     database: { type: 'mysql', host: '127.0.0.1', port: 3306, name: DB, user: 'root', pass: '' },
+    // The load generators log in by id as the Node server's clients do (no ILIAS sessions).
+    identity: 'trust',
   };
   fs.writeFileSync(path.join(dir, 'server.cfg'), JSON.stringify(server, null, 2));
   fs.writeFileSync(path.join(dir, 'client.cfg'), JSON.stringify(client, null, 2));

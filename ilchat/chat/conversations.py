@@ -10,7 +10,9 @@ each deliver to their own sockets.
 
 Where the Node server has quirks (spec §7.3), this module fixes them:
 
-* the acting participant is always the connection's logged-in one, never an id from the client;
+* the acting participant is always the connection's logged-in one, never an id from the client
+  (and the adapter binds a connection to one verified user, ``ilchat.ilias.identity``);
+* names are ILIAS's (``usr_data.login``) where the database has the user;
 * ``online`` follows the participant's connections (the last one gone means offline);
 * ``numNewMessages`` is computed for the participant who receives the payload;
 * a conversation is found by its exact set of participants, a 1:1 before a group;
@@ -19,7 +21,6 @@ Where the Node server has quirks (spec §7.3), this module fixes them:
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set
@@ -28,6 +29,8 @@ import attr
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+
+from ilchat.jsonutil import JSONError, dumps, has_lone_surrogate, loads
 
 __all__ = [
     "Conversation",
@@ -384,7 +387,7 @@ def _check_fits(participants: Sequence[Any]) -> None:
     that cannot be stored or that comes back broken after a restart.
     """
     items = [p.as_json() if isinstance(p, Participant) else {"id": p["id"], "name": p["name"]} for p in participants]
-    text = json.dumps(items, separators=(",", ":"), ensure_ascii=False)
+    text = dumps(items)
     if len(text) > MAX_PARTICIPANTS_JSON:
         raise Refused(f"the participant list is too long to store ({MAX_PARTICIPANTS_JSON} characters at most)")
 
@@ -452,8 +455,8 @@ class OnScreenChat:
         participants = row.get("participants")
         if isinstance(participants, (str, bytes)):
             try:
-                participants = json.loads(participants or "[]")
-            except ValueError:
+                participants = loads(participants or "[]")
+            except JSONError:
                 self._log.warn(
                     "osc_conversation {id}: unreadable participants {participants!r}",
                     id=row.get("id"),
@@ -506,12 +509,31 @@ class OnScreenChat:
 
     def login(self, connection: str, user_id: Any, name: Any) -> Participant:
         """
-        Log C{connection} in. As in ILIAS there is no check against PHP for the On-Screen Chat.
+        Log C{connection} in. The adapter has checked that the connection may act as C{user_id}
+        (``ilchat.ilias.identity``) and passes the name ILIAS knows (L{known_names}).
 
         Raises:
             Refused: a malformed id or name.
         """
         return self.registry.connect(connection, parse_user_id(user_id), _parse_name(name))
+
+    async def known_names(self, user_ids: Iterable[int]) -> Dict[int, str]:
+        """
+        The names ILIAS gives these users (``usr_data.login``, what its On-Screen Chat shows),
+        for those the database has; a browser's names are used only for the others.
+        """
+        ids = list(user_ids)
+        try:
+            return await self._store.get_logins(ids)
+        except Exception:
+            self._log.failure("On-Screen Chat {instance}: reading usr_data failed", instance=self.instance)
+            return {}
+
+    def _rename(self, names: Mapping[int, str]) -> None:
+        for user_id, name in names.items():
+            participant = self.registry.participants.get(user_id)
+            if participant is not None:
+                participant.name = name
 
     def disconnect(self, connection: str) -> Optional[Participant]:
         """A socket is gone; its participant is offline once it was their last one."""
@@ -596,7 +618,7 @@ class OnScreenChat:
     @staticmethod
     def _participants_text(conversation: Conversation) -> str:
         # JSON.stringify's compact form, as ILIAS's PHP side reads osc_conversation.participants.
-        return json.dumps(conversation.participants_json(), separators=(",", ":"), ensure_ascii=False)
+        return dumps(conversation.participants_json())
 
     async def _persist_new(self, conversation: Conversation) -> None:
         await self._store.insert_conversation(
@@ -647,6 +669,9 @@ class OnScreenChat:
             raise Refused("participants must include yourself")
         if len(ids) < 2:
             raise Refused("a conversation needs at least one other participant")
+        names = await self.known_names(ids)
+        self._rename(names)
+        wanted = [{"id": p["id"], "name": names.get(p["id"], p["name"])} for p in wanted]
         conversation = self.registry.find_exact(ids)
         if conversation is None:
             # Known participants keep their names, so measure what would really be stored.
@@ -682,6 +707,9 @@ class OnScreenChat:
         conversation = self._conversation_for(conversation_id, actor)
         new_id = parse_user_id(user_id)
         new_name = _parse_name(name)
+        names = await self.known_names([new_id])
+        self._rename(names)
+        new_name = names.get(new_id, new_name)
         if conversation.has(new_id):
             raise Refused("already a participant of this conversation")
         if len(conversation.participants) >= MAX_PARTICIPANTS:
@@ -766,6 +794,9 @@ class OnScreenChat:
             raise Refused("message is empty")
         if len(text.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
             raise Refused(f"message longer than {MAX_MESSAGE_BYTES} bytes")
+        if has_lone_surrogate(text):
+            # Neither osc_messages nor any browser could take it (strict JSON refuses it first).
+            raise Refused("message holds a lone surrogate")
         if not actor.accepts_messages:
             message = {
                 "conversationId": conversation.id,

@@ -20,7 +20,7 @@ Both kinds go through exactly the same calls, in the order a browser does them::
     chat.connect(user_id)                        # PHP "Connect": registers the member
     chat.add_room_member(room_id, user_id)       # PHP "EnterPrivateRoom": room-level membership
     chat.login(conn, user_id, name, picture)     # the browser "login"; None if never connected
-    chat.enter_room(conn, room_id)               # "enterRoom": the connection joins the room
+    chat.enter_room(conn, room_id)               # "enterRoom": only into rooms PHP admitted to
     chat.post_message(conn, room_id, content, format, target=None)
     chat.typing(conn, room_id, started=True)
     chat.part_room(conn, room_id)                # IRC PART (browsers have no such event)
@@ -85,7 +85,6 @@ on database errors). A message whose stored JSON would not fit ``chatroom_histor
 """
 
 import bisect
-import json
 from typing import (
     Any,
     Callable,
@@ -106,6 +105,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from ilchat.bus import IBus
+from ilchat.jsonutil import JSONError, dumps
 from ilchat.logs import debug_wanted
 from ilchat.chat.history import HistoryRow, HistoryWriter, WriteBatch
 
@@ -174,16 +174,6 @@ class ContentTooLong(ChatError):
     """The message would not fit into ``chatroom_history.message``; it was not delivered."""
 
     code = "message_too_long"
-
-
-def dumps(obj: Any) -> str:
-    """
-    Compact JSON as C{JSON.stringify} writes it: no spaces, non-ASCII kept as characters.
-
-    Used for what must look exactly like ILIAS's own strings: the stored history JSON and the
-    typing ``subscriber`` field.
-    """
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
 def _identity_changed(member: "Member", attribute: Any, value: Any) -> Any:
@@ -618,17 +608,18 @@ class ChatRooms:
         """
         Log a connection in as a registered member (the browser's ``login``).
 
+        A connection acts as one member for its whole life: a second login may rename it (IRC
+        nick changes) but not switch it to another id.
+
         Returns:
-            the member, or None when the id was never connected (the adapter then shuts the
-            connection down, see design.md §3).
+            the member, or None when the id was never connected, or the connection is already
+            logged in as someone else (the adapter then shuts the connection down).
         """
-        self._cancel_grace(user_id)
         member = self._members.get(user_id)
-        if member is None:
-            return None
         previous = self._connections.get(connection)
-        if previous is not None and previous != user_id:
-            self.connection_lost(connection)
+        if member is None or (previous is not None and previous != user_id):
+            return None
+        self._cancel_grace(user_id)
         member.name = name
         member.profile_picture_visible = bool(profile_picture_visible)
         member.connections.add(connection)
@@ -643,18 +634,23 @@ class ChatRooms:
         room, or to the connection alone when coalesced); and, unless the member was already
         present, ``notice`` ``welcome_to_chat`` to the connection and ``connect`` to the others.
 
+        Only members of the room enter it: PHP admits a user with ``EnterPrivateRoom`` or
+        ``InvitePrivateRoom``, and a kick or ban takes that back until PHP admits them again
+        (the Node server lets anyone in, only without a userlist entry).
+
         Raises:
-            NotLoggedIn, UnknownRoom
+            NotLoggedIn, UnknownRoom, NotInRoom (not admitted by PHP)
         """
         member = self._require_member(connection)
         room = self._require_room(room_id)
+        if member.id not in room.members:
+            raise NotInRoom(f"user {member.id} was not admitted to room {room_id}")
         self._cancel_grace(member.id)
         already_joined = member.id in room.joined
         if connection not in room.connections:
             room.connections.add(connection)
             self._publish({"op": "join", "room": room.id, "connections": [connection]})
-        if member.id in room.members:
-            room.mark_present(room.members[member.id])
+        room.mark_present(member)
         ts = self.now_ms()
         self._emit_to(
             [connection],
@@ -685,8 +681,10 @@ class ChatRooms:
         Deliver a message to a room, or privately to sender and target, then store it.
 
         Args:
-            target: ``{"id": int, "username": str, "public": truthy}``; a non-public target
-                means only the sender's and the target's connections get it.
+            target: ``{"id": int, "username": str, "public": truthy}``; the target is the room
+                member with that id (its ``username`` is the member's name, whatever the client
+                wrote); a non-public target means only the sender's and the target's
+                connections get it.
 
         Returns:
             the delivered payload.
@@ -715,12 +713,13 @@ class ChatRooms:
                 target_id = int(target_id)
             if not isinstance(target_id, int) or isinstance(target_id, bool):
                 raise InvalidInput("target.id must be a number")
-            target_member = self._members.get(target_id)
+            target_member = room.members.get(target_id)
             if target_member is None:
-                raise UnknownUser(f"unknown target {target_id}")
+                raise UnknownUser(f"unknown target {target_id} in room {room_id}")
+            # The target is whoever has that id; the name is the one the server knows.
             clean_target = {
-                "username": target.get("username", target_member.name),
-                "id": target.get("id"),
+                "username": target_member.name,
+                "id": target_member.id,
                 "public": target.get("public", 0),
             }
         ts = self.now_ms()
@@ -728,7 +727,11 @@ class ChatRooms:
                             format=format)
         if clean_target is not None:
             payload["target"] = clean_target
-        stored = dumps(dict(payload, timestamp=ts // 1000))
+        try:
+            # Strict JSON: no NaN/Infinity, no lone surrogate ever reaches chatroom_history.
+            stored = dumps(dict(payload, timestamp=ts // 1000))
+        except JSONError as e:
+            raise InvalidInput(f"message cannot be stored: {e}") from None
         if len(stored) > MAX_STORED_MESSAGE_LENGTH:
             raise ContentTooLong(
                 f"message too long: {len(stored)} > {MAX_STORED_MESSAGE_LENGTH} characters stored"
@@ -896,6 +899,13 @@ class ChatRooms:
             self._run_hook(self._on_member_gone, user_id, room_ids)
 
     def _forget(self, member: Member) -> None:
+        # Out of every room too: a member PHP connects again starts without admissions.
+        for room in self._rooms.values():
+            if member.id in room.members or member.id in room.joined:
+                was_present = member.id in room.joined
+                room.remove_member(member.id)
+                if was_present:
+                    self._userlist_changed(room, room.id)
         self._cancel_grace(member.id)
         for conn in member.connections:
             self._connections.pop(conn, None)

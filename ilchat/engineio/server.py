@@ -28,9 +28,9 @@ with ``session.send_message(data)`` or, to share one encoding between many sessi
 
 from __future__ import annotations
 
-import json
 import pprint
 import secrets
+from collections import Counter
 from fnmatch import fnmatchcase
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
@@ -45,6 +45,8 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from ilchat.engineio import packets as P
 from ilchat.engineio.frames import FrameOutbox, direct_socket, read_data_frame, write_frames
+from ilchat.jsonutil import dumps
+from ilchat.logs import RepeatedLog
 
 __all__ = [
     "EngineIOServer",
@@ -80,8 +82,22 @@ _OPENING, _OPEN, _CLOSING, _CLOSED = range(4)
 #: How long a probing websocket may take to send the ``5`` upgrade packet (engine.io: 10 s).
 UPGRADE_TIMEOUT = 10.0
 
-#: Bound on packets queued for a polling client that does not come back to read them.
+#: Bound on packets queued for a polling client that does not come back to read them (the
+#: bytes are bounded too, by ``max_backlog``).
 MAX_POLLING_QUEUE = 10_000
+
+#: Most packets one polling POST may carry. socket.io-client sends what was emitted during one
+#: round trip (ILIAS pages: a handful); a POST of thousands of tiny packets would hold the reactor
+#: for as long as it takes to handle them all, so it closes the session instead.
+MAX_PACKETS_PER_POST = 500
+
+#: Most websocket messages handled per connection in one reactor turn; the rest of what arrived
+#: waits for the next turn, with the connection's reading paused meanwhile.
+MAX_FRAMES_PER_TURN = 100
+
+#: Close codes of a websocket that broke the protocol or a limit (RFC 6455 §7.4.1).
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_POLICY_VIOLATION = 1008
 
 _log = Logger(namespace="ilchat.engineio")
 
@@ -175,6 +191,9 @@ class EngineIOSession:
         "_upgrade_call",
         "_close_call",
         "_close_reason",
+        "_close_detail",
+        "_queued_bytes",
+        "held",
     )
 
     def __init__(
@@ -202,6 +221,11 @@ class EngineIOSession:
         self._upgrade_call = None
         self._close_call = None
         self._close_reason = ""
+        self._close_detail: str | None = None
+        self._queued_bytes = 0
+        #: Bytes the application keeps for this session (Socket.IO: attachments not yet
+        #: complete); see :meth:`hold`.
+        self.held = 0
 
     def __repr__(self) -> str:
         return f"<EngineIOSession {self.sid} {self.transport}>"
@@ -210,6 +234,30 @@ class EngineIOSession:
     def closed(self) -> bool:
         """True once the session is closing or closed; sends are then dropped."""
         return self._state >= _CLOSING
+
+    @property
+    def buffered(self) -> int:
+        """
+        Bytes held for this session: packets a polling client has not fetched (characters), what
+        a websocket client left unread beyond the full socket buffers, and what the application
+        holds (:meth:`hold`). Over the server's ``max_backlog`` the session is closed.
+        """
+        ws = self._ws
+        return self._queued_bytes + self.held + (ws.backlog if ws is not None else 0)
+
+    def hold(self, size: int) -> bool:
+        """
+        The application keeps ``size`` more bytes for this session (negative: releases them).
+
+        Returns:
+            False when that takes the session over ``max_backlog``: it is then closed (one log
+            line, the reason in the websocket's close frame) and the caller drops what it held.
+        """
+        self.held = max(0, self.held + size)
+        if size > 0 and self.buffered > self.server.max_backlog:
+            self.limit_exceeded(f"more than {self.server.max_backlog} bytes buffered")
+            return False
+        return True
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -229,7 +277,7 @@ class EngineIOSession:
                 if ws.write_paused:
                     # The kernel and Twisted buffers are full: count what piles up behind them.
                     ws.backlog += sum(len(packet.prepared.payloadHybi) for packet in packets)
-                    if ws.backlog > self.server.max_backlog:
+                    if self.buffered > self.server.max_backlog:
                         _log.info(
                             "Engine.IO session {sid}: client does not read, closing",
                             sid=self.sid,
@@ -238,11 +286,20 @@ class EngineIOSession:
             return
         queue = self._queue
         for packet in packets:
-            queue.append(packet.polling)
+            text = packet.polling
+            queue.append(text)
+            self._queued_bytes += len(text)
         if self._get_request is not None:
             self._flush_poll()
-        elif len(queue) > MAX_POLLING_QUEUE:
+        elif len(queue) > MAX_POLLING_QUEUE or self.buffered > self.server.max_backlog:
             # A slow or vanished polling reader: bound the memory, then let it go.
+            _log.info(
+                "Engine.IO session {sid}: client does not poll, {size} bytes in {count} packets"
+                " queued, closing",
+                sid=self.sid,
+                size=self._queued_bytes,
+                count=len(queue),
+            )
             self.close("transport error", discard=True)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -251,15 +308,14 @@ class EngineIOSession:
         """Send the open packet, attach the application and start the heartbeat."""
         server = self.server
         upgrades = ["websocket"] if self.transport == "polling" else []
-        handshake = json.dumps(
+        handshake = dumps(
             {
                 "sid": self.sid,
                 "upgrades": upgrades,
                 "pingInterval": int(server.ping_interval * 1000),
                 "pingTimeout": int(server.ping_timeout * 1000),
                 "maxPayload": server.max_payload,
-            },
-            separators=(",", ":"),
+            }
         )
         self._state = _OPEN
         self.send_packets((OutgoingPacket(P.OPEN, handshake),))
@@ -276,6 +332,8 @@ class EngineIOSession:
         discard: bool = False,
         final_packet: str = "1",
         abort: bool = False,
+        detail: str | None = None,
+        close_code: int = CLOSE_POLICY_VIOLATION,
     ) -> None:
         """Close the session, tell the application, and release the transport.
 
@@ -287,11 +345,14 @@ class EngineIOSession:
                 the client itself closed (engine.io's polling ``onClose``).
             abort: drop a websocket's TCP connection at once (a client that does not read would
                 never get the close frame).
+            detail: why, for the client: the websocket's close frame carries it with
+                ``close_code``; a polling POST gets it in its 400 answer.
         """
         if self._state >= _CLOSING:
             return
         self._state = _CLOSING
         self._close_reason = reason
+        self._close_detail = detail
         self._cancel_timers()
         server = self.server
         probe, self._probe = self._probe, None
@@ -304,7 +365,12 @@ class EngineIOSession:
             if abort:
                 ws.dropConnection(abort=True)
             elif ws.state == ws.STATE_OPEN:
-                ws.sendClose()
+                if detail:
+                    # The reason must fit the close frame's 123 bytes; cut at a character.
+                    reason_bytes = detail.encode("utf-8")[:123].decode("utf-8", "ignore")
+                    ws.sendCloseFrame(close_code, reason_bytes.encode("utf-8"), isReply=False)
+                else:
+                    ws.sendClose()
             self._finalize()
         elif self._get_request is not None:
             # Polling: the parked GET takes what is queued plus the close packet.
@@ -334,6 +400,8 @@ class EngineIOSession:
             self._close_call.cancel()
         self._close_call = None
         self._queue = []
+        self._queued_bytes = 0
+        self.held = 0
         self.server._forget(self)
 
     def _cancel_timers(self) -> None:
@@ -379,17 +447,29 @@ class EngineIOSession:
             pass
         else:
             # open, ping (v4 pings go server -> client), upgrade outside an upgrade: invalid.
-            _log.info(
-                "Engine.IO session {sid}: unexpected packet type {type}, closing",
-                sid=self.sid,
-                type=packet_type,
-            )
-            self.close("parse error", discard=True)
+            self.protocol_error(f"unexpected packet type {packet_type}")
 
     def protocol_error(self, why: str) -> None:
-        """A malformed packet: close this session only."""
-        _log.info("Engine.IO session {sid}: {why}, closing", sid=self.sid, why=why)
-        self.close("parse error", discard=True)
+        """A malformed packet: close this session only, with one log line and the reason."""
+        self._close_for(why, "parse error", CLOSE_PROTOCOL_ERROR, "parse_error")
+
+    def limit_exceeded(self, why: str) -> None:
+        """The client went over a limit: close this session only, with one log line and the reason."""
+        self._close_for(why, "transport error", CLOSE_POLICY_VIOLATION, "session_limit")
+
+    def _close_for(self, why: str, reason: str, close_code: int, counted_as: str) -> None:
+        if self._state >= _CLOSING:
+            return
+        self.server.refusals[counted_as] += 1
+        # The same fault from one address is one line per 10 s (then one with the count).
+        self.server.repeated_log.info(
+            "Engine.IO session {sid} from {address}: {why}, closing",
+            sid=self.sid,
+            address=self.address,
+            why=why,
+            key=(self.address, why),
+        )
+        self.close(reason, discard=True, detail=why, close_code=close_code)
 
     # -- long-polling ----------------------------------------------------------------------
 
@@ -421,6 +501,7 @@ class EngineIOSession:
     def _flush_poll(self) -> None:
         request, self._get_request = self._get_request, None
         queue, self._queue = self._queue, []
+        self._queued_bytes = 0
         body = P.encode_payload(queue).encode("utf-8")
         _write_response(request, 200, b"text/plain; charset=UTF-8", body)
 
@@ -432,15 +513,21 @@ class EngineIOSession:
             self.close("transport error", discard=True)
             request.setResponseCode(413)
             return b""
+        if body.count(b"\x1e") >= MAX_PACKETS_PER_POST:
+            self.limit_exceeded(f"more than {MAX_PACKETS_PER_POST} packets in one POST")
+            return _error_body(request, ERROR_BAD_REQUEST, self._close_detail)
         try:
             decoded = P.decode_payload(body)
         except P.PacketError as e:
             self.protocol_error(str(e))
-            return _error_body(request, ERROR_BAD_REQUEST)
+            return _error_body(request, ERROR_BAD_REQUEST, str(e))
         for packet_type, data in decoded:
             if self._state != _OPEN:
                 break
             self.packet_received(packet_type, data)
+        if self._state != _OPEN and self._close_detail:
+            # A packet of this POST broke the protocol or a limit: the client learns why.
+            return _error_body(request, ERROR_BAD_REQUEST, self._close_detail)
         request.setHeader(b"content-type", b"text/html")
         return b"ok"
 
@@ -497,6 +584,7 @@ class EngineIOSession:
             self.transport = "websocket"
             self._ws = ws
             queue, self._queue = self._queue, []
+            self._queued_bytes = 0
             request, self._get_request = self._get_request, None
             if request is not None:
                 _write_response(request, 200, b"text/plain; charset=UTF-8", b"6")
@@ -574,6 +662,9 @@ class EngineIOWebSocketProtocol(WebSocketServerProtocol):
     backlog = 0
     #: Frames waiting for the end of this reactor turn (see :class:`FrameOutbox`).
     outgoing: list[bytes] | None = None
+    #: Messages this connection may still hand on in the current reactor turn.
+    frames_left = MAX_FRAMES_PER_TURN
+    _resume_call: Any = None
     _direct: Any = None
     _reactor: Any = None
 
@@ -632,6 +723,30 @@ class EngineIOWebSocketProtocol(WebSocketServerProtocol):
             self.outgoing = None
         super().dropConnection(abort)
 
+    def dataReceived(self, data: bytes) -> None:
+        if self._resume_call is None:
+            self.frames_left = MAX_FRAMES_PER_TURN
+        super().dataReceived(data)
+
+    def _pause_reading(self) -> None:
+        """
+        This turn's share of messages is used up: stop reading, go on in the next turn.
+
+        One TCP read can carry thousands of tiny frames; handling them all at once would hold
+        every other connection back. What is left stays in Autobahn's buffer and the kernel's
+        (so the client is slowed by TCP, not by our memory).
+        """
+        if self._resume_call is None:
+            self.transport.pauseProducing()
+            self._resume_call = self._reactor.callLater(0, self._resume_reading)
+
+    def _resume_reading(self) -> None:
+        self._resume_call = None
+        self.frames_left = MAX_FRAMES_PER_TURN
+        if self.state in (self.STATE_OPEN, self.STATE_CLOSING):
+            self.transport.resumeProducing()
+            self.consumeData()
+
     def processData(self) -> bool:
         """
         Take a whole single-frame text or binary message straight from the buffer.
@@ -642,6 +757,9 @@ class EngineIOWebSocketProtocol(WebSocketServerProtocol):
         takes the common case; control frames, fragments and anything malformed or too big are
         left to Autobahn, which answers them as before.
         """
+        if self.frames_left <= 0 and self.state == self.STATE_OPEN and self._reactor is not None:
+            self._pause_reading()
+            return False
         if (
             self.current_frame is None
             and not self.inside_message
@@ -696,6 +814,7 @@ class EngineIOWebSocketProtocol(WebSocketServerProtocol):
 
     def frame_received(self, frame: str | bytes) -> None:
         """One whole message, text or binary, for the session."""
+        self.frames_left -= 1
         session = self.session
         if session is None:
             return
@@ -707,6 +826,9 @@ class EngineIOWebSocketProtocol(WebSocketServerProtocol):
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.outgoing = None
+        call, self._resume_call = self._resume_call, None
+        if call is not None and call.active():
+            call.cancel()
         session, self.session = self.session, None
         if session is not None:
             session.websocket_closed(self)
@@ -793,9 +915,7 @@ def _write_response(request: Request | None, code: int, content_type: bytes, bod
 def _error_body(request: Request, code: int, message: str | None = None) -> bytes:
     request.setResponseCode(403 if code == ERROR_FORBIDDEN else 400)
     request.setHeader(b"content-type", b"application/json")
-    return json.dumps(
-        {"code": code, "message": message or _ERROR_MESSAGES[code]}, separators=(",", ":")
-    ).encode()
+    return dumps({"code": code, "message": message or _ERROR_MESSAGES[code]}).encode()
 
 
 def _origin_matcher(allowed: Any) -> Callable[[str], bool] | None:
@@ -863,9 +983,7 @@ class EngineIOResource(Resource):
                 status, message = refused
                 request.setResponseCode(status)
                 request.setHeader(b"content-type", b"application/json")
-                return json.dumps(
-                    {"code": ERROR_FORBIDDEN, "message": message}, separators=(",", ":")
-                ).encode()
+                return dumps({"code": ERROR_FORBIDDEN, "message": message}).encode()
         args = request.args
         transport = _arg(args, b"transport")
         if transport not in ("polling", "websocket"):
@@ -967,8 +1085,11 @@ class EngineIOServer:
         connection_filter: ``connection_filter(request) -> None | (http_status, message)``;
             a tuple refuses the request with that status and ``{"code":4,"message":message}``.
         open_handshake_timeout: seconds a websocket may take to complete its opening handshake.
-        max_backlog: bytes a websocket client may leave unread beyond the full socket buffers
-            before it is dropped (default: twice ``max_payload``, at least 1 MB).
+        max_backlog: bytes one session may have buffered (``EngineIOSession.buffered``: what a
+            websocket client leaves unread beyond the full socket buffers, what a polling client
+            has not fetched, what the application holds for it) before it is closed (default:
+            twice ``max_payload``, at least 1 MB). A websocket message being received is bounded
+            by ``max_payload`` on its own.
     """
 
     def __init__(
@@ -996,6 +1117,10 @@ class EngineIOServer:
         self.resolve_address = address_resolver or default_address
         self.connection_filter = connection_filter
         self.origin_check = origin_check
+        #: One line per kind of refusal and address per 10 s, then one with the count.
+        self.repeated_log = RepeatedLog(_log, reactor)
+        #: Sessions closed for a malformed packet (``parse_error``) or a limit (``session_limit``).
+        self.refusals: Counter[str] = Counter()
         self.sessions: dict[str, EngineIOSession] = {}
         self.ws_factory = EngineIOWebSocketFactory(self)
         self.ws_factory.setProtocolOptions(
@@ -1025,3 +1150,4 @@ class EngineIOServer:
         # The connections are closing with the process: no close handshake is waited for.
         self.ws_factory.timers.cancel_all()
         self.ws_factory.outbox.cancel()
+        self.repeated_log.flush()

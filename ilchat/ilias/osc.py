@@ -7,6 +7,12 @@ publishes on the bus (topic ``osc:<name>``) is delivered here to the sockets of 
 socket of a logged-in user sits in the namespace room ``user:<id>``, so one emit reaches all of a
 user's tabs and the packet is encoded once for all of them.
 
+A socket acts only as the user it is bound to (``ilchat.ilias.identity``: the ILIAS session of its
+handshake, or in ``trust`` mode its first login); a ``login`` for anyone else gets ``shutdown`` and
+the socket is disconnected. Names come from ``usr_data.login`` (what ILIAS's page sends for its own
+user) wherever the database has the user, not from what a browser claims. A socket's events are
+handled one after the other, so nothing overtakes its ``login``.
+
 A refused event (bad arguments, unknown conversation, acting for someone else, before ``login``)
 gets a ``refused`` event on that socket only, ``{"event": <name>, "reason": <text>}``, and the same
 object as the acknowledgement if the client asked for one. ILIAS's JavaScript ignores both.
@@ -14,14 +20,16 @@ object as the acknowledgement if the client asked for one. ILIAS's JavaScript ig
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable, Dict, Optional
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ilchat.chat.conversations import OnScreenChat, Refused, parse_user_id
+from ilchat.ilias.identity import Identity, in_order, shut_down
 from ilchat.ilias.throttle import MessageThrottle, too_fast_text
+from ilchat.jsonutil import JSONError, loads
+from ilchat.logs import RepeatedLog
 from ilchat.web.errors import BadRequest
 
 __all__ = ["OnScreenChatComponent", "parse_config_change"]
@@ -48,9 +56,9 @@ def parse_config_change(raw: Optional[str]) -> Dict[int, bool]:
     if len(raw) > MAX_CONFIG_CHANGE:
         raise ValueError("message too long")
     try:
-        users = json.loads(raw)
-    except ValueError:
-        raise ValueError("message is not valid JSON") from None
+        users = loads(raw)
+    except JSONError as e:
+        raise ValueError(f"message is not valid JSON: {e}") from None
     if not isinstance(users, dict):
         raise ValueError("message must be a JSON object keyed by user id")
     changes: Dict[int, bool] = {}
@@ -80,9 +88,11 @@ class OnScreenChatComponent:
         self.name = client.config.name
         self.namespace_name = f"/{self.name}-im"
         self.chat = OnScreenChat(self.name, client.store, client.bus, client.reactor)
+        self.identity = Identity(client.config, client.store, client.reactor)
         self._namespace: Any = None
         self._sockets: Dict[str, Any] = {}
         self._unsubscribe: Optional[Callable[[], None]] = None
+        self._repeats = RepeatedLog(self._log, client.reactor)
         self._throttle = MessageThrottle(getattr(client, "policy", None), self.namespace_name)
 
     # lifecycle ---------------------------------------------------------------------------------
@@ -118,11 +128,13 @@ class OnScreenChatComponent:
     async def stop(self) -> None:
         if self._namespace is None:
             return
+        self.identity.stop()
         if "UserConfigChange" in self.client.routes:
             self.client.routes.unregister("UserConfigChange")
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        self._repeats.flush()
         await self.chat.stop()
 
     def live_conversation_ids(self) -> set:
@@ -176,11 +188,11 @@ class OnScreenChatComponent:
 
         def run(socket: Any, *args: Any) -> Deferred:
             self._sockets.setdefault(socket.sid, socket)
-            d = ensureDeferred(_as_coroutine(handler, socket, *args))
+            d = in_order(socket, handler, socket, *args)
 
             def failed(failure: Any) -> Dict[str, str]:
                 if failure.check(Refused):
-                    self._log.info(
+                    self._repeats.info(
                         "OSC {ns}: {event} refused for {sid}: {reason}",
                         ns=self.namespace_name,
                         event=event,
@@ -199,10 +211,19 @@ class OnScreenChatComponent:
         return run
 
     async def on_login(self, socket: Any, user_id: Any = None, name: Any = None, *_: Any) -> None:
-        previous = self.chat.registry.logged_in(socket.sid)
-        participant = self.chat.login(socket.sid, user_id, name)
-        if previous is not None and previous.id != participant.id:
-            socket.leave(_user_room(previous.id))
+        """
+        ``login(id, name)``: only as the socket's bound user (``ilchat.ilias.identity``), under
+        the name ILIAS gives it (``usr_data.login``); anything else gets ``shutdown`` and the
+        socket is disconnected.
+        """
+        uid = parse_user_id(user_id)
+        if await self.identity.bind(socket, uid) is not None:
+            shut_down(socket)
+            return
+        names = await self.chat.known_names([uid])
+        if not socket.connected:
+            return
+        participant = self.chat.login(socket.sid, uid, names.get(uid, name))
         socket.join(_user_room(participant.id))
         socket.emit("login", participant.as_json())
         await self.chat.list_conversations(socket.sid)
@@ -262,10 +283,6 @@ class OnScreenChatComponent:
             "OSC {ns}: acceptsMessages changed for {users}", ns=self.namespace_name, users=changes
         )
         return {"status": 200}
-
-
-async def _as_coroutine(handler: Callable[..., Any], *args: Any) -> Any:
-    return await handler(*args)
 
 
 def _register_route(routes: Any, action: str, handler: Callable[..., Any]) -> None:

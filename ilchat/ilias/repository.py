@@ -15,8 +15,11 @@ This adapter translates; the behaviour lives in L{ilchat.chat.rooms.ChatRooms}:
   and are not supported).
 
 Where ilchat differs from the Node server on purpose (design.md §3): ``login`` with an id PHP never
-connected gets ``shutdown`` and is disconnected; unknown rooms or users in backend actions are a
-404 JSON answer instead of a crash. ``Kick`` and ``Ban`` still answer ``{"success":true}`` for a
+connected, or one the socket may not act as (``ilchat.ilias.identity``: the ILIAS session of its
+handshake, or its first login), gets ``shutdown`` and is disconnected; ``enterRoom`` enters only
+rooms PHP admitted the user to (a kick or ban holds until PHP admits them again); whisper targets
+are room members found by id; the name shown is the one PHP wrote; unknown rooms or users in
+backend actions are a 404 JSON answer instead of a crash. ``Kick`` and ``Ban`` still answer ``{"success":true}`` for a
 user who is not in the chat (PHP writes its ban/kick only after a successful answer). Refused
 socket events are logged and otherwise ignored, as the ILIAS JavaScript expects no answer; the one
 exception is an over-long message, which the sender is told about with a ``notice``
@@ -25,6 +28,7 @@ exception is an over-long message, which the sender is told about with a ``notic
 
 from __future__ import annotations
 
+import json
 from typing import Any, Dict, List, Optional, Sequence
 
 from twisted.logger import Logger
@@ -41,7 +45,9 @@ from ilchat.chat.rooms import (
     UserList,
     dumps,
 )
+from ilchat.ilias.identity import Identity, in_order, shut_down
 from ilchat.ilias.throttle import SYSTEM_SENDER, MessageThrottle, too_fast_text
+from ilchat.logs import RepeatedLog
 from ilchat.web.errors import BadRequest, NotFound
 
 __all__ = ["RepositoryChat", "component", "parse_id"]
@@ -115,11 +121,14 @@ class RepositoryChat:
             on_member_gone=self._member_gone,
             grace=grace,
         )
+        self.identity = Identity(client.config, client.store, client.reactor)
         self.namespace: Any = None
         self._throttle = MessageThrottle(getattr(client, "policy", None), "/" + self.name)
         self._sockets: Dict[str, Any] = {}
         self._unsubscribe: Optional[Any] = None
         self._registered: List[str] = []
+        # A client repeating a refused event thousands of times costs two log lines, not thousands.
+        self._repeats = RepeatedLog(self._log, client.reactor)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -130,11 +139,14 @@ class RepositoryChat:
         self._log.info("{count} rooms preloaded for {name}", count=len(self.chat.rooms()),
                        name=self.name)
         ns = self.namespace = self.client.socketio.namespace("/" + self.name)
-        ns.on("login", self.on_login)
-        ns.on("enterRoom", self.on_enterRoom)
-        ns.on("message", self.on_message)
-        ns.on("userStartedTyping", self.on_userStartedTyping)
-        ns.on("userStoppedTyping", self.on_userStoppedTyping)
+        for event, handler in (
+            ("login", self.on_login),
+            ("enterRoom", self.on_enterRoom),
+            ("message", self.on_message),
+            ("userStartedTyping", self.on_userStartedTyping),
+            ("userStoppedTyping", self.on_userStoppedTyping),
+        ):
+            ns.on(event, _in_order(handler))
         ns.on_disconnect = self.on_disconnect
         self._unsubscribe = self.client.bus.subscribe(self.chat.topic, self._deliver)
         routes = self.client.routes
@@ -152,12 +164,14 @@ class RepositoryChat:
 
     async def stop(self) -> None:
         """Stop serving, cancel the timers and wait until the history is written."""
+        self.identity.stop()
         for action in self._registered:
             self.client.routes.unregister(action)
         self._registered = []
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        self._repeats.flush()
         await self.chat.stop()
 
     # -- persistence hooks ------------------------------------------------------------------
@@ -209,8 +223,14 @@ class RepositoryChat:
 
     # -- socket events ----------------------------------------------------------------------
 
-    def on_login(self, socket: Any, *args: Any) -> None:
-        """``login(name, id, profilePictureVisible)``: ``loggedIn``, or ``shutdown`` if unknown."""
+    async def on_login(self, socket: Any, *args: Any) -> None:
+        """
+        ``login(name, id, profilePictureVisible)``: ``loggedIn``, or ``shutdown`` for an id PHP
+        never connected or that this socket may not act as (``ilchat.ilias.identity``).
+
+        The name shown to others is the one PHP wrote for the user (``chatroom_users.userdata``,
+        else ``usr_data.login``); the client's ``name`` only where the database knows neither.
+        """
         if len(args) < 2 or not isinstance(args[0], str):
             self._refused(socket, "login", "expected login(name, id, profilePictureVisible)")
             return
@@ -224,19 +244,37 @@ class RepositoryChat:
             self._refused(socket, "login", str(e))
             return
         picture = bool(args[2]) if len(args) > 2 else False
-        member = self.chat.login(socket.sid, user_id, args[0], picture)
+        refusal = await self.identity.bind(socket, user_id)
+        if refusal is not None:
+            shut_down(socket)
+            return
+        name = await self._php_name(user_id, args[0])
+        if not socket.connected:
+            return  # gone while the database answered
+        member = self.chat.login(socket.sid, user_id, name, picture)
         if member is None:
             self._log.info(
                 "Login of {user_id} on {ns} refused: not connected by ILIAS; shutting the socket down",
                 user_id=user_id,
                 ns=self.namespace.name,
             )
-            socket.emit("shutdown")
-            socket.disconnect()
+            shut_down(socket)
             return
         self._sockets[socket.sid] = socket
         socket.data["user_id"] = user_id
         socket.emit("loggedIn")
+
+    async def _php_name(self, user_id: int, claimed: str) -> str:
+        """The name PHP chose for the user in the chat (see L{on_login})."""
+        try:
+            userdata = await self.store.get_chatroom_userdata(user_id)
+            name = _userdata_login(userdata)
+            if name is None:
+                name = (await self.store.get_logins([user_id])).get(user_id)
+        except Exception:
+            self._log.failure("Reading the chat name of user {user_id} failed", user_id=user_id)
+            name = None
+        return claimed if name is None else name
 
     def on_enterRoom(self, socket: Any, *args: Any) -> None:
         """``enterRoom(roomId)`` (ILIAS 8: ``enterRoom(roomId, subRoomId)``)."""
@@ -324,9 +362,9 @@ class RepositoryChat:
         return room_id
 
     def _refused(self, socket: Any, event: str, reason: str) -> None:
-        self._log.info("{event} from {sid} on {ns} refused: {reason}", event=event,
-                       sid=socket.sid, ns=self.namespace.name if self.namespace else self.name,
-                       reason=reason)
+        self._repeats.info("{event} from {sid} on {ns} refused: {reason}", event=event,
+                           sid=socket.sid, ns=self.namespace.name if self.namespace else self.name,
+                           reason=reason)
 
     # -- backend actions --------------------------------------------------------------------
 
@@ -422,6 +460,29 @@ class RepositoryChat:
     def action_Post(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
         """``Post/<name>/<roomId>``: a legacy action the Node server accepts and ignores."""
         return {"success": True}
+
+
+def _in_order(handler: Any) -> Any:
+    """A namespace handler that runs C{handler} after the socket's earlier events."""
+
+    def run(socket: Any, *args: Any) -> Any:
+        return in_order(socket, handler, socket, *args)
+
+    return run
+
+
+def _userdata_login(userdata: Optional[str]) -> Optional[str]:
+    """``login`` of the ``chatroom_users.userdata`` JSON PHP writes (``{"login":..,"id":..}``)."""
+    if not userdata:
+        return None
+    try:
+        data = json.loads(userdata)
+    except ValueError:
+        return None
+    login = data.get("login") if isinstance(data, dict) else None
+    if isinstance(login, str) and login and len(login) <= MAX_NAME_LENGTH:
+        return login
+    return None
 
 
 def component(client: Any) -> RepositoryChat:

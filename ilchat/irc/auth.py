@@ -89,7 +89,8 @@ class IliasAuthenticator:
                 self._reactor, self._reactor.getThreadPool(), check_bcryptphp, password, stored
             )
             if ok and row is not None:
-                self._log.info("IRC login {login} ({client})", login=row["login"], client=client)
+                self._log.debug("IRC password of {login} ({client}) checked", login=row["login"], client=client)
                 return Identity(user_id=int(row["usr_id"]), login=row["login"], client=client)
-        self._log.info("Failed IRC login for {login!r}", login=login)
+        # Failures are logged by the login throttle (ilchat.irc.throttle), once per burst and
+        # with the address; the connection's login line names the account on success.
         return None

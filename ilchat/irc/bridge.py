@@ -367,6 +367,10 @@ class RoomBridge:
             if user is None or user not in channel.members:
                 continue
             reason = self._kicked.pop(conn, None)
+            if reason is not None:
+                self._log.info("IRC user {nick} ({account}) removed from {channel} ({address}): {reason}",
+                               nick=user.nick, account=user.account or user.user_id,
+                               channel=channel.name, address=user.ip, reason=reason)
             self._suppress_part.add(user)
             try:
                 if reason == BAN_REASON:

@@ -5,7 +5,9 @@ IRC messages as values: a pure parser and serialiser with IRCv3 message tags.
 Nothing here touches a transport, so every rule of the wire format (modern ircdocs and RFC 1459)
 is tested on plain strings. The serialiser is the only producer of outgoing lines and refuses
 anything that could smuggle a second command into a line (CR, LF, NUL) or break the framing
-(a space in a middle parameter, an over-long line).
+(a space in a middle parameter, an over-long line). The parser refuses the same three characters
+(NUL is not allowed anywhere in a message, modern ircdocs), so a NUL a client sent never reaches a
+reply that echoes it; tag values carry CR and LF only in their escaped form (``\\r``, ``\\n``).
 """
 
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
@@ -20,12 +22,16 @@ __all__ = [
     "split_text",
     "MAX_LINE_BYTES",
     "MAX_TAGS_BYTES",
+    "MAX_CLIENT_TAG_DATA",
+    "truncate_utf8",
 ]
 
 #: Bytes of a line without its tags, CR LF included (RFC 1459 §2.3).
 MAX_LINE_BYTES = 512
 #: Bytes of the tag section, the leading "@" and trailing space included (IRCv3 message-tags).
 MAX_TAGS_BYTES = 8191
+#: Bytes of tag data a client may send, without the "@" and the space (IRCv3 message-tags).
+MAX_CLIENT_TAG_DATA = 4094
 
 _FORBIDDEN = ("\r", "\n", "\0")
 
@@ -98,8 +104,9 @@ def parse_message(line: str) -> Message:
     At most 15 parameters are split; anything beyond stays in the 15th, as RFC 1459 says.
 
     Raises:
-        MessageError: the line has no command.
+        MessageError: the line has no command, or contains CR, LF or NUL.
     """
+    _check(line, "line")
     rest = line.lstrip(" ")
     tags: Dict[str, str] = {}
     prefix: Optional[str] = None
@@ -133,15 +140,19 @@ def _check(part: str, what: str) -> None:
             raise MessageError(f"{what} contains {char!r}")
 
 
-def format_message(message: Message) -> str:
+def format_message(message: Message, truncate: bool = False) -> str:
     """
     Serialise a L{Message} into a line without CR/LF.
 
     The last parameter gets a ":" when it needs one (empty, has a space, or starts with ":").
+    With C{truncate}, a line longer than IRC allows is cut to 510 bytes after the tags (never
+    inside a character), as ircds cut a reply that echoes a long argument, instead of refused.
 
     Raises:
-        MessageError: a part contains CR, LF or NUL, a middle parameter has a space or starts
-            with ":", or the line would be longer than IRC allows.
+        MessageError: a part contains CR, LF or NUL (a tag value may contain CR and LF, which
+            are sent escaped, but not NUL, which has no escape), the command is empty or starts
+            with ":" or "@" (it would read as a prefix or tags), a middle parameter has a space
+            or starts with ":", or the line would be longer than IRC allows (without C{truncate}).
     """
     parts: List[str] = []
     tag_section = ""
@@ -151,6 +162,8 @@ def format_message(message: Message) -> str:
             _check(key, "tag key")
             if not key or " " in key or ";" in key or "=" in key:
                 raise MessageError(f"bad tag key {key!r}")
+            if "\0" in value:
+                raise MessageError(f"tag value of {key!r} contains '\\x00'")
             items.append(f"{key}={escape_tag_value(value)}" if value else key)
         tag_section = "@" + ";".join(items) + " "
     if message.prefix is not None:
@@ -159,7 +172,7 @@ def format_message(message: Message) -> str:
             raise MessageError("bad prefix")
         parts.append(":" + message.prefix)
     _check(message.command, "command")
-    if not message.command or " " in message.command:
+    if not message.command or " " in message.command or message.command.startswith((":", "@")):
         raise MessageError("bad command")
     parts.append(message.command)
     params = list(message.params)
@@ -173,11 +186,30 @@ def format_message(message: Message) -> str:
         else:
             parts.append(param)
     body = " ".join(parts)
-    if len(body.encode("utf-8")) > MAX_LINE_BYTES - 2:
-        raise MessageError("line too long")
+    encoded = body.encode("utf-8")
+    if len(encoded) > MAX_LINE_BYTES - 2:
+        if not truncate:
+            raise MessageError("line too long")
+        body = truncate_utf8(encoded, MAX_LINE_BYTES - 2).decode("utf-8")
     if len(tag_section.encode("utf-8")) > MAX_TAGS_BYTES:
         raise MessageError("tags too long")
     return tag_section + body
+
+
+def truncate_utf8(data: bytes, max_bytes: int) -> bytes:
+    """
+    The first C{max_bytes} of C{data}, minus a UTF-8 character cut in two at the end (bytes
+    that are not UTF-8 at all, such as Latin-1, are cut at C{max_bytes}).
+    """
+    if len(data) <= max_bytes:
+        return data
+    cut = data[:max_bytes]
+    start = len(cut) - 1
+    while start > 0 and len(cut) - start < 4 and cut[start] & 0xC0 == 0x80:
+        start -= 1  # back over continuation bytes to the character's first byte
+    lead = cut[start] if cut else 0
+    length = 2 if lead & 0xE0 == 0xC0 else 3 if lead & 0xF0 == 0xE0 else 4 if lead & 0xF8 == 0xF0 else 1
+    return cut[:start] if len(cut) - start < length else cut
 
 
 def split_text(text: str, max_bytes: int) -> List[str]:

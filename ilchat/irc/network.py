@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ilchat.irc.message import Message
+from ilchat.irc.throttle import LoginThrottle
 
 __all__ = [
     "IrcNetwork",
@@ -182,11 +183,15 @@ class IrcNetwork:
     """
 
     _log = Logger()
+    #: Lines read from and written to every connection, plain counts for ``ilchat.metrics``.
+    lines_received = lines_sent = 0
 
     def __init__(self, config: Any, clock: IReactorTime, authenticator: Any = None) -> None:
         self.config = config
         self.clock = clock
         self.authenticator = authenticator
+        #: Failed password checks per address and account (see L{ilchat.irc.throttle}).
+        self.login_throttle = LoginThrottle(config.login_limits, clock)
         self.users: Dict[str, Any] = {}
         self.channels: Dict[str, Channel] = {}
         self.created = clock.seconds()

@@ -10,34 +10,39 @@ and when that queue overflows it is disconnected with "Excess Flood", as ircds d
 
 Commands are dispatched to C{irc_<COMMAND>} methods; before registration only the registration
 commands are accepted. Everything sent goes through L{IRCServerProtocol.send_message}, which
-refuses CR/LF/NUL inside a parameter and over-long lines, and through a send queue bounded by
-C{sendq} bytes while the peer does not read ("SendQ exceeded").
+refuses CR/LF/NUL inside a parameter and cuts an over-long line to 512 bytes (a reply echoing a
+long argument), and through a send queue bounded by C{sendq} bytes while the peer does
+not read ("SendQ exceeded"). Client lines are cut to C{max_line} bytes without their tags
+(RFC 1459); more than 4,094 bytes of client tag data is 417 (IRCv3).
 """
 
 import base64
 import binascii
 import hmac
 import ipaddress
+import math
 import re
 from collections import deque
 from datetime import datetime, timezone
 from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 import attr
-from twisted.internet import defer, protocol
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet import defer, protocol, task
+from twisted.internet.interfaces import IDelayedCall, ISSLTransport
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
 import ilchat
 from ilchat.irc.message import (
+    MAX_CLIENT_TAG_DATA,
     MAX_TAGS_BYTES,
     Message,
     MessageError,
     format_message,
     parse_message,
     split_text,
+    truncate_utf8,
 )
 from ilchat.irc.network import Channel, IrcNetwork, irc_lower, valid_channel, valid_nick
 from ilchat.ratelimit import TokenBucket
@@ -111,8 +116,14 @@ class IRCServerProtocol(LineOnlyReceiver):
         self._webirc_done = False
         self._sasl_buffer: Optional[str] = None
         self._auth_failures = 0
+        self._auth_delay: Optional[defer.Deferred] = None
+        #: How the connection ended, for its log line: the client sent QUIT, or the server closed it.
+        self._quit_by_client = False
+        self._closed_by_server = False
         self._buffer = b""
         self._discarding = False
+        #: The bounded start of an over-long line being discarded, run once its end arrives.
+        self._head: Optional[bytes] = None
         self._recvq: Deque[bytes] = deque()
         self._recvq_bytes = 0
         self._blocked = False
@@ -166,6 +177,8 @@ class IRCServerProtocol(LineOnlyReceiver):
             if call is not None and call.active():
                 call.cancel()
             setattr(self, name, None)
+        if self._auth_delay is not None:
+            self._auth_delay.cancel()
         self._recvq.clear()
         self._sendq.clear()
         self._closing = True
@@ -180,10 +193,27 @@ class IRCServerProtocol(LineOnlyReceiver):
             self._policy.release_connection(self._policy_address)
             self._policy = None
         if self.registered:
+            self._log_departure()
             self.network.quit(self, self._quit_reason)
         else:
             self.network.release_nick(self)
         self.registered = False
+
+    def _who(self) -> str:
+        """The user as log lines name it: nick, then ILIAS login and id (or the open-mode id)."""
+        if self.account is not None:
+            return f"{self.nick} ({self.account}, {self.user_id}, {self.account_client})"
+        return f"{self.nick} ({self.user_id})"
+
+    def _log_departure(self) -> None:
+        # One line per registered connection, as its login had one: a quit, or a kill (the
+        # server closed it: ping timeout, flood, SendQ, shutdown).
+        if self._closed_by_server and not self._quit_by_client:
+            self._log.info("{who} disconnected from IRC by the server ({address}): {reason}",
+                           who=self._who(), address=self.ip, reason=self._quit_reason)
+        else:
+            self._log.info("{who} quit IRC ({address}): {reason}",
+                           who=self._who(), address=self.ip, reason=self._quit_reason)
 
     @staticmethod
     def _safe_host(address: str) -> str:
@@ -213,8 +243,9 @@ class IRCServerProtocol(LineOnlyReceiver):
     def dataReceived(self, data: bytes) -> None:
         """
         Split on CR, LF or any mix of them (mIRC and netcat send a bare LF, some clients a bare
-        CR); the empty "lines" that CR LF produces are skipped. The buffer is bounded: a line
-        longer than allowed is answered with 417 and thrown away up to its end.
+        CR); the empty "lines" that CR LF produces are skipped. The buffer is bounded: of a line
+        longer than it, the part that fits in IRC's limits (L{_bounded}) is kept and the rest
+        thrown away up to the line's end.
         """
         if self._discarding:
             match = _LINE_SPLIT.search(data)
@@ -222,6 +253,9 @@ class IRCServerProtocol(LineOnlyReceiver):
                 return
             data = data[match.end() :]
             self._discarding = False
+            head, self._head = self._head, None
+            if head is not None and not (self.transport.disconnecting or self._closing):
+                self.lineReceived(head)
         self._buffer += data
         lines = _LINE_SPLIT.split(self._buffer)
         self._buffer = lines.pop()
@@ -230,28 +264,41 @@ class IRCServerProtocol(LineOnlyReceiver):
                 return
             if not line:
                 continue
-            if self._too_long(line):
+            bounded = self._bounded(line)
+            if bounded is None:
                 self.lineLengthExceeded(line)
                 continue
-            self.lineReceived(line)
+            self.lineReceived(bounded)
         if len(self._buffer) > self._max_total():
+            self._head = self._bounded(self._buffer)
             self._buffer = b""
             self._discarding = True
-            self.lineLengthExceeded(b"")
+            if self._head is None:
+                self.lineLengthExceeded(b"")
 
-    def _too_long(self, line: bytes) -> bool:
+    def _bounded(self, line: bytes) -> Optional[bytes]:
+        """
+        The line within IRC's limits: the part after the tags is cut to C{max_line} bytes with
+        CR LF (RFC 1459 has no continuation lines; a character is never cut in two); over
+        4,094 bytes of tag data (IRCv3's limit for clients) the line is refused (None: 417).
+        """
+        tags, rest = b"", line
         if line.startswith(b"@"):
-            tags, _, rest = line.partition(b" ")
-            return len(tags) + 1 > MAX_TAGS_BYTES or len(rest) > self.config.max_line - 2
-        return len(line) > self.config.max_line - 2
+            tags, space, rest = line.partition(b" ")
+            if len(tags) - 1 > MAX_CLIENT_TAG_DATA:
+                return None
+            tags += space
+        limit = self.config.max_line - 2
+        return tags + truncate_utf8(rest, limit) if len(rest) > limit else line
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        self.reply("417", "Input line was too long")
+        self.reply("417", "Input line contained too much tag data")
 
     def lineReceived(self, line: bytes) -> None:
         """Queue a line and process what the flood bucket allows."""
         self._last_activity = self.clock.seconds()
         self._pinged = False
+        self.network.lines_received += 1
         self._recvq.append(line)
         self._recvq_bytes += len(line)
         if self._recvq_bytes > self.config.recvq:
@@ -295,6 +342,12 @@ class IRCServerProtocol(LineOnlyReceiver):
             return line.decode("latin-1")
 
     def _handle_line(self, line: bytes) -> Optional[defer.Deferred]:
+        if b"\0" in line:
+            # NUL is not allowed anywhere in an IRC message, and a reply echoing it could not be
+            # sent. The line is dropped with ERR_UNKNOWNERROR saying why (ergo refuses such
+            # lines too); the connection goes on, since one stray byte should not cost it.
+            self.reply("400", "*", "Line dropped: it contains a NUL character")
+            return None
         try:
             message = parse_message(self.decode(line))
         except MessageError:
@@ -330,14 +383,16 @@ class IRCServerProtocol(LineOnlyReceiver):
 
     def send_message(self, message: Message) -> None:
         """
-        The one send path: serialise (which refuses CR/LF/NUL in parameters and over-long lines),
-        then write, or queue while the peer is not reading. Past C{sendq} queued bytes the peer is
-        cut off: a client that cannot keep up must not make the server hold unbounded memory.
+        The one send path: serialise (which refuses CR/LF/NUL in parameters and cuts an
+        over-long line to fit), then write, or queue while the peer is not reading.
+        Past C{sendq} queued bytes the peer is cut off: a client that cannot keep up must not
+        make the server hold unbounded memory.
         """
         if self._closing or self.transport is None:
             return
         try:
-            line = format_message(message)
+            # A reply echoing a long argument (PONG, 401, ...) is cut to fit, not lost.
+            line = format_message(message, truncate=True)
         except MessageError as e:
             self._log.error(
                 "Refusing to send {command} to {nick}: {error}",
@@ -353,10 +408,12 @@ class IRCServerProtocol(LineOnlyReceiver):
             if self._sendq_bytes > self.config.sendq:
                 self._log.info("SendQ exceeded for {nick} from {ip}", nick=self.nick, ip=self.ip)
                 self._quit_reason = "SendQ exceeded"
+                self._closed_by_server = True
                 self._closing = True
                 self._sendq.clear()
                 self.transport.abortConnection()
             return
+        self.network.lines_sent += 1
         self.transport.write(data)
 
     def _tags_for(self, client_tags: Optional[Dict[str, str]] = None) -> Dict[str, str]:
@@ -389,11 +446,22 @@ class IRCServerProtocol(LineOnlyReceiver):
         for piece in split_text(text, 512 - overhead):
             self.deliver(Message(command, (target, piece), prefix=prefix), tags)
 
+    def relay_text(
+        self, command: str, target: str, text: str, prefix: str, tags: Optional[Dict[str, str]] = None
+    ) -> None:
+        """
+        Relay one IRC user's PRIVMSG/NOTICE as one line, as ircds do: with the sender's prefix in
+        front, text that filled the sender's 512 bytes is cut to fit (RFC 1459: no continuation
+        lines), by L{send_message}.
+        """
+        self.deliver(Message(command, (target, text), prefix=prefix), tags)
+
     def close(self, reason: str) -> None:
         """Send ERROR with C{reason} and close once it is written."""
         if self._closing:
             return
         self._quit_reason = reason
+        self._closed_by_server = True
         self.send_message(Message("ERROR", (f"Closing Link: {self.host} ({reason})",)))
         self._closing = True
         self.transport.loseConnection()
@@ -548,7 +616,8 @@ class IRCServerProtocol(LineOnlyReceiver):
         if self.registered or self.username is not None:
             self.reply("462", "You may not reregister")
             return None
-        if len(message.params) < 4 or not message.params[0]:
+        if len(message.params) < 4 or not message.params[0] or not message.params[3]:
+            # An empty realname is as good as a missing one (modern ircdocs, irctest).
             self.reply("461", "USER", "Not enough parameters")
             return None
         self.username = (_USERNAME_BAD.sub("", message.params[0]) or "user")[:10]
@@ -597,15 +666,47 @@ class IRCServerProtocol(LineOnlyReceiver):
             return None
         return defer.ensureDeferred(self._sasl_check(login, password))
 
-    async def _sasl_check(self, login: str, password: str) -> None:
+    async def _authenticate(self, login: str, password: str) -> Tuple[Any, Optional[str]]:
+        """
+        Check a password through the network's failed-login throttle.
+
+        Returns:
+            ``(identity, None)`` for the right password, ``(None, None)`` for a wrong one (both
+            after the throttle's delay, which grows with the failures of this address and
+            account), or ``(None, text)`` without checking while the throttle refuses.
+        """
+        throttle = self.network.login_throttle
+        locked = throttle.refusal(self.ip, login)
+        if locked is not None:
+            seconds = math.ceil(locked)
+            return None, f"Too many failed logins; try again in {seconds} second{'s' * (seconds != 1)}"
+        delay = throttle.delay(self.ip, login)
         identity = await self.network.authenticator.authenticate(login, password)
+        if identity is None:
+            throttle.failed(self.ip, login)
+        else:
+            throttle.succeeded(self.ip, login)
+        if delay > 0 and not self._closing:
+            # The answer waits, right or wrong, so that a guesser cannot stop waiting early
+            # and read a quick answer as a success.
+            self._auth_delay = task.deferLater(self.clock, delay, lambda: None)
+            try:
+                await self._auth_delay
+            except defer.CancelledError:
+                return None, None  # the connection is gone
+            finally:
+                self._auth_delay = None
+        return identity, None
+
+    async def _sasl_check(self, login: str, password: str) -> None:
+        identity, refusal = await self._authenticate(login, password)
         if self._closing:
             return
         if identity is None:
-            self.reply("904", "SASL authentication failed")
+            self.reply("904", f"SASL authentication failed: {refusal}" if refusal else "SASL authentication failed")
             self._auth_failures += 1
             if self._auth_failures >= _MAX_AUTH_FAILURES:
-                self.close("Too many failed authentication attempts")
+                self.close(refusal or "Too many failed authentication attempts")
             return
         self.account = identity.login
         self.user_id = identity.user_id
@@ -632,13 +733,13 @@ class IRCServerProtocol(LineOnlyReceiver):
         return self._complete_registration()
 
     async def _password_check(self, login: str, password: str) -> None:
-        identity = await self.network.authenticator.authenticate(login, password)
+        identity, refusal = await self._authenticate(login, password)
         self._registering = False
         if self._closing:
             return
         if identity is None:
-            self.reply("464", "Password incorrect")
-            self.close("Bad password")
+            self.reply("464", refusal or "Password incorrect")
+            self.close(refusal or "Bad password")
             return
         self.account = identity.login
         self.user_id = identity.user_id
@@ -678,6 +779,9 @@ class IRCServerProtocol(LineOnlyReceiver):
             "KICKLEN=300",
         ]
         self.reply("005", *tokens, "are supported by this server")
+        secure = "TLS" if ISSLTransport.providedBy(self.transport) else "plain TCP"
+        self._log.info("{who} logged in to IRC from {address} over {secure}",
+                       who=self._who(), address=self.ip, secure=secure)
         self._send_motd()
         for hook in self.network.on_register:
             hook(self)
@@ -711,6 +815,7 @@ class IRCServerProtocol(LineOnlyReceiver):
 
     def irc_QUIT(self, message: Message) -> None:
         reason = message.params[0] if message.params else ""
+        self._quit_by_client = True
         self.close(f"Quit: {reason}" if reason else "Client Quit")
 
     def irc_unknown(self, message: Message) -> None:
@@ -1060,11 +1165,9 @@ class IRCServerProtocol(LineOnlyReceiver):
                     continue
                 if channel.link.send(self, command, text, client_tags):
                     continue
-                # send_text: with our prefix in front, a line the client sent at the limit
-                # would be too long; it is split rather than lost.
                 for member in channel.local_members():
                     if member is not self or "echo-message" in self.caps:
-                        member.send_text(command, channel.name, text, self.hostmask, client_tags)
+                        member.relay_text(command, channel.name, text, self.hostmask, client_tags)
                 continue
             user = self.network.find_user(target)
             if user is None:
@@ -1072,7 +1175,7 @@ class IRCServerProtocol(LineOnlyReceiver):
                     self.reply("401", target, "No such nick/channel")
                 continue
             if user.local:
-                user.send_text(command, user.nick, text, self.hostmask, client_tags)
+                user.relay_text(command, user.nick, text, self.hostmask, client_tags)
             elif user.link is not None:
                 if not user.link.send_private(self, user, command, text):
                     if errors:
@@ -1081,7 +1184,7 @@ class IRCServerProtocol(LineOnlyReceiver):
             if errors and user.away:
                 self.reply("301", user.nick, user.away)
             if "echo-message" in self.caps:
-                self.send_text(command, user.nick, text, self.hostmask, client_tags)
+                self.relay_text(command, user.nick, text, self.hostmask, client_tags)
 
     def irc_TAGMSG(self, message: Message) -> None:
         """Client-only tags (typing notifications) between IRC clients; never bridged to rooms."""
@@ -1157,10 +1260,13 @@ class IrcServerFactory(protocol.ServerFactory):
         policy = self.policy
         if policy is not None and not policy.allows(host):
             self._log.info("IRC connection from {host} refused: not in the allow-list", host=host)
+            policy.refused("address")
             return self._refuse("Your address is not allowed on this server")
         limit = self.network.config.max_connections_per_ip
         count = self.network.connections_per_ip.get(host, 0)
         if limit and count >= limit:
+            if policy is not None:
+                policy.refused("connections_per_ip")
             return self._refuse("Too many connections from your address")
         if policy is not None and not policy.acquire_connection(host):
             return self._refuse("Too many connections from your address")

@@ -9,14 +9,17 @@ The main namespace ``/`` is written without prefix.  A payload holding ``bytes``
 BINARY_EVENT / BINARY_ACK whose JSON has ``{"_placeholder":true,"num":i}`` in place of each
 buffer, followed by one binary Engine.IO message per buffer.
 
-:func:`decode_packet` raises :class:`PacketError` on anything socket.io-parser would reject, so the
-caller can close that one connection.
+:func:`decode_packet` raises :class:`PacketError` on anything socket.io-parser would reject, and on
+what ilchat refuses on top (strict JSON, see :mod:`ilchat.jsonutil`; ack ids of more than
+:data:`MAX_ACK_ID_DIGITS` digits; more than :data:`MAX_ATTACHMENTS` binary attachments), so the
+caller can close that one connection. Its ``str()`` is the reason.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from ilchat.jsonutil import JSONError, dumps as _dumps, loads as _loads
 
 __all__ = [
     "CONNECT",
@@ -27,6 +30,8 @@ __all__ = [
     "BINARY_EVENT",
     "BINARY_ACK",
     "RESERVED_EVENTS",
+    "MAX_ACK_ID_DIGITS",
+    "MAX_ATTACHMENTS",
     "Packet",
     "PacketError",
     "encode_event_json",
@@ -47,7 +52,12 @@ RESERVED_EVENTS = frozenset(
     ["connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"]
 )
 
-_MISSING = object()
+#: Most binary attachments one packet may announce (ILIAS sends none; each is a whole message).
+MAX_ATTACHMENTS = 10
+
+#: Most digits of an ack id: socket.io-client counts up from 0, and JavaScript numbers are exact
+#: only below 2**53 (16 digits).
+MAX_ACK_ID_DIGITS = 15
 
 
 class PacketError(ValueError):
@@ -78,11 +88,6 @@ class Packet:
             f"Packet(type={self.type}, namespace={self.namespace!r}, id={self.id!r}, "
             f"data={self.data!r}, attachments={self.attachments})"
         )
-
-
-def _dumps(value: Any) -> str:
-    # JSON.stringify's compact form; non-ASCII stays as is; NaN/Infinity are not JSON.
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def _deconstruct(value: Any, buffers: list[bytes]) -> Any:
@@ -155,10 +160,6 @@ def _text_packet(
     return "".join(parts)
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"invalid JSON constant {name}")
-
-
 def _payload_valid(packet_type: int, payload: Any) -> bool:
     if packet_type == CONNECT:
         return isinstance(payload, dict)
@@ -182,7 +183,8 @@ def decode_packet(text: str) -> Packet:
     """Decode the text part of a packet (placeholders are left for :func:`reconstruct`).
 
     Raises:
-        PacketError: unknown type, bad attachment count, bad JSON or a payload the type forbids.
+        PacketError: unknown type, bad or too many attachments, an over-long ack id, JSON that
+            strict decoding refuses, or a payload the type forbids.
     """
     if not text or text[0] not in "0123456":
         raise PacketError("unknown packet type")
@@ -195,6 +197,8 @@ def decode_packet(text: str) -> Packet:
         count = text[1:dash] if dash > 0 else ""
         if not (count.isascii() and count.isdigit()):
             raise PacketError("illegal attachments")
+        if len(count) > 3 or int(count) > MAX_ATTACHMENTS:
+            raise PacketError(f"more than {MAX_ATTACHMENTS} attachments")
         attachments = int(count)
         i = dash + 1
     namespace = "/"
@@ -209,13 +213,15 @@ def decode_packet(text: str) -> Packet:
     while i < n and "0" <= text[i] <= "9":
         i += 1
     if i > start:
+        if i - start > MAX_ACK_ID_DIGITS:
+            raise PacketError(f"ack id of more than {MAX_ACK_ID_DIGITS} digits")
         ack_id = int(text[start:i])
     data = None
     if i < n:
         try:
-            data = json.loads(text[i:], parse_constant=_reject_constant)
-        except ValueError as e:
-            raise PacketError("invalid JSON payload") from e
+            data = _loads(text[i:])
+        except JSONError as e:
+            raise PacketError(f"invalid JSON payload: {e}") from None
         if not _payload_valid(packet_type, data):
             raise PacketError("invalid payload")
     elif packet_type in (EVENT, BINARY_EVENT, ACK, BINARY_ACK):

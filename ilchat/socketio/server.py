@@ -34,8 +34,11 @@ Details worth knowing:
 * ``ns.emit`` encodes the packet once and writes the same frames to every recipient.
 * An ack value ``None`` acks with no arguments, a ``tuple`` with several, anything else with one.
 * A handler's exception is logged with its traceback; the socket stays connected.  Events without a
-  handler are ignored, and so are acks nobody waits for.  A malformed packet, or (as in socket.io)
-  a packet for a namespace the client has not joined, closes that client's Engine.IO session only.
+  handler are ignored, and so are acks nobody waits for.  A malformed packet (JSON that
+  :mod:`ilchat.jsonutil` refuses included), more than ``packets.MAX_ATTACHMENTS`` attachments,
+  attachments over the session's byte cap, or (as in socket.io) a packet for a namespace the client
+  has not joined, closes that client's Engine.IO session only: one log line, and the reason in the
+  websocket's close frame or the polling POST's 400 answer.
 * A client that joins no namespace within ``connect_timeout`` is disconnected.
 * ``socket.rooms`` holds the rooms joined with ``join``; emitting to ``room=<sid>`` also reaches
   the socket with that sid, as in socket.io.
@@ -135,6 +138,11 @@ class Socket:
         """The rooms this socket has joined."""
         return frozenset(self._rooms)
 
+    @property
+    def transport(self) -> str:
+        """``"polling"`` or ``"websocket"``: the Engine.IO transport the socket uses now."""
+        return self._client.session.transport
+
     def _send(self, packets: list[OutgoingPacket]) -> None:
         if self._pending is not None:
             # Still in on_connect: what it emits follows the CONNECT answer.
@@ -149,6 +157,7 @@ class Socket:
             ack_id = self._next_ack
             self._next_ack += 1
             self._acks[ack_id] = callback
+        self.namespace.events_sent += 1
         self._send(_encode(P.EVENT, self.namespace.name, [event, *args], ack_id))
 
     def join(self, room: str) -> None:
@@ -263,6 +272,10 @@ class Namespace:
         self._handlers: dict[str, Callable[..., Any]] = {}
         self._sockets: dict[str, Socket] = {}
         self._rooms: dict[str, dict[str, Socket]] = {}
+        #: Events read from and packets written to this namespace's sockets (one per recipient),
+        #: plain counts for ``ilchat.metrics``.
+        self.events_received = 0
+        self.events_sent = 0
 
     def __repr__(self) -> str:
         return f"<Namespace {self.name}>"
@@ -344,6 +357,7 @@ class Namespace:
         if skip is not None:
             skip_set = {skip} if isinstance(skip, str) else set(skip)
             targets = [s for s in targets if s.sid not in skip_set]
+        self.events_sent += len(targets)
         for socket in targets:
             try:
                 socket._send(packets)
@@ -376,10 +390,15 @@ class _Client:
                 packet = self._binary
                 if packet is None:
                     raise P.PacketError("binary data without a binary packet")
+                if not self.session.hold(len(data)):
+                    # Over the session's byte cap: it is closed; what was held goes with it.
+                    self._buffers, self._binary = [], None
+                    return
                 self._buffers.append(data)
                 if len(self._buffers) < packet.attachments:
                     return
                 buffers, self._buffers, self._binary = self._buffers, [], None
+                self.session.hold(-sum(len(b) for b in buffers))
                 packet.data = P.reconstruct(packet.data, buffers)
             else:
                 if self._binary is not None:
@@ -391,6 +410,7 @@ class _Client:
                 if packet.type in (P.BINARY_EVENT, P.BINARY_ACK):
                     packet.data = P.reconstruct(packet.data, [])
         except P.PacketError as e:
+            self._buffers, self._binary = [], None
             self.session.protocol_error(f"Socket.IO: {e}")
             return
         self._dispatch(packet)
@@ -415,6 +435,7 @@ class _Client:
         if not socket.connected:
             return  # still in an asynchronous on_connect
         if packet_type in (P.EVENT, P.BINARY_EVENT):
+            socket.namespace.events_received += 1
             socket._on_event(packet)
         elif packet_type in (P.ACK, P.BINARY_ACK):
             socket._on_ack(packet)
@@ -506,6 +527,8 @@ class SocketIOServer:
             patterns with ``*`` wildcards, or a callable ``origin -> bool``.
         address_resolver: ``request -> str`` giving ``socket.address`` (TCP peer by default).
         connection_filter: ``request -> None | (http_status, message)`` to refuse requests.
+        max_backlog: bytes one session may have buffered (unread output, unfetched polling
+            packets, incomplete binary attachments); see ``EngineIOServer``.
     """
 
     def __init__(
@@ -518,6 +541,7 @@ class SocketIOServer:
         allowed_origins: Callable[[str], bool] | Iterable[str] | None = None,
         address_resolver: Callable[[Request], str] | None = None,
         connection_filter: Callable[[Request], tuple[int, str] | None] | None = None,
+        max_backlog: int | None = None,
     ) -> None:
         self.reactor = reactor
         self.connect_timeout = connect_timeout
@@ -530,9 +554,15 @@ class SocketIOServer:
             allowed_origins=allowed_origins,
             address_resolver=address_resolver,
             connection_filter=connection_filter,
+            max_backlog=max_backlog,
         )
         self.resource = self.engineio.resource
         self._namespaces: dict[str, Namespace] = {"/": Namespace(self, "/")}
+
+    @property
+    def namespaces(self) -> list[Namespace]:
+        """Every namespace made so far (``"/"`` first)."""
+        return list(self._namespaces.values())
 
     def namespace(self, name: str) -> Namespace:
         """The namespace with this name, created on first use (``"/"`` always exists)."""

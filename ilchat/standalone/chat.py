@@ -28,7 +28,6 @@ Socket.IO namespace ``/<name>``, the same events and the same bus delivery
 from __future__ import annotations
 
 import collections
-import json
 import secrets
 import unicodedata
 from typing import Any, Deque, Dict, List, Optional, Sequence
@@ -36,7 +35,8 @@ from typing import Any, Deque, Dict, List, Optional, Sequence
 from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 
-from ilchat.chat.rooms import ChatError, dumps
+from ilchat.chat.rooms import ChatError
+from ilchat.jsonutil import JSONError, dumps, loads
 from ilchat.ilias.repository import RepositoryChat
 from ilchat.web.client import ChatPageResource, PageSettings, mount_chat_page
 from ilchat.web.policy import NetworkPolicy, TokenBucket
@@ -221,7 +221,7 @@ class StandaloneChat(RepositoryChat):
         if socket.sid in self._sockets and args:
             try:
                 room_id = int(args[0])
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 room_id = None
             room = self.chat.get_room(room_id) if room_id is not None else None
             history = self._history.get(room_id) if room_id is not None else None
@@ -346,8 +346,10 @@ def _stored_message(row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     Private (target, not public) messages are left out: the history is for everyone in the room.
     """
     try:
-        message = json.loads(row["message"])
-    except (TypeError, ValueError):
+        message = loads(row["message"])
+    except JSONError:
+        # Not strict JSON (a row stored before ilchat refused NaN and lone surrogates): a
+        # newcomer's history without it still encodes.
         return None
     if not isinstance(message, dict) or message.get("type") != "message":
         return None

@@ -77,6 +77,15 @@ class Store(RoomStore, ConversationStore, UserStore, PurgeStore):
         """Let running transactions finish, then close the pool."""
         await self.db.close()
 
+    async def ping(self) -> None:
+        """A ``SELECT 1`` round trip (the readiness check); raises the driver's error."""
+
+        def ping_txn(txn: Any) -> None:
+            txn.execute("SELECT 1")
+            txn.fetchall()
+
+        await self.db.run_interaction("ping", ping_txn)
+
 
 def create_store(
     database_config: Any,

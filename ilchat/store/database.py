@@ -15,11 +15,13 @@ the driver's style (the one place this happens) and returns rows as dicts.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, TypeVar
 
 from twisted.enterprise import adbapi
 from twisted.internet import defer, threads
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ilchat.store.engines import BaseEngine, engine_for, rows_as_dicts, split_sql_script
 
@@ -50,6 +52,7 @@ ILIAS_TABLES: Tuple[str, ...] = (
     "osc_activity",
     "usr_pref",
     "usr_data",
+    "usr_session",
 )
 
 #: Tables whose ids come from a ``<table>_seq`` table (spec section 4.2, "Next id").
@@ -225,11 +228,20 @@ class Database:
         self._pending: Set[defer.Deferred] = set()
         self._sleeping: Dict[Any, defer.Deferred] = {}
         self._closed = False
+        #: Called as ``observer(desc, seconds, failed)`` after every transaction attempt (metrics).
+        self.observers: List[Callable[[str, float, bool], None]] = []
 
     @property
     def where(self) -> str:
         """``host:port`` or the SQLite file, for messages."""
         return _describe(self.config)
+
+    @property
+    def description(self) -> str:
+        """``sqlite <file>`` or ``mysql '<database>' on <host:port>``, for the start-up log."""
+        if self.engine.name == "sqlite":
+            return f"sqlite {self.where}"
+        return f"{self.engine.name} {self.config.name!r} on {self.where}"
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -267,12 +279,6 @@ class Database:
         except BaseException:
             await self.close()
             raise
-        self._log.info(
-            "Connected to the {engine} database {name!r} on {where}",
-            engine=self.engine.name,
-            name=self.config.name,
-            where=self.where,
-        )
 
     async def _prepare_sqlite(self) -> None:
         path = str(self.config.name)
@@ -344,11 +350,14 @@ class Database:
             return func(Transaction(raw_txn, engine, desc), *args, **kwargs)
 
         interaction.__name__ = desc
+        started = time.monotonic()
         d = self._pool.runInteraction(interaction)
         self._pending.add(d)
 
         def done(result: Any) -> Any:
             self._pending.discard(d)
+            for observer in self.observers:
+                observer(desc, time.monotonic() - started, isinstance(result, Failure))
             return result
 
         d.addBoth(done)

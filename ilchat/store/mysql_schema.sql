@@ -92,3 +92,19 @@ CREATE TABLE usr_data (
     active TINYINT DEFAULT 1,
     INDEX i1 (login)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+-- ILIAS's PHP sessions (ilSessionDBHandler): session_id is PHP's session id as the cookie carries
+-- it, expires is Unix seconds, user_id 0 (or the anonymous user) before a login. ilchat only reads it.
+CREATE TABLE usr_session (
+    session_id VARCHAR(250) NOT NULL DEFAULT '' PRIMARY KEY,
+    expires INT NOT NULL DEFAULT 0,
+    data LONGTEXT,
+    ctime INT NOT NULL DEFAULT 0,
+    user_id INT NOT NULL DEFAULT 0,
+    last_remind_ts INT NOT NULL DEFAULT 0,
+    type INT,
+    createtime INT,
+    remote_addr VARCHAR(50),
+    context VARCHAR(80),
+    INDEX i1 (expires),
+    INDEX i2 (user_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;

@@ -15,6 +15,8 @@ Methods (all return Deferreds / are coroutines):
 * ``clear_history(room_id) -> int`` rows deleted
 * ``add_chatroom_user(room_id, user_id, userdata_json, connected_s)``
 * ``get_chatroom_users(room_id=None) -> list[dict]``
+* ``get_chatroom_userdata(user_id, room_id=None) -> str | None`` the ``userdata`` JSON PHP wrote
+  for the user (in that room, else the newest row), i.e. the name PHP chose for the chat
 * ``move_all_users_to_sessions(now_s) -> int`` rows moved (spec 4.2 ``disconnectAllUsers``)
 * ``move_user_to_sessions(user_id, room_ids, now_s) -> int`` (spec 4.2 ``disconnectUser``)
 * ``is_banned(room_id, user_id) -> bool``
@@ -188,6 +190,20 @@ class RoomStore:
             return txn.select(sql + " ORDER BY room_id, user_id", args)
 
         return await self.db.run_interaction("get_chatroom_users", get_chatroom_users_txn)
+
+    async def get_chatroom_userdata(self, user_id: int, room_id: Optional[int] = None) -> Optional[str]:
+        """The ``userdata`` PHP wrote for a user: that room's row first, then the newest one."""
+
+        def get_chatroom_userdata_txn(txn: Transaction) -> Optional[str]:
+            txn.execute(
+                "SELECT userdata FROM chatroom_users WHERE user_id = ?"
+                " ORDER BY CASE WHEN room_id = ? THEN 0 ELSE 1 END, connected DESC, room_id LIMIT 1",
+                (int(user_id), -1 if room_id is None else int(room_id)),
+            )
+            row = txn.fetchone()
+            return None if row is None else row[0]
+
+        return await self.db.run_interaction("get_chatroom_userdata", get_chatroom_userdata_txn)
 
     async def move_all_users_to_sessions(self, now_s: int) -> int:
         """

@@ -90,3 +90,15 @@ CREATE TABLE IF NOT EXISTS usr_data (
     active INTEGER DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS usr_data_login ON usr_data (login);
+CREATE TABLE IF NOT EXISTS usr_session (
+    session_id VARCHAR(250) NOT NULL DEFAULT '' PRIMARY KEY,
+    expires INTEGER NOT NULL DEFAULT 0,
+    data TEXT,
+    ctime INTEGER NOT NULL DEFAULT 0,
+    user_id INTEGER NOT NULL DEFAULT 0,
+    last_remind_ts INTEGER NOT NULL DEFAULT 0,
+    type INTEGER,
+    createtime INTEGER,
+    remote_addr VARCHAR(50),
+    context VARCHAR(80)
+);

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import html
-import json
 import os
 from typing import Any, Dict, Iterable, Optional, Sequence
 
 from twisted.web.resource import IResource, Resource
 from twisted.web import pages
+
+from ilchat.jsonutil import dumps
 
 __all__ = ["ChatPageResource", "PageSettings", "mount_chat_page", "CONTENT_SECURITY_POLICY"]
 
@@ -102,7 +103,7 @@ def script_safe_json(value: Any) -> str:
     such as ``</script><script>alert(1)`` cannot end the element; U+2028/U+2029 are escaped for
     old parsers.
     """
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    text = dumps(value)
     for char, escape in (
         ("<", "\\u003c"),
         (">", "\\u003e"),

@@ -28,9 +28,9 @@ contains, so such a setup needs no allow-list (the proxy does the filtering).
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 import weakref
+from collections import Counter
 from typing import Any, Callable, Iterable, Optional, Sequence, Tuple, Union
 
 from twisted.logger import Logger
@@ -38,6 +38,7 @@ from twisted.web.resource import IResource, Resource
 from zope.interface import implementer
 
 from ilchat.ratelimit import TokenBucket
+from ilchat.web.responses import encode_json
 
 __all__ = [
     "AddressList",
@@ -396,6 +397,13 @@ class NetworkPolicy:
         self._clock = clock
         self._web_sessions: Optional[Callable[[str], int]] = None
         self._refused_origins: dict[str, float] = {}
+        #: Refusals so far by reason (``address``, ``origin``, ``connections_per_ip``,
+        #: ``message_rate``), for ``ilchat.metrics``.
+        self.refusals: Counter[str] = Counter()
+
+    def refused(self, reason: str) -> None:
+        """Count one refusal (every listener and throttle reports them here)."""
+        self.refusals[reason] += 1
 
     @classmethod
     def from_config(cls, network, clock=None) -> "NetworkPolicy":
@@ -461,6 +469,7 @@ class NetworkPolicy:
                 method=request.method.decode("latin-1"),
                 uri=request.uri.decode("latin-1", "replace"),
             )
+            self.refused("address")
             return 403, "Your network address is not allowed to use this chat server."
         return None
 
@@ -494,6 +503,7 @@ class NetworkPolicy:
             origin
         ):
             return origin
+        self.refused("origin")
         now = self._clock.seconds()
         if now - self._refused_origins.get(origin, -60.0) >= 60.0:
             if len(self._refused_origins) > 1000:
@@ -533,6 +543,7 @@ class NetworkPolicy:
                     count=count,
                     limit=limit,
                 )
+                self.refused("connections_per_ip")
                 return 429, f"Too many connections from your address (at most {limit})."
         return None
 
@@ -575,6 +586,7 @@ class NetworkPolicy:
         if limit is None or count < limit:
             self.connections.acquire(address)
             return True
+        self.refused("connections_per_ip")
         self._log.warn(
             "Refused connection from {address}: already {count} connections (limit {limit})",
             address=address,
@@ -596,20 +608,30 @@ class NetworkPolicy:
         address = parse_address(peer)
         if address is None or self.trusted_proxies.contains(address):
             return True
-        return self.http_connections.add(str(address), transport)
+        if self.http_connections.add(str(address), transport):
+            return True
+        self.refused("connections_per_ip")
+        return False
 
     def message_bucket(self) -> TokenBucket:
         """A fresh message throttle for one connection."""
-        return TokenBucket(self.message_rate, self.message_burst, self._clock)
+        return TokenBucket(
+            self.message_rate, self.message_burst, self._clock, on_refused=lambda: self.refused("message_rate")
+        )
 
     def ilias_message_bucket(self) -> TokenBucket:
         """A fresh message throttle for one ILIAS chat connection (repository chat, OSC)."""
-        return TokenBucket(self.ilias_message_rate, self.ilias_message_burst, self._clock)
+        return TokenBucket(
+            self.ilias_message_rate,
+            self.ilias_message_burst,
+            self._clock,
+            on_refused=lambda: self.refused("message_rate"),
+        )
 
 
 def json_error_body(code: int, message: str) -> bytes:
     """The body of every refusal: the same ``{"status", "message"}`` shape as the backend's."""
-    return json.dumps({"status": code, "message": message}).encode("utf-8")
+    return encode_json({"status": code, "message": message})
 
 
 class _RefusalResource(Resource):

@@ -1,16 +1,17 @@
 """One place that writes JSON answers, so every backend response has the same headers."""
 
-import json
 from typing import Any
 
 from twisted.web.server import Request
+
+from ilchat.jsonutil import dumps
 
 JSON_CONTENT_TYPE = b"application/json; charset=utf-8"
 
 
 def encode_json(obj: Any) -> bytes:
     """Compact JSON as Express's ``res.send`` writes it; non-ASCII stays UTF-8."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return dumps(obj).encode("utf-8")
 
 
 def respond_with_json(request: Request, code: int, obj: Any) -> None:

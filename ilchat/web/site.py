@@ -13,7 +13,6 @@ Other parts add their own children to ``root`` (for instance the standalone web 
 ``WebRoot.put``.
 """
 
-import json
 import weakref
 from typing import Any, Dict, Optional
 
@@ -22,7 +21,8 @@ from twisted.web import http, pages
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
-from ilchat.logs import debug_wanted
+from ilchat.logs import RepeatedLog, debug_wanted
+from ilchat.web.responses import encode_json
 
 #: Largest request body read from a client (twice Engine.IO's default maxPayload). Engine.IO
 #: answers a POST over its maxPayload itself; anything larger is refused while it arrives, so no
@@ -64,41 +64,12 @@ def raw_json_answer(code: int, message: str) -> bytes:
     A whole ``Connection: close`` HTTP/1.1 answer with a JSON body, for refusals written to the
     transport before (or instead of) a twisted.web request.
     """
-    body = json.dumps({"status": code, "message": message}, separators=(",", ":")).encode("utf-8")
+    body = encode_json({"status": code, "message": message})
     return (
         b"HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\n"
         b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
         % (code, reason_phrase(code), len(body), body)
     )
-
-
-class RepeatedLog:
-    """
-    One log line per burst: the first event logs at once, later ones within C{interval} seconds
-    are only counted and reported with the next line, so a flood of refusals cannot flood the log.
-    """
-
-    def __init__(self, log: Logger, clock: Any, interval: float = 10.0) -> None:
-        self._log = log
-        self._clock = clock
-        self.interval = interval
-        self._last: Dict[str, float] = {}
-        self._suppressed: Dict[str, int] = {}
-
-    def warn(self, key: str, format: str, **kwargs: Any) -> None:
-        """Log C{format} (a twisted.logger format) unless C{key} was logged less than C{interval} ago."""
-        now = self._clock.seconds()
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        if len(self._last) > 10_000:  # many keys (addresses): forget the old ones
-            self._last.clear()
-        self._last[key] = now
-        more = self._suppressed.pop(key, 0)
-        if more:
-            format += " ({more} more like this since the last such line)"
-        self._log.warn(format, more=more, **kwargs)
 
 
 class _Folder(Resource):
@@ -243,8 +214,8 @@ class ChatChannel(http.HTTPChannel):
         self._deadline = None
         limit = self.site.header_timeout if part == "headers" else self.site.body_timeout
         self.site.refusals.warn(
-            "slow",
             "Closed a slow HTTP request from {peer}: its {part} took longer than {limit} s",
+            key="slow",
             peer=_peer_text(self),
             part=part,
             limit=limit,
@@ -257,9 +228,9 @@ class ChatChannel(http.HTTPChannel):
             or self._receivedHeaderSize > self.totalHeadersSize
         ):
             self.site.refusals.warn(
-                "headers",
                 "Refused an HTTP request from {peer}: more than {count} header lines or"
                 " {size} bytes of headers",
+                key="headers",
                 peer=_peer_text(self),
                 count=self.maxHeaders,
                 size=self.totalHeadersSize,
@@ -340,8 +311,8 @@ class ChatSite(Site):
             return None
         limit = self.policy.http_connections.limit
         self.refusals.warn(
-            "connections " + address,
             "Refused an HTTP connection from {address}: it holds {limit} open connections already",
+            key=("connections", address),
             address=address,
             limit=limit,
         )
@@ -364,6 +335,7 @@ class ChatSite(Site):
         )
 
     def close_connections(self) -> None:
+        self.refusals.flush()  # the counts of repeated refusal lines, and their timers
         for channel in list(self.channels):
             transport = getattr(channel, "transport", None)
             if transport is not None:

@@ -36,7 +36,7 @@ def skip_reason() -> str | None:
     except ImportError:
         return "playwright is not installed (pip install playwright; see setup.cfg [test])"
     if not os.access(CHROMIUM, os.X_OK):
-        return "Debian's chromium is not installed (apt-get install chromium chromium-driver)"
+        return "Debian's chromium is not installed (apt-get install chromium)"
     return None
 
 

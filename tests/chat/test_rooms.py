@@ -147,10 +147,27 @@ class EnterRoomTests(ChatRoomsTestsMixin, SynchronousTestCase):
         self.chat.enter_room("a2", 1)
         self.assertEqual(self.rec.events("a2"), ["private_room_entered", "userlist"])
 
-    def test_enter_without_membership_has_empty_userlist(self) -> None:
-        """Without PHP's EnterPrivateRoom the user is not listed, as observed on ILIAS 10."""
-        self.enter("b", 7, "bob", member=False)
-        self.assertEqual(self.rec.received("b")[1][1]["users"], {})
+    def test_enter_without_membership_is_refused(self) -> None:
+        """
+        Without PHP's EnterPrivateRoom (or InvitePrivateRoom) the room stays closed: nothing is
+        sent and the connection joins nothing (ILIAS 10 lets it in with an empty userlist).
+        """
+        self.chat.connect(7)
+        self.chat.login("b", 7, "bob")
+        self.assertRaises(NotInRoom, self.chat.enter_room, "b", 1)
+        self.assertEqual(self.rec.received("b"), [])
+        self.assertEqual(self.rec.messages, [])
+        self.chat.invite(1, 6, 7)
+        self.chat.enter_room("b", 1)
+        self.assertEqual(self.rec.events("b")[:2], ["private_room_entered", "userlist"])
+
+    def test_login_cannot_switch_the_connection_to_another_member(self) -> None:
+        """A connection logged in as alice stays alice; renaming herself is allowed (IRC nicks)."""
+        self.enter("a", 6, "alice")
+        self.chat.connect(7)
+        self.assertIsNone(self.chat.login("a", 7, "bob"))
+        self.assertEqual(self.chat.member_for("a").id, 6)
+        self.assertEqual(self.chat.login("a", 6, "alice2").name, "alice2")
 
     def test_enter_unknown_room_or_before_login(self) -> None:
         """Unknown rooms and connections that never logged in are refused."""
@@ -264,6 +281,24 @@ class MessageTests(ChatRoomsTestsMixin, SynchronousTestCase):
         self.assertEqual(self.rec.received("b")[0][1]["target"], target)
         self.clock.advance(0)
         self.assertEqual(len(self.history.rows), 1)
+
+    def test_whisper_target_is_found_by_id_and_named_by_the_server(self) -> None:
+        """A forged target name is replaced by the member's name; the id decides who gets it."""
+        self.enter("c", 8, "carol")
+        self.rec.clear()
+        self.chat.post_message("a", 1, "psst", {}, {"username": "carol", "id": "7", "public": 0})
+        self.assertEqual(self.rec.events("b"), ["message"])
+        self.assertEqual(self.rec.events("c"), [])
+        self.assertEqual(self.rec.received("b")[0][1]["target"],
+                         {"username": "bob", "id": 7, "public": 0})
+
+    def test_whisper_to_someone_outside_the_room_is_refused(self) -> None:
+        """A known user who is not a member of the room cannot be whispered to there."""
+        self.enter("c", 8, "carol", room=2)
+        self.rec.clear()
+        self.assertRaises(UnknownUser, self.chat.post_message, "a", 1, "x", {},
+                          {"username": "carol", "id": 8, "public": 0})
+        self.assertEqual(self.rec.received("c"), [])
 
     def test_whisper_to_unknown_user_is_refused(self) -> None:
         """An unknown target id is an error, and nothing is delivered."""
@@ -452,6 +487,32 @@ class BackendActionTests(BobAndAliceSeatedMixin, SynchronousTestCase):
         self.assertEqual(self.rec.events("b"), ["userjustkicked",
                                                 "notice:kicked_from_private_room"])
         self.assertRaises(NotInRoom, self.chat.post_message, "b", 1, "x", {})
+
+    def test_kicked_member_stays_out_until_php_admits_again(self) -> None:
+        """Neither enterRoom nor a new login undoes a kick; PHP's EnterPrivateRoom does."""
+        self.chat.kick(1, 7)
+        self.rec.clear()
+        self.assertRaises(NotInRoom, self.chat.enter_room, "b", 1)
+        self.chat.login("b2", 7, "bob")
+        self.assertRaises(NotInRoom, self.chat.enter_room, "b2", 1)
+        self.assertEqual(self.rec.received("b") + self.rec.received("b2"), [])
+        self.chat.connect(7)
+        self.chat.add_room_member(1, 7)
+        self.chat.enter_room("b2", 1)
+        self.assertIn("7", self.rec.received("b2")[1][1]["users"])
+
+    def test_banned_member_is_out_of_every_room_until_php_admits_again(self) -> None:
+        """After a ban, a Connect alone admits to nothing; EnterPrivateRoom admits to one room."""
+        self.chat.add_room_member(2, 7)
+        self.chat.ban(1, 7)
+        self.assertIsNone(self.chat.login("b2", 7, "bob"))
+        self.chat.connect(7)
+        self.chat.login("b2", 7, "bob")
+        self.assertRaises(NotInRoom, self.chat.enter_room, "b2", 1)
+        self.assertRaises(NotInRoom, self.chat.enter_room, "b2", 2)
+        self.chat.add_room_member(2, 7)
+        self.chat.enter_room("b2", 2)
+        self.assertRaises(NotInRoom, self.chat.enter_room, "b2", 1)
 
     def test_ban_forgets_the_member(self) -> None:
         """A banned user gets userjustbanned without payload and can no longer act."""

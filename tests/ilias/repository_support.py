@@ -46,9 +46,14 @@ class Browser:
     Every event received on the namespace is recorded in order as ``(event, args)``.
     """
 
-    def __init__(self, server: RunningServer, namespace: str) -> None:
+    def __init__(self, server: RunningServer, namespace: str,
+                 headers: Optional[Dict[str, str]] = None,
+                 transports: Sequence[str] = ("websocket",)) -> None:
         self.server = server
         self.namespace = namespace
+        #: Handshake headers, e.g. ``{"Cookie": "PHPSESSID=..."}`` as a browser on ILIAS sends.
+        self.headers = dict(headers or {})
+        self.transports = list(transports)
         self.events: List[tuple] = []
         self.disconnected = threading.Event()
         self._lock = threading.Lock()
@@ -68,7 +73,8 @@ class Browser:
             self.sio.connect,
             self.server.base_url,
             namespaces=[self.namespace],
-            transports=["websocket"],
+            transports=self.transports,
+            headers=self.headers,
             wait_timeout=10,
         )
         return self
@@ -129,6 +135,8 @@ class RepositoryServerMixin:
 
     database_kind = "mysql"
     client_names: Sequence[str] = ("onscreen",)
+    #: Merged into every client.cfg (the default support config believes logins: "trust").
+    client_settings: Dict[str, Any] = {}
     grace = E2E_GRACE
 
     async def start(self) -> RunningServer:
@@ -145,7 +153,8 @@ class RepositoryServerMixin:
     async def start_on(self, databases: Dict[str, Any]) -> RunningServer:
         grace = self.grace
         clients = [{"name": name, "auth": {"key": f"key-{name}", "secret": f"secret-{name}"},
-                    "database": database_dict(db)} for name, db in databases.items()]
+                    "database": database_dict(db), **self.client_settings}
+                   for name, db in databases.items()]
         return await start_server(
             self,
             clients=clients,
@@ -165,8 +174,9 @@ class RepositoryServerMixin:
         headers["Content-Type"] = "application/json; charset=utf-8"
         return await http_request(self.server.url(path), headers=headers)
 
-    async def browser(self, client: Optional[str] = None) -> Browser:
-        browser = Browser(self.server, "/" + (client or self.client_names[0]))
+    async def browser(self, client: Optional[str] = None,
+                      headers: Optional[Dict[str, str]] = None) -> Browser:
+        browser = Browser(self.server, "/" + (client or self.client_names[0]), headers)
         self.browsers.append(browser)
         return await browser.connect()
 

@@ -47,8 +47,9 @@ class Tab(Browser):
     payloads have no ``content`` key, so they are filtered with a predicate instead.
     """
 
-    def __init__(self, server: RunningServer, namespace: str = NAMESPACE) -> None:
-        super().__init__(server, namespace)
+    def __init__(self, server: RunningServer, namespace: str = NAMESPACE,
+                 headers: Optional[Dict[str, str]] = None, **kwargs: Any) -> None:
+        super().__init__(server, namespace, headers, **kwargs)
 
     async def call(self, event: str, *args: Any) -> Any:
         """Emit asking for an acknowledgement, and return it."""
@@ -580,7 +581,7 @@ class JavaScriptClientScenarioMixin(OscServerMixin):
         """socket.io-client 4.8: login, open a conversation, send, receive its own message."""
         node = shutil.which("node")
         if node is None or not (JS_DIR / "node_modules" / "socket.io-client").is_dir():
-            raise SkipTest("node or socket.io-client (tests/js) missing")
+            raise SkipTest("node or socket.io-client (tests/js) missing (apt-get install nodejs npm; scripts/test then runs npm ci in tests/js)")
         await self.start()
         bob = await self.tab(BOB)
         script = """

@@ -19,6 +19,7 @@ from twisted.trial import unittest
 
 from tests.ilias.repository_support import RepositoryServerMixin
 from tests.support.db import insert_rows_async
+from tests.support.server import DROP
 
 JS_DIR = os.path.join(os.path.dirname(__file__), "js")
 CLIENT_MODULES = os.path.join(os.path.dirname(__file__), "..", "js", "node_modules",
@@ -28,6 +29,9 @@ CLIENT_MODULES = os.path.join(os.path.dirname(__file__), "..", "js", "node_modul
 class CrowdMixin(RepositoryServerMixin):
     crowd = 1000
     first_id = 10_000
+    #: crowd.js disconnects everyone before it exits; the chatroom_users count below must not race
+    #: the end-to-end tests' short grace (a loaded machine reads it after the grace has moved rows).
+    grace = 120.0
 
     async def _php_for_crowd(self) -> None:
         """PHP's Connect + EnterPrivateRoom for every user, 50 requests at a time."""
@@ -48,7 +52,7 @@ class CrowdMixin(RepositoryServerMixin):
     async def test_crowd_enters_one_room_within_seconds(self) -> None:
         """1,000 socket.io-client browsers are welcomed, messaged and listed within seconds."""
         if shutil.which("node") is None or not os.path.isdir(CLIENT_MODULES):
-            raise unittest.SkipTest("node and tests/js/node_modules/socket.io-client are needed")
+            raise unittest.SkipTest("node and tests/js/node_modules/socket.io-client are needed (apt-get install nodejs npm; scripts/test then runs npm ci in tests/js)")
         await self.start()
         await self._php_for_crowd()
         started = time.monotonic()
@@ -89,11 +93,18 @@ class CrowdSQLiteTests(CrowdMixin, unittest.TestCase):
 class BrowserFlowMixin(RepositoryServerMixin):
     """The §10.2 flow with the npm socket.io-client, the very library ILIAS's page uses."""
 
+    #: ``flow.js``'s extra arguments: the Cookie headers of alice and bob (none: trust mode).
+    cookies: tuple = ()
+
+    async def sessions(self) -> None:
+        """What the flow's users need besides PHP's calls (the ILIAS sessions, in a subclass)."""
+
     async def test_socket_io_client_sees_the_ilias_10_frames(self) -> None:
         """Event order, payload fields and roomId types match the ILIAS 10 capture."""
         if shutil.which("node") is None or not os.path.isdir(CLIENT_MODULES):
-            raise unittest.SkipTest("node and tests/js/node_modules/socket.io-client are needed")
+            raise unittest.SkipTest("node and tests/js/node_modules/socket.io-client are needed (apt-get install nodejs npm; scripts/test then runs npm ci in tests/js)")
         await self.start()
+        await self.sessions()
         now = int(time.time())
         for uid, login in ((6, "alice"), (7, "bob")):
             self.assertEqual((await self.php("Connect", 1, uid)).json(), {"status": 200})
@@ -104,7 +115,8 @@ class BrowserFlowMixin(RepositoryServerMixin):
                              {"success": True})
         out, err, code = await utils.getProcessOutputAndValue(
             shutil.which("node"),
-            [os.path.join(JS_DIR, "flow.js"), self.server.base_url, "/onscreen", "1"],
+            [os.path.join(JS_DIR, "flow.js"), self.server.base_url, "/onscreen", "1",
+             *self.cookies],
             env=dict(os.environ))
         self.assertEqual(code, 0, (out, err))
         seen = json.loads(out.decode().strip().splitlines()[-1])
@@ -148,3 +160,19 @@ class BrowserFlowMariaDBTests(BrowserFlowMixin, unittest.TestCase):
 
 class BrowserFlowSQLiteTests(BrowserFlowMixin, unittest.TestCase):
     database_kind = "sqlite"
+
+
+class BrowserFlowSessionTests(BrowserFlowMixin, unittest.TestCase):
+    """The same frames with the default identity mode: each browser carries its ILIAS session."""
+
+    database_kind = "mysql"
+    client_settings = {"identity": DROP}
+    cookies = ("PHPSESSID=alice0123456789abcdefghij; ilClientId=onscreen",
+               "ilClientId=onscreen; PHPSESSID=bob0123456789abcdefghijkl")
+
+    async def sessions(self) -> None:
+        now = int(time.time())
+        await insert_rows_async(self.databases["onscreen"], "usr_session", [
+            {"session_id": "alice0123456789abcdefghij", "user_id": 6, "expires": now + 600},
+            {"session_id": "bob0123456789abcdefghijkl", "user_id": 7, "expires": now + 600},
+        ])

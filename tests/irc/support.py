@@ -11,6 +11,7 @@ from typing import Any, Callable, List, Optional
 import attr
 from twisted.internet import defer, endpoints, protocol, reactor
 from twisted.internet.task import deferLater
+from twisted.logger import formatEvent, globalLogPublisher
 
 from ilchat.config import IrcConfig
 from ilchat.irc.message import Message, parse_message
@@ -18,6 +19,19 @@ from ilchat.irc.network import IrcNetwork
 from ilchat.irc.protocol import IrcServerFactory
 
 TIMEOUT = 10.0
+
+
+def capture_log(test: Any) -> List[Any]:
+    """Every log event (of every logger) while the test runs."""
+    events: List[Any] = []
+    globalLogPublisher.addObserver(events.append)
+    test.addCleanup(globalLogPublisher.removeObserver, events.append)
+    return events
+
+
+def log_lines(events: List[Any], text: str = "") -> List[str]:
+    """The formatted log lines that contain C{text}."""
+    return [line for line in (formatEvent(e) for e in events) if text in line]
 
 
 def make_config(**overrides: Any) -> IrcConfig:
@@ -133,7 +147,7 @@ async def start_irc(test: Any, config: Optional[IrcConfig] = None, authenticator
                     clock: Any = None) -> IrcTestServer:
     """Listen on a free loopback port; stopped (and every connection closed) by a cleanup."""
     config = config or make_config()
-    network = IrcNetwork(config, reactor, authenticator)
+    network = IrcNetwork(config, clock or reactor, authenticator)
     factory = IrcServerFactory(network, clock or reactor)
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
 

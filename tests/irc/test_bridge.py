@@ -24,6 +24,8 @@ class IrcBridgeMixin(RepositoryServerMixin):
     """A server with the repository chat and the IRC component, and helpers for IRC clients."""
 
     irc_auth = "open"
+    #: server.cfg ``irc`` → ``limits`` for the test's server.
+    irc_limits: Dict[str, Any] = {}
 
     async def start_on(self, databases: Dict[str, Any]) -> Any:
         grace = self.grace
@@ -39,7 +41,8 @@ class IrcBridgeMixin(RepositoryServerMixin):
         return await start_server(
             self,
             server={"irc": {"address": "127.0.0.1", "port": 0, "auth": self.irc_auth,
-                            "server_name": "irc.test", "network_name": "ILIAS"}},
+                            "server_name": "irc.test", "network_name": "ILIAS",
+                            "limits": self.irc_limits}},
             clients=clients,
             client_components=[lambda ctx: RepositoryChat(ctx, grace=grace)],
             server_components=[make_irc],

@@ -9,6 +9,7 @@ from ilchat.irc.message import (
     format_message,
     parse_message,
     split_text,
+    truncate_utf8,
     unescape_tag_value,
 )
 
@@ -43,6 +44,12 @@ class ParseTests(SynchronousTestCase):
         self.assertRaises(MessageError, parse_message, ":prefix")
         self.assertRaises(MessageError, parse_message, "")
 
+    def test_refuses_nul_and_line_breaks(self) -> None:
+        """NUL is not allowed anywhere in a message (modern ircdocs), nor a raw CR or LF."""
+        for line in ("PRIVMSG a\0b :hi", "PRIVMSG #c :a\0b", "@+t=a\0b PING x", "PING a\rb", "PING\nX"):
+            with self.assertRaises(MessageError, msg=repr(line)):
+                parse_message(line)
+
     def test_at_most_fifteen_parameters(self) -> None:
         """The fifteenth parameter takes the rest of the line (RFC 1459)."""
         message = parse_message("CMD " + " ".join(str(i) for i in range(20)))
@@ -68,6 +75,18 @@ class FormatTests(SynchronousTestCase):
             self.assertRaises(MessageError, format_message, Message("PRIVMSG", ("#c", bad)))
         self.assertRaises(MessageError, format_message, Message("PRIVMSG", ("#c", "x"), prefix="a\nb"))
 
+    def test_refuses_nul_in_tag_value(self) -> None:
+        """A tag value may hold CR and LF (sent escaped) but not NUL, which has no escape."""
+        with self.assertRaises(MessageError):
+            format_message(Message("TAGMSG", ("#c",), tags={"+typing": "a\0b"}))
+        line = format_message(Message("TAGMSG", ("#c",), tags={"+x": "a\r\nb"}))
+        self.assertEqual(line, "@+x=a\\r\\nb TAGMSG #c")
+
+    def test_refuses_command_that_reads_as_prefix_or_tags(self) -> None:
+        """A command starting with ":" or "@" would be read back as a prefix or tags."""
+        for command in (":X", "@X", ""):
+            self.assertRaises(MessageError, format_message, Message(command, ("a",)))
+
     def test_refuses_space_in_middle_parameter(self) -> None:
         """Only the last parameter may contain a space."""
         self.assertRaises(MessageError, format_message, Message("KICK", ("#c x", "nick")))
@@ -75,6 +94,25 @@ class FormatTests(SynchronousTestCase):
     def test_refuses_over_long_line(self) -> None:
         """A line over 510 bytes (plus CR LF) is refused rather than truncated mid-character."""
         self.assertRaises(MessageError, format_message, Message("PRIVMSG", ("#c", "é" * 300)))
+
+    def test_truncate_cuts_an_over_long_line_to_510_bytes(self) -> None:
+        """With truncate, an over-long line is cut (whole characters), tags kept, not refused."""
+        echo = Message("401", ("nick", "é" * 300, "No such nick/channel"), prefix="irc.test",
+                       tags={"time": "x"})
+        line = format_message(echo, truncate=True)
+        tags, _, body = line.partition(" ")
+        self.assertEqual(tags, "@time=x")
+        self.assertEqual(len(body.encode()), 509)  # 510 would cut an "é" in two
+        self.assertEqual(parse_message(body).params, ("nick", "é" * 245))
+        self.assertEqual(format_message(Message("PONG", ("x",)), truncate=True), "PONG x")
+
+    def test_truncate_utf8_never_cuts_a_character(self) -> None:
+        """A cut inside a UTF-8 character drops that character; Latin-1 bytes are cut as they are."""
+        self.assertEqual(truncate_utf8("aé".encode(), 2), b"a")
+        self.assertEqual(truncate_utf8("a\U0001F600b".encode(), 4), b"a")
+        self.assertEqual(truncate_utf8("a\U0001F600b".encode(), 5), "a\U0001F600".encode())
+        self.assertEqual(truncate_utf8(b"caf\xe9\xe9\xe9", 5), b"caf\xe9")
+        self.assertEqual(truncate_utf8(b"short", 10), b"short")
 
     def test_tag_escaping_round_trip(self) -> None:
         """Every special character in a tag value survives escaping."""

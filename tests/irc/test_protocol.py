@@ -15,7 +15,7 @@ from twisted.words.protocols import irc
 from ilchat.irc.message import parse_message
 from ilchat.irc.network import IrcNetwork, irc_lower, sanitise_nick, valid_nick
 from ilchat.irc.protocol import IRCServerProtocol
-from tests.irc.support import make_config, start_irc
+from tests.irc.support import capture_log, log_lines, make_config, start_irc
 
 
 class RegistrationTests(TestCase):
@@ -99,6 +99,17 @@ class RegistrationTests(TestCase):
         await client.register("carol")
         client.send("USER a b c :d")
         await client.wait_for("462")
+
+    async def test_user_with_empty_realname_461(self) -> None:
+        """``USER name * * :`` has no realname: 461, no registration; a proper USER then works."""
+        server = await start_irc(self)
+        client = await server.client(self)
+        client.send("NICK dave")
+        client.send_raw(b"USER dave * * :\r\n")
+        reply = await client.wait_for("461")
+        self.assertEqual(reply.params[1:], ("USER", "Not enough parameters"))
+        client.send("USER dave * * :Dave")
+        await client.wait_for("001")
 
     async def test_registration_timeout_closes(self) -> None:
         """A client that never registers is disconnected after registration_timeout."""
@@ -496,8 +507,11 @@ class LimitTests(TestCase):
         second = await client.wait_for("PONG")
         self.assertEqual((first.params[1], second.params[1]), ("a", "b"))
 
-    async def test_over_long_line_gets_417_and_is_dropped(self) -> None:
-        """A line over 512 bytes is answered with 417 and not executed; the connection lives."""
+    async def test_over_long_line_is_truncated_to_512_bytes(self) -> None:
+        """
+        A 600-byte PRIVMSG is cut to 510 bytes plus CR LF (RFC 1459) and delivered as one line;
+        the cut never splits a UTF-8 character.
+        """
         server = await start_irc(self)
         alice = await server.registered(self, "alice")
         alice.send("JOIN #long")
@@ -505,14 +519,21 @@ class LimitTests(TestCase):
         bob = await server.registered(self, "bob")
         bob.send("JOIN #long")
         await bob.wait_for("366")
-        bob.send("PRIVMSG #long :" + "x" * 600)
-        await bob.wait_for("417")
+        head = "PRIVMSG #long :"
+        bob.send_raw((head + "x" * 600).encode() + b"\r\n")
+        message = await alice.wait_for("PRIVMSG")
+        self.assertEqual(set(message.params[1]), {"x"})
+        self.assertEqual(len(alice.raw.split(b"\r\n")[-2]), 510)  # with bob's prefix in front
+        bob.send_raw((head + "é" * 300).encode() + b"\r\n")
+        message = await alice.wait_for("PRIVMSG")
+        self.assertTrue(set(message.params[1]) == {"é"})
         bob.send("PRIVMSG #long :short")
         message = await alice.wait_for("PRIVMSG")
         self.assertEqual(message.params[1], "short")
+        self.assertEqual(bob.since("417") + alice.since("417"), [])
 
-    async def test_relayed_text_at_the_limit_is_split_not_lost(self) -> None:
-        """A 510-byte PRIVMSG grows with the sender's prefix; the recipient gets all the text."""
+    async def test_relayed_text_at_the_limit_is_one_line(self) -> None:
+        """A 510-byte PRIVMSG grows with the sender's prefix; it is relayed as one cut line."""
         server = await start_irc(self)
         alice = await server.registered(self, "alice")
         bob = await server.registered(self, "bob")
@@ -520,22 +541,55 @@ class LimitTests(TestCase):
         line = "PRIVMSG alice :" + text
         self.assertLessEqual(len(line), 510)
         bob.send(line)
+        bob.send("PRIVMSG alice :next")
         first = await alice.wait_for("PRIVMSG")
         second = await alice.wait_for("PRIVMSG")
-        self.assertEqual(first.params[1] + " " + second.params[1], text)
+        self.assertTrue(text.startswith(first.params[1]))
+        self.assertEqual(len(alice.raw.split(b"\r\n")[-3]), 510)
+        self.assertEqual(second.params[1], "next")
+
+    async def test_client_tags_over_4094_bytes_get_417(self) -> None:
+        """IRCv3: clients send at most 4,094 bytes of tag data; more is 417 and the line dropped."""
+        server = await start_irc(self)
+        client = await server.registered(self, "tagger")
+        client.send_raw(b"@+big=" + b"v" * 4089 + b" PING fits\r\n")  # 4,094 bytes of tag data
+        pong = await client.wait_for("PONG")
+        self.assertEqual(pong.params[1], "fits")
+        client.send_raw(b"@+big=" + b"v" * 4090 + b" PING toolong\r\n")
+        client.send("PING after")
+        refused = await client.wait_for("417")
+        self.assertEqual(refused.params[1], "Input line contained too much tag data")
+        pong = await client.wait_for("PONG")
+        self.assertEqual(pong.params[1], "after")
 
     async def test_endless_line_without_newline_is_bounded(self) -> None:
-        """Megabytes without a line end are discarded, answered with 417, never buffered."""
+        """Megabytes without a line end are never buffered; the line's first 510 bytes run."""
         server = await start_irc(self)
         client = await server.registered(self, "endless")
+        client.send_raw(b"PING ")
         for _ in range(20):
             client.send_raw(b"A" * 65536)
         client.send_raw(b"\r\nPING after\r\n")
-        await client.wait_for("417")
+        first = await client.wait_for("PONG")
+        # The line ran cut to 510 bytes; its PONG, longer by the server's name, is cut to fit.
+        self.assertEqual(first.params[1], "A" * (510 - len(":irc.test PONG irc.test ")))
         pong = await client.wait_for("PONG")
         self.assertEqual(pong.params[1], "after")
         proto = next(iter(server.factory.connections))
         self.assertLess(len(proto._buffer), 10000)
+        self.assertEqual(client.since("417"), [])
+
+    async def test_endless_tags_without_newline_get_417(self) -> None:
+        """Tag data that never ends is answered with 417 and thrown away up to the line end."""
+        server = await start_irc(self)
+        client = await server.registered(self, "endless")
+        for _ in range(5):
+            client.send_raw(b"@" + b"t" * 65536)
+        client.send_raw(b" PING no\r\nPING after\r\n")
+        await client.wait_for("417")
+        pong = await client.wait_for("PONG")
+        self.assertEqual(pong.params[1], "after")
+        self.assertEqual(len(client.since("PONG")), 1)
 
     async def test_tags_may_make_a_line_longer(self) -> None:
         """Up to 8191 bytes of tags are allowed on top of the 512 byte line."""
@@ -558,6 +612,8 @@ class LimitTests(TestCase):
         message = await alice.wait_for("PRIVMSG")
         self.assertEqual(message.params[1], "café ÿþ")
         bob.send_raw(b"\x00\x01\x02 garbage \xc3\r\n:only-prefix\r\nPING ok\r\n")
+        dropped = await bob.wait_for("400")
+        self.assertEqual(dropped.params[1:], ("*", "Line dropped: it contains a NUL character"))
         await bob.wait_for("PONG")
 
     async def test_flood_is_throttled_then_disconnected(self) -> None:
@@ -591,6 +647,97 @@ class LimitTests(TestCase):
         error = await third.wait_for("ERROR")
         self.assertIn("Too many connections", error.params[0])
         await third.closed
+
+
+class NulTests(TestCase):
+    async def test_lines_with_nul_are_dropped_with_400_and_log_no_error(self) -> None:
+        """
+        Commands whose replies would echo a client's NUL (401, 403, 432, TAGMSG tags) get one
+        400 each; no reply is attempted with the NUL, so no ERROR log line per reply.
+        """
+        from twisted.logger import LogLevel
+
+        events = capture_log(self)
+        server = await start_irc(self)
+        client = await server.registered(self, "nul")
+        peer = await server.registered(self, "peer", caps=("message-tags",))
+        bad = [b"PRIVMSG no\x00body :hi", b"WHOIS a\x00b", b"JOIN #a\x00b", b"NICK a\x00b",
+               b"@+typing=a\x00b TAGMSG peer", b"PRIVMSG peer :a\x00b"]
+        for line in bad:
+            client.send_raw(line + b"\r\n")
+        client.send("PING done")
+        await client.wait_for("PONG")
+        self.assertEqual(len(client.since("400")), len(bad))
+        self.assertEqual([m.command for m in client.messages[-len(bad) - 1:]], ["400"] * len(bad) + ["PONG"])
+        self.assertEqual(peer.since("PRIVMSG") + peer.since("TAGMSG"), [])
+        errors = [e for e in events if e.get("log_level") in (LogLevel.error, LogLevel.critical)]
+        self.assertEqual(errors, [])
+
+
+class LongEchoTests(TestCase):
+    async def test_reply_echoing_a_long_argument_is_cut_and_logs_no_error(self) -> None:
+        """A 401 for a 490-byte target is over 512 bytes: it arrives cut, and nothing logs an ERROR."""
+        from twisted.logger import LogLevel
+
+        events = capture_log(self)
+        server = await start_irc(self)
+        client = await server.registered(self, "echo")
+        target = "t" * 490
+        client.send(f"PRIVMSG {target} :x")
+        reply = await client.wait_for("401")
+        self.assertTrue(target.startswith(reply.params[1]))
+        self.assertEqual(len(client.raw.split(b"\r\n")[-2]), 510)
+        client.send(f"PING :{'p' * 500}")
+        pong = await client.wait_for("PONG")
+        self.assertEqual(pong.params[1], "p" * (510 - len(":irc.test PONG irc.test ")))
+        self.assertEqual([e for e in events if e.get("log_level") in (LogLevel.error, LogLevel.critical)], [])
+
+
+class ConnectionLogTests(TestCase):
+    """IRC logins, quits and kills are logged, one line each, as web logins are."""
+
+    async def test_login_and_quit_are_logged(self) -> None:
+        """Registration logs nick, id, address and transport; QUIT logs the reason."""
+        events = capture_log(self)
+        server = await start_irc(self)
+        client = await server.registered(self, "alice")
+        proto = next(iter(server.factory.connections))
+        self.assertEqual(log_lines(events, "logged in to IRC"),
+                         [f"alice ({proto.user_id}) logged in to IRC from 127.0.0.1 over plain TCP"])
+        client.send("QUIT :see you")
+        await client.closed
+        await task.deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(log_lines(events, "quit IRC"),
+                         [f"alice ({proto.user_id}) quit IRC (127.0.0.1): Quit: see you"])
+
+    async def test_dropped_connection_is_logged_as_a_quit(self) -> None:
+        """A client that just goes away is logged once with "Connection closed"."""
+        events = capture_log(self)
+        server = await start_irc(self)
+        client = await server.registered(self, "bob")
+        client.transport.loseConnection()
+        await client.closed
+        await task.deferLater(reactor, 0.05, lambda: None)
+        lines = log_lines(events, "quit IRC")
+        self.assertEqual(len(lines), 1)
+        self.assertTrue(lines[0].endswith("quit IRC (127.0.0.1): Connection closed"), lines[0])
+
+    async def test_kill_by_the_server_is_logged_with_its_reason(self) -> None:
+        """A ping timeout (the server closes the connection) is logged as such, not as a quit."""
+        events = capture_log(self)
+        clock = task.Clock()
+        server = await start_irc(self, make_config(ping_interval=60.0, ping_timeout=30.0), clock=clock)
+        client = await server.registered(self, "sleepy")
+        clock.advance(60)
+        await client.wait_for("PING")
+        clock.advance(30)
+        await client.closed
+        await task.deferLater(reactor, 0.05, lambda: None)
+        lines = log_lines(events, "disconnected from IRC by the server")
+        self.assertEqual(len(lines), 1)
+        self.assertRegex(lines[0], r"^sleepy \(-\d+\) disconnected from IRC by the server \(127\.0\.0\.1\): "
+                                   r"Ping timeout: 90 seconds$")
+        self.assertEqual(log_lines(events, "quit IRC"), [])
 
 
 class WebircTests(TestCase):
@@ -680,6 +827,18 @@ class ClockTests(SynchronousTestCase):
         self.assertTrue(transport.disconnected)
         proto.connectionLost(None)
         self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_over_long_line_runs_cut_to_510_bytes(self) -> None:
+        """The command gets the first 510 bytes of a 600-byte line (tags not counted)."""
+        clock, proto, transport = self._connect()
+        seen: List[Any] = []
+        proto.irc_PING = seen.append  # type: ignore[method-assign]
+        proto.dataReceived(b"PING :" + b"p" * 600 + b"\r\n")
+        proto.dataReceived(b"@+t=1 PING :a" + "é".encode() * 300 + b"\r\n")
+        self.assertEqual(seen[0].params[0], "p" * 504)
+        self.assertEqual(seen[1].params[0], "a" + "é" * 251)  # the 252nd would be cut in two
+        self.assertEqual(seen[1].tags, {"+t": "1"})
+        proto.connectionLost(None)
 
     def test_non_alphabetic_command_is_unknown(self) -> None:
         """Commands are checked before dispatch: punctuation or non-ASCII is 421, not a lookup."""

@@ -13,7 +13,7 @@ from typing import Any, Dict
 from twisted.internet import threads
 from twisted.trial import unittest
 
-from ilchat.config import ConfigError, load_server_config
+from ilchat.config import ConfigError, IrcLoginLimits, load_server_config
 from ilchat.irc.service import IrcComponent
 from tests.irc.test_bridge import CHANNEL, IrcBridgeMixin
 from tests.support.server import start_server
@@ -65,6 +65,24 @@ class IrcConfigTests(unittest.TestCase):
         self.assertEqual((config.flood_rate, config.max_connections_per_ip, config.nick_length), (1.5, 3, 16))
         self.assertEqual(len(config.webirc[0].networks), 2)
         self.assertFalse(config.local_channels)
+
+    def test_login_throttle_keys(self) -> None:
+        """The login_* limits have safe defaults and are read into IrcLoginLimits."""
+        self.assertEqual(self.load({}).login_limits, IrcLoginLimits())
+        limits = self.load({"limits": {
+            "login_free_failures": 1, "login_delay": 0.5, "login_max_delay": 4,
+            "login_failures_per_account": 5, "login_failures_per_ip": 20,
+            "login_failures_per_account_total": 50, "login_window": 120, "login_lockout": 60,
+            "login_max_entries": 500}}).login_limits
+        self.assertEqual(limits, IrcLoginLimits(
+            free_failures=1, delay=0.5, max_delay=4.0, failures_per_account=5, failures_per_ip=20,
+            failures_per_account_total=50, window=120.0, lockout=60.0, max_entries=500))
+        self.assertConfigError({"limits": {"login_failures_per_account": 0}},
+                               "irc.limits.login_failures_per_account")
+        self.assertConfigError({"limits": {"login_lockout": "5m"}}, "irc.limits.login_lockout")
+        self.assertConfigError({"limits": {"login_delay": -1}}, "irc.limits.login_delay")
+        self.assertConfigError({"limits": {"login_max_entries": 10}}, "irc.limits.login_max_entries")
+        self.assertConfigError({"limits": {"login_free_failures": 0}}, "irc.limits.login_free_failures")
 
     def test_errors_name_the_key(self) -> None:
         """Bad values are one-line errors naming irc.<key>."""
@@ -171,8 +189,14 @@ class IrcTlsTests(unittest.TestCase):
                         data += chunk
                     return data
 
+        from tests.irc.support import capture_log, log_lines
+
+        events = capture_log(self)
         data = await threads.deferToThread(talk)
         self.assertIn(b" 001 secure :Welcome", data)
+        logins = log_lines(events, "logged in to IRC")
+        self.assertEqual(len(logins), 1)
+        self.assertRegex(logins[0], r"^secure \(-\d+\) logged in to IRC from 127\.0\.0\.1 over TLS$")
 
 
 class StandaloneIrcTests(unittest.TestCase):

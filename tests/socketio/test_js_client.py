@@ -25,9 +25,9 @@ def node_script(name: str) -> tuple[str, str]:
     """The node binary and script path, or skip when Node or socket.io-client is missing."""
     node = shutil.which("node")
     if node is None:
-        raise SkipTest("node is not installed")
+        raise SkipTest("node is not installed (apt-get install nodejs npm; scripts/test then runs npm ci in tests/js)")
     if not (JS_DIR / "node_modules" / "socket.io-client").is_dir():
-        raise SkipTest("socket.io-client missing: run npm install in tests/js")
+        raise SkipTest("socket.io-client missing: run scripts/test (or npm ci in tests/js)")
     return node, str(JS_DIR / name)
 
 

@@ -182,6 +182,15 @@ class RoomStoreTestsMixin(StoreTestMixin):
         self.assertFalse(await self.store.is_banned(2, 7))
         self.assertFalse(await self.store.is_banned(1, 6))
 
+    async def test_chatroom_userdata_prefers_the_room_then_the_newest(self) -> None:
+        """The name PHP wrote: that room's row, else the newest row of the user, else None."""
+        await self.store.add_chatroom_user(1, 6, '{"login":"alice one","id":6}', 100)
+        await self.store.add_chatroom_user(2, 6, '{"login":"alice two","id":6}', 200)
+        self.assertEqual(await self.store.get_chatroom_userdata(6, 1), '{"login":"alice one","id":6}')
+        self.assertEqual(await self.store.get_chatroom_userdata(6), '{"login":"alice two","id":6}')
+        self.assertEqual(await self.store.get_chatroom_userdata(6, 3), '{"login":"alice two","id":6}')
+        self.assertIsNone(await self.store.get_chatroom_userdata(7))
+
 
 class RoomStoreMariaDBTests(RoomStoreTestsMixin, unittest.TestCase):
     """Repository-chat queries on the real MariaDB server (a pool of eight connections)."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import tempfile
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -62,6 +63,9 @@ DEFAULT_CLIENT: Dict[str, Any] = {
     "chat_enabled": True,
     "play_invitation_sound": False,
     "auth": {"key": "test-key", "secret": "test-secret"},
+    # The tests that are not about identity log in like the Node server's clients (login is
+    # believed); tests/ilias/test_identity.py runs the default, "ilias-session", with cookies.
+    "identity": "trust",
 }
 
 
@@ -153,6 +157,15 @@ class RunningServer:
         """Stop now (the cleanup does it otherwise); stopping twice is harmless."""
         if self.service.running:
             await self.service.stopService()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a process that must be told its port in advance."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    return port
 
 
 def _read(path: str) -> str:

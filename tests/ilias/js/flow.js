@@ -1,5 +1,6 @@
 // The repository-chat flow of spec §10.2 with the real socket.io-client 4.8, as the ILIAS page
-// runs it.  Usage: node flow.js <base url> <namespace> <room id>
+// runs it.  Usage: node flow.js <base url> <namespace> <room id> [<alice cookie> <bob cookie>]
+// (the cookies, if given, go with each handshake as a browser on the ILIAS host sends them).
 // PHP's Connect/EnterPrivateRoom for users 6 (alice) and 7 (bob) must have been done.  Prints
 // {"bob": [[event, ...args], ...], "alice": [...]} with every event each one received; exit 0
 // (or 1 on timeout).
@@ -9,12 +10,15 @@ const { io } = require(require.resolve("socket.io-client", {
   paths: [path.join(__dirname, "..", "..", "js")],
 }));
 
-const [url, namespace, roomText] = process.argv.slice(2);
+const [url, namespace, roomText, aliceCookie, bobCookie] = process.argv.slice(2);
+const cookies = { alice: aliceCookie, bob: bobCookie };
 const room = Number(roomText);
 const seen = { bob: [], alice: [] };
 
 function browser(name) {
-  const socket = io(url + namespace, { transports: ["websocket"], forceNew: true, reconnection: false });
+  const options = { transports: ["websocket"], forceNew: true, reconnection: false };
+  if (cookies[name]) options.extraHeaders = { Cookie: cookies[name] };
+  const socket = io(url + namespace, options);
   socket.onAny((event, ...args) => seen[name].push([event, ...args]));
   return socket;
 }
