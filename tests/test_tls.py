@@ -212,22 +212,9 @@ class CipherSuiteTests(TestCase):
         return TLSTests.listen(self, self.pki["dhparam"])
 
     async def irc_tls_port(self) -> int:
-        from ilchat.irc.service import IrcComponent
+        from tests.irc.test_service import start_irc_tls  # it imports this module
 
-        captured = []
-
-        def make_irc(context: Any) -> IrcComponent:
-            captured.append(IrcComponent(context))
-            return captured[0]
-
-        await start_server(
-            self,
-            server={"irc": {"address": "127.0.0.1", "plain": False, "tls_port": 0, "auth": "open",
-                            "cert": self.pki["chain"], "key": self.pki["key"],
-                            "dhparam": self.pki["dhparam"]}},
-            server_components=[make_irc],
-        )
-        return captured[0].ports[0].getHost().port
+        return await start_irc_tls(self, self.pki)
 
     async def assert_profile(self, port: int) -> None:
         for refused in (_CBC_SUITES, _SHA1_SUITES):
