@@ -27,9 +27,10 @@ from twisted.logger import Logger
 
 from ilchat.chat.conversations import OnScreenChat, Refused, parse_user_id
 from ilchat.ilias.identity import Identity, in_order, shut_down
-from ilchat.ilias.throttle import MessageThrottle, too_fast_text
+from ilchat.ilias.throttle import MessageThrottle, connection_limit_refusal, too_fast_text
 from ilchat.jsonutil import JSONError, loads
 from ilchat.logs import RepeatedLog
+from ilchat.socketio import ConnectionRefused
 from ilchat.web.errors import BadRequest
 
 __all__ = ["OnScreenChatComponent", "parse_config_change"]
@@ -161,6 +162,11 @@ class OnScreenChatComponent:
     # socket events -----------------------------------------------------------------------------
 
     def _on_connect(self, socket: Any, auth: Any) -> None:
+        too_many = connection_limit_refusal(self._throttle.policy, socket)
+        if too_many is not None:
+            # The On-Screen Chat has no place on the page for it: the namespace is refused
+            # (CONNECT_ERROR with the reason, after which socket.io-client does not retry).
+            raise ConnectionRefused(too_many)
         self._sockets[socket.sid] = socket
 
     def _on_disconnect(self, socket: Any, reason: Any) -> None:

@@ -7,6 +7,10 @@ measured). Each socket gets a token bucket from the network policy (``ilias_mess
 second, bursts up to ``ilias_message_burst``; generous, so no real user meets it); a message
 beyond it is refused before anything is delivered or stored, and the adapter tells the sender in
 a form the ILIAS page shows. One log line per burst and socket, not one per refused message.
+
+The per-address session limit is told the same way: a socket of an address over the limit (the
+policy lets a few such sessions through, see ``NetworkPolicy.session_grace``) gets the reason when
+it logs in and is disconnected (:func:`connection_limit_refusal`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any, Optional
 
 from twisted.logger import Logger
 
-__all__ = ["MessageThrottle", "SYSTEM_SENDER", "too_fast_text"]
+__all__ = ["MessageThrottle", "SYSTEM_SENDER", "connection_limit_refusal", "too_fast_text"]
 
 #: The sender of the repository chat's refusal messages: no ILIAS user has id 0.
 SYSTEM_SENDER = {"id": 0, "username": "Chat", "profile_picture_visible": False}
@@ -30,6 +34,16 @@ def too_fast_text(retry_after: float) -> str:
     )
 
 
+def connection_limit_refusal(policy: Any, socket: Any) -> Optional[str]:
+    """
+    The text for a socket whose address holds more sessions than ``max_connections_per_ip``
+    (one of the policy's grace sessions, opened only to be told), or ``None``.
+    """
+    if policy is None:
+        return None
+    return policy.connection_limit_refusal(socket.address)
+
+
 class MessageThrottle:
     """One bucket per socket (kept in ``socket.data``), taken from the policy on first use."""
 
@@ -42,17 +56,17 @@ class MessageThrottle:
                 throttles nothing.
             namespace: named in the log line.
         """
-        self._policy = policy
+        self.policy = policy
         self._namespace = namespace
 
     def refused(self, socket: Any) -> Optional[float]:
         """``None`` when C{socket} may send one more message now, else the seconds to wait."""
-        if self._policy is None:
+        if self.policy is None:
             return None
         data = socket.data
         bucket = data.get("ilias_message_bucket")
         if bucket is None:
-            bucket = data["ilias_message_bucket"] = self._policy.ilias_message_bucket()
+            bucket = data["ilias_message_bucket"] = self.policy.ilias_message_bucket()
         allowed, retry_after = bucket.consume()
         if allowed:
             data["ilias_message_throttled"] = False

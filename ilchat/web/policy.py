@@ -536,7 +536,7 @@ class NetworkPolicy:
         if limit is not None and self._web_sessions is not None and b"sid" not in request.args:
             address = self.client_address(request)
             count = self._web_sessions(address) + self.connections.count(address)
-            if count >= limit:
+            if count >= limit + self.session_grace:
                 self._log.warn(
                     "Refused new web session from {address}: already {count} (limit {limit})",
                     address=address,
@@ -546,6 +546,42 @@ class NetworkPolicy:
                 self.refused("connections_per_ip")
                 return 429, f"Too many connections from your address (at most {limit})."
         return None
+
+    @property
+    def session_grace(self) -> int:
+        """
+        Sessions an address may open beyond ``max_connections_per_ip`` only to be told, by the
+        chat, why they are closed (:meth:`connection_limit_refusal`): a refused handshake is
+        invisible on an ILIAS page (socket.io-client just retries), a message is not. Beyond
+        these few the handshake itself gets 429, so the limit still bounds what an address holds.
+        """
+        limit = self.connections.limit
+        return max(5, limit // 100) if limit is not None else 0
+
+    def connection_limit_refusal(self, address: str) -> Optional[str]:
+        """
+        What to tell a web session of C{address} that is one of the grace sessions (the address
+        holds more than ``max_connections_per_ip``), or ``None`` when it is within the limit.
+        The chat adapters ask this when the session logs in, show the text, and disconnect it.
+        """
+        limit = self.connections.limit
+        if limit is None or self._web_sessions is None:
+            return None
+        count = self._web_sessions(address) + self.connections.count(address)
+        if count <= limit:
+            return None
+        self._log.warn(
+            "Closing a web session of {address}: {count} sessions and IRC connections"
+            " (limit {limit})",
+            address=address,
+            count=count,
+            limit=limit,
+        )
+        self.refused("connections_per_ip")
+        return (
+            f"Too many chat connections from your network address (at most {limit}). "
+            "Close other chat windows or tabs, or try again later."
+        )
 
     def install(self, socketio_server) -> None:
         """

@@ -5,6 +5,8 @@ and a per-address session limit, on real sockets with python-socketio against a 
 
 from __future__ import annotations
 
+import json
+
 import socketio
 from twisted.internet import threads
 from twisted.trial import unittest
@@ -122,22 +124,36 @@ class ConfiguredLimitsTests(LimitedRepositoryMixin, unittest.TestCase):
         await bob.wait_for("message", "later")
         self.assertEqual(len(bob.payloads("message")), 4)
 
-    async def test_fourth_session_from_one_address_is_refused(self) -> None:
+    async def test_sessions_beyond_the_limit_are_told_then_refused(self) -> None:
         """
-        max_connections_per_ip 3: a fourth Socket.IO client from the same address cannot
-        connect (HTTP 429 at the handshake, which socket.io-client retries later with backoff),
-        one from another address (behind the trusted proxy) can.
+        max_connections_per_ip 3: a fourth Socket.IO client from the same address still
+        connects (one of the policy's grace sessions), and its login is answered with a message
+        from "Chat" saying why, then a disconnect (socket.io-client does not reconnect after
+        that); once the grace sessions are taken too, the handshake gets "429 Too Many
+        Requests"; a client from another address (behind the trusted proxy) is not affected.
         """
         await self.start()
         for _ in range(3):
             await self.browser()
+        fourth = await self.browser()
+        await fourth.emit("login", "alice", 6)
+        told = await wait_until(
+            lambda: [p for p in fourth.payloads("message") if p["from"]["id"] == 0], 10, "told"
+        )
+        self.assertIn("Too many chat connections from your network address (at most 3)",
+                      told[0]["content"])
+        await threads.deferToThread(fourth.disconnected.wait, 10)
+        self.assertTrue(fourth.disconnected.is_set())
+        self.assertNotIn("loggedIn", fourth.names())
+        grace = self.server.service.policy.session_grace
+        for _ in range(grace):
+            await self.browser()  # connected, not yet logged in: they hold the grace slots
         refused = socketio.Client(reconnection=False)
-        with self.assertRaises(socketio.exceptions.ConnectionError) as caught:
+        with self.assertRaises(socketio.exceptions.ConnectionError):
             await threads.deferToThread(
                 refused.connect, self.server.base_url, namespaces=["/onscreen"],
                 transports=["websocket"], wait_timeout=5,
             )
-        self.assertIsNotNone(caught.exception)
         # The answer on the wire: the status line says what it is (not "Unknown Status").
         status_line = await threads.deferToThread(_polling_status_line, self.server.port)
         self.assertEqual(status_line, b"HTTP/1.1 429 Too Many Requests")
@@ -148,8 +164,10 @@ class ConfiguredLimitsTests(LimitedRepositoryMixin, unittest.TestCase):
         )
         self.addCleanup(lambda: threads.deferToThread(other.disconnect))
         self.assertTrue(other.connected)
-        self.assertIn("Refused new web session from 127.0.0.1: already 3 (limit 3)",
-                      self.server.log_text())
+        log = self.server.log_text()
+        self.assertIn("Closing a web session of 127.0.0.1: 4 sessions and IRC connections (limit 3)",
+                      log)
+        self.assertIn(f"Refused new web session from 127.0.0.1: already {3 + grace} (limit 3)", log)
 
 
 class OscThrottleTests(OscServerMixin, unittest.TestCase):
@@ -176,3 +194,25 @@ class OscThrottleTests(OscServerMixin, unittest.TestCase):
         self.assertEqual(refusal["event"], "message")
         self.assertIn("too fast", refusal["reason"])
         self.assertEqual(self.server.log_text().count("refused: faster than"), 1)
+
+    async def test_osc_socket_beyond_the_limit_is_disconnected(self) -> None:
+        """With max_connections_per_ip 1 a second OSC tab of the address is disconnected at once."""
+        from tests.ilias.test_osc import Tab
+
+        self.server = await start_server(
+            self, server={"network": {"max_connections_per_ip": 1}},
+            client_components=[OnScreenChatComponent],
+        )
+        self.tabs = []
+        self.addCleanup(self._close_tabs)
+        first = await self.tab(ALICE)
+        second = Tab(self.server)
+        self.tabs.append(second)
+        errors = []
+        second.sio.on("connect_error", errors.append, namespace=second.namespace)
+        with self.assertRaises(socketio.exceptions.ConnectionError):
+            await second.connect()
+        await wait_until(lambda: errors, 5, "connect_error")
+        self.assertIn("Too many chat connections from your network address (at most 1)",
+                      json.dumps(errors[0]))
+        self.assertFalse(first.disconnected.is_set())

@@ -549,12 +549,15 @@ class NetworkPolicyServerTests(TestCase):
 
     async def test_connections_per_ip_limit(self):
         """
-        With max_connections_per_ip 2, a third session from the same address is refused with
+        With max_connections_per_ip 2, the address may open a few grace sessions more (which the
+        chat closes with the reason when they log in); past those a new session is refused with
         429 and a message; another address is not affected; closing a session frees a slot.
         """
         await self.start({"max_connections_per_ip": 2, "trusted_proxies": ["127.0.0.1"]})
+        grace = self.server.service.policy.session_grace
+        self.assertEqual(grace, 5)
         sids = []
-        for _ in range(2):
+        for _ in range(2 + grace):
             status, _, body = await self.request(POLLING)
             self.assertEqual(status, 200)
             sids.append(json.loads(body[1:])["sid"])
@@ -577,6 +580,35 @@ class NetworkPolicyServerTests(TestCase):
         )
         self.assertEqual(status, 200)
         self.assertEqual((await self.request(POLLING))[0], 200)
+
+    async def test_grace_session_is_told_why_at_login(self):
+        """
+        A session beyond max_connections_per_ip (one of the grace sessions) gets loginFailed
+        ``too_many_connections`` with the reason, which the page shows, and is disconnected.
+        """
+        import socketio
+        from twisted.internet.task import deferLater
+        from twisted.internet.threads import deferToThread
+
+        await self.start({"max_connections_per_ip": 1})
+        url = f"http://127.0.0.1:{self.server.port}"
+        first, second = socketio.Client(reconnection=False), socketio.Client(reconnection=False)
+        answers = []
+        second.on("loginFailed", answers.append, namespace="/team")
+        for client in (first, second):
+            await deferToThread(client.connect, url, namespaces=["/team"], transports=["websocket"],
+                                wait_timeout=10)
+            self.addCleanup(lambda c=client: deferToThread(c.disconnect))
+        await deferToThread(second.emit, "login", "late", namespace="/team")
+        for _ in range(100):
+            if answers and not second.connected:
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(answers[0]["error"], "too_many_connections")
+        self.assertIn("Too many chat connections from your network address (at most 1)",
+                      answers[0]["message"])
+        self.assertFalse(second.connected)
+        self.assertTrue(first.connected)
 
     async def test_second_loopback_address_is_refused_on_irc(self):
         """With only 127.0.0.1/32 allowed, IRC from 127.0.0.2 gets ERROR and is closed."""
@@ -653,6 +685,8 @@ class NetworkPolicyServerTests(TestCase):
         error = await second.wait_for("ERROR")
         self.assertIn("Too many connections", error.params[0])
         await second.closed
+        for _ in range(self.server.service.policy.session_grace):  # told when they log in
+            self.assertEqual((await self.request(POLLING))[0], 200)
         status, _, body = await self.request(POLLING)
         self.assertEqual(status, 429)
         self.assertIn(b"Too many connections", body)
