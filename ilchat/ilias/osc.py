@@ -94,7 +94,7 @@ class OnScreenChatComponent:
         self._sockets: Dict[str, Any] = {}
         self._unsubscribe: Optional[Callable[[], None]] = None
         self._repeats = RepeatedLog(self._log, client.reactor)
-        self._throttle = MessageThrottle(getattr(client, "policy", None), self.namespace_name)
+        self._throttle = MessageThrottle(getattr(client, "policy", None), self.namespace_name, client.reactor)
 
     # lifecycle ---------------------------------------------------------------------------------
 

@@ -128,7 +128,7 @@ class RepositoryChat:
         )
         self.identity = Identity(client.config, client.store, client.reactor)
         self.namespace: Any = None
-        self._throttle = MessageThrottle(getattr(client, "policy", None), "/" + self.name)
+        self._throttle = MessageThrottle(getattr(client, "policy", None), "/" + self.name, client.reactor)
         self._sockets: Dict[str, Any] = {}
         self._unsubscribe: Optional[Any] = None
         self._registered: List[str] = []

@@ -6,7 +6,7 @@ The Node server fans out and stores whatever a socket sends (20,000 messages in 
 measured). Each socket gets a token bucket from the network policy (``ilias_message_rate`` per
 second, bursts up to ``ilias_message_burst``; generous, so no real user meets it); a message
 beyond it is refused before anything is delivered or stored, and the adapter tells the sender in
-a form the ILIAS page shows. One log line per burst and socket, not one per refused message.
+a form the ILIAS page shows. At most one log line per 10 s and socket, not one per refused message.
 
 The per-address session limit is told the same way: a socket of an address over the limit (the
 policy lets a few such sessions through, see ``NetworkPolicy.session_grace``) gets the reason when
@@ -20,6 +20,9 @@ from typing import Any, Optional
 from twisted.logger import Logger
 
 __all__ = ["MessageThrottle", "SYSTEM_SENDER", "connection_limit_refusal", "too_fast_text"]
+
+#: Seconds between two log lines about one socket's refused messages.
+LOG_INTERVAL = 10.0
 
 #: The sender of the repository chat's refusal messages: no ILIAS user has id 0.
 SYSTEM_SENDER = {"id": 0, "username": "Chat", "profile_picture_visible": False}
@@ -49,15 +52,17 @@ class MessageThrottle:
 
     _log = Logger()
 
-    def __init__(self, policy: Any, namespace: str) -> None:
+    def __init__(self, policy: Any, namespace: str, clock: Any) -> None:
         """
         Args:
             policy: the process's ``NetworkPolicy`` (``ilias_message_bucket()``); ``None``
                 throttles nothing.
             namespace: named in the log line.
+            clock: provides ``seconds()`` (the reactor), for the log interval.
         """
         self.policy = policy
         self._namespace = namespace
+        self._clock = clock
 
     def refused(self, socket: Any) -> Optional[float]:
         """``None`` when C{socket} may send one more message now, else the seconds to wait."""
@@ -69,13 +74,13 @@ class MessageThrottle:
             bucket = data["ilias_message_bucket"] = self.policy.ilias_message_bucket()
         allowed, retry_after = bucket.consume()
         if allowed:
-            data["ilias_message_throttled"] = False
             return None
-        if not data.get("ilias_message_throttled"):
-            data["ilias_message_throttled"] = True
+        now = self._clock.seconds()
+        if now - data.get("ilias_message_logged", -LOG_INTERVAL) >= LOG_INTERVAL:
+            data["ilias_message_logged"] = now
             self._log.info(
                 "Messages from {sid} on {ns} ({address}) refused: faster than {rate}/s"
-                " (burst {burst}); logged once per burst",
+                " (burst {burst}); logged at most every 10 s per socket",
                 sid=socket.sid,
                 ns=self._namespace,
                 address=getattr(socket, "address", "?"),
