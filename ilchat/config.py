@@ -360,6 +360,9 @@ class ServerConfig:
     deletion_unit: Optional[str] = None
     deletion_value: Optional[int] = None
     deletion_time: Optional[Tuple[int, int]] = None
+    #: ilchat's own: seconds a database query may wait; where rows waiting for it are journaled.
+    database_timeout: float = 30.0
+    journal_dir: str = "."
     # ilchat's own optional sections; later issues give them typed classes.
     irc: Any = None
     network: Any = None
@@ -406,6 +409,9 @@ def _parse_server(reader: _Reader) -> ServerConfig:
         raise reader.error("log_level", log_level, "one of " + ", ".join(LOG_LEVELS))
 
     sub_directory = _normalise_sub_directory(reader.get_str("sub_directory", ""))
+    database_timeout = float(reader.get_float("database_timeout", 30.0, minimum=1.0))
+    # The journal lives next to the error log unless the operator names a folder.
+    journal_dir = reader.get_path("journal_dir", None) or os.path.dirname(os.path.abspath(error_log))
 
     # PHP and the Node server treat deletion_mode with parseInt: "1" is on.
     deletion_mode = reader.get_int("deletion_mode", 0, allow_str=True)
@@ -441,6 +447,8 @@ def _parse_server(reader: _Reader) -> ServerConfig:
         deletion_unit=unit or None,
         deletion_value=value,
         deletion_time=deletion_time,
+        database_timeout=database_timeout,
+        journal_dir=journal_dir,
         irc=_parse_irc(reader, cert, key, dhparam),
         network=_parse_network(reader),
         metrics=_parse_metrics(reader),

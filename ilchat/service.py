@@ -31,6 +31,7 @@ The defaults are the dotted names in ``CLIENT_COMPONENTS`` and ``SERVER_COMPONEN
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import signal
@@ -152,10 +153,10 @@ def _load_factory(spec: Union[str, ComponentFactory]) -> ComponentFactory:
     return getattr(importlib.import_module(module_name), attr)
 
 
-def _default_store_factory(database_config: Any, reactor: Any) -> Any:
+def _default_store_factory(database_config: Any, reactor: Any, timeout: float = 30.0) -> Any:
     from ilchat.store import create_store
 
-    return create_store(database_config, reactor)
+    return create_store(database_config, reactor, timeout=timeout)
 
 
 def _default_socketio_factory(reactor: Any, server_config: ServerConfig) -> Any:
@@ -251,7 +252,9 @@ class IlchatService(service.MultiService):
             server_components = SERVER_COMPONENTS
         self._client_factories = [_load_factory(f) for f in client_components]
         self._server_factories = [_load_factory(f) for f in server_components]
-        self._store_factory = store_factory or _default_store_factory
+        self._store_factory = store_factory or functools.partial(
+            _default_store_factory, timeout=server_config.database_timeout
+        )
         self._socketio_factory = socketio_factory or _default_socketio_factory
         self._exit_on_failure = exit_on_failure
         self._install_signal_handlers = install_signal_handlers
@@ -486,9 +489,10 @@ class IlchatService(service.MultiService):
                 waiter.errback(failure)
             return
         try:
+            from ilchat.journal import JournalError
             from ilchat.store import StoreError
 
-            expected: tuple = (StartupError, StoreError)
+            expected: tuple = (StartupError, StoreError, JournalError)
         except ImportError:
             expected = (StartupError,)
         if failure.check(*expected):

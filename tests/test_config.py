@@ -233,6 +233,17 @@ class ServerKeyTests(ConfigTestCase):
         self.assertEqual(server.log, os.path.join(self.folder, "logs", "chat.log"))
         self.assertEqual(server.error_log, "/var/log/e.log")
 
+    def test_database_timeout_and_journal_dir(self) -> None:
+        """ilchat's own keys: defaults (30 s; the journal next to the error log), values, errors."""
+        server, _ = self.load({"error_log": "/var/log/ilchat/e.log"})
+        self.assertEqual(server.database_timeout, 30.0)
+        self.assertEqual(server.journal_dir, "/var/log/ilchat")
+        server, _ = self.load({"database_timeout": 5, "journal_dir": "spool"})
+        self.assertEqual(server.database_timeout, 5.0)
+        self.assertEqual(server.journal_dir, os.path.join(self.folder, "spool"))
+        self.assertIn("database_timeout", self.error({"database_timeout": 0}))
+        self.assertIn("database_timeout", self.error({"database_timeout": "soon"}))
+
     def test_sub_directory_is_normalised(self) -> None:
         """Slashes around sub_directory do not matter."""
         server, _ = self.load({"sub_directory": "chat/"})

@@ -333,7 +333,9 @@ class ChatRooms:
         instance: the client name; the bus topic is ``"room:<instance>"``.
         bus: where every delivery is published.
         reactor: C{seconds()} and C{callLater()}; a C{task.Clock} in tests.
-        write_history: writes a batch of L{HistoryRow} (e.g. C{store.add_history_batch}).
+        write_history: writes a batch of L{HistoryRow} (e.g. C{store.add_history_rows}).
+        history: a L{HistoryWriter} set up by the caller (journal, refusals), instead of
+            C{write_history}.
         on_member_gone: called as C{on_member_gone(user_id, room_ids)} after the disconnect
             grace, to move ``chatroom_users`` rows to ``chatroom_sessions``; may return a Deferred
             or coroutine. Failures are logged and retried a few times.
@@ -355,6 +357,7 @@ class ChatRooms:
         write_history: Optional[WriteBatch] = None,
         on_member_gone: Optional[Callable[[int, List[int]], Any]] = None,
         grace: float = DISCONNECT_GRACE,
+        history: Optional[HistoryWriter] = None,
     ) -> None:
         self.instance = instance
         self.topic = f"room:{instance}"
@@ -362,7 +365,9 @@ class ChatRooms:
         self._reactor = reactor
         self._grace = grace
         self._on_member_gone = on_member_gone
-        self._history = HistoryWriter(reactor, write_history) if write_history else None
+        if history is None and write_history is not None:
+            history = HistoryWriter(reactor, write_history)
+        self._history = history
         self._members: Dict[int, Member] = {}
         self._rooms: Dict[int, Room] = {}
         self._connections: Dict[str, int] = {}

@@ -25,9 +25,11 @@ from typing import Any, Callable, Dict, Optional
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from ilchat.chat.conversations import OnScreenChat, Refused, parse_user_id
+from ilchat.chat.conversations import OnScreenChat, OscMessageRow, Refused, parse_user_id
+from ilchat.chat.history import HistoryWriter
 from ilchat.ilias.identity import Identity, in_order, shut_down
 from ilchat.ilias.throttle import MessageThrottle, connection_limit_refusal, too_fast_text
+from ilchat.journal import client_journal
 from ilchat.jsonutil import JSONError, loads
 from ilchat.logs import RepeatedLog
 from ilchat.socketio import ConnectionRefused
@@ -88,7 +90,14 @@ class OnScreenChatComponent:
         self.client = client
         self.name = client.config.name
         self.namespace_name = f"/{self.name}-im"
-        self.chat = OnScreenChat(self.name, client.store, client.bus, client.reactor)
+        self.journal = client_journal(client, "osc")
+        store = client.store
+        messages = HistoryWriter(
+            client.reactor, store.add_osc_messages, is_refused=store.is_refused_data,
+            journal=self.journal, row_type=OscMessageRow, what="On-Screen Chat messages",
+            describe="the database of {}".format(self.name),
+        )
+        self.chat = OnScreenChat(self.name, store, client.bus, client.reactor, messages=messages)
         self.identity = Identity(client.config, client.store, client.reactor)
         self._namespace: Any = None
         self._sockets: Dict[str, Any] = {}
@@ -104,6 +113,14 @@ class OnScreenChatComponent:
             # be an unauthenticated side channel around the standalone chat's own policy.
             self._log.info("{name}: standalone client, no On-Screen Chat", name=self.name)
             return
+        self.journal.open()
+        replayed = self.chat.messages.replay()
+        if replayed:
+            self._log.warn(
+                "{count} On-Screen Chat messages of {name} found in the journal {path} (the last "
+                "run ended before the database had them); writing them first",
+                count=replayed, name=self.name, path=self.journal.path,
+            )
         await self.chat.start()
         self._unsubscribe = self.client.bus.subscribe(self.chat.topic, self._deliver)
         ns = self._namespace = self.client.socketio.namespace(self.namespace_name)
@@ -128,6 +145,7 @@ class OnScreenChatComponent:
 
     async def stop(self) -> None:
         if self._namespace is None:
+            await self.journal.close()
             return
         self.identity.stop()
         if "UserConfigChange" in self.client.routes:
@@ -137,6 +155,7 @@ class OnScreenChatComponent:
             self._unsubscribe = None
         self._repeats.flush()
         await self.chat.stop()
+        await self.journal.close()
 
     def live_conversation_ids(self) -> set:
         """For the daily purge: the conversations it must keep."""

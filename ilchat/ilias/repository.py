@@ -33,7 +33,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from twisted.logger import Logger
 
-from ilchat.chat.history import HistoryRow
+from ilchat.chat.history import HistoryRow, HistoryWriter
+from ilchat.journal import client_journal
 from ilchat.chat.rooms import (
     DISCONNECT_GRACE,
     MAX_STORED_MESSAGE_LENGTH,
@@ -118,13 +119,22 @@ class RepositoryChat:
         self.name = client.config.name
         self.store = client.store
         self.reactor = client.reactor
+        self.journal = client_journal(client, "history")
+        self.history = HistoryWriter(
+            client.reactor,
+            self._write_history,
+            is_refused=self.store.is_refused_data,
+            journal=self.journal,
+            allocate_ids=self.store.next_history_ids,
+            describe="the database of {}".format(self.name),
+        )
         self.chat = ChatRooms(
             self.name,
             client.bus,
             client.reactor,
-            write_history=self._write_history,
             on_member_gone=self._member_gone,
             grace=grace,
+            history=self.history,
         )
         self.identity = Identity(client.config, client.store, client.reactor)
         self.namespace: Any = None
@@ -138,7 +148,18 @@ class RepositoryChat:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Preload the rooms, then serve the namespace, the bus topic and the actions."""
+        """
+        Queue what the history journal holds from the last run, preload the rooms, then serve the
+        namespace, the bus topic and the actions.
+        """
+        self.journal.open()
+        replayed = self.history.replay()
+        if replayed:
+            self._log.warn(
+                "{count} chat history rows of {name} found in the journal {path} (the last run "
+                "ended before the database had them); writing them first",
+                count=replayed, name=self.name, path=self.journal.path,
+            )
         for room_id in await self.store.get_room_ids():
             self.chat.add_room(room_id)
         self._log.info("{count} rooms preloaded for {name}", count=len(self.chat.rooms()),
@@ -178,13 +199,13 @@ class RepositoryChat:
             self._unsubscribe = None
         self._repeats.flush()
         await self.chat.stop()
+        await self.journal.close()
 
     # -- persistence hooks ------------------------------------------------------------------
 
     def _write_history(self, rows: Sequence[HistoryRow]) -> Any:
         # The domain's HistoryWriter keeps the rows and retries until they are written.
-        rows_to_store = [(r.room_id, r.message, r.timestamp) for r in rows]
-        return self.store.add_history_batch(rows_to_store, retry=False)
+        return self.store.add_history_rows([(r.hist_id, r.room_id, r.message, r.timestamp) for r in rows])
 
     def _member_gone(self, user_id: int, room_ids: List[int]) -> Any:
         return self.store.move_user_to_sessions(user_id, room_ids, int(self.reactor.seconds()))
