@@ -50,6 +50,7 @@ from ilchat.bus import IBus, LocalBus
 from ilchat.config import ClientConfig, NetworkConfig, ServerConfig
 from ilchat.descriptors import raise_open_file_limit, watch_accept_errors
 from ilchat.ilias.identity import log_identity_mode
+from ilchat.listeners import listen, reads_proxy_header, tcp_description
 from ilchat.logs import LogService
 from ilchat.web.backend import BackendResource, RouteTable
 from ilchat.web.policy import NetworkPolicy, PolicyGuardResource
@@ -398,14 +399,6 @@ class IlchatService(service.MultiService):
 
     async def _listen(self, web_root: WebRoot) -> None:
         config = self.server_config
-        host, family = await resolve_address(self.reactor, config.address, self.listen_port)
-        if host != config.address:
-            self._log.info(
-                "DNS Resolve for: {address} => IP: {ip} , Family: {family}",
-                address=config.address,
-                ip=host,
-                family=family,
-            )
         network = config.network if config.network is not None else NetworkConfig()
         self.site = ChatSite(
             PolicyGuardResource(web_root.root, self.policy),
@@ -424,21 +417,15 @@ class IlchatService(service.MultiService):
                 options = certificate_options(config.cert, config.key, config.dhparam)
             except TLSConfigError as e:
                 raise StartupError(str(e))
-        try:
-            if options is not None:
-                self._listening = self.reactor.listenSSL(
-                    self.listen_port, self.site, options, backlog=LISTEN_BACKLOG, interface=host
-                )
-            else:
-                self._listening = self.reactor.listenTCP(
-                    self.listen_port, self.site, backlog=LISTEN_BACKLOG, interface=host
-                )
-        except Exception as e:
-            raise StartupError(f"Cannot listen on {host}:{self.listen_port}: {e}")
+        description, where = await self._description(config.listen, config.address,
+                                                     self.listen_port, LISTEN_BACKLOG)
+        self.site.proxy_header = reads_proxy_header(description)
+        self._listening = await self._listen_on(description, where, self.site, options)
         watch_accept_errors(self._listening, "the web listener", self.reactor)
-        self.host = host
-        self.port = self._listening.getHost().port
-        shown = f"[{host}]" if family == "IPv6" else host
+        bound = self._listening.getHost()
+        self.host = getattr(bound, "host", None)
+        self.port = getattr(bound, "port", None)
+        shown = f"[{self.host}]" if self.host and ":" in self.host else self.host
         self._log.info(
             "The Server is Ready to use! Listening on: {protocol}://{address}:{port}",
             protocol=config.protocol,
@@ -446,21 +433,44 @@ class IlchatService(service.MultiService):
             port=self.port,
         )
 
+    async def _description(
+        self, listen: Optional[str], address: str, port: int, backlog: Optional[int] = None
+    ) -> tuple:
+        """The endpoint description of a listener, and how to name it in an error."""
+        if listen is not None:
+            return listen, listen
+        host, family = await resolve_address(self.reactor, address, port)
+        if host != address:
+            self._log.info(
+                "DNS Resolve for: {address} => IP: {ip} , Family: {family}",
+                address=address,
+                ip=host,
+                family=family,
+            )
+        return tcp_description(host, port, backlog), f"{host}:{port}"
+
+    async def _listen_on(self, description: str, where: str, factory: Any,
+                         options: Any = None) -> IListeningPort:
+        try:
+            return await listen(self.reactor, description, factory, options)
+        except Exception as e:
+            raise StartupError(f"Cannot listen on {where}: {e}")
+
     async def _listen_metrics(self, readiness_resource: Any) -> None:
         """The separate listener of ``/metrics`` (and ``/ready``), behind the same allow-list."""
         from ilchat.metrics import MetricsRoot
 
         config = self.server_config.metrics
-        host, family = await resolve_address(self.reactor, config.address, config.port)
         site = ChatSite(PolicyGuardResource(MetricsRoot(self.metrics, readiness_resource), self.policy))
-        try:
-            self._metrics_listening = self.reactor.listenTCP(config.port, site, interface=host)
-        except Exception as e:
-            raise StartupError(f"Cannot listen on {host}:{config.port} (metrics): {e}")
-        self.metrics_port = self._metrics_listening.getHost().port
+        description, where = await self._description(config.listen, config.address, config.port)
+        site.proxy_header = reads_proxy_header(description)
+        self._metrics_listening = await self._listen_on(description, f"{where} (metrics)", site)
+        bound = self._metrics_listening.getHost()
+        self.metrics_port = getattr(bound, "port", None)
+        host = getattr(bound, "host", "")
         self._log.info(
             "Metrics listening on: http://{address}:{port}/metrics",
-            address=f"[{host}]" if family == "IPv6" else host,
+            address=f"[{host}]" if ":" in host else host,
             port=self.metrics_port,
         )
 
@@ -588,9 +598,7 @@ class IlchatService(service.MultiService):
     async def _best_effort(self, what: str, func: Callable[[], Any]) -> None:
         """Run one shutdown step; a failing step is logged and does not stop the next ones."""
         try:
-            result = func()
-            if isinstance(result, defer.Deferred) or hasattr(result, "__await__"):
-                await result
+            await defer.maybeDeferred(func)
         except Exception:
             self._log.failure("Shutdown step failed: {what}", what=what)
 

@@ -238,7 +238,7 @@ class HistoryWriter:
     async def _write(self, batch: List[HistoryRow]) -> None:
         missing = sum(1 for row in batch if getattr(row, "hist_id", 0) is None)
         if missing and self._allocate_ids is not None:
-            ids = iter(await maybeDeferred(_call_maybe_coroutine, self._allocate_ids, missing))
+            ids = iter(await maybeDeferred(self._allocate_ids, missing))
             batch = [row if row.hist_id is not None else attrs.evolve(row, hist_id=next(ids))
                      for row in batch]
             for index, row in enumerate(batch):
@@ -248,7 +248,7 @@ class HistoryWriter:
                 # between would write them again under new ids.
                 self._journal.append({"ids": [[row.key, row.hist_id] for row in batch]})
                 await self._journal.sync()
-        await maybeDeferred(_call_maybe_coroutine, self._write_batch, batch)
+        await maybeDeferred(self._write_batch, batch)
 
     def _written(self, _: object, count: int) -> None:
         self._in_flight = False
@@ -351,10 +351,3 @@ def _fields(row: Any) -> Dict[str, Any]:
 
 def _reason(failure: Failure) -> str:
     return "{}: {}".format(type(failure.value).__name__, failure.value)
-
-
-def _call_maybe_coroutine(fn: Callable[..., Any], *args: Any) -> Any:
-    result = fn(*args)
-    if hasattr(result, "__await__") and not isinstance(result, Deferred):
-        return Deferred.fromCoroutine(result)  # type: ignore[arg-type]
-    return result

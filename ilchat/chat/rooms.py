@@ -918,7 +918,7 @@ class ChatRooms:
         self._members.pop(member.id, None)
 
     def _run_hook(self, hook: Callable[..., Any], *args: Any, attempt: int = 1) -> None:
-        d = maybeDeferred(_call_maybe_coroutine, hook, *args)
+        d = maybeDeferred(hook, *args)
         self._pending.add(d)
 
         def done(result: object) -> None:
@@ -1025,13 +1025,6 @@ def _envelope(
     }
     payload.update(extra)
     return payload
-
-
-def _call_maybe_coroutine(fn: Callable[..., Any], *args: Any) -> Any:
-    result = fn(*args)
-    if hasattr(result, "__await__") and not isinstance(result, Deferred):
-        return Deferred.fromCoroutine(result)
-    return result
 
 
 def chat_rooms_of(client: Any) -> Optional["ChatRooms"]:

@@ -184,14 +184,6 @@ class Transaction:
         """Commit what this transaction did so far; it goes on in a new transaction."""
         self._txn._connection.commit()
 
-    def next_id(self, table: str) -> int:
-        """
-        The next id for ``table`` from ``<table>_seq``, as ILIAS and the Node server make it.
-
-        See :meth:`next_ids`; call it before the transaction writes anything.
-        """
-        return self.next_ids(table, 1)[0]
-
     def next_ids(self, table: str, count: int, commit: Optional[bool] = None) -> List[int]:
         """
         ``count`` fresh ids for ``table`` (spec 4.2 "Next id"), with one clean-up ``DELETE``.

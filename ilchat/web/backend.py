@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import inspect
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Protocol, Tuple, Union
 
 import attrs
@@ -177,10 +176,8 @@ class BackendResource(Resource):
             raise NotFound(f"Unknown action: {action}")
         if debug_wanted():
             self._log.debug("Backend {action} for {name}: {args}", action=action, name=name, args=args)
-        result = route.handler(ctx, request, args)
-        if inspect.iscoroutine(result):
-            result = defer.ensureDeferred(result)
-        return result
+        # A coroutine result is run by the maybeDeferred in render_GET.
+        return route.handler(ctx, request, args)
 
     def _on_error(self, failure: Failure, request: Request, segments: list) -> None:
         if failure.check(defer.CancelledError):
