@@ -65,6 +65,7 @@ __all__ = [
     "CLIENT_COMPONENTS",
     "SERVER_COMPONENTS",
     "StartupError",
+    "ComponentService",
 ]
 
 #: Listen queue of the web listener: a crowd of browsers reconnecting after a restart connects at
@@ -98,6 +99,32 @@ ComponentFactory = Callable[[Any], Component]
 
 class StartupError(Exception):
     """Start-up cannot go on; ``str()`` is the one line for stderr and the error log."""
+
+
+class ComponentService(service.Service):
+    """
+    A component as a child service of the ``IlchatService``: ``startService`` runs its
+    ``start()`` (``started`` fires when it is done), ``stopService`` its ``stop()``.
+    """
+
+    def __init__(self, component: Component) -> None:
+        self.component = component
+        self.started: Optional[defer.Deferred[None]] = None
+        #: Set when ``start()`` failed: there is nothing to stop then.
+        self.start_failed = False
+
+    def startService(self) -> None:  # noqa: N802 (twisted API)
+        super().startService()
+        self.started = defer.maybeDeferred(self.component.start)
+
+    def stopService(self) -> "Optional[defer.Deferred[None]]":  # noqa: N802 (twisted API)
+        super().stopService()
+        if self.start_failed:
+            return None
+        return defer.maybeDeferred(self.component.stop)
+
+    def __repr__(self) -> str:
+        return f"<ComponentService {self.component!r}>"
 
 
 @attrs.define(eq=False)
@@ -274,11 +301,9 @@ class IlchatService(service.MultiService):
         self.site: Optional[ChatSite] = None
         self._listening: Optional[IListeningPort] = None
         self._stores: List[Any] = []
-        self._started_components: List[Any] = []
         self._socketio: Any = None
         self.policy: Optional[NetworkPolicy] = None
         self._starting: Optional[defer.Deferred[None]] = None
-        self._purge: Any = None
         self._stopping = False
         self.readiness: Any = None
         self.metrics: Any = None
@@ -362,22 +387,17 @@ class IlchatService(service.MultiService):
             for factory in self._client_factories:
                 component = factory(ctx)
                 ctx.components.append(component)
-                await component.start()
-                self._started_components.append(component)
+                await self._start_child(ComponentService(component))
             # Served only once its components are up, so no action answers before it can work.
             self.clients[ctx.name] = ctx
         for factory in self._server_factories:
-            component = factory(self.context)
-            await component.start()
-            self._started_components.append(component)
+            await self._start_child(ComponentService(factory(self.context)))
 
         if server_config.purge_enabled:
             from ilchat.store import DailyPurge
 
-            self._purge = DailyPurge(
-                self.reactor, {ctx.name: ctx.store for ctx in contexts}, server_config
-            )
-            self._purge.startService()
+            purge = DailyPurge(self.reactor, {ctx.name: ctx.store for ctx in contexts}, server_config)
+            await self._start_child(purge)
 
         from ilchat.metrics import ServiceMetrics
         from ilchat.readiness import Readiness, ReadinessResource
@@ -392,10 +412,26 @@ class IlchatService(service.MultiService):
         if server_config.metrics is not None:
             await self._listen_metrics(readiness_resource)
 
+    async def _start_child(self, child: service.IService) -> None:
+        """
+        Add ``child`` (which starts it, the server running) and wait for its start, so the next
+        child starts after it; a child whose start fails is removed again without a stop.
+        """
+        child.setServiceParent(self)
+        started = getattr(child, "started", None)
+        try:
+            if started is not None:
+                await started
+        except BaseException:
+            if isinstance(child, ComponentService):
+                child.start_failed = True
+            await defer.maybeDeferred(child.disownServiceParent)
+            raise
+
     @property
     def components(self) -> List[Any]:
         """The started components, client ones first (for the metrics)."""
-        return list(self._started_components)
+        return [child.component for child in self if isinstance(child, ComponentService)]
 
     async def _listen(self, web_root: WebRoot) -> None:
         config = self.server_config
@@ -579,12 +615,13 @@ class IlchatService(service.MultiService):
         if self.site is not None:
             self.site.close_connections()
         self.clients.clear()
-        if self._purge is not None:
-            await self._best_effort("stop the daily purge", self._purge.stopService)
-            self._purge = None
-        for component in reversed(self._started_components):
-            await self._best_effort(f"stop {component!r}", component.stop)
-        self._started_components = []
+        # The daily purge, then the components in reverse: each child but the log files, last
+        # started first, one after the other (MultiService would stop them all at once).
+        for child in reversed(list(self)):
+            if child is not self.log_service:
+                what = f"stop {child.component!r}" if isinstance(child, ComponentService) else (
+                    "stop the daily purge")
+                await self._best_effort(what, child.disownServiceParent)
         for store in reversed(self._stores):
             await self._best_effort(
                 "move users to sessions",
