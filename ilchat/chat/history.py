@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Sequence
+from typing import Any, Awaitable, Callable, Deque, Dict, Iterator, List, Optional, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from ilchat.retry import exponential
 
 __all__ = ["HistoryRow", "HistoryWriter"]
 
@@ -121,6 +123,7 @@ class HistoryWriter:
         self._call: Optional[IDelayedCall] = None
         self._in_flight = False
         self._failures = 0
+        self._delays: Iterator[float] = iter(())
         self._failing_since = 0.0
         self._next_key = 1
         #: The last key in the journal's previous segment, until every row of it is written.
@@ -305,7 +308,9 @@ class HistoryWriter:
             self._next()
             return
         self._failures += 1
-        delay = min(self.MAX_RETRY_DELAY, self._retry_base * 2.0 ** (self._failures - 1))
+        if self._failures == 1:
+            self._delays = exponential(self._retry_base, self.MAX_RETRY_DELAY)
+        delay = next(self._delays)
         if self._failures == 1:
             self._failing_since = self._reactor.seconds()
             self._log.warn(
