@@ -2,7 +2,7 @@
 """
 Listening ports from Twisted endpoint descriptions (``serverFromString``).
 
-Every listener of the process is made here, so what Twisted's endpoints offer works for each:
+The web and metrics listeners are made here, so what Twisted's endpoints offer works for them:
 ``tcp:8080:interface=127.0.0.1``, ``haproxy:tcp:8080`` (the PROXY protocol, v1 or v2, in front of
 each connection, so the client's address is the one in the header) and
 ``systemd:domain=INET:index=0`` (a socket handed over by systemd's socket activation). Without a

@@ -14,7 +14,7 @@ This adapter translates; the behaviour lives in L{ilchat.chat.rooms.ChatRooms}:
   with the extra ``subRoomId`` segment, which must be 0 (private sub-rooms were removed in ILIAS 9
   and are not supported).
 
-Where ilchat differs from the Node server on purpose (design.md §3): ``login`` with an id PHP never
+Where ilchat differs from the Node server on purpose (docs/design.rst): ``login`` with an id PHP never
 connected, or one the socket may not act as (``ilchat.ilias.identity``: the ILIAS session of its
 handshake, or its first login), gets ``shutdown`` and is disconnected; ``enterRoom`` enters only
 rooms PHP admitted the user to (a kick or ban holds until PHP admits them again); whisper targets

@@ -10,7 +10,7 @@ come from the components (repository chat, On-Screen Chat), which register them 
 
     def handler(ctx, request, args: list[str]) -> dict | Deferred[dict]: ...
 
-Unlike the Node server (design.md §3), every route except ``Heartbeat`` needs the client's
+Unlike the Node server (docs/design.rst), every route except ``Heartbeat`` needs the client's
 credentials, a refusal is a real HTTP 403, and unknown clients and actions are 404 JSON answers.
 """
 
