@@ -9,17 +9,21 @@ asynchronous and happens in ``IlchatService.startService``:
 2. per client config, in order: the store (``create_store``, ``open``, and the move of every
    ``chatroom_users`` row to ``chatroom_sessions``, spec §1.5 step 6);
 3. one bus and one Socket.IO server for the process, a ``ClientContext`` per client;
-4. the components (repository chat, On-Screen Chat, IRC bridge...), started in order;
+4. the components (repository chat, On-Screen Chat, IRC bridge...), each a ``ComponentService``
+   child added once the one before has started, then the daily purge (``DailyPurge``);
 5. the readiness check (``/ready``, ``ilchat.readiness``) and the metrics (``ilchat.metrics``);
-6. the listening port (the address resolved without blocking, TLS when ``protocol`` is https), then
-   the metrics listener when server.cfg has a ``metrics`` section.
+6. the listening port (``ilchat.listeners``: server.cfg ``listen``, or the address resolved
+   without blocking; TLS when ``protocol`` is https), then the metrics listener when server.cfg
+   has a ``metrics`` section.
 
-``stopService`` undoes it in reverse: stop listening, disconnect every socket, stop the components,
-move the users to sessions again, close the stores.
+``stopService`` undoes it in reverse: stop listening, disconnect every socket, stop the children
+one after the other from the last (the purge, then the components), move the users to sessions
+again, close the stores, and the log files last.
 
 Components
 ----------
-A component is any object with ``async start()`` and ``async stop()``. It is made by a factory:
+A component is any object with ``async start()`` and ``async stop()`` (run by its
+``ComponentService``). It is made by a factory:
 
 * client components: ``factory(ctx: ClientContext) -> component``, once per client config;
 * server components: ``factory(ctx: ServerContext) -> component``, once per process, started
