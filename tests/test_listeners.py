@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 from typing import List
@@ -18,9 +17,9 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from ilchat.listeners import reads_proxy_header, tcp_description
-from tests.support.http import http_request
+from tests.support.http import exchange
 from tests.support.server import free_port, start_server, write_configs
-from tests.test_plugin import TWISTD, _env
+from tests.test_plugin import TWISTD, _env, spawn_serving
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEARTBEAT = b"GET /backend/Heartbeat/onscreen HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
@@ -29,22 +28,6 @@ HEARTBEAT = b"GET /backend/Heartbeat/onscreen HTTP/1.1\r\nHost: t\r\nConnection:
 def proxy_header(source: str, source_port: int = 40000) -> bytes:
     """A PROXY protocol v1 header, as HAProxy sends it before the client's bytes."""
     return f"PROXY TCP4 {source} 127.0.0.1 {source_port} 443\r\n".encode("ascii")
-
-
-def exchange(port: int, data: bytes) -> bytes:
-    """Send ``data`` on a fresh connection and read until the server closes (in a thread)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
-        conn.sendall(data)
-        chunks = []
-        while True:
-            try:
-                chunk = conn.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
 
 
 class DescriptionTests(TestCase):
@@ -170,35 +153,10 @@ class SocketActivationTests(TestCase):
         server_cfg, clients = write_configs(
             folder, server={"port": configured, "listen": "systemd:domain=INET:index=0"}
         )
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.socket_activation", "127.0.0.1", str(inherited),
-             TWISTD, "-n", "--pidfile=", "ilchat", server_cfg, clients[0]],
-            cwd=folder,
-            env=_env(PYTHONPATH=ROOT),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-
-        def kill() -> None:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            process.stdout.close()
-
-        self.addCleanup(kill)
-        url = f"http://127.0.0.1:{inherited}/backend/Heartbeat/onscreen"
-        response = None
-        for _ in range(300):
-            if process.poll() is not None:
-                self.fail(f"twistd exited early: {process.stdout.read().decode()}")
-            try:
-                response = await http_request(url)
-                break
-            except Exception:
-                await deferLater(reactor, 0.1, lambda: None)
-        self.assertIsNotNone(response, "twistd did not answer on the inherited socket")
-        self.assertEqual(response.code, 200)
+        url = f"http://127.0.0.1:{inherited}"
+        command = [sys.executable, "-m", "tests.support.socket_activation", "127.0.0.1", str(inherited),
+                   TWISTD, "-n", "--pidfile=", "ilchat", server_cfg, clients[0]]
+        process = await spawn_serving(self, command, folder, url, env=_env(PYTHONPATH=ROOT))
         with self.assertRaises(OSError):
             socket.create_connection(("127.0.0.1", configured), timeout=2).close()
 
