@@ -176,7 +176,7 @@ class BackendResource(Resource):
             raise NotFound(f"Unknown action: {action}")
         if debug_wanted():
             self._log.debug("Backend {action} for {name}: {args}", action=action, name=name, args=args)
-        # A coroutine result is run by the maybeDeferred in render_GET.
+        # A coroutine result is run by the maybeDeferred in render.
         return route.handler(ctx, request, args)
 
     def _on_error(self, failure: Failure, request: Request, segments: list) -> None:
