@@ -259,8 +259,9 @@ class ServiceMetrics:
         messages = self.chat_messages.labels(client, "room")
         deliveries = self.deliveries.labels(client, "room")
 
-        def observe(message: Dict[str, Any]) -> None:
-            if message.get("op") != "emit" or message.get("event") != "message":
+        def observe(envelope: Dict[str, Any]) -> None:
+            message = envelope["event"]
+            if message.get("type") != "emit" or message.get("event") != "message":
                 return
             messages.inc()
             if "connections" in message:
@@ -277,8 +278,8 @@ class ServiceMetrics:
         messages = self.chat_messages.labels(client, "osc")
         deliveries = self.deliveries.labels(client, "osc")
 
-        def observe(message: Dict[str, Any]) -> None:
-            for delivery in message.get("deliveries") or ():
+        def observe(envelope: Dict[str, Any]) -> None:
+            for delivery in envelope["event"].get("deliveries") or ():
                 if delivery.get("event") == "message" and "to" in delivery:
                     messages.inc()
                     deliveries.inc(len(delivery["to"]))

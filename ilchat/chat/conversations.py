@@ -656,7 +656,7 @@ class OnScreenChat:
 
     def _publish(self, deliveries: List[Delivery]) -> None:
         if deliveries:
-            self._bus.publish(self.topic, {"deliveries": deliveries})
+            self._bus.publish(self.topic, {"type": "deliveries", "deliveries": deliveries})
 
     @staticmethod
     def _to(user_ids: Sequence[int], event: str, payload: Any) -> Delivery:

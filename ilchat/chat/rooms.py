@@ -48,12 +48,12 @@ Everything that must reach connections is published on the bus topic L{ChatRooms
 (``"room:<instance>"``) as JSON-serialisable dicts, so each adapter delivers to the connections it
 owns and ignores the others. Three operations:
 
-``{"op": "join", "room": 1, "connections": [conn, ...]}``
+``{"type": "join", "room": 1, "connections": [conn, ...]}``
     these connections are now in room 1 and receive what is sent to the room (the Socket.IO
     adapter makes the socket join its socket.io room ``"1_0"``);
-``{"op": "leave", "room": 1, "connections": [conn, ...]}``
+``{"type": "leave", "room": 1, "connections": [conn, ...]}``
     they are out of room 1 and must receive nothing more from it (kick, ban, leave);
-``{"op": "emit", "event": name, "payload": dict-or-None, "room": 1, "skip": [conn, ...]}``
+``{"type": "emit", "event": name, "payload": dict-or-None, "room": 1, "skip": [conn, ...]}``
     deliver to every connection in room 1 except those in ``skip``; or, with ``"connections":
     [conn, ...]`` instead of ``"room"``, to exactly those connections. ``payload`` None means the
     event has no argument (``userjustbanned``). An optional ``"crowd": true`` marks a ``connect``
@@ -476,7 +476,7 @@ class ChatRooms:
         ts = self.now_ms()
         if conns:
             room.connections.difference_update(conns)
-            self._publish({"op": "leave", "room": room.id, "connections": conns})
+            self._publish({"type": "leave", "room": room.id, "connections": conns})
             self._emit_to(conns, "notice", _envelope("notice", ts, "left", room.id))
             self._emit_to(conns, "userlist", self._userlist_payload(room, room.id, ts))
         self._userlist_changed(room, room.id)
@@ -565,7 +565,7 @@ class ChatRooms:
                           _envelope("notice", ts, "kicked_from_private_room", room.id,
                                     data={"title": room.title}))
             room.connections.difference_update(conns)
-            self._publish({"op": "leave", "room": room.id, "connections": conns})
+            self._publish({"type": "leave", "room": room.id, "connections": conns})
         self._userlist_changed(room, room.id)
         self._emit_room(room, "notice",
                         _envelope("notice", ts, "user_kicked", room.id,
@@ -596,7 +596,7 @@ class ChatRooms:
             if conns:
                 self._emit_to(conns, "userjustbanned", None)
                 room.connections.difference_update(conns)
-                self._publish({"op": "leave", "room": room.id, "connections": conns})
+                self._publish({"type": "leave", "room": room.id, "connections": conns})
             key = str(room.id)
             self._userlist_changed(room, key)
             self._emit_room(room, "notice",
@@ -654,7 +654,7 @@ class ChatRooms:
         already_joined = member.id in room.joined
         if connection not in room.connections:
             room.connections.add(connection)
-            self._publish({"op": "join", "room": room.id, "connections": [connection]})
+            self._publish({"type": "join", "room": room.id, "connections": [connection]})
         room.mark_present(member)
         ts = self.now_ms()
         self._emit_to(
@@ -790,7 +790,7 @@ class ChatRooms:
         if connection not in room.connections:
             raise NotInRoom(f"not in room {room_id}")
         room.connections.discard(connection)
-        self._publish({"op": "leave", "room": room.id, "connections": [connection]})
+        self._publish({"type": "leave", "room": room.id, "connections": [connection]})
         if not member.connections.isdisjoint(room.connections):
             return
         room.remove_member(member.id)
@@ -995,7 +995,7 @@ class ChatRooms:
     ) -> None:
         if not room.connections:
             return
-        message = {"op": "emit", "event": event, "payload": payload, "room": room.id,
+        message = {"type": "emit", "event": event, "payload": payload, "room": room.id,
                    "skip": list(skip)}
         if crowd:
             message["crowd"] = True
@@ -1006,7 +1006,7 @@ class ChatRooms:
     ) -> None:
         conns = list(connections)
         if conns:
-            self._publish({"op": "emit", "event": event, "payload": payload,
+            self._publish({"type": "emit", "event": event, "payload": payload,
                            "connections": conns})
 
     def _publish(self, message: Dict[str, Any]) -> None:

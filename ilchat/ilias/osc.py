@@ -160,8 +160,9 @@ class OnScreenChatComponent:
 
     # delivery ----------------------------------------------------------------------------------
 
-    def _deliver(self, message: Dict[str, Any]) -> None:
+    def _deliver(self, envelope: Dict[str, Any]) -> None:
         """Bus subscriber: emit each delivery to the sockets of this process."""
+        message = envelope["event"]
         ns = self._namespace
         if ns is None:
             return

@@ -205,8 +205,9 @@ class RepositoryChat:
 
     # -- bus -> sockets ---------------------------------------------------------------------
 
-    def _deliver(self, message: Dict[str, Any]) -> None:
-        op = message.get("op")
+    def _deliver(self, envelope: Dict[str, Any]) -> None:
+        message = envelope["event"]
+        op = message.get("type")
         ns = self.namespace
         if ns is None:
             return

@@ -336,8 +336,9 @@ class RoomBridge:
 
     # -- chat -> IRC -----------------------------------------------------------------------------
 
-    def _deliver(self, message: Dict[str, Any]) -> None:
-        op = message.get("op")
+    def _deliver(self, envelope: Dict[str, Any]) -> None:
+        message = envelope["event"]
+        op = message.get("type")
         if op == "leave":
             self._on_leave(message)
         elif op == "emit":

@@ -152,9 +152,10 @@ class StandaloneChat(RepositoryChat):
 
     # -- history ----------------------------------------------------------------------------
 
-    def _remember(self, message: Dict[str, Any]) -> None:
+    def _remember(self, envelope: Dict[str, Any]) -> None:
         """Keep the latest room-wide messages of each room (bus subscriber)."""
-        if message.get("op") != "emit" or "room" not in message:
+        message = envelope["event"]
+        if message.get("type") != "emit" or "room" not in message:
             return
         history = self._history.get(message["room"])
         if history is None:

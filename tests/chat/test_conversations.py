@@ -211,7 +211,7 @@ class PollScheduleTests(SynchronousTestCase):
     def _next_poll_at(self, now: float) -> float:
         clock = Clock()
         clock.advance(now)
-        chat = OnScreenChat("onscreen", None, LocalBus(), clock)
+        chat = OnScreenChat("onscreen", None, LocalBus("test", clock, strict=True), clock)
         chat._running = True
         chat._schedule_poll()
         [call] = clock.getDelayedCalls()

@@ -30,15 +30,27 @@ from ilchat.chat.rooms import (
 class _Recorder:
     """Records bus messages, and which connection would get which event."""
 
-    def __init__(self) -> None:
-        self.messages: List[Dict[str, Any]] = []
+    def __init__(self, clock: task.Clock) -> None:
+        self._clock = clock
+        self._messages: List[Dict[str, Any]] = []
         self.rooms: Dict[int, set] = {}
 
-    def __call__(self, message: Dict[str, Any]) -> None:
-        self.messages.append(message)
-        if message["op"] == "join":
+    @property
+    def messages(self) -> List[Dict[str, Any]]:
+        # The bus delivers on a later reactor turn: let it run before looking.
+        self._clock.advance(0)
+        return self._messages
+
+    @messages.setter
+    def messages(self, value: List[Dict[str, Any]]) -> None:
+        self._messages = value
+
+    def __call__(self, envelope: Dict[str, Any]) -> None:
+        message = envelope["event"]
+        self._messages.append(message)
+        if message["type"] == "join":
             self.rooms.setdefault(message["room"], set()).update(message["connections"])
-        elif message["op"] == "leave":
+        elif message["type"] == "leave":
             self.rooms.setdefault(message["room"], set()).difference_update(
                 message["connections"])
 
@@ -47,9 +59,9 @@ class _Recorder:
         out = []
         members: Dict[int, set] = {}
         for m in self.messages:
-            if m["op"] == "join":
+            if m["type"] == "join":
                 members.setdefault(m["room"], set()).update(m["connections"])
-            elif m["op"] == "leave":
+            elif m["type"] == "leave":
                 members.setdefault(m["room"], set()).difference_update(m["connections"])
             elif "connections" in m:
                 if connection in m["connections"]:
@@ -64,7 +76,7 @@ class _Recorder:
 
     def clear(self) -> None:
         # Keep joins/leaves so membership stays known.
-        self.messages = [m for m in self.messages if m["op"] != "emit"]
+        self.messages = [m for m in self.messages if m["type"] != "emit"]
 
 
 class _History:
@@ -88,8 +100,8 @@ class ChatRoomsTestsMixin:
     def setUp(self) -> None:
         self.clock = task.Clock()
         self.clock.advance(1795301006.833)
-        self.bus = LocalBus()
-        self.rec = _Recorder()
+        self.bus = LocalBus("test", self.clock, strict=True)
+        self.rec = _Recorder(self.clock)
         self.history = _History()
         self.gone: List[tuple] = []
         self.chat = ChatRooms("onscreen", self.bus, self.clock, write_history=self.history,
@@ -187,7 +199,7 @@ class EnterRoomTests(ChatRoomsTestsMixin, SynchronousTestCase):
         for i in range(1000):
             self.enter(f"c{i}", 1000 + i, f"user{i}")
         roomwide = [m for m in self.rec.messages
-                    if m["op"] == "emit" and m["event"] == "userlist" and "room" in m]
+                    if m["type"] == "emit" and m["event"] == "userlist" and "room" in m]
         self.assertEqual(len(roomwide), 1)
         for i in (1, 500, 999):
             events = self.rec.events(f"c{i}")
@@ -195,7 +207,7 @@ class EnterRoomTests(ChatRoomsTestsMixin, SynchronousTestCase):
                                           "notice:welcome_to_chat"])
         self.clock.advance(10.0)
         roomwide = [m for m in self.rec.messages
-                    if m["op"] == "emit" and m["event"] == "userlist" and "room" in m]
+                    if m["type"] == "emit" and m["event"] == "userlist" and "room" in m]
         self.assertEqual(len(roomwide), 2)
         self.assertEqual(len(roomwide[-1]["payload"]["users"]), 1000)
 
@@ -204,7 +216,7 @@ class EnterRoomTests(ChatRoomsTestsMixin, SynchronousTestCase):
         for i in range(300):
             self.enter(f"c{i}", 1000 + i, f"user{i}")
         connects = [m for m in self.rec.messages
-                    if m["op"] == "emit" and m["event"] == "notice"
+                    if m["type"] == "emit" and m["event"] == "notice"
                     and m["payload"]["content"] == "connect"]
         self.assertEqual(len(connects), 300)
         self.assertFalse(any(m.get("crowd") for m in connects[:ChatRooms.CROWD_SIZE]))
@@ -227,13 +239,13 @@ class EnterRoomTests(ChatRoomsTestsMixin, SynchronousTestCase):
         for i in range(150):
             self.chat.connection_lost(f"c{i}")
         self.clock.advance(15.0)
-        gone = [m for m in self.rec.messages if m["op"] == "emit"
+        gone = [m for m in self.rec.messages if m["type"] == "emit"
                 and m["event"] == "notice" and m["payload"]["content"] == "disconnected"]
         self.assertEqual(len(gone), 150)
         self.assertNotIn("crowd", gone[0])
         self.assertTrue(all(m.get("crowd") for m in gone[1:]))
         self.clock.advance(10.0)
-        userlists = [m for m in self.rec.messages if m["op"] == "emit"
+        userlists = [m for m in self.rec.messages if m["type"] == "emit"
                      and m["event"] == "userlist"]
         self.assertEqual(len(userlists), 2)
         self.assertEqual(len(userlists[-1]["payload"]["users"]), 150)
@@ -251,12 +263,12 @@ class MessageTests(ChatRoomsTestsMixin, SynchronousTestCase):
     def test_room_message_and_history(self) -> None:
         """A message reaches the whole room at once and is stored afterwards, in seconds."""
         self.chat.post_message("a", 1, "hello", {})
+        self.assertEqual(self.history.rows, [])
         expected = {"type": "message", "timestamp": 1795301007133, "content": "hello",
                     "roomId": 1, "from": {"id": 6, "username": "alice",
                                           "profile_picture_visible": True}, "format": {}}
         self.assertEqual(self.rec.received("b"), [("message", expected)])
         self.assertEqual(self.rec.received("a"), [("message", expected)])
-        self.assertEqual(self.history.rows, [])
         self.clock.advance(0)
         self.assertEqual(self.history.rows, [HistoryRow(
             1, '{"type":"message","timestamp":1795301007,"content":"hello","roomId":1,'
@@ -304,7 +316,7 @@ class MessageTests(ChatRoomsTestsMixin, SynchronousTestCase):
         """An unknown target id is an error, and nothing is delivered."""
         self.assertRaises(UnknownUser, self.chat.post_message, "a", 1, "x", {},
                           {"username": "z", "id": 99, "public": 0})
-        self.assertEqual(self.rec.messages[-1]["op"], "join")
+        self.assertEqual(self.rec.messages[-1]["type"], "join")
 
     def test_oversize_message_is_refused_before_delivery(self) -> None:
         """A message whose stored JSON exceeds 4000 characters is neither sent nor stored."""
@@ -469,7 +481,7 @@ class PartRoomTests(ChatRoomsTestsMixin, SynchronousTestCase):
         self.clock.advance(1)
         self.rec.clear()
         self.chat.part_room("b2", 1)
-        self.assertEqual([m["op"] for m in self.rec.messages if m["op"] == "emit"], [])
+        self.assertEqual([m["type"] for m in self.rec.messages if m["type"] == "emit"], [])
         self.assertIn(7, self.chat.get_room(1).joined)
 
 

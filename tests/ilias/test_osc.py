@@ -688,7 +688,7 @@ class AcceptancePollTestsMixin:
         store = create_store(self.database, reactor)
         await store.open()
         self.addCleanup(lambda: ensureDeferred(store.close()))
-        chat = OnScreenChat("onscreen", store, LocalBus(), clock)
+        chat = OnScreenChat("onscreen", store, LocalBus("test", clock, strict=True), clock)
         self.addCleanup(lambda: ensureDeferred(chat.stop()))
         return chat
 
