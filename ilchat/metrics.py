@@ -33,6 +33,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.web.resource import Resource
 
 import ilchat
+from ilchat.chat.conversation_events import MESSAGE_POSTED
 from ilchat.chat.rooms import chat_rooms_of
 
 __all__ = ["MetricsResource", "ReactorLag", "ServiceCollector", "ServiceMetrics", "REFUSAL_REASONS"]
@@ -279,10 +280,10 @@ class ServiceMetrics:
         deliveries = self.deliveries.labels(client, "osc")
 
         def observe(envelope: Dict[str, Any]) -> None:
-            for delivery in envelope["event"].get("deliveries") or ():
-                if delivery.get("event") == "message" and "to" in delivery:
-                    messages.inc()
-                    deliveries.inc(len(delivery["to"]))
+            event = envelope["event"]
+            if event.get("type") == MESSAGE_POSTED:
+                messages.inc()
+                deliveries.inc(len(event["recipients"]))
 
         return observe
 

@@ -1,6 +1,6 @@
 """
-Tests for L{ilchat.chat.conversations}: the On-Screen Chat rules that need neither a socket nor a
-database (matching, presence, acceptance, input checks).
+Tests for the On-Screen Chat domain (L{ilchat.chat.conversations} and the modules beside it): the
+rules that need neither a socket nor a database (matching, presence, acceptance, input checks).
 """
 
 import os
@@ -9,17 +9,16 @@ import time
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from ilchat.bus import LocalBus
 
-from ilchat.chat.conversations import (
-    OnScreenChat,
+from ilchat.chat.conversation_acceptance import AcceptancePoll
+from ilchat.chat.conversation_model import (
     Conversation,
-    ConversationRegistry,
     Refused,
-    _check_fits,
-    _parse_participants,
+    check_fits as _check_fits,
+    parse_participants as _parse_participants,
     parse_user_id,
 )
+from ilchat.chat.conversation_registry import ConversationRegistry
 
 
 def _conversation(registry: ConversationRegistry, cid: str, ids, is_group: bool = False) -> Conversation:
@@ -170,25 +169,6 @@ class StorableTests(SynchronousTestCase):
         self.assertRaises(Refused, _check_fits, [{"id": i, "name": "n" * 200} for i in range(1, 30)])
 
 
-class JsonTests(SynchronousTestCase):
-    """The ``conversation.json()`` payload, field by field."""
-
-    def test_conversation_json_fields(self) -> None:
-        """id, participants as {id, name}, latestMessage, numNewMessages and isGroup."""
-        registry = ConversationRegistry()
-        conversation = _conversation(registry, "c1", [6, 7])
-        self.assertEqual(
-            conversation.as_json(3),
-            {
-                "id": "c1",
-                "participants": [{"id": 6, "name": "user6"}, {"id": 7, "name": "user7"}],
-                "latestMessage": None,
-                "numNewMessages": 3,
-                "isGroup": False,
-            },
-        )
-
-
 def use_time_zone(test_case: SynchronousTestCase, zone: str) -> None:
     """Switch the process's local time zone for one test."""
     old = os.environ.get("TZ")
@@ -211,9 +191,9 @@ class PollScheduleTests(SynchronousTestCase):
     def _next_poll_at(self, now: float) -> float:
         clock = Clock()
         clock.advance(now)
-        chat = OnScreenChat("onscreen", None, LocalBus("test", clock, strict=True), clock)
-        chat._running = True
-        chat._schedule_poll()
+        poll = AcceptancePoll("onscreen", None, ConversationRegistry(), clock)
+        poll.running = True
+        poll.schedule()
         [call] = clock.getDelayedCalls()
         call.cancel()
         return call.getTime()
