@@ -10,16 +10,20 @@ process is built from these objects by L{ilchat.chat.conversation_events}; the I
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set
 
 import attr
 import attrs
 from twisted.internet.defer import DeferredLock
 
-from ilchat.jsonutil import dumps
+from ilchat.jsonutil import dumps, has_lone_surrogate
 
 __all__ = [
     "Conversation",
+    "ConversationView",
+    "HistoryPage",
+    "MAX_MESSAGE_BYTES",
     "MAX_NAME_LENGTH",
     "MAX_PARTICIPANTS",
     "MAX_PARTICIPANTS_JSON",
@@ -28,6 +32,8 @@ __all__ = [
     "Participant",
     "Refused",
     "check_fits",
+    "check_text",
+    "new_message",
     "parse_name",
     "parse_participants",
     "parse_timestamp",
@@ -35,6 +41,9 @@ __all__ = [
     "stored_message",
 ]
 
+#: Longest message text accepted (UTF-8 bytes). ILIAS's column is a CLOB; the limit keeps a single
+#: socket from filling the database or everyone's browser.
+MAX_MESSAGE_BYTES = 64 * 1024
 #: Most participants accepted in one ``conversation`` request.
 MAX_PARTICIPANTS = 100
 #: Longest participant name accepted from a browser.
@@ -132,6 +141,19 @@ def check_fits(participants: Sequence[Any]) -> None:
         raise Refused(f"the participant list is too long to store ({MAX_PARTICIPANTS_JSON} characters at most)")
 
 
+def check_text(text: Any) -> None:
+    """Refuse a message text that could not be stored or shown (type, size, lone surrogates)."""
+    if not isinstance(text, str):
+        raise Refused("message must be a string")
+    if not text:
+        raise Refused("message is empty")
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
+        raise Refused(f"message longer than {MAX_MESSAGE_BYTES} bytes")
+    if has_lone_surrogate(text):
+        # Neither osc_messages nor any browser could take it (strict JSON refuses it first).
+        raise Refused("message holds a lone surrogate")
+
+
 @attrs.frozen(slots=True)
 class OscMessageRow:
     """One ``osc_messages`` row waiting to be written (``key``: its number in the journal)."""
@@ -155,6 +177,17 @@ def stored_message(row: Mapping[str, Any]) -> Dict[str, Any]:
         "user_id": int(row["user_id"]),
         "message": row["message"],
         "timestamp": int(row["timestamp"]),
+    }
+
+
+def new_message(conversation: "Conversation", sender: "Participant", text: str, timestamp: int) -> Dict[str, Any]:
+    """A new message with a fresh id, in L{stored_message}'s shape."""
+    return {
+        "id": str(uuid.uuid4()),
+        "conversation_id": conversation.id,
+        "user_id": sender.id,
+        "message": text,
+        "timestamp": timestamp,
     }
 
 
@@ -228,3 +261,24 @@ class Conversation:
     def __repr__(self) -> str:
         kind = "group" if self.is_group else "1:1"
         return f"<Conversation {self.id} {kind} {sorted(self.participant_ids())}>"
+
+
+@attrs.frozen
+class ConversationView:
+    """A conversation as one participant sees it: its snapshot and their unread count."""
+
+    conversation: Dict[str, Any]
+    unread: int
+
+
+@attrs.frozen
+class HistoryPage:
+    """
+    One ``history`` answer: up to a page of stored messages (newest first, or oldest
+    first when C{reverse}), and C{oldest}, the bound for the next page (None: no messages).
+    """
+
+    view: ConversationView
+    messages: List[Dict[str, Any]]
+    reverse: bool
+    oldest: Optional[int]

@@ -172,6 +172,14 @@ class ConversationRegistry:
                     group = conversation
         return group
 
+    def in_use(self, since: float) -> Set[str]:
+        """Conversations touched since C{since} (seconds) or with a participant online."""
+        return {
+            c.id
+            for c in self.conversations.values()
+            if c.touched_at >= since or any(p.online for p in c.participants)
+        }
+
     def _index(self, user_id: int, conversation_id: str) -> None:
         ids = self._by_user.setdefault(user_id, [])
         if conversation_id not in ids:

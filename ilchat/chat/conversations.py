@@ -25,67 +25,44 @@ from __future__ import annotations
 import uuid
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set
 
-import attrs
 from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from ilchat.chat import conversation_events as events
+from ilchat.chat.conversation_acceptance import AcceptancePoll
 from ilchat.chat.conversation_model import (
     MAX_PARTICIPANTS,
     Conversation,
+    ConversationView,
+    HistoryPage,
     OscMessageRow,
     Participant,
     Refused,
     check_fits,
+    check_text,
+    new_message,
     parse_name,
     parse_participants,
     parse_timestamp,
     parse_user_id,
     stored_message,
 )
-from ilchat.chat.conversation_acceptance import AcceptancePoll
 from ilchat.chat.conversation_registry import ConversationRegistry
 from ilchat.chat.history import HistoryWriter
 from ilchat.chat.unread import STORE_WAIT, UnreadCounts, at_most
-from ilchat.jsonutil import dumps, has_lone_surrogate
+from ilchat.jsonutil import dumps
 
 __all__ = [
-    "ConversationView",
     "HISTORY_PAGE_SIZE",
-    "HistoryPage",
-    "MAX_MESSAGE_BYTES",
     "OnScreenChat",
 ]
 
 #: Messages per ``history`` page, as ILIAS's ``LIMIT 0, 6``.
 HISTORY_PAGE_SIZE = 6
-#: Longest message text accepted (UTF-8 bytes). ILIAS's column is a CLOB; the limit keeps a single
-#: socket from filling the database or everyone's browser.
-MAX_MESSAGE_BYTES = 64 * 1024
 #: A conversation touched within this time counts as in use for the daily purge even when nobody
 #: is online: the purge runs once a day, so this covers the whole period since the last run.
 IN_USE_WINDOW = 25 * 60 * 60
-
-@attrs.frozen
-class ConversationView:
-    """A conversation as one participant sees it: its snapshot and their unread count."""
-
-    conversation: Dict[str, Any]
-    unread: int
-
-
-@attrs.frozen
-class HistoryPage:
-    """
-    One ``history`` answer: up to L{HISTORY_PAGE_SIZE} stored messages (newest first, or oldest
-    first when C{reverse}), and C{oldest}, the bound for the next page (None: no messages).
-    """
-
-    view: ConversationView
-    messages: List[Dict[str, Any]]
-    reverse: bool
-    oldest: Optional[int]
 
 
 class OnScreenChat:
@@ -226,12 +203,7 @@ class OnScreenChat:
         used within the last day. ILIAS deletes every conversation without messages, including one
         opened a minute ago, which is then lost at the next restart.
         """
-        horizon = self._clock.seconds() - IN_USE_WINDOW
-        return {
-            c.id
-            for c in self.registry.conversations.values()
-            if c.touched_at >= horizon or any(p.online for p in c.participants)
-        }
+        return self.registry.in_use(self._clock.seconds() - IN_USE_WINDOW)
 
     def forget_conversations(self, conversation_ids: Iterable[str]) -> None:
         """Drop conversations the purge deleted, so memory and ``osc_conversation`` agree."""
@@ -452,17 +424,9 @@ class OnScreenChat:
         """
         actor = self._actor(connection, user_id, check_claim=True)
         conversation = self._conversation_for(conversation_id, actor)
-        if not isinstance(text, str):
-            raise Refused("message must be a string")
-        if not text:
-            raise Refused("message is empty")
-        if len(text.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
-            raise Refused(f"message longer than {MAX_MESSAGE_BYTES} bytes")
-        if has_lone_surrogate(text):
-            # Neither osc_messages nor any browser could take it (strict JSON refuses it first).
-            raise Refused("message holds a lone surrogate")
+        check_text(text)
         if not actor.accepts_messages:
-            message = _message(conversation, actor, text, self._now_ms())
+            message = new_message(conversation, actor, text, self._now_ms())
             self._publish(events.message_withheld(message, actor))
             return message
 
@@ -471,7 +435,7 @@ class OnScreenChat:
             timestamp = self._now_ms()
             if latest is not None and timestamp <= latest["timestamp"]:
                 timestamp = latest["timestamp"] + 1
-            message = _message(conversation, actor, text, timestamp)
+            message = new_message(conversation, actor, text, timestamp)
             self.messages.add(OscMessageRow(message["id"], conversation.id, actor.id, text, timestamp))
             await self.messages.journaled()
             # The unread counts below come from the table: give the write a moment to land there,
@@ -537,14 +501,3 @@ class OnScreenChat:
         conversation = self._conversation_for(conversation_id, actor)
         others = [p.id for p in conversation.participants if p.id != actor.id]
         self._publish(events.typing(conversation, actor, started, others))
-
-
-def _message(conversation: Conversation, sender: Participant, text: str, timestamp: int) -> Dict[str, Any]:
-    """A new message with a fresh id, in L{stored_message}'s shape."""
-    return {
-        "id": str(uuid.uuid4()),
-        "conversation_id": conversation.id,
-        "user_id": sender.id,
-        "message": text,
-        "timestamp": timestamp,
-    }

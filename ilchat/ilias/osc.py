@@ -30,7 +30,8 @@ from twisted.logger import Logger
 
 from ilchat.chat import conversation_events as events
 from ilchat.chat.conversation_model import OscMessageRow, Refused, parse_user_id
-from ilchat.chat.conversations import ConversationView, OnScreenChat
+from ilchat.chat.conversation_model import ConversationView
+from ilchat.chat.conversations import OnScreenChat
 from ilchat.chat.history import HistoryWriter
 from ilchat.ilias.identity import Identity, in_order, shut_down
 from ilchat.journal import client_journal

@@ -21,9 +21,9 @@ from twisted.trial import unittest
 from twisted.trial.unittest import SkipTest
 
 from ilchat.bus import LocalBus
-from ilchat.chat.conversation_model import Conversation
+from ilchat.chat.conversation_model import MAX_MESSAGE_BYTES, Conversation
 from ilchat.chat.conversation_registry import ConversationRegistry
-from ilchat.chat.conversations import MAX_MESSAGE_BYTES, OnScreenChat
+from ilchat.chat.conversations import OnScreenChat
 from ilchat.ilias.osc import OnScreenChatComponent, conversation_json, message_json, stored_message_json
 from ilchat.jsonutil import dumps
 from ilchat.store import create_store
