@@ -47,21 +47,20 @@ __all__ = [
 MAX_CONFIG_CHANGE = 1_000_000
 
 
+#: A stored message's keys (``osc_messages`` columns), in ILIAS's order.
+_MESSAGE_COLUMNS = ("id", "conversation_id", "user_id", "message", "timestamp")
+
+
 def _user_room(user_id: int) -> str:
     return f"user:{user_id}"
 
 
 def stored_message_json(message: Mapping[str, Any]) -> Dict[str, Any]:
     """A stored message as ILIAS sends history rows and ``latestMessage``: columns plus camelCase."""
-    return {
-        "id": message["id"],
-        "conversation_id": message["conversation_id"],
-        "user_id": message["user_id"],
-        "message": message["message"],
-        "timestamp": message["timestamp"],
-        "userId": message["user_id"],
-        "conversationId": message["conversation_id"],
-    }
+    row = {column: message[column] for column in _MESSAGE_COLUMNS}
+    row["userId"] = message["user_id"]
+    row["conversationId"] = message["conversation_id"]
+    return row
 
 
 def message_json(message: Mapping[str, Any]) -> Dict[str, Any]:

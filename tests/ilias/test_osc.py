@@ -387,6 +387,25 @@ class ConversationScenarioMixin(OscServerMixin):
         await sleep(0.3)
         self.assertEqual(carol.payloads("message"), [])
 
+    async def test_list_and_history_answer_the_asking_tab_only(self) -> None:
+        """A conversation list or a history page goes to the tab that asked; events to every tab."""
+        await self.start()
+        alice1, alice2 = await self.tab(ALICE), await self.tab(ALICE)
+        bob = await self.tab(BOB)
+        conv = (await self.open(alice1, ALICE, BOB))["id"]
+        await alice2.wait_for("conversation-init")
+        await bob.emit("message", conv, 7, "hi")
+        await alice1.wait_for("message")
+        await alice2.wait_for("message")
+        alice1.clear()
+        alice2.clear()
+        await alice1.emit("history", conv, None, False)
+        await alice1.emit("conversations")
+        self.assertEqual([m["message"] for m in (await alice1.wait_for("history"))["messages"]], ["hi"])
+        self.assertEqual((await alice1.wait_for("conversation"))["id"], conv)
+        await sleep(0.3)
+        self.assertEqual((alice2.payloads("history"), alice2.payloads("conversation")), ([], []))
+
     async def test_online_follows_the_sockets(self) -> None:
         """A user is online while one tab is open; the last tab gone makes them offline."""
         await self.start()
