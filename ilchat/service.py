@@ -47,7 +47,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ilchat.bus import IBus, LocalBus
-from ilchat.config import ClientConfig, ServerConfig
+from ilchat.config import ClientConfig, NetworkConfig, ServerConfig
+from ilchat.descriptors import raise_open_file_limit, watch_accept_errors
 from ilchat.ilias.identity import log_identity_mode
 from ilchat.logs import LogService
 from ilchat.web.backend import BackendResource, RouteTable
@@ -302,6 +303,14 @@ class IlchatService(service.MultiService):
         super().startService()  # the log files first
         self._log.info("Starting Server!")
         self._log.info("Log Level: {log_level_name}", log_level_name=self.server_config.log_level)
+        limits = raise_open_file_limit()
+        if limits is not None:
+            before, after = limits
+            self._log.info(
+                "Open file limit: {after}" + (" (raised from {before})" if after != before else ""),
+                before=before,
+                after=after,
+            )
         if self._install_signal_handlers:
             self.reactor.callWhenRunning(self._install_signals)
         self._starting = defer.ensureDeferred(self._start())
@@ -410,7 +419,16 @@ class IlchatService(service.MultiService):
                 ip=host,
                 family=family,
             )
-        self.site = ChatSite(PolicyGuardResource(web_root.root, self.policy))
+        network = config.network if config.network is not None else NetworkConfig()
+        self.site = ChatSite(
+            PolicyGuardResource(web_root.root, self.policy),
+            policy=self.policy,
+            header_timeout=network.header_timeout,
+            body_timeout=network.body_timeout,
+            max_headers=network.max_headers,
+            max_header_bytes=network.max_header_bytes,
+            reactor=self.reactor,
+        )
         options = None
         if config.is_https:
             from ilchat.tls import TLSConfigError, certificate_options
@@ -430,6 +448,7 @@ class IlchatService(service.MultiService):
                 )
         except Exception as e:
             raise StartupError(f"Cannot listen on {host}:{self.listen_port}: {e}")
+        watch_accept_errors(self._listening, "the web listener", self.reactor)
         self.host = host
         self.port = self._listening.getHost().port
         shown = f"[{host}]" if family == "IPv6" else host

@@ -29,14 +29,15 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ilchat.chat import conversation_events as events
-from ilchat.chat.conversation_model import OscMessageRow, Refused, parse_user_id
-from ilchat.chat.conversation_model import ConversationView
+from ilchat.chat.conversation_model import ConversationView, OscMessageRow, Refused, parse_user_id
 from ilchat.chat.conversations import OnScreenChat
 from ilchat.chat.history import HistoryWriter
 from ilchat.ilias.identity import Identity, in_order, shut_down
+from ilchat.ilias.throttle import MessageThrottle, connection_limit_refusal, too_fast_text
 from ilchat.journal import client_journal
 from ilchat.jsonutil import JSONError, loads
 from ilchat.logs import RepeatedLog
+from ilchat.socketio import ConnectionRefused
 from ilchat.web.errors import BadRequest
 
 __all__ = [
@@ -153,6 +154,7 @@ class OnScreenChatComponent:
             events.TYPING: self._on_typing,
             # ACCEPTANCE_CHANGED reaches no browser: the domain applies it.
         }
+        self._throttle = MessageThrottle(getattr(client, "policy", None), self.namespace_name, client.reactor)
 
     # lifecycle ---------------------------------------------------------------------------------
 
@@ -268,6 +270,11 @@ class OnScreenChatComponent:
     # socket events -----------------------------------------------------------------------------
 
     def _on_connect(self, socket: Any, auth: Any) -> None:
+        too_many = connection_limit_refusal(self._throttle.policy, socket)
+        if too_many is not None:
+            # The On-Screen Chat has no place on the page for it: the namespace is refused
+            # (CONNECT_ERROR with the reason, after which socket.io-client does not retry).
+            raise ConnectionRefused(too_many)
         self._sockets[socket.sid] = socket
 
     def _on_disconnect(self, socket: Any, reason: Any) -> None:
@@ -348,6 +355,11 @@ class OnScreenChatComponent:
         await self.chat.remove_user(socket.sid, conversation_id, user_id, name)
 
     async def on_message(self, socket: Any, conversation_id: Any = None, user_id: Any = None, text: Any = None, *_: Any) -> None:
+        retry_after = self._throttle.refused(socket)
+        if retry_after is not None:
+            # As a Refused would answer, but logged once per burst by the throttle, not per message.
+            socket.emit("refused", {"event": "message", "reason": too_fast_text(retry_after)})
+            return
         await self.chat.send_message(socket.sid, conversation_id, user_id, text)
 
     async def on_history(self, socket: Any, conversation_id: Any = None, oldest: Any = None, reverse: Any = False, *_: Any) -> None:

@@ -47,6 +47,12 @@ from ilchat.chat.rooms import (
     dumps,
 )
 from ilchat.ilias.identity import Identity, in_order, shut_down
+from ilchat.ilias.throttle import (
+    SYSTEM_SENDER,
+    MessageThrottle,
+    connection_limit_refusal,
+    too_fast_text,
+)
 from ilchat.logs import RepeatedLog
 from ilchat.web.errors import BadRequest, NotFound
 
@@ -132,6 +138,7 @@ class RepositoryChat:
         )
         self.identity = Identity(client.config, client.store, client.reactor)
         self.namespace: Any = None
+        self._throttle = MessageThrottle(getattr(client, "policy", None), "/" + self.name, client.reactor)
         self._sockets: Dict[str, Any] = {}
         self._unsubscribe: Optional[Any] = None
         self._registered: List[str] = []
@@ -251,6 +258,13 @@ class RepositoryChat:
         The name shown to others is the one PHP wrote for the user (``chatroom_users.userdata``,
         else ``usr_data.login``); the client's ``name`` only where the database knows neither.
         """
+        too_many = connection_limit_refusal(self._throttle.policy, socket)
+        if too_many is not None:
+            # What the page shows: a message from "Chat" (no notice key would translate), then
+            # the server's disconnect, after which socket.io-client does not reconnect.
+            self._system_message(socket, too_many, None)
+            socket.disconnect()
+            return
         if len(args) < 2 or not isinstance(args[0], str):
             self._refused(socket, "login", "expected login(name, id, profilePictureVisible)")
             return
@@ -315,6 +329,10 @@ class RepositoryChat:
         room_id = self._room_arg(socket, "message", args[1:])
         if room_id is None:
             return
+        retry_after = self._throttle.refused(socket)
+        if retry_after is not None:
+            self._system_message(socket, too_fast_text(retry_after), room_id)
+            return
         try:
             self.chat.post_message(socket.sid, room_id, data.get("content"), data.get("format"),
                                    data.get("target"))
@@ -329,6 +347,20 @@ class RepositoryChat:
             })
         except ChatError as e:
             self._refused(socket, "message", str(e))
+
+    def _system_message(self, socket: Any, text: str, room_id: Any) -> None:
+        """
+        Tell this socket only, as a message from "Chat" that is never stored: a notice would show
+        "-key-" on the ILIAS page (it has no language entry for ilchat's refusals).
+        """
+        socket.emit("message", {
+            "type": "message",
+            "timestamp": self.chat.now_ms(),
+            "content": text,
+            "roomId": room_id,
+            "from": SYSTEM_SENDER,
+            "format": {},
+        })
 
     def on_userStartedTyping(self, socket: Any, *args: Any) -> None:
         """``userStartedTyping(roomId)``: to the other members only."""

@@ -14,8 +14,8 @@ from ilchat.chat.conversation_acceptance import AcceptancePoll
 from ilchat.chat.conversation_model import (
     Conversation,
     Refused,
-    check_fits as _check_fits,
-    parse_participants as _parse_participants,
+    check_fits,
+    parse_participants,
     parse_user_id,
 )
 from ilchat.chat.conversation_registry import ConversationRegistry
@@ -146,18 +146,18 @@ class InputTests(SynchronousTestCase):
     def test_malformed_participants_refused(self) -> None:
         """A participants list must be a non-empty list of objects with valid ids."""
         for value in (None, "6,7", [], [6, 7], [{"id": "x"}], [{"name": "a"}], [{"id": 6, "name": ["a"]}]):
-            self.assertRaises(Refused, _parse_participants, value)
+            self.assertRaises(Refused, parse_participants, value)
 
     def test_duplicate_participants_collapse(self) -> None:
         """The same user twice counts once."""
         self.assertEqual(
-            _parse_participants([{"id": 6, "name": "a"}, {"id": "6", "name": "a"}, {"id": 7, "name": "b"}]),
+            parse_participants([{"id": 6, "name": "a"}, {"id": "6", "name": "a"}, {"id": 7, "name": "b"}]),
             [{"id": 6, "name": "a"}, {"id": 7, "name": "b"}],
         )
 
     def test_too_many_participants_refused(self) -> None:
         """A list longer than the limit is refused as a whole."""
-        self.assertRaises(Refused, _parse_participants, [{"id": i, "name": "x"} for i in range(1, 200)])
+        self.assertRaises(Refused, parse_participants, [{"id": i, "name": "x"} for i in range(1, 200)])
 
 
 class StorableTests(SynchronousTestCase):
@@ -165,8 +165,8 @@ class StorableTests(SynchronousTestCase):
 
     def test_list_longer_than_the_column_refused(self) -> None:
         """Thirty participants with 200-character names do not fit; a normal list does."""
-        _check_fits([{"id": i, "name": "n" * 20} for i in range(1, 30)])
-        self.assertRaises(Refused, _check_fits, [{"id": i, "name": "n" * 200} for i in range(1, 30)])
+        check_fits([{"id": i, "name": "n" * 20} for i in range(1, 30)])
+        self.assertRaises(Refused, check_fits, [{"id": i, "name": "n" * 200} for i in range(1, 30)])
 
 
 def use_time_zone(test_case: SynchronousTestCase, zone: str) -> None:
