@@ -883,6 +883,18 @@ class OscEventTestsMixin:
         self.assertEqual(not_sent, {"type": "message_withheld", "message": withheld, "sender": ALICE})
         self.assertEqual(await self.rows_of("osc_messages"), [])
 
+    async def test_participant_added_names_the_group_and_the_asking_connection(self) -> None:
+        """Adding to a 1:1 makes a group; the event names both, the newcomer and the asking socket."""
+        chat, seen = await self._chat()
+        one = await chat.open_conversation("tab-a", [ALICE, BOB])
+        group = await chat.add_user("tab-a", one.id, 8, "carol")
+        await wait_until(lambda: len(seen) == 2, what="both events delivered")
+        self.assertEqual(seen[1]["event"], {
+            "type": "participant_added", "source_id": one.id, "user": CAROL, "actor": 6,
+            "connection": "tab-a", "recipients": [{"id": 6, "unread": 0}],
+            "conversation": {"id": group.id, "is_group": True, "participants": [ALICE, BOB, CAROL],
+                             "latest_message": None}})
+
     async def rows_of(self, table: str) -> List[Dict[str, Any]]:
         return await fetch_rows_async(self.database, f"SELECT * FROM {table}")
 
