@@ -411,22 +411,20 @@ class RoomBridge:
             self._remove_remote(channel, event["member"]["id"], "PART", "Disconnected")
 
     def _on_room_left(self, event: Dict[str, Any]) -> None:
-        channel = self._channel_for(event["room"])
-        if channel is None:
-            return
-        user_id = event["member"]["id"]
-        for user in self._irc_users_of(user_id, channel):
-            self._remove_irc_user(channel, user, "PART", "Left the chat room")
-        self._remove_remote(channel, user_id, "PART", "Left the chat room")
+        self._member_out(event, "PART", "Left the chat room")
 
     def _on_kicked(self, event: Dict[str, Any]) -> None:
+        self._member_out(event, "KICK", KICK_REASON)
+
+    def _member_out(self, event: Dict[str, Any], command: str, reason: str) -> None:
+        """The member of the event is out of its room: their IRC users and browser nick."""
         channel = self._channel_for(event["room"])
         if channel is None:
             return
         user_id = event["member"]["id"]
         for user in self._irc_users_of(user_id, channel):
-            self._remove_irc_user(channel, user, "KICK", KICK_REASON)
-        self._remove_remote(channel, user_id, "KICK", KICK_REASON)
+            self._remove_irc_user(channel, user, command, reason)
+        self._remove_remote(channel, user_id, command, reason)
 
     def _on_banned(self, event: Dict[str, Any]) -> None:
         user_id = event["member"]["id"]
