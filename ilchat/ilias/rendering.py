@@ -185,6 +185,7 @@ class RoomRenderer:
         self.namespace = namespace
         self._sockets: Dict[str, Any] = {}
         self._by_user: Dict[int, Set[str]] = {}
+        self._user_of: Dict[str, int] = {}
         self._views: Dict[int, _RoomView] = {}
         # member id -> (name, picture, entry), the userlist entry encoded once per identity.
         self._entries: Dict[int, Tuple[Optional[str], bool, Entry]] = {}
@@ -196,13 +197,15 @@ class RoomRenderer:
     def add_socket(self, socket: Any, user_id: int) -> None:
         """A socket logged in as C{user_id}: it gets what is meant for that member."""
         self._sockets[socket.sid] = socket
+        self._user_of[socket.sid] = user_id
         self._by_user.setdefault(user_id, set()).add(socket.sid)
 
     def remove_socket(self, sid: str) -> None:
-        socket = self._sockets.pop(sid, None)
-        if socket is None:
-            return
-        for user_id, sids in list(self._by_user.items()):
+        """The socket is gone (disconnected)."""
+        self._sockets.pop(sid, None)
+        user_id = self._user_of.pop(sid, None)
+        sids = self._by_user.get(user_id) if user_id is not None else None
+        if sids is not None:
             sids.discard(sid)
             if not sids:
                 del self._by_user[user_id]
@@ -350,8 +353,11 @@ class RoomRenderer:
 
     def _on_renamed(self, event: Dict[str, Any]) -> None:
         member = event["member"]
+        rooms = self._present_in.get(member["id"])
+        if not rooms:
+            return  # listed nowhere: the next ``entered`` brings the new name
         entry = self._entry(member)
-        for room_id in self._present_in.get(member["id"], ()):
+        for room_id in rooms:
             self._views[room_id].replace(member["id"], entry)
 
     def _on_message(self, event: Dict[str, Any]) -> None:
