@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import os
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -81,12 +82,13 @@ class ConfigError(Exception):
         return str(self.args[0])
 
 
-def _show(value: Any) -> str:
-    """Render a config value the way it appears in the JSON file."""
+def _show(value: Any, limit: int = 80) -> str:
+    """Render a config value the way it appears in the JSON file (cut short after C{limit})."""
     try:
-        return json.dumps(value, ensure_ascii=False)
+        text = json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError):
-        return repr(value)
+        text = object.__repr__(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _Reader:
@@ -193,7 +195,7 @@ class _Reader:
             number = value
         elif type(value) is float and value.is_integer():
             number = int(value)
-        elif allow_str and isinstance(value, str) and re.fullmatch(r"\s*-?\d+\s*", value):
+        elif allow_str and isinstance(value, str) and re.fullmatch(r"\s*-?\d{1,18}\s*", value):
             number = int(value)
         if number is None:
             raise self.error(key, value, allowed)
@@ -206,9 +208,15 @@ class _Reader:
         value = self._raw(key, default, allowed)
         if value is _MISSING:
             return default
-        if type(value) not in (int, float) or (minimum is not None and value < minimum):
+        if type(value) not in (int, float):
             raise self.error(key, value, allowed)
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer with hundreds of digits
+            raise self.error(key, value, allowed + " (this one is too large)")
+        if not math.isfinite(number) or (minimum is not None and number < minimum):
+            raise self.error(key, value, allowed)
+        return number
 
     def get_bool(self, key: str, default: Any = _MISSING, lenient: bool = False) -> Any:
         """
@@ -238,7 +246,13 @@ class _Reader:
         value = self.get_str(key, default)
         if value is default or value == "":
             return default
+        self.check_no_nul(key, value)
         return self.resolve(value)
+
+    def check_no_nul(self, key: str, path: str) -> None:
+        """No system call takes a path with a NUL: refuse it here rather than with a traceback."""
+        if "\0" in path:
+            raise self.error(key, path, "expected a file path without NUL characters")
 
     def resolve(self, value: str) -> str:
         return os.path.normpath(os.path.join(self.folder, os.path.expanduser(value)))
@@ -261,18 +275,30 @@ class NetworkConfig:
     ``allow`` and ``trusted_proxies`` are CIDR strings (IPv4 or IPv6; validated here, matched by
     ``ilchat.web.policy``); an empty ``allow`` lets everyone in. ``allowed_origins`` are origin
     patterns with ``*`` wildcards (``*.example.org``, ``https://chat.example.org``); empty means
-    all. ``max_connections_per_ip`` 0 means no limit; ``message_rate`` (messages per second per
-    connection, 0 for no limit) and ``message_burst`` make the throttle's token bucket.
+    all. ``max_connections_per_ip`` (Socket.IO sessions plus IRC connections) and
+    ``max_http_connections_per_ip`` (open HTTP connections) are per client address, 0 means no
+    limit; the defaults are generous, for lecture halls behind one NAT address.
+    ``message_rate`` (messages per second per connection, 0 for no limit) and ``message_burst``
+    make the standalone chat's throttle, ``ilias_message_rate`` / ``ilias_message_burst`` the
+    ILIAS chats'. ``header_timeout`` / ``body_timeout`` (seconds), ``max_headers`` and
+    ``max_header_bytes`` bound how a request may arrive.
     """
 
     allow: Tuple[str, ...] = ()
     trusted_proxies: Tuple[str, ...] = ()
     allowed_origins: Tuple[str, ...] = ()
-    max_connections_per_ip: int = 0
+    max_connections_per_ip: int = 2000
     message_rate: float = 5.0
     message_burst: float = 10.0
     max_name_length: int = 32
     max_message_length: int = 2000
+    max_http_connections_per_ip: int = 4000
+    ilias_message_rate: float = 10.0
+    ilias_message_burst: float = 30.0
+    header_timeout: float = 30.0
+    body_timeout: float = 60.0
+    max_headers: int = 100
+    max_header_bytes: int = 16384
 
 
 def _get_cidrs(reader: _Reader, key: str) -> Tuple[str, ...]:
@@ -295,11 +321,18 @@ def _parse_network(reader: _Reader) -> Optional[NetworkConfig]:
         allow=_get_cidrs(net, "allow"),
         trusted_proxies=_get_cidrs(net, "trusted_proxies"),
         allowed_origins=net.get_list("allowed_origins", ()),
-        max_connections_per_ip=net.get_int("max_connections_per_ip", 0, minimum=0),
+        max_connections_per_ip=net.get_int("max_connections_per_ip", 2000, minimum=0),
         message_rate=net.get_float("message_rate", 5.0, minimum=0),
         message_burst=net.get_float("message_burst", 10.0, minimum=1),
         max_name_length=net.get_int("max_name_length", 32, minimum=1, maximum=255),
         max_message_length=net.get_int("max_message_length", 2000, minimum=1, maximum=3000),
+        max_http_connections_per_ip=net.get_int("max_http_connections_per_ip", 4000, minimum=0),
+        ilias_message_rate=net.get_float("ilias_message_rate", 10.0, minimum=0),
+        ilias_message_burst=net.get_float("ilias_message_burst", 30.0, minimum=1),
+        header_timeout=net.get_float("header_timeout", 30.0, minimum=1),
+        body_timeout=net.get_float("body_timeout", 60.0, minimum=1),
+        max_headers=net.get_int("max_headers", 100, minimum=10, maximum=10000),
+        max_header_bytes=net.get_int("max_header_bytes", 16384, minimum=1024, maximum=1048576),
     )
 
 
@@ -327,6 +360,9 @@ class ServerConfig:
     deletion_unit: Optional[str] = None
     deletion_value: Optional[int] = None
     deletion_time: Optional[Tuple[int, int]] = None
+    #: ilchat's own: seconds a database query may wait; where rows waiting for it are journaled.
+    database_timeout: float = 30.0
+    journal_dir: str = "."
     # ilchat's own optional sections; later issues give them typed classes.
     irc: Any = None
     network: Any = None
@@ -373,6 +409,9 @@ def _parse_server(reader: _Reader) -> ServerConfig:
         raise reader.error("log_level", log_level, "one of " + ", ".join(LOG_LEVELS))
 
     sub_directory = _normalise_sub_directory(reader.get_str("sub_directory", ""))
+    database_timeout = float(reader.get_float("database_timeout", 30.0, minimum=1.0))
+    # The journal lives next to the error log unless the operator names a folder.
+    journal_dir = reader.get_path("journal_dir", None) or os.path.dirname(os.path.abspath(error_log))
 
     # PHP and the Node server treat deletion_mode with parseInt: "1" is on.
     deletion_mode = reader.get_int("deletion_mode", 0, allow_str=True)
@@ -408,6 +447,8 @@ def _parse_server(reader: _Reader) -> ServerConfig:
         deletion_unit=unit or None,
         deletion_value=value,
         deletion_time=deletion_time,
+        database_timeout=database_timeout,
+        journal_dir=journal_dir,
         irc=_parse_irc(reader, cert, key, dhparam),
         network=_parse_network(reader),
         metrics=_parse_metrics(reader),
@@ -727,6 +768,7 @@ def _parse_database(reader: _Reader) -> DatabaseConfig:
         )
     if db_type.lower() == "sqlite":
         name = db.get_str("name", allow_empty=False)
+        db.check_no_nul("name", name)
         return DatabaseConfig(type="sqlite", name=db.resolve(name))
     raise db.error("type", db_type, "one of mysql, mariadb, innodb, sqlite")
 
@@ -769,7 +811,32 @@ def _parse_client(reader: _Reader) -> ClientConfig:
 # --- loading ------------------------------------------------------------------------------------
 
 
+#: Deepest nesting of objects and lists accepted in a config file (the deepest ilchat reads is 4).
+MAX_DEPTH = 32
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _depth(value: Any) -> int:
+    """How deeply objects and lists nest in C{value} (a scalar is 0; counted up to MAX_DEPTH + 1)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if level <= MAX_DEPTH:
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def _read_json(path: str) -> Dict[str, Any]:
+    if "\0" in path:
+        raise ConfigError(f"File does not exist: {path!r} (a path cannot contain NUL characters)")
     if not os.path.exists(path):
         # The exact text of the Node server (Handler/FileHandler.js).
         raise ConfigError(f"File does not exist: {path}")
@@ -783,9 +850,16 @@ def _read_json(path: str) -> Dict[str, Any]:
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})")
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}")
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid JSON: nested too deeply")
+    except ValueError as e:
+        # Python refuses integers of more than 4,300 digits (and we refuse NaN and Infinity).
+        raise ConfigError(f"{path}: invalid JSON: {e}")
+    if _depth(data) > MAX_DEPTH:
+        raise ConfigError(f"{path}: invalid JSON: nested more than {MAX_DEPTH} levels deep")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a JSON object at the top level")
     return data

@@ -31,6 +31,7 @@ The defaults are the dotted names in ``CLIENT_COMPONENTS`` and ``SERVER_COMPONEN
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import signal
@@ -46,7 +47,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ilchat.bus import IBus, LocalBus
-from ilchat.config import ClientConfig, ServerConfig
+from ilchat.config import ClientConfig, NetworkConfig, ServerConfig
+from ilchat.descriptors import raise_open_file_limit, watch_accept_errors
 from ilchat.ilias.identity import log_identity_mode
 from ilchat.logs import LogService
 from ilchat.web.backend import BackendResource, RouteTable
@@ -151,10 +153,10 @@ def _load_factory(spec: Union[str, ComponentFactory]) -> ComponentFactory:
     return getattr(importlib.import_module(module_name), attr)
 
 
-def _default_store_factory(database_config: Any, reactor: Any) -> Any:
+def _default_store_factory(database_config: Any, reactor: Any, timeout: float = 30.0) -> Any:
     from ilchat.store import create_store
 
-    return create_store(database_config, reactor)
+    return create_store(database_config, reactor, timeout=timeout)
 
 
 def _default_socketio_factory(reactor: Any, server_config: ServerConfig) -> Any:
@@ -262,7 +264,9 @@ class IlchatService(service.MultiService):
             server_components = SERVER_COMPONENTS
         self._client_factories = [_load_factory(f) for f in client_components]
         self._server_factories = [_load_factory(f) for f in server_components]
-        self._store_factory = store_factory or _default_store_factory
+        self._store_factory = store_factory or functools.partial(
+            _default_store_factory, timeout=server_config.database_timeout
+        )
         self._socketio_factory = socketio_factory or _default_socketio_factory
         self._bus_factory = bus_factory or _default_bus_factory
         self._exit_on_failure = exit_on_failure
@@ -299,6 +303,14 @@ class IlchatService(service.MultiService):
         super().startService()  # the log files first
         self._log.info("Starting Server!")
         self._log.info("Log Level: {log_level_name}", log_level_name=self.server_config.log_level)
+        limits = raise_open_file_limit()
+        if limits is not None:
+            before, after = limits
+            self._log.info(
+                "Open file limit: {after}" + (" (raised from {before})" if after != before else ""),
+                before=before,
+                after=after,
+            )
         if self._install_signal_handlers:
             self.reactor.callWhenRunning(self._install_signals)
         self._starting = defer.ensureDeferred(self._start())
@@ -407,7 +419,16 @@ class IlchatService(service.MultiService):
                 ip=host,
                 family=family,
             )
-        self.site = ChatSite(PolicyGuardResource(web_root.root, self.policy))
+        network = config.network if config.network is not None else NetworkConfig()
+        self.site = ChatSite(
+            PolicyGuardResource(web_root.root, self.policy),
+            policy=self.policy,
+            header_timeout=network.header_timeout,
+            body_timeout=network.body_timeout,
+            max_headers=network.max_headers,
+            max_header_bytes=network.max_header_bytes,
+            reactor=self.reactor,
+        )
         options = None
         if config.is_https:
             from ilchat.tls import TLSConfigError, certificate_options
@@ -427,6 +448,7 @@ class IlchatService(service.MultiService):
                 )
         except Exception as e:
             raise StartupError(f"Cannot listen on {host}:{self.listen_port}: {e}")
+        watch_accept_errors(self._listening, "the web listener", self.reactor)
         self.host = host
         self.port = self._listening.getHost().port
         shown = f"[{host}]" if family == "IPv6" else host
@@ -480,9 +502,10 @@ class IlchatService(service.MultiService):
                 waiter.errback(failure)
             return
         try:
+            from ilchat.journal import JournalError
             from ilchat.store import StoreError
 
-            expected: tuple = (StartupError, StoreError)
+            expected: tuple = (StartupError, StoreError, JournalError)
         except ImportError:
             expected = (StartupError,)
         if failure.check(*expected):

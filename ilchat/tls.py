@@ -3,8 +3,9 @@
 TLS for ``protocol: https``: the ``cert`` file (the certificate, optionally followed by its chain),
 the ``key`` file and an optional ``dhparam`` file, TLS 1.2 and newer only.
 
-The Node server pins a cipher list with DHE suites; with a ``dhparam`` file ilchat also offers DHE
-(besides ECDHE), without one only ECDHE, which every current client prefers anyway.
+The Node server pins a cipher list with DHE and CBC suites; ilchat offers only forward-secret AEAD
+suites (:data:`TLS12_CIPHERS`): with a ``dhparam`` file DHE as well as ECDHE, without one only
+ECDHE, which every current client prefers anyway.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from OpenSSL import crypto
 from twisted.internet import ssl
 from twisted.python.filepath import FilePath
 
-__all__ = ["TLSConfigError", "certificate_options", "read_certificate_chain"]
+__all__ = ["TLS12_CIPHERS", "TLSConfigError", "certificate_options", "read_certificate_chain"]
 
-# Forward-secret AEAD suites first, then the DHE ones ILIAS's list has (used only with dhparam).
-_CIPHERS = (
-    "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:"
-    "ECDHE+AES256:DHE+AES256:ECDHE+AES128:DHE+AES128:"
-    "!aNULL:!eNULL:!EXPORT:!DES:!3DES:!RC4:!MD5:!PSK:!SRP:!CAMELLIA"
+#: TLS 1.2 suites: Mozilla's "intermediate" profile (v5.7), forward-secret AEAD only: ECDHE (and
+#: DHE, used only with a dhparam file) with AES-GCM or ChaCha20-Poly1305; no CBC, no SHA-1 MAC, no
+#: RSA key exchange. TLS 1.3 keeps OpenSSL's own suites (all AEAD; this string does not touch them).
+TLS12_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
 )
 
 
@@ -90,7 +94,7 @@ def certificate_options(
             extraCertChain=chain[1:],
             dhParameters=dh_parameters,
             raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
-            acceptableCiphers=ssl.AcceptableCiphers.fromOpenSSLCipherString(_CIPHERS),
+            acceptableCiphers=ssl.AcceptableCiphers.fromOpenSSLCipherString(TLS12_CIPHERS),
         )
         options.getContext()  # check the key against the certificate now, not at the first client
     except Exception as e:

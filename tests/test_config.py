@@ -233,6 +233,17 @@ class ServerKeyTests(ConfigTestCase):
         self.assertEqual(server.log, os.path.join(self.folder, "logs", "chat.log"))
         self.assertEqual(server.error_log, "/var/log/e.log")
 
+    def test_database_timeout_and_journal_dir(self) -> None:
+        """ilchat's own keys: defaults (30 s; the journal next to the error log), values, errors."""
+        server, _ = self.load({"error_log": "/var/log/ilchat/e.log"})
+        self.assertEqual(server.database_timeout, 30.0)
+        self.assertEqual(server.journal_dir, "/var/log/ilchat")
+        server, _ = self.load({"database_timeout": 5, "journal_dir": "spool"})
+        self.assertEqual(server.database_timeout, 5.0)
+        self.assertEqual(server.journal_dir, os.path.join(self.folder, "spool"))
+        self.assertIn("database_timeout", self.error({"database_timeout": 0}))
+        self.assertIn("database_timeout", self.error({"database_timeout": "soon"}))
+
     def test_sub_directory_is_normalised(self) -> None:
         """Slashes around sub_directory do not matter."""
         server, _ = self.load({"sub_directory": "chat/"})
@@ -429,3 +440,185 @@ class SampleConfigTests(SynchronousTestCase):
         self.assertEqual(server.error_log, os.path.join(root, "data", "chatError.log"))
         self.assertEqual(client.database.type, "sqlite")
         self.assertEqual(client.database.name, os.path.join(root, "data", "ilchat.sqlite3"))
+
+
+class HostileInputTests(ConfigTestCase):
+    """Inputs that used to end in a traceback get the one-line error and nothing else."""
+
+    def test_deep_nesting_is_one_line(self) -> None:
+        """100,000 nested lists (Python's parser would recurse to death) and 40 nested objects."""
+        path = self.write("server.cfg", '{"irc": ' + "[" * 100_000 + "]" * 100_000 + "}")
+        error = str(self.assertRaises(ConfigError, load_configs, path, [path]))
+        self.assertEqual(error, f"{path}: invalid JSON: nested too deeply")
+        nested: Any = {}
+        for _ in range(40):
+            nested = {"a": nested}
+        error = self.error(server={"irc": nested})
+        self.assertIn("server.cfg: invalid JSON: nested more than 32 levels deep", error)
+
+    def test_five_thousand_digit_number_is_one_line(self) -> None:
+        """A 5,000-digit integer is more than Python converts; the file is named."""
+        server = json.dumps(SERVER).replace('"port": 8888', '"port": ' + "9" * 5000)
+        path = self.write("server.cfg", server)
+        error = str(self.assertRaises(ConfigError, load_configs, path, [path]))
+        self.assertTrue(error.startswith(f"{path}: invalid JSON: Exceeds the limit"), error)
+        self.assertLess(len(error) - len(path), 200)
+
+    def test_huge_integer_for_a_float_key(self) -> None:
+        """10**400 for a number of messages per second: too large for a float, said so."""
+        error = self.error(server={"network": {"message_rate": 10**400}})
+        self.assertIn("server.cfg: network.message_rate = 1000000000", error)
+        self.assertIn("is not allowed; expected a number of at least 0 (this one is too large)", error)
+        self.assertLess(len(error) - len(self.folder), 200)  # the value is cut short
+
+    def test_infinite_and_not_a_number_are_refused(self) -> None:
+        """NaN and Infinity are not JSON; 1e999 parses to infinity, which no key takes."""
+        for literal in ("NaN", "Infinity", "-Infinity"):
+            path = self.write("server.cfg", json.dumps(SERVER)[:-1] + ', "x": ' + literal + "}")
+            error = str(self.assertRaises(ConfigError, load_configs, path, [path]))
+            self.assertEqual(error, f"{path}: invalid JSON: {literal} is not a number JSON allows")
+        text = json.dumps(dict(SERVER, network={"message_rate": 1})).replace(
+            '"message_rate": 1', '"message_rate": 1e999'
+        )
+        path = self.write("server.cfg", text)
+        client = self.write("client.cfg", CLIENT)
+        error = str(self.assertRaises(ConfigError, load_configs, path, [client]))
+        self.assertEqual(
+            error,
+            f"{path}: network.message_rate = Infinity is not allowed; expected a number of at least 0",
+        )
+        path = self.write("server.cfg", json.dumps(SERVER).replace('"port": 8888', '"port": 1e999'))
+        error = str(self.assertRaises(ConfigError, load_configs, path, [client]))
+        self.assertIn("port = Infinity is not allowed", error)
+
+    def test_nul_in_a_path(self) -> None:
+        """A NUL cannot be in a file name: the key is named, no system call sees it."""
+        error = self.error(server={"log": "chat\u0000.log"})
+        self.assertIn('server.cfg: log = "chat\\u0000.log" is not allowed; expected a file path '
+                      "without NUL characters", error)
+        error = self.error(server={"protocol": "https", "cert": "a\u0000.pem", "key": "k.pem"})
+        self.assertIn("cert = ", error)
+        error = self.error(clients=[{"database": {"type": "sqlite", "name": "db\u0000.sqlite"}}])
+        self.assertIn("client0.cfg: database.name = ", error)
+        self.assertIn("without NUL characters", error)
+        error = str(self.assertRaises(ConfigError, load_configs, "/etc/\u0000server.cfg", ["x"]))
+        self.assertIn("File does not exist", error)
+
+    def test_network_limits_have_defaults_and_bounds(self) -> None:
+        """The new network keys: defaults when absent, refused outside their range."""
+        server, _ = self.load(server={"network": {}})
+        network = server.network
+        self.assertEqual(
+            (network.max_connections_per_ip, network.max_http_connections_per_ip,
+             network.ilias_message_rate, network.ilias_message_burst, network.header_timeout,
+             network.body_timeout, network.max_headers, network.max_header_bytes),
+            (2000, 4000, 10.0, 30.0, 30.0, 60.0, 100, 16384),
+        )
+        server, _ = self.load(server={"network": {"ilias_message_rate": 0, "max_headers": 50,
+                                                  "allowed_origins": ["*"]}})
+        self.assertEqual(server.network.ilias_message_rate, 0.0)
+        self.assertEqual(server.network.max_headers, 50)
+        self.assertEqual(server.network.allowed_origins, ("*",))
+        self.assertIn("network.max_headers = 5 is not allowed; expected an integer from 10 to 10000",
+                      self.error(server={"network": {"max_headers": 5}}))
+        self.assertIn("network.header_timeout = 0 is not allowed",
+                      self.error(server={"network": {"header_timeout": 0}}))
+
+
+# --- property-based: any JSON-ish file loads or gets a ConfigError, never anything else ----------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_SCALARS = (
+    st.none() | st.booleans() | st.integers() | st.integers(min_value=-(10**400), max_value=10**400)
+    | st.floats() | st.text(max_size=12) | st.sampled_from(["", "0", "1", "8888", "*", "https",
+                                                          "sqlite", "mysql", "03:00", "days"])
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+#: Where a value may be put: every key ilchat reads, at its place in the file.
+_SERVER_KEYS = [(k,) for k in SERVER] + [("network",), ("irc",), ("redis",)] + [
+    ("network", k) for k in ("allow", "trusted_proxies", "allowed_origins", "max_connections_per_ip",
+                             "message_rate", "message_burst", "max_name_length", "max_message_length",
+                             "max_http_connections_per_ip", "ilias_message_rate", "ilias_message_burst",
+                             "header_timeout", "body_timeout", "max_headers", "max_header_bytes")
+] + [("irc", k) for k in ("address", "port", "plain", "tls_port", "cert", "key", "motd", "rooms",
+                           "auth", "webirc", "limits", "server_name", "local_channels")] + [
+    ("irc", "limits", k) for k in ("flood_rate", "recvq", "max_line", "ping_interval")
+] + [("irc", "rooms", "onscreen")]
+_CLIENT_KEYS = [(k,) for k in CLIENT] + [("auth", "key"), ("auth", "secret"), ("standalone",)] + [
+    ("database", k) for k in ("type", "host", "port", "name", "user", "pass")
+] + [("standalone", k) for k in ("title", "welcome", "rooms", "history")]
+
+
+def _put(document: Dict[str, Any], where: Tuple[str, ...], value: Any) -> Dict[str, Any]:
+    node = document
+    for key in where[:-1]:
+        if not isinstance(node.get(key), dict):
+            node[key] = {}
+        node = node[key]
+    node[where[-1]] = value
+    return document
+
+
+def _with_changes(base: Dict[str, Any], keys: List[Tuple[str, ...]]) -> Any:
+    change = st.tuples(st.sampled_from(keys), _VALUES)
+    return st.lists(change, max_size=4).map(
+        lambda changes: _apply(json.loads(json.dumps(base)), changes)
+    )
+
+
+def _apply(document: Dict[str, Any], changes: List[Tuple[Tuple[str, ...], Any]]) -> Dict[str, Any]:
+    for where, value in changes:
+        _put(document, where, value)
+    return document
+
+
+def _as_text(document: Any) -> Any:
+    """The document as JSON, sometimes cut or with a stray character, as an editor may leave it."""
+    text = json.dumps(document, allow_nan=True)
+    return st.one_of(
+        st.just(text),
+        st.integers(0, len(text)).map(lambda n: text[:n]),
+        st.tuples(st.integers(0, len(text)), st.characters()).map(
+            lambda pair: text[: pair[0]] + pair[1] + text[pair[0]:]
+        ),
+    )
+
+
+class PropertyTests(ConfigTestCase):
+    """Hypothesis: whatever the files hold, the loader answers with configs or one ConfigError."""
+
+    def check(self, server_text: str, client_text: str) -> None:
+        server = self.write("server.cfg", server_text)
+        client = self.write("client.cfg", client_text)
+        try:
+            load_configs(server, [client])
+        except ConfigError as e:
+            self.assertNotIn("\n", str(e))
+            self.assertTrue(str(e))
+
+    @settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        st.one_of(_with_changes(SERVER, _SERVER_KEYS), _VALUES).flatmap(_as_text),
+        st.one_of(_with_changes(CLIENT, _CLIENT_KEYS), _VALUES).flatmap(_as_text),
+    )
+    def test_any_config_loads_or_is_a_config_error(self, server_text: str, client_text: str) -> None:
+        self.check(server_text, client_text)
+
+    @settings(max_examples=100, deadline=2000)
+    @given(st.text(max_size=200), st.binary(max_size=200))
+    def test_any_text_or_bytes_loads_or_is_a_config_error(self, text: str, raw: bytes) -> None:
+        self.check(text, json.dumps(CLIENT))
+        server = self.write("server.cfg", json.dumps(SERVER))
+        client = os.path.join(self.folder, "raw.cfg")
+        with open(client, "wb") as f:
+            f.write(raw)
+        try:
+            load_configs(server, [client])
+        except ConfigError as e:
+            self.assertNotIn("\n", str(e))

@@ -100,6 +100,13 @@ class CommandLineTests(TestCase):
             f"{server}: port = 99999 is not allowed; expected an integer from 1 to 65535",
         )
 
+    async def test_deeply_nested_config_is_one_line_not_a_traceback(self) -> None:
+        """100,000 nested lists used to end in a RecursionError traceback; now one line, status 1."""
+        server, clients = write_configs(self.folder)
+        with open(server, "w") as f:
+            f.write('{"protocol": "http", "irc": ' + "[" * 100_000 + "]" * 100_000 + "}")
+        await self.assert_config_error([server, *clients], f"{server}: invalid JSON: nested too deeply")
+
     async def test_invalid_json_names_line_and_column(self) -> None:
         """Broken JSON names file, line and column."""
         server, clients = write_configs(self.folder)

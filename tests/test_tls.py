@@ -191,3 +191,61 @@ class TLSTests(TestCase):
         self.assertTrue(data.startswith(b"HTTP/1.1 200"), data)
         self.assertTrue(data.endswith(b'{"status":200}'), data)
         self.assertIn(f"Listening on: https://127.0.0.1:{server.port}", server.log_text())
+
+
+#: What a TLS 1.2 client may offer to test the server's list: CBC suites (with SHA-1 and SHA-2
+#: MACs) and the plain-RSA key exchange, which Mozilla's intermediate profile leaves out.
+_CBC_SUITES = "ECDHE-RSA-AES128-SHA256:ECDHE-RSA-AES256-SHA384:DHE-RSA-AES128-SHA256:AES128-SHA256"
+_SHA1_SUITES = "ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA:DHE-RSA-AES128-SHA:AES128-SHA"
+
+
+class CipherSuiteTests(TestCase):
+    """
+    The TLS 1.2 suites are Mozilla's intermediate profile (forward-secret AEAD only), on the
+    web listener and on the IRC TLS listener, which use the same options.
+    """
+
+    async def setUp(self) -> None:
+        await TLSTests.setUp(self)  # the shared test PKI
+
+    def listen(self) -> int:
+        return TLSTests.listen(self, self.pki["dhparam"])
+
+    async def irc_tls_port(self) -> int:
+        from tests.irc.test_service import start_irc_tls  # it imports this module
+
+        return await start_irc_tls(self, self.pki)
+
+    async def assert_profile(self, port: int) -> None:
+        for refused in (_CBC_SUITES, _SHA1_SUITES):
+            with self.assertRaises(ssl.SSLError, msg=refused):
+                await threads.deferToThread(
+                    handshake, port, self.pki["root"], refused + ":@SECLEVEL=0", ssl.TLSVersion.TLSv1_2
+                )
+        # Whatever AEAD suite a TLS 1.2 client prefers among the profile's, it gets that one.
+        for wanted in ("ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384",
+                       "ECDHE-RSA-CHACHA20-POLY1305", "DHE-RSA-AES256-GCM-SHA384",
+                       "DHE-RSA-CHACHA20-POLY1305"):
+            version, cipher, _ = await threads.deferToThread(
+                handshake, port, self.pki["root"], wanted, ssl.TLSVersion.TLSv1_2
+            )
+            self.assertEqual((version, cipher), ("TLSv1.2", wanted))
+        # A client offering everything OpenSSL has at TLS 1.2 still gets forward-secret AEAD.
+        version, cipher, _ = await threads.deferToThread(
+            handshake, port, self.pki["root"], "ALL:@SECLEVEL=0", ssl.TLSVersion.TLSv1_2
+        )
+        self.assertEqual(version, "TLSv1.2")
+        self.assertRegex(cipher, r"^(ECDHE|DHE)-RSA-(AES(128|256)-GCM-SHA(256|384)|CHACHA20-POLY1305)$")
+        # TLS 1.3 as OpenSSL offers it (every TLS 1.3 suite is AEAD).
+        version, cipher, _ = await threads.deferToThread(handshake, port, self.pki["root"])
+        self.assertEqual(version, "TLSv1.3")
+        self.assertIn(cipher, ("TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256",
+                               "TLS_AES_128_GCM_SHA256"))
+
+    async def test_web_listener_offers_only_aead_suites(self) -> None:
+        """CBC and SHA-1 suites are refused at TLS 1.2; each profile suite is negotiated."""
+        await self.assert_profile(self.listen())
+
+    async def test_irc_tls_listener_offers_only_aead_suites(self) -> None:
+        """The IRC TLS listener has the same profile."""
+        await self.assert_profile(await self.irc_tls_port())

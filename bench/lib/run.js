@@ -143,6 +143,9 @@ function writeIlchatConfig() {
     protocol: 'http', port: opts.ilchatPort, address: '127.0.0.1', cert: '', key: '', dhparam: '',
     log: path.join(RESULTS, 'ilchat-chat.log'), error_log: path.join(RESULTS, 'ilchat-chat-errors.log'),
     log_level: opts.ilchatLogLevel, deletion_mode: 0, deletion_unit: 'days', deletion_value: 30, deletion_time: '03:00',
+    // Every benchmark client comes from 127.0.0.1 and sends as fast as it is told: lift the
+    // per-address and per-connection limits, which are meant for real networks (the Node server has none).
+    network: { max_connections_per_ip: 0, max_http_connections_per_ip: 0, ilias_message_rate: 0 },
   };
   const client = {
     name: NS, enable_osd: false, enable_osc: true, enable_browser_notifications: false,

@@ -26,10 +26,13 @@ import uuid
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set
 
 import attr
+import attrs
 from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from ilchat.chat.history import HistoryWriter
 from ilchat.jsonutil import JSONError, dumps, has_lone_surrogate, loads
 
 __all__ = [
@@ -38,6 +41,7 @@ __all__ = [
     "HISTORY_PAGE_SIZE",
     "MAX_MESSAGE_BYTES",
     "OnScreenChat",
+    "OscMessageRow",
     "Participant",
     "Refused",
     "parse_user_id",
@@ -59,6 +63,8 @@ ACCEPTANCE_POLL_INTERVAL = 20 * 60
 #: A conversation touched within this time counts as in use for the daily purge even when nobody
 #: is online: the purge runs once a day, so this covers the whole period since the last run.
 IN_USE_WINDOW = 25 * 60 * 60
+#: Seconds a message's delivery waits for its row to reach the table, and for each unread count.
+STORE_WAIT = 2.0
 #: JavaScript's largest safe integer: ids and timestamps above it cannot come from a browser.
 MAX_SAFE_INTEGER = 2**53 - 1
 
@@ -111,6 +117,18 @@ def _parse_timestamp(value: Any, what: str) -> int:
     if value != value or not 0 <= value <= MAX_SAFE_INTEGER:  # NaN or out of range
         raise Refused(f"{what} out of range")
     return int(value)
+
+
+@attrs.frozen(slots=True)
+class OscMessageRow:
+    """One ``osc_messages`` row waiting to be written (``key``: its number in the journal)."""
+
+    id: str
+    conversation_id: str
+    user_id: int
+    message: str
+    timestamp: int
+    key: int = 0
 
 
 def _message_row(message: Mapping[str, Any]) -> Dict[str, Any]:
@@ -409,11 +427,22 @@ class OnScreenChat:
 
     _log = Logger()
 
-    def __init__(self, instance: str, store: Any, bus: Any, clock: IReactorTime) -> None:
+    def __init__(
+        self, instance: str, store: Any, bus: Any, clock: IReactorTime,
+        messages: Optional[HistoryWriter] = None,
+    ) -> None:
         self.instance = instance
         self.topic = f"osc:{instance}"
         self.registry = ConversationRegistry()
         self._store = store
+        if messages is None and store is not None:
+            messages = HistoryWriter(
+                clock, store.add_osc_messages, is_refused=store.is_refused_data,
+                row_type=OscMessageRow, what="On-Screen Chat messages",
+            )
+        #: The background writer of ``osc_messages`` (journaled when the adapter gives one).
+        self.messages = messages
+        self._unread_failing = False
         self._bus = bus
         self._clock = clock
         self._poll_call: Optional[IDelayedCall] = None
@@ -441,8 +470,11 @@ class OnScreenChat:
         await self.poll_acceptance()
         self._schedule_poll()
 
-    async def stop(self) -> None:
-        """Stop the poll and leave the purge's keep list; the data stays in the database."""
+    async def stop(self, timeout: float = 30.0) -> None:
+        """
+        Stop the poll, leave the purge's keep list and wait (up to C{timeout} s) until the
+        delivered messages are written.
+        """
         self._running = False
         if self._unregister_purge is not None:
             self._unregister_purge()
@@ -450,6 +482,12 @@ class OnScreenChat:
         if self._poll_call is not None and self._poll_call.active():
             self._poll_call.cancel()
         self._poll_call = None
+        if self.messages is not None:
+            # Wait for the database a while; what it still lacks then stays in the journal.
+            giving_up = self._clock.callLater(timeout, self.messages.cancel)
+            await self.messages.drain()
+            if giving_up.active():
+                giving_up.cancel()
 
     def _load_row(self, row: Mapping[str, Any]) -> None:
         participants = row.get("participants")
@@ -592,12 +630,25 @@ class OnScreenChat:
         return conversation.latest_message
 
     async def _unread(self, conversation: Conversation, user_id: int) -> int:
-        # A failed count must not keep a stored message from being delivered: report 0.
-        try:
-            return int(await self._store.count_unread(conversation.id, user_id) or 0)
-        except Exception:
-            self._log.failure("Counting unread messages of {id} failed", id=conversation.id)
+        # A failed or slow count (a frozen database answers after database_timeout) must not
+        # hold up a message: report 0 after STORE_WAIT. While the database is down every message
+        # fails this, so that is one warning, not one per message.
+        outcome: List[Any] = []
+        counted = _ensure(self._store.count_unread(conversation.id, user_id))
+        counted.addBoth(outcome.append)
+        await _at_most(self._clock, counted, STORE_WAIT)
+        if not outcome or isinstance(outcome[0], Failure):
+            if not self._unread_failing:
+                error = outcome[0].value if outcome else f"no answer within {STORE_WAIT} s"
+                self._log.warn("Counting unread messages fails ({error!r}); showing 0 until the "
+                               "database answers again", error=error)
+            self._unread_failing = True
             return 0
+        count = int(outcome[0] or 0)
+        if self._unread_failing:
+            self._log.info("Counting unread messages works again")
+            self._unread_failing = False
+        return count
 
     async def _json_for(self, conversation: Conversation, user_id: int) -> Dict[str, Any]:
         await self._latest(conversation)
@@ -779,12 +830,15 @@ class OnScreenChat:
 
     async def send_message(self, connection: str, conversation_id: Any, user_id: Any, text: Any) -> Dict[str, Any]:
         """
-        ``message``: store the message, then send it to every participant who accepts messages.
+        ``message``: journal the message, then send it to every participant who accepts messages.
 
-        The row is stored before anyone sees the message so that history never lacks a message a
-        browser has shown. Messages of one conversation are handled one after the other, so they
-        arrive in the order they were sent and get strictly increasing timestamps (the history is
-        paged by timestamp, so two messages in one millisecond could otherwise hide each other).
+        The row is on disk (the writer's journal) before anyone sees the message, and written to
+        ``osc_messages`` in the background like the room history, so the history never lacks a
+        message a browser has shown, even when the database is down or the process is killed;
+        a database outage does not hold up delivery. Messages of one conversation are handled
+        one after the other, so they arrive in the order they were sent and get strictly
+        increasing timestamps (the history is paged by timestamp, so two messages in one
+        millisecond could otherwise hide each other).
         """
         actor = self._actor(connection, user_id, check_claim=True)
         conversation = self._conversation_for(conversation_id, actor)
@@ -820,13 +874,11 @@ class OnScreenChat:
                 "timestamp": timestamp,
                 "id": str(uuid.uuid4()),
             }
-            try:
-                await self._store.add_osc_message(
-                    message["id"], conversation.id, actor.id, text, timestamp
-                )
-            except Exception:
-                self._log.failure("Storing a message in {id} failed", id=conversation.id)
-                raise Refused("the message could not be stored; try again") from None
+            self.messages.add(OscMessageRow(message["id"], conversation.id, actor.id, text, timestamp))
+            await self.messages.journaled()
+            # The unread counts below come from the table: give the write a moment to land there,
+            # but never let a database outage hold up the delivery for longer.
+            await _at_most(self._clock, self.messages.drain(), STORE_WAIT)
             conversation.latest_message = _message_row(message)
             conversation.latest_loaded = True
             conversation.touched_at = self._clock.seconds()
@@ -891,6 +943,22 @@ class OnScreenChat:
         payload = {"conversation": conversation.as_json(0), "participant": actor.as_json()}
         event = "userStartedTyping" if started else "userStoppedTyping"
         self._publish([self._to(others, event, payload)])
+
+
+def _at_most(clock: IReactorTime, d: "Deferred[Any]", seconds: float) -> "Deferred[None]":
+    """Fire when C{d} fires or after C{seconds}, whichever is first (C{d} itself goes on)."""
+    done: Deferred[None] = Deferred()
+
+    def finish(_: Any = None) -> Any:
+        if call.active():
+            call.cancel()
+        if not done.called:
+            done.callback(None)
+        return _
+
+    call = clock.callLater(seconds, finish)
+    d.addBoth(finish)
+    return done
 
 
 def _ensure(coroutine_or_deferred: Any) -> Deferred:

@@ -96,7 +96,9 @@ class ChatRooms(Presence):
         instance: the client name; the bus topic is ``"room:<instance>"``.
         bus: where every event is published.
         reactor: C{seconds()} and C{callLater()}; a C{task.Clock} in tests.
-        write_history: writes a batch of L{HistoryRow} (e.g. C{store.add_history_batch}).
+        write_history: writes a batch of L{HistoryRow} (e.g. C{store.add_history_rows}).
+        history: a L{HistoryWriter} set up by the caller (journal, refusals), instead of
+            C{write_history}.
         on_member_gone: called as C{on_member_gone(user_id, room_ids)} after the disconnect
             grace, to move ``chatroom_users`` rows to ``chatroom_sessions``; may return a Deferred
             or coroutine. Failures are logged and retried a few times.
@@ -118,13 +120,16 @@ class ChatRooms(Presence):
         grace: float = DISCONNECT_GRACE,
         stored_format: Optional[Callable[[Dict[str, Any]], str]] = None,
         max_stored_length: int = MAX_STORED_MESSAGE_LENGTH,
+        history: Optional[HistoryWriter] = None,
     ) -> None:
         self.instance = instance
         self.topic = f"room:{instance}"
         self._bus = bus
         self._reactor = reactor
         self._init_presence(grace, on_member_gone)
-        self._history = HistoryWriter(reactor, write_history) if write_history else None
+        if history is None and write_history is not None:
+            history = HistoryWriter(reactor, write_history)
+        self._history = history
         self._stored_format = stored_format or dumps
         self.max_stored_length = max_stored_length
         self._rooms: Dict[int, Room] = {}

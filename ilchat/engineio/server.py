@@ -954,10 +954,19 @@ class EngineIOResource(Resource):
         origin = request.getHeader(b"origin")
         if origin is not None:
             origin_text = origin.decode("latin-1")
-            if server.origin_allowed is not None and not server.origin_allowed(origin_text):
+            if server.origin_check is not None:
+                allowed = server.origin_check(request, origin_text)
+            elif server.origin_allowed is None or server.origin_allowed(origin_text):
+                allowed = origin_text
+            else:
+                allowed = None
+            if allowed is None:
                 return _error_body(request, ERROR_FORBIDDEN)
-            request.setHeader(b"access-control-allow-origin", origin)
-            request.setHeader(b"access-control-allow-credentials", b"true")
+            if allowed == "*":
+                request.setHeader(b"access-control-allow-origin", b"*")
+            else:
+                request.setHeader(b"access-control-allow-origin", origin)
+                request.setHeader(b"access-control-allow-credentials", b"true")
             request.setHeader(b"vary", b"Origin")
         method = request.method
         if method == b"OPTIONS":
@@ -1069,6 +1078,10 @@ class EngineIOServer:
             403 ``{"code":4,"message":"Forbidden"}``.
         address_resolver: ``address_resolver(request) -> str`` for ``session.address``; the TCP
             peer address by default (a network policy can trust proxy headers instead).
+        origin_check: ``origin_check(request, origin) -> None | "*" | origin``, asked instead of
+            ``allowed_origins`` when set (a network policy that needs the request): ``None``
+            refuses, ``"*"`` answers ``Access-Control-Allow-Origin: *`` without credentials,
+            the origin is echoed with ``Access-Control-Allow-Credentials: true``.
         connection_filter: ``connection_filter(request) -> None | (http_status, message)``;
             a tuple refuses the request with that status and ``{"code":4,"message":message}``.
         open_handshake_timeout: seconds a websocket may take to complete its opening handshake.
@@ -1090,6 +1103,7 @@ class EngineIOServer:
         allowed_origins: Callable[[str], bool] | Iterable[str] | None = None,
         address_resolver: Callable[[Request], str] | None = None,
         connection_filter: Callable[[Request], tuple[int, str] | None] | None = None,
+        origin_check: Callable[[Request, str], str | None] | None = None,
         open_handshake_timeout: float = 10.0,
         max_backlog: int | None = None,
     ) -> None:
@@ -1102,6 +1116,7 @@ class EngineIOServer:
         self.origin_allowed = _origin_matcher(allowed_origins)
         self.resolve_address = address_resolver or default_address
         self.connection_filter = connection_filter
+        self.origin_check = origin_check
         #: One line per kind of refusal and address per 10 s, then one with the count.
         self.repeated_log = RepeatedLog(_log, reactor)
         #: Sessions closed for a malformed packet (``parse_error``) or a limit (``session_limit``).

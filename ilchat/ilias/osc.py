@@ -25,10 +25,14 @@ from typing import Any, Callable, Dict, Optional
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from ilchat.chat.conversations import OnScreenChat, Refused, parse_user_id
+from ilchat.chat.conversations import OnScreenChat, OscMessageRow, Refused, parse_user_id
+from ilchat.chat.history import HistoryWriter
 from ilchat.ilias.identity import Identity, in_order, shut_down
+from ilchat.ilias.throttle import MessageThrottle, connection_limit_refusal, too_fast_text
+from ilchat.journal import client_journal
 from ilchat.jsonutil import JSONError, loads
 from ilchat.logs import RepeatedLog
+from ilchat.socketio import ConnectionRefused
 from ilchat.web.errors import BadRequest
 
 __all__ = ["OnScreenChatComponent", "parse_config_change"]
@@ -86,12 +90,20 @@ class OnScreenChatComponent:
         self.client = client
         self.name = client.config.name
         self.namespace_name = f"/{self.name}-im"
-        self.chat = OnScreenChat(self.name, client.store, client.bus, client.reactor)
+        self.journal = client_journal(client, "osc")
+        store = client.store
+        messages = HistoryWriter(
+            client.reactor, store.add_osc_messages, is_refused=store.is_refused_data,
+            journal=self.journal, row_type=OscMessageRow, what="On-Screen Chat messages",
+            describe="the database of {}".format(self.name),
+        )
+        self.chat = OnScreenChat(self.name, store, client.bus, client.reactor, messages=messages)
         self.identity = Identity(client.config, client.store, client.reactor)
         self._namespace: Any = None
         self._sockets: Dict[str, Any] = {}
         self._unsubscribe: Optional[Callable[[], None]] = None
         self._repeats = RepeatedLog(self._log, client.reactor)
+        self._throttle = MessageThrottle(getattr(client, "policy", None), self.namespace_name, client.reactor)
 
     # lifecycle ---------------------------------------------------------------------------------
 
@@ -101,6 +113,14 @@ class OnScreenChatComponent:
             # be an unauthenticated side channel around the standalone chat's own policy.
             self._log.info("{name}: standalone client, no On-Screen Chat", name=self.name)
             return
+        self.journal.open()
+        replayed = self.chat.messages.replay()
+        if replayed:
+            self._log.warn(
+                "{count} On-Screen Chat messages of {name} found in the journal {path} (the last "
+                "run ended before the database had them); writing them first",
+                count=replayed, name=self.name, path=self.journal.path,
+            )
         await self.chat.start()
         self._unsubscribe = self.client.bus.subscribe(self.chat.topic, self._deliver)
         ns = self._namespace = self.client.socketio.namespace(self.namespace_name)
@@ -125,6 +145,7 @@ class OnScreenChatComponent:
 
     async def stop(self) -> None:
         if self._namespace is None:
+            await self.journal.close()
             return
         self.identity.stop()
         if "UserConfigChange" in self.client.routes:
@@ -134,6 +155,7 @@ class OnScreenChatComponent:
             self._unsubscribe = None
         self._repeats.flush()
         await self.chat.stop()
+        await self.journal.close()
 
     def live_conversation_ids(self) -> set:
         """For the daily purge: the conversations it must keep."""
@@ -160,6 +182,11 @@ class OnScreenChatComponent:
     # socket events -----------------------------------------------------------------------------
 
     def _on_connect(self, socket: Any, auth: Any) -> None:
+        too_many = connection_limit_refusal(self._throttle.policy, socket)
+        if too_many is not None:
+            # The On-Screen Chat has no place on the page for it: the namespace is refused
+            # (CONNECT_ERROR with the reason, after which socket.io-client does not retry).
+            raise ConnectionRefused(too_many)
         self._sockets[socket.sid] = socket
 
     def _on_disconnect(self, socket: Any, reason: Any) -> None:
@@ -240,6 +267,11 @@ class OnScreenChatComponent:
         await self.chat.remove_user(socket.sid, conversation_id, user_id, name)
 
     async def on_message(self, socket: Any, conversation_id: Any = None, user_id: Any = None, text: Any = None, *_: Any) -> None:
+        retry_after = self._throttle.refused(socket)
+        if retry_after is not None:
+            # As a Refused would answer, but logged once per burst by the throttle, not per message.
+            socket.emit("refused", {"event": "message", "reason": too_fast_text(retry_after)})
+            return
         await self.chat.send_message(socket.sid, conversation_id, user_id, text)
 
     async def on_history(self, socket: Any, conversation_id: Any = None, oldest: Any = None, reverse: Any = False, *_: Any) -> None:

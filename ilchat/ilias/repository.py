@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from ilchat.chat.rooms import DISCONNECT_GRACE
 from ilchat.ilias.identity import Identity, shut_down
+from ilchat.ilias.throttle import connection_limit_refusal
 from ilchat.ilias.room_namespace import RoomNamespace, parse_id
 
 __all__ = ["RepositoryChat", "component", "parse_id"]
@@ -54,6 +55,13 @@ class RepositoryChat(RoomNamespace):
         The name shown to others is the one PHP wrote for the user (``chatroom_users.userdata``,
         else ``usr_data.login``); the client's ``name`` only where the database knows neither.
         """
+        too_many = connection_limit_refusal(self._throttle.policy, socket)
+        if too_many is not None:
+            # What the page shows: a message from "Chat" (no notice key would translate), then
+            # the server's disconnect, after which socket.io-client does not reconnect.
+            self._system_message(socket, too_many, None)
+            socket.disconnect()
+            return
         if len(args) < 2 or not isinstance(args[0], str):
             self._refused(socket, "login", "expected login(name, id, profilePictureVisible)")
             return

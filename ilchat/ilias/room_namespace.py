@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from twisted.logger import Logger
 
 from ilchat.chat.events import member_info
-from ilchat.chat.history import HistoryRow
+from ilchat.chat.history import HistoryRow, HistoryWriter
 from ilchat.chat.rooms import (
     DISCONNECT_GRACE,
     ChatError,
@@ -43,7 +43,9 @@ from ilchat.chat.rooms import (
     UnknownUser,
 )
 from ilchat.ilias.identity import in_order
+from ilchat.ilias.throttle import SYSTEM_SENDER, MessageThrottle, too_fast_text
 from ilchat.ilias.rendering import RoomRenderer, ilias_user, room_name, stored_message
+from ilchat.journal import client_journal
 from ilchat.logs import RepeatedLog
 from ilchat.web.errors import BadRequest, NotFound
 
@@ -106,17 +108,27 @@ class RoomNamespace:
         self.name = client.config.name
         self.store = client.store
         self.reactor = client.reactor
+        self.journal = client_journal(client, "history")
+        self.history = HistoryWriter(
+            client.reactor,
+            self._write_history,
+            is_refused=self.store.is_refused_data,
+            journal=self.journal,
+            allocate_ids=self.store.next_history_ids,
+            describe="the database of {}".format(self.name),
+        )
         self.chat = ChatRooms(
             self.name,
             client.bus,
             client.reactor,
-            write_history=self._write_history,
             on_member_gone=self._member_gone,
             grace=grace,
+            history=self.history,
             stored_format=stored_message,
         )
         self.renderer = RoomRenderer(client.reactor)
         self.namespace: Any = None
+        self._throttle = MessageThrottle(getattr(client, "policy", None), "/" + self.name, client.reactor)
         self._sockets: Dict[str, Any] = {}
         self._unsubscribe: Optional[Any] = None
         self._registered: List[str] = []
@@ -126,7 +138,18 @@ class RoomNamespace:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Preload the rooms, then serve the namespace, the bus topic and the actions."""
+        """
+        Queue what the history journal holds from the last run, preload the rooms, then serve the
+        namespace, the bus topic and the actions.
+        """
+        self.journal.open()
+        replayed = self.history.replay()
+        if replayed:
+            self._log.warn(
+                "{count} chat history rows of {name} found in the journal {path} (the last run "
+                "ended before the database had them); writing them first",
+                count=replayed, name=self.name, path=self.journal.path,
+            )
         for room_id in await self.store.get_room_ids():
             self.chat.add_room(room_id)
         self._log.info("{count} rooms preloaded for {name}", count=len(self.chat.rooms()),
@@ -167,13 +190,13 @@ class RoomNamespace:
         self.renderer.stop()
         self._repeats.flush()
         await self.chat.stop()
+        await self.journal.close()
 
     # -- persistence hooks ------------------------------------------------------------------
 
     def _write_history(self, rows: Sequence[HistoryRow]) -> Any:
         # The domain's HistoryWriter keeps the rows and retries until they are written.
-        rows_to_store = [(r.room_id, r.message, r.timestamp) for r in rows]
-        return self.store.add_history_batch(rows_to_store, retry=False)
+        return self.store.add_history_rows([(r.hist_id, r.room_id, r.message, r.timestamp) for r in rows])
 
     def _member_gone(self, user_id: int, room_ids: List[int]) -> Any:
         return self.store.move_user_to_sessions(user_id, room_ids, int(self.reactor.seconds()))
@@ -211,6 +234,10 @@ class RoomNamespace:
         room_id = self._room_arg(socket, "message", args[1:])
         if room_id is None:
             return
+        retry_after = self._throttle.refused(socket)
+        if retry_after is not None:
+            self._system_message(socket, too_fast_text(retry_after), room_id)
+            return
         try:
             self.chat.post_message(socket.sid, room_id, data.get("content"), data.get("format"),
                                    data.get("target"))
@@ -225,6 +252,20 @@ class RoomNamespace:
             })
         except ChatError as e:
             self._refused(socket, "message", str(e))
+
+    def _system_message(self, socket: Any, text: str, room_id: Any) -> None:
+        """
+        Tell this socket only, as a message from "Chat" that is never stored: a notice would show
+        "-key-" on the ILIAS page (it has no language entry for ilchat's refusals).
+        """
+        socket.emit("message", {
+            "type": "message",
+            "timestamp": self.chat.now_ms(),
+            "content": text,
+            "roomId": room_id,
+            "from": SYSTEM_SENDER,
+            "format": {},
+        })
 
     def on_userStartedTyping(self, socket: Any, *args: Any) -> None:
         """``userStartedTyping(roomId)``: to the other members only."""

@@ -172,6 +172,11 @@ class StandaloneChat(RoomNamespace):
 
     def on_login(self, socket: Any, *args: Any) -> None:
         """``login(name[, token])``: ``loggedIn`` or ``loginFailed`` (see the module docstring)."""
+        too_many = self.policy.connection_limit_refusal(socket.address)
+        if too_many is not None:
+            self._login_failed(socket, "too_many_connections", too_many)
+            socket.disconnect()
+            return
         if socket.sid in self._sockets:
             member = self.chat.member_for(socket.sid)
             if member is not None and args and args[0] == member.name:

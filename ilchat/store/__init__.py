@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 from ilchat.store.conversations import ConversationStore
 from ilchat.store.database import (
+    DEFAULT_QUERY_TIMEOUT,
     DEFAULT_RETRY_DELAYS,
     ILIAS_TABLES,
     Database,
@@ -93,6 +94,7 @@ def create_store(
     cp_min: int = 1,
     cp_max: int = 5,
     retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+    timeout: float = DEFAULT_QUERY_TIMEOUT,
 ) -> Store:
     """
     Build (not yet open) the store for a ``DatabaseConfig``-like object.
@@ -104,5 +106,9 @@ def create_store(
         reactor: the reactor for the pool's threads and the retry timers.
         cp_min, cp_max: MySQL pool size (SQLite always has one connection).
         retry_delays: seconds between attempts of writes that must not be lost.
+        timeout: seconds a query may wait for the database (server.cfg ``database_timeout``).
     """
-    return Store(Database(database_config, reactor, cp_min=cp_min, cp_max=cp_max, retry_delays=retry_delays))
+    return Store(
+        Database(database_config, reactor, cp_min=cp_min, cp_max=cp_max, retry_delays=retry_delays,
+                 timeout=timeout)
+    )

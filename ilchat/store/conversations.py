@@ -11,6 +11,7 @@ Methods (all return Deferreds / are coroutines):
 * ``insert_conversation(conversation_id, is_group, participants_json)``
 * ``update_conversation(conversation_id, participants_json, is_group)`` (an upsert, see there)
 * ``add_osc_message(message_id, conversation_id, user_id, message, timestamp_ms)`` (retried)
+* ``add_osc_messages(rows)`` a batch of rows with those fields; ids already stored are skipped
 * ``get_latest_osc_message(conversation_id) -> dict | None``
 * ``get_osc_history(conversation_id, older_than_ms=None, limit=6) -> list[dict]`` newest first
 * ``count_unread(conversation_id, user_id) -> int``
@@ -25,7 +26,7 @@ timestamp}``; the caller adds the ``userId``/``conversationId`` copies the brows
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ilchat.store.database import Database, Transaction
 
@@ -106,6 +107,31 @@ class ConversationStore:
             add_osc_message_txn,
             (message_id, conversation_id, int(user_id), message, int(timestamp_ms)),
         )
+
+    async def add_osc_messages(self, rows: Sequence[Any]) -> None:
+        """
+        Store conversation messages (objects with ``id``, ``conversation_id``, ``user_id``,
+        ``message``, ``timestamp`` in ms) in one transaction, skipping ids already stored, so a
+        journal replayed after a crash stores each message once. Not retried: the caller (the
+        On-Screen Chat's writer) keeps the rows and retries.
+        """
+        values = [(str(r.id), str(r.conversation_id), int(r.user_id), str(r.message), int(r.timestamp))
+                  for r in rows]
+        if not values:
+            return
+
+        def add_osc_messages_txn(txn: Transaction, values: List[Tuple[str, str, int, str, int]]) -> None:
+            txn.execute(
+                "SELECT id FROM osc_messages WHERE id IN ({})".format(", ".join("?" * len(values))),
+                [v[0] for v in values],
+            )
+            present = {row[0] for row in txn.fetchall()}
+            txn.executemany(
+                "INSERT INTO osc_messages (id, conversation_id, user_id, message, timestamp) VALUES (?, ?, ?, ?, ?)",
+                [v for v in values if v[0] not in present],
+            )
+
+        await self.db.run_interaction("add_osc_messages", add_osc_messages_txn, values)
 
     async def get_latest_osc_message(self, conversation_id: str) -> Optional[Dict[str, Any]]:
         """The newest message of a conversation, or None."""

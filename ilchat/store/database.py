@@ -34,6 +34,7 @@ __all__ = [
     "ILIAS_TABLES",
     "SEQUENCE_TABLES",
     "DEFAULT_RETRY_DELAYS",
+    "DEFAULT_QUERY_TIMEOUT",
 ]
 
 T = TypeVar("T")
@@ -61,6 +62,49 @@ SEQUENCE_TABLES = frozenset({"chatroom_history", "chatroom_sessions"})
 #: Seconds to wait before each further attempt of a write that must not be lost (about 3 minutes
 #: in all). A write still failing after the last one is logged at "critical" with its content.
 DEFAULT_RETRY_DELAYS: Tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 30.0, 30.0, 60.0)
+
+#: Seconds a query may wait for the database (server.cfg ``database_timeout``): a server that
+#: stops answering fails the query with a transient error instead of hanging it for ever.
+DEFAULT_QUERY_TIMEOUT = 30.0
+
+
+class _ConnectionPool(adbapi.ConnectionPool):
+    """
+    adbapi's pool, rolling back without "Rollback failed: wrong connection for thread".
+
+    When the server restarts, a transaction fails on the dead connection; adbapi's rollback then
+    fails too, logs a traceback, and when the transaction had already tried to reconnect (the
+    ping in ``ensure_connected``) while the server was still down, its ``disconnect`` raises
+    "wrong connection for thread" and logs a second one. Here a failed rollback just drops the
+    thread's connection (the next transaction connects afresh) and the transaction's own error
+    is what the caller sees: a lost connection is an ordinary, retried, error.
+    """
+
+    def _runInteraction(self, interaction: Callable[..., Any], *args: Any, **kw: Any) -> Any:  # noqa: N802
+        conn = self.connectionFactory(self)
+        trans = self.transactionFactory(self, conn)
+        try:
+            result = interaction(trans, *args, **kw)
+            trans.close()
+            conn.commit()
+            return result
+        except BaseException:
+            self._rollback_or_drop(conn._connection)
+            raise
+
+    def _rollback_or_drop(self, raw: Any) -> None:
+        try:
+            raw.rollback()
+            return
+        except Exception:
+            pass
+        tid = self.threadID()
+        if self.connections.get(tid) is raw:
+            del self.connections[tid]
+        try:
+            raw.close()
+        except Exception:
+            pass
 
 #: How often a transaction rolled back by a deadlock is run again at once.
 DEADLOCK_RETRIES = 10
@@ -206,6 +250,7 @@ class Database:
         cp_min, cp_max: pool size for MySQL (SQLite always uses one connection, which serialises
             its writes).
         retry_delays: delays between the attempts of :meth:`run_interaction_retrying`.
+        timeout: seconds a query (and a connection attempt) may wait for the database.
     """
 
     _log = Logger()
@@ -217,10 +262,12 @@ class Database:
         cp_min: int = 1,
         cp_max: int = 5,
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        timeout: float = DEFAULT_QUERY_TIMEOUT,
     ) -> None:
         self.config = config
         self.reactor = reactor
         self.engine = engine_for(config.type)
+        self.engine.timeout = float(timeout)
         self.retry_delays = tuple(retry_delays)
         self._pool: Optional[adbapi.ConnectionPool] = None
         self._cp_min = cp_min
@@ -251,7 +298,7 @@ class Database:
             kwargs.update(cp_min=1, cp_max=1)
         else:
             kwargs.update(cp_min=self._cp_min, cp_max=self._cp_max)
-        return adbapi.ConnectionPool(
+        return _ConnectionPool(
             self.engine.module.__name__,
             *args,
             cp_reconnect=True,
@@ -394,10 +441,10 @@ class Database:
         """
         Like :meth:`run_interaction`, for writes that must not be lost (chat history, OSC messages).
 
-        A transient error (lost connection, server restart, lock timeout; see
-        ``BaseEngine.is_transient``) is logged at "error" (so it reaches the ``error_log``) and
-        the transaction runs again after each of ``retry_delays``, waiting on the reactor's
-        clock. When the last attempt fails, or the error is not transient (say a constraint
+        A transient error (lost connection, server restart, lock timeout, a query timeout; see
+        ``BaseEngine.is_transient``) is logged once as a warning (later attempts at "debug", the
+        success at "info") and the transaction runs again after each of ``retry_delays``,
+        waiting on the reactor's clock. When the last attempt fails, or the error is not transient (say a constraint
         violation), the failure is logged at "critical" with ``desc`` and the arguments, so the
         lost row can be recovered from the error log, and it is raised to the caller.
         """
@@ -406,7 +453,7 @@ class Database:
         while True:
             attempt += 1
             try:
-                return await self.run_interaction(desc, func, *args, **kwargs)
+                result = await self.run_interaction(desc, func, *args, **kwargs)
             except Exception as e:
                 transient = self.engine.is_transient(e)
                 if not transient or not delays or self._closed:
@@ -420,7 +467,8 @@ class Database:
                     )
                     raise
                 delay = delays.pop(0)
-                self._log.error(
+                # One warning per write that starts failing, not one line per attempt.
+                (self._log.warn if attempt == 1 else self._log.debug)(
                     "Database write {desc} failed ({error!r}); attempt {attempt}, trying again "
                     "in {delay} s",
                     desc=desc,
@@ -438,6 +486,11 @@ class Database:
                         data=args,
                     )
                     raise
+            else:
+                if attempt > 1:
+                    self._log.info("Database write {desc} succeeded at attempt {attempt}",
+                                   desc=desc, attempt=attempt)
+                return result
 
     def _sleep(self, seconds: float) -> defer.Deferred:
         d: defer.Deferred = defer.Deferred()

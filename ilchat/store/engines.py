@@ -59,6 +59,8 @@ class BaseEngine:
     commit_sequence = False
     #: Appended to a SELECT whose rows the transaction is about to move, to lock them.
     for_update = ""
+    #: Seconds a query or a connection attempt may wait (set by ``Database``).
+    timeout = 30.0
 
     def convert_param_style(self, sql: str) -> str:
         """Turn the ``?`` placeholders every query is written with into the driver's style."""
@@ -82,6 +84,16 @@ class BaseEngine:
         a lock timeout. Writes that must not be lost are retried on these with a backoff.
         """
         return isinstance(error, self.module.OperationalError)
+
+    def is_data_error(self, error: BaseException) -> bool:
+        """
+        True when a write failed because of the values it carried, not the database's health: a
+        value too long for its column, a string the driver cannot encode (a lone surrogate), a
+        duplicate key. Writing the same values again fails again, so they are not retried.
+        """
+        return isinstance(
+            error, (self.module.DataError, self.module.IntegrityError, UnicodeError, OverflowError)
+        )
 
     def connection_args(self, config: Any) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
         """The driver's ``connect()`` arguments for a ``DatabaseConfig``-like object."""
@@ -121,6 +133,19 @@ class MySQLEngine(BaseEngine):
             2006,  # CR_SERVER_GONE_ERROR
             2013,  # CR_SERVER_LOST
             4031,  # ER_CLIENT_INTERACTION_TIMEOUT
+        }
+    )
+
+    # Errors about a value (strict SQL mode), whatever exception class the driver maps them to.
+    DATA_ERRORS = frozenset(
+        {
+            1048,  # ER_BAD_NULL_ERROR
+            1062,  # ER_DUP_ENTRY
+            1264,  # ER_WARN_DATA_OUT_OF_RANGE
+            1265,  # WARN_DATA_TRUNCATED
+            1292,  # ER_TRUNCATED_WRONG_VALUE
+            1366,  # ER_TRUNCATED_WRONG_VALUE_FOR_FIELD (incorrect string value)
+            1406,  # ER_DATA_TOO_LONG
         }
     )
 
@@ -166,6 +191,11 @@ class MySQLEngine(BaseEngine):
             return self._code(error) in self.TRANSIENT_ERRORS or self._code(error) == 0
         return self.is_deadlock(error) or isinstance(error, self.module.InterfaceError)
 
+    def is_data_error(self, error: BaseException) -> bool:
+        if isinstance(error, self.module.Error) and self._code(error) in self.DATA_ERRORS:
+            return True
+        return super().is_data_error(error)
+
     def connection_args(self, config: Any) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
         kwargs: Dict[str, Any] = {
             "host": config.host or "localhost",
@@ -177,7 +207,11 @@ class MySQLEngine(BaseEngine):
             # (spec section 10.6).
             "charset": "utf8mb4",
             "use_unicode": True,
-            "connect_timeout": 10,
+            # A server that stops answering (frozen, or its host gone) fails the query with
+            # 2013 "Lost connection" after this long, instead of hanging the pool thread.
+            "connect_timeout": max(1, int(min(10.0, self.timeout))),
+            "read_timeout": max(1, int(self.timeout)),
+            "write_timeout": max(1, int(self.timeout)),
         }
         return (), kwargs
 
@@ -240,15 +274,19 @@ class SQLiteEngine(BaseEngine):
             and bool(re.search(r"disk I/O error|unable to open", str(error)))
         )
 
+    def is_data_error(self, error: BaseException) -> bool:
+        # "Error binding parameter" (a value sqlite3 cannot bind) is an InterfaceError.
+        return isinstance(error, self.module.InterfaceError) or super().is_data_error(error)
+
     def connection_args(self, config: Any) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
         # adbapi runs every interaction in a pool thread; the pool has a single connection
         # (cp_max=1), so sharing it across threads is safe and writes are serialised.
-        return (config.name,), {"check_same_thread": False, "timeout": 30}
+        return (config.name,), {"check_same_thread": False, "timeout": self.timeout}
 
     def on_connect(self, connection: Any) -> None:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
-        connection.execute("PRAGMA busy_timeout=30000")
+        connection.execute("PRAGMA busy_timeout={:d}".format(int(self.timeout * 1000)))
 
 
 def engine_for(database_type: str) -> BaseEngine:

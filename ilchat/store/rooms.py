@@ -11,6 +11,10 @@ Methods (all return Deferreds / are coroutines):
 * ``ensure_rooms(room_ids) -> int`` rows added (standalone chat on SQLite)
 * ``add_history(room_id, message_json, timestamp_s) -> hist_id`` (retried; see below)
 * ``add_history_batch(rows) -> list[hist_id]`` with rows of ``(room_id, message_json, timestamp_s)``
+* ``add_history_rows(rows) -> list[hist_id]`` with rows of ``(hist_id or None, room_id, message_json,
+  timestamp_s)``; a row whose ``hist_id`` is already stored is skipped
+* ``next_history_ids(count) -> list[hist_id]`` ids for rows written later
+* ``is_refused_data(error) -> bool`` whether a failed write was refused for its data
 * ``get_history(room_id, limit) -> list[dict]`` the latest ``limit`` rows, oldest first
 * ``clear_history(room_id) -> int`` rows deleted
 * ``add_chatroom_user(room_id, user_id, userdata_json, connected_s)``
@@ -108,22 +112,58 @@ class RoomStore:
         Args:
             rows: ``(room_id, message_json, timestamp_s)`` tuples, stored in this order, so the
                 ids ascend with it.
-            retry: False for a caller that keeps the rows and retries itself (the room domain's
-                history writer): one retry policy per write, and no "lost for good" log line for
-                rows that are in fact still queued.
+            retry: False for a caller that keeps the rows and retries itself: one retry policy
+                per write, and no "lost for good" log line for rows that are in fact still queued.
 
         Returns:
             the ``hist_id`` of each row, in the order given.
         """
-        rows = [(int(r), str(m), int(t)) for r, m, t in rows]
+        return await self.add_history_rows([(None, r, m, t) for r, m, t in rows], retry=retry)
+
+    async def next_history_ids(self, count: int) -> List[int]:
+        """
+        ``count`` fresh ``hist_id`` values, committed at once, for rows written later.
+
+        The history writer journals them before it writes the rows, so that a row written just
+        before a crash keeps its id when the journal is replayed (see :meth:`add_history_rows`).
+        """
+
+        def next_history_ids_txn(txn: Transaction) -> List[int]:
+            return txn.next_ids("chatroom_history", int(count))
+
+        return await self.db.run_interaction("next_history_ids", next_history_ids_txn)
+
+    async def add_history_rows(
+        self, rows: Sequence[Tuple[Optional[int], int, str, int]], retry: bool = False
+    ) -> List[int]:
+        """
+        Store ``(hist_id, room_id, message_json, timestamp_s)`` rows in one transaction, in order.
+
+        A row whose ``hist_id`` is None gets a fresh one; a row whose ``hist_id`` is already in
+        ``chatroom_history`` is skipped, so writing the same rows twice (a journal replayed after
+        a crash) stores them once. Returns the ``hist_id`` of each row. With ``retry``,
+        transient errors are retried as described in the module docstring.
+        """
+        rows = [(None if h is None else int(h), int(r), str(m), int(t)) for h, r, m, t in rows]
         if not rows:
             return []
 
-        def add_history_txn(txn: Transaction, rows: List[Tuple[int, str, int]]) -> List[int]:
-            ids = txn.next_ids("chatroom_history", len(rows))
+        def add_history_txn(txn: Transaction, rows: List[Tuple[Optional[int], int, str, int]]) -> List[int]:
+            given = [row[0] for row in rows if row[0] is not None]
+            present = set()
+            if given:
+                txn.execute(
+                    "SELECT hist_id FROM chatroom_history WHERE hist_id IN ({})".format(
+                        ", ".join("?" * len(given))
+                    ),
+                    given,
+                )
+                present = {int(row[0]) for row in txn.fetchall()}
+            fresh = iter(txn.next_ids("chatroom_history", sum(1 for row in rows if row[0] is None)))
+            ids = [next(fresh) if row[0] is None else row[0] for row in rows]
             txn.executemany(
                 "INSERT INTO chatroom_history (hist_id, room_id, message, timestamp) VALUES (?, ?, ?, ?)",
-                [(hist_id,) + row for hist_id, row in zip(ids, rows)],
+                [(hist_id,) + row[1:] for hist_id, row in zip(ids, rows) if hist_id not in present],
             )
             return ids
 
@@ -131,6 +171,10 @@ class RoomStore:
             return await self.db.run_interaction("add_history", add_history_txn, rows)
         # The rows go in as an argument so that a write lost for good is logged with them.
         return await self.db.run_interaction_retrying("add_history", add_history_txn, rows)
+
+    def is_refused_data(self, error: BaseException) -> bool:
+        """True when the database (or its driver) refused a write for the data it was given."""
+        return self.db.engine.is_data_error(error)
 
     async def get_history(self, room_id: int, limit: int) -> List[Dict[str, Any]]:
         """

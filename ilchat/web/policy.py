@@ -8,16 +8,18 @@ limit and a per-connection message throttle. The pieces here are pure (no transp
 injected) so that they can be tested on their own; the transports plug them in:
 
 * HTTP: :class:`PolicyGuardResource` wraps the root of the ``Site`` and answers ``403`` JSON.
+* HTTP connections: the ``ChatSite`` counts each open connection per peer address with
+  :meth:`NetworkPolicy.add_http_connection` (``429`` beyond ``max_http_connections_per_ip``).
 * Engine.IO websocket and polling: :meth:`NetworkPolicy.install` makes
-  :meth:`NetworkPolicy.client_address` and :meth:`NetworkPolicy.connection_filter` the
-  ``address_resolver`` and ``connection_filter`` hooks of the ``SocketIOServer`` (allow-list,
-  origins, per-IP sessions).
+  :meth:`NetworkPolicy.client_address`, :meth:`NetworkPolicy.origin_check` and
+  :meth:`NetworkPolicy.connection_filter` the ``address_resolver``, ``origin_check`` and
+  ``connection_filter`` hooks of the ``SocketIOServer`` (allow-list, origins, per-IP sessions).
 * IRC: the listener asks :meth:`NetworkPolicy.allows` for each peer address and counts the
   connection with :meth:`NetworkPolicy.acquire_connection` / ``release_connection``, then sends
   ``ERROR`` and closes when refused. The per-IP limit counts web sessions and these connections
   together.
 * The standalone chat takes a :meth:`NetworkPolicy.message_bucket` per connection and the name and
-  message length limits.
+  message length limits; the ILIAS chats take a :meth:`NetworkPolicy.ilias_message_bucket`.
 
 Behind a UNIX-socket proxy the peer has no address: it counts as ``"unix"``, which no CIDR
 contains, so such a setup needs no allow-list (the proxy does the filtering).
@@ -27,8 +29,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import weakref
 from collections import Counter
-from typing import Callable, Iterable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, Tuple, Union
 
 from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
@@ -40,6 +43,7 @@ from ilchat.web.responses import encode_json
 __all__ = [
     "AddressList",
     "ConnectionCounter",
+    "LiveConnections",
     "NetworkPolicy",
     "OriginMatcher",
     "PolicyGuardResource",
@@ -177,25 +181,26 @@ class OriginMatcher:
     Patterns follow Kiwi IRC's webircgateway ``allowed_origins``: ``*`` is a wildcard. A pattern with
     ``://`` is matched against the whole origin (``https://chat.example.org``,
     ``*://*.example.org``, ``http://localhost:*``); a pattern without it against the host only, on
-    any scheme and port (``*.example.org``, ``chat.example.org``). ``*`` alone, or an empty list,
-    allows every origin.
+    any scheme and port (``*.example.org``, ``chat.example.org``). ``*`` alone allows every
+    origin; an empty list none (the policy adds the request's own host, see
+    :meth:`NetworkPolicy.origin_check`).
 
     A request without an ``Origin`` header is allowed: browsers always send it on cross-origin
     and websocket requests, so its absence means a non-browser client (python-socketio, a bot),
     which can forge any header anyway; the allow-list is what keeps those out.
     """
 
-    __slots__ = ("patterns", "_full", "_host", "_allow_all")
+    __slots__ = ("patterns", "_full", "_host", "allow_all")
 
     def __init__(self, patterns: Iterable[str] = ()) -> None:
         self.patterns: Tuple[str, ...] = tuple(p.strip() for p in patterns if p.strip())
-        self._allow_all = not self.patterns or "*" in self.patterns
+        self.allow_all = "*" in self.patterns
         self._full = [_glob_to_regex(p.rstrip("/")) for p in self.patterns if "://" in p]
         self._host = [_glob_to_regex(p) for p in self.patterns if "://" not in p]
 
     def allows(self, origin: Optional[str]) -> bool:
         """Whether a request carrying this ``Origin`` header (or none) may go on."""
-        if self._allow_all or origin is None:
+        if self.allow_all or origin is None:
             return True
         origin = origin.strip().rstrip("/")
         if origin == "null":
@@ -203,12 +208,21 @@ class OriginMatcher:
             return False
         if any(regex.match(origin) for regex in self._full):
             return True
-        host = origin.split("://", 1)[-1]
-        if host.startswith("["):
-            host = host[: host.find("]") + 1]
-        else:
-            host = host.rsplit(":", 1)[0] if ":" in host else host
+        host = origin_host(origin)
         return any(regex.match(host) for regex in self._host)
+
+
+def _strip_port(authority: str) -> str:
+    """``host[:port]`` or ``[v6][:port]`` without the port, lower-case."""
+    authority = authority.strip()
+    if authority.startswith("["):
+        return authority[: authority.find("]") + 1].lower()
+    return authority.rsplit(":", 1)[0].lower() if ":" in authority else authority.lower()
+
+
+def origin_host(origin: str) -> str:
+    """The host of an ``Origin`` value (``https://Chat.Example.org:8443`` -> ``chat.example.org``)."""
+    return _strip_port(origin.strip().split("://", 1)[-1].split("/", 1)[0])
 
 
 class ConnectionCounter:
@@ -251,6 +265,65 @@ class ConnectionCounter:
         return self._counts.get(address, 0)
 
 
+class LiveConnections:
+    """
+    Open connections per address, for connections whose end is not reported to us.
+
+    An HTTP connection that becomes a websocket is handed to Autobahn, which replaces the
+    protocol on the transport, so nobody tells the site when it closes. This keeps the
+    transports themselves (weakly) and asks them: a transport that has lost its connection
+    (``disconnected``) no longer counts. Nothing can leak, and nothing is scanned until an
+    address reaches its limit.
+    """
+
+    __slots__ = ("limit", "_open", "_added")
+
+    def __init__(self, limit: Optional[int]) -> None:
+        """
+        Args:
+            limit: the most open connections per address; ``None`` or 0 for no limit.
+        """
+        self.limit = limit or None
+        self._open: dict[str, "weakref.WeakSet[Any]"] = {}
+        self._added = 0
+
+    def add(self, address: str, transport: Any) -> bool:
+        """Count C{transport} for C{address}, unless the address holds the limit already."""
+        if self.limit is None:
+            return True
+        self._added += 1
+        if self._added % 4096 == 0:
+            self._forget_idle()
+        live = self._open.get(address)
+        if live is None:
+            live = self._open[address] = weakref.WeakSet()
+        elif len(live) >= self.limit:
+            for gone in [t for t in live if _closed(t)]:
+                live.discard(gone)
+            if len(live) >= self.limit:
+                return False
+        live.add(transport)
+        return True
+
+    def count(self, address: str) -> int:
+        """The open connections of C{address}."""
+        live = self._open.get(address)
+        return sum(1 for t in live if not _closed(t)) if live else 0
+
+    def _forget_idle(self) -> None:
+        for address in [a for a, live in self._open.items() if not any(not _closed(t) for t in live)]:
+            del self._open[address]
+
+
+def _closed(transport: Any) -> bool:
+    # TLS and other wrappers keep the socket's transport as their own ``transport``.
+    while getattr(transport, "wrappedProtocol", None) is not None and getattr(
+        transport, "transport", None
+    ) is not None:
+        transport = transport.transport
+    return bool(getattr(transport, "disconnected", False))
+
+
 def _header(request, name: bytes) -> list[str]:
     values = request.requestHeaders.getRawHeaders(name) or []
     return [v.decode("latin-1") if isinstance(v, bytes) else v for v in values]
@@ -286,16 +359,24 @@ class NetworkPolicy:
         max_name_length: int = 32,
         max_message_length: int = 2000,
         clock=None,
+        max_http_connections_per_ip: Optional[int] = None,
+        ilias_message_rate: float = 0.0,
+        ilias_message_burst: float = 1.0,
     ) -> None:
         """
         Args:
             allow: CIDRs allowed to connect; empty means everyone.
             trusted_proxies: CIDRs of reverse proxies whose ``X-Forwarded-*`` headers we believe.
-            allowed_origins: origin patterns (see :class:`OriginMatcher`); empty means all.
-            max_connections_per_ip: simultaneous connections per client address; ``None`` for no
-                limit.
-            message_rate: messages per second per connection; ``0`` for no limit.
+            allowed_origins: origin patterns (see :class:`OriginMatcher`) allowed besides the
+                request's own host; ``["*"]`` allows every origin.
+            max_connections_per_ip: simultaneous Socket.IO sessions and IRC connections per
+                client address; ``None`` for no limit.
+            max_http_connections_per_ip: open HTTP connections per TCP peer (not for trusted
+                proxies, whose connections carry many clients); ``None`` for no limit.
+            message_rate: standalone chat messages per second per connection; ``0`` for no limit.
             message_burst: how many messages a connection may send at once after a pause.
+            ilias_message_rate, ilias_message_burst: the same for the ILIAS chats (repository chat
+                and On-Screen Chat).
             max_name_length: the longest user name (characters).
             max_message_length: the longest chat message (characters).
             clock: provides ``seconds()`` for the token buckets; the reactor when ``None``.
@@ -304,14 +385,18 @@ class NetworkPolicy:
         self.trusted_proxies = AddressList(trusted_proxies)
         self.origins = OriginMatcher(allowed_origins)
         self.connections = ConnectionCounter(max_connections_per_ip)
+        self.http_connections = LiveConnections(max_http_connections_per_ip)
         self.message_rate = float(message_rate)
         self.message_burst = float(message_burst)
+        self.ilias_message_rate = float(ilias_message_rate)
+        self.ilias_message_burst = float(ilias_message_burst)
         self.max_name_length = max_name_length
         self.max_message_length = max_message_length
         if clock is None:
             from twisted.internet import reactor as clock  # noqa: the global one, resolved once
         self._clock = clock
         self._web_sessions: Optional[Callable[[str], int]] = None
+        self._refused_origins: dict[str, float] = {}
         #: Refusals so far by reason (``address``, ``origin``, ``connections_per_ip``,
         #: ``message_rate``), for ``ilchat.metrics``.
         self.refusals: Counter[str] = Counter()
@@ -323,11 +408,14 @@ class NetworkPolicy:
     @classmethod
     def from_config(cls, network, clock=None) -> "NetworkPolicy":
         """
-        Build the policy from the typed ``network`` section of server.cfg, or ``None`` (no policy:
-        everything allowed, no limits).
+        Build the policy from the typed ``network`` section of server.cfg; ``None`` (no section)
+        gives the defaults of ``NetworkConfig``: everyone allowed, same-host origins, generous
+        per-address and per-connection limits.
         """
         if network is None:
-            return cls(clock=clock)
+            from ilchat.config import NetworkConfig
+
+            network = NetworkConfig()
         return cls(
             allow=network.allow,
             trusted_proxies=network.trusted_proxies,
@@ -338,6 +426,9 @@ class NetworkPolicy:
             max_name_length=network.max_name_length,
             max_message_length=network.max_message_length,
             clock=clock,
+            max_http_connections_per_ip=network.max_http_connections_per_ip,
+            ilias_message_rate=network.ilias_message_rate,
+            ilias_message_burst=network.ilias_message_burst,
         )
 
     # -- addresses -------------------------------------------------------------------------
@@ -382,30 +473,70 @@ class NetworkPolicy:
             return 403, "Your network address is not allowed to use this chat server."
         return None
 
+    def request_host(self, request) -> str:
+        """
+        The host name the client asked for (no port, lower-case): ``X-Forwarded-Host`` from a
+        trusted proxy (its right-most value), else the ``Host`` header.
+        """
+        if self.trusted_proxies.contains(_peer_host(request)):
+            values = [v.strip() for h in _header(request, b"x-forwarded-host") for v in h.split(",")]
+            values = [v for v in values if v]
+            if values:
+                return _strip_port(values[-1])
+        host = _header(request, b"host")
+        return _strip_port(host[0]) if host else ""
+
+    def origin_check(self, request, origin: str) -> Optional[str]:
+        """
+        The Engine.IO ``origin_check`` hook: may a page from C{origin} use this request?
+
+        Returns ``None`` to refuse (logged once a minute per origin), ``"*"`` when every origin
+        is configured (answered without credentials: ``Access-Control-Allow-Origin: *``), or
+        C{origin} itself to reflect it with ``Access-Control-Allow-Credentials: true``: a page
+        served by the host the request was sent to (any scheme and port), or one matching
+        ``allowed_origins``.
+        """
+        if self.origins.allow_all:
+            return "*"
+        host = self.request_host(request)
+        if (host and origin_host(origin) == host and origin.strip() != "null") or self.origins.allows(
+            origin
+        ):
+            return origin
+        self.refused("origin")
+        now = self._clock.seconds()
+        if now - self._refused_origins.get(origin, -60.0) >= 60.0:
+            if len(self._refused_origins) > 1000:
+                self._refused_origins.clear()
+            self._refused_origins[origin] = now
+            self._log.warn(
+                "Refused websocket/polling request from {address}: origin {origin} is not {host}"
+                " and not in network.allowed_origins (server.cfg)",
+                address=self.client_address(request),
+                origin=origin,
+                host=host or "the requested host",
+            )
+        return None
+
     def connection_filter(self, request) -> Optional[Refusal]:
         """
         The ``connection_filter`` hook for Engine.IO (websocket upgrade and polling requests).
 
-        Checks the allow-list, the ``Origin`` header and, for a new session (no ``sid``), the
-        per-IP limit; returns ``(code, message)`` to refuse.
+        Checks the allow-list, the ``Origin`` header (as :meth:`origin_check`, for servers
+        without that hook) and, for a new session (no ``sid``), the per-IP limit; returns
+        ``(code, message)`` to refuse.
         """
         refusal = self.http_refusal(request)
         if refusal is not None:
             return refusal
         origin = _header(request, b"origin")
-        if not self.origins.allows(origin[0] if origin else None):
-            self._log.warn(
-                "Refused websocket/polling request from {address}: origin {origin} not allowed",
-                address=self.client_address(request),
-                origin=origin[0],
-            )
-            self.refused("origin")
+        if origin and self.origin_check(request, origin[0]) is None:
             return 403, "This origin is not allowed to connect to the chat server."
         limit = self.connections.limit
         if limit is not None and self._web_sessions is not None and b"sid" not in request.args:
             address = self.client_address(request)
             count = self._web_sessions(address) + self.connections.count(address)
-            if count >= limit:
+            if count >= limit + self.session_grace:
                 self._log.warn(
                     "Refused new web session from {address}: already {count} (limit {limit})",
                     address=address,
@@ -416,12 +547,49 @@ class NetworkPolicy:
                 return 429, f"Too many connections from your address (at most {limit})."
         return None
 
+    @property
+    def session_grace(self) -> int:
+        """
+        Sessions an address may open beyond ``max_connections_per_ip`` only to be told, by the
+        chat, why they are closed (:meth:`connection_limit_refusal`): a refused handshake is
+        invisible on an ILIAS page (socket.io-client just retries), a message is not. Beyond
+        these few the handshake itself gets 429, so the limit still bounds what an address holds.
+        """
+        limit = self.connections.limit
+        return max(5, limit // 100) if limit is not None else 0
+
+    def connection_limit_refusal(self, address: str) -> Optional[str]:
+        """
+        What to tell a web session of C{address} that is one of the grace sessions (the address
+        holds more than ``max_connections_per_ip``), or ``None`` when it is within the limit.
+        The chat adapters ask this when the session logs in, show the text, and disconnect it.
+        """
+        limit = self.connections.limit
+        if limit is None or self._web_sessions is None:
+            return None
+        count = self._web_sessions(address) + self.connections.count(address)
+        if count <= limit:
+            return None
+        self._log.warn(
+            "Closing a web session of {address}: {count} sessions and IRC connections"
+            " (limit {limit})",
+            address=address,
+            count=count,
+            limit=limit,
+        )
+        self.refused("connections_per_ip")
+        return (
+            f"Too many chat connections from your network address (at most {limit}). "
+            "Close other chat windows or tabs, or try again later."
+        )
+
     def install(self, socketio_server) -> None:
         """
         Make a ``SocketIOServer`` (or a bare ``EngineIOServer``) apply this policy.
 
-        Sets its ``address_resolver`` and ``connection_filter`` hooks and leaves the origin check
-        to :meth:`connection_filter` (Kiwi-style patterns, logged with the client address). The
+        Sets its ``address_resolver``, ``origin_check`` and ``connection_filter`` hooks, so the
+        origin rules (same host, Kiwi-style patterns, logged with the client address) also
+        decide the CORS headers and preflight answers. The
         per-IP limit for the web counts the live Engine.IO sessions of that address when a new
         one is opened: sessions leave the server's table when they close, so nothing needs
         releasing and nothing can leak. (That is a scan of the sessions per handshake, which is
@@ -431,6 +599,7 @@ class NetworkPolicy:
         engineio.resolve_address = self.client_address
         engineio.connection_filter = self.connection_filter
         engineio.origin_allowed = None
+        engineio.origin_check = self.origin_check
         sessions = engineio.sessions
 
         def web_sessions(address: str) -> int:
@@ -466,10 +635,33 @@ class NetworkPolicy:
         """The end of a connection counted by :meth:`acquire_connection`."""
         self.connections.release(address)
 
+    def add_http_connection(self, peer: str, transport: Any) -> bool:
+        """
+        Count a new HTTP connection from the TCP peer C{peer} (its end is noticed by itself, see
+        :class:`LiveConnections`); ``False`` when the peer holds ``max_http_connections_per_ip``.
+        A trusted proxy's connections are not counted: it carries everyone behind it.
+        """
+        address = parse_address(peer)
+        if address is None or self.trusted_proxies.contains(address):
+            return True
+        if self.http_connections.add(str(address), transport):
+            return True
+        self.refused("connections_per_ip")
+        return False
+
     def message_bucket(self) -> TokenBucket:
         """A fresh message throttle for one connection."""
         return TokenBucket(
             self.message_rate, self.message_burst, self._clock, on_refused=lambda: self.refused("message_rate")
+        )
+
+    def ilias_message_bucket(self) -> TokenBucket:
+        """A fresh message throttle for one ILIAS chat connection (repository chat, OSC)."""
+        return TokenBucket(
+            self.ilias_message_rate,
+            self.ilias_message_burst,
+            self._clock,
+            on_refused=lambda: self.refused("message_rate"),
         )
 
 

@@ -14,14 +14,15 @@ Other parts add their own children to ``root`` (for instance the standalone web 
 """
 
 import weakref
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from twisted.logger import Logger
-from twisted.web import pages
+from twisted.web import http, pages
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
-from ilchat.logs import debug_wanted
+from ilchat.logs import RepeatedLog, debug_wanted
+from ilchat.web.responses import encode_json
 
 #: Largest request body read from a client (twice Engine.IO's default maxPayload). Engine.IO
 #: answers a POST over its maxPayload itself; anything larger is refused while it arrives, so no
@@ -32,6 +33,43 @@ MAX_REQUEST_BODY = 2_000_000
 #: default is 12 hours). A parked long-polling GET and a websocket are requests in progress, so
 #: they are not cut; they have Engine.IO's heartbeat instead.
 IDLE_TIMEOUT = 60
+
+#: Seconds from a request's first byte to the end of its headers, and from there to the end of its
+#: body. Twisted only has the idle timeout, which every trickled byte resets, so a client sending
+#: one header line every 20 s kept a connection (and a file descriptor) for hours.
+HEADER_TIMEOUT = 30
+BODY_TIMEOUT = 60
+
+#: Most header lines and header bytes (request line included) one request may have. Browsers send
+#: 10-20 headers in 1-4 KB; Twisted's own defaults are 500 lines and 16 KiB.
+MAX_HEADERS = 100
+MAX_HEADER_BYTES = 16384
+
+#: Reason phrases twisted.web's ``http.RESPONSES`` lacks (so that no status line says
+#: "Unknown Status") or names after an older RFC.
+REASON_PHRASES: Dict[int, bytes] = {
+    413: b"Payload Too Large",
+    429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large",
+}
+
+
+def reason_phrase(code: int) -> bytes:
+    """The standard reason phrase of an HTTP status code."""
+    return REASON_PHRASES.get(code) or http.RESPONSES.get(code) or b"Error"
+
+
+def raw_json_answer(code: int, message: str) -> bytes:
+    """
+    A whole ``Connection: close`` HTTP/1.1 answer with a JSON body, for refusals written to the
+    transport before (or instead of) a twisted.web request.
+    """
+    body = encode_json({"status": code, "message": message})
+    return (
+        b"HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+        % (code, reason_phrase(code), len(body), body)
+    )
 
 
 class _Folder(Resource):
@@ -110,28 +148,130 @@ class LimitedRequest(Request):
             return
         super().requestReceived(command, path, version)
 
+    def setResponseCode(self, code: int, message: Optional[bytes] = None) -> None:  # noqa: N802
+        # twisted.web writes "Unknown Status" for the codes its table lacks (429, 431).
+        super().setResponseCode(code, message if message is not None else reason_phrase(code))
+
     def _refuse_too_large(self) -> None:
         self._refused = True
-        body = b'{"status":413,"message":"Request body too large"}'
-        self.channel.transport.write(
-            b"HTTP/1.1 413 Payload Too Large\r\n"
-            b"Content-Type: application/json; charset=utf-8\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
-        )
+        self.channel.transport.write(raw_json_answer(413, "Request body too large"))
         self.channel.transport.loseConnection()
+
+
+class ChatChannel(http.HTTPChannel):
+    """
+    An HTTP/1.1 connection with the limits Twisted lacks: a deadline for a request's headers and
+    one for its body (answered ``408``), at most C{max_headers} header lines and
+    C{max_header_bytes} bytes of them (``431``), and the site's per-address count of open
+    connections (``429``). Once a request is complete its handling takes as long as it takes: a
+    parked long-polling GET and a websocket are not cut.
+    """
+
+    _deadline: Any = None
+    _refused = False
+
+    def connectionMade(self) -> None:  # noqa: N802 (twisted API)
+        site = self.site
+        self.maxHeaders = site.max_headers
+        self.totalHeadersSize = site.max_header_bytes
+        super().connectionMade()
+        refusal = site.connection_refusal(self)
+        if refusal is not None:
+            self._refuse(429, refusal)
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 (twisted API)
+        if self._refused:
+            return
+        super().dataReceived(data)
+
+    def lineReceived(self, line: bytes) -> None:  # noqa: N802 (twisted API)
+        # Line mode is only ever reading a request's headers: the first line starts the clock.
+        if self._deadline is None and not self._refused:
+            self._deadline = self.callLater(self.site.header_timeout, self._too_slow, "headers")
+        super().lineReceived(line)
+
+    def allHeadersReceived(self) -> None:  # noqa: N802 (twisted API)
+        self._cancel_deadline()
+        if self.length != 0:
+            self._deadline = self.callLater(self.site.body_timeout, self._too_slow, "body")
+        super().allHeadersReceived()
+
+    def allContentReceived(self) -> None:  # noqa: N802 (twisted API)
+        self._cancel_deadline()
+        super().allContentReceived()
+
+    def connectionLost(self, reason: Any) -> None:  # noqa: N802 (twisted API)
+        self._cancel_deadline()
+        super().connectionLost(reason)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self, part: str) -> None:
+        self._deadline = None
+        limit = self.site.header_timeout if part == "headers" else self.site.body_timeout
+        self.site.refusals.warn(
+            "Closed a slow HTTP request from {peer}: its {part} took longer than {limit} s",
+            key="slow",
+            peer=_peer_text(self),
+            part=part,
+            limit=limit,
+        )
+        self._refuse(408, f"The request's {part} did not arrive within {limit} seconds.")
+
+    def _respondToBadRequestAndDisconnect(self) -> None:  # noqa: N802 (twisted API)
+        if (
+            self._receivedHeaderCount > self.maxHeaders
+            or self._receivedHeaderSize > self.totalHeadersSize
+        ):
+            self.site.refusals.warn(
+                "Refused an HTTP request from {peer}: more than {count} header lines or"
+                " {size} bytes of headers",
+                key="headers",
+                peer=_peer_text(self),
+                count=self.maxHeaders,
+                size=self.totalHeadersSize,
+            )
+            self._refuse(431, "Too many or too large request headers.")
+            return
+        super()._respondToBadRequestAndDisconnect()
+
+    def _refuse(self, code: int, message: str) -> None:
+        self._refused = True
+        self._cancel_deadline()
+        if self.transport is not None:
+            self.transport.write(raw_json_answer(code, message))
+            self.loseConnection()
+
+
+def _peer_text(channel: http.HTTPChannel) -> str:
+    peer = channel.transport.getPeer() if channel.transport is not None else None
+    return getattr(peer, "host", None) or str(peer)
+
+
+def _chat_channel_protocol(site: "ChatSite") -> Any:
+    # What twisted.web's HTTPFactory.protocol builds (HTTP/1.1, or HTTP/2 when negotiated), with
+    # our channel inside.
+    return http._GenericHTTPChannelProtocol(ChatChannel())
 
 
 class ChatSite(Site):
     """
     The one Site of a listening port: no tracebacks for clients (they go to the error log), a
-    bounded request body, idle keep-alive connections closed after a minute, no access-log
-    lines, and the open connections kept so that shutdown can close them.
+    bounded request body, deadlines and size limits for headers and bodies (L{ChatChannel}), a
+    per-address limit of open connections (the policy's, when one is given), idle keep-alive
+    connections closed after a minute, no access-log lines, and the open connections kept so that
+    shutdown can close them.
 
     The Node server has no access log; at ``debug`` level each request is logged instead.
     """
 
     _log = Logger()
     requestFactory = LimitedRequest
+    protocol = _chat_channel_protocol
     displayTracebacks = False
     noisy = False  # no "Starting factory" lines in the operator's log
 
@@ -140,11 +280,43 @@ class ChatSite(Site):
         resource: IResource,
         max_request_body: int = MAX_REQUEST_BODY,
         timeout: float = IDLE_TIMEOUT,
+        header_timeout: float = HEADER_TIMEOUT,
+        body_timeout: float = BODY_TIMEOUT,
+        max_headers: int = MAX_HEADERS,
+        max_header_bytes: int = MAX_HEADER_BYTES,
+        policy: Any = None,
         **kwargs: Any,
     ) -> None:
+        """
+        Args:
+            policy: a L{ilchat.web.policy.NetworkPolicy}; its C{http_connections} limit the open
+                connections per address (none when C{None}).
+        """
         super().__init__(resource, timeout=timeout, **kwargs)
         self.max_request_body = max_request_body
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self.max_headers = max_headers
+        self.max_header_bytes = max_header_bytes
+        self.policy = policy
+        self.refusals = RepeatedLog(self._log, self.reactor)
         self.channels: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+    def connection_refusal(self, channel: ChatChannel) -> Optional[str]:
+        """Why a new connection may not stay (its address holds too many already), or ``None``."""
+        if self.policy is None or channel.transport is None:
+            return None
+        address = getattr(channel.transport.getPeer(), "host", None)
+        if address is None or self.policy.add_http_connection(address, channel.transport):
+            return None
+        limit = self.policy.http_connections.limit
+        self.refusals.warn(
+            "Refused an HTTP connection from {address}: it holds {limit} open connections already",
+            key=("connections", address),
+            address=address,
+            limit=limit,
+        )
+        return f"Too many connections from your address (at most {limit})."
 
     def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 (twisted API)
         channel = super().buildProtocol(addr)
@@ -163,6 +335,7 @@ class ChatSite(Site):
         )
 
     def close_connections(self) -> None:
+        self.refusals.flush()  # the counts of repeated refusal lines, and their timers
         for channel in list(self.channels):
             transport = getattr(channel, "transport", None)
             if transport is not None:

@@ -149,6 +149,23 @@ async def _connect(port: int) -> Any:
     return await endpoints.connectProtocol(endpoint, RawClient())
 
 
+async def start_irc_tls(test_case: Any, pki: Dict[str, str]) -> int:
+    """A server with only an IRC-over-TLS listener (open auth, the test PKI); its port."""
+    captured = []
+
+    def make_irc(context: Any) -> IrcComponent:
+        captured.append(IrcComponent(context))
+        return captured[0]
+
+    await start_server(
+        test_case,
+        server={"irc": {"address": "127.0.0.1", "plain": False, "tls_port": 0, "auth": "open",
+                        "cert": pki["chain"], "key": pki["key"], "dhparam": pki["dhparam"]}},
+        server_components=[make_irc],
+    )
+    return captured[0].ports[0].getHost().port
+
+
 class IrcTlsTests(unittest.TestCase):
     async def setUp(self) -> None:
         if not _PKI:
@@ -159,20 +176,7 @@ class IrcTlsTests(unittest.TestCase):
 
     async def test_irc_over_tls(self) -> None:
         """tls_port serves IRC over TLS with the configured certificate chain."""
-        captured = []
-
-        def make_irc(context: Any) -> IrcComponent:
-            captured.append(IrcComponent(context))
-            return captured[0]
-
-        await start_server(
-            self,
-            server={"irc": {"address": "127.0.0.1", "plain": False, "tls_port": 0, "auth": "open",
-                            "cert": self.pki["chain"], "key": self.pki["key"],
-                            "dhparam": self.pki["dhparam"]}},
-            server_components=[make_irc],
-        )
-        port = captured[0].ports[0].getHost().port
+        port = await start_irc_tls(self, self.pki)
         cafile = self.pki["root"]
 
         def talk() -> bytes:

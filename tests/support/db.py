@@ -86,10 +86,14 @@ class TestDatabaseConfig:
     password: str = ""
 
 
-def mariadb_admin_connection(database: Optional[str] = None) -> Any:
-    """A MySQLdb connection as the test server's admin (autocommit on, utf8mb4)."""
+def mariadb_admin_connection(database: Optional[str] = None, host: str = "", port: int = 0) -> Any:
+    """
+    A MySQLdb connection as the test server's admin (autocommit on, utf8mb4); ``host`` and
+    ``port`` name another server (a private one, ``tests.support.private_mariadb``).
+    """
     kwargs: Dict[str, Any] = dict(
-        host=MYSQL_HOST, port=MYSQL_PORT, user=MYSQL_USER, passwd=MYSQL_PASSWORD, charset="utf8mb4", use_unicode=True
+        host=host or MYSQL_HOST, port=port or MYSQL_PORT, user=MYSQL_USER, passwd=MYSQL_PASSWORD,
+        charset="utf8mb4", use_unicode=True,
     )
     if database:
         kwargs["db"] = database
@@ -177,7 +181,7 @@ def _connect(config: Any) -> Any:
     if config.type == "sqlite":
         connection = sqlite3.connect(config.name, timeout=30)
         return connection
-    return mariadb_admin_connection(config.name)
+    return mariadb_admin_connection(config.name, host=config.host, port=config.port)
 
 
 def _placeholder(config: Any) -> str:

@@ -136,9 +136,10 @@ class ResolveClientAddressTests(SynchronousTestCase):
 class OriginMatcherTests(SynchronousTestCase):
     """Allowed origins, with wildcards as in Kiwi IRC's gateway."""
 
-    def test_empty_list_allows_everything(self):
-        """No origins configured means no origin check."""
-        self.assertTrue(OriginMatcher([]).allows("https://evil.example"))
+    def test_empty_list_allows_no_origin(self):
+        """No patterns match no origin (the policy adds the request's own host on top)."""
+        self.assertFalse(OriginMatcher([]).allows("https://evil.example"))
+        self.assertTrue(OriginMatcher([]).allows(None))
 
     def test_star_allows_everything(self):
         """The single pattern "*" allows every origin, even "null"."""
@@ -285,11 +286,22 @@ class NetworkPolicyTests(SynchronousTestCase):
         self.assertIsNone(policy.connection_filter(inside))
         self.assertEqual(policy.connection_filter(outside)[0], 403)
 
-    def test_from_config_none_means_open(self):
-        """No network section: no allow-list, no origin check, no throttle."""
+    def test_from_config_none_has_the_defaults(self):
+        """
+        No network section: no allow-list, but the generous defaults: same-host origins only,
+        2000 sessions and 4000 HTTP connections per address, 10 messages/s (bursts of 30) per
+        ILIAS socket, 5/s (bursts of 10) in the standalone chat.
+        """
         policy = NetworkPolicy.from_config(None, clock=Clock())
         self.assertTrue(policy.allows("203.0.113.1"))
-        self.assertTrue(all(policy.message_bucket().consume()[0] for _ in range(100)))
+        self.assertEqual(policy.connections.limit, 2000)
+        self.assertEqual(policy.http_connections.limit, 4000)
+        request = _FakeRequest("127.0.0.1", {b"Host": b"chat.example.org:8443"})
+        self.assertEqual(policy.origin_check(request, "https://chat.example.org"),
+                         "https://chat.example.org")
+        self.assertIsNone(policy.origin_check(request, "https://evil.example"))
+        for bucket, burst in ((policy.ilias_message_bucket(), 30), (policy.message_bucket(), 10)):
+            self.assertEqual(sum(bucket.consume()[0] for _ in range(100)), burst)
 
     def test_message_buckets_are_per_connection(self):
         """Each connection gets its own bucket: one flooder does not throttle the others."""
@@ -528,7 +540,7 @@ class NetworkPolicyServerTests(TestCase):
         self.assertEqual((await self.request(WEBSOCKET, headers=evil))[0], 403)
         status, _, body = await self.request(POLLING, headers={"Origin": "https://evil.example"})
         self.assertEqual(status, 403)
-        self.assertIn(b"origin", body)
+        self.assertEqual(json.loads(body), {"code": 4, "message": "Forbidden"})  # as engine.io
         good = {**WEBSOCKET_HEADERS, "Origin": "https://chat.example.org"}
         self.assertEqual((await self.request(WEBSOCKET, headers=good))[0], 101)
         await _let_websocket_timers_run()
@@ -537,12 +549,15 @@ class NetworkPolicyServerTests(TestCase):
 
     async def test_connections_per_ip_limit(self):
         """
-        With max_connections_per_ip 2, a third session from the same address is refused with
+        With max_connections_per_ip 2, the address may open a few grace sessions more (which the
+        chat closes with the reason when they log in); past those a new session is refused with
         429 and a message; another address is not affected; closing a session frees a slot.
         """
         await self.start({"max_connections_per_ip": 2, "trusted_proxies": ["127.0.0.1"]})
+        grace = self.server.service.policy.session_grace
+        self.assertEqual(grace, 5)
         sids = []
-        for _ in range(2):
+        for _ in range(2 + grace):
             status, _, body = await self.request(POLLING)
             self.assertEqual(status, 200)
             sids.append(json.loads(body[1:])["sid"])
@@ -565,6 +580,35 @@ class NetworkPolicyServerTests(TestCase):
         )
         self.assertEqual(status, 200)
         self.assertEqual((await self.request(POLLING))[0], 200)
+
+    async def test_grace_session_is_told_why_at_login(self):
+        """
+        A session beyond max_connections_per_ip (one of the grace sessions) gets loginFailed
+        ``too_many_connections`` with the reason, which the page shows, and is disconnected.
+        """
+        import socketio
+        from twisted.internet.task import deferLater
+        from twisted.internet.threads import deferToThread
+
+        await self.start({"max_connections_per_ip": 1})
+        url = f"http://127.0.0.1:{self.server.port}"
+        first, second = socketio.Client(reconnection=False), socketio.Client(reconnection=False)
+        answers = []
+        second.on("loginFailed", answers.append, namespace="/team")
+        for client in (first, second):
+            await deferToThread(client.connect, url, namespaces=["/team"], transports=["websocket"],
+                                wait_timeout=10)
+            self.addCleanup(lambda c=client: deferToThread(c.disconnect))
+        await deferToThread(second.emit, "login", "late", namespace="/team")
+        for _ in range(100):
+            if answers and not second.connected:
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(answers[0]["error"], "too_many_connections")
+        self.assertIn("Too many chat connections from your network address (at most 1)",
+                      answers[0]["message"])
+        self.assertFalse(second.connected)
+        self.assertTrue(first.connected)
 
     async def test_second_loopback_address_is_refused_on_irc(self):
         """With only 127.0.0.1/32 allowed, IRC from 127.0.0.2 gets ERROR and is closed."""
@@ -641,6 +685,8 @@ class NetworkPolicyServerTests(TestCase):
         error = await second.wait_for("ERROR")
         self.assertIn("Too many connections", error.params[0])
         await second.closed
+        for _ in range(self.server.service.policy.session_grace):  # told when they log in
+            self.assertEqual((await self.request(POLLING))[0], 200)
         status, _, body = await self.request(POLLING)
         self.assertEqual(status, 429)
         self.assertIn(b"Too many connections", body)
@@ -653,3 +699,153 @@ class NetworkPolicyServerTests(TestCase):
                 break
             await deferLater(reactor, 0.05, lambda: None)
         self.assertEqual(status, 200)
+
+
+class OriginServerTests(TestCase):
+    """
+    Which pages may use Socket.IO, asked of a whole server with real requests: the polling
+    handshake, its CORS preflight and the websocket upgrade, from http.client and from the real
+    socket.io-client (Node, with an Origin header as a browser page sends it).
+    """
+
+    start = NetworkPolicyServerTests.start
+    request = NetworkPolicyServerTests.request
+
+    def origin_request(self, path, origin, method="GET", bind_address="127.0.0.1", **headers):
+        if origin is not None:
+            headers["Origin"] = origin
+        return self.request(path, bind_address=bind_address, headers=headers, method=method)
+
+    async def test_default_allows_the_same_host_only(self):
+        """
+        Without allowed_origins a page served by the host the request went to (any port or
+        scheme) gets its origin reflected with credentials; another origin gets 403 on polling,
+        preflight and websocket, without CORS headers; no Origin at all (PHP, bots) is fine.
+        """
+        await self.start({})
+        port = self.server.port
+        for origin in (f"http://127.0.0.1:{port}", "https://127.0.0.1", "http://127.0.0.1:9999"):
+            status, headers, _ = await self.origin_request(POLLING, origin)
+            self.assertEqual(status, 200, origin)
+            self.assertEqual(headers.get("Access-Control-Allow-Origin"), origin)
+            self.assertEqual(headers.get("Access-Control-Allow-Credentials"), "true")
+        for origin in ("https://evil.example", "http://127.0.0.1.evil.example", "null"):
+            status, headers, body = await self.origin_request(POLLING, origin)
+            self.assertEqual(status, 403, origin)
+            self.assertEqual(json.loads(body), {"code": 4, "message": "Forbidden"})
+            self.assertNotIn("Access-Control-Allow-Origin", headers)
+            status, headers, _ = await self.origin_request(
+                POLLING, origin, method="OPTIONS", **{"Access-Control-Request-Method": "POST"}
+            )
+            self.assertEqual(status, 403, origin)
+            self.assertNotIn("Access-Control-Allow-Origin", headers)
+            status, _, _ = await self.request(
+                WEBSOCKET, headers={**WEBSOCKET_HEADERS, "Origin": origin}
+            )
+            self.assertEqual(status, 403, origin)
+        status, _, _ = await self.request(
+            WEBSOCKET, headers={**WEBSOCKET_HEADERS, "Origin": f"http://127.0.0.1:{port}"}
+        )
+        self.assertEqual(status, 101)
+        await _let_websocket_timers_run()
+        self.assertEqual((await self.origin_request(POLLING, None))[0], 200)
+        self.assertIn("origin https://evil.example is not 127.0.0.1", self.server.log_text())
+
+    async def test_forwarded_host_of_a_trusted_proxy_is_the_same_host(self):
+        """
+        Behind a trusted proxy the host the browser asked for is its X-Forwarded-Host; from
+        anyone else the header is ignored.
+        """
+        await self.start({"trusted_proxies": ["127.0.0.1"]})
+        forwarded = {"X-Forwarded-Host": "ilias.example.org", "X-Forwarded-For": "10.1.1.1"}
+        status, headers, _ = await self.origin_request(
+            POLLING, "https://ilias.example.org", **forwarded
+        )
+        self.assertEqual(status, 200)
+        self.assertEqual(headers.get("Access-Control-Allow-Origin"), "https://ilias.example.org")
+        status, _, _ = await self.origin_request(
+            POLLING, "https://ilias.example.org", bind_address="127.0.0.2", **forwarded
+        )
+        self.assertEqual(status, 403)
+
+    async def test_configured_origins_are_added_to_the_same_host(self):
+        """allowed_origins names the ILIAS site when the chat runs on a host of its own."""
+        await self.start({"allowed_origins": ["https://ilias.example.org"]})
+        status, headers, _ = await self.origin_request(POLLING, "https://ilias.example.org")
+        self.assertEqual(status, 200)
+        self.assertEqual(headers.get("Access-Control-Allow-Credentials"), "true")
+        port = self.server.port
+        self.assertEqual((await self.origin_request(POLLING, f"http://127.0.0.1:{port}"))[0], 200)
+        self.assertEqual((await self.origin_request(POLLING, "https://other.example.org"))[0], 403)
+
+    async def test_star_allows_every_origin_without_credentials(self):
+        """An explicit "*" lets every page in, answered "*" without Allow-Credentials."""
+        await self.start({"allowed_origins": ["*"]})
+        status, headers, _ = await self.origin_request(POLLING, "https://anywhere.example")
+        self.assertEqual(status, 200)
+        self.assertEqual(headers.get("Access-Control-Allow-Origin"), "*")
+        self.assertNotIn("Access-Control-Allow-Credentials", headers)
+        status, _, _ = await self.request(
+            WEBSOCKET, headers={**WEBSOCKET_HEADERS, "Origin": "https://anywhere.example"}
+        )
+        self.assertEqual(status, 101)
+        await _let_websocket_timers_run()
+
+    async def test_socket_io_client_with_origin_headers(self):
+        """The npm socket.io-client connects from the same host, is refused from another origin."""
+        from tests.socketio.test_js_client import run_node
+
+        await self.start({"allowed_origins": ["https://ilias.example.org"]})
+        url = f"http://127.0.0.1:{self.server.port}/team"
+        for transports in ("polling", "websocket"):
+            for origin, expected in (
+                (f"http://127.0.0.1:{self.server.port}", True),
+                ("https://ilias.example.org", True),
+                ("https://evil.example", False),
+            ):
+                result, err, code = await run_node("origin.js", url, transports, origin)
+                self.assertEqual(code, 0, err)
+                self.assertEqual(result["connected"], expected, (transports, origin, result))
+                if expected:
+                    self.assertEqual(result["transport"], transports)
+        await _let_websocket_timers_run()
+
+
+class LiveConnectionsTests(SynchronousTestCase):
+    """Open connections counted by asking the transports, including through a TLS wrapper."""
+
+    class Transport:
+        disconnected = 0
+        alive: list = []  # the reactor holds real transports; the counter holds them weakly
+
+        def __init__(self):
+            self.alive.append(self)
+
+    class Wrapper:
+        def __init__(self, transport):
+            self.transport = transport
+            self.wrappedProtocol = object()
+
+    def test_limit_and_closed_transports_free_slots(self):
+        from ilchat.web.policy import LiveConnections
+
+        live = LiveConnections(2)
+        first, second = self.Transport(), self.Transport()
+        wrapped = self.Wrapper(second)
+        self.assertTrue(live.add("10.0.0.1", first))
+        self.assertTrue(live.add("10.0.0.1", wrapped))
+        self.assertFalse(live.add("10.0.0.1", self.Transport()))
+        self.assertTrue(live.add("10.0.0.2", self.Transport()))
+        second.disconnected = 1  # under the TLS wrapper
+        self.assertEqual(live.count("10.0.0.1"), 1)
+        self.assertTrue(live.add("10.0.0.1", self.Transport()))
+        self.assertFalse(live.add("10.0.0.1", self.Transport()))
+        self.assertTrue(LiveConnections(0).add("10.0.0.1", self.Transport()))
+
+    def test_trusted_proxies_are_not_counted(self):
+        policy = NetworkPolicy(trusted_proxies=["127.0.0.1"], max_http_connections_per_ip=1,
+                               clock=Clock())
+        self.assertTrue(all(policy.add_http_connection("127.0.0.1", self.Transport())
+                            for _ in range(5)))
+        self.assertTrue(policy.add_http_connection("::ffff:10.0.0.1", self.Transport()))
+        self.assertFalse(policy.add_http_connection("10.0.0.1", self.Transport()))

@@ -22,23 +22,47 @@ class _BodyLength(Resource):
         return str(len(request.content.read())).encode("ascii")
 
 
-def _exchange(port: int, data: bytes) -> bytes:
+class _AnswerLater(Resource):
+    """Answers a GET 1.5 s later, as a parked long-polling GET is answered."""
+
+    isLeaf = True
+
+    def render_GET(self, request):  # noqa: N802 (twisted API)
+        reactor.callLater(1.5, lambda: (request.write(b"late"), request.finish()))
+        return NOT_DONE_YET
+
+
+def _read_to_close(conn: socket.socket) -> bytes:
+    """Everything the server sends until it closes (a reset counts as the close)."""
+    chunks = []
+    while True:
+        try:
+            chunk = conn.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _exchange(port: int, data: bytes, bind: str = "127.0.0.1") -> bytes:
     """Send C{data}, then read until the server closes (run in a thread, not the reactor)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+    with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(bind, 0)) as conn:
         try:
             conn.sendall(data)
         except OSError:
             pass  # the server may close before it has read everything: that is the point
-        chunks = []
-        while True:
-            try:
-                chunk = conn.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return b"".join(chunks)
+        return _read_to_close(conn)
+
+
+def _serve(test: TestCase, resource: Resource, **kwargs) -> int:
+    """A ChatSite on a free loopback port, closed when C{test} ends."""
+    site = ChatSite(resource, **kwargs)
+    listening = reactor.listenTCP(0, site, interface="127.0.0.1")
+    test.addCleanup(listening.stopListening)
+    test.addCleanup(site.close_connections)
+    return listening.getHost().port
 
 
 class RequestBodyLimitTests(TestCase):
@@ -84,11 +108,7 @@ class IdleTimeoutTests(TestCase):
     """Idle keep-alive connections are closed; requests in progress (long polls) are not."""
 
     def serve(self, resource: Resource, timeout: float) -> int:
-        site = ChatSite(resource, timeout=timeout)
-        listening = reactor.listenTCP(0, site, interface="127.0.0.1")
-        self.addCleanup(listening.stopListening)
-        self.addCleanup(site.close_connections)
-        return listening.getHost().port
+        return _serve(self, resource, timeout=timeout)
 
     def test_default_is_a_minute(self) -> None:
         self.assertEqual(ChatSite(Resource()).timeOut, IDLE_TIMEOUT)
@@ -118,16 +138,195 @@ class IdleTimeoutTests(TestCase):
     async def test_request_in_progress_outlives_the_timeout(self) -> None:
         """A request answered later (as a long-polling GET is) is not cut by the idle timeout."""
 
-        class Later(Resource):
-            isLeaf = True
-
-            def render_GET(self, request):  # noqa: N802 (twisted API)
-                reactor.callLater(1.5, lambda: (request.write(b"late"), request.finish()))
-                return NOT_DONE_YET
-
-        port = self.serve(Later(), timeout=0.5)
+        port = self.serve(_AnswerLater(), timeout=0.5)
         answer = await threads.deferToThread(
             _exchange, port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
         )
         self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer[:80])
         self.assertIn(b"late", answer)
+
+
+def _trickle(port: int, pieces: list, pause: float, bind: str = "127.0.0.1") -> tuple:
+    """
+    Send C{pieces} one by one with C{pause} seconds between them (run in a thread); then read
+    until the server closes. Returns (answer, seconds from the first byte to the close).
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=20, source_address=(bind, 0)) as conn:
+        start = time.monotonic()
+        answer = b""
+        conn.settimeout(pause)
+        for piece in pieces:
+            try:
+                conn.sendall(piece)
+            except OSError:
+                break
+            try:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return answer, time.monotonic() - start
+                answer += chunk
+            except socket.timeout:
+                pass
+            except ConnectionResetError:
+                return answer, time.monotonic() - start
+        conn.settimeout(20)
+        answer += _read_to_close(conn)
+        return answer, time.monotonic() - start
+
+
+class RequestDeadlineTests(TestCase):
+    """A request's headers and body must arrive in time, however slowly each byte is trickled."""
+
+    def serve(self, resource: Resource, **limits) -> int:
+        return _serve(self, resource, **limits)
+
+    def test_defaults(self) -> None:
+        site = ChatSite(Resource())
+        self.assertEqual((site.header_timeout, site.body_timeout), (30, 60))
+        self.assertEqual((site.max_headers, site.max_header_bytes), (100, 16384))
+
+    async def test_trickled_headers_are_cut_at_the_deadline(self) -> None:
+        """
+        One header line every 0.3 s resets Twisted's idle timeout each time; the header deadline
+        (1 s here) still closes the connection with 408 and one log line.
+        """
+        port = self.serve(_BodyLength(), header_timeout=1, timeout=60)
+        lines = [b"GET / HTTP/1.1\r\n"] + [b"X-Slow-%d: x\r\n" % i for i in range(30)]
+        events = []
+        from twisted.logger import globalLogPublisher
+
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        answer, took = await threads.deferToThread(_trickle, port, lines, 0.3)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 408 Request Time-out\r\n"), answer[:80])
+        self.assertIn(b"did not arrive within 1 seconds", answer)
+        self.assertGreater(took, 0.9)
+        self.assertLess(took, 4)
+        slow = [e for e in events if "slow HTTP request" in (e.get("log_format") or "")]
+        self.assertEqual(len(slow), 1)
+
+    async def test_trickled_body_is_cut_at_the_deadline(self) -> None:
+        """Headers in time, then a body that never completes: 408 after the body deadline."""
+        port = self.serve(_BodyLength(), header_timeout=5, body_timeout=1)
+        pieces = [b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n"] + [b"x"] * 20
+        answer, took = await threads.deferToThread(_trickle, port, pieces, 0.3)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 408 "), answer[:80])
+        self.assertIn(b"body", answer)
+        self.assertLess(took, 4)
+
+    async def test_long_poll_outlives_the_deadlines(self) -> None:
+        """Once a request is complete, answering it late (a parked long poll) is fine."""
+
+        port = self.serve(_AnswerLater(), header_timeout=0.5, body_timeout=0.5)
+        answer = await threads.deferToThread(
+            _exchange, port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer[:80])
+        self.assertIn(b"late", answer)
+
+    async def test_keep_alive_requests_each_get_their_own_deadline(self) -> None:
+        """A second request on a kept-alive connection starts a fresh header deadline."""
+        port = self.serve(_BodyLength(), header_timeout=1)
+        request = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nab"
+        answer, _ = await threads.deferToThread(
+            _trickle, port, [request, request, request + b"GET / HTTP/1.1\r\n"], 0.7
+        )
+        self.assertEqual(answer.count(b"HTTP/1.1 200"), 3, answer)
+        self.assertIn(b"HTTP/1.1 408", answer)
+
+    async def test_too_many_headers_get_431(self) -> None:
+        """More header lines than max_headers: 431 and the connection closes."""
+        port = self.serve(_BodyLength(), max_headers=10)
+        headers = b"".join(b"X-H%d: v\r\n" % i for i in range(11))
+        answer = await threads.deferToThread(
+            _exchange, port, b"GET / HTTP/1.1\r\nHost: t\r\n" + headers + b"\r\n"
+        )
+        self.assertTrue(
+            answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), answer[:80]
+        )
+        # Exactly ten (Host, Connection, Content-Length and seven more) are fine.
+        fine = b"".join(b"X-H%d: v\r\n" % i for i in range(7))
+        answer = await threads.deferToThread(
+            _exchange, port, b"POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+            b"Content-Length: 1\r\n" + fine + b"\r\nz"
+        )
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer[:80])
+
+    async def test_too_large_headers_get_431(self) -> None:
+        """Header lines adding up to more than max_header_bytes: 431."""
+        port = self.serve(_BodyLength(), max_header_bytes=2048)
+        answer = await threads.deferToThread(
+            _exchange, port,
+            b"GET / HTTP/1.1\r\nHost: t\r\n" + b"X-Big: " + b"b" * 1500 + b"\r\nX-Big2: "
+            + b"c" * 1000 + b"\r\n\r\n",
+        )
+        self.assertTrue(answer.startswith(b"HTTP/1.1 431 "), answer[:80])
+
+
+class HTTPConnectionLimitTests(TestCase):
+    """The per-address cap on open HTTP connections, in a whole server on loopback."""
+
+    async def test_one_address_holding_its_maximum_does_not_lock_out_others(self) -> None:
+        """
+        With max_http_connections_per_ip 3, 127.0.0.1 holds three idle connections: its fourth
+        gets 429 "Too Many Requests" and is closed, while 127.0.0.2 still gets the Heartbeat;
+        once one of the three closes, 127.0.0.1 gets in again.
+        """
+        from tests.support.server import start_server
+
+        server = await start_server(
+            self, server={"network": {"max_http_connections_per_ip": 3}}, client_components=[]
+        )
+        held = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(3)]
+        self.addCleanup(lambda: [s.close() for s in held])
+        heartbeat = b"GET /backend/Heartbeat/onscreen HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+
+        def from_address(bind: str) -> bytes:
+            return _exchange(server.port, heartbeat, bind)
+
+        answer = await threads.deferToThread(from_address, "127.0.0.1")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 429 Too Many Requests\r\n"), answer[:80])
+        self.assertIn(b"Too many connections from your address (at most 3)", answer)
+        answer = await threads.deferToThread(from_address, "127.0.0.2")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer[:80])
+        self.assertTrue(answer.endswith(b'{"status":200}'), answer[-40:])
+        self.assertIn(
+            "Refused an HTTP connection from 127.0.0.1: it holds 3 open connections already",
+            server.log_text(),
+        )
+        held.pop().close()
+        for _ in range(50):  # the server notices the close within a turn or two
+            answer = await threads.deferToThread(from_address, "127.0.0.1")
+            if not answer.startswith(b"HTTP/1.1 429"):
+                break
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer[:80])
+
+    async def test_websockets_count_and_free_their_slot_when_closed(self) -> None:
+        """
+        An HTTP connection that became a websocket (Autobahn takes the transport over) still
+        counts, and stops counting once it is closed.
+        """
+        import websocket
+
+        from tests.support.server import start_server
+
+        server = await start_server(self, server={"network": {"max_http_connections_per_ip": 2}})
+        url = f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket"
+        sockets = [await threads.deferToThread(websocket.create_connection, url, timeout=10)
+                   for _ in range(2)]
+        self.addCleanup(lambda: [s.close() for s in sockets])
+        self.assertTrue(all(s.recv().startswith("0{") for s in sockets))  # Engine.IO open packets
+        with self.assertRaises(websocket.WebSocketBadStatusException) as caught:
+            await threads.deferToThread(websocket.create_connection, url, timeout=10)
+        self.assertEqual(caught.exception.status_code, 429)
+        await threads.deferToThread(sockets.pop().close)
+        for _ in range(50):
+            try:
+                third = await threads.deferToThread(websocket.create_connection, url, timeout=10)
+                break
+            except websocket.WebSocketBadStatusException:
+                await threads.deferToThread(time.sleep, 0.05)
+        else:
+            self.fail("the closed websocket's slot was never freed")
+        sockets.append(third)
+        self.assertTrue(third.recv().startswith("0{"))
