@@ -115,6 +115,20 @@ class LocalBus:
         if self._call is None:
             self._call = self._reactor.callLater(0, self._deliver)
 
+    def close(self) -> None:
+        """Deliver what is queued now and cancel the delivery turn (at service stop)."""
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        for _ in range(100):  # bounded: subscribers publishing while they are closed down
+            if not self._queue:
+                break
+            self._deliver()
+        self._queue.clear()
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
     def pending(self) -> int:
         """Events published and not yet delivered (tests, shutdown)."""
         return len(self._queue)

@@ -73,7 +73,7 @@ LISTEN_BACKLOG = 1024
 #: Per-client components, started in this order (``"module:factory"``; factory(ClientContext)).
 CLIENT_COMPONENTS: List[str] = [
     # The ILIAS repository chat, or its name-only variant for a client.cfg with "standalone".
-    "ilchat.standalone:component",
+    "ilchat.components:room_chat",
     "ilchat.ilias.osc:OnScreenChatComponent",
 ]
 
@@ -588,6 +588,11 @@ class IlchatService(service.MultiService):
         for component in reversed(self._started_components):
             await self._best_effort(f"stop {component!r}", component.stop)
         self._started_components = []
+        if self.context is not None:
+            # Events the components published while stopping: delivered now, nothing left over.
+            close = getattr(self.context.bus, "close", None)
+            if close is not None:
+                close()
         for store in reversed(self._stores):
             await self._best_effort(
                 "move users to sessions",

@@ -80,6 +80,17 @@ class LocalBusTestsMixin:
         self.assertEqual([m["event"]["n"] for m in seen], [1])
         self.assertEqual(bus.pending(), 0)
 
+    def test_close_delivers_what_is_queued_and_leaves_no_call(self) -> None:
+        """At service stop the queue is delivered at once and no delayed call stays behind."""
+        bus = self.bus()
+        seen = []
+        bus.subscribe("t", seen.append)
+        bus.publish("t", {"type": "x", "n": 1})
+        bus.close()
+        self.assertEqual([m["event"]["n"] for m in seen], [1])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(bus.pending(), 0)
+
 
 class LocalBusTests(LocalBusTestsMixin, SynchronousTestCase):
     pass
