@@ -17,7 +17,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from ilchat.listeners import reads_proxy_header, tcp_description
-from tests.support.http import exchange
+from tests.support.http import exchange, http_request
 from tests.support.server import free_port, start_server, write_configs
 from tests.test_plugin import TWISTD, _env, spawn_serving
 
@@ -43,6 +43,36 @@ class DescriptionTests(TestCase):
         with self.assertRaises(StartupError) as caught:
             await start_server(self, server={"listen": "carrier-pigeon:8080"}, client_components=[])
         self.assertIn("Cannot listen on carrier-pigeon:8080", str(caught.exception))
+
+
+class ListenKeyTests(TestCase):
+    """The ``listen`` keys in server.cfg and its ``metrics`` section."""
+
+    def test_listen_must_be_a_non_empty_string(self) -> None:
+        from ilchat.config import ConfigError, load_configs
+
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        for value in (8080, ""):
+            server_cfg, clients = write_configs(folder, server={"listen": value})
+            with self.assertRaises(ConfigError) as caught:
+                load_configs(server_cfg, clients)
+            self.assertIn("listen", str(caught.exception))
+            self.assertIn("expected a non-empty string", str(caught.exception))
+
+    async def test_metrics_listener_takes_an_endpoint_description(self) -> None:
+        """``metrics.listen`` wins over its address/port: /metrics answers where it says."""
+        port = free_port()
+        server = await start_server(
+            self,
+            server={"metrics": {"port": 9, "listen": f"tcp:{port}:interface=127.0.0.1"}},
+            client_components=[],
+        )
+        self.assertEqual(server.service.metrics_port, port)
+        response = await http_request(f"http://127.0.0.1:{port}/metrics")
+        self.assertEqual(response.code, 200)
+        self.assertIn(b"ilchat_", response.body)
+        self.assertIn(f"Metrics listening on: http://127.0.0.1:{port}/metrics", server.log_text())
 
 
 class ProxyProtocolTests(TestCase):
