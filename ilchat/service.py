@@ -580,7 +580,7 @@ class IlchatService(service.MultiService):
         if self._socketio is not None:
             await self._best_effort("close sockets", self._socketio.close)
         if self.site is not None:
-            self.site.close_connections()
+            await self._best_effort("close HTTP connections", self.site.close_connections)
         self.clients.clear()
         if self._purge is not None:
             await self._best_effort("stop the daily purge", self._purge.stopService)
