@@ -106,7 +106,12 @@ class LocalBus:
         return unsubscribe
 
     def publish(self, topic: str, event: Event) -> None:
-        envelope = {"v": BUS_VERSION, "origin": self.instance, "topic": topic, "event": event}
+        self.deliver({"v": BUS_VERSION, "origin": self.instance, "topic": topic, "event": event})
+
+    def deliver(self, envelope: Envelope) -> None:
+        """Queue C{envelope} for this process's subscribers of its topic (what C{publish} does
+        with its own; a Redis bus with those of other processes)."""
+        topic = envelope["topic"]
         # Strict: raises here (TypeError, JSONError) for anything a Redis bus could not carry.
         item = dumps(envelope) if self.strict else envelope
         if topic not in self._subscribers:

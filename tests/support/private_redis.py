@@ -1,0 +1,107 @@
+"""
+Redis for the tests: the shared server on 127.0.0.1:6379 (a unique channel and key prefix per
+test, its keys deleted afterwards) or a private ``redis-server`` for tests that stop it.
+
+Usage in a trial ``TestCase``::
+
+    prefix = shared_redis_prefix(self)                  # "ilchat-test-<hex>:", cleaned up
+    redis = await PrivateRedis.start_for(self)          # own port and folder, stopped by a cleanup
+    await redis.stop(); await redis.start()             # a restart on the same port
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from typing import Any, Optional
+
+from twisted.internet import threads
+
+from tests.support.server import free_port
+
+__all__ = ["PrivateRedis", "SHARED_REDIS_PORT", "redis_command", "shared_redis_prefix"]
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+SHARED_REDIS_PORT = 6379
+
+
+def redis_command(port: int, *args: str) -> str:
+    """One command through ``redis-cli`` (raw reply text); blocking, for a thread or a cleanup."""
+    result = subprocess.run(
+        [REDIS_CLI, "-h", "127.0.0.1", "-p", str(port), "--raw", *args],
+        check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=10,
+    )
+    return result.stdout.decode("utf-8", "replace")
+
+
+def _delete_keys(port: int, prefix: str) -> None:
+    keys = redis_command(port, "KEYS", prefix + "*").split()
+    if keys:
+        redis_command(port, "DEL", *keys)
+
+
+def shared_redis_prefix(test_case: Any) -> str:
+    """A prefix nobody else uses on the shared Redis; its keys are deleted after the test."""
+    prefix = f"ilchat-test-{uuid.uuid4().hex}:"
+    test_case.addCleanup(threads.deferToThread, _delete_keys, SHARED_REDIS_PORT, prefix)
+    return prefix
+
+
+class PrivateRedis:
+    """One ``redis-server`` on a free port and a temporary folder (never the shared one)."""
+
+    def __init__(self, folder: str, password: Optional[str] = None) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.password = password
+        self.process: Optional[subprocess.Popen] = None
+
+    @classmethod
+    async def start_for(cls, test_case: Any, password: Optional[str] = None) -> "PrivateRedis":
+        server = cls(os.path.abspath(test_case.mktemp()), password)
+        os.makedirs(server.folder, exist_ok=True)
+        test_case.addCleanup(server.stop)
+        await server.start()
+        return server
+
+    async def start(self) -> None:
+        """Start (again) on the same port; returns once it answers PING."""
+        args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.folder,
+                "--save", "", "--appendonly", "no", "--daemonize", "no",
+                "--logfile", os.path.join(self.folder, "redis.log")]
+        if self.password is not None:
+            args += ["--requirepass", self.password]
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        await threads.deferToThread(self._wait_until_it_answers)
+
+    def _wait_until_it_answers(self) -> None:
+        deadline = time.monotonic() + 20
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}; see {self.folder}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    async def stop(self) -> None:
+        """SIGTERM and wait for the exit (its clients see the connection close)."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            await threads.deferToThread(process.wait, 20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            await threads.deferToThread(process.wait)

@@ -1,0 +1,271 @@
+"""
+Tests for L{ilchat.redisbus}: real Redis. The shared server (127.0.0.1:6379) with a unique
+prefix per test; a private ``redis-server`` for the restart.
+"""
+
+import time
+from typing import Any, Callable, List, Tuple
+
+import txredisapi
+from twisted.internet import defer, reactor, task, threads
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.trial.unittest import TestCase
+from zope.interface.verify import verifyObject
+
+from ilchat.bus import IBus, LocalBus
+try:
+    from ilchat.config import RedisConfig
+except ImportError:  # TEMPORARY until the config package lands
+    import attrs
+
+    @attrs.frozen
+    class RedisConfig:  # type: ignore[no-redef]
+        host: str = "127.0.0.1"
+        port: int = 6379
+        password: Any = None
+        db: int = 0
+        prefix: str = "ilchat:"
+        instance: str = ""
+        tls: bool = False
+        ca_file: Any = None
+from ilchat.redisbus import RedisBus, RedisUnavailable
+from tests.support.private_redis import SHARED_REDIS_PORT, PrivateRedis, redis_command, shared_redis_prefix
+from tests.support.server import free_port
+
+
+async def eventually(predicate: Callable[[], bool], seconds: float = 15.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await task.deferLater(reactor, 0.01, lambda: None)
+
+
+def capture_bus_log(test: TestCase) -> List[Tuple[LogLevel, str]]:
+    """The lines RedisBus logs during the test: (level, text)."""
+    lines: List[Tuple[LogLevel, str]] = []
+
+    def observer(event: Any) -> None:
+        if event.get("log_namespace", "").startswith("ilchat.redisbus"):
+            lines.append((event["log_level"], formatEvent(event)))
+
+    globalLogPublisher.addObserver(observer)
+    test.addCleanup(globalLogPublisher.removeObserver, observer)
+    return lines
+
+
+class RedisBusTestsMixin:
+    async def bus(self, instance: str, port: int = SHARED_REDIS_PORT, **config: Any) -> RedisBus:
+        bus = RedisBus(
+            LocalBus(instance, reactor, strict=True),
+            RedisConfig(host="127.0.0.1", port=port, prefix=self.prefix, instance=instance, **config),
+            reactor,
+        )
+        await bus.start()
+        self.addCleanup(bus.close)
+        return bus
+
+    def collect(self, bus: RedisBus, topic: str) -> List[Any]:
+        seen: List[Any] = []
+        self.addCleanup(bus.subscribe(topic, seen.append))
+        return seen
+
+
+class SharedRedisTests(RedisBusTestsMixin, TestCase):
+    def setUp(self) -> None:
+        self.prefix = shared_redis_prefix(self)
+        self.log = capture_bus_log(self)
+
+    async def test_provides_interface(self) -> None:
+        """RedisBus is an IBus whose instance is the local bus's."""
+        bus = await self.bus("proc-a")
+        self.assertTrue(verifyObject(IBus, bus))
+        self.assertEqual(bus.instance, "proc-a")
+        self.assertTrue(bus.connected)
+
+    async def test_two_buses_exchange_envelopes_in_order_without_echoes(self) -> None:
+        """
+        Each bus's subscribers get its own events once (locally, no echo from Redis) and the
+        other's as the same envelope, each publisher's events in publish order.
+        """
+        a, b = await self.bus("proc-a"), await self.bus("proc-b")
+        seen_a, seen_b = self.collect(a, "room:x"), self.collect(b, "room:x")
+        await a.subscribed()
+        await b.subscribed()
+        for n in range(50):
+            a.publish("room:x", {"type": "message", "n": n, "text": "h\u00e9llo"})
+            b.publish("room:x", {"type": "message", "n": n})
+        await eventually(lambda: len(seen_a) >= 100 and len(seen_b) >= 100)
+        # A marker published after all that: once it arrived, every echo has come back too.
+        a.publish("room:x", {"type": "end"})
+        b.publish("room:x", {"type": "end"})
+        await eventually(lambda: len(seen_a) >= 102 and len(seen_b) >= 102)
+        await task.deferLater(reactor, 0.2, lambda: None)
+        for seen in (seen_a, seen_b):
+            self.assertEqual(len(seen), 102)
+            for origin in ("proc-a", "proc-b"):
+                mine = [e["event"].get("n") for e in seen if e["origin"] == origin]
+                self.assertEqual(mine, list(range(50)) + [None])
+        self.assertIn(
+            {"v": 1, "origin": "proc-a", "topic": "room:x",
+             "event": {"type": "message", "n": 7, "text": "h\u00e9llo"}},
+            seen_b,
+        )
+        # Local events first: a's own events reach a's subscriber in publish order, before any later turn.
+        self.assertEqual(seen_a[0]["origin"], "proc-a")
+
+    async def test_local_delivery_on_a_later_turn(self) -> None:
+        """Like LocalBus: nothing is delivered inside publish."""
+        a = await self.bus("proc-a")
+        seen = self.collect(a, "t")
+        a.publish("t", {"type": "x"})
+        self.assertEqual(seen, [])
+        await eventually(lambda: len(seen) == 1)
+
+    async def test_published_without_local_subscribers(self) -> None:
+        """An event with no subscriber in this process still reaches the other processes."""
+        a, b = await self.bus("proc-a"), await self.bus("proc-b")
+        seen_b = self.collect(b, "osc:c")
+        await b.subscribed()
+        a.publish("osc:c", {"type": "x"})
+        await eventually(lambda: len(seen_b) == 1)
+        self.assertEqual(seen_b[0]["origin"], "proc-a")
+
+    async def test_redis_channels_follow_local_topics(self) -> None:
+        """A topic's channel is subscribed while the topic has a local subscriber, and only then."""
+        a = await self.bus("proc-a")
+        channel = self.prefix + "bus:room:x"
+
+        def numsub() -> int:
+            return int(redis_command(SHARED_REDIS_PORT, "PUBSUB", "NUMSUB", channel).split()[1])
+
+        first = a.subscribe("room:x", lambda e: None)
+        second = a.subscribe("room:x", lambda e: None)
+        await a.subscribed()
+        self.assertEqual(await threads.deferToThread(numsub), 1)
+        first()
+        first()  # twice: no effect
+        await a.subscribed()
+        self.assertEqual(await threads.deferToThread(numsub), 1)
+        second()
+        await a.subscribed()
+        self.assertEqual(await threads.deferToThread(numsub), 0)
+
+    async def test_unreadable_messages_are_logged_and_dropped(self) -> None:
+        """Bad JSON, another version, a wrong topic, no event: logged (rate-limited), dropped."""
+        a = await self.bus("proc-a")
+        seen = self.collect(a, "room:x")
+        await a.subscribed()
+        channel = self.prefix + "bus:room:x"
+        good = '{"v":1,"origin":"other","topic":"room:x","event":{"type":"ok"}}'
+        bad = [
+            "not json",
+            "{",
+            "[1,2]",
+            "42",
+            '{"v":2,"origin":"other","topic":"room:x","event":{"type":"x"}}',
+            '{"v":1,"origin":"other","topic":"room:y","event":{"type":"x"}}',
+            '{"v":1,"origin":"other","topic":"room:x","event":"x"}',
+            '{"v":1,"topic":"room:x","event":{"type":"x"}}',
+            '{"v":1,"origin":"other","topic":"room:x","event":{"type":NaN}}',
+        ]
+        client = await txredisapi.Connection("127.0.0.1", SHARED_REDIS_PORT, reconnect=False)
+        self.addCleanup(client.disconnect)
+        for message in bad + ["not json"] * 20 + [good]:
+            await client.publish(channel, message)
+        await eventually(lambda: len(seen) == 1)
+        self.assertEqual(seen[0]["event"], {"type": "ok"})
+        self.assertTrue(a.connected)
+        warnings = [text for level, text in self.log if level == LogLevel.warn]
+        # One line per kind of bad message: the 20 repeats are counted, not written.
+        self.assertEqual(len(warnings), len(bad) - 1, warnings)
+        self.assertTrue(all(text.startswith(f"Dropped a bus message on {channel}") for text in warnings))
+        self.assertTrue(any("version 2, expected 1" in text for text in warnings), warnings)
+        self.assertTrue(any("topic does not match the channel" in text for text in warnings), warnings)
+
+    async def test_own_instance_from_redis_is_dropped(self) -> None:
+        """An envelope with this process's origin is its echo: never delivered twice."""
+        a = await self.bus("proc-a")
+        seen = self.collect(a, "room:x")
+        await a.subscribed()
+        client = await txredisapi.Connection("127.0.0.1", SHARED_REDIS_PORT, reconnect=False)
+        self.addCleanup(client.disconnect)
+        channel = self.prefix + "bus:room:x"
+        await client.publish(channel, '{"v":1,"origin":"proc-a","topic":"room:x","event":{"type":"x"}}')
+        await client.publish(channel, '{"v":1,"origin":"proc-b","topic":"room:x","event":{"type":"y"}}')
+        await eventually(lambda: len(seen) == 1)
+        await task.deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual([e["event"]["type"] for e in seen], ["y"])
+
+    async def test_not_json_raises_in_the_publisher(self) -> None:
+        """A value Redis could not carry raises at publish, and nothing is delivered."""
+        a = await self.bus("proc-a")
+        seen = self.collect(a, "t")
+        self.assertRaises(TypeError, a.publish, "t", {"type": "x", "o": object()})
+        await task.deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(seen, [])
+
+    async def test_unreachable_at_start(self) -> None:
+        """No Redis on the port: start fails with one line naming the address."""
+        port = free_port()
+        bus = RedisBus(LocalBus("p", reactor), RedisConfig(host="127.0.0.1", port=port, prefix=self.prefix,
+                                                           instance="p"), reactor)
+        error = await self.assertFailure(defer.ensureDeferred(bus.start()), RedisUnavailable)
+        self.assertIn(f"Redis at 127.0.0.1:{port} unreachable", str(error))
+        self.assertNotIn("\n", str(error))
+
+
+class PrivateRedisTests(RedisBusTestsMixin, TestCase):
+    def setUp(self) -> None:
+        self.prefix = "ilchat-test:"
+        self.log = capture_bus_log(self)
+
+    async def test_restart_reconnects_resubscribes_and_logs_once_each_way(self) -> None:
+        """
+        Redis restarted: local delivery goes on meanwhile, one "lost" and one "back" line per
+        bus, and events cross again once both buses are back.
+        """
+        redis = await PrivateRedis.start_for(self)
+        a, b = await self.bus("proc-a", redis.port), await self.bus("proc-b", redis.port)
+        seen_a, seen_b = self.collect(a, "room:x"), self.collect(b, "room:x")
+        await a.subscribed()
+        await b.subscribed()
+        a.publish("room:x", {"type": "before"})
+        await eventually(lambda: len(seen_b) == 1)
+
+        await redis.stop()
+        await eventually(lambda: not a.connected and not b.connected)
+        a.publish("room:x", {"type": "during"})  # this process's subscribers only
+        await eventually(lambda: len(seen_a) == 2)
+        await task.deferLater(reactor, 1.5, lambda: None)  # a few failed attempts, no lines
+
+        await redis.start()
+        await eventually(lambda: a.connected and b.connected)
+        a.publish("room:x", {"type": "after"})
+        b.publish("room:x", {"type": "after-b"})
+        await eventually(lambda: len(seen_b) == 3 and len(seen_a) == 4)
+        # Each process's own event first (local delivery), the other's when Redis brings it.
+        self.assertEqual([e["event"]["type"] for e in seen_b], ["before", "after-b", "after"])
+        self.assertEqual(sorted(e["event"]["type"] for e in seen_a), ["after", "after-b", "before", "during"])
+        self.assertEqual([e["event"]["type"] for e in seen_a][:2], ["before", "during"])
+
+        lost = [text for level, text in self.log if " lost: " in text]
+        back = [text for level, text in self.log if " is back: " in text]
+        self.assertEqual(len(lost), 2, self.log)  # one per bus
+        self.assertEqual(len(back), 2, self.log)
+        self.assertIn("cross-process delivery is degraded", lost[0])
+        self.assertIn("1 topics subscribed again", back[0])
+
+    async def test_password_and_database(self) -> None:
+        """AUTH and SELECT before the bus counts as connected; a wrong password fails the start."""
+        redis = await PrivateRedis.start_for(self, password="s3cret")
+        a = await self.bus("proc-a", redis.port, password="s3cret", db=3)
+        b = await self.bus("proc-b", redis.port, password="s3cret", db=3)
+        seen = self.collect(b, "t")
+        await b.subscribed()
+        a.publish("t", {"type": "x"})
+        await eventually(lambda: len(seen) == 1)
+        bus = RedisBus(LocalBus("p", reactor), RedisConfig(host="127.0.0.1", port=redis.port, prefix=self.prefix,
+                                                           instance="p", password="wrong"), reactor)
+        error = await self.assertFailure(defer.ensureDeferred(bus.start()), RedisUnavailable)
+        self.assertIn("AUTH refused", str(error))
