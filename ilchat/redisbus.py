@@ -165,7 +165,13 @@ class RedisBus:
             waits.append(service.whenConnected(failAfterFailures=1))
         try:
             await defer.gatherResults(waits, consumeErrors=True)
+        except defer.CancelledError:
+            await self._stop_services()  # the service stopped while Redis did not answer
+            raise
         except defer.FirstError as error:
+            if error.subFailure.check(defer.CancelledError):
+                await self._stop_services()
+                raise defer.CancelledError() from None
             await self._next_turn()
             await self._stop_services()
             self._repeats.flush()

@@ -200,8 +200,26 @@ def _default_socketio_factory(reactor: Any, server_config: ServerConfig) -> Any:
 
 
 def bus_instance(server_config: ServerConfig) -> str:
-    """This process's bus id: host name and configured port (unique on a site's machines)."""
-    return f"{socket.gethostname()}:{server_config.port}"
+    """This process's bus id: ``redis.instance`` if configured, else host name and port."""
+    instance = getattr(server_config.redis, "instance", None)
+    return instance or f"{socket.gethostname()}:{server_config.port}"
+
+
+async def connect_bus(local: IBus, server_config: ServerConfig, reactor: Any) -> IBus:
+    """
+    The process bus: C{local} alone, or with a ``redis`` section a RedisBus around it, connected
+    (Redis unreachable: L{StartupError}, one line).
+    """
+    if server_config.redis is None:
+        return local
+    from ilchat.redisbus import RedisBus, RedisUnavailable
+
+    bus = RedisBus(local, server_config.redis, reactor)  # type: ignore[arg-type]
+    try:
+        await bus.start()
+    except RedisUnavailable as error:
+        raise StartupError(str(error)) from None
+    return bus
 
 
 def _default_bus_factory(reactor: Any, instance: str) -> IBus:
@@ -321,6 +339,7 @@ class IlchatService(service.MultiService):
         self._socketio: Any = None
         self.policy: Optional[NetworkPolicy] = None
         self._starting: Optional[defer.Deferred[None]] = None
+        self._bus: Optional[IBus] = None
         self._stopping = False
         self.readiness: Any = None
         self.metrics: Any = None
@@ -348,6 +367,11 @@ class IlchatService(service.MultiService):
 
     async def _start(self) -> None:
         server_config = self.server_config
+        # First: with Redis unreachable there is nothing to start (and no store to close).
+        self._bus = await connect_bus(
+            self._bus_factory(self.reactor, bus_instance(server_config)), server_config, self.reactor
+        )
+        bus = self._bus
         for client_config in self.client_configs:
             store = self._store_factory(client_config.database, self.reactor)
             try:
@@ -367,7 +391,6 @@ class IlchatService(service.MultiService):
                 moved=moved,
             )
 
-        bus = self._bus_factory(self.reactor, bus_instance(server_config))
         self._socketio = self._socketio_factory(self.reactor, server_config)
         # The network policy (server.cfg "network"): one per process, for every listener.
         self.policy = NetworkPolicy.from_config(server_config.network, clock=self.reactor)
@@ -639,11 +662,13 @@ class IlchatService(service.MultiService):
                 what = f"stop {child.component!r}" if isinstance(child, ComponentService) else (
                     "stop the daily purge")
                 await self._best_effort(what, child.disownServiceParent)
-        if self.context is not None:
-            # Events the components published while stopping: delivered now, nothing left over.
-            close = getattr(self.context.bus, "close", None)
+        if self._bus is not None:
+            # Events the components published while stopping: delivered now, nothing left over
+            # (then, with Redis, its connections are closed).
+            close = getattr(self._bus, "close", None)
             if close is not None:
-                close()
+                await self._best_effort("close the bus", close)
+            self._bus = None
         for store in reversed(self._stores):
             await self._best_effort(
                 "move users to sessions",
