@@ -56,7 +56,21 @@ def _reconnect_delay(attempt: int) -> float:
     return next(islice(exponential(RECONNECT_FIRST, RECONNECT_MAX), max(attempt - 1, 0), None))
 
 
-class _Subscriber(txredisapi.SubscriberProtocol):
+class _RemembersWhy:
+    """Keeps the reason the connection was lost (a TLS handshake failure, a reset)."""
+
+    lost_reason: Optional[Failure] = None
+
+    def connectionLost(self, why: Failure) -> None:  # noqa: N802 (twisted API)
+        self.lost_reason = why
+        super().connectionLost(why)  # type: ignore[misc]
+
+
+class _Publisher(_RemembersWhy, txredisapi.RedisProtocol):
+    pass
+
+
+class _Subscriber(_RemembersWhy, txredisapi.SubscriberProtocol):
     bus: "RedisBus"
 
     def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:  # noqa: N802
@@ -116,7 +130,7 @@ class RedisBus:
             ),
             ClientService(
                 endpoint,
-                _ProtocolFactory(txredisapi.RedisProtocol, self),
+                _ProtocolFactory(_Publisher, self),
                 retryPolicy=_reconnect_delay,
                 clock=reactor,
                 prepareConnection=self._prepare("_pub"),
@@ -239,15 +253,23 @@ class RedisBus:
         self._last_command = d
 
     async def _login(self, proto: Any) -> None:
-        """AUTH and SELECT, before the connection counts as up."""
+        """
+        AUTH, SELECT and a PING before the connection counts as up: a TLS connection is made
+        before its handshake, so only an answer shows that it works.
+        """
         config = self._config
-        for command, args in (("AUTH", (config.password,)), ("SELECT", (config.db,))):
-            if not args[0]:
+        for command, args in (("AUTH", (config.password,)), ("SELECT", (config.db,)), ("PING", ())):
+            if command != "PING" and not args[0]:
                 continue
             try:
-                reply = await (proto.auth(*args) if command == "AUTH" else proto.select(*args))
+                reply = await proto.execute_command(command, *args)
             except txredisapi.ResponseError as error:
                 reply = error
+            except txredisapi.ConnectionError:
+                why = proto.lost_reason
+                raise RedisUnavailable(
+                    "connection lost" + (f": {why.getErrorMessage()}" if why is not None else "")
+                ) from None
             if isinstance(reply, Exception):
                 raise RedisUnavailable(f"{command} refused: {reply}")
 

@@ -3,6 +3,7 @@ Tests for L{ilchat.redisbus}: real Redis. The shared server (127.0.0.1:6379) wit
 prefix per test; a private ``redis-server`` for the restart.
 """
 
+import os
 import time
 from typing import Any, Callable, List, Tuple
 
@@ -31,6 +32,7 @@ except ImportError:  # TEMPORARY until the config package lands
 from ilchat.redisbus import RedisBus, RedisUnavailable
 from tests.support.private_redis import SHARED_REDIS_PORT, PrivateRedis, redis_command, shared_redis_prefix
 from tests.support.server import free_port
+from tests.test_tls import make_pki
 
 
 async def eventually(predicate: Callable[[], bool], seconds: float = 15.0) -> None:
@@ -56,9 +58,10 @@ def capture_bus_log(test: TestCase) -> List[Tuple[LogLevel, str]]:
 
 class RedisBusTestsMixin:
     async def bus(self, instance: str, port: int = SHARED_REDIS_PORT, **config: Any) -> RedisBus:
+        config.setdefault("host", "127.0.0.1")
         bus = RedisBus(
             LocalBus(instance, reactor, strict=True),
-            RedisConfig(host="127.0.0.1", port=port, prefix=self.prefix, instance=instance, **config),
+            RedisConfig(port=port, prefix=self.prefix, instance=instance, **config),
             reactor,
         )
         await bus.start()
@@ -269,3 +272,24 @@ class PrivateRedisTests(RedisBusTestsMixin, TestCase):
                                                            instance="p", password="wrong"), reactor)
         error = await self.assertFailure(defer.ensureDeferred(bus.start()), RedisUnavailable)
         self.assertIn("AUTH refused", str(error))
+
+    async def test_tls_verified_against_the_ca_file(self) -> None:
+        """``tls`` with ``ca_file``: TLS to Redis, verified; without the CA the start fails."""
+        pki = make_pki(self._pki_folder())
+        redis = await PrivateRedis.start_for(self, tls=pki)
+        a = await self.bus("proc-a", redis.port, host="localhost", tls=True, ca_file=pki["root"])
+        b = await self.bus("proc-b", redis.port, host="localhost", tls=True, ca_file=pki["root"])
+        seen = self.collect(b, "t")
+        await b.subscribed()
+        a.publish("t", {"type": "x"})
+        await eventually(lambda: len(seen) == 1)
+        untrusted = RedisBus(LocalBus("p", reactor), RedisConfig(host="localhost", port=redis.port, prefix=self.prefix,
+                                                                 instance="p", tls=True), reactor)
+        error = await self.assertFailure(defer.ensureDeferred(untrusted.start()), RedisUnavailable)
+        self.assertIn(f"Redis at localhost:{redis.port} unreachable: connection lost: ", str(error))
+        self.assertIn("certificate verify failed", str(error))
+
+    def _pki_folder(self) -> str:
+        folder = os.path.abspath(self.mktemp())
+        os.makedirs(folder)
+        return folder

@@ -56,15 +56,19 @@ def shared_redis_prefix(test_case: Any) -> str:
 class PrivateRedis:
     """One ``redis-server`` on a free port and a temporary folder (never the shared one)."""
 
-    def __init__(self, folder: str, password: Optional[str] = None) -> None:
+    def __init__(self, folder: str, password: Optional[str] = None, tls: Optional[dict] = None) -> None:
         self.folder = folder
         self.port = free_port()
         self.password = password
+        #: ``{"chain", "key"}`` (PEM files, e.g. ``tests.test_tls.make_pki``): TLS only.
+        self.tls = tls
         self.process: Optional[subprocess.Popen] = None
 
     @classmethod
-    async def start_for(cls, test_case: Any, password: Optional[str] = None) -> "PrivateRedis":
-        server = cls(os.path.abspath(test_case.mktemp()), password)
+    async def start_for(
+        cls, test_case: Any, password: Optional[str] = None, tls: Optional[dict] = None
+    ) -> "PrivateRedis":
+        server = cls(os.path.abspath(test_case.mktemp()), password, tls)
         os.makedirs(server.folder, exist_ok=True)
         test_case.addCleanup(server.stop)
         await server.start()
@@ -77,6 +81,10 @@ class PrivateRedis:
                 "--logfile", os.path.join(self.folder, "redis.log")]
         if self.password is not None:
             args += ["--requirepass", self.password]
+        if self.tls is not None:
+            args[1:3] = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file",
+                         self.tls["chain"], "--tls-key-file", self.tls["key"],
+                         "--tls-auth-clients", "no", "--tls-protocols", "TLSv1.2 TLSv1.3"]
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
         await threads.deferToThread(self._wait_until_it_answers)
