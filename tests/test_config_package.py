@@ -14,6 +14,7 @@ from tests.test_config import ConfigTestCase
 #: package module that now defines it.
 _EXPORTS = {
     "ConfigError": "reader",
+    "default_of": "reader",
     "load_configs": "loading",
     "load_server_config": "loading",
     "load_client_config": "loading",

@@ -18,7 +18,8 @@ with a frozen attrs class whose fields are declared with ``reader.integer``/``nu
 ``flag``/``strings``/``setting`` (default and check, written once) and a ``parse_<section>``
 that calls ``read_settings``; then a field and a call in ``server.parse_server`` (or
 ``client.parse_client``) and a re-export here. Everything importable from ``ilchat.config``
-is re-exported here; import from here, not from the modules.
+is re-exported here; import from here, not from the modules. Elsewhere, a default that a
+module needs too is taken from its class (``default_of(ServerConfig, "database_timeout")``).
 """
 
 from ilchat.config.client import IDENTITY_MODES, ClientConfig, DatabaseConfig
@@ -26,13 +27,14 @@ from ilchat.config.irc import IrcConfig, IrcLoginLimits, WebircGateway
 from ilchat.config.loading import MAX_DEPTH, load_client_config, load_configs, load_server_config
 from ilchat.config.metrics import MetricsConfig
 from ilchat.config.network import MAX_MESSAGE_LENGTH_LIMIT, NetworkConfig
-from ilchat.config.reader import ConfigError
+from ilchat.config.reader import ConfigError, default_of
 from ilchat.config.redis import RedisConfig
 from ilchat.config.server import DELETION_UNITS, LOG_LEVELS, ServerConfig
 from ilchat.config.standalone import StandaloneConfig, StandaloneRoom
 
 __all__ = [
     "ConfigError",
+    "default_of",
     "ServerConfig",
     "ClientConfig",
     "DatabaseConfig",
