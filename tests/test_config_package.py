@@ -10,8 +10,8 @@ from twisted.trial.unittest import SynchronousTestCase
 import ilchat.config
 from tests.test_config import ConfigTestCase
 
-#: Every name other modules imported from the single ``ilchat/config.py`` module, with the
-#: package module that now defines it.
+#: Every public name of ``ilchat.config`` (all that other modules imported from the former single
+#: ``ilchat/config.py``, and ``default_of``), with the package module that defines it.
 _EXPORTS = {
     "ConfigError": "reader",
     "default_of": "reader",
