@@ -238,14 +238,13 @@ ReadKey = Callable[[Reader, str, Any], Any]
 
 
 def setting(
-    default: Any, read: ReadKey, key: Optional[str] = None, within: Optional[str] = None,
-    repr: bool = True,
+    default: Any, read: ReadKey, key: Optional[str] = None, within: Optional[str] = None
 ) -> Any:
     """
     A field of a section class whose key ``read_settings`` reads with C{read}: C{key} when the
     JSON name differs from the field's, C{within} for a nested object (``irc`` → ``limits``).
     """
-    return attrs.field(default=default, repr=repr, metadata={_SETTING: (read, key, within)})
+    return attrs.field(default=default, metadata={_SETTING: (read, key, within)})
 
 
 def integer(
