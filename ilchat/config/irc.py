@@ -10,7 +10,6 @@ import attrs
 from ilchat.config.reader import (
     Reader,
     default_of,
-    flag,
     integer,
     number,
     read_settings,
