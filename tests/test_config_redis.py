@@ -68,6 +68,11 @@ class RedisSectionTests(ConfigTestCase):
     def test_host(self) -> None:
         self.expect("host", '""', "expected a non-empty string", host="")
         self.expect("host", "6379", "expected a non-empty string", host=6379)
+        self.expect("host", '"redis host"', "expected a host name or IP address", host="redis host")
+        self.expect("host", '"redis://x"', "expected a host name or IP address", host="redis://x")
+        for host in ("redis-1.example.org", "10.0.0.5", "::1", "[2001:db8::1]"):
+            server, _ = self.load({"redis": {"host": host}})
+            self.assertEqual(server.redis.host, host)
 
     def test_port(self) -> None:
         for bad, shown in ((0, "0"), (65536, "65536"), ("6379", '"6379"'), (True, "true"),

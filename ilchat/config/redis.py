@@ -13,12 +13,23 @@ from typing import Optional
 
 import attrs
 
-from ilchat.config.reader import Reader, default_of, flag, integer, read_settings, text
+from ilchat.config.reader import Reader, default_of, flag, integer, read_settings, setting
 
 #: What ``prefix`` and ``instance`` may be: they end up in Redis key and channel names and in
 #: every bus message's ``origin``, so no spaces or control characters, and not too long.
 _NAME_RE = re.compile(r"[^\s\x00-\x1f\x7f]{1,100}")
 _NAME_ALLOWED = "expected 1 to 100 characters without spaces or control characters"
+
+
+#: A host name, an IPv4 address or an IPv6 address (bare or in brackets).
+_HOST_RE = re.compile(r"[A-Za-z0-9._:%\[\]-]{1,253}")
+
+
+def _read_host(reader: Reader, key: str, default: str) -> str:
+    value = reader.get_str(key, default, allow_empty=False)
+    if not _HOST_RE.fullmatch(value):
+        raise reader.error(key, value, "expected a host name or IP address")
+    return value
 
 
 def _read_name(reader: Reader, key: str, default: Optional[str]) -> Optional[str]:
@@ -38,7 +49,7 @@ class RedisConfig:
     against ``ca_file`` (absolute after loading) or the system's CAs.
     """
 
-    host: str = text("127.0.0.1", allow_empty=False)
+    host: str = setting("127.0.0.1", _read_host)
     port: int = integer(6379, minimum=1, maximum=65535)
     password: Optional[str] = attrs.field(default=None, repr=False)
     #: Redis's SELECT takes a 32-bit index; the server's ``databases`` setting bounds it further.
