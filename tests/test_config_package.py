@@ -104,3 +104,9 @@ class DefaultsTests(ConfigTestCase):
         client_fields = attrs.fields(ilchat.config.ClientConfig)
         for name in ("identity", "session_cookie", "anonymous_user_id"):
             self.assertEqual(getattr(client, name), getattr(client_fields, name).default, name)
+
+    def test_every_log_level_has_a_twisted_level(self) -> None:
+        """``ilchat.logs`` maps exactly the ``log_level`` names config accepts."""
+        from ilchat.logs import LEVELS
+
+        self.assertEqual(set(LEVELS), set(ilchat.config.LOG_LEVELS))
