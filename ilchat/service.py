@@ -73,7 +73,7 @@ LISTEN_BACKLOG = 1024
 #: Per-client components, started in this order (``"module:factory"``; factory(ClientContext)).
 CLIENT_COMPONENTS: List[str] = [
     # The ILIAS repository chat, or its name-only variant for a client.cfg with "standalone".
-    "ilchat.standalone:component",
+    "ilchat.components:room_chat",
     "ilchat.ilias.osc:OnScreenChatComponent",
 ]
 
@@ -167,6 +167,15 @@ def _default_socketio_factory(reactor: Any, server_config: ServerConfig) -> Any:
     return SocketIOServer(reactor, allowed_origins=origins)
 
 
+def bus_instance(server_config: ServerConfig) -> str:
+    """This process's bus id: host name and configured port (unique on a site's machines)."""
+    return f"{socket.gethostname()}:{server_config.port}"
+
+
+def _default_bus_factory(reactor: Any, instance: str) -> IBus:
+    return LocalBus(instance, reactor)
+
+
 async def resolve_address(reactor: Any, address: str, port: int) -> tuple:
     """
     The IP address to bind for ``address`` (an IP literal or a host name), and its family name.
@@ -211,6 +220,8 @@ class IlchatService(service.MultiService):
             ``CLIENT_COMPONENTS`` / ``SERVER_COMPONENTS``.
         store_factory: ``(database_config, reactor) -> Store``; defaults to ``create_store``.
         socketio_factory: ``(reactor, server_config) -> SocketIOServer``.
+        bus_factory: ``(reactor, instance) -> IBus``; defaults to a L{LocalBus} (the test suite
+            passes a strict one).
         exit_on_failure: under twistd, a failed start-up prints one line to stderr and the
             process exits with status 1 (instead of serving nothing).
         install_signal_handlers: under twistd, SIGTERM/SIGINT stop cleanly with status 0 and
@@ -232,6 +243,7 @@ class IlchatService(service.MultiService):
         server_components: Optional[Sequence[Union[str, ComponentFactory]]] = None,
         store_factory: Optional[Callable[[Any, Any], Any]] = None,
         socketio_factory: Optional[Callable[[Any, ServerConfig], Any]] = None,
+        bus_factory: Optional[Callable[[Any, str], IBus]] = None,
         exit_on_failure: bool = False,
         install_signal_handlers: bool = False,
         setup_logs: bool = True,
@@ -256,6 +268,7 @@ class IlchatService(service.MultiService):
             _default_store_factory, timeout=server_config.database_timeout
         )
         self._socketio_factory = socketio_factory or _default_socketio_factory
+        self._bus_factory = bus_factory or _default_bus_factory
         self._exit_on_failure = exit_on_failure
         self._install_signal_handlers = install_signal_handlers
 
@@ -324,7 +337,7 @@ class IlchatService(service.MultiService):
                 moved=moved,
             )
 
-        bus = LocalBus()
+        bus = self._bus_factory(self.reactor, bus_instance(server_config))
         self._socketio = self._socketio_factory(self.reactor, server_config)
         # The network policy (server.cfg "network"): one per process, for every listener.
         self.policy = NetworkPolicy.from_config(server_config.network, clock=self.reactor)
@@ -567,7 +580,7 @@ class IlchatService(service.MultiService):
         if self._socketio is not None:
             await self._best_effort("close sockets", self._socketio.close)
         if self.site is not None:
-            self.site.close_connections()
+            await self._best_effort("close HTTP connections", self.site.close_connections)
         self.clients.clear()
         if self._purge is not None:
             await self._best_effort("stop the daily purge", self._purge.stopService)
@@ -575,6 +588,11 @@ class IlchatService(service.MultiService):
         for component in reversed(self._started_components):
             await self._best_effort(f"stop {component!r}", component.stop)
         self._started_components = []
+        if self.context is not None:
+            # Events the components published while stopping: delivered now, nothing left over.
+            close = getattr(self.context.bus, "close", None)
+            if close is not None:
+                close()
         for store in reversed(self._stores):
             await self._best_effort(
                 "move users to sessions",
