@@ -170,7 +170,7 @@ class Presence:
         return present
 
     def _run_hook(self, hook: Callable[..., Any], *args: Any, attempt: int = 1) -> None:
-        d = maybeDeferred(_call_maybe_coroutine, hook, *args)
+        d = maybeDeferred(hook, *args)
         self._pending.add(d)
 
         def done(result: object) -> None:
@@ -208,10 +208,3 @@ class Presence:
             if retry.active():
                 retry.cancel()
         self._retries.clear()
-
-
-def _call_maybe_coroutine(fn: Callable[..., Any], *args: Any) -> Any:
-    result = fn(*args)
-    if hasattr(result, "__await__") and not isinstance(result, Deferred):
-        return Deferred.fromCoroutine(result)
-    return result

@@ -16,6 +16,8 @@ class MetricsConfig:
     address: str = text("127.0.0.1", allow_empty=False)
     # Port 0 takes any free port (tests).
     port: int = integer(9464, minimum=0, maximum=65535)
+    #: A Twisted endpoint description to listen on instead of address/port.
+    listen: Optional[str] = text(None, allow_empty=False)
 
 
 def parse_metrics(server: Reader) -> Optional[MetricsConfig]:

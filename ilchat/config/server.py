@@ -65,6 +65,8 @@ class ServerConfig:
     #: (``parse_server``'s default: the error log's folder).
     database_timeout: float = 30.0
     journal_dir: str = "."
+    #: ilchat's own: a Twisted endpoint description to listen on instead of address/port.
+    listen: Optional[str] = None
     # ilchat's own optional sections (None when absent).
     irc: Optional[IrcConfig] = None
     network: Optional[NetworkConfig] = None
@@ -160,6 +162,7 @@ def parse_server(reader: Reader) -> ServerConfig:
         deletion_time=deletion_time,
         database_timeout=database_timeout,
         journal_dir=journal_dir,
+        listen=reader.get_str("listen", default_of(ServerConfig, "listen"), allow_empty=False),
         irc=parse_irc(reader, cert, key, dhparam),
         network=parse_network(reader),
         metrics=parse_metrics(reader),

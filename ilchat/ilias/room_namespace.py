@@ -16,7 +16,7 @@ repository chat's events:
   with the extra ``subRoomId`` segment, which must be 0 (private sub-rooms were removed in ILIAS 9
   and are not supported).
 
-Where ilchat differs from the Node server on purpose (design.md §3): ``enterRoom`` enters only
+Where ilchat differs from the Node server on purpose (docs/design.rst): ``enterRoom`` enters only
 rooms PHP admitted the user to (a kick or ban holds until PHP admits them again); whisper targets
 are room members found by id; unknown rooms or users in backend actions are a 404 JSON answer
 instead of a crash. ``Kick`` and ``Ban`` still answer ``{"success":true}`` for a user who is not

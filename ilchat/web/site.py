@@ -174,17 +174,26 @@ class ChatChannel(http.HTTPChannel):
 
     _deadline: Any = None
     _refused = False
+    _counted = False
 
     def connectionMade(self) -> None:  # noqa: N802 (twisted API)
         site = self.site
         self.maxHeaders = site.max_headers
         self.totalHeadersSize = site.max_header_bytes
         super().connectionMade()
-        refusal = site.connection_refusal(self)
+        if not site.proxy_header:
+            self._count_connection()
+
+    def _count_connection(self) -> None:
+        self._counted = True
+        refusal = self.site.connection_refusal(self)
         if refusal is not None:
             self._refuse(429, refusal)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 (twisted API)
+        if not self._counted:
+            # Behind a PROXY header: the first bytes come once it is read (the client's address).
+            self._count_connection()
         if self._refused:
             return
         super().dataReceived(data)
@@ -316,6 +325,9 @@ class ChatSite(Site):
         self.max_headers = max_headers
         self.max_header_bytes = max_header_bytes
         self.policy = policy
+        #: Connections start with a PROXY header (``haproxy:`` listeners): count them per client
+        #: address once it is read, not per proxy at connect.
+        self.proxy_header = False
         self.refusals = RepeatedLog(self._log, self.reactor)
         self.channels: "weakref.WeakSet[Any]" = weakref.WeakSet()
 

@@ -12,6 +12,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from ilchat.web.site import IDLE_TIMEOUT, ChatSite
+from tests.support.http import exchange as _exchange, read_to_close as _read_to_close
 
 
 class _BodyLength(Resource):
@@ -31,30 +32,6 @@ class _AnswerLater(Resource):
     def render_GET(self, request):  # noqa: N802 (twisted API)
         reactor.callLater(1.5, lambda: (request.write(b"late"), request.finish()))
         return NOT_DONE_YET
-
-
-def _read_to_close(conn: socket.socket) -> bytes:
-    """Everything the server sends until it closes (a reset counts as the close)."""
-    chunks = []
-    while True:
-        try:
-            chunk = conn.recv(65536)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _exchange(port: int, data: bytes, bind: str = "127.0.0.1") -> bytes:
-    """Send C{data}, then read until the server closes (run in a thread, not the reactor)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(bind, 0)) as conn:
-        try:
-            conn.sendall(data)
-        except OSError:
-            pass  # the server may close before it has read everything: that is the point
-        return _read_to_close(conn)
 
 
 def _serve(test: TestCase, resource: Resource, **kwargs) -> int:
