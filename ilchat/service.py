@@ -201,8 +201,9 @@ def _default_socketio_factory(reactor: Any, server_config: ServerConfig) -> Any:
 
 def bus_instance(server_config: ServerConfig) -> str:
     """This process's bus id: ``redis.instance`` if configured, else host name and port."""
-    instance = getattr(server_config.redis, "instance", None)
-    return instance or f"{socket.gethostname()}:{server_config.port}"
+    if server_config.redis is not None:
+        return server_config.redis.instance
+    return f"{socket.gethostname()}:{server_config.port}"
 
 
 async def connect_bus(local: IBus, server_config: ServerConfig, reactor: Any) -> IBus:

@@ -14,21 +14,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
 from ilchat.bus import IBus, LocalBus
-try:
-    from ilchat.config import RedisConfig
-except ImportError:  # TEMPORARY until the config package lands
-    import attrs
-
-    @attrs.frozen
-    class RedisConfig:  # type: ignore[no-redef]
-        host: str = "127.0.0.1"
-        port: int = 6379
-        password: Any = None
-        db: int = 0
-        prefix: str = "ilchat:"
-        instance: str = ""
-        tls: bool = False
-        ca_file: Any = None
+from ilchat.config import RedisConfig
 from ilchat.redisbus import RedisBus, RedisUnavailable
 from tests.support.private_redis import SHARED_REDIS_PORT, PrivateRedis, redis_command, shared_redis_prefix
 from tests.support.server import free_port
