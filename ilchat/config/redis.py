@@ -1,8 +1,8 @@
 """
 server.cfg ``redis``: how this process reaches the Redis that several ilchat processes share.
 
-Parsed and validated now, so that a bad section is refused at start like any other key; nothing
-uses it yet (one process serves everything, with or without the section).
+Validated like any other key; with the section the service's bus is a
+L{ilchat.redisbus.RedisBus} (without it: one process, no Redis).
 """
 
 from __future__ import annotations
