@@ -123,18 +123,12 @@ class RedisBus:
         self._services = [
             ClientService(
                 endpoint,
-                _ProtocolFactory(_Subscriber, self),
+                _ProtocolFactory(protocol_class, self),
                 retryPolicy=_reconnect_delay,
                 clock=reactor,
-                prepareConnection=self._prepare("_sub"),
-            ),
-            ClientService(
-                endpoint,
-                _ProtocolFactory(_Publisher, self),
-                retryPolicy=_reconnect_delay,
-                clock=reactor,
-                prepareConnection=self._prepare("_pub"),
-            ),
+                prepareConnection=self._prepare(attribute),
+            )
+            for attribute, protocol_class in (("_sub", _Subscriber), ("_pub", _Publisher))
         ]
 
     # --- IBus -----------------------------------------------------------------------------------

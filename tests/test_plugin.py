@@ -153,6 +153,15 @@ async def spawn_serving(
     test.fail("twistd did not start listening")
 
 
+async def wait_exit(test: TestCase, process: subprocess.Popen, seconds: float = 15.0) -> int:
+    """The exit status of ``process``; ``test`` fails if it is still running after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while process.poll() is None and time.monotonic() < deadline:
+        await deferLater(reactor, 0.05, lambda: None)
+    test.assertIsNotNone(process.poll(), "twistd did not exit in time")
+    return process.returncode
+
+
 class RunningProcessTests(TestCase):
     """A real ``twistd -n ilchat`` process: start, serve, reopen logs, stop on SIGTERM."""
 
@@ -174,11 +183,7 @@ class RunningProcessTests(TestCase):
         return {"process": process, "folder": folder, "url": url, "port": port}
 
     async def wait_exit(self, process: subprocess.Popen, seconds: float = 15.0) -> int:
-        deadline = time.monotonic() + seconds
-        while process.poll() is None and time.monotonic() < deadline:
-            await deferLater(reactor, 0.05, lambda: None)
-        self.assertIsNotNone(process.poll(), "twistd did not exit in time")
-        return process.returncode
+        return await wait_exit(self, process, seconds)
 
     async def test_sigterm_stops_cleanly_with_status_0_and_moves_users(self) -> None:
         """SIGTERM: stop listening, move chatroom_users to sessions, exit 0 within seconds."""

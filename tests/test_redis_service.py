@@ -5,16 +5,13 @@ Redis (unique prefix), or one clear line and status 1 when Redis does not answer
 
 import os
 import signal
-import subprocess
-import time
 
-from twisted.internet import reactor, threads
-from twisted.internet.task import deferLater
+from twisted.internet import threads
 from twisted.trial.unittest import TestCase
 
 from tests.support.private_redis import SHARED_REDIS_PORT, redis_command, shared_redis_prefix
 from tests.support.server import free_port, write_configs
-from tests.test_plugin import TWISTD, run_twistd, spawn_serving
+from tests.test_plugin import TWISTD, run_twistd, spawn_serving, wait_exit
 
 
 class RedisSectionTests(TestCase):
@@ -28,13 +25,6 @@ class RedisSectionTests(TestCase):
     def configs(self, **redis: object) -> list:
         server_cfg, clients = write_configs(self.folder, server={"port": self.port, "redis": redis})
         return ["--server-cfg", server_cfg, "--client-cfg", clients[0]]
-
-    async def wait_exit(self, process: subprocess.Popen, seconds: float = 15.0) -> int:
-        deadline = time.monotonic() + seconds
-        while process.poll() is None and time.monotonic() < deadline:
-            await deferLater(reactor, 0.05, lambda: None)
-        self.assertIsNotNone(process.poll(), "twistd did not exit in time")
-        return process.returncode
 
     async def test_redis_unreachable_stops_the_start_with_one_line(self) -> None:
         """Nobody on the Redis port: exit status 1, one line on stderr naming the address."""
@@ -66,7 +56,7 @@ class RedisSectionTests(TestCase):
         )
         self.assertIn(prefix + "bus:room:", channels)
         process.send_signal(signal.SIGTERM)
-        code = await self.wait_exit(process)
+        code = await wait_exit(self, process)
         output = process.stdout.read().decode()
         self.assertEqual(code, 0, output)
         self.assertNotIn("Traceback", output)
