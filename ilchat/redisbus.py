@@ -43,8 +43,9 @@ __all__ = ["RedisBus", "RedisUnavailable"]
 #: Seconds before the first reconnection attempt, and the most between two attempts.
 RECONNECT_FIRST = 0.5
 RECONNECT_MAX = 10.0
-#: Seconds a connection attempt may take (at start, the whole wait for Redis).
-CONNECT_TIMEOUT = 10.0
+#: Seconds a connection attempt, or an answer to a command, may take: a Redis that accepts
+#: connections and answers nothing (hung, stopped) counts as down.
+TIMEOUT = 10.0
 
 
 class RedisUnavailable(Exception):
@@ -87,7 +88,9 @@ class _ProtocolFactory(protocol.Factory):
         self.bus = bus
 
     def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 (twisted API)
-        p = self.protocol_class(charset="utf-8", convertNumbers=False)
+        p = self.protocol_class(
+            charset="utf-8", convertNumbers=False, replyTimeout=self.bus.timeout
+        )
         p.factory = self
         p.bus = self.bus
         return p
@@ -98,14 +101,16 @@ class RedisBus:
     """
     L{IBus} across processes. Local delivery is C{local}'s (a L{LocalBus}, strict in tests);
     C{config} is a ``RedisConfig`` (``host``, ``port``, ``password``, ``db``, ``prefix``,
-    ``tls``, ``ca_file``). ``await start()`` before use (raises L{RedisUnavailable}),
-    ``await close()`` at stop.
+    ``tls``, ``ca_file``); C{timeout}: seconds for a connection or an answer (a publish
+    unanswered that long drops the connection). ``await start()`` before use (raises
+    L{RedisUnavailable}), ``await close()`` at stop.
     """
 
     _log = Logger()
 
-    def __init__(self, local: LocalBus, config: Any, reactor: Any) -> None:
+    def __init__(self, local: LocalBus, config: Any, reactor: Any, timeout: float = TIMEOUT) -> None:
         self.instance = local.instance
+        self.timeout = timeout
         self._local = local
         self._config = config
         self._reactor = reactor
@@ -225,7 +230,7 @@ class RedisBus:
 
     def _endpoint(self) -> Any:
         config = self._config
-        endpoint = HostnameEndpoint(self._reactor, config.host, config.port, timeout=CONNECT_TIMEOUT)
+        endpoint = HostnameEndpoint(self._reactor, config.host, config.port, timeout=self.timeout)
         if not config.tls:
             return endpoint
         from twisted.internet import ssl
@@ -259,6 +264,8 @@ class RedisBus:
                 reply = await proto.execute_command(command, *args)
             except txredisapi.ResponseError as error:
                 reply = error
+            except txredisapi.TimeoutError:
+                raise RedisUnavailable(f"no answer to {command} in {self.timeout:g} s") from None
             except txredisapi.ConnectionError:
                 why = proto.lost_reason
                 raise RedisUnavailable(

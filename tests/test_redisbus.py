@@ -43,12 +43,15 @@ def capture_bus_log(test: TestCase) -> List[Tuple[LogLevel, str]]:
 
 
 class RedisBusTestsMixin:
-    async def bus(self, instance: str, port: int = SHARED_REDIS_PORT, **config: Any) -> RedisBus:
+    async def bus(
+        self, instance: str, port: int = SHARED_REDIS_PORT, timeout: float = 10.0, **config: Any
+    ) -> RedisBus:
         config.setdefault("host", "127.0.0.1")
         bus = RedisBus(
             LocalBus(instance, reactor, strict=True),
             RedisConfig(port=port, prefix=self.prefix, instance=instance, **config),
             reactor,
+            timeout=timeout,
         )
         await bus.start()
         self.addCleanup(bus.close)
@@ -279,3 +282,28 @@ class PrivateRedisTests(RedisBusTestsMixin, TestCase):
         folder = os.path.abspath(self.mktemp())
         os.makedirs(folder)
         return folder
+
+    async def test_hung_redis_counts_as_down(self) -> None:
+        """
+        A Redis that accepts connections and answers nothing: the start fails after the
+        timeout; while running, an unanswered publish drops the connection (degraded), and the
+        bus is back once Redis answers again.
+        """
+        redis = await PrivateRedis.start_for(self)
+        redis.freeze()
+        hung = RedisBus(LocalBus("p", reactor), RedisConfig(host="127.0.0.1", port=redis.port, prefix=self.prefix,
+                                                            instance="p"), reactor, timeout=0.5)
+        error = await self.assertFailure(defer.ensureDeferred(hung.start()), RedisUnavailable)
+        self.assertIn("no answer to PING in 0.5 s", str(error))
+        redis.thaw()
+
+        a = await self.bus("proc-a", redis.port, timeout=0.5)
+        seen = self.collect(a, "t")
+        redis.freeze()
+        a.publish("t", {"type": "x"})
+        await eventually(lambda: not a.connected)
+        self.assertEqual(len(seen), 1)  # delivered locally all the same
+        redis.thaw()
+        await eventually(lambda: a.connected)
+        self.assertEqual(len([t for _, t in self.log if " lost: " in t]), 1, self.log)
+        self.assertEqual(len([t for _, t in self.log if " is back: " in t]), 1, self.log)

@@ -102,11 +102,19 @@ class PrivateRedis:
                     raise
                 time.sleep(0.05)
 
+    def freeze(self) -> None:
+        """SIGSTOP: connections are still accepted (by the kernel), nothing is answered."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
     async def stop(self) -> None:
         """SIGTERM and wait for the exit (its clients see the connection close)."""
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
+        process.send_signal(signal.SIGCONT)
         process.send_signal(signal.SIGTERM)
         try:
             await threads.deferToThread(process.wait, 20)
