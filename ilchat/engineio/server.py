@@ -38,7 +38,6 @@ the names the layers above use.
 from __future__ import annotations
 
 from collections import Counter
-from fnmatch import fnmatchcase
 from typing import Any, Callable, Iterable
 
 from twisted.internet.interfaces import IReactorTime
@@ -67,6 +66,7 @@ from ilchat.engineio.session import (
 )
 from ilchat.engineio.websocket import EngineIOWebSocketFactory
 from ilchat.logs import RepeatedLog
+from ilchat.origins import OriginMatcher
 
 __all__ = [
     "EngineIOServer",
@@ -98,9 +98,7 @@ def _origin_matcher(allowed: Any) -> Callable[[str], bool] | None:
         return allowed
     if isinstance(allowed, str):
         allowed = [allowed]
-    patterns = list(allowed)
-    return lambda origin: any(fnmatchcase(origin, p) for p in patterns)
-
+    return OriginMatcher(allowed).allows
 
 
 class EngineIOServer:
@@ -114,7 +112,9 @@ class EngineIOServer:
         ping_timeout: seconds to wait for the pong (default 20).
         max_payload: largest POST body / websocket message in bytes (default 1e6).
         allowed_origins: ``None`` allows (and echoes) every ``Origin``; otherwise a callable
-            ``origin -> bool`` or a list of patterns with ``*`` wildcards.  A refused origin gets
+            ``origin -> bool`` or a list of patterns with ``*`` wildcards
+            (:class:`ilchat.origins.OriginMatcher`: the whole origin when a pattern has ``://``,
+            else its host).  A refused origin gets
             403 ``{"code":4,"message":"Forbidden"}``.
         address_resolver: ``address_resolver(request) -> str`` for ``session.address``; the TCP
             peer address by default (a network policy can trust proxy headers instead).

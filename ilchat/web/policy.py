@@ -28,7 +28,6 @@ contains, so such a setup needs no allow-list (the proxy does the filtering).
 from __future__ import annotations
 
 import ipaddress
-import re
 import weakref
 from collections import Counter
 from typing import Any, Callable, Iterable, Optional, Sequence, Tuple, Union
@@ -37,6 +36,7 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 from zope.interface import implementer
 
+from ilchat.origins import OriginMatcher, strip_port
 from ilchat.ratelimit import TokenBucket
 from ilchat.web.responses import encode_json
 
@@ -166,63 +166,6 @@ def resolve_client_address(
             return best
     # Every hop is a trusted proxy (or there is no header): the left-most one is the client.
     return best
-
-
-def _glob_to_regex(pattern: str) -> "re.Pattern[str]":
-    """``*`` matches any run of characters, everything else is literal, case-insensitive."""
-    parts = (re.escape(part) for part in pattern.split("*"))
-    return re.compile("^" + ".*".join(parts) + "$", re.IGNORECASE)
-
-
-class OriginMatcher:
-    """
-    Which browser origins may open a websocket or a polling session.
-
-    Patterns follow Kiwi IRC's webircgateway ``allowed_origins``: ``*`` is a wildcard. A pattern with
-    ``://`` is matched against the whole origin (``https://chat.example.org``,
-    ``*://*.example.org``, ``http://localhost:*``); a pattern without it against the host only, on
-    any scheme and port (``*.example.org``, ``chat.example.org``). ``*`` alone allows every
-    origin; an empty list none (the policy adds the request's own host, see
-    :meth:`NetworkPolicy.origin_check`).
-
-    A request without an ``Origin`` header is allowed: browsers always send it on cross-origin
-    and websocket requests, so its absence means a non-browser client (python-socketio, a bot),
-    which can forge any header anyway; the allow-list is what keeps those out.
-    """
-
-    __slots__ = ("patterns", "_full", "_host", "allow_all")
-
-    def __init__(self, patterns: Iterable[str] = ()) -> None:
-        self.patterns: Tuple[str, ...] = tuple(p.strip() for p in patterns if p.strip())
-        self.allow_all = "*" in self.patterns
-        self._full = [_glob_to_regex(p.rstrip("/")) for p in self.patterns if "://" in p]
-        self._host = [_glob_to_regex(p) for p in self.patterns if "://" not in p]
-
-    def allows(self, origin: Optional[str]) -> bool:
-        """Whether a request carrying this ``Origin`` header (or none) may go on."""
-        if self.allow_all or origin is None:
-            return True
-        origin = origin.strip().rstrip("/")
-        if origin == "null":
-            # Sandboxed frames and file:// pages; only a "*" (handled above) lets those in.
-            return False
-        if any(regex.match(origin) for regex in self._full):
-            return True
-        host = origin_host(origin)
-        return any(regex.match(host) for regex in self._host)
-
-
-def _strip_port(authority: str) -> str:
-    """``host[:port]`` or ``[v6][:port]`` without the port, lower-case."""
-    authority = authority.strip()
-    if authority.startswith("["):
-        return authority[: authority.find("]") + 1].lower()
-    return authority.rsplit(":", 1)[0].lower() if ":" in authority else authority.lower()
-
-
-def origin_host(origin: str) -> str:
-    """The host of an ``Origin`` value (``https://Chat.Example.org:8443`` -> ``chat.example.org``)."""
-    return _strip_port(origin.strip().split("://", 1)[-1].split("/", 1)[0])
 
 
 class ConnectionCounter:
@@ -482,9 +425,9 @@ class NetworkPolicy:
             values = [v.strip() for h in _header(request, b"x-forwarded-host") for v in h.split(",")]
             values = [v for v in values if v]
             if values:
-                return _strip_port(values[-1])
+                return strip_port(values[-1])
         host = _header(request, b"host")
-        return _strip_port(host[0]) if host else ""
+        return strip_port(host[0]) if host else ""
 
     def origin_check(self, request, origin: str) -> Optional[str]:
         """
@@ -499,9 +442,7 @@ class NetworkPolicy:
         if self.origins.allow_all:
             return "*"
         host = self.request_host(request)
-        if (host and origin_host(origin) == host and origin.strip() != "null") or self.origins.allows(
-            origin
-        ):
+        if self.origins.allows_for(origin, host):
             return origin
         self.refused("origin")
         now = self._clock.seconds()
