@@ -157,6 +157,9 @@ class EngineIOServer:
         self.resolve_address = address_resolver or default_address
         self.connection_filter = connection_filter
         self.origin_check = origin_check
+        #: ``session_opened(session)``, called for every new session as it enters ``sessions``
+        #: (a network policy counts them per address until ``session.ended``).
+        self.session_opened: Callable[[EngineIOSession], None] | None = None
         #: One line per kind of refusal and address per 10 s, then one with the count.
         self.repeated_log = RepeatedLog(_log, reactor)
         #: Sessions closed for a malformed packet (``parse_error``) or a limit (``session_limit``).
@@ -177,6 +180,8 @@ class EngineIOServer:
 
     def _register(self, session: EngineIOSession) -> None:
         self.sessions[session.sid] = session
+        if self.session_opened is not None:
+            self.session_opened(session)
 
     def _forget(self, session: EngineIOSession) -> None:
         if self.sessions.get(session.sid) is session:

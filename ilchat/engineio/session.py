@@ -97,6 +97,7 @@ class EngineIOSession:
         "_close_detail",
         "_queued_bytes",
         "held",
+        "__weakref__",
     )
 
     def __init__(
@@ -137,6 +138,11 @@ class EngineIOSession:
     def closed(self) -> bool:
         """True once the session is closing or closed; sends are then dropped."""
         return self._state >= _CLOSING
+
+    @property
+    def ended(self) -> bool:
+        """True once the session is gone from the server's table (its last packets fetched)."""
+        return self._state == _CLOSED
 
     @property
     def buffered(self) -> int:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import ipaddress
 import weakref
 from collections import Counter
-from typing import Any, Callable, Iterable, Optional, Sequence, Tuple, Union
+from typing import Any, Iterable, Optional, Sequence, Tuple, Union
 
 from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
@@ -43,7 +43,6 @@ from ilchat.web.responses import encode_json
 __all__ = [
     "AddressList",
     "ConnectionCounter",
-    "LiveConnections",
     "NetworkPolicy",
     "OriginMatcher",
     "PolicyGuardResource",
@@ -170,53 +169,15 @@ def resolve_client_address(
 
 class ConnectionCounter:
     """
-    Open connections per client address, with an upper bound.
+    Open connections per client address, with an upper bound: the policy's one per-IP count.
 
-    Every successful :meth:`acquire` must be paired with one :meth:`release` (when the connection
-    closes), or the address slowly locks itself out; the owners of the connections (the Engine.IO
-    session, the IRC protocol) do both.
-    """
-
-    __slots__ = ("limit", "_counts")
-
-    def __init__(self, limit: Optional[int]) -> None:
-        """
-        Args:
-            limit: the most connections one address may hold at once; ``None`` or 0 for no limit.
-        """
-        self.limit = limit or None
-        self._counts: dict[str, int] = {}
-
-    def acquire(self, address: str) -> bool:
-        """Count one more connection from C{address}, unless that would pass the limit."""
-        count = self._counts.get(address, 0)
-        if self.limit is not None and count >= self.limit:
-            return False
-        self._counts[address] = count + 1
-        return True
-
-    def release(self, address: str) -> None:
-        """Forget one connection from C{address}; the entry goes once it reaches zero."""
-        count = self._counts.get(address, 0) - 1
-        if count > 0:
-            self._counts[address] = count
-        else:
-            self._counts.pop(address, None)
-
-    def count(self, address: str) -> int:
-        """The connections currently counted for C{address}."""
-        return self._counts.get(address, 0)
-
-
-class LiveConnections:
-    """
-    Open connections per address, for connections whose end is not reported to us.
-
-    An HTTP connection that becomes a websocket is handed to Autobahn, which replaces the
-    protocol on the transport, so nobody tells the site when it closes. This keeps the
-    transports themselves (weakly) and asks them: a transport that has lost its connection
-    (``disconnected``) no longer counts. Nothing can leak, and nothing is scanned until an
-    address reaches its limit.
+    Each connection is an object (an Engine.IO session, an IRC protocol, an HTTP transport), held
+    weakly and counted for its address until it is released (:meth:`release`) or found closed:
+    a transport that has lost its connection (``disconnected``, also under a TLS wrapper) or a
+    session that has ended (``ended``) no longer counts. So a connection whose end nobody reports
+    (an HTTP connection Autobahn took over as a websocket) cannot leak, and neither can a missed
+    release. Closed connections are pruned when an address reaches its limit and every 4096
+    additions; nothing is scanned otherwise.
     """
 
     __slots__ = ("limit", "_open", "_added")
@@ -224,47 +185,59 @@ class LiveConnections:
     def __init__(self, limit: Optional[int]) -> None:
         """
         Args:
-            limit: the most open connections per address; ``None`` or 0 for no limit.
+            limit: the most connections one address may hold at once; ``None`` or 0 for no limit.
         """
         self.limit = limit or None
         self._open: dict[str, "weakref.WeakSet[Any]"] = {}
         self._added = 0
 
-    def add(self, address: str, transport: Any) -> bool:
-        """Count C{transport} for C{address}, unless the address holds the limit already."""
-        if self.limit is None:
-            return True
+    def add(self, address: str, connection: Any) -> bool:
+        """Count C{connection} for C{address}, unless the address holds the limit already."""
+        if self.limit is not None:
+            live = self._open.get(address)
+            if live is not None and len(live) >= self.limit:
+                for gone in [c for c in live if _closed(c)]:
+                    live.discard(gone)
+                if len(live) >= self.limit:
+                    return False
+        self.track(address, connection)
+        return True
+
+    def track(self, address: str, connection: Any) -> None:
+        """Count C{connection} for C{address} whatever the limit (the caller decided)."""
         self._added += 1
         if self._added % 4096 == 0:
             self._forget_idle()
         live = self._open.get(address)
         if live is None:
             live = self._open[address] = weakref.WeakSet()
-        elif len(live) >= self.limit:
-            for gone in [t for t in live if _closed(t)]:
-                live.discard(gone)
-            if len(live) >= self.limit:
-                return False
-        live.add(transport)
-        return True
+        live.add(connection)
+
+    def release(self, address: str, connection: Any) -> None:
+        """Stop counting C{connection}; the address is forgotten once it holds none."""
+        live = self._open.get(address)
+        if live is not None:
+            live.discard(connection)
+            if not live:
+                del self._open[address]
 
     def count(self, address: str) -> int:
         """The open connections of C{address}."""
         live = self._open.get(address)
-        return sum(1 for t in live if not _closed(t)) if live else 0
+        return sum(1 for c in live if not _closed(c)) if live else 0
 
     def _forget_idle(self) -> None:
-        for address in [a for a, live in self._open.items() if not any(not _closed(t) for t in live)]:
+        for address in [a for a, live in self._open.items() if not any(not _closed(c) for c in live)]:
             del self._open[address]
 
 
-def _closed(transport: Any) -> bool:
+def _closed(connection: Any) -> bool:
     # TLS and other wrappers keep the socket's transport as their own ``transport``.
-    while getattr(transport, "wrappedProtocol", None) is not None and getattr(
-        transport, "transport", None
+    while getattr(connection, "wrappedProtocol", None) is not None and getattr(
+        connection, "transport", None
     ) is not None:
-        transport = transport.transport
-    return bool(getattr(transport, "disconnected", False))
+        connection = connection.transport
+    return bool(getattr(connection, "disconnected", False) or getattr(connection, "ended", False))
 
 
 def _header(request, name: bytes) -> list[str]:
@@ -328,7 +301,7 @@ class NetworkPolicy:
         self.trusted_proxies = AddressList(trusted_proxies)
         self.origins = OriginMatcher(allowed_origins)
         self.connections = ConnectionCounter(max_connections_per_ip)
-        self.http_connections = LiveConnections(max_http_connections_per_ip)
+        self.http_connections = ConnectionCounter(max_http_connections_per_ip)
         self.message_rate = float(message_rate)
         self.message_burst = float(message_burst)
         self.ilias_message_rate = float(ilias_message_rate)
@@ -338,7 +311,9 @@ class NetworkPolicy:
         if clock is None:
             from twisted.internet import reactor as clock  # noqa: the global one, resolved once
         self._clock = clock
-        self._web_sessions: Optional[Callable[[str], int]] = None
+        #: Whether the Engine.IO sessions are counted (:meth:`install`); until then the per-IP
+        #: limit of web sessions is not checked.
+        self._installed = False
         self._refused_origins: dict[str, float] = {}
         #: Refusals so far by reason (``address``, ``origin``, ``connections_per_ip``,
         #: ``message_rate``), for ``ilchat.metrics``.
@@ -474,9 +449,9 @@ class NetworkPolicy:
         if origin and self.origin_check(request, origin[0]) is None:
             return 403, "This origin is not allowed to connect to the chat server."
         limit = self.connections.limit
-        if limit is not None and self._web_sessions is not None and b"sid" not in request.args:
+        if limit is not None and self._installed and b"sid" not in request.args:
             address = self.client_address(request)
-            count = self._web_sessions(address) + self.connections.count(address)
+            count = self.connections.count(address)
             if count >= limit + self.session_grace:
                 self._log.warn(
                     "Refused new web session from {address}: already {count} (limit {limit})",
@@ -506,9 +481,9 @@ class NetworkPolicy:
         The chat adapters ask this when the session logs in, show the text, and disconnect it.
         """
         limit = self.connections.limit
-        if limit is None or self._web_sessions is None:
+        if limit is None or not self._installed:
             return None
-        count = self._web_sessions(address) + self.connections.count(address)
+        count = self.connections.count(address)
         if count <= limit:
             return None
         self._log.warn(
@@ -530,38 +505,38 @@ class NetworkPolicy:
 
         Sets its ``address_resolver``, ``origin_check`` and ``connection_filter`` hooks, so the
         origin rules (same host, Kiwi-style patterns, logged with the client address) also
-        decide the CORS headers and preflight answers. The
-        per-IP limit for the web counts the live Engine.IO sessions of that address when a new
-        one is opened: sessions leave the server's table when they close, so nothing needs
-        releasing and nothing can leak. (That is a scan of the sessions per handshake, which is
-        cheap next to the handshake itself.)
+        decide the CORS headers and preflight answers. Every Engine.IO session is counted in
+        ``connections`` (its ``session_opened`` hook) until it has ended, with the IRC
+        connections of the same address: nothing needs releasing and nothing can leak.
         """
         engineio = getattr(socketio_server, "engineio", socketio_server)
         engineio.resolve_address = self.client_address
         engineio.connection_filter = self.connection_filter
         engineio.origin_allowed = None
         engineio.origin_check = self.origin_check
-        sessions = engineio.sessions
+        connections = self.connections
 
-        def web_sessions(address: str) -> int:
-            return sum(1 for session in list(sessions.values()) if session.address == address)
+        def session_opened(session: Any) -> None:
+            connections.track(session.address, session)
 
-        self._web_sessions = web_sessions
+        engineio.session_opened = session_opened
+        self._installed = True
 
-    def acquire_connection(self, address: str) -> bool:
+    def acquire_connection(self, address: str, connection: Any) -> bool:
         """
-        Count a new long-lived connection that is not an Engine.IO session (IRC) from C{address}.
+        Count a new long-lived connection that is not an Engine.IO session (an IRC protocol)
+        from C{address}.
 
         The live web sessions of the address count towards the same limit (and these connections
         count when a web session is opened), so the limit holds across listeners. Returns
-        ``False`` (and logs) when the address already holds its limit; otherwise the caller must
-        call :meth:`release_connection` when the connection ends.
+        ``False`` (and logs) when the address already holds its limit; otherwise the caller
+        calls :meth:`release_connection` when the connection ends (a connection that is garbage
+        collected stops counting too).
         """
-        web = self._web_sessions(address) if self._web_sessions is not None else 0
-        count = web + self.connections.count(address)
+        count = self.connections.count(address)
         limit = self.connections.limit
         if limit is None or count < limit:
-            self.connections.acquire(address)
+            self.connections.track(address, connection)
             return True
         self.refused("connections_per_ip")
         self._log.warn(
@@ -572,14 +547,14 @@ class NetworkPolicy:
         )
         return False
 
-    def release_connection(self, address: str) -> None:
+    def release_connection(self, address: str, connection: Any) -> None:
         """The end of a connection counted by :meth:`acquire_connection`."""
-        self.connections.release(address)
+        self.connections.release(address, connection)
 
     def add_http_connection(self, peer: str, transport: Any) -> bool:
         """
         Count a new HTTP connection from the TCP peer C{peer} (its end is noticed by itself, see
-        :class:`LiveConnections`); ``False`` when the peer holds ``max_http_connections_per_ip``.
+        :class:`ConnectionCounter`); ``False`` when the peer holds ``max_http_connections_per_ip``.
         A trusted proxy's connections are not counted: it carries everyone behind it.
         """
         address = parse_address(peer)
