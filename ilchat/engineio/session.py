@@ -4,7 +4,9 @@
 The session is the state machine of engine.io's ``Socket``: the long-polling GET/POST handling
 and the websocket (new or upgrading from polling) both end here; the HTTP resource
 (:mod:`ilchat.engineio.resource`) only routes requests to it, and the websocket protocol
-(:mod:`ilchat.engineio.websocket`) hands it whole frames.
+(:mod:`ilchat.engineio.websocket`) hands it whole frames. It is one state machine of about 500
+lines on purpose: the polling and websocket halves share its state (queue, probe, timers), and
+split apart each would reach into the other's.
 """
 
 from __future__ import annotations
