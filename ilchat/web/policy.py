@@ -177,7 +177,8 @@ class ConnectionCounter:
     session that has ended (``ended``) no longer counts. So a connection whose end nobody reports
     (an HTTP connection Autobahn took over as a websocket) cannot leak, and neither can a missed
     release. Closed connections are pruned when an address reaches its limit and every 4096
-    additions; nothing is scanned otherwise.
+    additions; nothing is scanned otherwise, so asking whether an address is over a limit
+    (:meth:`holds_more_than`) costs nothing until it nearly is.
     """
 
     __slots__ = ("limit", "_open", "_added")
@@ -193,15 +194,19 @@ class ConnectionCounter:
 
     def add(self, address: str, connection: Any) -> bool:
         """Count C{connection} for C{address}, unless the address holds the limit already."""
-        if self.limit is not None:
-            live = self._open.get(address)
-            if live is not None and len(live) >= self.limit:
-                for gone in [c for c in live if _closed(c)]:
-                    live.discard(gone)
-                if len(live) >= self.limit:
-                    return False
+        if self.limit is not None and self.holds_more_than(address, self.limit - 1):
+            return False
         self.track(address, connection)
         return True
+
+    def holds_more_than(self, address: str, count: int) -> bool:
+        """Whether C{address} holds more than C{count} open connections (scanned only if it may)."""
+        live = self._open.get(address)
+        if live is None or len(live) <= count:
+            return False
+        for gone in [c for c in live if _closed(c)]:
+            live.discard(gone)
+        return len(live) > count
 
     def track(self, address: str, connection: Any) -> None:
         """Count C{connection} for C{address} whatever the limit (the caller decided)."""
@@ -451,8 +456,8 @@ class NetworkPolicy:
         limit = self.connections.limit
         if limit is not None and self._installed and b"sid" not in request.args:
             address = self.client_address(request)
-            count = self.connections.count(address)
-            if count >= limit + self.session_grace:
+            if self.connections.holds_more_than(address, limit + self.session_grace - 1):
+                count = self.connections.count(address)
                 self._log.warn(
                     "Refused new web session from {address}: already {count} (limit {limit})",
                     address=address,
@@ -483,9 +488,9 @@ class NetworkPolicy:
         limit = self.connections.limit
         if limit is None or not self._installed:
             return None
-        count = self.connections.count(address)
-        if count <= limit:
+        if not self.connections.holds_more_than(address, limit):
             return None
+        count = self.connections.count(address)
         self._log.warn(
             "Closing a web session of {address}: {count} sessions and IRC connections"
             " (limit {limit})",
@@ -533,17 +538,14 @@ class NetworkPolicy:
         calls :meth:`release_connection` when the connection ends (a connection that is garbage
         collected stops counting too).
         """
-        count = self.connections.count(address)
-        limit = self.connections.limit
-        if limit is None or count < limit:
-            self.connections.track(address, connection)
+        if self.connections.add(address, connection):
             return True
         self.refused("connections_per_ip")
         self._log.warn(
             "Refused connection from {address}: already {count} connections (limit {limit})",
             address=address,
-            count=count,
-            limit=limit,
+            count=self.connections.count(address),
+            limit=self.connections.limit,
         )
         return False
 

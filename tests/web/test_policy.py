@@ -233,6 +233,20 @@ class ConnectionCounterTests(SynchronousTestCase):
         self.assertEqual(counter.count("10.0.0.1"), 2)
         self.assertFalse(counter.add("10.0.0.1", self.Connection()))
 
+    def test_holds_more_than_prunes_only_near_the_count(self):
+        """Below the asked count nothing is scanned; at it, closed connections are pruned first."""
+        counter = ConnectionCounter(None)
+        first, second = self.Connection(), self.Connection()
+        counter.add("10.0.0.1", first)
+        counter.add("10.0.0.1", second)
+        self.assertFalse(counter.holds_more_than("10.0.0.1", 2))
+        self.assertTrue(counter.holds_more_than("10.0.0.1", 1))
+        second.disconnected = 1
+        self.assertEqual(len(counter._open["10.0.0.1"]), 2)  # not scanned yet
+        self.assertFalse(counter.holds_more_than("10.0.0.1", 1))
+        self.assertEqual(len(counter._open["10.0.0.1"]), 1)
+        self.assertFalse(counter.holds_more_than("10.0.0.9", 0))
+
     def test_ended_sessions_and_collected_connections_stop_counting(self):
         """An object with ``ended`` set, or one nobody holds any more, no longer counts."""
         counter = ConnectionCounter(2)
