@@ -363,6 +363,8 @@ class ServerConfig:
     #: ilchat's own: seconds a database query may wait; where rows waiting for it are journaled.
     database_timeout: float = 30.0
     journal_dir: str = "."
+    #: ilchat's own: a Twisted endpoint description to listen on instead of address/port.
+    listen: Optional[str] = None
     # ilchat's own optional sections; later issues give them typed classes.
     irc: Any = None
     network: Any = None
@@ -449,6 +451,7 @@ def _parse_server(reader: _Reader) -> ServerConfig:
         deletion_time=deletion_time,
         database_timeout=database_timeout,
         journal_dir=journal_dir,
+        listen=reader.get_str("listen", None, allow_empty=False),
         irc=_parse_irc(reader, cert, key, dhparam),
         network=_parse_network(reader),
         metrics=_parse_metrics(reader),
@@ -461,6 +464,7 @@ class MetricsConfig:
 
     address: str = "127.0.0.1"
     port: int = 9464
+    listen: Optional[str] = None
 
 
 def _parse_metrics(server: _Reader) -> Optional[MetricsConfig]:
@@ -471,6 +475,7 @@ def _parse_metrics(server: _Reader) -> Optional[MetricsConfig]:
         address=reader.get_str("address", "127.0.0.1", allow_empty=False),
         # Port 0 takes any free port (tests).
         port=reader.get_int("port", 9464, minimum=0, maximum=65535),
+        listen=reader.get_str("listen", None, allow_empty=False),
     )
 
 

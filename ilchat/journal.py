@@ -26,6 +26,8 @@ from twisted.internet import threads
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from ilchat.jsonutil import dumps_ascii
+
 __all__ = ["Journal", "JournalError", "client_journal", "encode_record", "decode_line"]
 
 
@@ -35,7 +37,7 @@ class JournalError(Exception):
 
 def encode_record(record: Dict[str, Any]) -> bytes:
     """One journal line for ``record`` (a JSON object)."""
-    payload = json.dumps(record, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
+    payload = dumps_ascii(record).encode("ascii")
     return b"%08x %s\n" % (zlib.crc32(payload), payload)
 
 

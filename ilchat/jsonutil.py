@@ -25,7 +25,9 @@ import json
 import re
 from typing import Any, Dict
 
-__all__ = ["JSONError", "MAX_DEPTH", "MAX_INT_DIGITS", "dumps", "loads", "has_lone_surrogate"]
+__all__ = [
+    "JSONError", "MAX_DEPTH", "MAX_INT_DIGITS", "dumps", "dumps_ascii", "loads", "has_lone_surrogate"
+]
 
 #: Deepest nesting of arrays and objects :func:`loads` accepts.
 MAX_DEPTH = 32
@@ -78,6 +80,7 @@ def _decoder(max_int_digits: int) -> json.JSONDecoder:
 _DECODERS: Dict[int, json.JSONDecoder] = {MAX_INT_DIGITS: _decoder(MAX_INT_DIGITS)}
 _FAST_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
 def _too_deep(value: Any, max_depth: int) -> bool:
@@ -166,3 +169,20 @@ def dumps(value: Any) -> str:
     if has_lone_surrogate(text):
         raise JSONError("lone surrogate in string")
     return text
+
+
+def dumps_ascii(value: Any) -> str:
+    """
+    Compact JSON in ASCII only: non-ASCII characters, lone surrogates included, as ``\\u`` escapes.
+
+    For records that must keep whatever text the chat was given until it is refused further on
+    (the journal), where :func:`dumps` would raise on a lone surrogate.
+
+    Raises:
+        JSONError: NaN or infinity.
+        TypeError: a value JSON has no form for.
+    """
+    try:
+        return _ASCII_ENCODER.encode(value)
+    except ValueError as e:
+        raise JSONError(str(e)) from None

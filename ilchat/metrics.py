@@ -33,6 +33,8 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.web.resource import Resource
 
 import ilchat
+from ilchat.chat.conversation_events import MESSAGE_POSTED
+from ilchat.chat.events import presence_changes
 from ilchat.chat.rooms import chat_rooms_of
 
 __all__ = ["MetricsResource", "ReactorLag", "ServiceCollector", "ServiceMetrics", "REFUSAL_REASONS"]
@@ -215,7 +217,7 @@ class ServiceMetrics:
         )
         self.deliveries = Counter(
             "ilchat_deliveries",
-            "Recipients of chat messages (connections in the room; On-Screen Chat: users)",
+            "Recipients of chat messages (members present in the room; On-Screen Chat: users)",
             ["client", "kind"],
             registry=self.registry,
         )
@@ -236,8 +238,7 @@ class ServiceMetrics:
                 observer = self._db_observer(name)
                 db.observers.append(observer)
                 self._undo.append(lambda db=db, observer=observer: db.observers.remove(observer))
-            chat = chat_rooms_of(client)
-            self._undo.append(client.bus.subscribe(f"room:{name}", self._room_observer(name, chat)))
+            self._undo.append(client.bus.subscribe(f"room:{name}", self._room_observer(name)))
             self._undo.append(client.bus.subscribe(f"osc:{name}", self._osc_observer(name)))
         self.lag.start()
         self._undo.append(self.lag.stop)
@@ -255,21 +256,28 @@ class ServiceMetrics:
 
         return observe
 
-    def _room_observer(self, client: str, chat: Any) -> Callable[[Dict[str, Any]], None]:
+    def _room_observer(self, client: str) -> Callable[[Dict[str, Any]], None]:
         messages = self.chat_messages.labels(client, "room")
         deliveries = self.deliveries.labels(client, "room")
+        # Who is present in each room, from the room events (never the domain's live state).
+        present: Dict[int, set] = {}
 
-        def observe(message: Dict[str, Any]) -> None:
-            if message.get("op") != "emit" or message.get("event") != "message":
+        def observe(envelope: Dict[str, Any]) -> None:
+            event = envelope["event"]
+            for room_id, member, here in presence_changes(event):
+                people = present.setdefault(room_id, set())
+                if here:
+                    people.add(member["id"])
+                else:
+                    people.discard(member["id"])
+            if event.get("type") != "message":
                 return
             messages.inc()
-            if "connections" in message:
-                deliveries.inc(len(message["connections"]))
-                return
-            room = chat.get_room(message.get("room")) if chat is not None else None
-            if room is not None:
-                skipped = sum(1 for conn in message.get("skip") or () if conn in room.connections)
-                deliveries.inc(len(room.connections) - skipped)
+            target = event["target"]
+            if target is None or target["public"]:
+                deliveries.inc(len(present.get(event["room"], ())))
+            else:
+                deliveries.inc(len({event["sender"]["id"], target["id"]}))
 
         return observe
 
@@ -277,11 +285,11 @@ class ServiceMetrics:
         messages = self.chat_messages.labels(client, "osc")
         deliveries = self.deliveries.labels(client, "osc")
 
-        def observe(message: Dict[str, Any]) -> None:
-            for delivery in message.get("deliveries") or ():
-                if delivery.get("event") == "message" and "to" in delivery:
-                    messages.inc()
-                    deliveries.inc(len(delivery["to"]))
+        def observe(envelope: Dict[str, Any]) -> None:
+            event = envelope["event"]
+            if event.get("type") == MESSAGE_POSTED:
+                messages.inc()
+                deliveries.inc(len(event["recipients"]))
 
         return observe
 

@@ -9,17 +9,21 @@ asynchronous and happens in ``IlchatService.startService``:
 2. per client config, in order: the store (``create_store``, ``open``, and the move of every
    ``chatroom_users`` row to ``chatroom_sessions``, spec §1.5 step 6);
 3. one bus and one Socket.IO server for the process, a ``ClientContext`` per client;
-4. the components (repository chat, On-Screen Chat, IRC bridge...), started in order;
+4. the components (repository chat, On-Screen Chat, IRC bridge...), each a ``ComponentService``
+   child added once the one before has started, then the daily purge (``DailyPurge``);
 5. the readiness check (``/ready``, ``ilchat.readiness``) and the metrics (``ilchat.metrics``);
-6. the listening port (the address resolved without blocking, TLS when ``protocol`` is https), then
-   the metrics listener when server.cfg has a ``metrics`` section.
+6. the listening port (``ilchat.listeners``: server.cfg ``listen``, or the address resolved
+   without blocking; TLS when ``protocol`` is https), then the metrics listener when server.cfg
+   has a ``metrics`` section.
 
-``stopService`` undoes it in reverse: stop listening, disconnect every socket, stop the components,
-move the users to sessions again, close the stores.
+``stopService`` undoes it in reverse: stop listening, disconnect every socket, stop the children
+one after the other from the last (the purge, then the components), move the users to sessions
+again, close the stores, and the log files last.
 
 Components
 ----------
-A component is any object with ``async start()`` and ``async stop()``. It is made by a factory:
+A component is any object with ``async start()`` and ``async stop()`` (run by its
+``ComponentService``). It is made by a factory:
 
 * client components: ``factory(ctx: ClientContext) -> component``, once per client config;
 * server components: ``factory(ctx: ServerContext) -> component``, once per process, started
@@ -50,6 +54,7 @@ from ilchat.bus import IBus, LocalBus
 from ilchat.config import ClientConfig, NetworkConfig, ServerConfig
 from ilchat.descriptors import raise_open_file_limit, watch_accept_errors
 from ilchat.ilias.identity import log_identity_mode
+from ilchat.listeners import listen, reads_proxy_header, tcp_description
 from ilchat.logs import LogService
 from ilchat.web.backend import BackendResource, RouteTable
 from ilchat.web.policy import NetworkPolicy, PolicyGuardResource
@@ -64,6 +69,7 @@ __all__ = [
     "CLIENT_COMPONENTS",
     "SERVER_COMPONENTS",
     "StartupError",
+    "ComponentService",
 ]
 
 #: Listen queue of the web listener: a crowd of browsers reconnecting after a restart connects at
@@ -73,7 +79,7 @@ LISTEN_BACKLOG = 1024
 #: Per-client components, started in this order (``"module:factory"``; factory(ClientContext)).
 CLIENT_COMPONENTS: List[str] = [
     # The ILIAS repository chat, or its name-only variant for a client.cfg with "standalone".
-    "ilchat.standalone:component",
+    "ilchat.components:room_chat",
     "ilchat.ilias.osc:OnScreenChatComponent",
 ]
 
@@ -97,6 +103,32 @@ ComponentFactory = Callable[[Any], Component]
 
 class StartupError(Exception):
     """Start-up cannot go on; ``str()`` is the one line for stderr and the error log."""
+
+
+class ComponentService(service.Service):
+    """
+    A component as a child service of the ``IlchatService``: ``startService`` runs its
+    ``start()`` (``started`` fires when it is done), ``stopService`` its ``stop()``.
+    """
+
+    def __init__(self, component: Component) -> None:
+        self.component = component
+        self.started: Optional[defer.Deferred[None]] = None
+        #: Set when ``start()`` failed: there is nothing to stop then.
+        self.start_failed = False
+
+    def startService(self) -> None:  # noqa: N802 (twisted API)
+        super().startService()
+        self.started = defer.maybeDeferred(self.component.start)
+
+    def stopService(self) -> "Optional[defer.Deferred[None]]":  # noqa: N802 (twisted API)
+        super().stopService()
+        if self.start_failed:
+            return None
+        return defer.maybeDeferred(self.component.stop)
+
+    def __repr__(self) -> str:
+        return f"<ComponentService {self.component!r}>"
 
 
 @attrs.define(eq=False)
@@ -167,6 +199,15 @@ def _default_socketio_factory(reactor: Any, server_config: ServerConfig) -> Any:
     return SocketIOServer(reactor, allowed_origins=origins)
 
 
+def bus_instance(server_config: ServerConfig) -> str:
+    """This process's bus id: host name and configured port (unique on a site's machines)."""
+    return f"{socket.gethostname()}:{server_config.port}"
+
+
+def _default_bus_factory(reactor: Any, instance: str) -> IBus:
+    return LocalBus(instance, reactor)
+
+
 async def resolve_address(reactor: Any, address: str, port: int) -> tuple:
     """
     The IP address to bind for ``address`` (an IP literal or a host name), and its family name.
@@ -211,6 +252,8 @@ class IlchatService(service.MultiService):
             ``CLIENT_COMPONENTS`` / ``SERVER_COMPONENTS``.
         store_factory: ``(database_config, reactor) -> Store``; defaults to ``create_store``.
         socketio_factory: ``(reactor, server_config) -> SocketIOServer``.
+        bus_factory: ``(reactor, instance) -> IBus``; defaults to a L{LocalBus} (the test suite
+            passes a strict one).
         exit_on_failure: under twistd, a failed start-up prints one line to stderr and the
             process exits with status 1 (instead of serving nothing).
         install_signal_handlers: under twistd, SIGTERM/SIGINT stop cleanly with status 0 and
@@ -232,6 +275,7 @@ class IlchatService(service.MultiService):
         server_components: Optional[Sequence[Union[str, ComponentFactory]]] = None,
         store_factory: Optional[Callable[[Any, Any], Any]] = None,
         socketio_factory: Optional[Callable[[Any, ServerConfig], Any]] = None,
+        bus_factory: Optional[Callable[[Any, str], IBus]] = None,
         exit_on_failure: bool = False,
         install_signal_handlers: bool = False,
         setup_logs: bool = True,
@@ -256,6 +300,7 @@ class IlchatService(service.MultiService):
             _default_store_factory, timeout=server_config.database_timeout
         )
         self._socketio_factory = socketio_factory or _default_socketio_factory
+        self._bus_factory = bus_factory or _default_bus_factory
         self._exit_on_failure = exit_on_failure
         self._install_signal_handlers = install_signal_handlers
 
@@ -273,11 +318,9 @@ class IlchatService(service.MultiService):
         self.site: Optional[ChatSite] = None
         self._listening: Optional[IListeningPort] = None
         self._stores: List[Any] = []
-        self._started_components: List[Any] = []
         self._socketio: Any = None
         self.policy: Optional[NetworkPolicy] = None
         self._starting: Optional[defer.Deferred[None]] = None
-        self._purge: Any = None
         self._stopping = False
         self.readiness: Any = None
         self.metrics: Any = None
@@ -324,7 +367,7 @@ class IlchatService(service.MultiService):
                 moved=moved,
             )
 
-        bus = LocalBus()
+        bus = self._bus_factory(self.reactor, bus_instance(server_config))
         self._socketio = self._socketio_factory(self.reactor, server_config)
         # The network policy (server.cfg "network"): one per process, for every listener.
         self.policy = NetworkPolicy.from_config(server_config.network, clock=self.reactor)
@@ -361,22 +404,17 @@ class IlchatService(service.MultiService):
             for factory in self._client_factories:
                 component = factory(ctx)
                 ctx.components.append(component)
-                await component.start()
-                self._started_components.append(component)
+                await self._start_child(ComponentService(component))
             # Served only once its components are up, so no action answers before it can work.
             self.clients[ctx.name] = ctx
         for factory in self._server_factories:
-            component = factory(self.context)
-            await component.start()
-            self._started_components.append(component)
+            await self._start_child(ComponentService(factory(self.context)))
 
         if server_config.purge_enabled:
             from ilchat.store import DailyPurge
 
-            self._purge = DailyPurge(
-                self.reactor, {ctx.name: ctx.store for ctx in contexts}, server_config
-            )
-            self._purge.startService()
+            purge = DailyPurge(self.reactor, {ctx.name: ctx.store for ctx in contexts}, server_config)
+            await self._start_child(purge)
 
         from ilchat.metrics import ServiceMetrics
         from ilchat.readiness import Readiness, ReadinessResource
@@ -391,21 +429,29 @@ class IlchatService(service.MultiService):
         if server_config.metrics is not None:
             await self._listen_metrics(readiness_resource)
 
+    async def _start_child(self, child: service.IService) -> None:
+        """
+        Add ``child`` (which starts it, the server running) and wait for its start, so the next
+        child starts after it; a child whose start fails is removed again without a stop.
+        """
+        child.setServiceParent(self)
+        started = getattr(child, "started", None)
+        try:
+            if started is not None:
+                await started
+        except BaseException:
+            if isinstance(child, ComponentService):
+                child.start_failed = True
+            await defer.maybeDeferred(child.disownServiceParent)
+            raise
+
     @property
     def components(self) -> List[Any]:
         """The started components, client ones first (for the metrics)."""
-        return list(self._started_components)
+        return [child.component for child in self if isinstance(child, ComponentService)]
 
     async def _listen(self, web_root: WebRoot) -> None:
         config = self.server_config
-        host, family = await resolve_address(self.reactor, config.address, self.listen_port)
-        if host != config.address:
-            self._log.info(
-                "DNS Resolve for: {address} => IP: {ip} , Family: {family}",
-                address=config.address,
-                ip=host,
-                family=family,
-            )
         network = config.network if config.network is not None else NetworkConfig()
         self.site = ChatSite(
             PolicyGuardResource(web_root.root, self.policy),
@@ -424,21 +470,15 @@ class IlchatService(service.MultiService):
                 options = certificate_options(config.cert, config.key, config.dhparam)
             except TLSConfigError as e:
                 raise StartupError(str(e))
-        try:
-            if options is not None:
-                self._listening = self.reactor.listenSSL(
-                    self.listen_port, self.site, options, backlog=LISTEN_BACKLOG, interface=host
-                )
-            else:
-                self._listening = self.reactor.listenTCP(
-                    self.listen_port, self.site, backlog=LISTEN_BACKLOG, interface=host
-                )
-        except Exception as e:
-            raise StartupError(f"Cannot listen on {host}:{self.listen_port}: {e}")
+        description, where = await self._description(config.listen, config.address,
+                                                     self.listen_port, LISTEN_BACKLOG)
+        self.site.proxy_header = reads_proxy_header(description)
+        self._listening = await self._listen_on(description, where, self.site, options)
         watch_accept_errors(self._listening, "the web listener", self.reactor)
-        self.host = host
-        self.port = self._listening.getHost().port
-        shown = f"[{host}]" if family == "IPv6" else host
+        bound = self._listening.getHost()
+        self.host = getattr(bound, "host", None)
+        self.port = getattr(bound, "port", None)
+        shown = f"[{self.host}]" if self.host and ":" in self.host else self.host
         self._log.info(
             "The Server is Ready to use! Listening on: {protocol}://{address}:{port}",
             protocol=config.protocol,
@@ -446,21 +486,44 @@ class IlchatService(service.MultiService):
             port=self.port,
         )
 
+    async def _description(
+        self, listen: Optional[str], address: str, port: int, backlog: Optional[int] = None
+    ) -> tuple:
+        """The endpoint description of a listener, and how to name it in an error."""
+        if listen is not None:
+            return listen, listen
+        host, family = await resolve_address(self.reactor, address, port)
+        if host != address:
+            self._log.info(
+                "DNS Resolve for: {address} => IP: {ip} , Family: {family}",
+                address=address,
+                ip=host,
+                family=family,
+            )
+        return tcp_description(host, port, backlog), f"{host}:{port}"
+
+    async def _listen_on(self, description: str, where: str, factory: Any,
+                         options: Any = None) -> IListeningPort:
+        try:
+            return await listen(self.reactor, description, factory, options)
+        except Exception as e:
+            raise StartupError(f"Cannot listen on {where}: {e}")
+
     async def _listen_metrics(self, readiness_resource: Any) -> None:
         """The separate listener of ``/metrics`` (and ``/ready``), behind the same allow-list."""
         from ilchat.metrics import MetricsRoot
 
         config = self.server_config.metrics
-        host, family = await resolve_address(self.reactor, config.address, config.port)
         site = ChatSite(PolicyGuardResource(MetricsRoot(self.metrics, readiness_resource), self.policy))
-        try:
-            self._metrics_listening = self.reactor.listenTCP(config.port, site, interface=host)
-        except Exception as e:
-            raise StartupError(f"Cannot listen on {host}:{config.port} (metrics): {e}")
-        self.metrics_port = self._metrics_listening.getHost().port
+        description, where = await self._description(config.listen, config.address, config.port)
+        site.proxy_header = reads_proxy_header(description)
+        self._metrics_listening = await self._listen_on(description, f"{where} (metrics)", site)
+        bound = self._metrics_listening.getHost()
+        self.metrics_port = getattr(bound, "port", None)
+        host = getattr(bound, "host", "")
         self._log.info(
             "Metrics listening on: http://{address}:{port}/metrics",
-            address=f"[{host}]" if family == "IPv6" else host,
+            address=f"[{host}]" if ":" in host else host,
             port=self.metrics_port,
         )
 
@@ -567,14 +630,20 @@ class IlchatService(service.MultiService):
         if self._socketio is not None:
             await self._best_effort("close sockets", self._socketio.close)
         if self.site is not None:
-            self.site.close_connections()
+            await self._best_effort("close HTTP connections", self.site.close_connections)
         self.clients.clear()
-        if self._purge is not None:
-            await self._best_effort("stop the daily purge", self._purge.stopService)
-            self._purge = None
-        for component in reversed(self._started_components):
-            await self._best_effort(f"stop {component!r}", component.stop)
-        self._started_components = []
+        # The daily purge, then the components in reverse: each child but the log files, last
+        # started first, one after the other (MultiService would stop them all at once).
+        for child in reversed(list(self)):
+            if child is not self.log_service:
+                what = f"stop {child.component!r}" if isinstance(child, ComponentService) else (
+                    "stop the daily purge")
+                await self._best_effort(what, child.disownServiceParent)
+        if self.context is not None:
+            # Events the components published while stopping: delivered now, nothing left over.
+            close = getattr(self.context.bus, "close", None)
+            if close is not None:
+                close()
         for store in reversed(self._stores):
             await self._best_effort(
                 "move users to sessions",
@@ -588,9 +657,7 @@ class IlchatService(service.MultiService):
     async def _best_effort(self, what: str, func: Callable[[], Any]) -> None:
         """Run one shutdown step; a failing step is logged and does not stop the next ones."""
         try:
-            result = func()
-            if isinstance(result, defer.Deferred) or hasattr(result, "__await__"):
-                await result
+            await defer.maybeDeferred(func)
         except Exception:
             self._log.failure("Shutdown step failed: {what}", what=what)
 

@@ -15,10 +15,13 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.words.protocols import irc
 
 from ilchat.config import ConfigError
+from ilchat.ilias.osc import OnScreenChatComponent
 from ilchat.metrics import ReactorLag
 from ilchat.standalone import StandaloneChat
 from tests.engineio.support import handshake, http
 from tests.ilias.repository_support import Browser
+from tests.ilias.test_osc import Tab
+from tests.support.db import insert_rows_async, make_database
 from tests.support.http import http_request
 from tests.support.server import start_server, write_configs
 
@@ -308,3 +311,35 @@ class ShippedExamplesTests(TestCase):
             text = f.read()
         self.assertIn("127.0.0.1:9464", text)
         self.assertIn("metrics_path: /metrics", text)
+
+
+class OscMetricsTests(TestCase):
+    """The On-Screen Chat's messages and recipients, counted from its ``message_posted`` events."""
+
+    timeout = 60
+    scrape = MetricsEndToEndTests.scrape
+
+    async def test_osc_message_and_its_recipients_are_counted(self) -> None:
+        """One message in a 1:1 where both accept messages: one message, two recipients."""
+        database = make_database(self, "sqlite")
+        await insert_rows_async(database, "usr_pref", [
+            {"usr_id": u, "keyword": "chat_osc_accept_msg", "value": "y"} for u in (6, 7)])
+        self.server = await start_server(
+            self, server={"metrics": {"address": "127.0.0.1", "port": 0}}, database=database,
+            client_components=[OnScreenChatComponent],
+        )
+        alice, bob = Tab(self.server), Tab(self.server)
+        for tab, user in ((alice, {"id": 6, "name": "alice"}), (bob, {"id": 7, "name": "bob"})):
+            self.addCleanup(lambda tab=tab: defer.ensureDeferred(tab.close()))
+            await tab.connect()
+            await tab.emit("login", user["id"], user["name"])
+            await tab.wait_for("login")
+        await alice.emit("conversation", [{"id": 6, "name": "alice"}, {"id": 7, "name": "bob"}])
+        conversation = (await alice.wait_for("conversation-init"))["id"]
+        before = await self.scrape()
+        self.assertEqual(value(before, "ilchat_chat_messages_total", client="onscreen", kind="osc"), 0)
+        await alice.emit("message", conversation, 6, "hi")
+        await bob.wait_for("message")
+        after = await self.scrape()
+        self.assertEqual(value(after, "ilchat_chat_messages_total", client="onscreen", kind="osc"), 1)
+        self.assertEqual(value(after, "ilchat_deliveries_total", client="onscreen", kind="osc"), 2)

@@ -117,6 +117,42 @@ class CommandLineTests(TestCase):
         self.assertIn(f"{clients[0]}: invalid JSON at line 2 column 10", result.stderr)
 
 
+async def spawn_serving(
+    test: TestCase, command: Sequence[str], cwd: str, url: str, env: Optional[Dict[str, str]] = None
+) -> subprocess.Popen:
+    """
+    Start ``command`` (a twistd), killed at the end of ``test`` if still running, and wait until
+    ``url`` answers the Heartbeat; the test fails if the process exits first or never answers.
+    """
+    process = subprocess.Popen(
+        list(command),
+        cwd=cwd,
+        env=env or _env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+    def kill() -> None:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+
+    test.addCleanup(kill)
+    for _ in range(200):
+        if process.poll() is not None:
+            test.fail(f"twistd exited early: {process.stdout.read().decode()}")
+        try:
+            response = await http_request(url + "/backend/Heartbeat/onscreen")
+            if response.code == 200:
+                return process
+        except Exception:
+            pass
+        await deferLater(reactor, 0.1, lambda: None)
+    test.fail("twistd did not start listening")
+
+
 class RunningProcessTests(TestCase):
     """A real ``twistd -n ilchat`` process: start, serve, reopen logs, stop on SIGTERM."""
 
@@ -133,35 +169,8 @@ class RunningProcessTests(TestCase):
             args = ["--server-cfg", server_cfg, "--client-cfg", clients[0]]
         else:
             args = [server_cfg, clients[0]]
-        process = subprocess.Popen(
-            [TWISTD, "-n", "--pidfile=", "ilchat", *args],
-            cwd=folder,
-            env=_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-
-        def kill() -> None:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            process.stdout.close()
-
-        self.addCleanup(kill)
         url = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            if process.poll() is not None:
-                self.fail(f"twistd exited early: {process.stdout.read().decode()}")
-            try:
-                response = await http_request(url + "/backend/Heartbeat/onscreen")
-                if response.code == 200:
-                    break
-            except Exception:
-                pass
-            await deferLater(reactor, 0.1, lambda: None)
-        else:
-            self.fail("twistd did not start listening")
+        process = await spawn_serving(self, [TWISTD, "-n", "--pidfile=", "ilchat", *args], folder, url)
         return {"process": process, "folder": folder, "url": url, "port": port}
 
     async def wait_exit(self, process: subprocess.Popen, seconds: float = 15.0) -> int:

@@ -83,6 +83,40 @@ class ServiceTests(TestCase):
             ],
         )
 
+    async def test_components_and_purge_are_child_services_of_the_server(self) -> None:
+        """
+        Each component is an IService child (running, in start order), the daily purge the last
+        one; a stop leaves only the log files' service, which stops last.
+        """
+        from twisted.application.service import IService
+
+        from ilchat.service import ComponentService
+        from ilchat.store import DailyPurge
+
+        events: List[str] = []
+        server = await start_server(
+            self,
+            server={"deletion_mode": "1", "deletion_unit": "days", "deletion_value": 3,
+                    "deletion_time": "03:00"},
+            client_components=[lambda ctx: _Recorder(events, f"chat {ctx.name}", ctx)],
+            server_components=[lambda ctx: _Recorder(events, "irc", ctx)],
+        )
+        service = server.service
+        children = list(service)
+        self.assertIs(children[0], service.log_service)
+        self.assertEqual([type(c) for c in children[1:]], [ComponentService, ComponentService, DailyPurge])
+        self.assertTrue(all(IService.providedBy(c) and c.running for c in children))
+        self.assertEqual([c.component.label for c in children[1:3]], ["chat onscreen", "irc"])
+        self.assertEqual(service.components, [c.component for c in children[1:3]])
+        purge = children[3]
+        self.assertIsNotNone(purge.next_run)
+        await server.stop()
+        self.assertEqual(events, ["start chat onscreen", "start irc", "stop irc", "stop chat onscreen"])
+        self.assertFalse(purge.running)
+        self.assertIsNone(purge.next_run)
+        self.assertEqual(list(service), [service.log_service])
+        self.assertFalse(service.log_service.running)
+
     async def test_client_context_carries_the_shared_parts(self) -> None:
         """Components get config, opened store, the shared bus and Socket.IO server, own routes."""
         seen = []

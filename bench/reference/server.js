@@ -2,7 +2,7 @@
 /*
  * Benchmark reference: does per event what the ILIAS 10 chat server (Node, socket.io 4.8,
  * express 4, mysql 2.18) does for the repository chat, so ilchat can be measured against it on the
- * same machine (spec ../../shared/spec/ilias-chat-protocol.md §2.4, §3.3, §4.2, §10.2).
+ * same machine (docs/ilias-protocol.rst: "Backend routes", "Repository chat", "Tables").
  *
  * Differences from ILIAS, on purpose and only where the benchmark needs them:
  *   - `login` accepts any id (ILIAS needs a prior PHP `Connect`); `Connect` and `EnterPrivateRoom`

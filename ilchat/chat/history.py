@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Sequence
+from typing import Any, Awaitable, Callable, Deque, Dict, Iterator, List, Optional, Sequence
 
 import attrs
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from ilchat.retry import exponential
 
 __all__ = ["HistoryRow", "HistoryWriter"]
 
@@ -121,6 +123,7 @@ class HistoryWriter:
         self._call: Optional[IDelayedCall] = None
         self._in_flight = False
         self._failures = 0
+        self._delays: Iterator[float] = iter(())
         self._failing_since = 0.0
         self._next_key = 1
         #: The last key in the journal's previous segment, until every row of it is written.
@@ -238,7 +241,7 @@ class HistoryWriter:
     async def _write(self, batch: List[HistoryRow]) -> None:
         missing = sum(1 for row in batch if getattr(row, "hist_id", 0) is None)
         if missing and self._allocate_ids is not None:
-            ids = iter(await maybeDeferred(_call_maybe_coroutine, self._allocate_ids, missing))
+            ids = iter(await maybeDeferred(self._allocate_ids, missing))
             batch = [row if row.hist_id is not None else attrs.evolve(row, hist_id=next(ids))
                      for row in batch]
             for index, row in enumerate(batch):
@@ -248,7 +251,7 @@ class HistoryWriter:
                 # between would write them again under new ids.
                 self._journal.append({"ids": [[row.key, row.hist_id] for row in batch]})
                 await self._journal.sync()
-        await maybeDeferred(_call_maybe_coroutine, self._write_batch, batch)
+        await maybeDeferred(self._write_batch, batch)
 
     def _written(self, _: object, count: int) -> None:
         self._in_flight = False
@@ -305,7 +308,9 @@ class HistoryWriter:
             self._next()
             return
         self._failures += 1
-        delay = min(self.MAX_RETRY_DELAY, self._retry_base * 2.0 ** (self._failures - 1))
+        if self._failures == 1:
+            self._delays = exponential(self._retry_base, self.MAX_RETRY_DELAY)
+        delay = next(self._delays)
         if self._failures == 1:
             self._failing_since = self._reactor.seconds()
             self._log.warn(
@@ -351,10 +356,3 @@ def _fields(row: Any) -> Dict[str, Any]:
 
 def _reason(failure: Failure) -> str:
     return "{}: {}".format(type(failure.value).__name__, failure.value)
-
-
-def _call_maybe_coroutine(fn: Callable[..., Any], *args: Any) -> Any:
-    result = fn(*args)
-    if hasattr(result, "__await__") and not isinstance(result, Deferred):
-        return Deferred.fromCoroutine(result)  # type: ignore[arg-type]
-    return result

@@ -255,10 +255,10 @@ def in_order(socket: Any, handler: Callable[..., Any], *args: Any) -> Deferred:
     """
     previous = socket.data.get(_TAIL)
     if previous is None or previous.called:
-        result = maybeDeferred(_call, handler, *args)
+        result = maybeDeferred(handler, *args)
     else:
         result = Deferred()
-        previous.addCallback(lambda _: maybeDeferred(_call, handler, *args).chainDeferred(result))
+        previous.addCallback(lambda _: maybeDeferred(handler, *args).chainDeferred(result))
     if not result.called:
         tail: Deferred = Deferred()
 
@@ -270,9 +270,3 @@ def in_order(socket: Any, handler: Callable[..., Any], *args: Any) -> Deferred:
         socket.data[_TAIL] = tail
     return result
 
-
-def _call(handler: Callable[..., Any], *args: Any) -> Any:
-    result = handler(*args)
-    if hasattr(result, "__await__") and not isinstance(result, Deferred):
-        return ensureDeferred(result)
-    return result

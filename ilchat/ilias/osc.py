@@ -2,10 +2,13 @@
 """
 The ILIAS On-Screen Chat adapter: the ``/<name>-im`` Socket.IO namespace and ``UserConfigChange``.
 
-Socket events are checked and handed to L{ilchat.chat.conversations.OnScreenChat}; what it
-publishes on the bus (topic ``osc:<name>``) is delivered here to the sockets of this process. Every
-socket of a logged-in user sits in the namespace room ``user:<id>``, so one emit reaches all of a
-user's tabs and the packet is encoded once for all of them.
+Socket events are checked and handed to L{ilchat.chat.conversations.OnScreenChat}. The events
+it publishes on the bus (topic ``osc:<name>``, L{ilchat.chat.conversation_events}) are rendered
+here into ILIAS's events and payloads (spec §3.4: ``conversation.json()``, camelCase message keys)
+and emitted to the sockets of this process; what it returns for one request (the conversation
+list, a history page) goes to the asking socket. Every socket of a logged-in user sits in the
+namespace room ``user:<id>``, so one emit reaches all of a user's tabs and the packet is encoded
+once for all of them.
 
 A socket acts only as the user it is bound to (``ilchat.ilias.identity``: the ILIAS session of its
 handshake, or in ``trust`` mode its first login); a ``login`` for anyone else gets ``shutdown`` and
@@ -20,12 +23,14 @@ object as the acknowledgement if the client asked for one. ILIAS's JavaScript ig
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from ilchat.chat.conversations import OnScreenChat, OscMessageRow, Refused, parse_user_id
+from ilchat.chat import conversation_events as events
+from ilchat.chat.conversation_model import ConversationView, OscMessageRow, Refused, parse_user_id
+from ilchat.chat.conversations import OnScreenChat
 from ilchat.chat.history import HistoryWriter
 from ilchat.ilias.identity import Identity, in_order, shut_down
 from ilchat.ilias.throttle import MessageThrottle, connection_limit_refusal, too_fast_text
@@ -35,14 +40,51 @@ from ilchat.logs import RepeatedLog
 from ilchat.socketio import ConnectionRefused
 from ilchat.web.errors import BadRequest
 
-__all__ = ["OnScreenChatComponent", "parse_config_change"]
+__all__ = [
+    "OnScreenChatComponent", "conversation_json", "message_json", "parse_config_change", "stored_message_json",
+]
 
 #: Longest ``UserConfigChange`` ``message`` accepted (characters of JSON).
 MAX_CONFIG_CHANGE = 1_000_000
 
 
+#: A stored message's keys (``osc_messages`` columns), in ILIAS's order.
+_MESSAGE_COLUMNS = ("id", "conversation_id", "user_id", "message", "timestamp")
+
+
 def _user_room(user_id: int) -> str:
     return f"user:{user_id}"
+
+
+def stored_message_json(message: Mapping[str, Any]) -> Dict[str, Any]:
+    """A stored message as ILIAS sends history rows and ``latestMessage``: columns plus camelCase."""
+    row = {column: message[column] for column in _MESSAGE_COLUMNS}
+    row["userId"] = message["user_id"]
+    row["conversationId"] = message["conversation_id"]
+    return row
+
+
+def message_json(message: Mapping[str, Any]) -> Dict[str, Any]:
+    """ILIAS's ``message`` payload: ``{conversationId, userId, message, timestamp, id}``."""
+    return {
+        "conversationId": message["conversation_id"],
+        "userId": message["user_id"],
+        "message": message["message"],
+        "timestamp": message["timestamp"],
+        "id": message["id"],
+    }
+
+
+def conversation_json(conversation: Mapping[str, Any], unread: int) -> Dict[str, Any]:
+    """ILIAS's ``conversation.json()`` for one receiving participant, from a conversation snapshot."""
+    latest = conversation["latest_message"]
+    return {
+        "id": conversation["id"],
+        "participants": [{"id": p["id"], "name": p["name"]} for p in conversation["participants"]],
+        "latestMessage": stored_message_json(latest) if latest is not None else None,
+        "numNewMessages": unread,
+        "isGroup": conversation["is_group"],
+    }
 
 
 def parse_config_change(raw: Optional[str]) -> Dict[int, bool]:
@@ -103,6 +145,15 @@ class OnScreenChatComponent:
         self._sockets: Dict[str, Any] = {}
         self._unsubscribe: Optional[Callable[[], None]] = None
         self._repeats = RepeatedLog(self._log, client.reactor)
+        self._renderers: Dict[str, Callable[[Dict[str, Any], Dict[str, Any]], None]] = {
+            events.CONVERSATION_OPENED: self._on_conversation_opened,
+            events.PARTICIPANT_ADDED: self._on_participant_added,
+            events.PARTICIPANT_REMOVED: self._on_participant_removed,
+            events.MESSAGE_POSTED: self._on_message_posted,
+            events.MESSAGE_WITHHELD: self._on_message_withheld,
+            events.TYPING: self._on_typing,
+            # ACCEPTANCE_CHANGED reaches no browser: the domain applies it.
+        }
         self._throttle = MessageThrottle(getattr(client, "policy", None), self.namespace_name, client.reactor)
 
     # lifecycle ---------------------------------------------------------------------------------
@@ -157,26 +208,64 @@ class OnScreenChatComponent:
         await self.chat.stop()
         await self.journal.close()
 
-    def live_conversation_ids(self) -> set:
-        """For the daily purge: the conversations it must keep."""
-        return self.chat.live_conversation_ids()
-
     # delivery ----------------------------------------------------------------------------------
 
-    def _deliver(self, message: Dict[str, Any]) -> None:
-        """Bus subscriber: emit each delivery to the sockets of this process."""
-        ns = self._namespace
-        if ns is None:
+    def _deliver(self, envelope: Dict[str, Any]) -> None:
+        """Bus subscriber: render an On-Screen Chat event for the sockets of this process."""
+        if self._namespace is None:
             return
-        for delivery in message.get("deliveries", ()):
-            event, payload = delivery["event"], delivery["payload"]
-            connection = delivery.get("connection")
-            if connection is not None:
-                socket = self._sockets.get(connection)
-                if socket is not None:
-                    socket.emit(event, payload)
-            elif delivery.get("to"):
-                ns.emit(event, payload, room=[_user_room(u) for u in delivery["to"]])
+        event = envelope["event"]
+        render = self._renderers.get(event.get("type"))
+        if render is not None:
+            render(event, envelope)
+
+    def _emit(self, user_ids: Sequence[int], name: str, payload: Any) -> None:
+        """Emit to every socket of these users on this process (encoded once for all)."""
+        if user_ids:
+            self._namespace.emit(name, payload, room=[_user_room(u) for u in user_ids])
+
+    def _emit_conversation(self, recipients: List[Dict[str, int]], name: str, conversation: Dict[str, Any]) -> None:
+        for recipient in recipients:
+            self._emit([recipient["id"]], name, conversation_json(conversation, recipient["unread"]))
+
+    def _on_conversation_opened(self, event: Dict[str, Any], envelope: Dict[str, Any]) -> None:
+        self._emit_conversation(event["recipients"], "conversation-init", event["conversation"])
+
+    def _on_participant_added(self, event: Dict[str, Any], envelope: Dict[str, Any]) -> None:
+        # ILIAS: ``conversation`` to all of the actor's tabs, then ``addUser`` to the asking one.
+        self._emit_conversation(event["recipients"], "conversation", event["conversation"])
+        socket = self._sockets.get(event["connection"])
+        if socket is not None and envelope.get("origin") == self.client.bus.instance:
+            unread = next((r["unread"] for r in event["recipients"] if r["id"] == event["actor"]), 0)
+            socket.emit("addUser", conversation_json(event["conversation"], unread))
+
+    def _on_participant_removed(self, event: Dict[str, Any], envelope: Dict[str, Any]) -> None:
+        conversation = event["conversation"]
+        self._emit([event["user"]["id"]], "removeUser", conversation_json(conversation, event["unread"]))
+        self._emit_conversation(event["recipients"], "conversation", conversation)
+
+    def _on_message_posted(self, event: Dict[str, Any], envelope: Dict[str, Any]) -> None:
+        # The conversation updates first, then the message, as ILIAS does.
+        recipients = event["recipients"]
+        self._emit_conversation(recipients, "conversation", event["conversation"])
+        self._emit([r["id"] for r in recipients], "message", message_json(event["message"]))
+        if event["ignored"]:
+            suppressed = dict(message_json(event["message"]), ignoredParticipants={str(i): i for i in event["ignored"]})
+            self._emit([event["sender"]["id"]], "participantsSuppressedMessages", suppressed)
+
+    def _on_message_withheld(self, event: Dict[str, Any], envelope: Dict[str, Any]) -> None:
+        self._emit([event["sender"]["id"]], "senderSuppressesMessages", message_json(event["message"]))
+
+    def _on_typing(self, event: Dict[str, Any], envelope: Dict[str, Any]) -> None:
+        name = "userStartedTyping" if event["started"] else "userStoppedTyping"
+        payload = {"conversation": conversation_json(event["conversation"], 0), "participant": event["user"]}
+        self._emit(event["to"], name, payload)
+
+    @staticmethod
+    def _send_conversations(socket: Any, views: List[ConversationView]) -> None:
+        """The answer to ``conversations`` (and ``login``), for the asking socket."""
+        for view in views:
+            socket.emit("conversation", conversation_json(view.conversation, view.unread))
 
     # socket events -----------------------------------------------------------------------------
 
@@ -250,11 +339,11 @@ class OnScreenChatComponent:
             return
         participant = self.chat.login(socket.sid, uid, names.get(uid, name))
         socket.join(_user_room(participant.id))
-        socket.emit("login", participant.as_json())
-        await self.chat.list_conversations(socket.sid)
+        socket.emit("login", participant.as_dict())
+        self._send_conversations(socket, await self.chat.list_conversations(socket.sid))
 
     async def on_conversations(self, socket: Any, *_: Any) -> None:
-        await self.chat.list_conversations(socket.sid)
+        self._send_conversations(socket, await self.chat.list_conversations(socket.sid))
 
     async def on_conversation(self, socket: Any, participants: Any = None, *_: Any) -> None:
         await self.chat.open_conversation(socket.sid, participants)
@@ -274,7 +363,12 @@ class OnScreenChatComponent:
         await self.chat.send_message(socket.sid, conversation_id, user_id, text)
 
     async def on_history(self, socket: Any, conversation_id: Any = None, oldest: Any = None, reverse: Any = False, *_: Any) -> None:
-        await self.chat.history(socket.sid, conversation_id, oldest, reverse)
+        page = await self.chat.history(socket.sid, conversation_id, oldest, reverse)
+        payload = conversation_json(page.view.conversation, page.view.unread)
+        payload["messages"] = [stored_message_json(m) for m in page.messages]
+        payload["reverseSorting"] = page.reverse
+        payload["oldestMessageTimestamp"] = page.oldest
+        socket.emit("history", payload)
 
     async def on_activity(self, socket: Any, conversation_id: Any = None, user_id: Any = None, timestamp: Any = None, *_: Any) -> None:
         await self.chat.track_activity(socket.sid, conversation_id, user_id, timestamp)

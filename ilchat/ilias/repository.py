@@ -1,60 +1,25 @@
 # -*- test-case-name: tests.ilias.test_repository -*-
 """
-The ILIAS repository chat: the ``/<name>`` Socket.IO namespace and its backend actions.
+The ILIAS repository chat: the ``/<name>`` namespace of L{RoomNamespace} with ILIAS logins.
 
-This adapter translates; the behaviour lives in L{ilchat.chat.rooms.ChatRooms}:
-
-* socket events (``login``, ``enterRoom``, ``message``, ``userStartedTyping``,
-  ``userStoppedTyping``, disconnect) are checked here and handed to the domain, with the socket id
-  as the connection id;
-* what the domain publishes on the bus topic ``room:<name>`` is delivered here to the sockets of
-  this process: ``join``/``leave`` mirror room membership into socket.io rooms ``"<id>_0"``, and a
-  room-wide ``emit`` is one ``ns.emit(..., room="<id>_0")`` (encoded once for every recipient);
-* the backend actions PHP calls (spec §2.4, §6) in both the ILIAS 9+ form and the ILIAS 8 form
-  with the extra ``subRoomId`` segment, which must be 0 (private sub-rooms were removed in ILIAS 9
-  and are not supported).
-
-Where ilchat differs from the Node server on purpose (design.md §3): ``login`` with an id PHP never
+What is ILIAS's own here: ``login(name, id, profilePictureVisible)`` with an id PHP never
 connected, or one the socket may not act as (``ilchat.ilias.identity``: the ILIAS session of its
-handshake, or its first login), gets ``shutdown`` and is disconnected; ``enterRoom`` enters only
-rooms PHP admitted the user to (a kick or ban holds until PHP admits them again); whisper targets
-are room members found by id; the name shown is the one PHP wrote; unknown rooms or users in
-backend actions are a 404 JSON answer instead of a crash. ``Kick`` and ``Ban`` still answer ``{"success":true}`` for a
-user who is not in the chat (PHP writes its ban/kick only after a successful answer). Refused
-socket events are logged and otherwise ignored, as the ILIAS JavaScript expects no answer; the one
-exception is an over-long message, which the sender is told about with a ``notice``
-``message_too_long`` (``data: {"max_length": 4000}``) instead of losing it silently.
+handshake, or its first login), gets ``shutdown`` and is disconnected; the name shown is the one
+PHP wrote (``chatroom_users.userdata``, else ``usr_data.login``). The socket events, the room
+events' rendering and the backend actions are L{ilchat.ilias.room_namespace}'s.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Optional
 
 from twisted.logger import Logger
 
-from ilchat.chat.history import HistoryRow, HistoryWriter
-from ilchat.journal import client_journal
-from ilchat.chat.rooms import (
-    DISCONNECT_GRACE,
-    MAX_STORED_MESSAGE_LENGTH,
-    ChatError,
-    ChatRooms,
-    ContentTooLong,
-    UnknownRoom,
-    UnknownUser,
-    UserList,
-    dumps,
-)
-from ilchat.ilias.identity import Identity, in_order, shut_down
-from ilchat.ilias.throttle import (
-    SYSTEM_SENDER,
-    MessageThrottle,
-    connection_limit_refusal,
-    too_fast_text,
-)
-from ilchat.logs import RepeatedLog
-from ilchat.web.errors import BadRequest, NotFound
+from ilchat.chat.rooms import DISCONNECT_GRACE
+from ilchat.ilias.identity import Identity, shut_down
+from ilchat.ilias.throttle import connection_limit_refusal
+from ilchat.ilias.room_namespace import RoomNamespace, parse_id
 
 __all__ = ["RepositoryChat", "component", "parse_id"]
 
@@ -63,34 +28,7 @@ __all__ = ["RepositoryChat", "component", "parse_id"]
 MAX_NAME_LENGTH = 255
 
 
-def parse_id(value: Any, what: str = "id") -> int:
-    """
-    An ILIAS id from a URL segment or an event argument: an int, or a string of digits.
-
-    Raises:
-        ValueError: anything else (booleans, floats, text).
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"{what} must be a number")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if text and (text.isdigit() or (text[0] == "-" and text[1:].isdigit())) and len(text) < 20:
-            return int(text)
-    raise ValueError(f"{what} must be a number, not {value!r}")
-
-
-def _url_id(value: str, what: str) -> int:
-    try:
-        return parse_id(value, what)
-    except ValueError as e:
-        raise BadRequest(str(e))
-
-
-class RepositoryChat:
+class RepositoryChat(RoomNamespace):
     """
     The repository chat of one ILIAS client, as a service component (``start``/``stop``).
 
@@ -101,153 +39,13 @@ class RepositoryChat:
 
     _log = Logger()
 
-    ACTIONS = (
-        "Connect",
-        "CreatePrivateRoom",
-        "EnterPrivateRoom",
-        "LeavePrivateRoom",
-        "InvitePrivateRoom",
-        "ClearMessages",
-        "Kick",
-        "Ban",
-        "GetRooms",
-        "Post",
-    )
-
     def __init__(self, client: Any, grace: float = DISCONNECT_GRACE) -> None:
-        self.client = client
-        self.name = client.config.name
-        self.store = client.store
-        self.reactor = client.reactor
-        self.journal = client_journal(client, "history")
-        self.history = HistoryWriter(
-            client.reactor,
-            self._write_history,
-            is_refused=self.store.is_refused_data,
-            journal=self.journal,
-            allocate_ids=self.store.next_history_ids,
-            describe="the database of {}".format(self.name),
-        )
-        self.chat = ChatRooms(
-            self.name,
-            client.bus,
-            client.reactor,
-            on_member_gone=self._member_gone,
-            grace=grace,
-            history=self.history,
-        )
+        super().__init__(client, grace=grace)
         self.identity = Identity(client.config, client.store, client.reactor)
-        self.namespace: Any = None
-        self._throttle = MessageThrottle(getattr(client, "policy", None), "/" + self.name, client.reactor)
-        self._sockets: Dict[str, Any] = {}
-        self._unsubscribe: Optional[Any] = None
-        self._registered: List[str] = []
-        # A client repeating a refused event thousands of times costs two log lines, not thousands.
-        self._repeats = RepeatedLog(self._log, client.reactor)
-
-    # -- lifecycle --------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        """
-        Queue what the history journal holds from the last run, preload the rooms, then serve the
-        namespace, the bus topic and the actions.
-        """
-        self.journal.open()
-        replayed = self.history.replay()
-        if replayed:
-            self._log.warn(
-                "{count} chat history rows of {name} found in the journal {path} (the last run "
-                "ended before the database had them); writing them first",
-                count=replayed, name=self.name, path=self.journal.path,
-            )
-        for room_id in await self.store.get_room_ids():
-            self.chat.add_room(room_id)
-        self._log.info("{count} rooms preloaded for {name}", count=len(self.chat.rooms()),
-                       name=self.name)
-        ns = self.namespace = self.client.socketio.namespace("/" + self.name)
-        for event, handler in (
-            ("login", self.on_login),
-            ("enterRoom", self.on_enterRoom),
-            ("message", self.on_message),
-            ("userStartedTyping", self.on_userStartedTyping),
-            ("userStoppedTyping", self.on_userStoppedTyping),
-        ):
-            ns.on(event, _in_order(handler))
-        ns.on_disconnect = self.on_disconnect
-        self._unsubscribe = self.client.bus.subscribe(self.chat.topic, self._deliver)
-        routes = self.client.routes
-        routes.register("Connect", self.action_Connect, (2,))
-        routes.register("CreatePrivateRoom", self.action_CreatePrivateRoom, (3, 4))
-        routes.register("EnterPrivateRoom", self.action_EnterPrivateRoom, (2, 3))
-        routes.register("LeavePrivateRoom", self.action_LeavePrivateRoom, (2, 3))
-        routes.register("InvitePrivateRoom", self.action_InvitePrivateRoom, (3, 4))
-        routes.register("ClearMessages", self.action_ClearMessages, (2, 3))
-        routes.register("Kick", self.action_Kick, (2, 3))
-        routes.register("Ban", self.action_Ban, (2, 3))
-        routes.register("GetRooms", self.action_GetRooms, (0,))
-        routes.register("Post", self.action_Post, (1,))
-        self._registered = list(self.ACTIONS)
 
     async def stop(self) -> None:
-        """Stop serving, cancel the timers and wait until the history is written."""
         self.identity.stop()
-        for action in self._registered:
-            self.client.routes.unregister(action)
-        self._registered = []
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-        self._repeats.flush()
-        await self.chat.stop()
-        await self.journal.close()
-
-    # -- persistence hooks ------------------------------------------------------------------
-
-    def _write_history(self, rows: Sequence[HistoryRow]) -> Any:
-        # The domain's HistoryWriter keeps the rows and retries until they are written.
-        return self.store.add_history_rows([(r.hist_id, r.room_id, r.message, r.timestamp) for r in rows])
-
-    def _member_gone(self, user_id: int, room_ids: List[int]) -> Any:
-        return self.store.move_user_to_sessions(user_id, room_ids, int(self.reactor.seconds()))
-
-    # -- bus -> sockets ---------------------------------------------------------------------
-
-    def _deliver(self, message: Dict[str, Any]) -> None:
-        op = message.get("op")
-        ns = self.namespace
-        if ns is None:
-            return
-        if op == "emit":
-            if message.get("crowd"):
-                # A crowd's join notices: the browsers get the coalesced userlist instead.
-                return
-            payload = message.get("payload")
-            args = () if payload is None else (payload,)
-            if "room" in message:
-                room: Any = f"{message['room']}_0"
-                skip = message.get("skip") or None
-            else:
-                # Socket ids name the sockets themselves, so this is one encoding as well.
-                room = [c for c in message.get("connections", ()) if c in self._sockets]
-                skip = None
-                if not room:
-                    return
-            data_json = _userlist_json(message["event"], payload)
-            if data_json is not None:
-                ns.emit_json(data_json, room=room, skip=skip)
-            else:
-                ns.emit(message["event"], *args, room=room, skip=skip)
-        elif op in ("join", "leave"):
-            room = f"{message['room']}_0"
-            for conn in message.get("connections", ()):
-                socket = self._sockets.get(conn)
-                if socket is not None:
-                    if op == "join":
-                        socket.join(room)
-                    else:
-                        socket.leave(room)
-
-    # -- socket events ----------------------------------------------------------------------
+        await super().stop()
 
     async def on_login(self, socket: Any, *args: Any) -> None:
         """
@@ -293,8 +91,7 @@ class RepositoryChat:
             )
             shut_down(socket)
             return
-        self._sockets[socket.sid] = socket
-        socket.data["user_id"] = user_id
+        self.logged_in(socket, user_id)
         socket.emit("loggedIn")
 
     async def _php_name(self, user_id: int, claimed: str) -> str:
@@ -308,205 +105,6 @@ class RepositoryChat:
             self._log.failure("Reading the chat name of user {user_id} failed", user_id=user_id)
             name = None
         return claimed if name is None else name
-
-    def on_enterRoom(self, socket: Any, *args: Any) -> None:
-        """``enterRoom(roomId)`` (ILIAS 8: ``enterRoom(roomId, subRoomId)``)."""
-        room_id = self._room_arg(socket, "enterRoom", args)
-        if room_id is None:
-            return
-        try:
-            self.chat.enter_room(socket.sid, room_id)
-        except ChatError as e:
-            self._refused(socket, "enterRoom", str(e))
-
-    def on_message(self, socket: Any, *args: Any) -> None:
-        """``message({content, format, target?}, roomId)``."""
-        if len(args) < 2 or not isinstance(args[0], dict):
-            self._refused(socket, "message", "expected message({content, format}, roomId)")
-            return
-        data = args[0]
-        room_id = self._room_arg(socket, "message", args[1:])
-        if room_id is None:
-            return
-        retry_after = self._throttle.refused(socket)
-        if retry_after is not None:
-            self._system_message(socket, too_fast_text(retry_after), room_id)
-            return
-        try:
-            self.chat.post_message(socket.sid, room_id, data.get("content"), data.get("format"),
-                                   data.get("target"))
-        except ContentTooLong as e:
-            self._refused(socket, "message", str(e))
-            socket.emit("notice", {
-                "type": "notice",
-                "timestamp": self.chat.now_ms(),
-                "content": "message_too_long",
-                "roomId": room_id,
-                "data": {"max_length": MAX_STORED_MESSAGE_LENGTH},
-            })
-        except ChatError as e:
-            self._refused(socket, "message", str(e))
-
-    def _system_message(self, socket: Any, text: str, room_id: Any) -> None:
-        """
-        Tell this socket only, as a message from "Chat" that is never stored: a notice would show
-        "-key-" on the ILIAS page (it has no language entry for ilchat's refusals).
-        """
-        socket.emit("message", {
-            "type": "message",
-            "timestamp": self.chat.now_ms(),
-            "content": text,
-            "roomId": room_id,
-            "from": SYSTEM_SENDER,
-            "format": {},
-        })
-
-    def on_userStartedTyping(self, socket: Any, *args: Any) -> None:
-        """``userStartedTyping(roomId)``: to the other members only."""
-        self._typing(socket, args, True)
-
-    def on_userStoppedTyping(self, socket: Any, *args: Any) -> None:
-        """``userStoppedTyping(roomId)``."""
-        self._typing(socket, args, False)
-
-    def on_disconnect(self, socket: Any, reason: str) -> None:
-        """The socket is gone; the domain starts the grace if it was the user's last."""
-        if self._sockets.pop(socket.sid, None) is not None:
-            self.chat.connection_lost(socket.sid)
-
-    def _typing(self, socket: Any, args: Sequence[Any], started: bool) -> None:
-        event = "userStartedTyping" if started else "userStoppedTyping"
-        room_id = self._room_arg(socket, event, args)
-        if room_id is None:
-            return
-        try:
-            self.chat.typing(socket.sid, room_id, started)
-        except ChatError as e:
-            self._refused(socket, event, str(e))
-
-    def _room_arg(self, socket: Any, event: str, args: Sequence[Any]) -> Optional[int]:
-        if not args:
-            self._refused(socket, event, "missing roomId")
-            return None
-        try:
-            room_id = parse_id(args[0], "roomId")
-        except ValueError as e:
-            self._refused(socket, event, str(e))
-            return None
-        if len(args) > 1 and args[1] not in (0, "0", None):
-            # ILIAS 8 private sub-rooms do not exist any more.
-            self._refused(socket, event, "private sub-rooms are not supported")
-            return None
-        return room_id
-
-    def _refused(self, socket: Any, event: str, reason: str) -> None:
-        self._repeats.info("{event} from {sid} on {ns} refused: {reason}", event=event,
-                           sid=socket.sid, ns=self.namespace.name if self.namespace else self.name,
-                           reason=reason)
-
-    # -- backend actions --------------------------------------------------------------------
-
-    def _split(self, args: List[str], extra_after: int) -> List[str]:
-        """
-        Drop the ILIAS 8 ``subRoomId`` segment (args[1]) when present; it must be 0.
-
-        ``extra_after`` is the number of segments of the ILIAS 9+ form.
-        """
-        if len(args) == extra_after + 1:
-            sub = _url_id(args[1], "subRoomId")
-            if sub != 0:
-                raise NotFound("private sub-rooms (ILIAS 8) are not supported")
-            return [args[0], *args[2:]]
-        return list(args)
-
-    def _sub_room_reply(self, args: List[str], extra_after: int, body: Dict[str, Any]) -> Dict[str, Any]:
-        if len(args) == extra_after + 1:
-            body["subRoomId"] = 0
-        return body
-
-    def action_Connect(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
-        """``Connect/<name>/<roomId>/<id>``: register the user (``roomId`` is ignored)."""
-        self.chat.connect(_url_id(args[1], "user id"))
-        return {"status": 200}
-
-    def action_CreatePrivateRoom(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
-        """``CreatePrivateRoom/<name>/<roomId>/<ownerId>/<title>``: a room created after start."""
-        room_id, owner, title = self._split(args, 3)
-        self.chat.add_room(_url_id(room_id, "roomId"), title, owner)
-        return self._sub_room_reply(args, 3, {"success": True})
-
-    def action_EnterPrivateRoom(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
-        """``EnterPrivateRoom/<name>/<roomId>/<id>``: room membership for the userlist."""
-        room_id, user_id = self._split(args, 2)
-        try:
-            self.chat.add_room_member(_url_id(room_id, "roomId"), _url_id(user_id, "user id"))
-        except (UnknownRoom, UnknownUser) as e:
-            raise NotFound(str(e))
-        return self._sub_room_reply(args, 2, {"success": True})
-
-    def action_LeavePrivateRoom(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
-        """``LeavePrivateRoom/<name>/<roomId>/<id>``."""
-        room_id, user_id = self._split(args, 2)
-        try:
-            self.chat.leave_room(_url_id(room_id, "roomId"), _url_id(user_id, "user id"))
-        except (UnknownRoom, UnknownUser) as e:
-            raise NotFound(str(e))
-        return self._sub_room_reply(args, 2, {"success": True})
-
-    def action_InvitePrivateRoom(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
-        """``InvitePrivateRoom/<name>/<roomId>/<id>/<invitedId>``."""
-        room_id, host_id, invitee_id = self._split(args, 3)
-        try:
-            self.chat.invite(_url_id(room_id, "roomId"), _url_id(host_id, "user id"),
-                             _url_id(invitee_id, "invited id"))
-        except UnknownRoom as e:
-            raise NotFound(str(e))
-        return self._sub_room_reply(args, 3, {"success": True})
-
-    def action_ClearMessages(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
-        """``ClearMessages/<name>/<roomId>/<id>``: PHP deletes the rows; we tell the room."""
-        room_id, user_id = self._split(args, 2)
-        _url_id(user_id, "user id")
-        try:
-            self.chat.clear(_url_id(room_id, "roomId"))
-        except UnknownRoom as e:
-            raise NotFound(str(e))
-        return self._sub_room_reply(args, 2, {"success": True})
-
-    def action_Kick(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
-        """``Kick/<name>/<roomId>/<id>``: success even if the user is not in the chat."""
-        room_id, user_id = self._split(args, 2)
-        try:
-            self.chat.kick(_url_id(room_id, "roomId"), _url_id(user_id, "user id"))
-        except UnknownRoom as e:
-            raise NotFound(str(e))
-        return self._sub_room_reply(args, 2, {"success": True})
-
-    def action_Ban(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
-        """``Ban/<name>/<roomId>/<id>``: success even if the user is not in the chat."""
-        room_id, user_id = self._split(args, 2)
-        rid = _url_id(room_id, "roomId")
-        if self.chat.get_room(rid) is None:
-            raise NotFound(f"unknown room {rid}")
-        self.chat.ban(rid, _url_id(user_id, "user id"))
-        return self._sub_room_reply(args, 2, {"success": True})
-
-    def action_GetRooms(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
-        """``GetRooms/<name>``: every room with its title, owner and present users."""
-        return self.chat.rooms_json()
-
-    def action_Post(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
-        """``Post/<name>/<roomId>``: a legacy action the Node server accepts and ignores."""
-        return {"success": True}
-
-
-def _in_order(handler: Any) -> Any:
-    """A namespace handler that runs C{handler} after the socket's earlier events."""
-
-    def run(socket: Any, *args: Any) -> Any:
-        return in_order(socket, handler, socket, *args)
-
-    return run
 
 
 def _userdata_login(userdata: Optional[str]) -> Optional[str]:
@@ -523,26 +121,7 @@ def _userdata_login(userdata: Optional[str]) -> Optional[str]:
     return None
 
 
+
 def component(client: Any) -> RepositoryChat:
-    """The factory named in ``ilchat.service.CLIENT_COMPONENTS``."""
+    """The ILIAS repository chat of a client config."""
     return RepositoryChat(client)
-
-
-def _userlist_json(event: str, payload: Any) -> Optional[str]:
-    """
-    The ``[event, payload]`` JSON of a userlist whose ``users`` come from the room domain with
-    their JSON already made (``UserList``), or None to encode the usual way.
-
-    ``users`` is the envelope's last key, so the rest is encoded (a few fields) and the list's
-    text goes in before the closing brace: the same bytes ``json.dumps`` would give.
-    """
-    if event != "userlist" or not isinstance(payload, dict):
-        return None
-    users = payload.get("users")
-    if not isinstance(users, UserList) or next(reversed(payload)) != "users":
-        return None
-    text = getattr(users, "json", None)
-    if text is None:
-        return None
-    head = dumps({key: value for key, value in payload.items() if key != "users"})
-    return '["userlist",' + head[:-1] + (',"users":' if len(head) > 2 else '"users":') + text + "}]"

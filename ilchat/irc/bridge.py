@@ -10,11 +10,13 @@ say goes through L{ChatRooms.post_message}: browsers get an ILIAS ``message`` an
 ``chatroom_history`` like any other, and IRC members get it back from the bus like everyone else.
 The bridge uses the domain's public calls only; it never edits rooms or members itself.
 
-The other way, the bridge subscribes to the client's bus topic and turns what the domain publishes
-into IRC: room ``message`` events into PRIVMSG from the browser user, ``userlist`` snapshots into
-JOIN/PART of browser users (who get valid, unique nicks derived from their ILIAS login),
-``user_kicked``/``disconnected`` notices into KICK/PART, ``clear`` into a NOTICE, and a kick or
-ban of an IRC user's connection into a KICK. Typing events are not sent to IRC.
+The other way, the bridge subscribes to the client's bus topic and renders the room events
+(L{ilchat.chat.events}) as IRC, from the event and its own state only (the rooms' titles and who
+is present, recorded from the domain at start and from the events since): ``message`` as PRIVMSG
+from the browser user (echo suppression by the event's ``connection``), ``entered`` as a JOIN of
+a browser user (who gets a valid, unique nick derived from their name), ``left``/``parted`` as
+PART "Disconnected", ``room_left`` as PART, ``kicked``/``banned`` as KICK (of the IRC user or the
+browser user with that member id), ``cleared`` as a NOTICE. Typing events are not sent to IRC.
 
 User ids: in ``ilias`` auth mode an IRC user has their ILIAS usr_id. In ``open`` mode the network
 allocates negative ids (-1, -2, ...), which no ILIAS usr_id can be (they are positive).
@@ -26,7 +28,8 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from ilchat.chat.rooms import ChatError, ChatRooms, ContentTooLong, Room
+from ilchat.chat.events import presence_changes
+from ilchat.chat.rooms import ChatError, ChatRooms, ContentTooLong
 from ilchat.irc.message import Message
 from ilchat.irc.network import Channel, ChannelLink, IrcNetwork, RemoteUser, irc_lower
 
@@ -122,8 +125,10 @@ class RoomBridge:
         self.remotes: Dict[int, RemoteUser] = {}
         self._prefix = irc_lower(channel_name(self.instance, 0)[:-1])
         self._host = (_HOST_BAD.sub("-", self.instance) or "client") + ".ilias"
-        self._origin: Optional[str] = None
-        self._kicked: Dict[str, str] = {}
+        # What the bridge knows of the rooms, from the domain at start and then from events
+        # only: titles, and who is present (member id -> name) for channels made later.
+        self._titles: Dict[int, str] = {}
+        self._present: Dict[int, Dict[int, Optional[str]]] = {}
         self._suppress_part: Set[Any] = set()
         self._unsubscribe: Any = None
         self._counter = 0
@@ -133,6 +138,12 @@ class RoomBridge:
     def start(self, bus: Any) -> None:
         """Subscribe to the client's room topic and create channels for the rooms known now."""
         self.bus = bus
+        for room in self.chat.rooms():
+            self._titles[room.id] = room.title
+            self._present[room.id] = {
+                user_id: getattr(self.chat.get_member(user_id), "name", None)
+                for user_id in room.joined
+            }
         self._unsubscribe = bus.subscribe(self.chat.topic, self._deliver)
         self.network.resolvers.append(self)
         self.network.on_quit.append(self._irc_user_gone)
@@ -168,7 +179,7 @@ class RoomBridge:
         """Make sure every exposed room has its channel (rooms created since, e.g. by PHP)."""
         for room in self.chat.rooms():
             if self.is_exposed(room.id):
-                self._ensure_channel(room)
+                self._ensure_channel(room.id, room.title)
 
     def reserves(self, name: str) -> bool:
         """Names of the form ``#<client>-<digits>`` belong to the bridge, room or not."""
@@ -186,21 +197,22 @@ class RoomBridge:
         room = self.chat.get_room(int(rest))
         if room is None or not self.is_exposed(room.id):
             return None
-        return self._ensure_channel(room)
+        self._titles.setdefault(room.id, room.title)
+        return self._ensure_channel(room.id, self._titles[room.id])
 
-    def _ensure_channel(self, room: Room) -> Channel:
-        channel = self.channels.get(room.id)
+    def _ensure_channel(self, room_id: int, title: str) -> Channel:
+        channel = self.channels.get(room_id)
         if channel is not None:
             return channel
         channel = self.network.add_channel(
-            channel_name(self.instance, room.id), RoomLink(self, room.id), topic=room.title
+            channel_name(self.instance, room_id), RoomLink(self, room_id), topic=title
         )
-        self.channels[room.id] = channel
+        self.channels[room_id] = channel
         # Browser users already present appear without JOIN lines: nobody on IRC is there yet.
-        for user_id in sorted(room.joined):
-            member = self.chat.get_member(user_id)
-            if member is not None and not self._is_irc_id(user_id):
-                remote = self._remote_for(user_id, member.name)
+        # Who is present is the bridge's own record, built from the room events.
+        for user_id, name in sorted(self._present.get(room_id, {}).items()):
+            if not self._is_irc_id(user_id):
+                remote = self._remote_for(user_id, name)
                 channel.members[remote] = set()
                 remote.channels.add(channel)
         return channel
@@ -321,7 +333,6 @@ class RoomBridge:
 
     def _post(self, user: Any, room_id: int, content: str, target: Optional[Dict[str, Any]]) -> None:
         conn = self._conn_of(user)
-        self._origin = conn
         try:
             self.chat.post_message(conn, room_id, content, {}, target=target)
         except ContentTooLong:
@@ -331,163 +342,149 @@ class RoomBridge:
             self._log.warn("Message of IRC user {nick} refused: {error}", nick=user.nick, error=str(e))
             user.deliver(Message("NOTICE", (user.nick, f"Message not delivered to the chat room ({e.code})."),
                                  prefix=self.network.config.server_name))
-        finally:
-            self._origin = None
 
     # -- chat -> IRC -----------------------------------------------------------------------------
 
-    def _deliver(self, message: Dict[str, Any]) -> None:
-        op = message.get("op")
-        if op == "leave":
-            self._on_leave(message)
-        elif op == "emit":
-            event = message.get("event")
-            handler = getattr(self, "on_" + str(event), None)
-            if handler is not None:
-                handler(message, message.get("payload"))
+    def _deliver(self, envelope: Dict[str, Any]) -> None:
+        """Bus subscriber: the room events as IRC lines, from the event and the bridge's state."""
+        event = envelope["event"]
+        for room_id, member, present in presence_changes(event):
+            people = self._present.setdefault(room_id, {})
+            if present:
+                people[member["id"]] = member["name"]
+            else:
+                people.pop(member["id"], None)
+        handler = getattr(self, "_on_" + str(event.get("type")), None)
+        if handler is not None:
+            handler(event)
 
-    def _channel_for(self, room_key: Any) -> Optional[Channel]:
-        try:
-            room_id = int(room_key)
-        except (TypeError, ValueError):
-            return None
+    def _channel_for(self, room_id: Any) -> Optional[Channel]:
         channel = self.channels.get(room_id)
-        if channel is None and self.is_exposed(room_id):
-            room = self.chat.get_room(room_id)
-            if room is not None:
-                channel = self._ensure_channel(room)
+        if channel is None and room_id in self._titles and self.is_exposed(room_id):
+            channel = self._ensure_channel(room_id, self._titles[room_id])
         return channel
 
-    def _on_leave(self, message: Dict[str, Any]) -> None:
-        channel = self._channel_for(message.get("room"))
+    def _irc_users_of(self, user_id: int, channel: Channel) -> List[Any]:
+        return [user for user in self.conns.values()
+                if user.user_id == user_id and user in channel.members]
+
+    def _remove_remote(self, channel: Channel, user_id: int, command: str, reason: str) -> None:
+        remote = self.remotes.get(user_id)
+        if remote is not None and remote in channel.members:
+            self.network.remove_member(channel, remote, command, reason)
+            self._drop_remote_if_unused(remote)
+
+    def _remove_irc_user(self, channel: Channel, user: Any, command: str, reason: str,
+                         channels: Optional[List[Channel]] = None) -> None:
+        if command == "KICK":
+            self._log.info("IRC user {nick} ({account}) removed from {channel} ({address}): {reason}",
+                           nick=user.nick, account=user.account or user.user_id,
+                           channel=channel.name, address=user.ip, reason=reason)
+        self._suppress_part.add(user)
+        try:
+            for other in channels or [channel]:
+                if user in other.members:
+                    self.network.remove_member(other, user, command, reason)
+        finally:
+            self._suppress_part.discard(user)
+
+    def _on_room_created(self, event: Dict[str, Any]) -> None:
+        self._titles[event["room"]] = event["title"]
+
+    def _on_entered(self, event: Dict[str, Any]) -> None:
+        """A browser user entering is a JOIN (IRC users joined on IRC already)."""
+        channel = self._channel_for(event["room"])
+        member = event["member"]
+        if channel is None or self._is_irc_id(member["id"]):
+            return
+        remote = self._remote_for(member["id"], member["name"])
+        if remote not in channel.members:
+            self.network.add_member(channel, remote)
+
+    def _on_parted(self, event: Dict[str, Any]) -> None:
+        if event["gone"]:
+            self._on_left(event)
+
+    def _on_left(self, event: Dict[str, Any]) -> None:
+        channel = self._channel_for(event["room"])
+        if channel is not None:
+            self._remove_remote(channel, event["member"]["id"], "PART", "Disconnected")
+
+    def _on_room_left(self, event: Dict[str, Any]) -> None:
+        self._member_out(event, "PART", "Left the chat room")
+
+    def _on_kicked(self, event: Dict[str, Any]) -> None:
+        self._member_out(event, "KICK", KICK_REASON)
+
+    def _member_out(self, event: Dict[str, Any], command: str, reason: str) -> None:
+        """The member of the event is out of its room: their IRC users and browser nick."""
+        channel = self._channel_for(event["room"])
         if channel is None:
             return
-        for conn in message.get("connections", ()):
-            user = self.conns.get(conn)
-            if user is None or user not in channel.members:
-                continue
-            reason = self._kicked.pop(conn, None)
-            if reason is not None:
-                self._log.info("IRC user {nick} ({account}) removed from {channel} ({address}): {reason}",
-                               nick=user.nick, account=user.account or user.user_id,
-                               channel=channel.name, address=user.ip, reason=reason)
-            self._suppress_part.add(user)
-            try:
-                if reason == BAN_REASON:
-                    # A ban logs the member out of the whole client, as it does a browser.
-                    for other in list(self.channels.values()):
-                        if user in other.members:
-                            self.network.remove_member(other, user, "KICK", reason)
-                elif reason is not None:
-                    self.network.remove_member(channel, user, "KICK", reason)
-                else:
-                    self.network.remove_member(channel, user, "PART", "Left the chat room")
-            finally:
-                self._suppress_part.discard(user)
+        user_id = event["member"]["id"]
+        for user in self._irc_users_of(user_id, channel):
+            self._remove_irc_user(channel, user, command, reason)
+        self._remove_remote(channel, user_id, command, reason)
 
-    def on_userjustkicked(self, message: Dict[str, Any], payload: Any) -> None:
-        for conn in message.get("connections", ()):
-            if conn in self.conns:
-                self._kicked[conn] = KICK_REASON
+    def _on_banned(self, event: Dict[str, Any]) -> None:
+        user_id = event["member"]["id"]
+        channel = None if event["room"] is None else self._channel_for(event["room"])
+        if channel is not None:
+            # A ban logs the member out of the whole client, as it does a browser.
+            for user in self._irc_users_of(user_id, channel):
+                self._remove_irc_user(channel, user, "KICK", BAN_REASON,
+                                      channels=list(self.channels.values()))
+            self._remove_remote(channel, user_id, "KICK", KICK_REASON)
+        for room_id in event["rooms"]:
+            other = self._channel_for(room_id)
+            if other is not None:
+                self._remove_remote(other, user_id, "PART", "Left the chat room")
 
-    def on_userjustbanned(self, message: Dict[str, Any], payload: Any) -> None:
-        for conn in message.get("connections", ()):
-            if conn in self.conns:
-                self._kicked[conn] = BAN_REASON
-
-    def on_userlist(self, message: Dict[str, Any], payload: Dict[str, Any]) -> None:
-        """A userlist is a snapshot of who is present: browser users join or part to match it."""
-        channel = self._channel_for(payload.get("roomId"))
-        if channel is None:
-            return
-        users = payload.get("users") or {}
-        present: Dict[int, Optional[str]] = {}
-        for key, info in users.items():
-            try:
-                present[int(key)] = (info or {}).get("username")
-            except (TypeError, ValueError):
-                continue
-        current = {member.user_id: member for member in channel.members if not member.local}
-        for user_id, name in present.items():
-            if user_id not in current and not self._is_irc_id(user_id):
-                self.network.add_member(channel, self._remote_for(user_id, name))
-        for user_id, remote in current.items():
-            if user_id not in present:
-                self.network.remove_member(channel, remote, "PART", "Left the chat room")
-                self._drop_remote_if_unused(remote)
-
-    def on_notice(self, message: Dict[str, Any], payload: Dict[str, Any]) -> None:
-        """Kicks and departures of browser users, shown at once (the userlist may come later)."""
-        if "room" not in message or not isinstance(payload, dict):
-            return
-        content = payload.get("content")
-        data = payload.get("data") or {}
-        if content == "user_kicked":
-            name, command, reason = data.get("user"), "KICK", KICK_REASON
-        elif content == "disconnected":
-            name, command, reason = data.get("username"), "PART", "Disconnected"
-        elif content == "private_room_left":
-            name, command, reason = data.get("user"), "PART", "Left the chat room"
-        else:
-            return
-        channel = self._channel_for(message.get("room"))
-        if channel is None or name is None:
-            return
-        for member in list(channel.members):
-            if not member.local and member.realname == name:
-                self.network.remove_member(channel, member, command, reason)
-                self._drop_remote_if_unused(member)
-
-    def on_clear(self, message: Dict[str, Any], payload: Dict[str, Any]) -> None:
-        channel = self._channel_for(message.get("room"))
+    def _on_cleared(self, event: Dict[str, Any]) -> None:
+        channel = self._channel_for(event["room"])
         if channel is not None:
             channel.broadcast(Message("NOTICE", (channel.name, "The chat history of this room has been cleared."),
                                       prefix=self.network.config.server_name))
 
-    def on_message(self, message: Dict[str, Any], payload: Dict[str, Any]) -> None:
+    def _on_message(self, event: Dict[str, Any]) -> None:
         """A room message (or whisper) as PRIVMSG to the IRC users who should get it."""
-        if not isinstance(payload, dict):
-            return
-        channel = self._channel_for(payload.get("roomId"))
+        channel = self._channel_for(event["room"])
         if channel is None:
             return
-        sender_info = payload.get("from") or {}
-        sender_id = sender_info.get("id")
-        content = payload.get("content")
-        if not isinstance(content, str):
-            return
-        sender = self.conns.get(self._origin) if self._origin else None
+        sender_info = event["sender"]
+        sender_id = sender_info["id"]
+        content = event["content"]
+        # Echo suppression by the ids in the event: the connection that posted, else an IRC
+        # user of the same account (who posted from a browser tab).
+        sender = self.conns.get(event["connection"])
         if sender is None:
             sender = next((u for u in self.conns.values()
                            if u.user_id == sender_id and u in channel.members), None)
         if sender is not None:
             prefix = sender.hostmask
         else:
-            remote = self._remote_for(sender_id, sender_info.get("username"))
+            remote = self._remote_for(sender_id, sender_info["name"])
             if remote not in channel.members:
                 self.network.add_member(channel, remote)
             prefix = remote.hostmask
-        target = payload.get("target")
-        if "room" in message:
+        target = event["target"]
+        if target is None or target["public"]:
             text = content
-            if isinstance(target, dict) and target.get("username"):
-                text = f"{target['username']}: {content}"
-            skip = {self.conns.get(conn) for conn in message.get("skip", ())}
+            if target is not None and target["name"]:
+                text = f"{target['name']}: {content}"
             for member in channel.local_members():
-                if member in skip:
-                    continue
                 if member is sender and "echo-message" not in member.caps:
                     continue
                 member.send_text("PRIVMSG", channel.name, text, prefix)
             return
-        # A whisper: only the sender's and the target's connections are listed.
-        for conn in message.get("connections", ()):
-            user = self.conns.get(conn)
-            if user is None:
+        # A whisper: only the sender's and the target's IRC connections get it.
+        recipients = {sender_id, target["id"]}
+        for user in list(self.conns.values()):
+            if user.user_id not in recipients:
                 continue
             if user is sender:
-                if "echo-message" in user.caps and isinstance(target, dict):
-                    remote = self.remotes.get(target.get("id"))
+                if "echo-message" in user.caps:
+                    remote = self.remotes.get(target["id"])
                     if remote is not None:
                         user.send_text("PRIVMSG", remote.nick, content, prefix)
                 continue

@@ -10,7 +10,7 @@ anything that could smuggle a second command into a line (CR, LF, NUL) or break 
 reply that echoes it; tag values carry CR and LF only in their escaped form (``\\r``, ``\\n``).
 """
 
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import attr
 
@@ -233,8 +233,3 @@ def split_text(text: str, max_bytes: int) -> List[str]:
             pieces.append(cut.rstrip(" ") or cut)
             line = line[len(cut) :]
     return pieces
-
-
-def join_targets(names: Iterable[str]) -> str:
-    """Join channel or nick names into the comma list IRC uses."""
-    return ",".join(names)

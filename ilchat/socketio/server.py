@@ -47,13 +47,13 @@ Details worth knowing:
 
 from __future__ import annotations
 
-import inspect
 import secrets
 from typing import Any, Callable, Iterable
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.server import Request
 
 from ilchat.engineio.server import EngineIOServer, EngineIOSession, OutgoingPacket
@@ -217,48 +217,35 @@ class Socket:
                 namespace=self.namespace.name,
             )
             return
-        try:
-            result = handler(self, *args)
-        except Exception:
-            _log.failure(
-                "Socket.IO handler for {event!r} in {namespace} failed",
-                event=event,
-                namespace=self.namespace.name,
-            )
-            return
-        if inspect.isawaitable(result) and not isinstance(result, Deferred):
-            result = Deferred.fromCoroutine(result)
         ack_id = packet.id
-        if isinstance(result, Deferred):
-            if ack_id is not None:
-                result.addCallback(lambda value: self._send_ack(ack_id, value))
-            result.addErrback(
-                lambda f: _log.failure(
-                    "Socket.IO handler for {event!r} in {namespace} failed",
-                    f,
-                    event=event,
-                    namespace=self.namespace.name,
-                )
-            )
-        elif ack_id is not None:
-            try:
-                self._send_ack(ack_id, result)
-            except Exception:
-                _log.failure("Socket.IO ack for {event!r} could not be encoded", event=event)
+        d = maybeDeferred(handler, self, *args)
+        if ack_id is None:
+            d.addErrback(self._handler_failed, event)
+        else:
+            d.addCallbacks(self._send_ack_of, self._handler_failed, (ack_id, event), None, (event,))
+
+    def _handler_failed(self, failure: Failure, event: str) -> None:
+        _log.failure(
+            "Socket.IO handler for {event!r} in {namespace} failed",
+            failure,
+            event=event,
+            namespace=self.namespace.name,
+        )
+
+    def _send_ack_of(self, value: Any, ack_id: int, event: str) -> None:
+        try:
+            self._send_ack(ack_id, value)
+        except Exception:
+            _log.failure("Socket.IO ack for {event!r} could not be encoded", event=event)
 
     def _on_ack(self, packet: P.Packet) -> None:
         callback = self._acks.pop(packet.id, None) if packet.id is not None else None
         if callback is None:
             _log.debug("Socket.IO: unknown ack id {id!r}", id=packet.id)
             return
-        try:
-            result = callback(*packet.data)
-            if inspect.isawaitable(result) and not isinstance(result, Deferred):
-                result = Deferred.fromCoroutine(result)
-            if isinstance(result, Deferred):
-                result.addErrback(lambda f: _log.failure("Socket.IO ack callback failed", f))
-        except Exception:
-            _log.failure("Socket.IO ack callback failed")
+        maybeDeferred(callback, *packet.data).addErrback(
+            lambda f: _log.failure("Socket.IO ack callback failed", f)
+        )
 
 
 class Namespace:
@@ -457,23 +444,12 @@ class _Client:
             self._connect_call.cancel()
             self._connect_call = None
         auth = packet.data if packet.data is not None else {}
-        result = None
-        if namespace.on_connect is not None:
-            try:
-                result = namespace.on_connect(socket, auth)
-            except ConnectionRefused as refused:
-                self._refuse(socket, refused)
-                return
-            except Exception:
-                _log.failure("Socket.IO connect handler of {ns} failed", ns=name)
-        if inspect.isawaitable(result) and not isinstance(result, Deferred):
-            result = Deferred.fromCoroutine(result)
-        if isinstance(result, Deferred):
-            result.addCallbacks(
-                lambda _: self._accept(socket), lambda f: self._connect_failed(socket, f)
-            )
-        else:
+        if namespace.on_connect is None:
             self._accept(socket)
+            return
+        maybeDeferred(namespace.on_connect, socket, auth).addCallbacks(
+            lambda _: self._accept(socket), lambda f: self._connect_failed(socket, f)
+        )
 
     def _connect_failed(self, socket: Socket, failure) -> None:
         if failure.check(ConnectionRefused):

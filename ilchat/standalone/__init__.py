@@ -4,6 +4,6 @@ The standalone internal chat: no ILIAS, users pick a name on the built-in web pa
 See L{ilchat.standalone.chat}.
 """
 
-from ilchat.standalone.chat import StandaloneChat, component, validate_name
+from ilchat.standalone.chat import StandaloneChat, validate_name
 
-__all__ = ["StandaloneChat", "component", "validate_name"]
+__all__ = ["StandaloneChat", "validate_name"]

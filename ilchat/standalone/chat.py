@@ -2,9 +2,10 @@
 """
 The standalone chat: the repository chat of a ``client.cfg`` that has a ``standalone`` block.
 
-It is the ILIAS repository chat with the same domain (L{ilchat.chat.rooms.ChatRooms}), the same
-Socket.IO namespace ``/<name>``, the same events and the same bus delivery
-(L{ilchat.ilias.repository.RepositoryChat}); only what PHP would do is done here instead:
+Its page speaks the ILIAS repository chat's events, so it shares their namespace adapter
+(L{ilchat.ilias.room_namespace.RoomNamespace}: the same domain, socket events, rendering and
+backend actions) with the ILIAS repository chat, without being one (no ILIAS identity, no PHP
+names); what PHP would do is done here instead:
 
 * the rooms come from the config and are created in the client's (SQLite) store at start;
 * ``login(name[, token])`` takes a name only. A valid name is 1 to ``max_name_length`` characters
@@ -36,12 +37,13 @@ from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 
 from ilchat.chat.rooms import ChatError
+from ilchat.ilias.rendering import message_payload
+from ilchat.ilias.room_namespace import RoomNamespace
 from ilchat.jsonutil import JSONError, dumps, loads
-from ilchat.ilias.repository import RepositoryChat
 from ilchat.web.client import ChatPageResource, PageSettings, mount_chat_page
 from ilchat.web.policy import NetworkPolicy, TokenBucket
 
-__all__ = ["StandaloneChat", "component", "validate_name"]
+__all__ = ["StandaloneChat", "validate_name"]
 
 # Unicode categories a name may not contain: controls, invisible formatting characters (zero-width
 # joiners, bidi overrides that make a name look like another), separators other than the space,
@@ -73,7 +75,7 @@ def validate_name(raw: Any, max_length: int) -> tuple[Optional[str], Optional[st
     return name, None
 
 
-class StandaloneChat(RepositoryChat):
+class StandaloneChat(RoomNamespace):
     """
     The standalone chat of one client config, as a service component.
 
@@ -105,7 +107,7 @@ class StandaloneChat(RepositoryChat):
         rooms = self.settings.rooms
         added = await self.store.ensure_rooms(room.id for room in rooms)
         for room in rooms:
-            # Before RepositoryChat.start preloads the store's rooms: add_room keeps the first title.
+            # Before RoomNamespace.start preloads the store's rooms: add_room keeps the first title.
             self.chat.add_room(room.id, room.title)
             if self.settings.history:
                 self._history[room.id] = collections.deque(maxlen=self.settings.history)
@@ -147,23 +149,24 @@ class StandaloneChat(RepositoryChat):
 
     @property
     def max_message_length(self) -> int:
-        """The policy's limit, never above what ``chatroom_history`` can hold."""
-        return min(self.policy.max_message_length, 3000)
+        """server.cfg ``network.max_message_length`` (at most 3000, so the stored row fits)."""
+        return self.policy.max_message_length
 
     # -- history ----------------------------------------------------------------------------
 
-    def _remember(self, message: Dict[str, Any]) -> None:
+    def _remember(self, envelope: Dict[str, Any]) -> None:
         """Keep the latest room-wide messages of each room (bus subscriber)."""
-        if message.get("op") != "emit" or "room" not in message:
+        event = envelope["event"]
+        kind = event.get("type")
+        if kind not in ("message", "cleared"):
             return
-        history = self._history.get(message["room"])
+        history = self._history.get(event["room"])
         if history is None:
             return
-        event = message.get("event")
-        if event == "message":
-            history.append(message["payload"])
-        elif event == "clear":
+        if kind == "cleared":
             history.clear()
+        elif event["target"] is None or event["target"]["public"]:
+            history.append(message_payload(event))
 
     # -- socket events ----------------------------------------------------------------------
 
@@ -210,8 +213,7 @@ class StandaloneChat(RepositoryChat):
         if member is None:  # cannot happen: connected just above
             self._login_failed(socket, "error", "The login failed; please try again.")
             return
-        self._sockets[socket.sid] = socket
-        socket.data["user_id"] = member.id
+        self.logged_in(socket, member.id)
         socket.data["bucket"] = self.policy.message_bucket()
         # Typing events fan out to the room too; the page sends two per message at most.
         socket.data["typing_bucket"] = TokenBucket(
@@ -365,13 +367,3 @@ def _stored_message(row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     if isinstance(timestamp, (int, float)) and timestamp < 100_000_000_000:
         message["timestamp"] = int(timestamp * 1000)
     return message
-
-
-def component(client: Any) -> RepositoryChat:
-    """
-    The repository chat of a client config: the standalone variant when it has a ``standalone``
-    block, else the ILIAS one (the factory named in ``ilchat.service.CLIENT_COMPONENTS``).
-    """
-    if getattr(client.config, "standalone", None) is not None:
-        return StandaloneChat(client, policy=getattr(client, "policy", None))
-    return RepositoryChat(client)

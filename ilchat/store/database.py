@@ -23,6 +23,7 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ilchat.retry import retry
 from ilchat.store.engines import BaseEngine, engine_for, rows_as_dicts, split_sql_script
 
 __all__ = [
@@ -183,14 +184,6 @@ class Transaction:
     def commit(self) -> None:
         """Commit what this transaction did so far; it goes on in a new transaction."""
         self._txn._connection.commit()
-
-    def next_id(self, table: str) -> int:
-        """
-        The next id for ``table`` from ``<table>_seq``, as ILIAS and the Node server make it.
-
-        See :meth:`next_ids`; call it before the transaction writes anything.
-        """
-        return self.next_ids(table, 1)[0]
 
     def next_ids(self, table: str, count: int, commit: Optional[bool] = None) -> List[int]:
         """
@@ -423,17 +416,18 @@ class Database:
         """
         if self._pool is None:
             raise StoreClosedError("the store is not open ({})".format(desc))
-        attempt = 0
-        while True:
-            try:
-                return await self._run_once(desc, func, *args, **kwargs)
-            except Exception as e:
-                attempt += 1
-                if not self.engine.is_deadlock(e) or attempt > DEADLOCK_RETRIES:
-                    raise
-                self._log.debug(
-                    "Transaction {desc} hit a deadlock ({error}); running it again", desc=desc, error=e
-                )
+
+        def again(attempts: int, error: Exception, delay: float) -> None:
+            self._log.debug(
+                "Transaction {desc} hit a deadlock ({error}); running it again", desc=desc, error=error
+            )
+
+        return await retry(
+            lambda: self._run_once(desc, func, *args, **kwargs),
+            [0.0] * DEADLOCK_RETRIES,
+            self.engine.is_deadlock,
+            on_retry=again,
+        )
 
     async def run_interaction_retrying(
         self, desc: str, func: Callable[..., T], *args: Any, **kwargs: Any
@@ -448,49 +442,53 @@ class Database:
         violation), the failure is logged at "critical" with ``desc`` and the arguments, so the
         lost row can be recovered from the error log, and it is raised to the caller.
         """
-        delays = list(self.retry_delays)
-        attempt = 0
-        while True:
-            attempt += 1
+
+        def again(attempt: int, error: Exception, delay: float) -> None:
+            # One warning per write that starts failing, not one line per attempt.
+            (self._log.warn if attempt == 1 else self._log.debug)(
+                "Database write {desc} failed ({error!r}); attempt {attempt}, trying again "
+                "in {delay} s",
+                desc=desc,
+                error=error,
+                attempt=attempt,
+                delay=delay,
+            )
+
+        def give_up(attempts: int, error: Exception) -> None:
+            self._log.critical(
+                "Database write {desc} failed for good after {attempts} attempt(s): "
+                "{error!r}; the data was not stored: {data!r}",
+                desc=desc,
+                attempts=attempts,
+                error=error,
+                data=args,
+            )
+
+        def recovered(attempt: int) -> None:
+            self._log.info("Database write {desc} succeeded at attempt {attempt}",
+                           desc=desc, attempt=attempt)
+
+        async def sleep(delay: float) -> None:
             try:
-                result = await self.run_interaction(desc, func, *args, **kwargs)
-            except Exception as e:
-                transient = self.engine.is_transient(e)
-                if not transient or not delays or self._closed:
-                    self._log.critical(
-                        "Database write {desc} failed for good after {attempts} attempt(s): "
-                        "{error!r}; the data was not stored: {data!r}",
-                        desc=desc,
-                        attempts=attempt,
-                        error=e,
-                        data=args,
-                    )
-                    raise
-                delay = delays.pop(0)
-                # One warning per write that starts failing, not one line per attempt.
-                (self._log.warn if attempt == 1 else self._log.debug)(
-                    "Database write {desc} failed ({error!r}); attempt {attempt}, trying again "
-                    "in {delay} s",
+                await self._sleep(delay)
+            except StoreClosedError:
+                self._log.critical(
+                    "Database write {desc} abandoned because the store was closed; the data "
+                    "was not stored: {data!r}",
                     desc=desc,
-                    error=e,
-                    attempt=attempt,
-                    delay=delay,
+                    data=args,
                 )
-                try:
-                    await self._sleep(delay)
-                except StoreClosedError:
-                    self._log.critical(
-                        "Database write {desc} abandoned because the store was closed; the data "
-                        "was not stored: {data!r}",
-                        desc=desc,
-                        data=args,
-                    )
-                    raise
-            else:
-                if attempt > 1:
-                    self._log.info("Database write {desc} succeeded at attempt {attempt}",
-                                   desc=desc, attempt=attempt)
-                return result
+                raise
+
+        return await retry(
+            lambda: self.run_interaction(desc, func, *args, **kwargs),
+            self.retry_delays,
+            lambda e: self.engine.is_transient(e) and not self._closed,
+            on_retry=again,
+            on_give_up=give_up,
+            on_recovered=recovered,
+            sleep=sleep,
+        )
 
     def _sleep(self, seconds: float) -> defer.Deferred:
         d: defer.Deferred = defer.Deferred()

@@ -7,7 +7,7 @@ transaction and each logging its row count:
 
 1. ``chatroom_history`` rows older than the bound (seconds);
 2. ``osc_messages`` rows older than the bound (milliseconds);
-3. conversations without messages, **except those still in use** (design.md section 3): the
+3. conversations without messages, **except those still in use** (docs/design.rst): the
    Node server deletes every conversation without messages, brand-new ones included, which then
    vanish at the next restart. ilchat keeps a conversation when
 

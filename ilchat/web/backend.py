@@ -10,7 +10,7 @@ come from the components (repository chat, On-Screen Chat), which register them 
 
     def handler(ctx, request, args: list[str]) -> dict | Deferred[dict]: ...
 
-Unlike the Node server (design.md §3), every route except ``Heartbeat`` needs the client's
+Unlike the Node server (docs/design.rst), every route except ``Heartbeat`` needs the client's
 credentials, a refusal is a real HTTP 403, and unknown clients and actions are 404 JSON answers.
 """
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import inspect
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Protocol, Tuple, Union
 
 import attrs
@@ -177,10 +176,8 @@ class BackendResource(Resource):
             raise NotFound(f"Unknown action: {action}")
         if debug_wanted():
             self._log.debug("Backend {action} for {name}: {args}", action=action, name=name, args=args)
-        result = route.handler(ctx, request, args)
-        if inspect.iscoroutine(result):
-            result = defer.ensureDeferred(result)
-        return result
+        # A coroutine result is run by the maybeDeferred in render.
+        return route.handler(ctx, request, args)
 
     def _on_error(self, failure: Failure, request: Request, segments: list) -> None:
         if failure.check(defer.CancelledError):

@@ -72,8 +72,8 @@ class PageSettings:
         namespace: str,
         socketio_path: str,
         rooms: Sequence[Dict[str, Any]],
-        max_name_length: int = 32,
-        max_message_length: int = 4000,
+        max_name_length: int,
+        max_message_length: int,
     ) -> None:
         self.title = title
         self.welcome = welcome

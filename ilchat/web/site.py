@@ -14,7 +14,10 @@ Other parts add their own children to ``root`` (for instance the standalone web 
 """
 
 import weakref
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import deferLater
 
 from twisted.logger import Logger
 from twisted.web import http, pages
@@ -169,17 +172,26 @@ class ChatChannel(http.HTTPChannel):
 
     _deadline: Any = None
     _refused = False
+    _counted = False
 
     def connectionMade(self) -> None:  # noqa: N802 (twisted API)
         site = self.site
         self.maxHeaders = site.max_headers
         self.totalHeadersSize = site.max_header_bytes
         super().connectionMade()
-        refusal = site.connection_refusal(self)
+        if not site.proxy_header:
+            self._count_connection()
+
+    def _count_connection(self) -> None:
+        self._counted = True
+        refusal = self.site.connection_refusal(self)
         if refusal is not None:
             self._refuse(429, refusal)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 (twisted API)
+        if not self._counted:
+            # Behind a PROXY header: the first bytes come once it is read (the client's address).
+            self._count_connection()
         if self._refused:
             return
         super().dataReceived(data)
@@ -247,6 +259,18 @@ class ChatChannel(http.HTTPChannel):
             self.loseConnection()
 
 
+def _transport_of(channel: Any) -> Any:
+    """The TCP (or TLS) transport of a connection the site built: Twisted's protocol wraps the
+    HTTP/1.1 channel (``_GenericHTTPChannelProtocol``), and the wrapper has no ``transport``."""
+    return getattr(getattr(channel, "_channel", channel), "transport", None)
+
+
+def _gone(transport: Any) -> bool:
+    """Whether a transport has lost its connection (one without that flag, such as TLS's
+    wrapper, is taken as closed: its TCP transport closes with it)."""
+    return getattr(transport, "disconnected", True)
+
+
 def _peer_text(channel: http.HTTPChannel) -> str:
     peer = channel.transport.getPeer() if channel.transport is not None else None
     return getattr(peer, "host", None) or str(peer)
@@ -299,6 +323,9 @@ class ChatSite(Site):
         self.max_headers = max_headers
         self.max_header_bytes = max_header_bytes
         self.policy = policy
+        #: Connections start with a PROXY header (``haproxy:`` listeners): count them per client
+        #: address once it is read, not per proxy at connect.
+        self.proxy_header = False
         self.refusals = RepeatedLog(self._log, self.reactor)
         self.channels: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
@@ -334,9 +361,31 @@ class ChatSite(Site):
             code=request.code,
         )
 
-    def close_connections(self) -> None:
+    def close_connections(self, grace: float = 1.0) -> Deferred:
+        """
+        Close every open connection; the Deferred fires once they are all gone.
+
+        ``loseConnection`` only starts a close (it waits for the write buffer), so a caller that
+        went on at once left connections behind it: a stopped server that still holds sockets.
+        A connection still open after C{grace} seconds (a peer that reads nothing) is aborted.
+        """
         self.refusals.flush()  # the counts of repeated refusal lines, and their timers
-        for channel in list(self.channels):
-            transport = getattr(channel, "transport", None)
-            if transport is not None:
-                transport.loseConnection()
+        transports = [_transport_of(channel) for channel in list(self.channels)]
+        transports = [t for t in transports if t is not None and not _gone(t)]
+        for transport in transports:
+            transport.loseConnection()
+        return ensureDeferred(self._wait_closed(transports, grace))
+
+    async def _wait_closed(self, transports: List[Any], grace: float) -> None:
+        clock = self.reactor
+        deadline = clock.seconds() + grace
+        aborted = False
+        while any(not _gone(t) for t in transports):
+            if not aborted and clock.seconds() >= deadline:
+                for transport in transports:
+                    if not _gone(transport):
+                        transport.abortConnection()
+                aborted = True
+            elif aborted and clock.seconds() >= deadline + grace:
+                return  # nothing more to do; the reactor drops them with the process
+            await deferLater(clock, 0.01, lambda: None)

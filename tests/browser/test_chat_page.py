@@ -96,7 +96,7 @@ class ChatPageBrowserTests(unittest.TestCase):
     def irc_port(self) -> int:
         from ilchat.irc.service import IrcComponent
 
-        for component in self.server.service._started_components:
+        for component in self.server.service.components:
             if isinstance(component, IrcComponent):
                 return component.ports[0].getHost().port
         raise AssertionError("no IRC listener")

@@ -1,6 +1,6 @@
 """
-Tests for L{ilchat.chat.conversations}: the On-Screen Chat rules that need neither a socket nor a
-database (matching, presence, acceptance, input checks).
+Tests for the On-Screen Chat domain (L{ilchat.chat.conversations} and the modules beside it): the
+rules that need neither a socket nor a database (matching, presence, acceptance, input checks).
 """
 
 import os
@@ -9,17 +9,16 @@ import time
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from ilchat.bus import LocalBus
 
-from ilchat.chat.conversations import (
-    OnScreenChat,
+from ilchat.chat.conversation_acceptance import AcceptancePoll
+from ilchat.chat.conversation_model import (
     Conversation,
-    ConversationRegistry,
     Refused,
-    _check_fits,
-    _parse_participants,
+    check_fits,
+    parse_participants,
     parse_user_id,
 )
+from ilchat.chat.conversation_registry import ConversationRegistry
 
 
 def _conversation(registry: ConversationRegistry, cid: str, ids, is_group: bool = False) -> Conversation:
@@ -147,18 +146,18 @@ class InputTests(SynchronousTestCase):
     def test_malformed_participants_refused(self) -> None:
         """A participants list must be a non-empty list of objects with valid ids."""
         for value in (None, "6,7", [], [6, 7], [{"id": "x"}], [{"name": "a"}], [{"id": 6, "name": ["a"]}]):
-            self.assertRaises(Refused, _parse_participants, value)
+            self.assertRaises(Refused, parse_participants, value)
 
     def test_duplicate_participants_collapse(self) -> None:
         """The same user twice counts once."""
         self.assertEqual(
-            _parse_participants([{"id": 6, "name": "a"}, {"id": "6", "name": "a"}, {"id": 7, "name": "b"}]),
+            parse_participants([{"id": 6, "name": "a"}, {"id": "6", "name": "a"}, {"id": 7, "name": "b"}]),
             [{"id": 6, "name": "a"}, {"id": 7, "name": "b"}],
         )
 
     def test_too_many_participants_refused(self) -> None:
         """A list longer than the limit is refused as a whole."""
-        self.assertRaises(Refused, _parse_participants, [{"id": i, "name": "x"} for i in range(1, 200)])
+        self.assertRaises(Refused, parse_participants, [{"id": i, "name": "x"} for i in range(1, 200)])
 
 
 class StorableTests(SynchronousTestCase):
@@ -166,27 +165,8 @@ class StorableTests(SynchronousTestCase):
 
     def test_list_longer_than_the_column_refused(self) -> None:
         """Thirty participants with 200-character names do not fit; a normal list does."""
-        _check_fits([{"id": i, "name": "n" * 20} for i in range(1, 30)])
-        self.assertRaises(Refused, _check_fits, [{"id": i, "name": "n" * 200} for i in range(1, 30)])
-
-
-class JsonTests(SynchronousTestCase):
-    """The ``conversation.json()`` payload, field by field."""
-
-    def test_conversation_json_fields(self) -> None:
-        """id, participants as {id, name}, latestMessage, numNewMessages and isGroup."""
-        registry = ConversationRegistry()
-        conversation = _conversation(registry, "c1", [6, 7])
-        self.assertEqual(
-            conversation.as_json(3),
-            {
-                "id": "c1",
-                "participants": [{"id": 6, "name": "user6"}, {"id": 7, "name": "user7"}],
-                "latestMessage": None,
-                "numNewMessages": 3,
-                "isGroup": False,
-            },
-        )
+        check_fits([{"id": i, "name": "n" * 20} for i in range(1, 30)])
+        self.assertRaises(Refused, check_fits, [{"id": i, "name": "n" * 200} for i in range(1, 30)])
 
 
 def use_time_zone(test_case: SynchronousTestCase, zone: str) -> None:
@@ -211,9 +191,9 @@ class PollScheduleTests(SynchronousTestCase):
     def _next_poll_at(self, now: float) -> float:
         clock = Clock()
         clock.advance(now)
-        chat = OnScreenChat("onscreen", None, LocalBus(), clock)
-        chat._running = True
-        chat._schedule_poll()
+        poll = AcceptancePoll("onscreen", None, ConversationRegistry(), clock)
+        poll.running = True
+        poll.schedule()
         [call] = clock.getDelayedCalls()
         call.cancel()
         return call.getTime()

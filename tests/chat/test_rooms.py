@@ -14,42 +14,75 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ilchat.bus import LocalBus
 from ilchat.chat.history import HistoryRow
+from ilchat.ilias.rendering import RoomRenderer, stored_message
+from ilchat.ilias.room_namespace import rooms_body
 from ilchat.chat.rooms import (
     MAX_STORED_MESSAGE_LENGTH,
     ChatRooms,
     ContentTooLong,
-    Member,
     NotInRoom,
     NotLoggedIn,
-    Room,
     UnknownRoom,
     UnknownUser,
 )
 
 
 class _Recorder:
-    """Records bus messages, and which connection would get which event."""
+    """
+    Records what an ILIAS adapter would send: the room events rendered by a L{RoomRenderer}
+    onto a namespace that records, as ``join``/``leave``/``emit`` entries per connection.
+    """
 
-    def __init__(self) -> None:
-        self.messages: List[Dict[str, Any]] = []
+    def __init__(self, clock: task.Clock) -> None:
+        self._clock = clock
+        self._messages: List[Dict[str, Any]] = []
         self.rooms: Dict[int, set] = {}
+        #: The domain events as they came off the bus.
+        self._events: List[Dict[str, Any]] = []
 
-    def __call__(self, message: Dict[str, Any]) -> None:
-        self.messages.append(message)
-        if message["op"] == "join":
-            self.rooms.setdefault(message["room"], set()).update(message["connections"])
-        elif message["op"] == "leave":
-            self.rooms.setdefault(message["room"], set()).difference_update(
-                message["connections"])
+    @property
+    def messages(self) -> List[Dict[str, Any]]:
+        # The bus delivers on a later reactor turn: let it run before looking.
+        self._clock.advance(0)
+        return self._messages
+
+    @messages.setter
+    def messages(self, value: List[Dict[str, Any]]) -> None:
+        self._messages = value
+
+    @property
+    def events_published(self) -> List[Dict[str, Any]]:
+        self._clock.advance(0)
+        return self._events
+
+    def event_seen(self, envelope: Dict[str, Any]) -> None:
+        self._events.append(envelope["event"])
+
+    def membership(self, op: str, room: str, connection: str) -> None:
+        room_id = int(room.split("_")[0])
+        self._messages.append({"type": op, "room": room_id, "connections": [connection]})
+        if op == "join":
+            self.rooms.setdefault(room_id, set()).add(connection)
+        else:
+            self.rooms.setdefault(room_id, set()).discard(connection)
+
+    def emitted(self, event: str, payload: Any, room: Any, skip: Any) -> None:
+        entry: Dict[str, Any] = {"type": "emit", "event": event, "payload": payload}
+        if isinstance(room, str):
+            entry["room"] = int(room.split("_")[0])
+            entry["skip"] = list(skip or ())
+        else:
+            entry["connections"] = list(room)
+        self._messages.append(entry)
 
     def received(self, connection: str) -> List[tuple]:
         """(event, payload) pairs the connection would have received, in order."""
         out = []
         members: Dict[int, set] = {}
         for m in self.messages:
-            if m["op"] == "join":
+            if m["type"] == "join":
                 members.setdefault(m["room"], set()).update(m["connections"])
-            elif m["op"] == "leave":
+            elif m["type"] == "leave":
                 members.setdefault(m["room"], set()).difference_update(m["connections"])
             elif "connections" in m:
                 if connection in m["connections"]:
@@ -64,7 +97,33 @@ class _Recorder:
 
     def clear(self) -> None:
         # Keep joins/leaves so membership stays known.
-        self.messages = [m for m in self.messages if m["op"] != "emit"]
+        self.messages = [m for m in self.messages if m["type"] != "emit"]
+
+
+class _Namespace:
+    """The two calls of a Socket.IO namespace a L{RoomRenderer} makes, recorded."""
+
+    def __init__(self, rec: _Recorder) -> None:
+        self.rec = rec
+
+    def emit(self, event: str, *args: Any, room: Any = None, skip: Any = None) -> None:
+        self.rec.emitted(event, json.loads(json.dumps(args[0])) if args else None, room, skip)
+
+    def emit_json(self, data_json: str, room: Any = None, skip: Any = None) -> None:
+        event, payload = json.loads(data_json)
+        self.rec.emitted(event, payload, room, skip)
+
+
+class _Socket:
+    def __init__(self, sid: str, rec: _Recorder) -> None:
+        self.sid = sid
+        self.rec = rec
+
+    def join(self, room: str) -> None:
+        self.rec.membership("join", room, self.sid)
+
+    def leave(self, room: str) -> None:
+        self.rec.membership("leave", room, self.sid)
 
 
 class _History:
@@ -88,13 +147,31 @@ class ChatRoomsTestsMixin:
     def setUp(self) -> None:
         self.clock = task.Clock()
         self.clock.advance(1795301006.833)
-        self.bus = LocalBus()
-        self.rec = _Recorder()
+        self.bus = LocalBus("test", self.clock, strict=True)
+        self.rec = _Recorder(self.clock)
         self.history = _History()
         self.gone: List[tuple] = []
         self.chat = ChatRooms("onscreen", self.bus, self.clock, write_history=self.history,
-                              on_member_gone=lambda uid, rooms: self.gone.append((uid, rooms)))
-        self.bus.subscribe("room:onscreen", self.rec)
+                              on_member_gone=lambda uid, rooms: self.gone.append((uid, rooms)),
+                              stored_format=stored_message)
+        # The test is the adapter owning every connection: a logged-in connection is a socket.
+        self.renderer = RoomRenderer(self.clock, _Namespace(self.rec))
+        self.bus.subscribe("room:onscreen", self.rec.event_seen)
+        self.bus.subscribe("room:onscreen", self.renderer.deliver)
+        login, lost = self.chat.login, self.chat.connection_lost
+
+        def logged_in(conn: str, user_id: int, *args: Any) -> Any:
+            member = login(conn, user_id, *args)
+            if member is not None:
+                self.renderer.add_socket(_Socket(conn, self.rec), user_id)
+            return member
+
+        def connection_lost(conn: str) -> None:
+            self.renderer.remove_socket(conn)
+            lost(conn)
+
+        self.chat.login = logged_in  # type: ignore[method-assign]
+        self.chat.connection_lost = connection_lost  # type: ignore[method-assign]
         self.chat.add_room(1)
         self.chat.add_room(2)
 
@@ -187,7 +264,7 @@ class EnterRoomTests(ChatRoomsTestsMixin, SynchronousTestCase):
         for i in range(1000):
             self.enter(f"c{i}", 1000 + i, f"user{i}")
         roomwide = [m for m in self.rec.messages
-                    if m["op"] == "emit" and m["event"] == "userlist" and "room" in m]
+                    if m["type"] == "emit" and m["event"] == "userlist" and "room" in m]
         self.assertEqual(len(roomwide), 1)
         for i in (1, 500, 999):
             events = self.rec.events(f"c{i}")
@@ -195,30 +272,34 @@ class EnterRoomTests(ChatRoomsTestsMixin, SynchronousTestCase):
                                           "notice:welcome_to_chat"])
         self.clock.advance(10.0)
         roomwide = [m for m in self.rec.messages
-                    if m["op"] == "emit" and m["event"] == "userlist" and "room" in m]
+                    if m["type"] == "emit" and m["event"] == "userlist" and "room" in m]
         self.assertEqual(len(roomwide), 2)
         self.assertEqual(len(roomwide[-1]["payload"]["users"]), 1000)
 
     def test_crowd_connect_notices_are_marked(self) -> None:
-        """Past CROWD_SIZE, joins inside a userlist window publish their connect as crowd."""
+        """
+        Past CROWD_SIZE, joins inside a userlist window send no connect notice to browsers;
+        every join is still an ``entered`` event (first=True) for the other adapters (IRC).
+        """
         for i in range(300):
             self.enter(f"c{i}", 1000 + i, f"user{i}")
         connects = [m for m in self.rec.messages
-                    if m["op"] == "emit" and m["event"] == "notice"
+                    if m["type"] == "emit" and m["event"] == "notice"
                     and m["payload"]["content"] == "connect"]
-        self.assertEqual(len(connects), 300)
-        self.assertFalse(any(m.get("crowd") for m in connects[:ChatRooms.CROWD_SIZE]))
-        self.assertTrue(all(m.get("crowd") for m in connects[ChatRooms.CROWD_SIZE:]))
+        self.assertEqual(len(connects), RoomRenderer.CROWD_SIZE)
+        self.assertEqual([m["payload"]["data"]["id"] for m in connects],
+                         list(range(1000, 1000 + RoomRenderer.CROWD_SIZE)))
+        entered = [e for e in self.rec.events_published if e["type"] == "entered"]
+        self.assertEqual(len(entered), 300)
+        self.assertTrue(all(e["first"] for e in entered))
         # In a quiet room, a join is announced to the browsers again.
         self.clock.advance(1.0)
         self.clock.advance(10.0)
         self.enter("late", 5000, "late")
-        self.assertNotIn("crowd", self.rec.messages[-1])
         self.assertEqual(self.rec.messages[-1]["payload"]["content"], "connect")
 
-
     def test_crowd_leaving_marks_disconnected_notices(self) -> None:
-        """When a big room empties at once, the departures past the first are crowd notices."""
+        """When a big room empties at once, the departures past the first reach no browser."""
         for i in range(300):
             self.enter(f"c{i}", 1000 + i, f"user{i}")
         self.clock.advance(1.0)
@@ -227,17 +308,17 @@ class EnterRoomTests(ChatRoomsTestsMixin, SynchronousTestCase):
         for i in range(150):
             self.chat.connection_lost(f"c{i}")
         self.clock.advance(15.0)
-        gone = [m for m in self.rec.messages if m["op"] == "emit"
+        gone = [m for m in self.rec.messages if m["type"] == "emit"
                 and m["event"] == "notice" and m["payload"]["content"] == "disconnected"]
-        self.assertEqual(len(gone), 150)
-        self.assertNotIn("crowd", gone[0])
-        self.assertTrue(all(m.get("crowd") for m in gone[1:]))
+        self.assertEqual(len(gone), 1)
+        self.assertEqual(gone[0]["payload"]["data"], {"username": "user0"})
+        left = [e for e in self.rec.events_published if e["type"] == "left"]
+        self.assertEqual(len(left), 150)
         self.clock.advance(10.0)
-        userlists = [m for m in self.rec.messages if m["op"] == "emit"
+        userlists = [m for m in self.rec.messages if m["type"] == "emit"
                      and m["event"] == "userlist"]
         self.assertEqual(len(userlists), 2)
         self.assertEqual(len(userlists[-1]["payload"]["users"]), 150)
-        self.assertEqual(userlists[-1]["payload"]["roomId"], "1")
 
 
 class MessageTests(ChatRoomsTestsMixin, SynchronousTestCase):
@@ -251,12 +332,12 @@ class MessageTests(ChatRoomsTestsMixin, SynchronousTestCase):
     def test_room_message_and_history(self) -> None:
         """A message reaches the whole room at once and is stored afterwards, in seconds."""
         self.chat.post_message("a", 1, "hello", {})
+        self.assertEqual(self.history.rows, [])
         expected = {"type": "message", "timestamp": 1795301007133, "content": "hello",
                     "roomId": 1, "from": {"id": 6, "username": "alice",
                                           "profile_picture_visible": True}, "format": {}}
         self.assertEqual(self.rec.received("b"), [("message", expected)])
         self.assertEqual(self.rec.received("a"), [("message", expected)])
-        self.assertEqual(self.history.rows, [])
         self.clock.advance(0)
         self.assertEqual(self.history.rows, [HistoryRow(
             1, '{"type":"message","timestamp":1795301007,"content":"hello","roomId":1,'
@@ -304,7 +385,7 @@ class MessageTests(ChatRoomsTestsMixin, SynchronousTestCase):
         """An unknown target id is an error, and nothing is delivered."""
         self.assertRaises(UnknownUser, self.chat.post_message, "a", 1, "x", {},
                           {"username": "z", "id": 99, "public": 0})
-        self.assertEqual(self.rec.messages[-1]["op"], "join")
+        self.assertEqual(self.rec.messages[-1]["type"], "join")
 
     def test_oversize_message_is_refused_before_delivery(self) -> None:
         """A message whose stored JSON exceeds 4000 characters is neither sent nor stored."""
@@ -469,7 +550,7 @@ class PartRoomTests(ChatRoomsTestsMixin, SynchronousTestCase):
         self.clock.advance(1)
         self.rec.clear()
         self.chat.part_room("b2", 1)
-        self.assertEqual([m["op"] for m in self.rec.messages if m["op"] == "emit"], [])
+        self.assertEqual([m["type"] for m in self.rec.messages if m["type"] == "emit"], [])
         self.assertIn(7, self.chat.get_room(1).joined)
 
 
@@ -550,44 +631,51 @@ class BackendActionTests(BobAndAliceSeatedMixin, SynchronousTestCase):
 
     def test_rooms_json(self) -> None:
         """GetRooms reports every room under its "<id>_0" key with the present users."""
-        body = self.chat.rooms_json()
+        body = rooms_body(self.chat)
         self.assertEqual(set(body["rooms"]), {"1_0", "2_0"})
         self.assertEqual(body["rooms"]["1_0"]["title"], "Main")
         self.assertEqual([u["id"] for u in body["rooms"]["1_0"]["users"]], [6, 7])
 
 
 class UserlistUpkeepTests(SynchronousTestCase):
-    """The userlist a room keeps up to date equals one built from scratch, after any change."""
+    """The userlist a renderer keeps up to date equals one built from scratch, after any change."""
+
+    def renderer(self) -> RoomRenderer:
+        return RoomRenderer(task.Clock())
 
     @staticmethod
-    def from_scratch(room: Room) -> Dict[str, Any]:
-        return {
-            str(user_id): room.members[user_id].as_user()
-            for user_id in sorted(room.joined)
-            if user_id in room.members
-        }
+    def info(user_id: int, identity: Dict[int, tuple]) -> Dict[str, Any]:
+        name, picture = identity[user_id]
+        return {"id": user_id, "name": name, "picture": picture}
 
     def test_random_comings_goings_and_renames(self) -> None:
         rng = random.Random(8)
-        room = Room(1)
-        members = {user_id: Member(user_id, name=f"u{user_id}") for user_id in range(1, 60)}
+        renderer = self.renderer()
+        view = renderer._view(1)
+        identity = {user_id: (f"u{user_id}", False) for user_id in range(1, 60)}
+        present: set = set()
         for step in range(3000):
             user_id = rng.randrange(1, 60)
-            member = members[user_id]
-            action = rng.randrange(5)
+            action = rng.randrange(4)
             if action == 0:
-                room.members[user_id] = member
-                room.mark_present(member)
+                renderer._present(view, self.info(user_id, identity))
+                present.add(user_id)
             elif action == 1:
-                room.mark_absent(user_id)
+                renderer._absent(view, user_id)
+                present.discard(user_id)
             elif action == 2:
-                room.remove_member(user_id)
-            elif action == 3:
-                member.name = rng.choice(["ann", "Zoë", 'q"uote', None, f"u{user_id}"])
+                name = rng.choice(["ann", "Zoë", 'q"uote', None, f"u{user_id}"])
+                identity[user_id] = (name, identity[user_id][1])
+                renderer._on_renamed({"member": self.info(user_id, identity)})
             else:
-                member.profile_picture_visible = not member.profile_picture_visible
-            users = room.userlist()
-            expected = self.from_scratch(room)
+                identity[user_id] = (identity[user_id][0], not identity[user_id][1])
+                renderer._on_renamed({"member": self.info(user_id, identity)})
+            users = view.userlist()
+            expected = {
+                str(uid): {"id": uid, "username": identity[uid][0],
+                           "profile_picture_visible": identity[uid][1]}
+                for uid in sorted(present)
+            }
             self.assertEqual(list(users.items()), list(expected.items()), step)
             self.assertEqual(
                 json.loads(users.json, object_pairs_hook=list),
@@ -596,15 +684,22 @@ class UserlistUpkeepTests(SynchronousTestCase):
             )
 
     def test_a_member_in_two_rooms_is_renamed_in_both(self) -> None:
-        first, second = Room(1), Room(2)
-        member = Member(5, name="before")
-        for room in (first, second):
-            room.members[5] = member
-            room.mark_present(member)
-        member.name = "after"
+        renderer = self.renderer()
+        first, second = renderer._view(1), renderer._view(2)
+        for view in (first, second):
+            renderer._present(view, {"id": 5, "name": "before", "picture": False})
+        renderer._on_renamed({"member": {"id": 5, "name": "after", "picture": False}})
         self.assertEqual(first.userlist()["5"]["username"], "after")
         self.assertIn('"username":"after"', second.userlist().json)
-        first.remove_member(5)
-        member.name = "again"
+        renderer._absent(first, 5)
+        renderer._on_renamed({"member": {"id": 5, "name": "again", "picture": False}})
         self.assertEqual(first.userlist(), {})
         self.assertIn('"username":"again"', second.userlist().json)
+
+    def test_a_new_name_in_an_entered_event_reaches_the_other_rooms(self) -> None:
+        """A member banned and connected again enters with a new name: every list follows."""
+        renderer = self.renderer()
+        first, second = renderer._view(1), renderer._view(2)
+        renderer._present(first, {"id": 5, "name": "old", "picture": False})
+        renderer._present(second, {"id": 5, "name": "new", "picture": True})
+        self.assertIn('"username":"new","profile_picture_visible":true', first.userlist().json)

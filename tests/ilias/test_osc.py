@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import quote
 
 from twisted.internet import reactor, threads, utils
@@ -21,8 +21,11 @@ from twisted.trial import unittest
 from twisted.trial.unittest import SkipTest
 
 from ilchat.bus import LocalBus
-from ilchat.chat.conversations import MAX_MESSAGE_BYTES, OnScreenChat
-from ilchat.ilias.osc import OnScreenChatComponent
+from ilchat.chat.conversation_model import MAX_MESSAGE_BYTES, Conversation
+from ilchat.chat.conversation_registry import ConversationRegistry
+from ilchat.chat.conversations import OnScreenChat
+from ilchat.ilias.osc import OnScreenChatComponent, conversation_json, message_json, stored_message_json
+from ilchat.jsonutil import dumps
 from ilchat.store import create_store
 from tests.chat.test_conversations import use_time_zone
 from tests.ilias.repository_support import Browser, wait_until
@@ -384,6 +387,25 @@ class ConversationScenarioMixin(OscServerMixin):
         await sleep(0.3)
         self.assertEqual(carol.payloads("message"), [])
 
+    async def test_list_and_history_answer_the_asking_tab_only(self) -> None:
+        """A conversation list or a history page goes to the tab that asked; events to every tab."""
+        await self.start()
+        alice1, alice2 = await self.tab(ALICE), await self.tab(ALICE)
+        bob = await self.tab(BOB)
+        conv = (await self.open(alice1, ALICE, BOB))["id"]
+        await alice2.wait_for("conversation-init")
+        await bob.emit("message", conv, 7, "hi")
+        await alice1.wait_for("message")
+        await alice2.wait_for("message")
+        alice1.clear()
+        alice2.clear()
+        await alice1.emit("history", conv, None, False)
+        await alice1.emit("conversations")
+        self.assertEqual([m["message"] for m in (await alice1.wait_for("history"))["messages"]], ["hi"])
+        self.assertEqual((await alice1.wait_for("conversation"))["id"], conv)
+        await sleep(0.3)
+        self.assertEqual((alice2.payloads("history"), alice2.payloads("conversation")), ([], []))
+
     async def test_online_follows_the_sockets(self) -> None:
         """A user is online while one tab is open; the last tab gone makes them offline."""
         await self.start()
@@ -688,7 +710,7 @@ class AcceptancePollTestsMixin:
         store = create_store(self.database, reactor)
         await store.open()
         self.addCleanup(lambda: ensureDeferred(store.close()))
-        chat = OnScreenChat("onscreen", store, LocalBus(), clock)
+        chat = OnScreenChat("onscreen", store, LocalBus("test", clock, strict=True), clock)
         self.addCleanup(lambda: ensureDeferred(chat.stop()))
         return chat
 
@@ -762,4 +784,140 @@ class AcceptancePollSQLiteTests(AcceptancePollTestsMixin, unittest.TestCase):
 
 
 class AcceptancePollMariaDBTests(AcceptancePollTestsMixin, unittest.TestCase):
+    database_kind = "mysql"
+
+
+class RenderingTests(unittest.SynchronousTestCase):
+    """ILIAS's payloads (spec §3.4), rendered here from the domain's plain values."""
+
+    def test_conversation_json_fields(self) -> None:
+        """id, participants as {id, name}, latestMessage, numNewMessages and isGroup."""
+        registry = ConversationRegistry()
+        conversation = Conversation("c1", False)
+        for user_id in (6, 7):
+            conversation.participants.append(registry.participant(user_id, f"user{user_id}"))
+        registry.add(conversation)
+        self.assertEqual(
+            conversation_json(conversation.snapshot(), 3),
+            {
+                "id": "c1",
+                "participants": [{"id": 6, "name": "user6"}, {"id": 7, "name": "user7"}],
+                "latestMessage": None,
+                "numNewMessages": 3,
+                "isGroup": False,
+            },
+        )
+
+    def test_message_and_stored_message_keys_in_ilias_order(self) -> None:
+        """``message`` is ``{conversationId, userId, message, timestamp, id}``; a stored row
+        (history, ``latestMessage``) keeps its columns and adds ``userId``/``conversationId``."""
+        row = {"id": "m1", "conversation_id": "c1", "user_id": 6, "message": "hi", "timestamp": 5}
+        self.assertEqual(list(message_json(row).items()),
+                         [("conversationId", "c1"), ("userId", 6), ("message", "hi"), ("timestamp", 5), ("id", "m1")])
+        self.assertEqual(list(stored_message_json(row).items()),
+                         [("id", "m1"), ("conversation_id", "c1"), ("user_id", 6), ("message", "hi"),
+                          ("timestamp", 5), ("userId", 6), ("conversationId", "c1")])
+        snapshot = {"id": "c1", "is_group": True, "participants": [ALICE], "latest_message": row}
+        self.assertEqual(conversation_json(snapshot, 0)["latestMessage"], stored_message_json(row))
+
+
+class OscEventTestsMixin:
+    """What the On-Screen Chat publishes on ``osc:<name>``: plain JSON events addressed by user ids."""
+
+    database_kind = "sqlite"
+
+    async def _chat(self) -> Tuple[OnScreenChat, List[Dict[str, Any]]]:
+        self.database = make_database(self, self.database_kind)
+        await insert_rows_async(self.database, "usr_pref", [
+            {"usr_id": u, "keyword": "chat_osc_accept_msg", "value": "y"} for u in (6, 7, 8)])
+        store = create_store(self.database, reactor)
+        await store.open()
+        self.addCleanup(lambda: ensureDeferred(store.close()))
+        bus = LocalBus("proc-1", reactor, strict=True)
+        chat = OnScreenChat("onscreen", store, bus, reactor)
+        await chat.start()
+        self.addCleanup(lambda: ensureDeferred(chat.stop()))
+        seen: List[Dict[str, Any]] = []
+        bus.subscribe(chat.topic, seen.append)
+        for connection, user in (("tab-a", ALICE), ("tab-b", BOB), ("tab-c", CAROL)):
+            chat.login(connection, user["id"], user["name"])
+        return chat, seen
+
+    async def test_message_posted_is_plain_and_addressed_by_user_ids(self) -> None:
+        """The envelope, the snapshot, the message, each recipient's unread count; no ILIAS names."""
+        chat, seen = await self._chat()
+        conversation = await chat.open_conversation("tab-a", [ALICE, BOB])
+        message = await chat.send_message("tab-a", conversation.id, 6, "hello")
+        await wait_until(lambda: len(seen) == 2, what="both events delivered")
+        opened, posted = seen
+        snapshot = {"id": conversation.id, "is_group": False, "participants": [ALICE, BOB], "latest_message": None}
+        self.assertEqual(opened, {"v": 1, "origin": "proc-1", "topic": "osc:onscreen", "event": {
+            "type": "conversation_opened", "conversation": snapshot, "recipients": [{"id": 6, "unread": 0}]}})
+        row = {"id": message["id"], "conversation_id": conversation.id, "user_id": 6, "message": "hello",
+               "timestamp": message["timestamp"]}
+        self.assertEqual(posted["event"], {
+            "type": "message_posted", "conversation": dict(snapshot, latest_message=row), "message": row,
+            "sender": ALICE, "recipients": [{"id": 6, "unread": 0}, {"id": 7, "unread": 0}], "ignored": []})
+        text = dumps(seen)
+        for wire_name in ("conversationId", "userId", "numNewMessages", "latestMessage", "isGroup", "user:"):
+            self.assertNotIn(wire_name, text)
+
+    async def test_typing_leaving_and_withheld_messages(self) -> None:
+        """Typing goes to the others by id; a leaver and the remaining members; a withheld message."""
+        chat, seen = await self._chat()
+        group = await chat.open_conversation("tab-a", [ALICE, BOB, CAROL])
+        chat.typing("tab-b", group.id, 7, True)
+        await chat.remove_user("tab-c", group.id, 8)
+        chat.registry.update_acceptance({6: False})
+        withheld = await chat.send_message("tab-a", group.id, 6, "not sent")
+        await wait_until(lambda: len(seen) == 4, what="four events delivered")
+        typing, removed, not_sent = (envelope["event"] for envelope in seen[1:])
+        self.assertEqual(typing, {
+            "type": "typing", "user": BOB, "started": True, "to": [6, 8],
+            "conversation": {"id": group.id, "is_group": True, "participants": [ALICE, BOB, CAROL],
+                             "latest_message": None}})
+        self.assertEqual(removed["type"], "participant_removed")
+        self.assertEqual((removed["user"], removed["unread"]), (CAROL, 0))
+        self.assertEqual(removed["recipients"], [{"id": 6, "unread": 0}, {"id": 7, "unread": 0}])
+        self.assertEqual(removed["conversation"]["participants"], [ALICE, BOB])
+        self.assertEqual(not_sent, {"type": "message_withheld", "message": withheld, "sender": ALICE})
+        self.assertEqual(await self.rows_of("osc_messages"), [])
+
+    async def test_participant_added_names_the_group_and_the_asking_connection(self) -> None:
+        """Adding to a 1:1 makes a group; the event names both, the newcomer and the asking socket."""
+        chat, seen = await self._chat()
+        one = await chat.open_conversation("tab-a", [ALICE, BOB])
+        group = await chat.add_user("tab-a", one.id, 8, "carol")
+        await wait_until(lambda: len(seen) == 2, what="both events delivered")
+        self.assertEqual(seen[1]["event"], {
+            "type": "participant_added", "source_id": one.id, "user": CAROL, "actor": 6,
+            "connection": "tab-a", "recipients": [{"id": 6, "unread": 0}],
+            "conversation": {"id": group.id, "is_group": True, "participants": [ALICE, BOB, CAROL],
+                             "latest_message": None}})
+
+    async def rows_of(self, table: str) -> List[Dict[str, Any]]:
+        return await fetch_rows_async(self.database, f"SELECT * FROM {table}")
+
+    async def test_acceptance_changes_travel_and_apply_from_other_processes(self) -> None:
+        """``UserConfigChange`` is published; another process's change applies, our own echo not."""
+        chat, seen = await self._chat()
+        chat.set_acceptance({7: False})
+        self.assertFalse(chat.registry.participant(7).accepts_messages)
+        await wait_until(lambda: seen, what="the event delivered")
+        self.assertEqual(seen[0]["event"], {"type": "acceptance_changed", "changes": [{"id": 7, "accepts": False}]})
+        remote = {"v": 1, "origin": "proc-2", "topic": chat.topic, "event": {
+            "type": "acceptance_changed", "changes": [{"id": 7, "accepts": True}, {"id": 6, "accepts": False}]}}
+        chat.apply_remote(remote)
+        self.assertTrue(chat.registry.participant(7).accepts_messages)
+        self.assertFalse(chat.registry.participant(6).accepts_messages)
+        own = dict(remote, origin="proc-1", event={"type": "acceptance_changed", "changes": [{"id": 7, "accepts": False}]})
+        chat.apply_remote(own)
+        self.assertTrue(chat.registry.participant(7).accepts_messages)
+
+
+class OscEventSQLiteTests(OscEventTestsMixin, unittest.TestCase):
+    database_kind = "sqlite"
+
+
+class OscEventMariaDBTests(OscEventTestsMixin, unittest.TestCase):
     database_kind = "mysql"

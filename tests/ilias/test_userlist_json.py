@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from ilchat.chat.rooms import Member, Room, UserList, _envelope
-from ilchat.ilias.repository import _userlist_json
+from ilchat.ilias.rendering import RoomRenderer, UserList, envelope, userlist_json
 
 
 def _plain(payload: dict) -> str:
@@ -15,33 +15,32 @@ def _plain(payload: dict) -> str:
 
 
 class UserlistJsonTests(SynchronousTestCase):
-    def room(self) -> Room:
-        room = Room(3)
+    def setUp(self) -> None:
+        self.renderer = RoomRenderer(Clock())
+        self.view = self.renderer._view(3)
         names = [("a", True), ('Zoë "q"', False), ("x</script>\u2028", True), (None, False)]
         for user_id, (name, picture) in zip((12, 5, 7, 100), names):
-            room.members[user_id] = Member(user_id, name=name, profile_picture_visible=picture)
-            room.mark_present(room.members[user_id])
-        return room
+            self.renderer._present(self.view, {"id": user_id, "name": name, "picture": picture})
 
     def test_same_bytes_as_json_dumps(self) -> None:
         """Ids sorted numerically, escapes, non-ASCII and null names as json.dumps writes them."""
-        payload = _envelope("userlist", 1234, "userlist", "3_0", users=self.room().userlist())
+        payload = envelope("userlist", 1234, "userlist", "3_0", users=self.view.userlist())
         self.assertIsInstance(payload["users"], UserList)
-        self.assertEqual(_userlist_json("userlist", payload), _plain(payload))
+        self.assertEqual(userlist_json("userlist", payload), _plain(payload))
 
     def test_renamed_member_is_encoded_again(self) -> None:
         """The cached entry follows a new name or picture setting (a login again)."""
-        room = self.room()
-        room.userlist()
-        room.members[5].name = "renamed"
-        room.members[12].profile_picture_visible = False
-        payload = _envelope("userlist", 1, "userlist", 3, users=room.userlist())
-        text = _userlist_json("userlist", payload)
+        self.view.userlist()
+        self.renderer._on_renamed({"member": {"id": 5, "name": "renamed", "picture": False}})
+        self.renderer._on_renamed({"member": {"id": 12, "name": "a", "picture": False}})
+        payload = envelope("userlist", 1, "userlist", 3, users=self.view.userlist())
+        text = userlist_json("userlist", payload)
         self.assertEqual(text, _plain(payload))
         self.assertIn('"username":"renamed"', text)
+        self.assertIn('"12":{"id":12,"username":"a","profile_picture_visible":false}', text)
 
     def test_other_payloads_take_the_usual_way(self) -> None:
         """A plain dict (a bus that serialised the payload) or another event: None."""
-        payload = _envelope("userlist", 1, "userlist", 3, users=dict(self.room().userlist()))
-        self.assertIsNone(_userlist_json("userlist", payload))
-        self.assertIsNone(_userlist_json("notice", {"users": self.room().userlist()}))
+        payload = envelope("userlist", 1, "userlist", 3, users=dict(self.view.userlist()))
+        self.assertIsNone(userlist_json("userlist", payload))
+        self.assertIsNone(userlist_json("notice", {"users": self.view.userlist()}))

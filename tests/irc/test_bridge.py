@@ -223,6 +223,26 @@ class OpenModeBridgeTests(IrcBridgeMixin, unittest.TestCase):
         await irc.wait_for("404")
         await bob.wait_for("notice", "user_kicked", count=2)
 
+    async def test_kick_of_one_of_two_users_with_the_same_name(self) -> None:
+        """
+        Two browser users called sam: PHP kicks id 8, IRC sees that one kicked and the other
+        stays (the bridge goes by the member id in the event, never by a display name).
+        """
+        await self.start()
+        irc = await self.irc_in_room("ircer")
+        await self.enter(7, "sam")
+        first = await irc.wait_for("JOIN", lambda m: m.prefix.startswith("sam"))
+        await self.enter(8, "sam")
+        second = await irc.wait_for("JOIN", lambda m: m.prefix.startswith("sam"))
+        first_nick, second_nick = first.prefix.split("!")[0], second.prefix.split("!")[0]
+        self.assertNotEqual(first_nick, second_nick)
+        await self.php("Kick", 1, 8)
+        kick = await irc.wait_for("KICK")
+        self.assertEqual(kick.params, (CHANNEL, second_nick, "Kicked from the chat room"))
+        irc.send(f"NAMES {CHANNEL}")
+        names = await irc.wait_for("353")
+        self.assertEqual(set(names.params[3].split()), {first_nick, "ircer"})
+
     async def test_clear_is_a_notice(self) -> None:
         """ClearMessages shows as a NOTICE to the channel."""
         await self.start()

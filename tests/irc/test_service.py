@@ -102,7 +102,7 @@ class IrcServiceTests(IrcBridgeMixin, unittest.TestCase):
     async def test_default_component_list_serves_irc_only_when_configured(self) -> None:
         """The service's default server components include IRC; without a section it is off."""
         server = await start_server(self)
-        components = [c for c in server.service._started_components if isinstance(c, IrcComponent)]
+        components = [c for c in server.service.components if isinstance(c, IrcComponent)]
         self.assertEqual(len(components), 1)
         self.assertEqual(components[0].ports, [])
 

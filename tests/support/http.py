@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any, Dict, Optional
 
 import attrs
@@ -44,3 +45,27 @@ async def http_request(
     body = await readBody(response)
     await pool.closeCachedConnections()
     return Response(response.code, response.headers, body)
+
+
+def read_to_close(conn: socket.socket) -> bytes:
+    """Everything the server sends until it closes (a reset counts as the close)."""
+    chunks = []
+    while True:
+        try:
+            chunk = conn.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def exchange(port: int, data: bytes, bind: str = "127.0.0.1") -> bytes:
+    """Send C{data}, then read until the server closes (run in a thread, not the reactor)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(bind, 0)) as conn:
+        try:
+            conn.sendall(data)
+        except OSError:
+            pass  # the server may close before it has read everything: that is the point
+        return read_to_close(conn)

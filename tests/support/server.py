@@ -34,6 +34,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import attrs
 
 from ilchat.config import ClientConfig, ServerConfig, load_configs
+from ilchat.bus import LocalBus
 from ilchat.service import ClientContext, IlchatService
 
 DEFAULT_SERVER: Dict[str, Any] = {
@@ -247,6 +248,10 @@ async def start_server(
     server_path, client_paths = write_configs(folder, server, clients, database)
     server_config, client_configs = load_configs(server_path, client_paths)
     service_kwargs.setdefault("listen_port", 0)
+    # The whole suite runs on the strict bus: every event JSON round-tripped, delivered later.
+    service_kwargs.setdefault(
+        "bus_factory", lambda reactor, instance: LocalBus(instance, reactor, strict=True)
+    )
     service = IlchatService(server_config, client_configs, **service_kwargs)
     running = RunningServer(
         service=service,

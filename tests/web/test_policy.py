@@ -673,7 +673,7 @@ class NetworkPolicyServerTests(TestCase):
             clients=[{"name": "team", "standalone": {"rooms": [{"id": 1, "title": "Lobby"}]}}],
             client_components=[lambda ctx: StandaloneChat(ctx, policy=ctx.policy)],
         )
-        irc = [c for c in self.server.service._started_components if isinstance(c, IrcComponent)]
+        irc = [c for c in self.server.service.components if isinstance(c, IrcComponent)]
         port = irc[0].ports[0].getHost().port
 
         def talk(bind_address):
@@ -718,7 +718,7 @@ class NetworkPolicyServerTests(TestCase):
             clients=[{"name": "team", "standalone": {"rooms": [{"id": 1, "title": "Lobby"}]}}],
             client_components=[lambda ctx: StandaloneChat(ctx, policy=ctx.policy)],
         )
-        irc = [c for c in self.server.service._started_components if isinstance(c, IrcComponent)]
+        irc = [c for c in self.server.service.components if isinstance(c, IrcComponent)]
         endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", irc[0].ports[0].getHost().port)
 
         self.assertEqual((await self.request(POLLING))[0], 200)

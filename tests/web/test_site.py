@@ -6,11 +6,13 @@ import socket
 import time
 
 from twisted.internet import reactor, threads
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from ilchat.web.site import IDLE_TIMEOUT, ChatSite
+from tests.support.http import exchange as _exchange, read_to_close as _read_to_close
 
 
 class _BodyLength(Resource):
@@ -30,30 +32,6 @@ class _AnswerLater(Resource):
     def render_GET(self, request):  # noqa: N802 (twisted API)
         reactor.callLater(1.5, lambda: (request.write(b"late"), request.finish()))
         return NOT_DONE_YET
-
-
-def _read_to_close(conn: socket.socket) -> bytes:
-    """Everything the server sends until it closes (a reset counts as the close)."""
-    chunks = []
-    while True:
-        try:
-            chunk = conn.recv(65536)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _exchange(port: int, data: bytes, bind: str = "127.0.0.1") -> bytes:
-    """Send C{data}, then read until the server closes (run in a thread, not the reactor)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(bind, 0)) as conn:
-        try:
-            conn.sendall(data)
-        except OSError:
-            pass  # the server may close before it has read everything: that is the point
-        return _read_to_close(conn)
 
 
 def _serve(test: TestCase, resource: Resource, **kwargs) -> int:
@@ -330,3 +308,66 @@ class HTTPConnectionLimitTests(TestCase):
             self.fail("the closed websocket's slot was never freed")
         sockets.append(third)
         self.assertTrue(third.recv().startswith("0{"))
+
+
+class _Flood(Resource):
+    """Answers a GET with 32 MB, more than the kernel buffers for a peer that reads nothing."""
+
+    isLeaf = True
+
+    def render_GET(self, request) -> bytes:  # noqa: N802 (twisted API)
+        return b"z" * 32_000_000
+
+
+class _Parked(Resource):
+    """Never answers, as a long-polling GET waits for packets."""
+
+    isLeaf = True
+
+    def render_GET(self, request):  # noqa: N802 (twisted API)
+        return NOT_DONE_YET
+
+
+class CloseConnectionsTests(TestCase):
+    """``close_connections`` returns once the connections are closed, not when it asked."""
+
+    def serve(self, resource: Resource) -> ChatSite:
+        site = ChatSite(resource)
+        listening = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        self.port = listening.getHost().port
+        return site
+
+    async def wait_for_channels(self, site: ChatSite, count: int) -> None:
+        deadline = time.monotonic() + 10
+        while len(site.channels) < count and time.monotonic() < deadline:
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(len(site.channels), count)
+
+    async def test_parked_request_is_closed_before_it_returns(self) -> None:
+        """A connection whose request is still being answered is gone when the Deferred fires."""
+        site = self.serve(_Parked())
+        conn = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        self.addCleanup(conn.close)
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        await self.wait_for_channels(site, 1)
+        transports = [channel._channel.transport for channel in site.channels]
+        await site.close_connections()
+        self.assertTrue(all(t.disconnected for t in transports))
+        self.assertEqual(await threads.deferToThread(_read_to_close, conn), b"")
+
+    async def test_peer_that_reads_nothing_is_aborted_after_the_grace(self) -> None:
+        """Unsent output does not keep a connection open past the grace."""
+        site = self.serve(_Flood())
+        conn = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        self.addCleanup(conn.close)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        conn.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        await self.wait_for_channels(site, 1)
+        await deferLater(reactor, 0.2, lambda: None)  # the answer is written and waiting
+        transports = [channel._channel.transport for channel in site.channels]
+        self.assertTrue(transports[0].dataBuffer or transports[0]._tempDataBuffer)
+        started = time.monotonic()
+        await site.close_connections(grace=0.3)
+        self.assertTrue(all(t.disconnected for t in transports))
+        self.assertLess(time.monotonic() - started, 3)

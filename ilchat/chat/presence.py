@@ -1,0 +1,210 @@
+"""
+Who is online in the room domain: connections, logins and the 15 s disconnect grace.
+
+L{Presence} is the part of L{ilchat.chat.rooms.ChatRooms} that maps connections to members and
+runs the grace timers (per instance, per member). When a member's I{last} connection is gone the
+grace starts; L{Presence.connect}, L{Presence.login} and ``enter_room`` cancel it. When it fires
+the member leaves every room (a ``left`` event per room), is forgotten, and the
+C{on_member_gone} hook moves their ``chatroom_users`` rows to ``chatroom_sessions``.
+"""
+
+from typing import Any, Callable, Dict, List, Optional, Set
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from ilchat.chat import events
+from ilchat.chat.model import Member, Room
+from ilchat.logs import debug_wanted
+
+__all__ = ["DISCONNECT_GRACE", "Presence"]
+
+#: Seconds a member without connections stays in their rooms (spec §5.1).
+DISCONNECT_GRACE = 15.0
+
+
+class Presence:
+    """Members, their connections and grace timers; mixed into L{ChatRooms}."""
+
+    _log = Logger()
+
+    instance: str
+    _reactor: IReactorTime
+    _rooms: Dict[int, Room]
+
+    def _init_presence(
+        self, grace: float, on_member_gone: Optional[Callable[[int, List[int]], Any]]
+    ) -> None:
+        self._grace = grace
+        self._on_member_gone = on_member_gone
+        self._members: Dict[int, Member] = {}
+        self._connections: Dict[str, int] = {}
+        self._grace_calls: Dict[int, IDelayedCall] = {}
+        self._pending: Set[Deferred[Any]] = set()
+        self._retries: Set[IDelayedCall] = set()
+
+    def _publish(self, event: Dict[str, Any]) -> None:  # pragma: no cover - ChatRooms has it
+        raise NotImplementedError
+
+    def now_ms(self) -> int:
+        """Milliseconds since the epoch, as every event carries them."""
+        return int(self._reactor.seconds() * 1000)
+
+    # -- lookups ----------------------------------------------------------------------------
+
+    def get_member(self, user_id: int) -> Optional[Member]:
+        """The member with that id, or None."""
+        return self._members.get(user_id)
+
+    def member_for(self, connection: str) -> Optional[Member]:
+        """The member a connection is logged in as, or None."""
+        user_id = self._connections.get(connection)
+        return None if user_id is None else self._members.get(user_id)
+
+    def has_grace_timer(self, user_id: int) -> bool:
+        """Whether the disconnect grace is running for that member (for tests and metrics)."""
+        return user_id in self._grace_calls
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def connect(self, user_id: int) -> Member:
+        """Register a member (PHP ``Connect``) and cancel their disconnect grace."""
+        self._cancel_grace(user_id)
+        member = self._members.get(user_id)
+        if member is None:
+            member = self._members[user_id] = Member(user_id)
+            if debug_wanted():
+                self._log.debug("New member {user_id} of {instance}", user_id=user_id,
+                                instance=self.instance)
+        return member
+
+    def login(
+        self, connection: str, user_id: int, name: str, profile_picture_visible: bool = False
+    ) -> Optional[Member]:
+        """
+        Log a connection in as a registered member (the browser's ``login``).
+
+        A connection acts as one member for its whole life: a second login may rename it (IRC
+        nick changes; a ``renamed`` event) but not switch it to another id.
+
+        Returns:
+            the member, or None when the id was never connected, or the connection is already
+            logged in as someone else (the adapter then shuts the connection down).
+        """
+        member = self._members.get(user_id)
+        previous = self._connections.get(connection)
+        if member is None or (previous is not None and previous != user_id):
+            return None
+        self._cancel_grace(user_id)
+        picture = bool(profile_picture_visible)
+        changed = member.name is not None and (
+            member.name != name or member.profile_picture_visible != picture
+        )
+        member.name = name
+        member.profile_picture_visible = picture
+        member.connections.add(connection)
+        self._connections[connection] = user_id
+        if changed:
+            self._publish(events.renamed(self.now_ms(), member))
+        return member
+
+    def connection_lost(self, connection: str) -> None:
+        """A connection is gone. When it was the member's last, the disconnect grace starts."""
+        user_id = self._connections.pop(connection, None)
+        for room in self._rooms.values():
+            room.connections.discard(connection)
+        if user_id is None:
+            return
+        member = self._members.get(user_id)
+        if member is None:
+            return
+        member.connections.discard(connection)
+        if not member.connections:
+            self._cancel_grace(user_id)
+            self._grace_calls[user_id] = self._reactor.callLater(
+                self._grace, self._grace_expired, user_id
+            )
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _cancel_grace(self, user_id: int) -> None:
+        call = self._grace_calls.pop(user_id, None)
+        if call is not None and call.active():
+            call.cancel()
+
+    def _grace_expired(self, user_id: int) -> None:
+        self._grace_calls.pop(user_id, None)
+        member = self._members.get(user_id)
+        if member is None or member.connections:
+            return
+        room_ids: List[int] = []
+        ts = self.now_ms()
+        for room in self._rooms.values():
+            if user_id in room.members or user_id in room.joined:
+                room.remove_member(user_id)
+                room_ids.append(room.id)
+                self._publish(events.left(ts, room, member))
+        del self._members[user_id]
+        self._log.debug("Member {user_id} of {instance} left after the grace",
+                        user_id=user_id, instance=self.instance)
+        if room_ids and self._on_member_gone is not None:
+            self._run_hook(self._on_member_gone, user_id, room_ids)
+
+    def _forget(self, member: Member) -> List[int]:
+        """
+        Out of every room and logged out (a ban); a member PHP connects again starts without
+        admissions. Returns the rooms the member was present in.
+        """
+        present: List[int] = []
+        for room in self._rooms.values():
+            if member.id in room.members or member.id in room.joined:
+                if member.id in room.joined:
+                    present.append(room.id)
+                room.remove_member(member.id)
+        self._cancel_grace(member.id)
+        for conn in member.connections:
+            self._connections.pop(conn, None)
+        member.connections.clear()
+        self._members.pop(member.id, None)
+        return present
+
+    def _run_hook(self, hook: Callable[..., Any], *args: Any, attempt: int = 1) -> None:
+        d = maybeDeferred(hook, *args)
+        self._pending.add(d)
+
+        def done(result: object) -> None:
+            self._pending.discard(d)
+
+        def failed(failure: Any) -> None:
+            self._pending.discard(d)
+            if attempt >= 5:
+                self._log.failure("Giving up on {hook!r}{args!r}", failure, hook=hook, args=args)
+                return
+            self._log.failure("{hook!r}{args!r} failed; retrying", failure, hook=hook, args=args)
+            retry: IDelayedCall
+
+            def again() -> None:
+                self._retries.discard(retry)
+                self._run_hook(hook, *args, attempt=attempt + 1)
+
+            retry = self._reactor.callLater(2.0 ** attempt, again)
+            self._retries.add(retry)
+
+        d.addCallbacks(done, failed)
+
+    def _stop_presence(self) -> None:
+        for call in self._grace_calls.values():
+            if call.active():
+                call.cancel()
+        self._grace_calls.clear()
+
+    async def _wait_hooks(self) -> None:
+        for d in list(self._pending):
+            await d
+        # A session move still failing now is covered by the service, which moves every
+        # chatroom_users row to chatroom_sessions when it stops.
+        for retry in list(self._retries):
+            if retry.active():
+                retry.cancel()
+        self._retries.clear()

@@ -1,0 +1,432 @@
+# -*- test-case-name: tests.ilias.test_repository -*-
+"""
+The Socket.IO namespace ``/<name>`` of a room chat: socket events in, room events out.
+
+L{RoomNamespace} is what the ILIAS repository chat (L{ilchat.ilias.repository}) and the
+standalone chat (L{ilchat.standalone.chat}) have in common, as both pages speak the ILIAS
+repository chat's events:
+
+* socket events (``enterRoom``, ``message``, ``userStartedTyping``, ``userStoppedTyping``,
+  disconnect) are checked here and handed to the domain (L{ilchat.chat.rooms.ChatRooms}), with
+  the socket id as the connection id; ``login`` is each variant's own (``on_login``), which
+  calls L{RoomNamespace.logged_in} once the domain accepted the socket;
+* the domain's events on ``room:<name>`` are rendered by a L{RoomRenderer} for the sockets of
+  this process (a room-wide event is one ``ns.emit(..., room="<id>_0")``, encoded once);
+* the backend actions PHP calls (spec §2.4, §6) in both the ILIAS 9+ form and the ILIAS 8 form
+  with the extra ``subRoomId`` segment, which must be 0 (private sub-rooms were removed in ILIAS 9
+  and are not supported).
+
+Where ilchat differs from the Node server on purpose (docs/design.rst): ``enterRoom`` enters only
+rooms PHP admitted the user to (a kick or ban holds until PHP admits them again); whisper targets
+are room members found by id; unknown rooms or users in backend actions are a 404 JSON answer
+instead of a crash. ``Kick`` and ``Ban`` still answer ``{"success":true}`` for a user who is not
+in the chat (PHP writes its ban/kick only after a successful answer). Refused socket events are
+logged and otherwise ignored, as the ILIAS JavaScript expects no answer; the one exception is an
+over-long message, which the sender is told about with a ``notice`` ``message_too_long``
+(``data: {"max_length": 4000}``) instead of losing it silently.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+from twisted.logger import Logger
+
+from ilchat.chat.events import member_info
+from ilchat.chat.history import HistoryRow, HistoryWriter
+from ilchat.chat.rooms import (
+    DISCONNECT_GRACE,
+    ChatError,
+    ChatRooms,
+    ContentTooLong,
+    UnknownRoom,
+    UnknownUser,
+)
+from ilchat.ilias.identity import in_order
+from ilchat.ilias.throttle import SYSTEM_SENDER, MessageThrottle, too_fast_text
+from ilchat.ilias.rendering import RoomRenderer, ilias_user, room_name, stored_message
+from ilchat.journal import client_journal
+from ilchat.logs import RepeatedLog
+from ilchat.web.errors import BadRequest, NotFound
+
+__all__ = ["RoomNamespace", "parse_id", "rooms_body"]
+
+
+def parse_id(value: Any, what: str = "id") -> int:
+    """
+    An ILIAS id from a URL segment or an event argument: an int, or a string of digits.
+
+    Raises:
+        ValueError: anything else (booleans, floats, text).
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be a number")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text and (text.isdigit() or (text[0] == "-" and text[1:].isdigit())) and len(text) < 20:
+            return int(text)
+    raise ValueError(f"{what} must be a number, not {value!r}")
+
+
+def _url_id(value: str, what: str) -> int:
+    try:
+        return parse_id(value, what)
+    except ValueError as e:
+        raise BadRequest(str(e))
+
+
+class RoomNamespace:
+    """
+    The room chat namespace of one client, as a service component (``start``/``stop``).
+
+    Args:
+        client: the ``ilchat.service.ClientContext``.
+        grace: the disconnect grace in seconds (15 as in ILIAS; tests may shorten it).
+    """
+
+    _log = Logger()
+
+    ACTIONS = (
+        "Connect",
+        "CreatePrivateRoom",
+        "EnterPrivateRoom",
+        "LeavePrivateRoom",
+        "InvitePrivateRoom",
+        "ClearMessages",
+        "Kick",
+        "Ban",
+        "GetRooms",
+        "Post",
+    )
+
+    def __init__(self, client: Any, grace: float = DISCONNECT_GRACE) -> None:
+        self.client = client
+        self.name = client.config.name
+        self.store = client.store
+        self.reactor = client.reactor
+        self.journal = client_journal(client, "history")
+        self.history = HistoryWriter(
+            client.reactor,
+            self._write_history,
+            is_refused=self.store.is_refused_data,
+            journal=self.journal,
+            allocate_ids=self.store.next_history_ids,
+            describe="the database of {}".format(self.name),
+        )
+        self.chat = ChatRooms(
+            self.name,
+            client.bus,
+            client.reactor,
+            on_member_gone=self._member_gone,
+            grace=grace,
+            history=self.history,
+            stored_format=stored_message,
+        )
+        self.renderer = RoomRenderer(client.reactor)
+        self.namespace: Any = None
+        self._throttle = MessageThrottle(getattr(client, "policy", None), "/" + self.name, client.reactor)
+        self._sockets: Dict[str, Any] = {}
+        self._unsubscribe: Optional[Any] = None
+        self._registered: List[str] = []
+        # A client repeating a refused event thousands of times costs two log lines, not thousands.
+        self._repeats = RepeatedLog(self._log, client.reactor)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """
+        Queue what the history journal holds from the last run, preload the rooms, then serve the
+        namespace, the bus topic and the actions.
+        """
+        self.journal.open()
+        replayed = self.history.replay()
+        if replayed:
+            self._log.warn(
+                "{count} chat history rows of {name} found in the journal {path} (the last run "
+                "ended before the database had them); writing them first",
+                count=replayed, name=self.name, path=self.journal.path,
+            )
+        for room_id in await self.store.get_room_ids():
+            self.chat.add_room(room_id)
+        self._log.info("{count} rooms preloaded for {name}", count=len(self.chat.rooms()),
+                       name=self.name)
+        ns = self.namespace = self.client.socketio.namespace("/" + self.name)
+        for event, handler in (
+            ("login", self.on_login),
+            ("enterRoom", self.on_enterRoom),
+            ("message", self.on_message),
+            ("userStartedTyping", self.on_userStartedTyping),
+            ("userStoppedTyping", self.on_userStoppedTyping),
+        ):
+            ns.on(event, _in_order(handler))
+        ns.on_disconnect = self.on_disconnect
+        self.renderer.namespace = ns
+        self._unsubscribe = self.client.bus.subscribe(self.chat.topic, self.renderer.deliver)
+        routes = self.client.routes
+        routes.register("Connect", self.action_Connect, (2,))
+        routes.register("CreatePrivateRoom", self.action_CreatePrivateRoom, (3, 4))
+        routes.register("EnterPrivateRoom", self.action_EnterPrivateRoom, (2, 3))
+        routes.register("LeavePrivateRoom", self.action_LeavePrivateRoom, (2, 3))
+        routes.register("InvitePrivateRoom", self.action_InvitePrivateRoom, (3, 4))
+        routes.register("ClearMessages", self.action_ClearMessages, (2, 3))
+        routes.register("Kick", self.action_Kick, (2, 3))
+        routes.register("Ban", self.action_Ban, (2, 3))
+        routes.register("GetRooms", self.action_GetRooms, (0,))
+        routes.register("Post", self.action_Post, (1,))
+        self._registered = list(self.ACTIONS)
+
+    async def stop(self) -> None:
+        """Stop serving, cancel the timers and wait until the history is written."""
+        for action in self._registered:
+            self.client.routes.unregister(action)
+        self._registered = []
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        self.renderer.stop()
+        self._repeats.flush()
+        await self.chat.stop()
+        await self.journal.close()
+
+    # -- persistence hooks ------------------------------------------------------------------
+
+    def _write_history(self, rows: Sequence[HistoryRow]) -> Any:
+        # The domain's HistoryWriter keeps the rows and retries until they are written.
+        return self.store.add_history_rows([(r.hist_id, r.room_id, r.message, r.timestamp) for r in rows])
+
+    def _member_gone(self, user_id: int, room_ids: List[int]) -> Any:
+        return self.store.move_user_to_sessions(user_id, room_ids, int(self.reactor.seconds()))
+
+    # -- bus -> sockets ---------------------------------------------------------------------
+
+    def logged_in(self, socket: Any, user_id: int) -> None:
+        """The domain accepted C{socket} as C{user_id}: it gets what is meant for that member."""
+        self._sockets[socket.sid] = socket
+        socket.data["user_id"] = user_id
+        self.renderer.add_socket(socket, user_id)
+
+    # -- socket events ----------------------------------------------------------------------
+
+    def on_login(self, socket: Any, *args: Any) -> Any:
+        """``login``: each variant's own; it ends with L{logged_in} (or refuses)."""
+        raise NotImplementedError
+
+    def on_enterRoom(self, socket: Any, *args: Any) -> None:
+        """``enterRoom(roomId)`` (ILIAS 8: ``enterRoom(roomId, subRoomId)``)."""
+        room_id = self._room_arg(socket, "enterRoom", args)
+        if room_id is None:
+            return
+        try:
+            self.chat.enter_room(socket.sid, room_id)
+        except ChatError as e:
+            self._refused(socket, "enterRoom", str(e))
+
+    def on_message(self, socket: Any, *args: Any) -> None:
+        """``message({content, format, target?}, roomId)``."""
+        if len(args) < 2 or not isinstance(args[0], dict):
+            self._refused(socket, "message", "expected message({content, format}, roomId)")
+            return
+        data = args[0]
+        room_id = self._room_arg(socket, "message", args[1:])
+        if room_id is None:
+            return
+        retry_after = self._throttle.refused(socket)
+        if retry_after is not None:
+            self._system_message(socket, too_fast_text(retry_after), room_id)
+            return
+        try:
+            self.chat.post_message(socket.sid, room_id, data.get("content"), data.get("format"),
+                                   data.get("target"))
+        except ContentTooLong as e:
+            self._refused(socket, "message", str(e))
+            socket.emit("notice", {
+                "type": "notice",
+                "timestamp": self.chat.now_ms(),
+                "content": "message_too_long",
+                "roomId": room_id,
+                "data": {"max_length": self.chat.max_stored_length},
+            })
+        except ChatError as e:
+            self._refused(socket, "message", str(e))
+
+    def _system_message(self, socket: Any, text: str, room_id: Any) -> None:
+        """
+        Tell this socket only, as a message from "Chat" that is never stored: a notice would show
+        "-key-" on the ILIAS page (it has no language entry for ilchat's refusals).
+        """
+        socket.emit("message", {
+            "type": "message",
+            "timestamp": self.chat.now_ms(),
+            "content": text,
+            "roomId": room_id,
+            "from": SYSTEM_SENDER,
+            "format": {},
+        })
+
+    def on_userStartedTyping(self, socket: Any, *args: Any) -> None:
+        """``userStartedTyping(roomId)``: to the other members only."""
+        self._typing(socket, args, True)
+
+    def on_userStoppedTyping(self, socket: Any, *args: Any) -> None:
+        """``userStoppedTyping(roomId)``."""
+        self._typing(socket, args, False)
+
+    def on_disconnect(self, socket: Any, reason: str) -> None:
+        """The socket is gone; the domain starts the grace if it was the user's last."""
+        if self._sockets.pop(socket.sid, None) is not None:
+            self.renderer.remove_socket(socket.sid)
+            self.chat.connection_lost(socket.sid)
+
+    def _typing(self, socket: Any, args: Sequence[Any], started: bool) -> None:
+        event = "userStartedTyping" if started else "userStoppedTyping"
+        room_id = self._room_arg(socket, event, args)
+        if room_id is None:
+            return
+        try:
+            self.chat.typing(socket.sid, room_id, started)
+        except ChatError as e:
+            self._refused(socket, event, str(e))
+
+    def _room_arg(self, socket: Any, event: str, args: Sequence[Any]) -> Optional[int]:
+        if not args:
+            self._refused(socket, event, "missing roomId")
+            return None
+        try:
+            room_id = parse_id(args[0], "roomId")
+        except ValueError as e:
+            self._refused(socket, event, str(e))
+            return None
+        if len(args) > 1 and args[1] not in (0, "0", None):
+            # ILIAS 8 private sub-rooms do not exist any more.
+            self._refused(socket, event, "private sub-rooms are not supported")
+            return None
+        return room_id
+
+    def _refused(self, socket: Any, event: str, reason: str) -> None:
+        self._repeats.info("{event} from {sid} on {ns} refused: {reason}", event=event,
+                           sid=socket.sid, ns=self.namespace.name if self.namespace else self.name,
+                           reason=reason)
+
+    # -- backend actions --------------------------------------------------------------------
+
+    def _split(self, args: List[str], extra_after: int) -> List[str]:
+        """
+        Drop the ILIAS 8 ``subRoomId`` segment (args[1]) when present; it must be 0.
+
+        ``extra_after`` is the number of segments of the ILIAS 9+ form.
+        """
+        if len(args) == extra_after + 1:
+            sub = _url_id(args[1], "subRoomId")
+            if sub != 0:
+                raise NotFound("private sub-rooms (ILIAS 8) are not supported")
+            return [args[0], *args[2:]]
+        return list(args)
+
+    def _sub_room_reply(self, args: List[str], extra_after: int, body: Dict[str, Any]) -> Dict[str, Any]:
+        if len(args) == extra_after + 1:
+            body["subRoomId"] = 0
+        return body
+
+    def action_Connect(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
+        """``Connect/<name>/<roomId>/<id>``: register the user (``roomId`` is ignored)."""
+        self.chat.connect(_url_id(args[1], "user id"))
+        return {"status": 200}
+
+    def action_CreatePrivateRoom(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
+        """``CreatePrivateRoom/<name>/<roomId>/<ownerId>/<title>``: a room created after start."""
+        room_id, owner, title = self._split(args, 3)
+        self.chat.add_room(_url_id(room_id, "roomId"), title, owner)
+        return self._sub_room_reply(args, 3, {"success": True})
+
+    def action_EnterPrivateRoom(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
+        """``EnterPrivateRoom/<name>/<roomId>/<id>``: room membership for the userlist."""
+        room_id, user_id = self._split(args, 2)
+        try:
+            self.chat.add_room_member(_url_id(room_id, "roomId"), _url_id(user_id, "user id"))
+        except (UnknownRoom, UnknownUser) as e:
+            raise NotFound(str(e))
+        return self._sub_room_reply(args, 2, {"success": True})
+
+    def action_LeavePrivateRoom(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
+        """``LeavePrivateRoom/<name>/<roomId>/<id>``."""
+        room_id, user_id = self._split(args, 2)
+        try:
+            self.chat.leave_room(_url_id(room_id, "roomId"), _url_id(user_id, "user id"))
+        except (UnknownRoom, UnknownUser) as e:
+            raise NotFound(str(e))
+        return self._sub_room_reply(args, 2, {"success": True})
+
+    def action_InvitePrivateRoom(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
+        """``InvitePrivateRoom/<name>/<roomId>/<id>/<invitedId>``."""
+        room_id, host_id, invitee_id = self._split(args, 3)
+        try:
+            self.chat.invite(_url_id(room_id, "roomId"), _url_id(host_id, "user id"),
+                             _url_id(invitee_id, "invited id"))
+        except UnknownRoom as e:
+            raise NotFound(str(e))
+        return self._sub_room_reply(args, 3, {"success": True})
+
+    def action_ClearMessages(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
+        """``ClearMessages/<name>/<roomId>/<id>``: PHP deletes the rows; we tell the room."""
+        room_id, user_id = self._split(args, 2)
+        _url_id(user_id, "user id")
+        try:
+            self.chat.clear(_url_id(room_id, "roomId"))
+        except UnknownRoom as e:
+            raise NotFound(str(e))
+        return self._sub_room_reply(args, 2, {"success": True})
+
+    def action_Kick(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
+        """``Kick/<name>/<roomId>/<id>``: success even if the user is not in the chat."""
+        room_id, user_id = self._split(args, 2)
+        try:
+            self.chat.kick(_url_id(room_id, "roomId"), _url_id(user_id, "user id"))
+        except UnknownRoom as e:
+            raise NotFound(str(e))
+        return self._sub_room_reply(args, 2, {"success": True})
+
+    def action_Ban(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
+        """``Ban/<name>/<roomId>/<id>``: success even if the user is not in the chat."""
+        room_id, user_id = self._split(args, 2)
+        rid = _url_id(room_id, "roomId")
+        if self.chat.get_room(rid) is None:
+            raise NotFound(f"unknown room {rid}")
+        self.chat.ban(rid, _url_id(user_id, "user id"))
+        return self._sub_room_reply(args, 2, {"success": True})
+
+    def action_GetRooms(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
+        """``GetRooms/<name>``: every room with its title, owner and present users."""
+        return rooms_body(self.chat)
+
+    def action_Post(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
+        """``Post/<name>/<roomId>``: a legacy action the Node server accepts and ignores."""
+        return {"success": True}
+
+
+def rooms_body(chat: ChatRooms) -> Dict[str, Any]:
+    """The ``GetRooms`` body: ``{"rooms": {"<id>_0": {id, title, owner, users}}}``."""
+    rooms = {}
+    for room in chat.rooms():
+        users = []
+        for user_id in sorted(room.joined):
+            member = chat.get_member(user_id)
+            if member is not None:
+                users.append(ilias_user(member_info(member)))
+        rooms[room_name(room.id)] = {"id": room.id, "title": room.title, "owner": room.owner,
+                                     "users": users}
+    return {"rooms": rooms}
+
+
+def _in_order(handler: Any) -> Any:
+    """A namespace handler that runs C{handler} after the socket's earlier events."""
+
+    def run(socket: Any, *args: Any) -> Any:
+        return in_order(socket, handler, socket, *args)
+
+    return run
+
+
