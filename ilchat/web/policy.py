@@ -36,6 +36,7 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 from zope.interface import implementer
 
+from ilchat.config import NetworkConfig
 from ilchat.origins import OriginMatcher, strip_port
 from ilchat.ratelimit import TokenBucket
 from ilchat.web.responses import encode_json
@@ -277,8 +278,8 @@ class NetworkPolicy:
         max_connections_per_ip: Optional[int] = None,
         message_rate: float = 0.0,
         message_burst: float = 1.0,
-        max_name_length: int = 32,
-        max_message_length: int = 2000,
+        max_name_length: int = NetworkConfig().max_name_length,
+        max_message_length: int = NetworkConfig().max_message_length,
         clock=None,
         max_http_connections_per_ip: Optional[int] = None,
         ilias_message_rate: float = 0.0,
@@ -336,8 +337,6 @@ class NetworkPolicy:
         per-address and per-connection limits.
         """
         if network is None:
-            from ilchat.config import NetworkConfig
-
             network = NetworkConfig()
         return cls(
             allow=network.allow,
