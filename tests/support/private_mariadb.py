@@ -121,8 +121,27 @@ class PrivateMariaDB:
             connection.close()
 
     def freeze(self) -> None:
-        """SIGSTOP: the server keeps its connections and answers nothing (a hung database)."""
+        """
+        SIGSTOP: the server keeps its connections and answers nothing (a hung database).
+
+        Returns once every thread of the server is stopped: on a loaded machine a thread already
+        running could otherwise still answer a query sent right after the signal.
+        """
         self.process.send_signal(signal.SIGSTOP)
+        tasks = f"/proc/{self.process.pid}/task"
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            states = []
+            for task in os.listdir(tasks):
+                try:
+                    with open(f"{tasks}/{task}/stat") as f:
+                        states.append(f.read().rsplit(")", 1)[1].split()[0])
+                except FileNotFoundError:
+                    continue  # a thread that ended meanwhile
+            if all(state in ("T", "t") for state in states):
+                return
+            time.sleep(0.001)
+        raise RuntimeError(f"mariadbd {self.process.pid} did not stop within 5 s")
 
     def thaw(self) -> None:
         self.process.send_signal(signal.SIGCONT)
