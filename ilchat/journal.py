@@ -72,7 +72,7 @@ def client_journal(client: Any, kind: str) -> "Journal":
     The journal ``<journal_dir>/ilchat-<client>-<kind>.journal`` of a client (server.cfg
     ``journal_dir``); ``kind`` is ``"history"`` or ``"osc"``.
     """
-    folder = getattr(client.server_config, "journal_dir", None) or "."
+    folder = client.server_config.journal_dir
     path = os.path.join(folder, "ilchat-{}-{}.journal".format(client.config.name, kind))
     return Journal(path, client.reactor)
 

@@ -185,7 +185,7 @@ def _load_factory(spec: Union[str, ComponentFactory]) -> ComponentFactory:
     return getattr(importlib.import_module(module_name), attr)
 
 
-def _default_store_factory(database_config: Any, reactor: Any, timeout: float = 30.0) -> Any:
+def _default_store_factory(database_config: Any, reactor: Any, timeout: float) -> Any:
     from ilchat.store import create_store
 
     return create_store(database_config, reactor, timeout=timeout)

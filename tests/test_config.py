@@ -116,6 +116,30 @@ class ConfigTestCase(SynchronousTestCase):
         self.assertNotIn("\n", text)
         return text
 
+    def error_as_nobody(self, server: Dict[str, Any]) -> str:
+        """
+        The error for C{server} when it names an unreadable file. Root reads any file, so as root
+        (CI) the configuration is loaded in a forked child that has become ``nobody``.
+        """
+        if os.getuid() != 0:
+            return self.error(server)
+        server_path = self.write("server.cfg", dict(SERVER, **server))
+        client_path = self.write("client0.cfg", CLIENT)
+        for path in (server_path, client_path):
+            os.chmod(path, 0o644)
+        # nobody must get to the files: trial's temp folders are private (mkdtemp, 0700).
+        folder = self.folder
+        while folder.startswith(os.getcwd() + os.sep):
+            os.chmod(folder, os.stat(folder).st_mode | 0o001)
+            folder = os.path.dirname(folder)
+        # Root loads these files (it reads anything). That also imports what the child needs
+        # lazily (the utf-8-sig codec): nobody may not be able to read the Python library.
+        load_configs(server_path, [client_path])
+        outcome, text = load_configs_as_nobody(server_path, [client_path])
+        self.assertEqual(outcome, "ConfigError", text)
+        self.assertNotIn("\n", text)
+        return text
+
 
 class LoadingTests(ConfigTestCase):
     def test_ilias_readme_example_loads_with_typed_values(self) -> None:
@@ -333,25 +357,7 @@ class HttpsTests(ConfigTestCase):
         self.write("cert.pem", "x")
         key = self.write("key.pem", "x")
         os.chmod(key, 0)
-        server = {"protocol": "https", "cert": "cert.pem", "key": "key.pem"}
-        if os.getuid() != 0:
-            text = self.error(server)
-        else:
-            server_path = self.write("server.cfg", dict(SERVER, **server))
-            client_path = self.write("client0.cfg", CLIENT)
-            for path in (server_path, client_path):
-                os.chmod(path, 0o644)
-            # nobody must get to the files: trial's temp folders are private (mkdtemp, 0700).
-            folder = self.folder
-            while folder.startswith(os.getcwd() + os.sep):
-                os.chmod(folder, os.stat(folder).st_mode | 0o001)
-                folder = os.path.dirname(folder)
-            # Root loads these files (it reads anything). That also imports what the child needs
-            # lazily (the utf-8-sig codec): nobody may not be able to read the Python library.
-            load_configs(server_path, [client_path])
-            outcome, text = load_configs_as_nobody(server_path, [client_path])
-            self.assertEqual(outcome, "ConfigError", text)
-            self.assertNotIn("\n", text)
+        text = self.error_as_nobody({"protocol": "https", "cert": "cert.pem", "key": "key.pem"})
         self.assertIn("not readable", text)
 
 
@@ -549,7 +555,9 @@ _SERVER_KEYS = [(k,) for k in SERVER] + [("network",), ("irc",), ("redis",)] + [
 ] + [("irc", k) for k in ("address", "port", "plain", "tls_port", "cert", "key", "motd", "rooms",
                            "auth", "webirc", "limits", "server_name", "local_channels")] + [
     ("irc", "limits", k) for k in ("flood_rate", "recvq", "max_line", "ping_interval")
-] + [("irc", "rooms", "onscreen")]
+] + [("irc", "rooms", "onscreen")] + [
+    ("redis", k) for k in ("host", "port", "password", "db", "prefix", "instance", "tls", "ca_file")
+] + [("listen",), ("metrics",)] + [("metrics", k) for k in ("address", "port", "listen")]
 _CLIENT_KEYS = [(k,) for k in CLIENT] + [("auth", "key"), ("auth", "secret"), ("standalone",)] + [
     ("database", k) for k in ("type", "host", "port", "name", "user", "pass")
 ] + [("standalone", k) for k in ("title", "welcome", "rooms", "history")]

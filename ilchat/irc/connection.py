@@ -133,7 +133,7 @@ class IrcConnection(LineOnlyReceiver):
                 self.network.connections_per_ip.pop(self._counted_ip, None)
             self._counted_ip = None
         if self._policy is not None:
-            self._policy.release_connection(self._policy_address)
+            self._policy.release_connection(self._policy_address, self)
             self._policy = None
 
     @staticmethod

@@ -381,9 +381,9 @@ class IrcServerFactory(protocol.ServerFactory):
             if policy is not None:
                 policy.refused("connections_per_ip")
             return self._refuse("Too many connections from your address")
-        if policy is not None and not policy.acquire_connection(host):
-            return self._refuse("Too many connections from your address")
         proto = _TrackedProtocol(self.network, self.clock)
+        if policy is not None and not policy.acquire_connection(host, proto):
+            return self._refuse("Too many connections from your address")
         proto.factory = self
         proto._counted_ip = host
         proto._policy, proto._policy_address = policy, host

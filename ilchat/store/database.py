@@ -23,6 +23,7 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ilchat.config import ServerConfig, default_of
 from ilchat.retry import retry
 from ilchat.store.engines import BaseEngine, engine_for, rows_as_dicts, split_sql_script
 
@@ -66,7 +67,7 @@ DEFAULT_RETRY_DELAYS: Tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 
 
 #: Seconds a query may wait for the database (server.cfg ``database_timeout``): a server that
 #: stops answering fails the query with a transient error instead of hanging it for ever.
-DEFAULT_QUERY_TIMEOUT = 30.0
+DEFAULT_QUERY_TIMEOUT: float = default_of(ServerConfig, "database_timeout")
 
 
 class _ConnectionPool(adbapi.ConnectionPool):

@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
+from ilchat.config import ServerConfig, default_of
+
 __all__ = ["BaseEngine", "MySQLEngine", "SQLiteEngine", "split_sql_script"]
 
 
@@ -60,7 +62,7 @@ class BaseEngine:
     #: Appended to a SELECT whose rows the transaction is about to move, to lock them.
     for_update = ""
     #: Seconds a query or a connection attempt may wait (set by ``Database``).
-    timeout = 30.0
+    timeout: float = default_of(ServerConfig, "database_timeout")
 
     def convert_param_style(self, sql: str) -> str:
         """Turn the ``?`` placeholders every query is written with into the driver's style."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import html
 import os
-from typing import Any, Dict, Iterable, Optional, Sequence
+from typing import Any, Dict, Sequence
 
 from twisted.web.resource import IResource, Resource
 from twisted.web import pages

@@ -28,22 +28,22 @@ contains, so such a setup needs no allow-list (the proxy does the filtering).
 from __future__ import annotations
 
 import ipaddress
-import re
 import weakref
 from collections import Counter
-from typing import Any, Callable, Iterable, Optional, Sequence, Tuple, Union
+from typing import Any, Iterable, Optional, Sequence, Tuple, Union
 
 from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 from zope.interface import implementer
 
+from ilchat.config import NetworkConfig
+from ilchat.origins import OriginMatcher, strip_port
 from ilchat.ratelimit import TokenBucket
 from ilchat.web.responses import encode_json
 
 __all__ = [
     "AddressList",
     "ConnectionCounter",
-    "LiveConnections",
     "NetworkPolicy",
     "OriginMatcher",
     "PolicyGuardResource",
@@ -168,112 +168,18 @@ def resolve_client_address(
     return best
 
 
-def _glob_to_regex(pattern: str) -> "re.Pattern[str]":
-    """``*`` matches any run of characters, everything else is literal, case-insensitive."""
-    parts = (re.escape(part) for part in pattern.split("*"))
-    return re.compile("^" + ".*".join(parts) + "$", re.IGNORECASE)
-
-
-class OriginMatcher:
-    """
-    Which browser origins may open a websocket or a polling session.
-
-    Patterns follow Kiwi IRC's webircgateway ``allowed_origins``: ``*`` is a wildcard. A pattern with
-    ``://`` is matched against the whole origin (``https://chat.example.org``,
-    ``*://*.example.org``, ``http://localhost:*``); a pattern without it against the host only, on
-    any scheme and port (``*.example.org``, ``chat.example.org``). ``*`` alone allows every
-    origin; an empty list none (the policy adds the request's own host, see
-    :meth:`NetworkPolicy.origin_check`).
-
-    A request without an ``Origin`` header is allowed: browsers always send it on cross-origin
-    and websocket requests, so its absence means a non-browser client (python-socketio, a bot),
-    which can forge any header anyway; the allow-list is what keeps those out.
-    """
-
-    __slots__ = ("patterns", "_full", "_host", "allow_all")
-
-    def __init__(self, patterns: Iterable[str] = ()) -> None:
-        self.patterns: Tuple[str, ...] = tuple(p.strip() for p in patterns if p.strip())
-        self.allow_all = "*" in self.patterns
-        self._full = [_glob_to_regex(p.rstrip("/")) for p in self.patterns if "://" in p]
-        self._host = [_glob_to_regex(p) for p in self.patterns if "://" not in p]
-
-    def allows(self, origin: Optional[str]) -> bool:
-        """Whether a request carrying this ``Origin`` header (or none) may go on."""
-        if self.allow_all or origin is None:
-            return True
-        origin = origin.strip().rstrip("/")
-        if origin == "null":
-            # Sandboxed frames and file:// pages; only a "*" (handled above) lets those in.
-            return False
-        if any(regex.match(origin) for regex in self._full):
-            return True
-        host = origin_host(origin)
-        return any(regex.match(host) for regex in self._host)
-
-
-def _strip_port(authority: str) -> str:
-    """``host[:port]`` or ``[v6][:port]`` without the port, lower-case."""
-    authority = authority.strip()
-    if authority.startswith("["):
-        return authority[: authority.find("]") + 1].lower()
-    return authority.rsplit(":", 1)[0].lower() if ":" in authority else authority.lower()
-
-
-def origin_host(origin: str) -> str:
-    """The host of an ``Origin`` value (``https://Chat.Example.org:8443`` -> ``chat.example.org``)."""
-    return _strip_port(origin.strip().split("://", 1)[-1].split("/", 1)[0])
-
-
 class ConnectionCounter:
     """
-    Open connections per client address, with an upper bound.
+    Open connections per client address, with an upper bound: the policy's one per-IP count.
 
-    Every successful :meth:`acquire` must be paired with one :meth:`release` (when the connection
-    closes), or the address slowly locks itself out; the owners of the connections (the Engine.IO
-    session, the IRC protocol) do both.
-    """
-
-    __slots__ = ("limit", "_counts")
-
-    def __init__(self, limit: Optional[int]) -> None:
-        """
-        Args:
-            limit: the most connections one address may hold at once; ``None`` or 0 for no limit.
-        """
-        self.limit = limit or None
-        self._counts: dict[str, int] = {}
-
-    def acquire(self, address: str) -> bool:
-        """Count one more connection from C{address}, unless that would pass the limit."""
-        count = self._counts.get(address, 0)
-        if self.limit is not None and count >= self.limit:
-            return False
-        self._counts[address] = count + 1
-        return True
-
-    def release(self, address: str) -> None:
-        """Forget one connection from C{address}; the entry goes once it reaches zero."""
-        count = self._counts.get(address, 0) - 1
-        if count > 0:
-            self._counts[address] = count
-        else:
-            self._counts.pop(address, None)
-
-    def count(self, address: str) -> int:
-        """The connections currently counted for C{address}."""
-        return self._counts.get(address, 0)
-
-
-class LiveConnections:
-    """
-    Open connections per address, for connections whose end is not reported to us.
-
-    An HTTP connection that becomes a websocket is handed to Autobahn, which replaces the
-    protocol on the transport, so nobody tells the site when it closes. This keeps the
-    transports themselves (weakly) and asks them: a transport that has lost its connection
-    (``disconnected``) no longer counts. Nothing can leak, and nothing is scanned until an
-    address reaches its limit.
+    Each connection is an object (an Engine.IO session, an IRC protocol, an HTTP transport), held
+    weakly and counted for its address until it is released (:meth:`release`) or found closed:
+    a transport that has lost its connection (``disconnected``, also under a TLS wrapper) or a
+    session that has ended (``ended``) no longer counts. So a connection whose end nobody reports
+    (an HTTP connection Autobahn took over as a websocket) cannot leak, and neither can a missed
+    release. Closed connections are pruned when an address reaches its limit and every 4096
+    additions; nothing is scanned otherwise, so asking whether an address is over a limit
+    (:meth:`holds_more_than`) costs nothing until it nearly is.
     """
 
     __slots__ = ("limit", "_open", "_added")
@@ -281,47 +187,63 @@ class LiveConnections:
     def __init__(self, limit: Optional[int]) -> None:
         """
         Args:
-            limit: the most open connections per address; ``None`` or 0 for no limit.
+            limit: the most connections one address may hold at once; ``None`` or 0 for no limit.
         """
         self.limit = limit or None
         self._open: dict[str, "weakref.WeakSet[Any]"] = {}
         self._added = 0
 
-    def add(self, address: str, transport: Any) -> bool:
-        """Count C{transport} for C{address}, unless the address holds the limit already."""
-        if self.limit is None:
-            return True
+    def add(self, address: str, connection: Any) -> bool:
+        """Count C{connection} for C{address}, unless the address holds the limit already."""
+        if self.limit is not None and self.holds_more_than(address, self.limit - 1):
+            return False
+        self.track(address, connection)
+        return True
+
+    def holds_more_than(self, address: str, count: int) -> bool:
+        """Whether C{address} holds more than C{count} open connections (scanned only if it may)."""
+        live = self._open.get(address)
+        if live is None or len(live) <= count:
+            return False
+        for gone in [c for c in live if _closed(c)]:
+            live.discard(gone)
+        return len(live) > count
+
+    def track(self, address: str, connection: Any) -> None:
+        """Count C{connection} for C{address} whatever the limit (the caller decided)."""
         self._added += 1
         if self._added % 4096 == 0:
             self._forget_idle()
         live = self._open.get(address)
         if live is None:
             live = self._open[address] = weakref.WeakSet()
-        elif len(live) >= self.limit:
-            for gone in [t for t in live if _closed(t)]:
-                live.discard(gone)
-            if len(live) >= self.limit:
-                return False
-        live.add(transport)
-        return True
+        live.add(connection)
+
+    def release(self, address: str, connection: Any) -> None:
+        """Stop counting C{connection}; the address is forgotten once it holds none."""
+        live = self._open.get(address)
+        if live is not None:
+            live.discard(connection)
+            if not live:
+                del self._open[address]
 
     def count(self, address: str) -> int:
         """The open connections of C{address}."""
         live = self._open.get(address)
-        return sum(1 for t in live if not _closed(t)) if live else 0
+        return sum(1 for c in live if not _closed(c)) if live else 0
 
     def _forget_idle(self) -> None:
-        for address in [a for a, live in self._open.items() if not any(not _closed(t) for t in live)]:
+        for address in [a for a, live in self._open.items() if not any(not _closed(c) for c in live)]:
             del self._open[address]
 
 
-def _closed(transport: Any) -> bool:
+def _closed(connection: Any) -> bool:
     # TLS and other wrappers keep the socket's transport as their own ``transport``.
-    while getattr(transport, "wrappedProtocol", None) is not None and getattr(
-        transport, "transport", None
+    while getattr(connection, "wrappedProtocol", None) is not None and getattr(
+        connection, "transport", None
     ) is not None:
-        transport = transport.transport
-    return bool(getattr(transport, "disconnected", False))
+        connection = connection.transport
+    return bool(getattr(connection, "disconnected", False) or getattr(connection, "ended", False))
 
 
 def _header(request, name: bytes) -> list[str]:
@@ -356,8 +278,8 @@ class NetworkPolicy:
         max_connections_per_ip: Optional[int] = None,
         message_rate: float = 0.0,
         message_burst: float = 1.0,
-        max_name_length: int = 32,
-        max_message_length: int = 2000,
+        max_name_length: int = NetworkConfig().max_name_length,
+        max_message_length: int = NetworkConfig().max_message_length,
         clock=None,
         max_http_connections_per_ip: Optional[int] = None,
         ilias_message_rate: float = 0.0,
@@ -385,7 +307,7 @@ class NetworkPolicy:
         self.trusted_proxies = AddressList(trusted_proxies)
         self.origins = OriginMatcher(allowed_origins)
         self.connections = ConnectionCounter(max_connections_per_ip)
-        self.http_connections = LiveConnections(max_http_connections_per_ip)
+        self.http_connections = ConnectionCounter(max_http_connections_per_ip)
         self.message_rate = float(message_rate)
         self.message_burst = float(message_burst)
         self.ilias_message_rate = float(ilias_message_rate)
@@ -395,7 +317,9 @@ class NetworkPolicy:
         if clock is None:
             from twisted.internet import reactor as clock  # noqa: the global one, resolved once
         self._clock = clock
-        self._web_sessions: Optional[Callable[[str], int]] = None
+        #: Whether the Engine.IO sessions are counted (:meth:`install`); until then the per-IP
+        #: limit of web sessions is not checked.
+        self._installed = False
         self._refused_origins: dict[str, float] = {}
         #: Refusals so far by reason (``address``, ``origin``, ``connections_per_ip``,
         #: ``message_rate``), for ``ilchat.metrics``.
@@ -413,8 +337,6 @@ class NetworkPolicy:
         per-address and per-connection limits.
         """
         if network is None:
-            from ilchat.config import NetworkConfig
-
             network = NetworkConfig()
         return cls(
             allow=network.allow,
@@ -482,9 +404,9 @@ class NetworkPolicy:
             values = [v.strip() for h in _header(request, b"x-forwarded-host") for v in h.split(",")]
             values = [v for v in values if v]
             if values:
-                return _strip_port(values[-1])
+                return strip_port(values[-1])
         host = _header(request, b"host")
-        return _strip_port(host[0]) if host else ""
+        return strip_port(host[0]) if host else ""
 
     def origin_check(self, request, origin: str) -> Optional[str]:
         """
@@ -499,9 +421,7 @@ class NetworkPolicy:
         if self.origins.allow_all:
             return "*"
         host = self.request_host(request)
-        if (host and origin_host(origin) == host and origin.strip() != "null") or self.origins.allows(
-            origin
-        ):
+        if self.origins.allows_for(origin, host):
             return origin
         self.refused("origin")
         now = self._clock.seconds()
@@ -533,10 +453,10 @@ class NetworkPolicy:
         if origin and self.origin_check(request, origin[0]) is None:
             return 403, "This origin is not allowed to connect to the chat server."
         limit = self.connections.limit
-        if limit is not None and self._web_sessions is not None and b"sid" not in request.args:
+        if limit is not None and self._installed and b"sid" not in request.args:
             address = self.client_address(request)
-            count = self._web_sessions(address) + self.connections.count(address)
-            if count >= limit + self.session_grace:
+            if self.connections.holds_more_than(address, limit + self.session_grace - 1):
+                count = self.connections.count(address)
                 self._log.warn(
                     "Refused new web session from {address}: already {count} (limit {limit})",
                     address=address,
@@ -565,11 +485,11 @@ class NetworkPolicy:
         The chat adapters ask this when the session logs in, show the text, and disconnect it.
         """
         limit = self.connections.limit
-        if limit is None or self._web_sessions is None:
+        if limit is None or not self._installed:
             return None
-        count = self._web_sessions(address) + self.connections.count(address)
-        if count <= limit:
+        if not self.connections.holds_more_than(address, limit):
             return None
+        count = self.connections.count(address)
         self._log.warn(
             "Closing a web session of {address}: {count} sessions and IRC connections"
             " (limit {limit})",
@@ -589,56 +509,53 @@ class NetworkPolicy:
 
         Sets its ``address_resolver``, ``origin_check`` and ``connection_filter`` hooks, so the
         origin rules (same host, Kiwi-style patterns, logged with the client address) also
-        decide the CORS headers and preflight answers. The
-        per-IP limit for the web counts the live Engine.IO sessions of that address when a new
-        one is opened: sessions leave the server's table when they close, so nothing needs
-        releasing and nothing can leak. (That is a scan of the sessions per handshake, which is
-        cheap next to the handshake itself.)
+        decide the CORS headers and preflight answers. Every Engine.IO session is counted in
+        ``connections`` (its ``session_opened`` hook) until it has ended, with the IRC
+        connections of the same address: nothing needs releasing and nothing can leak.
         """
         engineio = getattr(socketio_server, "engineio", socketio_server)
         engineio.resolve_address = self.client_address
         engineio.connection_filter = self.connection_filter
         engineio.origin_allowed = None
         engineio.origin_check = self.origin_check
-        sessions = engineio.sessions
+        connections = self.connections
 
-        def web_sessions(address: str) -> int:
-            return sum(1 for session in list(sessions.values()) if session.address == address)
+        def session_opened(session: Any) -> None:
+            connections.track(session.address, session)
 
-        self._web_sessions = web_sessions
+        engineio.session_opened = session_opened
+        self._installed = True
 
-    def acquire_connection(self, address: str) -> bool:
+    def acquire_connection(self, address: str, connection: Any) -> bool:
         """
-        Count a new long-lived connection that is not an Engine.IO session (IRC) from C{address}.
+        Count a new long-lived connection that is not an Engine.IO session (an IRC protocol)
+        from C{address}.
 
         The live web sessions of the address count towards the same limit (and these connections
         count when a web session is opened), so the limit holds across listeners. Returns
-        ``False`` (and logs) when the address already holds its limit; otherwise the caller must
-        call :meth:`release_connection` when the connection ends.
+        ``False`` (and logs) when the address already holds its limit; otherwise the caller
+        calls :meth:`release_connection` when the connection ends (a connection that is garbage
+        collected stops counting too).
         """
-        web = self._web_sessions(address) if self._web_sessions is not None else 0
-        count = web + self.connections.count(address)
-        limit = self.connections.limit
-        if limit is None or count < limit:
-            self.connections.acquire(address)
+        if self.connections.add(address, connection):
             return True
         self.refused("connections_per_ip")
         self._log.warn(
             "Refused connection from {address}: already {count} connections (limit {limit})",
             address=address,
-            count=count,
-            limit=limit,
+            count=self.connections.count(address),
+            limit=self.connections.limit,
         )
         return False
 
-    def release_connection(self, address: str) -> None:
+    def release_connection(self, address: str, connection: Any) -> None:
         """The end of a connection counted by :meth:`acquire_connection`."""
-        self.connections.release(address)
+        self.connections.release(address, connection)
 
     def add_http_connection(self, peer: str, transport: Any) -> bool:
         """
         Count a new HTTP connection from the TCP peer C{peer} (its end is noticed by itself, see
-        :class:`LiveConnections`); ``False`` when the peer holds ``max_http_connections_per_ip``.
+        :class:`ConnectionCounter`); ``False`` when the peer holds ``max_http_connections_per_ip``.
         A trusted proxy's connections are not counted: it carries everyone behind it.
         """
         address = parse_address(peer)

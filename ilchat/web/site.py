@@ -24,6 +24,7 @@ from twisted.web import http, pages
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
+from ilchat.config import NetworkConfig
 from ilchat.logs import RepeatedLog, debug_wanted
 from ilchat.web.responses import encode_json
 
@@ -40,13 +41,14 @@ IDLE_TIMEOUT = 60
 #: Seconds from a request's first byte to the end of its headers, and from there to the end of its
 #: body. Twisted only has the idle timeout, which every trickled byte resets, so a client sending
 #: one header line every 20 s kept a connection (and a file descriptor) for hours.
-HEADER_TIMEOUT = 30
-BODY_TIMEOUT = 60
+#: The defaults are server.cfg ``network``'s (``ilchat.config.NetworkConfig``).
+HEADER_TIMEOUT = NetworkConfig().header_timeout
+BODY_TIMEOUT = NetworkConfig().body_timeout
 
 #: Most header lines and header bytes (request line included) one request may have. Browsers send
 #: 10-20 headers in 1-4 KB; Twisted's own defaults are 500 lines and 16 KiB.
-MAX_HEADERS = 100
-MAX_HEADER_BYTES = 16384
+MAX_HEADERS = NetworkConfig().max_headers
+MAX_HEADER_BYTES = NetworkConfig().max_header_bytes
 
 #: Reason phrases twisted.web's ``http.RESPONSES`` lacks (so that no status line says
 #: "Unknown Status") or names after an older RFC.

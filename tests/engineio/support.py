@@ -18,22 +18,36 @@ from twisted.web.server import Site
 
 
 class _TrackingSite(Site):
-    """A Site that can drop its HTTP connections, so idle keep-alives do not outlive a test."""
+    """A Site that can drop its connections, so idle keep-alives do not outlive a test.
+
+    It keeps the TCP transports themselves: Twisted's protocol wraps the HTTP/1.1 channel (the
+    wrapper has no ``transport``), and a websocket upgrade takes the transport from the channel.
+    """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.channels = weakref.WeakSet()
+        self.transports = weakref.WeakSet()
 
     def buildProtocol(self, addr):
-        channel = super().buildProtocol(addr)
-        self.channels.add(channel)
-        return channel
+        protocol = super().buildProtocol(addr)
+        make_connection = protocol.makeConnection
 
-    def drop_connections(self):
-        for channel in list(self.channels):
-            transport = getattr(channel, "transport", None)
-            if transport is not None and getattr(transport, "connected", False):
+        def track(transport):
+            self.transports.add(transport)
+            make_connection(transport)
+
+        protocol.makeConnection = track
+        return protocol
+
+    async def drop_connections(self) -> None:
+        """Abort every connection still open and wait until they are gone (the next turn)."""
+        for transport in list(self.transports):
+            if not transport.disconnected:
                 transport.abortConnection()
+        for _ in range(500):
+            if all(t.disconnected for t in list(self.transports)):
+                return
+            await wait(0.01)
 
 
 def serve(test, resource, child: bytes = b"socket.io") -> str:
@@ -47,11 +61,9 @@ def serve(test, resource, child: bytes = b"socket.io") -> str:
     site.displayTracebacks = False
     port = reactor.listenTCP(0, site, interface="127.0.0.1", backlog=1024)
 
-    def stop():
-        site.drop_connections()
-        d = defer.maybeDeferred(port.stopListening)
-        d.addCallback(lambda _: wait(0.01))
-        return d
+    async def stop() -> None:
+        await port.stopListening()
+        await site.drop_connections()
 
     test.addCleanup(stop)
     return f"http://127.0.0.1:{port.getHost().port}"

@@ -10,7 +10,7 @@ import struct
 from twisted.trial.unittest import SynchronousTestCase
 
 from ilchat.engineio import packets as P
-from ilchat.engineio.frames import read_data_frame
+from ilchat.engineio._internals import read_data_frame
 from tests.support.properties import given, strategies
 
 _text = strategies.text(strategies.characters(blacklist_categories=("Cs",), blacklist_characters="\x1e"), max_size=40)

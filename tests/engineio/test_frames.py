@@ -20,7 +20,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from ilchat.engineio.frames import FrameOutbox, read_data_frame
+from ilchat.engineio._internals import FrameOutbox, read_data_frame
 from ilchat.engineio.server import EngineIOServer
 from ilchat.tls import certificate_options
 from tests.engineio.support import serve, wait

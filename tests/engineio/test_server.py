@@ -187,6 +187,30 @@ class ErrorTests(ServerTestCase):
         server.close()
 
     @defer.inlineCallbacks
+    def test_allowed_origins_match_like_the_network_policy(self):
+        """
+        The list is matched by the one origin matcher (``ilchat.origins``) that server.cfg's
+        ``network.allowed_origins`` uses too: a pattern without ``://`` is a host on any scheme
+        and port, case does not matter, and ``null`` is refused.
+        """
+        server = self.make_server(allowed_origins=["*.ilias.test", "http://localhost:*"])
+        base = serve(self, server.resource)
+        self.addCleanup(server.close)
+        url = base + "/socket.io/?EIO=4&transport=polling"
+        for origin, allowed in [
+            ("https://WWW.Ilias.test:8443", True),
+            ("http://chat.ilias.test", True),
+            ("http://localhost:8080", True),
+            ("https://localhost:8080", False),
+            ("https://ilias.test.evil.example", False),
+            ("null", False),
+        ]:
+            response = yield http("GET", url, headers={"Origin": origin})
+            self.assertEqual(response.code, 200 if allowed else 403, origin)
+            if allowed:
+                self.assertEqual(response.header("access-control-allow-origin"), origin)
+
+    @defer.inlineCallbacks
     def test_polling_sid_used_on_wrong_transport_is_code_3(self):
         """A websocket-only session cannot be polled: 400 code 3."""
 

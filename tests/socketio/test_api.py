@@ -13,7 +13,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-import ilchat.engineio.server as eio_server
+import ilchat.engineio._internals as eio_internals
 from ilchat.socketio import SocketIOServer
 from tests.engineio.support import serve, wait
 
@@ -109,13 +109,13 @@ class APITests(TestCase):
         """One namespace-wide emit builds one websocket frame however many sockets get it."""
         yield self.connect_all()
         built = []
-        real = eio_server.PreparedMessage
+        real = eio_internals.PreparedMessage
 
         def counting(*args):
             built.append(threading.get_ident())
             return real(*args)
 
-        self.patch(eio_server, "PreparedMessage", counting)
+        self.patch(eio_internals, "PreparedMessage", counting)
         self.ns.emit("news", {"big": "x" * 1000}, b"\x01")
         got = yield deferToThread(self.clients.collect, 4)
         self.assertEqual([i for i, _ in got], [0, 1, 2, 3])

@@ -93,10 +93,16 @@ class OutageTests(unittest.TestCase):
             self.server.thaw()
         await self.flow_for(1)
         await self.assert_all_stored_once()
+        # One warning when the database stops answering, one line when it is back. A loaded
+        # machine may make the thawed server miss the 2 s timeout once more: that is a second
+        # outage, logged as its own pair, never a line per retry.
         history = [line for line in self.lines() if "Chat history" in line]
-        self.assertEqual(len(history), 2, history)
-        self.assertIn("does not take writes", history[0])
-        self.assertIn("answers again", history[1])
+        self.assertGreaterEqual(len(history), 2, history)
+        self.assertEqual(len(history) % 2, 0, history)
+        for warning, back in zip(history[::2], history[1::2]):
+            self.assertIn("does not take writes", warning)
+            self.assertIn("answers again", back)
+        self.assertLessEqual(len(history), 4, history)
         self.assertNotIn("Rollback failed", "\n".join(self.lines(LogLevel.debug)))
         self.assertEqual(self.flushLoggedErrors(), [])
 

@@ -181,37 +181,81 @@ class OriginMatcherTests(SynchronousTestCase):
 
 
 class ConnectionCounterTests(SynchronousTestCase):
-    """Per-IP connection counting with release."""
+    """Per-IP connection counting, released explicitly or noticed closed."""
+
+    class Connection:
+        """Something counted: the counter holds it weakly (the owner holds it here)."""
+
+        disconnected = 0
+        alive: list = []
+
+        def __init__(self):
+            self.alive.append(self)
 
     def test_limit_refuses_one_more(self):
-        """Once an address holds the limit, the next acquire fails; other addresses are free."""
+        """Once an address holds the limit, the next add fails; other addresses are free."""
         counter = ConnectionCounter(2)
-        self.assertTrue(counter.acquire("10.0.0.1"))
-        self.assertTrue(counter.acquire("10.0.0.1"))
-        self.assertFalse(counter.acquire("10.0.0.1"))
-        self.assertTrue(counter.acquire("10.0.0.2"))
+        self.assertTrue(counter.add("10.0.0.1", self.Connection()))
+        self.assertTrue(counter.add("10.0.0.1", self.Connection()))
+        self.assertFalse(counter.add("10.0.0.1", self.Connection()))
+        self.assertTrue(counter.add("10.0.0.2", self.Connection()))
 
     def test_release_frees_a_slot_and_forgets_idle_addresses(self):
-        """A release makes room again; at zero the address is forgotten (no leak)."""
+        """A release makes room again; with none left the address is forgotten (no leak)."""
         counter = ConnectionCounter(1)
-        counter.acquire("10.0.0.1")
-        counter.release("10.0.0.1")
-        self.assertEqual(counter._counts, {})
-        self.assertTrue(counter.acquire("10.0.0.1"))
+        connection = self.Connection()
+        counter.add("10.0.0.1", connection)
+        counter.release("10.0.0.1", connection)
+        self.assertEqual(counter._open, {})
+        self.assertTrue(counter.add("10.0.0.1", self.Connection()))
 
     def test_no_limit(self):
         """A limit of 0 or None counts but never refuses."""
         counter = ConnectionCounter(0)
         for _ in range(100):
-            self.assertTrue(counter.acquire("10.0.0.1"))
+            self.assertTrue(counter.add("10.0.0.1", self.Connection()))
         self.assertEqual(counter.count("10.0.0.1"), 100)
 
     def test_extra_release_does_not_go_negative(self):
-        """A stray release cannot give an address extra slots."""
+        """A stray release (or a second one) cannot give an address extra slots."""
         counter = ConnectionCounter(1)
-        counter.release("10.0.0.1")
-        self.assertTrue(counter.acquire("10.0.0.1"))
-        self.assertFalse(counter.acquire("10.0.0.1"))
+        connection = self.Connection()
+        counter.release("10.0.0.1", connection)
+        self.assertTrue(counter.add("10.0.0.1", connection))
+        counter.release("10.0.0.1", self.Connection())
+        self.assertFalse(counter.add("10.0.0.1", self.Connection()))
+
+    def test_track_counts_beyond_the_limit(self):
+        """What the caller lets in anyway (the grace sessions) is counted all the same."""
+        counter = ConnectionCounter(1)
+        counter.track("10.0.0.1", self.Connection())
+        counter.track("10.0.0.1", self.Connection())
+        self.assertEqual(counter.count("10.0.0.1"), 2)
+        self.assertFalse(counter.add("10.0.0.1", self.Connection()))
+
+    def test_holds_more_than_prunes_only_near_the_count(self):
+        """Below the asked count nothing is scanned; at it, closed connections are pruned first."""
+        counter = ConnectionCounter(None)
+        first, second = self.Connection(), self.Connection()
+        counter.add("10.0.0.1", first)
+        counter.add("10.0.0.1", second)
+        self.assertFalse(counter.holds_more_than("10.0.0.1", 2))
+        self.assertTrue(counter.holds_more_than("10.0.0.1", 1))
+        second.disconnected = 1
+        self.assertEqual(len(counter._open["10.0.0.1"]), 2)  # not scanned yet
+        self.assertFalse(counter.holds_more_than("10.0.0.1", 1))
+        self.assertEqual(len(counter._open["10.0.0.1"]), 1)
+        self.assertFalse(counter.holds_more_than("10.0.0.9", 0))
+
+    def test_ended_sessions_and_collected_connections_stop_counting(self):
+        """An object with ``ended`` set, or one nobody holds any more, no longer counts."""
+        counter = ConnectionCounter(2)
+        session = self.Connection()
+        counter.add("10.0.0.1", session)
+        counter.add("10.0.0.1", object.__new__(self.Connection))  # held by nobody
+        self.assertEqual(counter.count("10.0.0.1"), 1)
+        session.ended = True
+        self.assertEqual(counter.count("10.0.0.1"), 0)
 
 
 class _FakeAddress:
@@ -812,7 +856,7 @@ class OriginServerTests(TestCase):
 
 
 class LiveConnectionsTests(SynchronousTestCase):
-    """Open connections counted by asking the transports, including through a TLS wrapper."""
+    """Open HTTP connections counted by asking the transports, including through a TLS wrapper."""
 
     class Transport:
         disconnected = 0
@@ -827,9 +871,7 @@ class LiveConnectionsTests(SynchronousTestCase):
             self.wrappedProtocol = object()
 
     def test_limit_and_closed_transports_free_slots(self):
-        from ilchat.web.policy import LiveConnections
-
-        live = LiveConnections(2)
+        live = ConnectionCounter(2)
         first, second = self.Transport(), self.Transport()
         wrapped = self.Wrapper(second)
         self.assertTrue(live.add("10.0.0.1", first))
@@ -840,7 +882,7 @@ class LiveConnectionsTests(SynchronousTestCase):
         self.assertEqual(live.count("10.0.0.1"), 1)
         self.assertTrue(live.add("10.0.0.1", self.Transport()))
         self.assertFalse(live.add("10.0.0.1", self.Transport()))
-        self.assertTrue(LiveConnections(0).add("10.0.0.1", self.Transport()))
+        self.assertTrue(ConnectionCounter(0).add("10.0.0.1", self.Transport()))
 
     def test_trusted_proxies_are_not_counted(self):
         policy = NetworkPolicy(trusted_proxies=["127.0.0.1"], max_http_connections_per_ip=1,

@@ -1,0 +1,184 @@
+"""server.cfg ``irc``: the IRC listener, its bridge to the chat rooms, and its limits."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Dict, Optional, Tuple, Union
+
+import attrs
+
+from ilchat.config.reader import (
+    Reader,
+    default_of,
+    integer,
+    number,
+    read_settings,
+    text,
+)
+
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+
+@attrs.frozen
+class WebircGateway:
+    """A web IRC gateway (Kiwi IRC, The Lounge) allowed to send WEBIRC with the real user address."""
+
+    networks: Tuple[IPNetwork, ...]
+    password: str = attrs.field(repr=False)
+
+
+@attrs.frozen
+class IrcLoginLimits:
+    """The failed-login throttle of IRC password checks (``irc`` → ``limits`` → ``login_*``).
+
+    Failures count per address and account, per address and per account; past ``free_failures``
+    of an address for an account each answer waits ``delay`` seconds, doubled per further failure
+    up to ``max_delay``; at a ``failures_per_*`` limit that key is refused for ``lockout`` seconds. Failures are forgotten
+    ``window`` seconds after the last; at most ``max_entries`` keys are remembered.
+    """
+
+    free_failures: int = integer(3, minimum=1, key="login_free_failures")
+    delay: float = number(1.0, minimum=0, key="login_delay")
+    max_delay: float = number(16.0, minimum=0, key="login_max_delay")
+    failures_per_account: int = integer(10, minimum=1, key="login_failures_per_account")
+    failures_per_ip: int = integer(30, minimum=1, key="login_failures_per_ip")
+    failures_per_account_total: int = integer(
+        100, minimum=1, key="login_failures_per_account_total")
+    window: float = number(600.0, minimum=1.0, key="login_window")
+    lockout: float = number(300.0, minimum=1.0, key="login_lockout")
+    max_entries: int = integer(10000, minimum=100, key="login_max_entries")
+
+
+def _limit(default: Union[int, float], **bounds: Any) -> Any:
+    """A key of ``irc`` → ``limits``."""
+    if isinstance(default, float):
+        return number(default, within="limits", **bounds)
+    return integer(default, within="limits", **bounds)
+
+
+@attrs.frozen
+class IrcConfig:
+    """The optional ``irc`` section of ``server.cfg``: the IRC listener and bridge (off when absent).
+
+    ``rooms`` maps a client name to the repository chat room ids exposed as channels, or to
+    ``None`` for every room of that client; ``None`` as a whole exposes every client and room.
+    ``auth`` is ``"ilias"`` (SASL PLAIN or ``PASS login:password`` against ``usr_data``) or
+    ``"open"`` (any free nick; the standalone chat). ``port`` None means no plain listener.
+    TLS uses ``cert``/``key``/``dhparam``, which default to the server's.
+    """
+
+    address: str = text("0.0.0.0", allow_empty=False)
+    port: Optional[int] = 6667
+    tls_port: Optional[int] = None
+    cert: Optional[str] = None
+    key: Optional[str] = None
+    dhparam: Optional[str] = None
+    server_name: str = text("irc.ilchat.local", allow_empty=False)
+    network_name: str = text("ilchat", allow_empty=False)
+    motd: Tuple[str, ...] = ()
+    rooms: Optional[Dict[str, Optional[Tuple[int, ...]]]] = None
+    auth: str = "ilias"
+    #: Default: ``auth == "open"``.
+    local_channels: bool = False
+    flood_rate: float = _limit(2.0, minimum=0.1)
+    flood_burst: int = _limit(10, minimum=1)
+    recvq: int = _limit(8192, minimum=1024)
+    max_line: int = _limit(512, minimum=512, maximum=8192)
+    sendq: int = _limit(262144, minimum=4096)
+    max_connections_per_ip: int = _limit(10, minimum=0)
+    ping_interval: float = _limit(90.0, minimum=1.0)
+    ping_timeout: float = _limit(60.0, minimum=1.0)
+    registration_timeout: float = _limit(30.0, minimum=1.0)
+    nick_length: int = _limit(30, minimum=9, maximum=64)
+    channel_length: int = _limit(64, minimum=16, maximum=200)
+    topic_length: int = _limit(390, minimum=80, maximum=400)
+    webirc: Tuple[WebircGateway, ...] = ()
+    login_limits: IrcLoginLimits = IrcLoginLimits()
+
+
+def _parse_webirc(reader: Reader) -> Tuple[WebircGateway, ...]:
+    gateways = []
+    for index, item in enumerate(reader.get_list("webirc", (), item_type=dict)):
+        gateway = reader.item(item, f"webirc[{index}].")
+        addresses = gateway.data.get("cidr")
+        addresses = [addresses] if isinstance(addresses, str) else gateway.get_list("cidr")
+        networks = []
+        for address in addresses:
+            try:
+                networks.append(ipaddress.ip_network(address, strict=False))
+            except ValueError:
+                raise gateway.error("cidr", address, "expected an IP address or CIDR network")
+        gateways.append(
+            WebircGateway(
+                networks=tuple(networks), password=gateway.get_str("password", allow_empty=False)
+            )
+        )
+    return tuple(gateways)
+
+
+def _parse_rooms(reader: Reader) -> Optional[Dict[str, Optional[Tuple[int, ...]]]]:
+    if not reader.has("rooms"):
+        return None
+    rooms_reader = reader.section("rooms")
+    rooms: Dict[str, Optional[Tuple[int, ...]]] = {}
+    for client_name, value in rooms_reader.data.items():
+        if value == "*":
+            rooms[client_name] = None
+        else:
+            rooms[client_name] = rooms_reader.get_list(client_name, item_type=int)
+    return rooms
+
+
+def parse_irc(
+    server: Reader, cert: Optional[str], key: Optional[str], dhparam: Optional[str]
+) -> Optional[IrcConfig]:
+    """The ``irc`` section (``None`` when absent); TLS files default to the server's."""
+    if not server.has("irc"):
+        return None
+    reader = server.section("irc")
+    plain = reader.get_bool("plain", True)
+    # Port 0 takes any free port (tests); "plain": false serves IRC over TLS only.
+    port = (
+        reader.get_int("port", default_of(IrcConfig, "port"), minimum=0, maximum=65535)
+        if plain else None
+    )
+    tls_port = reader.get_int("tls_port", None, minimum=0, maximum=65535)
+    if port is None and tls_port is None:
+        raise reader.error("plain", plain, "without plain IRC, tls_port is required")
+    cert = reader.get_path("cert", cert)
+    key = reader.get_path("key", key)
+    dhparam = reader.get_path("dhparam", dhparam)
+    if tls_port is not None:
+        if cert is None or key is None:
+            raise reader.missing("cert", "tls_port needs cert and key (here or in the server config)")
+        reader.check_readable("cert", cert)
+        reader.check_readable("key", key)
+        if dhparam is not None:
+            reader.check_readable("dhparam", dhparam)
+    motd_value = reader.data.get("motd")
+    if isinstance(motd_value, str):
+        motd: Tuple[str, ...] = tuple(motd_value.splitlines())
+    else:
+        motd = reader.get_list("motd", default_of(IrcConfig, "motd"))
+    rooms = _parse_rooms(reader)
+    auth = reader.get_str("auth", default_of(IrcConfig, "auth"), choices=("ilias", "open"))
+    limits = reader.section("limits")
+    webirc = _parse_webirc(reader)
+    return read_settings(
+        IrcConfig,
+        reader,
+        port=port,
+        tls_port=tls_port,
+        cert=cert,
+        key=key,
+        dhparam=dhparam,
+        motd=motd,
+        rooms=rooms,
+        auth=auth,
+        local_channels=reader.get_bool("local_channels", auth == "open"),
+        webirc=webirc,
+        login_limits=read_settings(IrcLoginLimits, limits),
+    )
+
+
+__all__ = ["IrcConfig", "IrcLoginLimits", "WebircGateway", "parse_irc"]
