@@ -265,10 +265,12 @@ class HistoryWriter:
             for index, row in enumerate(batch):
                 self._queue[index] = row
             if self._journal is not None:
-                # The ids must be on disk before the rows can be in the table, or a crash in
-                # between would write them again under new ids.
                 self._journal.append({"ids": [[row.key, row.hist_id] for row in batch]})
-                await self._journal.sync()
+        if self._journal is not None:
+            # The rows and their ids must be on disk before they can be in the table, or a crash
+            # in between would write them again under new ids. Usually the turn's fsync has
+            # already run (rows from the reserve carry their id in their own record).
+            await self._journal.sync()
         await maybeDeferred(self._write_batch, batch)
 
     def _written(self, _: object, count: int) -> None:
