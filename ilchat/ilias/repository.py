@@ -97,10 +97,10 @@ class RepositoryChat(RoomNamespace):
     async def _php_name(self, user_id: int, claimed: str) -> str:
         """The name PHP chose for the user in the chat (see L{on_login})."""
         try:
-            userdata = await self.store.get_chatroom_userdata(user_id)
+            userdata, login = await self.store.get_chat_name_sources(user_id)
             name = _userdata_login(userdata)
             if name is None:
-                name = (await self.store.get_logins([user_id])).get(user_id)
+                name = login
         except Exception:
             self._log.failure("Reading the chat name of user {user_id} failed", user_id=user_id)
             name = None

@@ -21,6 +21,8 @@ Methods (all return Deferreds / are coroutines):
 * ``get_chatroom_users(room_id=None) -> list[dict]``
 * ``get_chatroom_userdata(user_id, room_id=None) -> str | None`` the ``userdata`` JSON PHP wrote
   for the user (in that room, else the newest row), i.e. the name PHP chose for the chat
+* ``get_chat_name_sources(user_id) -> (userdata | None, login | None)`` that ``userdata`` and
+  ``usr_data.login`` in one transaction (a login reads both: one round trip to the pool)
 * ``move_all_users_to_sessions(now_s) -> int`` rows moved (spec 4.2 ``disconnectAllUsers``)
 * ``move_user_to_sessions(user_id, room_ids, now_s) -> int`` (spec 4.2 ``disconnectUser``)
 * ``is_banned(room_id, user_id) -> bool``
@@ -239,15 +241,24 @@ class RoomStore:
         """The ``userdata`` PHP wrote for a user: that room's row first, then the newest one."""
 
         def get_chatroom_userdata_txn(txn: Transaction) -> Optional[str]:
-            txn.execute(
-                "SELECT userdata FROM chatroom_users WHERE user_id = ?"
-                " ORDER BY CASE WHEN room_id = ? THEN 0 ELSE 1 END, connected DESC, room_id LIMIT 1",
-                (int(user_id), -1 if room_id is None else int(room_id)),
-            )
-            row = txn.fetchone()
-            return None if row is None else row[0]
+            return _chatroom_userdata(txn, user_id, room_id)
 
         return await self.db.run_interaction("get_chatroom_userdata", get_chatroom_userdata_txn)
+
+    async def get_chat_name_sources(self, user_id: int) -> Tuple[Optional[str], Optional[str]]:
+        """
+        The user's newest ``chatroom_users.userdata`` and ``usr_data.login``, read together:
+        every login needs the first and often the second, and one transaction per login instead
+        of two halves the pool's thread hand-offs in a crowd.
+        """
+
+        def get_chat_name_sources_txn(txn: Transaction) -> Tuple[Optional[str], Optional[str]]:
+            userdata = _chatroom_userdata(txn, user_id, None)
+            txn.execute("SELECT login FROM usr_data WHERE usr_id = ?", (int(user_id),))
+            login = txn.fetchone()
+            return userdata, (login[0] if login and login[0] else None)
+
+        return await self.db.run_interaction("get_chat_name_sources", get_chat_name_sources_txn)
 
     async def move_all_users_to_sessions(self, now_s: int) -> int:
         """
@@ -303,3 +314,14 @@ class RoomStore:
             return txn.fetchone() is not None
 
         return await self.db.run_interaction("is_banned", is_banned_txn)
+
+
+def _chatroom_userdata(txn: Transaction, user_id: int, room_id: Optional[int]) -> Optional[str]:
+    """``userdata`` of the user's row in ``room_id``, else of the newest row (or None)."""
+    txn.execute(
+        "SELECT userdata FROM chatroom_users WHERE user_id = ?"
+        " ORDER BY CASE WHEN room_id = ? THEN 0 ELSE 1 END, connected DESC, room_id LIMIT 1",
+        (int(user_id), -1 if room_id is None else int(room_id)),
+    )
+    row = txn.fetchone()
+    return None if row is None else row[0]

@@ -16,6 +16,7 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial import unittest
 
 from ilchat.chat.history import HistoryRow, HistoryWriter
+from ilchat.journal import Journal
 from tests.support.db import StoreTestMixin, fetch_rows_async
 
 
@@ -257,6 +258,41 @@ class HistoryWriterStoreMixin(StoreTestMixin):
         self.assertEqual(sorted(json.loads(e["row_json"])["timestamp"] - 1_795_301_000 for e in refused),
                          [13, 40])
         self.assertEqual(len(writer), 0)
+
+    async def test_journaled_rows_take_ids_from_a_reserve_in_queue_order(self) -> None:
+        """
+        With a journal, one allocation covers the first batch and ID_RESERVE more: the later
+        rows get their id when they are queued (journaled with it), so their batches need no
+        id transaction of their own; ids ascend in the order the rows came.
+        """
+        journal = Journal(self.mktemp(), reactor)
+        journal.open()
+        self.addCleanup(journal.close)
+        allocations: List[int] = []
+
+        def allocate(count: int) -> Any:
+            allocations.append(count)
+            return defer.ensureDeferred(self.store.next_history_ids(count))
+
+        def write(rows: Sequence[HistoryRow]) -> Any:
+            return defer.ensureDeferred(self.store.add_history_rows(
+                [(r.hist_id, r.room_id, r.message, r.timestamp) for r in rows]))
+
+        writer = HistoryWriter(reactor, write, journal=journal, allocate_ids=allocate)
+        for n in range(3):
+            writer.add(HistoryRow(1, json.dumps({"n": n}), 1_795_301_000 + n))
+        await writer.drain()
+        for n in range(3, 3 + HistoryWriter.ID_RESERVE):
+            writer.add(HistoryRow(1, json.dumps({"n": n}), 1_795_301_000 + n))
+            await writer.drain()
+        self.assertEqual(allocations, [3 + HistoryWriter.ID_RESERVE])
+        writer.add(HistoryRow(1, json.dumps({"n": 99}), 1_795_301_099))
+        await writer.drain()
+        self.assertEqual(allocations, [3 + HistoryWriter.ID_RESERVE, 1 + HistoryWriter.ID_RESERVE])
+        rows = await fetch_rows_async(
+            self.database, "SELECT hist_id, message FROM chatroom_history ORDER BY hist_id")
+        self.assertEqual([json.loads(r["message"])["n"] for r in rows],
+                         list(range(3 + HistoryWriter.ID_RESERVE)) + [99])
 
 
 class HistoryWriterSQLiteTests(HistoryWriterStoreMixin, unittest.TestCase):

@@ -191,6 +191,17 @@ class RoomStoreTestsMixin(StoreTestMixin):
         self.assertEqual(await self.store.get_chatroom_userdata(6, 3), '{"login":"alice two","id":6}')
         self.assertIsNone(await self.store.get_chatroom_userdata(7))
 
+    async def test_chat_name_sources_read_userdata_and_login_together(self) -> None:
+        """The newest userdata and usr_data.login in one call; None for what is missing."""
+        await self.store.add_chatroom_user(1, 6, '{"login":"alice one","id":6}', 100)
+        await self.store.add_chatroom_user(2, 6, '{"login":"alice two","id":6}', 200)
+        insert_rows(self.database, "usr_data", [{"usr_id": 6, "login": "alice", "passwd": "p"},
+                                                {"usr_id": 8, "login": "bob", "passwd": "p"}])
+        self.assertEqual(await self.store.get_chat_name_sources(6),
+                         ('{"login":"alice two","id":6}', "alice"))
+        self.assertEqual(await self.store.get_chat_name_sources(8), (None, "bob"))
+        self.assertEqual(await self.store.get_chat_name_sources(7), (None, None))
+
 
 class RoomStoreMariaDBTests(RoomStoreTestsMixin, unittest.TestCase):
     """Repository-chat queries on the real MariaDB server (a pool of eight connections)."""
