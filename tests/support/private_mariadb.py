@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -26,6 +25,7 @@ from twisted.internet import threads
 from ilchat.store.database import read_schema
 from ilchat.store.engines import split_sql_script
 from tests.support.db import TestDatabaseConfig
+from tests.support.private_process import PrivateServerProcess
 from tests.support.server import free_port
 
 __all__ = ["PrivateMariaDB", "mariadbd_available"]
@@ -42,7 +42,7 @@ def mariadbd_available() -> Optional[str]:
     return None
 
 
-class PrivateMariaDB:
+class PrivateMariaDB(PrivateServerProcess):
     """One ``mariadbd`` process on a temporary data folder (see the module docstring)."""
 
     def __init__(self, folder: str) -> None:
@@ -119,42 +119,3 @@ class PrivateMariaDB:
             connection.commit()
         finally:
             connection.close()
-
-    def freeze(self) -> None:
-        """
-        SIGSTOP: the server keeps its connections and answers nothing (a hung database).
-
-        Returns once every thread of the server is stopped: on a loaded machine a thread already
-        running could otherwise still answer a query sent right after the signal.
-        """
-        self.process.send_signal(signal.SIGSTOP)
-        tasks = f"/proc/{self.process.pid}/task"
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            states = []
-            for task in os.listdir(tasks):
-                try:
-                    with open(f"{tasks}/{task}/stat") as f:
-                        states.append(f.read().rsplit(")", 1)[1].split()[0])
-                except FileNotFoundError:
-                    continue  # a thread that ended meanwhile
-            if all(state in ("T", "t") for state in states):
-                return
-            time.sleep(0.001)
-        raise RuntimeError(f"mariadbd {self.process.pid} did not stop within 5 s")
-
-    def thaw(self) -> None:
-        self.process.send_signal(signal.SIGCONT)
-
-    async def stop(self) -> None:
-        """SIGTERM (after SIGCONT, should it be frozen) and wait for the exit."""
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGCONT)
-        process.terminate()
-        try:
-            await threads.deferToThread(process.wait, 30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            await threads.deferToThread(process.wait)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -22,6 +21,7 @@ from typing import Any, Optional
 
 from twisted.internet import threads
 
+from tests.support.private_process import PrivateServerProcess
 from tests.support.server import free_port
 
 __all__ = ["PrivateRedis", "SHARED_REDIS_PORT", "redis_command", "shared_redis_prefix"]
@@ -53,8 +53,10 @@ def shared_redis_prefix(test_case: Any) -> str:
     return prefix
 
 
-class PrivateRedis:
+class PrivateRedis(PrivateServerProcess):
     """One ``redis-server`` on a free port and a temporary folder (never the shared one)."""
+
+    stop_timeout = 20
 
     def __init__(self, folder: str, password: Optional[str] = None, tls: Optional[dict] = None) -> None:
         self.folder = folder
@@ -101,23 +103,3 @@ class PrivateRedis:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-
-    def freeze(self) -> None:
-        """SIGSTOP: connections are still accepted (by the kernel), nothing is answered."""
-        self.process.send_signal(signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        self.process.send_signal(signal.SIGCONT)
-
-    async def stop(self) -> None:
-        """SIGTERM and wait for the exit (its clients see the connection close)."""
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGCONT)
-        process.send_signal(signal.SIGTERM)
-        try:
-            await threads.deferToThread(process.wait, 20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            await threads.deferToThread(process.wait)
