@@ -24,6 +24,7 @@ not JSON raises there, in the publisher's frame) and every subscriber gets its o
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
@@ -56,6 +57,18 @@ class IBus(Interface):
         """
         Deliver C{event} (``{"type": name, ...}``, plain JSON values) to every subscriber of
         C{topic}, wrapped in ``{"v", "origin", "topic", "event"}``, in publish order.
+        """
+
+    def on_resumed(callback: Callable[[], None]) -> Callable[[], None]:
+        """
+        Call C{callback()} whenever events cross processes again after an outage (never for an
+        in-process bus); returns a callable that removes it.
+        """
+
+    def subscribed() -> "Deferred[None]":
+        """
+        Fires once the subscriptions made so far receive what other processes publish (at once
+        for an in-process bus), e.g. before asking them for their state.
         """
 
 
@@ -104,6 +117,12 @@ class LocalBus:
                 self._subscribers.pop(topic, None)
 
         return unsubscribe
+
+    def subscribed(self) -> "Deferred[None]":
+        return succeed(None)
+
+    def on_resumed(self, callback: Callable[[], None]) -> Callable[[], None]:
+        return lambda: None  # one process: nothing to resume
 
     def publish(self, topic: str, event: Event) -> None:
         self.deliver({"v": BUS_VERSION, "origin": self.instance, "topic": topic, "event": event})

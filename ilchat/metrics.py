@@ -34,7 +34,7 @@ from twisted.web.resource import Resource
 
 import ilchat
 from ilchat.chat.conversation_events import MESSAGE_POSTED
-from ilchat.chat.events import presence_changes
+from ilchat.chat.cluster_presence import ClusterPresence
 from ilchat.chat.rooms import chat_rooms_of
 
 __all__ = ["MetricsResource", "ReactorLag", "ServiceCollector", "ServiceMetrics", "REFUSAL_REASONS"]
@@ -238,7 +238,8 @@ class ServiceMetrics:
                 observer = self._db_observer(name)
                 db.observers.append(observer)
                 self._undo.append(lambda db=db, observer=observer: db.observers.remove(observer))
-            self._undo.append(client.bus.subscribe(f"room:{name}", self._room_observer(name)))
+            self._undo.append(client.bus.subscribe(f"room:{name}",
+                                                   self._room_observer(name, client.bus.instance)))
             self._undo.append(client.bus.subscribe(f"osc:{name}", self._osc_observer(name)))
         self.lag.start()
         self._undo.append(self.lag.stop)
@@ -256,26 +257,22 @@ class ServiceMetrics:
 
         return observe
 
-    def _room_observer(self, client: str) -> Callable[[Dict[str, Any]], None]:
+    def _room_observer(self, client: str, instance: str) -> Callable[[Dict[str, Any]], None]:
         messages = self.chat_messages.labels(client, "room")
         deliveries = self.deliveries.labels(client, "room")
-        # Who is present in each room, from the room events (never the domain's live state).
-        present: Dict[int, set] = {}
+        # Who is present in each room on any process, from the room events (never the domain's
+        # live state).
+        presence = ClusterPresence(instance)
 
         def observe(envelope: Dict[str, Any]) -> None:
             event = envelope["event"]
-            for room_id, member, here in presence_changes(event):
-                people = present.setdefault(room_id, set())
-                if here:
-                    people.add(member["id"])
-                else:
-                    people.discard(member["id"])
+            presence.apply(envelope)
             if event.get("type") != "message":
                 return
             messages.inc()
             target = event["target"]
             if target is None or target["public"]:
-                deliveries.inc(len(present.get(event["room"], ())))
+                deliveries.inc(presence.count(event["room"]))
             else:
                 deliveries.inc(len({event["sender"]["id"], target["id"]}))
 

@@ -22,7 +22,7 @@ no part.
 """
 
 from itertools import islice
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from twisted.application.internet import ClientService
 from twisted.internet import defer, protocol, task
@@ -123,6 +123,7 @@ class RedisBus:
         self._was_up = False
         self._degraded = False
         self._last_command: "defer.Deferred[Any]" = defer.succeed(None)
+        self._resumed: List[Callable[[], None]] = []
         self._start_failure: Optional[Exception] = None
         endpoint = self._endpoint()
         self._services = [
@@ -211,6 +212,11 @@ class RedisBus:
         self._local.close()
         await self._stop_services()
         self._repeats.flush()
+
+    def on_resumed(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """C{callback()} each time both connections are back after an outage (see L{_changed})."""
+        self._resumed.append(callback)
+        return lambda: self._resumed.remove(callback) if callback in self._resumed else None
 
     def subscribed(self) -> "defer.Deferred[Any]":
         """Fires when every SUBSCRIBE/UNSUBSCRIBE sent so far was acknowledged (tests)."""
@@ -315,6 +321,12 @@ class RedisBus:
                     address=self.address,
                     topics=len(self._topics),
                 )
+                for callback in list(self._resumed):
+                    try:
+                        callback()
+                    except Exception:
+                        self._log.failure("Bus resume callback {callback!r} failed",
+                                          callback=callback)
             self._was_up = True
         elif self._was_up and not self._degraded and not self._stopping():
             self._degraded = True

@@ -671,10 +671,13 @@ class IlchatService(service.MultiService):
                 await self._best_effort("close the bus", close)
             self._bus = None
         for store in reversed(self._stores):
-            await self._best_effort(
-                "move users to sessions",
-                lambda: store.move_all_users_to_sessions(int(self.reactor.seconds())),
-            )
+            if self.server_config.redis is None:
+                # In a cluster the room chat moved the rows of its own users only: the others'
+                # users are online elsewhere (RoomNamespace.stop).
+                await self._best_effort(
+                    "move users to sessions",
+                    lambda: store.move_all_users_to_sessions(int(self.reactor.seconds())),
+                )
             await self._best_effort("close the store", store.close)
         self._stores = []
         self._log.info("Server stopped")

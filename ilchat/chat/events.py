@@ -32,6 +32,24 @@ that acted (adapters use it to answer that connection, and for echo suppression)
                   the target's connections get it).
 ``typing``        ``room``, ``member``, ``started`` (bool), ``recipients`` (member ids: the other
                   members of the room).
+
+Events that exist for the other processes of a cluster (renderers ignore them; the other
+processes' L{ilchat.chat.rooms.ChatRooms} apply them to their state, see
+L{ilchat.chat.rooms.ChatRooms.apply_remote}; presence is L{ilchat.chat.cluster_presence}'s):
+
+``connected``     ``member``: PHP's Connect registered the member.
+``admitted``      ``room``, ``member``: PHP's EnterPrivateRoom admitted the member to the room.
+``instance_stopping``  (no fields): the origin stops cleanly; its holdings end after the grace.
+``sync_request``  ``fresh`` (bool: the origin has just started, it holds nothing yet; false when
+                  its Redis connection came back) and the origin's state as in ``snapshot``:
+                  every other instance answers with one ``snapshot``.
+``snapshot``      ``rooms`` (``[{"id", "title", "owner"}]``), ``members`` (``[{"id", "name",
+                  "picture", "rooms": [admitted room ids]}]``), ``held`` (``[[room, member id]]``:
+                  the pairs the origin holds): applied idempotently (a union for rooms and
+                  admissions; ``held`` replaces what is recorded for the origin).
+
+``left`` may carry ``instance``: the departed instance whose holding ends (the one process that
+handles a departure publishes these); without it, the origin's holding ends.
 """
 
 from typing import Any, Dict, List, Optional, Tuple
@@ -42,6 +60,7 @@ __all__ = [
     "EVENT_TYPES",
     "banned",
     "cleared",
+    "departed",
     "entered",
     "invited",
     "kicked",
@@ -49,7 +68,12 @@ __all__ = [
     "member_info",
     "message",
     "parted",
-    "presence_changes",
+    "admitted",
+    "connected",
+    "instance_stopping",
+    "snapshot",
+    "state",
+    "sync_request",
     "renamed",
     "room_created",
     "room_left",
@@ -60,7 +84,8 @@ Event = Dict[str, Any]
 
 EVENT_TYPES = (
     "room_created", "entered", "parted", "left", "room_left", "kicked", "banned", "cleared",
-    "invited", "renamed", "message", "typing",
+    "invited", "renamed", "message", "typing", "connected", "admitted", "instance_stopping",
+    "sync_request", "snapshot",
 )
 
 
@@ -136,17 +161,41 @@ def typing(ts: int, room: Room, member: Member, started: bool, recipients: List[
             "started": started, "recipients": recipients}
 
 
-def presence_changes(event: Event) -> List[Tuple[int, Dict[str, Any], bool]]:
-    """
-    ``(room, member, present)`` for each room whose present members an event changes: what an
-    adapter applies to the presence it keeps for itself (userlists, IRC channels, metrics).
-    """
-    kind = event.get("type")
-    if kind == "entered":
-        return [(event["room"], event["member"], True)]
-    if kind in ("left", "room_left", "kicked") or (kind == "parted" and event["gone"]):
-        return [(event["room"], event["member"], False)]
-    if kind == "banned":
-        rooms = [] if event["room"] is None else [event["room"]]
-        return [(room, event["member"], False) for room in rooms + list(event["rooms"])]
-    return []
+def connected(ts: int, member: Member) -> Event:
+    return {"type": "connected", "ts": ts, "member": member_info(member)}
+
+
+def admitted(ts: int, room: Room, member: Member) -> Event:
+    return {"type": "admitted", "ts": ts, "room": room.id, "member": member_info(member)}
+
+
+def instance_stopping(ts: int) -> Event:
+    return {"type": "instance_stopping", "ts": ts}
+
+
+def departed(ts: int, room_id: int, member: Dict[str, Any], instance: str) -> Event:
+    """The ``left`` of a departed instance's holding, published by the one process handling it."""
+    return {"type": "left", "ts": ts, "room": room_id, "member": dict(member),
+            "instance": instance}
+
+
+def state(rooms: List[Room], members: List[Member], held: List[Tuple[int, int]]) -> Event:
+    """The fields of ``snapshot`` and ``sync_request``: what one instance knows and holds."""
+    admissions: Dict[int, List[int]] = {}
+    for room in rooms:
+        for user_id in room.members:
+            admissions.setdefault(user_id, []).append(room.id)
+    return {
+        "rooms": [{"id": room.id, "title": room.title, "owner": room.owner} for room in rooms],
+        "members": [dict(member_info(member), rooms=sorted(admissions.get(member.id, ())))
+                    for member in members],
+        "held": [[room_id, user_id] for room_id, user_id in held],
+    }
+
+
+def sync_request(ts: int, fresh: bool, known: Event) -> Event:
+    return dict(known, type="sync_request", ts=ts, fresh=fresh)
+
+
+def snapshot(ts: int, known: Event) -> Event:
+    return dict(known, type="snapshot", ts=ts)

@@ -6,6 +6,12 @@ runs the grace timers (per instance, per member). When a member's I{last} connec
 grace starts; L{Presence.connect}, L{Presence.login} and ``enter_room`` cancel it. When it fires
 the member leaves every room (a ``left`` event per room), is forgotten, and the
 C{on_member_gone} hook moves their ``chatroom_users`` rows to ``chatroom_sessions``.
+
+In a cluster the grace is about this instance's connections only: when it expires, this
+instance's holdings end (a ``left`` per room it held the member in), but a member whom another
+instance still holds (L{ilchat.chat.cluster_presence}), or whom another instance connected,
+admitted or saw enter since the grace began, is online elsewhere: they keep their admissions
+and stay known, and only the rooms where nobody holds them any more have their rows moved.
 """
 
 from typing import Any, Callable, Dict, List, Optional, Set
@@ -15,6 +21,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from ilchat.chat import events
+from ilchat.chat.cluster_presence import ClusterPresence
 from ilchat.chat.model import Member, Room
 from ilchat.logs import debug_wanted
 
@@ -30,6 +37,10 @@ class Presence:
     _log = Logger()
 
     instance: str
+    #: This process's bus instance (the ``origin`` of what it publishes).
+    origin: str
+    #: Who is present where, cluster-wide (this instance's own events applied at publish).
+    presence: ClusterPresence
     _reactor: IReactorTime
     _rooms: Dict[int, Room]
 
@@ -43,6 +54,8 @@ class Presence:
         self._grace_calls: Dict[int, IDelayedCall] = {}
         self._pending: Set[Deferred[Any]] = set()
         self._retries: Set[IDelayedCall] = set()
+        # Members another instance connected, admitted or saw enter since their grace began here.
+        self._touched: Set[int] = set()
 
     def _publish(self, event: Dict[str, Any]) -> None:  # pragma: no cover - ChatRooms has it
         raise NotImplementedError
@@ -69,7 +82,10 @@ class Presence:
     # -- calls ------------------------------------------------------------------------------
 
     def connect(self, user_id: int) -> Member:
-        """Register a member (PHP ``Connect``) and cancel their disconnect grace."""
+        """
+        Register a member (PHP ``Connect``) and cancel their disconnect grace; a ``connected``
+        event tells the other processes.
+        """
         self._cancel_grace(user_id)
         member = self._members.get(user_id)
         if member is None:
@@ -77,6 +93,7 @@ class Presence:
             if debug_wanted():
                 self._log.debug("New member {user_id} of {instance}", user_id=user_id,
                                 instance=self.instance)
+        self._publish(events.connected(self.now_ms(), member))
         return member
 
     def login(
@@ -122,6 +139,7 @@ class Presence:
         member.connections.discard(connection)
         if not member.connections:
             self._cancel_grace(user_id)
+            self._touched.discard(user_id)
             self._grace_calls[user_id] = self._reactor.callLater(
                 self._grace, self._grace_expired, user_id
             )
@@ -138,36 +156,47 @@ class Presence:
         member = self._members.get(user_id)
         if member is None or member.connections:
             return
+        elsewhere = user_id in self._touched or self.presence.held_elsewhere(user_id, self.origin)
+        self._touched.discard(user_id)
         room_ids: List[int] = []
         ts = self.now_ms()
         for room in self._rooms.values():
-            if user_id in room.members or user_id in room.joined:
+            held = user_id in room.joined
+            if not held and (elsewhere or user_id not in room.members):
+                continue
+            room.joined.discard(user_id)
+            self._publish(events.left(ts, room, member))
+            if not self.presence.is_present(room.id, user_id):
                 room.remove_member(user_id)
                 room_ids.append(room.id)
-                self._publish(events.left(ts, room, member))
-        del self._members[user_id]
+        if not elsewhere:
+            del self._members[user_id]
         self._log.debug("Member {user_id} of {instance} left after the grace",
                         user_id=user_id, instance=self.instance)
         if room_ids and self._on_member_gone is not None:
             self._run_hook(self._on_member_gone, user_id, room_ids)
 
-    def _forget(self, member: Member) -> List[int]:
+    def _forget(self, member: Member, banned_from: Optional[Room] = None) -> List[int]:
         """
         Out of every room and logged out (a ban); a member PHP connects again starts without
-        admissions. Returns the rooms the member was present in.
+        admissions. Returns the rooms the member was present in (cluster-wide), except
+        C{banned_from}.
         """
-        present: List[int] = []
+        present = set(self.presence.rooms_of(member.id))
         for room in self._rooms.values():
             if member.id in room.members or member.id in room.joined:
                 if member.id in room.joined:
-                    present.append(room.id)
+                    present.add(room.id)
                 room.remove_member(member.id)
+            room.connections.difference_update(member.connections)
+        if banned_from is not None:
+            present.discard(banned_from.id)
         self._cancel_grace(member.id)
         for conn in member.connections:
             self._connections.pop(conn, None)
         member.connections.clear()
         self._members.pop(member.id, None)
-        return present
+        return sorted(present)
 
     def _run_hook(self, hook: Callable[..., Any], *args: Any, attempt: int = 1) -> None:
         d = maybeDeferred(hook, *args)

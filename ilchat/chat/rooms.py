@@ -39,6 +39,17 @@ Every change that someone must see is one event on the bus topic L{ChatRooms.top
 (``"room:<instance>"``); each adapter renders it for its own connections (ILIAS envelopes and
 userlists in L{ilchat.ilias.rendering}, IRC lines in L{ilchat.irc.bridge}).
 
+Across processes (several ``twistd ilchat`` on one Redis): every process has its own
+L{ChatRooms} for the client, and they replicate through their own events. L{ChatRooms.start}
+subscribes L{ChatRooms.apply_remote} to the topic and asks the others for their state (a
+``sync_request``; each answers with a ``snapshot``); every event another process publishes is
+applied to this state without publishing anything in return, so rooms, members and admissions
+are the same everywhere and every call above works for a member whatever process PHP or the
+member's connection talks to. Connections (``Member.connections``, ``Room.connections``) and
+``Room.joined`` stay this process's own; who is present cluster-wide is L{ChatRooms.presence}
+(L{ilchat.chat.cluster_presence}). L{ChatRooms.stop} publishes ``instance_stopping``;
+L{ChatRooms.instance_gone} is the call for a process that stopped or died.
+
 Messages: published first, then handed to a L{HistoryWriter} (batched background writes, retried
 on database errors) as the row C{stored_format(event)} makes (``chatroom_history.message``). A
 message whose row would be longer than C{max_stored_length} characters raises
@@ -46,10 +57,10 @@ L{ContentTooLong} before anything is published.
 """
 
 import itertools
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Set
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from ilchat.bus import IBus
@@ -63,6 +74,7 @@ from ilchat.chat.errors import (
     UnknownRoom,
     UnknownUser,
 )
+from ilchat.chat.cluster_presence import ClusterPresence, previous_run
 from ilchat.chat.history import HistoryRow, HistoryWriter, WriteBatch
 from ilchat.chat.model import Member, Room
 from ilchat.chat.presence import DISCONNECT_GRACE, Presence
@@ -106,6 +118,11 @@ class ChatRooms(Presence):
         stored_format: C{stored_format(message_event) -> str}, the ``chatroom_history.message``
             of a message (the ILIAS adapter's); by default the event's JSON.
         max_stored_length: the longest stored row, in characters.
+        handles_departure: C{handles_departure(gone, witnesses) -> bool}: whether this process
+            is the one that publishes the ``left`` events of a departed instance and moves its
+            users' rows (L{instance_gone}); C{witnesses} are the instances this process knew
+            alive when it learnt of the departure. By default the lowest name among the
+            witnesses still alive; a cluster lock can take its place.
     """
 
     _log = Logger()
@@ -121,6 +138,7 @@ class ChatRooms(Presence):
         stored_format: Optional[Callable[[Dict[str, Any]], str]] = None,
         max_stored_length: int = MAX_STORED_MESSAGE_LENGTH,
         history: Optional[HistoryWriter] = None,
+        handles_departure: Optional[Callable[[str, Set[str]], bool]] = None,
     ) -> None:
         self.instance = instance
         self.topic = f"room:{instance}"
@@ -133,9 +151,17 @@ class ChatRooms(Presence):
         self._stored_format = stored_format or dumps
         self.max_stored_length = max_stored_length
         self._rooms: Dict[int, Room] = {}
+        self.origin: str = getattr(bus, "instance", "local")
+        self.presence = ClusterPresence(self.origin)
+        # The instances known to be alive (this one, and every origin heard from since), and the
+        # departures waiting for their grace: name -> timer.
+        self._live: Set[str] = {self.origin}
+        self._departures: Dict[str, IDelayedCall] = {}
+        self._handles_departure = handles_departure or self._lowest_witness
+        self._unsubscribe: Optional[Callable[[], None]] = None
         # Message ids unique across the processes of a site: the bus instance and a counter.
         self._message_ids = itertools.count(1)
-        self._id_prefix = f"{getattr(bus, 'instance', 'local')}-"
+        self._id_prefix = f"{self.origin}-"
         #: Extra "is this name in use?" checks for name-only logins (the standalone chat). The IRC
         #: bridge adds one for its nicks, so that a name is unique among web and IRC users.
         self.name_checks: List[Callable[[str], bool]] = []
@@ -161,6 +187,26 @@ class ChatRooms(Presence):
     def rooms(self) -> List[Room]:
         """Every room of the instance."""
         return list(self._rooms.values())
+
+    def present(self, room_id: int) -> List[Dict[str, Any]]:
+        """The members present in a room on any process (``{"id", "name", "picture"}``)."""
+        return self.presence.present(room_id)
+
+    def live_instances(self) -> Set[str]:
+        """The instances this process knows to be alive, itself included."""
+        return set(self._live)
+
+    def held_only_here(self) -> Optional[List[int]]:
+        """
+        The members this process holds in some room and no other instance holds anywhere, for
+        the move of their ``chatroom_users`` rows at stop; None when this process knows no
+        other live instance (then every row is this process's to move).
+        """
+        if self._live == {self.origin}:
+            return None
+        ids = {user_id for _, user_id in self.presence.held_by(self.origin)}
+        return sorted(user_id for user_id in ids
+                      if not self.presence.held_elsewhere(user_id, self.origin))
 
     @property
     def history(self) -> Optional[HistoryWriter]:
@@ -189,6 +235,7 @@ class ChatRooms(Presence):
         if member is None:
             raise UnknownUser(f"unknown user {user_id}")
         room.members[user_id] = member
+        self._publish(events.admitted(self.now_ms(), room, member))
         return room
 
     def leave_room(self, room_id: int, user_id: int) -> None:
@@ -272,7 +319,7 @@ class ChatRooms(Presence):
         else:
             room = None
         ts = self.now_ms()
-        present = self._forget(member)
+        present = self._forget(member, room)
         self._publish(events.banned(ts, room, member, present))
         return True
 
@@ -398,18 +445,48 @@ class ChatRooms(Presence):
         room.connections.discard(connection)
         gone = member.connections.isdisjoint(room.connections)
         if gone:
-            room.remove_member(member.id)
+            room.joined.discard(member.id)
         self._publish(events.parted(self.now_ms(), room, connection, member, gone))
+        if gone and not self.presence.is_present(room.id, member.id):
+            room.remove_member(member.id)  # nobody holds them: out of the room, as after a grace
 
     # -- lifecycle --------------------------------------------------------------------------
 
+    async def start(self) -> None:
+        """
+        Apply the other processes' events from now on (L{apply_remote}), then ask them for
+        their state: a fresh ``sync_request`` once the subscription is in place, so that no
+        ``snapshot`` answer is published before this process listens.
+        """
+        self._unsubscribe = self._bus.subscribe(self.topic, self.apply_remote)
+        await self._bus.subscribed()
+        self.request_sync(fresh=True)
+
+    def request_sync(self, fresh: bool = False) -> None:
+        """
+        Ask every other process for a ``snapshot``: at start (C{fresh}), and when the bus is
+        connected to the other processes again after an outage (then this process's own state
+        goes with the request, and replaces what the others recorded for it).
+        """
+        self._bus.publish(self.topic, events.sync_request(self.now_ms(), fresh, self._known()))
+
     async def stop(self, timeout: float = 30.0) -> None:
         """
-        Cancel the timers and wait for queued history and session moves to be written.
+        Tell the other processes (``instance_stopping``), cancel the timers and wait for queued
+        history and session moves to be written.
 
         If the database is still failing after C{timeout} seconds, the unwritten history rows
         are logged in full (L{HistoryWriter.cancel}) and the stop goes on.
         """
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+            # Not applied here: what this process holds stays its own until it is gone.
+            self._bus.publish(self.topic, events.instance_stopping(self.now_ms()))
+        for call in self._departures.values():
+            if call.active():
+                call.cancel()
+        self._departures.clear()
         self._stop_presence()
         if self._history is not None:
             history = self._history
@@ -427,6 +504,179 @@ class ChatRooms(Presence):
             return d
         return self._history.drain()
 
+    # -- other processes --------------------------------------------------------------------
+
+    def instance_gone(self, name: str) -> None:
+        """
+        Another instance stopped (its ``instance_stopping``) or died (its heartbeat is missing:
+        ``ilchat.cluster`` calls this on every process). After the disconnect grace, what it
+        held ends: the one process that L{handles_departure <__init__>} publishes a ``left``
+        (with ``instance``) for each of its holdings and moves the ``chatroom_users`` rows of the
+        members nobody holds any more (C{on_member_gone}); every process drops the admissions of
+        those members in those rooms. A user who reconnects to another process within the grace
+        never disappears. Calling it again for a pending departure does nothing.
+        """
+        if name == self.origin or name in self._departures:
+            return
+        self._live.discard(name)
+        witnesses = set(self._live)
+        self.presence.depart(name)
+        self._departures[name] = self._reactor.callLater(
+            self._grace, self._departure_due, name, witnesses
+        )
+
+    def apply_remote(self, envelope: Mapping[str, Any]) -> None:
+        """
+        Bus subscriber of the topic: apply an event another process published to this state,
+        publishing nothing in return (except the ``snapshot`` that answers a ``sync_request``).
+        This process's own events were applied when it published them.
+        """
+        origin = envelope["origin"]
+        if origin == self.origin:
+            return
+        event = envelope["event"]
+        kind = event.get("type")
+        if kind == "instance_stopping":
+            self.instance_gone(origin)
+            return
+        if kind == "sync_request" and event.get("fresh") and origin not in self._departures \
+                and self.presence.held_by(origin):
+            # Started again under the same name (after a SIGKILL nobody noticed yet): what its
+            # previous run held ends after the grace, like any departure.
+            self.instance_gone(origin)
+        self._live.add(origin)
+        changes = self.presence.apply_event(origin, event)
+        handler = getattr(self, "_remote_" + str(kind), None)
+        if handler is not None:
+            handler(event)
+        if kind in ("parted", "left"):
+            for room_id, info, present in changes:
+                self._nobody_holds(room_id, info["id"])
+        if kind == "sync_request":
+            self._bus.publish(self.topic, events.snapshot(self.now_ms(), self._known()))
+
+    def _remote_room_created(self, event: Dict[str, Any]) -> None:
+        if event["room"] not in self._rooms:
+            self._rooms[event["room"]] = Room(event["room"], event["title"], event["owner"])
+
+    def _remote_connected(self, event: Dict[str, Any]) -> None:
+        self._known_member(event["member"])
+
+    def _remote_admitted(self, event: Dict[str, Any]) -> None:
+        member = self._known_member(event["member"])
+        room = self._rooms.get(event["room"])
+        if room is not None:
+            room.members[member.id] = member
+
+    def _remote_entered(self, event: Dict[str, Any]) -> None:
+        member = self._known_member(event["member"], named=True)
+        room = self._rooms.get(event["room"])
+        if room is None:
+            room = self._rooms[event["room"]] = Room(event["room"], event["title"])
+        room.members[member.id] = member  # entering needs an admission: it was admitted
+
+    def _remote_renamed(self, event: Dict[str, Any]) -> None:
+        member = self._members.get(event["member"]["id"])
+        if member is not None:
+            member.name = event["member"]["name"]
+            member.profile_picture_visible = bool(event["member"]["picture"])
+
+    def _remote_invited(self, event: Dict[str, Any]) -> None:
+        room = self._rooms.get(event["room"])
+        if room is not None:
+            room.members[event["invitee"]["id"]] = self._known_member(event["invitee"])
+
+    def _remote_room_left(self, event: Dict[str, Any]) -> None:
+        room = self._rooms.get(event["room"])
+        member = self._members.get(event["member"]["id"])
+        if room is not None:
+            room.joined.discard(event["member"]["id"])
+            if member is not None:
+                room.connections.difference_update(member.connections)
+
+    def _remote_kicked(self, event: Dict[str, Any]) -> None:
+        room = self._rooms.get(event["room"])
+        member = self._members.get(event["member"]["id"])
+        if room is not None:
+            room.remove_member(event["member"]["id"])
+            if member is not None:
+                room.connections.difference_update(member.connections)
+
+    def _remote_banned(self, event: Dict[str, Any]) -> None:
+        member = self._members.get(event["member"]["id"])
+        if member is not None:
+            self._forget(member)  # logged out here too: its connections here can no longer act
+
+    def _remote_snapshot(self, event: Dict[str, Any]) -> None:
+        for info in event.get("rooms", ()):
+            self._remote_room_created({"room": info["id"], "title": info["title"],
+                                       "owner": info["owner"]})
+        for info in event.get("members", ()):
+            member = self._known_member(info, named=True, touch=False)
+            for room_id in info.get("rooms", ()):
+                room = self._rooms.get(room_id)
+                if room is not None:
+                    room.members[member.id] = member
+
+    _remote_sync_request = _remote_snapshot
+
+    def _known_member(self, info: Mapping[str, Any], named: bool = False,
+                      touch: bool = True) -> Member:
+        """
+        The member of an event, registered here if new; C{named}: take its name too; C{touch}:
+        another process acted for them now (they are online there, whatever the grace here).
+        """
+        member = self._members.get(info["id"])
+        if member is None:
+            member = self._members[info["id"]] = Member(info["id"])
+        if (named or member.name is None) and info.get("name") is not None:
+            member.name = info["name"]
+            member.profile_picture_visible = bool(info.get("picture"))
+        if touch:
+            self._touched.add(member.id)
+        return member
+
+    def _nobody_holds(self, room_id: int, user_id: int) -> None:
+        """No instance holds the member in the room any more: out of it, as after a grace."""
+        room = self._rooms.get(room_id)
+        if room is None or user_id in room.joined:
+            return
+        room.remove_member(user_id)
+
+    def _known(self) -> Dict[str, Any]:
+        """What this process knows and holds, for a ``snapshot`` or ``sync_request``."""
+        return events.state(self.rooms(), list(self._members.values()),
+                            self.presence.held_by(self.origin))
+
+    def _departure_due(self, name: str, witnesses: Set[str]) -> None:
+        self._departures.pop(name, None)
+        key = previous_run(name)
+        publish = self._handles_departure(name, witnesses)
+        ts = self.now_ms()
+        ended: Dict[int, List[int]] = {}
+        for room_id, user_id in self.presence.held_by(key):
+            info = self.presence.member(user_id)
+            if publish:
+                self._publish(events.departed(ts, room_id, info, name))
+            else:
+                self.presence.discard(room_id, user_id, key)  # the decider's ``left`` follows
+            if not self.presence.is_present(room_id, user_id):
+                self._nobody_holds(room_id, user_id)
+                ended.setdefault(user_id, []).append(room_id)
+        self._log.info(
+            "Instance {name} gone from {instance}: {count} members out of their rooms{who}",
+            name=name, instance=self.instance, count=len(ended),
+            who="" if publish else " (another process publishes it)",
+        )
+        if publish and self._on_member_gone is not None:
+            for user_id, room_ids in sorted(ended.items()):
+                self._run_hook(self._on_member_gone, user_id, room_ids)
+
+    def _lowest_witness(self, gone: str, witnesses: Set[str]) -> bool:
+        """The default L{handles_departure <__init__>}: the lowest name still alive decides."""
+        alive = (witnesses & self._live) | {self.origin}
+        return min(alive) == self.origin
+
     # -- internals --------------------------------------------------------------------------
 
     def _require_room(self, room_id: int) -> Room:
@@ -441,15 +691,17 @@ class ChatRooms(Presence):
             raise NotLoggedIn("not logged in")
         return member
 
-    @staticmethod
-    def _in_room(room: Room, member: Member) -> bool:
+    def _in_room(self, room: Room, member: Member) -> bool:
         return (
             member.id in room.members
             or member.id in room.joined
+            or self.presence.is_present(room.id, member.id)
             or not member.connections.isdisjoint(room.connections)
         )
 
     def _publish(self, event: Dict[str, Any]) -> None:
+        # Applied here at once: this process's presence never waits for its own delivery.
+        self.presence.apply_event(self.origin, event)
         self._bus.publish(self.topic, event)
 
 

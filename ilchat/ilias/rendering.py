@@ -9,7 +9,9 @@ Socket.IO room ``"<id>_0"`` of each chat room, ``userlist`` snapshots, notices. 
 repository chat and the standalone chat (whose page speaks the same events) each own one.
 
 Userlists are kept here, per renderer: for each room the present members (from the presence
-events) in ascending id order with each member's entry encoded once, so that a userlist is two
+events, through L{ClusterPresence}: one entry per user whatever the processes holding them; a
+departure only when the last lets go; a ``connect`` notice only when the first takes hold;
+``snapshot`` presence applied silently, userlist only) in ascending id order with each member's entry encoded once, so that a userlist is two
 C-level joins and is spliced into the packet without encoding it again (a crowd of 1,000 joining
 one room sends each newcomer the full list: encoding those was 30 % of the server's CPU).
 
@@ -24,12 +26,13 @@ would be O(n²) frames, and the browser sees the change in the userlist.
 """
 
 import bisect
-from typing import Any, Dict, Iterable, List, Optional, Set, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import attrs
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from ilchat.chat.cluster_presence import Change, ClusterPresence
 from ilchat.jsonutil import dumps
 
 __all__ = [
@@ -171,6 +174,7 @@ class RoomRenderer:
     Args:
         reactor: C{seconds()} and C{callLater()} for the userlist windows.
         namespace: the Socket.IO namespace (C{emit}, C{emit_json}); set later is fine.
+        instance: this process's bus instance (L{ClusterPresence}'s C{own}).
     """
 
     _log = Logger()
@@ -180,7 +184,8 @@ class RoomRenderer:
     #: Rooms with more members than this fold the ``connect`` notices of a crowd.
     CROWD_SIZE = 100
 
-    def __init__(self, reactor: IReactorTime, namespace: Any = None) -> None:
+    def __init__(self, reactor: IReactorTime, namespace: Any = None,
+                 instance: Optional[str] = None) -> None:
         self.reactor = reactor
         self.namespace = namespace
         self._sockets: Dict[str, Any] = {}
@@ -191,6 +196,8 @@ class RoomRenderer:
         self._entries: Dict[int, Tuple[Optional[str], bool, Entry]] = {}
         # member id -> the rooms whose view lists them (for a rename).
         self._present_in: Dict[int, Set[int]] = {}
+        #: Who is present where, cluster-wide, from the events delivered so far.
+        self.presence = ClusterPresence(instance)
 
     # -- sockets ----------------------------------------------------------------------------
 
@@ -232,11 +239,12 @@ class RoomRenderer:
         if self.namespace is None:
             return
         event = envelope_["event"]
+        changes = self.presence.apply(envelope_)
         handler = getattr(self, "_on_" + str(event.get("type")), None)
         if handler is not None:
-            handler(event)
+            handler(event, changes)
 
-    def _on_entered(self, event: Dict[str, Any]) -> None:
+    def _on_entered(self, event: Dict[str, Any], changes: Sequence[Change] = ()) -> None:
         room_id, ts, conn = event["room"], event["ts"], event["connection"]
         member = event["member"]
         view = self._view(room_id)
@@ -249,7 +257,7 @@ class RoomRenderer:
         self._present(view, member)
         if not self._userlist_changed(view, room_id, ts) and socket is not None:
             self._emit_to([conn], "userlist", self._userlist_payload(view, room_id, ts))
-        if event["first"]:
+        if changes:  # the first instance to hold them in the room (``first`` is per instance)
             data = {"id": member["id"], "username": member["name"], "title": event["title"]}
             if socket is not None:
                 self._emit_to([conn], "notice",
@@ -259,15 +267,30 @@ class RoomRenderer:
                                 envelope("notice", ts, "connect", room_id, data=dict(data)),
                                 skip=[conn])
 
-    def _on_parted(self, event: Dict[str, Any]) -> None:
+    def _on_parted(self, event: Dict[str, Any], changes: Sequence[Change] = ()) -> None:
         socket = self._sockets.get(event["connection"])
         if socket is not None:
             socket.leave(room_name(event["room"]))
-        if event["gone"]:
+        if changes:  # gone, and no other instance holds them
             self._departed(event)
 
-    def _on_left(self, event: Dict[str, Any]) -> None:
-        self._departed(event)
+    def _on_left(self, event: Dict[str, Any], changes: Sequence[Change] = ()) -> None:
+        if changes:
+            self._departed(event)
+
+    def _on_snapshot(self, event: Dict[str, Any], changes: Sequence[Change] = ()) -> None:
+        """Another process's holdings, after a restart or an outage: userlists only."""
+        touched: Dict[int, _RoomView] = {}
+        for room_id, member, present in changes:
+            view = touched[room_id] = self._view(room_id)
+            if present:
+                self._present(view, member)
+            else:
+                self._absent(view, member["id"])
+        for room_id, view in sorted(touched.items()):
+            self._userlist_changed(view, room_id, event["ts"])
+
+    _on_sync_request = _on_snapshot
 
     def _departed(self, event: Dict[str, Any]) -> None:
         # ILIAS 10 sends the room id as a string here (spec §10.2).
@@ -280,7 +303,7 @@ class RoomRenderer:
             self._emit_room(room_id, "notice", envelope("notice", ts, "disconnected", key,
                                                         data={"username": member["name"]}))
 
-    def _on_room_left(self, event: Dict[str, Any]) -> None:
+    def _on_room_left(self, event: Dict[str, Any], changes: Sequence[Change] = ()) -> None:
         room_id, ts, member = event["room"], event["ts"], event["member"]
         view = self._view(room_id)
         self._absent(view, member["id"])
@@ -294,7 +317,7 @@ class RoomRenderer:
                         envelope("notice", ts, "private_room_left", room_id,
                                  data={"user": member["name"], "title": event["title"]}))
 
-    def _on_kicked(self, event: Dict[str, Any]) -> None:
+    def _on_kicked(self, event: Dict[str, Any], changes: Sequence[Change] = ()) -> None:
         room_id, ts, member = event["room"], event["ts"], event["member"]
         view = self._view(room_id)
         self._absent(view, member["id"])
@@ -310,7 +333,7 @@ class RoomRenderer:
         self._emit_room(room_id, "notice", envelope("notice", ts, "user_kicked", room_id,
                                                     data={"user": member["name"]}))
 
-    def _on_banned(self, event: Dict[str, Any]) -> None:
+    def _on_banned(self, event: Dict[str, Any], changes: Sequence[Change] = ()) -> None:
         ts, member, user_id = event["ts"], event["member"], event["member"]["id"]
         room_id = event["room"]
         if room_id is not None:
@@ -324,20 +347,22 @@ class RoomRenderer:
             self._userlist_changed(view, key, ts)
             self._emit_room(room_id, "notice", envelope("notice", ts, "user_kicked", key,
                                                         data={"user": member["name"]}))
-        for other in event["rooms"]:
+        for other, _, _ in changes:
+            if other == room_id:
+                continue
             view = self._view(other)
             self._absent(view, user_id)
             self._userlist_changed(view, other, ts)
         # The domain logged these sockets out: nothing meant for the member reaches them now.
         self._by_user.pop(user_id, None)
 
-    def _on_cleared(self, event: Dict[str, Any]) -> None:
+    def _on_cleared(self, event: Dict[str, Any], changes: Sequence[Change] = ()) -> None:
         room_id, ts = event["room"], event["ts"]
         self._emit_room(room_id, "clear", envelope("clear", ts, "history_has_been_cleared", room_id))
         self._emit_room(room_id, "notice",
                         envelope("notice", ts, "history_has_been_cleared", room_id))
 
-    def _on_invited(self, event: Dict[str, Any]) -> None:
+    def _on_invited(self, event: Dict[str, Any], changes: Sequence[Change] = ()) -> None:
         room_id, ts, title = event["room"], event["ts"], event["title"]
         host, invitee = event["host"], event["invitee"]
         self._emit_to(self.sockets_of([host["id"]]), "notice",
@@ -351,7 +376,7 @@ class RoomRenderer:
                       envelope("notice", ts, "user_invited_self", room_id,
                                data={"user": host["name"], "room": title}))
 
-    def _on_renamed(self, event: Dict[str, Any]) -> None:
+    def _on_renamed(self, event: Dict[str, Any], changes: Sequence[Change] = ()) -> None:
         member = event["member"]
         rooms = self._present_in.get(member["id"])
         if not rooms:
@@ -360,7 +385,7 @@ class RoomRenderer:
         for room_id in rooms:
             self._views[room_id].replace(member["id"], entry)
 
-    def _on_message(self, event: Dict[str, Any]) -> None:
+    def _on_message(self, event: Dict[str, Any], changes: Sequence[Change] = ()) -> None:
         payload = message_payload(event)
         target = event["target"]
         if target is None or target["public"]:
@@ -369,7 +394,7 @@ class RoomRenderer:
             self._emit_to(self.sockets_of([event["sender"]["id"], target["id"]]), "message",
                           payload)
 
-    def _on_typing(self, event: Dict[str, Any]) -> None:
+    def _on_typing(self, event: Dict[str, Any], changes: Sequence[Change] = ()) -> None:
         started, member = event["started"], event["member"]
         kind = "user_started_typing" if started else "user_stopped_typing"
         name = "userStartedTyping" if started else "userStoppedTyping"

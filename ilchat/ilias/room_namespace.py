@@ -126,11 +126,12 @@ class RoomNamespace:
             history=self.history,
             stored_format=stored_message,
         )
-        self.renderer = RoomRenderer(client.reactor)
+        self.renderer = RoomRenderer(client.reactor, instance=self.chat.origin)
         self.namespace: Any = None
         self._throttle = MessageThrottle(getattr(client, "policy", None), "/" + self.name, client.reactor)
         self._sockets: Dict[str, Any] = {}
         self._unsubscribe: Optional[Any] = None
+        self._unresumed: Optional[Any] = None
         self._registered: List[str] = []
         # A client repeating a refused event thousands of times costs two log lines, not thousands.
         self._repeats = RepeatedLog(self._log, client.reactor)
@@ -166,6 +167,10 @@ class RoomNamespace:
         ns.on_disconnect = self.on_disconnect
         self.renderer.namespace = ns
         self._unsubscribe = self.client.bus.subscribe(self.chat.topic, self.renderer.deliver)
+        # The other processes' state (rooms, members, admissions, presence), before any socket
+        # or backend call is served; again whenever the bus reaches them after an outage.
+        await self.chat.start()
+        self._unresumed = self.client.bus.on_resumed(self.chat.request_sync)
         routes = self.client.routes
         routes.register("Connect", self.action_Connect, (2,))
         routes.register("CreatePrivateRoom", self.action_CreatePrivateRoom, (3, 4))
@@ -180,17 +185,45 @@ class RoomNamespace:
         self._registered = list(self.ACTIONS)
 
     async def stop(self) -> None:
-        """Stop serving, cancel the timers and wait until the history is written."""
+        """
+        Stop serving, cancel the timers and wait until the history is written; in a cluster,
+        move the ``chatroom_users`` rows of the users only this process holds.
+        """
         for action in self._registered:
             self.client.routes.unregister(action)
         self._registered = []
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        if self._unresumed is not None:
+            self._unresumed()
+            self._unresumed = None
         self.renderer.stop()
         self._repeats.flush()
+        alone = self.chat.held_only_here()
         await self.chat.stop()
         await self.journal.close()
+        if getattr(getattr(self.client, "server_config", None), "redis", None) is not None:
+            # Without Redis the service moves every row once all components stopped. With it,
+            # the other processes' users are online: only ours go (every row if nobody else is
+            # known to run). TODO(ilchat.cluster): ask the LocalCluster/RedisCluster instead.
+            await self._move_at_stop(alone)
+
+    async def _move_at_stop(self, users: Optional[List[int]]) -> None:
+        now = int(self.reactor.seconds())
+        try:
+            if users is None:
+                moved = await self.store.move_all_users_to_sessions(now)
+            else:
+                moved = await self.store.move_users_to_sessions(users, now)
+        except Exception:
+            self._log.failure("Moving the users of {name} to sessions at stop failed",
+                              name=self.name)
+            return
+        self._log.info("{moved} chatroom_users rows of {name} moved to sessions at stop ({who})",
+                       moved=moved, name=self.name,
+                       who="no other instance known" if users is None
+                       else f"{len(users)} users held only here")
 
     # -- persistence hooks ------------------------------------------------------------------
 
@@ -412,10 +445,9 @@ def rooms_body(chat: ChatRooms) -> Dict[str, Any]:
     rooms = {}
     for room in chat.rooms():
         users = []
-        for user_id in sorted(room.joined):
-            member = chat.get_member(user_id)
-            if member is not None:
-                users.append(ilias_user(member_info(member)))
+        for present in chat.present(room.id):
+            member = chat.get_member(present["id"])
+            users.append(ilias_user(present if member is None else member_info(member)))
         rooms[room_name(room.id)] = {"id": room.id, "title": room.title, "owner": room.owner,
                                      "users": users}
     return {"rooms": rooms}

@@ -28,7 +28,7 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from ilchat.chat.events import presence_changes
+from ilchat.chat.cluster_presence import ClusterPresence
 from ilchat.chat.rooms import ChatError, ChatRooms, ContentTooLong
 from ilchat.irc.message import Message
 from ilchat.irc.network import Channel, ChannelLink, IrcNetwork, RemoteUser, irc_lower
@@ -126,9 +126,9 @@ class RoomBridge:
         self._prefix = irc_lower(channel_name(self.instance, 0)[:-1])
         self._host = (_HOST_BAD.sub("-", self.instance) or "client") + ".ilias"
         # What the bridge knows of the rooms, from the domain at start and then from events
-        # only: titles, and who is present (member id -> name) for channels made later.
+        # only: titles, and who is present on any process, for channels made later.
         self._titles: Dict[int, str] = {}
-        self._present: Dict[int, Dict[int, Optional[str]]] = {}
+        self._presence = ClusterPresence()
         self._suppress_part: Set[Any] = set()
         self._unsubscribe: Any = None
         self._counter = 0
@@ -140,10 +140,7 @@ class RoomBridge:
         self.bus = bus
         for room in self.chat.rooms():
             self._titles[room.id] = room.title
-            self._present[room.id] = {
-                user_id: getattr(self.chat.get_member(user_id), "name", None)
-                for user_id in room.joined
-            }
+        self._presence = self.chat.presence.copy()
         self._unsubscribe = bus.subscribe(self.chat.topic, self._deliver)
         self.network.resolvers.append(self)
         self.network.on_quit.append(self._irc_user_gone)
@@ -210,9 +207,9 @@ class RoomBridge:
         self.channels[room_id] = channel
         # Browser users already present appear without JOIN lines: nobody on IRC is there yet.
         # Who is present is the bridge's own record, built from the room events.
-        for user_id, name in sorted(self._present.get(room_id, {}).items()):
-            if not self._is_irc_id(user_id):
-                remote = self._remote_for(user_id, name)
+        for member in self._presence.present(room_id):
+            if not self._is_irc_id(member["id"]):
+                remote = self._remote_for(member["id"], member["name"])
                 channel.members[remote] = set()
                 remote.channels.add(channel)
         return channel
@@ -348,15 +345,29 @@ class RoomBridge:
     def _deliver(self, envelope: Dict[str, Any]) -> None:
         """Bus subscriber: the room events as IRC lines, from the event and the bridge's state."""
         event = envelope["event"]
-        for room_id, member, present in presence_changes(event):
-            people = self._present.setdefault(room_id, {})
-            if present:
-                people[member["id"]] = member["name"]
-            else:
-                people.pop(member["id"], None)
+        departed = self._presence.apply(envelope)
+        kind = event.get("type")
+        if kind in ("parted", "left") and not departed:
+            return  # another process still holds them in the room: no PART
+        if kind in ("snapshot", "sync_request"):
+            self._holdings_replaced(departed)
+            return
         handler = getattr(self, "_on_" + str(event.get("type")), None)
         if handler is not None:
             handler(event)
+
+    def _holdings_replaced(self, changes: List[Any]) -> None:
+        """Another process's holdings after its restart or an outage: JOINs and PARTs."""
+        for room_id, member, present in changes:
+            channel = self._channel_for(room_id)
+            if channel is None or self._is_irc_id(member["id"]):
+                continue
+            if present:
+                remote = self._remote_for(member["id"], member["name"])
+                if remote not in channel.members:
+                    self.network.add_member(channel, remote)
+            else:
+                self._remove_remote(channel, member["id"], "PART", "Disconnected")
 
     def _channel_for(self, room_id: Any) -> Optional[Channel]:
         channel = self.channels.get(room_id)

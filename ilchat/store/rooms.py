@@ -25,6 +25,8 @@ Methods (all return Deferreds / are coroutines):
   ``usr_data.login`` in one transaction (a login reads both: one round trip to the pool)
 * ``move_all_users_to_sessions(now_s) -> int`` rows moved (spec 4.2 ``disconnectAllUsers``)
 * ``move_user_to_sessions(user_id, room_ids, now_s) -> int`` (spec 4.2 ``disconnectUser``)
+* ``move_users_to_sessions(user_ids, now_s) -> int`` every row of those users (a cluster
+  process that stops: the users only it holds)
 * ``is_banned(room_id, user_id) -> bool``
 
 History writes use :meth:`Database.run_interaction_retrying`: a transient error (the server went
@@ -303,6 +305,33 @@ class RoomStore:
             return len(rows)
 
         return await self.db.run_interaction("move_user_to_sessions", move_user_to_sessions_txn)
+
+    async def move_users_to_sessions(self, user_ids: Iterable[int], now_s: int) -> int:
+        """
+        Turn every ``chatroom_users`` row of C{user_ids} into a session ending at ``now_s``.
+
+        What a process of a cluster does at stop for the users only it holds: the rows of users
+        online on another process stay. Returns the number of rows moved.
+        """
+        ids = sorted({int(u) for u in user_ids})
+        if not ids:
+            return 0
+
+        def move_users_to_sessions_txn(txn: Transaction) -> int:
+            rows: List[Dict[str, Any]] = []
+            for start in range(0, len(ids), 500):  # bounded IN lists
+                chunk = ids[start:start + 500]
+                rows.extend(txn.select(
+                    "SELECT room_id, user_id, userdata, connected FROM chatroom_users"
+                    " WHERE user_id IN ({}) ORDER BY room_id, user_id{}".format(
+                        ", ".join("?" * len(chunk)), txn.engine.for_update
+                    ),
+                    tuple(chunk),
+                ))
+            _session_rows_txn(txn, rows, int(now_s))
+            return len(rows)
+
+        return await self.db.run_interaction("move_users_to_sessions", move_users_to_sessions_txn)
 
     async def is_banned(self, room_id: int, user_id: int) -> bool:
         """True when ``chatroom_bans`` (written by PHP) bans the user from the room."""

@@ -1,0 +1,282 @@
+"""
+The room domain across processes, without processes: two or three L{ChatRooms} on strict
+L{LocalBus}es wired to each other, on one fake clock, each with its own L{RoomRenderer}.
+
+Each bus forwards what its own process publishes to the others (as Redis does, on a later
+turn, in each publisher's order), so every assertion here is about what the real cluster
+tests (``tests/cluster``) check with processes, only fast and deterministic.
+"""
+
+from typing import Any, Dict, List
+
+from twisted.internet import task
+from twisted.trial.unittest import SynchronousTestCase
+
+from ilchat.bus import LocalBus
+from ilchat.chat.cluster_presence import ClusterPresence
+from ilchat.chat.rooms import ChatRooms, NotInRoom, NotLoggedIn
+from ilchat.ilias.rendering import RoomRenderer
+from ilchat.ilias.room_namespace import rooms_body
+from tests.chat.test_rooms import _Namespace, _Recorder, _Socket
+
+TOPIC = "room:onscreen"
+
+
+class _Node:
+    """One process: its bus, domain, renderer and the rows its hook would move."""
+
+    def __init__(self, name: str, clock: task.Clock) -> None:
+        self.name = name
+        self.bus = LocalBus(name, clock, strict=True)
+        self.gone: List[tuple] = []
+        self.chat = ChatRooms("onscreen", self.bus, clock,
+                              on_member_gone=lambda uid, rooms: self.gone.append((uid, rooms)))
+        self.rec = _Recorder(clock)
+        self.renderer = RoomRenderer(clock, _Namespace(self.rec), instance=name)
+        self.bus.subscribe(TOPIC, self.rec.event_seen)
+        self.bus.subscribe(TOPIC, self.renderer.deliver)
+
+    def login(self, conn: str, user_id: int, name: str) -> None:
+        assert self.chat.login(conn, user_id, name) is not None
+        self.renderer.add_socket(_Socket(conn, self.rec), user_id)
+
+    def lose(self, conn: str) -> None:
+        self.renderer.remove_socket(conn)
+        self.chat.connection_lost(conn)
+
+    def userlist(self, room: int = 1) -> List[int]:
+        return list(self.renderer._view(room).ids)
+
+
+class ClusterRoomsMixin:
+    names = ("node-1", "node-2")
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.clock.advance(1795301006.833)
+        self.nodes: List[_Node] = []
+        for name in self.names:
+            self.add_node(name)
+        self.a, self.b = self.nodes[0], self.nodes[1]
+        self.a.chat.add_room(1)
+        self.a.chat.add_room(2)
+        self.settle()
+
+    def add_node(self, name: str) -> _Node:
+        node = _Node(name, self.clock)
+        for other in self.nodes:
+            self._wire(node, other)
+            self._wire(other, node)
+        self.nodes.append(node)
+        self.successResultOf(node.chat.start())
+        return node
+
+    @staticmethod
+    def _wire(source: _Node, target: _Node) -> None:
+        def forward(envelope: Dict[str, Any]) -> None:
+            if envelope["origin"] == source.name:
+                target.bus.deliver(envelope)
+
+        source.bus.subscribe(TOPIC, forward)
+
+    def settle(self) -> None:
+        for _ in range(10):
+            self.clock.advance(0)
+
+    def connect(self, node: _Node, user_id: int, room: int = 1) -> None:
+        """PHP's Connect and EnterPrivateRoom, to C{node}."""
+        node.chat.connect(user_id)
+        node.chat.add_room_member(room, user_id)
+        self.settle()
+
+    def enter(self, node: _Node, conn: str, user_id: int, name: str, room: int = 1) -> None:
+        node.login(conn, user_id, name)
+        node.chat.enter_room(conn, room)
+        self.settle()
+
+
+class ReplicationTests(ClusterRoomsMixin, SynchronousTestCase):
+    def test_rooms_and_admissions_reach_every_process(self) -> None:
+        """PHP calls node 1; the browser is on node 2: it enters, and both list it once."""
+        self.assertEqual(sorted(r.id for r in self.b.chat.rooms()), [1, 2])
+        self.connect(self.a, 7)
+        self.enter(self.b, "b7", 7, "bob")
+        self.assertEqual(self.a.userlist(), [7])
+        self.assertEqual(self.b.userlist(), [7])
+        self.assertEqual([u["id"] for u in rooms_body(self.a.chat)["rooms"]["1_0"]["users"]], [7])
+        self.assertRaises(NotInRoom, self.b.chat.enter_room, "b7", 2)
+
+    def test_tabs_on_two_processes_are_one_entry_and_one_departure(self) -> None:
+        self.connect(self.a, 7)
+        self.connect(self.a, 8)
+        self.enter(self.a, "a8", 8, "ann")
+        self.enter(self.a, "a7", 7, "bob")
+        self.a.rec.clear()
+        self.enter(self.b, "b7", 7, "bob")
+        self.assertEqual(self.a.userlist(), [7, 8])
+        self.assertEqual(self.b.userlist(), [7, 8])
+        # No "connect" notice for the second tab, on either process.
+        self.assertNotIn("notice:connect", self.a.rec.events("a8"))
+        self.a.lose("a7")
+        self.clock.advance(16)
+        self.settle()
+        self.assertEqual(self.a.userlist(), [7, 8])
+        self.assertNotIn("notice:disconnected", self.a.rec.events("a8"))
+        self.assertEqual(self.a.gone, [])  # bob is online on node 2: his rows stay
+        self.assertIn(7, self.a.chat.get_room(1).members)
+        # The last tab goes: now everyone sees the departure, and node 2 moves the rows.
+        self.b.lose("b7")
+        self.clock.advance(16)
+        self.settle()
+        self.assertEqual(self.a.userlist(), [8])
+        self.assertIn("notice:disconnected", self.a.rec.events("a8"))
+        self.assertEqual(self.b.gone, [(7, [1])])
+        self.assertEqual(self.a.gone, [])
+        self.assertNotIn(7, self.a.chat.get_room(1).members)
+
+    def test_whispers_typing_and_messages_across(self) -> None:
+        self.connect(self.a, 7)
+        self.connect(self.b, 8)
+        self.enter(self.a, "a7", 7, "bob")
+        self.enter(self.b, "b8", 8, "ann")
+        self.a.chat.post_message("a7", 1, "psst", {}, {"id": 8, "public": 0})
+        self.a.chat.typing("a7", 1, True)
+        self.settle()
+        got = self.b.rec.received("b8")
+        whisper = [p for e, p in got if e == "message"]
+        self.assertEqual(whisper[0]["target"], {"username": "ann", "id": 8, "public": 0})
+        self.assertIn("userStartedTyping", [e for e, _ in got])
+
+    def test_kick_ban_clear_invite_from_either_process(self) -> None:
+        self.connect(self.a, 7)
+        self.connect(self.a, 8)
+        self.enter(self.b, "b7", 7, "bob")
+        self.enter(self.b, "b8", 8, "ann")
+        self.assertTrue(self.a.chat.kick(1, 7))
+        self.settle()
+        self.assertIn("userjustkicked", self.b.rec.events("b7"))
+        self.assertEqual(self.b.userlist(), [8])
+        self.assertRaises(NotInRoom, self.b.chat.enter_room, "b7", 1)
+        self.a.chat.clear(1)
+        self.a.chat.invite(2, 8, 7)
+        self.settle()
+        self.assertIn("clear", self.b.rec.events("b8"))
+        self.assertIn("user_invited", self.b.rec.events("b7"))
+        self.b.chat.enter_room("b7", 2)
+        self.assertTrue(self.a.chat.ban(1, 8))
+        self.settle()
+        self.assertIn("userjustbanned", self.b.rec.events("b8"))
+        self.assertRaises(NotLoggedIn, self.b.chat.post_message, "b8", 1, "hi")
+
+    def test_a_late_process_catches_up(self) -> None:
+        self.connect(self.a, 7)
+        self.enter(self.a, "a7", 7, "bob")
+        self.connect(self.b, 8)
+        self.enter(self.b, "b8", 8, "ann")
+        late = self.add_node("node-3")
+        self.settle()
+        self.assertEqual(sorted(r.id for r in late.chat.rooms()), [1, 2])
+        self.assertEqual(late.userlist(), [7, 8])
+        self.assertIn(7, late.chat.get_room(1).members)
+        late.login("c7", 7, "bob")
+        late.chat.enter_room("c7", 1)
+        self.settle()
+        # Applying the same snapshot again changes nothing.
+        self.b.chat.request_sync(fresh=False)
+        self.settle()
+        self.assertEqual(late.userlist(), [7, 8])
+        self.assertEqual(late.chat.presence.holders(1, 7), {"node-1", "node-3"})
+
+
+class DepartureTests(ClusterRoomsMixin, SynchronousTestCase):
+    names = ("node-1", "node-2", "node-3")
+
+    def test_a_clean_stop_ends_its_holdings_after_the_grace_published_once(self) -> None:
+        a, b, c = self.nodes
+        self.connect(a, 7)
+        self.connect(a, 8)
+        self.enter(a, "a7", 7, "bob")
+        self.enter(a, "a8", 8, "ann")
+        self.connect(c, 9)
+        self.enter(c, "c9", 9, "cyd")
+        self.successResultOf(a.chat.stop())
+        self.settle()
+        # bob reconnects to node 3 within the grace; ann does not come back.
+        self.clock.advance(5)
+        c.login("c7", 7, "bob")
+        c.chat.enter_room("c7", 1)
+        self.settle()
+        c.rec.clear()
+        self.clock.advance(11)
+        self.settle()
+        self.assertEqual(b.userlist(), [7, 9])
+        self.assertEqual(c.userlist(), [7, 9])
+        events = c.rec.events("c9")
+        self.assertEqual(events.count("notice:disconnected"), 1)  # ann's only
+        lefts = [e for e in b.rec.events_published if e["type"] == "left"]
+        self.assertEqual([(e["member"]["id"], e["instance"]) for e in lefts],
+                         [(7, "node-1"), (8, "node-1")])
+        # node 2, the lowest name that saw it, moved ann's rows; nobody moved bob's.
+        self.assertEqual(b.gone, [(8, [1])])
+        self.assertEqual(c.gone, [])
+        self.assertNotIn(8, c.chat.get_room(1).members)
+        self.assertNotIn("node-1", c.chat.live_instances())
+
+    def test_instance_gone_twice_and_a_restart_under_the_same_name(self) -> None:
+        a, b, c = self.nodes
+        self.connect(a, 7)
+        self.enter(a, "a7", 7, "bob")
+        for node in (b, c):
+            node.chat.instance_gone("node-1")  # a SIGKILL, as ilchat.cluster would report it
+            node.chat.instance_gone("node-1")
+        # It starts again under its name and bob's page reconnects to it.
+        restarted = _Node("node-1", self.clock)
+        self.nodes[0] = restarted
+        for other in (b, c):
+            self._wire(restarted, other)
+            self._wire(other, restarted)
+        self.successResultOf(restarted.chat.start())
+        self.settle()
+        restarted.chat.connect(7)
+        self.settle()
+        self.assertIn(7, restarted.chat.get_room(1).members)
+        restarted.login("r7", 7, "bob")
+        restarted.chat.enter_room("r7", 1)
+        self.settle()
+        self.clock.advance(16)
+        self.settle()
+        for node in (b, c, restarted):
+            self.assertEqual(node.userlist(), [7], node.name)
+        self.assertEqual(b.gone + c.gone, [])
+
+    def test_held_only_here(self) -> None:
+        a, b, _ = self.nodes
+        self.connect(a, 7)
+        self.connect(a, 8)
+        self.enter(a, "a7", 7, "bob")
+        self.enter(a, "a8", 8, "ann")
+        self.enter(b, "b8", 8, "ann")
+        self.assertEqual(a.chat.held_only_here(), [7])
+        alone = ChatRooms("onscreen", LocalBus("x", self.clock), self.clock)
+        self.assertIsNone(alone.held_only_here())
+
+
+class ClusterPresenceTests(SynchronousTestCase):
+    """The helper itself: the union of holdings, whatever the interleaving."""
+
+    def test_union_and_previous_runs(self) -> None:
+        presence = ClusterPresence()
+        bob = {"id": 7, "name": "bob", "picture": False}
+        entered = {"type": "entered", "room": 1, "member": bob, "connection": "x", "title": "t",
+                   "first": True}
+        self.assertEqual(presence.apply_event("n1", entered), [(1, bob, True)])
+        self.assertEqual(presence.apply_event("n2", entered), [])
+        self.assertEqual(presence.apply_event("n1", {"type": "left", "room": 1, "member": bob}), [])
+        presence.apply_event("n2", {"type": "instance_stopping"})
+        presence.apply_event("n2", entered)  # back on the restarted n2
+        self.assertEqual(presence.holders(1, 7), {"n2", "n2~"})
+        departed = {"type": "left", "room": 1, "member": bob, "instance": "n2"}
+        self.assertEqual(presence.apply_event("n3", departed), [])
+        self.assertEqual(presence.holders(1, 7), {"n2"})
+        self.assertEqual(presence.apply_event("n2", {"type": "snapshot", "held": [],
+                                                      "members": []}), [(1, bob, False)])
