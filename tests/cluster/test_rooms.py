@@ -1,0 +1,230 @@
+"""
+The repository chat's rooms across real ``twistd ilchat`` processes on one Redis and one
+MariaDB database: PHP's calls to any process act for users on every process, userlists have
+one entry per user, a late process catches up, and a clean stop loses nobody who reconnects.
+
+Browsers are python-socketio clients (``tests.ilias.repository_support.Browser``) on different
+nodes; PHP's calls are HTTP with the client's Basic auth, sent to whichever node the scenario
+says. The disconnect grace is the real 15 s here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from twisted.trial.unittest import TestCase
+
+from tests.ilias.repository_support import Browser, sleep, wait_until
+from tests.support.cluster import Cluster, ClusterNode, start_cluster
+from tests.support.db import fetch_rows_async, insert_rows_async
+from tests.support.http import Response, http_request
+from tests.support.server import DEFAULT_CLIENT
+
+NAME = DEFAULT_CLIENT["name"]
+GRACE = 15.0
+
+
+class _Node:
+    """What L{Browser} needs of a server: where it is."""
+
+    def __init__(self, node: ClusterNode) -> None:
+        self.base_url = node.url
+
+
+class ClusterRoomsMixin:
+    cluster: Cluster
+
+    async def start_nodes(self, size: int, running: int) -> Cluster:
+        self.cluster = await start_cluster(self, size=size, start=False)
+        await insert_rows_async(self.cluster.database, "chatroom_settings",
+                                [{"room_id": 1}, {"room_id": 2}])
+        for node in self.cluster.nodes[:running]:
+            await self.cluster.start(node.name)
+        self.browsers: List[Browser] = []
+        self.addCleanup(self._close_browsers)
+        return self.cluster
+
+    async def _close_browsers(self) -> None:
+        for browser in self.browsers:
+            await browser.close()
+
+    def node(self, index: int) -> ClusterNode:
+        return self.cluster.nodes[index - 1]
+
+    async def php(self, node: int, action: str, *segments: Any) -> Response:
+        """PHP's ``GET /backend/<action>/<client>/...`` to node C{node} (1-based)."""
+        path = "/".join(["", "backend", action, NAME, *(str(s) for s in segments)])
+        auth = DEFAULT_CLIENT["auth"]
+        token = base64.b64encode(f"{auth['key']}:{auth['secret']}".encode()).decode()
+        return await http_request(self.node(node).url + path,
+                                  headers={"Authorization": f"Basic {token}"})
+
+    async def admit(self, node: int, user_id: int, login: str, room: int = 1,
+                    row: bool = True) -> None:
+        """PHP's Connect and EnterPrivateRoom to node C{node}, and PHP's chatroom_users row."""
+        self.assertEqual((await self.php(node, "Connect", room, user_id)).json(), {"status": 200})
+        if row:
+            await insert_rows_async(self.cluster.database, "chatroom_users", [{
+                "room_id": room, "user_id": user_id,
+                "userdata": json.dumps({"login": login, "id": user_id}, separators=(",", ":")),
+                "connected": int(time.time()),
+            }])
+        self.assertEqual((await self.php(node, "EnterPrivateRoom", room, user_id)).json(),
+                         {"success": True})
+
+    async def tab(self, node: int, user_id: int, login: str, room: int = 1) -> Browser:
+        """A browser tab on node C{node}: login and enterRoom."""
+        browser = Browser(_Node(self.node(node)), "/" + NAME)  # type: ignore[arg-type]
+        self.browsers.append(browser)
+        await browser.connect()
+        await browser.emit("login", login, user_id, False)
+        await browser.wait_for("loggedIn", timeout=20)
+        await browser.emit("enterRoom", room)
+        await browser.wait_for("private_room_entered", timeout=20)
+        return browser
+
+    async def userlist_is(self, browser: Browser, ids: List[int], what: str = "") -> None:
+        """Wait until the tab's latest userlist holds exactly these user ids."""
+        def latest() -> Optional[List[int]]:
+            lists = browser.payloads("userlist")
+            return sorted(int(k) for k in lists[-1]["users"]) if lists else None
+
+        await wait_until(lambda: latest() == sorted(ids), 20, f"userlist {ids} {what}: {latest()}")
+        users = browser.payloads("userlist")[-1]["users"]
+        self.assertEqual(len(users), len(ids))  # one entry per user, whatever their tabs
+
+    async def rows(self, sql: str) -> List[Dict[str, Any]]:
+        return await fetch_rows_async(self.cluster.database, sql)
+
+    async def users_rows(self) -> List[Tuple[int, int]]:
+        return [(r["room_id"], r["user_id"]) for r in await self.rows(
+            "SELECT room_id, user_id FROM chatroom_users ORDER BY room_id, user_id")]
+
+
+class RoomsAcrossProcessesTests(ClusterRoomsMixin, TestCase):
+    timeout = 240
+
+    async def test_one_room_on_two_processes(self) -> None:
+        """Messages, userlists, typing, whispers, kicks, clears, invitations and bans cross."""
+        await self.start_nodes(size=2, running=2)
+        # PHP talks to the other node than the browser, every time.
+        await self.admit(2, 6, "alice")
+        alice = await self.tab(1, 6, "alice")
+        await self.admit(1, 7, "bob")
+        bob = await self.tab(2, 7, "bob")
+        await self.admit(2, 8, "carol")
+        carol = await self.tab(2, 8, "carol")
+        bob_again = await self.tab(1, 7, "bob")  # a second tab, on the other process
+        for browser in (alice, bob, carol, bob_again):
+            await self.userlist_is(browser, [6, 7, 8])
+        # The second tab brought no "connect" notice: bob was there already.
+        await sleep(0.5)
+        self.assertEqual(len(alice.payloads("notice", "connect")), 2)  # bob, carol
+
+        await alice.emit("message", {"content": "hello", "format": {}}, 1)
+        for browser in (bob, carol, bob_again):
+            await browser.wait_for("message", "hello")
+        await alice.emit("userStartedTyping", 1)
+        await bob.wait_for("userStartedTyping")
+        await carol.wait_for("userStartedTyping")
+        target = {"username": "bob", "id": 7, "public": 0}
+        await alice.emit("message", {"content": "psst", "format": {}, "target": target}, 1)
+        whisper = await bob.wait_for("message", "psst")
+        self.assertEqual(whisper["target"], target)
+        await bob_again.wait_for("message", "psst")
+        await carol.emit("message", {"content": "after", "format": {}}, 1)
+        await alice.wait_for("message", "after")
+        await bob.wait_for("message", "after")
+        self.assertEqual(carol.payloads("message", "psst"), [])
+        await self._history_count(3)
+
+        # bob closes his tab on node 1: his other tab holds him, nobody sees him go.
+        await bob_again.close()
+        await sleep(GRACE + 2)
+        self.assertEqual(alice.payloads("notice", "disconnected"), [])
+        await self.userlist_is(alice, [6, 7, 8], "after bob's first tab")
+        self.assertIn((1, 7), await self.users_rows())
+
+        # PHP's moderation, to the process bob is not on, and the other way round.
+        self.assertEqual((await self.php(1, "Kick", 1, 7)).json(), {"success": True})
+        await bob.wait_for("userjustkicked")
+        await alice.wait_for("notice", "user_kicked")
+        await self.userlist_is(carol, [6, 8], "after the kick")
+        self.assertEqual((await self.php(2, "ClearMessages", 1, 6)).json(), {"success": True})
+        await alice.wait_for("clear")
+        await carol.wait_for("clear")
+        self.assertEqual((await self.php(1, "InvitePrivateRoom", 2, 8, 7)).json(),
+                         {"success": True})
+        invited = await bob.wait_for("user_invited")
+        self.assertEqual(invited["roomId"], 2)
+        await carol.wait_for("notice", "user_invited")
+        await bob.emit("enterRoom", 2)
+        await bob.wait_for("private_room_entered", count=2)
+        self.assertEqual((await self.php(1, "Ban", 1, 8)).json(), {"success": True})
+        await carol.wait_for("userjustbanned")
+        await self.userlist_is(alice, [6], "after the ban")
+        rooms = (await self.php(1, "GetRooms")).json()["rooms"]
+        self.assertEqual([u["id"] for u in rooms["2_0"]["users"]], [7])
+        self.assertEqual([u["id"] for u in rooms["1_0"]["users"]], [6])
+
+    async def _history_count(self, count: int) -> None:
+        """Every message is one chatroom_history row, written by the process that took it."""
+        async def counted() -> int:
+            return len(await self.rows("SELECT hist_id FROM chatroom_history"))
+
+        deadline = time.monotonic() + 20
+        while await counted() < count and time.monotonic() < deadline:
+            await sleep(0.1)
+        await sleep(0.5)
+        self.assertEqual(await counted(), count)
+
+    async def test_late_process_and_a_clean_stop(self) -> None:
+        """
+        A third process started later knows everything; a node that stops cleanly loses
+        nobody who reconnects elsewhere, and leaves the rows of users online elsewhere.
+        """
+        await self.start_nodes(size=3, running=2)
+        await self.admit(1, 6, "alice", row=False)
+        alice = await self.tab(1, 6, "alice")
+        await self.admit(2, 7, "bob", row=False)
+        bob = await self.tab(2, 7, "bob")
+        await self.admit(1, 9, "dave", row=False)
+        dave_1 = await self.tab(1, 9, "dave")
+        await self.tab(2, 9, "dave")
+        await self.cluster.start("node-3")
+        await self.admit(3, 8, "carol", row=False)
+        carol = await self.tab(3, 8, "carol")
+        await self.userlist_is(carol, [6, 7, 8, 9], "on the late node")
+        rooms = (await self.php(3, "GetRooms")).json()["rooms"]
+        self.assertEqual([u["id"] for u in rooms["1_0"]["users"]], [6, 7, 8, 9])
+        # PHP's rows, written once every node runs (a start moves every row: not this test's).
+        now = int(time.time())
+        await insert_rows_async(self.cluster.database, "chatroom_users", [
+            {"room_id": 1, "user_id": uid, "connected": now,
+             "userdata": json.dumps({"login": login, "id": uid})}
+            for uid, login in ((6, "alice"), (7, "bob"), (8, "carol"), (9, "dave"))])
+        for browser in (bob, carol):
+            browser.clear()
+
+        self.assertEqual(await self.cluster.stop("node-1"), 0)
+        await wait_until(lambda: alice.disconnected.is_set() and dave_1.disconnected.is_set(),
+                         20, "node-1's tabs disconnected")
+        # Only alice was held by node 1 alone: her row went to sessions, dave's stayed.
+        self.assertEqual(await self.users_rows(), [(1, 7), (1, 8), (1, 9)])
+        sessions = await self.rows("SELECT user_id FROM chatroom_sessions")
+        self.assertEqual([r["user_id"] for r in sessions], [6])
+        # alice's page reconnects to node 2 within the grace.
+        alice_again = await self.tab(2, 6, "alice")
+        await sleep(GRACE + 3)
+        for browser in (bob, carol, alice_again):
+            self.assertEqual(browser.payloads("notice", "disconnected"), [])
+            await self.userlist_is(browser, [6, 7, 8, 9], "after node-1 stopped")
+        self.assertEqual(await self.users_rows(), [(1, 7), (1, 8), (1, 9)])
+        await alice_again.emit("message", {"content": "still here", "format": {}}, 1)
+        await carol.wait_for("message", "still here")
+        log = self.node(2).log_text()
+        self.assertIn("Instance node-1 gone", log)
+        self.assertIn("Instance node-1 gone", self.node(3).log_text())
