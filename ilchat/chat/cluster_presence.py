@@ -114,14 +114,13 @@ class ClusterPresence:
 
     def apply(self, envelope: Mapping[str, Any]) -> List[Change]:
         """Apply one bus envelope of the room topic; the changes of the cluster view."""
-        event = envelope["event"]
-        if event.get("type") not in _KINDS:
-            return []
-        return self.apply_event(envelope["origin"], event)
+        return self.apply_event(envelope["origin"], envelope["event"])
 
     def apply_event(self, origin: str, event: Mapping[str, Any]) -> List[Change]:
         """Apply C{event} published by C{origin}; the changes of the cluster view."""
         kind = event.get("type")
+        if kind not in _KINDS:
+            return []  # messages, typing...: the hot path stays one set lookup
         if kind == "entered":
             member = _member(event["member"])
             return [(event["room"], member, True)] if self.add(event["room"], member, origin) else []

@@ -32,8 +32,9 @@ class Room:
     A chat room of one instance.
 
     ``members`` are the room-level subscribers (PHP's EnterPrivateRoom/InvitePrivateRoom);
-    ``joined`` the member ids currently marked as present (they appear in the userlist);
-    ``connections`` the connection ids that entered the room and receive what is sent to it.
+    ``joined`` the member ids this process holds as present (one of their connections here
+    entered; who is present on any process is ``ChatRooms.presence``); ``connections`` this
+    process's connection ids that entered the room and receive what is sent to it.
     """
 
     id: int

@@ -94,6 +94,31 @@ class RoomStoreTestsMixin(StoreTestMixin):
             ],
         )
 
+    async def test_move_users_to_sessions_moves_every_row_of_those_users_only(self) -> None:
+        """A cluster process that stops moves its own users' rows and leaves the others'."""
+        insert_rows(
+            self.database,
+            "chatroom_users",
+            [{"room_id": r, "user_id": u, "userdata": "{}", "connected": 3}
+             for r in (1, 2) for u in range(1, 600, 3)],
+        )
+        mine = list(range(1, 600, 6))  # 100 users: more than one IN list of 500 would be too
+        self.assertEqual(await self.store.move_users_to_sessions(mine + [9999], 40), 200)
+        left = fetch_rows(self.database, "SELECT DISTINCT user_id FROM chatroom_users ORDER BY user_id")
+        self.assertEqual([r["user_id"] for r in left], list(range(4, 600, 6)))
+        sessions = fetch_rows(self.database,
+                              "SELECT user_id, disconnected FROM chatroom_sessions ORDER BY sess_id")
+        self.assertEqual(sorted({r["user_id"] for r in sessions}), mine)
+        self.assertEqual({r["disconnected"] for r in sessions}, {40})
+        self.assertEqual(await self.store.move_users_to_sessions([], 40), 0)
+
+    async def test_move_users_to_sessions_in_chunks(self) -> None:
+        ids = list(range(1, 1200))
+        insert_rows(self.database, "chatroom_users",
+                    [{"room_id": 1, "user_id": u, "userdata": "{}", "connected": 1} for u in ids])
+        self.assertEqual(await self.store.move_users_to_sessions(ids, 2), len(ids))
+        self.assertEqual(fetch_rows(self.database, "SELECT * FROM chatroom_users"), [])
+
     async def test_concurrent_moves_copy_each_row_once(self) -> None:
         """
         Moves running at the same time (shutdown while grace timers fire) never copy a row
