@@ -169,6 +169,14 @@ class RoomsAcrossProcessesTests(ClusterRoomsMixin, TestCase):
         rooms = (await self.php(1, "GetRooms")).json()["rooms"]
         self.assertEqual([u["id"] for u in rooms["2_0"]["users"]], [7])
         self.assertEqual([u["id"] for u in rooms["1_0"]["users"]], [6])
+        self.assertEqual((await self.php(2, "LeavePrivateRoom", 1, 6)).json(), {"success": True})
+        await alice.wait_for("notice", "left")
+        await wait_until(lambda: self._no_users(alice, 1), 20, "room 1 empty in her userlist")
+
+    @staticmethod
+    def _no_users(browser: Browser, room: int) -> bool:
+        lists = [p for p in browser.payloads("userlist") if str(p["roomId"]) == str(room)]
+        return bool(lists) and lists[-1]["users"] == {}
 
     async def _history_count(self, count: int) -> None:
         """Every message is one chatroom_history row, written by the process that took it."""
