@@ -236,3 +236,28 @@ class RoomsAcrossProcessesTests(ClusterRoomsMixin, TestCase):
         log = self.node(2).log_text()
         self.assertIn("Instance node-1 gone", log)
         self.assertIn("Instance node-1 gone", self.node(3).log_text())
+
+    async def test_a_killed_process_started_again_ends_its_previous_holdings(self) -> None:
+        """
+        SIGKILL, then the same node starts again: its fresh sync_request tells the others that
+        what it held before is gone; after the grace its users who did not come back leave
+        (once), those who reconnected to it stay.
+        """
+        await self.start_nodes(size=2, running=2)
+        await self.admit(1, 6, "alice", row=False)
+        await self.tab(1, 6, "alice")
+        await self.admit(1, 8, "carol", row=False)
+        await self.tab(1, 8, "carol")
+        await self.admit(2, 7, "bob", row=False)
+        bob = await self.tab(2, 7, "bob")
+        await self.userlist_is(bob, [6, 7, 8])
+        bob.clear()
+        self.assertEqual(await self.cluster.kill("node-1"), -9)
+        await self.cluster.start("node-1")
+        carol_again = await self.tab(1, 8, "carol")  # her page reconnects to the new node-1
+        await bob.wait_for("notice", "disconnected", timeout=GRACE + 15)
+        await self.userlist_is(bob, [7, 8], "after the grace")
+        await self.userlist_is(carol_again, [7, 8], "on the restarted node")
+        await sleep(1)
+        gone = [p["data"]["username"] for p in bob.payloads("notice", "disconnected")]
+        self.assertEqual(gone, ["alice"])
