@@ -220,10 +220,14 @@ class PrivateRedisTests(RedisBusTestsMixin, TestCase):
         redis = await PrivateRedis.start_for(self)
         a, b = await self.bus("proc-a", redis.port), await self.bus("proc-b", redis.port)
         seen_a, seen_b = self.collect(a, "room:x"), self.collect(b, "room:x")
+        resumed: list = []
+        a.on_resumed(lambda: resumed.append("a"))
+        b.on_resumed(lambda: resumed.append("b"))()  # removed again: never called
         await a.subscribed()
         await b.subscribed()
         a.publish("room:x", {"type": "before"})
         await eventually(lambda: len(seen_b) == 1)
+        self.assertEqual(resumed, [])  # the first connection is no resumption
 
         await redis.stop()
         await eventually(lambda: not a.connected and not b.connected)
@@ -247,6 +251,7 @@ class PrivateRedisTests(RedisBusTestsMixin, TestCase):
         self.assertEqual(len(back), 2, self.log)
         self.assertIn("cross-process delivery is degraded", lost[0])
         self.assertIn("1 topics subscribed again", back[0])
+        self.assertEqual(resumed, ["a"])  # once, when both connections of a were back
 
     async def test_password_and_database(self) -> None:
         """AUTH and SELECT before the bus counts as connected; a wrong password fails the start."""

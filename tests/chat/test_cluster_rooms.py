@@ -105,6 +105,10 @@ class ReplicationTests(ClusterRoomsMixin, SynchronousTestCase):
         self.assertEqual(self.b.userlist(), [7])
         self.assertEqual([u["id"] for u in rooms_body(self.a.chat)["rooms"]["1_0"]["users"]], [7])
         self.assertRaises(NotInRoom, self.b.chat.enter_room, "b7", 2)
+        self.b.chat.add_room(5, "Side", "7")  # PHP's CreatePrivateRoom, to node 2
+        self.settle()
+        self.assertEqual((self.a.chat.get_room(5).title, self.a.chat.get_room(5).owner),
+                         ("Side", "7"))
 
     def test_tabs_on_two_processes_are_one_entry_and_one_departure(self) -> None:
         self.connect(self.a, 7)

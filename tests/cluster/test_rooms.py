@@ -180,6 +180,13 @@ class RoomsAcrossProcessesTests(ClusterRoomsMixin, TestCase):
         self.assertEqual((await self.php(2, "LeavePrivateRoom", 1, 6)).json(), {"success": True})
         await alice.wait_for("notice", "left")
         await wait_until(lambda: self._no_users(alice, 1), 30, "room 1 empty in her userlist")
+        # A room PHP creates on node 2 after the start is a room on node 1 too.
+        self.assertEqual((await self.php(2, "CreatePrivateRoom", 3, 6, "Side")).json(),
+                         {"success": True})
+        self.assertEqual((await self.php(2, "EnterPrivateRoom", 3, 6)).json(), {"success": True})
+        await alice.emit("enterRoom", 3)
+        entered = await alice.wait_for("notice", "welcome_to_chat", count=2)
+        self.assertEqual((entered["roomId"], entered["data"]["title"]), (3, "Side"))
 
     @staticmethod
     def _no_users(browser: Browser, room: int) -> bool:
