@@ -253,6 +253,23 @@ class DepartureTests(ClusterRoomsMixin, SynchronousTestCase):
             self.assertEqual(node.userlist(), [7], node.name)
         self.assertEqual(b.gone + c.gone, [])
 
+    def test_the_next_lowest_takes_over_when_the_decider_stops_in_the_grace(self) -> None:
+        a, b, c = self.nodes
+        self.connect(a, 7)
+        self.enter(a, "a7", 7, "bob")
+        self.successResultOf(a.chat.stop())
+        self.settle()
+        self.clock.advance(5)
+        self.successResultOf(b.chat.stop())  # node 2 would have decided for node 1
+        self.settle()
+        self.clock.advance(11)
+        self.settle()
+        self.assertEqual(c.userlist(), [])
+        lefts = [e for e in c.rec.events_published if e["type"] == "left"]
+        self.assertEqual([e["instance"] for e in lefts], ["node-1"])
+        self.assertEqual(c.gone, [(7, [1])])
+        self.assertEqual(b.gone, [])
+
     def test_held_only_here(self) -> None:
         a, b, _ = self.nodes
         self.connect(a, 7)
