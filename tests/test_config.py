@@ -556,7 +556,8 @@ _SERVER_KEYS = [(k,) for k in SERVER] + [("network",), ("irc",), ("redis",)] + [
                            "auth", "webirc", "limits", "server_name", "local_channels")] + [
     ("irc", "limits", k) for k in ("flood_rate", "recvq", "max_line", "ping_interval")
 ] + [("irc", "rooms", "onscreen")] + [
-    ("redis", k) for k in ("host", "port", "password", "db", "prefix", "instance", "tls", "ca_file")
+    ("redis", k) for k in ("host", "port", "password", "db", "prefix", "instance", "tls", "ca_file",
+                          "route")
 ] + [("listen",), ("metrics",)] + [("metrics", k) for k in ("address", "port", "listen")]
 _CLIENT_KEYS = [(k,) for k in CLIENT] + [("auth", "key"), ("auth", "secret"), ("standalone",)] + [
     ("database", k) for k in ("type", "host", "port", "name", "user", "pass")
