@@ -38,7 +38,8 @@ processes' L{ilchat.chat.rooms.ChatRooms} apply them to their state, see
 L{ilchat.chat.rooms.ChatRooms.apply_remote}; presence is L{ilchat.chat.cluster_presence}'s):
 
 ``connected``     ``member``: PHP's Connect registered the member.
-``admitted``      ``room``, ``member``: PHP's EnterPrivateRoom admitted the member to the room.
+``admitted``      ``room``, ``title``, ``owner``, ``member``: PHP's EnterPrivateRoom admitted the
+                  member to the room (a process that does not know the room yet learns it).
 ``instance_stopping``  (no fields): the origin stops cleanly; its holdings end after the grace.
 ``sync_request``  ``fresh`` (bool: the origin has just started, it holds nothing yet; false when
                   its Redis connection came back) and the origin's state as in ``snapshot``:
@@ -166,7 +167,8 @@ def connected(ts: int, member: Member) -> Event:
 
 
 def admitted(ts: int, room: Room, member: Member) -> Event:
-    return {"type": "admitted", "ts": ts, "room": room.id, "member": member_info(member)}
+    return {"type": "admitted", "ts": ts, "room": room.id, "title": room.title,
+            "owner": room.owner, "member": member_info(member)}
 
 
 def instance_stopping(ts: int) -> Event:

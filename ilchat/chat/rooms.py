@@ -563,10 +563,10 @@ class ChatRooms(Presence):
         self._known_member(event["member"])
 
     def _remote_admitted(self, event: Dict[str, Any]) -> None:
+        # The room too: its room_created may come later when another process created it.
+        self._remote_room_created(event)
         member = self._known_member(event["member"])
-        room = self._rooms.get(event["room"])
-        if room is not None:
-            room.members[member.id] = member
+        self._rooms[event["room"]].members[member.id] = member
 
     def _remote_entered(self, event: Dict[str, Any]) -> None:
         member = self._known_member(event["member"], named=True)

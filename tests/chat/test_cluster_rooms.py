@@ -110,6 +110,19 @@ class ReplicationTests(ClusterRoomsMixin, SynchronousTestCase):
         self.assertEqual((self.a.chat.get_room(5).title, self.a.chat.get_room(5).owner),
                          ("Side", "7"))
 
+    def test_an_admission_from_a_third_process_before_the_room_event(self) -> None:
+        """node 3 admits to a room node 2 created; node 1 hears node 3 first."""
+        c = self.add_node("node-3")
+        self.settle()
+        self.b.chat.add_room(6, "Late")
+        c.chat.add_room(6, "Late")  # node 3 got node 2's event; node 1 not yet (simulated)
+        self.a.chat._rooms.pop(6, None)
+        c.chat.connect(9)
+        c.chat.add_room_member(6, 9)
+        self.settle()
+        self.assertIn(9, self.a.chat.get_room(6).members)
+        self.assertEqual(self.a.chat.get_room(6).title, "Late")
+
     def test_tabs_on_two_processes_are_one_entry_and_one_departure(self) -> None:
         self.connect(self.a, 7)
         self.connect(self.a, 8)
