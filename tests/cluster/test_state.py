@@ -84,7 +84,7 @@ class ClusterStateTests(TestCase):
         self.assertEqual([row["hist_id"] for row in history], [2])
 
         self.assertEqual(await cluster.kill("node-1"), -9)
-        took = await wait_for(self, lambda: "Cluster: instance node-1 is gone" in node2.log_text(), 30,
+        await wait_for(self, lambda: "Cluster: instance node-1 is gone" in node2.log_text(), 30,
                               "node-2 noticing node-1's death")
         self.assertIn("this instance handles the departure of node-1", node2.log_text())
         # Alone now: at its stop node-2 moves every user to sessions (spec §1.5).
@@ -92,7 +92,6 @@ class ClusterStateTests(TestCase):
         self.assertIn("Successfully disconnected all users from server (onscreen: 2 moved to sessions)",
                       node2.log_text())
         self.assertEqual(await fetch_rows_async(db, "SELECT user_id FROM chatroom_users"), [])
-        self.assertGreater(took, 0)
 
     async def test_duplicate_instance_name_refused(self) -> None:
         """A second process with a live instance's name: one line, exit status 1; the first serves on."""
