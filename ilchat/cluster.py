@@ -16,6 +16,7 @@ Two classes with the same API; ``ilchat.service`` builds one next to the bus (se
     await cluster.claim(namespace, key)   # -> bool: the key is this instance's in the cluster
     await cluster.release(namespace, key)
     await cluster.next_id(counter)        # -> int, 1, 2, ... unique across the cluster (INCR)
+    ids = cluster.ids(counter)            # IdBlocks: await ids.ready(), then ids.take() -> int
     await cluster.start(); await cluster.stop()
 
 Redis keys (``<prefix>`` is ``redis.prefix``): ``instance:<name>`` the heartbeat (value
@@ -51,6 +52,7 @@ from ilchat.redisbus import TIMEOUT, CommandProtocol, RedisLink, RedisUnavailabl
 
 __all__ = [
     "ClusterUnavailable",
+    "IdBlocks",
     "DuplicateInstance",
     "LocalCluster",
     "RedisCluster",
@@ -65,6 +67,8 @@ HEARTBEAT_INTERVAL = 3.0
 HEARTBEAT_TTL = 10.0
 #: Seconds the record of a handled departure is kept (one handler per departure).
 DEPARTED_TTL = 24 * 3600
+#: Ids an L{IdBlocks} reserves at once (INCRBY): another block is asked for when half is used.
+ID_BLOCK = 1000
 
 Callback = Callable[[str], Any]
 
@@ -75,6 +79,59 @@ class ClusterUnavailable(Exception):
 
 class DuplicateInstance(Exception):
     """Another live process already has this instance name; ``str()`` is the one line."""
+
+
+class IdBlocks:
+    """
+    Ids unique across the cluster for callers that cannot wait (a login handled in one
+    turn): blocks of C{block} ids are reserved ahead (``INCRBY`` on the counter), and
+    C{take()} hands them out in order; another block is reserved in the background when half
+    of the current one is used. ``await ready()`` once before the first C{take()}. Without a
+    reserved id left (Redis away for a whole half block) C{take()} raises L{ClusterUnavailable}.
+    One process alone (L{LocalCluster}) counts 1, 2, 3... as a plain counter would.
+    """
+
+    _log = Logger()
+
+    def __init__(self, counter: str, reserve: Callable[[str, int], Any], block: int = ID_BLOCK) -> None:
+        self.counter = counter
+        self._reserve = reserve  # async (counter, n) -> the last of n new ids
+        self._block = block
+        self._ranges: List[List[int]] = []  # [next, last] reserved and not handed out
+        self._reserving: Optional[defer.Deferred] = None
+
+    def available(self) -> int:
+        return sum(last - next_ + 1 for next_, last in self._ranges)
+
+    async def ready(self) -> None:
+        if not self.available():
+            await self._reserve_block()
+
+    def take(self) -> int:
+        if self.available() <= self._block // 2 and self._reserving is None:
+            reserving = defer.ensureDeferred(self._reserve_block())
+            reserving.addErrback(lambda failure: self._log.warn(
+                "Cluster: could not reserve ids of {counter}: {error}", counter=self.counter,
+                error=failure.getErrorMessage()))
+            if not reserving.called:  # LocalCluster's reservation is done already
+                self._reserving = reserving
+                reserving.addBoth(self._reserved)
+        if not self._ranges:
+            raise ClusterUnavailable(f"no {self.counter} id reserved (Redis away)")
+        current = self._ranges[0]
+        value = current[0]
+        current[0] += 1
+        if current[0] > current[1]:
+            self._ranges.pop(0)
+        return value
+
+    def _reserved(self, result: Any) -> Any:
+        self._reserving = None
+        return result
+
+    async def _reserve_block(self) -> None:
+        last = int(await self._reserve(self.counter, self._block))
+        self._ranges.append([last - self._block + 1, last])
 
 
 class _Callbacks:
@@ -152,7 +209,13 @@ class LocalCluster(_Callbacks):
         self._claims.get(namespace, set()).discard(key)
 
     async def next_id(self, counter: str) -> int:
-        self._ids[counter] = self._ids.get(counter, 0) + 1
+        return await self._add(counter, 1)
+
+    def ids(self, counter: str, block: int = ID_BLOCK) -> IdBlocks:
+        return IdBlocks(counter, self._add, block)
+
+    async def _add(self, counter: str, amount: int) -> int:
+        self._ids[counter] = self._ids.get(counter, 0) + amount
         return self._ids[counter]
 
     async def start(self) -> None:
@@ -336,6 +399,13 @@ class RedisCluster(_Callbacks):
 
     async def next_id(self, counter: str) -> int:
         return int(await self._command("INCR", self._key("id:", counter)))
+
+    def ids(self, counter: str, block: int = ID_BLOCK) -> IdBlocks:
+        """Ids of C{counter} (the same counter as C{next_id}'s) reserved C{block} at a time."""
+        return IdBlocks(counter, self._reserve_ids, block)
+
+    async def _reserve_ids(self, counter: str, amount: int) -> int:
+        return int(await self._command("INCRBY", self._key("id:", counter), amount))
 
     # --- life -----------------------------------------------------------------------------------
 

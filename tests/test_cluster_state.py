@@ -10,7 +10,7 @@ from twisted.internet import defer, reactor, task, threads
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
-from ilchat.cluster import DuplicateInstance, LocalCluster, RedisCluster
+from ilchat.cluster import ClusterUnavailable, DuplicateInstance, LocalCluster, RedisCluster
 from ilchat.config import RedisConfig
 from ilchat.redisbus import RedisUnavailable
 from tests.support.private_redis import SHARED_REDIS_PORT, PrivateRedis, redis_command, shared_redis_prefix
@@ -270,3 +270,66 @@ class RedisRestartTests(TestCase):
             lost = [line for line in log if "lost; heartbeats paused" in line]
             self.assertEqual(len(back), 1, log)
         self.assertEqual(len(lost), 2, log)
+
+
+class IdBlocksTests(TestCase):
+    def setUp(self) -> None:
+        self.prefix = shared_redis_prefix(self)
+
+    async def test_local_ids_count_up_across_blocks(self) -> None:
+        ids = LocalCluster("solo", task.Clock()).ids("user", block=4)
+        await ids.ready()
+        self.assertEqual([ids.take() for _ in range(10)], list(range(1, 11)))
+
+    async def test_two_processes_take_distinct_ids_without_waiting(self) -> None:
+        made = []
+        for name in ("a", "b"):
+            cluster = RedisCluster(RedisConfig(host="127.0.0.1", port=SHARED_REDIS_PORT, prefix=self.prefix,
+                                               instance=name), reactor)
+            await cluster.start()
+            self.addCleanup(cluster.stop)
+            made.append(cluster.ids("irc-open", block=10))
+        for ids in made:
+            await ids.ready()
+        taken: List[int] = []
+        for _ in range(4):
+            for ids in made:
+                for _ in range(4):
+                    taken.append(ids.take())  # synchronous: reserved ahead
+            for ids in made:
+                if ids._reserving is not None:
+                    await ids._reserving
+        self.assertEqual(len(set(taken)), len(taken))
+        self.assertEqual(min(taken), 1)
+        # next_id counts on the same counter, after every reserved block.
+        self.assertGreater(await made[0]._reserve("irc-open", 1), max(taken))
+
+    async def test_no_reserved_id_left_is_an_error(self) -> None:
+        cluster = RedisCluster(RedisConfig(host="127.0.0.1", port=SHARED_REDIS_PORT, prefix=self.prefix,
+                                           instance="a"), reactor)
+        await cluster.start()
+        ids = cluster.ids("user", block=2)
+        await ids.ready()
+        await cluster.stop()  # Redis away for this process
+        self.assertEqual([ids.take(), ids.take()], [1, 2])
+        self.assertRaises(ClusterUnavailable, ids.take)
+
+    async def test_open_mode_irc_ids_unique_across_networks(self) -> None:
+        """Two processes' IRC networks hand out distinct negative ids from one counter."""
+        from ilchat.irc.network import IrcNetwork
+        from tests.irc.support import make_config
+
+        networks = []
+        for name in ("a", "b"):
+            cluster = RedisCluster(RedisConfig(host="127.0.0.1", port=SHARED_REDIS_PORT, prefix=self.prefix,
+                                               instance=name), reactor)
+            await cluster.start()
+            self.addCleanup(cluster.stop)
+            network = IrcNetwork(make_config(), reactor)
+            network.open_ids = cluster.ids("irc-open")
+            await network.open_ids.ready()
+            networks.append(network)
+        ids = [network.allocate_open_id() for _ in range(3) for network in networks]
+        self.assertEqual(len(set(ids)), 6)
+        self.assertTrue(all(user_id < 0 for user_id in ids), ids)
+        self.assertEqual(IrcNetwork(make_config(), reactor).allocate_open_id(), -1)  # alone: -1, -2...

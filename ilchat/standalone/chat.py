@@ -95,7 +95,8 @@ class StandaloneChat(RoomNamespace):
             policy = NetworkPolicy.from_config(client.server_config.network, clock=client.reactor)
         self.policy = policy
         self.page: Optional[ChatPageResource] = None
-        self._next_id = 1
+        #: Member ids unique across the cluster (``ilchat.cluster`` ``ids``).
+        self._ids = client.cluster.ids(f"standalone-user:{self.name}")
         self._tokens: Dict[int, str] = {}
         self._history: Dict[int, Deque[Dict[str, Any]]] = {}
         self._unsubscribe_history: Optional[Any] = None
@@ -105,6 +106,7 @@ class StandaloneChat(RoomNamespace):
     async def start(self) -> None:
         """Create the configured rooms, load their history, serve the namespace and the page."""
         rooms = self.settings.rooms
+        await self._ids.ready()
         added = await self.store.ensure_rooms(room.id for room in rooms)
         for room in rooms:
             # Before RoomNamespace.start preloads the store's rooms: add_room keeps the first title.
@@ -269,10 +271,9 @@ class StandaloneChat(RoomNamespace):
 
     def _allocate_id(self) -> int:
         """A positive id no member has (the backend's ``Connect`` may have used some)."""
-        while self.chat.get_member(self._next_id) is not None:
-            self._next_id += 1
-        user_id = self._next_id
-        self._next_id += 1
+        user_id = self._ids.take()
+        while self.chat.get_member(user_id) is not None:
+            user_id = self._ids.take()
         return user_id
 
     # -- backend actions --------------------------------------------------------------------

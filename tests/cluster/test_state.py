@@ -5,12 +5,14 @@ and duplicate instance names refused.
 """
 
 import time
+from types import SimpleNamespace
 from typing import Callable
 
 from twisted.internet import reactor, threads
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
+from tests.ilias.repository_support import Browser
 from tests.support.cluster import ClusterNode, start_cluster
 from tests.support.db import fetch_rows_async, insert_rows_async
 from tests.support.private_redis import SHARED_REDIS_PORT, redis_command
@@ -109,3 +111,18 @@ class ClusterStateTests(TestCase):
                                            f"{cluster.prefix}instance:twin")
         self.assertEqual(beat.strip(), "1")  # the first's heartbeat, untouched
         self.assertEqual(await cluster.stop("node-1"), 0)
+
+    async def test_standalone_ids_unique_across_nodes(self) -> None:
+        """Two newcomers of the standalone chat on two nodes get different ids (each would be 1)."""
+        cluster = await start_cluster(self, size=2, client={
+            "name": "chat", "standalone": {"title": "Chat", "rooms": [{"id": 1, "title": "Lobby"}]},
+        })
+        ids = []
+        for node, name in zip(cluster.nodes, ("alice", "bob")):
+            browser = Browser(SimpleNamespace(base_url=node.url), "/chat")
+            self.addCleanup(browser.close)
+            await browser.connect()
+            await browser.emit("login", name)
+            ids.append((await browser.wait_for("loggedIn"))["id"])
+        self.assertEqual(len(set(ids)), 2, ids)
+        self.assertTrue(all(user_id > 0 for user_id in ids), ids)
