@@ -382,20 +382,23 @@ class RedisCluster(_Callbacks):
         True when C{key} of C{namespace} is now this instance's (or already was). While Redis is
         down the claim is recorded here only (true), and asserted in Redis once it is back.
         """
-        if self._link.protocol is None:
-            self._claimed.add((namespace, key))
-            return True
-        if await self._claim_in_redis(namespace, key):
-            self._claimed.add((namespace, key))
-            return True
-        return False
+        try:
+            if not await self._claim_in_redis(namespace, key):
+                return False
+        except ClusterUnavailable:
+            pass  # asserted when Redis is back (see _reassert_claims)
+        self._claimed.add((namespace, key))
+        return True
 
     async def release(self, namespace: str, key: str) -> None:
+        """Give C{key} up (if it is this instance's); while Redis is away, here only."""
         self._claimed.discard((namespace, key))
-        if self._link.protocol is None:
-            return
-        await self._eval(_RELEASE, [self._key("claim:", namespace), self._claims_key(self.instance, self._token)],
-                         [key, self._owner, f"{namespace}\n{key}"])
+        try:
+            await self._eval(_RELEASE, [self._key("claim:", namespace),
+                                        self._claims_key(self.instance, self._token)],
+                             [key, self._owner, f"{namespace}\n{key}"])
+        except ClusterUnavailable:
+            pass  # released with all of this process's claims at its stop or departure
 
     async def next_id(self, counter: str) -> int:
         return int(await self._command("INCR", self._key("id:", counter)))

@@ -112,17 +112,41 @@ class ClusterStateTests(TestCase):
         self.assertEqual(beat.strip(), "1")  # the first's heartbeat, untouched
         self.assertEqual(await cluster.stop("node-1"), 0)
 
-    async def test_standalone_ids_unique_across_nodes(self) -> None:
-        """Two newcomers of the standalone chat on two nodes get different ids (each would be 1)."""
+    async def test_standalone_ids_and_names_unique_across_nodes(self) -> None:
+        """
+        Two newcomers of the standalone chat on two nodes get different ids (each would be 1);
+        a name taken on node-1 is refused on node-2 until its member is gone.
+        """
         cluster = await start_cluster(self, size=2, client={
             "name": "chat", "standalone": {"title": "Chat", "rooms": [{"id": 1, "title": "Lobby"}]},
         })
-        ids = []
-        for node, name in zip(cluster.nodes, ("alice", "bob")):
-            browser = Browser(SimpleNamespace(base_url=node.url), "/chat")
-            self.addCleanup(browser.close)
-            await browser.connect()
-            await browser.emit("login", name)
-            ids.append((await browser.wait_for("loggedIn"))["id"])
+        node1, node2 = cluster.nodes
+
+        async def browser(node: ClusterNode, name: str) -> Browser:
+            page = Browser(SimpleNamespace(base_url=node.url), "/chat")
+            self.addCleanup(page.close)
+            await page.connect()
+            await page.emit("login", name)
+            await wait_for(self, lambda: page.received("loggedIn") or page.received("loginFailed"), 20,
+                           f"an answer to the login of {name}")
+            return page
+
+        alice, bob = await browser(node1, "alice"), await browser(node2, "bob")
+        ids = [page.payloads("loggedIn")[0]["id"] for page in (alice, bob)]
         self.assertEqual(len(set(ids)), 2, ids)
         self.assertTrue(all(user_id > 0 for user_id in ids), ids)
+
+        twin = await browser(node2, "ALICE")
+        self.assertEqual(twin.payloads("loginFailed")[0]["error"], "name_taken")
+        await alice.close()  # gone after the disconnect grace: the name is free again
+
+        def claimed() -> str:
+            return redis_command(SHARED_REDIS_PORT, "HEXISTS", f"{cluster.prefix}claim:standalone-name:chat",
+                                 "alice").strip()
+
+        deadline = time.monotonic() + 60
+        while await threads.deferToThread(claimed) != "0":
+            self.assertLess(time.monotonic(), deadline, "alice's name still claimed")
+            await deferLater(reactor, 0.5, lambda: None)
+        again = await browser(node2, "Alice")
+        self.assertEqual(again.payloads("loggedIn")[0]["username"], "Alice")
