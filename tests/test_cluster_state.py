@@ -30,6 +30,16 @@ def capture_cluster_log(test: TestCase) -> List[str]:
     return lines
 
 
+async def started_cluster(test: TestCase, instance: str, prefix: str, port: int = SHARED_REDIS_PORT,
+                          **options: Any) -> RedisCluster:
+    """A started RedisCluster, stopped by a cleanup."""
+    cluster = RedisCluster(RedisConfig(host="127.0.0.1", port=port, prefix=prefix, instance=instance),
+                           reactor, **options)
+    await cluster.start()
+    test.addCleanup(cluster.stop)
+    return cluster
+
+
 class Events:
     """What the callbacks of one cluster object were called with, in order."""
 
@@ -237,14 +247,7 @@ class RedisRestartTests(TestCase):
         """
         log = capture_cluster_log(self)
         redis = await PrivateRedis.start_for(self)
-        made = []
-        for name in ("a", "b"):
-            cluster = RedisCluster(RedisConfig(host="127.0.0.1", port=redis.port, prefix="p:", instance=name),
-                                   reactor, interval=0.3, ttl=1.0)
-            await cluster.start()
-            self.addCleanup(cluster.stop)
-            made.append(cluster)
-        a, b = made
+        a, b = [await started_cluster(self, name, "p:", redis.port, interval=0.3, ttl=1.0) for name in ("a", "b")]
         await eventually(lambda: a.live_instances() == frozenset(["a", "b"]))
         events = Events(a)
         self.assertTrue(await b.claim("nick", "Bob"))
@@ -282,13 +285,7 @@ class IdBlocksTests(TestCase):
         self.assertEqual([ids.take() for _ in range(10)], list(range(1, 11)))
 
     async def test_two_processes_take_distinct_ids_without_waiting(self) -> None:
-        made = []
-        for name in ("a", "b"):
-            cluster = RedisCluster(RedisConfig(host="127.0.0.1", port=SHARED_REDIS_PORT, prefix=self.prefix,
-                                               instance=name), reactor)
-            await cluster.start()
-            self.addCleanup(cluster.stop)
-            made.append(cluster.ids("irc-open", block=10))
+        made = [(await started_cluster(self, name, self.prefix)).ids("irc-open", block=10) for name in ("a", "b")]
         for ids in made:
             await ids.ready()
         taken: List[int] = []
@@ -305,9 +302,7 @@ class IdBlocksTests(TestCase):
         self.assertGreater(await made[0]._reserve("irc-open", 1), max(taken))
 
     async def test_no_reserved_id_left_is_an_error(self) -> None:
-        cluster = RedisCluster(RedisConfig(host="127.0.0.1", port=SHARED_REDIS_PORT, prefix=self.prefix,
-                                           instance="a"), reactor)
-        await cluster.start()
+        cluster = await started_cluster(self, "a", self.prefix)
         ids = cluster.ids("user", block=2)
         await ids.ready()
         await cluster.stop()  # Redis away for this process
@@ -321,10 +316,7 @@ class IdBlocksTests(TestCase):
 
         networks = []
         for name in ("a", "b"):
-            cluster = RedisCluster(RedisConfig(host="127.0.0.1", port=SHARED_REDIS_PORT, prefix=self.prefix,
-                                               instance=name), reactor)
-            await cluster.start()
-            self.addCleanup(cluster.stop)
+            cluster = await started_cluster(self, name, self.prefix)
             network = IrcNetwork(make_config(), reactor)
             network.open_ids = cluster.ids("irc-open")
             await network.open_ids.ready()
