@@ -604,6 +604,8 @@ class RedisCluster(_Callbacks):
             await self._look()
         except ClusterUnavailable as error:
             self._repeats.warn("Cluster: heartbeat failed: {error}", error=str(error))
+        except Exception:
+            self._log.failure("Cluster: heartbeat failed")
 
     def _changed(self) -> None:
         """Redis lost: one line. Back: re-announced at once, one line."""
