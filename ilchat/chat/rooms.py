@@ -196,14 +196,11 @@ class ChatRooms(Presence):
         """The instances this process knows to be alive, itself included."""
         return set(self._live)
 
-    def held_only_here(self) -> Optional[List[int]]:
+    def held_only_here(self) -> List[int]:
         """
         The members this process holds in some room and no other instance holds anywhere, for
-        the move of their ``chatroom_users`` rows at stop; None when this process knows no
-        other live instance (then every row is this process's to move).
+        the move of their ``chatroom_users`` rows at stop when other instances are live.
         """
-        if self._live == {self.origin}:
-            return None
         ids = {user_id for _, user_id in self.presence.held_by(self.origin)}
         return sorted(user_id for user_id in ids
                       if not self.presence.held_elsewhere(user_id, self.origin))

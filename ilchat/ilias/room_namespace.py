@@ -132,6 +132,7 @@ class RoomNamespace:
         self._sockets: Dict[str, Any] = {}
         self._unsubscribe: Optional[Any] = None
         self._unresumed: Optional[Any] = None
+        self._ungone: Optional[Any] = None
         self._registered: List[str] = []
         # A client repeating a refused event thousands of times costs two log lines, not thousands.
         self._repeats = RepeatedLog(self._log, client.reactor)
@@ -171,6 +172,10 @@ class RoomNamespace:
         # or backend call is served; again whenever the bus reaches them after an outage.
         await self.chat.start()
         self._unresumed = self.client.bus.on_resumed(self.chat.request_sync)
+        # A process that died (its heartbeat is missing) departs like one that said it stops.
+        cluster = getattr(self.client, "cluster", None)
+        if cluster is not None:
+            self._ungone = cluster.on_instance_gone(self.chat.instance_gone)
         routes = self.client.routes
         routes.register("Connect", self.action_Connect, (2,))
         routes.register("CreatePrivateRoom", self.action_CreatePrivateRoom, (3, 4))
@@ -198,32 +203,30 @@ class RoomNamespace:
         if self._unresumed is not None:
             self._unresumed()
             self._unresumed = None
+        if self._ungone is not None:
+            self._ungone()
+            self._ungone = None
         self.renderer.stop()
         self._repeats.flush()
         alone = self.chat.held_only_here()
         await self.chat.stop()
         await self.journal.close()
-        if getattr(getattr(self.client, "server_config", None), "redis", None) is not None:
-            # Without Redis the service moves every row once all components stopped. With it,
-            # the other processes' users are online: only ours go (every row if nobody else is
-            # known to run). TODO(ilchat.cluster): ask the LocalCluster/RedisCluster instead.
+        cluster = getattr(self.client, "cluster", None)
+        if cluster is not None and cluster.live_instances() - {cluster.instance}:
+            # Alone, the service moves every row once all components stopped. With other live
+            # instances their users are online: only the users nobody else holds go.
             await self._move_at_stop(alone)
 
-    async def _move_at_stop(self, users: Optional[List[int]]) -> None:
-        now = int(self.reactor.seconds())
+    async def _move_at_stop(self, users: List[int]) -> None:
         try:
-            if users is None:
-                moved = await self.store.move_all_users_to_sessions(now)
-            else:
-                moved = await self.store.move_users_to_sessions(users, now)
+            moved = await self.store.move_users_to_sessions(users, int(self.reactor.seconds()))
         except Exception:
             self._log.failure("Moving the users of {name} to sessions at stop failed",
                               name=self.name)
             return
-        self._log.info("{moved} chatroom_users rows of {name} moved to sessions at stop ({who})",
-                       moved=moved, name=self.name,
-                       who="no other instance known" if users is None
-                       else f"{len(users)} users held only here")
+        self._log.info("{moved} chatroom_users rows of {name} moved to sessions at stop"
+                       " ({count} users held only here)", moved=moved, name=self.name,
+                       count=len(users))
 
     # -- persistence hooks ------------------------------------------------------------------
 

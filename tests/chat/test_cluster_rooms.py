@@ -291,8 +291,6 @@ class DepartureTests(ClusterRoomsMixin, SynchronousTestCase):
         self.enter(a, "a8", 8, "ann")
         self.enter(b, "b8", 8, "ann")
         self.assertEqual(a.chat.held_only_here(), [7])
-        alone = ChatRooms("onscreen", LocalBus("x", self.clock), self.clock)
-        self.assertIsNone(alone.held_only_here())
 
 
 class ClusterPresenceTests(SynchronousTestCase):
