@@ -39,6 +39,7 @@ from ilchat.chat.rooms import (
     ChatError,
     ChatRooms,
     ContentTooLong,
+    NotInRoom,
     UnknownRoom,
     UnknownUser,
 )
@@ -222,8 +223,14 @@ class RoomNamespace:
             return
         try:
             self.chat.enter_room(socket.sid, room_id)
+        except NotInRoom as e:
+            self._refused(socket, "enterRoom", str(e))
+            self.not_admitted(socket, room_id)
         except ChatError as e:
             self._refused(socket, "enterRoom", str(e))
+
+    def not_admitted(self, socket: Any, room_id: int) -> None:
+        """A logged-in socket asked for a room its user is not admitted to (each variant's own)."""
 
     def on_message(self, socket: Any, *args: Any) -> None:
         """``message({content, format, target?}, roomId)``."""
