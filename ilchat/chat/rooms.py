@@ -362,8 +362,11 @@ class ChatRooms(Presence):
         except JSONError as e:
             raise InvalidInput(f"message cannot be stored: {e}") from None
         if len(stored) > self.max_stored_length:
+            # What the row holds besides the content (its escaped text, without the quotes).
+            overhead = len(stored) - (len(dumps(content)) - 2)
             raise ContentTooLong(
-                f"message too long: {len(stored)} > {self.max_stored_length} characters stored"
+                f"message too long: {len(stored)} > {self.max_stored_length} characters stored",
+                fits=max(0, self.max_stored_length - overhead),
             )
         self._publish(event)
         if self._history is not None:
