@@ -244,6 +244,11 @@ class RoomNamespace:
             self.not_admitted(socket, room_id)
         except ChatError as e:
             self._refused(socket, "enterRoom", str(e))
+        else:
+            self.entered(socket, room_id)
+
+    def entered(self, socket: Any, room_id: int) -> None:
+        """The socket entered the room (each variant's own follow-up)."""
 
     def not_admitted(self, socket: Any, room_id: int) -> None:
         """A logged-in socket asked for a room its user is not admitted to (each variant's own)."""

@@ -94,6 +94,16 @@ class RestartTests(unittest.TestCase):
         self.assertEqual(response.code, 200, response.body)
         return response.json()
 
+    async def rows_when(self, database: Any, sql: str) -> List[Dict[str, Any]]:
+        """The rows of ``sql`` once there are any (the server writes in the background)."""
+        rows: List[Dict[str, Any]] = []
+        for _ in range(400):
+            rows = await fetch_rows_async(database, sql)
+            if rows:
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        return rows
+
     async def stop(self, process: Any) -> None:
         process.send_signal(signal.SIGTERM)
         self.assertEqual(await wait_exit(self, process, 30.0), 0)
@@ -113,7 +123,8 @@ class RestartTests(unittest.TestCase):
             {"usr_id": uid, "keyword": "chat_osc_accept_msg", "value": "y"} for uid in (6, 9)])
         first = await self.serve()
         now = int(time.time())
-        for uid, login in ((6, "alice"), (7, "bob"), (8, "carol")):
+        # alice has a chat name of her own (PHP's custom user names): PHP writes it in userdata.
+        for uid, login in ((6, "Alice Liddell"), (7, "bob"), (8, "carol")):
             self.assertEqual(await self.php("Connect", 1, uid), {"status": 200})
             await insert_rows_async(database, "chatroom_users", [{
                 "room_id": 1, "user_id": uid, "connected": now,
@@ -150,9 +161,11 @@ class RestartTests(unittest.TestCase):
         second = await self.serve()
         self.assertEqual(await self.php("Kick", 1, 7), {"success": True})
 
-        # alice's page is back in room 1, with the usual welcome, and in her conversation.
+        # alice's page is back in room 1, with the usual welcome, under PHP's name for her, and in
+        # her conversation.
         await pages.wait("alice", "room", "loggedIn", mark)
-        await pages.wait("alice", "room", "notice", mark, notice("welcome_to_chat"))
+        welcome = await pages.wait("alice", "room", "notice", mark, notice("welcome_to_chat"))
+        self.assertEqual(welcome["args"][0]["data"]["username"], "Alice Liddell")
         await pages.wait("alice", "osc", "login", mark)
         await pages.wait("dave", "osc", "login", mark)
         # carol, banned meanwhile: shutdown at her login (the page leaves for PHP), never back in.
@@ -178,15 +191,18 @@ class RestartTests(unittest.TestCase):
         self.assertEqual(pages.seen("carol", "room", "loggedIn", mark), [])
 
         # The message is stored as any other; GetRooms lists alice alone in room 1.
-        rows: List[Dict[str, Any]] = []
-        for _ in range(200):
-            rows = await fetch_rows_async(database, "SELECT message FROM chatroom_history")
-            if rows:
-                break
-            await deferLater(reactor, 0.05, lambda: None)
+        rows = await self.rows_when(database, "SELECT message FROM chatroom_history")
         self.assertEqual([json.loads(r["message"])["content"] for r in rows], ["after the restart"])
         users = (await self.php("GetRooms"))["rooms"]["1_0"]["users"]
         self.assertEqual([u["id"] for u in users], [6])
+        # PHP's table lists alice in the room again, with the row PHP wrote; the stop closed the
+        # three sessions of the first run.
+        self.assertEqual(
+            [(r["room_id"], r["user_id"], json.loads(r["userdata"])) for r in await self.rows_when(
+                database, "SELECT room_id, user_id, userdata FROM chatroom_users")],
+            [(1, 6, {"login": "Alice Liddell", "id": 6})])
+        sessions = await fetch_rows_async(database, "SELECT user_id FROM chatroom_sessions")
+        self.assertEqual(sorted(s["user_id"] for s in sessions), [6, 7, 8])
         pages.send(cmd="exit")
         await pages.ended
         await self.stop(second)
