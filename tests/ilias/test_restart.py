@@ -22,9 +22,11 @@ from twisted.internet import defer, protocol, reactor
 from twisted.internet.task import deferLater
 from twisted.trial import unittest
 
+from ilchat.ilias.repository import RepositoryChat
+from tests.ilias.repository_support import RepositoryServerMixin, database_dict
 from tests.support.db import fetch_rows_async, insert_rows_async, make_mariadb_database_async
 from tests.support.http import http_request
-from tests.support.server import free_port, write_configs
+from tests.support.server import free_port, start_server, write_configs
 from tests.test_plugin import TWISTD, spawn_serving, wait_exit
 
 JS = os.path.join(os.path.dirname(__file__), "js", "restart.js")
@@ -206,3 +208,83 @@ class RestartTests(unittest.TestCase):
         pages.send(cmd="exit")
         await pages.ended
         await self.stop(second)
+
+
+class AdmissionsFileMixin(RepositoryServerMixin):
+    """The admissions file between two in-process runs sharing one ``journal_dir``."""
+
+    async def start_on(self, databases: Dict[str, Any]) -> Any:
+        if not hasattr(self, "folder"):
+            self.folder = os.path.abspath(self.mktemp())
+        grace = self.grace
+        clients = [{"name": name, "auth": {"key": f"key-{name}", "secret": f"secret-{name}"},
+                    "database": database_dict(db)} for name, db in databases.items()]
+        return await start_server(self, clients=clients, folder=self.folder,
+                                  client_components=[lambda ctx: RepositoryChat(ctx, grace=grace)])
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.folder, "ilchat-onscreen-admissions.json")
+
+    async def restart(self) -> None:
+        await self.server.stop()
+        self.server = await self.start_on(self.databases)
+
+    async def test_file_is_written_at_stop_and_taken_by_the_next_start(self) -> None:
+        """Who PHP admitted where, with PHP's rows; the next start takes it and lets them in."""
+        await self.start()
+        await self.enter(6, "alice")
+        await self.php("Connect", 1, 7)  # connected, admitted nowhere
+        await self.server.stop()
+        with open(self.path) as f:
+            state = json.load(f)
+        self.assertEqual(state["version"], 1)
+        self.assertLess(abs(state["stopped"] - time.time()), 60)
+        self.assertEqual(state["admissions"], [[6, [[1, '{"login":"alice","id":6}']]], [7, []]])
+        self.server = await self.start_on(self.databases)
+        self.assertFalse(os.path.exists(self.path))
+        self.assertIn("2 users of onscreen may come back into their rooms within 120 s of the"
+                      " restart (0 admissions dropped: banned meanwhile)", self.server.log_text())
+        alice = await self.browser()
+        await alice.emit("login", "alice", 6, False)
+        await alice.wait_for("loggedIn")
+        await alice.emit("enterRoom", 1)
+        welcome = await alice.wait_for("notice", "welcome_to_chat")
+        self.assertEqual(welcome["data"]["username"], "alice")
+        for _ in range(400):
+            if await self.rows("SELECT user_id FROM chatroom_users"):
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual([r["user_id"] for r in await self.rows("SELECT user_id FROM chatroom_users")],
+                         [6])
+        # PHP connects a user again when it renders a page: nothing changes for a restored one.
+        self.assertEqual((await self.php("Connect", 1, 6)).json(), {"status": 200})
+
+    async def test_stale_or_broken_file_is_not_used(self) -> None:
+        """A file from a stop over an hour ago, or one that is not ours, admits nobody."""
+        await self.start()
+        await self.enter(6, "alice")
+        await self.server.stop()
+        with open(self.path) as f:
+            state = json.load(f)
+        state["stopped"] -= 7200
+        for text, logged in ((json.dumps(state), "not restored: the last run stopped 72"),
+                             ("{not json", "Room admissions of the last run not restored: "),
+                             (json.dumps({"version": 99}), "is not an admissions file")):
+            with open(self.path, "w") as f:
+                f.write(text)
+            self.server = await self.start_on(self.databases)
+            self.assertFalse(os.path.exists(self.path))
+            self.assertIn(logged, self.server.log_text())
+            alice = await self.browser()
+            await alice.emit("login", "alice", 6, False)
+            await alice.wait_for("shutdown")
+            await self.server.stop()
+
+
+class AdmissionsFileMariaDBTests(AdmissionsFileMixin, unittest.TestCase):
+    database_kind = "mysql"
+
+
+class AdmissionsFileSQLiteTests(AdmissionsFileMixin, unittest.TestCase):
+    database_kind = "sqlite"
