@@ -503,6 +503,8 @@ class ChatRooms(Presence):
         for room in self._rooms.values():
             if user_id in room.joined:
                 return  # entered meanwhile and lost its connection: the usual grace runs
+        if user_id in self._touched or self.presence.held_elsewhere(user_id, self.origin):
+            return  # online on another process: the member stays known here too
         for room in self._rooms.values():
             room.members.pop(user_id, None)
         del self._members[user_id]
