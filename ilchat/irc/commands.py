@@ -78,4 +78,10 @@ COMMANDS: Dict[str, Command] = _table(
     Command("USERHOST"),
     Command("AWAY"),
     Command("MOTD"),
+    Command("WHOWAS"),  # no nick is 431
+    Command("LUSERS"),
+    Command("TIME"),
+    Command("VERSION"),
+    Command("INFO"),
+    Command("ADMIN"),
 )

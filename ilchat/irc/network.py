@@ -13,7 +13,8 @@ Members are either local connections (L{ilchat.irc.protocol.IRCServerProtocol}) 
 
 import re
 import unicodedata
-from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
+from collections import deque
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Set, Tuple
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -31,7 +32,12 @@ __all__ = [
     "valid_nick",
     "valid_channel",
     "sanitise_nick",
+    "mask_matches",
+    "WhowasEntry",
 ]
+
+#: How many former nicks WHOWAS remembers.
+WHOWAS_LENGTH = 200
 
 _RFC1459 = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ[]\\~", "abcdefghijklmnopqrstuvwxyz{}|^")
 _NICK_RE = re.compile(r"^[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]*$")
@@ -41,6 +47,24 @@ _NICK_BAD_CHARS = re.compile(r"[^A-Za-z0-9\[\]\\`_^{|}-]")
 def irc_lower(name: str) -> str:
     """Fold a nick or channel name with CASEMAPPING=rfc1459 (``[]\\~`` are upper case of ``{}|^``)."""
     return name.translate(_RFC1459)
+
+
+def mask_matches(mask: str, name: str) -> bool:
+    """
+    Whether C{name} matches the IRC glob C{mask} (``*`` any run, ``?`` one character), folded
+    with the casemapping: WHO masks, bans, invite exceptions and operator host masks.
+    """
+    pattern = _MASK_CACHE.get(mask)
+    if pattern is None:
+        parts = ("." if c == "?" else ".*" if c == "*" else re.escape(c) for c in irc_lower(mask))
+        pattern = re.compile("".join(parts), re.DOTALL)
+        if len(_MASK_CACHE) > 1000:
+            _MASK_CACHE.clear()
+        _MASK_CACHE[mask] = pattern
+    return pattern.fullmatch(irc_lower(name)) is not None
+
+
+_MASK_CACHE: Dict[str, Any] = {}
 
 
 def valid_nick(nick: str, max_length: int) -> bool:
@@ -172,6 +196,19 @@ class Channel:
         return "+" + "".join(sorted(self.modes))
 
 
+class WhowasEntry:
+    """A nick that was: who had it, for WHOWAS."""
+
+    __slots__ = ("nick", "username", "host", "realname", "when")
+
+    def __init__(self, user: Any, when: float) -> None:
+        self.nick = user.nick
+        self.username = user.username or "*"
+        self.host = user.host
+        self.realname = user.realname or user.nick
+        self.when = when
+
+
 class IrcNetwork:
     """
     Nick and channel registry shared by every IRC connection of the process.
@@ -197,6 +234,10 @@ class IrcNetwork:
         self.created = clock.seconds()
         self.connections_per_ip: Dict[str, int] = {}
         self._next_open_id = -1
+        #: The last nicks that quit or were changed, newest last (WHOWAS).
+        self.whowas: Deque[WhowasEntry] = deque(maxlen=WHOWAS_LENGTH)
+        #: The most users seen at once, local and in all (LUSERS).
+        self.max_local = self.max_global = 0
         #: Called with (user) when a local user is fully registered.
         self.on_register: List[Callable[[Any], None]] = []
         #: Called with (user, old nick) after a registered user changed nick.
@@ -270,6 +311,7 @@ class IrcNetwork:
             return False
         message = Message("NICK", (new,), prefix=old_mask)
         old = user.nick
+        self.whowas.append(WhowasEntry(user, self.clock.seconds()))
         user.nick = new
         for hook in list(self.on_nick):
             try:
@@ -359,6 +401,7 @@ class IrcNetwork:
     def quit(self, user: Any, reason: str) -> None:
         """Remove C{user} from the network, showing one QUIT to each peer."""
         message = Message("QUIT", (reason,), prefix=user.hostmask)
+        self.whowas.append(WhowasEntry(user, self.clock.seconds()))
         for peer in self.peers_of(user):
             peer.deliver(message)
         for channel in list(user.channels):

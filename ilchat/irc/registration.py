@@ -332,6 +332,18 @@ class RegistrationCommands:
         created = datetime.fromtimestamp(self.network.created, tz=timezone.utc)
         self.reply(RPL_CREATED, f"This server was created {created:%Y-%m-%d %H:%M:%S} UTC")
         self.reply(RPL_MYINFO, server, version, "i", "ntov")
+        self.send_isupport()
+        secure = "TLS" if ISSLTransport.providedBy(self.transport) else "plain TCP"
+        self._log.info("{who} logged in to IRC from {address} over {secure}",
+                       who=self._who(), address=self.ip, secure=secure)
+        self.send_lusers()
+        self._send_motd()
+        for hook in self.network.on_register:
+            hook(self)
+
+    def send_isupport(self) -> None:
+        """005: what this server supports (after 004, and after VERSION)."""
+        config = self.config
         tokens = [
             "CHANTYPES=#",
             f"PREFIX={_PREFIX}",
@@ -348,12 +360,6 @@ class RegistrationCommands:
             "KICKLEN=300",
         ]
         self.reply(RPL_ISUPPORT, *tokens, "are supported by this server")
-        secure = "TLS" if ISSLTransport.providedBy(self.transport) else "plain TCP"
-        self._log.info("{who} logged in to IRC from {address} over {secure}",
-                       who=self._who(), address=self.ip, secure=secure)
-        self._send_motd()
-        for hook in self.network.on_register:
-            hook(self)
 
     def _send_motd(self) -> None:
         motd = self.config.motd
