@@ -601,7 +601,7 @@ _SERVER_KEYS = [(k,) for k in SERVER] + [("network",), ("irc",), ("redis",)] + [
                              "header_timeout", "body_timeout", "max_headers", "max_header_bytes")
 ] + [("irc", k) for k in ("address", "port", "plain", "tls_port", "cert", "key", "motd", "rooms",
                            "auth", "webirc", "limits", "server_name", "local_channels", "motd_file",
-                           "admin_location", "admin_email", "operators", "network_name")] + [
+                           "admin_location", "admin_email", "operators", "network_name", "oper_kick")] + [
     ("irc", "limits", k) for k in ("flood_rate", "recvq", "max_line", "ping_interval")
 ] + [("irc", "rooms", "onscreen")] + [
     ("redis", k) for k in ("host", "port", "password", "db", "prefix", "instance", "tls", "ca_file")

@@ -11,6 +11,7 @@ import attrs
 from ilchat.config.reader import (
     Reader,
     default_of,
+    flag,
     integer,
     number,
     read_settings,
@@ -29,7 +30,7 @@ class WebircGateway:
 
 
 #: A bcrypt hash as ``htpasswd -B``, Python's bcrypt, PHP's password_hash or ``ergo genpasswd`` write it.
-_BCRYPT = re.compile(r"\$2[aby]?\$\d\d\$[./A-Za-z0-9]{53}")
+_BCRYPT = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
 
 
 @attrs.frozen
@@ -97,6 +98,8 @@ class IrcConfig:
     admin_location: str = text("")
     admin_email: str = text("")
     operators: Tuple[IrcOperator, ...] = ()
+    #: Whether an IRC operator's KICK in a bridged room kicks the member as a moderator would.
+    oper_kick: bool = flag(True)
     rooms: Optional[Dict[str, Optional[Tuple[int, ...]]]] = None
     auth: str = "ilias"
     #: Default: ``auth == "open"``.

@@ -53,6 +53,8 @@ BAN_REASON = "Banned from the chat room"
 ME = "/me "
 #: IRC texts of this process's IRC messages by message id, until the bus brings the message back.
 _MAX_PENDING = 1000
+#: Bans listed for ``MODE #room b``.
+MAX_BAN_LIST = 100
 
 
 def channel_name(instance: str, room_id: int) -> str:
@@ -120,8 +122,12 @@ class RoomLink(ChannelLink):
         return True
 
     def kick(self, by: Any, target: Any, reason: str) -> bool:
-        # Kicks and bans of a repository chat are moderator actions in ILIAS.
-        return False
+        return self.bridge.irc_kick(by, target, self.room_id)
+
+    def list_masks(self, letter: str) -> "defer.Deferred[List[Tuple[str, str, int]]]":
+        if letter != "b":
+            return defer.succeed([])
+        return defer.ensureDeferred(self.bridge.ban_masks(self.room_id))
 
 
 class RoomBridge:
@@ -299,6 +305,31 @@ class RoomBridge:
             if banned:
                 return ("474", "Cannot join channel (+b) - you are banned from this chat room")
         return None
+
+    async def ban_masks(self, room_id: int) -> List[Tuple[str, str, int]]:
+        """The room's ILIAS bans as a ``+b`` list: ``<login>!*@<client host>`` (or the user id)."""
+        try:
+            bans = await self.store.get_bans(room_id, MAX_BAN_LIST)
+        except Exception:
+            self._log.failure("Cannot read the bans of room {room}", room=room_id)
+            return []
+        return [(f"{ban['login'] or ban['user_id']}!*@{self._host}", "ILIAS", ban["timestamp"])
+                for ban in bans]
+
+    def irc_kick(self, by: Any, target: Any, room_id: int) -> bool:
+        """
+        An IRC operator (``OPER``) kicks a member out of the room as an ILIAS moderator would
+        (L{ChatRooms.kick}: out of the room everywhere); nobody else may kick in a chat room.
+        """
+        if "o" not in getattr(by, "user_modes", ()) or not self.network.config.oper_kick:
+            return False
+        user_id = target.user_id
+        self._log.info("IRC operator {nick} kicks user {user} from room {room}",
+                       nick=by.nick, user=user_id, room=room_id)
+        try:
+            return self.chat.kick(room_id, user_id)
+        except ChatError:
+            return False
 
     def irc_joined(self, user: Any, room_id: int) -> None:
         """Enter the room as a browser would; browsers see the IRC user in the userlist."""

@@ -34,6 +34,7 @@ __all__ = [
     "sanitise_nick",
     "mask_matches",
     "WhowasEntry",
+    "ListEntry",
 ]
 
 #: How many former nicks WHOWAS remembers.
@@ -127,6 +128,10 @@ class ChannelLink:
         """An IRC operator kicks C{target}; return False to refuse."""
         return True
 
+    def list_masks(self, letter: str) -> "defer.Deferred[List[Tuple[str, str, int]]]":
+        """The ``(mask, set by, when)`` of a list mode (``b``) that the link keeps itself."""
+        return defer.succeed([])
+
 
 class RemoteUser:
     """A user who is not connected over IRC (a browser user in a bridged room)."""
@@ -156,8 +161,22 @@ class RemoteUser:
         """Remote users get room traffic from the room domain, not from IRC."""
 
 
+class ListEntry:
+    """One mask of a channel's ban, exception or invite-exception list (``+b``/``+e``/``+I``)."""
+
+    __slots__ = ("mask", "by", "when")
+
+    def __init__(self, mask: str, by: str, when: int) -> None:
+        self.mask = mask
+        self.by = by
+        self.when = when
+
+
 class Channel:
-    """A channel: members with their prefix modes, topic and the ``n``/``t`` modes."""
+    """
+    A channel: members with their prefix modes, topic, flag modes (``i m n s t``), the key
+    (``k``), the member limit (``l``), the ``b e I`` mask lists and who was invited.
+    """
 
     def __init__(self, network: "IrcNetwork", name: str, link: Optional[ChannelLink] = None):
         self.network = network
@@ -169,6 +188,11 @@ class Channel:
         self.topic_time = 0
         self.created = int(network.clock.seconds())
         self.modes: Set[str] = {"n", "t"}
+        self.key: Optional[str] = None
+        self.limit: Optional[int] = None
+        self.lists: Dict[str, List[ListEntry]] = {"b": [], "e": [], "I": []}
+        #: Folded nicks invited while the channel is ``+i`` (an invite is used up by the join).
+        self.invited: Set[str] = set()
         # member -> set of prefix modes ("o", "v"); insertion order is join order.
         self.members: Dict[Any, Set[str]] = {}
 
@@ -192,8 +216,24 @@ class Channel:
             if member is not skip and member.local:
                 member.deliver(message, client_tags)
 
-    def mode_string(self) -> str:
-        return "+" + "".join(sorted(self.modes))
+    def mode_string(self, show_key: bool = True) -> Tuple[str, ...]:
+        """The modes as RPL_CHANNELMODEIS gives them: ``("+klnt", key, limit)``."""
+        letters = "".join(sorted(self.modes))
+        args: List[str] = []
+        if self.key is not None:
+            letters += "k"
+            args.append(self.key if show_key else "*")
+        if self.limit is not None:
+            letters += "l"
+            args.append(str(self.limit))
+        return ("+" + letters, *args)
+
+    def listed(self, letter: str, user: Any) -> bool:
+        """Whether C{user}'s ``nick!user@host`` matches a mask of list C{letter}."""
+        return any(mask_matches(entry.mask, user.hostmask) for entry in self.lists[letter])
+
+    def is_voiced(self, user: Any) -> bool:
+        return bool({"o", "v"} & self.members.get(user, set()))
 
 
 class WhowasEntry:

@@ -37,13 +37,16 @@ from ilchat.irc.numerics import (
     RPL_NOWAWAY,
     RPL_UNAWAY,
 )
+from ilchat.irc.operators import OperatorCommands
 from ilchat.irc.queries import QueryCommands
 from ilchat.irc.registration import SUPPORTED_CAPS, RegistrationCommands
 
 __all__ = ["IRCServerProtocol", "IrcServerFactory", "SUPPORTED_CAPS"]
 
 
-class IRCServerProtocol(RegistrationCommands, ChannelCommands, QueryCommands, IrcConnection):
+class IRCServerProtocol(
+    RegistrationCommands, ChannelCommands, QueryCommands, OperatorCommands, IrcConnection
+):
     """
     One IRC client connection: registration, capabilities, commands, limits and timers.
 
@@ -210,6 +213,10 @@ class IRCServerProtocol(RegistrationCommands, ChannelCommands, QueryCommands, Ir
                 if self not in channel.members and "n" in channel.modes:
                     if errors:
                         self.reply(ERR_CANNOTSENDTOCHAN, channel.name, "Cannot send to channel")
+                    continue
+                if "m" in channel.modes and not channel.is_voiced(self):
+                    if errors:
+                        self.reply(ERR_CANNOTSENDTOCHAN, channel.name, "Cannot send to channel (+m)")
                     continue
                 if channel.link.send(self, command, text, client_tags):
                     continue

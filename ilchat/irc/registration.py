@@ -54,11 +54,15 @@ __all__ = ["RegistrationCommands", "SUPPORTED_CAPS"]
 _USERNAME_BAD = re.compile(r"[^A-Za-z0-9._-]")
 
 #: IRCv3 capabilities this server offers (``sasl`` only when an authenticator is configured).
-SUPPORTED_CAPS = ("server-time", "message-tags", "echo-message", "multi-prefix", "sasl")
+SUPPORTED_CAPS = ("server-time", "message-tags", "echo-message", "multi-prefix", "invite-notify", "sasl")
 
 # Modes of channel members, highest first, with their NAMES prefixes.
 _PREFIX = "(ov)@+"
-_CHANMODES = "beI,k,l,nt"
+_CHANMODES = "beI,k,l,imnst"
+#: 004: user modes, channel modes, channel modes that take a parameter.
+_USER_MODES = "iow"
+_CHANNEL_MODES = "Ibeiklmnostv"
+_PARAM_MODES = "Ibeklov"
 _SASL_CHUNK = 400
 _SASL_MAX = 4096
 _MAX_AUTH_FAILURES = 3
@@ -331,7 +335,7 @@ class RegistrationCommands:
         self.reply(RPL_YOURHOST, f"Your host is {server}, running version {version}")
         created = datetime.fromtimestamp(self.network.created, tz=timezone.utc)
         self.reply(RPL_CREATED, f"This server was created {created:%Y-%m-%d %H:%M:%S} UTC")
-        self.reply(RPL_MYINFO, server, version, "i", "ntov")
+        self.reply(RPL_MYINFO, server, version, _USER_MODES, _CHANNEL_MODES, _PARAM_MODES)
         self.send_isupport()
         secure = "TLS" if ISSLTransport.providedBy(self.transport) else "plain TCP"
         self._log.info("{who} logged in to IRC from {address} over {secure}",
@@ -353,6 +357,8 @@ class RegistrationCommands:
             f"TOPICLEN={config.topic_length}",
             f"NETWORK={config.network_name}",
             f"CHANMODES={_CHANMODES}",
+            "EXCEPTS=e",
+            "INVEX=I",
             "CHANLIMIT=#:50",
             "MODES=4",
             "TARGMAX=PRIVMSG:4,NOTICE:4,JOIN:,PART:,NAMES:1,WHOIS:1,KICK:1",

@@ -26,6 +26,8 @@ class IrcBridgeMixin(RepositoryServerMixin):
     irc_auth = "open"
     #: server.cfg ``irc`` → ``limits`` for the test's server.
     irc_limits: Dict[str, Any] = {}
+    #: Further server.cfg ``irc`` keys for the test's server (operators, names).
+    irc_settings: Dict[str, Any] = {}
 
     async def start_on(self, databases: Dict[str, Any]) -> Any:
         grace = self.grace
@@ -42,7 +44,7 @@ class IrcBridgeMixin(RepositoryServerMixin):
             self,
             server={"irc": {"address": "127.0.0.1", "port": 0, "auth": self.irc_auth,
                             "server_name": "irc.test", "network_name": "ILIAS",
-                            "limits": self.irc_limits}},
+                            "limits": self.irc_limits, **self.irc_settings}},
             clients=clients,
             client_components=[lambda ctx: RepositoryChat(ctx, grace=grace)],
             server_components=[make_irc],

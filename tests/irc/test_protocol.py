@@ -43,7 +43,7 @@ class RegistrationTests(TestCase):
         ls = await client.wait_for("CAP")
         self.assertEqual(ls.params[1], "LS")
         self.assertEqual(set(ls.params[2].split()),
-                         {"server-time", "message-tags", "echo-message", "multi-prefix"})
+                         {"server-time", "message-tags", "echo-message", "multi-prefix", "invite-notify"})
         client.send("NICK bob")
         client.send("USER bob 0 * :Bob")
         client.send("CAP REQ :server-time multi-prefix")
