@@ -13,6 +13,7 @@ Members are either local connections (L{ilchat.irc.protocol.IRCServerProtocol}) 
 
 import re
 import unicodedata
+import zlib
 from collections import deque
 from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Set, Tuple
 
@@ -40,14 +41,38 @@ __all__ = [
 #: How many former nicks WHOWAS remembers.
 WHOWAS_LENGTH = 200
 
-_RFC1459 = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ[]\\~", "abcdefghijklmnopqrstuvwxyz{}|^")
-_NICK_RE = re.compile(r"^[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]*$")
-_NICK_BAD_CHARS = re.compile(r"[^A-Za-z0-9\[\]\\`_^{|}-]")
+#: ASCII characters a nick may hold besides letters and digits (RFC 2812 §2.3.1's specials).
+_NICK_ASCII_SPECIALS = set("[]\\`_^{|}-")
+#: Characters a nick may not start with (a digit neither): they read as prefixes or channels.
+_NICK_BAD_FIRST = set("-#&$+~%:'")
 
 
 def irc_lower(name: str) -> str:
-    """Fold a nick or channel name with CASEMAPPING=rfc1459 (``[]\\~`` are upper case of ``{}|^``)."""
-    return name.translate(_RFC1459)
+    """
+    Fold a nick or channel name as CASEMAPPING=rfc8265 (PRECIS UsernameCaseMapped, as Ergo):
+    full- and half-width forms to their usual ones, lower case, then NFC. ASCII (the common
+    case) is only lower-cased: ``[`` and ``{`` are different characters.
+    """
+    if name.isascii():
+        return name.lower()
+    widened = "".join(
+        unicodedata.normalize("NFKC", char)
+        if unicodedata.decomposition(char).startswith(("<wide>", "<narrow>")) else char
+        for char in name
+    )
+    return unicodedata.normalize("NFC", widened.lower())
+
+
+def _nick_char(char: str, first: bool) -> bool:
+    """Whether C{char} may be in a nick: ASCII letters, digits and specials; other letters, marks, digits."""
+    if char.isascii():
+        if char.isalpha() or char in _NICK_ASCII_SPECIALS:
+            return not (first and char in _NICK_BAD_FIRST)
+        return char.isdigit() and not first
+    category = unicodedata.category(char)
+    if category.startswith("L"):
+        return True
+    return not first and (category.startswith("M") or category == "Nd")
 
 
 def mask_matches(mask: str, name: str) -> bool:
@@ -69,8 +94,15 @@ _MASK_CACHE: Dict[str, Any] = {}
 
 
 def valid_nick(nick: str, max_length: int) -> bool:
-    """Whether C{nick} is a valid nickname (RFC 2812 §2.3.1 characters, at most C{max_length})."""
-    return 0 < len(nick) <= max_length and _NICK_RE.match(nick) is not None
+    """
+    Whether C{nick} is a valid nickname: RFC 2812's ASCII letters, digits and specials, and,
+    as UTF-8 servers (Ergo) allow, letters, marks and digits of any script; no spaces,
+    punctuation or symbols (emoji); not starting with a digit or ``-``; in NFC; at most
+    C{max_length} characters.
+    """
+    if not 0 < len(nick) <= max_length or unicodedata.normalize("NFC", nick) != nick:
+        return False
+    return all(_nick_char(char, index == 0) for index, char in enumerate(nick))
 
 
 def valid_channel(name: str, max_length: int) -> bool:
@@ -82,15 +114,16 @@ def valid_channel(name: str, max_length: int) -> bool:
 
 def sanitise_nick(name: str, max_length: int) -> str:
     """
-    Turn any display name (an ILIAS login such as ``"jörg.müller"``) into a valid nick.
-
-    Accents are dropped (``ö`` becomes ``o``), other characters IRC does not allow become ``_``,
-    and a leading digit or dash gets a ``_`` in front.
+    Turn any display name (an ILIAS login such as ``"jörg.müller"``) into a valid nick, the
+    same nick for the same name: letters of any script stay (``jörg_müller``), characters a nick
+    may not hold (spaces, dots, emoji) become ``_``, a leading digit or dash gets a ``_`` in
+    front, and a name with nothing left but ``_`` (all emoji) becomes ``user-<crc32 of the name>``.
     """
-    decomposed = unicodedata.normalize("NFKD", name.strip())
-    plain = "".join(char for char in decomposed if not unicodedata.combining(char))
-    nick = _NICK_BAD_CHARS.sub("_", plain) or "user"
-    if not _NICK_RE.match(nick):
+    text = unicodedata.normalize("NFC", name.strip())
+    nick = "".join(char if _nick_char(char, False) else "_" for char in text)
+    if not nick.strip("_"):
+        nick = f"user-{zlib.crc32(text.encode('utf-8', 'surrogatepass')):08x}"
+    if not _nick_char(nick[0], True):
         nick = "_" + nick
     return nick[:max_length]
 

@@ -15,6 +15,7 @@ import hmac
 import ipaddress
 import math
 import re
+import unicodedata
 from datetime import datetime, timezone
 from typing import Any, List, Optional, Tuple
 
@@ -182,7 +183,7 @@ class RegistrationCommands:
         if not message.params or not message.params[0]:
             self.reply(ERR_NONICKNAMEGIVEN, "No nickname given")
             return None
-        nick = message.params[0]
+        nick = unicodedata.normalize("NFC", message.params[0])
         if not valid_nick(nick, self.config.nick_length):
             self.reply(ERR_ERRONEUSNICKNAME, nick, "Erroneous nickname")
             return None
@@ -351,7 +352,8 @@ class RegistrationCommands:
         tokens = [
             "CHANTYPES=#",
             f"PREFIX={_PREFIX}",
-            "CASEMAPPING=rfc1459",
+            "CASEMAPPING=rfc8265",
+            "UTF8ONLY",
             f"NICKLEN={config.nick_length}",
             f"CHANNELLEN={config.channel_length}",
             f"TOPICLEN={config.topic_length}",

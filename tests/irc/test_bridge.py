@@ -111,12 +111,12 @@ class OpenModeBridgeTests(IrcBridgeMixin, unittest.TestCase):
         topic = await irc.wait_for("332")
         self.assertEqual(topic.params[1:], (CHANNEL, "Main"))
         names = await irc.wait_for("353")
-        self.assertEqual(set(names.params[3].split()), {"bob_muller", "_1anna", "ircer"})
+        self.assertEqual(set(names.params[3].split()), {"bob_müller", "_1anna", "ircer"})
         irc.send(f"WHO {CHANNEL}")
         await irc.wait_for("315")
         who = {m.params[5]: m for m in irc.since("352")}
-        self.assertEqual(who["bob_muller"].params[7], "0 bob.müller")
-        self.assertEqual(who["bob_muller"].params[3], "onscreen.ilias")
+        self.assertEqual(who["bob_müller"].params[7], "0 bob.müller")
+        self.assertEqual(who["bob_müller"].params[3], "onscreen.ilias")
 
     async def test_irc_message_reaches_browsers_and_history(self) -> None:
         """An IRC PRIVMSG is an ILIAS message from the IRC user, stored in chatroom_history."""

@@ -149,3 +149,23 @@ class BridgedMessageTests(IrcBridgeMixin, unittest.TestCase):
         irc.send(f"NAMES {CHANNEL}")
         names = await irc.wait_for("353")
         self.assertEqual(set(names.params[3].split()), {new, "ircer"})
+
+    async def test_utf8_names_both_ways(self) -> None:
+        """
+        A web name with letters of any script keeps them in its nick (a space becomes ``_``),
+        with the original name as realname; an IRC user's UTF-8 nick is their name on the web.
+        """
+        await self.start()
+        bob = await self.enter(7, "Jürgen Müller")
+        irc = await self.irc_in_room("Zoë")
+        names = irc.since("353")[-1]
+        self.assertEqual(set(names.params[3].split()), {"Jürgen_Müller", "Zoë"})
+        irc.send(f"WHO {CHANNEL}")
+        await irc.wait_for("315")
+        who = {m.params[5]: m.params[7] for m in irc.since("352")}
+        self.assertEqual(who["Jürgen_Müller"], "0 Jürgen Müller")
+        users = await userlist_with(bob, lambda users: any(k < 0 for k in users))
+        self.assertIn("Zoë", [user["username"] for user in users.values()])
+        irc.send("PRIVMSG jürgen_müller :grüß dich")
+        whisper = await bob.wait_for("message")
+        self.assertEqual((whisper["content"], whisper["target"]["id"]), ("grüß dich", 7))
