@@ -6,10 +6,10 @@ and WALLOPS (and, in bridged rooms, KICK: L{ilchat.irc.bridge.RoomBridge.irc_kic
 A mixin of L{ilchat.irc.protocol.IRCServerProtocol}. The hashes are bcrypt, the format ircds and
 ``htpasswd -B`` write (ilchat already checks ILIAS's bcrypt passwords with the same library); a
 check takes tens of milliseconds, so it runs in a thread, and it goes through the network's
-failed-login throttle like every other password (key ``oper:<name>``).
+failed-login throttle like every other password (growing delays, then a lock-out; the login
+is ``oper:<name>``).
 """
 
-import math
 from typing import Any, Optional
 
 from twisted.internet import threads
@@ -50,20 +50,16 @@ class OperatorCommands:
                            name=name, nick=self.nick, address=self.ip)
             self.reply(ERR_NOOPERHOST, "No O-lines for your host")
             return
-        throttle = self.network.login_throttle
-        key = "oper:" + name
-        locked = throttle.refusal(self.ip, key)
-        if locked is not None:
-            self.reply(ERR_PASSWDMISMATCH, f"Too many failed attempts; try again in {math.ceil(locked)} seconds")
-            return
-        right = await threads.deferToThread(check_bcryptphp, password, block.password_hash)
+
+        def check(_login: str, given: str) -> Any:
+            return threads.deferToThread(lambda: block if check_bcryptphp(given, block.password_hash) else None)
+
+        right, refusal = await self._authenticate("oper:" + name, password, check)
         if self._closing:
             return
-        if not right:
-            throttle.failed(self.ip, key)
-            self.reply(ERR_PASSWDMISMATCH, "Password incorrect")
+        if right is None:
+            self.reply(ERR_PASSWDMISMATCH, refusal or "Password incorrect")
             return
-        throttle.succeeded(self.ip, key)
         self.user_modes.add("o")
         self._log.info("{nick} from {address} is now IRC operator {name}",
                        nick=self.nick, address=self.ip, name=name)

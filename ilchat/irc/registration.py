@@ -17,7 +17,7 @@ import math
 import re
 import unicodedata
 from datetime import datetime, timezone
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from twisted.internet import defer, task
 from twisted.internet.interfaces import ISSLTransport
@@ -244,9 +244,12 @@ class RegistrationCommands:
             return None
         return defer.ensureDeferred(self._sasl_check(login, password))
 
-    async def _authenticate(self, login: str, password: str) -> Tuple[Any, Optional[str]]:
+    async def _authenticate(
+        self, login: str, password: str, check: Optional[Callable[[str, str], Any]] = None
+    ) -> Tuple[Any, Optional[str]]:
         """
-        Check a password through the network's failed-login throttle.
+        Check a password through the network's failed-login throttle: with C{check(login,
+        password)} (a Deferred or coroutine of an identity or None; OPER's), else against ILIAS.
 
         Returns:
             ``(identity, None)`` for the right password, ``(None, None)`` for a wrong one (both
@@ -259,7 +262,8 @@ class RegistrationCommands:
             seconds = math.ceil(locked)
             return None, f"Too many failed logins; try again in {seconds} second{'s' * (seconds != 1)}"
         delay = throttle.delay(self.ip, login)
-        identity = await self.network.authenticator.authenticate(login, password)
+        check = check or self.network.authenticator.authenticate
+        identity = await check(login, password)
         if identity is None:
             throttle.failed(self.ip, login)
         else:

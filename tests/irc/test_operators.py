@@ -7,7 +7,7 @@ from typing import Any
 
 from twisted.trial.unittest import TestCase
 
-from ilchat.config import IrcOperator
+from ilchat.config import IrcLoginLimits, IrcOperator
 from tests.irc.support import capture_log, log_lines, make_config, start_irc
 from tests.irc.test_bridge import CHANNEL, IrcBridgeMixin, irc_id_in
 from tests.support.db import insert_rows_async
@@ -55,15 +55,17 @@ class OperTests(TestCase):
 
     async def test_failed_opers_are_throttled(self) -> None:
         """OPER goes through the failed-login throttle: past the limit even the right password fails."""
-        config = make_config(operators=OPERATORS)
+        config = make_config(operators=OPERATORS,
+                             login_limits=IrcLoginLimits(delay=0.0, failures_per_account=3))
         server = await start_irc(self, config)
         client = await server.registered(self, "guesser")
-        for _ in range(config.login_limits.failures_per_account):
+        for _ in range(3):
             client.send("OPER admin wrong")
             await client.wait_for("464")
         client.send("OPER admin opersecret")
         refused = await client.wait_for("464")
-        self.assertIn("Too many failed attempts", refused.params[1])
+        self.assertIn("Too many failed logins; try again in", refused.params[1])
+        self.assertNotIn("o", server.network.find_user("guesser").user_modes)
 
     async def test_kill_and_wallops_need_an_operator(self) -> None:
         """

@@ -212,3 +212,47 @@ class CtcpTests(TestCase):
         proto.describe("alpha", "waves back")
         back = await alpha.wait_for("PRIVMSG", lambda m: m.prefix.startswith("beta!"))
         self.assertEqual(back.params, ("alpha", "\x01ACTION waves back\x01"))
+
+
+class IrcPackageTests(TestCase):
+    async def test_irc_package_with_a_utf8_nick_and_actions(self) -> None:
+        """
+        The ``irc`` package (jaraco) registers as ``Jürgen``, sends an ACTION (its ``action``
+        event on the other side is a raw CTCP ACTION here) and gets one back as an action.
+        """
+        import time
+
+        import irc.client
+        from twisted.internet import threads
+
+        server = await start_irc(self)
+        peer = await server.registered(self, "peer")
+        peer.send("JOIN #utf")
+        await peer.wait_for("366")
+        port = server.port.getHost().port
+        actions: List[str] = []
+
+        def run_client() -> None:
+            client_reactor = irc.client.Reactor()
+            connection = client_reactor.server().connect("127.0.0.1", port, "Jürgen")
+            client_reactor.add_global_handler("welcome", lambda c, e: c.join("#utf"))
+            client_reactor.add_global_handler(
+                "join", lambda c, e: c.action("#utf", "winkt") if e.source.nick == "Jürgen" else None
+            )
+            client_reactor.add_global_handler("action", lambda c, e: actions.append(e.arguments[0]))
+            deadline = time.monotonic() + 10
+            while not actions and time.monotonic() < deadline:
+                client_reactor.process_once(0.05)
+            connection.quit("done")
+            client_reactor.process_once(0.05)
+            connection.close()
+
+        finished = threads.deferToThread(run_client)
+        action = await peer.wait_for("PRIVMSG")
+        self.assertEqual(action.params, ("#utf", "\x01ACTION winkt\x01"))
+        self.assertTrue(action.prefix.startswith("Jürgen!"))
+        peer.send("WHOIS jürgen")
+        self.assertEqual((await peer.wait_for("311")).params[1], "Jürgen")
+        peer.send("PRIVMSG #utf :\x01ACTION winkt zurück\x01")
+        await finished
+        self.assertEqual(actions, ["winkt zurück"])
