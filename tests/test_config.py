@@ -601,10 +601,12 @@ _SERVER_KEYS = [(k,) for k in SERVER] + [("network",), ("irc",), ("redis",)] + [
                              "header_timeout", "body_timeout", "max_headers", "max_header_bytes")
 ] + [("irc", k) for k in ("address", "port", "plain", "tls_port", "cert", "key", "motd", "rooms",
                            "auth", "webirc", "limits", "server_name", "local_channels", "motd_file",
-                           "admin_location", "admin_email", "operators", "network_name", "oper_kick")] + [
+                           "admin_location", "admin_email", "operators", "network_name", "oper_kick",
+                           "websocket")] + [
     ("irc", "limits", k) for k in ("flood_rate", "recvq", "max_line", "ping_interval")
 ] + [("irc", "rooms", "onscreen")] + [
-    ("redis", k) for k in ("host", "port", "password", "db", "prefix", "instance", "tls", "ca_file")
+    ("redis", k) for k in ("host", "port", "password", "db", "prefix", "instance", "tls", "ca_file",
+                          "route")
 ] + [("listen",), ("metrics",)] + [("metrics", k) for k in ("address", "port", "listen")]
 _CLIENT_KEYS = [(k,) for k in CLIENT] + [("auth", "key"), ("auth", "secret"), ("standalone",)] + [
     ("database", k) for k in ("type", "host", "port", "name", "user", "pass")
