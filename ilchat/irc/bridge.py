@@ -307,14 +307,18 @@ class RoomBridge:
         return None
 
     async def ban_masks(self, room_id: int) -> List[Tuple[str, str, int]]:
-        """The room's ILIAS bans as a ``+b`` list: ``<login>!*@<client host>`` (or the user id)."""
+        """
+        The room's ILIAS bans as a ``+b`` list: ``<nick of the login>!*@<client host>`` (the
+        user id where ``usr_data`` has no login), set by ``ILIAS``.
+        """
         try:
             bans = await self.store.get_bans(room_id, MAX_BAN_LIST)
         except Exception:
             self._log.failure("Cannot read the bans of room {room}", room=room_id)
             return []
-        return [(f"{ban['login'] or ban['user_id']}!*@{self._host}", "ILIAS", ban["timestamp"])
-                for ban in bans]
+        length = self.network.config.nick_length
+        return [(f"{sanitise_nick(ban['login'] or str(ban['user_id']), length)}!*@{self._host}",
+                 "ILIAS", ban["timestamp"]) for ban in bans]
 
     def irc_kick(self, by: Any, target: Any, room_id: int) -> bool:
         """

@@ -138,14 +138,18 @@ class BridgedOperatorTests(IrcBridgeMixin, TestCase):
     async def test_room_modes_bans_and_invite(self) -> None:
         """MODE #room b lists ILIAS's bans; changing a room's modes or INVITE is 482 with why."""
         await self.start()
-        await insert_rows_async(self.databases["onscreen"], "usr_data", [{"usr_id": 9, "login": "mallory"}])
-        await insert_rows_async(self.databases["onscreen"], "chatroom_bans",
-                                [{"room_id": 1, "user_id": 9, "timestamp": 1700000000}])
+        await insert_rows_async(self.databases["onscreen"], "usr_data", [
+            {"usr_id": 9, "login": "mallory"}, {"usr_id": 10, "login": "eve smith"}])
+        await insert_rows_async(self.databases["onscreen"], "chatroom_bans", [
+            {"room_id": 1, "user_id": 9, "timestamp": 1700000000},
+            {"room_id": 1, "user_id": 10, "timestamp": 1700000001},
+            {"room_id": 2, "user_id": 11, "timestamp": 1700000002}])
         irc = await self.irc_in_room("ircer")
         irc.send(f"MODE {CHANNEL} b")
-        ban = await irc.wait_for("367")
-        self.assertEqual(ban.params[1:], (CHANNEL, "mallory!*@onscreen.ilias", "ILIAS", "1700000000"))
         await irc.wait_for("368")
+        self.assertEqual([m.params[1:] for m in irc.since("367")], [
+            (CHANNEL, "mallory!*@onscreen.ilias", "ILIAS", "1700000000"),
+            (CHANNEL, "eve_smith!*@onscreen.ilias", "ILIAS", "1700000001")])
         irc.send(f"MODE {CHANNEL} +b someone")
         refused = await irc.wait_for("482")
         self.assertIn("set in ILIAS", refused.params[2])
