@@ -202,7 +202,7 @@ class ChannelCommands:
         self.reply(RPL_LISTSTART, "Channel", "Users  Name")
         for key, channel in sorted(self.network.channels.items()):
             hidden = "s" in channel.modes and self not in channel.members
-            if (wanted is None and not hidden) or (wanted is not None and key in wanted):
+            if not hidden and (wanted is None or key in wanted):
                 self.reply(RPL_LIST, channel.name, str(len(channel.members)), channel.topic)
         self.reply(RPL_LISTEND, "End of /LIST")
 
