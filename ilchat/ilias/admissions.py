@@ -117,7 +117,7 @@ class Admissions:
                            " ago", name=self.name, age=age)
             return
         try:
-            bans = await self.store.get_bans()
+            bans = await self.store.banned_pairs()
         except Exception:
             self._log.failure("Room admissions of {name} not restored: reading chatroom_bans"
                               " failed", name=self.name)

@@ -721,10 +721,10 @@ class UserlistUpkeepTests(SynchronousTestCase):
             elif action == 2:
                 name = rng.choice(["ann", "Zoë", 'q"uote', None, f"u{user_id}"])
                 identity[user_id] = (name, identity[user_id][1])
-                renderer._on_renamed({"member": self.info(user_id, identity)})
+                renderer._on_renamed({"ts": 0, "member": self.info(user_id, identity)})
             else:
                 identity[user_id] = (identity[user_id][0], not identity[user_id][1])
-                renderer._on_renamed({"member": self.info(user_id, identity)})
+                renderer._on_renamed({"ts": 0, "member": self.info(user_id, identity)})
             users = view.userlist()
             expected = {
                 str(uid): {"id": uid, "username": identity[uid][0],
@@ -743,11 +743,11 @@ class UserlistUpkeepTests(SynchronousTestCase):
         first, second = renderer._view(1), renderer._view(2)
         for view in (first, second):
             renderer._present(view, {"id": 5, "name": "before", "picture": False})
-        renderer._on_renamed({"member": {"id": 5, "name": "after", "picture": False}})
+        renderer._on_renamed({"ts": 0, "member": {"id": 5, "name": "after", "picture": False}})
         self.assertEqual(first.userlist()["5"]["username"], "after")
         self.assertIn('"username":"after"', second.userlist().json)
         renderer._absent(first, 5)
-        renderer._on_renamed({"member": {"id": 5, "name": "again", "picture": False}})
+        renderer._on_renamed({"ts": 0, "member": {"id": 5, "name": "again", "picture": False}})
         self.assertEqual(first.userlist(), {})
         self.assertIn('"username":"again"', second.userlist().json)
 
