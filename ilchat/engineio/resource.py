@@ -104,7 +104,10 @@ class EngineIOResource(Resource):
             if session is None:
                 return error_body(request, ERROR_UNKNOWN_SID)
             if transport == "websocket":
-                if not is_upgrade or session.transport != "polling" or session.closed:
+                # A websocket for a session that has upgraded already (or is probing) completes
+                # its handshake and is closed at once (EngineIOSession.websocket_opened), as
+                # engine.io does; the session's own websocket is not touched.
+                if not is_upgrade or session.closed:
                     return error_body(request, ERROR_BAD_REQUEST)
             elif session.transport != transport:
                 return error_body(request, ERROR_BAD_REQUEST)

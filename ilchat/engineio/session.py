@@ -176,15 +176,24 @@ class EngineIOSession:
         """Send one message packet (text, or bytes as a binary packet)."""
         self.send_packets((OutgoingPacket(P.MESSAGE, data),))
 
-    def send_packets(self, packets: Sequence[OutgoingPacket]) -> None:
-        """Send already encoded packets; the hot path of every broadcast (no allocation here)."""
+    def send_packets(self, packets: Sequence[OutgoingPacket], now: bool = False) -> None:
+        """
+        Send already encoded packets; the hot path of every broadcast (no allocation here).
+
+        On a websocket the frames of one reactor turn go out together at its end (one write per
+        connection however many broadcasts reached it); with ``now`` (what is for this session
+        alone: answers, acks, emits to one socket) each frame is written at once, in a write of
+        its own, after what the turn queued before. A polling client gets either with its next
+        (or parked) GET.
+        """
         if self._state != _OPEN:
             return
         ws = self._ws
         if ws is not None:
             if ws.state == ws.STATE_OPEN:
+                send = ws.send_now if now else ws.send_prepared
                 for packet in packets:
-                    ws.send_prepared(packet.prepared)
+                    send(packet.prepared)
                 if ws.write_paused:
                     # The kernel and Twisted buffers are full: count what piles up behind them.
                     ws.backlog += sum(frame_size(packet.prepared) for packet in packets)
@@ -229,7 +238,7 @@ class EngineIOSession:
             }
         )
         self._state = _OPEN
-        self.send_packets((OutgoingPacket(P.OPEN, handshake),))
+        self.send_packets((OutgoingPacket(P.OPEN, handshake),), True)
         self._schedule_ping()
         try:
             self.handler = server.handler_factory(self)
