@@ -101,7 +101,7 @@ class EngineIOResource(Resource):
         session = None
         if sid is not None:
             session = server.sessions.get(sid)
-            if session is None:
+            if session is None or session.expire_if_late():
                 return error_body(request, ERROR_UNKNOWN_SID)
             if transport == "websocket":
                 # A websocket for a session that has upgraded already (or is probing) completes

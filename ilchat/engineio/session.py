@@ -336,9 +336,26 @@ class EngineIOSession:
         self._ping_call = self.server.reactor.callLater(self.server.ping_interval, self._send_ping)
 
     def _send_ping(self) -> None:
-        self._ping_call = None
+        call, self._ping_call = self._ping_call, None
         self.send_packets((PING_PACKET,))
-        self._pong_call = self.server.reactor.callLater(self.server.ping_timeout, self._pong_missed)
+        # The deadline counts from when the ping was due, not from when a busy reactor got to it:
+        # a client is late after pingInterval + pingTimeout, however late our timers run.
+        reactor = self.server.reactor
+        due = call.getTime() if call is not None else reactor.seconds()
+        delay = max(0.0, due + self.server.ping_timeout - reactor.seconds())
+        self._pong_call = reactor.callLater(delay, self._pong_missed)
+
+    def expire_if_late(self) -> bool:
+        """
+        Close the session for ping timeout if its pong deadline has passed already, though a busy
+        reactor has not run that timer yet (it runs timers after the I/O of a turn): a request
+        that comes after the deadline does not keep a session alive. True if it was closed.
+        """
+        call = self._pong_call
+        if call is None or call.getTime() > self.server.reactor.seconds():
+            return False
+        self.close("ping timeout", discard=True)
+        return True
 
     def _pong_missed(self) -> None:
         self._pong_call = None

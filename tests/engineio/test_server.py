@@ -517,6 +517,25 @@ class HeartbeatTests(TestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     @defer.inlineCallbacks
+    def test_pong_deadline_counts_from_when_the_ping_was_due(self):
+        """A ping sent late by a busy reactor still gives the client pingInterval + pingTimeout
+        from the last pong, not more; a request after that deadline finds the session gone, even
+        when the deadline's timer has not run yet."""
+        sid, _ = yield handshake(self.base)
+        self.clock.rightNow += 25.5  # the reactor was busy: the ping goes 0.5 s late
+        self.clock.advance(0)
+        response = yield http("GET", f"{self.url}&sid={sid}")
+        self.assertEqual(response.text, "2")
+        self.clock.advance(19.4)
+        self.assertIn(sid, self.server.sessions)
+        self.clock.rightNow += 0.2  # past 25 + 20 s, the deadline's timer not run yet
+        response = yield http("GET", f"{self.url}&sid={sid}")
+        self.assertEqual((response.code, response.json()["code"]), (400, 1))
+        self.assertNotIn(sid, self.server.sessions)
+        self.assertEqual(Echo.closed, [(sid, "ping timeout")])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    @defer.inlineCallbacks
     def test_pong_keeps_session_and_schedules_next_ping(self):
         """A pong cancels the deadline; the next ping comes pingInterval later."""
         sid, _ = yield handshake(self.base)
