@@ -31,7 +31,10 @@ Details worth knowing:
 
 * ``bytes`` anywhere in emitted arguments are sent as binary attachments; received binary
   attachments arrive as ``bytes``.
-* ``ns.emit`` encodes the packet once and writes the same frames to every recipient.
+* ``ns.emit`` encodes the packet once and writes the same frames to every recipient; on websockets
+  they go out at the end of the reactor turn, one write per connection for all of the turn's
+  broadcasts. A socket's own packets (CONNECT answer, ``socket.emit``, acks, DISCONNECT) are
+  written at once, each frame in its own write, after what the turn queued for that connection.
 * An ack value ``None`` acks with no arguments, a ``tuple`` with several, anything else with one.
 * A handler's exception is logged with its traceback; the socket stays connected.  Events without a
   handler are ignored, and so are acks nobody waits for.  A malformed packet (JSON that
