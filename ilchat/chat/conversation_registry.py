@@ -6,7 +6,7 @@ conversations in creation order, with the exact-set lookup ``conversation(partic
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Set
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from twisted.logger import Logger
 
@@ -122,6 +122,30 @@ class ConversationRegistry:
         self.add(conversation)
         return conversation
 
+    def adopt(self, conversation_id: str, is_group: bool, participants: Sequence[Tuple[int, str]]) -> Tuple[Conversation, bool]:
+        """
+        The conversation another process described (an event's snapshot, or its stored row):
+        added with these participants, in this order, when it is unknown here. A known one keeps
+        its participant list: changes to it arrive as their own events. The names given rename
+        the participants (they are what the describing process shows).
+
+        Returns:
+            the conversation and whether it was new here.
+        """
+        for user_id, name in participants:
+            participant = self.participant(user_id, name)
+            if name:
+                participant.name = name
+        conversation = self.conversations.get(conversation_id)
+        if conversation is not None:
+            return conversation, False
+        conversation = Conversation(conversation_id, is_group)
+        for user_id, _ in participants:
+            if not conversation.has(user_id):
+                conversation.participants.append(self.participants[user_id])
+        self.add(conversation)
+        return conversation, True
+
     def add(self, conversation: Conversation) -> None:
         self.conversations[conversation.id] = conversation
         for participant in conversation.participants:
@@ -161,16 +185,15 @@ class ConversationRegistry:
         wanted = frozenset(user_ids)
         if not wanted:
             return None
-        group = None
-        # Only the conversations of one of the wanted users can match.
+        # Only the conversations of one of the wanted users can match. Among twins of one kind
+        # (two processes that created the same 1:1 at once, or groups made from one 1:1 twice)
+        # the lowest id wins: every process then picks the same one, whatever order it learnt
+        # them in (and a restart loads osc_conversation in primary-key order anyway).
         some_user = next(iter(wanted))
-        for conversation in self.of_user(some_user):
-            if conversation.participant_ids() == wanted:
-                if not conversation.is_group:
-                    return conversation
-                if group is None:
-                    group = conversation
-        return group
+        matches = [c for c in self.of_user(some_user) if c.participant_ids() == wanted]
+        if not matches:
+            return None
+        return min(matches, key=lambda c: (c.is_group, c.id))
 
     def in_use(self, since: float) -> Set[str]:
         """Conversations touched since C{since} (seconds) or with a participant online."""

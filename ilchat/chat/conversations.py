@@ -49,9 +49,11 @@ from ilchat.chat.conversation_model import (
     stored_message,
 )
 from ilchat.chat.conversation_registry import ConversationRegistry
+from ilchat.chat.conversation_replication import apply_remote_event
 from ilchat.chat.history import HistoryWriter
 from ilchat.chat.unread import STORE_WAIT, UnreadCounts, at_most
 from ilchat.jsonutil import dumps
+from ilchat.logs import RepeatedLog
 
 __all__ = [
     "HISTORY_PAGE_SIZE",
@@ -103,6 +105,7 @@ class OnScreenChat:
         self.acceptance = AcceptancePoll(instance, store, self.registry, clock)
         self._unregister_purge: Optional[Callable[[], None]] = None
         self._unsubscribe: Optional[Callable[[], None]] = None
+        self._repeats = RepeatedLog(self._log, clock)
 
     # lifecycle ---------------------------------------------------------------------------------
 
@@ -120,7 +123,7 @@ class OnScreenChat:
         register = getattr(self._store, "register_live_conversations", None)
         if register is not None:
             self._unregister_purge = register(self.live_conversation_ids, self.forget_conversations)
-        # Another process's UserConfigChange must reach this process's participants too.
+        # What the other processes of the client change must reach this process's state too.
         self._unsubscribe = self._bus.subscribe(self.topic, self.apply_remote)
         await self.acceptance.start()
 
@@ -136,6 +139,7 @@ class OnScreenChat:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        self._repeats.flush()
         if self.messages is not None:
             # Wait for the database a while; what it still lacks then stays in the journal.
             giving_up = self._clock.callLater(timeout, self.messages.cancel)
@@ -155,13 +159,22 @@ class OnScreenChat:
 
     def apply_remote(self, envelope: Mapping[str, Any]) -> None:
         """
-        Bus subscriber: apply an ``acceptance_changed`` that another process published (this
-        process applied its own in L{set_acceptance} already).
+        Bus subscriber: apply what another process published to this process's state
+        (L{ilchat.chat.conversation_replication}); this process applied its own events when it
+        acted. Subscribed before the adapter's renderer, so a conversation is known here by the
+        time its tabs here hear of it.
         """
-        event = envelope.get("event") or {}
-        if event.get("type") != events.ACCEPTANCE_CHANGED or envelope.get("origin") == self._bus.instance:
+        if envelope.get("origin") == self._bus.instance:
             return
-        self.registry.update_acceptance({int(c["id"]): bool(c["accepts"]) for c in event.get("changes", ())})
+        event = envelope.get("event") or {}
+        try:
+            apply_remote_event(self.registry, event, self._clock.seconds())
+        except ValueError as e:
+            self._repeats.warn(
+                "On-Screen Chat {instance}: dropped a {type!r} event from {origin}: {error}",
+                key=("dropped", envelope.get("origin")),
+                instance=self.instance, type=event.get("type"), origin=envelope.get("origin"), error=str(e),
+            )
 
     # presence ----------------------------------------------------------------------------------
 
@@ -230,6 +243,28 @@ class OnScreenChat:
 
     def _conversation_for(self, conversation_id: Any, participant: Participant) -> Conversation:
         conversation = self.registry.get(conversation_id)
+        return self._check_participant(conversation, participant)
+
+    async def _stored_conversation_for(self, conversation_id: Any, participant: Participant) -> Conversation:
+        """
+        L{_conversation_for}, reading a conversation unknown here from ``osc_conversation``: one
+        another process made while this one missed its event (the bus to Redis was down).
+        """
+        conversation = self.registry.get(conversation_id)
+        if conversation is None and isinstance(conversation_id, str) and len(conversation_id) <= 255:
+            try:
+                row = await self._store.get_conversation(conversation_id)
+            except Exception:
+                self._log.failure("On-Screen Chat {instance}: reading conversation {id} failed",
+                                  instance=self.instance, id=conversation_id)
+                row = None
+            conversation = self.registry.get(conversation_id)  # an event may have brought it meanwhile
+            if conversation is None and row is not None:
+                conversation = self.registry.load_row(row)
+        return self._check_participant(conversation, participant)
+
+    @staticmethod
+    def _check_participant(conversation: Optional[Conversation], participant: Participant) -> Conversation:
         if conversation is None:
             raise Refused("unknown conversation")
         if not conversation.has(participant.id):
@@ -340,7 +375,7 @@ class OnScreenChat:
         leave an empty group row behind).
         """
         actor = self._actor(connection)
-        conversation = self._conversation_for(conversation_id, actor)
+        conversation = await self._stored_conversation_for(conversation_id, actor)
         new_id = parse_user_id(user_id)
         new_name = parse_name(name)
         names = await self.known_names([new_id])
@@ -388,7 +423,7 @@ class OnScreenChat:
     async def remove_user(self, connection: str, conversation_id: Any, user_id: Any, name: Any = None) -> None:
         """``removeUser``: leave a group conversation (ILIAS only ever sends the user's own id)."""
         actor = self._actor(connection, user_id, check_claim=True)
-        conversation = self._conversation_for(conversation_id, actor)
+        conversation = await self._stored_conversation_for(conversation_id, actor)
         if not conversation.is_group:
             raise Refused("only a group conversation can be left; close a 1:1 instead")
         async with conversation.lock:
@@ -423,7 +458,7 @@ class OnScreenChat:
             the message (L{stored_message}'s shape).
         """
         actor = self._actor(connection, user_id, check_claim=True)
-        conversation = self._conversation_for(conversation_id, actor)
+        conversation = await self._stored_conversation_for(conversation_id, actor)
         check_text(text)
         if not actor.accepts_messages:
             message = new_message(conversation, actor, text, self._now_ms())
@@ -457,7 +492,7 @@ class OnScreenChat:
     async def history(self, connection: str, conversation_id: Any, oldest: Any = None, reverse: Any = False) -> HistoryPage:
         """``history``: one page of six messages older than C{oldest} (ms), newest first."""
         actor = self._actor(connection)
-        conversation = self._conversation_for(conversation_id, actor)
+        conversation = await self._stored_conversation_for(conversation_id, actor)
         older_than = None if oldest is None else parse_timestamp(oldest, "oldestMessageTimestamp")
         rows = await self._store.get_osc_history(conversation.id, older_than, limit=HISTORY_PAGE_SIZE)
         messages = [stored_message(row) for row in rows]
@@ -480,14 +515,14 @@ class OnScreenChat:
         counts are read from there for whoever is told about the conversation next.
         """
         actor = self._actor(connection, user_id, check_claim=True)
-        conversation = self._conversation_for(conversation_id, actor)
+        conversation = await self._stored_conversation_for(conversation_id, actor)
         stamp = parse_timestamp(timestamp, "timestamp")
         await self._store.track_activity(conversation.id, actor.id, stamp)
 
     async def close_conversation(self, connection: str, conversation_id: Any, user_id: Any) -> None:
         """``closeConversation``: hide it for this participant until a new message arrives."""
         actor = self._actor(connection, user_id, check_claim=True)
-        conversation = self._conversation_for(conversation_id, actor)
+        conversation = await self._stored_conversation_for(conversation_id, actor)
         await self._store.close_conversation(conversation.id, actor.id, self._now_ms())
 
     def typing(self, connection: str, conversation_id: Any, user_id: Any, started: bool) -> None:

@@ -8,6 +8,7 @@ The SQL is the Node server's (spec sections 3.4 and 4.2) unless noted.
 Methods (all return Deferreds / are coroutines):
 
 * ``get_conversations() -> list[dict]`` rows ``{id, is_group: bool, participants: str}``
+* ``get_conversation(conversation_id) -> dict | None`` one such row
 * ``insert_conversation(conversation_id, is_group, participants_json)``
 * ``update_conversation(conversation_id, participants_json, is_group)`` (an upsert, see there)
 * ``add_osc_message(message_id, conversation_id, user_id, message, timestamp_ms)`` (retried)
@@ -63,6 +64,19 @@ class ConversationStore:
             return rows
 
         return await self.db.run_interaction("get_conversations", get_conversations_txn)
+
+    async def get_conversation(self, conversation_id: str) -> Optional[Dict[str, Any]]:
+        """One stored conversation (another process may have made it), or None."""
+
+        def get_conversation_txn(txn: Transaction) -> Optional[Dict[str, Any]]:
+            row = txn.select_one(
+                "SELECT id, is_group, participants FROM osc_conversation WHERE id = ?", (conversation_id,)
+            )
+            if row is not None:
+                row["is_group"] = bool(row["is_group"])
+            return row
+
+        return await self.db.run_interaction("get_conversation", get_conversation_txn)
 
     async def insert_conversation(self, conversation_id: str, is_group: bool, participants_json: str) -> None:
         """Persist a new conversation (the Node server inserts it with ``"[]"`` participants)."""

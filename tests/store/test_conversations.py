@@ -33,6 +33,12 @@ class ConversationStoreTestsMixin(StoreTestMixin):
             await self.store.get_conversations(), [{"id": OTHER, "is_group": True, "participants": PAIR}]
         )
 
+    async def test_get_one_conversation_by_id(self) -> None:
+        """One row by id (what a process reads for a conversation another one made), or None."""
+        await self.store.insert_conversation(CONV, True, PAIR)
+        self.assertEqual(await self.store.get_conversation(CONV), {"id": CONV, "is_group": True, "participants": PAIR})
+        self.assertIsNone(await self.store.get_conversation(OTHER))
+
     async def test_messages_latest_and_history_pages(self) -> None:
         """The latest message, the newest page of 6, and older pages by timestamp, newest first."""
         self.assertIsNone(await self.store.get_latest_osc_message(CONV))
