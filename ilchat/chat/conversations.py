@@ -39,6 +39,7 @@ from ilchat.chat.conversation_model import (
     OscMessageRow,
     Participant,
     Refused,
+    changed_participants,
     check_fits,
     check_text,
     new_message,
@@ -297,9 +298,13 @@ class OnScreenChat:
             conversation.id, conversation.is_group, self._participants_text(conversation)
         )
 
-    async def _persist_change(self, conversation: Conversation) -> None:
+    async def _persist_change(self, conversation: Conversation, add: Optional[Participant] = None,
+                              remove: Optional[int] = None) -> None:
+        """Store one added or removed participant, keeping what another process stored meanwhile."""
+        ours = self._participants_text(conversation)
         await self._store.update_conversation(
-            conversation.id, self._participants_text(conversation), conversation.is_group
+            conversation.id, ours, conversation.is_group,
+            change=lambda stored: changed_participants(stored, ours, add.as_dict() if add else None, remove),
         )
 
     # requests ----------------------------------------------------------------------------------
@@ -391,7 +396,7 @@ class OnScreenChat:
             async with conversation.lock:
                 self.registry.add_participant(conversation, newcomer)
                 try:
-                    await self._persist_change(conversation)
+                    await self._persist_change(conversation, add=newcomer)
                 except Exception:
                     self.registry.remove_participant(conversation, new_id)
                     self._log.failure("Updating conversation {id} failed", id=conversation.id)
@@ -429,7 +434,7 @@ class OnScreenChat:
         async with conversation.lock:
             self.registry.remove_participant(conversation, actor.id)
             try:
-                await self._persist_change(conversation)
+                await self._persist_change(conversation, remove=actor.id)
             except Exception:
                 self.registry.add_participant(conversation, actor)
                 self._log.failure("Updating conversation {id} failed", id=conversation.id)
