@@ -64,11 +64,14 @@ def apply_remote_event(registry: ConversationRegistry, event: Mapping[str, Any],
 
 
 def merge_latest(conversation: Conversation, message: Optional[Mapping[str, Any]]) -> None:
-    """Make C{message} the conversation's latest unless the one known here is newer."""
+    """
+    Make C{message} the conversation's latest unless the one known here is newer. Two messages
+    sent at once on two processes may share a millisecond: the higher id wins, everywhere.
+    """
     if message is None:
         return
     current = conversation.latest_message
-    if current is None or message["timestamp"] >= current["timestamp"]:
+    if current is None or (message["timestamp"], message["id"]) >= (current["timestamp"], current["id"]):
         conversation.latest_message = dict(message)
         conversation.latest_loaded = True
 

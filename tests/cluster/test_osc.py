@@ -17,15 +17,20 @@ from types import SimpleNamespace
 from typing import Any, Dict, List, Sequence
 from urllib.parse import quote
 
+from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.trial.unittest import TestCase
 
-from ilchat.jsonutil import dumps
+from ilchat.jsonutil import dumps, loads
 from tests.ilias.repository_support import sleep, wait_until
 from tests.ilias.test_osc import ALICE, BOB, CAROL, NAMESPACE, Tab
 from tests.support.cluster import Cluster, ClusterNode, start_cluster
 from tests.support.db import fetch_rows_async, insert_rows_async
 from tests.support.http import http_request
 from tests.support.server import DEFAULT_CLIENT
+
+
+DAVE = {"id": 9, "name": "dave"}
+ERIN = {"id": 10, "name": "erin"}
 
 
 def _text(text: str):
@@ -224,6 +229,40 @@ class OscClusterTests(TestCase):
         carol2 = await self.tab(two, CAROL)
         listed = await carol2.wait_for("conversation", _of(group))
         self.assertEqual(listed["participants"], [ALICE, BOB, CAROL])
+
+    async def test_two_processes_add_to_one_group_at_once(self) -> None:
+        """
+        Alice adds Dave on node 1 while Bob adds Erin on node 2: whatever the interleaving, both
+        processes and the stored row end with all five, and messages from either reach both.
+        """
+        cluster = await self.start(accepting=(6, 7, 8, 9, 10))
+        one, two = cluster.nodes
+        alice, bob = await self.tab(one, ALICE), await self.tab(two, BOB)
+        dave, erin = await self.tab(two, DAVE), await self.tab(one, ERIN)
+        group = (await self.open(alice, ALICE, BOB, CAROL))["id"]
+        await self.typed(alice, ALICE, group, bob)  # node 2 knows the group
+
+        await gatherResults([ensureDeferred(alice.emit("addUser", group, 9, "dave")),
+                             ensureDeferred(bob.emit("addUser", group, 10, "erin"))])
+        await alice.wait_for("addUser")
+        await bob.wait_for("addUser")
+        await self.typed(alice, ALICE, group, bob)
+        await self.typed(bob, BOB, group, alice)  # each process has the other's change now
+
+        everyone = {6, 7, 8, 9, 10}
+        await alice.emit("message", group, 6, "from node 1")
+        await bob.emit("message", group, 7, "from node 2")
+        for tab in (dave, erin):
+            await tab.wait_for("message", _text("from node 1"))
+            await tab.wait_for("message", _text("from node 2"))
+        # The conversation updates that came with the two messages: one made on each process.
+        for tab in (alice, bob):
+            await tab.wait_for("message", _text("from node 2"))
+            await tab.wait_for("message", _text("from node 1"))
+            updates = tab.payloads("conversation", _of(group))[-2:]
+            self.assertEqual([{p["id"] for p in u["participants"]} for u in updates], [everyone, everyone])
+        stored = await self.rows("SELECT participants FROM osc_conversation WHERE id = ?", (group,))
+        self.assertEqual({p["id"] for p in loads(stored[0]["participants"])}, everyone)
 
     async def test_user_config_change_to_either_process_applies_on_both(self) -> None:
         """
