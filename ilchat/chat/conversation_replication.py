@@ -17,7 +17,9 @@ What each event does to a process that did not publish it:
   both changes, whatever order their events arrive in);
 * ``message_posted`` makes the message the conversation's latest (the newer one wins) and, like
   every event but ``typing``, counts as use for the daily purge;
-* ``acceptance_changed`` applies the ``UserConfigChange``.
+* ``acceptance_changed`` applies the ``UserConfigChange``;
+* ``conversations_purged`` (L{purged_ids}) is the service's: a conversation still in use here is
+  written back, any other one forgotten.
 
 Pure and synchronous: a malformed event raises ``ValueError`` before anything changed.
 """
@@ -30,7 +32,7 @@ from ilchat.chat import conversation_events as events
 from ilchat.chat.conversation_model import Conversation, Refused, parse_user_id, stored_message
 from ilchat.chat.conversation_registry import ConversationRegistry
 
-__all__ = ["apply_remote_event", "merge_latest"]
+__all__ = ["apply_remote_event", "merge_latest", "purged_ids"]
 
 
 def apply_remote_event(registry: ConversationRegistry, event: Mapping[str, Any], now: float) -> Optional[Conversation]:
@@ -74,6 +76,14 @@ def merge_latest(conversation: Conversation, message: Optional[Mapping[str, Any]
     if current is None or (message["timestamp"], message["id"]) >= (current["timestamp"], current["id"]):
         conversation.latest_message = dict(message)
         conversation.latest_loaded = True
+
+
+def purged_ids(event: Mapping[str, Any]) -> List[str]:
+    """The conversation ids of a ``conversations_purged`` event (ValueError if it has none)."""
+    ids = event.get("ids")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise ValueError(f"bad conversation ids {ids!r}")
+    return ids
 
 
 _WITH_CONVERSATION = frozenset({

@@ -50,7 +50,7 @@ from ilchat.chat.conversation_model import (
     stored_message,
 )
 from ilchat.chat.conversation_registry import ConversationRegistry
-from ilchat.chat.conversation_replication import apply_remote_event
+from ilchat.chat.conversation_replication import apply_remote_event, purged_ids
 from ilchat.chat.history import HistoryWriter
 from ilchat.chat.unread import STORE_WAIT, UnreadCounts, at_most
 from ilchat.jsonutil import dumps
@@ -169,7 +169,10 @@ class OnScreenChat:
             return
         event = envelope.get("event") or {}
         try:
-            apply_remote_event(self.registry, event, self._clock.seconds())
+            if event.get("type") == events.CONVERSATIONS_PURGED:
+                self._purged_elsewhere(purged_ids(event))
+            else:
+                apply_remote_event(self.registry, event, self._clock.seconds())
         except ValueError as e:
             self._repeats.warn(
                 "On-Screen Chat {instance}: dropped a {type!r} event from {origin}: {error}",
@@ -220,9 +223,34 @@ class OnScreenChat:
         return self.registry.in_use(self._clock.seconds() - IN_USE_WINDOW)
 
     def forget_conversations(self, conversation_ids: Iterable[str]) -> None:
-        """Drop conversations the purge deleted, so memory and ``osc_conversation`` agree."""
-        for conversation_id in conversation_ids:
+        """
+        Drop conversations the purge deleted, so memory and ``osc_conversation`` agree, and tell
+        the other processes, which may still use one of them (L{_purged_elsewhere}).
+        """
+        ids = list(conversation_ids)
+        for conversation_id in ids:
             self.registry.discard(conversation_id)
+        if ids:
+            self._publish(events.conversations_purged(ids))
+
+    def _purged_elsewhere(self, conversation_ids: Iterable[str]) -> None:
+        """
+        Another process's purge deleted these: the ones in use here (a participant online on
+        this process, or used within the day) are written back, the others forgotten here too.
+        """
+        live = self.live_conversation_ids()
+        for conversation_id in conversation_ids:
+            conversation = self.registry.get(conversation_id)
+            if conversation is None:
+                continue
+            if conversation_id not in live:
+                self.registry.discard(conversation_id)
+                continue
+            self._log.info("On-Screen Chat {instance}: conversation {id} was purged elsewhere but is in use here; "
+                           "writing it back", instance=self.instance, id=conversation_id)
+            written = ensureDeferred(self._persist_change(conversation))
+            written.addErrback(lambda failure, cid=conversation_id: self._log.failure(
+                "Writing back conversation {id} failed", failure, id=cid))
 
     # helpers -----------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from ilchat.chat import conversation_events as events
 from ilchat.chat.conversation_model import Conversation, Participant
 from ilchat.chat.conversation_registry import ConversationRegistry
-from ilchat.chat.conversation_replication import apply_remote_event
+from ilchat.chat.conversation_replication import apply_remote_event, purged_ids
 from ilchat.jsonutil import dumps, loads
 
 ALICE, BOB, CAROL, DAVE, ERIN = (6, "alice"), (7, "bob"), (8, "carol"), (9, "dave"), (10, "erin")
@@ -144,6 +144,9 @@ class ApplyRemoteEventTests(SynchronousTestCase):
         ]
         for event in bad:
             self.assertRaises(ValueError, apply_remote_event, self.two, event, 1.0)
+        self.assertEqual(purged_ids(_wire(events.conversations_purged(["a", "b"]))), ["a", "b"])
+        for ids in (None, "a", ["a", 1]):
+            self.assertRaises(ValueError, purged_ids, {"type": "conversations_purged", "ids": ids})
         self.assertEqual((self.two.conversations, self.two.participants), ({}, {}))
 
 

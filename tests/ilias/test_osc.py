@@ -899,6 +899,9 @@ class OscEventTestsMixin:
     async def rows_of(self, table: str) -> List[Dict[str, Any]]:
         return await fetch_rows_async(self.database, f"SELECT * FROM {table}")
 
+    async def rows(self, sql: str, args: Sequence[Any] = ()) -> List[Dict[str, Any]]:
+        return await fetch_rows_async(self.database, sql, args)
+
     async def test_acceptance_changes_travel_and_apply_from_other_processes(self) -> None:
         """``UserConfigChange`` is published; another process's change applies, our own echo not."""
         chat, seen = await self._chat()
@@ -950,6 +953,23 @@ class OscEventTestsMixin:
         self.assertEqual(len(warnings), 1)
         await wait_until(lambda: seen, what="typing published")
         self.assertEqual(seen[0]["event"]["to"], [6, 7])
+
+    async def test_a_purge_elsewhere_writes_back_what_is_in_use_here(self) -> None:
+        """Another process purged two conversations: the one in use here comes back, the other goes."""
+        chat, seen = await self._chat()
+        used = await chat.open_conversation("tab-a", [ALICE, BOB])
+        idle = chat.registry.load_row({"id": "c-idle", "is_group": False, "participants": '[{"id":9,"name":"dave"},{"id":10,"name":"erin"}]'})
+        await threads.deferToThread(execute, self.database, "DELETE FROM osc_conversation")  # the other's purge
+        chat.apply_remote({"v": 1, "origin": "proc-2", "topic": chat.topic, "event": {
+            "type": "conversations_purged", "ids": [used.id, idle.id, "c-unknown"]}})
+        self.assertEqual(set(chat.registry.conversations), {used.id})
+        rows = await wait_until_rows(self, "SELECT id, is_group, participants FROM osc_conversation")
+        self.assertEqual(rows, [{"id": used.id, "is_group": 0, "participants": dumps([ALICE, BOB])}])
+        # This process's own purge tells the others.
+        chat.forget_conversations([used.id])
+        await wait_until(lambda: len(seen) == 2, what="the purge published")
+        self.assertEqual(seen[1]["event"], {"type": "conversations_purged", "ids": [used.id]})
+        self.assertEqual(chat.registry.conversations, {})
 
 
 class OscEventSQLiteTests(OscEventTestsMixin, unittest.TestCase):
