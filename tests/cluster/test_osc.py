@@ -185,6 +185,7 @@ class OscClusterTests(TestCase):
         cluster = await self.start()
         one, two = cluster.nodes
         alice, carol, bob = await self.tab(one, ALICE), await self.tab(one, CAROL), await self.tab(two, BOB)
+        alice2, carol2 = await self.tab(two, ALICE), await self.tab(two, CAROL)
 
         pair = (await self.open(alice, ALICE, BOB))["id"]
         await alice.emit("addUser", pair, 8, "carol")
@@ -192,21 +193,25 @@ class OscClusterTests(TestCase):
         group = added["id"]
         self.assertNotEqual(group, pair)
         self.assertEqual((added["participants"], added["isGroup"]), ([ALICE, BOB, CAROL], True))
+        # Alice's tab on node 2 gets the group too; ``addUser`` answers the asking tab only.
+        self.assertEqual((await alice2.wait_for("conversation", _of(group)))["participants"], [ALICE, BOB, CAROL])
 
         # Node 2 learnt the group: Bob's message there reaches Carol and Alice on node 1.
         await bob.emit("message", group, 7, "hello group")
-        for tab in (alice, carol, bob):
+        for tab in (alice, alice2, carol, carol2, bob):
             await tab.wait_for("message", _text("hello group"))
         update = await carol.wait_for("conversation", _of(group))
         self.assertEqual(update["participants"], [ALICE, BOB, CAROL])
+        self.assertEqual(alice2.payloads("addUser"), [])
 
-        # Carol leaves on node 1; node 2 must not send her Bob's next message.
+        # Carol leaves on node 1 (both her tabs hear it); node 2 must not send her Bob's next message.
         await carol.emit("removeUser", group, 8, "carol")
-        await carol.wait_for("removeUser")
+        for tab in (carol, carol2):
+            self.assertEqual((await tab.wait_for("removeUser"))["participants"], [ALICE, BOB])
         await self.typed(alice, ALICE, group, bob)  # node 1's removal has reached node 2
         await bob.emit("message", group, 7, "without carol")
-        await alice.wait_for("message", _text("without carol"))
-        await bob.wait_for("message", _text("without carol"))
+        for tab in (alice, alice2, bob):
+            await tab.wait_for("message", _text("without carol"))
         self.assertEqual(bob.payloads("conversation", _of(group))[-1]["participants"], [ALICE, BOB])
         # Node 2's exact-set lookup follows it too: [alice, bob] is the 1:1, [alice, bob, carol] new.
         self.assertEqual((await self.open(bob, BOB, ALICE))["id"], pair)
@@ -219,15 +224,17 @@ class OscClusterTests(TestCase):
         await self.typed(bob, BOB, group, alice)
         await alice.emit("message", group, 6, "carol is back")
         await carol.wait_for("message", _text("carol is back"))
-        self.assertEqual([m["message"] for m in carol.payloads("message")], ["hello group", "carol is back"])
+        for tab in (carol, carol2):
+            await tab.wait_for("message", _text("carol is back"))
+            self.assertEqual([m["message"] for m in tab.payloads("message")], ["hello group", "carol is back"])
 
         stored = {r["id"]: r["participants"] for r in await self.rows("SELECT id, participants FROM osc_conversation")}
         self.assertEqual(stored[group], dumps([ALICE, BOB, CAROL]))
         self.assertEqual(stored[pair], dumps([ALICE, BOB]))
         self.assertEqual(len(stored), 3)
-        # A tab of Carol's on node 2 lists the group with its participants.
-        carol2 = await self.tab(two, CAROL)
-        listed = await carol2.wait_for("conversation", _of(group))
+        # A new tab of Carol's on node 2 lists the group with its participants.
+        carol3 = await self.tab(two, CAROL)
+        listed = await carol3.wait_for("conversation", _of(group))
         self.assertEqual(listed["participants"], [ALICE, BOB, CAROL])
 
     async def test_two_processes_add_to_one_group_at_once(self) -> None:
