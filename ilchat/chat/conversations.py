@@ -112,9 +112,20 @@ class OnScreenChat:
 
     async def start(self) -> None:
         """Load ``osc_conversation``, read who accepts messages, and schedule the 20-minute poll."""
-        rows = await self._store.get_conversations()
+        # What the other processes of the client change must reach this process's state too;
+        # subscribed before the load, so that nothing changed meanwhile is missed. A conversation
+        # an event brought during the load is newer than its row.
+        self._unsubscribe = self._bus.subscribe(self.topic, self.apply_remote)
+        try:
+            rows = await self._store.get_conversations()
+        except BaseException:
+            # A failed start gets no stop(): leave the bus as it was.
+            self._unsubscribe()
+            self._unsubscribe = None
+            raise
         for row in rows:
-            self.registry.load_row(row)
+            if str(row["id"]) not in self.registry.conversations:
+                self.registry.load_row(row)
         self._log.info(
             "On-Screen Chat {instance}: {count} conversations loaded",
             instance=self.instance,
@@ -124,8 +135,6 @@ class OnScreenChat:
         register = getattr(self._store, "register_live_conversations", None)
         if register is not None:
             self._unregister_purge = register(self.live_conversation_ids, self.forget_conversations)
-        # What the other processes of the client change must reach this process's state too.
-        self._unsubscribe = self._bus.subscribe(self.topic, self.apply_remote)
         await self.acceptance.start()
 
     async def stop(self, timeout: float = 30.0) -> None:
