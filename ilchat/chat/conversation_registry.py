@@ -126,16 +126,14 @@ class ConversationRegistry:
         """
         The conversation another process described (an event's snapshot, or its stored row):
         added with these participants, in this order, when it is unknown here. A known one keeps
-        its participant list: changes to it arrive as their own events. The names given rename
-        the participants (they are what the describing process shows).
+        its participant list: changes to it arrive as their own events. Names only fill in those
+        unknown here, as L{participant} does (every process reads the same ``usr_data``).
 
         Returns:
             the conversation and whether it was new here.
         """
         for user_id, name in participants:
-            participant = self.participant(user_id, name)
-            if name:
-                participant.name = name
+            self.participant(user_id, name)
         conversation = self.conversations.get(conversation_id)
         if conversation is not None:
             return conversation, False

@@ -11,7 +11,7 @@ own (a participant is online where their sockets are).
 What each event does to a process that did not publish it:
 
 * every event with a ``conversation`` snapshot adds that conversation when it is unknown here
-  (with the snapshot's participants) and renames the participants after it;
+  (with the snapshot's participants; their names fill in only names unknown here);
 * ``participant_added`` / ``participant_removed`` add or remove that one user in a conversation
   known here (a change, not the whole list: two processes changing one group at once end with
   both changes, whatever order their events arrive in);

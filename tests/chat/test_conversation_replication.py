@@ -45,9 +45,10 @@ class ApplyRemoteEventTests(SynchronousTestCase):
         """Process 2 learns the conversation, its participants in order, and finds it for [bob, alice]."""
         made = _make(self.one, "c1", [ALICE, BOB])
         self.two.participant(7, "")  # known here without a name: the event names them
+        self.two.participant(6, "alice (own login)")  # only her own login renames her
         conversation = self.apply(events.conversation_opened(made, 6, 0), now=50.0)
         self.assertIs(self.two.find_exact([7, 6]), conversation)
-        self.assertEqual(conversation.participants_list(), [{"id": 6, "name": "alice"}, {"id": 7, "name": "bob"}])
+        self.assertEqual(conversation.participants_list(), [{"id": 6, "name": "alice (own login)"}, {"id": 7, "name": "bob"}])
         self.assertFalse(conversation.is_group)
         self.assertEqual(conversation.touched_at, 50.0)
         self.assertEqual([c.id for c in self.two.of_user(7)], ["c1"])
