@@ -57,6 +57,8 @@ class IrcComponent:
         if config.auth == "ilias":
             authenticator = IliasAuthenticator([(name, client.store) for name, client, _, _ in exposed], reactor)
         self.network = IrcNetwork(config, reactor, authenticator)
+        self.network.open_ids = self.context.cluster.ids("irc-open")
+        await self.network.open_ids.ready()
         for name, client, chat, rooms in exposed:
             bridge = RoomBridge(self.network, chat, client.store, rooms, config.auth)
             bridge.start(self.context.bus)
@@ -72,6 +74,13 @@ class IrcComponent:
             self.ports.append(
                 reactor.listenSSL(config.tls_port, self.factory, options, interface=config.address)
             )
+        if config.websocket is not None:
+            from ilchat.irc.websocket import IrcWebSocketResource
+
+            self.context.web_root.put(
+                config.websocket.lstrip("/"), IrcWebSocketResource(self.factory, self.context.policy)
+            )
+            self._log.info("IRC over WebSocket at {path} on the web listener", path=config.websocket)
         for port in self.ports:
             self._log.info("IRC listening on {address}:{port} (auth {auth}, {count} clients bridged)",
                            address=config.address, port=port.getHost().port, auth=config.auth,

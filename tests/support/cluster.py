@@ -13,7 +13,7 @@ Usage in a trial ``TestCase``::
         await cluster.restart("node-1")                      # same port, same configs
 
 Each node has its own folder (server.cfg, client0.cfg, its log files and journal), its own
-port and its ``redis.instance``; every node gets the same client.cfg (same name, same auth, the
+port, its ``redis.instance`` (``node-<n>``) and ``redis.route`` (``n<n>``); every node gets the same client.cfg (same name, same auth, the
 same MariaDB database: ``cluster.database``, dropped after the test) and the same ``redis``
 prefix on the shared Redis (its keys deleted after the test). Pass ``redis_port`` for a
 ``tests.support.private_redis.PrivateRedis`` instead. The processes write their output to
@@ -198,7 +198,7 @@ async def start_cluster(
         os.makedirs(folder)
         port = free_port()
         redis_section = {"host": "127.0.0.1", "port": redis_port, "prefix": prefix,
-                         "instance": name, **(redis or {})}
+                         "instance": name, "route": f"n{index}", **(redis or {})}
         server_data = {"port": port, "redis": redis_section, **(server or {})}
         server_cfg, client_cfgs = write_configs(folder, server_data, [client_data], database)
         node = ClusterNode(name, folder, port, ["--server-cfg", server_cfg, "--client-cfg", client_cfgs[0]])
