@@ -237,6 +237,24 @@ class OscClusterTests(TestCase):
         listed = await carol3.wait_for("conversation", _of(group))
         self.assertEqual(listed["participants"], [ALICE, BOB, CAROL])
 
+        # Carol leaves from node 2 this time; node 1 no longer sends her the group's messages.
+        await carol2.emit("removeUser", group, 8, "carol")
+        for tab in (carol, carol2, carol3):
+            await tab.wait_for("removeUser", count=2 if tab is not carol3 else 1)
+        await self.typed(bob, BOB, group, alice)  # node 2's removal has reached node 1
+        await alice.emit("message", group, 6, "carol left again")
+        for tab in (alice, bob):
+            await tab.wait_for("message", _text("carol left again"))
+        # A message node 1 publishes after that one: once Carol has it, she would have had the other.
+        direct = (await self.open(alice, ALICE, CAROL))["id"]
+        await alice.emit("message", direct, 6, "just to carol")
+        for tab in (carol, carol2):
+            await tab.wait_for("message", _text("just to carol"))
+            self.assertEqual([m["message"] for m in tab.payloads("message")],
+                             ["hello group", "carol is back", "just to carol"])
+        stored = await self.rows("SELECT participants FROM osc_conversation WHERE id = ?", (group,))
+        self.assertEqual(stored[0]["participants"], dumps([ALICE, BOB]))
+
     async def test_two_processes_add_to_one_group_at_once(self) -> None:
         """
         Alice adds Dave on node 1 while Bob adds Erin on node 2: whatever the interleaving, both
