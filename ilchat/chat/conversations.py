@@ -18,6 +18,10 @@ Where the Node server has quirks (spec §7.3), this module fixes them:
 * the unread count is computed for each participant who is told about a conversation;
 * a conversation is found by its exact set of participants, a 1:1 before a group;
 * a conversation in use is never purged (L{OnScreenChat.live_conversation_ids}).
+
+With several processes every process holds every conversation: each applies the events the
+others publish (L{OnScreenChat.apply_remote}, L{ilchat.chat.conversation_replication}), reads a
+conversation it does not know from the store, and writes only the message rows it accepted.
 """
 
 from __future__ import annotations
