@@ -98,6 +98,13 @@ class ConversationRegistry:
 
     def load_row(self, row: Mapping[str, Any]) -> Conversation:
         """Add an ``osc_conversation`` row (participants as ILIAS's JSON text) read at start."""
+        conversation = Conversation(str(row["id"]), bool(row.get("is_group")))
+        self.add(conversation)
+        self.set_participants(conversation, self.row_participants(row))
+        return conversation
+
+    def row_participants(self, row: Mapping[str, Any]) -> List[Tuple[int, str]]:
+        """The ``(id, name)`` pairs of an ``osc_conversation`` row; what cannot be read is skipped."""
         participants = row.get("participants")
         if isinstance(participants, (str, bytes)):
             try:
@@ -109,18 +116,27 @@ class ConversationRegistry:
                     participants=participants,
                 )
                 participants = []
-        conversation = Conversation(str(row["id"]), bool(row.get("is_group")))
-        for item in participants or ():
+        pairs: List[Tuple[int, str]] = []
+        for item in participants if isinstance(participants, list) else ():
             try:
                 user_id = parse_user_id(item.get("id") if isinstance(item, dict) else None)
             except Refused:
                 continue  # ILIAS's JSON only lists positive ids; skip anything else
             name = item.get("name") if isinstance(item.get("name"), str) else ""
+            pairs.append((user_id, name))
+        return pairs
+
+    def set_participants(self, conversation: Conversation, participants: Sequence[Tuple[int, str]]) -> None:
+        """Make these (in this order, once each) the participants of a conversation held here."""
+        before = conversation.participant_ids()
+        conversation.participants = []
+        for user_id, name in participants:
             participant = self.participant(user_id, name)
             if not conversation.has(user_id):
                 conversation.participants.append(participant)
-        self.add(conversation)
-        return conversation
+                self._index(user_id, conversation.id)
+        for user_id in before - conversation.participant_ids():
+            self._unindex(user_id, conversation.id)
 
     def adopt(self, conversation_id: str, is_group: bool, participants: Sequence[Tuple[int, str]]) -> Tuple[Conversation, bool]:
         """

@@ -21,6 +21,10 @@ What each event does to a process that did not publish it:
 * ``conversations_purged`` (L{purged_ids}) is the service's: a conversation still in use here is
   written back, any other one forgotten.
 
+When a snapshot names other participants than the conversation has here after the event (an
+event one process missed while the bus was degraded, or two changes crossing), the service reads
+the stored list, which holds every change whose event was published (L{snapshot_ids}).
+
 Pure and synchronous: a malformed event raises ``ValueError`` before anything changed.
 """
 
@@ -32,7 +36,7 @@ from ilchat.chat import conversation_events as events
 from ilchat.chat.conversation_model import Conversation, Refused, parse_user_id, stored_message
 from ilchat.chat.conversation_registry import ConversationRegistry
 
-__all__ = ["apply_remote_event", "merge_latest", "purged_ids"]
+__all__ = ["apply_remote_event", "merge_latest", "purged_ids", "snapshot_ids"]
 
 
 def apply_remote_event(registry: ConversationRegistry, event: Mapping[str, Any], now: float) -> Optional[Conversation]:
@@ -76,6 +80,11 @@ def merge_latest(conversation: Conversation, message: Optional[Mapping[str, Any]
     if current is None or (message["timestamp"], message["id"]) >= (current["timestamp"], current["id"]):
         conversation.latest_message = dict(message)
         conversation.latest_loaded = True
+
+
+def snapshot_ids(event: Mapping[str, Any]) -> frozenset:
+    """The participant ids of an event's conversation snapshot (of an event already applied)."""
+    return frozenset(_id(p.get("id")) for p in event["conversation"]["participants"])
 
 
 def purged_ids(event: Mapping[str, Any]) -> List[str]:

@@ -54,7 +54,7 @@ from ilchat.chat.conversation_model import (
     stored_message,
 )
 from ilchat.chat.conversation_registry import ConversationRegistry
-from ilchat.chat.conversation_replication import apply_remote_event, purged_ids
+from ilchat.chat.conversation_replication import apply_remote_event, purged_ids, snapshot_ids
 from ilchat.chat.history import HistoryWriter
 from ilchat.chat.unread import STORE_WAIT, UnreadCounts, at_most
 from ilchat.jsonutil import dumps
@@ -184,14 +184,30 @@ class OnScreenChat:
         try:
             if event.get("type") == events.CONVERSATIONS_PURGED:
                 self._purged_elsewhere(purged_ids(event))
-            else:
-                apply_remote_event(self.registry, event, self._clock.seconds())
+                return
+            conversation = apply_remote_event(self.registry, event, self._clock.seconds())
         except ValueError as e:
             self._repeats.warn(
                 "On-Screen Chat {instance}: dropped a {type!r} event from {origin}: {error}",
                 key=("dropped", envelope.get("origin")),
                 instance=self.instance, type=event.get("type"), origin=envelope.get("origin"), error=str(e),
             )
+            return
+        if conversation is not None and snapshot_ids(event) != conversation.participant_ids():
+            # The publisher saw other participants: an event one of us missed (the bus to Redis
+            # was down), or changes crossing each other. The stored list has every change whose
+            # event was published; take it.
+            refreshed = ensureDeferred(self._refresh_participants(conversation))
+            refreshed.addErrback(lambda failure: self._log.failure(
+                "On-Screen Chat {instance}: reading conversation {id} failed", failure,
+                instance=self.instance, id=conversation.id))
+
+    async def _refresh_participants(self, conversation: Conversation) -> None:
+        """Set a conversation's participants from ``osc_conversation`` (after its own changes)."""
+        async with conversation.lock:
+            row = await self._store.get_conversation(conversation.id)
+            if row is not None and self.registry.get(conversation.id) is conversation:
+                self.registry.set_participants(conversation, self.registry.row_participants(row))
 
     # presence ----------------------------------------------------------------------------------
 

@@ -954,6 +954,22 @@ class OscEventTestsMixin:
         await wait_until(lambda: seen, what="typing published")
         self.assertEqual(seen[0]["event"]["to"], [6, 7])
 
+    async def test_a_snapshot_naming_other_participants_reads_the_stored_list(self) -> None:
+        """A change whose event this process missed: the next snapshot that disagrees brings it."""
+        chat, seen = await self._chat()
+        group = await chat.open_conversation("tab-a", [ALICE, BOB, CAROL])
+        # Another process removed Carol and added Dave; its events never came (Redis was down).
+        await chat._store.update_conversation(group.id, dumps([ALICE, BOB, {"id": 9, "name": "dave"}]), True)
+        snapshot = {"id": group.id, "is_group": True, "latest_message": None,
+                    "participants": [ALICE, BOB, {"id": 9, "name": "dave"}]}
+        chat.apply_remote({"v": 1, "origin": "proc-2", "topic": chat.topic, "event": {
+            "type": "typing", "conversation": snapshot, "user": BOB, "started": True, "to": [6, 9]}})
+        await wait_until(lambda: group.participant_ids() == {6, 7, 9}, what="the stored list taken")
+        self.assertEqual(group.participants_list(), [ALICE, BOB, {"id": 9, "name": "dave"}])
+        self.assertIs(chat.registry.find_exact([6, 7, 9]), group)
+        self.assertEqual([c.id for c in chat.registry.of_user(8)], [])
+        self.assertEqual([c.id for c in chat.registry.of_user(9)], [group.id])
+
     async def test_a_purge_elsewhere_writes_back_what_is_in_use_here(self) -> None:
         """Another process purged two conversations: the one in use here comes back, the other goes."""
         chat, seen = await self._chat()
