@@ -26,6 +26,7 @@ from ilchat.chat.conversation_model import Conversation, Participant
 
 __all__ = [
     "ACCEPTANCE_CHANGED",
+    "CONVERSATIONS_PURGED",
     "CONVERSATION_OPENED",
     "EVENT_TYPES",
     "MESSAGE_POSTED",
@@ -35,6 +36,7 @@ __all__ = [
     "TYPING",
     "acceptance_changed",
     "conversation_opened",
+    "conversations_purged",
     "message_posted",
     "message_withheld",
     "participant_added",
@@ -56,10 +58,12 @@ MESSAGE_WITHHELD = "message_withheld"
 TYPING = "typing"
 #: ``UserConfigChange``: these users now do or do not accept messages (every process applies it).
 ACCEPTANCE_CHANGED = "acceptance_changed"
+#: The daily purge deleted these conversations; a process that still uses one writes it back.
+CONVERSATIONS_PURGED = "conversations_purged"
 
 EVENT_TYPES = (
     CONVERSATION_OPENED, PARTICIPANT_ADDED, PARTICIPANT_REMOVED, MESSAGE_POSTED, MESSAGE_WITHHELD,
-    TYPING, ACCEPTANCE_CHANGED,
+    TYPING, ACCEPTANCE_CHANGED, CONVERSATIONS_PURGED,
 )
 
 Event = Dict[str, Any]
@@ -153,3 +157,8 @@ def acceptance_changed(changes: Mapping[int, bool]) -> Event:
         "type": ACCEPTANCE_CHANGED,
         "changes": [{"id": user_id, "accepts": accepts} for user_id, accepts in changes.items()],
     }
+
+
+def conversations_purged(conversation_ids: Iterable[str]) -> Event:
+    """The purge of the publishing process deleted these conversations (none of its own in use)."""
+    return {"type": CONVERSATIONS_PURGED, "ids": list(conversation_ids)}

@@ -17,7 +17,7 @@ import attr
 import attrs
 from twisted.internet.defer import DeferredLock
 
-from ilchat.jsonutil import dumps, has_lone_surrogate
+from ilchat.jsonutil import JSONError, dumps, has_lone_surrogate, loads
 
 __all__ = [
     "Conversation",
@@ -31,6 +31,7 @@ __all__ = [
     "OscMessageRow",
     "Participant",
     "Refused",
+    "changed_participants",
     "check_fits",
     "check_text",
     "new_message",
@@ -139,6 +140,27 @@ def check_fits(participants: Sequence[Any]) -> None:
     text = dumps(items)
     if len(text) > MAX_PARTICIPANTS_JSON:
         raise Refused(f"the participant list is too long to store ({MAX_PARTICIPANTS_JSON} characters at most)")
+
+
+def changed_participants(stored: str, fallback: str, add: Optional[Mapping[str, Any]] = None,
+                         remove: Optional[int] = None) -> str:
+    """
+    ``osc_conversation.participants`` text C{stored} with one participant added (C{add},
+    ``{id, name}``, at the end unless present) or removed (the id C{remove}), as JSON text.
+
+    What another process wrote meanwhile stays; a list that cannot be read is replaced by
+    C{fallback}, this process's own list.
+    """
+    try:
+        items = loads(stored)
+    except JSONError:
+        return fallback
+    if not isinstance(items, list):
+        return fallback
+    kept = [item for item in items if not (isinstance(item, dict) and item.get("id") == remove and remove is not None)]
+    if add is not None and not any(isinstance(item, dict) and item.get("id") == add["id"] for item in kept):
+        kept.append({"id": add["id"], "name": add["name"]})
+    return dumps(kept)
 
 
 def check_text(text: Any) -> None:

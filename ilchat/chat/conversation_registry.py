@@ -6,7 +6,7 @@ conversations in creation order, with the exact-set lookup ``conversation(partic
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Set
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from twisted.logger import Logger
 
@@ -98,6 +98,13 @@ class ConversationRegistry:
 
     def load_row(self, row: Mapping[str, Any]) -> Conversation:
         """Add an ``osc_conversation`` row (participants as ILIAS's JSON text) read at start."""
+        conversation = Conversation(str(row["id"]), bool(row.get("is_group")))
+        self.add(conversation)
+        self.set_participants(conversation, self.row_participants(row))
+        return conversation
+
+    def row_participants(self, row: Mapping[str, Any]) -> List[Tuple[int, str]]:
+        """The ``(id, name)`` pairs of an ``osc_conversation`` row; what cannot be read is skipped."""
         participants = row.get("participants")
         if isinstance(participants, (str, bytes)):
             try:
@@ -109,18 +116,49 @@ class ConversationRegistry:
                     participants=participants,
                 )
                 participants = []
-        conversation = Conversation(str(row["id"]), bool(row.get("is_group")))
-        for item in participants or ():
+        pairs: List[Tuple[int, str]] = []
+        for item in participants if isinstance(participants, list) else ():
             try:
                 user_id = parse_user_id(item.get("id") if isinstance(item, dict) else None)
             except Refused:
                 continue  # ILIAS's JSON only lists positive ids; skip anything else
             name = item.get("name") if isinstance(item.get("name"), str) else ""
+            pairs.append((user_id, name))
+        return pairs
+
+    def set_participants(self, conversation: Conversation, participants: Sequence[Tuple[int, str]]) -> None:
+        """Make these (in this order, once each) the participants of a conversation held here."""
+        before = conversation.participant_ids()
+        conversation.participants = []
+        for user_id, name in participants:
             participant = self.participant(user_id, name)
             if not conversation.has(user_id):
                 conversation.participants.append(participant)
+                self._index(user_id, conversation.id)
+        for user_id in before - conversation.participant_ids():
+            self._unindex(user_id, conversation.id)
+
+    def adopt(self, conversation_id: str, is_group: bool, participants: Sequence[Tuple[int, str]]) -> Tuple[Conversation, bool]:
+        """
+        The conversation another process described (an event's snapshot, or its stored row):
+        added with these participants, in this order, when it is unknown here. A known one keeps
+        its participant list: changes to it arrive as their own events. Names only fill in those
+        unknown here, as L{participant} does (every process reads the same ``usr_data``).
+
+        Returns:
+            the conversation and whether it was new here.
+        """
+        for user_id, name in participants:
+            self.participant(user_id, name)
+        conversation = self.conversations.get(conversation_id)
+        if conversation is not None:
+            return conversation, False
+        conversation = Conversation(conversation_id, is_group)
+        for user_id, _ in participants:
+            if not conversation.has(user_id):
+                conversation.participants.append(self.participants[user_id])
         self.add(conversation)
-        return conversation
+        return conversation, True
 
     def add(self, conversation: Conversation) -> None:
         self.conversations[conversation.id] = conversation
@@ -161,16 +199,15 @@ class ConversationRegistry:
         wanted = frozenset(user_ids)
         if not wanted:
             return None
-        group = None
-        # Only the conversations of one of the wanted users can match.
+        # Only the conversations of one of the wanted users can match. Among twins of one kind
+        # (two processes that created the same 1:1 at once, or groups made from one 1:1 twice)
+        # the lowest id wins: every process then picks the same one, whatever order it learnt
+        # them in (and a restart loads osc_conversation in primary-key order anyway).
         some_user = next(iter(wanted))
-        for conversation in self.of_user(some_user):
-            if conversation.participant_ids() == wanted:
-                if not conversation.is_group:
-                    return conversation
-                if group is None:
-                    group = conversation
-        return group
+        matches = [c for c in self.of_user(some_user) if c.participant_ids() == wanted]
+        if not matches:
+            return None
+        return min(matches, key=lambda c: (c.is_group, c.id))
 
     def in_use(self, since: float) -> Set[str]:
         """Conversations touched since C{since} (seconds) or with a participant online."""

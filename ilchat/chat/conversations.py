@@ -18,6 +18,10 @@ Where the Node server has quirks (spec §7.3), this module fixes them:
 * the unread count is computed for each participant who is told about a conversation;
 * a conversation is found by its exact set of participants, a 1:1 before a group;
 * a conversation in use is never purged (L{OnScreenChat.live_conversation_ids}).
+
+With several processes every process holds every conversation: each applies the events the
+others publish (L{OnScreenChat.apply_remote}, L{ilchat.chat.conversation_replication}), reads a
+conversation it does not know from the store, and writes only the message rows it accepted.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from ilchat.chat.conversation_model import (
     OscMessageRow,
     Participant,
     Refused,
+    changed_participants,
     check_fits,
     check_text,
     new_message,
@@ -49,9 +54,11 @@ from ilchat.chat.conversation_model import (
     stored_message,
 )
 from ilchat.chat.conversation_registry import ConversationRegistry
+from ilchat.chat.conversation_replication import apply_remote_event, purged_ids, snapshot_ids
 from ilchat.chat.history import HistoryWriter
 from ilchat.chat.unread import STORE_WAIT, UnreadCounts, at_most
 from ilchat.jsonutil import dumps
+from ilchat.logs import RepeatedLog
 
 __all__ = [
     "HISTORY_PAGE_SIZE",
@@ -103,14 +110,26 @@ class OnScreenChat:
         self.acceptance = AcceptancePoll(instance, store, self.registry, clock)
         self._unregister_purge: Optional[Callable[[], None]] = None
         self._unsubscribe: Optional[Callable[[], None]] = None
+        self._repeats = RepeatedLog(self._log, clock)
 
     # lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Load ``osc_conversation``, read who accepts messages, and schedule the 20-minute poll."""
-        rows = await self._store.get_conversations()
+        # What the other processes of the client change must reach this process's state too;
+        # subscribed before the load, so that nothing changed meanwhile is missed. A conversation
+        # an event brought during the load is newer than its row.
+        self._unsubscribe = self._bus.subscribe(self.topic, self.apply_remote)
+        try:
+            rows = await self._store.get_conversations()
+        except BaseException:
+            # A failed start gets no stop(): leave the bus as it was.
+            self._unsubscribe()
+            self._unsubscribe = None
+            raise
         for row in rows:
-            self.registry.load_row(row)
+            if str(row["id"]) not in self.registry.conversations:
+                self.registry.load_row(row)
         self._log.info(
             "On-Screen Chat {instance}: {count} conversations loaded",
             instance=self.instance,
@@ -120,8 +139,6 @@ class OnScreenChat:
         register = getattr(self._store, "register_live_conversations", None)
         if register is not None:
             self._unregister_purge = register(self.live_conversation_ids, self.forget_conversations)
-        # Another process's UserConfigChange must reach this process's participants too.
-        self._unsubscribe = self._bus.subscribe(self.topic, self.apply_remote)
         await self.acceptance.start()
 
     async def stop(self, timeout: float = 30.0) -> None:
@@ -136,6 +153,7 @@ class OnScreenChat:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        self._repeats.flush()
         if self.messages is not None:
             # Wait for the database a while; what it still lacks then stays in the journal.
             giving_up = self._clock.callLater(timeout, self.messages.cancel)
@@ -155,13 +173,41 @@ class OnScreenChat:
 
     def apply_remote(self, envelope: Mapping[str, Any]) -> None:
         """
-        Bus subscriber: apply an ``acceptance_changed`` that another process published (this
-        process applied its own in L{set_acceptance} already).
+        Bus subscriber: apply what another process published to this process's state
+        (L{ilchat.chat.conversation_replication}); this process applied its own events when it
+        acted. Subscribed before the adapter's renderer, so a conversation is known here by the
+        time its tabs here hear of it.
         """
-        event = envelope.get("event") or {}
-        if event.get("type") != events.ACCEPTANCE_CHANGED or envelope.get("origin") == self._bus.instance:
+        if envelope.get("origin") == self._bus.instance:
             return
-        self.registry.update_acceptance({int(c["id"]): bool(c["accepts"]) for c in event.get("changes", ())})
+        event = envelope.get("event") or {}
+        try:
+            if event.get("type") == events.CONVERSATIONS_PURGED:
+                self._purged_elsewhere(purged_ids(event))
+                return
+            conversation = apply_remote_event(self.registry, event, self._clock.seconds())
+        except ValueError as e:
+            self._repeats.warn(
+                "On-Screen Chat {instance}: dropped a {type!r} event from {origin}: {error}",
+                key=("dropped", envelope.get("origin")),
+                instance=self.instance, type=event.get("type"), origin=envelope.get("origin"), error=str(e),
+            )
+            return
+        if conversation is not None and snapshot_ids(event) != conversation.participant_ids():
+            # The publisher saw other participants: an event one of us missed (the bus to Redis
+            # was down), or changes crossing each other. The stored list has every change whose
+            # event was published; take it.
+            refreshed = ensureDeferred(self._refresh_participants(conversation))
+            refreshed.addErrback(lambda failure: self._log.failure(
+                "On-Screen Chat {instance}: reading conversation {id} failed", failure,
+                instance=self.instance, id=conversation.id))
+
+    async def _refresh_participants(self, conversation: Conversation) -> None:
+        """Set a conversation's participants from ``osc_conversation`` (after its own changes)."""
+        async with conversation.lock:
+            row = await self._store.get_conversation(conversation.id)
+            if row is not None and self.registry.get(conversation.id) is conversation:
+                self.registry.set_participants(conversation, self.registry.row_participants(row))
 
     # presence ----------------------------------------------------------------------------------
 
@@ -206,9 +252,34 @@ class OnScreenChat:
         return self.registry.in_use(self._clock.seconds() - IN_USE_WINDOW)
 
     def forget_conversations(self, conversation_ids: Iterable[str]) -> None:
-        """Drop conversations the purge deleted, so memory and ``osc_conversation`` agree."""
-        for conversation_id in conversation_ids:
+        """
+        Drop conversations the purge deleted, so memory and ``osc_conversation`` agree, and tell
+        the other processes, which may still use one of them (L{_purged_elsewhere}).
+        """
+        ids = list(conversation_ids)
+        for conversation_id in ids:
             self.registry.discard(conversation_id)
+        if ids:
+            self._publish(events.conversations_purged(ids))
+
+    def _purged_elsewhere(self, conversation_ids: Iterable[str]) -> None:
+        """
+        Another process's purge deleted these: the ones in use here (a participant online on
+        this process, or used within the day) are written back, the others forgotten here too.
+        """
+        live = self.live_conversation_ids()
+        for conversation_id in conversation_ids:
+            conversation = self.registry.get(conversation_id)
+            if conversation is None:
+                continue
+            if conversation_id not in live:
+                self.registry.discard(conversation_id)
+                continue
+            self._log.info("On-Screen Chat {instance}: conversation {id} was purged elsewhere but is in use here; "
+                           "writing it back", instance=self.instance, id=conversation_id)
+            written = ensureDeferred(self._persist_change(conversation))
+            written.addErrback(lambda failure, cid=conversation_id: self._log.failure(
+                "Writing back conversation {id} failed", failure, id=cid))
 
     # helpers -----------------------------------------------------------------------------------
 
@@ -230,6 +301,28 @@ class OnScreenChat:
 
     def _conversation_for(self, conversation_id: Any, participant: Participant) -> Conversation:
         conversation = self.registry.get(conversation_id)
+        return self._check_participant(conversation, participant)
+
+    async def _stored_conversation_for(self, conversation_id: Any, participant: Participant) -> Conversation:
+        """
+        L{_conversation_for}, reading a conversation unknown here from ``osc_conversation``: one
+        another process made while this one missed its event (the bus to Redis was down).
+        """
+        conversation = self.registry.get(conversation_id)
+        if conversation is None and isinstance(conversation_id, str) and len(conversation_id) <= 255:
+            try:
+                row = await self._store.get_conversation(conversation_id)
+            except Exception:
+                self._log.failure("On-Screen Chat {instance}: reading conversation {id} failed",
+                                  instance=self.instance, id=conversation_id)
+                row = None
+            conversation = self.registry.get(conversation_id)  # an event may have brought it meanwhile
+            if conversation is None and row is not None:
+                conversation = self.registry.load_row(row)
+        return self._check_participant(conversation, participant)
+
+    @staticmethod
+    def _check_participant(conversation: Optional[Conversation], participant: Participant) -> Conversation:
         if conversation is None:
             raise Refused("unknown conversation")
         if not conversation.has(participant.id):
@@ -262,9 +355,13 @@ class OnScreenChat:
             conversation.id, conversation.is_group, self._participants_text(conversation)
         )
 
-    async def _persist_change(self, conversation: Conversation) -> None:
+    async def _persist_change(self, conversation: Conversation, add: Optional[Participant] = None,
+                              remove: Optional[int] = None) -> None:
+        """Store one added or removed participant, keeping what another process stored meanwhile."""
+        ours = self._participants_text(conversation)
         await self._store.update_conversation(
-            conversation.id, self._participants_text(conversation), conversation.is_group
+            conversation.id, ours, conversation.is_group,
+            change=lambda stored: changed_participants(stored, ours, add.as_dict() if add else None, remove),
         )
 
     # requests ----------------------------------------------------------------------------------
@@ -340,7 +437,7 @@ class OnScreenChat:
         leave an empty group row behind).
         """
         actor = self._actor(connection)
-        conversation = self._conversation_for(conversation_id, actor)
+        conversation = await self._stored_conversation_for(conversation_id, actor)
         new_id = parse_user_id(user_id)
         new_name = parse_name(name)
         names = await self.known_names([new_id])
@@ -356,7 +453,7 @@ class OnScreenChat:
             async with conversation.lock:
                 self.registry.add_participant(conversation, newcomer)
                 try:
-                    await self._persist_change(conversation)
+                    await self._persist_change(conversation, add=newcomer)
                 except Exception:
                     self.registry.remove_participant(conversation, new_id)
                     self._log.failure("Updating conversation {id} failed", id=conversation.id)
@@ -388,13 +485,13 @@ class OnScreenChat:
     async def remove_user(self, connection: str, conversation_id: Any, user_id: Any, name: Any = None) -> None:
         """``removeUser``: leave a group conversation (ILIAS only ever sends the user's own id)."""
         actor = self._actor(connection, user_id, check_claim=True)
-        conversation = self._conversation_for(conversation_id, actor)
+        conversation = await self._stored_conversation_for(conversation_id, actor)
         if not conversation.is_group:
             raise Refused("only a group conversation can be left; close a 1:1 instead")
         async with conversation.lock:
             self.registry.remove_participant(conversation, actor.id)
             try:
-                await self._persist_change(conversation)
+                await self._persist_change(conversation, remove=actor.id)
             except Exception:
                 self.registry.add_participant(conversation, actor)
                 self._log.failure("Updating conversation {id} failed", id=conversation.id)
@@ -423,7 +520,7 @@ class OnScreenChat:
             the message (L{stored_message}'s shape).
         """
         actor = self._actor(connection, user_id, check_claim=True)
-        conversation = self._conversation_for(conversation_id, actor)
+        conversation = await self._stored_conversation_for(conversation_id, actor)
         check_text(text)
         if not actor.accepts_messages:
             message = new_message(conversation, actor, text, self._now_ms())
@@ -457,7 +554,7 @@ class OnScreenChat:
     async def history(self, connection: str, conversation_id: Any, oldest: Any = None, reverse: Any = False) -> HistoryPage:
         """``history``: one page of six messages older than C{oldest} (ms), newest first."""
         actor = self._actor(connection)
-        conversation = self._conversation_for(conversation_id, actor)
+        conversation = await self._stored_conversation_for(conversation_id, actor)
         older_than = None if oldest is None else parse_timestamp(oldest, "oldestMessageTimestamp")
         rows = await self._store.get_osc_history(conversation.id, older_than, limit=HISTORY_PAGE_SIZE)
         messages = [stored_message(row) for row in rows]
@@ -480,14 +577,14 @@ class OnScreenChat:
         counts are read from there for whoever is told about the conversation next.
         """
         actor = self._actor(connection, user_id, check_claim=True)
-        conversation = self._conversation_for(conversation_id, actor)
+        conversation = await self._stored_conversation_for(conversation_id, actor)
         stamp = parse_timestamp(timestamp, "timestamp")
         await self._store.track_activity(conversation.id, actor.id, stamp)
 
     async def close_conversation(self, connection: str, conversation_id: Any, user_id: Any) -> None:
         """``closeConversation``: hide it for this participant until a new message arrives."""
         actor = self._actor(connection, user_id, check_claim=True)
-        conversation = self._conversation_for(conversation_id, actor)
+        conversation = await self._stored_conversation_for(conversation_id, actor)
         await self._store.close_conversation(conversation.id, actor.id, self._now_ms())
 
     def typing(self, connection: str, conversation_id: Any, user_id: Any, started: bool) -> None:

@@ -8,8 +8,10 @@ The SQL is the Node server's (spec sections 3.4 and 4.2) unless noted.
 Methods (all return Deferreds / are coroutines):
 
 * ``get_conversations() -> list[dict]`` rows ``{id, is_group: bool, participants: str}``
+* ``get_conversation(conversation_id) -> dict | None`` one such row
 * ``insert_conversation(conversation_id, is_group, participants_json)``
-* ``update_conversation(conversation_id, participants_json, is_group)`` (an upsert, see there)
+* ``update_conversation(conversation_id, participants_json, is_group, change=None)`` (an upsert;
+  ``change`` edits the stored list in the same transaction, see there)
 * ``add_osc_message(message_id, conversation_id, user_id, message, timestamp_ms)`` (retried)
 * ``add_osc_messages(rows)`` a batch of rows with those fields; ids already stored are skipped
 * ``get_latest_osc_message(conversation_id) -> dict | None``
@@ -26,7 +28,7 @@ timestamp}``; the caller adds the ``userId``/``conversationId`` copies the brows
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ilchat.store.database import Database, Transaction
 
@@ -64,6 +66,19 @@ class ConversationStore:
 
         return await self.db.run_interaction("get_conversations", get_conversations_txn)
 
+    async def get_conversation(self, conversation_id: str) -> Optional[Dict[str, Any]]:
+        """One stored conversation (another process may have made it), or None."""
+
+        def get_conversation_txn(txn: Transaction) -> Optional[Dict[str, Any]]:
+            row = txn.select_one(
+                "SELECT id, is_group, participants FROM osc_conversation WHERE id = ?", (conversation_id,)
+            )
+            if row is not None:
+                row["is_group"] = bool(row["is_group"])
+            return row
+
+        return await self.db.run_interaction("get_conversation", get_conversation_txn)
+
     async def insert_conversation(self, conversation_id: str, is_group: bool, participants_json: str) -> None:
         """Persist a new conversation (the Node server inserts it with ``"[]"`` participants)."""
 
@@ -74,17 +89,31 @@ class ConversationStore:
             "insert_conversation", insert_conversation_txn, (conversation_id, 1 if is_group else 0, participants_json)
         )
 
-    async def update_conversation(self, conversation_id: str, participants_json: str, is_group: bool) -> None:
+    async def update_conversation(
+        self, conversation_id: str, participants_json: str, is_group: bool,
+        change: Optional[Callable[[str], str]] = None,
+    ) -> None:
         """
         Store a conversation's participants and group flag.
 
         The Node server runs a plain ``UPDATE``; this is an upsert instead, so that a
         conversation which vanished from the table (deleted by an old Node purge, or by a purge
         racing with its creation) is written back rather than silently lost at the next restart.
+
+        With C{change}, the stored participants are read in the same transaction, their row held
+        (``FOR UPDATE`` on MySQL), and ``change(stored_text)`` is written instead: two processes
+        that add or remove someone in one group at once then each change what the other wrote,
+        rather than overwriting it. A vanished row still gets C{participants_json}.
         """
         sql = self.db.engine.upsert("osc_conversation", ("id",), ("is_group", "participants"))
 
         def update_conversation_txn(txn: Transaction, row: Tuple[str, int, str]) -> None:
+            if change is not None:
+                stored = txn.select_one(
+                    "SELECT participants FROM osc_conversation WHERE id = ?" + txn.engine.for_update, (row[0],)
+                )
+                if stored is not None:
+                    row = (row[0], row[1], change(stored["participants"] or "[]"))
             txn.execute(sql, row)
 
         await self.db.run_interaction_retrying(

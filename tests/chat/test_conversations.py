@@ -14,6 +14,7 @@ from ilchat.chat.conversation_acceptance import AcceptancePoll
 from ilchat.chat.conversation_model import (
     Conversation,
     Refused,
+    changed_participants,
     check_fits,
     parse_participants,
     parse_user_id,
@@ -212,3 +213,17 @@ class PollScheduleTests(SynchronousTestCase):
         """In India (+05:30) 03:05 UTC is 08:35 local: the next poll is 08:40 local, 03:10 UTC."""
         use_time_zone(self, "Asia/Kolkata")
         self.assertEqual(self._next_poll_at(3 * 3600 + 5 * 60), 3 * 3600 + 10 * 60)
+
+
+class ChangedParticipantsTests(SynchronousTestCase):
+    """One participant added to or removed from the stored list, what else is there kept."""
+
+    def test_add_remove_and_fallback(self) -> None:
+        stored = '[{"id":6,"name":"alice"},{"id":9,"name":"dave"}]'
+        self.assertEqual(changed_participants(stored, "[]", add={"id": 8, "name": "carol"}),
+                         '[{"id":6,"name":"alice"},{"id":9,"name":"dave"},{"id":8,"name":"carol"}]')
+        self.assertEqual(changed_participants(stored, "[]", add={"id": 9, "name": "other"}), stored)
+        self.assertEqual(changed_participants(stored, "[]", remove=6), '[{"id":9,"name":"dave"}]')
+        self.assertEqual(changed_participants(stored, "[]", remove=7), stored)
+        for unreadable in ("not json", '{"id":6}', ""):
+            self.assertEqual(changed_participants(unreadable, "ours", remove=6), "ours")

@@ -17,11 +17,12 @@ from urllib.parse import quote
 from twisted.internet import reactor, threads, utils
 from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.internet.task import Clock, deferLater
+from twisted.logger import globalLogPublisher
 from twisted.trial import unittest
 from twisted.trial.unittest import SkipTest
 
 from ilchat.bus import LocalBus
-from ilchat.chat.conversation_model import MAX_MESSAGE_BYTES, Conversation
+from ilchat.chat.conversation_model import MAX_MESSAGE_BYTES, Conversation, Refused
 from ilchat.chat.conversation_registry import ConversationRegistry
 from ilchat.chat.conversations import OnScreenChat
 from ilchat.ilias.osc import OnScreenChatComponent, conversation_json, message_json, stored_message_json
@@ -898,6 +899,9 @@ class OscEventTestsMixin:
     async def rows_of(self, table: str) -> List[Dict[str, Any]]:
         return await fetch_rows_async(self.database, f"SELECT * FROM {table}")
 
+    async def rows(self, sql: str, args: Sequence[Any] = ()) -> List[Dict[str, Any]]:
+        return await fetch_rows_async(self.database, sql, args)
+
     async def test_acceptance_changes_travel_and_apply_from_other_processes(self) -> None:
         """``UserConfigChange`` is published; another process's change applies, our own echo not."""
         chat, seen = await self._chat()
@@ -913,6 +917,75 @@ class OscEventTestsMixin:
         own = dict(remote, origin="proc-1", event={"type": "acceptance_changed", "changes": [{"id": 7, "accepts": False}]})
         chat.apply_remote(own)
         self.assertTrue(chat.registry.participant(7).accepts_messages)
+
+    async def test_a_conversation_only_in_the_store_is_read_on_a_miss(self) -> None:
+        """One another process made while this one missed its event is read from osc_conversation."""
+        chat, seen = await self._chat()
+        elsewhere = "2a1b0000-0000-4000-8000-00000000000e"
+        await chat._store.insert_conversation(elsewhere, False, dumps([ALICE, BOB]))
+        message = await chat.send_message("tab-b", elsewhere, 7, "found it")
+        self.assertEqual(chat.registry.find_exact([6, 7]).id, elsewhere)
+        await wait_until(lambda: len(seen) == 1, what="the message published")
+        self.assertEqual(seen[0]["event"]["recipients"], [{"id": 6, "unread": 0}, {"id": 7, "unread": 0}])
+        self.assertEqual(seen[0]["event"]["message"], message)
+        with self.assertRaises(Refused):
+            await chat.send_message("tab-c", elsewhere, 8, "not mine")
+        with self.assertRaises(Refused):
+            await chat.history("tab-a", "2a1b0000-0000-4000-8000-00000000000f")
+
+    async def test_other_processes_events_apply_and_a_malformed_one_is_dropped(self) -> None:
+        """A remote conversation_opened makes the conversation usable here; a bad event is one warning."""
+        chat, seen = await self._chat()
+        snapshot = {"id": "c-remote", "is_group": True, "participants": [ALICE, BOB, CAROL], "latest_message": None}
+        chat.apply_remote({"v": 1, "origin": "proc-2", "topic": chat.topic, "event": {
+            "type": "conversation_opened", "conversation": snapshot, "recipients": [{"id": 7, "unread": 0}]}})
+        self.assertEqual(chat.registry.find_exact([8, 7, 6]).id, "c-remote")
+        chat.typing("tab-c", "c-remote", 8, True)
+        bad = {"v": 1, "origin": "proc-2", "topic": chat.topic, "event": {
+            "type": "participant_removed", "conversation": dict(snapshot, participants="everyone")}}
+        logged: List[Dict[str, Any]] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        chat.apply_remote(bad)
+        chat.apply_remote(bad)
+        self.assertEqual(chat.registry.get("c-remote").participant_ids(), {6, 7, 8})
+        warnings = [e for e in logged if "dropped a" in e.get("log_format", "")]
+        self.assertEqual(len(warnings), 1)
+        await wait_until(lambda: seen, what="typing published")
+        self.assertEqual(seen[0]["event"]["to"], [6, 7])
+
+    async def test_a_snapshot_naming_other_participants_reads_the_stored_list(self) -> None:
+        """A change whose event this process missed: the next snapshot that disagrees brings it."""
+        chat, seen = await self._chat()
+        group = await chat.open_conversation("tab-a", [ALICE, BOB, CAROL])
+        # Another process removed Carol and added Dave; its events never came (Redis was down).
+        await chat._store.update_conversation(group.id, dumps([ALICE, BOB, {"id": 9, "name": "dave"}]), True)
+        snapshot = {"id": group.id, "is_group": True, "latest_message": None,
+                    "participants": [ALICE, BOB, {"id": 9, "name": "dave"}]}
+        chat.apply_remote({"v": 1, "origin": "proc-2", "topic": chat.topic, "event": {
+            "type": "typing", "conversation": snapshot, "user": BOB, "started": True, "to": [6, 9]}})
+        await wait_until(lambda: group.participant_ids() == {6, 7, 9}, what="the stored list taken")
+        self.assertEqual(group.participants_list(), [ALICE, BOB, {"id": 9, "name": "dave"}])
+        self.assertIs(chat.registry.find_exact([6, 7, 9]), group)
+        self.assertEqual([c.id for c in chat.registry.of_user(8)], [])
+        self.assertEqual([c.id for c in chat.registry.of_user(9)], [group.id])
+
+    async def test_a_purge_elsewhere_writes_back_what_is_in_use_here(self) -> None:
+        """Another process purged two conversations: the one in use here comes back, the other goes."""
+        chat, seen = await self._chat()
+        used = await chat.open_conversation("tab-a", [ALICE, BOB])
+        idle = chat.registry.load_row({"id": "c-idle", "is_group": False, "participants": '[{"id":9,"name":"dave"},{"id":10,"name":"erin"}]'})
+        await threads.deferToThread(execute, self.database, "DELETE FROM osc_conversation")  # the other's purge
+        chat.apply_remote({"v": 1, "origin": "proc-2", "topic": chat.topic, "event": {
+            "type": "conversations_purged", "ids": [used.id, idle.id, "c-unknown"]}})
+        self.assertEqual(set(chat.registry.conversations), {used.id})
+        rows = await wait_until_rows(self, "SELECT id, is_group, participants FROM osc_conversation")
+        self.assertEqual(rows, [{"id": used.id, "is_group": 0, "participants": dumps([ALICE, BOB])}])
+        # This process's own purge tells the others.
+        chat.forget_conversations([used.id])
+        await wait_until(lambda: len(seen) == 2, what="the purge published")
+        self.assertEqual(seen[1]["event"], {"type": "conversations_purged", "ids": [used.id]})
+        self.assertEqual(chat.registry.conversations, {})
 
 
 class OscEventSQLiteTests(OscEventTestsMixin, unittest.TestCase):

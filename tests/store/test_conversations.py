@@ -33,6 +33,30 @@ class ConversationStoreTestsMixin(StoreTestMixin):
             await self.store.get_conversations(), [{"id": OTHER, "is_group": True, "participants": PAIR}]
         )
 
+    async def test_changes_at_once_keep_each_other(self) -> None:
+        """Two changes of one row at once (two processes adding someone) both end up stored."""
+        await self.store.insert_conversation(CONV, True, PAIR)
+
+        def adding(user_id: int):
+            def change(stored: str) -> str:
+                return stored[:-1] + ',{"id":%d,"name":"u%d"}]' % (user_id, user_id)
+            return change
+
+        await defer.gatherResults([
+            defer.ensureDeferred(self.store.update_conversation(CONV, "[]", True, change=adding(u))) for u in (8, 9, 10)
+        ])
+        stored = (await self.store.get_conversation(CONV))["participants"]
+        self.assertEqual(sorted(stored.count('"id":%d' % u) for u in (6, 7, 8, 9, 10)), [1] * 5)
+        # A row that vanished is written back with the given list.
+        await self.store.update_conversation(OTHER, PAIR, True, change=adding(8))
+        self.assertEqual((await self.store.get_conversation(OTHER))["participants"], PAIR)
+
+    async def test_get_one_conversation_by_id(self) -> None:
+        """One row by id (what a process reads for a conversation another one made), or None."""
+        await self.store.insert_conversation(CONV, True, PAIR)
+        self.assertEqual(await self.store.get_conversation(CONV), {"id": CONV, "is_group": True, "participants": PAIR})
+        self.assertIsNone(await self.store.get_conversation(OTHER))
+
     async def test_messages_latest_and_history_pages(self) -> None:
         """The latest message, the newest page of 6, and older pages by timestamp, newest first."""
         self.assertIsNone(await self.store.get_latest_osc_message(CONV))
