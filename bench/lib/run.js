@@ -262,7 +262,8 @@ async function stopServer(srv) {
 }
 
 // ------------------------------------------------------------------ one measurement
-function runGenerator(scenario, srv, logName) {
+/* Runs the generator; `onSeated` is called once when it reports its clients seated. */
+function runGenerator(scenario, srv, logName, onSeated = null) {
   return new Promise((resolve) => {
     const [cmd, args] = pinned(GEN_CPU, process.execPath, [path.join(BENCH, 'loadgen/gen.js'),
       '--scenario', GEN_SCENARIO[scenario] || scenario, '--port', String(srv.port), '--ns', NS, '--auth', `${AUTH_KEY}:${AUTH_SECRET}`,
@@ -272,7 +273,11 @@ function runGenerator(scenario, srv, logName) {
     let out = '';
     const errLog = fs.createWriteStream(path.join(RESULTS, logName));
     child.stdout.on('data', (c) => { out += c; });
-    child.stderr.on('data', (c) => { errLog.write(c); process.stderr.write(c); });
+    child.stderr.on('data', (c) => {
+      errLog.write(c);
+      process.stderr.write(c);
+      if (onSeated && / seated \d+/.test(String(c))) { onSeated(); onSeated = null; }
+    });
     const killer = setTimeout(() => child.kill('SIGKILL'), 960 * 1000);
     child.on('exit', (code) => {
       clearTimeout(killer);
@@ -342,11 +347,15 @@ async function measure(kind, scenario, rep) {
       fs.writeFileSync(path.join(RESULTS, `${tag}.wrk.txt`), result.raw || '');
       delete result.raw;
     } else {
-      // --py-spy: ilchat's threads sampled during the whole generator run, as collapsed stacks.
-      const spy = opts.pySpy && kind === 'ilchat' ? spawn(PY_SPY, ['record', '--pid', String(srv.pid), '--rate', '250',
-        '--nonblocking', '--threads', '--format', 'raw', '-o', path.join(RESULTS, `${tag}.py-spy.txt`)],
-      { stdio: ['ignore', 'ignore', fs.openSync(path.join(RESULTS, `${tag}.py-spy.log`), 'w')] }) : null;
-      result = await runGenerator(scenario, srv, `${tag}.gen.log`);
+      // --py-spy: ilchat's threads sampled from the moment the clients are seated (the measured
+      // window and what follows it) to the generator's end, as collapsed stacks.
+      let spy = null;
+      const startSpy = () => {
+        spy = spawn(PY_SPY, ['record', '--pid', String(srv.pid), '--rate', '250', '--nonblocking', '--threads',
+          '--format', 'raw', '-o', path.join(RESULTS, `${tag}.py-spy.txt`)],
+        { stdio: ['ignore', 'ignore', fs.openSync(path.join(RESULTS, `${tag}.py-spy.log`), 'w')] });
+      };
+      result = await runGenerator(scenario, srv, `${tag}.gen.log`, opts.pySpy && kind === 'ilchat' ? startSpy : null);
       if (spy) { const done = new Promise((r) => spy.once('exit', r)); spy.kill('SIGINT'); await done; }
       if (typeof result.sent === 'number' && result.sent > 0) {
         result.persisted = await persisted(result.sent);
