@@ -207,6 +207,28 @@ class ChatChannel(http.HTTPChannel):
             return
         super().dataReceived(data)
 
+    _host: Any = None
+    _peer: Any = None
+
+    def getHost(self) -> Any:  # noqa: N802 (twisted API)
+        # Every Request asks for both addresses (Twisted's TCP transport makes a getsockname()
+        # call and a new address object each time): a polling client makes a request per
+        # message. They are fixed once a PROXY header, if any, has been read (_counted).
+        host = self._host
+        if host is None:
+            host = super().getHost()
+            if self._counted:
+                self._host = host
+        return host
+
+    def getPeer(self) -> Any:  # noqa: N802 (twisted API)
+        peer = self._peer
+        if peer is None:
+            peer = super().getPeer()
+            if self._counted:
+                self._peer = peer
+        return peer
+
     def lineReceived(self, line: bytes) -> None:  # noqa: N802 (twisted API)
         # Line mode is only ever reading a request's headers: the first line starts the clock.
         if self._deadline_part is None and not self._refused:
