@@ -25,7 +25,7 @@ This is the whole application API; the ILIAS handlers and the web chat use nothi
     ns.emit("message", {"text": "hi"}, room="room-1", skip={socket.sid})
     socket.emit("private", 1, 2, callback=lambda *ack_args: ...)
     socket.leave("room-1"); socket.rooms; socket.disconnect()
-    await server.close()
+    await server.close()                    # transports closed, no DISCONNECT: clients reconnect
 
 Details worth knowing:
 
@@ -553,8 +553,13 @@ class SocketIOServer:
         return ns
 
     async def close(self) -> None:
-        """Disconnect every socket and close every Engine.IO session (server shutdown)."""
-        for ns in list(self._namespaces.values()):
-            for socket in list(ns._sockets.values()):
-                socket.disconnect()
+        """
+        Close every Engine.IO session (server shutdown); each socket's ``on_disconnect`` gets
+        ``"server shutting down"``.
+
+        No Socket.IO DISCONNECT is sent: socket.io-client never reconnects after one ("io server
+        disconnect"), whereas a closed transport ("transport close" or "transport error") makes
+        it reconnect, so that pages come back by themselves once the server is up again (the
+        Node server just exits, with the same effect).
+        """
         self.engineio.close()

@@ -26,6 +26,7 @@ Methods (all return Deferreds / are coroutines):
 * ``move_all_users_to_sessions(now_s) -> int`` rows moved (spec 4.2 ``disconnectAllUsers``)
 * ``move_user_to_sessions(user_id, room_ids, now_s) -> int`` (spec 4.2 ``disconnectUser``)
 * ``is_banned(room_id, user_id) -> bool``
+* ``get_bans() -> set[(room_id, user_id)]``
 
 History writes use :meth:`Database.run_interaction_retrying`: a transient error (the server went
 away, a lock timeout) is logged to the error log and retried with a backoff for about three
@@ -34,7 +35,7 @@ minutes; only then does the Deferred fail, after a "critical" log line that hold
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from ilchat.store.database import Database, Transaction
 
@@ -314,6 +315,15 @@ class RoomStore:
             return txn.fetchone() is not None
 
         return await self.db.run_interaction("is_banned", is_banned_txn)
+
+    async def get_bans(self) -> Set[Tuple[int, int]]:
+        """Every ``(room_id, user_id)`` of ``chatroom_bans`` (a restart re-checks admissions)."""
+
+        def get_bans_txn(txn: Transaction) -> Set[Tuple[int, int]]:
+            txn.execute("SELECT room_id, user_id FROM chatroom_bans")
+            return {(int(row[0]), int(row[1])) for row in txn.fetchall()}
+
+        return await self.db.run_interaction("get_bans", get_bans_txn)
 
 
 def _chatroom_userdata(txn: Transaction, user_id: int, room_id: Optional[int]) -> Optional[str]:
