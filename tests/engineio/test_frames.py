@@ -13,14 +13,16 @@ import random
 import socket
 
 import websocket
+from OpenSSL import SSL
 from websocket import ABNF
 from twisted.internet import defer, reactor, task
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
+from twisted.protocols.tls import BufferingTLSTransport, _AggregateSmallWrites
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from ilchat.engineio._internals import FrameOutbox, read_data_frame
+from ilchat.engineio._internals import FrameOutbox, direct_socket, read_data_frame
 from ilchat.engineio.server import EngineIOServer
 from ilchat.tls import certificate_options
 from tests.engineio.support import serve, wait
@@ -403,6 +405,23 @@ class TLSWireTests(TestCase):
         self.assertGreater(len(writes), 0)
         self.assertLess(len(writes), 100)
         self.assertEqual(through_twisted, [])
+
+    @defer.inlineCallbacks
+    def test_open_tls_connection_has_the_attributes_write_tls_reads(self):
+        """The private names of Twisted's TLS transport that ``_write_tls`` relies on."""
+        server, url, pki = self.listen()
+        ws, sid = yield deferToThread(self.connect, url, pki)
+        self.addCleanup(deferToThread, ws.close)
+        tls = server.sessions[sid]._ws.transport
+        self.assertIs(type(tls), BufferingTLSTransport)
+        self.assertIs(type(tls._aggregator), _AggregateSmallWrites)
+        self.assertEqual(tls._aggregator._buffer, [])
+        self.assertIsInstance(tls._tlsConnection, SSL.Connection)
+        self.assertTrue(tls._handshakeDone)
+        self.assertEqual(tls._appSendBuffer, [])
+        self.assertFalse(tls._lostTLSConnection)
+        self.assertFalse(tls.disconnecting)
+        self.assertIs(direct_socket(tls.transport), tls.transport.socket)
 
     @defer.inlineCallbacks
     def test_wss_reader_that_pauses_gets_every_byte_in_order(self):
