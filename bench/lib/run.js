@@ -9,27 +9,31 @@ const fs = require('fs');
 const os = require('os');
 const path = require('path');
 const http = require('http');
+const https = require('https');
 const { spawn, spawnSync, execFileSync } = require('child_process');
 
 const BENCH = path.resolve(__dirname, '..');
 const MAIN = path.resolve(BENCH, '..');
 const SPEC_SQL = process.env.ILIAS_TABLES_SQL || path.join(MAIN, 'ilchat/store/mysql_schema.sql');
 const TWISTD = process.env.ILCHAT_TWISTD || path.join(MAIN, '.venv/bin/twistd');
+const PY_SPY = path.join(path.dirname(TWISTD), 'py-spy');
 const NS = 'bench';
 const AUTH_KEY = 'bench-key';
 const AUTH_SECRET = 'bench-secret';
-const ALL = ['fanout', 'rooms', 'idle', 'storm', 'crowd', 'backend'];
+const ALL = ['fanout', 'tls', 'polling', 'rooms', 'idle', 'storm', 'crowd', 'backend'];
+/* Scenarios that are the fan-out over another transport: the generator runs `fanout` for them. */
+const GEN_SCENARIO = { tls: 'fanout', polling: 'fanout' };
 
 // ------------------------------------------------------------------ options
 function usage(code) {
   process.stdout.write(`usage: bench/run [--scenarios a,b,..] [--repeat N] [--quick] [--only node|ilchat]
-                 [--node-port P] [--ilchat-port P] [--ilchat-log-level L] [--keep-db]
+                 [--node-port P] [--ilchat-port P] [--ilchat-log-level L] [--keep-db] [--py-spy]
 scenarios: ${ALL.join(', ')} (default: all)
 `);
   process.exit(code);
 }
 const opts = { scenarios: ALL, repeat: null, quick: false, only: null, nodePort: 8601, ilchatPort: 8602,
-  ilchatLogLevel: 'warning', keepDb: false };
+  ilchatLogLevel: 'warning', keepDb: false, pySpy: false };
 for (let i = 2; i < process.argv.length; i++) {
   const a = process.argv[i];
   const val = () => { const v = process.argv[++i]; if (v === undefined) usage(2); return v; };
@@ -41,6 +45,7 @@ for (let i = 2; i < process.argv.length; i++) {
   else if (a === '--ilchat-port') opts.ilchatPort = parseInt(val(), 10);
   else if (a === '--ilchat-log-level') opts.ilchatLogLevel = val();
   else if (a === '--keep-db') opts.keepDb = true;
+  else if (a === '--py-spy') opts.pySpy = true;
   else if (a === '-h' || a === '--help') usage(0);
   else { process.stderr.write(`unknown option ${a}\n`); usage(2); }
 }
@@ -52,6 +57,8 @@ const SERVERS = opts.only ? [opts.only] : ['node', 'ilchat'];
 /* Scenario sizes: full (the issue's numbers) and --quick (a smoke run of a minute or two). */
 const SIZES = opts.quick ? {
   fanout: ['--clients', 100, '--duration', 3, '--batch', 50, '--window', 8],
+  tls: ['--clients', 100, '--duration', 3, '--batch', 50, '--window', 8, '--tls', 1],
+  polling: ['--clients', 100, '--duration', 3, '--batch', 50, '--window', 8, '--transport', 'polling'],
   rooms: ['--rooms', 20, '--per-room', 10, '--duration', 5],
   idle: ['--clients', 500, '--rooms', 50, '--settle', 2],
   storm: ['--clients', 200, '--rooms', 20],
@@ -59,6 +66,10 @@ const SIZES = opts.quick ? {
   backend: { seconds: 3, connections: 32 },
 } : {
   fanout: ['--clients', 1000, '--duration', 10, '--batch', 100, '--window', 8],
+  // 500 clients: the room of issue 18's TLS figures; with 1,000 the Node reference's seating
+  // alone buffers 1.3 GB of userlists for polling clients and the generator nears its core over TLS.
+  tls: ['--clients', 500, '--duration', 10, '--batch', 100, '--window', 8, '--tls', 1],
+  polling: ['--clients', 500, '--duration', 10, '--batch', 100, '--window', 8, '--transport', 'polling'],
   rooms: ['--rooms', 200, '--per-room', 10, '--duration', 20],
   idle: ['--clients', 5000, '--rooms', 200, '--settle', 5],
   storm: ['--clients', 2000, '--rooms', 200],
@@ -90,18 +101,43 @@ function sql(statement, database) {
   return execFileSync('mariadb', [...args, '-e', statement], { encoding: 'utf8' }).trim();
 }
 
-function findPid(comm) {
+/* Inodes of the TCP sockets listening on `port` (any address), from /proc/net/tcp{,6}. */
+function listeningInodes(port) {
+  const inodes = new Set();
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let lines = [];
+    try { lines = fs.readFileSync(f, 'utf8').split('\n').slice(1); } catch (e) { continue; }
+    for (const line of lines) {
+      const c = line.trim().split(/\s+/);
+      // c[1] local address:port, c[3] state (0A = LISTEN), c[9] inode
+      if (c.length > 9 && c[3] === '0A' && c[1].endsWith(`:${hexPort}`)) inodes.add(c[9]);
+    }
+  }
+  return inodes;
+}
+/* The process named `comm` that listens on `port`: with several MariaDB servers on the machine
+ * (tests start private ones on other ports) the first `mariadbd` in /proc may not be ours. */
+function findPid(comm, port) {
+  const inodes = listeningInodes(port);
   for (const d of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue;
-    try { if (fs.readFileSync(`/proc/${d}/comm`, 'utf8').trim() === comm) return parseInt(d, 10); } catch (e) { /* gone */ }
+    try {
+      if (fs.readFileSync(`/proc/${d}/comm`, 'utf8').trim() !== comm) continue;
+      for (const fd of fs.readdirSync(`/proc/${d}/fd`)) {
+        const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${d}/fd/${fd}`));
+        if (m && inodes.has(m[1])) return parseInt(d, 10);
+      }
+    } catch (e) { /* gone, or not ours to read */ }
   }
   return null;
 }
-const DB_PID = findPid('mariadbd') || findPid('mysqld');
+const DB_PORT = 3306;
+const DB_PID = findPid('mariadbd', DB_PORT) || findPid('mysqld', DB_PORT);
 
-function httpGet(port, p, timeoutMs = 2000) {
+function httpGet(port, p, timeoutMs = 2000, secure = false) {
   return new Promise((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port, path: p }, (res) => {
+    const req = (secure ? https : http).get({ host: '127.0.0.1', port, path: p, rejectUnauthorized: false }, (res) => {
       let body = '';
       res.on('data', (c) => { body += c; });
       res.on('end', () => resolve({ status: res.statusCode, body }));
@@ -135,12 +171,37 @@ function dropDatabase() {
   try { sql(`DROP DATABASE IF EXISTS \`${DB}\``); say(`dropped database ${DB}`); } catch (e) { say(`could not drop ${DB}: ${e.message}`); }
 }
 
+// ------------------------------------------------------------------ TLS files
+// RFC 7919 ffdhe2048: a published group, so no slow parameter generation (as tests/test_tls.py).
+const FFDHE2048 = `-----BEGIN DH PARAMETERS-----
+MIIBCAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
++8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
+87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
+YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
+7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
+ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
+-----END DH PARAMETERS-----
+`;
+let tlsFiles = null;
+/* A self-signed certificate (RSA 2048, as a typical ILIAS installation's), its key and dhparam. */
+function makeTlsFiles() {
+  if (tlsFiles) return tlsFiles;
+  const dir = path.join(RESULTS, 'tls');
+  fs.mkdirSync(dir, { recursive: true });
+  tlsFiles = { cert: path.join(dir, 'cert.pem'), key: path.join(dir, 'key.pem'), dhparam: path.join(dir, 'dhparam.pem') };
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', tlsFiles.key, '-out', tlsFiles.cert,
+    '-subj', '/CN=localhost', '-days', '2', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'], { stdio: 'ignore' });
+  fs.writeFileSync(tlsFiles.dhparam, FFDHE2048);
+  return tlsFiles;
+}
+
 // ------------------------------------------------------------------ servers
-function writeIlchatConfig() {
+function writeIlchatConfig(tls) {
   const dir = path.join(RESULTS, 'ilchat-config');
   fs.mkdirSync(dir, { recursive: true });
   const server = {
-    protocol: 'http', port: opts.ilchatPort, address: '127.0.0.1', cert: '', key: '', dhparam: '',
+    protocol: tls ? 'https' : 'http', port: opts.ilchatPort, address: '127.0.0.1',
+    cert: tls ? tls.cert : '', key: tls ? tls.key : '', dhparam: tls ? tls.dhparam : '',
     log: path.join(RESULTS, 'ilchat-chat.log'), error_log: path.join(RESULTS, 'ilchat-chat-errors.log'),
     log_level: opts.ilchatLogLevel, deletion_mode: 0, deletion_unit: 'days', deletion_value: 30, deletion_time: '03:00',
     // Every benchmark client comes from 127.0.0.1 and sends as fast as it is told: lift the
@@ -155,24 +216,26 @@ function writeIlchatConfig() {
     // The load generators log in by id as the Node server's clients do (no ILIAS sessions).
     identity: 'trust',
   };
-  fs.writeFileSync(path.join(dir, 'server.cfg'), JSON.stringify(server, null, 2));
+  fs.writeFileSync(path.join(dir, tls ? 'server-https.cfg' : 'server.cfg'), JSON.stringify(server, null, 2));
   fs.writeFileSync(path.join(dir, 'client.cfg'), JSON.stringify(client, null, 2));
-  return dir;
+  return path.join(dir, tls ? 'server-https.cfg' : 'server.cfg');
 }
 
-function serverCommand(kind) {
+/* [[cmd, args], port] of a server; `tls` (the files of makeTlsFiles) makes it serve https/wss. */
+function serverCommand(kind, tls) {
   if (kind === 'node') {
     return [pinned(SERVER_CPU, process.execPath, [path.join(BENCH, 'reference/server.js'),
       '--port', String(opts.nodePort), '--address', '127.0.0.1', '--name', NS, '--auth', `${AUTH_KEY}:${AUTH_SECRET}`,
-      '--db-host', '127.0.0.1', '--db-port', '3306', '--db-user', 'root', '--db-pass', '', '--db-name', DB]), opts.nodePort];
+      '--db-host', '127.0.0.1', '--db-port', String(DB_PORT), '--db-user', 'root', '--db-pass', '', '--db-name', DB,
+      ...(tls ? ['--cert', tls.cert, '--key', tls.key, '--dhparam', tls.dhparam] : [])]), opts.nodePort];
   }
-  const dir = writeIlchatConfig();
+  const serverCfg = writeIlchatConfig(tls);
   return [pinned(SERVER_CPU, TWISTD, ['-n', '--pidfile=', 'ilchat',
-    '--server-cfg', path.join(dir, 'server.cfg'), '--client-cfg', path.join(dir, 'client.cfg')]), opts.ilchatPort];
+    '--server-cfg', serverCfg, '--client-cfg', path.join(path.dirname(serverCfg), 'client.cfg')]), opts.ilchatPort];
 }
 
-async function startServer(kind, logName) {
-  const [[cmd, args], port] = serverCommand(kind);
+async function startServer(kind, logName, tls) {
+  const [[cmd, args], port] = serverCommand(kind, tls);
   const out = fs.openSync(path.join(RESULTS, logName), 'w');
   const child = spawn(cmd, args, { stdio: ['ignore', out, out], cwd: RESULTS });
   let exited = null;
@@ -180,8 +243,8 @@ async function startServer(kind, logName) {
   const t0 = Date.now();
   while (Date.now() - t0 < 30000) {
     if (exited) break;
-    const r = await httpGet(port, `/backend/Heartbeat/${NS}`, 1000);
-    if (r && r.status === 200 && r.body.includes('200')) return { child, port, pid: child.pid };
+    const r = await httpGet(port, `/backend/Heartbeat/${NS}`, 1000, Boolean(tls));
+    if (r && r.status === 200 && r.body.includes('200')) return { child, port, pid: child.pid, tls: Boolean(tls) };
     await sleep(200);
   }
   try { child.kill('SIGKILL'); } catch (e) { /* gone */ }
@@ -199,17 +262,22 @@ async function stopServer(srv) {
 }
 
 // ------------------------------------------------------------------ one measurement
-function runGenerator(scenario, srv, logName) {
+/* Runs the generator; `onSeated` is called once when it reports its clients seated. */
+function runGenerator(scenario, srv, logName, onSeated = null) {
   return new Promise((resolve) => {
     const [cmd, args] = pinned(GEN_CPU, process.execPath, [path.join(BENCH, 'loadgen/gen.js'),
-      '--scenario', scenario, '--port', String(srv.port), '--ns', NS, '--auth', `${AUTH_KEY}:${AUTH_SECRET}`,
+      '--scenario', GEN_SCENARIO[scenario] || scenario, '--port', String(srv.port), '--ns', NS, '--auth', `${AUTH_KEY}:${AUTH_SECRET}`,
       '--server-pid', String(srv.pid), ...(DB_PID ? ['--db-pid', String(DB_PID)] : []), '--hard-limit', '900',
       ...SIZES[scenario].map(String)]);
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     const errLog = fs.createWriteStream(path.join(RESULTS, logName));
     child.stdout.on('data', (c) => { out += c; });
-    child.stderr.on('data', (c) => { errLog.write(c); process.stderr.write(c); });
+    child.stderr.on('data', (c) => {
+      errLog.write(c);
+      process.stderr.write(c);
+      if (onSeated && / seated \d+/.test(String(c))) { onSeated(); onSeated = null; }
+    });
     const killer = setTimeout(() => child.kill('SIGKILL'), 960 * 1000);
     child.on('exit', (code) => {
       clearTimeout(killer);
@@ -266,7 +334,7 @@ async function measure(kind, scenario, rep) {
   const tag = `${kind}-${scenario}-${rep}`;
   let srv;
   try {
-    srv = await startServer(kind, `${tag}.server.log`);
+    srv = await startServer(kind, `${tag}.server.log`, scenario === 'tls' ? makeTlsFiles() : null);
   } catch (e) {
     return { error: e.message };
   }
@@ -279,7 +347,16 @@ async function measure(kind, scenario, rep) {
       fs.writeFileSync(path.join(RESULTS, `${tag}.wrk.txt`), result.raw || '');
       delete result.raw;
     } else {
-      result = await runGenerator(scenario, srv, `${tag}.gen.log`);
+      // --py-spy: ilchat's threads sampled from the moment the clients are seated (the measured
+      // window and what follows it) to the generator's end, as collapsed stacks.
+      let spy = null;
+      const startSpy = () => {
+        spy = spawn(PY_SPY, ['record', '--pid', String(srv.pid), '--rate', '250', '--nonblocking', '--threads',
+          '--format', 'raw', '-o', path.join(RESULTS, `${tag}.py-spy.txt`)],
+        { stdio: ['ignore', 'ignore', fs.openSync(path.join(RESULTS, `${tag}.py-spy.log`), 'w')] });
+      };
+      result = await runGenerator(scenario, srv, `${tag}.gen.log`, opts.pySpy && kind === 'ilchat' ? startSpy : null);
+      if (spy) { const done = new Promise((r) => spy.once('exit', r)); spy.kill('SIGINT'); await done; }
       if (typeof result.sent === 'number' && result.sent > 0) {
         result.persisted = await persisted(result.sent);
       }
@@ -296,11 +373,15 @@ async function measure(kind, scenario, rep) {
 
 // ------------------------------------------------------------------ reporting
 /* The figures compared per scenario: [label, getter, better: 'higher' | 'lower']. */
+const FANOUT_FIGURES = [['deliveries/s', (r) => r.deliveries_per_s, 'higher'], ['latency p50 ms', (r) => r.latency && r.latency.p50_ms, 'lower'],
+  ['latency p99 ms', (r) => r.latency && r.latency.p99_ms, 'lower'], ['server CPU %', (r) => r.server_cpu_pct, 'info'],
+  ['server CPU µs / delivery', (r) => r.server_us_per_delivery, 'lower'], ['generator CPU %', (r) => r.gen_cpu_pct, 'info'],
+  ['generator-bound runs', (r) => (r.generator_bound ? 1 : 0), 'count'], ['others CPU % (noise)', (r) => r.others_cpu_pct, 'info'],
+  ['setup (all seated) s', (r) => r.setup_s, 'lower'], ['persisted / sent', (r) => (r.sent ? r.persisted / r.sent : null), 'info']];
 const FIGURES = {
-  fanout: [['deliveries/s', (r) => r.deliveries_per_s, 'higher'], ['latency p50 ms', (r) => r.latency && r.latency.p50_ms, 'lower'],
-    ['latency p99 ms', (r) => r.latency && r.latency.p99_ms, 'lower'], ['server CPU %', (r) => r.server_cpu_pct, 'info'],
-    ['server CPU µs / delivery', (r) => r.server_us_per_delivery, 'lower'], ['generator CPU %', (r) => r.gen_cpu_pct, 'info'], ['others CPU % (noise)', (r) => r.others_cpu_pct, 'info'],
-    ['setup (1000 join) s', (r) => r.setup_s, 'lower'], ['persisted / sent', (r) => (r.sent ? r.persisted / r.sent : null), 'info']],
+  fanout: FANOUT_FIGURES,
+  tls: FANOUT_FIGURES,
+  polling: [...FANOUT_FIGURES, ['RSS per polling client KiB', (r) => r.rss_per_client_kib, 'lower']],
   rooms: [['others CPU % (noise)', (r) => r.others_cpu_pct, 'info'], ['latency p50 ms', (r) => r.latency && r.latency.p50_ms, 'lower'], ['latency p99 ms', (r) => r.latency && r.latency.p99_ms, 'lower'],
     ['server CPU %', (r) => r.server_cpu_pct, 'lower'],
     ['server CPU µs / message', (r) => r.server_us_per_message, 'lower'], ['db CPU %', (r) => r.db_cpu_pct, 'info'],
@@ -337,22 +418,32 @@ function report(all) {
     + `cpus ${CPUS}, server on cpu ${SERVER_CPU}, generator on cpu ${GEN_CPU}${HAVE_TASKSET ? '' : ' (no taskset)'}`);
   const rows = [['scenario', 'figure', 'node', 'ilchat', 'ilchat/node']];
   const summary = {};
+  const notes = [];
   for (const sc of opts.scenarios) {
     summary[sc] = {};
     for (const [label, get, better] of FIGURES[sc]) {
       const med = {};
       for (const kind of ['node', 'ilchat']) {
         const runs = (all[sc] && all[sc][kind]) || [];
+        if (better === 'count') { // how many runs had it, of how many
+          const ok = runs.filter((r) => !r.error);
+          med[kind] = ok.length ? ok.filter((r) => get(r)).length : null;
+          continue;
+        }
         med[kind] = median(runs.filter((r) => !r.error).map((r) => { try { return get(r); } catch (e) { return null; } }));
       }
-      const ratio = med.node && med.ilchat !== null && med.ilchat !== undefined ? med.ilchat / med.node : null;
+      const ratio = better !== 'count' && med.node && med.ilchat !== null && med.ilchat !== undefined ? med.ilchat / med.node : null;
+      const show = (x) => (better === 'count' && x !== null ? String(x) : fmt(x));
       summary[sc][label] = { node: med.node, ilchat: med.ilchat, ratio, better };
-      rows.push([sc, label + (better === 'higher' ? ' (↑)' : better === 'lower' ? ' (↓)' : ''), fmt(med.node), fmt(med.ilchat),
+      rows.push([sc, label + (better === 'higher' ? ' (↑)' : better === 'lower' ? ' (↓)' : ''), show(med.node), show(med.ilchat),
         ratio === null ? '-' : ratio.toFixed(2)]);
     }
     for (const kind of SERVERS) {
       const errs = ((all[sc] && all[sc][kind]) || []).filter((r) => r.error);
       for (const e of errs) rows.push([sc, `${kind} FAILED`, String(e.error).split('\n')[0].slice(0, 70), '', '']);
+      const bound = ((all[sc] && all[sc][kind]) || []).filter((r) => r.generator_bound).length;
+      if (bound) notes.push(`${sc}: ${bound} ${kind} run(s) generator-bound (generator above 90 % of its core): `
+        + 'its rates and latencies there are bounds, not the server\'s; compare the CPU per delivery');
     }
   }
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i]).length)));
@@ -360,6 +451,7 @@ function report(all) {
     lines.push(r.map((c, j) => (j >= 2 ? String(c).padStart(widths[j]) : String(c).padEnd(widths[j]))).join('  '));
     if (i === 0) lines.push(widths.map((w) => '-'.repeat(w)).join('  '));
   }
+  for (const n of notes) lines.push(`* ${n}`);
   return { text: lines.join('\n'), summary };
 }
 

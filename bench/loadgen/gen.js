@@ -18,13 +18,18 @@
  * Usage: node gen.js --scenario fanout|rooms|idle|storm|crowd --port 8600 [--host 127.0.0.1]
  *          [--ns bench] [--auth key:secret] [--server-pid N] [--db-pid N] [--clients N] [--rooms N]
  *          [--duration s] [--window N] [--batch N] [--timeout s] [--client raw|ws]
+ *          [--tls 1] [--transport websocket|polling]
  *   --client raw (default): ./rawws.js, skips the bodies of big frames; ws: the ws package
+ *   --tls 1: https and wss (real TLS, nothing verified); --transport polling: ./polling.js,
+ *   Engine.IO long-polling that never upgrades
  * Prints progress on stderr and one JSON result line on stdout.
  */
 const http = require('http');
+const https = require('https');
 const { performance } = require('perf_hooks');
 const WebSocket = require('ws');
 const { RawWebSocket } = require('./rawws');
+const { PollingTransport } = require('./polling');
 
 // ------------------------------------------------------------------ options
 function parseArgs(argv) {
@@ -42,9 +47,12 @@ const DB_PID = A['db-pid'] ? parseInt(A['db-pid'], 10) : null;
 const SCENARIO = A.scenario;
 const num = (k, d) => (A[k] !== undefined ? Number(A[k]) : d);
 const CLIENT = A.client || 'raw'; // raw: ./rawws.js (skips big frames); ws: the ws package
+const TLS = A.tls === '1' || A.tls === 'true';
+const POLLING = A.transport === 'polling';
 
 const WS_PATH = '/socket.io/?EIO=4&transport=websocket';
-const WS_URL = `ws://${HOST}:${PORT}${WS_PATH}`;
+const POLL_PATH = '/socket.io/?EIO=4&transport=polling';
+const WS_URL = `${TLS ? 'wss' : 'ws'}://${HOST}:${PORT}${WS_PATH}`;
 const PREFIX = `/${NS},`;
 const NS_CONNECT = `40${PREFIX}`;
 const EV_OFFSET = 2 + Buffer.byteLength(PREFIX) + 2; // index of the event name's first letter
@@ -82,6 +90,7 @@ class Histogram {
 
 const fs = require('fs');
 const CLK_TCK = 100; // Linux USER_HZ
+const GEN_BOUND_PCT = 90; // generator CPU (% of its core) above which a figure is generator-bound
 /* utime+stime of a process (all threads), in seconds; null if unknown. */
 function cpuSeconds(pid) {
   if (!pid) return null;
@@ -136,7 +145,7 @@ class CpuWindow {
 }
 
 // ------------------------------------------------------------------ global counters
-const stats = { frames: 0, deliveries: 0, sent: 0, errors: 0, closed: 0, connectErrors: 0 };
+const stats = { frames: 0, deliveries: 0, sent: 0, errors: 0, closed: 0, connectErrors: 0, why: {} };
 let lastFrameAt = 0;
 let onDelivery = null; // (seq, sendTime, recvTime) — set by the running scenario
 
@@ -151,17 +160,20 @@ class Client {
     this.failed = false;
     this.onSeated = null;
     this.onFailed = null;
+    this.onDropped = null; // called when a seated client's connection ends
   }
 
   connect() {
-    if (CLIENT === 'raw') {
-      this.ws = new RawWebSocket(HOST, PORT, WS_PATH, {
-        onFrame: (buf) => this.frame(buf),
-        onClose: () => { stats.closed++; this.fail(); },
-      });
-      return;
-    }
-    const ws = new WebSocket(WS_URL, { perMessageDeflate: false, skipUTF8Validation: true });
+    const handlers = {
+      onFrame: (buf) => this.frame(buf),
+      onClose: () => { stats.closed++; this.fail(); },
+      onError: (why) => { stats.errors++; stats.why[why] = (stats.why[why] || 0) + 1; },
+      tls: TLS,
+      agent: pollAgent,
+    };
+    if (POLLING) { this.ws = new PollingTransport(HOST, PORT, POLL_PATH, handlers); return; }
+    if (CLIENT === 'raw') { this.ws = new RawWebSocket(HOST, PORT, WS_PATH, handlers); return; }
+    const ws = new WebSocket(WS_URL, { perMessageDeflate: false, skipUTF8Validation: true, rejectUnauthorized: false });
     this.ws = ws;
     ws.on('message', (buf) => this.frame(buf));
     ws.on('error', () => { stats.errors++; this.fail(); });
@@ -172,9 +184,10 @@ class Client {
     if (this.failed) return;
     this.failed = true;
     if (!this.seated && this.onFailed) this.onFailed(this);
+    else if (this.seated && this.onDropped) this.onDropped(this);
   }
 
-  send(s) { if (CLIENT === 'raw' || this.ws.readyState === 1) this.ws.send(s); }
+  send(s) { if (POLLING || CLIENT === 'raw' || this.ws.readyState === 1) this.ws.send(s); }
 
   emit(json) { this.send(`42${PREFIX}${json}`); }
 
@@ -237,10 +250,13 @@ class Client {
 }
 
 // ------------------------------------------------------------------ helpers
-const agent = new http.Agent({ keepAlive: true, maxSockets: 32 });
+const HTTP = TLS ? https : http;
+const agent = new HTTP.Agent({ keepAlive: true, maxSockets: 32, rejectUnauthorized: false });
+// The polling clients' connections: kept alive and shared, as many as there are requests in flight.
+const pollAgent = POLLING ? new HTTP.Agent({ keepAlive: true, rejectUnauthorized: false }) : null;
 function httpGet(path) {
   return new Promise((resolve, reject) => {
-    const req = http.get({ host: HOST, port: PORT, path, agent, headers: { Authorization: AUTH } }, (res) => {
+    const req = HTTP.get({ host: HOST, port: PORT, path, agent, headers: { Authorization: AUTH } }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c) => { body += c; });
@@ -329,12 +345,19 @@ async function fanout() {
   const window = num('window', 8);
   const duration = num('duration', 10);
   const clients = makeClients(n, () => 1);
+  const rss0 = rssKiB(SERVER_PID);
   const reg = await registerUsers(clients);
   const setup = await seat(clients, num('batch', 100), num('timeout', 300));
   log(`seated ${setup.seated}/${n} in ${setup.seconds.toFixed(1)} s`);
   const drainS = await quiesce(1000, 120000);
+  const rss1 = rssKiB(SERVER_PID);
   const members = setup.seated;
-  const sender = clients.find((c) => c.seated);
+  // Members still connected: one that drops out (a polling client the server let go) no longer
+  // holds every message back until the 5 s release.
+  let live = clients.filter((c) => c.seated && !c.failed).length;
+  const sender = clients.find((c) => c.seated && !c.failed);
+  const sock = sender && sender.ws && sender.ws.sock;
+  const tlsInfo = sock && sock.getCipher ? { protocol: sock.getProtocol(), cipher: sock.getCipher().standardName } : null;
   const hist = new Histogram();
   const counts = new Map(); // seq -> deliveries so far
   const sentAt = new Map(); // seq -> performance.now() at send (for the 5 s release)
@@ -361,8 +384,17 @@ async function fanout() {
     if (performance.now() <= tEnd) windowDeliveries++;
     const c = counts.get(s);
     if (c === undefined) return; // already released by timeout
-    if (c + 1 >= members) release(s); else counts.set(s, c + 1);
+    if (c + 1 >= live) release(s); else counts.set(s, c + 1);
   };
+  let dropped = 0;
+  for (const c of clients) {
+    if (!c.seated || c.failed) continue;
+    c.onDropped = () => {
+      live--;
+      dropped++;
+      for (const [s, k] of counts) if (k >= live) release(s);
+    };
+  }
   const reaper = setInterval(() => {
     const limit = performance.now() - 5000;
     for (const [s, t] of sentAt) if (t < limit) { lost++; release(s); }
@@ -378,10 +410,13 @@ async function fanout() {
   const wall = (performance.now() - t0) / 1000;
   await quiesce(500, 10000); // let the last messages arrive for their latency
   clearInterval(reaper);
+  const droppedBeforeEnd = dropped;
   closeAll(clients);
   return {
     clients: n, members, window, duration_s: duration, setup_s: round(setup.seconds), setup_drain_s: drainS,
-    backend_failures: reg, messages_sent: seq, messages_lost: lost,
+    backend_failures: reg, messages_sent: seq, messages_lost: lost, members_dropped: droppedBeforeEnd, transport: POLLING ? 'polling' : 'websocket', tls: tlsInfo,
+    // What the server holds per seated client (its RSS after seating minus before), in KiB.
+    rss_per_client_kib: rss0 && rss1 && members ? Math.round(((rss1 - rss0) / members) * 100) / 100 : null,
     deliveries_per_s: Math.round(windowDeliveries / wall), messages_per_s: Math.round(windowDeliveries / wall / members),
     server_us_per_delivery: usage.server_cpu_s === null || !windowDeliveries ? null
       : Math.round((usage.server_cpu_s / windowDeliveries) * 1e8) / 100,
@@ -501,7 +536,10 @@ const SCENARIOS = { fanout, rooms, idle, storm, crowd };
   // Hard stop: whatever happens, this process ends.
   setTimeout(() => { log('hard time limit reached'); process.exit(3); }, num('hard-limit', 900) * 1000).unref();
   const result = await fn();
+  // Above ~90 % of its core the generator itself may be what limits the rates it measured.
+  if (typeof result.gen_cpu_pct === 'number') result.generator_bound = result.gen_cpu_pct > GEN_BOUND_PCT;
   result.socket_errors = stats.errors;
+  if (Object.keys(stats.why).length) result.socket_error_reasons = stats.why;
   result.connect_errors = stats.connectErrors;
   process.stdout.write(JSON.stringify(result) + '\n');
   agent.destroy();

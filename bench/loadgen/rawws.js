@@ -9,10 +9,13 @@
  * ping -> pong, close. Client frames are masked with an all-zero key (valid: the key is XORed, so
  * the payload goes out unchanged).
  *
- *   const c = new RawWebSocket(host, port, path, { onOpen, onFrame(buf, totalLength), onClose })
+ *   const c = new RawWebSocket(host, port, path, { onOpen, onFrame(buf, totalLength), onClose, tls })
  *   c.send(string); c.terminate()
+ * With `tls: true` the socket is a real TLS connection (wss) that verifies nothing: the benchmark
+ * measures the servers' encryption, not a PKI.
  */
 const net = require('net');
+const tls = require('tls');
 const crypto = require('crypto');
 
 const HEAD = 512; // bytes of a large frame passed to onFrame (small frames are passed whole)
@@ -30,11 +33,14 @@ class RawWebSocket {
     this.frameParts = null; // collected payload (small frames) or head (large frames)
     this.frameGot = 0;
     const key = crypto.randomBytes(16).toString('base64');
-    this.sock = net.connect({ host, port }, () => {
+    const opened = () => {
       this.sock.setNoDelay(true);
       this.sock.write(`GET ${path} HTTP/1.1\r\nHost: ${host}:${port}\r\nUpgrade: websocket\r\n`
         + `Connection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
-    });
+    };
+    this.sock = handlers.tls
+      ? tls.connect({ host, port, rejectUnauthorized: false, servername: 'localhost' }, opened)
+      : net.connect({ host, port }, opened);
     this.sock.on('data', (d) => this.data(d));
     this.sock.on('error', () => this.finish());
     this.sock.on('close', () => this.finish());

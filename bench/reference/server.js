@@ -13,8 +13,13 @@
  *
  * Usage: node server.js --port 8600 --address 127.0.0.1 --name bench --auth key:secret
  *                       --db-host 127.0.0.1 --db-port 3306 --db-user root --db-pass '' --db-name X
+ *                       [--cert chain.pem --key key.pem [--dhparam dh.pem]]
+ * With --cert and --key it serves https and wss, as ILIAS does for `protocol: https`
+ * (https.createServer with the cert, key and dhparam files of server.cfg).
  */
+const fs = require('fs');
 const http = require('http');
+const https = require('https');
 const express = require('express');
 const mysql = require('mysql');
 const { Server } = require('socket.io');
@@ -146,7 +151,13 @@ app.get('/backend/EnterPrivateRoom/:namespace/:roomId/:id', (req, res) => {
   res.send({ success: true });
 });
 
-const server = http.createServer(app);
+const server = args.cert
+  ? https.createServer({
+    cert: fs.readFileSync(args.cert),
+    key: fs.readFileSync(args.key),
+    ...(args.dhparam ? { dhparam: fs.readFileSync(args.dhparam) } : {}),
+  }, app)
+  : http.createServer(app);
 
 // ---------------------------------------------------------------- socket.io (SetupServer.js options)
 const io = new Server(server, {

@@ -151,6 +151,12 @@ class LimitedRequest(Request):
         # still report the request complete: it was answered with 413 and is never rendered.
         if self._refused:
             return
+        if command == b"POST":
+            content_type = self.requestHeaders.getRawHeaders(b"content-type")
+            if content_type and content_type[0].split(b";", 1)[0].strip().lower() == b"text/plain":
+                # What engine.io-client posts: no form to parse, so Twisted need not find that
+                # out with the email package's header parser (~0.1 ms per polling POST).
+                self._parsePOSTFormSubmission = False
         super().requestReceived(command, path, version)
 
     def setResponseCode(self, code: int, message: Optional[bytes] = None) -> None:  # noqa: N802
@@ -172,7 +178,10 @@ class ChatChannel(http.HTTPChannel):
     parked long-polling GET and a websocket are not cut.
     """
 
+    #: The connection's one deadline timer, kept across its requests (see _start_deadline).
     _deadline: Any = None
+    #: What the timer is timing: "headers", "body", or None (dormant: it will do nothing).
+    _deadline_part: Optional[str] = None
     _refused = False
     _counted = False
 
@@ -198,34 +207,81 @@ class ChatChannel(http.HTTPChannel):
             return
         super().dataReceived(data)
 
+    _host: Any = None
+    _peer: Any = None
+
+    def getHost(self) -> Any:  # noqa: N802 (twisted API)
+        # Every Request asks for both addresses (Twisted's TCP transport makes a getsockname()
+        # call and a new address object each time): a polling client makes a request per
+        # message. They are fixed once a PROXY header, if any, has been read (_counted).
+        host = self._host
+        if host is None:
+            host = super().getHost()
+            if self._counted:
+                self._host = host
+        return host
+
+    def getPeer(self) -> Any:  # noqa: N802 (twisted API)
+        peer = self._peer
+        if peer is None:
+            peer = super().getPeer()
+            if self._counted:
+                self._peer = peer
+        return peer
+
     def lineReceived(self, line: bytes) -> None:  # noqa: N802 (twisted API)
         # Line mode is only ever reading a request's headers: the first line starts the clock.
-        if self._deadline is None and not self._refused:
-            self._deadline = self.callLater(self.site.header_timeout, self._too_slow, "headers")
+        if self._deadline_part is None and not self._refused:
+            self._start_deadline("headers", self.site.header_timeout)
         super().lineReceived(line)
 
     def allHeadersReceived(self) -> None:  # noqa: N802 (twisted API)
-        self._cancel_deadline()
+        self._deadline_part = None
         if self.length != 0:
-            self._deadline = self.callLater(self.site.body_timeout, self._too_slow, "body")
+            self._start_deadline("body", self.site.body_timeout)
         super().allHeadersReceived()
 
     def allContentReceived(self) -> None:  # noqa: N802 (twisted API)
-        self._cancel_deadline()
+        self._deadline_part = None
         super().allContentReceived()
+        if self.transport is None:
+            # A websocket took the connection over (Autobahn): this channel is done with it.
+            self._cancel_deadline()
 
     def connectionLost(self, reason: Any) -> None:  # noqa: N802 (twisted API)
         self._cancel_deadline()
         super().connectionLost(reason)
 
+    def _start_deadline(self, part: str, seconds: float) -> None:
+        """
+        Time C{part} of the current request. The connection keeps one timer and moves it on
+        (C{reset}, arithmetic only) instead of creating and cancelling one per request: a
+        long-polling client makes a request per message it gets. A timer due later than the
+        new deadline is replaced (moving it sooner would search the reactor's whole heap).
+        """
+        self._deadline_part = part
+        call = self._deadline
+        if call is not None and call.active():
+            if call.getTime() <= call.seconds() + seconds:
+                call.reset(seconds)
+                return
+            call.cancel()
+        self._deadline = self.callLater(seconds, self._deadline_passed)
+
+    def _deadline_passed(self) -> None:
+        self._deadline = None
+        part, self._deadline_part = self._deadline_part, None
+        if part is not None:
+            self._too_slow(part)
+
     def _cancel_deadline(self) -> None:
+        self._deadline_part = None
         if self._deadline is not None:
             if self._deadline.active():
                 self._deadline.cancel()
             self._deadline = None
 
     def _too_slow(self, part: str) -> None:
-        self._deadline = None
         limit = self.site.header_timeout if part == "headers" else self.site.body_timeout
         self.site.refusals.warn(
             "Closed a slow HTTP request from {peer}: its {part} took longer than {limit} s",

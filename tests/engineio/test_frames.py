@@ -13,14 +13,16 @@ import random
 import socket
 
 import websocket
+from OpenSSL import SSL
 from websocket import ABNF
 from twisted.internet import defer, reactor, task
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
+from twisted.protocols.tls import BufferingTLSTransport, _AggregateSmallWrites
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from ilchat.engineio._internals import FrameOutbox, read_data_frame
+from ilchat.engineio._internals import FrameOutbox, direct_socket, read_data_frame
 from ilchat.engineio.server import EngineIOServer
 from ilchat.tls import certificate_options
 from tests.engineio.support import serve, wait
@@ -349,15 +351,15 @@ class MixedStreamTests(ServerTestCase):
 
 
 class TLSWireTests(TestCase):
-    """Over TLS (Twisted's TCP transport with TLS started) frames are joined per turn, not sent
-    directly to the socket."""
+    """Over TLS each turn's frames are one TLS write, encrypted at once and sent directly while
+    nothing is queued, through Twisted's TLS and TCP buffers otherwise: in order either way."""
 
-    @defer.inlineCallbacks
-    def test_wss_echo_in_order_and_joined(self):
+    def listen(self, **options):
+        """An echoing Engine.IO server behind ``listenSSL``; returns (server, url, pki)."""
         folder = self.mktemp()
         os.makedirs(folder)
         pki = make_pki(folder)
-        server = EngineIOServer(reactor, Echo)
+        server = EngineIOServer(reactor, Echo, **options)
         self.addCleanup(server.close)
         root = Resource()
         root.putChild(b"socket.io", server.resource)
@@ -365,20 +367,27 @@ class TLSWireTests(TestCase):
             0, Site(root), certificate_options(pki["chain"], pki["key"]), interface="127.0.0.1"
         )
         self.addCleanup(port.stopListening)
-        url = f"wss://127.0.0.1:{port.getHost().port}/socket.io/?EIO=4&transport=websocket"
+        return server, f"wss://127.0.0.1:{port.getHost().port}/socket.io/?EIO=4&transport=websocket", pki
 
-        def opened():
-            ws = websocket.create_connection(
-                url, timeout=10, sslopt={"ca_certs": pki["root"], "server_hostname": "127.0.0.1"}
-            )
-            return ws, json.loads(ws.recv()[1:])["sid"]
+    def connect(self, url, pki):
+        ws = websocket.create_connection(
+            url, timeout=10, sslopt={"ca_certs": pki["root"], "server_hostname": "127.0.0.1"}
+        )
+        return ws, json.loads(ws.recv()[1:])["sid"]
 
-        ws, sid = yield deferToThread(opened)
+    @defer.inlineCallbacks
+    def test_wss_echo_in_order_and_joined(self):
+        server, url, pki = self.listen()
+        ws, sid = yield deferToThread(self.connect, url, pki)
         protocol = server.sessions[sid]._ws
         self.assertIsNone(protocol._direct)
         writes = []
-        write = protocol.transport.write
-        protocol.transport.write = lambda data: (writes.append(len(data)), write(data))
+        tls_connection = protocol.transport._tlsConnection
+        send = tls_connection.send
+        tls_connection.send = lambda data: (writes.append(len(data)), send(data))[1]
+        aggregated = []
+        aggregator_write = protocol.transport.write
+        protocol.transport.write = lambda data: (aggregated.append(len(data)), aggregator_write(data))
 
         def exchange():
             texts = [f"4over tls {i} " + "ö" * (i * 7) for i in range(100)]
@@ -387,8 +396,56 @@ class TLSWireTests(TestCase):
 
         try:
             sent, received = yield deferToThread(exchange)
+            through_twisted = list(aggregated)  # before the close frame, which goes that way
         finally:
             yield deferToThread(ws.close)
         self.assertEqual(received, sent)
-        # 100 echoes, fewer writes: each reactor turn's frames went out joined.
+        # 100 echoes, fewer TLS writes: each reactor turn's frames went to OpenSSL joined, and
+        # none took Twisted's aggregating write (a second buffer and turn per connection).
+        self.assertGreater(len(writes), 0)
         self.assertLess(len(writes), 100)
+        self.assertEqual(through_twisted, [])
+
+    @defer.inlineCallbacks
+    def test_open_tls_connection_has_the_attributes_write_tls_reads(self):
+        """The private names of Twisted's TLS transport that ``_write_tls`` relies on."""
+        server, url, pki = self.listen()
+        ws, sid = yield deferToThread(self.connect, url, pki)
+        self.addCleanup(deferToThread, ws.close)
+        tls = server.sessions[sid]._ws.transport
+        self.assertIs(type(tls), BufferingTLSTransport)
+        self.assertIs(type(tls._aggregator), _AggregateSmallWrites)
+        self.assertEqual(tls._aggregator._buffer, [])
+        self.assertIsInstance(tls._tlsConnection, SSL.Connection)
+        self.assertTrue(tls._handshakeDone)
+        self.assertEqual(tls._appSendBuffer, [])
+        self.assertFalse(tls._lostTLSConnection)
+        self.assertFalse(tls.disconnecting)
+        self.assertIs(direct_socket(tls.transport), tls.transport.socket)
+
+    @defer.inlineCallbacks
+    def test_wss_reader_that_pauses_gets_every_byte_in_order(self):
+        """
+        8 MB while the client sleeps: the records the kernel does not take wait in the TCP
+        buffer, later frames queue behind them through Twisted's path, and the client then
+        reads it all, in order.
+        """
+        server, url, pki = self.listen(max_backlog=64_000_000)
+        ws, sid = yield deferToThread(self.connect, url, pki)
+        try:
+            session = server.sessions[sid]
+            count = 80
+            for i in range(count):
+                session.send_message(f"{i:04d}" + "p" * 100_000)
+                if i % 8 == 0:
+                    yield wait(0)
+            yield wait(0.3)
+
+            def read_all():
+                return [ws.recv()[:5] for _ in range(count)]
+
+            got = yield deferToThread(read_all)
+            self.assertIn(sid, server.sessions)
+        finally:
+            yield deferToThread(ws.close)
+        self.assertEqual(got, [f"4{i:04d}" for i in range(count)])

@@ -371,3 +371,41 @@ class CloseConnectionsTests(TestCase):
         await site.close_connections(grace=0.3)
         self.assertTrue(all(t.disconnected for t in transports))
         self.assertLess(time.monotonic() - started, 3)
+
+
+class _FormArgs(Resource):
+    """Answers a POST with the form arguments Twisted parsed and the body it left readable."""
+
+    isLeaf = True
+
+    def render_POST(self, request) -> bytes:  # noqa: N802 (twisted API)
+        args = sorted((k.decode(), [v.decode() for v in vs]) for k, vs in request.args.items())
+        return repr((args, request.content.read().decode())).encode()
+
+
+class PostFormParsingTests(TestCase):
+    """Form bodies are parsed into C{request.args} as before; text/plain ones are left alone."""
+
+    def post(self, content_type: bytes, body: bytes):
+        port = _serve(self, _FormArgs())
+        return threads.deferToThread(
+            _exchange,
+            port,
+            b"POST /?q=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: " + content_type
+            + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body,
+        )
+
+    async def test_form_urlencoded_body_is_parsed(self) -> None:
+        answer = await self.post(b"application/x-www-form-urlencoded", b"message=hi&x=2")
+        self.assertTrue(
+            answer.endswith(repr(([("message", ["hi"]), ("q", ["1"]), ("x", ["2"])], "message=hi&x=2")).encode()),
+            answer[-120:],
+        )
+
+    async def test_text_plain_body_is_not_parsed_as_a_form(self) -> None:
+        """What engine.io-client posts: only the query's arguments, the body untouched."""
+        for content_type in (b"text/plain;charset=UTF-8", b"Text/Plain"):
+            answer = await self.post(content_type, b"message=hi")
+            self.assertTrue(
+                answer.endswith(repr(([("q", ["1"])], "message=hi")).encode()), answer[-120:]
+            )
