@@ -23,7 +23,18 @@ names); what PHP would do is done here instead:
   falls between the history and the live stream.
 * limits: messages longer than ``max_message_length`` and messages over the per-connection
   throttle (token bucket, ``message_rate``/``message_burst``) are refused with
-  ``refused({error, message, ...})``, never dropped silently.
+  ``refused({error, message, roomId, content, ...})``, never dropped silently: ``content`` is the
+  refused text, so that the page can put it back into the input box. Typing notices over their
+  own (looser) throttle are dropped without an answer: they are best effort, and an answer would
+  crowd out the refusal of a message.
+* ``leave()``: the person leaves on purpose (the page's "Leave" button, or a page being closed):
+  the domain's ``connection_closed`` takes them out of every room at once, without the disconnect
+  grace that keeps a dropped connection's name for 15 s; the socket is then disconnected.
+* ``rename(name)``: a new name, under the login's rules (``refused`` ``invalid_name`` or
+  ``name_taken`` otherwise); the domain publishes ``renamed``.
+* every ``renamed`` event (a web rename or an IRC ``NICK``) reaches the logged-in pages as
+  ``renamed({id, username, timestamp})``: the page updates its people lists and says so in the
+  rooms.
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ from twisted.logger import Logger
 
 from ilchat.chat.rooms import ChatError
 from ilchat.ilias.rendering import message_payload
+from ilchat.ilias.identity import in_order
 from ilchat.ilias.room_namespace import RoomNamespace
 from ilchat.jsonutil import JSONError, dumps, loads
 from ilchat.web.client import ChatPageResource, PageSettings, mount_chat_page
@@ -120,6 +132,8 @@ class StandaloneChat(RoomNamespace):
                     if message is not None:
                         self._history[room.id].append(message)
         await super().start()
+        for event, handler in (("leave", self.on_leave), ("rename", self.on_rename)):
+            self.namespace.on(event, _in_order(handler))
         # Subscribed after the adapter, so a message is remembered once it has been delivered.
         self._unsubscribe_history = self.client.bus.subscribe(self.chat.topic, self._remember)
         self.page = ChatPageResource(
@@ -158,6 +172,9 @@ class StandaloneChat(RoomNamespace):
         """Keep the latest room-wide messages of each room (bus subscriber)."""
         event = envelope["event"]
         kind = event.get("type")
+        if kind == "renamed":
+            self._tell_renamed(event)
+            return
         if kind not in ("message", "cleared"):
             return
         history = self._history.get(event["room"])
@@ -167,6 +184,14 @@ class StandaloneChat(RoomNamespace):
             history.clear()
         elif event["target"] is None or event["target"]["public"]:
             history.append(message_payload(event))
+
+    def _tell_renamed(self, event: Dict[str, Any]) -> None:
+        """A member's new name, to every page logged in on this process (they know who it was)."""
+        if self.namespace is None or not self._sockets:
+            return
+        member = event["member"]
+        self.namespace.emit("renamed", {"id": member["id"], "username": member["name"],
+                                        "timestamp": event["ts"]}, room=sorted(self._sockets))
 
     # -- socket events ----------------------------------------------------------------------
 
@@ -223,6 +248,42 @@ class StandaloneChat(RoomNamespace):
                        id=member.id, ns=self.namespace.name, address=socket.address)
         self._logged_in(socket, member)
 
+    def on_leave(self, socket: Any, *args: Any) -> None:
+        """``leave()``: out of every room now (no grace), then disconnected."""
+        if self._sockets.pop(socket.sid, None) is not None:
+            self.renderer.remove_socket(socket.sid)
+            self.chat.connection_closed(socket.sid)
+        socket.disconnect()
+
+    def on_rename(self, socket: Any, *args: Any) -> None:
+        """``rename(name)``: the logged-in member takes a new name (see the module docstring)."""
+        member = self.chat.member_for(socket.sid) if socket.sid in self._sockets else None
+        if member is None:
+            self._refuse(socket, "not_logged_in", "Please pick a name first.")
+            return
+        bucket = socket.data.get("bucket")
+        if bucket is not None and not bucket.consume()[0]:
+            self._refuse(socket, "rate_limited", "You are changing your name too fast. Wait a moment.")
+            return
+        name, reason = validate_name(args[0] if args else None, self.policy.max_name_length)
+        if name is None:
+            self._refuse(socket, "invalid_name", reason)
+            return
+        if name == member.name:
+            return
+        holder = self.chat.member_named(name)
+        if (holder is not None and holder.id != member.id) or (
+            holder is None and self.chat.name_in_use(name)
+        ):
+            self._refuse(socket, "name_taken",
+                         f"The name \u201c{name}\u201d is already in use. Please pick another one.",
+                         name=name)
+            return
+        old = member.name
+        self.chat.login(socket.sid, member.id, name, member.profile_picture_visible)
+        self._log.info("{old} ({id}) is now {name} on {ns}", old=old, id=member.id, name=name,
+                       ns=self.namespace.name)
+
     def on_enterRoom(self, socket: Any, *args: Any) -> None:
         """``enterRoom(roomId)``: the room's latest messages first, then the usual answers."""
         if socket.sid in self._sockets and args:
@@ -251,7 +312,7 @@ class StandaloneChat(RoomNamespace):
         if len(content) > limit:
             self._refuse(socket, "message_too_long",
                          f"The message is too long: at most {limit} characters.", room_id,
-                         max_length=limit)
+                         max_length=limit, content=content)
             return
         bucket = socket.data.get("bucket")
         if bucket is not None:
@@ -260,7 +321,8 @@ class StandaloneChat(RoomNamespace):
                 wait = max(1, round(retry_after + 0.49))
                 self._refuse(socket, "rate_limited",
                              f"You are sending messages too fast; the last one was not sent. "
-                             f"Wait {wait} s.", room_id, retry_after=round(retry_after, 2))
+                             f"Wait {wait} s.", room_id, retry_after=round(retry_after, 2),
+                             content=content)
                 return
         try:
             super().on_message(socket, *args)
@@ -294,11 +356,11 @@ class StandaloneChat(RoomNamespace):
         return ensureDeferred(clear_stored())
 
     def _typing(self, socket: Any, args: Sequence[Any], started: bool) -> None:
-        """Typing events, within their own (looser) throttle."""
+        """Typing events, within their own (looser) throttle; the excess is dropped unanswered."""
         bucket = socket.data.get("typing_bucket")
         if bucket is not None and not bucket.consume()[0]:
-            self._refuse(socket, "rate_limited",
-                         "Too many typing notifications; slow down.", args[0] if args else None)
+            self._refused(socket, "userStartedTyping" if started else "userStoppedTyping",
+                          "too many typing notifications")
             return
         super()._typing(socket, args, started)
 
@@ -367,3 +429,12 @@ def _stored_message(row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     if isinstance(timestamp, (int, float)) and timestamp < 100_000_000_000:
         message["timestamp"] = int(timestamp * 1000)
     return message
+
+
+def _in_order(handler: Any) -> Any:
+    """A namespace handler that runs C{handler} after the socket's earlier events."""
+
+    def run(socket: Any, *args: Any) -> Any:
+        return in_order(socket, handler, socket, *args)
+
+    return run
