@@ -21,13 +21,18 @@ class StandaloneRoom:
 class StandaloneConfig:
     """The optional ``standalone`` block of a ``client.cfg``: an internal chat with no ILIAS.
 
-    Users log in with a name only on the built-in web page (or IRC). ``title`` and ``welcome`` are
-    shown on the page's welcome screen; ``history`` is how many of a room's latest messages a
-    newcomer sees.
+    Users log in with a name only on the built-in web page (or IRC), the operator's branding as
+    Kiwi IRC's ``startupOptions``: ``title`` is the page's header, ``window_title`` the browser
+    tab's title (the ``title`` when empty), ``welcome`` the greeting of the welcome screen and
+    ``info`` a longer text under it (plain text: line breaks kept, http(s) links made clickable,
+    everything else escaped). ``history`` is how many of a room's latest messages a newcomer
+    sees.
     """
 
     title: str = text("ilchat")
+    window_title: str = text("")
     welcome: str = text("Pick a name to join the chat.")
+    info: str = text("")
     rooms: Tuple[StandaloneRoom, ...] = (StandaloneRoom(1, "Lobby"),)
     history: int = integer(50, minimum=0, maximum=1000)
 

@@ -145,6 +145,8 @@ class StandaloneChat(RoomNamespace):
                 rooms=[{"id": room.id, "title": room.title} for room in rooms],
                 max_name_length=self.policy.max_name_length,
                 max_message_length=self.max_message_length,
+                window_title=self.settings.window_title,
+                info=self.settings.info,
             )
         )
         mount_chat_page(self.client.web_root, self.page)
