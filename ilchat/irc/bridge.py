@@ -13,7 +13,9 @@ The bridge uses the domain's public calls only; it never edits rooms or members 
 The other way, the bridge subscribes to the client's bus topic and renders the room events
 (L{ilchat.chat.events}) as IRC, from the event and its own state only (the rooms' titles and who
 is present, recorded from the domain at start and from the events since): ``message`` as PRIVMSG
-from the browser user (echo suppression by the event's ``connection``), ``entered`` as a JOIN of
+from the browser user (echo suppression by the event's ``connection``; an action, ``format``
+``{"action": true}`` with the content ``* text``, as CTCP ACTION, and an IRC ACTION becomes such a
+message), ``entered`` as a JOIN of
 a browser user (who gets a valid, unique nick derived from their name), ``left``/``parted`` as
 PART "Disconnected", ``room_left`` as PART, ``kicked``/``banned`` as KICK (of the IRC user or the
 browser user with that member id), ``cleared`` as a NOTICE. Typing events are not sent to IRC.
@@ -60,6 +62,23 @@ def irc_to_chat_text(text: str) -> Optional[str]:
         return None
     cleaned = _FORMATTING.sub("", text)
     return cleaned if cleaned.strip() else None
+
+
+def chat_format(irc_text: str) -> Dict[str, Any]:
+    """The ``format`` of a room message made from IRC text: ``{"action": True}`` for ``/me``."""
+    return {"action": True} if irc_text.startswith("\x01") else {}
+
+
+def chat_to_irc_text(event: Dict[str, Any]) -> str:
+    """
+    A room message's text for IRC: an action (``format.action``, content ``* text``, as the
+    standalone page's ``/me`` sends and IRC actions arrive) is a CTCP ACTION on one line.
+    """
+    content = event["content"]
+    fmt = event.get("format")
+    if isinstance(fmt, dict) and fmt.get("action") is True and content.startswith("* "):
+        return "\x01ACTION " + " ".join(content[2:].splitlines()) + "\x01"
+    return content
 
 
 class RoomLink(ChannelLink):
@@ -313,7 +332,7 @@ class RoomBridge:
         content = irc_to_chat_text(text)
         if content is None:
             return
-        self._post(user, room_id, content, None)
+        self._post(user, room_id, content, None, chat_format(text))
 
     def send_private(self, user: Any, target: RemoteUser, command: str, text: str) -> bool:
         """
@@ -328,13 +347,14 @@ class RoomBridge:
         if not shared:
             return False
         target_info = {"id": target.user_id, "username": target.realname, "public": 0}
-        self._post(user, shared[0], content, target_info)
+        self._post(user, shared[0], content, target_info, chat_format(text))
         return True
 
-    def _post(self, user: Any, room_id: int, content: str, target: Optional[Dict[str, Any]]) -> None:
+    def _post(self, user: Any, room_id: int, content: str, target: Optional[Dict[str, Any]],
+              fmt: Dict[str, Any]) -> None:
         conn = self._conn_of(user)
         try:
-            self.chat.post_message(conn, room_id, content, {}, target=target)
+            self.chat.post_message(conn, room_id, content, fmt, target=target)
         except ContentTooLong:
             user.deliver(Message("NOTICE", (user.nick, "Message too long for the chat room; not sent."),
                                  prefix=self.network.config.server_name))
@@ -453,7 +473,7 @@ class RoomBridge:
             return
         sender_info = event["sender"]
         sender_id = sender_info["id"]
-        content = event["content"]
+        content = chat_to_irc_text(event)
         # Echo suppression by the ids in the event: the connection that posted, else an IRC
         # user of the same account (who posted from a browser tab).
         sender = self.conns.get(event["connection"])
@@ -470,7 +490,7 @@ class RoomBridge:
         target = event["target"]
         if target is None or target["public"]:
             text = content
-            if target is not None and target["name"]:
+            if target is not None and target["name"] and not content.startswith("\x01"):
                 text = f"{target['name']}: {content}"
             for member in channel.local_members():
                 if member is sender and "echo-message" not in member.caps:

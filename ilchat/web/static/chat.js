@@ -971,10 +971,15 @@
     }, 15000);
   }
 
-  // A refused message goes back into the box as it was typed (before what is there now).
+  /*
+   * A refused message goes back into the box as it was typed: after the ones put back before
+   * it, before what was typed since.
+   */
+  var putBackEnd = 0;
+
   function putBack(content) {
     var typed = content;
-    for (var i = sent.length - 1; i >= 0; i -= 1) {
+    for (var i = 0; i < sent.length; i += 1) {
       if (sent[i][0] === content) {
         typed = sent[i][1];
         sent.splice(i, 1);
@@ -982,7 +987,12 @@
       }
     }
     var now = ui.messageInput.value;
-    ui.messageInput.value = now ? typed + "\n" + now : typed;
+    var at = Math.min(putBackEnd, now.length);
+    var before = now.slice(0, at);
+    var after = now.slice(at);
+    var insert = (before && before.slice(-1) !== "\n" ? "\n" : "") + typed;
+    ui.messageInput.value = before + insert + (after && after.charAt(0) !== "\n" ? "\n" : "") + after;
+    putBackEnd = before.length + insert.length;
     inputChanged();
   }
 
@@ -1233,6 +1243,7 @@
     stopTyping();
     ui.messageError.textContent = "";
     ui.messageInput.value = "";
+    putBackEnd = 0;
     inputChanged();
     ui.messageInput.focus();
   });
