@@ -104,7 +104,7 @@ class BrowserDriver:
 def save_screenshot(page: Any, folder: str, name: str) -> str:
     """
     Take a screenshot into ``folder``, the test's temp folder: a test artifact only, so that a
-    test run never changes files of the checkout (such as ``docs/screenshot.png``).
+    test run never changes files of the checkout (such as the screenshots in ``docs/``).
     """
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, name)

@@ -5,7 +5,7 @@ Two pages pick names, see each other in the user list, see each other typing and
 messages; a message made of HTML stays text; a taken name is explained on the welcome screen; the
 page reconnects and logs back in after the server restarts; it works with the keyboard alone and
 on a phone-sized screen; an IRC user shares the room. Screenshots are kept in the test's temp
-folder only; ``docs/screenshot.png`` is refreshed by hand from ``chat-with-irc.png`` there.
+folder only (the pictures of docs/ come from C{tests.browser.test_chat_features}).
 """
 
 from __future__ import annotations

@@ -147,6 +147,24 @@ class OpenModeBridgeTests(IrcBridgeMixin, unittest.TestCase):
         self.assertEqual(first.prefix, "bob!ilias@onscreen.ilias")
         self.assertEqual((first.params, second.params), ((CHANNEL, "hi irc"), (CHANNEL, "second line")))
 
+    async def test_actions_are_ctcp_action_on_irc_and_flagged_for_browsers(self) -> None:
+        """
+        An IRC ``/me`` is ``* text`` with ``format.action`` for browsers; a browser message with
+        ``format.action`` is a CTCP ACTION (on one line) for IRC; ``* text`` without it is text.
+        """
+        await self.start()
+        bob = await self.enter(7, "bob")
+        irc = await self.irc_in_room("ircer")
+        irc.send(f"PRIVMSG {CHANNEL} :\x01ACTION waves\x01")
+        message = await bob.wait_for("message")
+        self.assertEqual((message["content"], message["format"]), ("* waves", {"action": True}))
+        await bob.emit("message", {"content": "* nods\nslowly", "format": {"action": True}}, 1)
+        action = await irc.wait_for("PRIVMSG")
+        self.assertEqual(action.params, (CHANNEL, "\x01ACTION nods slowly\x01"))
+        await bob.emit("message", {"content": "* a footnote", "format": {}}, 1)
+        plain = await irc.wait_for("PRIVMSG", lambda m: "footnote" in m.params[1])
+        self.assertEqual(plain.params, (CHANNEL, "* a footnote"))
+
     async def test_echo_message_through_the_room(self) -> None:
         """With echo-message an IRC user's own channel message comes back (via the bus) once."""
         await self.start()
