@@ -6,7 +6,13 @@ from typing import Optional, Tuple
 
 import attrs
 
-from ilchat.config.reader import Reader, default_of, integer, read_settings, text
+from ilchat.config.reader import Reader, default_of, integer, read_settings, setting, text
+
+#: The types that may be shared unless ``files_types`` says otherwise.
+DEFAULT_FILE_TYPES = (
+    "image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain",
+    "application/zip",
+)
 
 
 @attrs.frozen
@@ -27,6 +33,10 @@ class StandaloneConfig:
     ``info`` a longer text under it (plain text: line breaks kept, http(s) links made clickable,
     everything else escaped). ``history`` is how many of a room's latest messages a newcomer
     sees.
+
+    File sharing is on when ``files_folder`` names a folder (files are kept there under random
+    ids): files of at most ``files_max_bytes`` (at most 2,000,000, the HTTP body limit)
+    and of one of the MIME types ``files_types``.
     """
 
     title: str = text("ilchat")
@@ -35,6 +45,11 @@ class StandaloneConfig:
     info: str = text("")
     rooms: Tuple[StandaloneRoom, ...] = (StandaloneRoom(1, "Lobby"),)
     history: int = integer(50, minimum=0, maximum=1000)
+    files_folder: str = text("")
+    files_max_bytes: int = integer(1_000_000, minimum=1, maximum=2_000_000)
+    files_types: Tuple[str, ...] = setting(
+        DEFAULT_FILE_TYPES, lambda r, k, d: tuple(t.strip().lower() for t in r.get_list(k, d))
+    )
 
 
 def _parse_rooms(sa: Reader) -> Tuple[StandaloneRoom, ...]:
@@ -63,4 +78,4 @@ def parse_standalone(client: Reader) -> Optional[StandaloneConfig]:
     return read_settings(StandaloneConfig, sa, rooms=_parse_rooms(sa))
 
 
-__all__ = ["StandaloneConfig", "StandaloneRoom", "parse_standalone"]
+__all__ = ["DEFAULT_FILE_TYPES", "StandaloneConfig", "StandaloneRoom", "parse_standalone"]

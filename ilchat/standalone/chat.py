@@ -35,6 +35,8 @@ names); what PHP would do is done here instead:
 * every ``renamed`` event (a web rename or an IRC ``NICK``) reaches the logged-in pages as
   ``renamed({id, username, timestamp})``: the page updates its people lists and says so in the
   rooms.
+* with ``files_folder`` set, files are shared over HTTP (L{ilchat.standalone.files}): an upload
+  names its member by the login's token and becomes a message of that member in the room.
 """
 
 from __future__ import annotations
@@ -49,9 +51,18 @@ from twisted.logger import Logger
 
 from ilchat.chat.rooms import ChatError
 from ilchat.ilias.rendering import message_payload
-from ilchat.ilias.identity import in_order
-from ilchat.ilias.room_namespace import RoomNamespace
+from ilchat.ilias.room_namespace import RoomNamespace, _in_order
 from ilchat.jsonutil import JSONError, dumps, loads
+from ilchat.standalone.files import (
+    FilesResource,
+    SharedFiles,
+    UploadRefused,
+    file_path,
+    file_payload,
+    human_size,
+    upload_name,
+    upload_type,
+)
 from ilchat.web.client import ChatPageResource, PageSettings, mount_chat_page
 from ilchat.web.policy import NetworkPolicy, TokenBucket
 
@@ -111,6 +122,8 @@ class StandaloneChat(RoomNamespace):
         self._tokens: Dict[int, str] = {}
         self._history: Dict[int, Deque[Dict[str, Any]]] = {}
         self._unsubscribe_history: Optional[Any] = None
+        self.files: Optional[SharedFiles] = None
+        self._unregister_purge: Optional[Any] = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -131,6 +144,10 @@ class StandaloneChat(RoomNamespace):
                     message = _stored_message(row)
                     if message is not None:
                         self._history[room.id].append(message)
+        if self.settings.files_folder:
+            self.files = SharedFiles(self.settings.files_folder, self.settings.files_max_bytes,
+                                     self.settings.files_types)
+            await self.files.start()
         await super().start()
         for event, handler in (("leave", self.on_leave), ("rename", self.on_rename)):
             self.namespace.on(event, _in_order(handler))
@@ -147,9 +164,17 @@ class StandaloneChat(RoomNamespace):
                 max_message_length=self.max_message_length,
                 window_title=self.settings.window_title,
                 info=self.settings.info,
+                files=None if self.files is None else {
+                    "maxBytes": self.files.max_bytes, "types": sorted(self.files.types)},
             )
         )
         mount_chat_page(self.client.web_root, self.page)
+        if self.files is not None:
+            web_root = self.client.web_root
+            at_root = web_root.sub is None
+            web_root.put("files", FilesResource(self.files, self._accept_upload), root=at_root,
+                         sub=not at_root)
+            self._unregister_purge = self.store.register_history_purge(self.files.remove_older)
         self._log.info(
             "Standalone chat {name} ready: {count} rooms, page at {path}/",
             name=self.name,
@@ -158,6 +183,9 @@ class StandaloneChat(RoomNamespace):
         )
 
     async def stop(self) -> None:
+        if self._unregister_purge is not None:
+            self._unregister_purge()
+            self._unregister_purge = None
         if self._unsubscribe_history is not None:
             self._unsubscribe_history()
             self._unsubscribe_history = None
@@ -353,6 +381,8 @@ class StandaloneChat(RoomNamespace):
         async def clear_stored() -> Dict[str, Any]:
             await self.chat.flush_history()
             await self.store.clear_history(room_id)
+            if self.files is not None:
+                await self.files.remove_room(room_id)
             return body
 
         return ensureDeferred(clear_stored())
@@ -365,6 +395,56 @@ class StandaloneChat(RoomNamespace):
                           "too many typing notifications")
             return
         super()._typing(socket, args, started)
+
+    # -- shared files -----------------------------------------------------------------------
+
+    def _accept_upload(self, request: Any, data: bytes) -> Any:
+        return ensureDeferred(self._upload(request, data))
+
+    async def _upload(self, request: Any, data: bytes) -> Dict[str, Any]:
+        """An upload (see L{ilchat.standalone.files}): stored, then posted as the member's message."""
+        assert self.files is not None
+        token = (request.getHeader(b"x-ilchat-token") or b"").decode("ascii", "replace")
+        member = None
+        for user_id, known in list(self._tokens.items()):
+            if token and secrets.compare_digest(known, token):
+                member = self.chat.get_member(user_id)
+        if member is None:
+            raise UploadRefused(401, "not_logged_in", "Please join the chat first.")
+        try:
+            room_id = int((request.args.get(b"room") or [b""])[0])
+        except ValueError:
+            room_id = None
+        room = self.chat.get_room(room_id) if room_id is not None else None
+        connection = None if room is None else next(
+            (c for c in sorted(member.connections) if c in room.connections), None)
+        if room is None or connection is None:
+            raise UploadRefused(404, "unknown_room", "You are not in that room.")
+        content_type = upload_type(request)
+        self.files.check(content_type, data)
+        socket = self._sockets.get(connection)
+        bucket = socket.data.get("bucket") if socket is not None else None
+        if bucket is not None:
+            allowed, retry_after = bucket.consume()
+            if not allowed:
+                raise UploadRefused(429, "rate_limited",
+                                    f"You are sending too fast. Wait {max(1, round(retry_after + 0.49))} s.")
+        name = upload_name(request)
+        meta = await self.files.save(room_id, name, content_type, data,
+                                     {"id": member.id, "name": member.name})
+        scheme = "https" if request.isSecure() else "http"
+        host = (request.getHeader(b"host") or b"localhost").decode("ascii", "replace")
+        url = f"{scheme}://{host}{self.client.server_config.sub_directory}/{file_path(meta)}"
+        try:
+            self.chat.post_message(connection, room_id, f"{name} ({human_size(len(data))}) {url}",
+                                   {"file": file_payload(meta)})
+        except ChatError as e:
+            await self.files.remove(lambda stored: stored.get("id") == meta["id"])
+            raise UploadRefused(409, e.code, "The file could not be shared: you left the room.")
+        self._log.info("{name} ({id}) shared {file} ({size} bytes) in room {room} of {ns}",
+                       name=member.name, id=member.id, file=meta["id"], size=len(data),
+                       room=room_id, ns=self.name)
+        return {"id": meta["id"], "path": file_path(meta)}
 
     # -- persistence hooks ------------------------------------------------------------------
 
@@ -432,11 +512,3 @@ def _stored_message(row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         message["timestamp"] = int(timestamp * 1000)
     return message
 
-
-def _in_order(handler: Any) -> Any:
-    """A namespace handler that runs C{handler} after the socket's earlier events."""
-
-    def run(socket: Any, *args: Any) -> Any:
-        return in_order(socket, handler, socket, *args)
-
-    return run

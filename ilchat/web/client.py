@@ -71,6 +71,7 @@ class PageSettings:
         info: a longer text for the welcome screen (plain text; the page keeps its line breaks
             and makes http(s) links clickable).
         strings: ``{language: {key: text}}``; L{load_strings} when None.
+        files: ``{"maxBytes", "types"}`` when files can be shared, else None.
     """
 
     def __init__(
@@ -85,6 +86,7 @@ class PageSettings:
         window_title: str = "",
         info: str = "",
         strings: Optional[Dict[str, Dict[str, str]]] = None,
+        files: Optional[Dict[str, Any]] = None,
     ) -> None:
         self.title = title
         self.welcome = welcome
@@ -96,6 +98,7 @@ class PageSettings:
         self.window_title = window_title or title
         self.info = info
         self.strings = load_strings() if strings is None else strings
+        self.files = files
 
     def as_json(self) -> Dict[str, Any]:
         return {
@@ -109,6 +112,7 @@ class PageSettings:
             "maxNameLength": self.max_name_length,
             "maxMessageLength": self.max_message_length,
             "strings": self.strings,
+            "files": self.files,
         }
 
 

@@ -263,6 +263,14 @@ class ChatPageTestCase(unittest.TestCase):
 
         await self.driver.call(join)
 
+    async def pages_in_the_room(self, *names: str) -> List[Any]:
+        """A page for each name, joined, once the first page lists them all."""
+        pages = [await self.open_page() for _ in names]
+        for page, name in zip(pages, names):
+            await self.join(page, name)
+        await self.wait_people(pages[0], list(names))
+        return pages
+
     async def wait_text(self, page: Any, selector: str, text: str) -> None:
         def wait() -> None:
             page.locator(selector, has_text=text).first.wait_for(state="visible")

@@ -50,11 +50,7 @@ class LeavingTests(ChatPageTestCase):
 
     async def test_leave_button_is_immediate_for_the_others(self) -> None:
         """Bob presses "Leave": Alice's list loses him and says so, long before any grace."""
-        alice = await self.open_page()
-        bob = await self.open_page()
-        await self.join(alice, "Alice")
-        await self.join(bob, "Bob")
-        await self.wait_people(alice, ["Alice", "Bob"])
+        alice, bob = await self.pages_in_the_room("Alice", "Bob")
         await self.driver.call(lambda: bob.click("#logout-button"))
         await self.wait_people(alice, ["Alice"])
         await self.wait_text(alice, "#messages .entry.notice", "Bob left")
@@ -63,22 +59,14 @@ class LeavingTests(ChatPageTestCase):
 
     async def test_closed_page_is_immediate_for_the_others(self) -> None:
         """Bob's tab is closed (``pagehide``): Alice's list loses him at once."""
-        alice = await self.open_page()
-        bob = await self.open_page()
-        await self.join(alice, "Alice")
-        await self.join(bob, "Bob")
-        await self.wait_people(alice, ["Alice", "Bob"])
+        alice, bob = await self.pages_in_the_room("Alice", "Bob")
         await self.driver.call(lambda: bob.close())
         await self.wait_people(alice, ["Alice"])
         await self.wait_text(alice, "#messages .entry.notice", "Bob left")
 
     async def test_a_page_navigated_away_leaves_and_a_reload_comes_back(self) -> None:
         """Away to another page: gone at once. A reload joins again under the same name."""
-        alice = await self.open_page()
-        bob = await self.open_page()
-        await self.join(alice, "Alice")
-        await self.join(bob, "Bob")
-        await self.wait_people(alice, ["Alice", "Bob"])
+        alice, bob = await self.pages_in_the_room("Alice", "Bob")
         await self.driver.call(lambda: bob.reload())
         await self.wait_text(bob, "#status", "Connected as Bob")
         await self.wait_people(alice, ["Alice", "Bob"])
@@ -139,10 +127,7 @@ class LimitTests(ChatPageTestCase):
         Eight messages at once with a burst of three: the refused ones are back in Alice's box
         in their order, the refusal is the message one (never a typing notice), nothing is lost.
         """
-        alice = await self.open_page()
-        bob = await self.open_page()
-        await self.join(alice, "Alice")
-        await self.join(bob, "Bob")
+        alice, bob = await self.pages_in_the_room("Alice", "Bob")
         await self.evaluate(alice, """() => {
             const box = document.getElementById('message-input');
             const form = document.getElementById('message-form');
@@ -258,10 +243,7 @@ class MessageFeatureTests(ChatPageTestCase):
 
     async def test_links_are_clickable_and_safe(self) -> None:
         """http(s) links become <a rel="noopener noreferrer">; nothing else becomes markup."""
-        alice = await self.open_page()
-        bob = await self.open_page()
-        await self.join(alice, "Alice")
-        await self.join(bob, "Bob")
+        alice, bob = await self.pages_in_the_room("Alice", "Bob")
         await self.send(bob, "docs at https://example.org/a?b=1&c=2, not javascript:alert(1) "
                              "nor <a href=x>this</a> <b>bold</b>")
         await self.wait_text(alice, "#messages .entry.message", "docs at")
@@ -519,3 +501,60 @@ class AppearanceTests(ChatPageTestCase):
         for name in ("welcome.png", "busy-room.png", "dark.png", "phone.png"):
             self.assertGreater(os.path.getsize(os.path.join(self.folder, name)), 10_000)
         self.assertEqual([e for e in self.console_errors if "Content Security" in e], [])
+
+
+class FileSharingTests(ChatPageTestCase):
+    """Attaching and pasting files, with the limits from client.cfg, and an IRC user's link."""
+
+    @property
+    def standalone(self) -> Dict[str, Any]:  # type: ignore[override]
+        return dict(STANDALONE, files_folder=os.path.join(self.folder, "files"),
+                    files_max_bytes=20_000, files_types=["image/png", "text/plain"])
+
+    async def test_attach_an_image_paste_a_file_and_the_refusals(self) -> None:
+        from tests.standalone.test_files import png
+
+        dan = await self.irc_user("ircdan")
+        dan.send("JOIN #team-1")
+        await dan.wait_for_line(lambda line: line.endswith("JOIN #team-1") and "ircdan" in line)
+        alice = await self.open_page()
+        bob = await self.open_page()
+        await self.join(alice, "Alice")
+        await self.join(bob, "Bob")
+        await self.wait_people(alice, ["Alice", "Bob", "ircdan"])
+        image = {"name": "plan.png", "mimeType": "image/png", "buffer": png(8, 6)}
+        await self.driver.call(lambda: alice.set_input_files("#file-input", files=[image]))
+        await self.wait_for(bob, """() => [...document.querySelectorAll('#messages img.thumb')]
+            .some(img => img.complete && img.naturalWidth === 8)""")
+        link = await self.evaluate(bob, """() => {
+            const a = document.querySelector('#messages a.file-link');
+            return {href: a.getAttribute('href'), rel: a.rel, text: a.textContent,
+                    alt: a.querySelector('img').alt,
+                    from: a.closest('.entry').querySelector('.from').textContent};
+        }""")
+        self.assertRegex(link["href"], r"^files/[A-Za-z0-9_-]{24}/plan\.png$")
+        self.assertEqual((link["rel"], link["alt"], link["from"]),
+                         ("noopener noreferrer", "plan.png", "Alice"))
+        self.assertIn("plan.png (", link["text"])
+        line = await dan.wait_for_line(lambda line: "PRIVMSG #team-1 :plan.png (" in line)
+        self.assertIn(f"http://127.0.0.1:{self.server.port}/files/", line)
+
+        await self.evaluate(alice, """() => {
+            const data = new DataTransfer();
+            data.items.add(new File(['hello'], 'note.txt', {type: 'text/plain'}));
+            document.getElementById('message-input').dispatchEvent(
+                new ClipboardEvent('paste', {clipboardData: data, bubbles: true, cancelable: true}));
+        }""")
+        await self.wait_text(bob, "#messages a.file-link", "note.txt (5 B)")
+        download = await self.evaluate(bob, """() => [...document.querySelectorAll(
+            '#messages a.file-link')].map(a => a.getAttribute('download'))""")
+        self.assertEqual(download, [None, "note.txt"])
+
+        big = {"name": "big.txt", "mimeType": "text/plain", "buffer": b"x" * 30_000}
+        await self.driver.call(lambda: alice.set_input_files("#file-input", files=[big]))
+        await self.wait_text(alice, "#message-error", "too large")
+        tool = {"name": "tool.exe", "mimeType": "application/x-msdownload", "buffer": b"MZ"}
+        await self.driver.call(lambda: alice.set_input_files("#file-input", files=[tool]))
+        await self.wait_text(alice, "#message-error", "cannot be shared")
+        self.assertEqual(len(os.listdir(os.path.join(self.folder, "files"))), 4)
+        self.assertEqual(self.console_errors, [])

@@ -231,6 +231,9 @@
     Array.prototype.forEach.call(document.querySelectorAll("[data-i18n-placeholder]"), function (node) {
       node.setAttribute("placeholder", t(node.getAttribute("data-i18n-placeholder")));
     });
+    Array.prototype.forEach.call(document.querySelectorAll("[data-i18n-title]"), function (node) {
+      node.setAttribute("title", t(node.getAttribute("data-i18n-title")));
+    });
     Array.prototype.forEach.call(document.querySelectorAll("[data-i18n-aria-label]"), function (node) {
       node.setAttribute("aria-label", t(node.getAttribute("data-i18n-aria-label")));
     });
@@ -272,6 +275,9 @@
     notifyButton: $("notify-button"),
     themeButton: $("theme-button"),
     logoutButton: $("logout-button"),
+    attachButton: $("attach-button"),
+    fileInput: $("file-input"),
+    uploadStatus: $("upload-status"),
     appTitle: $("app-title")
   };
 
@@ -431,7 +437,11 @@
       if (entry.to) {
         body.appendChild(el("span", "to", entry.mine ? t("privateTo", { name: entry.to.username }) : t("privateFrom")));
       }
-      body.appendChild(appendLinked(el("span", "content"), entry.text));
+      if (entry.file) {
+        body.appendChild(fileLink(entry.file));
+      } else {
+        body.appendChild(appendLinked(el("span", "content"), entry.text));
+      }
       if (entry.to && !entry.mine && entry.fromId !== null) {
         var reply = el("button", "reply secondary small", t("reply"));
         reply.type = "button";
@@ -446,6 +456,39 @@
     }
     item.appendChild(body);
     return item;
+  }
+
+  var INLINE_IMAGES = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+
+  function humanSize(size) {
+    if (size < 1000) {
+      return size + " B";
+    }
+    if (size < 1000000) {
+      return Math.round(size / 1000) + " kB";
+    }
+    return (size / 1000000).toFixed(1) + " MB";
+  }
+
+  // A shared file: images as a thumbnail, anything else as a download link.
+  function fileLink(file) {
+    var href = "files/" + encodeURIComponent(file.id) + "/" + encodeURIComponent(file.name);
+    var label = file.name + " (" + humanSize(Number(file.size) || 0) + ")";
+    var link = el("a", "file-link content");
+    link.href = href;
+    link.target = "_blank";
+    link.rel = "noopener noreferrer";
+    if (INLINE_IMAGES.indexOf(file.type) >= 0) {
+      var image = el("img", "thumb");
+      image.src = href;
+      image.alt = file.name;
+      link.appendChild(image);
+      link.appendChild(el("span", "file-name", label));
+    } else {
+      link.setAttribute("download", file.name);
+      link.textContent = label;
+    }
+    return link;
   }
 
   function daySeparator(ms) {
@@ -755,8 +798,11 @@
     var mine = !!(state.me && payload.from && String(payload.from.id) === String(state.me.id));
     var to = payload.target && !payload.target.public
       ? { id: payload.target.id, username: payload.target.username } : null;
+    var file = payload.format && payload.format.file;
     return {
       kind: "message",
+      file: file && typeof file.id === "string" && /^[A-Za-z0-9_-]{16,64}$/.test(file.id) &&
+        typeof file.name === "string" ? file : null,
       time: toMs(payload.timestamp),
       from: senderName(payload),
       fromId: payload.from && payload.from.id !== undefined ? payload.from.id : null,
@@ -1357,6 +1403,58 @@
     }
   });
 
+  // --- sharing files -----------------------------------------------------------------------------
+
+  function upload(file) {
+    var files = config.files;
+    var type = String(file.type || "").toLowerCase();
+    var name = file.name || "file";
+    if (!state.loggedIn || !state.token) {
+      showError(t("notSent"));
+      return;
+    }
+    if (file.size > files.maxBytes) {
+      showError(t("fileTooLarge", { name: name, size: humanSize(file.size), max: humanSize(files.maxBytes) }));
+      return;
+    }
+    if (files.types.indexOf(type) < 0) {
+      showError(t("fileTypeRefused", { type: type || "?" }));
+      return;
+    }
+    ui.uploadStatus.textContent = t("uploading", { name: name });
+    fetch("files/?room=" + encodeURIComponent(state.current), {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": type, "X-Filename": encodeURIComponent(name), "X-Ilchat-Token": state.token },
+      body: file
+    }).then(function (response) {
+      return response.json().catch(function () { return {}; }).then(function (body) {
+        ui.uploadStatus.textContent = "";
+        if (!response.ok) {
+          showError(body.message || t("uploadFailed"));
+        }
+      });
+    }).catch(function () {
+      ui.uploadStatus.textContent = "";
+      showError(t("uploadFailed"));
+    });
+  }
+
+  ui.attachButton.addEventListener("click", function () {
+    ui.fileInput.click();
+  });
+  ui.fileInput.addEventListener("change", function () {
+    Array.prototype.forEach.call(ui.fileInput.files, upload);
+    ui.fileInput.value = "";
+  });
+  ui.messageInput.addEventListener("paste", function (event) {
+    var data = event.clipboardData;
+    if (config.files && data && data.files && data.files.length) {
+      event.preventDefault();
+      Array.prototype.forEach.call(data.files, upload);
+    }
+  });
+
   // --- leaving --------------------------------------------------------------------------------------
 
   /*
@@ -1414,6 +1512,9 @@
   ui.welcomeText.textContent = config.welcome;
   appendLinked(ui.infoText, config.info || "");
   ui.infoText.hidden = !config.info;
+  if (!config.files) {
+    ui.attachButton.remove();
+  }
   state.rooms = Array.isArray(config.rooms) ? config.rooms : [];
   try {
     state.notify = localStorage.getItem("ilchat.notify") === "on" && !!window.Notification &&
