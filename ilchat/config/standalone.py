@@ -34,8 +34,8 @@ class StandaloneConfig:
     everything else escaped). ``history`` is how many of a room's latest messages a newcomer
     sees.
 
-    File sharing is on when ``files_folder`` names a folder (files are kept there under random
-    ids): files of at most ``files_max_bytes`` (at most 2,000,000, the HTTP body limit)
+    File sharing is on when ``files_folder`` names a folder (relative to the config file's; files
+    are kept there under random ids): files of at most ``files_max_bytes`` (at most 2,000,000, the HTTP body limit)
     and of one of the MIME types ``files_types``.
     """
 
@@ -45,7 +45,7 @@ class StandaloneConfig:
     info: str = text("")
     rooms: Tuple[StandaloneRoom, ...] = (StandaloneRoom(1, "Lobby"),)
     history: int = integer(50, minimum=0, maximum=1000)
-    files_folder: str = text("")
+    files_folder: str = setting("", lambda r, k, d: r.get_path(k, d))
     files_max_bytes: int = integer(1_000_000, minimum=1, maximum=2_000_000)
     files_types: Tuple[str, ...] = setting(
         DEFAULT_FILE_TYPES, lambda r, k, d: tuple(t.strip().lower() for t in r.get_list(k, d))
