@@ -16,6 +16,7 @@ from typing import Any, Dict, List
 
 from ilchat.jsonutil import dumps
 from tests.browser.support import STANDALONE, ChatPageTestCase, save_screenshot
+from tests.standalone.test_files import png
 from tests.support.db import insert_rows_async
 
 #: Fake notifications and a switchable visibility, installed before the page's script runs.
@@ -366,11 +367,14 @@ class MessageFeatureTests(ChatPageTestCase):
 class AppearanceTests(ChatPageTestCase):
     """Theme, branding, languages, the phone, and axe-core; the screenshots for the docs."""
 
-    standalone = dict(
-        STANDALONE,
-        window_title="Acme internal chat",
-        info="For Acme staff only.\nHelp: https://intranet.example/help <b>not bold</b>",
-    )
+    @property
+    def standalone(self) -> Dict[str, Any]:  # type: ignore[override]
+        return dict(
+            STANDALONE,
+            window_title="Acme internal chat",
+            info="For Acme staff only.\nHelp: https://intranet.example/help <b>not bold</b>",
+            files_folder=os.path.join(self.folder, "files"),
+        )
 
     async def test_branding_from_client_cfg(self) -> None:
         """The window title, the greeting and the info text (line breaks, a link, escaped)."""
@@ -472,6 +476,10 @@ class AppearanceTests(ChatPageTestCase):
         dan.send("PRIVMSG #team-1 :Build 1234 is green.")
         await self.wait_text(alice, "#messages .entry.message", "Build 1234")
         await self.send(bob, "/me brings coffee")
+        sketch = {"name": "whiteboard.png", "mimeType": "image/png", "buffer": png(240, 120)}
+        await self.driver.call(lambda: bob.set_input_files("#file-input", files=[sketch]))
+        await self.wait_for(alice, """() => [...document.querySelectorAll('#messages img.thumb')]
+            .some(img => img.complete && img.naturalWidth === 240)""")
         await self.send(bob, "Alice, can you look at the\nstaging server after lunch?")
         await self.wait_text(alice, "#messages .entry.mention", "staging")
         await self.driver.call(lambda: alice.locator("#user-list .user-name", has_text="Bob").click())
@@ -502,6 +510,9 @@ class AppearanceTests(ChatPageTestCase):
             self.assertGreater(os.path.getsize(os.path.join(self.folder, name)), 10_000)
         self.assertEqual([e for e in self.console_errors if "Content Security" in e], [])
 
+    # Four pages, an IRC client and four axe runs: slow on a busy machine.
+    test_accessibility_and_the_screenshots_for_the_docs.timeout = 300  # type: ignore[attr-defined]
+
 
 class FileSharingTests(ChatPageTestCase):
     """Attaching and pasting files, with the limits from client.cfg, and an IRC user's link."""
@@ -512,8 +523,6 @@ class FileSharingTests(ChatPageTestCase):
                     files_max_bytes=20_000, files_types=["image/png", "text/plain"])
 
     async def test_attach_an_image_paste_a_file_and_the_refusals(self) -> None:
-        from tests.standalone.test_files import png
-
         dan = await self.irc_user("ircdan")
         dan.send("JOIN #team-1")
         await dan.wait_for_line(lambda line: line.endswith("JOIN #team-1") and "ircdan" in line)

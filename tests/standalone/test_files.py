@@ -24,13 +24,16 @@ from tests.support.server import RunningServer, start_server
 
 
 def png(width: int = 8, height: int = 6) -> bytes:
-    """A real (tiny, grey) PNG image."""
+    """A real PNG image: a small colour gradient."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return (struct.pack(">I", len(data)) + kind + data
                 + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
 
-    rows = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+    rows = b"".join(
+        b"\x00" + b"".join(bytes((40 + 180 * x // width, 90 + 120 * y // height, 200))
+                           for x in range(width))
+        for y in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
