@@ -196,7 +196,8 @@ def _default_socketio_factory(reactor: Any, server_config: ServerConfig) -> Any:
 
     network = server_config.network
     origins = getattr(network, "allowed_origins", None) or None
-    return SocketIOServer(reactor, allowed_origins=origins)
+    route = server_config.redis.route if server_config.redis is not None else None
+    return SocketIOServer(reactor, allowed_origins=origins, sid_prefix=f"{route}." if route else "")
 
 
 def bus_instance(server_config: ServerConfig) -> str:

@@ -553,10 +553,12 @@ _SERVER_KEYS = [(k,) for k in SERVER] + [("network",), ("irc",), ("redis",)] + [
                              "max_http_connections_per_ip", "ilias_message_rate", "ilias_message_burst",
                              "header_timeout", "body_timeout", "max_headers", "max_header_bytes")
 ] + [("irc", k) for k in ("address", "port", "plain", "tls_port", "cert", "key", "motd", "rooms",
-                           "auth", "webirc", "limits", "server_name", "local_channels")] + [
+                           "auth", "webirc", "limits", "server_name", "local_channels",
+                           "websocket")] + [
     ("irc", "limits", k) for k in ("flood_rate", "recvq", "max_line", "ping_interval")
 ] + [("irc", "rooms", "onscreen")] + [
-    ("redis", k) for k in ("host", "port", "password", "db", "prefix", "instance", "tls", "ca_file")
+    ("redis", k) for k in ("host", "port", "password", "db", "prefix", "instance", "tls", "ca_file",
+                          "route")
 ] + [("listen",), ("metrics",)] + [("metrics", k) for k in ("address", "port", "listen")]
 _CLIENT_KEYS = [(k,) for k in CLIENT] + [("auth", "key"), ("auth", "secret"), ("standalone",)] + [
     ("database", k) for k in ("type", "host", "port", "name", "user", "pass")

@@ -33,7 +33,7 @@ class RedisSectionTests(ConfigTestCase):
             server.redis,
             RedisConfig(
                 host="127.0.0.1", port=6379, password=None, db=0, prefix="ilchat:",
-                instance=f"{socket.gethostname()}:8123", tls=False, ca_file=None,
+                instance=f"{socket.gethostname()}:8123", tls=False, ca_file=None, route=None,
             ),
         )
 
@@ -43,13 +43,14 @@ class RedisSectionTests(ConfigTestCase):
         server, _ = self.load({"redis": {
             "host": "redis.example.org", "port": 6380, "password": "s3cret", "db": 2,
             "prefix": "site-a:", "instance": "chat1", "tls": True, "ca_file": "ca.pem",
+            "route": "n1",
         }})
         redis = server.redis
         self.assertEqual(
             (redis.host, redis.port, redis.password, redis.db, redis.prefix, redis.instance,
-             redis.tls, redis.ca_file),
+             redis.tls, redis.ca_file, redis.route),
             ("redis.example.org", 6380, "s3cret", 2, "site-a:", "chat1", True,
-             os.path.join(self.folder, "ca.pem")),
+             os.path.join(self.folder, "ca.pem"), "n1"),
         )
         self.assertNotIn("s3cret", repr(redis))
         self.assertRaises(AttributeError, setattr, redis, "port", 1)
@@ -105,6 +106,14 @@ class RedisSectionTests(ConfigTestCase):
         self.expect("instance", '""', allowed, instance="")
         self.expect("instance", '"chat\\n1"', allowed, instance="chat\n1")
         self.expect("instance", "[]", "expected a string", instance=[])
+
+    def test_route(self) -> None:
+        """Letters and digits only: it starts session ids, which a proxy's regex matches."""
+        allowed = "expected 1 to 16 letters or digits"
+        self.expect("route", '""', allowed, route="")
+        self.expect("route", '"n-1"', allowed, route="n-1")
+        self.expect("route", '"' + "r" * 17 + '"', allowed, route="r" * 17)
+        self.expect("route", "1", "expected a string", route=1)
 
     def test_tls(self) -> None:
         self.expect("tls", '"yes"', "expected true or false", tls="yes")

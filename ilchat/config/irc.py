@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any, Dict, Optional, Tuple, Union
 
 import attrs
@@ -64,7 +65,8 @@ class IrcConfig:
     ``None`` for every room of that client; ``None`` as a whole exposes every client and room.
     ``auth`` is ``"ilias"`` (SASL PLAIN or ``PASS login:password`` against ``usr_data``) or
     ``"open"`` (any free nick; the standalone chat). ``port`` None means no plain listener.
-    TLS uses ``cert``/``key``/``dhparam``, which default to the server's.
+    TLS uses ``cert``/``key``/``dhparam``, which default to the server's. ``websocket`` is
+    the web listener's path for IRC over WebSocket (``"/irc"``; ``false`` turns it off).
     """
 
     address: str = text("0.0.0.0", allow_empty=False)
@@ -94,6 +96,8 @@ class IrcConfig:
     topic_length: int = _limit(390, minimum=80, maximum=400)
     webirc: Tuple[WebircGateway, ...] = ()
     login_limits: IrcLoginLimits = IrcLoginLimits()
+    #: The web listener's path for IRC over WebSocket (one segment), or None for none.
+    websocket: Optional[str] = "/irc"
 
 
 def _parse_webirc(reader: Reader) -> Tuple[WebircGateway, ...]:
@@ -127,6 +131,18 @@ def _parse_rooms(reader: Reader) -> Optional[Dict[str, Optional[Tuple[int, ...]]
         else:
             rooms[client_name] = rooms_reader.get_list(client_name, item_type=int)
     return rooms
+
+
+_WEBSOCKET_PATH = re.compile(r"/[A-Za-z0-9._~-]{1,64}")
+
+
+def _parse_websocket(reader: Reader) -> Optional[str]:
+    value = reader.data.get("websocket", default_of(IrcConfig, "websocket"))
+    if value is None or value is False:
+        return None
+    if not isinstance(value, str) or not _WEBSOCKET_PATH.fullmatch(value):
+        raise reader.error("websocket", value, 'expected a path of one segment such as "/irc", or false')
+    return value
 
 
 def parse_irc(
@@ -177,6 +193,7 @@ def parse_irc(
         auth=auth,
         local_channels=reader.get_bool("local_channels", auth == "open"),
         webirc=webirc,
+        websocket=_parse_websocket(reader),
         login_limits=read_settings(IrcLoginLimits, limits),
     )
 

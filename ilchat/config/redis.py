@@ -20,6 +20,9 @@ from ilchat.config.reader import Reader, default_of, flag, integer, read_setting
 _NAME_RE = re.compile(r"[^\s\x00-\x1f\x7f]{1,100}")
 _NAME_ALLOWED = "expected 1 to 100 characters without spaces or control characters"
 
+#: A ``route`` starts every Engine.IO session id of the process, which a proxy matches.
+_ROUTE_RE = re.compile(r"[A-Za-z0-9]{1,16}")
+
 
 #: A host name, an IPv4 address or an IPv6 address (bare or in brackets).
 _HOST_RE = re.compile(r"[A-Za-z0-9._:%\[\]-]{1,253}")
@@ -45,7 +48,8 @@ class RedisConfig:
 
     ``prefix`` starts every key and channel name, so that two sites can share one Redis;
     ``instance`` names this process among the others (default: host name and the server's
-    port, ``"chat1.example.org:8080"``). With ``tls`` the connection is TLS 1.2+, verified
+    port, ``"chat1.example.org:8080"``); ``route`` tags its Engine.IO session ids for a sticky
+    proxy. With ``tls`` the connection is TLS 1.2+, verified
     against ``ca_file`` (absolute after loading) or the system's CAs.
     """
 
@@ -59,6 +63,10 @@ class RedisConfig:
     instance: str = ""
     tls: bool = flag(False)
     ca_file: Optional[str] = None
+    #: Starts every Engine.IO session id of this process (``"<route>.<random>"``), so that a
+    #: reverse proxy sends a long-polling session's requests to the process that holds it
+    #: (``etc/nginx-cluster.conf`` maps the ``sid`` parameter). None: plain random ids.
+    route: Optional[str] = None
 
 
 def default_instance(server_port: int) -> str:
@@ -77,6 +85,9 @@ def parse_redis(server: Reader, server_port: int) -> Optional[RedisConfig]:
         if not tls:
             raise reader.error("ca_file", reader.data["ca_file"], 'only with "tls": true')
         reader.check_readable("ca_file", ca_file)
+    route = reader.get_str("route", None)
+    if route is not None and not _ROUTE_RE.fullmatch(route):
+        raise reader.error("route", route, "expected 1 to 16 letters or digits")
     return read_settings(
         RedisConfig,
         reader,
@@ -85,6 +96,7 @@ def parse_redis(server: Reader, server_port: int) -> Optional[RedisConfig]:
         instance=_read_name(reader, "instance", None) or default_instance(server_port),
         tls=tls,
         ca_file=ca_file,
+        route=route,
     )
 
 

@@ -130,6 +130,7 @@ class EngineIOServer:
             has not fetched, what the application holds for it) before it is closed (default:
             twice ``max_payload``, at least 1 MB). A websocket message being received is bounded
             by ``max_payload`` on its own.
+        sid_prefix: the start of every session id (a sticky proxy routes polling requests by it).
     """
 
     def __init__(
@@ -146,8 +147,11 @@ class EngineIOServer:
         origin_check: Callable[[Request, str], str | None] | None = None,
         open_handshake_timeout: float = 10.0,
         max_backlog: int | None = None,
+        sid_prefix: str = "",
     ) -> None:
         self.reactor = reactor
+        #: Starts every session id (a proxy's sticky routing key; see server.cfg ``redis.route``).
+        self.sid_prefix = sid_prefix
         self.handler_factory = handler_factory
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout

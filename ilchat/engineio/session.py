@@ -111,7 +111,7 @@ class EngineIOSession:
         query: dict[str, str],
     ) -> None:
         self.server = server
-        self.sid = secrets.token_urlsafe(15)
+        self.sid = server.sid_prefix + secrets.token_urlsafe(15)
         self.transport = transport
         self.address = address
         self.headers = headers

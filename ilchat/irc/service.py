@@ -72,6 +72,13 @@ class IrcComponent:
             self.ports.append(
                 reactor.listenSSL(config.tls_port, self.factory, options, interface=config.address)
             )
+        if config.websocket is not None:
+            from ilchat.irc.websocket import IrcWebSocketResource
+
+            self.context.web_root.put(
+                config.websocket.lstrip("/"), IrcWebSocketResource(self.factory, self.context.policy)
+            )
+            self._log.info("IRC over WebSocket at {path} on the web listener", path=config.websocket)
         for port in self.ports:
             self._log.info("IRC listening on {address}:{port} (auth {auth}, {count} clients bridged)",
                            address=config.address, port=port.getHost().port, auth=config.auth,

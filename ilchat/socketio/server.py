@@ -505,6 +505,7 @@ class SocketIOServer:
         connection_filter: ``request -> None | (http_status, message)`` to refuse requests.
         max_backlog: bytes one session may have buffered (unread output, unfetched polling
             packets, incomplete binary attachments); see ``EngineIOServer``.
+        sid_prefix: the start of every Engine.IO session id (see ``EngineIOServer``).
     """
 
     def __init__(
@@ -518,6 +519,7 @@ class SocketIOServer:
         address_resolver: Callable[[Request], str] | None = None,
         connection_filter: Callable[[Request], tuple[int, str] | None] | None = None,
         max_backlog: int | None = None,
+        sid_prefix: str = "",
     ) -> None:
         self.reactor = reactor
         self.connect_timeout = connect_timeout
@@ -531,6 +533,7 @@ class SocketIOServer:
             address_resolver=address_resolver,
             connection_filter=connection_filter,
             max_backlog=max_backlog,
+            sid_prefix=sid_prefix,
         )
         self.resource = self.engineio.resource
         self._namespaces: dict[str, Namespace] = {"/": Namespace(self, "/")}

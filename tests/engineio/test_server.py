@@ -94,6 +94,18 @@ class HandshakeTests(ServerTestCase):
         self.assertGreaterEqual(len(info["sid"]), 20)
 
     @defer.inlineCallbacks
+    def test_sid_prefix_starts_every_session_id(self):
+        """``sid_prefix`` (server.cfg ``redis.route``) starts the id; the session works with it."""
+        self.server.sid_prefix = "n2."
+        sid, _ = yield handshake(self.base)
+        self.assertTrue(sid.startswith("n2."), sid)
+        self.assertGreaterEqual(len(sid), 23)
+        response = yield http("POST", f"{self.url}?EIO=4&transport=polling&sid={sid}", b"4routed")
+        self.assertEqual(response.body, b"ok")
+        response = yield http("GET", f"{self.url}?EIO=4&transport=polling&sid={sid}")
+        self.assertEqual(response.text, "4routed")
+
+    @defer.inlineCallbacks
     def test_resource_answers_without_trailing_slash(self):
         """``/socket.io`` (no slash) is the same resource as ``/socket.io/``."""
         response = yield http("GET", self.base + "/socket.io?EIO=4&transport=polling")

@@ -21,8 +21,8 @@ from tests.standalone.proxy_support import ProxiedServerTestCase, snippet
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
-def _nginx_conf(folder: str, listen_port: int, ilchat_port: int) -> str:
-    """A whole nginx.conf around the snippet of etc/, pointed at the test's ilchat port."""
+def nginx_conf(folder: str, http: str) -> str:
+    """A whole nginx.conf for a test in ``folder``: ``http`` is the http { } block's content."""
     temp = {name: os.path.join(folder, name) for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
     for path in temp.values():
         os.makedirs(path, exist_ok=True)
@@ -41,6 +41,14 @@ http {{
     fastcgi_temp_path {temp['fastcgi']};
     uwsgi_temp_path {temp['uwsgi']};
     scgi_temp_path {temp['scgi']};
+{http}
+}}
+"""
+
+
+def _nginx_conf(folder: str, listen_port: int, ilchat_port: int) -> str:
+    """nginx.conf around the snippet of etc/, pointed at the test's ilchat port."""
+    return nginx_conf(folder, f"""
     map $http_upgrade $ilchat_connection_upgrade {{
         default upgrade;
         ''      close;
@@ -51,8 +59,7 @@ http {{
         listen 127.0.0.1:{listen_port};
 {snippet("nginx.conf", ilchat_port)}
     }}
-}}
-"""
+""")
 
 
 class NginxSnippetTests(ProxiedServerTestCase):
