@@ -26,7 +26,6 @@ L{SharedFiles.remove_older}). Disk work runs in threads, never in the reactor.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
@@ -40,7 +39,7 @@ from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET
 
-from ilchat.jsonutil import dumps
+from ilchat.jsonutil import dumps, loads
 
 __all__ = ["SharedFiles", "FilesResource", "UploadRefused", "INLINE_TYPES", "human_size",
            "clean_name", "content_disposition", "file_payload", "file_path", "upload_name",
@@ -160,7 +159,7 @@ class SharedFiles:
         def read() -> Optional[tuple]:
             try:
                 with open(self.path(file_id) + ".json", encoding="utf-8") as handle:
-                    meta = json.load(handle)
+                    meta = loads(handle.read())
                 with open(self.path(file_id), "rb") as handle:
                     return meta, handle.read()
             except (OSError, ValueError):
@@ -178,7 +177,7 @@ class SharedFiles:
                 path = os.path.join(self.folder, entry)
                 try:
                     with open(path, encoding="utf-8") as handle:
-                        meta = json.load(handle)
+                        meta = loads(handle.read())
                     mtime = os.path.getmtime(path)
                 except (OSError, ValueError):
                     continue
