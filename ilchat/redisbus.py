@@ -15,14 +15,16 @@ C{ClientService} with the backoff of L{ilchat.retry.exponential}. While either i
 bus is *degraded*: local delivery goes on, publishing to Redis is skipped; one line says so,
 one line says when it is back (and the channels are subscribed again).
 
-This module is the only one that imports txredisapi. Only its protocol classes are used
+L{RedisLink} is how every Redis connection of ilchat is made and kept (AUTH, SELECT, PING,
+TLS, backoff); L{ilchat.cluster.RedisCluster} uses it too. This module and ``ilchat.cluster``
+are the only ones that import txredisapi. Only its protocol classes are used
 (``SubscriberProtocol``, ``RedisProtocol``): connecting, reconnecting and the backoff are
 Twisted's and ours, so the factory classes that changed between txredisapi 1.5 and 1.6 play
 no part.
 """
 
 from itertools import islice
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from twisted.application.internet import ClientService
 from twisted.internet import defer, protocol, task
@@ -38,7 +40,7 @@ from ilchat.jsonutil import JSONError, dumps, loads
 from ilchat.logs import RepeatedLog
 from ilchat.retry import exponential
 
-__all__ = ["RedisBus", "RedisUnavailable"]
+__all__ = ["CommandProtocol", "RedisBus", "RedisLink", "RedisUnavailable", "redis_endpoint", "start_links"]
 
 #: Seconds before the first reconnection attempt, and the most between two attempts.
 RECONNECT_FIRST = 0.5
@@ -67,15 +69,15 @@ class _RemembersWhy:
         super().connectionLost(why)  # type: ignore[misc]
 
 
-class _Publisher(_RemembersWhy, txredisapi.RedisProtocol):
-    pass
+class CommandProtocol(_RemembersWhy, txredisapi.RedisProtocol):
+    """A connection for commands (PUBLISH, SET, INCR, EVAL...)."""
 
 
 class _Subscriber(_RemembersWhy, txredisapi.SubscriberProtocol):
-    bus: "RedisBus"
+    owner: "RedisBus"
 
     def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:  # noqa: N802
-        self.bus._received(channel, message)
+        self.owner._received(channel, message)
 
 
 class _ProtocolFactory(protocol.Factory):
@@ -83,17 +85,168 @@ class _ProtocolFactory(protocol.Factory):
 
     noisy = False
 
-    def __init__(self, protocol_class: type, bus: "RedisBus") -> None:
+    def __init__(self, protocol_class: type, owner: Any, timeout: float) -> None:
         self.protocol_class = protocol_class
-        self.bus = bus
+        self.owner = owner
+        self.timeout = timeout
 
     def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 (twisted API)
-        p = self.protocol_class(
-            charset="utf-8", convertNumbers=False, replyTimeout=self.bus.timeout
-        )
+        p = self.protocol_class(charset="utf-8", convertNumbers=False, replyTimeout=self.timeout)
         p.factory = self
-        p.bus = self.bus
+        p.owner = self.owner
         return p
+
+
+def redis_endpoint(config: Any, reactor: Any, timeout: float) -> Any:
+    """The client endpoint of a ``RedisConfig``: TCP, or TLS 1.2+ verified against ``ca_file``."""
+    endpoint = HostnameEndpoint(reactor, config.host, config.port, timeout=timeout)
+    if not config.tls:
+        return endpoint
+    from twisted.internet import ssl
+
+    trust = None
+    if config.ca_file:
+        with open(config.ca_file, "rb") as f:
+            trust = ssl.Certificate.loadPEM(f.read())
+    options = ssl.optionsForClientTLS(
+        config.host,
+        trustRoot=trust,
+        extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
+    )
+    return wrapClientTLS(options, endpoint)
+
+
+class RedisLink:
+    """
+    One Redis connection kept open, the way every user of Redis in ilchat connects: a
+    C{ClientService} (backoff L{ilchat.retry.exponential}), AUTH, SELECT and a PING before the
+    connection counts as up (a TLS connection exists before its handshake: only an answer shows
+    that it works), then C{after_login(protocol)} (e.g. subscribing). C{protocol} is the
+    connected protocol, None while down; C{on_change()} is called whenever that changes. A
+    refused login closes the connection (it reconnects) and is logged rate-limited by
+    C{repeats}; at start the refusal is C{start_failure}, what L{start_links} reports.
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        reactor: Any,
+        protocol_class: type,
+        owner: Any,
+        timeout: float,
+        repeats: RepeatedLog,
+        on_change: Callable[[], None],
+        after_login: Optional[Callable[[Any], Any]] = None,
+    ) -> None:
+        self.protocol: Any = None
+        self.start_failure: Optional[Exception] = None
+        self.address = f"{config.host}:{config.port}"
+        self._config = config
+        self._timeout = timeout
+        self._repeats = repeats
+        self._on_change = on_change
+        self._after_login = after_login
+        self._service = ClientService(
+            redis_endpoint(config, reactor, timeout),
+            _ProtocolFactory(protocol_class, owner, timeout),
+            retryPolicy=_reconnect_delay,
+            clock=reactor,
+            prepareConnection=lambda proto: defer.ensureDeferred(self._prepare(proto)),
+        )
+
+    @property
+    def running(self) -> bool:
+        return bool(self._service.running)
+
+    def start(self) -> "defer.Deferred[Any]":
+        """Start connecting; fires at the first connection, fails at the first failed attempt."""
+        self._service.startService()
+        return self._service.whenConnected(failAfterFailures=1)
+
+    def stop(self) -> "defer.Deferred[Any]":
+        d = defer.maybeDeferred(self._service.stopService) if self.running else defer.succeed(None)
+        self.protocol = None
+        return d
+
+    async def _login(self, proto: Any) -> None:
+        config = self._config
+        for command, args in (("AUTH", (config.password,)), ("SELECT", (config.db,)), ("PING", ())):
+            if command != "PING" and not args[0]:
+                continue
+            try:
+                reply = await proto.execute_command(command, *args)
+            except txredisapi.ResponseError as error:
+                reply = error
+            except txredisapi.TimeoutError:
+                raise RedisUnavailable(f"no answer to {command} in {self._timeout:g} s") from None
+            except txredisapi.ConnectionError:
+                why = proto.lost_reason
+                raise RedisUnavailable(
+                    "connection lost" + (f": {why.getErrorMessage()}" if why is not None else "")
+                ) from None
+            if isinstance(reply, Exception):
+                raise RedisUnavailable(f"{command} refused: {reply}")
+
+    async def _prepare(self, proto: Any) -> None:
+        """ClientService's prepareConnection: log in (and C{after_login}) before it counts."""
+        proto.whenDisconnected().addCallback(lambda _: self._lost(proto))
+        try:
+            await self._login(proto)
+            if self._after_login is not None:
+                await defer.maybeDeferred(self._after_login, proto)
+        except RedisUnavailable as error:
+            # Not a failed attempt for ClientService (it would leave the connection open):
+            # closed here, it reconnects. At start, the refusal is what start_links reports.
+            if self.start_failure is None:
+                self.start_failure = error
+            self._repeats.warn("Redis at {address}: {error}", address=self.address, error=str(error))
+            proto.transport.loseConnection()
+            return
+        if proto.connected:
+            self.protocol = proto
+            self._on_change()
+
+    def _lost(self, proto: Any) -> None:
+        if self.protocol is proto:
+            self.protocol = None
+            self._on_change()
+
+
+async def start_links(links: Sequence[RedisLink], reactor: Any, repeats: RepeatedLog) -> None:
+    """
+    Start C{links} and wait until each is up; L{RedisUnavailable} (one line: address and
+    reason) if Redis does not answer, after stopping them again. CancelledError passes through.
+    """
+    address = links[0].address
+
+    async def stop_all() -> None:
+        await defer.gatherResults([link.stop() for link in links], consumeErrors=True)
+
+    try:
+        await defer.gatherResults([link.start() for link in links], consumeErrors=True)
+    except defer.CancelledError:
+        await stop_all()  # the service stopped while Redis did not answer
+        raise
+    except defer.FirstError as error:
+        if error.subFailure.check(defer.CancelledError):
+            await stop_all()
+            raise defer.CancelledError() from None
+        await _next_turn(reactor)
+        await stop_all()
+        repeats.flush()
+        raise RedisUnavailable(f"Redis at {address} unreachable: {_reason(error.subFailure)}") from None
+    # whenConnected fires inside ClientService's state change, which must be over before
+    # anyone may stop it.
+    await _next_turn(reactor)
+    if not all(link.protocol is not None for link in links):
+        await stop_all()
+        repeats.flush()
+        reason = next((link.start_failure for link in links if link.start_failure), None)
+        raise RedisUnavailable(f"Redis at {address} unreachable: {reason or 'closed at once'}")
+
+
+def _next_turn(reactor: Any) -> "defer.Deferred[None]":
+    return task.deferLater(reactor, 0, lambda: None)
 
 
 @implementer(IBus)
@@ -118,23 +271,22 @@ class RedisBus:
         self.address = f"{config.host}:{config.port}"
         self._repeats = RepeatedLog(self._log, reactor)
         self._topics: Dict[str, int] = {}  # topic -> local subscriptions
-        self._sub: Any = None  # the connected protocols, None while down
-        self._pub: Any = None
         self._was_up = False
         self._degraded = False
         self._last_command: "defer.Deferred[Any]" = defer.succeed(None)
-        self._start_failure: Optional[Exception] = None
-        endpoint = self._endpoint()
-        self._services = [
-            ClientService(
-                endpoint,
-                _ProtocolFactory(protocol_class, self),
-                retryPolicy=_reconnect_delay,
-                clock=reactor,
-                prepareConnection=self._prepare(attribute),
-            )
-            for attribute, protocol_class in (("_sub", _Subscriber), ("_pub", _Publisher))
-        ]
+        self._sub_link, self._pub_link = (
+            RedisLink(config, reactor, protocol_class, self, timeout, self._repeats, self._changed,
+                      after_login)
+            for protocol_class, after_login in ((_Subscriber, self._resubscribe), (CommandProtocol, None))
+        )
+
+    @property
+    def _sub(self) -> Any:
+        return self._sub_link.protocol
+
+    @property
+    def _pub(self) -> Any:
+        return self._pub_link.protocol
 
     # --- IBus -----------------------------------------------------------------------------------
 
@@ -172,33 +324,7 @@ class RedisBus:
 
     async def start(self) -> None:
         """Connect both connections and subscribe; L{RedisUnavailable} if Redis does not answer."""
-        waits = []
-        for service in self._services:
-            service.startService()
-            waits.append(service.whenConnected(failAfterFailures=1))
-        try:
-            await defer.gatherResults(waits, consumeErrors=True)
-        except defer.CancelledError:
-            await self._stop_services()  # the service stopped while Redis did not answer
-            raise
-        except defer.FirstError as error:
-            if error.subFailure.check(defer.CancelledError):
-                await self._stop_services()
-                raise defer.CancelledError() from None
-            await self._next_turn()
-            await self._stop_services()
-            self._repeats.flush()
-            raise RedisUnavailable(
-                f"Redis at {self.address} unreachable: {_reason(error.subFailure)}"
-            ) from None
-        # whenConnected fires inside ClientService's state change, which must be over before
-        # anyone may stop it.
-        await self._next_turn()
-        if not self.connected:
-            await self._stop_services()
-            self._repeats.flush()
-            reason = self._start_failure or "closed at once"
-            raise RedisUnavailable(f"Redis at {self.address} unreachable: {reason}")
+        await start_links([self._sub_link, self._pub_link], self._reactor, self._repeats)
         self._log.info(
             "Bus connected to Redis at {address} as instance {instance} (channels {prefix}*)",
             address=self.address,
@@ -209,7 +335,7 @@ class RedisBus:
     async def close(self) -> None:
         """Deliver what is queued locally, then disconnect (service stop)."""
         self._local.close()
-        await self._stop_services()
+        await self._stop_links()
         self._repeats.flush()
 
     def subscribed(self) -> "defer.Deferred[Any]":
@@ -228,81 +354,16 @@ class RedisBus:
     def _channel(self, topic: str) -> str:
         return self._prefix + topic
 
-    def _endpoint(self) -> Any:
-        config = self._config
-        endpoint = HostnameEndpoint(self._reactor, config.host, config.port, timeout=self.timeout)
-        if not config.tls:
-            return endpoint
-        from twisted.internet import ssl
-
-        trust = None
-        if config.ca_file:
-            with open(config.ca_file, "rb") as f:
-                trust = ssl.Certificate.loadPEM(f.read())
-        options = ssl.optionsForClientTLS(
-            config.host,
-            trustRoot=trust,
-            extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
-        )
-        return wrapClientTLS(options, endpoint)
-
     def _command(self, method: Callable[[str], Any], channel: str) -> None:
         d = method(channel)
         d.addErrback(lambda _: None)  # lost meanwhile: resubscribed on reconnection
         self._last_command = d
 
-    async def _login(self, proto: Any) -> None:
-        """
-        AUTH, SELECT and a PING before the connection counts as up: a TLS connection is made
-        before its handshake, so only an answer shows that it works.
-        """
-        config = self._config
-        for command, args in (("AUTH", (config.password,)), ("SELECT", (config.db,)), ("PING", ())):
-            if command != "PING" and not args[0]:
-                continue
-            try:
-                reply = await proto.execute_command(command, *args)
-            except txredisapi.ResponseError as error:
-                reply = error
-            except txredisapi.TimeoutError:
-                raise RedisUnavailable(f"no answer to {command} in {self.timeout:g} s") from None
-            except txredisapi.ConnectionError:
-                why = proto.lost_reason
-                raise RedisUnavailable(
-                    "connection lost" + (f": {why.getErrorMessage()}" if why is not None else "")
-                ) from None
-            if isinstance(reply, Exception):
-                raise RedisUnavailable(f"{command} refused: {reply}")
-
-    def _prepare(self, attribute: str) -> Callable[[Any], "defer.Deferred[None]"]:
-        """ClientService's prepareConnection for C{_sub} or C{_pub}: log in (and subscribe)."""
-
-        async def prepare(proto: Any) -> None:
-            proto.whenDisconnected().addCallback(lambda _: self._lost(attribute, proto))
-            try:
-                await self._login(proto)
-                if attribute == "_sub":
-                    for topic in list(self._topics):
-                        self._command(proto.subscribe, self._channel(topic))
-                    await self._last_command
-            except RedisUnavailable as error:
-                # Not a failed attempt for ClientService (it would leave the connection open):
-                # closed here, it reconnects. At start, the refusal is what start() reports.
-                if self._start_failure is None:
-                    self._start_failure = error
-                self._repeats.warn("Redis at {address}: {error}", address=self.address, error=str(error))
-                proto.transport.loseConnection()
-                return
-            if proto.connected:
-                setattr(self, attribute, proto)
-                self._changed()
-
-        return lambda proto: defer.ensureDeferred(prepare(proto))
-
-    def _lost(self, attribute: str, proto: Any) -> None:
-        if getattr(self, attribute) is proto:
-            setattr(self, attribute, None)
-            self._changed()
+    def _resubscribe(self, proto: Any) -> "defer.Deferred[Any]":
+        """The subscriber connection is logged in: subscribe every topic again."""
+        for topic in list(self._topics):
+            self._command(proto.subscribe, self._channel(topic))
+        return self._last_command
 
     def _changed(self) -> None:
         """One line when cross-process delivery stops, one when it is back; not per attempt."""
@@ -325,17 +386,10 @@ class RedisBus:
             )
 
     def _stopping(self) -> bool:
-        return not all(service.running for service in self._services)
+        return not (self._sub_link.running and self._pub_link.running)
 
-    def _next_turn(self) -> "defer.Deferred[None]":
-        return task.deferLater(self._reactor, 0, lambda: None)
-
-    async def _stop_services(self) -> None:
-        await defer.gatherResults(
-            [defer.maybeDeferred(s.stopService) for s in self._services if s.running],
-            consumeErrors=True,
-        )
-        self._sub = self._pub = None
+    async def _stop_links(self) -> None:
+        await defer.gatherResults([self._sub_link.stop(), self._pub_link.stop()], consumeErrors=True)
 
     def _received(self, channel: Any, message: Any) -> None:
         try:

@@ -6,9 +6,12 @@ Builds the whole server from the loaded configuration, and takes it down again i
 asynchronous and happens in ``IlchatService.startService``:
 
 1. the log files (``LogService``, first in, last out);
-2. per client config, in order: the store (``create_store``, ``open``, and the move of every
-   ``chatroom_users`` row to ``chatroom_sessions``, spec §1.5 step 6);
-3. one bus and one Socket.IO server for the process, a ``ClientContext`` per client;
+2. the bus (with Redis: connected first) and the cluster state (``ilchat.cluster``:
+   ``RedisCluster`` with a ``redis`` section, else ``LocalCluster``), both for the process;
+3. per client config, in order: the store (``create_store``, ``open``, and the move of every
+   ``chatroom_users`` row to ``chatroom_sessions``, spec §1.5 step 6, only when no other
+   instance is live: theirs are users online elsewhere); one Socket.IO server for the process,
+   a ``ClientContext`` per client;
 4. the components (repository chat, On-Screen Chat, IRC bridge...), each a ``ComponentService``
    child added once the one before has started, then the daily purge (``DailyPurge``);
 5. the readiness check (``/ready``, ``ilchat.readiness``) and the metrics (``ilchat.metrics``);
@@ -18,7 +21,8 @@ asynchronous and happens in ``IlchatService.startService``:
 
 ``stopService`` undoes it in reverse: stop listening, disconnect every socket, stop the children
 one after the other from the last (the purge, then the components), move the users to sessions
-again, close the stores, and the log files last.
+again (again only when no other instance is live), leave the cluster (its heartbeat deleted),
+close the stores, and the log files last.
 
 Components
 ----------
@@ -51,6 +55,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ilchat.bus import IBus, LocalBus
+from ilchat.cluster import LocalCluster
 from ilchat.config import ClientConfig, NetworkConfig, ServerConfig
 from ilchat.descriptors import raise_open_file_limit, watch_accept_errors
 from ilchat.ilias.identity import log_identity_mode
@@ -142,6 +147,8 @@ class ServerContext:
     web_root: WebRoot
     clients: Dict[str, "ClientContext"] = attrs.Factory(dict)
     policy: Any = None
+    #: The process's ``ilchat.cluster`` object (live instances, locks, claims, ids).
+    cluster: Any = attrs.Factory(LocalCluster)
 
 
 @attrs.define(eq=False)
@@ -159,6 +166,9 @@ class ClientContext:
         web_root: the resource tree, to mount extra resources (``web_root.put("chat", r)``).
         policy: the process's ``NetworkPolicy`` (addresses behind proxies, limits).
         server: the ``ServerContext`` (every client, shared parts).
+        cluster: the process's ``ilchat.cluster`` object, shared by all clients: live
+            instances, ``lock``, ``claim``/``release`` (names unique across the cluster),
+            ``next_id``; a ``LocalCluster`` without Redis, so callers never ask.
     """
 
     config: ClientConfig
@@ -172,6 +182,7 @@ class ClientContext:
     policy: Any = None
     server: Optional[ServerContext] = None
     components: List[Any] = attrs.Factory(list)
+    cluster: Any = attrs.Factory(LocalCluster)
 
     @property
     def name(self) -> str:
@@ -222,6 +233,24 @@ async def connect_bus(local: IBus, server_config: ServerConfig, reactor: Any) ->
     except RedisUnavailable as error:
         raise StartupError(str(error)) from None
     return bus
+
+
+async def connect_cluster(server_config: ServerConfig, instance: str, reactor: Any) -> Any:
+    """
+    The cluster state: a started ``RedisCluster`` with a ``redis`` section (Redis unreachable,
+    or this instance name live elsewhere: L{StartupError}, one line), else a ``LocalCluster``.
+    """
+    if server_config.redis is None:
+        return LocalCluster(instance, reactor)
+    from ilchat.cluster import DuplicateInstance, RedisCluster
+    from ilchat.redisbus import RedisUnavailable
+
+    cluster = RedisCluster(server_config.redis, reactor)
+    try:
+        await cluster.start()
+    except (RedisUnavailable, DuplicateInstance) as error:
+        raise StartupError(str(error)) from None
+    return cluster
 
 
 def _default_bus_factory(reactor: Any, instance: str) -> IBus:
@@ -342,6 +371,8 @@ class IlchatService(service.MultiService):
         self.policy: Optional[NetworkPolicy] = None
         self._starting: Optional[defer.Deferred[None]] = None
         self._bus: Optional[IBus] = None
+        #: The cluster state (``ilchat.cluster``), from the start on.
+        self.cluster: Any = None
         self._stopping = False
         self.readiness: Any = None
         self.metrics: Any = None
@@ -374,6 +405,7 @@ class IlchatService(service.MultiService):
             self._bus_factory(self.reactor, bus_instance(server_config)), server_config, self.reactor
         )
         bus = self._bus
+        self.cluster = await connect_cluster(server_config, bus.instance, self.reactor)
         for client_config in self.client_configs:
             store = self._store_factory(client_config.database, self.reactor)
             try:
@@ -386,12 +418,7 @@ class IlchatService(service.MultiService):
             self._log.info("Database for {name} connected! ({database})", name=client_config.name,
                            database=store.db.description)
             log_identity_mode(client_config)
-            moved = await store.move_all_users_to_sessions(int(self.reactor.seconds()))
-            self._log.info(
-                "Successfully disconnected all users from server ({name}: {moved} moved to sessions)",
-                name=client_config.name,
-                moved=moved,
-            )
+            await self._move_users_if_alone(client_config.name, store)
 
         self._socketio = self._socketio_factory(self.reactor, server_config)
         # The network policy (server.cfg "network"): one per process, for every listener.
@@ -408,6 +435,7 @@ class IlchatService(service.MultiService):
             web_root=web_root,
             clients=self.clients,
             policy=self.policy,
+            cluster=self.cluster,
         )
         contexts = []
         for client_config, store in zip(self.client_configs, self._stores):
@@ -423,6 +451,7 @@ class IlchatService(service.MultiService):
                     web_root=web_root,
                     policy=self.policy,
                     server=self.context,
+                    cluster=self.cluster,
                 )
             )
         for ctx in contexts:
@@ -438,7 +467,8 @@ class IlchatService(service.MultiService):
         if server_config.purge_enabled:
             from ilchat.store import DailyPurge
 
-            purge = DailyPurge(self.reactor, {ctx.name: ctx.store for ctx in contexts}, server_config)
+            purge = DailyPurge(self.reactor, {ctx.name: ctx.store for ctx in contexts}, server_config,
+                               cluster=self.cluster)
             await self._start_child(purge)
 
         from ilchat.metrics import ServiceMetrics
@@ -453,6 +483,25 @@ class IlchatService(service.MultiService):
         await self._listen(web_root)
         if server_config.metrics is not None:
             await self._listen_metrics(readiness_resource)
+
+    async def _move_users_if_alone(self, name: str, store: Any) -> None:
+        """
+        Every ``chatroom_users`` row to ``chatroom_sessions`` (as the Node server does at start
+        and stop), unless other instances are live: their users are online.
+        """
+        others = sorted(self.cluster.live_instances() - {self.cluster.instance})
+        if others:
+            self._log.info(
+                "Users of {name} left in chatroom_users: other live instances ({others}) serve them",
+                name=name, others=", ".join(others),
+            )
+            return
+        moved = await store.move_all_users_to_sessions(int(self.reactor.seconds()))
+        self._log.info(
+            "Successfully disconnected all users from server ({name}: {moved} moved to sessions)",
+            name=name,
+            moved=moved,
+        )
 
     async def _start_child(self, child: service.IService) -> None:
         """
@@ -671,11 +720,12 @@ class IlchatService(service.MultiService):
             if close is not None:
                 await self._best_effort("close the bus", close)
             self._bus = None
+        for config, store in reversed(list(zip(self.client_configs, self._stores))):
+            await self._best_effort("move users to sessions",
+                                    lambda: self._move_users_if_alone(config.name, store))
+        if self.cluster is not None:
+            await self._best_effort("leave the cluster", self.cluster.stop)
         for store in reversed(self._stores):
-            await self._best_effort(
-                "move users to sessions",
-                lambda: store.move_all_users_to_sessions(int(self.reactor.seconds())),
-            )
             await self._best_effort("close the store", store.close)
         self._stores = []
         self._log.info("Server stopped")

@@ -197,6 +197,9 @@ class IrcNetwork:
         self.created = clock.seconds()
         self.connections_per_ip: Dict[str, int] = {}
         self._next_open_id = -1
+        #: ``ilchat.cluster`` ``IdBlocks`` for open-mode ids unique across processes (set by the
+        #: IRC component); None: this network counts them itself.
+        self.open_ids: Any = None
         #: Called with (user) when a local user is fully registered.
         self.on_register: List[Callable[[Any], None]] = []
         #: Called with (user, old nick) after a registered user changed nick.
@@ -214,8 +217,11 @@ class IrcNetwork:
         An id for an IRC user in ``open`` auth mode.
 
         ILIAS usr_ids are positive, so negative ids (-1, -2, ...) can never collide with a browser
-        user's id; they are unique within this process and are not reused while it runs.
+        user's id; they are unique within this process (across the cluster with C{open_ids})
+        and are not reused while it runs.
         """
+        if self.open_ids is not None:
+            return -self.open_ids.take()
         user_id = self._next_open_id
         self._next_open_id -= 1
         return user_id

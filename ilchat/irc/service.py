@@ -57,6 +57,8 @@ class IrcComponent:
         if config.auth == "ilias":
             authenticator = IliasAuthenticator([(name, client.store) for name, client, _, _ in exposed], reactor)
         self.network = IrcNetwork(config, reactor, authenticator)
+        self.network.open_ids = self.context.cluster.ids("irc-open")
+        await self.network.open_ids.ready()
         for name, client, chat, rooms in exposed:
             bridge = RoomBridge(self.network, chat, client.store, rooms, config.auth)
             bridge.start(self.context.bus)

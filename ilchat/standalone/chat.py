@@ -10,8 +10,10 @@ names); what PHP would do is done here instead:
 * the rooms come from the config and are created in the client's (SQLite) store at start;
 * ``login(name[, token])`` takes a name only. A valid name is 1 to ``max_name_length`` characters
   once trimmed, with no control or invisible formatting characters, and not in use by anyone
-  online in the web chat or on IRC (``ChatRooms.name_in_use``). The member gets a positive id of
-  its own (IRC users have negative ones) that stays the same for the connection, and is made a
+  online in the web chat or on IRC (``ChatRooms.name_in_use``), nor held by a member on another
+  process (``cluster.claim``; released when the member is gone). The member gets a positive id
+  of its own, unique across the processes (IRC users have negative ones) that stays the same
+  for the connection, and is made a
   member of every configured room (what PHP's ``Connect`` and ``EnterPrivateRoom`` do). The answer
   is ``loggedIn({id, username, token, rooms})`` or ``loginFailed({error, message})``.
 * ``token`` lets a page that lost its connection take its name back while the member is still
@@ -118,7 +120,11 @@ class StandaloneChat(RoomNamespace):
             policy = NetworkPolicy.from_config(client.server_config.network, clock=client.reactor)
         self.policy = policy
         self.page: Optional[ChatPageResource] = None
-        self._next_id = 1
+        #: Member ids unique across the cluster (``ilchat.cluster`` ``ids``).
+        self._ids = client.cluster.ids(f"standalone-user:{self.name}")
+        #: Names are claimed in the cluster (casefolded) in this namespace, per member id.
+        self._names = f"standalone-name:{self.name}"
+        self._claimed: Dict[int, str] = {}
         self._tokens: Dict[int, str] = {}
         self._history: Dict[int, Deque[Dict[str, Any]]] = {}
         self._unsubscribe_history: Optional[Any] = None
@@ -130,6 +136,7 @@ class StandaloneChat(RoomNamespace):
     async def start(self) -> None:
         """Create the configured rooms, load their history, serve the namespace and the page."""
         rooms = self.settings.rooms
+        await self._ids.ready()
         added = await self.store.ensure_rooms(room.id for room in rooms)
         for room in rooms:
             # Before RoomNamespace.start preloads the store's rooms: add_room keeps the first title.
@@ -252,20 +259,39 @@ class StandaloneChat(RoomNamespace):
             # The same person coming back (reconnect, reload): same id, same name.
             member = self.chat.login(socket.sid, holder.id, holder.name or name)
         elif self.chat.name_in_use(name):
-            self._login_failed(
-                socket, "name_taken",
-                f"The name \u201c{name}\u201d is already in use. Please pick another one.",
-            )
+            self._name_taken(socket, name)
             return
         else:
-            user_id = self._allocate_id()
-            self.chat.connect(user_id)
-            for room in self.settings.rooms:
-                self.chat.add_room_member(room.id, user_id)
-            member = self.chat.login(socket.sid, user_id, name)
-            self._tokens[user_id] = secrets.token_urlsafe(18)
-            self._record_users(user_id, name)
-        if member is None:  # cannot happen: connected just above
+            # A new name: claimed across the cluster first (at once without Redis).
+            ensureDeferred(self._claim_and_login(socket, name)).addErrback(
+                lambda failure: self._log.failure("Login of {name} failed", failure, name=name))
+            return
+        self._welcome(socket, member)
+
+    async def _claim_and_login(self, socket: Any, name: str) -> None:
+        """A newcomer whose name is free here: theirs once no other process holds it."""
+        key = name.casefold()
+        if not await self.client.cluster.claim(self._names, key):
+            self._name_taken(socket, name)
+            return
+        if self.chat.name_in_use(name):  # taken here while the claim was on its way (ours)
+            self._name_taken(socket, name)
+            return
+        if not socket.connected or socket.sid in self._sockets:  # gone, or logged in meanwhile
+            await self.client.cluster.release(self._names, key)
+            return
+        user_id = self._allocate_id()
+        self._claimed[user_id] = key
+        self.chat.connect(user_id)
+        for room in self.settings.rooms:
+            self.chat.add_room_member(room.id, user_id)
+        member = self.chat.login(socket.sid, user_id, name)
+        self._tokens[user_id] = secrets.token_urlsafe(18)
+        self._record_users(user_id, name)
+        self._welcome(socket, member)
+
+    def _welcome(self, socket: Any, member: Any) -> None:
+        if member is None:  # cannot happen: connected just before
             self._login_failed(socket, "error", "The login failed; please try again.")
             return
         self.logged_in(socket, member.id)
@@ -361,10 +387,9 @@ class StandaloneChat(RoomNamespace):
 
     def _allocate_id(self) -> int:
         """A positive id no member has (the backend's ``Connect`` may have used some)."""
-        while self.chat.get_member(self._next_id) is not None:
-            self._next_id += 1
-        user_id = self._next_id
-        self._next_id += 1
+        user_id = self._ids.take()
+        while self.chat.get_member(user_id) is not None:
+            user_id = self._ids.take()
         return user_id
 
     # -- backend actions --------------------------------------------------------------------
@@ -450,6 +475,10 @@ class StandaloneChat(RoomNamespace):
 
     def _member_gone(self, user_id: int, room_ids: List[int]) -> Any:
         self._tokens.pop(user_id, None)
+        key = self._claimed.pop(user_id, None)
+        if key is not None:
+            ensureDeferred(self.client.cluster.release(self._names, key)).addErrback(
+                lambda failure: self._log.failure("Could not release the name {key}", failure, key=key))
         return super()._member_gone(user_id, room_ids)
 
     def _record_users(self, user_id: int, name: str) -> None:
@@ -476,6 +505,12 @@ class StandaloneChat(RoomNamespace):
             "token": self._tokens.get(member.id),
             "rooms": [{"id": room.id, "title": room.title} for room in self.settings.rooms],
         })
+
+    def _name_taken(self, socket: Any, name: str) -> None:
+        self._login_failed(
+            socket, "name_taken",
+            f"The name \u201c{name}\u201d is already in use. Please pick another one.",
+        )
 
     def _login_failed(self, socket: Any, error: str, message: str) -> None:
         self._log.info("Login on {ns} from {address} refused: {error}",

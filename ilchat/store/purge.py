@@ -30,7 +30,12 @@ of the Node server's MySQL-only ``DELETE c FROM ... LEFT JOIN``.
 
 :class:`DailyPurge` is the Twisted service that runs it every day at ``deletion_time`` local
 time when ``deletion_mode`` is 1, with the bound "now minus ``deletion_value`` units" in local
-calendar arithmetic.
+calendar arithmetic. With a ``cluster`` (``ilchat.cluster``), each scheduled run first takes
+the lock ``purge:<scheduled Unix time>`` for :data:`PURGE_LOCK_TTL` seconds: of several
+processes whose timers fire for the same run, only the one holding it purges (the lock is not
+given back, so a process whose timer fires a little later does not purge again). When the lock
+cannot be had (Redis down) the process purges all the same: a second purge deletes nothing
+more.
 """
 
 from __future__ import annotations
@@ -45,9 +50,13 @@ from twisted.logger import Logger
 
 from ilchat.store.database import Database, Transaction
 
-__all__ = ["PurgeStore", "DailyPurge", "compute_bound", "next_run_after", "subtract_units"]
+__all__ = ["PurgeStore", "DailyPurge", "PURGE_LOCK_TTL", "compute_bound", "next_run_after", "subtract_units"]
 
 LiveConversationsProvider = Callable[[], Iterable[str]]
+
+#: Seconds the lock of one scheduled purge is held: longer than the clocks of the processes
+#: may disagree, shorter than a day.
+PURGE_LOCK_TTL = 6 * 3600
 
 
 class PurgeStore:
@@ -304,6 +313,8 @@ class DailyPurge(Service):
             conversations to keep, on top of those the stores' registered providers return.
         now: the current Unix time; defaults to ``reactor.seconds``.
         tz: the time zone of ``deletion_time``; ``None`` is the system's local time zone.
+        cluster: the process's ``ilchat.cluster`` object (``lock``): a scheduled run purges
+            only on the process that takes its lock. ``None``: this process alone.
 
     Nothing is scheduled unless ``deletion_mode == 1``. The first run is at the next local
     ``deletion_time`` (now, if it is that minute's first second), then every day at that local
@@ -321,8 +332,10 @@ class DailyPurge(Service):
         keep_ids_provider: Optional[KeepIdsProvider] = None,
         now: Optional[Callable[[], float]] = None,
         tz: Optional[datetime.tzinfo] = None,
+        cluster: Any = None,
     ) -> None:
         self._reactor = reactor
+        self._cluster = cluster
         self._stores: Dict[str, Any] = dict(stores.items() if isinstance(stores, Mapping) else stores)
         self._deletion = deletion
         self._keep_ids_provider = keep_ids_provider
@@ -384,13 +397,28 @@ class DailyPurge(Service):
         if self._running is not None:
             self._log.warn("The previous purge is still running; skipping this one")
             return
-        d = defer.ensureDeferred(self.run_once())
+        d = defer.ensureDeferred(self._run_scheduled(scheduled))
         self._running = d
 
         def finished(result: Any) -> None:
             self._running = None
 
         d.addBoth(finished)
+
+    async def _run_scheduled(self, scheduled: float) -> None:
+        """The run due at ``scheduled``, on the one process of the cluster that locks it."""
+        if self._cluster is not None:
+            try:
+                held = await self._cluster.lock(f"purge:{int(scheduled)}", PURGE_LOCK_TTL)
+            except Exception as error:
+                self._log.warn("The purge lock could not be taken ({error}); purging here all the same",
+                               error=str(error))
+                held = True
+            if not held:
+                self._log.info("The purge due at {when} runs on another instance; not here",
+                               when=int(scheduled))
+                return
+        await self.run_once()
 
     async def run_once(self) -> None:
         """Purge every store with the bound computed from now (also callable by hand)."""
