@@ -33,7 +33,8 @@ names); what PHP would do is done here instead:
   the domain's ``connection_closed`` takes them out of every room at once, without the disconnect
   grace that keeps a dropped connection's name for 15 s; the socket is then disconnected.
 * ``rename(name)``: a new name, under the login's rules (``refused`` ``invalid_name`` or
-  ``name_taken`` otherwise); the domain publishes ``renamed``.
+  ``name_taken`` otherwise), claimed in the cluster before the old one is released; the domain
+  publishes ``renamed``.
 * every ``renamed`` event (a web rename or an IRC ``NICK``) reaches the logged-in pages as
   ``renamed({id, username, timestamp})``: the page updates its people lists and says so in the
   rooms.
@@ -327,14 +328,47 @@ class StandaloneChat(RoomNamespace):
             return
         if name == member.name:
             return
-        holder = self.chat.member_named(name)
-        if (holder is not None and holder.id != member.id) or (
-            holder is None and self.chat.name_in_use(name)
-        ):
-            self._refuse(socket, "name_taken",
-                         f"The name \u201c{name}\u201d is already in use. Please pick another one.",
-                         name=name)
+        if self._taken_by_another(member, name):
+            self._rename_refused(socket, name)
             return
+        key = name.casefold()
+        if key == self._claimed.get(member.id):  # the same name in another case: no new claim
+            self._rename(socket, member, name)
+            return
+        ensureDeferred(self._claim_and_rename(socket, member, name)).addErrback(
+            lambda failure: self._log.failure("Rename to {name} failed", failure, name=name))
+
+    async def _claim_and_rename(self, socket: Any, member: Any, name: str) -> None:
+        """The new name is claimed across the cluster, then the old one is given up."""
+        key = name.casefold()
+        if not await self.client.cluster.claim(self._names, key):
+            self._rename_refused(socket, name)
+            return
+        if (self._taken_by_another(member, name) or socket.sid not in self._sockets
+                or self.chat.get_member(member.id) is not member):
+            # Taken here while the claim was on its way, or the member is gone meanwhile.
+            await self.client.cluster.release(self._names, key)
+            if socket.sid in self._sockets:
+                self._rename_refused(socket, name)
+            return
+        old = self._claimed.get(member.id)
+        self._claimed[member.id] = key
+        self._rename(socket, member, name)
+        if old is not None and old != key:
+            await self.client.cluster.release(self._names, old)
+
+    def _taken_by_another(self, member: Any, name: str) -> bool:
+        holder = self.chat.member_named(name)
+        if holder is not None:
+            return holder.id != member.id
+        return self.chat.name_in_use(name)
+
+    def _rename_refused(self, socket: Any, name: str) -> None:
+        self._refuse(socket, "name_taken",
+                     f"The name \u201c{name}\u201d is already in use. Please pick another one.",
+                     name=name)
+
+    def _rename(self, socket: Any, member: Any, name: str) -> None:
         old = member.name
         self.chat.login(socket.sid, member.id, name, member.profile_picture_visible)
         self._log.info("{old} ({id}) is now {name} on {ns}", old=old, id=member.id, name=name,
