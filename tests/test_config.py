@@ -321,6 +321,53 @@ class ServerKeyTests(ConfigTestCase):
         self.assertIn("deletion_value is required", text)
 
 
+class IrcKeyTests(ConfigTestCase):
+    """server.cfg ``irc``: the MOTD file, ADMIN lines and operator blocks."""
+
+    HASH = "$2b$04$JAIvt839qjpQAYlQ9PcBqOqKeewk/6/fqwL9a5pxus.Z4kSy1YwGK"  # "secret"
+
+    def test_motd_file_lines_are_the_motd(self) -> None:
+        """``motd_file`` is read at start (relative to server.cfg), UTF-8, one line per MOTD line."""
+        with open(os.path.join(self.folder, "motd.txt"), "w", encoding="utf-8") as f:
+            f.write("Willkommen, Jürgen!\n\nAsk in #onscreen-1.\n")
+        server, _ = self.load({"irc": {"motd_file": "motd.txt"}})
+        self.assertEqual(server.irc.motd, ("Willkommen, Jürgen!", "", "Ask in #onscreen-1."))
+        self.assertEqual(server.irc.motd_file, os.path.join(self.folder, "motd.txt"))
+
+    def test_motd_file_missing_or_not_utf8_or_with_motd(self) -> None:
+        """A missing file, a file that is not UTF-8, or both keys: one line naming the key."""
+        self.assertIn("irc.motd_file", self.error({"irc": {"motd_file": "nothere.txt"}}))
+        with open(os.path.join(self.folder, "latin.txt"), "wb") as f:
+            f.write(b"J\xfcrgen\n")
+        self.assertIn("UTF-8", self.error({"irc": {"motd_file": "latin.txt"}}))
+        self.assertIn("either motd or motd_file",
+                      self.error({"irc": {"motd_file": "latin.txt", "motd": "hi"}}))
+
+    def test_names_and_admin_lines(self) -> None:
+        server, _ = self.load({"irc": {"server_name": "irc.example.org", "network_name": "Campus",
+                                       "admin_location": "IT services", "admin_email": "it@example.org"}})
+        irc = server.irc
+        self.assertEqual((irc.server_name, irc.network_name, irc.admin_location, irc.admin_email),
+                         ("irc.example.org", "Campus", "IT services", "it@example.org"))
+
+    def test_operator_blocks(self) -> None:
+        """An operator has a name, a bcrypt hash and user@host masks; the hash never shows."""
+        server, _ = self.load({"irc": {"operators": [
+            {"name": "admin", "hash": self.HASH, "hosts": ["*@127.0.0.1", "*@::1"]}]}})
+        (operator,) = server.irc.operators
+        self.assertEqual((operator.name, operator.password_hash, operator.hosts),
+                         ("admin", self.HASH, ("*@127.0.0.1", "*@::1")))
+        self.assertNotIn(self.HASH, repr(operator))
+        text = self.error({"irc": {"operators": [{"name": "admin", "hash": "secret", "hosts": ["*"]}]}})
+        self.assertIn("irc.operators[0].hash", text)
+        self.assertNotIn("secret", text)
+        self.assertIn("irc.operators[0].hosts", self.error(
+            {"irc": {"operators": [{"name": "admin", "hash": self.HASH, "hosts": []}]}}))
+        self.assertIn("irc.operators[1].name", self.error({"irc": {"operators": [
+            {"name": "admin", "hash": self.HASH, "hosts": ["*"]},
+            {"name": "admin", "hash": self.HASH, "hosts": ["*"]}]}}))
+
+
 class HttpsTests(ConfigTestCase):
     def test_https_needs_cert(self) -> None:
         """https without a cert is refused before anything listens."""
@@ -553,7 +600,8 @@ _SERVER_KEYS = [(k,) for k in SERVER] + [("network",), ("irc",), ("redis",)] + [
                              "max_http_connections_per_ip", "ilias_message_rate", "ilias_message_burst",
                              "header_timeout", "body_timeout", "max_headers", "max_header_bytes")
 ] + [("irc", k) for k in ("address", "port", "plain", "tls_port", "cert", "key", "motd", "rooms",
-                           "auth", "webirc", "limits", "server_name", "local_channels",
+                           "auth", "webirc", "limits", "server_name", "local_channels", "motd_file",
+                           "admin_location", "admin_email", "operators", "network_name", "oper_kick",
                            "websocket")] + [
     ("irc", "limits", k) for k in ("flood_rate", "recvq", "max_line", "ping_interval")
 ] + [("irc", "rooms", "onscreen")] + [

@@ -28,6 +28,7 @@ _EXPORTS = {
     "NetworkConfig": "network",
     "IrcConfig": "irc",
     "IrcLoginLimits": "irc",
+    "IrcOperator": "irc",
     "WebircGateway": "irc",
     "MetricsConfig": "metrics",
     "RedisConfig": "redis",

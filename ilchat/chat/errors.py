@@ -48,6 +48,13 @@ class InvalidInput(ChatError):
 
 
 class ContentTooLong(ChatError):
-    """The message would not fit into the history store; it was not delivered."""
+    """
+    The message would not fit into the history store; it was not delivered. C{fits} is how many
+    characters of content the same message could have had (plain text; None when unknown).
+    """
 
     code = "message_too_long"
+
+    def __init__(self, message: str, fits: "int | None" = None) -> None:
+        super().__init__(message)
+        self.fits = fits

@@ -36,6 +36,10 @@ ILIAS never uses (negative ids) and calls L{ChatRooms.connect} itself.
 PHP-side actions: L{ChatRooms.add_room}, L{ChatRooms.leave_room}, L{ChatRooms.invite},
 L{ChatRooms.clear}, L{ChatRooms.kick}, L{ChatRooms.ban}.
 
+Restarts: L{ChatRooms.admissions} (who PHP connected, and into which rooms) is what a stopping
+server keeps; L{ChatRooms.restore_admissions} gives it back to the next run, so that pages
+reconnecting after the restart get back in without PHP (the adapter re-checks bans first).
+
 Every change that someone must see is one event on the bus topic L{ChatRooms.topic}
 (``"room:<instance>"``); each adapter renders it for its own connections (ILIAS envelopes and
 userlists in L{ilchat.ilias.rendering}, IRC lines in L{ilchat.irc.bridge}).
@@ -359,8 +363,11 @@ class ChatRooms(Presence):
         except JSONError as e:
             raise InvalidInput(f"message cannot be stored: {e}") from None
         if len(stored) > self.max_stored_length:
+            # What the row holds besides the content (its escaped text, without the quotes).
+            overhead = len(stored) - (len(dumps(content)) - 2)
             raise ContentTooLong(
-                f"message too long: {len(stored)} > {self.max_stored_length} characters stored"
+                f"message too long: {len(stored)} > {self.max_stored_length} characters stored",
+                fits=max(0, self.max_stored_length - overhead),
             )
         self._publish(event)
         if self._history is not None:
@@ -401,6 +408,59 @@ class ChatRooms(Presence):
         if gone:
             room.remove_member(member.id)
         self._publish(events.parted(self.now_ms(), room, connection, member, gone))
+
+    # -- restarts ---------------------------------------------------------------------------
+
+    def admissions(self) -> Dict[int, List[int]]:
+        """
+        Every registered member with an ILIAS id (above 0; IRC users have their own) and the
+        rooms PHP admitted them to, for the next run of the server (L{restore_admissions}).
+        """
+        admitted: Dict[int, List[int]] = {user_id: [] for user_id in self._members if user_id > 0}
+        for room in self._rooms.values():
+            for user_id in room.members:
+                if user_id in admitted:
+                    admitted[user_id].append(room.id)
+        return admitted
+
+    def restore_admissions(self, admissions: Dict[int, List[int]], grace: float) -> int:
+        """
+        Register members and their room admissions of an earlier run, as PHP's ``Connect`` and
+        ``EnterPrivateRoom`` did then, so that a page reconnecting after a restart logs in and
+        enters its room again without a reload. Nobody is present: a member enters as any
+        member does. One who neither logs in nor is connected by PHP within C{grace} seconds is
+        forgotten without a word (they were not in any room of this run). Unknown rooms are
+        skipped; members PHP connected already are left as they are.
+
+        Returns:
+            the number of members restored.
+        """
+        restored = 0
+        for user_id, room_ids in admissions.items():
+            if user_id <= 0 or user_id in self._members:
+                continue
+            member = self.connect(user_id)
+            for room_id in room_ids:
+                room = self._rooms.get(room_id)
+                if room is not None:
+                    room.members[user_id] = member
+            self._grace_calls[user_id] = self._reactor.callLater(
+                grace, self._restore_expired, user_id
+            )
+            restored += 1
+        return restored
+
+    def _restore_expired(self, user_id: int) -> None:
+        self._grace_calls.pop(user_id, None)
+        member = self._members.get(user_id)
+        if member is None or member.connections:
+            return
+        for room in self._rooms.values():
+            if user_id in room.joined:
+                return  # entered meanwhile and lost its connection: the usual grace runs
+        for room in self._rooms.values():
+            room.members.pop(user_id, None)
+        del self._members[user_id]
 
     # -- lifecycle --------------------------------------------------------------------------
 

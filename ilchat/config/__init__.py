@@ -23,7 +23,7 @@ module needs too is taken from its class (``default_of(ServerConfig, "database_t
 """
 
 from ilchat.config.client import IDENTITY_MODES, ClientConfig, DatabaseConfig
-from ilchat.config.irc import IrcConfig, IrcLoginLimits, WebircGateway
+from ilchat.config.irc import IrcConfig, IrcLoginLimits, IrcOperator, WebircGateway
 from ilchat.config.loading import MAX_DEPTH, load_client_config, load_configs, load_server_config
 from ilchat.config.metrics import MetricsConfig
 from ilchat.config.network import MAX_MESSAGE_LENGTH_LIMIT, NetworkConfig
@@ -48,6 +48,7 @@ __all__ = [
     "DELETION_UNITS",
     "IrcConfig",
     "IrcLoginLimits",
+    "IrcOperator",
     "WebircGateway",
     "MetricsConfig",
     "RedisConfig",

@@ -11,6 +11,7 @@ import attrs
 from ilchat.config.reader import (
     Reader,
     default_of,
+    flag,
     integer,
     number,
     read_settings,
@@ -26,6 +27,20 @@ class WebircGateway:
 
     networks: Tuple[IPNetwork, ...]
     password: str = attrs.field(repr=False)
+
+
+#: A bcrypt hash as ``htpasswd -B``, Python's bcrypt, PHP's password_hash or ``ergo genpasswd`` write it.
+_BCRYPT = re.compile(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}")
+
+
+@attrs.frozen
+class IrcOperator:
+    """An operator block (``irc`` → ``operators``): OPER name, bcrypt hash, allowed host masks."""
+
+    name: str
+    password_hash: str = attrs.field(repr=False)
+    #: ``user@host`` masks (``*`` and ``?`` wildcards) the OPER must come from.
+    hosts: Tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -78,6 +93,14 @@ class IrcConfig:
     server_name: str = text("irc.ilchat.local", allow_empty=False)
     network_name: str = text("ilchat", allow_empty=False)
     motd: Tuple[str, ...] = ()
+    #: A UTF-8 text file whose lines are the MOTD (read at start; instead of ``motd``).
+    motd_file: Optional[str] = None
+    #: ADMIN's location and e-mail lines (the server and network names are the other two).
+    admin_location: str = text("")
+    admin_email: str = text("")
+    operators: Tuple[IrcOperator, ...] = ()
+    #: Whether an IRC operator's KICK in a bridged room kicks the member as a moderator would.
+    oper_kick: bool = flag(True)
     rooms: Optional[Dict[str, Optional[Tuple[int, ...]]]] = None
     auth: str = "ilias"
     #: Default: ``auth == "open"``.
@@ -118,6 +141,43 @@ def _parse_webirc(reader: Reader) -> Tuple[WebircGateway, ...]:
             )
         )
     return tuple(gateways)
+
+
+def _parse_operators(reader: Reader) -> Tuple[IrcOperator, ...]:
+    operators = []
+    names = set()
+    for index, item in enumerate(reader.get_list("operators", (), item_type=dict)):
+        block = reader.item(item, f"operators[{index}].")
+        name = block.get_str("name", allow_empty=False)
+        if " " in name or name in names:
+            raise block.error("name", name, "expected a unique name without spaces")
+        names.add(name)
+        password_hash = block.get_str("hash", allow_empty=False)
+        if not _BCRYPT.fullmatch(password_hash):
+            raise block.error("hash", "(hidden)", "expected a bcrypt hash ($2b$12$...)")
+        hosts = block.get_list("hosts")
+        if not hosts or not all(host and " " not in host for host in hosts):
+            raise block.error("hosts", list(hosts), "expected a non-empty list of user@host masks")
+        operators.append(IrcOperator(name=name, password_hash=password_hash, hosts=hosts))
+    return tuple(operators)
+
+
+def _read_motd(reader: Reader) -> Tuple[Optional[str], Tuple[str, ...]]:
+    """``motd_file`` (its lines) or ``motd`` (a string or a list of lines)."""
+    path = reader.get_path("motd_file", None)
+    if path is not None:
+        if reader.has("motd"):
+            raise reader.error("motd", reader.data["motd"], "give either motd or motd_file")
+        reader.check_readable("motd_file", path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                return path, tuple(line.rstrip() for line in f.read(65536).splitlines())
+        except (OSError, UnicodeDecodeError) as e:
+            raise reader.error("motd_file", path, f"a readable UTF-8 text file ({e})") from None
+    value = reader.data.get("motd")
+    if isinstance(value, str):
+        return None, tuple(value.splitlines())
+    return None, reader.get_list("motd", default_of(IrcConfig, "motd"))
 
 
 def _parse_rooms(reader: Reader) -> Optional[Dict[str, Optional[Tuple[int, ...]]]]:
@@ -171,11 +231,7 @@ def parse_irc(
         reader.check_readable("key", key)
         if dhparam is not None:
             reader.check_readable("dhparam", dhparam)
-    motd_value = reader.data.get("motd")
-    if isinstance(motd_value, str):
-        motd: Tuple[str, ...] = tuple(motd_value.splitlines())
-    else:
-        motd = reader.get_list("motd", default_of(IrcConfig, "motd"))
+    motd_file, motd = _read_motd(reader)
     rooms = _parse_rooms(reader)
     auth = reader.get_str("auth", default_of(IrcConfig, "auth"), choices=("ilias", "open"))
     limits = reader.section("limits")
@@ -189,6 +245,8 @@ def parse_irc(
         key=key,
         dhparam=dhparam,
         motd=motd,
+        motd_file=motd_file,
+        operators=_parse_operators(reader),
         rooms=rooms,
         auth=auth,
         local_channels=reader.get_bool("local_channels", auth == "open"),
@@ -198,4 +256,4 @@ def parse_irc(
     )
 
 
-__all__ = ["IrcConfig", "IrcLoginLimits", "WebircGateway", "parse_irc"]
+__all__ = ["IrcConfig", "IrcLoginLimits", "IrcOperator", "WebircGateway", "parse_irc"]

@@ -158,6 +158,24 @@ class FastWebSocketServerProtocol(WebSocketServerProtocol):
         else:
             self.sendPreparedMessage(prepared)
 
+    def send_now(self, prepared: PreparedMessage) -> None:
+        """
+        Write one prepared frame at once, in a write of its own: a packet for this connection
+        alone (an answer, an ack, an emit to one socket), whose latency is not worth batching.
+
+        The frames this turn's broadcasts queued for the connection go first (one write), so the
+        order of everything sent to it is kept. A client may read each frame as it arrives, as
+        from Node's server, which writes each packet as it is produced.
+        """
+        if self._perMessageCompress is None and not self.send_queue and not self.logOctets:
+            if self.outgoing:
+                self.flush_outgoing()
+            data = prepared.payloadHybi
+            write_frames(self.transport, self._direct, [data])
+            self.trafficStats.outgoingOctetsWireLevel += len(data)
+        else:
+            self.sendPreparedMessage(prepared)
+
     def flush_outgoing(self) -> None:
         """Write the frames this connection got during the current reactor turn."""
         frames, self.outgoing = self.outgoing, None

@@ -101,10 +101,13 @@ class EngineIOResource(Resource):
         session = None
         if sid is not None:
             session = server.sessions.get(sid)
-            if session is None:
+            if session is None or session.expire_if_late():
                 return error_body(request, ERROR_UNKNOWN_SID)
             if transport == "websocket":
-                if not is_upgrade or session.transport != "polling" or session.closed:
+                # A websocket for a session that has upgraded already (or is probing) completes
+                # its handshake and is closed at once (EngineIOSession.websocket_opened), as
+                # engine.io does; the session's own websocket is not touched.
+                if not is_upgrade or session.closed:
                     return error_body(request, ERROR_BAD_REQUEST)
             elif session.transport != transport:
                 return error_body(request, ERROR_BAD_REQUEST)

@@ -176,15 +176,24 @@ class EngineIOSession:
         """Send one message packet (text, or bytes as a binary packet)."""
         self.send_packets((OutgoingPacket(P.MESSAGE, data),))
 
-    def send_packets(self, packets: Sequence[OutgoingPacket]) -> None:
-        """Send already encoded packets; the hot path of every broadcast (no allocation here)."""
+    def send_packets(self, packets: Sequence[OutgoingPacket], now: bool = False) -> None:
+        """
+        Send already encoded packets; the hot path of every broadcast (no allocation here).
+
+        On a websocket the frames of one reactor turn go out together at its end (one write per
+        connection however many broadcasts reached it); with ``now`` (what is for this session
+        alone: answers, acks, emits to one socket) each frame is written at once, in a write of
+        its own, after what the turn queued before. A polling client gets either with its next
+        (or parked) GET.
+        """
         if self._state != _OPEN:
             return
         ws = self._ws
         if ws is not None:
             if ws.state == ws.STATE_OPEN:
+                send = ws.send_now if now else ws.send_prepared
                 for packet in packets:
-                    ws.send_prepared(packet.prepared)
+                    send(packet.prepared)
                 if ws.write_paused:
                     # The kernel and Twisted buffers are full: count what piles up behind them.
                     ws.backlog += sum(frame_size(packet.prepared) for packet in packets)
@@ -229,7 +238,7 @@ class EngineIOSession:
             }
         )
         self._state = _OPEN
-        self.send_packets((OutgoingPacket(P.OPEN, handshake),))
+        self.send_packets((OutgoingPacket(P.OPEN, handshake),), True)
         self._schedule_ping()
         try:
             self.handler = server.handler_factory(self)
@@ -327,9 +336,26 @@ class EngineIOSession:
         self._ping_call = self.server.reactor.callLater(self.server.ping_interval, self._send_ping)
 
     def _send_ping(self) -> None:
-        self._ping_call = None
+        call, self._ping_call = self._ping_call, None
         self.send_packets((PING_PACKET,))
-        self._pong_call = self.server.reactor.callLater(self.server.ping_timeout, self._pong_missed)
+        # The deadline counts from when the ping was due, not from when a busy reactor got to it:
+        # a client is late after pingInterval + pingTimeout, however late our timers run.
+        reactor = self.server.reactor
+        due = call.getTime() if call is not None else reactor.seconds()
+        delay = max(0.0, due + self.server.ping_timeout - reactor.seconds())
+        self._pong_call = reactor.callLater(delay, self._pong_missed)
+
+    def expire_if_late(self) -> bool:
+        """
+        Close the session for ping timeout if its pong deadline has passed already, though a busy
+        reactor has not run that timer yet (it runs timers after the I/O of a turn): a request
+        that comes after the deadline does not keep a session alive. True if it was closed.
+        """
+        call = self._pong_call
+        if call is None or call.getTime() > self.server.reactor.seconds():
+            return False
+        self.close("ping timeout", discard=True)
+        return True
 
     def _pong_missed(self) -> None:
         self._pong_call = None

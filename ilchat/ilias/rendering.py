@@ -357,8 +357,11 @@ class RoomRenderer:
         if not rooms:
             return  # listed nowhere: the next ``entered`` brings the new name
         entry = self._entry(member)
-        for room_id in rooms:
-            self._views[room_id].replace(member["id"], entry)
+        for room_id in sorted(rooms):
+            view = self._views[room_id]
+            view.replace(member["id"], entry)
+            # The browsers' userlists show the new name (an IRC nick change, a second login).
+            self._userlist_changed(view, room_id, event["ts"])
 
     def _on_message(self, event: Dict[str, Any]) -> None:
         payload = message_payload(event)
@@ -474,6 +477,8 @@ class RoomRenderer:
 
     def _emit(self, event: str, payload: Optional[Dict[str, Any]], room: Any,
               skip: Optional[List[str]]) -> None:
+        if self.namespace is None:
+            return  # nothing to render to yet (deliver() waits for it too)
         data_json = userlist_json(event, payload)
         if data_json is not None:
             self.namespace.emit_json(data_json, room=room, skip=skip)

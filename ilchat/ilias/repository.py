@@ -7,6 +7,12 @@ connected, or one the socket may not act as (``ilchat.ilias.identity``: the ILIA
 handshake, or its first login), gets ``shutdown`` and is disconnected; the name shown is the one
 PHP wrote (``chatroom_users.userdata``, else ``usr_data.login``). The socket events, the room
 events' rendering and the backend actions are L{ilchat.ilias.room_namespace}'s.
+
+Restarts (L{ilchat.ilias.admissions}): a page reconnecting after a restart logs in and enters its
+room again with the admissions the previous run kept; one whose user was banned meanwhile gets
+``shutdown`` at its login (PHP never connected it in this run), and an ``enterRoom`` into a room
+the user is not admitted to, as after a kick the page missed while it was disconnected, gets
+``userjustkicked``: the ILIAS page then leaves for PHP, which decides again.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from typing import Any, Optional
 from twisted.logger import Logger
 
 from ilchat.chat.rooms import DISCONNECT_GRACE
+from ilchat.ilias.admissions import RESTORE_GRACE, Admissions
 from ilchat.ilias.identity import Identity, shut_down
+from ilchat.ilias.rendering import envelope
 from ilchat.ilias.throttle import connection_limit_refusal
 from ilchat.ilias.room_namespace import RoomNamespace, parse_id
 
@@ -39,13 +47,32 @@ class RepositoryChat(RoomNamespace):
 
     _log = Logger()
 
-    def __init__(self, client: Any, grace: float = DISCONNECT_GRACE) -> None:
+    def __init__(self, client: Any, grace: float = DISCONNECT_GRACE,
+                 restore_grace: float = RESTORE_GRACE) -> None:
         super().__init__(client, grace=grace)
         self.identity = Identity(client.config, client.store, client.reactor)
+        self.admissions = Admissions(client, self.chat, restore_grace)
+
+    async def start(self) -> None:
+        await super().start()
+        await self.admissions.restore()
 
     async def stop(self) -> None:
         self.identity.stop()
+        await self.admissions.keep()
         await super().stop()
+
+    def entered(self, socket: Any, room_id: int) -> None:
+        """Back in a room after a restart: PHP's ``chatroom_users`` row is written again."""
+        self.admissions.back_in(room_id, socket.data.get("user_id"))
+
+    def not_admitted(self, socket: Any, room_id: int) -> None:
+        """
+        Not (or no longer) admitted: what the page would have got at a kick it missed while it was
+        disconnected. ILIAS's page then leaves for PHP, which admits the user again or not.
+        """
+        socket.emit("userjustkicked", envelope("userjustkicked", self.chat.now_ms(),
+                                               "userjustkicked", room_id))
 
     async def on_login(self, socket: Any, *args: Any) -> None:
         """
@@ -98,6 +125,9 @@ class RepositoryChat(RoomNamespace):
         """The name PHP chose for the user in the chat (see L{on_login})."""
         try:
             userdata, login = await self.store.get_chat_name_sources(user_id)
+            if userdata is None:
+                # Back after a restart: the row is written again only once the user re-enters.
+                userdata = self.admissions.userdata(user_id)
             name = _userdata_login(userdata)
             if name is None:
                 name = login

@@ -21,9 +21,12 @@ rooms PHP admitted the user to (a kick or ban holds until PHP admits them again)
 are room members found by id; unknown rooms or users in backend actions are a 404 JSON answer
 instead of a crash. ``Kick`` and ``Ban`` still answer ``{"success":true}`` for a user who is not
 in the chat (PHP writes its ban/kick only after a successful answer). Refused socket events are
-logged and otherwise ignored, as the ILIAS JavaScript expects no answer; the one exception is an
-over-long message, which the sender is told about with a ``notice`` ``message_too_long``
-(``data: {"max_length": 4000}``) instead of losing it silently.
+logged and otherwise ignored, as the ILIAS JavaScript expects no answer; the exceptions are a
+message that does not fit ``chatroom_history.message`` or comes too fast, which the sender alone
+is told about by a message from "Chat" (a ``notice`` would show "-key-": ILIAS's page translates a
+notice's ``content`` with its own language entries and has none for these), and an ``enterRoom``
+into a room the user is not admitted to, which each variant answers in its own way
+(L{RoomNamespace.not_admitted}).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from ilchat.chat.rooms import (
     ChatError,
     ChatRooms,
     ContentTooLong,
+    NotInRoom,
     UnknownRoom,
     UnknownUser,
 )
@@ -49,7 +53,7 @@ from ilchat.journal import client_journal
 from ilchat.logs import RepeatedLog
 from ilchat.web.errors import BadRequest, NotFound
 
-__all__ = ["RoomNamespace", "parse_id", "rooms_body"]
+__all__ = ["RoomNamespace", "parse_id", "rooms_body", "too_long_text"]
 
 
 def parse_id(value: Any, what: str = "id") -> int:
@@ -70,6 +74,19 @@ def parse_id(value: Any, what: str = "id") -> int:
         if text and (text.isdigit() or (text[0] == "-" and text[1:].isdigit())) and len(text) < 20:
             return int(text)
     raise ValueError(f"{what} must be a number, not {value!r}")
+
+
+def too_long_text(length: int, fits: Optional[int]) -> str:
+    """
+    What the sender reads when a message does not fit ``chatroom_history.message`` (ILIAS's text
+    field of 4,000 characters, holding the message's JSON): ILIAS's page has no language entry for
+    it, so it comes as a message from "Chat", in English like the log.
+    """
+    limit = f" At most {fits:,} characters fit." if fits is not None else ""
+    return (
+        f"Your message of {length:,} characters is too long for the chat history: it was not"
+        f" delivered.{limit} Please send it in several shorter messages."
+    )
 
 
 def _url_id(value: str, what: str) -> int:
@@ -222,8 +239,19 @@ class RoomNamespace:
             return
         try:
             self.chat.enter_room(socket.sid, room_id)
+        except NotInRoom as e:
+            self._refused(socket, "enterRoom", str(e))
+            self.not_admitted(socket, room_id)
         except ChatError as e:
             self._refused(socket, "enterRoom", str(e))
+        else:
+            self.entered(socket, room_id)
+
+    def entered(self, socket: Any, room_id: int) -> None:
+        """The socket entered the room (each variant's own follow-up)."""
+
+    def not_admitted(self, socket: Any, room_id: int) -> None:
+        """A logged-in socket asked for a room its user is not admitted to (each variant's own)."""
 
     def on_message(self, socket: Any, *args: Any) -> None:
         """``message({content, format, target?}, roomId)``."""
@@ -243,13 +271,7 @@ class RoomNamespace:
                                    data.get("target"))
         except ContentTooLong as e:
             self._refused(socket, "message", str(e))
-            socket.emit("notice", {
-                "type": "notice",
-                "timestamp": self.chat.now_ms(),
-                "content": "message_too_long",
-                "roomId": room_id,
-                "data": {"max_length": self.chat.max_stored_length},
-            })
+            self._system_message(socket, too_long_text(len(data.get("content")), e.fits), room_id)
         except ChatError as e:
             self._refused(socket, "message", str(e))
 

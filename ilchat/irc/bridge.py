@@ -13,9 +13,7 @@ The bridge uses the domain's public calls only; it never edits rooms or members 
 The other way, the bridge subscribes to the client's bus topic and renders the room events
 (L{ilchat.chat.events}) as IRC, from the event and its own state only (the rooms' titles and who
 is present, recorded from the domain at start and from the events since): ``message`` as PRIVMSG
-from the browser user (echo suppression by the event's ``connection``; an action, ``format``
-``{"action": true}`` with the content ``* text``, as CTCP ACTION, and an IRC ACTION becomes such a
-message), ``entered`` as a JOIN of
+from the browser user (echo suppression by the event's ``connection``), ``entered`` as a JOIN of
 a browser user (who gets a valid, unique nick derived from their name), ``left``/``parted`` as
 PART "Disconnected", ``room_left`` as PART, ``kicked``/``banned`` as KICK (of the IRC user or the
 browser user with that member id), ``cleared`` as a NOTICE. Typing events are not sent to IRC.
@@ -25,6 +23,7 @@ allocates negative ids (-1, -2, ...), which no ILIAS usr_id can be (they are pos
 """
 
 import re
+from collections import OrderedDict
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from twisted.internet import defer
@@ -33,7 +32,14 @@ from twisted.logger import Logger
 from ilchat.chat.events import presence_changes
 from ilchat.chat.rooms import ChatError, ChatRooms, ContentTooLong
 from ilchat.irc.message import Message
-from ilchat.irc.network import Channel, ChannelLink, IrcNetwork, RemoteUser, irc_lower
+from ilchat.irc.network import (
+    Channel,
+    ChannelLink,
+    IrcNetwork,
+    RemoteUser,
+    irc_lower,
+    sanitise_nick,
+)
 
 __all__ = ["RoomBridge", "channel_name"]
 
@@ -43,6 +49,12 @@ _HOST_BAD = re.compile(r"[^A-Za-z0-9.-]")
 
 KICK_REASON = "Kicked from the chat room"
 BAN_REASON = "Banned from the chat room"
+#: How a web message says it is an action: the ``/me`` command as chat clients write it.
+ME = "/me "
+#: IRC texts of this process's IRC messages by message id, until the bus brings the message back.
+_MAX_PENDING = 1000
+#: Bans listed for ``MODE #room b``.
+MAX_BAN_LIST = 100
 
 
 def channel_name(instance: str, room_id: int) -> str:
@@ -50,35 +62,34 @@ def channel_name(instance: str, room_id: int) -> str:
     return f"#{_CHANNEL_BAD.sub('_', instance)}-{room_id}"
 
 
+def ctcp_command(text: str) -> Optional[str]:
+    """The CTCP command of a message (``ACTION``, ``VERSION``...), upper case, or None for text."""
+    if not text.startswith("\x01"):
+        return None
+    return text[1:].rstrip("\x01").split(" ", 1)[0].upper()
+
+
 def irc_to_chat_text(text: str) -> Optional[str]:
     """
-    Text of an IRC message as browsers should see it: formatting codes removed, ``/me`` actions
-    as ``* text``; None for other CTCP requests (VERSION, PING...), which are not chat.
+    Text of an IRC message as browsers should see it: formatting codes removed, a CTCP ACTION
+    (``/me`` on IRC) as ``/me text``, the web's spelling of it; None for other CTCP requests
+    (VERSION, PING...), which are not chat, and for text that is empty once cleaned.
     """
-    if text.startswith("\x01"):
-        body = text.strip("\x01")
-        if body.upper().startswith("ACTION "):
-            return "* " + _FORMATTING.sub("", body[7:])
+    command = ctcp_command(text)
+    if command == "ACTION":
+        body = _FORMATTING.sub("", text[1:].rstrip("\x01")[7:]).strip()
+        return ME + body if body else None
+    if command is not None:
         return None
     cleaned = _FORMATTING.sub("", text)
     return cleaned if cleaned.strip() else None
 
 
-def chat_format(irc_text: str) -> Dict[str, Any]:
-    """The ``format`` of a room message made from IRC text: ``{"action": True}`` for ``/me``."""
-    return {"action": True} if irc_text.startswith("\x01") else {}
-
-
-def chat_to_irc_text(event: Dict[str, Any]) -> str:
-    """
-    A room message's text for IRC: an action (``format.action``, content ``* text``, as the
-    standalone page's ``/me`` sends and IRC actions arrive) is a CTCP ACTION on one line.
-    """
-    content = event["content"]
-    fmt = event.get("format")
-    if isinstance(fmt, dict) and fmt.get("action") is True and content.startswith("* "):
-        return "\x01ACTION " + " ".join(content[2:].splitlines()) + "\x01"
-    return content
+def chat_action(content: str) -> Optional[str]:
+    """The action of a web message written as ``/me text`` (C{"text"}), else None."""
+    if content.startswith(ME) and content[len(ME):].strip():
+        return content[len(ME):]
+    return None
 
 
 class RoomLink(ChannelLink):
@@ -100,12 +111,23 @@ class RoomLink(ChannelLink):
         self.bridge.irc_parted(user, self.room_id)
 
     def send(self, user: Any, command: str, text: str, tags: Dict[str, str]) -> bool:
-        self.bridge.irc_message(user, self.room_id, text)
+        """
+        A PRIVMSG is a room message; a NOTICE and a CTCP request other than ACTION are IRC's
+        own (not chat, never stored): False lets the network relay them to the IRC members
+        untouched.
+        """
+        if command != "PRIVMSG" or ctcp_command(text) not in (None, "ACTION"):
+            return False
+        self.bridge.irc_message(user, self.room_id, text, tags)
         return True
 
     def kick(self, by: Any, target: Any, reason: str) -> bool:
-        # Kicks and bans of a repository chat are moderator actions in ILIAS.
-        return False
+        return self.bridge.irc_kick(by, target, self.room_id)
+
+    def list_masks(self, letter: str) -> "defer.Deferred[List[Tuple[str, str, int]]]":
+        if letter != "b":
+            return defer.succeed([])
+        return defer.ensureDeferred(self.bridge.ban_masks(self.room_id))
 
 
 class RoomBridge:
@@ -149,6 +171,8 @@ class RoomBridge:
         self._titles: Dict[int, str] = {}
         self._present: Dict[int, Dict[int, Optional[str]]] = {}
         self._suppress_part: Set[Any] = set()
+        #: message id -> (IRC text, client tags) of messages this process's IRC users posted.
+        self._pending: "OrderedDict[str, Tuple[str, Dict[str, str]]]" = OrderedDict()
         self._unsubscribe: Any = None
         self._counter = 0
 
@@ -282,6 +306,35 @@ class RoomBridge:
                 return ("474", "Cannot join channel (+b) - you are banned from this chat room")
         return None
 
+    async def ban_masks(self, room_id: int) -> List[Tuple[str, str, int]]:
+        """
+        The room's ILIAS bans as a ``+b`` list: ``<nick of the login>!*@<client host>`` (the
+        user id where ``usr_data`` has no login), set by ``ILIAS``.
+        """
+        try:
+            bans = await self.store.get_bans(room_id, MAX_BAN_LIST)
+        except Exception:
+            self._log.failure("Cannot read the bans of room {room}", room=room_id)
+            return []
+        length = self.network.config.nick_length
+        return [(f"{sanitise_nick(ban['login'] or str(ban['user_id']), length)}!*@{self._host}",
+                 "ILIAS", ban["timestamp"]) for ban in bans]
+
+    def irc_kick(self, by: Any, target: Any, room_id: int) -> bool:
+        """
+        An IRC operator (``OPER``) kicks a member out of the room as an ILIAS moderator would
+        (L{ChatRooms.kick}: out of the room everywhere); nobody else may kick in a chat room.
+        """
+        if "o" not in getattr(by, "user_modes", ()) or not self.network.config.oper_kick:
+            return False
+        user_id = target.user_id
+        self._log.info("IRC operator {nick} kicks user {user} from room {room}",
+                       nick=by.nick, user=user_id, room=room_id)
+        try:
+            return self.chat.kick(room_id, user_id)
+        except ChatError:
+            return False
+
     def irc_joined(self, user: Any, room_id: int) -> None:
         """Enter the room as a browser would; browsers see the IRC user in the userlist."""
         conn = self._conn_of(user)
@@ -327,41 +380,50 @@ class RoomBridge:
         if conn is not None and self.conns.pop(conn, None) is not None:
             self.chat.connection_lost(conn)
 
-    def irc_message(self, user: Any, room_id: int, text: str) -> None:
+    def irc_message(self, user: Any, room_id: int, text: str,
+                    tags: Optional[Dict[str, str]] = None) -> None:
         """An IRC user's channel message becomes a room message (delivered, then stored)."""
         content = irc_to_chat_text(text)
         if content is None:
             return
-        self._post(user, room_id, content, None, chat_format(text))
+        self._post(user, room_id, content, None, text, tags)
 
     def send_private(self, user: Any, target: RemoteUser, command: str, text: str) -> bool:
         """
         A private message to a browser user is an ILIAS whisper (a non-public target) in a room
-        both are in; False when there is none.
+        both are in; False when there is none. A NOTICE or a CTCP request is not chat: it is
+        dropped (a browser cannot answer it), as a NOTICE would be by an absent client.
         """
         content = irc_to_chat_text(text)
-        if content is None:
+        if content is None or command != "PRIVMSG":
             return True
         shared = [rid for rid, channel in self.channels.items()
                   if user in channel.members and target in channel.members]
         if not shared:
             return False
         target_info = {"id": target.user_id, "username": target.realname, "public": 0}
-        self._post(user, shared[0], content, target_info, chat_format(text))
+        self._post(user, shared[0], content, target_info, text, None)
         return True
 
     def _post(self, user: Any, room_id: int, content: str, target: Optional[Dict[str, Any]],
-              fmt: Dict[str, Any]) -> None:
+              text: str, tags: Optional[Dict[str, str]]) -> None:
         conn = self._conn_of(user)
         try:
-            self.chat.post_message(conn, room_id, content, fmt, target=target)
+            event = self.chat.post_message(conn, room_id, content, {}, target=target)
         except ContentTooLong:
             user.deliver(Message("NOTICE", (user.nick, "Message too long for the chat room; not sent."),
                                  prefix=self.network.config.server_name))
+            return
         except ChatError as e:
             self._log.warn("Message of IRC user {nick} refused: {error}", nick=user.nick, error=str(e))
             user.deliver(Message("NOTICE", (user.nick, f"Message not delivered to the chat room ({e.code})."),
                                  prefix=self.network.config.server_name))
+            return
+        # The IRC members get the message from the bus like everyone else, in the room's order,
+        # but as the IRC user wrote it (CTCP, formatting, client tags), one line as ircds relay it.
+        self._pending[event["id"]] = (text, dict(tags or {}))
+        while len(self._pending) > _MAX_PENDING:
+            self._pending.popitem(last=False)
 
     # -- chat -> IRC -----------------------------------------------------------------------------
 
@@ -460,6 +522,21 @@ class RoomBridge:
             if other is not None:
                 self._remove_remote(other, user_id, "PART", "Left the chat room")
 
+    def _on_renamed(self, event: Dict[str, Any]) -> None:
+        """A browser user's new name is a NICK on IRC (an IRC user's own NICK was shown already)."""
+        member = event["member"]
+        user_id, name = member["id"], member["name"]
+        for people in self._present.values():
+            if user_id in people:
+                people[user_id] = name
+        remote = self.remotes.get(user_id)
+        if remote is None or self._is_irc_id(user_id) or not name:
+            return
+        remote.realname = name
+        nick = sanitise_nick(name, self.network.config.nick_length)
+        if irc_lower(nick) != irc_lower(remote.nick):
+            self.network.change_nick(remote, self.network.unique_nick(name))
+
     def _on_cleared(self, event: Dict[str, Any]) -> None:
         channel = self._channel_for(event["room"])
         if channel is not None:
@@ -473,7 +550,7 @@ class RoomBridge:
             return
         sender_info = event["sender"]
         sender_id = sender_info["id"]
-        content = chat_to_irc_text(event)
+        content = event["content"]
         # Echo suppression by the ids in the event: the connection that posted, else an IRC
         # user of the same account (who posted from a browser tab).
         sender = self.conns.get(event["connection"])
@@ -488,14 +565,14 @@ class RoomBridge:
                 self.network.add_member(channel, remote)
             prefix = remote.hostmask
         target = event["target"]
+        raw = self._pending.pop(event["id"], None)
         if target is None or target["public"]:
-            text = content
-            if target is not None and target["name"] and not content.startswith("\x01"):
-                text = f"{target['name']}: {content}"
+            if target is not None and target["name"] and chat_action(content) is None:
+                content = f"{target['name']}: {content}"
             for member in channel.local_members():
                 if member is sender and "echo-message" not in member.caps:
                     continue
-                member.send_text("PRIVMSG", channel.name, text, prefix)
+                self._send_chat(member, channel.name, content, prefix, raw)
             return
         # A whisper: only the sender's and the target's IRC connections get it.
         recipients = {sender_id, target["id"]}
@@ -506,6 +583,22 @@ class RoomBridge:
                 if "echo-message" in user.caps:
                     remote = self.remotes.get(target["id"])
                     if remote is not None:
-                        user.send_text("PRIVMSG", remote.nick, content, prefix)
+                        self._send_chat(user, remote.nick, content, prefix, raw)
                 continue
-            user.send_text("PRIVMSG", user.nick, content, prefix)
+            self._send_chat(user, user.nick, content, prefix, raw)
+
+    @staticmethod
+    def _send_chat(user: Any, target: str, content: str, prefix: str,
+                   raw: Optional[Tuple[str, Dict[str, str]]]) -> None:
+        """
+        A room message to one IRC user: an IRC user's own text as one line, untouched; a web
+        message split to fit, a ``/me`` one as CTCP ACTION.
+        """
+        if raw is not None:
+            user.relay_text("PRIVMSG", target, raw[0], prefix, raw[1])
+            return
+        action = chat_action(content)
+        if action is not None:
+            user.send_text("PRIVMSG", target, action, prefix, ctcp="ACTION")
+        else:
+            user.send_text("PRIVMSG", target, content, prefix)

@@ -1,21 +1,29 @@
 # -*- test-case-name: tests.irc.test_protocol -*-
 """
 Channel commands of an IRC connection: JOIN, PART, NAMES, TOPIC, LIST, MODE (channel and user
-modes) and KICK.
+modes), INVITE and KICK.
 
 A mixin of L{ilchat.irc.protocol.IRCServerProtocol}. The network (L{ilchat.irc.network}) holds
 the channels; a bridged channel's L{ChannelLink} decides joins, kicks and whether the topic may be
 set, so these handlers never touch a chat room.
 """
 
+import re
 from typing import List, Optional, Tuple
 
 from twisted.internet import defer
 
 from ilchat.irc.message import Message
-from ilchat.irc.network import Channel, irc_lower, valid_channel
+from ilchat.irc.network import Channel, ListEntry, irc_lower, valid_channel
 from ilchat.irc.numerics import (
+    ERR_BADCHANNELKEY,
+    ERR_BANLISTFULL,
+    ERR_BANNEDFROMCHAN,
+    ERR_CHANNELISFULL,
     ERR_CHANOPRIVSNEEDED,
+    ERR_INVALIDKEY,
+    ERR_INVALIDMODEPARAM,
+    ERR_INVITEONLYCHAN,
     ERR_NEEDMOREPARAMS,
     ERR_NOSUCHCHANNEL,
     ERR_NOSUCHNICK,
@@ -23,13 +31,19 @@ from ilchat.irc.numerics import (
     ERR_UMODEUNKNOWNFLAG,
     ERR_UNKNOWNMODE,
     ERR_USERNOTINCHANNEL,
+    ERR_USERONCHANNEL,
     ERR_USERSDONTMATCH,
+    RPL_AWAY,
+    RPL_BANLIST,
     RPL_CHANNELMODEIS,
     RPL_CREATIONTIME,
     RPL_ENDOFBANLIST,
     RPL_ENDOFEXCEPTLIST,
     RPL_ENDOFINVITELIST,
     RPL_ENDOFNAMES,
+    RPL_EXCEPTLIST,
+    RPL_INVITELIST,
+    RPL_INVITING,
     RPL_LIST,
     RPL_LISTEND,
     RPL_LISTSTART,
@@ -42,31 +56,48 @@ from ilchat.irc.numerics import (
 
 __all__ = ["ChannelCommands"]
 
-#: The numeric and text that end an empty list mode query (``MODE #c b``).
-_LIST_ENDS = {
-    "b": (RPL_ENDOFBANLIST, "End of channel ban list"),
-    "e": (RPL_ENDOFEXCEPTLIST, "End of channel exception list"),
-    "I": (RPL_ENDOFINVITELIST, "End of channel invite list"),
+#: The list modes: the numeric of an entry, of the end, and the end's text (``MODE #c b``).
+_LISTS = {
+    "b": (RPL_BANLIST, RPL_ENDOFBANLIST, "End of channel ban list"),
+    "e": (RPL_EXCEPTLIST, RPL_ENDOFEXCEPTLIST, "End of channel exception list"),
+    "I": (RPL_INVITELIST, RPL_ENDOFINVITELIST, "End of channel invite list"),
 }
+#: Modes without a parameter: invite only, moderated, no outside messages, secret, topic lock.
+_FLAG_MODES = "imnst"
+#: Masks in one list of one channel.
+MAX_LIST_ENTRIES = 50
+_KEY_RE = re.compile(r"[^\s,:\x00-\x1f]{1,23}")
+
+
+def _normal_mask(mask: str) -> str:
+    """``nick`` -> ``nick!*@*``, ``user@host`` -> ``*!user@host``, as ircds complete a ban mask."""
+    if "!" not in mask and "@" not in mask:
+        return mask + "!*@*"
+    if "!" not in mask:
+        return "*!" + mask
+    if "@" not in mask:
+        return mask + "@*"
+    return mask
 
 
 class ChannelCommands:
-    """JOIN, PART, NAMES, TOPIC, LIST, MODE and KICK."""
+    """JOIN, PART, NAMES, TOPIC, LIST, MODE, INVITE and KICK."""
 
     def irc_JOIN(self, message: Message) -> Optional[defer.Deferred]:
         if message.params[0] == "0":
             for channel in list(self.channels):
                 self.network.remove_member(channel, self, "PART", "Left all channels")
             return None
-        return defer.ensureDeferred(self._join_all(message.params[0].split(",")))
+        keys = message.params[1].split(",") if len(message.params) > 1 else []
+        return defer.ensureDeferred(self._join_all(message.params[0].split(","), keys))
 
-    async def _join_all(self, names: List[str]) -> None:
-        for name in names:
+    async def _join_all(self, names: List[str], keys: List[str]) -> None:
+        for index, name in enumerate(names):
             if self._closing:
                 return
-            await self._join(name)
+            await self._join(name, keys[index] if index < len(keys) else None)
 
-    async def _join(self, name: str) -> None:
+    async def _join(self, name: str, key: Optional[str] = None) -> None:
         if not valid_channel(name, self.config.channel_length):
             self.reply(ERR_NOSUCHCHANNEL, name or "*", "No such channel")
             return
@@ -80,7 +111,9 @@ class ChannelCommands:
             modes = ("o",)
         if self in channel.members:
             return
-        refusal = await channel.link.check_join(self)
+        refusal = None if channel.bridged else self.join_refusal(channel, key)
+        if refusal is None:
+            refusal = await channel.link.check_join(self)
         if self._closing or not self.registered:
             return
         if refusal is not None:
@@ -88,6 +121,7 @@ class ChannelCommands:
             self.reply(numeric, channel.name, text)
             self.network.remove_channel_if_empty(channel)
             return
+        channel.invited.discard(irc_lower(self.nick))
         self.network.add_member(channel, self, modes)
         channel.link.joined(self)
         if channel.topic:
@@ -167,44 +201,66 @@ class ChannelCommands:
         self.network.refresh()
         self.reply(RPL_LISTSTART, "Channel", "Users  Name")
         for key, channel in sorted(self.network.channels.items()):
-            if wanted is None or key in wanted:
+            hidden = "s" in channel.modes and self not in channel.members
+            if not hidden and (wanted is None or key in wanted):
                 self.reply(RPL_LIST, channel.name, str(len(channel.members)), channel.topic)
         self.reply(RPL_LISTEND, "End of /LIST")
 
 
-    def irc_MODE(self, message: Message) -> None:
+    def irc_MODE(self, message: Message) -> Optional[defer.Deferred]:
         target = message.params[0]
         if not target.startswith("#"):
             self._user_mode(target, message.params[1:])
-            return
+            return None
         channel = self.network.find_channel(target)
         if channel is None:
             self.reply(ERR_NOSUCHCHANNEL, target, "No such channel")
-            return
+            return None
         if len(message.params) == 1:
-            self.reply(RPL_CHANNELMODEIS, channel.name, channel.mode_string())
+            self.reply(RPL_CHANNELMODEIS, channel.name, *channel.mode_string(self in channel.members))
             self.reply(RPL_CREATIONTIME, channel.name, str(channel.created))
-            return
+            return None
         changes = message.params[1]
         args = list(message.params[2:])
-        if changes.lstrip("+") in ("b", "e", "I") and not args:
-            numeric, text = _LIST_ENDS[changes.lstrip("+")]
-            self.reply(numeric, channel.name, text)
-            return
+        if changes.lstrip("+") in _LISTS and not args:
+            return defer.ensureDeferred(self._send_list(channel, changes.lstrip("+")))
+        if channel.bridged:
+            self.reply(ERR_CHANOPRIVSNEEDED, channel.name,
+                       "The modes of a chat room are set in ILIAS (kicks and bans by its moderators)")
+            return None
         if not channel.is_op(self):
             self.reply(ERR_CHANOPRIVSNEEDED, channel.name, "You're not channel operator")
-            return
-        applied: List[str] = []
+            return None
+        self._change_modes(channel, changes, args)
+        return None
+
+    async def _send_list(self, channel: Channel, letter: str) -> None:
+        """``MODE #c b`` (or e, I): the masks, then the end; a bridged room's bans are ILIAS's."""
+        numeric, end, text = _LISTS[letter]
+        if channel.bridged:
+            entries = await channel.link.list_masks(letter)
+        else:
+            entries = [(e.mask, e.by, e.when) for e in channel.lists[letter]]
+        for mask, by, when in entries:
+            self.reply(numeric, channel.name, mask, by, str(when))
+        self.reply(end, channel.name, text)
+
+    def _change_modes(self, channel: Channel, changes: str, args: List[str]) -> None:
+        """Apply a chanop's mode string to an IRC channel and show the changes to its members."""
+        applied: List[Tuple[str, str]] = []
         applied_args: List[str] = []
         sign = "+"
         for char in changes:
             if char in "+-":
                 sign = char
                 continue
-            if char in "nt":
-                if (sign == "+") != (char in channel.modes):
-                    (channel.modes.add if sign == "+" else channel.modes.discard)(char)
-                    applied.append(sign + char)
+            adding = sign == "+"
+            if char in _FLAG_MODES:
+                if adding != (char in channel.modes):
+                    (channel.modes.add if adding else channel.modes.discard)(char)
+                    applied.append((sign, char))
+                    if char == "i" and not adding:
+                        channel.invited.clear()
             elif char in "ov":
                 if not args:
                     # A missing argument of one mode char, not of the command (the table's).
@@ -218,25 +274,91 @@ class ChannelCommands:
                     self.reply(ERR_USERNOTINCHANNEL, nick, channel.name, "They aren't on that channel")
                 else:
                     modes = channel.members[member]
-                    if (sign == "+") != (char in modes):
-                        (modes.add if sign == "+" else modes.discard)(char)
-                        applied.append(sign + char)
+                    if adding != (char in modes):
+                        (modes.add if adding else modes.discard)(char)
+                        applied.append((sign, char))
                         applied_args.append(member.nick)
-            elif char in "beIkl":
-                if args:
-                    args.pop(0)
-                self.reply(ERR_UNKNOWNMODE, char, "is not supported on this server")
+            elif char in _LISTS:
+                if not args:
+                    continue  # "+b" without a mask in a longer string: nothing to do
+                mask = _normal_mask(args.pop(0))
+                if self._change_list(channel, char, adding, mask):
+                    applied.append((sign, char))
+                    applied_args.append(mask)
+            elif char == "k":
+                if adding:
+                    if not args:
+                        self.reply(ERR_NEEDMOREPARAMS, "MODE", "Not enough parameters")
+                        continue
+                    key = args.pop(0)
+                    if not _KEY_RE.fullmatch(key):
+                        self.reply(ERR_INVALIDKEY, channel.name, "Key is not well-formed")
+                        continue
+                    channel.key = key
+                    applied.append((sign, char))
+                    applied_args.append(key)
+                else:
+                    if args:
+                        args.pop(0)  # modern servers take the key with -k and ignore it
+                    if channel.key is not None:
+                        channel.key = None
+                        applied.append((sign, char))
+                        applied_args.append("*")
+            elif char == "l":
+                if adding:
+                    if not args:
+                        self.reply(ERR_NEEDMOREPARAMS, "MODE", "Not enough parameters")
+                        continue
+                    value = args.pop(0)
+                    if not value.isdigit() or not 0 < int(value) <= 100000:
+                        self.reply(ERR_INVALIDMODEPARAM, channel.name, "l", value,
+                                   "The limit must be a number from 1 to 100000")
+                        continue
+                    channel.limit = int(value)
+                    applied.append((sign, char))
+                    applied_args.append(value)
+                elif channel.limit is not None:
+                    channel.limit = None
+                    applied.append((sign, char))
             else:
                 self.reply(ERR_UNKNOWNMODE, char, "is unknown mode char to me")
         if applied:
             text = ""
             last = ""
-            for change in applied:
-                if change[0] != last:
-                    text += change[0]
-                    last = change[0]
-                text += change[1]
+            for change_sign, letter in applied:
+                if change_sign != last:
+                    text += change_sign
+                    last = change_sign
+                text += letter
             channel.broadcast(Message("MODE", (channel.name, text, *applied_args), prefix=self.hostmask))
+
+    def _change_list(self, channel: Channel, letter: str, adding: bool, mask: str) -> bool:
+        entries = channel.lists[letter]
+        present = [e for e in entries if irc_lower(e.mask) == irc_lower(mask)]
+        if adding:
+            if present:
+                return False
+            if len(entries) >= MAX_LIST_ENTRIES:
+                self.reply(ERR_BANLISTFULL, channel.name, mask, "Channel list is full")
+                return False
+            entries.append(ListEntry(mask, self.nick, int(self.clock.seconds())))
+            return True
+        for entry in present:
+            entries.remove(entry)
+        return bool(present)
+
+    def join_refusal(self, channel: Channel, key: Optional[str]) -> Optional[Tuple[str, str]]:
+        """Why an IRC channel's modes refuse this user's JOIN (474, 473, 475, 471), or None."""
+        if channel.listed("b", self) and not channel.listed("e", self):
+            return ERR_BANNEDFROMCHAN, "Cannot join channel (+b)"
+        invited = irc_lower(self.nick) in channel.invited or channel.listed("I", self)
+        if "i" in channel.modes and not invited:
+            return ERR_INVITEONLYCHAN, "Cannot join channel (+i)"
+        if channel.key is not None and key != channel.key:
+            return ERR_BADCHANNELKEY, "Cannot join channel (+k)"
+        if channel.limit is not None and len(channel.members) >= channel.limit:
+            return ERR_CHANNELISFULL, "Cannot join channel (+l)"
+        return None
 
     def _user_mode(self, nick: str, params: Tuple[str, ...]) -> None:
         user = self.network.find_user(nick)
@@ -254,14 +376,56 @@ class ChannelCommands:
         for char in params[0]:
             if char in "+-":
                 sign = char
-            elif char == "i":
-                if (sign == "+") != ("i" in self.user_modes):
-                    (self.user_modes.add if sign == "+" else self.user_modes.discard)("i")
-                    changed += sign + "i"
+            elif char in "iw" or (char == "o" and sign == "-"):
+                # +o only through OPER; -o gives operator status up.
+                if (sign == "+") != (char in self.user_modes):
+                    (self.user_modes.add if sign == "+" else self.user_modes.discard)(char)
+                    changed += sign + char
+            elif char == "o":
+                continue
             else:
                 self.reply(ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
         if changed:
             self.send_message(Message("MODE", (self.nick, changed), prefix=self.hostmask))
+
+    def irc_INVITE(self, message: Message) -> None:
+        """
+        ``INVITE nick #channel``: into a ``+i`` IRC channel (by a chanop), or any channel its
+        members may invite to; the invitee gets an INVITE, members with ``invite-notify`` too.
+        A bridged room's members are admitted by ILIAS: 482 there.
+        """
+        nick, name = message.params[0], message.params[1]
+        target = self.network.find_user(nick)
+        if target is None:
+            self.reply(ERR_NOSUCHNICK, nick, "No such nick/channel")
+            return
+        channel = self.network.find_channel(name)
+        if channel is None:
+            self.reply(ERR_NOSUCHCHANNEL, name, "No such channel")
+            return
+        if self not in channel.members:
+            self.reply(ERR_NOTONCHANNEL, channel.name, "You're not on that channel")
+            return
+        if channel.bridged:
+            self.reply(ERR_CHANOPRIVSNEEDED, channel.name,
+                       "Who may enter a chat room is decided in ILIAS (invite them there)")
+            return
+        if "i" in channel.modes and not channel.is_op(self):
+            self.reply(ERR_CHANOPRIVSNEEDED, channel.name, "You're not channel operator")
+            return
+        if target in channel.members:
+            self.reply(ERR_USERONCHANNEL, target.nick, channel.name, "is already on channel")
+            return
+        channel.invited.add(irc_lower(target.nick))
+        self.reply(RPL_INVITING, target.nick, channel.name)
+        invite = Message("INVITE", (target.nick, channel.name), prefix=self.hostmask)
+        if target.local:
+            target.deliver(invite)
+        for member in channel.local_members():
+            if member is not self and "invite-notify" in member.caps and channel.is_op(member):
+                member.deliver(invite)
+        if target.away:
+            self.reply(RPL_AWAY, target.nick, target.away)
 
     def irc_KICK(self, message: Message) -> None:
         channel = self.network.find_channel(message.params[0])
@@ -271,7 +435,7 @@ class ChannelCommands:
         if self not in channel.members:
             self.reply(ERR_NOTONCHANNEL, channel.name, "You're not on that channel")
             return
-        if not channel.is_op(self):
+        if not channel.is_op(self) and not channel.bridged:
             self.reply(ERR_CHANOPRIVSNEEDED, channel.name, "You're not channel operator")
             return
         reason = message.params[2] if len(message.params) > 2 else self.nick
@@ -281,7 +445,10 @@ class ChannelCommands:
                 self.reply(ERR_USERNOTINCHANNEL, nick, channel.name, "They aren't on that channel")
                 continue
             if not channel.link.kick(self, target, reason):
-                self.reply(ERR_CHANOPRIVSNEEDED, channel.name, "Cannot kick that user from the chat room")
+                self.reply(ERR_CHANOPRIVSNEEDED, channel.name,
+                           "Only ILIAS moderators and IRC operators may kick from a chat room")
                 continue
-            self.network.remove_member(channel, target, "KICK", reason, by=self)
+            if not channel.bridged:
+                # A chat room's kick comes back as its ``kicked`` event, for everyone at once.
+                self.network.remove_member(channel, target, "KICK", reason, by=self)
 

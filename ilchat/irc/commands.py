@@ -67,6 +67,7 @@ COMMANDS: Dict[str, Command] = _table(
     Command("LIST"),
     Command("MODE", 1),
     Command("KICK", 2),
+    Command("INVITE", 2),
     # Messages.
     Command("PRIVMSG"),  # no recipient or text is 411/412 (RFC 2812 §3.3.1), not 461
     Command("NOTICE"),  # never answered automatically (RFC 2812 §3.3.2)
@@ -78,4 +79,14 @@ COMMANDS: Dict[str, Command] = _table(
     Command("USERHOST"),
     Command("AWAY"),
     Command("MOTD"),
+    Command("WHOWAS"),  # no nick is 431
+    Command("LUSERS"),
+    Command("TIME"),
+    Command("VERSION"),
+    Command("INFO"),
+    Command("ADMIN"),
+    # Operators.
+    Command("OPER", 2),
+    Command("KILL", 2),
+    Command("WALLOPS", 1),
 )

@@ -326,15 +326,18 @@ class IrcConnection(LineOnlyReceiver):
         self.deliver(Message(numeric, (self.nick or "*",) + params, prefix=self.config.server_name))
 
     def send_text(
-        self, command: str, target: str, text: str, prefix: str, tags: Optional[Dict[str, str]] = None
+        self, command: str, target: str, text: str, prefix: str, tags: Optional[Dict[str, str]] = None,
+        ctcp: Optional[str] = None,
     ) -> None:
         """
         Send user text as one or more PRIVMSG/NOTICE lines: split at line breaks and to fit 512
-        bytes with the given prefix, so text from a browser never breaks IRC framing.
+        bytes with the given prefix, so text from a browser never breaks IRC framing. With
+        C{ctcp} (``"ACTION"``) each line is that CTCP message.
         """
-        overhead = len(f":{prefix} {command} {target} :".encode("utf-8")) + 2
+        start, end = (f"\x01{ctcp} ", "\x01") if ctcp else ("", "")
+        overhead = len(f":{prefix} {command} {target} :{start}{end}".encode("utf-8")) + 2
         for piece in split_text(text, 512 - overhead):
-            self.deliver(Message(command, (target, piece), prefix=prefix), tags)
+            self.deliver(Message(command, (target, start + piece + end), prefix=prefix), tags)
 
     def relay_text(
         self, command: str, target: str, text: str, prefix: str, tags: Optional[Dict[str, str]] = None

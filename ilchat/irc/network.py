@@ -13,7 +13,9 @@ Members are either local connections (L{ilchat.irc.protocol.IRCServerProtocol}) 
 
 import re
 import unicodedata
-from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
+import zlib
+from collections import deque
+from typing import Any, Callable, Deque, Dict, Iterable, List, Optional, Set, Tuple
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -31,21 +33,76 @@ __all__ = [
     "valid_nick",
     "valid_channel",
     "sanitise_nick",
+    "mask_matches",
+    "WhowasEntry",
+    "ListEntry",
 ]
 
-_RFC1459 = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ[]\\~", "abcdefghijklmnopqrstuvwxyz{}|^")
-_NICK_RE = re.compile(r"^[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]*$")
-_NICK_BAD_CHARS = re.compile(r"[^A-Za-z0-9\[\]\\`_^{|}-]")
+#: How many former nicks WHOWAS remembers.
+WHOWAS_LENGTH = 200
+
+#: ASCII characters a nick may hold besides letters and digits (RFC 2812 §2.3.1's specials).
+_NICK_ASCII_SPECIALS = set("[]\\`_^{|}-")
+#: Characters a nick may not start with (a digit neither): they read as prefixes or channels.
+_NICK_BAD_FIRST = set("-#&$+~%:'")
 
 
 def irc_lower(name: str) -> str:
-    """Fold a nick or channel name with CASEMAPPING=rfc1459 (``[]\\~`` are upper case of ``{}|^``)."""
-    return name.translate(_RFC1459)
+    """
+    Fold a nick or channel name as CASEMAPPING=rfc8265 (PRECIS UsernameCaseMapped, as Ergo):
+    full- and half-width forms to their usual ones, lower case, then NFC. ASCII (the common
+    case) is only lower-cased: ``[`` and ``{`` are different characters.
+    """
+    if name.isascii():
+        return name.lower()
+    widened = "".join(
+        unicodedata.normalize("NFKC", char)
+        if unicodedata.decomposition(char).startswith(("<wide>", "<narrow>")) else char
+        for char in name
+    )
+    return unicodedata.normalize("NFC", widened.lower())
+
+
+def _nick_char(char: str, first: bool) -> bool:
+    """Whether C{char} may be in a nick: ASCII letters, digits and specials; other letters, marks, digits."""
+    if char.isascii():
+        if char.isalpha() or char in _NICK_ASCII_SPECIALS:
+            return not (first and char in _NICK_BAD_FIRST)
+        return char.isdigit() and not first
+    category = unicodedata.category(char)
+    if category.startswith("L"):
+        return True
+    return not first and (category.startswith("M") or category == "Nd")
+
+
+def mask_matches(mask: str, name: str) -> bool:
+    """
+    Whether C{name} matches the IRC glob C{mask} (``*`` any run, ``?`` one character), folded
+    with the casemapping: WHO masks, bans, invite exceptions and operator host masks.
+    """
+    pattern = _MASK_CACHE.get(mask)
+    if pattern is None:
+        parts = ("." if c == "?" else ".*" if c == "*" else re.escape(c) for c in irc_lower(mask))
+        pattern = re.compile("".join(parts), re.DOTALL)
+        if len(_MASK_CACHE) > 1000:
+            _MASK_CACHE.clear()
+        _MASK_CACHE[mask] = pattern
+    return pattern.fullmatch(irc_lower(name)) is not None
+
+
+_MASK_CACHE: Dict[str, Any] = {}
 
 
 def valid_nick(nick: str, max_length: int) -> bool:
-    """Whether C{nick} is a valid nickname (RFC 2812 §2.3.1 characters, at most C{max_length})."""
-    return 0 < len(nick) <= max_length and _NICK_RE.match(nick) is not None
+    """
+    Whether C{nick} is a valid nickname: RFC 2812's ASCII letters, digits and specials, and,
+    as UTF-8 servers (Ergo) allow, letters, marks and digits of any script; no spaces,
+    punctuation or symbols (emoji); not starting with a digit or ``-``; in NFC; at most
+    C{max_length} characters.
+    """
+    if not 0 < len(nick) <= max_length or unicodedata.normalize("NFC", nick) != nick:
+        return False
+    return all(_nick_char(char, index == 0) for index, char in enumerate(nick))
 
 
 def valid_channel(name: str, max_length: int) -> bool:
@@ -57,15 +114,16 @@ def valid_channel(name: str, max_length: int) -> bool:
 
 def sanitise_nick(name: str, max_length: int) -> str:
     """
-    Turn any display name (an ILIAS login such as ``"jörg.müller"``) into a valid nick.
-
-    Accents are dropped (``ö`` becomes ``o``), other characters IRC does not allow become ``_``,
-    and a leading digit or dash gets a ``_`` in front.
+    Turn any display name (an ILIAS login such as ``"jörg.müller"``) into a valid nick, the
+    same nick for the same name: letters of any script stay (``jörg_müller``), characters a nick
+    may not hold (spaces, dots, emoji) become ``_``, a leading digit or dash gets a ``_`` in
+    front, and a name with nothing left but ``_`` (all emoji) becomes ``user-<crc32 of the name>``.
     """
-    decomposed = unicodedata.normalize("NFKD", name.strip())
-    plain = "".join(char for char in decomposed if not unicodedata.combining(char))
-    nick = _NICK_BAD_CHARS.sub("_", plain) or "user"
-    if not _NICK_RE.match(nick):
+    text = unicodedata.normalize("NFC", name.strip())
+    nick = "".join(char if _nick_char(char, False) else "_" for char in text)
+    if not nick.strip("_"):
+        nick = f"user-{zlib.crc32(text.encode('utf-8', 'surrogatepass')):08x}"
+    if not _nick_char(nick[0], True):
         nick = "_" + nick
     return nick[:max_length]
 
@@ -103,6 +161,10 @@ class ChannelLink:
         """An IRC operator kicks C{target}; return False to refuse."""
         return True
 
+    def list_masks(self, letter: str) -> "defer.Deferred[List[Tuple[str, str, int]]]":
+        """The ``(mask, set by, when)`` of a list mode (``b``) that the link keeps itself."""
+        return defer.succeed([])
+
 
 class RemoteUser:
     """A user who is not connected over IRC (a browser user in a bridged room)."""
@@ -132,8 +194,22 @@ class RemoteUser:
         """Remote users get room traffic from the room domain, not from IRC."""
 
 
+class ListEntry:
+    """One mask of a channel's ban, exception or invite-exception list (``+b``/``+e``/``+I``)."""
+
+    __slots__ = ("mask", "by", "when")
+
+    def __init__(self, mask: str, by: str, when: int) -> None:
+        self.mask = mask
+        self.by = by
+        self.when = when
+
+
 class Channel:
-    """A channel: members with their prefix modes, topic and the ``n``/``t`` modes."""
+    """
+    A channel: members with their prefix modes, topic, flag modes (``i m n s t``), the key
+    (``k``), the member limit (``l``), the ``b e I`` mask lists and who was invited.
+    """
 
     def __init__(self, network: "IrcNetwork", name: str, link: Optional[ChannelLink] = None):
         self.network = network
@@ -145,6 +221,11 @@ class Channel:
         self.topic_time = 0
         self.created = int(network.clock.seconds())
         self.modes: Set[str] = {"n", "t"}
+        self.key: Optional[str] = None
+        self.limit: Optional[int] = None
+        self.lists: Dict[str, List[ListEntry]] = {"b": [], "e": [], "I": []}
+        #: Folded nicks invited while the channel is ``+i`` (an invite is used up by the join).
+        self.invited: Set[str] = set()
         # member -> set of prefix modes ("o", "v"); insertion order is join order.
         self.members: Dict[Any, Set[str]] = {}
 
@@ -168,8 +249,37 @@ class Channel:
             if member is not skip and member.local:
                 member.deliver(message, client_tags)
 
-    def mode_string(self) -> str:
-        return "+" + "".join(sorted(self.modes))
+    def mode_string(self, show_key: bool = True) -> Tuple[str, ...]:
+        """The modes as RPL_CHANNELMODEIS gives them: ``("+klnt", key, limit)``."""
+        letters = "".join(sorted(self.modes))
+        args: List[str] = []
+        if self.key is not None:
+            letters += "k"
+            args.append(self.key if show_key else "*")
+        if self.limit is not None:
+            letters += "l"
+            args.append(str(self.limit))
+        return ("+" + letters, *args)
+
+    def listed(self, letter: str, user: Any) -> bool:
+        """Whether C{user}'s ``nick!user@host`` matches a mask of list C{letter}."""
+        return any(mask_matches(entry.mask, user.hostmask) for entry in self.lists[letter])
+
+    def is_voiced(self, user: Any) -> bool:
+        return bool({"o", "v"} & self.members.get(user, set()))
+
+
+class WhowasEntry:
+    """A nick that was: who had it, for WHOWAS."""
+
+    __slots__ = ("nick", "username", "host", "realname", "when")
+
+    def __init__(self, user: Any, when: float) -> None:
+        self.nick = user.nick
+        self.username = user.username or "*"
+        self.host = user.host
+        self.realname = user.realname or user.nick
+        self.when = when
 
 
 class IrcNetwork:
@@ -200,6 +310,10 @@ class IrcNetwork:
         #: ``ilchat.cluster`` ``IdBlocks`` for open-mode ids unique across processes (set by the
         #: IRC component); None: this network counts them itself.
         self.open_ids: Any = None
+        #: The last nicks that quit or were changed, newest last (WHOWAS).
+        self.whowas: Deque[WhowasEntry] = deque(maxlen=WHOWAS_LENGTH)
+        #: The most users seen at once, local and in all (LUSERS).
+        self.max_local = self.max_global = 0
         #: Called with (user) when a local user is fully registered.
         self.on_register: List[Callable[[Any], None]] = []
         #: Called with (user, old nick) after a registered user changed nick.
@@ -276,6 +390,7 @@ class IrcNetwork:
             return False
         message = Message("NICK", (new,), prefix=old_mask)
         old = user.nick
+        self.whowas.append(WhowasEntry(user, self.clock.seconds()))
         user.nick = new
         for hook in list(self.on_nick):
             try:
@@ -365,6 +480,7 @@ class IrcNetwork:
     def quit(self, user: Any, reason: str) -> None:
         """Remove C{user} from the network, showing one QUIT to each peer."""
         message = Message("QUIT", (reason,), prefix=user.hostmask)
+        self.whowas.append(WhowasEntry(user, self.clock.seconds()))
         for peer in self.peers_of(user):
             peer.deliver(message)
         for channel in list(user.channels):

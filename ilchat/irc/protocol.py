@@ -25,7 +25,6 @@ from ilchat.irc.numerics import (
     ERR_ALREADYREGISTERED,
     ERR_CANNOTSENDTOCHAN,
     ERR_NEEDMOREPARAMS,
-    ERR_NONICKNAMEGIVEN,
     ERR_NOORIGIN,
     ERR_NORECIPIENT,
     ERR_NOSUCHCHANNEL,
@@ -35,25 +34,19 @@ from ilchat.irc.numerics import (
     ERR_UNKNOWNCOMMAND,
     ERR_UNKNOWNERROR,
     RPL_AWAY,
-    RPL_ENDOFWHO,
-    RPL_ENDOFWHOIS,
-    RPL_ISON,
     RPL_NOWAWAY,
     RPL_UNAWAY,
-    RPL_USERHOST,
-    RPL_WHOISACCOUNT,
-    RPL_WHOISCHANNELS,
-    RPL_WHOISIDLE,
-    RPL_WHOISSERVER,
-    RPL_WHOISUSER,
-    RPL_WHOREPLY,
 )
+from ilchat.irc.operators import OperatorCommands
+from ilchat.irc.queries import QueryCommands
 from ilchat.irc.registration import SUPPORTED_CAPS, RegistrationCommands
 
 __all__ = ["IRCServerProtocol", "IrcServerFactory", "SUPPORTED_CAPS"]
 
 
-class IRCServerProtocol(RegistrationCommands, ChannelCommands, IrcConnection):
+class IRCServerProtocol(
+    RegistrationCommands, ChannelCommands, QueryCommands, OperatorCommands, IrcConnection
+):
     """
     One IRC client connection: registration, capabilities, commands, limits and timers.
 
@@ -190,61 +183,6 @@ class IRCServerProtocol(RegistrationCommands, ChannelCommands, IrcConnection):
             self.away = None
             self.reply(RPL_UNAWAY, "You are no longer marked as being away")
 
-    # -- queries ---------------------------------------------------------------------------------
-
-    def _who_line(self, channel_name: str, member: Any, channel: Optional[Channel]) -> None:
-        flags = "G" if member.away else "H"
-        if channel is not None:
-            flags += channel.prefix_of(member, "multi-prefix" in self.caps)
-        self.reply(
-            RPL_WHOREPLY,
-            channel_name,
-            member.username or "*",
-            member.host,
-            self.config.server_name,
-            member.nick,
-            flags,
-            f"0 {member.realname or member.nick}",
-        )
-
-    def irc_WHO(self, message: Message) -> None:
-        mask = message.params[0] if message.params else "*"
-        channel = self.network.find_channel(mask) if mask.startswith("#") else None
-        if channel is not None:
-            for member in channel.members:
-                self._who_line(channel.name, member, channel)
-        elif not mask.startswith("#"):
-            user = self.network.find_user(mask)
-            if user is not None:
-                shared = next(iter(user.channels), None)
-                self._who_line(shared.name if shared else "*", user, shared)
-        self.reply(RPL_ENDOFWHO, mask, "End of /WHO list")
-
-    def irc_WHOIS(self, message: Message) -> None:
-        if not message.params:
-            self.reply(ERR_NONICKNAMEGIVEN, "No nickname given")
-            return
-        for nick in message.params[-1].split(","):
-            user = self.network.find_user(nick)
-            if user is None:
-                self.reply(ERR_NOSUCHNICK, nick, "No such nick/channel")
-                self.reply(RPL_ENDOFWHOIS, nick, "End of /WHOIS list")
-                continue
-            self.reply(RPL_WHOISUSER, user.nick, user.username or "*", user.host, "*", user.realname or user.nick)
-            channels = [c.prefix_of(user, False) + c.name for c in user.channels]
-            if channels:
-                self.reply(RPL_WHOISCHANNELS, user.nick, " ".join(sorted(channels)))
-            where = self.config.server_name if user.local else "ILIAS web chat"
-            self.reply(RPL_WHOISSERVER, user.nick, self.config.server_name, where)
-            if user.away:
-                self.reply(RPL_AWAY, user.nick, user.away)
-            if getattr(user, "account", None):
-                self.reply(RPL_WHOISACCOUNT, user.nick, user.account, "is logged in as")
-            if user.local:
-                idle = int(self.clock.seconds() - (user.last_message or user.signon))
-                self.reply(RPL_WHOISIDLE, user.nick, str(max(idle, 0)), str(user.signon), "seconds idle, signon time")
-            self.reply(RPL_ENDOFWHOIS, user.nick, "End of /WHOIS list")
-
     # -- messages --------------------------------------------------------------------------------
 
     def irc_PRIVMSG(self, message: Message) -> None:
@@ -275,6 +213,10 @@ class IRCServerProtocol(RegistrationCommands, ChannelCommands, IrcConnection):
                 if self not in channel.members and "n" in channel.modes:
                     if errors:
                         self.reply(ERR_CANNOTSENDTOCHAN, channel.name, "Cannot send to channel")
+                    continue
+                if "m" in channel.modes and not channel.is_voiced(self):
+                    if errors:
+                        self.reply(ERR_CANNOTSENDTOCHAN, channel.name, "Cannot send to channel (+m)")
                     continue
                 if channel.link.send(self, command, text, client_tags):
                     continue
@@ -316,19 +258,6 @@ class IRCServerProtocol(RegistrationCommands, ChannelCommands, IrcConnection):
             user = self.network.find_user(target)
             if user is not None and user.local and "message-tags" in user.caps:
                 user.deliver(outgoing)
-
-    def irc_ISON(self, message: Message) -> None:
-        nicks = " ".join(message.params).split()
-        online = [self.network.find_user(nick).nick for nick in nicks if self.network.find_user(nick)]
-        self.reply(RPL_ISON, " ".join(online))
-
-    def irc_USERHOST(self, message: Message) -> None:
-        replies = []
-        for nick in message.params[:5]:
-            user = self.network.find_user(nick)
-            if user is not None:
-                replies.append(f"{user.nick}={'-' if user.away else '+'}{user.username}@{user.host}")
-        self.reply(RPL_USERHOST, " ".join(replies))
 
 
 class _RefusedProtocol(protocol.Protocol):

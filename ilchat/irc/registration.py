@@ -15,8 +15,9 @@ import hmac
 import ipaddress
 import math
 import re
+import unicodedata
 from datetime import datetime, timezone
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from twisted.internet import defer, task
 from twisted.internet.interfaces import ISSLTransport
@@ -54,11 +55,15 @@ __all__ = ["RegistrationCommands", "SUPPORTED_CAPS"]
 _USERNAME_BAD = re.compile(r"[^A-Za-z0-9._-]")
 
 #: IRCv3 capabilities this server offers (``sasl`` only when an authenticator is configured).
-SUPPORTED_CAPS = ("server-time", "message-tags", "echo-message", "multi-prefix", "sasl")
+SUPPORTED_CAPS = ("server-time", "message-tags", "echo-message", "multi-prefix", "invite-notify", "sasl")
 
 # Modes of channel members, highest first, with their NAMES prefixes.
 _PREFIX = "(ov)@+"
-_CHANMODES = "beI,k,l,nt"
+_CHANMODES = "beI,k,l,imnst"
+#: 004: user modes, channel modes, channel modes that take a parameter.
+_USER_MODES = "iow"
+_CHANNEL_MODES = "Ibeiklmnostv"
+_PARAM_MODES = "Ibeklov"
 _SASL_CHUNK = 400
 _SASL_MAX = 4096
 _MAX_AUTH_FAILURES = 3
@@ -178,7 +183,7 @@ class RegistrationCommands:
         if not message.params or not message.params[0]:
             self.reply(ERR_NONICKNAMEGIVEN, "No nickname given")
             return None
-        nick = message.params[0]
+        nick = unicodedata.normalize("NFC", message.params[0])
         if not valid_nick(nick, self.config.nick_length):
             self.reply(ERR_ERRONEUSNICKNAME, nick, "Erroneous nickname")
             return None
@@ -239,9 +244,12 @@ class RegistrationCommands:
             return None
         return defer.ensureDeferred(self._sasl_check(login, password))
 
-    async def _authenticate(self, login: str, password: str) -> Tuple[Any, Optional[str]]:
+    async def _authenticate(
+        self, login: str, password: str, check: Optional[Callable[[str, str], Any]] = None
+    ) -> Tuple[Any, Optional[str]]:
         """
-        Check a password through the network's failed-login throttle.
+        Check a password through the network's failed-login throttle: with C{check(login,
+        password)} (a Deferred or coroutine of an identity or None; OPER's), else against ILIAS.
 
         Returns:
             ``(identity, None)`` for the right password, ``(None, None)`` for a wrong one (both
@@ -254,7 +262,8 @@ class RegistrationCommands:
             seconds = math.ceil(locked)
             return None, f"Too many failed logins; try again in {seconds} second{'s' * (seconds != 1)}"
         delay = throttle.delay(self.ip, login)
-        identity = await self.network.authenticator.authenticate(login, password)
+        check = check or self.network.authenticator.authenticate
+        identity = await check(login, password)
         if identity is None:
             throttle.failed(self.ip, login)
         else:
@@ -331,16 +340,31 @@ class RegistrationCommands:
         self.reply(RPL_YOURHOST, f"Your host is {server}, running version {version}")
         created = datetime.fromtimestamp(self.network.created, tz=timezone.utc)
         self.reply(RPL_CREATED, f"This server was created {created:%Y-%m-%d %H:%M:%S} UTC")
-        self.reply(RPL_MYINFO, server, version, "i", "ntov")
+        self.reply(RPL_MYINFO, server, version, _USER_MODES, _CHANNEL_MODES, _PARAM_MODES)
+        self.send_isupport()
+        secure = "TLS" if ISSLTransport.providedBy(self.transport) else "plain TCP"
+        self._log.info("{who} logged in to IRC from {address} over {secure}",
+                       who=self._who(), address=self.ip, secure=secure)
+        self.send_lusers()
+        self._send_motd()
+        for hook in self.network.on_register:
+            hook(self)
+
+    def send_isupport(self) -> None:
+        """005: what this server supports (after 004, and after VERSION)."""
+        config = self.config
         tokens = [
             "CHANTYPES=#",
             f"PREFIX={_PREFIX}",
-            "CASEMAPPING=rfc1459",
+            "CASEMAPPING=rfc8265",
+            "UTF8ONLY",
             f"NICKLEN={config.nick_length}",
             f"CHANNELLEN={config.channel_length}",
             f"TOPICLEN={config.topic_length}",
             f"NETWORK={config.network_name}",
             f"CHANMODES={_CHANMODES}",
+            "EXCEPTS=e",
+            "INVEX=I",
             "CHANLIMIT=#:50",
             "MODES=4",
             "TARGMAX=PRIVMSG:4,NOTICE:4,JOIN:,PART:,NAMES:1,WHOIS:1,KICK:1",
@@ -348,12 +372,6 @@ class RegistrationCommands:
             "KICKLEN=300",
         ]
         self.reply(RPL_ISUPPORT, *tokens, "are supported by this server")
-        secure = "TLS" if ISSLTransport.providedBy(self.transport) else "plain TCP"
-        self._log.info("{who} logged in to IRC from {address} over {secure}",
-                       who=self._who(), address=self.ip, secure=secure)
-        self._send_motd()
-        for hook in self.network.on_register:
-            hook(self)
 
     def _send_motd(self) -> None:
         motd = self.config.motd

@@ -25,13 +25,16 @@ This is the whole application API; the ILIAS handlers and the web chat use nothi
     ns.emit("message", {"text": "hi"}, room="room-1", skip={socket.sid})
     socket.emit("private", 1, 2, callback=lambda *ack_args: ...)
     socket.leave("room-1"); socket.rooms; socket.disconnect()
-    await server.close()
+    await server.close()                    # transports closed, no DISCONNECT: clients reconnect
 
 Details worth knowing:
 
 * ``bytes`` anywhere in emitted arguments are sent as binary attachments; received binary
   attachments arrive as ``bytes``.
-* ``ns.emit`` encodes the packet once and writes the same frames to every recipient.
+* ``ns.emit`` encodes the packet once and writes the same frames to every recipient; on websockets
+  they go out at the end of the reactor turn, one write per connection for all of the turn's
+  broadcasts. A socket's own packets (CONNECT answer, ``socket.emit``, acks, DISCONNECT) are
+  written at once, each frame in its own write, after what the turn queued for that connection.
 * An ack value ``None`` acks with no arguments, a ``tuple`` with several, anything else with one.
 * A handler's exception is logged with its traceback; the socket stays connected.  Events without a
   handler are ignored, and so are acks nobody waits for.  A malformed packet (JSON that
@@ -143,12 +146,13 @@ class Socket:
         """``"polling"`` or ``"websocket"``: the Engine.IO transport the socket uses now."""
         return self._client.session.transport
 
-    def _send(self, packets: list[OutgoingPacket]) -> None:
+    def _send(self, packets: list[OutgoingPacket], now: bool = False) -> None:
+        """Broadcasts share the turn's one write per connection; ``now``: this socket alone."""
         if self._pending is not None:
             # Still in on_connect: what it emits follows the CONNECT answer.
             self._pending.append(packets)
         elif self.connected:
-            self._client.session.send_packets(packets)
+            self._client.session.send_packets(packets, now)
 
     def emit(self, event: str, *args: Any, callback: Callable[..., Any] | None = None) -> None:
         """Send an event to this socket; ``callback(*ack_args)`` runs when the client acks."""
@@ -158,7 +162,7 @@ class Socket:
             self._next_ack += 1
             self._acks[ack_id] = callback
         self.namespace.events_sent += 1
-        self._send(_encode(P.EVENT, self.namespace.name, [event, *args], ack_id))
+        self._send(_encode(P.EVENT, self.namespace.name, [event, *args], ack_id), True)
 
     def join(self, room: str) -> None:
         """Add this socket to a room of its namespace."""
@@ -179,7 +183,9 @@ class Socket:
     def disconnect(self) -> None:
         """Disconnect this socket from its namespace (the Engine.IO session stays)."""
         if self.connected:
-            self._client.session.send_packets(_encode(P.DISCONNECT, self.namespace.name, None))
+            self._client.session.send_packets(
+                _encode(P.DISCONNECT, self.namespace.name, None), True
+            )
             self._client.sockets.pop(self.namespace.name, None)
             self._closed("server namespace disconnect")
 
@@ -204,7 +210,7 @@ class Socket:
     def _send_ack(self, ack_id: int, value: Any) -> None:
         if self.connected:
             self._client.session.send_packets(
-                _encode(P.ACK, self.namespace.name, _ack_args(value), ack_id)
+                _encode(P.ACK, self.namespace.name, _ack_args(value), ack_id), True
             )
 
     def _on_event(self, packet: P.Packet) -> None:
@@ -435,7 +441,7 @@ class _Client:
         namespace = self.server._namespaces.get(name)
         if namespace is None:
             self.session.send_packets(
-                _encode(P.CONNECT_ERROR, name, {"message": "Invalid namespace"})
+                _encode(P.CONNECT_ERROR, name, {"message": "Invalid namespace"}), True
             )
             return
         socket = Socket(namespace, self)
@@ -467,7 +473,7 @@ class _Client:
         body: dict[str, Any] = {"message": refused.message}
         if refused.data is not None:
             body["data"] = refused.data
-        self.session.send_packets(_encode(P.CONNECT_ERROR, socket.namespace.name, body))
+        self.session.send_packets(_encode(P.CONNECT_ERROR, socket.namespace.name, body), True)
 
     def _accept(self, socket: Socket) -> None:
         if self.session.closed or self.sockets.get(socket.namespace.name) is not socket:
@@ -477,9 +483,11 @@ class _Client:
         socket.connected = True
         socket.namespace._sockets[socket.sid] = socket
         session = self.session
-        session.send_packets(_encode(P.CONNECT, socket.namespace.name, {"sid": socket.sid}))
+        # The answer and what on_connect emitted (or broadcast to it) go out at once, each frame
+        # in its own write.
+        session.send_packets(_encode(P.CONNECT, socket.namespace.name, {"sid": socket.sid}), True)
         for packets in pending or ():
-            session.send_packets(packets)
+            session.send_packets(packets, True)
 
     def session_closed(self, reason: str) -> None:
         if self._connect_call is not None:
@@ -553,8 +561,13 @@ class SocketIOServer:
         return ns
 
     async def close(self) -> None:
-        """Disconnect every socket and close every Engine.IO session (server shutdown)."""
-        for ns in list(self._namespaces.values()):
-            for socket in list(ns._sockets.values()):
-                socket.disconnect()
+        """
+        Close every Engine.IO session (server shutdown); each socket's ``on_disconnect`` gets
+        ``"server shutting down"``.
+
+        No Socket.IO DISCONNECT is sent: socket.io-client never reconnects after one ("io server
+        disconnect"), whereas a closed transport ("transport close" or "transport error") makes
+        it reconnect, so that pages come back by themselves once the server is up again (the
+        Node server just exits, with the same effect).
+        """
         self.engineio.close()

@@ -26,6 +26,9 @@ Methods (all return Deferreds / are coroutines):
 * ``move_all_users_to_sessions(now_s) -> int`` rows moved (spec 4.2 ``disconnectAllUsers``)
 * ``move_user_to_sessions(user_id, room_ids, now_s) -> int`` (spec 4.2 ``disconnectUser``)
 * ``is_banned(room_id, user_id) -> bool``
+* ``banned_pairs() -> set[(room_id, user_id)]``
+* ``get_bans(room_id, limit) -> list[dict]`` the room's bans (``user_id``, ``timestamp``,
+  ``actor_id``, ``login`` from ``usr_data`` or None), oldest first
 
 History writes use :meth:`Database.run_interaction_retrying`: a transient error (the server went
 away, a lock timeout) is logged to the error log and retried with a backoff for about three
@@ -34,7 +37,7 @@ minutes; only then does the Deferred fail, after a "critical" log line that hold
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from ilchat.store.database import Database, Transaction
 
@@ -314,6 +317,33 @@ class RoomStore:
             return txn.fetchone() is not None
 
         return await self.db.run_interaction("is_banned", is_banned_txn)
+
+    async def banned_pairs(self) -> Set[Tuple[int, int]]:
+        """Every ``(room_id, user_id)`` of ``chatroom_bans`` (a restart re-checks admissions)."""
+
+        def banned_pairs_txn(txn: Transaction) -> Set[Tuple[int, int]]:
+            txn.execute("SELECT room_id, user_id FROM chatroom_bans")
+            return {(int(row[0]), int(row[1])) for row in txn.fetchall()}
+
+        return await self.db.run_interaction("banned_pairs", banned_pairs_txn)
+
+    async def get_bans(self, room_id: int, limit: int = 100) -> List[Dict[str, Any]]:
+        """The bans PHP wrote for a room (the IRC ``+b`` list), oldest first, at most C{limit}."""
+
+        def get_bans_txn(txn: Transaction) -> List[Dict[str, Any]]:
+            txn.execute(
+                "SELECT b.user_id, b.timestamp, b.actor_id, u.login FROM chatroom_bans b"
+                " LEFT JOIN usr_data u ON u.usr_id = b.user_id"
+                " WHERE b.room_id = ? ORDER BY b.timestamp, b.user_id LIMIT ?",
+                (int(room_id), int(limit)),
+            )
+            return [
+                {"user_id": int(row[0]), "timestamp": int(row[1] or 0),
+                 "actor_id": None if row[2] is None else int(row[2]), "login": row[3]}
+                for row in txn.fetchall()
+            ]
+
+        return await self.db.run_interaction("get_bans", get_bans_txn)
 
 
 def _chatroom_userdata(txn: Transaction, user_id: int, room_id: Optional[int]) -> Optional[str]:

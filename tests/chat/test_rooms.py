@@ -389,11 +389,16 @@ class MessageTests(ChatRoomsTestsMixin, SynchronousTestCase):
 
     def test_oversize_message_is_refused_before_delivery(self) -> None:
         """A message whose stored JSON exceeds 4000 characters is neither sent nor stored."""
-        self.assertRaises(ContentTooLong, self.chat.post_message, "a", 1,
-                          "x" * MAX_STORED_MESSAGE_LENGTH, {})
+        refused = self.assertRaises(ContentTooLong, self.chat.post_message, "a", 1,
+                                    "x" * MAX_STORED_MESSAGE_LENGTH, {})
         self.clock.advance(0)
         self.assertEqual(self.rec.received("b"), [])
         self.assertEqual(self.history.rows, [])
+        # ``fits`` is the content that would have made the row exactly as long as allowed.
+        self.assertLess(refused.fits, MAX_STORED_MESSAGE_LENGTH)
+        self.chat.post_message("a", 1, "x" * refused.fits, {})
+        self.assertRaises(ContentTooLong, self.chat.post_message, "a", 1,
+                          "x" * (refused.fits + 1), {})
 
     def test_message_needs_login_and_room(self) -> None:
         """Posting before login, to an unknown room or a room not entered is refused."""
@@ -544,6 +549,56 @@ class DisconnectGraceTests(BobAndAliceSeatedMixin, SynchronousTestCase):
         self.assertIsNotNone(self.chat.get_member(6))
 
 
+class RestartTests(BobAndAliceSeatedMixin, SynchronousTestCase):
+    """What a stopping server keeps of PHP's admissions, and how the next run gives them back."""
+
+    def test_admissions_are_ilias_members_and_their_rooms(self) -> None:
+        """Every registered ILIAS id (not IRC's negative ones), with the rooms PHP admitted it to."""
+        self.chat.connect(8)
+        self.chat.connect(-5)
+        self.chat.add_room_member(2, 6)
+        self.assertEqual(self.chat.admissions(), {6: [1, 2], 7: [1], 8: []})
+
+    def test_restored_member_logs_in_and_enters_without_php(self) -> None:
+        """A restored member enters its rooms as if PHP had connected it; nobody is present."""
+        admissions = self.chat.admissions()
+        self.setUp_fresh()
+        self.assertEqual(self.chat.restore_admissions({**admissions, 9: [99]}, 60.0), 3)
+        self.assertEqual(self.chat.rooms()[0].joined, set())
+        self.enter("a2", 6, "alice", member=False)
+        self.assertEqual(self.chat.get_room(1).joined, {6})
+        self.assertRaises(NotInRoom, self.chat.enter_room, "a2", 2)
+
+    def test_restored_member_who_does_not_come_back_is_forgotten_silently(self) -> None:
+        """After the grace a restored member that never logged in is gone, without any event."""
+        admissions = self.chat.admissions()
+        self.setUp_fresh()
+        self.chat.restore_admissions(admissions, 60.0)
+        self.enter("b2", 7, "bob", member=False)
+        before = len(self.rec.events_published)
+        self.clock.advance(61)
+        self.assertIsNone(self.chat.get_member(6))
+        self.assertEqual(set(self.chat.get_room(1).members), {7})
+        self.assertEqual(self.rec.events_published[before:], [])
+        self.assertEqual(self.gone, [])
+
+    def test_php_connect_or_ban_wins_over_a_restored_admission(self) -> None:
+        """A restored member is a member like any: a kick or ban takes the admission back."""
+        admissions = self.chat.admissions()
+        self.setUp_fresh()
+        self.chat.restore_admissions(admissions, 60.0)
+        self.assertTrue(self.chat.kick(1, 7))
+        self.assertTrue(self.chat.ban(1, 6))
+        self.assertIsNone(self.chat.login("a2", 6, "alice"))
+        self.chat.login("b2", 7, "bob")
+        self.assertRaises(NotInRoom, self.chat.enter_room, "b2", 1)
+
+    def setUp_fresh(self) -> None:  # noqa: N802 (unittest style)
+        """The next run: a new domain with the same rooms and nobody in it."""
+        ChatRoomsTestsMixin.setUp(self)
+        self.rec.clear()
+
+
 class PartRoomTests(ChatRoomsTestsMixin, SynchronousTestCase):
     def test_part_leaves_one_room_and_tells_it(self) -> None:
         """An IRC-style PART: the room hears userlist + disconnected; the member stays known."""
@@ -686,10 +741,10 @@ class UserlistUpkeepTests(SynchronousTestCase):
             elif action == 2:
                 name = rng.choice(["ann", "Zoë", 'q"uote', None, f"u{user_id}"])
                 identity[user_id] = (name, identity[user_id][1])
-                renderer._on_renamed({"member": self.info(user_id, identity)})
+                renderer._on_renamed({"ts": 0, "member": self.info(user_id, identity)})
             else:
                 identity[user_id] = (identity[user_id][0], not identity[user_id][1])
-                renderer._on_renamed({"member": self.info(user_id, identity)})
+                renderer._on_renamed({"ts": 0, "member": self.info(user_id, identity)})
             users = view.userlist()
             expected = {
                 str(uid): {"id": uid, "username": identity[uid][0],
@@ -708,11 +763,11 @@ class UserlistUpkeepTests(SynchronousTestCase):
         first, second = renderer._view(1), renderer._view(2)
         for view in (first, second):
             renderer._present(view, {"id": 5, "name": "before", "picture": False})
-        renderer._on_renamed({"member": {"id": 5, "name": "after", "picture": False}})
+        renderer._on_renamed({"ts": 0, "member": {"id": 5, "name": "after", "picture": False}})
         self.assertEqual(first.userlist()["5"]["username"], "after")
         self.assertIn('"username":"after"', second.userlist().json)
         renderer._absent(first, 5)
-        renderer._on_renamed({"member": {"id": 5, "name": "again", "picture": False}})
+        renderer._on_renamed({"ts": 0, "member": {"id": 5, "name": "again", "picture": False}})
         self.assertEqual(first.userlist(), {})
         self.assertIn('"username":"again"', second.userlist().json)
 

@@ -366,7 +366,8 @@ class WebSocketTests(ServerTestCase):
     @defer.inlineCallbacks
     def test_upgrade_without_parked_get_sends_noop_over_websocket(self):
         """With no GET to release, the upgrade noop arrives on the websocket after ``5``; a second
-        websocket with the same sid is refused (as the Engine.IO test suite expects)."""
+        websocket with the same sid completes its handshake and is closed at once, as engine.io
+        does (and the Engine.IO test suite expects); the upgraded one goes on."""
         sid, _ = yield handshake(self.base)
 
         def client():
@@ -375,17 +376,20 @@ class WebSocketTests(ServerTestCase):
             probe = ws.recv()
             ws.send("5")
             noop = ws.recv()
+            second = websocket.create_connection(ws_url(self.base, sid), timeout=5)
             try:
-                websocket.create_connection(ws_url(self.base, sid), timeout=5)
-                second = "accepted"
-            except websocket.WebSocketBadStatusException as e:
-                second = e.status_code
+                opcode, _ = second.recv_data(control_frame=True)
+            finally:
+                second.close()
             ws.send("4hello")
             echoed = ws.recv()
             ws.close()
-            return probe, noop, second, echoed
+            return probe, noop, opcode, echoed
 
-        self.assertEqual((yield deferToThread(client)), ("3probe", "6", 400, "4hello"))
+        self.assertEqual(
+            (yield deferToThread(client)),
+            ("3probe", "6", websocket.ABNF.OPCODE_CLOSE, "4hello"),
+        )
 
     @defer.inlineCallbacks
     def test_malformed_frame_closes_only_that_websocket(self):
@@ -520,6 +524,25 @@ class HeartbeatTests(TestCase):
         self.clock.advance(19.9)
         self.assertIn(sid, self.server.sessions)
         self.clock.advance(0.2)
+        self.assertNotIn(sid, self.server.sessions)
+        self.assertEqual(Echo.closed, [(sid, "ping timeout")])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    @defer.inlineCallbacks
+    def test_pong_deadline_counts_from_when_the_ping_was_due(self):
+        """A ping sent late by a busy reactor still gives the client pingInterval + pingTimeout
+        from the last pong, not more; a request after that deadline finds the session gone, even
+        when the deadline's timer has not run yet."""
+        sid, _ = yield handshake(self.base)
+        self.clock.rightNow += 25.5  # the reactor was busy: the ping goes 0.5 s late
+        self.clock.advance(0)
+        response = yield http("GET", f"{self.url}&sid={sid}")
+        self.assertEqual(response.text, "2")
+        self.clock.advance(19.4)
+        self.assertIn(sid, self.server.sessions)
+        self.clock.rightNow += 0.2  # past 25 + 20 s, the deadline's timer not run yet
+        response = yield http("GET", f"{self.url}&sid={sid}")
+        self.assertEqual((response.code, response.json()["code"]), (400, 1))
         self.assertNotIn(sid, self.server.sessions)
         self.assertEqual(Echo.closed, [(sid, "ping timeout")])
         self.assertEqual(self.clock.getDelayedCalls(), [])

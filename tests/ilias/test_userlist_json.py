@@ -31,8 +31,8 @@ class UserlistJsonTests(SynchronousTestCase):
     def test_renamed_member_is_encoded_again(self) -> None:
         """The cached entry follows a new name or picture setting (a login again)."""
         self.view.userlist()
-        self.renderer._on_renamed({"member": {"id": 5, "name": "renamed", "picture": False}})
-        self.renderer._on_renamed({"member": {"id": 12, "name": "a", "picture": False}})
+        self.renderer._on_renamed({"ts": 0, "member": {"id": 5, "name": "renamed", "picture": False}})
+        self.renderer._on_renamed({"ts": 0, "member": {"id": 12, "name": "a", "picture": False}})
         payload = envelope("userlist", 1, "userlist", 3, users=self.view.userlist())
         text = userlist_json("userlist", payload)
         self.assertEqual(text, _plain(payload))

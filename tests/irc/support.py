@@ -104,6 +104,11 @@ class RawClient(protocol.Protocol):
         d.addTimeout(TIMEOUT, reactor)
         return d
 
+    def clear(self) -> None:
+        """Forget what was received so far (C{since} and C{wait_for} look at what comes next)."""
+        self.messages.clear()
+        self._seen = 0
+
     def since(self, command: str) -> List[Message]:
         """Every message received so far with that command."""
         return [m for m in self.messages if m.command == command]

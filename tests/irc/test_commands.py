@@ -33,6 +33,10 @@ MIN_PARAMS = {
     "TOPIC": 1,
     "MODE": 1,
     "KICK": 2,
+    "INVITE": 2,
+    "OPER": 2,
+    "KILL": 2,
+    "WALLOPS": 1,
 }
 BEFORE_REGISTRATION = {"CAP", "PASS", "NICK", "USER", "AUTHENTICATE", "WEBIRC", "PING", "PONG", "QUIT"}
 
@@ -48,6 +52,10 @@ SAMPLE_PARAMS = {
     "TOPIC": ("#room",),
     "MODE": ("#room",),
     "KICK": ("#room", "nobody"),
+    "INVITE": ("nobody", "#room"),
+    "OPER": ("admin", "wrong"),
+    "KILL": ("nobody", "reason"),
+    "WALLOPS": ("hello",),
 }
 
 

@@ -28,7 +28,7 @@ class RegistrationTests(TestCase):
         for numeric in ("001", "002", "003", "004", "005", "375", "372", "376"):
             self.assertIn(numeric, commands)
         isupport = " ".join(" ".join(m.params) for m in client.since("005"))
-        for token in ("CHANTYPES=#", "PREFIX=(ov)@+", "CASEMAPPING=rfc1459", "NICKLEN=30",
+        for token in ("CHANTYPES=#", "PREFIX=(ov)@+", "CASEMAPPING=rfc8265", "UTF8ONLY", "NICKLEN=30",
                       "CHANNELLEN=64", "TOPICLEN=390", "NETWORK=TestNet", "CHANMODES="):
             self.assertIn(token, isupport)
         welcome = client.since("001")[0]
@@ -43,7 +43,7 @@ class RegistrationTests(TestCase):
         ls = await client.wait_for("CAP")
         self.assertEqual(ls.params[1], "LS")
         self.assertEqual(set(ls.params[2].split()),
-                         {"server-time", "message-tags", "echo-message", "multi-prefix"})
+                         {"server-time", "message-tags", "echo-message", "multi-prefix", "invite-notify"})
         client.send("NICK bob")
         client.send("USER bob 0 * :Bob")
         client.send("CAP REQ :server-time multi-prefix")
@@ -82,13 +82,16 @@ class RegistrationTests(TestCase):
         await client.wait_for("431")
 
     async def test_nick_collision_433_case_insensitive(self) -> None:
-        """Nicks collide under rfc1459 casemapping: [Bob] and {bob} are the same."""
+        """Nicks collide under rfc8265 casemapping: Bob and bOB, Jürgen and JÜRGEN are the same."""
         server = await start_irc(self)
-        await server.registered(self, "[Bob]")
+        await server.registered(self, "Bob")
+        await server.registered(self, "Jürgen")
         client = await server.client(self)
-        client.send("NICK {bob}")
+        client.send("NICK bOB")
         reply = await client.wait_for("433")
-        self.assertEqual(reply.params[1], "{bob}")
+        self.assertEqual(reply.params[1], "bOB")
+        client.send("NICK JÜRGEN")
+        self.assertEqual((await client.wait_for("433")).params[1], "JÜRGEN")
 
     async def test_user_needs_four_parameters_461_and_reregister_462(self) -> None:
         """USER with too few parameters gets 461; USER after registration gets 462."""
@@ -872,13 +875,34 @@ class ClockTests(SynchronousTestCase):
 
 
 class NameTests(SynchronousTestCase):
-    def test_rfc1459_casemapping(self) -> None:
-        """[]\\~ fold to {}|^ as CASEMAPPING=rfc1459 says."""
-        self.assertEqual(irc_lower("Nick[A]\\~"), "nick{a}|^")
+    def test_rfc8265_casemapping(self) -> None:
+        """ASCII letters and every script fold to lower case, full-width forms to plain, in NFC."""
+        self.assertEqual(irc_lower("Nick[A]\\~"), "nick[a]\\~")
+        self.assertEqual(irc_lower("JÜRGEN"), "jürgen")
+        self.assertEqual(irc_lower("ＡＮＮＡ"), "anna")
+        self.assertEqual(irc_lower("Ju\u0308rgen"), "jürgen")
+        self.assertEqual(irc_lower("ΣΟΦΙΑ"), "σοφια")
+
+    def test_utf8_nicks(self) -> None:
+        """Letters of any script are nick characters; spaces, dots, emoji and a leading digit not."""
+        for nick in ("Jürgen", "Zoë", "Σοφία", "Łukasz", "山田", "nick[a]", "Anna-Maria"):
+            self.assertTrue(valid_nick(nick, 30), nick)
+        for nick in ("Anna Maria", "a.b", "😀", "1abc", "-x", "a,b", "a*b", "a!b", "#chan", "x" * 31,
+                     "Ju\u0308rgen"):
+            self.assertFalse(valid_nick(nick, 30), nick)
 
     def test_sanitise_nick(self) -> None:
-        """ILIAS logins become valid nicks."""
-        for login in ("jörg.müller", "1user", "a b", "-x", "root@example.com"):
+        """Web names become valid nicks, the same nick for the same name, UTF-8 letters kept."""
+        for login in ("jörg.müller", "1user", "a b", "-x", "root@example.com", "😀", "Anna Maria",
+                      "名前 テスト", "x" * 40):
             self.assertTrue(valid_nick(sanitise_nick(login, 30), 30), login)
         self.assertEqual(sanitise_nick("anna", 30), "anna")
-        self.assertEqual(sanitise_nick("jörg.müller", 30), "jorg_muller")
+        self.assertEqual(sanitise_nick("jörg.müller", 30), "jörg_müller")
+        self.assertEqual(sanitise_nick("Jürgen", 30), "Jürgen")
+        self.assertEqual(sanitise_nick("Anna Maria", 30), "Anna_Maria")
+        self.assertEqual(sanitise_nick("1user", 30), "_1user")
+        self.assertEqual(sanitise_nick("x" * 32, 30), "x" * 30)
+        emoji = sanitise_nick("😀", 30)
+        self.assertTrue(emoji.startswith("user-"))
+        self.assertEqual(emoji, sanitise_nick("😀", 30))
+        self.assertNotEqual(emoji, sanitise_nick("🎉", 30))

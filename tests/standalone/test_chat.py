@@ -179,7 +179,9 @@ class StandaloneChatTests(unittest.TestCase):
         self.assertEqual(history["roomId"], 1)
         self.assertEqual([m["content"] for m in history["messages"]], ["m2", "m3", "m4"])
         self.assertGreater(history["messages"][0]["timestamp"], 10**12)  # milliseconds
-        # The history comes before the answers of enterRoom.
+        # The history comes before the answers of enterRoom (each written as it is produced, so
+        # wait for the answer too).
+        await carol.wait_for("private_room_entered")
         self.assertLess(carol.names().index("history"), carol.names().index("private_room_entered"))
 
     async def test_history_survives_a_restart(self):

@@ -182,6 +182,28 @@ class RoomStoreTestsMixin(StoreTestMixin):
         self.assertFalse(await self.store.is_banned(2, 7))
         self.assertFalse(await self.store.is_banned(1, 6))
 
+    async def test_banned_pairs_lists_every_ban(self) -> None:
+        """banned_pairs: every (room, user) pair of chatroom_bans, nothing else."""
+        self.assertEqual(await self.store.banned_pairs(), set())
+        insert_rows(self.database, "chatroom_bans", [{"room_id": 1, "user_id": 7, "timestamp": 5},
+                                                     {"room_id": 2, "user_id": 6, "timestamp": 5}])
+        self.assertEqual(await self.store.banned_pairs(), {(1, 7), (2, 6)})
+
+    async def test_get_bans_lists_a_rooms_bans_with_logins(self) -> None:
+        """get_bans: that room's bans, oldest first, with usr_data.login where there is one."""
+        insert_rows(self.database, "usr_data", [{"usr_id": 7, "login": "bob"}])
+        insert_rows(self.database, "chatroom_bans", [
+            {"room_id": 1, "user_id": 8, "timestamp": 9, "actor_id": 6},
+            {"room_id": 1, "user_id": 7, "timestamp": 5},
+            {"room_id": 2, "user_id": 9, "timestamp": 1},
+        ])
+        self.assertEqual(await self.store.get_bans(1), [
+            {"user_id": 7, "timestamp": 5, "actor_id": None, "login": "bob"},
+            {"user_id": 8, "timestamp": 9, "actor_id": 6, "login": None},
+        ])
+        self.assertEqual(len(await self.store.get_bans(1, limit=1)), 1)
+        self.assertEqual(await self.store.get_bans(3), [])
+
     async def test_chatroom_userdata_prefers_the_room_then_the_newest(self) -> None:
         """The name PHP wrote: that room's row, else the newest row of the user, else None."""
         await self.store.add_chatroom_user(1, 6, '{"login":"alice one","id":6}', 100)

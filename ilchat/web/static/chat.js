@@ -794,7 +794,8 @@
 
   function messageEntry(payload) {
     var text = typeof payload.content === "string" ? payload.content : String(payload.content);
-    var action = !!(payload.format && payload.format.action === true && text.indexOf("* ") === 0);
+    // An action is written "/me text", on the web as on IRC (the bridge makes it CTCP ACTION).
+    var action = text.indexOf("/me ") === 0 && !!text.slice(4).trim();
     var mine = !!(state.me && payload.from && String(payload.from.id) === String(state.me.id));
     var to = payload.target && !payload.target.public
       ? { id: payload.target.id, username: payload.target.username } : null;
@@ -808,7 +809,7 @@
       fromId: payload.from && payload.from.id !== undefined ? payload.from.id : null,
       to: to,
       action: action,
-      text: action ? text.slice(2) : text,
+      text: action ? text.slice(4) : text,
       mine: mine,
       mention: !mine && mentions(text)
     };
@@ -1233,7 +1234,7 @@
     var command = match[1].toLowerCase();
     var rest = match[2];
     if (command === "me" && rest.trim()) {
-      return ["* " + rest, { action: true }, target];
+      return ["/me " + rest, {}, target];
     }
     if (command === "nick" && rest.trim()) {
       rename(rest.trim());
