@@ -298,6 +298,7 @@
   var MAX_KEPT_MESSAGES = 500;
   var windowTitle = config.windowTitle || config.title || "";
   var sent = [];       // recently sent [content, what was typed], to put a refused one back
+  var knownNames = {}; // member id -> the name the page knows them by (for rename notices)
 
   function roomState(roomId) {
     var key = String(roomId);
@@ -903,7 +904,15 @@
       if (!payload) {
         return;
       }
-      roomState(payload.roomId).users = payload.users || {};
+      var users = payload.users || {};
+      Object.keys(users).forEach(function (key) {
+        // The name a member was first seen with; only a "renamed" event changes it, so that a
+        // userlist that arrives before the "renamed" event does not hide the rename.
+        if (!Object.prototype.hasOwnProperty.call(knownNames, key)) {
+          knownNames[key] = users[key].username;
+        }
+      });
+      roomState(payload.roomId).users = users;
       if (String(payload.roomId) === String(state.current)) {
         renderUsers();
       }
@@ -917,14 +926,14 @@
       var key = String(info.id);
       var name = info.username;
       var mine = state.me && String(state.me.id) === key;
-      var old = null;
+      var old = Object.prototype.hasOwnProperty.call(knownNames, key) ? knownNames[key] : null;
+      knownNames[key] = name;
       state.rooms.forEach(function (room) {
         var rs = roomState(room.id);
         var user = rs.users[key];
-        if (user && user.username !== name) {
-          old = user.username;
+        if (user && old !== null && old !== name) {
           rs.users[key] = Object.assign({}, user, { username: name });
-          addEntry(room.id, { kind: "notice", time: toMs(info.timestamp), text: t("renamed", { old: user.username, name: name }) });
+          addEntry(room.id, { kind: "notice", time: toMs(info.timestamp), text: t("renamed", { old: old, name: name }) });
         }
         if (rs.typing[key]) {
           rs.typing[key].name = name;
