@@ -610,7 +610,8 @@ _SERVER_KEYS = [(k,) for k in SERVER] + [("network",), ("irc",), ("redis",)] + [
 ] + [("listen",), ("metrics",)] + [("metrics", k) for k in ("address", "port", "listen")]
 _CLIENT_KEYS = [(k,) for k in CLIENT] + [("auth", "key"), ("auth", "secret"), ("standalone",)] + [
     ("database", k) for k in ("type", "host", "port", "name", "user", "pass")
-] + [("standalone", k) for k in ("title", "welcome", "rooms", "history")]
+] + [("standalone", k) for k in ("title", "window_title", "welcome", "info", "rooms",
+                                     "history", "files_folder", "files_max_bytes", "files_types")]
 
 
 def _put(document: Dict[str, Any], where: Tuple[str, ...], value: Any) -> Dict[str, Any]:

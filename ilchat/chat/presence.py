@@ -3,7 +3,8 @@ Who is online in the room domain: connections, logins and the 15 s disconnect gr
 
 L{Presence} is the part of L{ilchat.chat.rooms.ChatRooms} that maps connections to members and
 runs the grace timers (per instance, per member). When a member's I{last} connection is gone the
-grace starts; L{Presence.connect}, L{Presence.login} and ``enter_room`` cancel it. When it fires
+grace starts (L{Presence.connection_closed}, a departure on purpose, skips it);
+L{Presence.connect}, L{Presence.login} and ``enter_room`` cancel it. When it fires
 the member leaves every room (a ``left`` event per room), is forgotten, and the
 C{on_member_gone} hook moves their ``chatroom_users`` rows to ``chatroom_sessions``.
 
@@ -143,6 +144,17 @@ class Presence:
             self._grace_calls[user_id] = self._reactor.callLater(
                 self._grace, self._grace_expired, user_id
             )
+
+    def connection_closed(self, connection: str) -> None:
+        """
+        A connection ended on purpose (a "Leave" button, a closed page): as L{connection_lost},
+        but when it was the member's last there is no grace: they leave every room now.
+        """
+        user_id = self._connections.get(connection)
+        self.connection_lost(connection)
+        if user_id is not None and user_id in self._grace_calls:
+            self._cancel_grace(user_id)
+            self._grace_expired(user_id)
 
     # -- internals --------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ browser does them::
     chat.typing(conn, room_id, started=True)
     chat.part_room(conn, room_id)                # IRC PART (browsers have no such event)
     chat.connection_lost(conn)                   # socket/IRC connection gone
+    chat.connection_closed(conn)                 # gone on purpose ("Leave"): no grace
 
 Refusals raise a L{ChatError} subclass (L{NotLoggedIn}, L{UnknownRoom}, L{UnknownUser},
 L{NotInRoom}, L{InvalidInput}, L{ContentTooLong}); nothing has been published then. Room and

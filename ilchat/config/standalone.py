@@ -6,7 +6,13 @@ from typing import Optional, Tuple
 
 import attrs
 
-from ilchat.config.reader import Reader, default_of, integer, read_settings, text
+from ilchat.config.reader import Reader, default_of, integer, read_settings, setting, text
+
+#: The types that may be shared unless ``files_types`` says otherwise.
+DEFAULT_FILE_TYPES = (
+    "image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain",
+    "application/zip",
+)
 
 
 @attrs.frozen
@@ -21,15 +27,29 @@ class StandaloneRoom:
 class StandaloneConfig:
     """The optional ``standalone`` block of a ``client.cfg``: an internal chat with no ILIAS.
 
-    Users log in with a name only on the built-in web page (or IRC). ``title`` and ``welcome`` are
-    shown on the page's welcome screen; ``history`` is how many of a room's latest messages a
-    newcomer sees.
+    Users log in with a name only on the built-in web page (or IRC), the operator's branding as
+    Kiwi IRC's ``startupOptions``: ``title`` is the page's header, ``window_title`` the browser
+    tab's title (the ``title`` when empty), ``welcome`` the greeting of the welcome screen and
+    ``info`` a longer text under it (plain text: line breaks kept, http(s) links made clickable,
+    everything else escaped). ``history`` is how many of a room's latest messages a newcomer
+    sees.
+
+    File sharing is on when ``files_folder`` names a folder (relative to the config file's; files
+    are kept there under random ids): files of at most ``files_max_bytes`` (at most 2,000,000, the HTTP body limit)
+    and of one of the MIME types ``files_types``.
     """
 
     title: str = text("ilchat")
+    window_title: str = text("")
     welcome: str = text("Pick a name to join the chat.")
+    info: str = text("")
     rooms: Tuple[StandaloneRoom, ...] = (StandaloneRoom(1, "Lobby"),)
     history: int = integer(50, minimum=0, maximum=1000)
+    files_folder: str = setting("", lambda r, k, d: r.get_path(k, d))
+    files_max_bytes: int = integer(1_000_000, minimum=1, maximum=2_000_000)
+    files_types: Tuple[str, ...] = setting(
+        DEFAULT_FILE_TYPES, lambda r, k, d: tuple(t.strip().lower() for t in r.get_list(k, d))
+    )
 
 
 def _parse_rooms(sa: Reader) -> Tuple[StandaloneRoom, ...]:
@@ -58,4 +78,4 @@ def parse_standalone(client: Reader) -> Optional[StandaloneConfig]:
     return read_settings(StandaloneConfig, sa, rooms=_parse_rooms(sa))
 
 
-__all__ = ["StandaloneConfig", "StandaloneRoom", "parse_standalone"]
+__all__ = ["DEFAULT_FILE_TYPES", "StandaloneConfig", "StandaloneRoom", "parse_standalone"]

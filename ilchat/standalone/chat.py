@@ -25,7 +25,21 @@ names); what PHP would do is done here instead:
   falls between the history and the live stream.
 * limits: messages longer than ``max_message_length`` and messages over the per-connection
   throttle (token bucket, ``message_rate``/``message_burst``) are refused with
-  ``refused({error, message, ...})``, never dropped silently.
+  ``refused({error, message, roomId, content, ...})``, never dropped silently: ``content`` is the
+  refused text, so that the page can put it back into the input box. Typing notices over their
+  own (looser) throttle are dropped without an answer: they are best effort, and an answer would
+  crowd out the refusal of a message.
+* ``leave()``: the person leaves on purpose (the page's "Leave" button, or a page being closed):
+  the domain's ``connection_closed`` takes them out of every room at once, without the disconnect
+  grace that keeps a dropped connection's name for 15 s; the socket is then disconnected.
+* ``rename(name)``: a new name, under the login's rules (``refused`` ``invalid_name`` or
+  ``name_taken`` otherwise), claimed in the cluster before the old one is released; the domain
+  publishes ``renamed``.
+* every ``renamed`` event (a web rename or an IRC ``NICK``) reaches the logged-in pages as
+  ``renamed({id, username, timestamp})``: the page updates its people lists and says so in the
+  rooms.
+* with ``files_folder`` set, files are shared over HTTP (L{ilchat.standalone.files}): an upload
+  names its member by the login's token and becomes a message of that member in the room.
 """
 
 from __future__ import annotations
@@ -40,8 +54,18 @@ from twisted.logger import Logger
 
 from ilchat.chat.rooms import ChatError
 from ilchat.ilias.rendering import message_payload
-from ilchat.ilias.room_namespace import RoomNamespace
+from ilchat.ilias.room_namespace import RoomNamespace, _in_order
 from ilchat.jsonutil import JSONError, dumps, loads
+from ilchat.standalone.files import (
+    FilesResource,
+    SharedFiles,
+    UploadRefused,
+    file_path,
+    file_payload,
+    human_size,
+    upload_name,
+    upload_type,
+)
 from ilchat.web.client import ChatPageResource, PageSettings, mount_chat_page
 from ilchat.web.policy import NetworkPolicy, TokenBucket
 
@@ -105,6 +129,8 @@ class StandaloneChat(RoomNamespace):
         self._tokens: Dict[int, str] = {}
         self._history: Dict[int, Deque[Dict[str, Any]]] = {}
         self._unsubscribe_history: Optional[Any] = None
+        self.files: Optional[SharedFiles] = None
+        self._unregister_purge: Optional[Any] = None
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -126,7 +152,13 @@ class StandaloneChat(RoomNamespace):
                     message = _stored_message(row)
                     if message is not None:
                         self._history[room.id].append(message)
+        if self.settings.files_folder:
+            self.files = SharedFiles(self.settings.files_folder, self.settings.files_max_bytes,
+                                     self.settings.files_types)
+            await self.files.start()
         await super().start()
+        for event, handler in (("leave", self.on_leave), ("rename", self.on_rename)):
+            self.namespace.on(event, _in_order(handler))
         # Subscribed after the adapter, so a message is remembered once it has been delivered.
         self._unsubscribe_history = self.client.bus.subscribe(self.chat.topic, self._remember)
         self.page = ChatPageResource(
@@ -138,9 +170,19 @@ class StandaloneChat(RoomNamespace):
                 rooms=[{"id": room.id, "title": room.title} for room in rooms],
                 max_name_length=self.policy.max_name_length,
                 max_message_length=self.max_message_length,
+                window_title=self.settings.window_title,
+                info=self.settings.info,
+                files=None if self.files is None else {
+                    "maxBytes": self.files.max_bytes, "types": sorted(self.files.types)},
             )
         )
         mount_chat_page(self.client.web_root, self.page)
+        if self.files is not None:
+            web_root = self.client.web_root
+            at_root = web_root.sub is None
+            web_root.put("files", FilesResource(self.files, self._accept_upload), root=at_root,
+                         sub=not at_root)
+            self._unregister_purge = self.store.register_history_purge(self.files.remove_older)
         self._log.info(
             "Standalone chat {name} ready: {count} rooms, page at {path}/",
             name=self.name,
@@ -149,6 +191,9 @@ class StandaloneChat(RoomNamespace):
         )
 
     async def stop(self) -> None:
+        if self._unregister_purge is not None:
+            self._unregister_purge()
+            self._unregister_purge = None
         if self._unsubscribe_history is not None:
             self._unsubscribe_history()
             self._unsubscribe_history = None
@@ -165,6 +210,9 @@ class StandaloneChat(RoomNamespace):
         """Keep the latest room-wide messages of each room (bus subscriber)."""
         event = envelope["event"]
         kind = event.get("type")
+        if kind == "renamed":
+            self._tell_renamed(event)
+            return
         if kind not in ("message", "cleared"):
             return
         history = self._history.get(event["room"])
@@ -174,6 +222,14 @@ class StandaloneChat(RoomNamespace):
             history.clear()
         elif event["target"] is None or event["target"]["public"]:
             history.append(message_payload(event))
+
+    def _tell_renamed(self, event: Dict[str, Any]) -> None:
+        """A member's new name, to every page logged in on this process (they know who it was)."""
+        if self.namespace is None or not self._sockets:
+            return
+        member = event["member"]
+        self.namespace.emit("renamed", {"id": member["id"], "username": member["name"],
+                                        "timestamp": event["ts"]}, room=sorted(self._sockets))
 
     # -- socket events ----------------------------------------------------------------------
 
@@ -249,6 +305,75 @@ class StandaloneChat(RoomNamespace):
                        id=member.id, ns=self.namespace.name, address=socket.address)
         self._logged_in(socket, member)
 
+    def on_leave(self, socket: Any, *args: Any) -> None:
+        """``leave()``: out of every room now (no grace), then disconnected."""
+        if self._sockets.pop(socket.sid, None) is not None:
+            self.renderer.remove_socket(socket.sid)
+            self.chat.connection_closed(socket.sid)
+        socket.disconnect()
+
+    def on_rename(self, socket: Any, *args: Any) -> None:
+        """``rename(name)``: the logged-in member takes a new name (see the module docstring)."""
+        member = self.chat.member_for(socket.sid) if socket.sid in self._sockets else None
+        if member is None:
+            self._refuse(socket, "not_logged_in", "Please pick a name first.")
+            return
+        bucket = socket.data.get("bucket")
+        if bucket is not None and not bucket.consume()[0]:
+            self._refuse(socket, "rate_limited", "You are changing your name too fast. Wait a moment.")
+            return
+        name, reason = validate_name(args[0] if args else None, self.policy.max_name_length)
+        if name is None:
+            self._refuse(socket, "invalid_name", reason)
+            return
+        if name == member.name:
+            return
+        if self._taken_by_another(member, name):
+            self._rename_refused(socket, name)
+            return
+        key = name.casefold()
+        if key == self._claimed.get(member.id):  # the same name in another case: no new claim
+            self._rename(socket, member, name)
+            return
+        ensureDeferred(self._claim_and_rename(socket, member, name)).addErrback(
+            lambda failure: self._log.failure("Rename to {name} failed", failure, name=name))
+
+    async def _claim_and_rename(self, socket: Any, member: Any, name: str) -> None:
+        """The new name is claimed across the cluster, then the old one is given up."""
+        key = name.casefold()
+        if not await self.client.cluster.claim(self._names, key):
+            self._rename_refused(socket, name)
+            return
+        if (self._taken_by_another(member, name) or socket.sid not in self._sockets
+                or self.chat.get_member(member.id) is not member):
+            # Taken here while the claim was on its way, or the member is gone meanwhile.
+            await self.client.cluster.release(self._names, key)
+            if socket.sid in self._sockets:
+                self._rename_refused(socket, name)
+            return
+        old = self._claimed.get(member.id)
+        self._claimed[member.id] = key
+        self._rename(socket, member, name)
+        if old is not None and old != key:
+            await self.client.cluster.release(self._names, old)
+
+    def _taken_by_another(self, member: Any, name: str) -> bool:
+        holder = self.chat.member_named(name)
+        if holder is not None:
+            return holder.id != member.id
+        return self.chat.name_in_use(name)
+
+    def _rename_refused(self, socket: Any, name: str) -> None:
+        self._refuse(socket, "name_taken",
+                     f"The name \u201c{name}\u201d is already in use. Please pick another one.",
+                     name=name)
+
+    def _rename(self, socket: Any, member: Any, name: str) -> None:
+        old = member.name
+        self.chat.login(socket.sid, member.id, name, member.profile_picture_visible)
+        self._log.info("{old} ({id}) is now {name} on {ns}", old=old, id=member.id, name=name,
+                       ns=self.namespace.name)
+
     def on_enterRoom(self, socket: Any, *args: Any) -> None:
         """``enterRoom(roomId)``: the room's latest messages first, then the usual answers."""
         if socket.sid in self._sockets and args:
@@ -277,7 +402,7 @@ class StandaloneChat(RoomNamespace):
         if len(content) > limit:
             self._refuse(socket, "message_too_long",
                          f"The message is too long: at most {limit} characters.", room_id,
-                         max_length=limit)
+                         max_length=limit, content=content)
             return
         bucket = socket.data.get("bucket")
         if bucket is not None:
@@ -286,7 +411,8 @@ class StandaloneChat(RoomNamespace):
                 wait = max(1, round(retry_after + 0.49))
                 self._refuse(socket, "rate_limited",
                              f"You are sending messages too fast; the last one was not sent. "
-                             f"Wait {wait} s.", room_id, retry_after=round(retry_after, 2))
+                             f"Wait {wait} s.", room_id, retry_after=round(retry_after, 2),
+                             content=content)
                 return
         try:
             super().on_message(socket, *args)
@@ -314,18 +440,70 @@ class StandaloneChat(RoomNamespace):
         async def clear_stored() -> Dict[str, Any]:
             await self.chat.flush_history()
             await self.store.clear_history(room_id)
+            if self.files is not None:
+                await self.files.remove_room(room_id)
             return body
 
         return ensureDeferred(clear_stored())
 
     def _typing(self, socket: Any, args: Sequence[Any], started: bool) -> None:
-        """Typing events, within their own (looser) throttle."""
+        """Typing events, within their own (looser) throttle; the excess is dropped unanswered."""
         bucket = socket.data.get("typing_bucket")
         if bucket is not None and not bucket.consume()[0]:
-            self._refuse(socket, "rate_limited",
-                         "Too many typing notifications; slow down.", args[0] if args else None)
+            self._refused(socket, "userStartedTyping" if started else "userStoppedTyping",
+                          "too many typing notifications")
             return
         super()._typing(socket, args, started)
+
+    # -- shared files -----------------------------------------------------------------------
+
+    def _accept_upload(self, request: Any, data: bytes) -> Any:
+        return ensureDeferred(self._upload(request, data))
+
+    async def _upload(self, request: Any, data: bytes) -> Dict[str, Any]:
+        """An upload (see L{ilchat.standalone.files}): stored, then posted as the member's message."""
+        assert self.files is not None
+        token = (request.getHeader(b"x-ilchat-token") or b"").decode("ascii", "replace")
+        member = None
+        for user_id, known in list(self._tokens.items()):
+            if token and secrets.compare_digest(known, token):
+                member = self.chat.get_member(user_id)
+        if member is None:
+            raise UploadRefused(401, "not_logged_in", "Please join the chat first.")
+        try:
+            room_id = int((request.args.get(b"room") or [b""])[0])
+        except ValueError:
+            room_id = None
+        room = self.chat.get_room(room_id) if room_id is not None else None
+        connection = None if room is None else next(
+            (c for c in sorted(member.connections) if c in room.connections), None)
+        if room is None or connection is None:
+            raise UploadRefused(404, "unknown_room", "You are not in that room.")
+        content_type = upload_type(request)
+        self.files.check(content_type, data)
+        socket = self._sockets.get(connection)
+        bucket = socket.data.get("bucket") if socket is not None else None
+        if bucket is not None:
+            allowed, retry_after = bucket.consume()
+            if not allowed:
+                raise UploadRefused(429, "rate_limited",
+                                    f"You are sending too fast. Wait {max(1, round(retry_after + 0.49))} s.")
+        name = upload_name(request)
+        meta = await self.files.save(room_id, name, content_type, data,
+                                     {"id": member.id, "name": member.name})
+        scheme = "https" if request.isSecure() else "http"
+        host = (request.getHeader(b"host") or b"localhost").decode("ascii", "replace")
+        url = f"{scheme}://{host}{self.client.server_config.sub_directory}/{file_path(meta)}"
+        try:
+            self.chat.post_message(connection, room_id, f"{name} ({human_size(len(data))}) {url}",
+                                   {"file": file_payload(meta)})
+        except ChatError as e:
+            await self.files.remove(lambda stored: stored.get("id") == meta["id"])
+            raise UploadRefused(409, e.code, "The file could not be shared: you left the room.")
+        self._log.info("{name} ({id}) shared {file} ({size} bytes) in room {room} of {ns}",
+                       name=member.name, id=member.id, file=meta["id"], size=len(data),
+                       room=room_id, ns=self.name)
+        return {"id": meta["id"], "path": file_path(meta)}
 
     # -- persistence hooks ------------------------------------------------------------------
 
@@ -402,3 +580,4 @@ def _stored_message(row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     if isinstance(timestamp, (int, float)) and timestamp < 100_000_000_000:
         message["timestamp"] = int(timestamp * 1000)
     return message
+

@@ -5,7 +5,8 @@ The daily purge of old chat messages (spec sections 4.3 and 5.2), and its schedu
 :meth:`PurgeStore.purge_old_messages` runs the Node server's four steps, each in its own
 transaction and each logging its row count:
 
-1. ``chatroom_history`` rows older than the bound (seconds);
+1. ``chatroom_history`` rows older than the bound (seconds), then the listeners registered with
+   :meth:`PurgeStore.register_history_purge` (the standalone chat's shared files);
 2. ``osc_messages`` rows older than the bound (milliseconds);
 3. conversations without messages, **except those still in use** (docs/design.rst): the
    Node server deletes every conversation without messages, brand-new ones included, which then
@@ -86,6 +87,28 @@ class PurgeStore:
                 registrations.remove(entry)
 
         return unregister
+
+    def register_history_purge(self, listener: Callable[[int], Any]) -> Callable[[], None]:
+        """
+        Have C{listener(bound_s)} run after each purge of ``chatroom_history`` (in the reactor
+        thread; a Deferred it returns is waited for): the standalone chat's shared files go with
+        the history. Returns a callable that removes the registration again.
+        """
+        listeners = self.__dict__.setdefault("_history_purge_listeners", [])
+        listeners.append(listener)
+
+        def unregister() -> None:
+            if listener in listeners:
+                listeners.remove(listener)
+
+        return unregister
+
+    async def _history_purged(self, bound_s: int) -> None:
+        for listener in list(self.__dict__.get("_history_purge_listeners", [])):
+            try:
+                await defer.maybeDeferred(listener, bound_s)
+            except Exception:
+                self._log.failure("A history purge listener failed")
 
     def _live_conversation_ids(self) -> Set[str]:
         ids: Set[str] = set()
@@ -174,6 +197,8 @@ class PurgeStore:
             ("osc_activity", "purge_activity", purge_activity_txn),
         ):
             result = await self.db.run_interaction(desc, func)
+            if table == "chatroom_history":
+                await self._history_purged(bound_s)
             if table == "osc_conversation":
                 if result:
                     self._conversations_deleted(result)

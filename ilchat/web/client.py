@@ -4,10 +4,12 @@ The built-in chat page of the standalone chat, served at ``<sub_directory>/``.
 
 Three files from ``ilchat/web/static`` (``index.html``, ``chat.js``, ``chat.css``), read once and
 served from memory: no directory listing, no other file reachable, nothing from another server
-(the page must work on a closed network). The page's settings (title, welcome text, namespace,
-limits, rooms) are embedded in ``index.html`` as a JSON data block, escaped so that no config
-text can close the ``<script>`` element, and the title and welcome text are HTML-escaped where
-they appear in the markup.
+(the page must work on a closed network). The page's settings (title, window title, welcome and
+info texts, namespace, limits, rooms) and its strings (``static/strings/<language>.json``, one
+file per language, the same keys in each; the page picks one from the browser's languages) are
+embedded in ``index.html`` as a JSON data block, escaped so that no config text can close the
+``<script>`` element, and the title and welcome text are HTML-escaped where they appear in the
+markup.
 
 Every response carries a strict Content-Security-Policy: scripts, styles and connections only
 from our own origin (``connect-src 'self'`` covers ``ws:``/``wss:`` to the same host), no inline
@@ -20,16 +22,18 @@ from __future__ import annotations
 import hashlib
 import html
 import os
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from twisted.web.resource import IResource, Resource
 from twisted.web import pages
 
-from ilchat.jsonutil import dumps
+from ilchat.jsonutil import dumps, loads
 
-__all__ = ["ChatPageResource", "PageSettings", "mount_chat_page", "CONTENT_SECURITY_POLICY"]
+__all__ = ["ChatPageResource", "PageSettings", "mount_chat_page", "CONTENT_SECURITY_POLICY",
+           "load_strings"]
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+STRINGS_DIR = os.path.join(STATIC_DIR, "strings")
 
 #: The policy of every page response (see the module docstring).
 CONTENT_SECURITY_POLICY = (
@@ -63,6 +67,11 @@ class PageSettings:
         rooms: ``[{"id": 1, "title": "Lobby"}, ...]``.
         max_name_length, max_message_length: the limits the server enforces, so that the page
             can say so before sending.
+        window_title: the browser tab's title (``title`` when empty).
+        info: a longer text for the welcome screen (plain text; the page keeps its line breaks
+            and makes http(s) links clickable).
+        strings: ``{language: {key: text}}``; L{load_strings} when None.
+        files: ``{"maxBytes", "types"}`` when files can be shared, else None.
     """
 
     def __init__(
@@ -74,6 +83,10 @@ class PageSettings:
         rooms: Sequence[Dict[str, Any]],
         max_name_length: int,
         max_message_length: int,
+        window_title: str = "",
+        info: str = "",
+        strings: Optional[Dict[str, Dict[str, str]]] = None,
+        files: Optional[Dict[str, Any]] = None,
     ) -> None:
         self.title = title
         self.welcome = welcome
@@ -82,17 +95,35 @@ class PageSettings:
         self.rooms = [dict(room) for room in rooms]
         self.max_name_length = max_name_length
         self.max_message_length = max_message_length
+        self.window_title = window_title or title
+        self.info = info
+        self.strings = load_strings() if strings is None else strings
+        self.files = files
 
     def as_json(self) -> Dict[str, Any]:
         return {
             "title": self.title,
+            "windowTitle": self.window_title,
+            "info": self.info,
             "welcome": self.welcome,
             "namespace": self.namespace,
             "path": self.socketio_path,
             "rooms": self.rooms,
             "maxNameLength": self.max_name_length,
             "maxMessageLength": self.max_message_length,
+            "strings": self.strings,
+            "files": self.files,
         }
+
+
+def load_strings(folder: str = STRINGS_DIR) -> Dict[str, Dict[str, str]]:
+    """Every ``<language>.json`` of the page's strings folder, by language code."""
+    strings = {}
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".json"):
+            with open(os.path.join(folder, name), "rb") as handle:
+                strings[name[:-5]] = loads(handle.read().decode("utf-8"))
+    return strings
 
 
 def script_safe_json(value: Any) -> str:
@@ -116,9 +147,10 @@ def script_safe_json(value: Any) -> str:
 
 
 def render_index(template: str, settings: PageSettings) -> bytes:
-    """Fill the ``{{title}}``, ``{{welcome}}`` and ``{{config}}`` slots of ``index.html``."""
+    """Fill the ``{{title}}``, ``{{window_title}}``, ``{{welcome}}`` and ``{{config}}`` slots."""
     filled = (
-        template.replace("{{title}}", html.escape(settings.title, quote=True))
+        template.replace("{{window_title}}", html.escape(settings.window_title, quote=True))
+        .replace("{{title}}", html.escape(settings.title, quote=True))
         .replace("{{welcome}}", html.escape(settings.welcome, quote=True))
         .replace("{{config}}", script_safe_json(settings.as_json()))
     )

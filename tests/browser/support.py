@@ -12,9 +12,13 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Dict, List, Optional
 
 from twisted.internet import defer, reactor
+from twisted.trial import unittest
+
+from ilchat.standalone import StandaloneChat
+from tests.support.server import RunningServer, start_server
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -100,7 +104,7 @@ class BrowserDriver:
 def save_screenshot(page: Any, folder: str, name: str) -> str:
     """
     Take a screenshot into ``folder``, the test's temp folder: a test artifact only, so that a
-    test run never changes files of the checkout (such as ``docs/screenshot.png``).
+    test run never changes files of the checkout (such as the screenshots in ``docs/``).
     """
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, name)
@@ -173,3 +177,158 @@ class IrcLineClient:
                     seen = list(self.lines[-20:])
                 raise AssertionError(f"IRC {self.nick}: no matching line; last lines: {seen}")
             await deferLater(reactor, 0.05, lambda: None)
+
+
+# -- the chat page in a whole server ---------------------------------------------------------------
+
+TIMEOUT_MS = 15000
+
+STANDALONE = {
+    "title": "Team chat",
+    "welcome": "Welcome to the internal chat.\nPick a name to join.",
+    "rooms": [{"id": 1, "title": "Lobby"}, {"id": 2, "title": "Random"}],
+    "history": 50,
+}
+
+AXE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "js", "node_modules",
+                   "axe-core", "axe.min.js")
+
+
+class ChatPageTestCase(unittest.TestCase):
+    """
+    A whole server (standalone client ``team``, IRC in open mode) and a Chromium, with helpers
+    that drive pages the way people do. Subclasses set ``grace``, ``network`` or ``standalone``.
+    """
+
+    timeout = 120
+    #: The disconnect grace of the server, in seconds.
+    grace = 1.0
+    #: server.cfg ``network``, or None.
+    network: Optional[Dict[str, Any]] = None
+    standalone: Dict[str, Any] = STANDALONE
+
+    if skip_reason():
+        skip = skip_reason()
+
+    async def setUp(self) -> None:
+        self.folder = os.path.abspath(self.mktemp())
+        self.server = await self.start_server()
+        self.driver = await BrowserDriver().start()
+        self.addCleanup(self.driver.stop)
+        self.dialogs: List[str] = []
+        self.console_errors: List[str] = []
+
+    async def start_server(self, **kwargs: Any) -> RunningServer:
+        server: Dict[str, Any] = {"irc": {"address": "127.0.0.1", "port": 0, "auth": "open"}}
+        if self.network is not None:
+            server["network"] = self.network
+        grace = self.grace
+        return await start_server(
+            self,
+            server=server,
+            clients=[{"name": "team", "standalone": self.standalone}],
+            client_components=[lambda ctx: StandaloneChat(ctx, policy=ctx.policy, grace=grace)],
+            folder=self.folder,
+            **kwargs,
+        )
+
+    # -- helpers that run in the driver thread ---------------------------------------------------
+
+    def _open(self, url: str, width: int, height: int, options: Dict[str, Any],
+              init_script: Optional[str]) -> Any:
+        context = self.driver.browser.new_context(viewport={"width": width, "height": height},
+                                                  **options)
+        if init_script:
+            context.add_init_script(init_script)
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.on("dialog", lambda dialog: (self.dialogs.append(dialog.message), dialog.dismiss()))
+        page.on("console", lambda msg: msg.type == "error" and self.console_errors.append(msg.text))
+        page.goto(url)
+        return page
+
+    async def open_page(self, width: int = 1100, height: int = 700,
+                        init_script: Optional[str] = None, **options: Any) -> Any:
+        """A page in a context of its own (``options``: Playwright's, e.g. ``locale``)."""
+        return await self.driver.call(self._open, self.server.url("/"), width, height, options,
+                                      init_script)
+
+    async def join(self, page: Any, name: str) -> None:
+        """Type a name and press Enter, as a keyboard user does."""
+
+        def join() -> None:
+            page.fill("#name-input", name)
+            page.press("#name-input", "Enter")
+            page.wait_for_selector("#chat:not([hidden])")
+
+        await self.driver.call(join)
+
+    async def pages_in_the_room(self, *names: str) -> List[Any]:
+        """A page for each name, joined, once the first page lists them all."""
+        pages = [await self.open_page() for _ in names]
+        for page, name in zip(pages, names):
+            await self.join(page, name)
+        await self.wait_people(pages[0], list(names))
+        return pages
+
+    async def wait_text(self, page: Any, selector: str, text: str) -> None:
+        def wait() -> None:
+            page.locator(selector, has_text=text).first.wait_for(state="visible")
+
+        await self.driver.call(wait)
+
+    async def wait_for(self, page: Any, expression: str, arg: Any = None) -> None:
+        """Wait until the JavaScript function ``expression`` returns something true."""
+        await self.driver.call(lambda: page.wait_for_function(expression, arg=arg))
+
+    async def evaluate(self, page: Any, expression: str, arg: Any = None) -> Any:
+        return await self.driver.call(lambda: page.evaluate(expression, arg))
+
+    async def send(self, page: Any, text: str) -> None:
+        def send() -> None:
+            page.fill("#message-input", text)
+            page.press("#message-input", "Enter")
+
+        await self.driver.call(send)
+
+    async def people(self, page: Any) -> List[str]:
+        """The names in the people list, in order."""
+        return await self.evaluate(page, """() => [...document.querySelectorAll(
+            '#user-list .user .user-name')].map(e => e.textContent)""")
+
+    async def wait_people(self, page: Any, names: List[str]) -> None:
+        await self.wait_for(page, """(names) => JSON.stringify([...document.querySelectorAll(
+            '#user-list .user .user-name')].map(e => e.textContent)) === JSON.stringify(names)""",
+                            sorted(names, key=str.lower))
+
+    async def axe_violations(self, page: Any) -> List[Dict[str, Any]]:
+        """axe-core (npm) run in the page: its serious and critical violations."""
+        with open(AXE, encoding="utf-8") as handle:
+            source = handle.read()
+
+        def run() -> Any:
+            # Evaluated through the DevTools protocol: the page's CSP does not apply to it.
+            page.evaluate(source + "\n;void 0")
+            return page.evaluate("""async () => {
+                const result = await axe.run(document, {resultTypes: ['violations']});
+                return result.violations
+                    .filter(v => v.impact === 'serious' || v.impact === 'critical')
+                    .map(v => ({id: v.id, impact: v.impact, help: v.help,
+                                nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 5)}));
+            }""")
+
+        return await self.driver.call(run)
+
+    def irc_port(self) -> int:
+        from ilchat.irc.service import IrcComponent
+
+        for component in self.server.service.components:
+            if isinstance(component, IrcComponent):
+                return component.ports[0].getHost().port
+        raise AssertionError("no IRC listener")
+
+    async def irc_user(self, nick: str) -> IrcLineClient:
+        client = IrcLineClient(self.irc_port(), nick)
+        self.addCleanup(client.close)
+        await client.wait_for_line(lambda line: f" 001 {nick} " in line)
+        return client

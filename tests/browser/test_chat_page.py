@@ -5,107 +5,20 @@ Two pages pick names, see each other in the user list, see each other typing and
 messages; a message made of HTML stays text; a taken name is explained on the welcome screen; the
 page reconnects and logs back in after the server restarts; it works with the keyboard alone and
 on a phone-sized screen; an IRC user shares the room. Screenshots are kept in the test's temp
-folder only; ``docs/screenshot.png`` is refreshed by hand from ``chat-with-irc.png`` there.
+folder only (the pictures of docs/ come from C{tests.browser.test_chat_features}).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, List
 
-from twisted.trial import unittest
-
-from ilchat.standalone import StandaloneChat
-from tests.browser.support import BrowserDriver, IrcLineClient, save_screenshot, skip_reason
-from tests.support.server import RunningServer, start_server
+from tests.browser.support import ChatPageTestCase, save_screenshot
 
 XSS = "<img src=x onerror=alert(1)>"
-TIMEOUT_MS = 15000
-
-STANDALONE = {
-    "title": "Team chat",
-    "welcome": "Welcome to the internal chat.\nPick a name to join.",
-    "rooms": [{"id": 1, "title": "Lobby"}, {"id": 2, "title": "Random"}],
-    "history": 50,
-}
 
 
-class ChatPageBrowserTests(unittest.TestCase):
+class ChatPageBrowserTests(ChatPageTestCase):
     """The chat page as people use it, in Chromium."""
-
-    timeout = 120
-
-    if skip_reason():
-        skip = skip_reason()
-
-    async def setUp(self) -> None:
-        self.folder = os.path.abspath(self.mktemp())
-        self.server = await self.start_server()
-        self.driver = await BrowserDriver().start()
-        self.addCleanup(self.driver.stop)
-        self.dialogs: List[str] = []
-        self.console_errors: List[str] = []
-
-    async def start_server(self, **kwargs: Any) -> RunningServer:
-        return await start_server(
-            self,
-            server={"irc": {"address": "127.0.0.1", "port": 0, "auth": "open"}},
-            clients=[{"name": "team", "standalone": STANDALONE}],
-            client_components=[lambda ctx: StandaloneChat(ctx, policy=ctx.policy, grace=1.0)],
-            folder=self.folder,
-            **kwargs,
-        )
-
-    # -- helpers that run in the driver thread ---------------------------------------------------
-
-    def _open(self, url: str, width: int = 1100, height: int = 700) -> Any:
-        context = self.driver.browser.new_context(viewport={"width": width, "height": height})
-        page = context.new_page()
-        page.set_default_timeout(TIMEOUT_MS)
-        page.on("dialog", lambda dialog: (self.dialogs.append(dialog.message), dialog.dismiss()))
-        page.on("console", lambda msg: msg.type == "error" and self.console_errors.append(msg.text))
-        page.goto(url)
-        return page
-
-    async def open_page(self, width: int = 1100, height: int = 700) -> Any:
-        return await self.driver.call(self._open, self.server.url("/"), width, height)
-
-    async def join(self, page: Any, name: str) -> None:
-        """Type a name and press Enter, as a keyboard user does."""
-
-        def join() -> None:
-            page.fill("#name-input", name)
-            page.press("#name-input", "Enter")
-            page.wait_for_selector("#chat:not([hidden])")
-
-        await self.driver.call(join)
-
-    async def wait_text(self, page: Any, selector: str, text: str) -> None:
-        def wait() -> None:
-            page.locator(selector, has_text=text).first.wait_for(state="visible")
-
-        await self.driver.call(wait)
-
-    async def send(self, page: Any, text: str) -> None:
-        def send() -> None:
-            page.fill("#message-input", text)
-            page.press("#message-input", "Enter")
-
-        await self.driver.call(send)
-
-    def irc_port(self) -> int:
-        from ilchat.irc.service import IrcComponent
-
-        for component in self.server.service.components:
-            if isinstance(component, IrcComponent):
-                return component.ports[0].getHost().port
-        raise AssertionError("no IRC listener")
-
-    async def irc_user(self, nick: str) -> IrcLineClient:
-        client = IrcLineClient(self.irc_port(), nick)
-        self.addCleanup(client.close)
-        await client.wait_for_line(lambda line: f" 001 {nick} " in line)
-        return client
 
     # -- tests ------------------------------------------------------------------------------------
 

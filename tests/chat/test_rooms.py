@@ -478,6 +478,26 @@ class DisconnectGraceTests(BobAndAliceSeatedMixin, SynchronousTestCase):
         self.clock.advance(15)
         self.assertEqual(self.gone, [(6, [1])])
 
+    def test_connection_closed_on_purpose_leaves_at_once(self) -> None:
+        """A departure on purpose ("Leave", a closed page) skips the grace: the room hears now."""
+        self.chat.connection_closed("a")
+        got = self.rec.received("b")
+        self.assertEqual([e for e, _ in got], ["userlist", "notice"])
+        self.assertEqual(got[1][1]["data"], {"username": "alice"})
+        self.assertEqual(self.gone, [(6, [1])])
+        self.assertIsNone(self.chat.get_member(6))
+        self.assertFalse(self.chat.has_grace_timer(6))
+
+    def test_connection_closed_with_another_tab_open_keeps_the_member(self) -> None:
+        """Only the member's last connection makes them leave; an unknown one is nothing."""
+        self.chat.login("a2", 6, "alice", True)
+        self.chat.connection_closed("a")
+        self.chat.connection_closed("never-logged-in")
+        self.clock.advance(60)
+        self.assertEqual((self.rec.received("b"), self.gone), ([], []))
+        self.chat.connection_closed("a2")
+        self.assertEqual(self.gone, [(6, [1])])
+
     def test_connect_login_or_enter_cancel_the_grace(self) -> None:
         """Connect, login and enterRoom within 15 s each cancel the pending removal."""
         for action in (lambda: self.chat.connect(6),

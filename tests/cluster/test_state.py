@@ -150,3 +150,40 @@ class ClusterStateTests(TestCase):
             await deferLater(reactor, 0.5, lambda: None)
         again = await browser(node2, "Alice")
         self.assertEqual(again.payloads("loggedIn")[0]["username"], "Alice")
+
+    async def test_standalone_rename_and_leave_across_nodes(self) -> None:
+        """
+        A rename to a name held on the other node is refused; a rename to a free one claims it
+        and frees the old name for the other node; ``leave`` frees a name at once.
+        """
+        cluster = await start_cluster(self, size=2, client={
+            "name": "chat", "standalone": {"title": "Chat", "rooms": [{"id": 1, "title": "Lobby"}]},
+        })
+        node1, node2 = cluster.nodes
+
+        async def browser(node: ClusterNode, name: str) -> Browser:
+            page = Browser(SimpleNamespace(base_url=node.url), "/chat")
+            self.addCleanup(page.close)
+            await page.connect()
+            await page.emit("login", name)
+            await wait_for(self, lambda: page.received("loggedIn") or page.received("loginFailed"), 20,
+                           f"an answer to the login of {name}")
+            return page
+
+        alice, bob = await browser(node1, "alice"), await browser(node2, "bob")
+        await bob.emit("rename", "ALICE")
+        await wait_for(self, lambda: bob.received("refused"), 20, "the refused rename")
+        self.assertEqual(bob.payloads("refused")[0]["error"], "name_taken")
+        await bob.emit("rename", "Robert")
+        await wait_for(self, lambda: bob.received("renamed"), 20, "the rename")
+        self.assertEqual(bob.payloads("renamed")[0]["username"], "Robert")
+        await wait_for(self, lambda: alice.received("renamed"), 20, "the rename on the other node")
+        self.assertEqual(alice.payloads("renamed")[0]["username"], "Robert")
+        carol = await browser(node1, "Bob")
+        self.assertEqual(carol.payloads("loggedIn")[0]["username"], "Bob")
+        robert = await browser(node1, "robert")
+        self.assertEqual(robert.payloads("loginFailed")[0]["error"], "name_taken")
+
+        await alice.emit("leave")
+        again = await browser(node2, "Alice")
+        self.assertEqual(again.payloads("loggedIn")[0]["username"], "Alice")

@@ -63,13 +63,13 @@ class StandaloneChatTests(unittest.TestCase):
     """The standalone chat as the page and other clients use it."""
 
     async def start(self, network: Optional[Dict[str, Any]] = None, folder: Optional[str] = None,
-                    **standalone: Any) -> RunningServer:
+                    grace: float = GRACE, **standalone: Any) -> RunningServer:
         server = {"network": network} if network is not None else None
         self.server = await start_server(
             self,
             server=server,
             clients=[standalone_client(**standalone)],
-            client_components=[lambda ctx: StandaloneChat(ctx, policy=ctx.policy, grace=GRACE)],
+            client_components=[lambda ctx: StandaloneChat(ctx, policy=ctx.policy, grace=grace)],
             folder=folder,
         )
         self.browsers = getattr(self, "browsers", [])
@@ -305,11 +305,85 @@ class StandaloneChatTests(unittest.TestCase):
         await sleep(0.2)
         self.assertEqual(bob.received("history"), [])
 
-    async def test_typing_flood_is_refused(self):
-        """Typing notifications have their own throttle (twice the message one), with a refusal."""
+    async def test_typing_flood_is_dropped_without_crowding_out_refusals(self):
+        """
+        Typing notifications have their own throttle (twice the message one); the excess is
+        dropped without an answer, so the only refusal the sender sees is the message's, with the
+        refused text in it (the page puts it back into the input box).
+        """
         await self.start(network={"message_rate": 1, "message_burst": 2})
         alice = await self.login("alice")
-        for _ in range(5):
+        bob = await self.login("bob")
+        for _ in range(8):
             await alice.emit("userStartedTyping", 1)
+        await bob.wait_for("userStartedTyping", count=4)
+        for number in range(3):
+            await alice.emit("message", {"content": f"m{number}\nline two", "format": {}}, 1)
         refused = await alice.wait_for("refused")
         self.assertEqual(refused["error"], "rate_limited")
+        self.assertEqual(refused["content"], "m2\nline two")
+        await alice.wait_for("message", count=2)
+        await sleep(0.3)
+        self.assertEqual(len(alice.received("refused")), 1)
+        self.assertEqual(len(bob.received("userStartedTyping")), 4)
+
+    async def test_leave_takes_the_member_out_at_once(self):
+        """
+        ``leave`` skips the disconnect grace (here 60 s): the others get the userlist without the
+        member and a ``disconnected`` notice, the name is free, the socket is disconnected.
+        """
+        await self.start(grace=60.0)
+        alice = await self.login("alice")
+        bob = await self.login("bob")
+        await wait_until(lambda: len(alice.payloads("userlist")[-1]["users"]) == 2)
+        await bob.emit("leave")
+        await alice.wait_for("notice", "disconnected")
+        await wait_until(lambda: [u["username"] for u in alice.payloads("userlist")[-1]["users"].values()]
+                         == ["alice"])
+        other = await self.browser()
+        await other.emit("login", "bob")
+        await other.wait_for("loggedIn")
+        await wait_until(lambda: bob.disconnected.is_set())
+
+    async def test_a_lost_connection_keeps_the_grace(self):
+        """Without ``leave`` the member stays listed during the grace (a network hiccup)."""
+        await self.start(grace=60.0)
+        alice = await self.login("alice")
+        bob = await self.login("bob")
+        await wait_until(lambda: len(alice.payloads("userlist")[-1]["users"]) == 2)
+        await bob.close()
+        stranger = await self.browser()
+        await stranger.emit("login", "bob")
+        self.assertEqual((await stranger.wait_for("loginFailed"))["error"], "name_taken")
+        self.assertEqual([p for p in alice.payloads("notice") if p["content"] == "disconnected"], [])
+
+    async def test_rename_reaches_every_page_and_frees_the_old_name(self):
+        """``rename`` changes the name for everyone (``renamed``), in the userlist and messages."""
+        await self.start()
+        alice = await self.login("alice")
+        bob = await self.login("bob")
+        await bob.emit("rename", "Robert")
+        renamed = await alice.wait_for("renamed")
+        self.assertEqual(renamed["username"], "Robert")
+        self.assertEqual(renamed["id"], bob.payloads("loggedIn")[0]["id"])
+        await bob.wait_for("renamed")
+        await bob.emit("message", {"content": "new name", "format": {}}, 1)
+        message = await alice.wait_for("message")
+        self.assertEqual(message["from"]["username"], "Robert")
+        carol = await self.login("bob")
+        self.assertTrue(carol.payloads("loggedIn"))
+        await carol.emit("enterRoom", 1)
+        await wait_until(lambda: "Robert" in [u["username"] for u in carol.payloads("userlist")[-1]["users"].values()])
+
+    async def test_rename_to_a_taken_or_invalid_name_is_refused(self):
+        """A taken name (any case) or an invalid one gets ``refused``; a case change of one's own works."""
+        await self.start()
+        await self.login("alice")
+        bob = await self.login("bob")
+        await bob.emit("rename", "ALICE")
+        refused = await bob.wait_for("refused")
+        self.assertEqual(refused["error"], "name_taken")
+        await bob.emit("rename", "b\u200bob")
+        self.assertEqual((await bob.wait_for("refused", count=2))["error"], "invalid_name")
+        await bob.emit("rename", "Bob")
+        self.assertEqual((await bob.wait_for("renamed"))["username"], "Bob")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 from typing import Any, Dict, Optional
 
 import attrs
 from twisted.internet import reactor as default_reactor
-from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 
 
@@ -32,8 +33,10 @@ async def http_request(
     headers: Optional[Dict[str, str]] = None,
     reactor: Any = None,
     context_factory: Any = None,
+    body: Optional[bytes] = None,
 ) -> Response:
-    """Send one request and read the whole answer; the connection is closed afterwards."""
+    """Send one request (with C{body}, if given) and read the whole answer; the connection is
+    closed afterwards."""
     reactor = reactor or default_reactor
     pool = HTTPConnectionPool(reactor, persistent=False)
     if context_factory is not None:
@@ -41,7 +44,9 @@ async def http_request(
     else:
         agent = Agent(reactor, pool=pool)
     raw_headers = Headers({k: [v] for k, v in (headers or {}).items()})
-    response = await agent.request(method.encode("ascii"), url.encode("utf-8"), raw_headers)
+    producer = None if body is None else FileBodyProducer(io.BytesIO(body))
+    response = await agent.request(method.encode("ascii"), url.encode("utf-8"), raw_headers,
+                                   producer)
     body = await readBody(response)
     await pool.closeCachedConnections()
     return Response(response.code, response.headers, body)

@@ -88,6 +88,28 @@ class ChatPageTests(unittest.TestCase):
         self.assertIn("&lt;/script&gt;&lt;script&gt;alert(1)", html)
         self.assertEqual(_config_block(html)["title"], HOSTILE_TITLE)
 
+    async def test_branding_and_strings_are_in_the_page(self):
+        """
+        ``window_title`` is the escaped <title>; ``info`` and the strings of every language are
+        in the config block; each language has exactly the keys of English.
+        """
+        server = await self.start(window_title=HOSTILE_TITLE, info="Line 1\nhttps://x.example/")
+        html = (await http_request(server.url("/"))).body.decode("utf-8")
+        self.assertIn("<title>&lt;/script&gt;&lt;script&gt;alert(1)", html)
+        config = _config_block(html)
+        self.assertEqual((config["windowTitle"], config["info"]),
+                         (HOSTILE_TITLE, "Line 1\nhttps://x.example/"))
+        self.assertEqual(sorted(config["strings"]), ["de", "en", "nl"])
+        for language, strings in config["strings"].items():
+            self.assertEqual(sorted(strings), sorted(config["strings"]["en"]), language)
+            self.assertTrue(all(isinstance(text, str) and text for text in strings.values()))
+
+    async def test_window_title_defaults_to_the_title(self):
+        server = await self.start()
+        html = (await http_request(server.url("/"))).body.decode("utf-8")
+        self.assertIn("<title>Team</title>", html)
+        self.assertEqual(_config_block(html)["windowTitle"], "Team")
+
     async def test_assets_have_their_types_and_an_etag(self):
         """The script and the style sheet come with their content types; a reload gets a 304."""
         server = await self.start()

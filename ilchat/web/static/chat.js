@@ -4,7 +4,7 @@
  * Plain JavaScript, no library and nothing from the network but our own server, so that it works
  * on a closed network. It speaks Engine.IO v4 / Socket.IO v5 over a native WebSocket with the same
  * events as ILIAS's repository chat (login, enterRoom, message, userlist, notice, typing), logging
- * in with a name only.
+ * in with a name only; plus ilchat's own leave, rename and renamed events.
  *
  * Safety rule: text that came from a user or from the server is only ever put into the page with
  * textContent (or as an attribute value through the DOM API), never through innerHTML.
@@ -188,6 +188,57 @@
     }
   };
 
+  // --- strings -------------------------------------------------------------------------------
+
+  /*
+   * One strings file per language (static/strings/<code>.json, embedded by the server); the
+   * first of the browser's languages we have wins, English otherwise. t(key, {name: ...}) fills
+   * the {name} slots.
+   */
+  var allStrings = config.strings || {};
+  var language = (function () {
+    var wanted = (navigator.languages && navigator.languages.length) ? navigator.languages : [navigator.language || "en"];
+    for (var i = 0; i < wanted.length; i += 1) {
+      var code = String(wanted[i] || "").toLowerCase();
+      if (allStrings[code]) {
+        return code;
+      }
+      var base = code.split("-")[0];
+      if (allStrings[base]) {
+        return base;
+      }
+    }
+    return "en";
+  })();
+  var strings = allStrings[language] || {};
+  var fallback = allStrings.en || {};
+
+  function t(key, values) {
+    var text = Object.prototype.hasOwnProperty.call(strings, key) ? strings[key] : fallback[key];
+    if (text === undefined) {
+      text = key;
+    }
+    return String(text).replace(/\{(\w+)\}/g, function (whole, name) {
+      return values && values[name] !== undefined ? String(values[name]) : whole;
+    });
+  }
+
+  function translatePage() {
+    document.documentElement.lang = language;
+    Array.prototype.forEach.call(document.querySelectorAll("[data-i18n]"), function (node) {
+      node.textContent = t(node.getAttribute("data-i18n"));
+    });
+    Array.prototype.forEach.call(document.querySelectorAll("[data-i18n-placeholder]"), function (node) {
+      node.setAttribute("placeholder", t(node.getAttribute("data-i18n-placeholder")));
+    });
+    Array.prototype.forEach.call(document.querySelectorAll("[data-i18n-title]"), function (node) {
+      node.setAttribute("title", t(node.getAttribute("data-i18n-title")));
+    });
+    Array.prototype.forEach.call(document.querySelectorAll("[data-i18n-aria-label]"), function (node) {
+      node.setAttribute("aria-label", t(node.getAttribute("data-i18n-aria-label")));
+    });
+  }
+
   // --- page state -----------------------------------------------------------------------------
 
   var $ = function (id) { return document.getElementById(id); };
@@ -195,6 +246,7 @@
     status: $("status"),
     welcome: $("welcome"),
     welcomeText: $("welcome-text"),
+    infoText: $("info-text"),
     loginForm: $("login-form"),
     nameInput: $("name-input"),
     loginButton: $("login-button"),
@@ -204,12 +256,28 @@
     roomTitle: $("room-title"),
     messages: $("messages"),
     typing: $("typing"),
+    whisperBar: $("whisper-bar"),
+    whisperLabel: $("whisper-label"),
+    whisperCancel: $("whisper-cancel"),
     messageForm: $("message-form"),
     messageInput: $("message-input"),
     messageError: $("message-error"),
+    counter: $("message-counter"),
     userList: $("user-list"),
     userCount: $("user-count"),
+    people: $("people"),
+    peopleButton: $("people-button"),
+    renameButton: $("rename-button"),
+    renameForm: $("rename-form"),
+    renameInput: $("rename-input"),
+    renameCancel: $("rename-cancel"),
+    renameError: $("rename-error"),
+    notifyButton: $("notify-button"),
+    themeButton: $("theme-button"),
     logoutButton: $("logout-button"),
+    attachButton: $("attach-button"),
+    fileInput: $("file-input"),
+    uploadStatus: $("upload-status"),
     appTitle: $("app-title")
   };
 
@@ -221,10 +289,16 @@
     wantLogin: false,
     rooms: [],         // [{id, title}]
     current: null,     // the room id shown
+    whisper: null,     // {id, username}: the person the next messages go to privately
+    unseen: 0,         // messages that arrived while the page was not looked at (tab title)
+    notify: false,     // browser notifications wanted (and allowed)
     perRoom: {}        // id -> {messages: [entries], users: {}, typing: {id: {name, timer}}, unread}
   };
 
   var MAX_KEPT_MESSAGES = 500;
+  var windowTitle = config.windowTitle || config.title || "";
+  var sent = [];       // recently sent [content, what was typed], to put a refused one back
+  var knownNames = {}; // member id -> the name the page knows them by (for rename notices)
 
   function roomState(roomId) {
     var key = String(roomId);
@@ -234,14 +308,38 @@
     return state.perRoom[key];
   }
 
+  function roomTitle(roomId) {
+    var info = state.rooms.filter(function (r) { return String(r.id) === String(roomId); })[0];
+    return info ? info.title : "";
+  }
+
   function setStatus(text, kind) {
     ui.status.textContent = text;
     ui.status.className = "status" + (kind ? " " + kind : "");
   }
 
+  // The browser's own locale decides the time format (12 or 24 hours); the day is a separator.
   function formatTime(ms) {
-    var date = new Date(ms);
-    return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    return new Date(ms).toLocaleTimeString(undefined, { hour: "numeric", minute: "2-digit" });
+  }
+
+  function dayKey(ms) {
+    var d = new Date(ms);
+    return d.getFullYear() + "-" + d.getMonth() + "-" + d.getDate();
+  }
+
+  function formatDay(ms) {
+    var today = new Date();
+    var yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+    if (dayKey(ms) === dayKey(today.getTime())) {
+      return t("today");
+    }
+    if (dayKey(ms) === dayKey(yesterday.getTime())) {
+      return t("yesterday");
+    }
+    return new Date(ms).toLocaleDateString(undefined, {
+      weekday: "long", year: "numeric", month: "long", day: "numeric"
+    });
   }
 
   function toMs(timestamp) {
@@ -261,36 +359,160 @@
     return node;
   }
 
+  function clear(node) {
+    while (node.firstChild) {
+      node.removeChild(node.firstChild);
+    }
+  }
+
+  /*
+   * Text with its http(s) links as <a> elements: the text goes in as text nodes, the link's
+   * address through the DOM (only http: and https: URLs the browser parses), never as HTML.
+   */
+  var LINK = /\bhttps?:\/\/[^\s<>"]+/gi;
+
+  function appendLinked(parent, text) {
+    var last = 0;
+    text.replace(LINK, function (match, offset) {
+      var url = match.replace(/[.,;:!?)\]}'»”]+$/, "");
+      var parsed = null;
+      try {
+        parsed = new URL(url);
+      } catch (e) {
+        parsed = null;
+      }
+      if (!parsed || (parsed.protocol !== "http:" && parsed.protocol !== "https:")) {
+        return match;
+      }
+      parent.appendChild(document.createTextNode(text.slice(last, offset)));
+      var link = el("a", null, url);
+      link.href = parsed.href;
+      link.target = "_blank";
+      link.rel = "noopener noreferrer";
+      parent.appendChild(link);
+      last = offset + url.length;
+      return match;
+    });
+    parent.appendChild(document.createTextNode(text.slice(last)));
+    return parent;
+  }
+
+  function escapeRegExp(text) {
+    return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  }
+
+  function mentions(text) {
+    if (!state.me || !state.me.username) {
+      return false;
+    }
+    var pattern = new RegExp("(^|[^\\p{L}\\p{N}_])@?" + escapeRegExp(state.me.username) +
+                             "(?=$|[^\\p{L}\\p{N}_])", "iu");
+    return pattern.test(text);
+  }
+
   // --- rendering ------------------------------------------------------------------------------
 
   function renderEntry(entry) {
     var item = el("li", "entry " + entry.kind);
-    var time = el("time", "time", formatTime(entry.time));
-    time.setAttribute("datetime", new Date(entry.time).toISOString());
-    item.appendChild(time);
-    if (entry.kind === "message") {
-      item.appendChild(el("span", "from" + (entry.mine ? " mine" : ""), entry.from));
-      if (entry.to) {
-        item.appendChild(el("span", "to", "→ " + entry.to));
-      }
-      item.appendChild(el("span", "content", entry.text));
-    } else {
-      item.appendChild(el("span", "content", entry.text));
+    if (entry.action) {
+      item.classList.add("action");
     }
+    if (entry.to) {
+      item.classList.add("whisper");
+    }
+    if (entry.mention) {
+      item.classList.add("mention");
+    }
+    var time = el("time", "time", formatTime(entry.time));
+    var when = new Date(entry.time);
+    time.setAttribute("datetime", when.toISOString());
+    time.title = when.toLocaleString();
+    item.appendChild(time);
+    var body = el("span", "body");
+    if (entry.kind === "message") {
+      if (entry.action) {
+        body.appendChild(el("span", "from" + (entry.mine ? " mine" : ""), "* " + entry.from));
+      } else {
+        body.appendChild(el("span", "from" + (entry.mine ? " mine" : ""), entry.from));
+      }
+      if (entry.to) {
+        body.appendChild(el("span", "to", entry.mine ? t("privateTo", { name: entry.to.username }) : t("privateFrom")));
+      }
+      if (entry.file) {
+        body.appendChild(fileLink(entry.file));
+      } else {
+        body.appendChild(appendLinked(el("span", "content"), entry.text));
+      }
+      if (entry.to && !entry.mine && entry.fromId !== null) {
+        var reply = el("button", "reply secondary small", t("reply"));
+        reply.type = "button";
+        reply.setAttribute("aria-label", t("replyTo", { name: entry.from }));
+        reply.addEventListener("click", function () {
+          startWhisper({ id: entry.fromId, username: entry.from });
+        });
+        body.appendChild(reply);
+      }
+    } else {
+      body.appendChild(el("span", "content", entry.text));
+    }
+    item.appendChild(body);
+    return item;
+  }
+
+  var INLINE_IMAGES = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+
+  function humanSize(size) {
+    if (size < 1000) {
+      return size + " B";
+    }
+    if (size < 1000000) {
+      return Math.round(size / 1000) + " kB";
+    }
+    return (size / 1000000).toFixed(1) + " MB";
+  }
+
+  // A shared file: images as a thumbnail, anything else as a download link.
+  function fileLink(file) {
+    var href = "files/" + encodeURIComponent(file.id) + "/" + encodeURIComponent(file.name);
+    var label = file.name + " (" + humanSize(Number(file.size) || 0) + ")";
+    var link = el("a", "file-link content");
+    link.href = href;
+    link.target = "_blank";
+    link.rel = "noopener noreferrer";
+    if (INLINE_IMAGES.indexOf(file.type) >= 0) {
+      var image = el("img", "thumb");
+      image.src = href;
+      image.alt = file.name;
+      link.appendChild(image);
+      link.appendChild(el("span", "file-name", label));
+    } else {
+      link.setAttribute("download", file.name);
+      link.textContent = label;
+    }
+    return link;
+  }
+
+  function daySeparator(ms) {
+    var item = el("li", "day-separator", formatDay(ms));
+    item.setAttribute("data-day", dayKey(ms));
     return item;
   }
 
   function renderMessages() {
     var room = roomState(state.current);
     var list = ui.messages;
-    while (list.firstChild) {
-      list.removeChild(list.firstChild);
-    }
+    clear(list);
     var fragment = document.createDocumentFragment();
+    var day = null;
     room.messages.forEach(function (entry) {
+      if (dayKey(entry.time) !== day) {
+        day = dayKey(entry.time);
+        fragment.appendChild(daySeparator(entry.time));
+      }
       fragment.appendChild(renderEntry(entry));
     });
     list.appendChild(fragment);
+    list.setAttribute("data-day", day || "");
     list.scrollTop = list.scrollHeight;
   }
 
@@ -303,8 +525,12 @@
     if (String(roomId) === String(state.current)) {
       var list = ui.messages;
       var atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+      if (list.getAttribute("data-day") !== dayKey(entry.time)) {
+        list.appendChild(daySeparator(entry.time));
+        list.setAttribute("data-day", dayKey(entry.time));
+      }
       list.appendChild(renderEntry(entry));
-      while (list.childNodes.length > MAX_KEPT_MESSAGES) {
+      while (list.childNodes.length > MAX_KEPT_MESSAGES + 50) {
         list.removeChild(list.firstChild);
       }
       if (atBottom || entry.mine) {
@@ -314,13 +540,14 @@
       room.unread += 1;
       renderRooms();
     }
+    if (entry.kind === "message" && !entry.mine && !entry.history) {
+      attention(roomId, entry);
+    }
   }
 
   function renderRooms() {
     var list = ui.roomList;
-    while (list.firstChild) {
-      list.removeChild(list.firstChild);
-    }
+    clear(list);
     state.rooms.forEach(function (room) {
       var item = el("li");
       var button = el("button", "room-button", room.title);
@@ -332,7 +559,7 @@
       var unread = roomState(room.id).unread;
       if (unread > 0) {
         var badge = el("span", "unread", String(unread));
-        badge.setAttribute("aria-label", unread + " unread");
+        badge.setAttribute("aria-label", t("unread", { n: unread }));
         button.appendChild(badge);
       }
       button.addEventListener("click", function () {
@@ -344,24 +571,36 @@
     });
   }
 
+  function isIrc(user) {
+    return !!(user.irc || user.source === "irc" || Number(user.id) < 0);
+  }
+
   function renderUsers() {
     var room = roomState(state.current);
     var list = ui.userList;
-    while (list.firstChild) {
-      list.removeChild(list.firstChild);
-    }
+    clear(list);
     var users = Object.keys(room.users).map(function (key) { return room.users[key]; });
     users.sort(function (a, b) {
       return String(a.username).localeCompare(String(b.username));
     });
     users.forEach(function (user) {
       var item = el("li", "user");
-      item.appendChild(el("span", "user-name", user.username));
-      if (state.me && String(user.id) === String(state.me.id)) {
-        item.appendChild(el("span", "tag", "you"));
+      var mine = state.me && String(user.id) === String(state.me.id);
+      if (mine) {
+        item.appendChild(el("span", "user-name", user.username));
+        item.appendChild(el("span", "tag", t("you")));
+      } else {
+        // A click (or Enter) on a name starts a private message to that person.
+        var button = el("button", "user-name", user.username);
+        button.type = "button";
+        button.setAttribute("aria-label", t("whisperButton", { name: user.username }));
+        button.addEventListener("click", function () {
+          startWhisper({ id: user.id, username: user.username });
+        });
+        item.appendChild(button);
       }
-      if (user.irc || user.source === "irc" || Number(user.id) < 0) {
-        item.appendChild(el("span", "tag irc", "IRC"));
+      if (isIrc(user)) {
+        item.appendChild(el("span", "tag irc", t("irc")));
       }
       list.appendChild(item);
     });
@@ -374,55 +613,179 @@
     if (names.length === 0) {
       ui.typing.textContent = "";
     } else if (names.length === 1) {
-      ui.typing.textContent = names[0] + " is typing…";
+      ui.typing.textContent = t("typingOne", { name: names[0] });
     } else if (names.length <= 3) {
-      ui.typing.textContent = names.join(", ") + " are typing…";
+      ui.typing.textContent = t("typingSome", { names: names.join(", ") });
     } else {
-      ui.typing.textContent = "Several people are typing…";
+      ui.typing.textContent = t("typingMany");
     }
   }
 
   function showRoom(roomId) {
     if (state.current !== null && String(state.current) !== String(roomId)) {
       stopTyping();
+      stopWhisper();
     }
     state.current = roomId;
     var room = roomState(roomId);
     room.unread = 0;
-    var info = state.rooms.filter(function (r) { return String(r.id) === String(roomId); })[0];
-    ui.roomTitle.textContent = info ? info.title : "";
+    ui.roomTitle.textContent = roomTitle(roomId);
     renderRooms();
     renderMessages();
     renderUsers();
     renderTyping();
   }
 
+  function setChatControls(visible) {
+    Array.prototype.forEach.call(document.querySelectorAll(".chat-only"), function (node) {
+      node.hidden = !visible;
+    });
+    if (!visible) {
+      closeRename();
+      setPeopleOpen(false);
+    }
+  }
+
   function showChat() {
     ui.welcome.hidden = true;
     ui.chat.hidden = false;
+    setChatControls(true);
   }
 
   function showWelcome(errorText) {
     ui.chat.hidden = true;
     ui.welcome.hidden = false;
+    setChatControls(false);
     ui.loginButton.disabled = false;
     ui.loginError.textContent = errorText || "";
     ui.nameInput.focus();
   }
 
+  function setPeopleOpen(open) {
+    ui.chat.classList.toggle("people-open", open);
+    ui.peopleButton.setAttribute("aria-expanded", open ? "true" : "false");
+    ui.peopleButton.textContent = open ? t("hidePeople") : t("people");
+  }
+
+  // --- attention: tab title, notifications ------------------------------------------------------
+
+  var focused = document.hasFocus ? document.hasFocus() : true;
+
+  function lookedAt() {
+    return document.visibilityState !== "hidden" && focused;
+  }
+
+  function updateTitle() {
+    document.title = (state.unseen > 0 ? "(" + state.unseen + ") " : "") + windowTitle;
+  }
+
+  function attention(roomId, entry) {
+    if (lookedAt()) {
+      return;
+    }
+    state.unseen += 1;
+    updateTitle();
+    if (state.notify && (entry.mention || entry.to) && window.Notification &&
+        Notification.permission === "granted") {
+      try {
+        var title = entry.to ? t("notificationWhisper", { name: entry.from })
+          : t("notificationTitle", { name: entry.from, room: roomTitle(roomId) });
+        var note = new Notification(title, { body: entry.text, tag: "ilchat-" + roomId });
+        note.onclick = function () {
+          window.focus();
+          showRoom(roomId);
+        };
+      } catch (e) { /* some browsers allow notifications from service workers only */ }
+    }
+  }
+
+  function seen() {
+    if (lookedAt() && state.unseen) {
+      state.unseen = 0;
+      updateTitle();
+    }
+  }
+
+  document.addEventListener("visibilitychange", seen);
+  window.addEventListener("focus", function () { focused = true; seen(); });
+  window.addEventListener("blur", function () { focused = false; });
+
+  function setNotify(on) {
+    state.notify = on;
+    ui.notifyButton.setAttribute("aria-pressed", on ? "true" : "false");
+    try {
+      localStorage.setItem("ilchat.notify", on ? "on" : "off");
+    } catch (e) { /* ignore */ }
+  }
+
+  ui.notifyButton.addEventListener("click", function () {
+    if (state.notify) {
+      setNotify(false);
+      return;
+    }
+    if (!window.Notification) {
+      ui.messageError.textContent = t("notificationsBlocked");
+      return;
+    }
+    Promise.resolve(Notification.requestPermission()).then(function (permission) {
+      if (permission === "granted") {
+        setNotify(true);
+      } else {
+        setNotify(false);
+        ui.messageError.textContent = t("notificationsBlocked");
+      }
+    });
+  });
+
+  // --- theme ------------------------------------------------------------------------------------
+
+  var darkQuery = window.matchMedia ? window.matchMedia("(prefers-color-scheme: dark)") : null;
+
+  function storedTheme() {
+    try {
+      var theme = localStorage.getItem("ilchat.theme");
+      return theme === "dark" || theme === "light" ? theme : null;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function applyTheme() {
+    var theme = storedTheme() || (darkQuery && darkQuery.matches ? "dark" : "light");
+    document.documentElement.setAttribute("data-theme", theme);
+    ui.themeButton.setAttribute("aria-pressed", theme === "dark" ? "true" : "false");
+  }
+
+  ui.themeButton.addEventListener("click", function () {
+    var dark = document.documentElement.getAttribute("data-theme") === "dark";
+    try {
+      localStorage.setItem("ilchat.theme", dark ? "light" : "dark");
+    } catch (e) { /* not remembered, still switched */ }
+    document.documentElement.setAttribute("data-theme", dark ? "light" : "dark");
+    applyTheme();
+  });
+  if (darkQuery && darkQuery.addEventListener) {
+    darkQuery.addEventListener("change", applyTheme);
+  }
+
   // --- server events --------------------------------------------------------------------------
 
+  function username(d, key) {
+    return d && d[key || "username"] !== undefined ? d[key || "username"] : "?";
+  }
+
   var NOTICES = {
-    connect: function (d) { return (d && d.username) + " joined"; },
-    disconnected: function (d) { return (d && d.username) + " left"; },
-    left: function (d) { return (d && d.username) + " left"; },
-    welcome_to_chat: function (d) { return "Welcome to " + ((d && d.title) || "the chat") + ", " + (d && d.username) + "!"; },
-    history_has_been_cleared: function () { return "The history of this room has been cleared."; },
-    user_kicked: function (d) { return (d && d.username) + " was removed from the room"; },
-    kicked_from_private_room: function () { return "You were removed from this room."; },
+    connect: function (d) { return t("joined", { name: username(d) }); },
+    disconnected: function (d) { return t("left", { name: username(d) }); },
+    left: function () { return t("leftYou"); },
+    welcome_to_chat: function (d) {
+      return t("welcomeTo", { title: (d && d.title) || t("theChat"), name: username(d) });
+    },
+    history_has_been_cleared: function () { return t("historyCleared"); },
+    user_kicked: function (d) { return t("removed", { name: username(d, "user") }); },
+    kicked_from_private_room: function () { return t("youWereRemoved"); },
     message_too_long: function (d) {
-      return "Your message was too long and was not sent" +
-        (d && d.max_length ? " (at most " + d.max_length + " characters)." : ".");
+      return t("tooLong", { n: "?", max: (d && d.max_length) || config.maxMessageLength });
     }
   };
 
@@ -431,13 +794,25 @@
   }
 
   function messageEntry(payload) {
+    var text = typeof payload.content === "string" ? payload.content : String(payload.content);
+    // An action is written "/me text", on the web as on IRC (the bridge makes it CTCP ACTION).
+    var action = text.indexOf("/me ") === 0 && !!text.slice(4).trim();
+    var mine = !!(state.me && payload.from && String(payload.from.id) === String(state.me.id));
+    var to = payload.target && !payload.target.public
+      ? { id: payload.target.id, username: payload.target.username } : null;
+    var file = payload.format && payload.format.file;
     return {
       kind: "message",
+      file: file && typeof file.id === "string" && /^[A-Za-z0-9_-]{16,64}$/.test(file.id) &&
+        typeof file.name === "string" ? file : null,
       time: toMs(payload.timestamp),
       from: senderName(payload),
-      to: payload.target && !payload.target.public ? payload.target.username : null,
-      text: typeof payload.content === "string" ? payload.content : String(payload.content),
-      mine: !!(state.me && payload.from && String(payload.from.id) === String(state.me.id))
+      fromId: payload.from && payload.from.id !== undefined ? payload.from.id : null,
+      to: to,
+      action: action,
+      text: action ? text.slice(4) : text,
+      mine: mine,
+      mention: !mine && mentions(text)
     };
   }
 
@@ -453,14 +828,9 @@
       if (Array.isArray(info.rooms) && info.rooms.length) {
         state.rooms = info.rooms;
       }
-      try {
-        sessionStorage.setItem("ilchat.name", state.name);
-        if (state.token) {
-          sessionStorage.setItem("ilchat.token", state.token);
-        }
-      } catch (e) { /* private mode: no reconnect after a reload, which is fine */ }
+      remember();
       ui.loginError.textContent = "";
-      setStatus("Connected as " + state.name, "ok");
+      setStatus(t("connectedAs", { name: state.name }), "ok");
       showChat();
       if (state.current === null && state.rooms.length) {
         state.current = state.rooms[0].id;
@@ -476,7 +846,7 @@
       });
       showRoom(state.current);
       if (document.activeElement === ui.nameInput || document.activeElement === ui.loginButton ||
-          document.activeElement === document.body) {
+          document.activeElement === document.body || document.activeElement === null) {
         ui.messageInput.focus();
       }
     },
@@ -485,8 +855,11 @@
       state.loggedIn = false;
       state.wantLogin = false;
       state.token = null;
-      var text = (info && info.message) || "That name cannot be used.";
-      setStatus("Connected", "ok");
+      var text = (info && info.message) || t("nameRefused");
+      if (info && info.error === "name_taken") {
+        text = t("nameTaken", { name: state.name });
+      }
+      setStatus(t("connected"), "ok");
       showWelcome(text);
     },
 
@@ -531,9 +904,55 @@
       if (!payload) {
         return;
       }
-      roomState(payload.roomId).users = payload.users || {};
+      var users = payload.users || {};
+      Object.keys(users).forEach(function (key) {
+        // The name a member was first seen with; only a "renamed" event changes it, so that a
+        // userlist that arrives before the "renamed" event does not hide the rename.
+        if (!Object.prototype.hasOwnProperty.call(knownNames, key)) {
+          knownNames[key] = users[key].username;
+        }
+      });
+      roomState(payload.roomId).users = users;
       if (String(payload.roomId) === String(state.current)) {
         renderUsers();
+      }
+    },
+
+    // Someone (on the web or on IRC) has a new name: every list follows, each room says so.
+    renamed: function (info) {
+      if (!info || info.id === undefined) {
+        return;
+      }
+      var key = String(info.id);
+      var name = info.username;
+      var mine = state.me && String(state.me.id) === key;
+      var old = Object.prototype.hasOwnProperty.call(knownNames, key) ? knownNames[key] : null;
+      knownNames[key] = name;
+      state.rooms.forEach(function (room) {
+        var rs = roomState(room.id);
+        var user = rs.users[key];
+        if (user && old !== null && old !== name) {
+          rs.users[key] = Object.assign({}, user, { username: name });
+          addEntry(room.id, { kind: "notice", time: toMs(info.timestamp), text: t("renamed", { old: old, name: name }) });
+        }
+        if (rs.typing[key]) {
+          rs.typing[key].name = name;
+        }
+      });
+      if (state.whisper && String(state.whisper.id) === key) {
+        state.whisper.username = name;
+        showWhisper();
+      }
+      if (mine) {
+        state.me.username = name;
+        state.name = name;
+        remember();
+        setStatus(t("connectedAs", { name: name }), "ok");
+        closeRename();
+      }
+      if (old !== null || mine) {
+        renderUsers();
+        renderTyping();
       }
     },
 
@@ -561,23 +980,77 @@
     },
 
     refused: function (info) {
-      var text = (info && info.message) || "The server refused that.";
-      ui.messageError.textContent = text;
-      clearTimeout(events.refused.timer);
-      events.refused.timer = setTimeout(function () {
-        ui.messageError.textContent = "";
-      }, 8000);
+      info = info || {};
+      if (info.error === "invalid_name" || info.error === "name_taken") {
+        ui.renameError.textContent = info.error === "name_taken" && info.name
+          ? t("nameTaken", { name: info.name }) : (info.message || t("nameRefused"));
+        return;
+      }
+      var text = info.message || t("serverRefused");
+      if (info.error === "rate_limited" && typeof info.content === "string") {
+        text = t("sentTooFast", { n: Math.max(1, Math.ceil(Number(info.retry_after) || 1)) });
+      } else if (info.error === "message_too_long" && typeof info.content === "string") {
+        text = t("tooLong", { n: info.content.length, max: info.max_length || config.maxMessageLength });
+      }
+      if (typeof info.content === "string") {
+        putBack(info.content);
+      }
+      showError(text);
     },
 
     shutdown: function () {
       state.loggedIn = false;
       state.wantLogin = false;
       client.close();
-      setStatus("The server ended the session.", "error");
-      showWelcome("The server ended your session. Pick a name to join again.");
+      setStatus(t("sessionEnded"), "error");
+      showWelcome(t("sessionEndedWelcome"));
       client.open();
     }
   };
+
+  function remember() {
+    try {
+      sessionStorage.setItem("ilchat.name", state.name);
+      if (state.token) {
+        sessionStorage.setItem("ilchat.token", state.token);
+      }
+    } catch (e) { /* private mode: no reconnect after a reload, which is fine */ }
+  }
+
+  var errorTimer = null;
+
+  function showError(text) {
+    ui.messageError.textContent = text;
+    clearTimeout(errorTimer);
+    errorTimer = setTimeout(function () {
+      ui.messageError.textContent = "";
+    }, 15000);
+  }
+
+  /*
+   * A refused message goes back into the box as it was typed: after the ones put back before
+   * it, before what was typed since.
+   */
+  var putBackEnd = 0;
+
+  function putBack(content) {
+    var typed = content;
+    for (var i = 0; i < sent.length; i += 1) {
+      if (sent[i][0] === content) {
+        typed = sent[i][1];
+        sent.splice(i, 1);
+        break;
+      }
+    }
+    var now = ui.messageInput.value;
+    var at = Math.min(putBackEnd, now.length);
+    var before = now.slice(0, at);
+    var after = now.slice(at);
+    var insert = (before && before.slice(-1) !== "\n" ? "\n" : "") + typed;
+    ui.messageInput.value = before + insert + (after && after.charAt(0) !== "\n" ? "\n" : "") + after;
+    putBackEnd = before.length + insert.length;
+    inputChanged();
+  }
 
   function typingChanged(payload, started) {
     if (!payload) {
@@ -626,7 +1099,7 @@
 
   function login() {
     if (state.name && client.connected) {
-      setStatus("Logging in…");
+      setStatus(t("loggingIn"));
       client.emit("login", state.name, state.token);
     }
   }
@@ -636,18 +1109,18 @@
       if (state.wantLogin) {
         login();
       } else {
-        setStatus("Connected", "ok");
+        setStatus(t("connected"), "ok");
       }
     },
     disconnect: function () {
       state.loggedIn = false;
-      setStatus("Connection lost. Reconnecting…", "error");
+      setStatus(t("connectionLost"), "error");
     },
     connectError: function (message) {
-      setStatus("The server refused the connection: " + message, "error");
+      setStatus(t("refusedConnection", { message: message }), "error");
     },
     reconnecting: function (delay) {
-      setStatus("Not connected. Trying again in " + Math.ceil(delay / 1000) + " s…", "error");
+      setStatus(t("notConnectedRetry", { n: Math.ceil(delay / 1000) }), "error");
     },
     event: function (name, args) {
       var handler = Object.prototype.hasOwnProperty.call(events, name) ? events[name] : null;
@@ -663,6 +1136,42 @@
     }
   });
 
+  // --- whispers -----------------------------------------------------------------------------------
+
+  function showWhisper() {
+    ui.whisperBar.hidden = !state.whisper;
+    ui.whisperLabel.textContent = state.whisper ? t("whisperTo", { name: state.whisper.username }) : "";
+  }
+
+  function startWhisper(user) {
+    state.whisper = { id: user.id, username: user.username };
+    showWhisper();
+    setPeopleOpen(false);
+    ui.messageInput.focus();
+  }
+
+  function stopWhisper() {
+    state.whisper = null;
+    showWhisper();
+  }
+
+  ui.whisperCancel.addEventListener("click", function () {
+    stopWhisper();
+    ui.messageInput.focus();
+  });
+
+  function findUser(name) {
+    var room = roomState(state.current);
+    var wanted = name.toLowerCase();
+    var found = null;
+    Object.keys(room.users).forEach(function (key) {
+      if (String(room.users[key].username).toLowerCase() === wanted) {
+        found = room.users[key];
+      }
+    });
+    return found;
+  }
+
   // --- typing, sending, logging in ---------------------------------------------------------------
 
   var typing = { room: null, idleTimer: null };
@@ -675,7 +1184,24 @@
     }
   }
 
+  // The limit is shown as it comes near (from 80 %), and past it the counter says so.
+  function inputChanged() {
+    var box = ui.messageInput;
+    box.style.height = "auto";
+    box.style.height = Math.min(box.scrollHeight + 2, 160) + "px";
+    var max = config.maxMessageLength;
+    var n = box.value.length;
+    if (max && n >= max * 0.8) {
+      ui.counter.textContent = t("counter", { n: n, max: max });
+      ui.counter.className = "counter " + (n > max ? "over" : "near");
+    } else {
+      ui.counter.textContent = "";
+      ui.counter.className = "counter";
+    }
+  }
+
   ui.messageInput.addEventListener("input", function () {
+    inputChanged();
     if (!state.loggedIn || state.current === null) {
       return;
     }
@@ -691,36 +1217,114 @@
     typing.idleTimer = setTimeout(stopTyping, 3000);
   });
 
+  ui.messageInput.addEventListener("keydown", function (event) {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      if (ui.messageForm.requestSubmit) {
+        ui.messageForm.requestSubmit();
+      } else {
+        ui.messageForm.dispatchEvent(new Event("submit", { cancelable: true }));
+      }
+    } else if (event.key === "Escape" && state.whisper) {
+      stopWhisper();
+    }
+  });
+
+  /*
+   * What the box holds as [content, format, target], or null after handling a command here.
+   * /me text: an action; /nick name: a new name; /msg name text: a whisper; //text: "/text".
+   */
+  function parseInput(text) {
+    var target = state.whisper ? { id: state.whisper.id, username: state.whisper.username, public: 0 } : null;
+    if (text.charAt(0) !== "/" || text.indexOf("//") === 0) {
+      return [text.indexOf("//") === 0 ? text.slice(1) : text, {}, target];
+    }
+    var match = /^\/(\S+)\s*([\s\S]*)$/.exec(text);
+    var command = match[1].toLowerCase();
+    var rest = match[2];
+    if (command === "me" && rest.trim()) {
+      return ["/me " + rest, {}, target];
+    }
+    if (command === "nick" && rest.trim()) {
+      rename(rest.trim());
+      return null;
+    }
+    if (command === "msg" || command === "query") {
+      var parts = /^(\S+)\s+([\s\S]+)$/.exec(rest);
+      if (!parts) {
+        showError(t("msgUsage"));
+        return false;
+      }
+      var user = findUser(parts[1]);
+      if (!user) {
+        showError(t("noSuchPerson", { name: parts[1] }));
+        return false;
+      }
+      startWhisper(user);
+      return [parts[2], {}, { id: user.id, username: user.username, public: 0 }];
+    }
+    showError(t("unknownCommand", { command: "/" + match[1] }));
+    return false;
+  }
+
   ui.messageForm.addEventListener("submit", function (event) {
     event.preventDefault();
     var text = ui.messageInput.value;
     if (!text.trim()) {
       return;
     }
-    if (config.maxMessageLength && text.length > config.maxMessageLength) {
-      ui.messageError.textContent = "The message is too long (at most " + config.maxMessageLength + " characters).";
+    var max = config.maxMessageLength;
+    if (max && text.length > max) {
+      showError(t("tooLong", { n: text.length, max: max }));
       return;
     }
-    if (!state.loggedIn || !client.emit("message", { content: text, format: {} }, state.current)) {
-      ui.messageError.textContent = "Not connected; the message was not sent.";
+    var parsed = parseInput(text);
+    if (parsed === false) {
       return;
+    }
+    if (parsed !== null) {
+      var args = { content: parsed[0], format: parsed[1] };
+      if (parsed[2]) {
+        args.target = parsed[2];
+      }
+      if (!state.loggedIn || !client.emit("message", args, state.current)) {
+        showError(t("notSent"));
+        return;
+      }
+      sent.push([parsed[0], text]);
+      if (sent.length > 50) {
+        sent.shift();
+      }
     }
     stopTyping();
     ui.messageError.textContent = "";
     ui.messageInput.value = "";
+    putBackEnd = 0;
+    inputChanged();
     ui.messageInput.focus();
+  });
+
+  function nameProblem(name) {
+    if (!name) {
+      return t("enterName");
+    }
+    if (config.maxNameLength && name.length > config.maxNameLength) {
+      return t("nameTooLong", { max: config.maxNameLength, n: name.length });
+    }
+    return null;
+  }
+
+  ui.nameInput.addEventListener("input", function () {
+    var name = ui.nameInput.value.trim();
+    ui.loginError.textContent = name ? nameProblem(name) || "" : "";
   });
 
   ui.loginForm.addEventListener("submit", function (event) {
     event.preventDefault();
     var name = ui.nameInput.value.trim();
-    if (!name) {
-      ui.loginError.textContent = "Please enter a name.";
-      ui.nameInput.focus();
-      return;
-    }
-    if (config.maxNameLength && name.length > config.maxNameLength) {
-      ui.loginError.textContent = "A name has at most " + config.maxNameLength + " characters.";
+    var problem = nameProblem(name);
+    if (problem) {
+      ui.loginError.textContent = problem;
       ui.nameInput.focus();
       return;
     }
@@ -735,37 +1339,200 @@
       login();
       setTimeout(function () { ui.loginButton.disabled = false; }, 3000);
     } else {
-      ui.loginError.textContent = "Not connected yet; you will be logged in as soon as the connection is back.";
+      ui.loginError.textContent = t("notConnectedYet");
     }
   });
 
-  ui.logoutButton.addEventListener("click", function () {
+  // --- renaming -----------------------------------------------------------------------------------
+
+  function rename(name) {
+    var problem = nameProblem(name);
+    openRename(name);
+    if (problem) {
+      ui.renameError.textContent = problem;
+      return;
+    }
+    ui.renameError.textContent = "";
+    client.emit("rename", name);
+  }
+
+  function openRename(value) {
+    ui.renameForm.hidden = false;
+    ui.renameButton.setAttribute("aria-expanded", "true");
+    ui.renameInput.value = value !== undefined ? value : (state.me ? state.me.username : "");
+    ui.renameInput.focus();
+    ui.renameInput.select();
+  }
+
+  function closeRename() {
+    if (!ui.renameForm.hidden) {
+      ui.renameForm.hidden = true;
+      ui.renameError.textContent = "";
+      ui.renameButton.setAttribute("aria-expanded", "false");
+      if (state.loggedIn) {
+        ui.messageInput.focus();
+      }
+    }
+  }
+
+  ui.renameButton.addEventListener("click", function () {
+    if (ui.renameForm.hidden) {
+      openRename();
+    } else {
+      closeRename();
+    }
+  });
+  ui.renameCancel.addEventListener("click", closeRename);
+  ui.renameInput.addEventListener("keydown", function (event) {
+    if (event.key === "Escape") {
+      closeRename();
+    }
+  });
+  ui.renameForm.addEventListener("submit", function (event) {
+    event.preventDefault();
+    var name = ui.renameInput.value.trim();
+    if (state.me && name === state.me.username) {
+      closeRename();
+      return;
+    }
+    rename(name);
+  });
+
+  ui.peopleButton.addEventListener("click", function () {
+    var open = !ui.chat.classList.contains("people-open");
+    setPeopleOpen(open);
+    if (open) {
+      var first = ui.userList.querySelector("button") || ui.people;
+      first.focus();
+    }
+  });
+  ui.people.addEventListener("keydown", function (event) {
+    if (event.key === "Escape" && ui.chat.classList.contains("people-open")) {
+      setPeopleOpen(false);
+      ui.peopleButton.focus();
+    }
+  });
+
+  // --- sharing files -----------------------------------------------------------------------------
+
+  function upload(file) {
+    var files = config.files;
+    var type = String(file.type || "").toLowerCase();
+    var name = file.name || "file";
+    if (!state.loggedIn || !state.token) {
+      showError(t("notSent"));
+      return;
+    }
+    if (file.size > files.maxBytes) {
+      showError(t("fileTooLarge", { name: name, size: humanSize(file.size), max: humanSize(files.maxBytes) }));
+      return;
+    }
+    if (files.types.indexOf(type) < 0) {
+      showError(t("fileTypeRefused", { type: type || "?" }));
+      return;
+    }
+    ui.uploadStatus.textContent = t("uploading", { name: name });
+    fetch("files/?room=" + encodeURIComponent(state.current), {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": type, "X-Filename": encodeURIComponent(name), "X-Ilchat-Token": state.token },
+      body: file
+    }).then(function (response) {
+      return response.json().catch(function () { return {}; }).then(function (body) {
+        ui.uploadStatus.textContent = "";
+        if (!response.ok) {
+          showError(body.message || t("uploadFailed"));
+        }
+      });
+    }).catch(function () {
+      ui.uploadStatus.textContent = "";
+      showError(t("uploadFailed"));
+    });
+  }
+
+  ui.attachButton.addEventListener("click", function () {
+    ui.fileInput.click();
+  });
+  ui.fileInput.addEventListener("change", function () {
+    Array.prototype.forEach.call(ui.fileInput.files, upload);
+    ui.fileInput.value = "";
+  });
+  ui.messageInput.addEventListener("paste", function (event) {
+    var data = event.clipboardData;
+    if (config.files && data && data.files && data.files.length) {
+      event.preventDefault();
+      Array.prototype.forEach.call(data.files, upload);
+    }
+  });
+
+  // --- leaving --------------------------------------------------------------------------------------
+
+  /*
+   * Leaving on purpose tells the server first ("leave"), so that the others see us go at once;
+   * only a lost connection keeps our name for the server's grace. A page being closed (or
+   * navigated away from) leaves the same way; a reload then joins again under the same name.
+   */
+  function leave() {
+    if (state.loggedIn) {
+      client.emit("leave");
+    }
+    stopTyping();
     state.wantLogin = false;
     state.loggedIn = false;
-    // The token stays in memory: joining again under the same name during the server's
-    // disconnect grace takes the name back instead of finding it "in use".
+  }
+
+  ui.logoutButton.addEventListener("click", function () {
+    leave();
     state.me = null;
     state.current = null;
     state.perRoom = {};
+    stopWhisper();
     try {
       sessionStorage.removeItem("ilchat.token");
     } catch (e) { /* ignore */ }
+    state.token = null;
     client.close();
     showWelcome("");
     client.open();
   });
 
+  window.addEventListener("pagehide", function () {
+    var wasIn = state.loggedIn;
+    leave();
+    if (wasIn) {
+      // Back from the back/forward cache, log in again under the same name.
+      state.wantLogin = true;
+      state.token = null;
+    }
+    client.close();
+  });
+
+  window.addEventListener("pageshow", function (event) {
+    if (event.persisted) {
+      client.open();
+    }
+  });
+
   // --- start ------------------------------------------------------------------------------------
 
-  document.title = config.title;
+  translatePage();
+  applyTheme();
+  document.title = windowTitle;
   ui.appTitle.textContent = config.title;
   ui.welcomeText.textContent = config.welcome;
-  state.rooms = Array.isArray(config.rooms) ? config.rooms : [];
-  if (config.maxNameLength) {
-    ui.nameInput.maxLength = config.maxNameLength;
+  appendLinked(ui.infoText, config.info || "");
+  ui.infoText.hidden = !config.info;
+  if (!config.files) {
+    ui.attachButton.remove();
   }
-  if (config.maxMessageLength) {
-    ui.messageInput.maxLength = config.maxMessageLength;
+  state.rooms = Array.isArray(config.rooms) ? config.rooms : [];
+  try {
+    state.notify = localStorage.getItem("ilchat.notify") === "on" && !!window.Notification &&
+      Notification.permission === "granted";
+  } catch (e) { /* ignore */ }
+  ui.notifyButton.setAttribute("aria-pressed", state.notify ? "true" : "false");
+  if (!window.Notification) {
+    ui.notifyButton.classList.remove("chat-only");
   }
   try {
     // After a reload in the same tab, log back in with the same name.
@@ -786,6 +1553,7 @@
   // For the end-to-end tests and curious operators: read-only view of the connection state.
   window.ilchat = {
     state: state,
+    language: language,
     isConnected: function () { return client.connected; }
   };
 })();
