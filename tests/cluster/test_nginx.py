@@ -42,6 +42,44 @@ class _Endpoint:
         self.base_url = base_url
 
 
+async def start_nginx(test: TestCase, cluster: Cluster) -> int:
+    """Debian's nginx with etc/nginx-cluster.conf in front of ``cluster``; its port."""
+    folder = os.path.abspath(test.mktemp())
+    os.makedirs(folder)
+    port = free_port()
+    conf = os.path.join(folder, "nginx.conf")
+    with open(conf, "w", encoding="utf-8") as f:
+        f.write(nginx_conf(folder, cluster_conf(cluster, port)))
+    nginx = subprocess.Popen(
+        [NGINX, "-c", conf, "-p", folder],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+
+    async def stop() -> None:
+        if nginx.poll() is None:
+            nginx.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while nginx.poll() is None and time.monotonic() < deadline:
+                await sleep(0.05)
+            if nginx.poll() is None:
+                nginx.kill()
+        nginx.stderr.close()
+
+    test.addCleanup(stop)
+
+    def listens() -> bool:
+        if nginx.poll() is not None:
+            raise AssertionError(f"nginx exited: {nginx.stderr.read().decode()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    await wait_until(listens, 15, "nginx listening")
+    return port
+
+
 class NginxClusterTests(TestCase):
     timeout = 120
 
@@ -53,37 +91,7 @@ class NginxClusterTests(TestCase):
             self, size=2, client=STANDALONE,
             server={"network": {"allow": ["127.0.0.1/32"], "trusted_proxies": ["127.0.0.1/32"]}},
         )
-        self.folder = os.path.abspath(self.mktemp())
-        os.makedirs(self.folder)
-        self.port = free_port()
-        conf = os.path.join(self.folder, "nginx.conf")
-        with open(conf, "w", encoding="utf-8") as f:
-            f.write(nginx_conf(self.folder, cluster_conf(self.cluster, self.port)))
-        self.nginx = subprocess.Popen(
-            [NGINX, "-c", conf, "-p", self.folder],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
-        self.addCleanup(self._stop_nginx)
-        await wait_until(self._nginx_listens, 15, "nginx listening")
-
-    def _nginx_listens(self) -> bool:
-        if self.nginx.poll() is not None:
-            raise AssertionError(f"nginx exited: {self.nginx.stderr.read().decode()}")
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
-
-    async def _stop_nginx(self) -> None:
-        if self.nginx.poll() is None:
-            self.nginx.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + 10
-            while self.nginx.poll() is None and time.monotonic() < deadline:
-                await sleep(0.05)
-            if self.nginx.poll() is None:
-                self.nginx.kill()
-        self.nginx.stderr.close()
+        self.port = await start_nginx(self, self.cluster)
 
     async def join(self, name: str, transport: str) -> Browser:
         browser = Browser(_Endpoint(f"http://127.0.0.1:{self.port}"), "/team",  # type: ignore[arg-type]
