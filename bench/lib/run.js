@@ -218,7 +218,11 @@ function writeIlchatConfig(tls, member = null) {
     // per-address and per-connection limits, which are meant for real networks (the Node server has none).
     network: { max_connections_per_ip: 0, max_http_connections_per_ip: 0, ilias_message_rate: 0 },
   };
-  if (member) server.redis = { ...REDIS, prefix: member.prefix, instance: `bench-${member.index + 1}` };
+  if (member) {
+    server.redis = { ...REDIS, prefix: member.prefix, instance: `bench-${member.index + 1}` };
+    server.journal_dir = path.join(RESULTS, `journal${suffix}`); // each process its own journals
+    fs.mkdirSync(server.journal_dir, { recursive: true });
+  }
   const client = {
     name: NS, enable_osd: false, enable_osc: true, enable_browser_notifications: false,
     conversation_idle_state_in_minutes: 1, osd_intervall: 60, chat_enabled: true, play_invitation_sound: false,
