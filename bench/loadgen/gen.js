@@ -126,6 +126,7 @@ class CpuWindow {
   start() {
     this.m0 = machineBusySeconds();
     this.t0 = performance.now();
+    this.each0 = SERVER_PIDS.map(cpuSeconds);
     this.s0 = cpuSeconds(SERVER_PIDS); this.d0 = cpuSeconds(DB_PID); this.g0 = process.cpuUsage();
   }
   stop() {
@@ -143,6 +144,11 @@ class CpuWindow {
       server_cpu_pct: mine[0],
       // CPU seconds the server spent in the window: robust against other jobs on the machine
       server_cpu_s: this.s0 === null || s1 === null ? null : Math.round((s1 - this.s0) * 100) / 100,
+      // per server process (several for a cluster), in the order of --server-pid
+      server_cpu_s_each: SERVER_PIDS.map((pid, i) => {
+        const a = this.each0[i]; const b = cpuSeconds(pid);
+        return a === null || b === null ? null : Math.round((b - a) * 100) / 100;
+      }),
       db_cpu_pct: pct(this.d0, cpuSeconds(DB_PID)),
       gen_cpu_pct: Math.round(((g.user + g.system) / 1e6 / wall) * 1000) / 10,
       gen_sys_pct: Math.round((g.system / 1e6 / wall) * 1000) / 10, // kernel share (socket reads)
