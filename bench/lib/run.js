@@ -20,9 +20,13 @@ const PY_SPY = path.join(path.dirname(TWISTD), 'py-spy');
 const NS = 'bench';
 const AUTH_KEY = 'bench-key';
 const AUTH_SECRET = 'bench-secret';
-const ALL = ['fanout', 'tls', 'polling', 'rooms', 'idle', 'storm', 'crowd', 'backend'];
+const ALL = ['fanout', 'tls', 'polling', 'cluster', 'rooms', 'idle', 'storm', 'crowd', 'backend'];
 /* Scenarios that are the fan-out over another transport: the generator runs `fanout` for them. */
-const GEN_SCENARIO = { tls: 'fanout', polling: 'fanout' };
+const GEN_SCENARIO = { tls: 'fanout', polling: 'fanout', cluster: 'fanout' };
+/* The fan-out on two ilchat processes sharing Redis (issue 14) is compared with one ilchat process
+ * in the same run, not with Node: the kinds measured per scenario, the first one the reference. */
+const CLUSTER_SIZE = 2;
+const REDIS = { host: '127.0.0.1', port: 6379 };
 
 // ------------------------------------------------------------------ options
 function usage(code) {
@@ -53,10 +57,12 @@ for (const s of opts.scenarios) if (!ALL.includes(s)) { process.stderr.write(`un
 if (opts.only && !['node', 'ilchat'].includes(opts.only)) usage(2);
 if (opts.repeat === null) opts.repeat = opts.quick ? 1 : 3;
 const SERVERS = opts.only ? [opts.only] : ['node', 'ilchat'];
+const kindsOf = (sc) => (sc === 'cluster' ? ['ilchat', 'cluster'] : SERVERS);
 
 /* Scenario sizes: full (the issue's numbers) and --quick (a smoke run of a minute or two). */
 const SIZES = opts.quick ? {
   fanout: ['--clients', 100, '--duration', 3, '--batch', 50, '--window', 8],
+  cluster: ['--clients', 100, '--duration', 3, '--batch', 50, '--window', 8],
   tls: ['--clients', 100, '--duration', 3, '--batch', 50, '--window', 8, '--tls', 1],
   polling: ['--clients', 100, '--duration', 3, '--batch', 50, '--window', 8, '--transport', 'polling'],
   rooms: ['--rooms', 20, '--per-room', 10, '--duration', 5],
@@ -66,6 +72,7 @@ const SIZES = opts.quick ? {
   backend: { seconds: 3, connections: 32 },
 } : {
   fanout: ['--clients', 1000, '--duration', 10, '--batch', 100, '--window', 8],
+  cluster: ['--clients', 1000, '--duration', 10, '--batch', 100, '--window', 8],
   // 500 clients: the room of issue 18's TLS figures; with 1,000 the Node reference's seating
   // alone buffers 1.3 GB of userlists for polling clients and the generator nears its core over TLS.
   tls: ['--clients', 500, '--duration', 10, '--batch', 100, '--window', 8, '--tls', 1],
@@ -196,18 +203,26 @@ function makeTlsFiles() {
 }
 
 // ------------------------------------------------------------------ servers
-function writeIlchatConfig(tls) {
+/* server.cfg (and client.cfg) of ilchat; `member` ({index, prefix}) makes it process `index` of a
+ * cluster: port ilchatPort + index, its own instance and logs, a `redis` section with `prefix`. */
+function writeIlchatConfig(tls, member = null) {
   const dir = path.join(RESULTS, 'ilchat-config');
   fs.mkdirSync(dir, { recursive: true });
+  const suffix = member ? `-${member.index + 1}` : '';
   const server = {
-    protocol: tls ? 'https' : 'http', port: opts.ilchatPort, address: '127.0.0.1',
+    protocol: tls ? 'https' : 'http', port: opts.ilchatPort + (member ? member.index : 0), address: '127.0.0.1',
     cert: tls ? tls.cert : '', key: tls ? tls.key : '', dhparam: tls ? tls.dhparam : '',
-    log: path.join(RESULTS, 'ilchat-chat.log'), error_log: path.join(RESULTS, 'ilchat-chat-errors.log'),
+    log: path.join(RESULTS, `ilchat-chat${suffix}.log`), error_log: path.join(RESULTS, `ilchat-chat-errors${suffix}.log`),
     log_level: opts.ilchatLogLevel, deletion_mode: 0, deletion_unit: 'days', deletion_value: 30, deletion_time: '03:00',
     // Every benchmark client comes from 127.0.0.1 and sends as fast as it is told: lift the
     // per-address and per-connection limits, which are meant for real networks (the Node server has none).
     network: { max_connections_per_ip: 0, max_http_connections_per_ip: 0, ilias_message_rate: 0 },
   };
+  if (member) {
+    server.redis = { ...REDIS, prefix: member.prefix, instance: `bench-${member.index + 1}` };
+    server.journal_dir = path.join(RESULTS, `journal${suffix}`); // each process its own journals
+    fs.mkdirSync(server.journal_dir, { recursive: true });
+  }
   const client = {
     name: NS, enable_osd: false, enable_osc: true, enable_browser_notifications: false,
     conversation_idle_state_in_minutes: 1, osd_intervall: 60, chat_enabled: true, play_invitation_sound: false,
@@ -216,26 +231,28 @@ function writeIlchatConfig(tls) {
     // The load generators log in by id as the Node server's clients do (no ILIAS sessions).
     identity: 'trust',
   };
-  fs.writeFileSync(path.join(dir, tls ? 'server-https.cfg' : 'server.cfg'), JSON.stringify(server, null, 2));
+  const name = `server${tls ? '-https' : ''}${suffix}.cfg`;
+  fs.writeFileSync(path.join(dir, name), JSON.stringify(server, null, 2));
   fs.writeFileSync(path.join(dir, 'client.cfg'), JSON.stringify(client, null, 2));
-  return path.join(dir, tls ? 'server-https.cfg' : 'server.cfg');
+  return path.join(dir, name);
 }
 
 /* [[cmd, args], port] of a server; `tls` (the files of makeTlsFiles) makes it serve https/wss. */
-function serverCommand(kind, tls) {
+function serverCommand(kind, tls, member) {
   if (kind === 'node') {
     return [pinned(SERVER_CPU, process.execPath, [path.join(BENCH, 'reference/server.js'),
       '--port', String(opts.nodePort), '--address', '127.0.0.1', '--name', NS, '--auth', `${AUTH_KEY}:${AUTH_SECRET}`,
       '--db-host', '127.0.0.1', '--db-port', String(DB_PORT), '--db-user', 'root', '--db-pass', '', '--db-name', DB,
       ...(tls ? ['--cert', tls.cert, '--key', tls.key, '--dhparam', tls.dhparam] : [])]), opts.nodePort];
   }
-  const serverCfg = writeIlchatConfig(tls);
+  const serverCfg = writeIlchatConfig(tls, member);
   return [pinned(SERVER_CPU, TWISTD, ['-n', '--pidfile=', 'ilchat',
-    '--server-cfg', serverCfg, '--client-cfg', path.join(path.dirname(serverCfg), 'client.cfg')]), opts.ilchatPort];
+    '--server-cfg', serverCfg, '--client-cfg', path.join(path.dirname(serverCfg), 'client.cfg')]),
+  opts.ilchatPort + (member ? member.index : 0)];
 }
 
-async function startServer(kind, logName, tls) {
-  const [[cmd, args], port] = serverCommand(kind, tls);
+async function startServer(kind, logName, tls, member = null) {
+  const [[cmd, args], port] = serverCommand(kind, tls, member);
   const out = fs.openSync(path.join(RESULTS, logName), 'w');
   const child = spawn(cmd, args, { stdio: ['ignore', out, out], cwd: RESULTS });
   let exited = null;
@@ -262,12 +279,13 @@ async function stopServer(srv) {
 }
 
 // ------------------------------------------------------------------ one measurement
-/* Runs the generator; `onSeated` is called once when it reports its clients seated. */
-function runGenerator(scenario, srv, logName, onSeated = null) {
+/* Runs the generator against `srvs` (one server, or the processes of a cluster: the clients are
+ * spread over them, CPU and RSS summed); `onSeated` is called once when it reports its clients seated. */
+function runGenerator(scenario, srvs, logName, onSeated = null) {
   return new Promise((resolve) => {
     const [cmd, args] = pinned(GEN_CPU, process.execPath, [path.join(BENCH, 'loadgen/gen.js'),
-      '--scenario', GEN_SCENARIO[scenario] || scenario, '--port', String(srv.port), '--ns', NS, '--auth', `${AUTH_KEY}:${AUTH_SECRET}`,
-      '--server-pid', String(srv.pid), ...(DB_PID ? ['--db-pid', String(DB_PID)] : []), '--hard-limit', '900',
+      '--scenario', GEN_SCENARIO[scenario] || scenario, '--port', srvs.map((s) => s.port).join(','), '--ns', NS,
+      '--auth', `${AUTH_KEY}:${AUTH_SECRET}`, '--server-pid', srvs.map((s) => s.pid).join(','), ...(DB_PID ? ['--db-pid', String(DB_PID)] : []), '--hard-limit', '900',
       ...SIZES[scenario].map(String)]);
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -329,15 +347,41 @@ async function persisted(expected) {
   return last;
 }
 
+/* Deletes the keys of a cluster run's Redis prefix (instance keys, counters, locks). */
+function dropRedisPrefix(prefix) {
+  const cli = (args) => spawnSync('redis-cli', ['-h', REDIS.host, '-p', String(REDIS.port), ...args], { encoding: 'utf8' });
+  const keys = (cli(['--scan', '--pattern', `${prefix}*`]).stdout || '').split('\n').filter(Boolean);
+  if (keys.length) cli(['DEL', ...keys]);
+}
+
+/* Starts the server(s) of one run: one, or CLUSTER_SIZE ilchat processes on one Redis prefix. */
+async function startServers(kind, tag, scenario, prefix) {
+  const tls = scenario === 'tls' ? makeTlsFiles() : null;
+  if (kind !== 'cluster') return [await startServer(kind, `${tag}.server.log`, tls)];
+  const srvs = [];
+  try {
+    for (let index = 0; index < CLUSTER_SIZE; index++) {
+      srvs.push(await startServer('ilchat', `${tag}.server-${index + 1}.log`, tls, { index, prefix }));
+    }
+  } catch (e) {
+    for (const s of srvs) await stopServer(s);
+    throw e;
+  }
+  return srvs;
+}
+
 async function measure(kind, scenario, rep) {
   resetTables();
   const tag = `${kind}-${scenario}-${rep}`;
-  let srv;
+  const prefix = `ilchat-bench-${stamp}-${process.pid}-${rep}:`;
+  let srvs;
   try {
-    srv = await startServer(kind, `${tag}.server.log`, scenario === 'tls' ? makeTlsFiles() : null);
+    srvs = await startServers(kind, tag, scenario, prefix);
   } catch (e) {
+    if (kind === 'cluster') dropRedisPrefix(prefix);
     return { error: e.message };
   }
+  const srv = srvs[0];
   let result;
   const load = os.loadavg()[0];
   try {
@@ -355,18 +399,21 @@ async function measure(kind, scenario, rep) {
           '--format', 'raw', '-o', path.join(RESULTS, `${tag}.py-spy.txt`)],
         { stdio: ['ignore', 'ignore', fs.openSync(path.join(RESULTS, `${tag}.py-spy.log`), 'w')] });
       };
-      result = await runGenerator(scenario, srv, `${tag}.gen.log`, opts.pySpy && kind === 'ilchat' ? startSpy : null);
+      result = await runGenerator(scenario, srvs, `${tag}.gen.log`, opts.pySpy && kind === 'ilchat' ? startSpy : null);
       if (spy) { const done = new Promise((r) => spy.once('exit', r)); spy.kill('SIGINT'); await done; }
       if (typeof result.sent === 'number' && result.sent > 0) {
         result.persisted = await persisted(result.sent);
       }
     }
-    result.server_rss_end_kib = Number((/VmRSS:\s+(\d+)/.exec(
-      fs.existsSync(`/proc/${srv.pid}/status`) ? fs.readFileSync(`/proc/${srv.pid}/status`, 'utf8') : '') || [0, 0])[1]) || null;
-    result.server_alive = srv.child.exitCode === null && srv.child.signalCode === null;
+    const rss = (s) => Number((/VmRSS:\s+(\d+)/.exec(
+      fs.existsSync(`/proc/${s.pid}/status`) ? fs.readFileSync(`/proc/${s.pid}/status`, 'utf8') : '') || [0, 0])[1]) || 0;
+    result.server_rss_end_kib = srvs.reduce((a, s) => a + rss(s), 0) || null;
+    result.server_alive = srvs.every((s) => s.child.exitCode === null && s.child.signalCode === null);
+    if (kind === 'cluster') result.processes = srvs.length;
     result.loadavg1_at_start = Math.round(load * 100) / 100;
   } finally {
-    await stopServer(srv);
+    for (const s of srvs) await stopServer(s);
+    if (kind === 'cluster') dropRedisPrefix(prefix);
   }
   return result;
 }
@@ -381,6 +428,7 @@ const FANOUT_FIGURES = [['deliveries/s', (r) => r.deliveries_per_s, 'higher'], [
 const FIGURES = {
   fanout: FANOUT_FIGURES,
   tls: FANOUT_FIGURES,
+  cluster: FANOUT_FIGURES,
   polling: [...FANOUT_FIGURES, ['RSS per polling client KiB', (r) => r.rss_per_client_kib, 'lower']],
   rooms: [['others CPU % (noise)', (r) => r.others_cpu_pct, 'info'], ['latency p50 ms', (r) => r.latency && r.latency.p50_ms, 'lower'], ['latency p99 ms', (r) => r.latency && r.latency.p99_ms, 'lower'],
     ['server CPU %', (r) => r.server_cpu_pct, 'lower'],
@@ -412,18 +460,16 @@ function COMMIT() {
   } catch (e) { return 'unknown'; }
 }
 
-function report(all) {
+/* One table of `scenarios`, comparing kind `b` with kind `a` (the reference) in its last column. */
+function table(all, scenarios, [a, b], headers, summary) {
   const lines = [];
-  lines.push(`ilchat benchmark ${stamp} (ilchat ${COMMIT()})${opts.quick ? ' (quick)' : ''}: repeat ${opts.repeat}, medians; `
-    + `cpus ${CPUS}, server on cpu ${SERVER_CPU}, generator on cpu ${GEN_CPU}${HAVE_TASKSET ? '' : ' (no taskset)'}`);
-  const rows = [['scenario', 'figure', 'node', 'ilchat', 'ilchat/node']];
-  const summary = {};
+  const rows = [['scenario', 'figure', ...headers]];
   const notes = [];
-  for (const sc of opts.scenarios) {
+  for (const sc of scenarios) {
     summary[sc] = {};
     for (const [label, get, better] of FIGURES[sc]) {
       const med = {};
-      for (const kind of ['node', 'ilchat']) {
+      for (const kind of [a, b]) {
         const runs = (all[sc] && all[sc][kind]) || [];
         if (better === 'count') { // how many runs had it, of how many
           const ok = runs.filter((r) => !r.error);
@@ -432,13 +478,13 @@ function report(all) {
         }
         med[kind] = median(runs.filter((r) => !r.error).map((r) => { try { return get(r); } catch (e) { return null; } }));
       }
-      const ratio = better !== 'count' && med.node && med.ilchat !== null && med.ilchat !== undefined ? med.ilchat / med.node : null;
+      const ratio = better !== 'count' && med[a] && med[b] !== null && med[b] !== undefined ? med[b] / med[a] : null;
       const show = (x) => (better === 'count' && x !== null ? String(x) : fmt(x));
-      summary[sc][label] = { node: med.node, ilchat: med.ilchat, ratio, better };
-      rows.push([sc, label + (better === 'higher' ? ' (↑)' : better === 'lower' ? ' (↓)' : ''), show(med.node), show(med.ilchat),
+      summary[sc][label] = { [a]: med[a], [b]: med[b], ratio, better };
+      rows.push([sc, label + (better === 'higher' ? ' (↑)' : better === 'lower' ? ' (↓)' : ''), show(med[a]), show(med[b]),
         ratio === null ? '-' : ratio.toFixed(2)]);
     }
-    for (const kind of SERVERS) {
+    for (const kind of kindsOf(sc)) {
       const errs = ((all[sc] && all[sc][kind]) || []).filter((r) => r.error);
       for (const e of errs) rows.push([sc, `${kind} FAILED`, String(e.error).split('\n')[0].slice(0, 70), '', '']);
       const bound = ((all[sc] && all[sc][kind]) || []).filter((r) => r.generator_bound).length;
@@ -452,6 +498,21 @@ function report(all) {
     if (i === 0) lines.push(widths.map((w) => '-'.repeat(w)).join('  '));
   }
   for (const n of notes) lines.push(`* ${n}`);
+  return lines;
+}
+
+function report(all) {
+  const lines = [];
+  lines.push(`ilchat benchmark ${stamp} (ilchat ${COMMIT()})${opts.quick ? ' (quick)' : ''}: repeat ${opts.repeat}, medians; `
+    + `cpus ${CPUS}, server on cpu ${SERVER_CPU}, generator on cpu ${GEN_CPU}${HAVE_TASKSET ? '' : ' (no taskset)'}`);
+  const summary = {};
+  const sideBySide = opts.scenarios.filter((sc) => sc !== 'cluster');
+  if (sideBySide.length) lines.push(...table(all, sideBySide, ['node', 'ilchat'], ['node', 'ilchat', 'ilchat/node'], summary));
+  if (opts.scenarios.includes('cluster')) {
+    if (sideBySide.length) lines.push('');
+    lines.push(`cluster: ${CLUSTER_SIZE} ilchat processes on one Redis (clients split evenly, sender on the first; CPU summed) against one`);
+    lines.push(...table(all, ['cluster'], ['ilchat', 'cluster'], ['1 process', `${CLUSTER_SIZE} processes`, `${CLUSTER_SIZE} / 1`], summary));
+  }
   return { text: lines.join('\n'), summary };
 }
 
@@ -469,7 +530,7 @@ function report(all) {
     for (let rep = 1; rep <= opts.repeat; rep++) {
       for (const sc of opts.scenarios) {
         all[sc] = all[sc] || {};
-        for (const kind of SERVERS) {
+        for (const kind of kindsOf(sc)) {
           say(`--- repeat ${rep}/${opts.repeat}: ${sc} on ${kind}`);
           const r = await measure(kind, sc, rep);
           (all[sc][kind] = all[sc][kind] || []).push(r);

@@ -15,8 +15,8 @@
  * Before any socket work, each user is registered the way PHP does it (GET /backend/Connect and
  * /backend/EnterPrivateRoom with Basic auth); that part is never timed.
  *
- * Usage: node gen.js --scenario fanout|rooms|idle|storm|crowd --port 8600 [--host 127.0.0.1]
- *          [--ns bench] [--auth key:secret] [--server-pid N] [--db-pid N] [--clients N] [--rooms N]
+ * Usage: node gen.js --scenario fanout|rooms|idle|storm|crowd --port 8600[,8601..] [--host 127.0.0.1]
+ *          [--ns bench] [--auth key:secret] [--server-pid N[,M..]] [--db-pid N] [--clients N] [--rooms N]
  *          [--duration s] [--window N] [--batch N] [--timeout s] [--client raw|ws]
  *          [--tls 1] [--transport websocket|polling]
  *   --client raw (default): ./rawws.js, skips the bodies of big frames; ws: the ws package
@@ -39,10 +39,13 @@ function parseArgs(argv) {
 }
 const A = parseArgs(process.argv);
 const HOST = A.host || '127.0.0.1';
-const PORT = parseInt(A.port || '8600', 10);
+/* --port 8602 or, for several processes of one cluster, --port 8602,8603: client i talks to the
+ * (i mod n)-th (its backend registration included), so the sender (client 1) is on the first. */
+const PORTS = String(A.port || '8600').split(',').map((p) => parseInt(p, 10));
 const NS = A.ns || 'bench';
 const AUTH = 'Basic ' + Buffer.from(A.auth || 'key:secret').toString('base64');
-const SERVER_PID = A['server-pid'] ? parseInt(A['server-pid'], 10) : null;
+/* --server-pid N[,M...]: the server process(es) whose CPU and RSS are measured (summed). */
+const SERVER_PIDS = A['server-pid'] ? String(A['server-pid']).split(',').map((p) => parseInt(p, 10)) : [];
 const DB_PID = A['db-pid'] ? parseInt(A['db-pid'], 10) : null;
 const SCENARIO = A.scenario;
 const num = (k, d) => (A[k] !== undefined ? Number(A[k]) : d);
@@ -52,7 +55,6 @@ const POLLING = A.transport === 'polling';
 
 const WS_PATH = '/socket.io/?EIO=4&transport=websocket';
 const POLL_PATH = '/socket.io/?EIO=4&transport=polling';
-const WS_URL = `${TLS ? 'wss' : 'ws'}://${HOST}:${PORT}${WS_PATH}`;
 const PREFIX = `/${NS},`;
 const NS_CONNECT = `40${PREFIX}`;
 const EV_OFFSET = 2 + Buffer.byteLength(PREFIX) + 2; // index of the event name's first letter
@@ -93,6 +95,7 @@ const CLK_TCK = 100; // Linux USER_HZ
 const GEN_BOUND_PCT = 90; // generator CPU (% of its core) above which a figure is generator-bound
 /* utime+stime of a process (all threads), in seconds; null if unknown. */
 function cpuSeconds(pid) {
+  if (Array.isArray(pid)) return sumOf(pid.map(cpuSeconds));
   if (!pid) return null;
   try {
     const s = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
@@ -100,8 +103,11 @@ function cpuSeconds(pid) {
     return (Number(f[11]) + Number(f[12])) / CLK_TCK; // fields 14 and 15 of stat(5)
   } catch (e) { return null; }
 }
+/* The sum of per-process figures; null if there are none or one is unknown. */
+function sumOf(xs) { return xs.length && xs.every((x) => x !== null) ? xs.reduce((a, b) => a + b, 0) : null; }
 /* Resident set size in KiB from /proc/<pid>/status. */
 function rssKiB(pid) {
+  if (Array.isArray(pid)) return sumOf(pid.map(rssKiB));
   if (!pid) return null;
   try {
     const m = /VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'latin1'));
@@ -120,13 +126,14 @@ class CpuWindow {
   start() {
     this.m0 = machineBusySeconds();
     this.t0 = performance.now();
-    this.s0 = cpuSeconds(SERVER_PID); this.d0 = cpuSeconds(DB_PID); this.g0 = process.cpuUsage();
+    this.each0 = SERVER_PIDS.map(cpuSeconds);
+    this.s0 = cpuSeconds(SERVER_PIDS); this.d0 = cpuSeconds(DB_PID); this.g0 = process.cpuUsage();
   }
   stop() {
     const wall = (performance.now() - this.t0) / 1000;
     const pct = (a, b) => (a === null || b === null ? null : Math.round(((b - a) / wall) * 1000) / 10);
     const g = process.cpuUsage(this.g0);
-    const s1 = cpuSeconds(SERVER_PID);
+    const s1 = cpuSeconds(SERVER_PIDS);
     const mine = [pct(this.s0, s1), pct(this.d0, cpuSeconds(DB_PID))];
     const machine = pct(this.m0, machineBusySeconds());
     const genPct = Math.round(((g.user + g.system) / 1e6 / wall) * 1000) / 10;
@@ -137,6 +144,11 @@ class CpuWindow {
       server_cpu_pct: mine[0],
       // CPU seconds the server spent in the window: robust against other jobs on the machine
       server_cpu_s: this.s0 === null || s1 === null ? null : Math.round((s1 - this.s0) * 100) / 100,
+      // per server process (several for a cluster), in the order of --server-pid
+      server_cpu_s_each: SERVER_PIDS.map((pid, i) => {
+        const a = this.each0[i]; const b = cpuSeconds(pid);
+        return a === null || b === null ? null : Math.round((b - a) * 100) / 100;
+      }),
       db_cpu_pct: pct(this.d0, cpuSeconds(DB_PID)),
       gen_cpu_pct: Math.round(((g.user + g.system) / 1e6 / wall) * 1000) / 10,
       gen_sys_pct: Math.round((g.system / 1e6 / wall) * 1000) / 10, // kernel share (socket reads)
@@ -151,8 +163,9 @@ let onDelivery = null; // (seq, sendTime, recvTime) — set by the running scena
 
 // ------------------------------------------------------------------ one simulated browser
 class Client {
-  constructor(id, roomId) {
+  constructor(id, roomId, port) {
     this.id = id;
+    this.port = port;
     this.roomId = roomId;
     this.ws = null;
     this.seated = false;
@@ -171,9 +184,9 @@ class Client {
       tls: TLS,
       agent: pollAgent,
     };
-    if (POLLING) { this.ws = new PollingTransport(HOST, PORT, POLL_PATH, handlers); return; }
-    if (CLIENT === 'raw') { this.ws = new RawWebSocket(HOST, PORT, WS_PATH, handlers); return; }
-    const ws = new WebSocket(WS_URL, { perMessageDeflate: false, skipUTF8Validation: true, rejectUnauthorized: false });
+    if (POLLING) { this.ws = new PollingTransport(HOST, this.port, POLL_PATH, handlers); return; }
+    if (CLIENT === 'raw') { this.ws = new RawWebSocket(HOST, this.port, WS_PATH, handlers); return; }
+    const ws = new WebSocket(`${TLS ? 'wss' : 'ws'}://${HOST}:${this.port}${WS_PATH}`, { perMessageDeflate: false, skipUTF8Validation: true, rejectUnauthorized: false });
     this.ws = ws;
     ws.on('message', (buf) => this.frame(buf));
     ws.on('error', () => { stats.errors++; this.fail(); });
@@ -254,9 +267,9 @@ const HTTP = TLS ? https : http;
 const agent = new HTTP.Agent({ keepAlive: true, maxSockets: 32, rejectUnauthorized: false });
 // The polling clients' connections: kept alive and shared, as many as there are requests in flight.
 const pollAgent = POLLING ? new HTTP.Agent({ keepAlive: true, rejectUnauthorized: false }) : null;
-function httpGet(path) {
+function httpGet(path, port) {
   return new Promise((resolve, reject) => {
-    const req = HTTP.get({ host: HOST, port: PORT, path, agent, headers: { Authorization: AUTH } }, (res) => {
+    const req = HTTP.get({ host: HOST, port, path, agent, headers: { Authorization: AUTH } }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c) => { body += c; });
@@ -274,8 +287,8 @@ async function registerUsers(clients) {
   async function worker() {
     while (next < clients.length) {
       const c = clients[next++];
-      const r1 = await httpGet(`/backend/Connect/${NS}/${c.roomId}/${c.id}`);
-      const r2 = await httpGet(`/backend/EnterPrivateRoom/${NS}/${c.roomId}/${c.id}`);
+      const r1 = await httpGet(`/backend/Connect/${NS}/${c.roomId}/${c.id}`, c.port);
+      const r2 = await httpGet(`/backend/EnterPrivateRoom/${NS}/${c.roomId}/${c.id}`, c.port);
       if (r1.status !== 200 || r2.status !== 200 || !r1.body || !r2.body
           || r1.body.includes('403') || r2.body.includes('"success":false')) bad++;
     }
@@ -332,7 +345,7 @@ async function quiesce(quietMs, maxMs) {
 }
 
 function makeClients(n, roomOf) {
-  return Array.from({ length: n }, (_, i) => new Client(i + 1, roomOf(i)));
+  return Array.from({ length: n }, (_, i) => new Client(i + 1, roomOf(i), PORTS[i % PORTS.length]));
 }
 
 function closeAll(clients) { for (const c of clients) c.close(); }
@@ -345,17 +358,17 @@ async function fanout() {
   const window = num('window', 8);
   const duration = num('duration', 10);
   const clients = makeClients(n, () => 1);
-  const rss0 = rssKiB(SERVER_PID);
+  const rss0 = rssKiB(SERVER_PIDS);
   const reg = await registerUsers(clients);
   const setup = await seat(clients, num('batch', 100), num('timeout', 300));
   log(`seated ${setup.seated}/${n} in ${setup.seconds.toFixed(1)} s`);
   const drainS = await quiesce(1000, 120000);
-  const rss1 = rssKiB(SERVER_PID);
+  const rss1 = rssKiB(SERVER_PIDS);
   const members = setup.seated;
   // Members still connected: one that drops out (a polling client the server let go) no longer
   // holds every message back until the 5 s release.
   let live = clients.filter((c) => c.seated && !c.failed).length;
-  const sender = clients.find((c) => c.seated && !c.failed);
+  const sender = clients.find((c) => c.seated && !c.failed && c.port === PORTS[0]); // on the first process
   const sock = sender && sender.ws && sender.ws.sock;
   const tlsInfo = sock && sock.getCipher ? { protocol: sock.getProtocol(), cipher: sock.getCipher().standardName } : null;
   const hist = new Histogram();
@@ -470,14 +483,14 @@ async function idle() {
   const n = num('clients', 5000);
   const r = num('rooms', 200);
   await sleep(1000);
-  const rss0 = rssKiB(SERVER_PID);
+  const rss0 = rssKiB(SERVER_PIDS);
   const clients = makeClients(n, (i) => (i % r) + 1);
   const reg = await registerUsers(clients);
   const setup = await seat(clients, num('batch', 500), num('timeout', 300));
   log(`seated ${setup.seated}/${n} in ${setup.seconds.toFixed(1)} s`);
   await quiesce(1000, 60000);
   await sleep(num('settle', 5) * 1000);
-  const rss1 = rssKiB(SERVER_PID);
+  const rss1 = rssKiB(SERVER_PIDS);
   const cpu = new CpuWindow();
   cpu.start();
   await sleep(2000); // what does the server burn while nobody talks?
