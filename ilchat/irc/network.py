@@ -40,6 +40,8 @@ __all__ = [
 
 #: How many former nicks WHOWAS remembers.
 WHOWAS_LENGTH = 200
+#: The ``ilchat.cluster`` claim namespace of the nicks of local IRC connections (irc_lower'd).
+NICK_NAMESPACE = "irc-nick"
 
 #: ASCII characters a nick may hold besides letters and digits (RFC 2812 §2.3.1's specials).
 _NICK_ASCII_SPECIALS = set("[]\\`_^{|}-")
@@ -310,6 +312,10 @@ class IrcNetwork:
         #: ``ilchat.cluster`` ``IdBlocks`` for open-mode ids unique across processes (set by the
         #: IRC component); None: this network counts them itself.
         self.open_ids: Any = None
+        #: The process's ``ilchat.cluster`` (set by the IRC component): the nicks of local
+        #: connections are claimed in it, so no two processes hand out one nick. None: this
+        #: network alone decides.
+        self.cluster: Any = None
         #: The last nicks that quit or were changed, newest last (WHOWAS).
         self.whowas: Deque[WhowasEntry] = deque(maxlen=WHOWAS_LENGTH)
         #: The most users seen at once, local and in all (LUSERS).
@@ -345,6 +351,26 @@ class IrcNetwork:
     def find_user(self, nick: str) -> Any:
         return self.users.get(irc_lower(nick))
 
+    async def claim_cluster_nick(self, user: Any, nick: str) -> bool:
+        """
+        Whether C{nick} may be C{user}'s as far as the other processes go: claimed in the
+        cluster (at once without one, or when a local user holds it: L{claim_nick} decides).
+        A claim that no local user takes up is given back by L{give_back_nick}.
+        """
+        key = irc_lower(nick)
+        holder = self.users.get(key)
+        if self.cluster is None or (holder is not None and holder is not user):
+            return True
+        return bool(await self.cluster.claim(NICK_NAMESPACE, key))
+
+    def give_back_nick(self, nick: str) -> None:
+        """Release C{nick}'s cluster claim unless a user of this process holds it."""
+        key = irc_lower(nick)
+        if self.cluster is None or key in self.users:
+            return
+        defer.ensureDeferred(self.cluster.release(NICK_NAMESPACE, key)).addErrback(
+            lambda failure: self._log.failure("Could not release the nick {key}", failure, key=key))
+
     def claim_nick(self, user: Any, nick: str) -> bool:
         """Register C{nick} for C{user}; False if someone else holds it."""
         key = irc_lower(nick)
@@ -354,6 +380,8 @@ class IrcNetwork:
         old = getattr(user, "nick", None)
         if old and self.users.get(irc_lower(old)) is user and irc_lower(old) != key:
             del self.users[irc_lower(old)]
+            if user.local:
+                self.give_back_nick(old)
         self.users[key] = user
         return True
 
@@ -361,6 +389,8 @@ class IrcNetwork:
         nick = getattr(user, "nick", None)
         if nick and self.users.get(irc_lower(nick)) is user:
             del self.users[irc_lower(nick)]
+            if user.local:
+                self.give_back_nick(nick)
 
     def unique_nick(self, base: str) -> str:
         """A free nick derived from C{base}: sanitised, then suffixed ``_2``, ``_3``... on collision."""

@@ -189,15 +189,27 @@ class RegistrationCommands:
             return None
         if self.nick == nick:
             return None
-        if not self.registered:
-            if not self.network.claim_nick(self, nick):
-                self.reply(ERR_NICKNAMEINUSE, nick, "Nickname is already in use")
-                return None
-            self.nick = nick
-            return self._try_register()
-        if not self.network.change_nick(self, nick):
+        # Claimed across the cluster first; the connection's next lines wait for the answer.
+        return defer.ensureDeferred(self._take_nick(nick))
+
+    async def _take_nick(self, nick: str) -> None:
+        """C{nick} claimed in the cluster, then taken here (433 if held here or elsewhere)."""
+        network = self.network
+        if not await network.claim_cluster_nick(self, nick):
             self.reply(ERR_NICKNAMEINUSE, nick, "Nickname is already in use")
-        return None
+            return
+        if self._closing or self.transport is None:
+            network.give_back_nick(nick)  # gone while the claim was on its way
+            return
+        if not self.registered:
+            if not network.claim_nick(self, nick):
+                self.reply(ERR_NICKNAMEINUSE, nick, "Nickname is already in use")
+                return
+            self.nick = nick
+            await defer.maybeDeferred(self._try_register)
+            return
+        if not network.change_nick(self, nick):
+            self.reply(ERR_NICKNAMEINUSE, nick, "Nickname is already in use")
 
     def irc_USER(self, message: Message) -> Optional[defer.Deferred]:
         # The table refuses an empty realname as a missing one (modern ircdocs, irctest).

@@ -59,6 +59,7 @@ class IrcComponent:
         self.network = IrcNetwork(config, reactor, authenticator)
         self.network.open_ids = self.context.cluster.ids("irc-open")
         await self.network.open_ids.ready()
+        self.network.cluster = self.context.cluster
         for name, client, chat, rooms in exposed:
             bridge = RoomBridge(self.network, chat, client.store, rooms, config.auth)
             bridge.start(self.context.bus)

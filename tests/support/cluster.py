@@ -179,12 +179,14 @@ async def start_cluster(
     redis: Optional[Dict[str, Any]] = None,
     redis_port: int = SHARED_REDIS_PORT,
     start: bool = True,
+    node_server: Optional[Dict[str, Dict[str, Any]]] = None,
 ) -> Cluster:
     """
     Write the configs of ``size`` nodes (``node-1``...) and start them one after the other.
 
-    ``server`` is merged into every server.cfg, ``client`` into the one client.cfg, ``redis``
-    into the ``redis`` section. ``start=False`` writes the configs only (``cluster.start(name)``).
+    ``server`` is merged into every server.cfg, then ``node_server[name]`` into that node's
+    (e.g. its own IRC port), ``client`` into the one client.cfg, ``redis`` into the ``redis``
+    section. ``start=False`` writes the configs only (``cluster.start(name)``).
     """
     database = make_mariadb_database(test)
     prefix = shared_redis_prefix(test)
@@ -199,7 +201,8 @@ async def start_cluster(
         port = free_port()
         redis_section = {"host": "127.0.0.1", "port": redis_port, "prefix": prefix,
                          "instance": name, "route": f"n{index}", **(redis or {})}
-        server_data = {"port": port, "redis": redis_section, **(server or {})}
+        server_data = {"port": port, "redis": redis_section, **(server or {}),
+                       **(node_server or {}).get(name, {})}
         server_cfg, client_cfgs = write_configs(folder, server_data, [client_data], database)
         node = ClusterNode(name, folder, port, ["--server-cfg", server_cfg, "--client-cfg", client_cfgs[0]])
         test.addCleanup(node.reap)
