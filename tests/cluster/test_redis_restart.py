@@ -80,10 +80,21 @@ class RedisRestartTests(ClusterRoomsMixin, TestCase):
         # "Back" is logged once the channels are subscribed again: messages cross, both ways.
         await self.say(alice, "after: alice to bob", [bob, carol])
         await self.say(bob, "after: bob to alice", [alice, carol])
+        # Both processes know every user again (Redis came back empty): PHP's view on each,
+        # and a user who arrives now gets, and brings to everyone, the complete list.
+        for node in (1, 2):
+            rooms = (await self.php(node, "GetRooms")).json()["rooms"]
+            self.assertEqual(sorted(u["id"] for u in rooms["1_0"]["users"]), [6, 7, 8], node)
+        await self.admit(2, 9, "dave")
+        dave = await self.tab(2, 9, "dave")
+        for browser in (alice, bob, carol, dave):
+            await self.userlist_is(browser, [6, 7, 8, 9], "after")
         for browser in (alice, bob, carol):
-            await self.userlist_is(browser, [6, 7, 8], "after")
+            self.assertEqual(browser.payloads("notice", "disconnected"), [],
+                             "someone was told that a user left")
         await self.history_has(["before from node-1", "before from node-2", "while down: alice",
                                 "while down: carol", "after: alice to bob", "after: bob to alice"])
         for node in (1, 2):
             self.assertEqual(self.count(node, DEGRADED), 1)
             self.assertEqual(self.count(node, BACK), 1)
+            self.assertEqual(self.count(node, "announced again"), 1)
