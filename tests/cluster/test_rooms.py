@@ -289,3 +289,30 @@ class RoomsAcrossProcessesTests(ClusterRoomsMixin, TestCase):
         await sleep(1)
         gone = [p["data"]["username"] for p in bob.payloads("notice", "disconnected")]
         self.assertEqual(gone, ["alice"])
+
+    async def test_a_killed_process_loses_its_users_within_30_seconds(self) -> None:
+        """
+        SIGKILL and no restart: the other node notices the missing heartbeat, keeps the dead
+        node's users for the grace (their pages could reconnect), then they leave its userlists
+        and their chatroom_users rows go to chatroom_sessions, all within 30 s of the kill.
+        """
+        await self.start_nodes(size=2, running=2)
+        await self.admit(1, 6, "alice")
+        await self.tab(1, 6, "alice")
+        await self.admit(2, 7, "bob")
+        bob = await self.tab(2, 7, "bob")
+        await self.userlist_is(bob, [6, 7])
+        bob.clear()
+        killed = time.monotonic()
+        self.assertEqual(await self.cluster.kill("node-1"), -9)
+        await bob.wait_for("notice", "disconnected", timeout=30 - (time.monotonic() - killed))
+        self.assertEqual([p["data"]["username"] for p in bob.payloads("notice", "disconnected")],
+                         ["alice"])
+        await self.userlist_is(bob, [7], "after node-1 died")
+
+        while await self.users_rows() != [(1, 7)]:
+            self.assertLess(time.monotonic() - killed, 30, await self.users_rows())
+            await sleep(0.5)
+        sessions = await self.rows("SELECT user_id FROM chatroom_sessions")
+        self.assertIn(6, [row["user_id"] for row in sessions])
+        self.assertIn("instance node-1 is gone", self.node(2).log_text() + self.node(2).output())
