@@ -45,8 +45,9 @@ class _Tab(Browser):
 class ClusterRoomsMixin:
     cluster: Cluster
 
-    async def start_nodes(self, size: int, running: int) -> Cluster:
-        self.cluster = await start_cluster(self, size=size, start=False)
+    async def start_nodes(self, size: int, running: int, **options: Any) -> Cluster:
+        """C{size} nodes (C{options} as for L{start_cluster}), the first C{running} started."""
+        self.cluster = await start_cluster(self, size=size, start=False, **options)
         await insert_rows_async(self.cluster.database, "chatroom_settings",
                                 [{"room_id": 1}, {"room_id": 2}])
         for node in self.cluster.nodes[:running]:
