@@ -6,7 +6,7 @@ and duplicate instance names refused.
 
 import time
 from types import SimpleNamespace
-from typing import Callable
+from typing import Any, Callable
 
 from twisted.internet import reactor, threads
 from twisted.internet.task import deferLater
@@ -112,24 +112,30 @@ class ClusterStateTests(TestCase):
         self.assertEqual(beat.strip(), "1")  # the first's heartbeat, untouched
         self.assertEqual(await cluster.stop("node-1"), 0)
 
+    async def standalone_cluster(self) -> Any:
+        """Two nodes serving one standalone chat ("chat", room 1 "Lobby")."""
+        return await start_cluster(self, size=2, client={
+            "name": "chat", "standalone": {"title": "Chat", "rooms": [{"id": 1, "title": "Lobby"}]},
+        })
+
+    async def browser(self, node: ClusterNode, name: str) -> Browser:
+        """A standalone page on C{node} that has sent its login and heard the answer."""
+        page = Browser(SimpleNamespace(base_url=node.url), "/chat")
+        self.addCleanup(page.close)
+        await page.connect()
+        await page.emit("login", name)
+        await wait_for(self, lambda: page.received("loggedIn") or page.received("loginFailed"), 20,
+                       f"an answer to the login of {name}")
+        return page
+
     async def test_standalone_ids_and_names_unique_across_nodes(self) -> None:
         """
         Two newcomers of the standalone chat on two nodes get different ids (each would be 1);
         a name taken on node-1 is refused on node-2 until its member is gone.
         """
-        cluster = await start_cluster(self, size=2, client={
-            "name": "chat", "standalone": {"title": "Chat", "rooms": [{"id": 1, "title": "Lobby"}]},
-        })
+        cluster = await self.standalone_cluster()
         node1, node2 = cluster.nodes
-
-        async def browser(node: ClusterNode, name: str) -> Browser:
-            page = Browser(SimpleNamespace(base_url=node.url), "/chat")
-            self.addCleanup(page.close)
-            await page.connect()
-            await page.emit("login", name)
-            await wait_for(self, lambda: page.received("loggedIn") or page.received("loginFailed"), 20,
-                           f"an answer to the login of {name}")
-            return page
+        browser = self.browser
 
         alice, bob = await browser(node1, "alice"), await browser(node2, "bob")
         ids = [page.payloads("loggedIn")[0]["id"] for page in (alice, bob)]
@@ -156,19 +162,9 @@ class ClusterStateTests(TestCase):
         A rename to a name held on the other node is refused; a rename to a free one claims it
         and frees the old name for the other node; ``leave`` frees a name at once.
         """
-        cluster = await start_cluster(self, size=2, client={
-            "name": "chat", "standalone": {"title": "Chat", "rooms": [{"id": 1, "title": "Lobby"}]},
-        })
+        cluster = await self.standalone_cluster()
         node1, node2 = cluster.nodes
-
-        async def browser(node: ClusterNode, name: str) -> Browser:
-            page = Browser(SimpleNamespace(base_url=node.url), "/chat")
-            self.addCleanup(page.close)
-            await page.connect()
-            await page.emit("login", name)
-            await wait_for(self, lambda: page.received("loggedIn") or page.received("loginFailed"), 20,
-                           f"an answer to the login of {name}")
-            return page
+        browser = self.browser
 
         alice, bob = await browser(node1, "alice"), await browser(node2, "bob")
         await bob.emit("rename", "ALICE")
