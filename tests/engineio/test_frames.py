@@ -268,23 +268,33 @@ class WireTests(ServerTestCase):
         base = serve(self, server.resource)
         self.addCleanup(server.close)
         ws, sid = yield deferToThread(open_raw, base)
-        try:
-            session = server.sessions[sid]
-            count = 80
-            for i in range(count):
-                session.send_message(f"{i:04d}" + "p" * 100_000)
-                if i % 8 == 0:
-                    yield wait(0)
-            yield wait(0.3)
+        got = yield _flood_then_read(server, ws, sid)
+        self.assertEqual(got, [f"4{i:04d}" for i in range(_FLOOD)])
 
-            def read_all():
-                return [ws.recv()[:5] for _ in range(count)]
 
-            got = yield deferToThread(read_all)
-            self.assertIn(sid, server.sessions)
-        finally:
-            yield deferToThread(ws.close)
-        self.assertEqual(got, [f"4{i:04d}" for i in range(count)])
+
+_FLOOD = 80
+
+
+@defer.inlineCallbacks
+def _flood_then_read(server, ws, sid):
+    """
+    Send C{_FLOOD} messages of 100 kB on the session while its client reads nothing, then let the
+    client read them all: the first five characters of each. The session must still exist.
+    """
+    try:
+        session = server.sessions[sid]
+        for i in range(_FLOOD):
+            session.send_message(f"{i:04d}" + "p" * 100_000)
+            if i % 8 == 0:
+                yield wait(0)
+        yield wait(0.3)
+        got = yield deferToThread(lambda: [ws.recv()[:5] for _ in range(_FLOOD)])
+        if sid not in server.sessions:
+            raise AssertionError("the session was closed while its client read slowly")
+    finally:
+        yield deferToThread(ws.close)
+    return got
 
 
 def _random_stream(rng: random.Random) -> tuple[list[bytes], list[tuple[int, bytes]]]:
@@ -432,20 +442,5 @@ class TLSWireTests(TestCase):
         """
         server, url, pki = self.listen(max_backlog=64_000_000)
         ws, sid = yield deferToThread(self.connect, url, pki)
-        try:
-            session = server.sessions[sid]
-            count = 80
-            for i in range(count):
-                session.send_message(f"{i:04d}" + "p" * 100_000)
-                if i % 8 == 0:
-                    yield wait(0)
-            yield wait(0.3)
-
-            def read_all():
-                return [ws.recv()[:5] for _ in range(count)]
-
-            got = yield deferToThread(read_all)
-            self.assertIn(sid, server.sessions)
-        finally:
-            yield deferToThread(ws.close)
-        self.assertEqual(got, [f"4{i:04d}" for i in range(count)])
+        got = yield _flood_then_read(server, ws, sid)
+        self.assertEqual(got, [f"4{i:04d}" for i in range(_FLOOD)])
