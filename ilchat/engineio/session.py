@@ -506,10 +506,11 @@ class EngineIOSession:
         if packet_type == P.PING and data == "probe":
             ws.upgrade_probed = True
             ws.sendPreparedMessage(OutgoingPacket(P.PONG, "probe").prepared)
-            # A noop releases the parked (or next) GET so the client can pause polling; if no
-            # GET takes it, it goes out on the websocket after the upgrade, as engine.io does.
-            self._queue.append(NOOP_PACKET.polling)
+            # A noop releases the parked GET so the client can pause polling (a GET that comes
+            # later while upgrading gets one too, handle_get). Nothing goes to the websocket: as
+            # in engine.io, which writes the noop only to a polling transport with a GET waiting.
             if self._get_request is not None:
+                self._queue.append(NOOP_PACKET.polling)
                 self._flush_poll()
         elif packet_type == P.UPGRADE and ws.upgrade_probed:
             self._probe = None
