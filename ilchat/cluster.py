@@ -8,6 +8,7 @@ Two classes with the same API; ``ilchat.service`` builds one next to the bus (se
 
     cluster.instance                      # this process's name (redis.instance)
     cluster.live_instances()              # frozenset of live names, this one included
+    await cluster.live_now()              # the same, read from Redis now (decisions at stop)
     cluster.on_instance_gone(cb)          # cb(name) once per departure of another instance
     cluster.on_instance_seen(cb)          # cb(name) when another instance (re)appears
     cluster.on_departure(cb)              # cb(name) on the ONE process that handles a departure
@@ -190,6 +191,9 @@ class LocalCluster(_Callbacks):
     def live_instances(self) -> FrozenSet[str]:
         return frozenset([self.instance])
 
+    async def live_now(self) -> FrozenSet[str]:
+        return self.live_instances()
+
     async def lock(self, name: str, ttl: float) -> bool:
         now = self._clock.seconds()
         if self._locks.get(name, now) > now:
@@ -368,6 +372,20 @@ class RedisCluster(_Callbacks):
 
     def live_instances(self) -> FrozenSet[str]:
         return frozenset(self._view) | {self.instance}
+
+    async def live_now(self) -> FrozenSet[str]:
+        """
+        The instances whose heartbeat is in Redis now: L{live_instances} is as old as the last
+        beat (up to C{interval}), too old to decide at a stop whether this process is the last
+        one (a peer started a second ago is not in it yet). Redis away: L{live_instances}.
+        """
+        try:
+            reply = await self._eval(_VIEW, [self._key("instances", "")],
+                                     [self._key("instance:", "")])
+        except ClusterUnavailable:
+            return self.live_instances()
+        names = {reply[i] for i in range(0, len(reply), 3) if reply[i + 2]}
+        return frozenset(names) | {self.instance}
 
     # --- locks, claims, ids ---------------------------------------------------------------------
 

@@ -201,15 +201,6 @@ class ChatRooms(Presence):
         """The instances this process knows to be alive, itself included."""
         return set(self._live)
 
-    def held_only_here(self) -> List[int]:
-        """
-        The members this process holds in some room and no other instance holds anywhere, for
-        the move of their ``chatroom_users`` rows at stop when other instances are live.
-        """
-        ids = {user_id for _, user_id in self.presence.held_by(self.origin)}
-        return sorted(user_id for user_id in ids
-                      if not self.presence.held_elsewhere(user_id, self.origin))
-
     @property
     def history(self) -> Optional[HistoryWriter]:
         """The background history writer (None without C{write_history})."""
@@ -612,6 +603,8 @@ class ChatRooms(Presence):
         if kind in ("parted", "left"):
             for room_id, info, present in changes:
                 self._nobody_holds(room_id, info["id"])
+        if changes and self._unfinished:
+            self._finish(changes, kind == "left" and not event.get("last", True))
         if kind == "sync_request":
             self._bus.publish(self.topic, events.snapshot(self.now_ms(), self._known()))
 
@@ -714,23 +707,45 @@ class ChatRooms(Presence):
         publish = self._handles_departure(name, witnesses)
         ts = self.now_ms()
         ended: Dict[int, List[int]] = {}
+        moves: Dict[int, List[int]] = {}
         for room_id, user_id in self.presence.held_by(key):
             info = self.presence.member(user_id)
             if publish:
-                self._publish(events.departed(ts, room_id, info, name))
+                last = not self.presence.holders(room_id, user_id) - {key}
+                self._publish(events.departed(ts, room_id, info, name, last))
             else:
                 self.presence.discard(room_id, user_id, key)  # the decider's ``left`` follows
             if not self.presence.is_present(room_id, user_id):
                 self._nobody_holds(room_id, user_id)
                 ended.setdefault(user_id, []).append(room_id)
+                if publish or (room_id, user_id) in self._unfinished:
+                    # Here, not by the decider's ``left``: this process's own was not last.
+                    self._unfinished.discard((room_id, user_id))
+                    moves.setdefault(user_id, []).append(room_id)
+            elif publish:
+                self._unfinished.add((room_id, user_id))
         self._log.info(
             "Instance {name} gone from {instance}: {count} members out of their rooms{who}",
             name=name, instance=self.instance, count=len(ended),
             who="" if publish else " (another process publishes it)",
         )
-        if publish and self._on_member_gone is not None:
-            for user_id, room_ids in sorted(ended.items()):
+        if self._on_member_gone is not None:
+            for user_id, room_ids in sorted(moves.items()):
                 self._run_hook(self._on_member_gone, user_id, room_ids)
+
+    def _finish(self, changes: List[Any], move: bool) -> None:
+        """
+        Presence ended by another instance's event: the pairs this process left unfinished are
+        done; C{move} (a ``left`` that was not ``last`` either): their rows are this process's
+        to move, as its own ``left`` did not (see L{ilchat.chat.presence}).
+        """
+        for room_id, info, present in changes:
+            pair = (room_id, info["id"])
+            if present or pair not in self._unfinished:
+                continue
+            self._unfinished.discard(pair)
+            if move and self._on_member_gone is not None:
+                self._run_hook(self._on_member_gone, info["id"], [room_id])
 
     def _lowest_witness(self, gone: str, witnesses: Set[str]) -> bool:
         """The default L{handles_departure <__init__>}: the lowest name still alive decides."""
@@ -761,7 +776,9 @@ class ChatRooms(Presence):
 
     def _publish(self, event: Dict[str, Any]) -> None:
         # Applied here at once: this process's presence never waits for its own delivery.
-        self.presence.apply_event(self.origin, event)
+        changes = self.presence.apply_event(self.origin, event)
+        if changes and self._unfinished:
+            self._finish(changes, False)
         self._bus.publish(self.topic, event)
 
 
