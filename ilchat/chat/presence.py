@@ -64,6 +64,10 @@ class Presence:
         # still held the member (``last`` false): when a later ``left`` that is not ``last``
         # either ends the member's presence there, this process moves the row (ChatRooms).
         self._unfinished: Set[Tuple[int, int]] = set()
+        # Member id -> the instance that connected, admitted or saw them enter last (this one
+        # after PHP's Connect here): a member known only through another instance is forgotten
+        # when that instance's last holding of them ends (ChatRooms._release).
+        self._via: Dict[int, str] = {}
 
     def _publish(self, event: Dict[str, Any]) -> None:  # pragma: no cover - ChatRooms has it
         raise NotImplementedError
@@ -95,6 +99,7 @@ class Presence:
         event tells the other processes.
         """
         self._cancel_grace(user_id)
+        self._via[user_id] = self.origin
         member = self._members.get(user_id)
         if member is None:
             member = self._members[user_id] = Member(user_id)
@@ -193,6 +198,9 @@ class Presence:
                 self._unfinished.add((room.id, user_id))
         if not elsewhere:
             del self._members[user_id]
+            self._via.pop(user_id, None)
+        elif self._via.get(user_id) == self.origin:
+            self._via.pop(user_id)  # online elsewhere only: whoever holds them now decides
         self._log.debug("Member {user_id} of {instance} left after the grace",
                         user_id=user_id, instance=self.instance)
         if room_ids and self._on_member_gone is not None:
@@ -218,6 +226,8 @@ class Presence:
             self._connections.pop(conn, None)
         member.connections.clear()
         self._members.pop(member.id, None)
+        self._via.pop(member.id, None)
+        self._touched.discard(member.id)
         return sorted(present)
 
     def _run_hook(self, hook: Callable[..., Any], *args: Any, attempt: int = 1) -> None:

@@ -496,10 +496,14 @@ class ChatRooms(Presence):
             if user_id in room.joined:
                 return  # entered meanwhile and lost its connection: the usual grace runs
         if user_id in self._touched or self.presence.held_elsewhere(user_id, self.origin):
-            return  # online on another process: the member stays known here too
+            # Online on another process: the member stays known here while they are there.
+            if self._via.get(user_id) == self.origin:
+                self._via.pop(user_id)
+            return
         for room in self._rooms.values():
             room.members.pop(user_id, None)
         del self._members[user_id]
+        self._via.pop(user_id, None)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -600,11 +604,16 @@ class ChatRooms(Presence):
         handler = getattr(self, "_remote_" + str(kind), None)
         if handler is not None:
             handler(event)
+        self._note_via(origin, kind, event)
         if kind in ("parted", "left"):
             for room_id, info, present in changes:
                 self._nobody_holds(room_id, info["id"])
         if changes and self._unfinished:
             self._finish(changes, kind == "left" and not event.get("last", True))
+        if kind in ("parted", "left"):
+            key = event.get("instance") or origin
+            for room_id, info, present in changes:
+                self._release(info["id"], key)
         if kind == "sync_request":
             self._bus.publish(self.topic, events.snapshot(self.now_ms(), self._known()))
 
@@ -673,6 +682,36 @@ class ChatRooms(Presence):
 
     _remote_sync_request = _remote_snapshot
 
+    def _note_via(self, origin: str, kind: Any, event: Mapping[str, Any]) -> None:
+        """Record which instance acted for a member last (see L{_release})."""
+        if kind in ("connected", "admitted", "entered"):
+            self._via[event["member"]["id"]] = origin
+        elif kind == "invited":
+            self._via[event["invitee"]["id"]] = origin
+        elif kind in ("snapshot", "sync_request"):
+            for info in event.get("members", ()):
+                self._via.setdefault(info["id"], origin)
+
+    def _release(self, user_id: int, key: str, admitted: bool = True) -> None:
+        """
+        Forget a member known here only through another instance (C{key}, the last one that
+        acted for them): once nobody holds them anywhere and they have no connection and no
+        grace here, and (C{admitted}) no admission is left here either (the grace of their
+        last holder ended every admission). Otherwise remote users would stay in memory for
+        ever after they left, on every process but their own.
+        """
+        member = self._members.get(user_id)
+        if member is None or member.connections or user_id in self._grace_calls \
+                or self._via.get(user_id, key) != key or self.presence.rooms_of(user_id):
+            return
+        if admitted and any(user_id in room.members for room in self._rooms.values()):
+            return
+        for room in self._rooms.values():
+            room.remove_member(user_id)
+        del self._members[user_id]
+        self._via.pop(user_id, None)
+        self._touched.discard(user_id)
+
     def _known_member(self, info: Mapping[str, Any], named: bool = False,
                       touch: bool = True) -> Member:
         """
@@ -685,7 +724,7 @@ class ChatRooms(Presence):
         if (named or member.name is None) and info.get("name") is not None:
             member.name = info["name"]
             member.profile_picture_visible = bool(info.get("picture"))
-        if touch:
+        if touch and member.id in self._grace_calls:
             self._touched.add(member.id)
         return member
 
@@ -724,6 +763,9 @@ class ChatRooms(Presence):
                     moves.setdefault(user_id, []).append(room_id)
             elif publish:
                 self._unfinished.add((room_id, user_id))
+        for user_id in [user_id for user_id, via in self._via.items() if via == name]:
+            # Connected, admitted or seen through the departed instance, and not back since.
+            self._release(user_id, name, admitted=False)
         self._log.info(
             "Instance {name} gone from {instance}: {count} members out of their rooms{who}",
             name=name, instance=self.instance, count=len(ended),
