@@ -62,6 +62,7 @@ L{ContentTooLong} before anything is published.
 """
 
 import itertools
+import secrets
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set
 
 from twisted.internet.defer import Deferred
@@ -164,9 +165,10 @@ class ChatRooms(Presence):
         self._departures: Dict[str, IDelayedCall] = {}
         self._handles_departure = handles_departure or self._lowest_witness
         self._unsubscribe: Optional[Callable[[], None]] = None
-        # Message ids unique across the processes of a site: the bus instance and a counter.
+        # Message ids unique across the processes of a site and their restarts: the bus
+        # instance, a token of this run and a counter.
         self._message_ids = itertools.count(1)
-        self._id_prefix = f"{self.origin}-"
+        self._id_prefix = f"{self.origin}-{secrets.token_hex(4)}-"
         #: Extra "is this name in use?" checks for name-only logins (the standalone chat). The IRC
         #: bridge adds one for its nicks, so that a name is unique among web and IRC users.
         self.name_checks: List[Callable[[str], bool]] = []
