@@ -15,12 +15,14 @@ import json
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from twisted.internet import defer, threads
 from twisted.trial.unittest import TestCase
 
 from tests.ilias.repository_support import Browser, sleep, wait_until
 from tests.support.cluster import Cluster, ClusterNode, start_cluster
 from tests.support.db import fetch_rows_async, insert_rows_async
 from tests.support.http import Response, http_request
+from tests.support.private_redis import SHARED_REDIS_PORT, redis_command
 from tests.support.server import DEFAULT_CLIENT
 
 NAME = DEFAULT_CLIENT["name"]
@@ -144,11 +146,21 @@ class RoomsAcrossProcessesTests(ClusterRoomsMixin, TestCase):
         whisper = await bob.wait_for("message", "psst")
         self.assertEqual(whisper["target"], target)
         await bob_again.wait_for("message", "psst")
+        # Bus messages nobody can read (issue 14, "Faults"): logged and dropped, both
+        # processes stay up and chat goes on across them.
+        channel = f"{self.cluster.prefix}bus:room:{NAME}"
+        for garbage in ("not json", '{"v":2,"origin":"x","topic":"room:%s","event":{}}' % NAME):
+            await threads.deferToThread(redis_command, SHARED_REDIS_PORT, "PUBLISH", channel,
+                                        garbage)
         await carol.emit("message", {"content": "after", "format": {}}, 1)
         await alice.wait_for("message", "after")
         await bob.wait_for("message", "after")
         self.assertEqual(carol.payloads("message", "psst"), [])
         await self._history_count(3)
+        for node in (1, 2):
+            log = self.node(node).log_text()
+            self.assertEqual(log.count(f"Dropped a bus message on {channel}"), 2, log)
+            self.assertTrue(self.node(node).running())
 
         # bob closes his tab on node 1: his other tab holds him, nobody sees him go.
         await bob_again.close()
@@ -273,6 +285,31 @@ class RoomsAcrossProcessesTests(ClusterRoomsMixin, TestCase):
         log = self.node(2).log_text()
         self.assertIn("Instance node-1 gone", log)
         self.assertIn("Instance node-1 gone", self.node(3).log_text())
+
+    async def test_tabs_closed_at_once_on_two_processes(self) -> None:
+        """
+        alice's tabs on both nodes close together: both graces end at about the same time,
+        each node possibly still seeing the other hold her. She leaves once, and her
+        chatroom_users row is moved (once) all the same.
+        """
+        await self.start_nodes(size=2, running=2)
+        await self.admit(1, 6, "alice")
+        await self.admit(2, 7, "bob")
+        bob = await self.tab(2, 7, "bob")
+        tabs = [await self.tab(1, 6, "alice"), await self.tab(2, 6, "alice")]
+        await self.userlist_is(bob, [6, 7])
+        bob.clear()
+        await defer.gatherResults([defer.ensureDeferred(tab.close()) for tab in tabs])
+        await bob.wait_for("notice", "disconnected", timeout=GRACE + 15)
+        await self.userlist_is(bob, [7], "after the grace")
+        deadline = time.monotonic() + 10
+        while await self.users_rows() != [(1, 7)]:
+            self.assertLess(time.monotonic(), deadline, await self.users_rows())
+            await sleep(0.1)
+        sessions = await self.rows("SELECT user_id FROM chatroom_sessions")
+        self.assertEqual([r["user_id"] for r in sessions], [6])
+        await sleep(1)
+        self.assertEqual(len(bob.payloads("notice", "disconnected")), 1)
 
     async def test_a_killed_process_started_again_ends_its_previous_holdings(self) -> None:
         """
