@@ -28,9 +28,9 @@ that acted (adapters use it to answer that connection, and for echo suppression)
 ``invited``       ``room``, ``title``, ``owner``, ``host`` (member), ``invitee`` (member).
 ``renamed``       ``member`` (its new name and picture setting; a login again, an IRC nick).
 ``message``       ``id`` (unique: ``"<origin>-<run token>-<n>"``), ``room``, ``connection``,
-                  ``sender`` (member), ``content``, ``format`` (object), ``target`` (None, or ``{"id",
-                  "name", "public"}``; a non-public target is a whisper: only the sender's and
-                  the target's connections get it).
+                  ``sender`` (member), ``content``, ``format`` (object), ``target`` (None, or
+                  ``{"id", "name", "public"}``; a non-public target is a whisper: only the
+                  sender's and the target's connections get it).
 ``typing``        ``room``, ``member``, ``started`` (bool), ``recipients`` (member ids: the other
                   members of the room).
 
