@@ -8,6 +8,7 @@ Two classes with the same API; ``ilchat.service`` builds one next to the bus (se
 
     cluster.instance                      # this process's name (redis.instance)
     cluster.live_instances()              # frozenset of live names, this one included
+    await cluster.live_now()              # the same, read from Redis now (decisions at stop)
     cluster.on_instance_gone(cb)          # cb(name) once per departure of another instance
     cluster.on_instance_seen(cb)          # cb(name) when another instance (re)appears
     cluster.on_departure(cb)              # cb(name) on the ONE process that handles a departure
@@ -16,7 +17,7 @@ Two classes with the same API; ``ilchat.service`` builds one next to the bus (se
     await cluster.claim(namespace, key)   # -> bool: the key is this instance's in the cluster
     await cluster.release(namespace, key)
     await cluster.next_id(counter)        # -> int, 1, 2, ... unique across the cluster (INCR)
-    ids = cluster.ids(counter)            # IdBlocks: await ids.ready(), then ids.take() -> int
+    ids = cluster.ids(counter, seed=None) # IdBlocks: await ids.ready(), then ids.take() -> int
     await cluster.start(); await cluster.stop()
 
 Redis keys (``<prefix>`` is ``redis.prefix``): ``instance:<name>`` the heartbeat (value
@@ -24,7 +25,8 @@ Redis keys (``<prefix>`` is ``redis.prefix``): ``instance:<name>`` the heartbeat
 ``interval`` seconds), the hash ``instances`` (name -> token of every announced instance),
 ``lock:<name>`` (the holder's token), ``claim:<namespace>`` (hash key -> ``"<instance>
 <token>"``), ``claims:<instance>:<token>`` (what one process claimed, ``namespace\\nkey``),
-``id:<counter>`` (INCR), ``departed:<instance>:<token>`` (who handled a departure). Every
+``id:<counter>`` (INCR; blocks of ids: see L{IdBlocks}, which survive a Redis that restarts
+empty), ``departed:<instance>:<token>`` (who handled a departure). Every
 change of more than one key is a Lua script, so each is atomic. Plain Redis, not Redis Cluster
 (the scripts compute key names).
 
@@ -67,8 +69,12 @@ HEARTBEAT_INTERVAL = 3.0
 HEARTBEAT_TTL = 10.0
 #: Seconds the record of a handled departure is kept (one handler per departure).
 DEPARTED_TTL = 24 * 3600
-#: Ids an L{IdBlocks} reserves at once (INCRBY): another block is asked for when half is used.
+#: Ids an L{IdBlocks} reserves at once: another block is asked for when half is used.
 ID_BLOCK = 1000
+#: Blocks skipped when a reservation finds its counter below what this process knew of it
+#: (Redis restarted empty): the blocks other processes reserved in the seconds before the loss,
+#: not seen here yet, stay behind the new ones.
+ID_MARGIN_BLOCKS = 10
 
 Callback = Callable[[str], Any]
 
@@ -83,27 +89,46 @@ class DuplicateInstance(Exception):
 
 class IdBlocks:
     """
-    Ids unique across the cluster for callers that cannot wait (a login handled in one
-    turn): blocks of C{block} ids are reserved ahead (``INCRBY`` on the counter), and
-    C{take()} hands them out in order; another block is reserved in the background when half
-    of the current one is used. ``await ready()`` once before the first C{take()}. Without a
-    reserved id left (Redis away for a whole half block) C{take()} raises L{ClusterUnavailable}.
-    One process alone (L{LocalCluster}) counts 1, 2, 3... as a plain counter would.
+    Ids unique across the cluster, and across a restart of a Redis that keeps nothing on disk,
+    for callers that cannot wait (a login handled in one turn): blocks of C{block} ids are
+    reserved ahead, and C{take()} hands them out in order; another block is reserved in the
+    background when half of the current one is used. ``await ready()`` once before the first
+    C{take()}. Without a reserved id left (Redis away for a whole half block) C{take()} raises
+    L{ClusterUnavailable}. One process alone (L{LocalCluster}) counts 1, 2, 3... as a plain
+    counter would.
+
+    Each reservation carries the highest value this process knows of the counter (L{known}:
+    its own blocks, the counter as every heartbeat look reads it, and C{seed()}, the highest
+    id the store holds, read at L{ready}); a counter below it was lost (Redis restarted empty,
+    or every process and Redis restarted) and starts again above it, L{ID_MARGIN_BLOCKS} blocks
+    on, so no id handed out before is handed out again.
     """
 
     _log = Logger()
 
-    def __init__(self, counter: str, reserve: Callable[[str, int], Any], block: int = ID_BLOCK) -> None:
+    def __init__(self, counter: str, reserve: Callable[[str, int, int], Any],
+                 block: int = ID_BLOCK, seed: Optional[Callable[[], Any]] = None) -> None:
         self.counter = counter
-        self._reserve = reserve  # async (counter, n) -> the last of n new ids
+        self._reserve = reserve  # async (counter, n, known) -> the last of n new ids
         self._block = block
+        self._seed = seed  # async () -> the highest id in use (the store's), or None
         self._ranges: List[List[int]] = []  # [next, last] reserved and not handed out
         self._reserving: Optional[defer.Deferred] = None
+        #: The highest value of the counter this process knows of.
+        self.known = 0
 
     def available(self) -> int:
         return sum(last - next_ + 1 for next_, last in self._ranges)
 
+    def note(self, value: int) -> None:
+        """The counter was seen at C{value} (a heartbeat look)."""
+        if value > self.known:
+            self.known = value
+
     async def ready(self) -> None:
+        if self._seed is not None:
+            seed, self._seed = self._seed, None
+            self.note(int(await seed() or 0))
         if not self.available():
             await self._reserve_block()
 
@@ -130,8 +155,16 @@ class IdBlocks:
         return result
 
     async def _reserve_block(self) -> None:
-        last = int(await self._reserve(self.counter, self._block))
+        last = int(await self._reserve(self.counter, self._block, self.known))
+        self.note(last)
         self._ranges.append([last - self._block + 1, last])
+
+
+def _next_block(current: int, amount: int, known: int, margin: int) -> int:
+    """The last id of the next block (what the L{_RESERVE} script computes, for LocalCluster)."""
+    if current < known:
+        current = known + margin
+    return current + amount
 
 
 class _Callbacks:
@@ -190,6 +223,9 @@ class LocalCluster(_Callbacks):
     def live_instances(self) -> FrozenSet[str]:
         return frozenset([self.instance])
 
+    async def live_now(self) -> FrozenSet[str]:
+        return self.live_instances()
+
     async def lock(self, name: str, ttl: float) -> bool:
         now = self._clock.seconds()
         if self._locks.get(name, now) > now:
@@ -211,11 +247,13 @@ class LocalCluster(_Callbacks):
     async def next_id(self, counter: str) -> int:
         return await self._add(counter, 1)
 
-    def ids(self, counter: str, block: int = ID_BLOCK) -> IdBlocks:
-        return IdBlocks(counter, self._add, block)
+    def ids(self, counter: str, block: int = ID_BLOCK,
+            seed: Optional[Callable[[], Any]] = None) -> IdBlocks:
+        return IdBlocks(counter, self._add, block, seed)
 
-    async def _add(self, counter: str, amount: int) -> int:
-        self._ids[counter] = self._ids.get(counter, 0) + amount
+    async def _add(self, counter: str, amount: int, known: int = 0) -> int:
+        # No margin: nothing but this process reserved from this counter.
+        self._ids[counter] = _next_block(self._ids.get(counter, 0), amount, known, 0)
         return self._ids[counter]
 
     async def start(self) -> None:
@@ -307,6 +345,15 @@ if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[
 return release_all(KEYS[3], ARGV[3], ARGV[4])
 """
 
+#: KEYS: counter. ARGV: amount, known, margin. -> the last id of the new block (see IdBlocks).
+_RESERVE = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current < tonumber(ARGV[2]) then current = tonumber(ARGV[2]) + tonumber(ARGV[3]) end
+current = current + tonumber(ARGV[1])
+redis.call('SET', KEYS[1], current)
+return current
+"""
+
 #: KEYS: lock. ARGV: token, ttl ms. -> 1 held by this process (taken or renewed), 0.
 _LOCK = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
@@ -352,6 +399,7 @@ class RedisCluster(_Callbacks):
         self._written = ""  # the heartbeat value this process wrote last
         self._view: Dict[str, str] = {}  # live instance -> token (this one included)
         self._claimed: Set[Tuple[str, str]] = set()  # (namespace, key) held by this process
+        self._id_blocks: List[IdBlocks] = []
         self._judge_after = 0.0  # no departures judged before (after a reconnection)
         self._was_up = False
         self._down_logged = False
@@ -368,6 +416,20 @@ class RedisCluster(_Callbacks):
 
     def live_instances(self) -> FrozenSet[str]:
         return frozenset(self._view) | {self.instance}
+
+    async def live_now(self) -> FrozenSet[str]:
+        """
+        The instances whose heartbeat is in Redis now: L{live_instances} is as old as the last
+        beat (up to C{interval}), too old to decide at a stop whether this process is the last
+        one (a peer started a second ago is not in it yet). Redis away: L{live_instances}.
+        """
+        try:
+            reply = await self._eval(_VIEW, [self._key("instances", "")],
+                                     [self._key("instance:", "")])
+        except ClusterUnavailable:
+            return self.live_instances()
+        names = {reply[i] for i in range(0, len(reply), 3) if reply[i + 2]}
+        return frozenset(names) | {self.instance}
 
     # --- locks, claims, ids ---------------------------------------------------------------------
 
@@ -403,12 +465,30 @@ class RedisCluster(_Callbacks):
     async def next_id(self, counter: str) -> int:
         return int(await self._command("INCR", self._key("id:", counter)))
 
-    def ids(self, counter: str, block: int = ID_BLOCK) -> IdBlocks:
-        """Ids of C{counter} (the same counter as C{next_id}'s) reserved C{block} at a time."""
-        return IdBlocks(counter, self._reserve_ids, block)
+    def ids(self, counter: str, block: int = ID_BLOCK,
+            seed: Optional[Callable[[], Any]] = None) -> IdBlocks:
+        """
+        Ids of C{counter} (the same counter as C{next_id}'s) reserved C{block} at a time;
+        C{seed}: async, the highest id of that counter the store holds (see L{IdBlocks}).
+        """
+        blocks = IdBlocks(counter, self._reserve_ids, block, seed)
+        self._id_blocks.append(blocks)
+        return blocks
 
-    async def _reserve_ids(self, counter: str, amount: int) -> int:
-        return int(await self._command("INCRBY", self._key("id:", counter), amount))
+    async def _reserve_ids(self, counter: str, amount: int, known: int = 0) -> int:
+        return int(await self._eval(_RESERVE, [self._key("id:", counter)],
+                                    [amount, known, ID_MARGIN_BLOCKS * amount]))
+
+    async def _note_counters(self) -> None:
+        """Every heartbeat look: what the counters of this process's IdBlocks are at now."""
+        counters = sorted({blocks.counter for blocks in self._id_blocks})
+        if not counters:
+            return
+        values = await self._command("MGET", *(self._key("id:", name) for name in counters))
+        seen = {name: int(value) for name, value in zip(counters, values) if value}
+        for blocks in self._id_blocks:
+            if blocks.counter in seen:
+                blocks.note(seen[blocks.counter])
 
     # --- life -----------------------------------------------------------------------------------
 
@@ -602,6 +682,7 @@ class RedisCluster(_Callbacks):
         try:
             await self._beat()
             await self._look()
+            await self._note_counters()
         except ClusterUnavailable as error:
             self._repeats.warn("Cluster: heartbeat failed: {error}", error=str(error))
         except Exception:

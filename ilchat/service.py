@@ -487,9 +487,12 @@ class IlchatService(service.MultiService):
     async def _move_users_if_alone(self, name: str, store: Any) -> None:
         """
         Every ``chatroom_users`` row to ``chatroom_sessions`` (as the Node server does at start
-        and stop), unless other instances are live: their users are online.
+        and stop), unless other instances are live: their users are online, and the rows of
+        this process's users are moved after the grace by the process that handles its
+        departure, unless they reconnected elsewhere. Who is live is read from Redis now, not
+        from the last heartbeat: a peer started a moment ago must count.
         """
-        others = sorted(self.cluster.live_instances() - {self.cluster.instance})
+        others = sorted(await self.cluster.live_now() - {self.cluster.instance})
         if others:
             self._log.info(
                 "Users of {name} left in chatroom_users: other live instances ({others}) serve them",

@@ -325,3 +325,53 @@ class IdBlocksTests(TestCase):
         self.assertEqual(len(set(ids)), 6)
         self.assertTrue(all(user_id < 0 for user_id in ids), ids)
         self.assertEqual(IrcNetwork(make_config(), reactor).allocate_open_id(), -1)  # alone: -1, -2...
+
+
+class IdsAcrossRedisRestartTests(TestCase):
+    """A Redis that keeps nothing on disk restarts: no id handed out before is handed out again."""
+
+    timeout = 120
+
+    async def take_all(self, ids: Any, count: int) -> List[int]:
+        """C{count} ids, waiting for each background reservation (as time passing would)."""
+        taken: List[int] = []
+        while len(taken) < count:
+            taken.append(ids.take())
+            if ids._reserving is not None:
+                await ids._reserving
+        return taken
+
+    async def test_ids_stay_unique_when_redis_restarts_empty(self) -> None:
+        redis = await PrivateRedis.start_for(self)
+        a, b = [await started_cluster(self, name, "p:", redis.port, interval=0.3, ttl=1.0)
+                for name in ("a", "b")]
+        ids_a, ids_b = a.ids("user", block=10), b.ids("user", block=10)
+        await ids_a.ready()
+        await ids_b.ready()
+        before = await self.take_all(ids_a, 3) + await self.take_all(ids_b, 3)
+        # b reserves blocks a never sees (no look in between): only the margin keeps them apart.
+        await a._note_counters()
+        before += await self.take_all(ids_b, 30)
+        await redis.stop()
+        await eventually(lambda: a._link.protocol is None and b._link.protocol is None)
+        await redis.start()
+        await eventually(lambda: a._link.protocol is not None and b._link.protocol is not None)
+        after = await self.take_all(ids_a, 25) + await self.take_all(ids_b, 25)
+        taken = before + after
+        self.assertEqual(len(set(taken)), len(taken), sorted(taken))
+        self.assertGreater(min(await self.take_all(ids_a, 10)), max(before))
+
+    async def test_every_process_and_redis_restarted_start_above_the_store(self) -> None:
+        """Nobody remembers the counter: the seed (the store's highest id) does."""
+        redis = await PrivateRedis.start_for(self)
+        cluster = await started_cluster(self, "a", "p:", redis.port)
+
+        async def seed() -> int:
+            return 1234
+
+        ids = cluster.ids("standalone-user:x", block=10, seed=seed)
+        await ids.ready()
+        self.assertGreater(ids.take(), 1234)
+        local = LocalCluster("solo", task.Clock()).ids("user", block=4, seed=seed)
+        await local.ready()
+        self.assertEqual([local.take() for _ in range(3)], [1235, 1236, 1237])

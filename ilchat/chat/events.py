@@ -16,7 +16,8 @@ that acted (adapters use it to answer that connection, and for echo suppression)
                   was not present before; otherwise another connection of theirs entered).
 ``parted``        ``room``, ``connection``, ``member``, ``gone`` (bool: it was the member's last
                   connection in the room, so the member left it): an IRC PART.
-``left``          ``room``, ``member``: the disconnect grace expired; the member is out.
+``left``          ``room``, ``member``, ``last`` (see below): the disconnect grace expired; the
+                  member is out.
 ``room_left``     ``room``, ``title``, ``member``: PHP's LeavePrivateRoom; the member's
                   connections are out of the room, the member stays admitted.
 ``kicked``        ``room``, ``title``, ``member``: out of the room, admission taken back.
@@ -26,10 +27,10 @@ that acted (adapters use it to answer that connection, and for echo suppression)
 ``cleared``       ``room``: the history was cleared.
 ``invited``       ``room``, ``title``, ``owner``, ``host`` (member), ``invitee`` (member).
 ``renamed``       ``member`` (its new name and picture setting; a login again, an IRC nick).
-``message``       ``id`` (unique: ``"<origin>-<n>"``), ``room``, ``connection``, ``sender``
-                  (member), ``content``, ``format`` (object), ``target`` (None, or ``{"id",
-                  "name", "public"}``; a non-public target is a whisper: only the sender's and
-                  the target's connections get it).
+``message``       ``id`` (unique: ``"<origin>-<run token>-<n>"``), ``room``, ``connection``,
+                  ``sender`` (member), ``content``, ``format`` (object), ``target`` (None, or
+                  ``{"id", "name", "public"}``; a non-public target is a whisper: only the
+                  sender's and the target's connections get it).
 ``typing``        ``room``, ``member``, ``started`` (bool), ``recipients`` (member ids: the other
                   members of the room).
 
@@ -50,7 +51,11 @@ L{ilchat.chat.rooms.ChatRooms.apply_remote}; presence is L{ilchat.chat.cluster_p
                   admissions; ``held`` replaces what is recorded for the origin).
 
 ``left`` may carry ``instance``: the departed instance whose holding ends (the one process that
-handles a departure publishes these); without it, the origin's holding ends.
+handles a departure publishes these); without it, the origin's holding ends. ``last`` (bool) says
+whether the origin saw nobody hold the member in the room any more once this holding ended (so
+it moved the ``chatroom_users`` row); false, the member was still held elsewhere as far as the
+origin knew, and a process whose own ``left`` was such a one moves the row when this ``left``
+ends the member's presence (two graces that expire at once on two processes).
 """
 
 from typing import Any, Dict, List, Optional, Tuple
@@ -110,8 +115,9 @@ def parted(ts: int, room: Room, connection: str, member: Member, gone: bool) -> 
             "member": member_info(member), "gone": gone}
 
 
-def left(ts: int, room: Room, member: Member) -> Event:
-    return {"type": "left", "ts": ts, "room": room.id, "member": member_info(member)}
+def left(ts: int, room: Room, member: Member, last: bool) -> Event:
+    return {"type": "left", "ts": ts, "room": room.id, "member": member_info(member),
+            "last": last}
 
 
 def room_left(ts: int, room: Room, member: Member) -> Event:
@@ -175,10 +181,10 @@ def instance_stopping(ts: int) -> Event:
     return {"type": "instance_stopping", "ts": ts}
 
 
-def departed(ts: int, room_id: int, member: Dict[str, Any], instance: str) -> Event:
+def departed(ts: int, room_id: int, member: Dict[str, Any], instance: str, last: bool) -> Event:
     """The ``left`` of a departed instance's holding, published by the one process handling it."""
     return {"type": "left", "ts": ts, "room": room_id, "member": dict(member),
-            "instance": instance}
+            "instance": instance, "last": last}
 
 
 def state(rooms: List[Room], members: List[Member], held: List[Tuple[int, int]]) -> Event:

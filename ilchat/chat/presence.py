@@ -13,9 +13,12 @@ instance's holdings end (a ``left`` per room it held the member in), but a membe
 instance still holds (L{ilchat.chat.cluster_presence}), or whom another instance connected,
 admitted or saw enter since the grace began, is online elsewhere: they keep their admissions
 and stay known, and only the rooms where nobody holds them any more have their rows moved.
+When two instances' graces for one member expire at once, each sees the other still holding
+them (both ``left`` events say ``last: false``); each then moves the row when the other's
+``left`` arrives and ends the presence (the move is idempotent: the second finds no row).
 """
 
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -57,6 +60,14 @@ class Presence:
         self._retries: Set[IDelayedCall] = set()
         # Members another instance connected, admitted or saw enter since their grace began here.
         self._touched: Set[int] = set()
+        # (room, member) pairs whose ``left`` this process published while another instance
+        # still held the member (``last`` false): when a later ``left`` that is not ``last``
+        # either ends the member's presence there, this process moves the row (ChatRooms).
+        self._unfinished: Set[Tuple[int, int]] = set()
+        # Member id -> the instance that connected, admitted or saw them enter last (this one
+        # after PHP's Connect here): a member known only through another instance is forgotten
+        # when that instance's last holding of them ends (ChatRooms._release).
+        self._via: Dict[int, str] = {}
 
     def _publish(self, event: Dict[str, Any]) -> None:  # pragma: no cover - ChatRooms has it
         raise NotImplementedError
@@ -88,6 +99,7 @@ class Presence:
         event tells the other processes.
         """
         self._cancel_grace(user_id)
+        self._via[user_id] = self.origin
         member = self._members.get(user_id)
         if member is None:
             member = self._members[user_id] = Member(user_id)
@@ -177,12 +189,18 @@ class Presence:
             if not held and (elsewhere or user_id not in room.members):
                 continue
             room.joined.discard(user_id)
-            self._publish(events.left(ts, room, member))
-            if not self.presence.is_present(room.id, user_id):
+            last = not self.presence.holders(room.id, user_id) - {self.origin}
+            self._publish(events.left(ts, room, member, last))
+            if last:
                 room.remove_member(user_id)
                 room_ids.append(room.id)
+            else:
+                self._unfinished.add((room.id, user_id))
         if not elsewhere:
             del self._members[user_id]
+            self._via.pop(user_id, None)
+        elif self._via.get(user_id) == self.origin:
+            self._via.pop(user_id)  # online elsewhere only: whoever holds them now decides
         self._log.debug("Member {user_id} of {instance} left after the grace",
                         user_id=user_id, instance=self.instance)
         if room_ids and self._on_member_gone is not None:
@@ -208,6 +226,8 @@ class Presence:
             self._connections.pop(conn, None)
         member.connections.clear()
         self._members.pop(member.id, None)
+        self._via.pop(member.id, None)
+        self._touched.discard(member.id)
         return sorted(present)
 
     def _run_hook(self, hook: Callable[..., Any], *args: Any, attempt: int = 1) -> None:

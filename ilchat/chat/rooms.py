@@ -62,6 +62,7 @@ L{ContentTooLong} before anything is published.
 """
 
 import itertools
+import secrets
 from typing import Any, Callable, Dict, List, Mapping, Optional, Set
 
 from twisted.internet.defer import Deferred
@@ -164,9 +165,10 @@ class ChatRooms(Presence):
         self._departures: Dict[str, IDelayedCall] = {}
         self._handles_departure = handles_departure or self._lowest_witness
         self._unsubscribe: Optional[Callable[[], None]] = None
-        # Message ids unique across the processes of a site: the bus instance and a counter.
+        # Message ids unique across the processes of a site and their restarts: the bus
+        # instance, a token of this run and a counter.
         self._message_ids = itertools.count(1)
-        self._id_prefix = f"{self.origin}-"
+        self._id_prefix = f"{self.origin}-{secrets.token_hex(4)}-"
         #: Extra "is this name in use?" checks for name-only logins (the standalone chat). The IRC
         #: bridge adds one for its nicks, so that a name is unique among web and IRC users.
         self.name_checks: List[Callable[[str], bool]] = []
@@ -200,15 +202,6 @@ class ChatRooms(Presence):
     def live_instances(self) -> Set[str]:
         """The instances this process knows to be alive, itself included."""
         return set(self._live)
-
-    def held_only_here(self) -> List[int]:
-        """
-        The members this process holds in some room and no other instance holds anywhere, for
-        the move of their ``chatroom_users`` rows at stop when other instances are live.
-        """
-        ids = {user_id for _, user_id in self.presence.held_by(self.origin)}
-        return sorted(user_id for user_id in ids
-                      if not self.presence.held_elsewhere(user_id, self.origin))
 
     @property
     def history(self) -> Optional[HistoryWriter]:
@@ -505,10 +498,14 @@ class ChatRooms(Presence):
             if user_id in room.joined:
                 return  # entered meanwhile and lost its connection: the usual grace runs
         if user_id in self._touched or self.presence.held_elsewhere(user_id, self.origin):
-            return  # online on another process: the member stays known here too
+            # Online on another process: the member stays known here while they are there.
+            if self._via.get(user_id) == self.origin:
+                self._via.pop(user_id)
+            return
         for room in self._rooms.values():
             room.members.pop(user_id, None)
         del self._members[user_id]
+        self._via.pop(user_id, None)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -609,9 +606,16 @@ class ChatRooms(Presence):
         handler = getattr(self, "_remote_" + str(kind), None)
         if handler is not None:
             handler(event)
+        self._note_via(origin, kind, event)
         if kind in ("parted", "left"):
             for room_id, info, present in changes:
                 self._nobody_holds(room_id, info["id"])
+        if changes and self._unfinished:
+            self._finish(changes, kind == "left" and not event.get("last", True))
+        if kind in ("parted", "left"):
+            key = event.get("instance") or origin
+            for room_id, info, present in changes:
+                self._release(info["id"], key)
         if kind == "sync_request":
             self._bus.publish(self.topic, events.snapshot(self.now_ms(), self._known()))
 
@@ -680,6 +684,36 @@ class ChatRooms(Presence):
 
     _remote_sync_request = _remote_snapshot
 
+    def _note_via(self, origin: str, kind: Any, event: Mapping[str, Any]) -> None:
+        """Record which instance acted for a member last (see L{_release})."""
+        if kind in ("connected", "admitted", "entered"):
+            self._via[event["member"]["id"]] = origin
+        elif kind == "invited":
+            self._via[event["invitee"]["id"]] = origin
+        elif kind in ("snapshot", "sync_request"):
+            for info in event.get("members", ()):
+                self._via.setdefault(info["id"], origin)
+
+    def _release(self, user_id: int, key: str, admitted: bool = True) -> None:
+        """
+        Forget a member known here only through another instance (C{key}, the last one that
+        acted for them): once nobody holds them anywhere and they have no connection and no
+        grace here, and (C{admitted}) no admission is left here either (the grace of their
+        last holder ended every admission). Otherwise remote users would stay in memory for
+        ever after they left, on every process but their own.
+        """
+        member = self._members.get(user_id)
+        if member is None or member.connections or user_id in self._grace_calls \
+                or self._via.get(user_id, key) != key or self.presence.rooms_of(user_id):
+            return
+        if admitted and any(user_id in room.members for room in self._rooms.values()):
+            return
+        for room in self._rooms.values():
+            room.remove_member(user_id)
+        del self._members[user_id]
+        self._via.pop(user_id, None)
+        self._touched.discard(user_id)
+
     def _known_member(self, info: Mapping[str, Any], named: bool = False,
                       touch: bool = True) -> Member:
         """
@@ -692,7 +726,7 @@ class ChatRooms(Presence):
         if (named or member.name is None) and info.get("name") is not None:
             member.name = info["name"]
             member.profile_picture_visible = bool(info.get("picture"))
-        if touch:
+        if touch and member.id in self._grace_calls:
             self._touched.add(member.id)
         return member
 
@@ -714,23 +748,48 @@ class ChatRooms(Presence):
         publish = self._handles_departure(name, witnesses)
         ts = self.now_ms()
         ended: Dict[int, List[int]] = {}
+        moves: Dict[int, List[int]] = {}
         for room_id, user_id in self.presence.held_by(key):
             info = self.presence.member(user_id)
             if publish:
-                self._publish(events.departed(ts, room_id, info, name))
+                last = not self.presence.holders(room_id, user_id) - {key}
+                self._publish(events.departed(ts, room_id, info, name, last))
             else:
                 self.presence.discard(room_id, user_id, key)  # the decider's ``left`` follows
             if not self.presence.is_present(room_id, user_id):
                 self._nobody_holds(room_id, user_id)
                 ended.setdefault(user_id, []).append(room_id)
+                if publish or (room_id, user_id) in self._unfinished:
+                    # Here, not by the decider's ``left``: this process's own was not last.
+                    self._unfinished.discard((room_id, user_id))
+                    moves.setdefault(user_id, []).append(room_id)
+            elif publish:
+                self._unfinished.add((room_id, user_id))
+        for user_id in [user_id for user_id, via in self._via.items() if via == name]:
+            # Connected, admitted or seen through the departed instance, and not back since.
+            self._release(user_id, name, admitted=False)
         self._log.info(
             "Instance {name} gone from {instance}: {count} members out of their rooms{who}",
             name=name, instance=self.instance, count=len(ended),
             who="" if publish else " (another process publishes it)",
         )
-        if publish and self._on_member_gone is not None:
-            for user_id, room_ids in sorted(ended.items()):
+        if self._on_member_gone is not None:
+            for user_id, room_ids in sorted(moves.items()):
                 self._run_hook(self._on_member_gone, user_id, room_ids)
+
+    def _finish(self, changes: List[Any], move: bool) -> None:
+        """
+        Presence ended by another instance's event: the pairs this process left unfinished are
+        done; C{move} (a ``left`` that was not ``last`` either): their rows are this process's
+        to move, as its own ``left`` did not (see L{ilchat.chat.presence}).
+        """
+        for room_id, info, present in changes:
+            pair = (room_id, info["id"])
+            if present or pair not in self._unfinished:
+                continue
+            self._unfinished.discard(pair)
+            if move and self._on_member_gone is not None:
+                self._run_hook(self._on_member_gone, info["id"], [room_id])
 
     def _lowest_witness(self, gone: str, witnesses: Set[str]) -> bool:
         """The default L{handles_departure <__init__>}: the lowest name still alive decides."""
@@ -761,7 +820,9 @@ class ChatRooms(Presence):
 
     def _publish(self, event: Dict[str, Any]) -> None:
         # Applied here at once: this process's presence never waits for its own delivery.
-        self.presence.apply_event(self.origin, event)
+        changes = self.presence.apply_event(self.origin, event)
+        if changes and self._unfinished:
+            self._finish(changes, False)
         self._bus.publish(self.topic, event)
 
 

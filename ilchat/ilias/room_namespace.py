@@ -208,8 +208,10 @@ class RoomNamespace:
 
     async def stop(self) -> None:
         """
-        Stop serving, cancel the timers and wait until the history is written; in a cluster,
-        move the ``chatroom_users`` rows of the users only this process holds.
+        Stop serving, cancel the timers and wait until the history is written. The
+        ``chatroom_users`` rows stay: alone, the service moves every row once all components
+        stopped; in a cluster, the process that handles this one's departure moves, after the
+        grace, the rows of the users who did not reconnect elsewhere.
         """
         for action in self._registered:
             self.client.routes.unregister(action)
@@ -225,25 +227,8 @@ class RoomNamespace:
             self._ungone = None
         self.renderer.stop()
         self._repeats.flush()
-        alone = self.chat.held_only_here()
         await self.chat.stop()
         await self.journal.close()
-        cluster = getattr(self.client, "cluster", None)
-        if cluster is not None and cluster.live_instances() - {cluster.instance}:
-            # Alone, the service moves every row once all components stopped. With other live
-            # instances their users are online: only the users nobody else holds go.
-            await self._move_at_stop(alone)
-
-    async def _move_at_stop(self, users: List[int]) -> None:
-        try:
-            moved = await self.store.move_users_to_sessions(users, int(self.reactor.seconds()))
-        except Exception:
-            self._log.failure("Moving the users of {name} to sessions at stop failed",
-                              name=self.name)
-            return
-        self._log.info("{moved} chatroom_users rows of {name} moved to sessions at stop"
-                       " ({count} users held only here)", moved=moved, name=self.name,
-                       count=len(users))
 
     # -- persistence hooks ------------------------------------------------------------------
 

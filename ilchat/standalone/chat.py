@@ -121,8 +121,9 @@ class StandaloneChat(RoomNamespace):
             policy = NetworkPolicy.from_config(client.server_config.network, clock=client.reactor)
         self.policy = policy
         self.page: Optional[ChatPageResource] = None
-        #: Member ids unique across the cluster (``ilchat.cluster`` ``ids``).
-        self._ids = client.cluster.ids(f"standalone-user:{self.name}")
+        #: Member ids unique across the cluster (``ilchat.cluster`` ``ids``), above every id the
+        #: store holds (a Redis that restarted empty, or a process alone, starts over at 1).
+        self._ids = client.cluster.ids(f"standalone-user:{self.name}", seed=self.store.max_user_id)
         #: Names are claimed in the cluster (casefolded) in this namespace, per member id.
         self._names = f"standalone-name:{self.name}"
         self._claimed: Dict[int, str] = {}

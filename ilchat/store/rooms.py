@@ -265,6 +265,24 @@ class RoomStore:
 
         return await self.db.run_interaction("get_chat_name_sources", get_chat_name_sources_txn)
 
+    async def max_user_id(self) -> int:
+        """
+        The highest ``user_id`` of ``chatroom_users`` and ``chatroom_sessions`` (0 when both are
+        empty): the standalone chat's ids start above it, whatever its id counter forgot.
+        """
+
+        def max_user_id_txn(txn: Transaction) -> int:
+            highest = 0
+            for sql in ("SELECT MAX(user_id) FROM chatroom_users",
+                        "SELECT MAX(user_id) FROM chatroom_sessions"):
+                txn.execute(sql)
+                row = txn.fetchone()
+                if row and row[0] is not None:
+                    highest = max(highest, int(row[0]))
+            return highest
+
+        return await self.db.run_interaction("max_user_id", max_user_id_txn)
+
     async def move_all_users_to_sessions(self, now_s: int) -> int:
         """
         Turn every ``chatroom_users`` row into a ``chatroom_sessions`` row ending at ``now_s``.

@@ -151,6 +151,94 @@ class ReplicationTests(ClusterRoomsMixin, SynchronousTestCase):
         self.assertEqual(self.a.gone, [])
         self.assertNotIn(7, self.a.chat.get_room(1).members)
 
+    def test_graces_that_expire_at_once_on_two_processes_move_the_row(self) -> None:
+        """
+        Both tabs gone at once: each grace ends while the other process still holds bob
+        (``last`` false on both); the other's ``left`` ends him, and each moves the row (the
+        store's move is idempotent), where before nobody did.
+        """
+        self.connect(self.a, 7)
+        self.enter(self.a, "a7", 7, "bob")
+        self.enter(self.b, "b7", 7, "bob")
+        self.a.lose("a7")
+        self.b.lose("b7")
+        self.clock.advance(15)  # both graces in one turn: neither heard the other's left yet
+        self.settle()
+        lefts = [e for e in self.a.rec.events_published if e["type"] == "left"]
+        self.assertEqual([e["last"] for e in lefts], [False, False])
+        self.assertEqual((self.a.gone, self.b.gone), ([(7, [1])], [(7, [1])]))
+        for node in (self.a, self.b):
+            self.assertEqual(node.userlist(), [])
+            self.assertEqual(node.chat._unfinished, set())
+
+    def test_graces_one_after_the_other_move_the_row_once(self) -> None:
+        self.connect(self.a, 7)
+        self.enter(self.a, "a7", 7, "bob")
+        self.enter(self.b, "b7", 7, "bob")
+        self.a.lose("a7")
+        self.clock.advance(5)
+        self.b.lose("b7")
+        self.clock.advance(10)
+        self.settle()
+        self.assertEqual(self.a.chat._unfinished, {(1, 7)})
+        self.clock.advance(5)
+        self.settle()
+        lefts = [e for e in self.a.rec.events_published if e["type"] == "left"]
+        self.assertEqual([e["last"] for e in lefts], [False, True])
+        self.assertEqual((self.a.gone, self.b.gone), ([], [(7, [1])]))
+        self.assertEqual(self.a.chat._unfinished, set())
+
+    def _forgotten(self, node: _Node, user_id: int) -> None:
+        self.assertIsNone(node.chat.get_member(user_id))
+        self.assertNotIn(user_id, node.chat._via)
+        self.assertNotIn(user_id, node.chat._touched)
+        self.assertFalse(any(user_id in room.members for room in node.chat.rooms()))
+        self.assertEqual(node.chat.presence.rooms_of(user_id), [])
+
+    def test_remote_only_members_are_forgotten_when_their_process_lets_go(self) -> None:
+        """
+        Node 2 knows bob and ann only through node 1: once node 1's grace ends them (bob in
+        two rooms, ann never entered but admitted), node 2 keeps nothing of them; cyd, also
+        on node 2, stays known on both.
+        """
+        self.connect(self.a, 7)
+        self.a.chat.add_room_member(2, 7)
+        self.enter(self.a, "a7", 7, "bob")
+        self.a.chat.enter_room("a7", 2)
+        self.connect(self.a, 9)
+        self.enter(self.a, "a9", 9, "cyd")
+        self.enter(self.b, "b9", 9, "cyd")
+        self.assertIsNotNone(self.b.chat.get_member(7))
+        for conn in ("a7", "a9"):
+            self.a.lose(conn)
+        self.clock.advance(16)
+        self.settle()
+        for node in (self.a, self.b):
+            self._forgotten(node, 7)
+        self.assertIsNotNone(self.b.chat.get_member(9))
+        self.assertIsNotNone(self.a.chat.get_member(9))  # online on node 2: still known
+        # Then cyd's last tab goes too: node 1 forgets them as well (no leak on either side).
+        self.b.lose("b9")
+        self.clock.advance(16)
+        self.settle()
+        for node in (self.a, self.b):
+            self._forgotten(node, 9)
+        self.assertEqual(self.b.gone, [(9, [1])])
+
+    def test_a_departed_process_leaves_no_members_behind(self) -> None:
+        self.connect(self.a, 7)
+        self.enter(self.a, "a7", 7, "bob")
+        self.connect(self.a, 8)  # admitted only: PHP's Connect, no page yet
+        self.settle()
+        self.assertIn(8, self.b.chat.get_room(1).members)
+        self.successResultOf(self.a.chat.stop())
+        self.settle()
+        self.clock.advance(16)
+        self.settle()
+        self._forgotten(self.b, 7)
+        self._forgotten(self.b, 8)
+        self.assertEqual(self.b.chat.presence.present(1), [])
+
     def test_whispers_typing_and_messages_across(self) -> None:
         self.connect(self.a, 7)
         self.connect(self.b, 8)
@@ -282,15 +370,6 @@ class DepartureTests(ClusterRoomsMixin, SynchronousTestCase):
         self.assertEqual([e["instance"] for e in lefts], ["node-1"])
         self.assertEqual(c.gone, [(7, [1])])
         self.assertEqual(b.gone, [])
-
-    def test_held_only_here(self) -> None:
-        a, b, _ = self.nodes
-        self.connect(a, 7)
-        self.connect(a, 8)
-        self.enter(a, "a7", 7, "bob")
-        self.enter(a, "a8", 8, "ann")
-        self.enter(b, "b8", 8, "ann")
-        self.assertEqual(a.chat.held_only_here(), [7])
 
 
 class ClusterPresenceTests(SynchronousTestCase):

@@ -15,12 +15,14 @@ import json
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
+from twisted.internet import defer, threads
 from twisted.trial.unittest import TestCase
 
 from tests.ilias.repository_support import Browser, sleep, wait_until
 from tests.support.cluster import Cluster, ClusterNode, start_cluster
 from tests.support.db import fetch_rows_async, insert_rows_async
 from tests.support.http import Response, http_request
+from tests.support.private_redis import SHARED_REDIS_PORT, redis_command
 from tests.support.server import DEFAULT_CLIENT
 
 NAME = DEFAULT_CLIENT["name"]
@@ -144,11 +146,21 @@ class RoomsAcrossProcessesTests(ClusterRoomsMixin, TestCase):
         whisper = await bob.wait_for("message", "psst")
         self.assertEqual(whisper["target"], target)
         await bob_again.wait_for("message", "psst")
+        # Bus messages nobody can read (issue 14, "Faults"): logged and dropped, both
+        # processes stay up and chat goes on across them.
+        channel = f"{self.cluster.prefix}bus:room:{NAME}"
+        for garbage in ("not json", '{"v":2,"origin":"x","topic":"room:%s","event":{}}' % NAME):
+            await threads.deferToThread(redis_command, SHARED_REDIS_PORT, "PUBLISH", channel,
+                                        garbage)
         await carol.emit("message", {"content": "after", "format": {}}, 1)
         await alice.wait_for("message", "after")
         await bob.wait_for("message", "after")
         self.assertEqual(carol.payloads("message", "psst"), [])
         await self._history_count(3)
+        for node in (1, 2):
+            log = self.node(node).log_text()
+            self.assertEqual(log.count(f"Dropped a bus message on {channel}"), 2, log)
+            self.assertTrue(self.node(node).running())
 
         # bob closes his tab on node 1: his other tab holds him, nobody sees him go.
         await bob_again.close()
@@ -219,8 +231,10 @@ class RoomsAcrossProcessesTests(ClusterRoomsMixin, TestCase):
 
     async def test_late_process_and_a_clean_stop(self) -> None:
         """
-        A third process started later knows everything; a node that stops cleanly loses
-        nobody who reconnects elsewhere, and leaves the rows of users online elsewhere.
+        A third process started later knows everything; a node that stops cleanly (a moment
+        after the late one started: its last heartbeat look did not see it yet) loses nobody
+        who reconnects elsewhere, leaves every row at its stop, and after the grace exactly
+        the row of the one user who did not come back is moved, once.
         """
         await self.start_nodes(size=3, running=2)
         await self.admit(1, 6, "alice", row=False)
@@ -230,40 +244,72 @@ class RoomsAcrossProcessesTests(ClusterRoomsMixin, TestCase):
         await self.admit(1, 9, "dave", row=False)
         dave_1 = await self.tab(1, 9, "dave")
         await self.tab(2, 9, "dave")
+        await self.admit(1, 10, "erin", row=False)
+        erin = await self.tab(1, 10, "erin")
         await self.cluster.start("node-3")
         await self.admit(3, 8, "carol", row=False)
         carol = await self.tab(3, 8, "carol")
-        await self.userlist_is(carol, [6, 7, 8, 9], "on the late node")
+        await self.userlist_is(carol, [6, 7, 8, 9, 10], "on the late node")
         rooms = (await self.php(3, "GetRooms")).json()["rooms"]
-        self.assertEqual([u["id"] for u in rooms["1_0"]["users"]], [6, 7, 8, 9])
+        self.assertEqual([u["id"] for u in rooms["1_0"]["users"]], [6, 7, 8, 9, 10])
         # PHP's rows, written once every node runs (a start moves every row: not this test's).
         now = int(time.time())
         await insert_rows_async(self.cluster.database, "chatroom_users", [
             {"room_id": 1, "user_id": uid, "connected": now,
              "userdata": json.dumps({"login": login, "id": uid})}
-            for uid, login in ((6, "alice"), (7, "bob"), (8, "carol"), (9, "dave"))])
+            for uid, login in ((6, "alice"), (7, "bob"), (8, "carol"), (9, "dave"),
+                               (10, "erin"))])
         for browser in (bob, carol):
             browser.clear()
 
         self.assertEqual(await self.cluster.stop("node-1"), 0)
-        await wait_until(lambda: alice.disconnected.is_set() and dave_1.disconnected.is_set(),
+        await wait_until(lambda: all(tab.disconnected.is_set() for tab in (alice, dave_1, erin)),
                          30, "node-1's tabs disconnected")
-        # Only alice was held by node 1 alone: her row went to sessions, dave's stayed.
-        self.assertEqual(await self.users_rows(), [(1, 7), (1, 8), (1, 9)])
-        sessions = await self.rows("SELECT user_id FROM chatroom_sessions")
-        self.assertEqual([r["user_id"] for r in sessions], [6])
-        # alice's page reconnects to node 2 within the grace.
+        # Others are live: node 1 moved no row at its stop.
+        self.assertEqual(await self.users_rows(), [(1, 6), (1, 7), (1, 8), (1, 9), (1, 10)])
+        self.assertIn("Users of onscreen left in chatroom_users: other live instances"
+                      " (node-2, node-3) serve them", self.node(1).log_text())
+        # alice's page reconnects to node 2 within the grace; erin's does not come back.
         alice_again = await self.tab(2, 6, "alice")
         await sleep(GRACE + 3)
         for browser in (bob, carol, alice_again):
-            self.assertEqual(browser.payloads("notice", "disconnected"), [])
             await self.userlist_is(browser, [6, 7, 8, 9], "after node-1 stopped")
-        self.assertEqual(await self.users_rows(), [(1, 7), (1, 8), (1, 9)])
+        for browser in (bob, carol):
+            self.assertEqual([p["data"]["username"]
+                              for p in browser.payloads("notice", "disconnected")], ["erin"])
+        self.assertEqual(await self.users_rows(), [(1, 6), (1, 7), (1, 8), (1, 9)])
+        sessions = await self.rows("SELECT user_id FROM chatroom_sessions")
+        self.assertEqual([r["user_id"] for r in sessions], [10])
         await alice_again.emit("message", {"content": "still here", "format": {}}, 1)
         await carol.wait_for("message", "still here")
         log = self.node(2).log_text()
         self.assertIn("Instance node-1 gone", log)
         self.assertIn("Instance node-1 gone", self.node(3).log_text())
+
+    async def test_tabs_closed_at_once_on_two_processes(self) -> None:
+        """
+        alice's tabs on both nodes close together: both graces end at about the same time,
+        each node possibly still seeing the other hold her. She leaves once, and her
+        chatroom_users row is moved (once) all the same.
+        """
+        await self.start_nodes(size=2, running=2)
+        await self.admit(1, 6, "alice")
+        await self.admit(2, 7, "bob")
+        bob = await self.tab(2, 7, "bob")
+        tabs = [await self.tab(1, 6, "alice"), await self.tab(2, 6, "alice")]
+        await self.userlist_is(bob, [6, 7])
+        bob.clear()
+        await defer.gatherResults([defer.ensureDeferred(tab.close()) for tab in tabs])
+        await bob.wait_for("notice", "disconnected", timeout=GRACE + 15)
+        await self.userlist_is(bob, [7], "after the grace")
+        deadline = time.monotonic() + 10
+        while await self.users_rows() != [(1, 7)]:
+            self.assertLess(time.monotonic(), deadline, await self.users_rows())
+            await sleep(0.1)
+        sessions = await self.rows("SELECT user_id FROM chatroom_sessions")
+        self.assertEqual([r["user_id"] for r in sessions], [6])
+        await sleep(1)
+        self.assertEqual(len(bob.payloads("notice", "disconnected")), 1)
 
     async def test_a_killed_process_started_again_ends_its_previous_holdings(self) -> None:
         """

@@ -15,7 +15,7 @@ from twisted.trial.unittest import TestCase
 from tests.ilias.repository_support import Browser
 from tests.support.cluster import ClusterNode, start_cluster
 from tests.support.db import fetch_rows_async, insert_rows_async
-from tests.support.private_redis import SHARED_REDIS_PORT, redis_command
+from tests.support.private_redis import SHARED_REDIS_PORT, PrivateRedis, redis_command
 
 START_LINE = "Start clear process for namespace"
 ELSEWHERE_LINE = "runs on another instance; not here"
@@ -112,11 +112,11 @@ class ClusterStateTests(TestCase):
         self.assertEqual(beat.strip(), "1")  # the first's heartbeat, untouched
         self.assertEqual(await cluster.stop("node-1"), 0)
 
-    async def standalone_cluster(self) -> Any:
+    async def standalone_cluster(self, **options: Any) -> Any:
         """Two nodes serving one standalone chat ("chat", room 1 "Lobby")."""
         return await start_cluster(self, size=2, client={
             "name": "chat", "standalone": {"title": "Chat", "rooms": [{"id": 1, "title": "Lobby"}]},
-        })
+        }, **options)
 
     async def browser(self, node: ClusterNode, name: str) -> Browser:
         """A standalone page on C{node} that has sent its login and heard the answer."""
@@ -183,3 +183,26 @@ class ClusterStateTests(TestCase):
         await alice.emit("leave")
         again = await browser(node2, "Alice")
         self.assertEqual(again.payloads("loggedIn")[0]["username"], "Alice")
+
+    async def test_standalone_ids_after_redis_and_every_node_restarted(self) -> None:
+        """
+        The whole site restarts, and its Redis keeps nothing on disk: the id counter is gone,
+        yet the newcomers' ids are above every id of the first run (the store's highest).
+        """
+        redis = await PrivateRedis.start_for(self)
+        cluster = await self.standalone_cluster(redis_port=redis.port)
+        node1, node2 = cluster.nodes
+        first = [await self.browser(node1, "alice"), await self.browser(node2, "bob")]
+        before = [page.payloads("loggedIn")[0]["id"] for page in first]
+        for page in first:
+            await page.close()
+        for node in (node1, node2):
+            self.assertEqual(await cluster.stop(node.name), 0)
+        await redis.stop()
+        await redis.start()
+        for node in (node1, node2):
+            await cluster.start(node.name)
+        second = [await self.browser(node1, "carol"), await self.browser(node2, "dave")]
+        after = [page.payloads("loggedIn")[0]["id"] for page in second]
+        self.assertEqual(len(set(after)), 2, after)
+        self.assertGreater(min(after), max(before), (before, after))

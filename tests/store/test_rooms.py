@@ -139,6 +139,16 @@ class RoomStoreTestsMixin(StoreTestMixin):
         self.assertEqual(len({(s["room_id"], s["user_id"]) for s in sessions}), 20)
         self.assertEqual(fetch_rows(self.database, "SELECT * FROM chatroom_users"), [])
 
+    async def test_max_user_id_of_users_and_sessions(self) -> None:
+        """Where the standalone chat's ids start again when its id counter forgot them."""
+        self.assertEqual(await self.store.max_user_id(), 0)
+        await self.store.add_chatroom_user(1, 6, ALICE, 5)
+        self.assertEqual(await self.store.max_user_id(), 6)
+        await self.store.add_chatroom_user(1, 40, BOB, 5)
+        await self.store.move_user_to_sessions(40, [1], 9)
+        await self.store.add_chatroom_user(2, 7, BOB, 9)
+        self.assertEqual(await self.store.max_user_id(), 40)
+
     async def test_move_user_to_sessions_with_no_rooms_does_nothing(self) -> None:
         """An empty room list moves nothing (the Node server skips the call)."""
         await self.store.add_chatroom_user(1, 6, ALICE, 5)
