@@ -84,21 +84,20 @@ def envelope(
 
 
 def envelope_for(
-    type_: str, timestamp: int, content: str, key: RoomKey, private_rooms: bool,
+    type_: str, timestamp: int, content: str, key: Optional[RoomKey], private_rooms: bool,
     sub_room: Optional[RoomKey] = None, **extra: Any
 ) -> Dict[str, Any]:
     """
     The envelope of a frame about room key C{key} (the int, or its text where ILIAS writes the
-    room id as a string): ``roomId`` is the room id, and with C{private_rooms} (ILIAS 8)
-    ``subRoomId`` follows, the key's own unless C{sub_room} is given.
+    room id as a string; None for no room): ``roomId`` is the room id, and with
+    C{private_rooms} (ILIAS 8) ``subRoomId`` follows, the key's own unless C{sub_room} is given.
     """
-    room_id, sub = room_parts(int(key))
-    as_text = isinstance(key, str)
-    payload = envelope(type_, timestamp, content, str(room_id) if as_text else room_id)
+    room_id, sub = (None, 0) if key is None else room_parts(int(key))
+    if isinstance(key, str):
+        room_id, sub = str(room_id), str(sub)
+    payload = envelope(type_, timestamp, content, room_id)
     if private_rooms:
-        if sub_room is None:
-            sub_room = str(sub) if as_text else sub
-        payload["subRoomId"] = sub_room
+        payload["subRoomId"] = sub if sub_room is None else sub_room
     payload.update(extra)
     return payload
 
