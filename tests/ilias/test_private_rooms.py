@@ -14,6 +14,7 @@ from twisted.trial import unittest
 
 from ilchat.store import StoreError
 from tests.ilias.repository_support import Browser, RepositoryServerMixin, sleep, wait_until
+from tests.ilias.test_restart import AdmissionsFileMixin
 from tests.support.db import create_ilias8_tables, insert_rows_async, make_database
 
 SIDE = {"proom_id": 5, "parent_id": "1", "title": "Side", "owner": 6, "created": 0, "closed": 0}
@@ -265,6 +266,43 @@ class PrivateRoomsMariaDBTests(PrivateRoomsMixin, unittest.TestCase):
 
 
 class PrivateRoomsSQLiteTests(PrivateRoomsMixin, unittest.TestCase):
+    database_kind = "sqlite"
+
+
+class PrivateRoomsRestartMixin(PrivateRoomsServerMixin):
+    """A restart between two in-process runs sharing one ``journal_dir`` (the admissions file)."""
+
+    start_on = AdmissionsFileMixin.start_on
+
+    async def test_pages_come_back_into_their_private_room(self) -> None:
+        """Alice is let back into private room 1_3; bob, banned from room 1 meanwhile, is not."""
+        await self.start()
+        alice = await self.enter8(6, "alice")
+        await self.enter_private(alice, 6, 3)
+        bob = await self.enter8(7, "bob")
+        await self.enter_private(bob, 7, 3)
+        await self.server.stop()
+        await insert_rows_async(self.databases[self.client_names[0]], "chatroom_bans", [
+            {"room_id": 1, "user_id": 7, "timestamp": int(time.time()), "remark": ""}])
+        self.server = await self.start_on(self.databases)
+        self.assertIn("1 users of onscreen may come back into their rooms", self.server.log_text())
+        back = await self.browser()
+        await back.emit("login", "alice", 6)
+        await back.wait_for("loggedIn")
+        await back.emit("enterRoom", 1, 3)
+        welcome = await back.wait_for("notice", "private_room_entered")
+        self.assertEqual((welcome["roomId"], welcome["subRoomId"], welcome["data"]["title"]),
+                         (1, 3, "Old"))
+        banned = await self.browser()
+        await banned.emit("login", "bob", 7)
+        await banned.wait_for("shutdown")
+
+
+class PrivateRoomsRestartMariaDBTests(PrivateRoomsRestartMixin, unittest.TestCase):
+    database_kind = "mysql"
+
+
+class PrivateRoomsRestartSQLiteTests(PrivateRoomsRestartMixin, unittest.TestCase):
     database_kind = "sqlite"
 
 
