@@ -12,6 +12,7 @@ ILIAS 8 private rooms (``RoomRenderer.private_rooms``, spec §2.4, §3.2): every
 ``subRoomId`` after ``roomId`` (0 for a main room), a private room's Socket.IO room is
 ``"<roomId>_<subRoomId>"``, and the frames only ILIAS 8 has are sent: ``private_room_created`` to
 the owner, ``private_room_deleted`` to the members and ``private_room_closed`` to the main room,
+message texts HTML-escaped as ILIAS 8's server did (its page inserts them as HTML),
 the ``private_room_entered`` / ``private_room_entered_user`` notices instead of ``welcome_to_chat``
 / ``connect`` in a private room, and the main room's ``left`` and userlist for a user who leaves
 one. Without it the frames are ILIAS 10's, byte for byte.
@@ -34,6 +35,7 @@ would be O(n²) frames, and the browser sees the change in the userlist.
 """
 
 import bisect
+import re
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import attrs
@@ -49,6 +51,7 @@ __all__ = [
     "UserList",
     "envelope",
     "envelope_for",
+    "ilias8_escaped",
     "ilias_user",
     "message_payload",
     "room_name",
@@ -111,9 +114,30 @@ def ilias_user(member: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
+#: What ILIAS 8's server escaped (``Helper/HTMLEscape.js``): an ``&`` that starts no entity, and
+#: ``<``, ``>``, ``"``.
+_ILIAS8_ESCAPES = ((re.compile(r"&(?!\w+;)", re.ASCII), "&amp;"), (re.compile("<"), "&lt;"),
+                   (re.compile(">"), "&gt;"), (re.compile('"'), "&quot;"))
+
+
+def ilias8_escaped(text: str) -> str:
+    """
+    A message's text as ILIAS 8's server sent and stored it: HTML-escaped, because ILIAS 8's page
+    inserts it as HTML (ILIAS 10 escapes in the page instead). Astral characters stay (ILIAS 8
+    made them ``?`` for 3-byte utf8 columns).
+    """
+    for pattern, replacement in _ILIAS8_ESCAPES:
+        text = pattern.sub(replacement, text)
+    return text
+
+
 def message_payload(event: Dict[str, Any], private_rooms: bool = False) -> Dict[str, Any]:
-    """The ILIAS ``message`` payload of a ``message`` event (ILIAS 8's with C{private_rooms})."""
-    payload = envelope_for("message", event["ts"], event["content"], event["room"], private_rooms,
+    """
+    The ILIAS ``message`` payload of a ``message`` event; with C{private_rooms} ILIAS 8's, whose
+    text is HTML-escaped (L{ilias8_escaped}).
+    """
+    content = ilias8_escaped(event["content"]) if private_rooms else event["content"]
+    payload = envelope_for("message", event["ts"], content, event["room"], private_rooms,
                            **{"from": ilias_user(event["sender"])}, format=event["format"])
     target = event["target"]
     if target is not None:
