@@ -181,6 +181,8 @@ class RoomNamespace:
         Queue what the history journal holds from the last run, preload the rooms, then serve the
         namespace, the bus topic and the actions.
         """
+        # First: the journal's rows are written in this mode (their sub_room too).
+        self.private_rooms = self.renderer.private_rooms = await self._private_rooms_mode()
         self.journal.open()
         replayed = self.history.replay()
         if replayed:
@@ -189,7 +191,6 @@ class RoomNamespace:
                 "ended before the database had them); writing them first",
                 count=replayed, name=self.name, path=self.journal.path,
             )
-        self.private_rooms = self.renderer.private_rooms = await self._private_rooms_mode()
         for room_id in await self.store.get_room_ids():
             self.chat.add_room(room_id)
         if self.private_rooms:
