@@ -463,6 +463,18 @@ class ClientKeyTests(ConfigTestCase):
         text = self.error(clients=[{"identity": True}])
         self.assertIn("identity = true is not allowed", text)
 
+    def test_private_rooms_is_a_known_mode(self) -> None:
+        """ILIAS 8 private rooms: detected by default, on or off; anything else is refused."""
+        _, [client] = self.load()
+        self.assertEqual(client.private_rooms, "auto")
+        for mode in ("auto", "on", "off"):
+            _, [client] = self.load(clients=[{"private_rooms": mode}])
+            self.assertEqual(client.private_rooms, mode)
+        text = self.error(clients=[{"private_rooms": "yes"}])
+        self.assertIn('client0.cfg: private_rooms = "yes" is not allowed; one of auto, on, off', text)
+        text = self.error(clients=[{"private_rooms": True}])
+        self.assertIn("private_rooms = true is not allowed", text)
+
     def test_session_cookie_must_be_a_cookie_name(self) -> None:
         """Separators and spaces cannot be in a cookie name; an empty one is refused."""
         for bad in ("PHP SESSID", "a;b", "a=b", ""):

@@ -21,6 +21,7 @@ to its own L{ClusterPresence} and acts on the changes L{ClusterPresence.apply} r
   (a ``left`` for a member that was only admitted counts too, as it always did);
 * ``room_left``, ``kicked``: absent (PHP's actions take every connection out, cluster-wide);
 * ``banned``: absent from the event's rooms and every room the member is present in;
+* ``room_deleted`` (an ILIAS 8 private room): everyone present there is absent;
 * ``snapshot`` and a non-fresh ``sync_request``: what the sender holds *replaces* what was
   recorded for it (a set difference both ways; renderers apply these silently);
 * ``instance_stopping`` and a fresh ``sync_request`` (a process started again under the same
@@ -43,7 +44,7 @@ Change = Tuple[int, Dict[str, Any], bool]
 
 _KINDS = frozenset((
     "entered", "parted", "left", "room_left", "kicked", "banned", "snapshot", "sync_request",
-    "instance_stopping", "renamed",
+    "instance_stopping", "renamed", "room_deleted",
 ))
 
 
@@ -148,6 +149,12 @@ class ClusterPresence:
             for room_id in rooms:
                 self._clear(room_id, user_id)
             return [(room_id, member, False) for room_id in rooms]
+        if kind == "room_deleted":
+            room_id = event["room"]
+            gone = [dict(self._info[user_id]) for user_id in sorted(self._held.get(room_id, ()))]
+            for info in gone:
+                self._clear(room_id, info["id"])
+            return [(room_id, info, False) for info in gone]
         if kind == "renamed":
             user_id = event["member"]["id"]
             if user_id in self._info:

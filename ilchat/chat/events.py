@@ -6,7 +6,8 @@ Every event is a plain JSON object (``bus.publish`` envelopes it as ``{"v", "ori
 from its own state built from earlier events, never by reading the domain while it handles one.
 No wire format in here: no ILIAS envelope, no Socket.IO room name, no pre-encoded JSON. Every
 event has ``type``, and ``ts`` (milliseconds since the epoch, the domain's clock when it
-happened). ``room`` is a room id (int); a I{member} is ``{"id": int, "name": str | None,
+happened). ``room`` is a room key (int: the room id, or for an ILIAS 8 private room
+``ilchat.chat.model.room_key(room_id, sub_room_id)``); a I{member} is ``{"id": int, "name": str | None,
 "picture": bool}`` (``picture``: the user shows a profile picture); recipients are member ids,
 which each adapter maps to the connections it owns. A ``connection`` field is the connection id
 that acted (adapters use it to answer that connection, and for echo suppression).
@@ -24,6 +25,8 @@ that acted (adapters use it to answer that connection, and for echo suppression)
 ``banned``        ``room`` (or None when the member was not in that room), ``member``,
                   ``rooms`` (the other rooms the member was still present in): the member is
                   out of every room and logged out.
+``room_deleted``  ``room``, ``title``, ``members`` (the ids admitted or present): PHP deleted an
+                  ILIAS 8 private room; everyone is out of it and it is gone.
 ``cleared``       ``room``: the history was cleared.
 ``invited``       ``room``, ``title``, ``owner``, ``host`` (member), ``invitee`` (member).
 ``renamed``       ``member`` (its new name and picture setting; a login again, an IRC nick).
@@ -82,6 +85,7 @@ __all__ = [
     "sync_request",
     "renamed",
     "room_created",
+    "room_deleted",
     "room_left",
     "typing",
 ]
@@ -90,6 +94,7 @@ Event = Dict[str, Any]
 
 EVENT_TYPES = (
     "room_created", "entered", "parted", "left", "room_left", "kicked", "banned", "cleared",
+    "room_deleted",
     "invited", "renamed", "message", "typing", "connected", "admitted", "instance_stopping",
     "sync_request", "snapshot",
 )
@@ -133,6 +138,11 @@ def kicked(ts: int, room: Room, member: Member) -> Event:
 def banned(ts: int, room: Optional[Room], member: Member, rooms: List[int]) -> Event:
     return {"type": "banned", "ts": ts, "room": None if room is None else room.id,
             "member": member_info(member), "rooms": rooms}
+
+
+def room_deleted(ts: int, room: Room, members: List[int]) -> Event:
+    return {"type": "room_deleted", "ts": ts, "room": room.id, "title": room.title,
+            "members": members}
 
 
 def cleared(ts: int, room: Room) -> Event:

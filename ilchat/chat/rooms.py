@@ -34,7 +34,8 @@ C{chat_rooms_of(client_ctx)}. IRC users have no ILIAS account: the IRC bridge pi
 ILIAS never uses (negative ids) and calls L{ChatRooms.connect} itself.
 
 PHP-side actions: L{ChatRooms.add_room}, L{ChatRooms.leave_room}, L{ChatRooms.invite},
-L{ChatRooms.clear}, L{ChatRooms.kick}, L{ChatRooms.ban}.
+L{ChatRooms.clear}, L{ChatRooms.kick}, L{ChatRooms.ban}, L{ChatRooms.delete_room} (ILIAS 8). An
+ILIAS 8 private room is a room like any other, keyed by L{ilchat.chat.model.room_key}.
 
 Restarts: L{ChatRooms.admissions} (who PHP connected, and into which rooms) is what a stopping
 server keeps; L{ChatRooms.restore_admissions} gives it back to the next run, so that pages
@@ -264,6 +265,21 @@ class ChatRooms(Presence):
         if host is None:
             return
         self._publish(events.invited(self.now_ms(), room, host, invitee))
+
+    def delete_room(self, room_id: int) -> Room:
+        """
+        PHP ``DeletePrivateRoom`` (ILIAS 8): the room is gone, with its members' admissions and
+        presence; one ``room_deleted`` event names the members whose connections were in it.
+
+        Raises:
+            UnknownRoom
+        """
+        room = self._require_room(room_id)
+        members = sorted(set(room.members) | set(room.joined)
+                         | {info["id"] for info in self.presence.present(room.id)})
+        del self._rooms[room.id]
+        self._publish(events.room_deleted(self.now_ms(), room, members))
+        return room
 
     def clear(self, room_id: int) -> None:
         """
@@ -622,6 +638,9 @@ class ChatRooms(Presence):
     def _remote_room_created(self, event: Dict[str, Any]) -> None:
         if event["room"] not in self._rooms:
             self._rooms[event["room"]] = Room(event["room"], event["title"], event["owner"])
+
+    def _remote_room_deleted(self, event: Dict[str, Any]) -> None:
+        self._rooms.pop(event["room"], None)
 
     def _remote_connected(self, event: Dict[str, Any]) -> None:
         self._known_member(event["member"])

@@ -22,7 +22,7 @@ is re-exported here; import from here, not from the modules. Elsewhere, a defaul
 module needs too is taken from its class (``default_of(ServerConfig, "database_timeout")``).
 """
 
-from ilchat.config.client import IDENTITY_MODES, ClientConfig, DatabaseConfig
+from ilchat.config.client import IDENTITY_MODES, PRIVATE_ROOM_MODES, ClientConfig, DatabaseConfig
 from ilchat.config.irc import IrcConfig, IrcLoginLimits, IrcOperator, WebircGateway
 from ilchat.config.loading import MAX_DEPTH, load_client_config, load_configs, load_server_config
 from ilchat.config.metrics import MetricsConfig
@@ -53,6 +53,7 @@ __all__ = [
     "MetricsConfig",
     "RedisConfig",
     "IDENTITY_MODES",
+    "PRIVATE_ROOM_MODES",
     "MAX_DEPTH",
     "MAX_MESSAGE_LENGTH_LIMIT",
 ]

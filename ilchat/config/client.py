@@ -15,6 +15,10 @@ _MYSQL_TYPES = ("mysql", "mariadb", "innodb", "")
 #: The values of client.cfg ``identity``.
 IDENTITY_MODES: Tuple[str, ...] = ("ilias-session", "trust")
 
+#: The values of client.cfg ``private_rooms``: ILIAS 8 private rooms (``subRoomId``) detected from
+#: the database schema, always on (the start fails without the ILIAS 8 tables), or off.
+PRIVATE_ROOM_MODES: Tuple[str, ...] = ("auto", "on", "off")
+
 #: What a cookie name may be (RFC 6265 token characters).
 _COOKIE_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
@@ -68,6 +72,10 @@ class ClientConfig:
     #: ILIAS's ``ANONYMOUS_USER_ID`` (client.ini.php ``[system]``, 13 on every installation): a
     #: session of the anonymous user is nobody's.
     anonymous_user_id: int = 13
+    #: ILIAS 8 private rooms (``subRoomId`` > 0): one of L{PRIVATE_ROOM_MODES}. ``"auto"`` turns
+    #: them on when the database has the ILIAS 8 tables (``chatroom_prooms``,
+    #: ``chatroom_psessions``, ``chatroom_history.sub_room``).
+    private_rooms: str = "auto"
 
 
 # Keys PHP writes for the browser; the server only keeps them.
@@ -130,8 +138,12 @@ def parse_client(reader: Reader) -> ClientConfig:
             "anonymous_user_id", default_of(ClientConfig, "anonymous_user_id"), minimum=0,
             allow_str=True,
         ),
+        private_rooms=reader.get_str(
+            "private_rooms", default_of(ClientConfig, "private_rooms"), choices=PRIVATE_ROOM_MODES
+        ),
         **{key: reader.data.get(key) for key in _CLIENT_UI_KEYS},
     )
 
 
-__all__ = ["ClientConfig", "DatabaseConfig", "IDENTITY_MODES", "parse_client", "parse_database"]
+__all__ = ["ClientConfig", "DatabaseConfig", "IDENTITY_MODES", "PRIVATE_ROOM_MODES", "parse_client",
+           "parse_database"]

@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from ilchat.chat.model import room_parts
 from ilchat.statefile import StateFile, StateFileError
 
 __all__ = ["ADMISSIONS_VERSION", "Admissions", "RESTORE_GRACE", "RESTORE_MAX_AGE", "parse_admissions"]
@@ -125,7 +126,9 @@ class Admissions:
         kept: Dict[int, List[int]] = {}
         dropped = 0
         for user_id, rooms in admitted.items():
-            allowed = [room_id for room_id in rooms if (room_id, user_id) not in bans]
+            # A ban from a room also bans from its ILIAS 8 private rooms (keys of that room).
+            allowed = [room_id for room_id in rooms
+                       if (room_parts(room_id)[0], user_id) not in bans]
             dropped += len(rooms) - len(allowed)
             if rooms and not allowed:
                 continue  # banned from every room it was in: PHP decides at the next page

@@ -8,6 +8,15 @@ Node server: the ILIAS message envelope ``{type, timestamp, content, roomId, ...
 Socket.IO room ``"<id>_0"`` of each chat room, ``userlist`` snapshots, notices. The ILIAS
 repository chat and the standalone chat (whose page speaks the same events) each own one.
 
+ILIAS 8 private rooms (``RoomRenderer.private_rooms``, spec §2.4, §3.2): every envelope carries
+``subRoomId`` after ``roomId`` (0 for a main room), a private room's Socket.IO room is
+``"<roomId>_<subRoomId>"``, and the frames only ILIAS 8 has are sent: ``private_room_created`` to
+the owner, ``private_room_deleted`` to the members and ``private_room_closed`` to the main room,
+message texts HTML-escaped as ILIAS 8's server did (its page inserts them as HTML),
+the ``private_room_entered`` / ``private_room_entered_user`` notices instead of ``welcome_to_chat``
+/ ``connect`` in a private room, and the main room's ``left`` and userlist for a user who leaves
+one. Without it the frames are ILIAS 10's, byte for byte.
+
 Userlists are kept here, per renderer: for each room the present members (from the presence
 events, through L{ClusterPresence}: one entry per user whatever the processes holding them; a
 departure only when the last lets go; a ``connect`` notice only when the first takes hold;
@@ -26,6 +35,7 @@ would be O(n²) frames, and the browser sees the change in the userlist.
 """
 
 import bisect
+import re
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import attrs
@@ -33,12 +43,15 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from ilchat.chat.cluster_presence import Change, ClusterPresence
+from ilchat.chat.model import room_parts
 from ilchat.jsonutil import dumps
 
 __all__ = [
     "RoomRenderer",
     "UserList",
     "envelope",
+    "envelope_for",
+    "ilias8_escaped",
     "ilias_user",
     "message_payload",
     "room_name",
@@ -50,9 +63,13 @@ RoomKey = Union[int, str]
 Entry = Tuple[str, Dict[str, Any], str]
 
 
-def room_name(room_id: int) -> str:
-    """The ``"<id>_0"`` id the Node server used for rooms (and socket.io room names)."""
-    return f"{room_id}_0"
+def room_name(room_key: int) -> str:
+    """
+    The ``"<id>_0"`` id the Node server used for rooms (and socket.io room names);
+    ``"<id>_<subRoomId>"`` for an ILIAS 8 private room.
+    """
+    room_id, sub_room_id = room_parts(room_key)
+    return f"{room_id}_{sub_room_id}"
 
 
 def envelope(
@@ -69,6 +86,25 @@ def envelope(
     return payload
 
 
+def envelope_for(
+    type_: str, timestamp: int, content: str, key: Optional[RoomKey], private_rooms: bool,
+    sub_room: Optional[RoomKey] = None, **extra: Any
+) -> Dict[str, Any]:
+    """
+    The envelope of a frame about room key C{key} (the int, or its text where ILIAS writes the
+    room id as a string; None for no room): ``roomId`` is the room id, and with
+    C{private_rooms} (ILIAS 8) ``subRoomId`` follows, the key's own unless C{sub_room} is given.
+    """
+    room_id, sub = (None, 0) if key is None else room_parts(int(key))
+    if isinstance(key, str):
+        room_id, sub = str(room_id), str(sub)
+    payload = envelope(type_, timestamp, content, room_id)
+    if private_rooms:
+        payload["subRoomId"] = sub if sub_room is None else sub_room
+    payload.update(extra)
+    return payload
+
+
 def ilias_user(member: Dict[str, Any]) -> Dict[str, Any]:
     """The ``{id, username, profile_picture_visible}`` object of userlists and ``from``."""
     return {
@@ -78,10 +114,31 @@ def ilias_user(member: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
-def message_payload(event: Dict[str, Any]) -> Dict[str, Any]:
-    """The ILIAS ``message`` payload of a ``message`` event."""
-    payload = envelope("message", event["ts"], event["content"], event["room"],
-                       **{"from": ilias_user(event["sender"])}, format=event["format"])
+#: What ILIAS 8's server escaped (``Helper/HTMLEscape.js``): an ``&`` that starts no entity, and
+#: ``<``, ``>``, ``"``.
+_ILIAS8_ESCAPES = ((re.compile(r"&(?!\w+;)", re.ASCII), "&amp;"), (re.compile("<"), "&lt;"),
+                   (re.compile(">"), "&gt;"), (re.compile('"'), "&quot;"))
+
+
+def ilias8_escaped(text: str) -> str:
+    """
+    A message's text as ILIAS 8's server sent and stored it: HTML-escaped, because ILIAS 8's page
+    inserts it as HTML (ILIAS 10 escapes in the page instead). Astral characters stay (ILIAS 8
+    made them ``?`` for 3-byte utf8 columns).
+    """
+    for pattern, replacement in _ILIAS8_ESCAPES:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def message_payload(event: Dict[str, Any], private_rooms: bool = False) -> Dict[str, Any]:
+    """
+    The ILIAS ``message`` payload of a ``message`` event; with C{private_rooms} ILIAS 8's, whose
+    text is HTML-escaped (L{ilias8_escaped}).
+    """
+    content = ilias8_escaped(event["content"]) if private_rooms else event["content"]
+    payload = envelope_for("message", event["ts"], content, event["room"], private_rooms,
+                           **{"from": ilias_user(event["sender"])}, format=event["format"])
     target = event["target"]
     if target is not None:
         payload["target"] = {"username": target["name"], "id": target["id"],
@@ -89,9 +146,9 @@ def message_payload(event: Dict[str, Any]) -> Dict[str, Any]:
     return payload
 
 
-def stored_message(event: Dict[str, Any]) -> str:
+def stored_message(event: Dict[str, Any], private_rooms: bool = False) -> str:
     """``chatroom_history.message`` of a ``message`` event: the payload, timestamp in seconds."""
-    return dumps(dict(message_payload(event), timestamp=event["ts"] // 1000))
+    return dumps(dict(message_payload(event, private_rooms), timestamp=event["ts"] // 1000))
 
 
 class UserList(Dict[str, Dict[str, Any]]):
@@ -175,6 +232,7 @@ class RoomRenderer:
         reactor: C{seconds()} and C{callLater()} for the userlist windows.
         namespace: the Socket.IO namespace (C{emit}, C{emit_json}); set later is fine.
         instance: this process's bus instance (L{ClusterPresence}'s C{own}).
+        private_rooms: render ILIAS 8's frames (see the module docstring).
     """
 
     _log = Logger()
@@ -185,9 +243,11 @@ class RoomRenderer:
     CROWD_SIZE = 100
 
     def __init__(self, reactor: IReactorTime, namespace: Any = None,
-                 instance: Optional[str] = None) -> None:
+                 instance: Optional[str] = None, private_rooms: bool = False) -> None:
         self.reactor = reactor
         self.namespace = namespace
+        #: ILIAS 8 frames (``subRoomId``, private rooms); set before the first delivery.
+        self.private_rooms = private_rooms
         self._sockets: Dict[str, Any] = {}
         self._by_user: Dict[int, Set[str]] = {}
         self._user_of: Dict[str, int] = {}
@@ -252,20 +312,24 @@ class RoomRenderer:
         if socket is not None:
             socket.join(room_name(room_id))
             self._emit_to([conn], "private_room_entered",
-                          envelope("private_room_entered", ts, "private_room_entered", room_id,
-                                   subscriber={"id": member["id"], "username": member["name"]}))
+                          self._envelope("private_room_entered", ts, "private_room_entered",
+                                         room_id, subscriber={"id": member["id"],
+                                                              "username": member["name"]}))
         self._present(view, member)
         if not self._userlist_changed(view, room_id, ts) and socket is not None:
             self._emit_to([conn], "userlist", self._userlist_payload(view, room_id, ts))
         if changes:  # the first instance to hold them in the room (``first`` is per instance)
             data = {"id": member["id"], "username": member["name"], "title": event["title"]}
+            # ILIAS 8 greets in a private room with its own notices.
+            private = room_parts(room_id)[1] != 0
             if socket is not None:
-                self._emit_to([conn], "notice",
-                              envelope("notice", ts, "welcome_to_chat", room_id, data=data))
+                self._emit_to([conn], "notice", self._envelope(
+                    "notice", ts, "private_room_entered" if private else "welcome_to_chat",
+                    room_id, data=data))
             if not self._in_crowd(view):
-                self._emit_room(room_id, "notice",
-                                envelope("notice", ts, "connect", room_id, data=dict(data)),
-                                skip=[conn])
+                self._emit_room(room_id, "notice", self._envelope(
+                    "notice", ts, "private_room_entered_user" if private else "connect",
+                    room_id, data=dict(data)), skip=[conn])
 
     def _on_parted(self, event: Dict[str, Any], changes: Sequence[Change] = ()) -> None:
         socket = self._sockets.get(event["connection"])
@@ -300,8 +364,8 @@ class RoomRenderer:
         key = str(room_id)
         self._userlist_changed(view, key, ts)
         if not self._in_crowd(view):
-            self._emit_room(room_id, "notice", envelope("notice", ts, "disconnected", key,
-                                                        data={"username": member["name"]}))
+            self._emit_room(room_id, "notice", self._envelope(
+                "notice", ts, "disconnected", key, data={"username": member["name"]}))
 
     def _on_room_left(self, event: Dict[str, Any], changes: Sequence[Change] = ()) -> None:
         room_id, ts, member = event["room"], event["ts"], event["member"]
@@ -310,12 +374,14 @@ class RoomRenderer:
         sids = self.sockets_of([member["id"]])
         if sids:
             self._leave(sids, room_id)
-            self._emit_to(sids, "notice", envelope("notice", ts, "left", room_id))
-            self._emit_to(sids, "userlist", self._userlist_payload(view, room_id, ts))
+            # Back in the main room: its ``left`` notice and userlist (the same room in ILIAS 10).
+            main = room_parts(room_id)[0]
+            self._emit_to(sids, "notice", self._envelope("notice", ts, "left", main))
+            self._emit_to(sids, "userlist", self._userlist_payload(self._view(main), main, ts))
         self._userlist_changed(view, room_id, ts)
         self._emit_room(room_id, "notice",
-                        envelope("notice", ts, "private_room_left", room_id,
-                                 data={"user": member["name"], "title": event["title"]}))
+                        self._envelope("notice", ts, "private_room_left", room_id,
+                                       data={"user": member["name"], "title": event["title"]}))
 
     def _on_kicked(self, event: Dict[str, Any], changes: Sequence[Change] = ()) -> None:
         room_id, ts, member = event["room"], event["ts"], event["member"]
@@ -324,14 +390,14 @@ class RoomRenderer:
         sids = self.sockets_of([member["id"]])
         if sids:
             self._emit_to(sids, "userjustkicked",
-                          envelope("userjustkicked", ts, "userjustkicked", room_id))
+                          self._envelope("userjustkicked", ts, "userjustkicked", room_id))
             self._emit_to(sids, "notice",
-                          envelope("notice", ts, "kicked_from_private_room", room_id,
-                                   data={"title": event["title"]}))
+                          self._envelope("notice", ts, "kicked_from_private_room", room_id,
+                                         sub_room=0, data={"title": event["title"]}))
             self._leave(sids, room_id)
         self._userlist_changed(view, room_id, ts)
-        self._emit_room(room_id, "notice", envelope("notice", ts, "user_kicked", room_id,
-                                                    data={"user": member["name"]}))
+        self._emit_room(room_id, "notice", self._envelope("notice", ts, "user_kicked", room_id,
+                                                          data={"user": member["name"]}))
 
     def _on_banned(self, event: Dict[str, Any], changes: Sequence[Change] = ()) -> None:
         ts, member, user_id = event["ts"], event["member"], event["member"]["id"]
@@ -345,8 +411,8 @@ class RoomRenderer:
                 self._leave(sids, room_id)
             key = str(room_id)
             self._userlist_changed(view, key, ts)
-            self._emit_room(room_id, "notice", envelope("notice", ts, "user_kicked", key,
-                                                        data={"user": member["name"]}))
+            self._emit_room(room_id, "notice", self._envelope("notice", ts, "user_kicked", key,
+                                                              data={"user": member["name"]}))
         for other, _, _ in changes:
             if other == room_id:
                 continue
@@ -358,23 +424,52 @@ class RoomRenderer:
 
     def _on_cleared(self, event: Dict[str, Any], changes: Sequence[Change] = ()) -> None:
         room_id, ts = event["room"], event["ts"]
-        self._emit_room(room_id, "clear", envelope("clear", ts, "history_has_been_cleared", room_id))
+        self._emit_room(room_id, "clear",
+                        self._envelope("clear", ts, "history_has_been_cleared", room_id))
         self._emit_room(room_id, "notice",
-                        envelope("notice", ts, "history_has_been_cleared", room_id))
+                        self._envelope("notice", ts, "history_has_been_cleared", room_id))
 
     def _on_invited(self, event: Dict[str, Any], changes: Sequence[Change] = ()) -> None:
         room_id, ts, title = event["room"], event["ts"], event["title"]
         host, invitee = event["host"], event["invitee"]
         self._emit_to(self.sockets_of([host["id"]]), "notice",
-                      envelope("notice", ts, "user_invited", room_id,
-                               data={"user": invitee["name"], "room": title}))
+                      self._envelope("notice", ts, "user_invited", room_id,
+                                     data={"user": invitee["name"], "room": title}))
         sids = self.sockets_of([invitee["id"]])
         self._emit_to(sids, "user_invited",
-                      envelope("user_invited", ts, "user_invited", room_id, title=title,
-                               owner=event["owner"]))
+                      self._envelope("user_invited", ts, "user_invited", room_id, title=title,
+                                     owner=event["owner"]))
+        # ILIAS 8 writes subRoomId -1 into this notice (InviteRoom.js).
         self._emit_to(sids, "notice",
-                      envelope("notice", ts, "user_invited_self", room_id,
-                               data={"user": host["name"], "room": title}))
+                      self._envelope("notice", ts, "user_invited_self", room_id, sub_room=-1,
+                                     data={"user": host["name"], "room": title}))
+
+    def _on_room_created(self, event: Dict[str, Any], changes: Sequence[Change] = ()) -> None:
+        """ILIAS 8: the owner's tabs hear of the private room PHP created for them."""
+        room_id, sub = room_parts(event["room"])
+        owner = event["owner"]
+        if not self.private_rooms or sub == 0 or owner is None or not str(owner).isdigit():
+            return
+        self._emit_to(self.sockets_of([int(owner)]), "private_room_created", self._envelope(
+            "private_room_created", event["ts"], "private_room_created", event["room"],
+            title=event["title"], ownerId=owner))
+
+    def _on_room_deleted(self, event: Dict[str, Any], changes: Sequence[Change] = ()) -> None:
+        """ILIAS 8 ``DeletePrivateRoom``: the members are out, the main room hears it closed."""
+        room_id, ts = event["room"], event["ts"]
+        view = self._views.pop(room_id, None)
+        if view is not None and view.call is not None and view.call.active():
+            view.call.cancel()
+        for _, member, _ in changes:
+            if view is not None:
+                self._absent(view, member["id"])
+        sids = self.sockets_of(event["members"])
+        self._leave(sids, room_id)
+        self._emit_to(sids, "private_room_deleted",
+                      self._envelope("private_room_deleted", ts, "private_room_deleted", room_id))
+        main = room_parts(room_id)[0]
+        self._emit_room(main, "notice", self._envelope("notice", ts, "private_room_closed", main,
+                                                       data={"title": event["title"]}))
 
     def _on_renamed(self, event: Dict[str, Any], changes: Sequence[Change] = ()) -> None:
         member = event["member"]
@@ -389,7 +484,7 @@ class RoomRenderer:
             self._userlist_changed(view, room_id, event["ts"])
 
     def _on_message(self, event: Dict[str, Any], changes: Sequence[Change] = ()) -> None:
-        payload = message_payload(event)
+        payload = message_payload(event, self.private_rooms)
         target = event["target"]
         if target is None or target["public"]:
             self._emit_room(event["room"], "message", payload)
@@ -403,7 +498,7 @@ class RoomRenderer:
         name = "userStartedTyping" if started else "userStoppedTyping"
         sids = self.sockets_of(event["recipients"])
         if sids:
-            self._emit_to(sids, name, envelope(
+            self._emit_to(sids, name, self._envelope(
                 kind, event["ts"], kind, event["room"],
                 subscriber=dumps({"id": member["id"], "username": member["name"]})))
 
@@ -484,9 +579,13 @@ class RoomRenderer:
             self._emit_room(view.id, "userlist",
                             self._userlist_payload(view, view.key, int(now * 1000)))
 
-    @staticmethod
-    def _userlist_payload(view: _RoomView, key: RoomKey, ts: int) -> Dict[str, Any]:
-        return envelope("userlist", ts, "userlist", key, users=view.userlist())
+    def _userlist_payload(self, view: _RoomView, key: RoomKey, ts: int) -> Dict[str, Any]:
+        return self._envelope("userlist", ts, "userlist", key, users=view.userlist())
+
+    def _envelope(self, type_: str, ts: int, content: str, key: RoomKey,
+                  **extra: Any) -> Dict[str, Any]:
+        """The envelope of a frame about room key C{key} in this renderer's ILIAS version."""
+        return envelope_for(type_, ts, content, key, self.private_rooms, **extra)
 
     # -- sending ----------------------------------------------------------------------------
 

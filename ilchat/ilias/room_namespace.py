@@ -13,8 +13,17 @@ repository chat's events:
 * the domain's events on ``room:<name>`` are rendered by a L{RoomRenderer} for the sockets of
   this process (a room-wide event is one ``ns.emit(..., room="<id>_0")``, encoded once);
 * the backend actions PHP calls (spec §2.4, §6) in both the ILIAS 9+ form and the ILIAS 8 form
-  with the extra ``subRoomId`` segment, which must be 0 (private sub-rooms were removed in ILIAS 9
-  and are not supported).
+  with the extra ``subRoomId`` segment, plus ILIAS 8's ``DeletePrivateRoom``.
+
+ILIAS 8 private rooms (``subRoomId`` > 0; removed in ILIAS 9) are on when client.cfg
+``private_rooms`` says so, or by default when the database has ILIAS 8's tables
+(``store.has_private_rooms()``). A private room is a domain room keyed by
+L{ilchat.chat.model.room_key}: the actions and socket events (``enterRoom(roomId, subRoomId)``,
+``message(data, roomId, subRoomId)``, typing with ``(roomId, subRoomId)``) address it with both
+ids, its open rows of ``chatroom_prooms`` are preloaded, messages are stored with
+``chatroom_history.sub_room``, and a user whose grace expired has their ``chatroom_psessions``
+ended (an emptied private room is marked closed). Off, a ``subRoomId`` other than 0 is refused
+(404 for an action), as ILIAS 9 and 10 never send one.
 
 Where ilchat differs from the Node server on purpose (docs/design.rst): ``enterRoom`` enters only
 rooms PHP admitted the user to (a kick or ban holds until PHP admits them again); whisper targets
@@ -31,11 +40,12 @@ into a room the user is not admitted to, which each variant answers in its own w
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from twisted.logger import Logger
 
 from ilchat.chat.events import member_info
+from ilchat.chat.model import room_key, room_parts
 from ilchat.chat.history import HistoryRow, HistoryWriter
 from ilchat.chat.rooms import (
     DISCONNECT_GRACE,
@@ -48,9 +58,16 @@ from ilchat.chat.rooms import (
 )
 from ilchat.ilias.identity import in_order
 from ilchat.ilias.throttle import SYSTEM_SENDER, MessageThrottle, too_fast_text
-from ilchat.ilias.rendering import RoomRenderer, ilias_user, room_name, stored_message
+from ilchat.ilias.rendering import (
+    RoomRenderer,
+    envelope_for,
+    ilias_user,
+    room_name,
+    stored_message,
+)
 from ilchat.journal import client_journal
 from ilchat.logs import RepeatedLog
+from ilchat.store import StoreError
 from ilchat.web.errors import BadRequest, NotFound
 
 __all__ = ["RoomNamespace", "parse_id", "rooms_body", "too_long_text"]
@@ -110,6 +127,7 @@ class RoomNamespace:
     ACTIONS = (
         "Connect",
         "CreatePrivateRoom",
+        "DeletePrivateRoom",
         "EnterPrivateRoom",
         "LeavePrivateRoom",
         "InvitePrivateRoom",
@@ -141,8 +159,10 @@ class RoomNamespace:
             on_member_gone=self._member_gone,
             grace=grace,
             history=self.history,
-            stored_format=stored_message,
+            stored_format=self._stored_message,
         )
+        #: ILIAS 8 private rooms (``subRoomId``): decided at start (see the module docstring).
+        self.private_rooms = False
         self.renderer = RoomRenderer(client.reactor, instance=self.chat.origin)
         self.namespace: Any = None
         self._throttle = MessageThrottle(getattr(client, "policy", None), "/" + self.name, client.reactor)
@@ -161,6 +181,8 @@ class RoomNamespace:
         Queue what the history journal holds from the last run, preload the rooms, then serve the
         namespace, the bus topic and the actions.
         """
+        # First: the journal's rows are written in this mode (their sub_room too).
+        self.private_rooms = self.renderer.private_rooms = await self._private_rooms_mode()
         self.journal.open()
         replayed = self.history.replay()
         if replayed:
@@ -171,8 +193,13 @@ class RoomNamespace:
             )
         for room_id in await self.store.get_room_ids():
             self.chat.add_room(room_id)
-        self._log.info("{count} rooms preloaded for {name}", count=len(self.chat.rooms()),
-                       name=self.name)
+        if self.private_rooms:
+            for row in await self.store.get_private_rooms():
+                self.chat.add_room(room_key(row["parent_id"], row["proom_id"]), row["title"],
+                                   None if row["owner"] is None else str(row["owner"]))
+        self._log.info("{count} rooms preloaded for {name}{private}", count=len(self.chat.rooms()),
+                       name=self.name,
+                       private=" (ILIAS 8 private rooms on)" if self.private_rooms else "")
         ns = self.namespace = self.client.socketio.namespace("/" + self.name)
         for event, handler in (
             ("login", self.on_login),
@@ -196,6 +223,7 @@ class RoomNamespace:
         routes = self.client.routes
         routes.register("Connect", self.action_Connect, (2,))
         routes.register("CreatePrivateRoom", self.action_CreatePrivateRoom, (3, 4))
+        routes.register("DeletePrivateRoom", self.action_DeletePrivateRoom, (3,))
         routes.register("EnterPrivateRoom", self.action_EnterPrivateRoom, (2, 3))
         routes.register("LeavePrivateRoom", self.action_LeavePrivateRoom, (2, 3))
         routes.register("InvitePrivateRoom", self.action_InvitePrivateRoom, (3, 4))
@@ -230,14 +258,52 @@ class RoomNamespace:
         await self.chat.stop()
         await self.journal.close()
 
+    async def _private_rooms_mode(self) -> bool:
+        """client.cfg ``private_rooms``: ``on``, ``off``, or ``auto`` (the ILIAS 8 tables exist)."""
+        mode = getattr(self.client.config, "private_rooms", "auto")
+        if mode == "off":
+            return False
+        present = await self.store.has_private_rooms()
+        if mode == "on" and not present:
+            raise StoreError(
+                "{}: private_rooms is \"on\" but the database has no ILIAS 8 private-room tables"
+                " (chatroom_prooms, chatroom_psessions, chatroom_history.sub_room)".format(
+                    getattr(self.client.config, "path", self.name)))
+        return present
+
     # -- persistence hooks ------------------------------------------------------------------
+
+    def _stored_message(self, event: Dict[str, Any]) -> str:
+        return stored_message(event, self.private_rooms)
 
     def _write_history(self, rows: Sequence[HistoryRow]) -> Any:
         # The domain's HistoryWriter keeps the rows and retries until they are written.
-        return self.store.add_history_rows([(r.hist_id, r.room_id, r.message, r.timestamp) for r in rows])
+        if not self.private_rooms:
+            return self.store.add_history_rows(
+                [(r.hist_id, r.room_id, r.message, r.timestamp) for r in rows])
+        stored = []
+        for r in rows:
+            room_id, sub_room_id = room_parts(r.room_id)
+            stored.append((r.hist_id, room_id, r.message, r.timestamp, sub_room_id))
+        return self.store.add_history_rows(stored)
 
-    def _member_gone(self, user_id: int, room_ids: List[int]) -> Any:
-        return self.store.move_user_to_sessions(user_id, room_ids, int(self.reactor.seconds()))
+    async def _member_gone(self, user_id: int, room_ids: List[int]) -> None:
+        """
+        The grace expired: the user's ``chatroom_users`` rows become sessions. In ILIAS 8 a
+        private room counts for its main room, the user's private sessions end and a private
+        room nobody is left in is closed (as the ILIAS 8 server's ``disconnectUser``).
+        """
+        now = int(self.reactor.seconds())
+        await self.store.move_user_to_sessions(
+            user_id, sorted({room_parts(key)[0] for key in room_ids}), now)
+        private = [key for key in room_ids if room_parts(key)[1]]
+        if not private:
+            return
+        await self.store.end_private_sessions(user_id, [room_parts(key)[1] for key in private], now)
+        for key in private:
+            room = self.chat.get_room(key)
+            if room is None or not (room.members or self.chat.present(key)):
+                await self.store.close_private_room(room_parts(key)[1], now)
 
     # -- bus -> sockets ---------------------------------------------------------------------
 
@@ -301,14 +367,9 @@ class RoomNamespace:
         Tell this socket only, as a message from "Chat" that is never stored: a notice would show
         "-key-" on the ILIAS page (it has no language entry for ilchat's refusals).
         """
-        socket.emit("message", {
-            "type": "message",
-            "timestamp": self.chat.now_ms(),
-            "content": text,
-            "roomId": room_id,
-            "from": SYSTEM_SENDER,
-            "format": {},
-        })
+        socket.emit("message", envelope_for("message", self.chat.now_ms(), text, room_id,
+                                            self.private_rooms, **{"from": SYSTEM_SENDER},
+                                            format={}))
 
     def on_userStartedTyping(self, socket: Any, *args: Any) -> None:
         """``userStartedTyping(roomId)``: to the other members only."""
@@ -335,19 +396,30 @@ class RoomNamespace:
             self._refused(socket, event, str(e))
 
     def _room_arg(self, socket: Any, event: str, args: Sequence[Any]) -> Optional[int]:
+        """The room key of ``(roomId[, subRoomId])`` event arguments, or None (refused)."""
         if not args:
             self._refused(socket, event, "missing roomId")
             return None
         try:
             room_id = parse_id(args[0], "roomId")
+            sub = 0 if len(args) < 2 or args[1] is None else parse_id(args[1], "subRoomId")
+            return self._room_key(room_id, sub)
         except ValueError as e:
             self._refused(socket, event, str(e))
             return None
-        if len(args) > 1 and args[1] not in (0, "0", None):
-            # ILIAS 8 private sub-rooms do not exist any more.
-            self._refused(socket, event, "private sub-rooms are not supported")
-            return None
-        return room_id
+
+    def _room_key(self, room_id: int, sub_room_id: int) -> int:
+        """
+        The domain key of a room id and ``subRoomId``.
+
+        Raises:
+            ValueError: a negative id, or a private room while they are off.
+        """
+        if room_id < 0 or sub_room_id < 0:
+            raise ValueError(f"no room {room_id}_{sub_room_id}")
+        if sub_room_id and not self.private_rooms:
+            raise ValueError("private rooms (ILIAS 8 subRoomId) are off for this client")
+        return room_key(room_id, sub_room_id)
 
     def _refused(self, socket: Any, event: str, reason: str) -> None:
         self._repeats.info("{event} from {sid} on {ns} refused: {reason}", event=event,
@@ -356,22 +428,27 @@ class RoomNamespace:
 
     # -- backend actions --------------------------------------------------------------------
 
-    def _split(self, args: List[str], extra_after: int) -> List[str]:
+    def _room_segments(self, args: List[str], plain: int) -> Tuple[int, List[str]]:
         """
-        Drop the ILIAS 8 ``subRoomId`` segment (args[1]) when present; it must be 0.
+        The room key and the other segments of an action, in the ILIAS 9+ form (C{plain}
+        segments, ``roomId`` first) or the ILIAS 8 form (``subRoomId`` after ``roomId``).
 
-        ``extra_after`` is the number of segments of the ILIAS 9+ form.
+        Raises:
+            BadRequest: ids that are not numbers; NotFound: a private room while they are off.
         """
-        if len(args) == extra_after + 1:
-            sub = _url_id(args[1], "subRoomId")
-            if sub != 0:
-                raise NotFound("private sub-rooms (ILIAS 8) are not supported")
-            return [args[0], *args[2:]]
-        return list(args)
+        sub = _url_id(args[1], "subRoomId") if len(args) == plain + 1 else 0
+        room_id = _url_id(args[0], "roomId")
+        rest = list(args[2:] if len(args) == plain + 1 else args[1:])
+        try:
+            return self._room_key(room_id, sub), rest
+        except ValueError as e:
+            raise NotFound(str(e))
 
-    def _sub_room_reply(self, args: List[str], extra_after: int, body: Dict[str, Any]) -> Dict[str, Any]:
-        if len(args) == extra_after + 1:
-            body["subRoomId"] = 0
+    @staticmethod
+    def _reply(args: List[str], plain: int, body: Dict[str, Any]) -> Dict[str, Any]:
+        """ILIAS 8's answers name the ``subRoomId`` the URL had."""
+        if len(args) == plain + 1:
+            body["subRoomId"] = int(args[1])
         return body
 
     def action_Connect(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
@@ -380,66 +457,79 @@ class RoomNamespace:
         return {"status": 200}
 
     def action_CreatePrivateRoom(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
-        """``CreatePrivateRoom/<name>/<roomId>/<ownerId>/<title>``: a room created after start."""
-        room_id, owner, title = self._split(args, 3)
-        self.chat.add_room(_url_id(room_id, "roomId"), title, owner)
-        return self._sub_room_reply(args, 3, {"success": True})
+        """
+        ``CreatePrivateRoom/<name>/<roomId>[/<subRoomId>]/<ownerId>/<title>``: a room created
+        after start (ILIAS 8: also a private room, announced to its owner's tabs).
+        """
+        key, (owner, title) = self._room_segments(args, 3)
+        self.chat.add_room(key, title, owner)
+        return self._reply(args, 3, {"success": True})
+
+    def action_DeletePrivateRoom(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
+        """``DeletePrivateRoom/<name>/<roomId>/<subRoomId>/<id>`` (ILIAS 8): the room is gone."""
+        key, (user_id,) = self._room_segments(args, 2)
+        _url_id(user_id, "user id")
+        if not room_parts(key)[1]:
+            raise NotFound("only a private room (subRoomId > 0) can be deleted")
+        try:
+            self.chat.delete_room(key)
+        except UnknownRoom as e:
+            raise NotFound(str(e))
+        return self._reply(args, 2, {"success": True})
 
     def action_EnterPrivateRoom(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
-        """``EnterPrivateRoom/<name>/<roomId>/<id>``: room membership for the userlist."""
-        room_id, user_id = self._split(args, 2)
+        """``EnterPrivateRoom/<name>/<roomId>[/<subRoomId>]/<id>``: room membership."""
+        key, (user_id,) = self._room_segments(args, 2)
         try:
-            self.chat.add_room_member(_url_id(room_id, "roomId"), _url_id(user_id, "user id"))
+            self.chat.add_room_member(key, _url_id(user_id, "user id"))
         except (UnknownRoom, UnknownUser) as e:
             raise NotFound(str(e))
-        return self._sub_room_reply(args, 2, {"success": True})
+        return self._reply(args, 2, {"success": True})
 
     def action_LeavePrivateRoom(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
-        """``LeavePrivateRoom/<name>/<roomId>/<id>``."""
-        room_id, user_id = self._split(args, 2)
+        """``LeavePrivateRoom/<name>/<roomId>[/<subRoomId>]/<id>``."""
+        key, (user_id,) = self._room_segments(args, 2)
         try:
-            self.chat.leave_room(_url_id(room_id, "roomId"), _url_id(user_id, "user id"))
+            self.chat.leave_room(key, _url_id(user_id, "user id"))
         except (UnknownRoom, UnknownUser) as e:
             raise NotFound(str(e))
-        return self._sub_room_reply(args, 2, {"success": True})
+        return self._reply(args, 2, {"success": True})
 
     def action_InvitePrivateRoom(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
-        """``InvitePrivateRoom/<name>/<roomId>/<id>/<invitedId>``."""
-        room_id, host_id, invitee_id = self._split(args, 3)
+        """``InvitePrivateRoom/<name>/<roomId>[/<subRoomId>]/<id>/<invitedId>``."""
+        key, (host_id, invitee_id) = self._room_segments(args, 3)
         try:
-            self.chat.invite(_url_id(room_id, "roomId"), _url_id(host_id, "user id"),
-                             _url_id(invitee_id, "invited id"))
+            self.chat.invite(key, _url_id(host_id, "user id"), _url_id(invitee_id, "invited id"))
         except UnknownRoom as e:
             raise NotFound(str(e))
-        return self._sub_room_reply(args, 3, {"success": True})
+        return self._reply(args, 3, {"success": True})
 
     def action_ClearMessages(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
-        """``ClearMessages/<name>/<roomId>/<id>``: PHP deletes the rows; we tell the room."""
-        room_id, user_id = self._split(args, 2)
+        """``ClearMessages/<name>/<roomId>[/<subRoomId>]/<id>``: PHP deletes the rows; we tell the room."""
+        key, (user_id,) = self._room_segments(args, 2)
         _url_id(user_id, "user id")
         try:
-            self.chat.clear(_url_id(room_id, "roomId"))
+            self.chat.clear(key)
         except UnknownRoom as e:
             raise NotFound(str(e))
-        return self._sub_room_reply(args, 2, {"success": True})
+        return self._reply(args, 2, {"success": True})
 
     def action_Kick(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
-        """``Kick/<name>/<roomId>/<id>``: success even if the user is not in the chat."""
-        room_id, user_id = self._split(args, 2)
+        """``Kick/<name>/<roomId>[/<subRoomId>]/<id>``: success even if the user is not in the chat."""
+        key, (user_id,) = self._room_segments(args, 2)
         try:
-            self.chat.kick(_url_id(room_id, "roomId"), _url_id(user_id, "user id"))
+            self.chat.kick(key, _url_id(user_id, "user id"))
         except UnknownRoom as e:
             raise NotFound(str(e))
-        return self._sub_room_reply(args, 2, {"success": True})
+        return self._reply(args, 2, {"success": True})
 
     def action_Ban(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
-        """``Ban/<name>/<roomId>/<id>``: success even if the user is not in the chat."""
-        room_id, user_id = self._split(args, 2)
-        rid = _url_id(room_id, "roomId")
-        if self.chat.get_room(rid) is None:
-            raise NotFound(f"unknown room {rid}")
-        self.chat.ban(rid, _url_id(user_id, "user id"))
-        return self._sub_room_reply(args, 2, {"success": True})
+        """``Ban/<name>/<roomId>[/<subRoomId>]/<id>``: success even if the user is not in the chat."""
+        key, (user_id,) = self._room_segments(args, 2)
+        if self.chat.get_room(key) is None:
+            raise NotFound(f"unknown room {room_name(key)}")
+        self.chat.ban(key, _url_id(user_id, "user id"))
+        return self._reply(args, 2, {"success": True})
 
     def action_GetRooms(self, client: Any, request: Any, args: List[str]) -> Dict[str, Any]:
         """``GetRooms/<name>``: every room with its title, owner and present users."""
@@ -458,8 +548,11 @@ def rooms_body(chat: ChatRooms) -> Dict[str, Any]:
         for present in chat.present(room.id):
             member = chat.get_member(present["id"])
             users.append(ilias_user(present if member is None else member_info(member)))
-        rooms[room_name(room.id)] = {"id": room.id, "title": room.title, "owner": room.owner,
-                                     "users": users}
+        room_id, sub_room_id = room_parts(room.id)
+        body = rooms[room_name(room.id)] = {"id": room_id, "title": room.title,
+                                            "owner": room.owner, "users": users}
+        if sub_room_id:
+            body["subRoomId"] = sub_room_id
     return {"rooms": rooms}
 
 

@@ -213,7 +213,8 @@ class RoomBridge:
     # -- channels --------------------------------------------------------------------------------
 
     def is_exposed(self, room_id: int) -> bool:
-        return self.exposed is None or room_id in self.exposed
+        # ILIAS 8 private rooms (negative room keys) are PHP's invitation-only rooms: no channel.
+        return room_id >= 0 and (self.exposed is None or room_id in self.exposed)
 
     def refresh(self) -> None:
         """Make sure every exposed room has its channel (rooms created since, e.g. by PHP)."""

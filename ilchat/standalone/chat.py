@@ -436,7 +436,7 @@ class StandaloneChat(RoomNamespace):
         history does not come back after a restart.
         """
         body = super().action_ClearMessages(client, request, args)
-        room_id = int(self._split(args, 2)[0])
+        room_id = self._room_segments(args, 2)[0]
 
         async def clear_stored() -> Dict[str, Any]:
             await self.chat.flush_history()

@@ -14,6 +14,7 @@ thread, in a named transaction (``store.db.run_interaction(desc, func, *args)``)
 are grouped by concern in mixins, each module's docstring lists its methods:
 
 * ``ilchat.store.rooms``: repository chat (rooms, ``chatroom_users`` -> sessions, history);
+* ``ilchat.store.private_rooms``: ILIAS 8 private rooms (``chatroom_prooms``, ``chatroom_psessions``);
 * ``ilchat.store.conversations``: On-Screen Chat;
 * ``ilchat.store.users``: ``usr_pref`` / ``usr_data`` (read only);
 * ``ilchat.store.purge``: the daily purge and its ``DailyPurge`` service;
@@ -39,6 +40,7 @@ from ilchat.store.database import (
     StoreClosedError,
     StoreError,
 )
+from ilchat.store.private_rooms import PrivateRoomStore
 from ilchat.store.purge import DailyPurge, PurgeStore
 from ilchat.store.rooms import RoomStore
 from ilchat.store.users import UserStore
@@ -54,7 +56,7 @@ __all__ = [
 ]
 
 
-class Store(RoomStore, ConversationStore, UserStore, PurgeStore):
+class Store(RoomStore, PrivateRoomStore, ConversationStore, UserStore, PurgeStore):
     """
     The database of one ILIAS client (one ``client.cfg``).
 

@@ -109,6 +109,10 @@ class BaseEngine:
         Make sure an adbapi transaction's connection is alive before it is used (pool thread).
         """
 
+    def columns_query(self, table: str) -> Tuple[str, Tuple[Any, ...]]:
+        """A query whose rows' first field is each column name of C{table} (none: no table)."""
+        raise NotImplementedError
+
 
 def _placeholders(count: int) -> str:
     return ", ".join(["?"] * count)
@@ -155,6 +159,10 @@ class MySQLEngine(BaseEngine):
         import MySQLdb
 
         self.module = MySQLdb
+
+    def columns_query(self, table: str) -> Tuple[str, Tuple[Any, ...]]:
+        return ("SELECT column_name FROM information_schema.columns"
+                " WHERE table_schema = DATABASE() AND table_name = ?", (table,))
 
     def convert_param_style(self, sql: str) -> str:
         # MySQLdb formats the query with ``%`` whenever arguments are given (we always give a
@@ -264,6 +272,9 @@ class SQLiteEngine(BaseEngine):
             ", ".join(key_columns),
             ", ".join("{0} = excluded.{0}".format(c) for c in value_columns),
         )
+
+    def columns_query(self, table: str) -> Tuple[str, Tuple[Any, ...]]:
+        return "SELECT name FROM pragma_table_info(?)", (table,)
 
     def is_deadlock(self, error: BaseException) -> bool:
         return isinstance(error, self.module.OperationalError) and bool(

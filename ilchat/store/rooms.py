@@ -12,7 +12,7 @@ Methods (all return Deferreds / are coroutines):
 * ``add_history(room_id, message_json, timestamp_s) -> hist_id`` (retried; see below)
 * ``add_history_batch(rows) -> list[hist_id]`` with rows of ``(room_id, message_json, timestamp_s)``
 * ``add_history_rows(rows) -> list[hist_id]`` with rows of ``(hist_id or None, room_id, message_json,
-  timestamp_s)``; a row whose ``hist_id`` is already stored is skipped
+  timestamp_s[, sub_room])``; a row whose ``hist_id`` is already stored is skipped
 * ``next_history_ids(count) -> list[hist_id]`` ids for rows written later
 * ``is_refused_data(error) -> bool`` whether a failed write was refused for its data
 * ``get_history(room_id, limit) -> list[dict]`` the latest ``limit`` rows, oldest first
@@ -141,21 +141,27 @@ class RoomStore:
         return await self.db.run_interaction("next_history_ids", next_history_ids_txn)
 
     async def add_history_rows(
-        self, rows: Sequence[Tuple[Optional[int], int, str, int]], retry: bool = False
+        self, rows: Sequence[Tuple[Any, ...]], retry: bool = False
     ) -> List[int]:
         """
-        Store ``(hist_id, room_id, message_json, timestamp_s)`` rows in one transaction, in order.
+        Store ``(hist_id, room_id, message_json, timestamp_s)`` rows in one transaction, in order;
+        rows of ``(hist_id, room_id, message_json, timestamp_s, sub_room)`` also write the ILIAS 8
+        column ``sub_room`` (every row of a batch has the same form).
 
         A row whose ``hist_id`` is None gets a fresh one; a row whose ``hist_id`` is already in
         ``chatroom_history`` is skipped, so writing the same rows twice (a journal replayed after
         a crash) stores them once. Returns the ``hist_id`` of each row. With ``retry``,
         transient errors are retried as described in the module docstring.
         """
-        rows = [(None if h is None else int(h), int(r), str(m), int(t)) for h, r, m, t in rows]
+        rows = [(None if row[0] is None else int(row[0]), int(row[1]), str(row[2]),
+                 *(int(value) for value in row[3:])) for row in rows]
         if not rows:
             return []
+        columns = "hist_id, room_id, message, timestamp" + (", sub_room" if len(rows[0]) > 4 else "")
+        insert = "INSERT INTO chatroom_history ({}) VALUES ({})".format(
+            columns, ", ".join("?" * (columns.count(",") + 1)))
 
-        def add_history_txn(txn: Transaction, rows: List[Tuple[Optional[int], int, str, int]]) -> List[int]:
+        def add_history_txn(txn: Transaction, rows: List[Tuple[Any, ...]]) -> List[int]:
             given = [row[0] for row in rows if row[0] is not None]
             present = set()
             if given:
@@ -169,7 +175,7 @@ class RoomStore:
             fresh = iter(txn.next_ids("chatroom_history", sum(1 for row in rows if row[0] is None)))
             ids = [next(fresh) if row[0] is None else row[0] for row in rows]
             txn.executemany(
-                "INSERT INTO chatroom_history (hist_id, room_id, message, timestamp) VALUES (?, ?, ?, ?)",
+                insert,
                 [(hist_id,) + row[1:] for hist_id, row in zip(ids, rows) if hist_id not in present],
             )
             return ids

@@ -14,7 +14,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ilchat.bus import LocalBus
 from ilchat.chat.cluster_presence import ClusterPresence
-from ilchat.chat.rooms import ChatRooms, NotInRoom, NotLoggedIn
+from ilchat.chat.model import room_key
+from ilchat.chat.rooms import ChatRooms, NotInRoom, NotLoggedIn, UnknownRoom
 from ilchat.ilias.rendering import RoomRenderer
 from ilchat.ilias.room_namespace import rooms_body
 from tests.chat.test_rooms import _Namespace, _Recorder, _Socket
@@ -109,6 +110,26 @@ class ReplicationTests(ClusterRoomsMixin, SynchronousTestCase):
         self.settle()
         self.assertEqual((self.a.chat.get_room(5).title, self.a.chat.get_room(5).owner),
                          ("Side", "7"))
+
+    def test_private_room_across_processes(self) -> None:
+        """An ILIAS 8 private room made on node 1 is entered on node 2, deleted from node 1."""
+        key = room_key(1, 5)
+        for node in self.nodes:
+            node.renderer.private_rooms = True
+        self.a.chat.add_room(key, "Side", "7")
+        self.connect(self.a, 7, room=key)
+        self.enter(self.b, "b7", 7, "bob", room=key)
+        self.assertEqual(self.a.userlist(key), [7])
+        self.assertEqual(self.b.rec.rooms[1], {"b7"})  # socket room "1_5" (the recorder's 1)
+        self.a.chat.delete_room(key)
+        self.settle()
+        self.assertIsNone(self.b.chat.get_room(key))
+        self.assertEqual(self.b.chat.present(key), [])
+        deleted = [payload for event, payload in self.b.rec.received("b7")
+                   if event == "private_room_deleted"]
+        self.assertEqual([(p["roomId"], p["subRoomId"]) for p in deleted], [(1, 5)])
+        self.assertEqual(self.b.rec.rooms[1], set())
+        self.assertRaises(UnknownRoom, self.b.chat.enter_room, "b7", key)
 
     def test_an_admission_from_a_third_process_before_the_room_event(self) -> None:
         """node 3 admits to a room node 2 created; node 1 hears node 3 first."""

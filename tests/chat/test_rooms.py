@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from ilchat.bus import LocalBus
 from ilchat.chat.history import HistoryRow
+from ilchat.chat.model import room_key, room_parts
 from ilchat.ilias.rendering import RoomRenderer, stored_message
 from ilchat.ilias.room_namespace import rooms_body
 from ilchat.chat.rooms import (
@@ -627,6 +628,45 @@ class PartRoomTests(ChatRoomsTestsMixin, SynchronousTestCase):
         self.chat.part_room("b2", 1)
         self.assertEqual([m["type"] for m in self.rec.messages if m["type"] == "emit"], [])
         self.assertIn(7, self.chat.get_room(1).joined)
+
+
+class RoomKeyTests(SynchronousTestCase):
+    def test_keys_round_trip_and_never_meet(self) -> None:
+        """Main rooms keep their id; each (room, sub-room) pair has its own negative key."""
+        self.assertEqual((room_key(7), room_key(7, 0), room_parts(7)), (7, 7, (7, 0)))
+        pairs = [(1, 1), (1, 2), (2, 1), (2**31 - 1, 2**31 - 1)]
+        keys = [room_key(*pair) for pair in pairs]
+        self.assertEqual([room_parts(key) for key in keys], pairs)
+        self.assertEqual(len(set(keys)), len(keys))
+        self.assertTrue(all(key < 0 for key in keys))
+        for bad in ((0, 1), (-1, 1), (1, -1), (1, 2**32)):
+            self.assertRaises(ValueError, room_key, *bad)
+
+    def test_delete_room_removes_it_for_everyone(self) -> None:
+        """An ILIAS 8 private room is deleted with its presence; its members heard of it."""
+        clock = task.Clock()
+        bus = LocalBus("local", clock, strict=True)
+        chat = ChatRooms("onscreen", bus, clock)
+        seen: list = []
+        bus.subscribe(chat.topic, lambda envelope: seen.append(envelope["event"]))
+        key = room_key(1, 5)
+        chat.add_room(1)
+        chat.add_room(key, "Side", "6")
+        chat.connect(6)
+        chat.connect(7)
+        chat.add_room_member(key, 6)
+        chat.invite(key, 6, 7)
+        chat.login("a", 6, "alice")
+        chat.enter_room("a", key)
+        chat.delete_room(key)
+        clock.advance(0)
+        deleted = seen[-1]
+        self.assertEqual((deleted["type"], deleted["room"], deleted["title"], deleted["members"]),
+                         ("room_deleted", key, "Side", [6, 7]))
+        self.assertIsNone(chat.get_room(key))
+        self.assertEqual(chat.present(key), [])
+        self.assertRaises(UnknownRoom, chat.enter_room, "a", key)
+        self.assertRaises(UnknownRoom, chat.delete_room, key)
 
 
 class BackendActionTests(BobAndAliceSeatedMixin, SynchronousTestCase):

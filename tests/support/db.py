@@ -275,3 +275,23 @@ class StoreTestMixin:
 
     def setUp(self) -> defer.Deferred:
         return defer.ensureDeferred(self._open_store())
+
+
+#: The ILIAS 8 private-room tables as ilChatroomInstaller creates them (MDB2 "integer" 4 is INT,
+#: "text" is VARCHAR; ILIAS 9 drops them again). ``chatroom_history.sub_room`` is in both schema
+#: files already.
+ILIAS8_PRIVATE_ROOM_TABLES = (
+    "CREATE TABLE chatroom_prooms (proom_id INT NOT NULL PRIMARY KEY,"
+    " parent_id VARCHAR(2000) NOT NULL, title VARCHAR(200) NOT NULL DEFAULT '0',"
+    " owner INT NOT NULL DEFAULT 0, created INT NOT NULL DEFAULT 0, closed INT DEFAULT 0,"
+    " is_public SMALLINT DEFAULT 1)",
+    "CREATE TABLE chatroom_proomaccess (proom_id INT NOT NULL, user_id INT NOT NULL)",
+    "CREATE TABLE chatroom_psessions (proom_id INT NOT NULL, user_id INT NOT NULL,"
+    " connected INT NOT NULL, disconnected INT NOT NULL)",
+)
+
+
+def create_ilias8_tables(config: Any) -> None:
+    """Give a test database the ILIAS 8 private-room tables."""
+    for statement in ILIAS8_PRIVATE_ROOM_TABLES:
+        execute(config, statement)
