@@ -18,6 +18,10 @@ a browser user (who gets a valid, unique nick derived from their name), ``left``
 PART "Disconnected", ``room_left`` as PART, ``kicked``/``banned`` as KICK (of the IRC user or the
 browser user with that member id), ``cleared`` as a NOTICE. Typing events are not sent to IRC.
 
+With several processes, the IRC users of the others (L{ilchat.irc.replication.PeerUser}) are
+channel members as themselves: their room events add no browser user, their room messages come
+from their own nick, and a browser user shown before the IRC user was known gives way to them.
+
 User ids: in ``ilias`` auth mode an IRC user has their ILIAS usr_id. In ``open`` mode the network
 allocates negative ids (-1, -2, ...), which no ILIAS usr_id can be (they are positive).
 """
@@ -188,6 +192,7 @@ class RoomBridge:
         self.network.resolvers.append(self)
         self.network.on_quit.append(self._irc_user_gone)
         self.network.on_nick.append(self._irc_nick_changed)
+        self.network.on_peer.append(self._irc_user_elsewhere)
         if hasattr(self.chat, "name_checks"):
             self.chat.name_checks.append(self._irc_name_in_use)
         self.refresh()
@@ -202,6 +207,8 @@ class RoomBridge:
             self.network.on_quit.remove(self._irc_user_gone)
         if self._irc_nick_changed in self.network.on_nick:
             self.network.on_nick.remove(self._irc_nick_changed)
+        if self._irc_user_elsewhere in self.network.on_peer:
+            self.network.on_peer.remove(self._irc_user_elsewhere)
         if hasattr(self.chat, "name_checks") and self._irc_name_in_use in self.chat.name_checks:
             self.chat.name_checks.remove(self._irc_name_in_use)
 
@@ -258,7 +265,36 @@ class RoomBridge:
         return channel
 
     def _is_irc_id(self, user_id: int) -> bool:
-        return any(user.user_id == user_id for user in self.conns.values())
+        """Whether an IRC user (of this process or another) is this member: not a browser nick."""
+        return any(user.user_id == user_id for user in self.conns.values()) or bool(
+            self._peers_with_id(user_id))
+
+    def _peers_with_id(self, user_id: int) -> List[Any]:
+        """The IRC users of other processes who are this client's member C{user_id}."""
+        return [peer for peer in self.network.irc_users_with_id(user_id)
+                if peer.account_client in (None, self.instance)]
+
+    def _irc_user_elsewhere(self, peer: Any) -> None:
+        """
+        An IRC user of another process appears: if their member was shown as a browser user
+        (the room events came first), the IRC user takes that place, without PART and JOIN.
+        """
+        if peer.account_client not in (None, self.instance):
+            return
+        remote = self.remotes.pop(peer.user_id, None)
+        if remote is None:
+            return
+        for channel in list(remote.channels):
+            channel.members[peer] = channel.members.pop(remote)
+            peer.channels.add(channel)
+            if remote.nick != peer.nick:
+                channel.broadcast(Message("NICK", (peer.nick,), prefix=remote.hostmask))
+        remote.channels.clear()
+        self.network.release_nick(remote)
+
+    def give_up_nick(self, remote: RemoteUser) -> None:
+        """An IRC user of another process holds C{remote}'s nick in the cluster: rename them."""
+        self.network.change_nick(remote, self.network.unique_nick(remote.realname))
 
     def _remote_for(self, user_id: int, name: Optional[str]) -> RemoteUser:
         remote = self.remotes.get(user_id)
@@ -372,7 +408,7 @@ class RoomBridge:
         if member is not None:
             self.chat.login(conn, member.id, user.display_name, member.profile_picture_visible)
 
-    def _irc_user_gone(self, user: Any) -> None:
+    def _irc_user_gone(self, user: Any, reason: str = "") -> None:
         conn = getattr(user, "chat_connection", None)
         if conn is not None and self.conns.pop(conn, None) is not None:
             self.chat.connection_lost(conn)
@@ -565,8 +601,12 @@ class RoomBridge:
         if sender is None:
             sender = next((u for u in self.conns.values()
                            if u.user_id == sender_id and u in channel.members), None)
+        peer = None if sender is not None else next(
+            (p for p in self._peers_with_id(sender_id) if p in channel.members), None)
         if sender is not None:
             prefix = sender.hostmask
+        elif peer is not None:
+            prefix = peer.hostmask  # an IRC user of another process
         else:
             remote = self._remote_for(sender_id, sender_info["name"])
             if remote not in channel.members:

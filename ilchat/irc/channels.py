@@ -330,7 +330,8 @@ class ChannelCommands:
                     text += change_sign
                     last = change_sign
                 text += letter
-            channel.broadcast(Message("MODE", (channel.name, text, *applied_args), prefix=self.hostmask))
+            self.network.show_change(channel, Message("MODE", (channel.name, text, *applied_args),
+                                                      prefix=self.hostmask))
 
     def _change_list(self, channel: Channel, letter: str, adding: bool, mask: str) -> bool:
         entries = channel.lists[letter]
@@ -387,6 +388,7 @@ class ChannelCommands:
                 self.reply(ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
         if changed:
             self.send_message(Message("MODE", (self.nick, changed), prefix=self.hostmask))
+            self.network.user_changed(self)
 
     def irc_INVITE(self, message: Message) -> None:
         """

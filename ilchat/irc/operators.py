@@ -65,6 +65,7 @@ class OperatorCommands:
                        nick=self.nick, address=self.ip, name=name)
         self.reply(RPL_YOUREOPER, "You are now an IRC operator")
         self.send_message(Message("MODE", (self.nick, "+o"), prefix=self.hostmask))
+        self.network.user_changed(self)
 
     def irc_KILL(self, message: Message) -> None:
         """An operator disconnects an IRC user; browser users are kicked from their rooms instead."""
