@@ -21,6 +21,9 @@ browser user with that member id), ``cleared`` as a NOTICE. Typing events are no
 With several processes, the IRC users of the others (L{ilchat.irc.replication.PeerUser}) are
 channel members as themselves: their room events add no browser user, their room messages come
 from their own nick, and a browser user shown before the IRC user was known gives way to them.
+A browser user's nick is the same on every process: an IRC user (of any process) keeps a nick
+they hold, and of two browser users with the same sanitised name the lower id keeps it
+(L{RoomBridge._web_nick}); the other gets a suffix.
 
 User ids: in ``ilias`` auth mode an IRC user has their ILIAS usr_id. In ``open`` mode the network
 allocates negative ids (-1, -2, ...), which no ILIAS usr_id can be (they are positive).
@@ -292,6 +295,18 @@ class RoomBridge:
         remote.channels.clear()
         self.network.release_nick(remote)
 
+    def _web_nick(self, name: str, key: Any) -> str:
+        """
+        A browser user's nick: their sanitised name, or it with a suffix when someone else has
+        it. Between browser users the lower (client, user id) keeps the plain nick (the other
+        is renamed), so that every process, whatever order it learnt of them in, ends with the
+        same nicks.
+        """
+        holder = self.network.find_user(sanitise_nick(name, self.network.config.nick_length))
+        if isinstance(holder, RemoteUser) and holder.link is not None and holder.key > key:
+            holder.link.give_up_nick(holder)
+        return self.network.unique_nick(name)
+
     def give_up_nick(self, remote: RemoteUser) -> None:
         """An IRC user of another process holds C{remote}'s nick in the cluster: rename them."""
         self.network.change_nick(remote, self.network.unique_nick(remote.realname))
@@ -300,8 +315,9 @@ class RoomBridge:
         remote = self.remotes.get(user_id)
         if remote is None:
             display = name or f"user{user_id}"
-            nick = self.network.unique_nick(display)
-            remote = RemoteUser(nick, "ilias", self._host, display, user_id, (self.instance, user_id))
+            key = (self.instance, user_id)
+            nick = self._web_nick(display, key)
+            remote = RemoteUser(nick, "ilias", self._host, display, user_id, key)
             remote.link = self
             self.network.claim_nick(remote, nick)
             self.remotes[user_id] = remote
@@ -579,7 +595,7 @@ class RoomBridge:
         remote.realname = name
         nick = sanitise_nick(name, self.network.config.nick_length)
         if irc_lower(nick) != irc_lower(remote.nick):
-            self.network.change_nick(remote, self.network.unique_nick(name))
+            self.network.change_nick(remote, self._web_nick(name, remote.key))
 
     def _on_cleared(self, event: Dict[str, Any]) -> None:
         channel = self._channel_for(event["room"])
