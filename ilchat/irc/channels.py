@@ -418,14 +418,8 @@ class ChannelCommands:
         if target in channel.members:
             self.reply(ERR_USERONCHANNEL, target.nick, channel.name, "is already on channel")
             return
-        channel.invited.add(irc_lower(target.nick))
         self.reply(RPL_INVITING, target.nick, channel.name)
-        invite = Message("INVITE", (target.nick, channel.name), prefix=self.hostmask)
-        if target.local:
-            target.deliver(invite)
-        for member in channel.local_members():
-            if member is not self and "invite-notify" in member.caps and channel.is_op(member):
-                member.deliver(invite)
+        self.network.invite(channel, self, target)
         if target.away:
             self.reply(RPL_AWAY, target.nick, target.away)
 

@@ -339,6 +339,8 @@ class IrcNetwork:
         #: Called with (channel, user, command, text, client tags) after a channel PRIVMSG or
         #: NOTICE was relayed to the local members (not the room messages of a bridged room).
         self.on_relay: List[Callable[..., None]] = []
+        #: Called with (channel, by, target) after an INVITE into an IRC-only channel.
+        self.on_invite: List[Callable[..., None]] = []
         #: Called with (user) when a local user's away text or user modes changed.
         self.on_user_change: List[Callable[[Any], None]] = []
         #: Called with (user) when an IRC user of another process appears here.
@@ -518,6 +520,20 @@ class IrcNetwork:
             if member is not sender or "echo-message" in member.caps:
                 member.relay_text(command, channel.name, text, sender.hostmask, tags)
         self.run_hooks(self.on_relay, channel, sender, command, text, tags)
+
+    def invite(self, channel: Channel, by: Any, target: Any) -> None:
+        """
+        C{by} invites C{target}: the invitation counts for ``+i``, the target (if local) gets
+        the INVITE, and so do the local operators with ``invite-notify``.
+        """
+        channel.invited.add(irc_lower(target.nick))
+        invite = Message("INVITE", (target.nick, channel.name), prefix=by.hostmask)
+        if target.local:
+            target.deliver(invite)
+        for member in channel.local_members():
+            if member is not by and "invite-notify" in member.caps and channel.is_op(member):
+                member.deliver(invite)
+        self.run_hooks(self.on_invite, channel, by, target)
 
     def add_member(self, channel: Channel, user: Any, modes: Iterable[str] = ()) -> None:
         """Add C{user} and show the JOIN to the local members (the joiner included)."""

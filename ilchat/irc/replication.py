@@ -21,6 +21,8 @@ each from the process of the user who acted:
 * ``irc_channel`` (``channel``, ``command``, ``params``, ``prefix``, ``state``): a TOPIC or
   MODE of an IRC-only channel, with the channel's whole state after it (``state``: topic,
   modes, key, limit, ``b e I`` lists, invitations, members' prefix modes);
+* ``irc_invite`` (``channel``, ``nick``, ``target``): into an IRC-only channel (it counts
+  for ``+i`` everywhere; the target's process shows it);
 * ``irc_message`` (``channel``, ``nick``, ``command``, ``text``, ``tags``): a channel PRIVMSG or
   NOTICE the network relayed (IRC-only channels; in bridged rooms NOTICE and CTCP other than
   ACTION, the rest being room messages); ``irc_private`` (``nick``, ``target``, ...) to an IRC
@@ -113,6 +115,7 @@ class IrcReplication:
             (network.on_nick, self._nick_changed), (network.on_quit, self._quit),
             (network.on_join, self._joined), (network.on_leave, self._left),
             (network.on_channel_change, self._channel_changed), (network.on_relay, self._relayed),
+            (network.on_invite, self._invited),
         ):
             hooks.append(hook)
             self._undo.append(lambda hooks=hooks, hook=hook: hook in hooks and hooks.remove(hook))
@@ -180,6 +183,11 @@ class IrcReplication:
         self._publish({"type": "irc_channel", "channel": channel.name, "command": message.command,
                        "params": list(message.params), "prefix": message.prefix,
                        "state": channel_state(channel)})
+
+    def _invited(self, channel: Channel, by: Any, target: Any) -> None:
+        if by.local:
+            self._publish({"type": "irc_invite", "channel": channel.name, "nick": by.nick,
+                           "target": target.nick})
 
     def _relayed(self, channel: Channel, sender: Any, command: str, text: str,
                  tags: Dict[str, str]) -> None:
@@ -297,6 +305,7 @@ class IrcReplication:
             self._join(channel, peer, event["modes"])
 
     def _join(self, channel: Channel, peer: PeerUser, modes: List[str]) -> None:
+        channel.invited.discard(irc_lower(peer.nick))  # used up, as on the joiner's process
         self.network.add_member(channel, peer, [str(mode) for mode in modes])
 
     def _on_irc_leave(self, origin: str, event: Dict[str, Any]) -> None:
@@ -321,6 +330,13 @@ class IrcReplication:
         apply_state(self.network, channel, event["state"])
         params = tuple(str(param) for param in event["params"])
         channel.broadcast(Message(str(event["command"]), params, prefix=str(event["prefix"])))
+
+    def _on_irc_invite(self, origin: str, event: Dict[str, Any]) -> None:
+        channel = self.network.find_channel(str(event["channel"]))
+        by = self._peer(origin, event["nick"])
+        target = self.network.find_user(str(event["target"]))
+        if channel is not None and not channel.bridged and by is not None and target is not None:
+            self.network.invite(channel, by, target)
 
     def _on_irc_message(self, origin: str, event: Dict[str, Any]) -> None:
         channel = self.network.find_channel(str(event["channel"]))

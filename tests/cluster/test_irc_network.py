@@ -149,12 +149,20 @@ class IrcNetworkAcrossProcessesTests(_Clients, TestCase):
         self.assertEqual(back.params[1], "back later")
         self.assertEqual((await self.whois(alice, "bob"))["301"].params[2], "lunch")
 
-        # A key set on node 1 keeps the kicked bob out on node 2; a NICK shows on both.
+        # The key and +i set on node 1 keep the kicked bob out on node 2 until alice invites him.
         alice.send("MODE #foo +k sesame")
         await bob.wait_for("MODE", lambda m: m.params[1] == "+k")
         alice.send("KICK #foo bob :out")
         kick = await bob.wait_for("KICK")
         self.assertEqual(kick.params, ("#foo", "bob", "out"))
+        alice.send("MODE #foo +i")
+        alice.send("PRIVMSG bob :knock")  # after the MODE, from the same process
+        await bob.wait_for("PRIVMSG", lambda m: m.params == ("bob", "knock"))
+        bob.send("JOIN #foo sesame")
+        await bob.wait_for("473")
+        alice.send("INVITE bob #foo")
+        invite = await bob.wait_for("INVITE")
+        self.assertEqual((invite.prefix, invite.params), ("alice!user@127.0.0.1", ("bob", "#foo")))
         bob.send("JOIN #foo")
         await bob.wait_for("475")
         bob.send("JOIN #foo sesame")
@@ -190,6 +198,17 @@ class IrcNetworkAcrossProcessesTests(_Clients, TestCase):
         self.assertEqual((quit.prefix.split("!")[0], quit.params), ("bob", ("Server gone (node-2)",)))
         whois = await self.whois(alice, "bob")
         self.assertIn("401", whois)
+
+        # Started again under its name, node 2's new users are known; a clean stop QUITs them.
+        await cluster.start("node-2")
+        carol = await self.irc("node-2", "carol")
+        await self.knows_channel(carol, "alice", "#early")
+        carol.send("JOIN #early")
+        await carol.wait_for("366")
+        await alice.wait_for("JOIN", lambda m: m.prefix.startswith("carol!"))
+        await cluster.stop("node-2")
+        quit = (await self.eventually(lambda: alice.since("QUIT")[1:], "carol's QUIT on node 1"))[0]
+        self.assertEqual((quit.prefix.split("!")[0], quit.params), ("carol", ("Server shutting down",)))
 
 
 class _CtcpClient(irc.IRCClient):
