@@ -133,6 +133,11 @@ def sanitise_nick(name: str, max_length: int) -> str:
     return nick[:max_length]
 
 
+def _elsewhere(user: Any) -> bool:
+    """Whether C{user} is an IRC user of another process (whose nick is a cluster claim)."""
+    return bool(getattr(user, "elsewhere", False))
+
+
 class ChannelLink:
     """
     What a channel mirroring a chat room asks of the bridge. The default allows everything and
@@ -392,8 +397,9 @@ class IrcNetwork:
         """
         key = irc_lower(nick)
         holder = self.users.get(key)
-        if self.cluster is None or (holder is not None and holder is not user):
+        if self.cluster is None or (holder is not None and holder is not user and not _elsewhere(holder)):
             return True
+        # Held by an IRC user of another process: the cluster knows whether it still is.
         return bool(await self.cluster.claim(NICK_NAMESPACE, key))
 
     def give_back_nick(self, nick: str) -> None:
@@ -405,10 +411,15 @@ class IrcNetwork:
             lambda failure: self._log.failure("Could not release the nick {key}", failure, key=key))
 
     def claim_nick(self, user: Any, nick: str) -> bool:
-        """Register C{nick} for C{user}; False if someone else holds it."""
+        """
+        Register C{nick} for C{user}; False if someone else holds it. An IRC user whose cluster
+        claim succeeded (of this process or another) takes it from an IRC user of another
+        process who gave it up there: their NICK or QUIT is on its way.
+        """
         key = irc_lower(nick)
         holder = self.users.get(key)
-        if holder is not None and holder is not user:
+        displaces = (user.local or _elsewhere(user)) and _elsewhere(holder)
+        if holder is not None and holder is not user and not displaces:
             return False
         old = getattr(user, "nick", None)
         if old and self.users.get(irc_lower(old)) is user and irc_lower(old) != key:

@@ -38,7 +38,7 @@ it in the cluster (IRC nicks are cluster claims): the browser user is renamed. A
 does not have its documented shape is logged and dropped.
 """
 
-from typing import Any, Callable, Dict, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from twisted.logger import Logger
 
@@ -56,6 +56,8 @@ class PeerUser:
 
     local = False
     registered = True
+    #: Their nick is a cluster claim of their process (see L{IrcNetwork.claim_nick}).
+    elsewhere = True
     caps: frozenset = frozenset()
     chat_connection = None
 
@@ -105,6 +107,8 @@ class IrcReplication:
         self.bus = bus
         self.cluster = cluster
         self._undo: List[Callable[[], Any]] = []
+        #: (instance, folded nick) -> the IRC user of that process with that nick.
+        self._peers: Dict[Tuple[str, str], PeerUser] = {}
 
     # -- life ------------------------------------------------------------------------------------
 
@@ -231,27 +235,25 @@ class IrcReplication:
                            origin=origin, error=error, event=event)
 
     def _peer(self, origin: str, nick: Any) -> Optional[PeerUser]:
-        user = self.network.find_user(str(nick))
-        if isinstance(user, PeerUser) and user.instance == origin:
-            return user
-        return None
+        return self._peers.get((origin, irc_lower(str(nick))))
 
     def _peers_of(self, origin: str) -> List[PeerUser]:
-        return [user for user in list(self.network.users.values())
-                if isinstance(user, PeerUser) and user.instance == origin]
+        return [peer for (instance, _), peer in list(self._peers.items()) if instance == origin]
 
     def _make_room(self, nick: str) -> None:
-        """A browser user (or a stale peer) holding C{nick} here gives it up for an IRC user."""
+        """
+        A browser user holding C{nick} here gives it up for an IRC user, who holds it in the
+        cluster. (An IRC user of yet another process holding it here gave it up there: their
+        NICK or QUIT is on its way, L{IrcNetwork.claim_nick} lets the nick go.)
+        """
         holder = self.network.find_user(nick)
-        if holder is None:
-            return
-        if isinstance(holder, PeerUser):
-            self._remove_peer(holder, "Nick taken over in the cluster")
-        elif not holder.local and holder.link is not None:
+        if holder is not None and not holder.local and not isinstance(holder, PeerUser) \
+                and holder.link is not None:
             holder.link.give_up_nick(holder)
 
     def _add_peer(self, origin: str, info: Dict[str, Any]) -> PeerUser:
         peer = PeerUser(origin, info, self)
+        self._peers[origin, irc_lower(peer.nick)] = peer
         self.network.peers_by_id.setdefault(peer.user_id, set()).add(peer)
         # Bridges first: a browser user who is this IRC user becomes them in the rooms.
         self.network.run_hooks(self.network.on_peer, peer)
@@ -262,6 +264,8 @@ class IrcReplication:
         return peer
 
     def _remove_peer(self, peer: PeerUser, reason: str) -> None:
+        if self._peers.get((peer.instance, irc_lower(peer.nick))) is peer:
+            del self._peers[peer.instance, irc_lower(peer.nick)]
         ids = self.network.peers_by_id.get(peer.user_id, set())
         ids.discard(peer)
         if not ids:
@@ -283,7 +287,13 @@ class IrcReplication:
             return
         if irc_lower(new) != irc_lower(peer.nick):
             self._make_room(new)
-        self.network.change_nick(peer, new)
+        old = irc_lower(peer.nick)
+        if self.network.change_nick(peer, new):
+            del self._peers[origin, old]
+            self._peers[origin, irc_lower(new)] = peer
+        else:
+            self._log.warn("IRC user {nick} of {origin} cannot be renamed {new} here: a user of this"
+                           " process holds it", nick=peer.nick, origin=origin, new=new)
 
     def _on_irc_quit(self, origin: str, event: Dict[str, Any]) -> None:
         peer = self._peer(origin, event["nick"])

@@ -256,6 +256,7 @@ class BridgedRoomAcrossProcessesTests(_Clients, ClusterRoomsMixin, TestCase):
         ircer.send(f"JOIN {ROOM}")
         await ircer.wait_for("366")
         other = await self.irc("node-1", "other")
+        await self.knows_channel(other, "ircer", ROOM)
         other.send(f"JOIN {ROOM}")
         self.assertEqual(_names(await other.wait_for("353")), ["alice", "ircer", "other"])
         await ircer.wait_for("JOIN", lambda m: m.prefix == "other!user@127.0.0.1")
