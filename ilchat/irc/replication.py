@@ -32,7 +32,8 @@ each from the process of the user who acted:
   which *replaces* what the others know of its users (QUITs for the missing, JOINs for the
   new). A process that stops publishes an empty ``irc_state`` with a ``reason``.
 
-An instance whose heartbeat is gone (``cluster.on_instance_gone``) has its users QUIT here. A
+An instance whose heartbeat is gone (``cluster.on_instance_gone``) has its users QUIT here; one
+that is seen again (``on_instance_seen``) is asked for its state. A
 browser user's nick (L{ilchat.irc.bridge}) yields to an IRC user of another process who holds
 it in the cluster (IRC nicks are cluster claims): the browser user is renamed. An event that
 does not have its documented shape is logged and dropped.
@@ -126,6 +127,9 @@ class IrcReplication:
         self._undo.append(self.bus.subscribe(TOPIC, self._received))
         self._undo.append(self.bus.on_resumed(self._resync))
         self._undo.append(self.cluster.on_instance_gone(self._instance_gone))
+        # A process back after it was judged gone (or started again at once under its name):
+        # its users QUIT here at the departure, its state is asked for again.
+        self._undo.append(self.cluster.on_instance_seen(lambda name: self._resync()))
         await self.bus.subscribed()
         self._resync()
 
