@@ -93,7 +93,7 @@ class QueryCommands:
             channel_name,
             member.username or "*",
             member.host,
-            self.config.server_name,
+            getattr(member, "server_info", (self.config.server_name,))[0],
             member.nick,
             flags,
             f"0 {member.realname or member.nick}",

@@ -26,7 +26,8 @@ each from the process of the user who acted:
 * ``irc_message`` (``channel``, ``nick``, ``command``, ``text``, ``tags``): a channel PRIVMSG or
   NOTICE the network relayed (IRC-only channels; in bridged rooms NOTICE and CTCP other than
   ACTION, the rest being room messages); ``irc_private`` (``nick``, ``target``, ...) to an IRC
-  user of another process;
+  user of another process; ``irc_kill`` (``nick``, ``target``, ``instance``, ``reason``): an
+  operator's KILL of a user of that ``instance``, which disconnects them;
 * ``irc_sync`` (a process started, or Redis is back): every process answers with
   ``irc_state`` (``users``, each with its ``channels`` and the state of its IRC-only ones),
   which *replaces* what the others know of its users (QUITs for the missing, JOINs for the
@@ -45,6 +46,7 @@ from twisted.logger import Logger
 
 from ilchat.irc.message import Message
 from ilchat.irc.network import Channel, IrcNetwork, ListEntry, irc_lower
+from ilchat.irc.operators import kill
 
 __all__ = ["IrcReplication", "PeerUser", "TOPIC"]
 
@@ -209,6 +211,11 @@ class IrcReplication:
                        "instance": target.instance, "command": command, "text": text})
         return True
 
+    def kill(self, by: Any, target: PeerUser, reason: str) -> None:
+        """The link of every L{PeerUser}: an operator's KILL, carried out by their process."""
+        self._publish({"type": "irc_kill", "nick": by.nick, "prefix": by.hostmask,
+                       "target": target.nick, "instance": target.instance, "reason": reason})
+
     def _publish_state(self) -> None:
         users = []
         for user in list(self.network.users.values()):
@@ -370,6 +377,14 @@ class IrcReplication:
             return
         peer.last_message = self.network.clock.seconds()
         target.relay_text(_command(event), target.nick, str(event["text"]), peer.hostmask, {})
+
+    def _on_irc_kill(self, origin: str, event: Dict[str, Any]) -> None:
+        target = self.network.find_user(str(event["target"]))
+        if event["instance"] == self.bus.instance and target is not None and target.local:
+            self._log.info("IRC operator {nick} of {origin} killed {target} ({address}): {reason}",
+                           nick=event["nick"], origin=origin, target=target.nick,
+                           address=target.ip, reason=event["reason"])
+            kill(target, str(event["prefix"]), str(event["nick"]), str(event["reason"]))
 
     def _on_irc_sync(self, origin: str, event: Dict[str, Any]) -> None:
         self._publish_state()

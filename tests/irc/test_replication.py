@@ -14,6 +14,7 @@ from twisted.trial import unittest
 from ilchat.bus import BUS_VERSION
 from ilchat.irc.replication import TOPIC
 from tests.irc.support import capture_log, log_lines
+from tests.irc.test_operators import HASH
 from tests.irc.test_bridge import CHANNEL, IrcBridgeMixin
 
 OTHER = "node-x"
@@ -27,6 +28,7 @@ def _user(nick: str, user_id: int = -900, **fields: Any) -> Dict[str, Any]:
 
 class ReplicationTests(IrcBridgeMixin, unittest.TestCase):
     database_kind = "sqlite"
+    irc_settings = {"operators": [{"name": "admin", "hash": HASH, "hosts": ["*@127.0.0.1"]}]}
 
     @property
     def bus(self) -> Any:
@@ -124,3 +126,30 @@ class ReplicationTests(IrcBridgeMixin, unittest.TestCase):
         irc.send("ISON half whole")
         self.assertEqual((await irc.wait_for("303")).params[1], "whole")
         self.assertEqual(len(log_lines(events, "Dropped an IRC event of node-x")), 1)
+
+    async def test_kill_across_processes(self) -> None:
+        """An operator's KILL of a user of another process is that process's to carry out."""
+        await self.start()
+        events = self.published()
+        oper = await self.irc()
+        await oper.register("oper")
+        oper.send("OPER admin opersecret")
+        await oper.wait_for("381")
+        self.from_other({"type": "irc_user", "user": _user("victim")})
+        oper.send("WHOIS victim")
+        await oper.wait_for("311")
+        oper.send("KILL victim :flooding")
+        oper.send("PING :after")
+        await oper.wait_for("PONG")
+        kills = [e for e in events if e["type"] == "irc_kill"]
+        self.assertEqual([(e["target"], e["instance"], e["reason"]) for e in kills],
+                         [("victim", OTHER, "flooding")])
+
+        target = await self.irc()
+        await target.register("target")
+        self.from_other({"type": "irc_user", "user": _user("farop", modes=["o"])})
+        self.from_other({"type": "irc_kill", "nick": "farop", "prefix": "farop!u@far.example",
+                         "target": "target", "instance": self.bus.instance, "reason": "bye"})
+        killed = await target.wait_for("KILL")
+        self.assertEqual((killed.prefix, killed.params), ("farop!u@far.example", ("target", "bye")))
+        await target.closed
