@@ -233,11 +233,15 @@ class QueryCommands:
         network = self.network
         network.max_local = max(network.max_local, len(local))
         network.max_global = max(network.max_global, total)
-        self.reply(RPL_LUSERCLIENT, f"There are {total - invisible} users and {invisible} invisible on 1 servers")
+        # Every process: the live ones, and those whose users are known before their heartbeat.
+        live = network.cluster.live_instances() if network.cluster is not None else {"this"}
+        servers = len(set(live) | {user.instance for user in users if getattr(user, "elsewhere", False)})
+        self.reply(RPL_LUSERCLIENT,
+                   f"There are {total - invisible} users and {invisible} invisible on {servers} servers")
         self.reply(RPL_LUSEROP, str(opers), "operator(s) online")
         self.reply(RPL_LUSERUNKNOWN, str(unknown), "unknown connection(s)")
         self.reply(RPL_LUSERCHANNELS, str(len(network.channels)), "channels formed")
-        self.reply(RPL_LUSERME, f"I have {len(local)} clients and 0 servers")
+        self.reply(RPL_LUSERME, f"I have {len(local)} clients and {servers - 1} servers")
         self.reply(RPL_LOCALUSERS, str(len(local)), str(network.max_local),
                    f"Current local users {len(local)}, max {network.max_local}")
         self.reply(RPL_GLOBALUSERS, str(total), str(network.max_global),

@@ -137,6 +137,10 @@ class IrcNetworkAcrossProcessesTests(_Clients, TestCase):
         self.assertIn("317", whois)
         alice.send("ISON bob carol")
         self.assertEqual((await alice.wait_for("303")).params[1], "bob")
+        alice.send("LUSERS")
+        self.assertEqual((await alice.wait_for("251")).params[1],
+                         "There are 2 users and 0 invisible on 2 servers")
+        self.assertEqual((await alice.wait_for("255")).params[1], "I have 1 clients and 1 servers")
 
         # Private PRIVMSG and NOTICE between the processes; AWAY is known on the other one.
         alice.send("PRIVMSG bob :psst")
