@@ -216,9 +216,9 @@ class RoomBridge:
             self.chat.name_checks.remove(self._irc_name_in_use)
 
     def _irc_name_in_use(self, name: str) -> bool:
-        """Browser users of the standalone chat may not take a name an IRC user has as nick."""
+        """Browser users of the standalone chat may not take a name an IRC user (of any process) has as nick."""
         user = self.network.find_user(name)
-        return user is not None and user.local
+        return user is not None and (user.local or bool(getattr(user, "elsewhere", False)))
 
     # -- channels --------------------------------------------------------------------------------
 

@@ -333,7 +333,7 @@ class IrcNetwork:
         #: Called with (user, old nick) after a registered user changed nick.
         self.on_nick: List[Callable[[Any, str], None]] = []
         #: Called with (user, reason) when a registered user has left the network (after its QUIT).
-        self.on_quit: List[Callable[[Any], None]] = []
+        self.on_quit: List[Callable[[Any, str], None]] = []
         #: Called with (channel, user) after a user joined a channel.
         self.on_join: List[Callable[[Channel, Any], None]] = []
         #: Called with (channel, user, command, reason, by) after a user left a channel
