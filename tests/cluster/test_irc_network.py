@@ -19,6 +19,7 @@ from tests.cluster.test_rooms import ClusterRoomsMixin
 from tests.ilias.repository_support import sleep
 from tests.irc.support import RawClient
 from tests.support.cluster import start_cluster
+from tests.support.private_redis import PrivateRedis
 from tests.support.server import free_port
 
 ROOM = "#onscreen-1"
@@ -81,11 +82,11 @@ class _Clients:
 class IrcNetworkAcrossProcessesTests(_Clients, TestCase):
     timeout = 180
 
-    async def start(self, running: int = 2) -> Any:
+    async def start(self, running: int = 2, **options: Any) -> Any:
         self.ports = {"node-1": free_port(), "node-2": free_port()}
         self.cluster = await start_cluster(
             self, size=2, start=False,
-            node_server={name: _irc(port) for name, port in self.ports.items()})
+            node_server={name: _irc(port) for name, port in self.ports.items()}, **options)
         for node in self.cluster.nodes[:running]:
             await self.cluster.start(node.name)
         return self.cluster
@@ -213,6 +214,34 @@ class IrcNetworkAcrossProcessesTests(_Clients, TestCase):
         await cluster.stop("node-2")
         quit = (await self.eventually(lambda: alice.since("QUIT")[1:], "carol's QUIT on node 1"))[0]
         self.assertEqual((quit.prefix.split("!")[0], quit.params), ("carol", ("Server shutting down",)))
+
+    async def test_what_happened_while_redis_was_down_is_known_once_it_is_back(self) -> None:
+        redis = await PrivateRedis.start_for(self)
+        cluster = await self.start(redis_port=redis.port)
+        alice = await self.irc("node-1", "alice")
+        bob = await self.irc("node-2", "bob")
+        await self.whois(alice, "bob")
+        await redis.stop()
+        for node in cluster.nodes:
+            await self.eventually(lambda: "cross-process delivery is degraded" in node.log_text(),
+                                  f"{node.name} degraded")
+        bob.send("JOIN #down")
+        await bob.wait_for("366")
+        bob.send("TOPIC #down :made while Redis was away")
+        await bob.wait_for("TOPIC")
+        carol = await self.irc("node-2", "carol")
+        self.assertIn("401", await self.whois(alice, "carol"))
+
+        await redis.start()
+        await self.knows_channel(alice, "bob", "#down")
+        self.assertEqual((await self.whois(alice, "carol"))["311"].params[1], "carol")
+        alice.send("JOIN #down")
+        self.assertEqual((await alice.wait_for("332")).params[1:], ("#down", "made while Redis was away"))
+        self.assertEqual(_names(await alice.wait_for("353")), ["@bob", "alice"])
+        await bob.wait_for("JOIN", lambda m: m.prefix.startswith("alice!"))
+        carol.send("PRIVMSG alice :hello again")
+        said = await alice.wait_for("PRIVMSG")
+        self.assertEqual((said.prefix, said.params), ("carol!user@127.0.0.1", ("alice", "hello again")))
 
 
 class _CtcpClient(irc.IRCClient):
