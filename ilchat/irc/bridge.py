@@ -18,6 +18,13 @@ a browser user (who gets a valid, unique nick derived from their name), ``left``
 PART "Disconnected", ``room_left`` as PART, ``kicked``/``banned`` as KICK (of the IRC user or the
 browser user with that member id), ``cleared`` as a NOTICE. Typing events are not sent to IRC.
 
+With several processes, the IRC users of the others (L{ilchat.irc.replication.PeerUser}) are
+channel members as themselves: their room events add no browser user, their room messages come
+from their own nick, and a browser user shown before the IRC user was known gives way to them.
+A browser user's nick is the same on every process: an IRC user (of any process) keeps a nick
+they hold, and of two browser users with the same sanitised name the lower id keeps it
+(L{RoomBridge._web_nick}); the other gets a suffix.
+
 User ids: in ``ilias`` auth mode an IRC user has their ILIAS usr_id. In ``open`` mode the network
 allocates negative ids (-1, -2, ...), which no ILIAS usr_id can be (they are positive).
 """
@@ -188,6 +195,7 @@ class RoomBridge:
         self.network.resolvers.append(self)
         self.network.on_quit.append(self._irc_user_gone)
         self.network.on_nick.append(self._irc_nick_changed)
+        self.network.on_peer.append(self._irc_user_elsewhere)
         if hasattr(self.chat, "name_checks"):
             self.chat.name_checks.append(self._irc_name_in_use)
         self.refresh()
@@ -202,13 +210,15 @@ class RoomBridge:
             self.network.on_quit.remove(self._irc_user_gone)
         if self._irc_nick_changed in self.network.on_nick:
             self.network.on_nick.remove(self._irc_nick_changed)
+        if self._irc_user_elsewhere in self.network.on_peer:
+            self.network.on_peer.remove(self._irc_user_elsewhere)
         if hasattr(self.chat, "name_checks") and self._irc_name_in_use in self.chat.name_checks:
             self.chat.name_checks.remove(self._irc_name_in_use)
 
     def _irc_name_in_use(self, name: str) -> bool:
-        """Browser users of the standalone chat may not take a name an IRC user has as nick."""
+        """Browser users of the standalone chat may not take a name an IRC user (of any process) has as nick."""
         user = self.network.find_user(name)
-        return user is not None and user.local
+        return user is not None and (user.local or bool(getattr(user, "elsewhere", False)))
 
     # -- channels --------------------------------------------------------------------------------
 
@@ -259,14 +269,56 @@ class RoomBridge:
         return channel
 
     def _is_irc_id(self, user_id: int) -> bool:
-        return any(user.user_id == user_id for user in self.conns.values())
+        """Whether an IRC user (of this process or another) is this member: not a browser nick."""
+        return any(user.user_id == user_id for user in self.conns.values()) or bool(
+            self._peers_with_id(user_id))
+
+    def _peers_with_id(self, user_id: int) -> List[Any]:
+        """The IRC users of other processes who are this client's member C{user_id}."""
+        return [peer for peer in self.network.irc_users_with_id(user_id)
+                if peer.account_client in (None, self.instance)]
+
+    def _irc_user_elsewhere(self, peer: Any) -> None:
+        """
+        An IRC user of another process appears: if their member was shown as a browser user
+        (the room events came first), the IRC user takes that place, without PART and JOIN.
+        """
+        if peer.account_client not in (None, self.instance):
+            return
+        remote = self.remotes.pop(peer.user_id, None)
+        if remote is None:
+            return
+        for channel in list(remote.channels):
+            channel.members[peer] = channel.members.pop(remote)
+            peer.channels.add(channel)
+            if remote.nick != peer.nick:
+                channel.broadcast(Message("NICK", (peer.nick,), prefix=remote.hostmask))
+        remote.channels.clear()
+        self.network.release_nick(remote)
+
+    def _web_nick(self, name: str, key: Any) -> str:
+        """
+        A browser user's nick: their sanitised name, or it with a suffix when someone else has
+        it. Between browser users the lower (client, user id) keeps the plain nick (the other
+        is renamed), so that every process, whatever order it learnt of them in, ends with the
+        same nicks.
+        """
+        holder = self.network.find_user(sanitise_nick(name, self.network.config.nick_length))
+        if isinstance(holder, RemoteUser) and holder.link is not None and holder.key > key:
+            holder.link.give_up_nick(holder)
+        return self.network.unique_nick(name)
+
+    def give_up_nick(self, remote: RemoteUser) -> None:
+        """An IRC user of another process holds C{remote}'s nick in the cluster: rename them."""
+        self.network.change_nick(remote, self.network.unique_nick(remote.realname))
 
     def _remote_for(self, user_id: int, name: Optional[str]) -> RemoteUser:
         remote = self.remotes.get(user_id)
         if remote is None:
             display = name or f"user{user_id}"
-            nick = self.network.unique_nick(display)
-            remote = RemoteUser(nick, "ilias", self._host, display, user_id, (self.instance, user_id))
+            key = (self.instance, user_id)
+            nick = self._web_nick(display, key)
+            remote = RemoteUser(nick, "ilias", self._host, display, user_id, key)
             remote.link = self
             self.network.claim_nick(remote, nick)
             self.remotes[user_id] = remote
@@ -373,7 +425,7 @@ class RoomBridge:
         if member is not None:
             self.chat.login(conn, member.id, user.display_name, member.profile_picture_visible)
 
-    def _irc_user_gone(self, user: Any) -> None:
+    def _irc_user_gone(self, user: Any, reason: str = "") -> None:
         conn = getattr(user, "chat_connection", None)
         if conn is not None and self.conns.pop(conn, None) is not None:
             self.chat.connection_lost(conn)
@@ -544,7 +596,7 @@ class RoomBridge:
         remote.realname = name
         nick = sanitise_nick(name, self.network.config.nick_length)
         if irc_lower(nick) != irc_lower(remote.nick):
-            self.network.change_nick(remote, self.network.unique_nick(name))
+            self.network.change_nick(remote, self._web_nick(name, remote.key))
 
     def _on_cleared(self, event: Dict[str, Any]) -> None:
         channel = self._channel_for(event["room"])
@@ -566,8 +618,12 @@ class RoomBridge:
         if sender is None:
             sender = next((u for u in self.conns.values()
                            if u.user_id == sender_id and u in channel.members), None)
+        peer = None if sender is not None else next(
+            (p for p in self._peers_with_id(sender_id) if p in channel.members), None)
         if sender is not None:
             prefix = sender.hostmask
+        elif peer is not None:
+            prefix = peer.hostmask  # an IRC user of another process
         else:
             remote = self._remote_for(sender_id, sender_info["name"])
             if remote not in channel.members:

@@ -330,7 +330,8 @@ class ChannelCommands:
                     text += change_sign
                     last = change_sign
                 text += letter
-            channel.broadcast(Message("MODE", (channel.name, text, *applied_args), prefix=self.hostmask))
+            self.network.show_change(channel, Message("MODE", (channel.name, text, *applied_args),
+                                                      prefix=self.hostmask))
 
     def _change_list(self, channel: Channel, letter: str, adding: bool, mask: str) -> bool:
         entries = channel.lists[letter]
@@ -387,6 +388,7 @@ class ChannelCommands:
                 self.reply(ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
         if changed:
             self.send_message(Message("MODE", (self.nick, changed), prefix=self.hostmask))
+            self.network.user_changed(self)
 
     def irc_INVITE(self, message: Message) -> None:
         """
@@ -416,14 +418,8 @@ class ChannelCommands:
         if target in channel.members:
             self.reply(ERR_USERONCHANNEL, target.nick, channel.name, "is already on channel")
             return
-        channel.invited.add(irc_lower(target.nick))
         self.reply(RPL_INVITING, target.nick, channel.name)
-        invite = Message("INVITE", (target.nick, channel.name), prefix=self.hostmask)
-        if target.local:
-            target.deliver(invite)
-        for member in channel.local_members():
-            if member is not self and "invite-notify" in member.caps and channel.is_op(member):
-                member.deliver(invite)
+        self.network.invite(channel, self, target)
         if target.away:
             self.reply(RPL_AWAY, target.nick, target.away)
 

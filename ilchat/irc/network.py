@@ -7,8 +7,11 @@ that mirrors a chat room carries a L{ChannelLink} that the bridge implements, an
 the link before a join, tells it about parts and hands it the channel's messages, so that the room
 domain stays the one place where room messages are posted, stored and fanned out.
 
-Members are either local connections (L{ilchat.irc.protocol.IRCServerProtocol}) or L{RemoteUser}s
-(browser users in a bridged room); both offer the L{IrcUser} attributes.
+Members are local connections (L{ilchat.irc.protocol.IRCServerProtocol}), L{RemoteUser}s
+(browser users in a bridged room) or, with several processes, the IRC users of the others
+(L{ilchat.irc.replication.PeerUser}); all offer the same attributes. What local users do is
+shown to the local members here and reported to the C{on_*} hooks, through which
+L{ilchat.irc.replication} tells the other processes.
 """
 
 import re
@@ -128,6 +131,11 @@ def sanitise_nick(name: str, max_length: int) -> str:
     if not _nick_char(nick[0], True):
         nick = "_" + nick
     return nick[:max_length]
+
+
+def _elsewhere(user: Any) -> bool:
+    """Whether C{user} is an IRC user of another process (whose nick is a cluster claim)."""
+    return bool(getattr(user, "elsewhere", False))
 
 
 class ChannelLink:
@@ -324,11 +332,41 @@ class IrcNetwork:
         self.on_register: List[Callable[[Any], None]] = []
         #: Called with (user, old nick) after a registered user changed nick.
         self.on_nick: List[Callable[[Any, str], None]] = []
-        #: Called with (user) when a registered user has left the network (after its QUIT).
-        self.on_quit: List[Callable[[Any], None]] = []
+        #: Called with (user, reason) when a registered user has left the network (after its QUIT).
+        self.on_quit: List[Callable[[Any, str], None]] = []
+        #: Called with (channel, user) after a user joined a channel.
+        self.on_join: List[Callable[[Channel, Any], None]] = []
+        #: Called with (channel, user, command, reason, by) after a user left a channel
+        #: (PART or KICK; a QUIT is C{on_quit}).
+        self.on_leave: List[Callable[..., None]] = []
+        #: Called with (channel, message) after a TOPIC or MODE change was shown to a channel.
+        self.on_channel_change: List[Callable[[Channel, Message], None]] = []
+        #: Called with (channel, user, command, text, client tags) after a channel PRIVMSG or
+        #: NOTICE was relayed to the local members (not the room messages of a bridged room).
+        self.on_relay: List[Callable[..., None]] = []
+        #: Called with (channel, by, target) after an INVITE into an IRC-only channel.
+        self.on_invite: List[Callable[..., None]] = []
+        #: Called with (user) when a local user's away text or user modes changed.
+        self.on_user_change: List[Callable[[Any], None]] = []
+        #: Called with (user) when an IRC user of another process appears here.
+        self.on_peer: List[Callable[[Any], None]] = []
+        #: The IRC users of other processes by user id (kept by ilchat.irc.replication).
+        self.peers_by_id: Dict[int, Set[Any]] = {}
         #: Objects with C{resolve(name) -> Channel | None} and C{refresh()}: the bridges, which
         #: create the channel of a room on demand (rooms appear while the server runs).
         self.resolvers: List[Any] = []
+
+    def run_hooks(self, hooks: List[Callable[..., None]], *args: Any) -> None:
+        """Call every hook of C{hooks}; one that fails is logged and keeps none from the others."""
+        for hook in list(hooks):
+            try:
+                hook(*args)
+            except Exception:
+                self._log.failure("IRC hook {hook!r} failed", hook=hook)
+
+    def user_changed(self, user: Any) -> None:
+        """A local user's away text or user modes changed (the other processes are told)."""
+        self.run_hooks(self.on_user_change, user)
 
     # -- ids -------------------------------------------------------------------------------------
 
@@ -359,8 +397,9 @@ class IrcNetwork:
         """
         key = irc_lower(nick)
         holder = self.users.get(key)
-        if self.cluster is None or (holder is not None and holder is not user):
+        if self.cluster is None or (holder is not None and holder is not user and not _elsewhere(holder)):
             return True
+        # Held by an IRC user of another process: the cluster knows whether it still is.
         return bool(await self.cluster.claim(NICK_NAMESPACE, key))
 
     def give_back_nick(self, nick: str) -> None:
@@ -372,10 +411,15 @@ class IrcNetwork:
             lambda failure: self._log.failure("Could not release the nick {key}", failure, key=key))
 
     def claim_nick(self, user: Any, nick: str) -> bool:
-        """Register C{nick} for C{user}; False if someone else holds it."""
+        """
+        Register C{nick} for C{user}; False if someone else holds it. An IRC user whose cluster
+        claim succeeded (of this process or another) takes it from an IRC user of another
+        process who gave it up there: their NICK or QUIT is on its way.
+        """
         key = irc_lower(nick)
         holder = self.users.get(key)
-        if holder is not None and holder is not user:
+        displaces = (user.local or _elsewhere(user)) and _elsewhere(holder)
+        if holder is not None and holder is not user and not displaces:
             return False
         old = getattr(user, "nick", None)
         if old and self.users.get(irc_lower(old)) is user and irc_lower(old) != key:
@@ -384,6 +428,10 @@ class IrcNetwork:
                 self.give_back_nick(old)
         self.users[key] = user
         return True
+
+    def irc_users_with_id(self, user_id: int) -> Set[Any]:
+        """The IRC users of other processes with this user id (ilchat.irc.replication's)."""
+        return self.peers_by_id.get(user_id, set())
 
     def release_nick(self, user: Any) -> None:
         nick = getattr(user, "nick", None)
@@ -422,11 +470,7 @@ class IrcNetwork:
         old = user.nick
         self.whowas.append(WhowasEntry(user, self.clock.seconds()))
         user.nick = new
-        for hook in list(self.on_nick):
-            try:
-                hook(user, old)
-            except Exception:
-                self._log.failure("on_nick hook {hook!r} failed", hook=hook)
+        self.run_hooks(self.on_nick, user, old)
         for peer in self.peers_of(user):
             peer.deliver(message)
         if user.local:
@@ -474,7 +518,33 @@ class IrcNetwork:
         channel.topic = topic
         channel.topic_by = by
         channel.topic_time = int(self.clock.seconds())
-        channel.broadcast(Message("TOPIC", (channel.name, topic), prefix=by))
+        self.show_change(channel, Message("TOPIC", (channel.name, topic), prefix=by))
+
+    def show_change(self, channel: Channel, message: Message) -> None:
+        """Show a TOPIC or MODE change to the local members and tell the C{on_channel_change} hooks."""
+        channel.broadcast(message)
+        self.run_hooks(self.on_channel_change, channel, message)
+
+    def relay(self, channel: Channel, sender: Any, command: str, text: str, tags: Dict[str, str]) -> None:
+        """A channel PRIVMSG/NOTICE to the local members (the sender with echo-message only)."""
+        for member in channel.local_members():
+            if member is not sender or "echo-message" in member.caps:
+                member.relay_text(command, channel.name, text, sender.hostmask, tags)
+        self.run_hooks(self.on_relay, channel, sender, command, text, tags)
+
+    def invite(self, channel: Channel, by: Any, target: Any) -> None:
+        """
+        C{by} invites C{target}: the invitation counts for ``+i``, the target (if local) gets
+        the INVITE, and so do the local operators with ``invite-notify``.
+        """
+        channel.invited.add(irc_lower(target.nick))
+        invite = Message("INVITE", (target.nick, channel.name), prefix=by.hostmask)
+        if target.local:
+            target.deliver(invite)
+        for member in channel.local_members():
+            if member is not by and "invite-notify" in member.caps and channel.is_op(member):
+                member.deliver(invite)
+        self.run_hooks(self.on_invite, channel, by, target)
 
     def add_member(self, channel: Channel, user: Any, modes: Iterable[str] = ()) -> None:
         """Add C{user} and show the JOIN to the local members (the joiner included)."""
@@ -483,6 +553,7 @@ class IrcNetwork:
         channel.members[user] = set(modes)
         user.channels.add(channel)
         channel.broadcast(Message("JOIN", (channel.name,), prefix=user.hostmask))
+        self.run_hooks(self.on_join, channel, user)
 
     def remove_member(
         self, channel: Channel, user: Any, command: str = "PART", reason: str = "", by: Any = None
@@ -506,6 +577,7 @@ class IrcNetwork:
         if user.local:
             channel.link.parted(user, reason)
         self.remove_channel_if_empty(channel)
+        self.run_hooks(self.on_leave, channel, user, command, reason, by)
 
     def quit(self, user: Any, reason: str) -> None:
         """Remove C{user} from the network, showing one QUIT to each peer."""
@@ -520,8 +592,4 @@ class IrcNetwork:
             self.remove_channel_if_empty(channel)
         user.channels.clear()
         self.release_nick(user)
-        for hook in list(self.on_quit):
-            try:
-                hook(user)
-            except Exception:
-                self._log.failure("on_quit hook {hook!r} failed", hook=hook)
+        self.run_hooks(self.on_quit, user, reason)

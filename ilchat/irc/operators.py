@@ -26,7 +26,13 @@ from ilchat.irc.numerics import (
 )
 from ilchat.irc.queries import is_oper
 
-__all__ = ["OperatorCommands"]
+__all__ = ["kill", "OperatorCommands"]
+
+
+def kill(target: Any, prefix: str, by: str, reason: str) -> None:
+    """Disconnect the local user C{target} for the operator C{by} (``nick!user@host`` C{prefix})."""
+    target.deliver(Message("KILL", (target.nick, reason), prefix=prefix))
+    target.close(f"Killed ({by} ({reason}))")
 
 
 class OperatorCommands:
@@ -65,6 +71,7 @@ class OperatorCommands:
                        nick=self.nick, address=self.ip, name=name)
         self.reply(RPL_YOUREOPER, "You are now an IRC operator")
         self.send_message(Message("MODE", (self.nick, "+o"), prefix=self.hostmask))
+        self.network.user_changed(self)
 
     def irc_KILL(self, message: Message) -> None:
         """An operator disconnects an IRC user; browser users are kicked from their rooms instead."""
@@ -76,13 +83,18 @@ class OperatorCommands:
         if target is None:
             self.reply(ERR_NOSUCHNICK, nick, "No such nick/channel")
             return
+        if getattr(target, "elsewhere", False):
+            # An IRC user of another process: that process disconnects them.
+            self._log.info("IRC operator {nick} killed {target} of {instance}: {reason}",
+                           nick=self.nick, target=target.nick, instance=target.instance, reason=reason)
+            target.link.kill(self, target, reason)
+            return
         if not target.local:
             self.reply(ERR_NOPRIVILEGES, "A web chat user cannot be killed; KICK them from the chat room")
             return
         self._log.info("IRC operator {nick} killed {target} ({address}): {reason}",
                        nick=self.nick, target=target.nick, address=target.ip, reason=reason)
-        target.deliver(Message("KILL", (target.nick, reason), prefix=self.hostmask))
-        target.close(f"Killed ({self.nick} ({reason}))")
+        kill(target, self.hostmask, self.nick, reason)
 
     def irc_WALLOPS(self, message: Message) -> None:
         """A message from an operator to every user with user mode ``+w``."""

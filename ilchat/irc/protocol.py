@@ -182,6 +182,7 @@ class IRCServerProtocol(
         else:
             self.away = None
             self.reply(RPL_UNAWAY, "You are no longer marked as being away")
+        self.network.user_changed(self)
 
     # -- messages --------------------------------------------------------------------------------
 
@@ -218,11 +219,8 @@ class IRCServerProtocol(
                     if errors:
                         self.reply(ERR_CANNOTSENDTOCHAN, channel.name, "Cannot send to channel (+m)")
                     continue
-                if channel.link.send(self, command, text, client_tags):
-                    continue
-                for member in channel.local_members():
-                    if member is not self or "echo-message" in self.caps:
-                        member.relay_text(command, channel.name, text, self.hostmask, client_tags)
+                if not channel.link.send(self, command, text, client_tags):
+                    self.network.relay(channel, self, command, text, client_tags)
                 continue
             user = self.network.find_user(target)
             if user is None:

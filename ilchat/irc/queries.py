@@ -3,9 +3,10 @@
 Queries of an IRC connection about users and the server: WHO (with masks), WHOIS, WHOWAS, ISON,
 USERHOST, LUSERS, TIME, VERSION, INFO and ADMIN.
 
-A mixin of L{ilchat.irc.protocol.IRCServerProtocol}. Users are the network's: local connections
-and the browser users of bridged rooms (L{ilchat.irc.network.RemoteUser}), who have no user
-modes, so invisibility (``+i``) and operator status are read with C{getattr}.
+A mixin of L{ilchat.irc.protocol.IRCServerProtocol}. Users are the network's: local connections,
+the IRC users of other processes (L{ilchat.irc.replication.PeerUser}, with the ``server_info``
+of their process) and the browser users of bridged rooms (L{ilchat.irc.network.RemoteUser}),
+who have no user modes, so invisibility (``+i``) and operator status are read with C{getattr}.
 """
 
 from datetime import datetime, timezone
@@ -92,7 +93,7 @@ class QueryCommands:
             channel_name,
             member.username or "*",
             member.host,
-            self.config.server_name,
+            getattr(member, "server_info", (self.config.server_name,))[0],
             member.nick,
             flags,
             f"0 {member.realname or member.nick}",
@@ -160,15 +161,16 @@ class QueryCommands:
                         if "s" not in c.modes or self in c.members]
             if channels:
                 self.reply(RPL_WHOISCHANNELS, user.nick, " ".join(sorted(channels)))
-            where = self.config.server_name if user.local else "ILIAS web chat"
-            self.reply(RPL_WHOISSERVER, user.nick, self.config.server_name, where)
+            server, where = getattr(user, "server_info", None) or (
+                self.config.server_name, self.config.server_name if user.local else "ILIAS web chat")
+            self.reply(RPL_WHOISSERVER, user.nick, server, where)
             if is_oper(user):
                 self.reply(RPL_WHOISOPERATOR, user.nick, "is an IRC operator")
             if user.away:
                 self.reply(RPL_AWAY, user.nick, user.away)
             if getattr(user, "account", None):
                 self.reply(RPL_WHOISACCOUNT, user.nick, user.account, "is logged in as")
-            if user.local:
+            if user.local or getattr(user, "signon", None):  # IRC users, here or elsewhere
                 idle = int(self.clock.seconds() - (user.last_message or user.signon))
                 self.reply(RPL_WHOISIDLE, user.nick, str(max(idle, 0)), str(user.signon), "seconds idle, signon time")
             self.reply(RPL_ENDOFWHOIS, user.nick, "End of /WHOIS list")
@@ -231,11 +233,15 @@ class QueryCommands:
         network = self.network
         network.max_local = max(network.max_local, len(local))
         network.max_global = max(network.max_global, total)
-        self.reply(RPL_LUSERCLIENT, f"There are {total - invisible} users and {invisible} invisible on 1 servers")
+        # Every process: the live ones, and those whose users are known before their heartbeat.
+        live = network.cluster.live_instances() if network.cluster is not None else {"this"}
+        servers = len(set(live) | {user.instance for user in users if getattr(user, "elsewhere", False)})
+        self.reply(RPL_LUSERCLIENT,
+                   f"There are {total - invisible} users and {invisible} invisible on {servers} servers")
         self.reply(RPL_LUSEROP, str(opers), "operator(s) online")
         self.reply(RPL_LUSERUNKNOWN, str(unknown), "unknown connection(s)")
         self.reply(RPL_LUSERCHANNELS, str(len(network.channels)), "channels formed")
-        self.reply(RPL_LUSERME, f"I have {len(local)} clients and 0 servers")
+        self.reply(RPL_LUSERME, f"I have {len(local)} clients and {servers - 1} servers")
         self.reply(RPL_LOCALUSERS, str(len(local)), str(network.max_local),
                    f"Current local users {len(local)}, max {network.max_local}")
         self.reply(RPL_GLOBALUSERS, str(total), str(network.max_global),

@@ -14,6 +14,7 @@ from ilchat.irc.auth import IliasAuthenticator
 from ilchat.irc.bridge import RoomBridge
 from ilchat.irc.network import IrcNetwork
 from ilchat.irc.protocol import IrcServerFactory
+from ilchat.irc.replication import IrcReplication
 
 __all__ = ["IrcComponent"]
 
@@ -37,6 +38,7 @@ class IrcComponent:
         self.factory: Optional[IrcServerFactory] = None
         self.bridges: List[RoomBridge] = []
         self.ports: List[IListeningPort] = []
+        self.replication: Optional[IrcReplication] = None
 
     async def start(self) -> None:
         config = self.config
@@ -64,6 +66,9 @@ class IrcComponent:
             bridge = RoomBridge(self.network, chat, client.store, rooms, config.auth)
             bridge.start(self.context.bus)
             self.bridges.append(bridge)
+        # The IRC users and channels of the other processes (nothing to do for one process).
+        self.replication = IrcReplication(self.network, self.context.bus, self.context.cluster)
+        await self.replication.start()
         # The process's one NetworkPolicy: the same allow-list and per-IP count as the web.
         self.factory = IrcServerFactory(self.network, reactor, self.context.policy)
         if config.port is not None:
@@ -93,6 +98,9 @@ class IrcComponent:
         self.ports = []
         if self.factory is not None:
             self.factory.close_all("Server shutting down")
+        if self.replication is not None:
+            self.replication.stop()
+            self.replication = None
         for bridge in self.bridges:
             bridge.stop()
         self.bridges = []

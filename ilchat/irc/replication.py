@@ -1,0 +1,450 @@
+# -*- test-case-name: tests.cluster.test_irc_network -*-
+"""
+One IRC network over several processes: the IRC users of every process, the IRC-only channels
+(``local_channels``) and the messages between IRC users, as plain events on the bus topic
+``irc``.
+
+Every process keeps the whole network in its L{IrcNetwork}: its own connections, and the IRC
+users of the others as L{PeerUser}s, in the nick table and in the channels they joined. What a
+local user does is applied here first (the network's own code, which shows it to the local
+members) and reported to the network's C{on_*} hooks; this module publishes it, and every other
+process applies it with the same network calls, showing it to its own members. Nothing is
+published for what is applied (the actor is a peer then), so events never echo. The events,
+each from the process of the user who acted:
+
+* ``irc_user`` (``user``: nick, username, host, realname, away, user modes, ids, account,
+  signon, server): a user registered, or changed away text or user modes;
+* ``irc_nick`` (``old``, ``new``), ``irc_quit`` (``nick``, ``reason``);
+* ``irc_join`` (``channel``, ``nick``, ``modes``, ``state``), ``irc_leave`` (``channel``,
+  ``nick``, ``command`` PART or KICK, ``reason``, ``by``): of any channel, bridged rooms too
+  (so a room's IRC members show as themselves, not as browser users);
+* ``irc_channel`` (``channel``, ``command``, ``params``, ``prefix``, ``state``): a TOPIC or
+  MODE of an IRC-only channel, with the channel's whole state after it (``state``: topic,
+  modes, key, limit, ``b e I`` lists, invitations, members' prefix modes);
+* ``irc_invite`` (``channel``, ``nick``, ``target``): into an IRC-only channel (it counts
+  for ``+i`` everywhere; the target's process shows it);
+* ``irc_message`` (``channel``, ``nick``, ``command``, ``text``, ``tags``): a channel PRIVMSG or
+  NOTICE the network relayed (IRC-only channels; in bridged rooms NOTICE and CTCP other than
+  ACTION, the rest being room messages); ``irc_private`` (``nick``, ``target``, ...) to an IRC
+  user of another process; ``irc_kill`` (``nick``, ``target``, ``instance``, ``reason``): an
+  operator's KILL of a user of that ``instance``, which disconnects them;
+* ``irc_sync`` (a process started, or Redis is back): every process answers with
+  ``irc_state`` (``users``, each with its ``channels`` and the state of its IRC-only ones),
+  which *replaces* what the others know of its users (QUITs for the missing, JOINs for the
+  new). A process that stops publishes an empty ``irc_state`` with a ``reason``.
+
+An instance whose heartbeat is gone (``cluster.on_instance_gone``) has its users QUIT here; one
+that is seen again (``on_instance_seen``) is asked for its state. A
+browser user's nick (L{ilchat.irc.bridge}) yields to an IRC user of another process who holds
+it in the cluster (IRC nicks are cluster claims): the browser user is renamed. An event that
+does not have its documented shape is logged and dropped.
+"""
+
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+
+from twisted.logger import Logger
+
+from ilchat.irc.message import Message
+from ilchat.irc.network import Channel, IrcNetwork, ListEntry, irc_lower
+from ilchat.irc.operators import kill
+
+__all__ = ["IrcReplication", "PeerUser", "TOPIC"]
+
+#: The bus topic of the IRC network.
+TOPIC = "irc"
+
+
+class PeerUser:
+    """An IRC user connected to another process (C{instance}), as this process knows them."""
+
+    local = False
+    registered = True
+    #: Their nick is a cluster claim of their process (see L{IrcNetwork.claim_nick}).
+    elsewhere = True
+    caps: frozenset = frozenset()
+    chat_connection = None
+
+    def __init__(self, instance: str, info: Dict[str, Any], link: "IrcReplication") -> None:
+        self.instance = instance
+        self.link = link
+        self.channels: Set[Channel] = set()
+        self.last_message = 0.0
+        self.update(info)
+
+    def update(self, info: Dict[str, Any]) -> None:
+        """Take the fields of an ``irc_user`` event (KeyError, TypeError: not one)."""
+        self.nick = str(info["nick"])
+        self.username = str(info["username"])
+        self.host = str(info["host"])
+        self.realname = str(info["realname"])
+        self.away: Optional[str] = info["away"]
+        self.user_id = int(info["user_id"])
+        self.account: Optional[str] = info["account"]
+        self.account_client: Optional[str] = info["account_client"]
+        self.user_modes = set(info["modes"])
+        self.signon = int(info["signon"])
+        self.server_info = (str(info["server"]), f"IRC on the ilchat process {self.instance}")
+
+    @property
+    def hostmask(self) -> str:
+        return f"{self.nick}!{self.username}@{self.host}"
+
+    def deliver(self, message: Message, client_tags: Optional[Dict[str, str]] = None) -> None:
+        """Lines for a peer are its own process's to send."""
+
+    def __repr__(self) -> str:
+        return f"<PeerUser {self.nick} on {self.instance}>"
+
+
+class IrcReplication:
+    """
+    Keeps C{network} in step with the IRC networks of the other processes over C{bus}
+    (topic L{TOPIC}); C{cluster} tells when a process is gone. ``await start()`` after the
+    bridges started, C{stop()} before the bus closes.
+    """
+
+    _log = Logger()
+
+    def __init__(self, network: IrcNetwork, bus: Any, cluster: Any) -> None:
+        self.network = network
+        self.bus = bus
+        self.cluster = cluster
+        self._undo: List[Callable[[], Any]] = []
+        #: (instance, folded nick) -> the IRC user of that process with that nick.
+        self._peers: Dict[Tuple[str, str], PeerUser] = {}
+
+    # -- life ------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        network = self.network
+        for hooks, hook in (
+            (network.on_register, self._registered), (network.on_user_change, self._registered),
+            (network.on_nick, self._nick_changed), (network.on_quit, self._quit),
+            (network.on_join, self._joined), (network.on_leave, self._left),
+            (network.on_channel_change, self._channel_changed), (network.on_relay, self._relayed),
+            (network.on_invite, self._invited),
+        ):
+            hooks.append(hook)
+            self._undo.append(lambda hooks=hooks, hook=hook: hook in hooks and hooks.remove(hook))
+        self._undo.append(self.bus.subscribe(TOPIC, self._received))
+        self._undo.append(self.bus.on_resumed(self._resync))
+        self._undo.append(self.cluster.on_instance_gone(self._instance_gone))
+        # A process back after it was judged gone (or started again at once under its name):
+        # its users QUIT here at the departure, its state is asked for again.
+        self._undo.append(self.cluster.on_instance_seen(lambda name: self._resync()))
+        await self.bus.subscribed()
+        self._resync()
+
+    def stop(self, reason: str = "Server shutting down") -> None:
+        """Tell the others that this process's users are gone, and stop listening."""
+        self._publish({"type": "irc_state", "users": [], "reason": reason})
+        for undo in reversed(self._undo):
+            undo()
+        self._undo = []
+
+    def _resync(self) -> None:
+        self._publish({"type": "irc_sync"})
+        self._publish_state()
+
+    # -- what this process's users do ------------------------------------------------------------
+
+    def _publish(self, event: Dict[str, Any]) -> None:
+        self.bus.publish(TOPIC, event)
+
+    def _user_info(self, user: Any) -> Dict[str, Any]:
+        return {
+            "nick": user.nick, "username": user.username or "*", "host": user.host,
+            "realname": user.realname or user.nick, "away": user.away, "user_id": user.user_id,
+            "account": user.account, "account_client": user.account_client,
+            "modes": sorted(user.user_modes), "signon": user.signon,
+            "server": self.network.config.server_name,
+        }
+
+    def _registered(self, user: Any) -> None:
+        if user.local and user.registered:
+            self._publish({"type": "irc_user", "user": self._user_info(user)})
+
+    def _nick_changed(self, user: Any, old: str) -> None:
+        if user.local and user.registered:
+            self._publish({"type": "irc_nick", "old": old, "new": user.nick})
+
+    def _quit(self, user: Any, reason: str) -> None:
+        if user.local:
+            self._publish({"type": "irc_quit", "nick": user.nick, "reason": reason})
+
+    def _joined(self, channel: Channel, user: Any) -> None:
+        if user.local:
+            self._publish({"type": "irc_join", "channel": channel.name, "nick": user.nick,
+                           "modes": sorted(channel.members.get(user, ())),
+                           "state": None if channel.bridged else channel_state(channel)})
+
+    def _left(self, channel: Channel, user: Any, command: str, reason: str, by: Any) -> None:
+        actor = user if by is None else by
+        if actor.local:
+            self._publish({"type": "irc_leave", "channel": channel.name, "nick": user.nick,
+                           "command": command, "reason": reason,
+                           "by": None if by is None else by.nick})
+
+    def _channel_changed(self, channel: Channel, message: Message) -> None:
+        nick = (message.prefix or "").split("!", 1)[0]
+        user = self.network.find_user(nick)
+        if channel.bridged or user is None or not user.local:
+            return  # a room title (each process's bridge shows it), or applied from a peer
+        self._publish({"type": "irc_channel", "channel": channel.name, "command": message.command,
+                       "params": list(message.params), "prefix": message.prefix,
+                       "state": channel_state(channel)})
+
+    def _invited(self, channel: Channel, by: Any, target: Any) -> None:
+        if by.local:
+            self._publish({"type": "irc_invite", "channel": channel.name, "nick": by.nick,
+                           "target": target.nick})
+
+    def _relayed(self, channel: Channel, sender: Any, command: str, text: str,
+                 tags: Dict[str, str]) -> None:
+        if sender.local:
+            self._publish({"type": "irc_message", "channel": channel.name, "nick": sender.nick,
+                           "command": command, "text": text, "tags": tags})
+
+    def send_private(self, user: Any, target: PeerUser, command: str, text: str) -> bool:
+        """The link of every L{PeerUser}: a private PRIVMSG/NOTICE to them, through their process."""
+        self._publish({"type": "irc_private", "nick": user.nick, "target": target.nick,
+                       "instance": target.instance, "command": command, "text": text})
+        return True
+
+    def kill(self, by: Any, target: PeerUser, reason: str) -> None:
+        """The link of every L{PeerUser}: an operator's KILL, carried out by their process."""
+        self._publish({"type": "irc_kill", "nick": by.nick, "prefix": by.hostmask,
+                       "target": target.nick, "instance": target.instance, "reason": reason})
+
+    def _publish_state(self) -> None:
+        users = []
+        for user in list(self.network.users.values()):
+            if not (user.local and user.registered):
+                continue
+            info = self._user_info(user)
+            info["channels"] = [
+                [channel.name, sorted(channel.members[user]),
+                 None if channel.bridged else channel_state(channel)]
+                for channel in sorted(user.channels, key=lambda c: c.name)
+            ]
+            users.append(info)
+        self._publish({"type": "irc_state", "users": users})
+
+    # -- what the other processes' users do ------------------------------------------------------
+
+    def _received(self, envelope: Dict[str, Any]) -> None:
+        origin, event = envelope["origin"], envelope["event"]
+        if origin == self.bus.instance:
+            return
+        handler = getattr(self, "_on_" + str(event.get("type")), None)
+        if handler is None:
+            return
+        try:
+            handler(origin, event)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            self._log.warn("Dropped an IRC event of {origin} that cannot be applied ({error!r}): {event}",
+                           origin=origin, error=error, event=event)
+
+    def _peer(self, origin: str, nick: Any) -> Optional[PeerUser]:
+        return self._peers.get((origin, irc_lower(str(nick))))
+
+    def _peers_of(self, origin: str) -> List[PeerUser]:
+        return [peer for (instance, _), peer in list(self._peers.items()) if instance == origin]
+
+    def _make_room(self, nick: str) -> None:
+        """
+        A browser user holding C{nick} here gives it up for an IRC user, who holds it in the
+        cluster. (An IRC user of yet another process holding it here gave it up there: their
+        NICK or QUIT is on its way, L{IrcNetwork.claim_nick} lets the nick go.)
+        """
+        holder = self.network.find_user(nick)
+        if holder is not None and not holder.local and not isinstance(holder, PeerUser) \
+                and holder.link is not None:
+            holder.link.give_up_nick(holder)
+
+    def _add_peer(self, origin: str, info: Dict[str, Any]) -> PeerUser:
+        peer = PeerUser(origin, info, self)
+        self._peers[origin, irc_lower(peer.nick)] = peer
+        self.network.peers_by_id.setdefault(peer.user_id, set()).add(peer)
+        # Bridges first: a browser user who is this IRC user becomes them in the rooms.
+        self.network.run_hooks(self.network.on_peer, peer)
+        self._make_room(peer.nick)
+        if not self.network.claim_nick(peer, peer.nick):
+            self._log.warn("IRC user {nick} of {origin} collides with a user of this process",
+                           nick=peer.nick, origin=origin)
+        return peer
+
+    def _remove_peer(self, peer: PeerUser, reason: str) -> None:
+        if self._peers.get((peer.instance, irc_lower(peer.nick))) is peer:
+            del self._peers[peer.instance, irc_lower(peer.nick)]
+        ids = self.network.peers_by_id.get(peer.user_id, set())
+        ids.discard(peer)
+        if not ids:
+            self.network.peers_by_id.pop(peer.user_id, None)
+        self.network.quit(peer, reason)
+
+    def _on_irc_user(self, origin: str, event: Dict[str, Any]) -> None:
+        info = event["user"]
+        peer = self._peer(origin, info["nick"])
+        if peer is None:
+            self._add_peer(origin, info)
+        else:
+            peer.update(info)
+
+    def _on_irc_nick(self, origin: str, event: Dict[str, Any]) -> None:
+        peer = self._peer(origin, event["old"])
+        new = str(event["new"])
+        if peer is None:
+            return
+        if irc_lower(new) != irc_lower(peer.nick):
+            self._make_room(new)
+        old = irc_lower(peer.nick)
+        if self.network.change_nick(peer, new):
+            del self._peers[origin, old]
+            self._peers[origin, irc_lower(new)] = peer
+        else:
+            self._log.warn("IRC user {nick} of {origin} cannot be renamed {new} here: a user of this"
+                           " process holds it", nick=peer.nick, origin=origin, new=new)
+
+    def _on_irc_quit(self, origin: str, event: Dict[str, Any]) -> None:
+        peer = self._peer(origin, event["nick"])
+        if peer is not None:
+            self._remove_peer(peer, str(event["reason"]))
+
+    def _channel(self, name: str, state: Optional[Dict[str, Any]]) -> Optional[Channel]:
+        """The channel C{name} here: a bridged room's, or an IRC-only one, made from C{state}."""
+        channel = self.network.find_channel(name)
+        if channel is None and state is not None and not self.network.reserved(name):
+            channel = self.network.add_channel(name)
+            apply_state(self.network, channel, state)
+        return channel
+
+    def _on_irc_join(self, origin: str, event: Dict[str, Any]) -> None:
+        peer = self._peer(origin, event["nick"])
+        channel = self._channel(str(event["channel"]), event["state"])
+        if peer is not None and channel is not None:
+            self._join(channel, peer, event["modes"])
+
+    def _join(self, channel: Channel, peer: PeerUser, modes: List[str]) -> None:
+        channel.invited.discard(irc_lower(peer.nick))  # used up, as on the joiner's process
+        self.network.add_member(channel, peer, [str(mode) for mode in modes])
+
+    def _on_irc_leave(self, origin: str, event: Dict[str, Any]) -> None:
+        channel = self.network.find_channel(str(event["channel"]))
+        if channel is None:
+            return
+        command = "KICK" if event["command"] == "KICK" else "PART"
+        by = None
+        if event["by"] is not None:
+            by = self._peer(origin, event["by"])
+        if command == "KICK":
+            target = self.network.find_user(str(event["nick"]))  # anyone's, ours too
+        else:
+            target = self._peer(origin, event["nick"])
+        if target is not None:
+            self.network.remove_member(channel, target, command, str(event["reason"]), by=by)
+
+    def _on_irc_channel(self, origin: str, event: Dict[str, Any]) -> None:
+        channel = self.network.find_channel(str(event["channel"]))
+        if channel is None or channel.bridged:
+            return
+        apply_state(self.network, channel, event["state"])
+        params = tuple(str(param) for param in event["params"])
+        channel.broadcast(Message(str(event["command"]), params, prefix=str(event["prefix"])))
+
+    def _on_irc_invite(self, origin: str, event: Dict[str, Any]) -> None:
+        channel = self.network.find_channel(str(event["channel"]))
+        by = self._peer(origin, event["nick"])
+        target = self.network.find_user(str(event["target"]))
+        if channel is not None and not channel.bridged and by is not None and target is not None:
+            self.network.invite(channel, by, target)
+
+    def _on_irc_message(self, origin: str, event: Dict[str, Any]) -> None:
+        channel = self.network.find_channel(str(event["channel"]))
+        peer = self._peer(origin, event["nick"])
+        if channel is None or peer is None:
+            return
+        peer.last_message = self.network.clock.seconds()
+        tags = {str(key): str(value) for key, value in dict(event["tags"]).items()}
+        self.network.relay(channel, peer, _command(event), str(event["text"]), tags)
+
+    def _on_irc_private(self, origin: str, event: Dict[str, Any]) -> None:
+        if event["instance"] != self.bus.instance:
+            return
+        target = self.network.find_user(str(event["target"]))
+        peer = self._peer(origin, event["nick"])
+        if target is None or not target.local or peer is None:
+            return
+        peer.last_message = self.network.clock.seconds()
+        target.relay_text(_command(event), target.nick, str(event["text"]), peer.hostmask, {})
+
+    def _on_irc_kill(self, origin: str, event: Dict[str, Any]) -> None:
+        target = self.network.find_user(str(event["target"]))
+        if event["instance"] == self.bus.instance and target is not None and target.local:
+            self._log.info("IRC operator {nick} of {origin} killed {target} ({address}): {reason}",
+                           nick=event["nick"], origin=origin, target=target.nick,
+                           address=target.ip, reason=event["reason"])
+            kill(target, str(event["prefix"]), str(event["nick"]), str(event["reason"]))
+
+    def _on_irc_sync(self, origin: str, event: Dict[str, Any]) -> None:
+        self._publish_state()
+
+    def _on_irc_state(self, origin: str, event: Dict[str, Any]) -> None:
+        """What C{origin} holds replaces what was known of it: QUITs, new users, JOINs, PARTs."""
+        reason = str(event.get("reason") or "Disconnected")
+        listed: Dict[str, Dict[str, Any]] = {irc_lower(str(info["nick"])): info for info in event["users"]}
+        for peer in self._peers_of(origin):
+            if irc_lower(peer.nick) not in listed:
+                self._remove_peer(peer, reason)
+        for info in listed.values():
+            peer = self._peer(origin, info["nick"])
+            if peer is None:
+                peer = self._add_peer(origin, info)
+            else:
+                peer.update(info)
+            wanted: Set[Channel] = set()
+            for name, modes, state in info["channels"]:
+                channel = self._channel(str(name), state)
+                if channel is not None:
+                    wanted.add(channel)
+                    self._join(channel, peer, modes)
+            for channel in list(peer.channels - wanted):
+                self.network.remove_member(channel, peer, "PART", "Disconnected")
+
+    def _instance_gone(self, name: str) -> None:
+        """A process without heartbeat: its IRC users quit here."""
+        for peer in self._peers_of(name):
+            self._remove_peer(peer, f"Server gone ({name})")
+
+
+def _command(event: Dict[str, Any]) -> str:
+    return "NOTICE" if event["command"] == "NOTICE" else "PRIVMSG"
+
+
+def channel_state(channel: Channel) -> Dict[str, Any]:
+    """The replicated state of an IRC-only channel, plain JSON values."""
+    return {
+        "topic": channel.topic, "topic_by": channel.topic_by, "topic_time": channel.topic_time,
+        "created": channel.created, "modes": sorted(channel.modes), "key": channel.key,
+        "limit": channel.limit, "invited": sorted(channel.invited),
+        "lists": {letter: [[e.mask, e.by, e.when] for e in entries]
+                  for letter, entries in channel.lists.items()},
+        "prefixes": [[member.nick, sorted(modes)] for member, modes in channel.members.items()],
+    }
+
+
+def apply_state(network: IrcNetwork, channel: Channel, state: Dict[str, Any]) -> None:
+    """Make C{channel} what C{state} (L{channel_state}) says (members' modes: of those here)."""
+    channel.topic, channel.topic_by = str(state["topic"]), str(state["topic_by"])
+    channel.topic_time, channel.created = int(state["topic_time"]), int(state["created"])
+    channel.modes = {str(mode) for mode in state["modes"]}
+    channel.key = None if state["key"] is None else str(state["key"])
+    channel.limit = None if state["limit"] is None else int(state["limit"])
+    channel.invited = {str(nick) for nick in state["invited"]}
+    channel.lists = {letter: [ListEntry(str(mask), str(by), int(when))
+                              for mask, by, when in state["lists"].get(letter, [])]
+                     for letter in "beI"}
+    for nick, modes in state["prefixes"]:
+        member = network.find_user(str(nick))
+        if member is not None and member in channel.members:
+            channel.members[member] = {str(mode) for mode in modes}
