@@ -167,6 +167,22 @@ class ChannelLink:
         """The ``(mask, set by, when)`` of a list mode (``b``) that the link keeps itself."""
         return defer.succeed([])
 
+    def tagmsg(self, user: Any, tags: Dict[str, str]) -> None:
+        """A local user's TAGMSG to the channel (client tags such as ``+typing``)."""
+
+    def history(self, user: Any, limit: int, after: Any = None, before: Any = None,
+                latest: bool = True) -> "defer.Deferred[List[Any]]":
+        """
+        The stored messages (L{ilchat.irc.history.HistoryLine}) between two bounds
+        (``("id", n)`` or ``("ts", seconds)``), as the store's ``get_history_page``; a local
+        channel keeps none.
+        """
+        return defer.succeed([])
+
+    def latest_message_time(self) -> "defer.Deferred[Optional[float]]":
+        """When the newest stored message was sent (seconds), or None (CHATHISTORY TARGETS)."""
+        return defer.succeed(None)
+
 
 class RemoteUser:
     """A user who is not connected over IRC (a browser user in a bridged room)."""
