@@ -397,7 +397,9 @@ class RegistrationCommands:
             "KICKLEN=300",
             *isupport_tokens(config),
         ]
-        self.reply(RPL_ISUPPORT, *tokens, "are supported by this server")
+        # At most 13 tokens a line: with the nick and the text, the 15 parameters IRC allows.
+        for start in range(0, len(tokens), 13):
+            self.reply(RPL_ISUPPORT, *tokens[start:start + 13], "are supported by this server")
 
     def _send_motd(self) -> None:
         motd = self.config.motd
