@@ -107,6 +107,8 @@ class IrcConnection(LineOnlyReceiver):
         #: The label of the command being answered and its replies so far (labeled-response).
         self._label: Optional[str] = None
         self._labeled: Optional[List[Message]] = None
+        #: The ids of the messages sent while a JOIN's history is read (ilchat.irc.history).
+        self.seen_msgids: Optional[Set[str]] = None
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -317,6 +319,8 @@ class IrcConnection(LineOnlyReceiver):
     def _tags_for(self, client_tags: Optional[Dict[str, str]] = None, msgid: Optional[str] = None,
                   at: Optional[float] = None) -> Dict[str, str]:
         tags: Dict[str, str] = {}
+        if msgid is not None and self.seen_msgids is not None:
+            self.seen_msgids.add(msgid)
         if "server-time" in self.caps:
             tags["time"] = server_time(self.clock.seconds() if at is None else at)
         if "message-tags" in self.caps:

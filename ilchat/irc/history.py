@@ -190,11 +190,16 @@ class HistoryCommands:
         count = self.config.history_on_join
         if not count or CHATHISTORY in self.caps or not channel.bridged:
             return
+        # A message that arrives live while the history is read is not played back again.
+        seen = self.seen_msgids = set()
         try:
             lines = await channel.link.history(self, count)
         except Exception:
             self._log.failure("History of {channel} for {nick}", channel=channel.name, nick=self.nick)
             return
+        finally:
+            self.seen_msgids = None
+        lines = [line for line in lines if line.msgid not in seen]
         if lines and not self._closing:
             self.send_history(channel.name, lines, "chathistory")
 

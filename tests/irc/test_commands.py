@@ -45,6 +45,8 @@ BEFORE_REGISTRATION = {"CAP", "PASS", "NICK", "USER", "AUTHENTICATE", "WEBIRC", 
 #: Parameters each command may be sent with: enough for the table, harmless for the handler.
 SAMPLE_PARAMS = {
     "CAP": ("LIST",),
+    "BATCH": ("+ref", "draft/multiline", "#room"),
+    "CHATHISTORY": ("LATEST", "#room", "*", "10"),
     "PASS": ("secret",),
     "USER": ("u", "0", "*", "Real"),
     "AUTHENTICATE": ("PLAIN",),

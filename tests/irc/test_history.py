@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List
 
+from twisted.internet import defer
 from twisted.trial import unittest
 
-from ilchat.irc.history import parse_timestamp
-from tests.irc.support import RawClient
+from ilchat.irc.history import HistoryLine, parse_timestamp
+from ilchat.irc.network import ChannelLink
+from tests.irc.support import RawClient, make_config, start_irc
 from tests.irc.test_bridge import CHANNEL, IrcBridgeMixin
 from tests.ilias.repository_support import sleep, wait_until
 
@@ -210,3 +212,35 @@ class MariaDBHistoryTests(HistoryMixin, unittest.TestCase):
 
 class SQLiteHistoryTests(HistoryMixin, unittest.TestCase):
     database_kind = "sqlite"
+
+
+class _SlowHistory(ChannelLink):
+    """A channel link whose stored history arrives when the test says (a slow database)."""
+
+    def __init__(self) -> None:
+        self.pending: List[defer.Deferred] = []
+
+    def history(self, user: Any, limit: int, after: Any = None, before: Any = None,
+                latest: bool = True) -> defer.Deferred:
+        d: defer.Deferred = defer.Deferred()
+        self.pending.append(d)
+        return d
+
+
+class PlaybackRaceTests(unittest.TestCase):
+    async def test_a_message_seen_live_during_the_read_is_not_played_back(self) -> None:
+        server = await start_irc(self, make_config(history_on_join=3))
+        link = _SlowHistory()
+        channel = server.network.add_channel("#slow", link)
+        client = await server.registered(self, "joiner")
+        client.send("JOIN #slow")
+        await client.wait_for("366")
+        await wait_until(lambda: link.pending, 5, "the history read")
+        # Live, while the history is being read: the message with id 42.
+        for member in channel.local_members():
+            member.relay_text("PRIVMSG", "#slow", "live", "web!u@h", None, "42")
+        link.pending[0].callback([HistoryLine("41", 1.0, "web!u@h", "older"),
+                                  HistoryLine("42", 2.0, "web!u@h", "live")])
+        client.send("PING sync")
+        await client.wait_for("PONG")
+        self.assertEqual([m.params[1] for m in client.since("PRIVMSG")], ["live", "older"])
