@@ -19,8 +19,9 @@ data is 417 (IRCv3).
 
 import re
 from collections import deque
+from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Deque, Dict, List, Optional, Set, Tuple
+from typing import Any, Deque, Dict, Iterator, List, Optional, Set, Tuple
 
 import attr
 from twisted.internet import defer, protocol
@@ -348,6 +349,15 @@ class IrcConnection(LineOnlyReceiver):
         """Hold what is sent from now on: it is the reply to the command with this label."""
         self._label = label
         self._labeled = []
+
+    @contextmanager
+    def not_a_reply(self) -> Iterator[None]:
+        """What is sent meanwhile goes out now, outside the labeled reply being held."""
+        held, self._labeled = self._labeled, None
+        try:
+            yield
+        finally:
+            self._labeled = held
 
     def end_label(self, _: Any = None) -> Any:
         """Send the held replies as labeled-response asks (ACK, one labeled line or a batch)."""

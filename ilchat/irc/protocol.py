@@ -251,7 +251,11 @@ class IRCServerProtocol(
                 if errors:
                     self.reply(ERR_NOSUCHNICK, target, "No such nick/channel")
                 continue
-            if user.local:
+            if user is self:
+                # To oneself: the copy received is not the reply (the echo is, with echo-message).
+                with self.not_a_reply():
+                    self.relay_text(command, user.nick, text, self.hostmask, client_tags, msgid)
+            elif user.local:
                 user.relay_text(command, user.nick, text, self.hostmask, client_tags, msgid)
             elif user.link is not None:
                 if not user.link.send_private(self, user, command, text):
@@ -279,10 +283,20 @@ class IRCServerProtocol(
                 for member in channel.local_members():
                     if member is not self and "message-tags" in member.caps:
                         member.deliver(outgoing, client_tags, msgid)
+            else:
+                return
         else:
             user = self.network.find_user(target)
-            if user is not None and user.local and "message-tags" in user.caps:
-                user.deliver(outgoing, client_tags, msgid)
+            if user is None or not user.local:
+                return
+            if "message-tags" in user.caps:
+                if user is self:
+                    with self.not_a_reply():
+                        user.deliver(outgoing, client_tags, msgid)
+                else:
+                    user.deliver(outgoing, client_tags, msgid)
+        if "echo-message" in self.caps and "message-tags" in self.caps:
+            self.deliver(outgoing, client_tags, msgid)
 
 
 class _RefusedProtocol(protocol.Protocol):

@@ -71,6 +71,35 @@ class LabeledResponseTests(TestCase):
         ack = await client.wait_for("ACK")
         self.assertEqual(ack.tags, {"label": "n1"})
 
+    async def test_echoes_are_the_labeled_replies(self) -> None:
+        """
+        With echo-message the echo is the reply: labeled, never the recipient's copy (to oneself
+        the received copy is unlabeled); TAGMSG is echoed too; an unknown command's 421 labeled.
+        """
+        caps = ("labeled-response", "batch", "echo-message", "message-tags")
+        server = await start_irc(self)
+        foo = await server.registered(self, "foo", caps=caps)
+        bar = await server.registered(self, "bar", caps=caps)
+        foo.send("@label=l1 PRIVMSG bar :hi")
+        echo = await foo.wait_for("PRIVMSG")
+        self.assertEqual(echo.tags["label"], "l1")
+        self.assertNotIn("label", (await bar.wait_for("PRIVMSG")).tags)
+        foo.clear()
+        foo.send("@label=l2 PRIVMSG foo :me")
+        foo.send("PING sync")
+        await foo.wait_for("PONG")
+        copies = foo.since("PRIVMSG")
+        self.assertEqual(len(copies), 2)
+        self.assertEqual(sorted(m.tags.get("label", "") for m in copies), ["", "l2"])
+        self.assertEqual(foo.since("BATCH"), [])
+        foo.send("@label=l3;+draft/react=ok TAGMSG bar")
+        tagged = await foo.wait_for("TAGMSG")
+        self.assertEqual((tagged.tags["label"], tagged.tags["+draft/react"]), ("l3", "ok"))
+        self.assertNotIn("label", (await bar.wait_for("TAGMSG")).tags)
+        foo.send("@label=l4 NONEXISTENT_COMMAND")
+        unknown = await foo.wait_for("421")
+        self.assertEqual(unknown.tags["label"], "l4")
+
     async def test_no_label_without_the_cap(self) -> None:
         server = await start_irc(self)
         client = await server.registered(self, "plain")
