@@ -65,12 +65,21 @@ def labeled(label: str, replies: Sequence[Message], server: str, batch: bool) ->
     """
     if not replies:
         return [Message("ACK", (), prefix=server, tags={"label": label})]
-    if len(replies) == 1:
-        only = replies[0]
-        return [attr.evolve(only, tags={**only.tags, "label": label})]
+    if len(replies) == 1 or _one_batch(replies):
+        # One line, or one batch (a multiline echo): its first line takes the label.
+        first = replies[0]
+        return [attr.evolve(first, tags={**first.tags, "label": label}), *replies[1:]]
     if not batch:
         return list(replies)
     return batched("labeled-response", (), replies, server, {"label": label})
+
+
+def _one_batch(messages: Sequence[Message]) -> bool:
+    first, last = messages[0], messages[-1]
+    if first.command != "BATCH" or last.command != "BATCH" or not first.params[0].startswith("+"):
+        return False
+    ref = first.params[0][1:]
+    return last.params[0] == "-" + ref and all(m.tags.get("batch") == ref for m in messages[1:-1])
 
 
 def multiline_lines(text: str, max_bytes: int) -> List[Tuple[str, bool]]:
@@ -109,30 +118,32 @@ def _pieces(line: str, max_bytes: int) -> List[str]:
 
 @attr.s(auto_attribs=True)
 class MultilineBatch:
-    """A client's open ``draft/multiline`` batch: its target, lines and size so far."""
+    """A client's open ``draft/multiline`` batch: its target, lines and size so far, its label."""
 
     target: str
     command: Optional[str] = None
-    text: str = ""
-    lines: int = 0
+    lines: List[Tuple[str, bool]] = attr.ib(factory=list)
     size: int = 0
     tags: Dict[str, str] = attr.ib(factory=dict)
+    label: Optional[str] = None
 
-    def add(self, command: str, text: str, concat: bool) -> Optional[str]:
-        """Add one line; the FAIL code when it breaks the batch's rules, else None."""
-        if self.command is not None and command != self.command:
-            return "MULTILINE_INVALID"
+    @property
+    def text(self) -> str:
+        """The message as one text: lines joined by line breaks, concatenated ones without."""
+        return "".join(("" if concat or index == 0 else "\n") + line
+                       for index, (line, concat) in enumerate(self.lines))
+
+    def add(self, command: str, text: str, concat: bool) -> Optional[Tuple[str, ...]]:
+        """Add one line; the FAIL code (and limit) when it breaks the batch's rules, else None."""
+        if (self.command is not None and command != self.command) or (concat and not text):
+            return ("MULTILINE_INVALID",)
         self.command = command
-        self.lines += 1
+        self.lines.append((text, concat))
         self.size += len(text.encode("utf-8"))
-        if self.lines > MULTILINE_MAX_LINES:
-            return "MULTILINE_MAX_LINES"
+        if len(self.lines) > MULTILINE_MAX_LINES:
+            return ("MULTILINE_MAX_LINES", str(MULTILINE_MAX_LINES))
         if self.size > MULTILINE_MAX_BYTES:
-            return "MULTILINE_MAX_BYTES"
-        if self.lines == 1:
-            self.text = text
-        else:
-            self.text += text if concat else "\n" + text
+            return ("MULTILINE_MAX_BYTES", str(MULTILINE_MAX_BYTES))
         return None
 
 
@@ -148,27 +159,38 @@ class MultilineCommands:
     def _init_multiline(self) -> None:
         self._batches: Dict[str, MultilineBatch] = {}
 
-    def _fail(self, command: str, code: str, *context: str) -> None:
-        self.send_message(Message("FAIL", (command, code, *context, "Invalid multiline batch"),
+    def _fail(self, *params: str) -> None:
+        self.send_message(Message("FAIL", ("BATCH", *params, "Invalid multiline batch"),
                                   prefix=self.config.server_name))
+
+    def opens_batch(self, message: Message) -> bool:
+        """``BATCH +ref draft/multiline``: its label belongs to the message sent at its end."""
+        return (message.command == "BATCH" and len(message.params) >= 2
+                and message.params[0].startswith("+") and message.params[1] == MULTILINE)
 
     def irc_BATCH(self, message: Message) -> None:
         reference = message.params[0]
         if reference.startswith("+"):
             if (len(message.params) < 3 or message.params[1] != MULTILINE
-                    or MULTILINE not in self.caps or len(self._batches) >= 1):
-                self._fail("BATCH", "MULTILINE_INVALID")
+                    or MULTILINE not in self.caps or self._batches):
+                self._fail("MULTILINE_INVALID")
                 return
+            label = message.tags.get("label") if "labeled-response" in self.caps else None
             self._batches[reference[1:]] = MultilineBatch(
-                target=message.params[2],
+                target=message.params[2], label=label,
                 tags={key: value for key, value in message.tags.items() if key.startswith("+")})
             return
         batch = self._batches.pop(reference[1:], None) if reference.startswith("-") else None
         if batch is None:
-            self._fail("BATCH", "MULTILINE_INVALID")
+            self._fail("MULTILINE_INVALID")
             return
-        if batch.command is not None and batch.text.strip():
-            self.send_chat(batch.command, batch.target, batch.text, batch.tags)
+        if batch.label:
+            self.start_label(batch.label)
+        try:
+            if batch.command is not None and batch.text.strip():
+                self.send_chat(batch.command, batch.target, batch.text, batch.tags, batch.lines)
+        finally:
+            self.end_label()
 
     def in_multiline(self, command: str, message: Message) -> bool:
         """Whether this PRIVMSG/NOTICE is a line of an open batch (taken, or refused with FAIL)."""
@@ -177,11 +199,16 @@ class MultilineCommands:
             return False
         batch = self._batches.get(reference)
         if batch is None:
+            if self._batches:
+                # Another batch's tag while one is open: the open one is broken.
+                self._batches.clear()
+                self._fail("MULTILINE_INVALID")
+                return True
             return False
         text = message.params[1] if len(message.params) > 1 else ""
-        error = "MULTILINE_INVALID_TARGET" if message.params[0] != batch.target else None
+        error = ("MULTILINE_INVALID_TARGET",) if message.params[0] != batch.target else None
         error = error or batch.add(command, text, CONCAT in message.tags)
         if error is not None:
             del self._batches[reference]
-            self._fail("BATCH", error)
+            self._fail(*error)
         return True

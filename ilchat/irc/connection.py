@@ -405,17 +405,32 @@ class IrcConnection(LineOnlyReceiver):
     def relay_text(
         self, command: str, target: str, text: str, prefix: str, tags: Optional[Dict[str, str]] = None,
         msgid: Optional[str] = None, at: Optional[float] = None,
+        lines: Optional[List[Tuple[str, bool]]] = None,
     ) -> None:
         """
         Relay one IRC user's PRIVMSG/NOTICE as one line, as ircds do: with the sender's prefix in
         front, text that filled the sender's 512 bytes is cut to fit (RFC 1459: no continuation
         lines), by L{send_message}.
         """
-        if "\n" in text or "\r" in text:
-            # An IRC multiline batch: to each client as its caps allow.
+        if lines is not None:
+            self.send_lines(command, target, lines, prefix, tags, msgid, at)
+        elif "\n" in text or "\r" in text:
             self.send_text(command, target, text, prefix, tags, msgid=msgid, at=at)
+        else:
+            self.deliver(Message(command, (target, text), prefix=prefix), tags, msgid, at)
+
+    def send_lines(self, command: str, target: str, lines: List[Tuple[str, bool]], prefix: str,
+                   tags: Optional[Dict[str, str]], msgid: Optional[str], at: Optional[float]) -> None:
+        """
+        An IRC user's multiline message as they wrote it: the same lines in a batch with the
+        cap, else each non-blank line as a message of its own (the msgid on the first).
+        """
+        if MULTILINE in self.caps and "batch" in self.caps:
+            self._send_multiline(command, target, lines, prefix, tags, msgid, at)
             return
-        self.deliver(Message(command, (target, text), prefix=prefix), tags, msgid, at)
+        for index, line in enumerate(line for line, _ in lines if line):
+            self.deliver(Message(command, (target, line), prefix=prefix), tags,
+                         msgid if index == 0 else None, at)
 
     def close(self, reason: str) -> None:
         """Send ERROR with C{reason} and close once it is written."""

@@ -10,7 +10,7 @@ the dispatch, messages and queries. Every parsed line is checked against the com
 C{irc_<COMMAND>} method runs.
 """
 
-from typing import Any, Dict, Optional, Set
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
@@ -127,6 +127,8 @@ class IRCServerProtocol(
         if message.command.isdigit():
             return None
         label = message.tags.get("label") if "labeled-response" in self.caps else None
+        if label and self.opens_batch(message):
+            label = None  # the batch's end answers, with its label (ilchat.irc.batches)
         if label:
             self.start_label(label)
         if not message.command.isalpha() or not message.command.isascii():
@@ -221,10 +223,15 @@ class IRCServerProtocol(
         client_tags = {key: value for key, value in message.tags.items() if key.startswith("+")}
         self.send_chat(command, message.params[0], text, client_tags)
 
-    def send_chat(self, command: str, targets: str, text: str, client_tags: Dict[str, str]) -> None:
-        """A PRIVMSG/NOTICE (one line, or a multiline batch's text) to its targets."""
+    def send_chat(self, command: str, targets: str, text: str, client_tags: Dict[str, str],
+                  lines: Optional[List[Tuple[str, bool]]] = None) -> None:
+        """
+        A PRIVMSG/NOTICE to its targets: one line, or a multiline batch's C{text} (its C{lines},
+        with their concat flags, for IRC users; its text for a chat room).
+        """
         errors = command == "PRIVMSG"
         msgid = unique_id()
+        at = self.clock.seconds()
         for target in targets.split(",")[:4]:
             if target.startswith("#"):
                 channel = self.network.find_channel(target)
@@ -244,7 +251,7 @@ class IRCServerProtocol(
                     continue
                 for member in channel.local_members():
                     if member is not self or "echo-message" in self.caps:
-                        member.relay_text(command, channel.name, text, self.hostmask, client_tags, msgid)
+                        member.relay_text(command, channel.name, text, self.hostmask, client_tags, msgid, at, lines)
                 continue
             user = self.network.find_user(target)
             if user is None:
@@ -254,9 +261,9 @@ class IRCServerProtocol(
             if user is self:
                 # To oneself: the copy received is not the reply (the echo is, with echo-message).
                 with self.not_a_reply():
-                    self.relay_text(command, user.nick, text, self.hostmask, client_tags, msgid)
+                    self.relay_text(command, user.nick, text, self.hostmask, client_tags, msgid, at, lines)
             elif user.local:
-                user.relay_text(command, user.nick, text, self.hostmask, client_tags, msgid)
+                user.relay_text(command, user.nick, text, self.hostmask, client_tags, msgid, at, lines)
             elif user.link is not None:
                 if not user.link.send_private(self, user, command, text):
                     if errors:
@@ -265,7 +272,7 @@ class IRCServerProtocol(
             if errors and user.away:
                 self.reply(RPL_AWAY, user.nick, user.away)
             if "echo-message" in self.caps:
-                self.relay_text(command, user.nick, text, self.hostmask, client_tags, msgid)
+                self.relay_text(command, user.nick, text, self.hostmask, client_tags, msgid, at, lines)
 
     def irc_TAGMSG(self, message: Message) -> None:
         """Client-only tags (typing notifications) between IRC clients, and to bridged rooms."""

@@ -133,28 +133,59 @@ class MessageIdTests(TestCase):
 
 class MultilineTests(TestCase):
     async def test_client_batch_reaches_capable_clients_as_a_batch_and_others_as_lines(self) -> None:
+        """
+        The same lines (blank and concat ones too) in a batch whose opening line has the msgid,
+        time and client tags; the labeled echo is that batch; others get the non-blank lines.
+        """
         server = await start_irc(self)
-        sender = await server.registered(self, "writer", caps=MULTILINE_CAPS)
+        caps = MULTILINE_CAPS + ("echo-message", "labeled-response")
+        sender = await server.registered(self, "writer", caps=caps)
         capable = await server.registered(self, "capable", caps=MULTILINE_CAPS)
-        plain = await server.registered(self, "plain")
+        plain = await server.registered(self, "plain", caps=("message-tags", "server-time"))
         for client in (sender, capable, plain):
             client.send("JOIN #ml")
             await client.wait_for("366")
-        sender.send("BATCH +b1 draft/multiline #ml")
+        sender.clear()
+        sender.send("@label=x1;+client-tag BATCH +b1 draft/multiline #ml")
         sender.send("@batch=b1 PRIVMSG #ml :first line")
+        sender.send("@batch=b1 PRIVMSG #ml :")
         sender.send("@batch=b1 PRIVMSG #ml :second ")
         sender.send("@batch=b1;draft/multiline-concat PRIVMSG #ml :half")
         sender.send("BATCH -b1")
         start = await capable.wait_for("BATCH")
         self.assertEqual(start.params[1:], ("draft/multiline", "#ml"))
         self.assertTrue(start.prefix.startswith("writer!"))
-        self.assertIn("msgid", start.tags)
+        self.assertIn("+client-tag", start.tags)
         await capable.wait_for("BATCH")
         lines = capable.since("PRIVMSG")
-        self.assertEqual([m.params[1] for m in lines], ["first line", "second half"])
-        await plain.wait_for("PRIVMSG", lambda m: m.params[1] == "second half")
-        self.assertEqual([m.params[1] for m in plain.since("PRIVMSG")], ["first line", "second half"])
+        self.assertEqual([m.params[1] for m in lines], ["first line", "", "second ", "half"])
+        self.assertEqual(["draft/multiline-concat" in m.tags for m in lines], [False, False, False, True])
+        self.assertTrue(all("msgid" not in m.tags and "time" not in m.tags for m in lines))
+        echo_start = await sender.wait_for("BATCH")
+        self.assertEqual((echo_start.tags["label"], echo_start.tags["msgid"], echo_start.params[1]),
+                         ("x1", start.tags["msgid"], "draft/multiline"))
+        self.assertEqual(sender.since("ACK"), [])
+        await plain.wait_for("PRIVMSG", lambda m: m.params[1] == "half")
+        fallback = plain.since("PRIVMSG")
+        self.assertEqual([m.params[1] for m in fallback], ["first line", "second ", "half"])
+        self.assertEqual([m.tags.get("msgid") for m in fallback], [start.tags["msgid"], None, None])
+        self.assertEqual({m.tags["time"] for m in fallback}, {start.tags["time"]})
+        self.assertTrue(all("+client-tag" in m.tags for m in fallback))
         self.assertEqual(plain.since("BATCH"), [])
+
+    async def test_broken_batches_are_fail_multiline_invalid(self) -> None:
+        """A concat tag on a blank line, or another batch's tag while one is open."""
+        server = await start_irc(self)
+        sender = await server.registered(self, "writer", caps=MULTILINE_CAPS)
+        sender.send("JOIN #ml")
+        await sender.wait_for("366")
+        sender.send("BATCH +a draft/multiline #ml")
+        sender.send("@batch=a PRIVMSG #ml :hi")
+        sender.send("@batch=a;draft/multiline-concat PRIVMSG #ml :")
+        self.assertEqual((await sender.wait_for("FAIL")).params[:2], ("BATCH", "MULTILINE_INVALID"))
+        sender.send("BATCH +b draft/multiline #ml")
+        sender.send("@batch=c PRIVMSG #ml :hi")
+        self.assertEqual((await sender.wait_for("FAIL")).params[:2], ("BATCH", "MULTILINE_INVALID"))
 
     async def test_over_the_limits_is_fail(self) -> None:
         server = await start_irc(self)
@@ -165,7 +196,7 @@ class MultilineTests(TestCase):
         for _ in range(101):
             sender.send("@batch=big PRIVMSG #ml :line")
         fail = await sender.wait_for("FAIL")
-        self.assertEqual(fail.params[:2], ("BATCH", "MULTILINE_MAX_LINES"))
+        self.assertEqual(fail.params[:3], ("BATCH", "MULTILINE_MAX_LINES", "100"))
         sender.send("BATCH +other draft/multiline #elsewhere")
         sender.send("@batch=other PRIVMSG #ml :wrong target")
         fail = await sender.wait_for("FAIL")
