@@ -34,7 +34,7 @@ from twisted.logger import Logger
 
 from ilchat.chat.cluster_presence import ClusterPresence
 from ilchat.chat.rooms import ChatError, ChatRooms, ContentTooLong
-from ilchat.irc.history import HistoryLine
+from ilchat.irc.history_store import Bound, HistoryLine
 from ilchat.irc.message import Message
 from ilchat.jsonutil import JSONError, loads
 from ilchat.irc.network import (
@@ -97,6 +97,16 @@ def chat_action(content: str) -> Optional[str]:
     if content.startswith(ME) and content[len(ME):].strip():
         return content[len(ME):]
     return None
+
+
+def _store_bound(bound: Optional[Bound]) -> Any:
+    """A CHATHISTORY bound as the store's (``("id", hist_id)``/``("ts", s)``); False for none."""
+    if bound is None or bound[0] == "ts":
+        return bound
+    kind, msgid = bound
+    if not msgid.isdigit():
+        return False
+    return ("id", int(msgid) + 1) if kind == "upto" else ("id", int(msgid))
 
 
 class RoomLink(ChannelLink):
@@ -394,10 +404,13 @@ class RoomBridge:
 
     # -- history ---------------------------------------------------------------------------------
 
-    async def history(self, user: Any, room_id: int, limit: int, after: Any = None,
-                      before: Any = None, latest: bool = True) -> List[HistoryLine]:
+    async def history(self, user: Any, room_id: int, limit: int, after: Optional[Bound] = None,
+                      before: Optional[Bound] = None, latest: bool = True) -> List[HistoryLine]:
         """The room's stored messages as IRC lines; whispers only for their sender and target."""
-        rows = await self.store.get_history_page(room_id, limit, after=after, before=before,
+        bounds = [_store_bound(bound) for bound in (after, before)]
+        if any(bound is False for bound in bounds):
+            return []  # a msgid that names no stored message (an IRC-only one's)
+        rows = await self.store.get_history_page(room_id, limit, after=bounds[0], before=bounds[1],
                                                  latest=latest)
         lines = []
         for row in rows:

@@ -2,11 +2,13 @@
 """
 Chat history on IRC: IRCv3 ``draft/chathistory`` and the lines played back on JOIN.
 
-The history is the one the web sees (``chatroom_history``, through the bridge's channel link and
-the store); a plain IRC channel keeps none and answers with an empty batch. A message's
-``msgid`` is its row's ``hist_id``, so ``msgid=`` references are row ids and ``timestamp=``
-references the rows' times (seconds). Replies go in a ``chathistory`` batch (with the ``batch``
-cap), each line with ``time`` (server-time) and ``msgid`` (message-tags) of the stored message.
+A chat room's history is the one the web sees (``chatroom_history``, through the bridge's channel
+link and the store): a message's ``msgid`` is its row's ``hist_id`` and ``timestamp=``
+references compare with the rows' times (seconds). IRC-only channels and private messages
+between IRC users have the network's in-memory L{ilchat.irc.history_store.LocalHistory}.
+Replies go in a ``chathistory`` batch (with the ``batch`` cap), each line with ``time``
+(server-time) and ``msgid`` (message-tags) of the stored message. Bounds are exclusive
+(``upto`` is the one inclusive kind, for AROUND's own message).
 
 A client without ``draft/chathistory`` gets the latest ``irc`` → ``history_on_join`` lines of a
 bridged room when it joins, the same way.
@@ -15,31 +17,22 @@ A mixin of L{ilchat.irc.protocol.IRCServerProtocol}.
 """
 
 from datetime import datetime, timezone
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Awaitable, Callable, List, Optional, Sequence
 
-import attr
 from twisted.logger import Logger
 
 from ilchat.irc.batches import batched
 from ilchat.irc.connection import server_time
+from ilchat.irc.history_store import Bound, HistoryLine, dm_key
 from ilchat.irc.message import Message, split_text
+from ilchat.irc.network import irc_lower
 
-__all__ = ["HistoryCommands", "HistoryLine", "isupport_tokens", "parse_reference"]
+__all__ = ["HistoryCommands", "HistoryLine", "isupport_tokens", "parse_reference", "parse_timestamp"]
 
 CHATHISTORY = "draft/chathistory"
 
-Bound = Tuple[str, float]
-
-
-@attr.s(frozen=True, slots=True, auto_attribs=True)
-class HistoryLine:
-    """One stored message as IRC shows it: id, time (seconds), sender mask, text, CTCP."""
-
-    msgid: str
-    at: float
-    prefix: str
-    text: str
-    ctcp: Optional[str] = None
+#: ``fetch(limit, after, before, latest)``: the lines of one target between two bounds.
+Fetch = Callable[[int, Optional[Bound], Optional[Bound], bool], Awaitable[List[HistoryLine]]]
 
 
 def isupport_tokens(config: Any) -> List[str]:
@@ -59,23 +52,14 @@ def parse_timestamp(text: str) -> Optional[float]:
 
 
 def parse_reference(text: str) -> Optional[Bound]:
-    """
-    ``msgid=<id>`` as ``("id", hist_id)`` and ``timestamp=<time>`` as ``("ts", seconds)``;
-    None for anything else. A msgid that is no row id (an IRC-only message's) is ``("id", -1)``,
-    which matches nothing.
-    """
+    """``msgid=<id>`` as ``("msgid", id)``, ``timestamp=<time>`` as ``("ts", seconds)``; else None."""
     kind, _, value = text.partition("=")
     if kind == "msgid" and value:
-        return ("id", int(value)) if value.isdigit() else ("id", -1)
+        return ("msgid", value)
     if kind == "timestamp":
         seconds = parse_timestamp(value)
         return None if seconds is None else ("ts", seconds)
     return None
-
-
-def _earlier(first: Bound, second: Bound) -> bool:
-    """Whether C{first} comes before C{second} (references of two kinds: as given)."""
-    return first[0] != second[0] or first[1] <= second[1]
 
 
 class HistoryCommands:
@@ -92,8 +76,7 @@ class HistoryCommands:
         sub = params[0].upper()
         if sub == "TARGETS":
             return self._history_targets(params)
-        handler = _SUBCOMMANDS.get(sub)
-        if handler is None:
+        if sub not in _SUBCOMMANDS:
             self._history_fail("INVALID_PARAMS", params[0])
             return None
         needed = 5 if sub == "BETWEEN" else 4
@@ -112,33 +95,41 @@ class HistoryCommands:
         if not limit.isdigit() or int(limit) < 1:
             self._history_fail("INVALID_PARAMS", sub, limit)
             return None
-        count = min(int(limit), self.config.chathistory_limit)
-        channel = None
+        fetch = self._history_of(sub, target)
+        if fetch is None:
+            return None
+        return self._history_reply(fetch, target, sub, refs, min(int(limit), self.config.chathistory_limit))
+
+    def _history_of(self, sub: str, target: str) -> Optional[Fetch]:
+        """Where the history of C{target} comes from (None: INVALID_TARGET was sent)."""
         if target.startswith("#"):
             channel = self.network.find_channel(target)
             if channel is None or self not in channel.members:
                 self._history_fail("INVALID_TARGET", sub, target)
                 return None
+            if channel.bridged:
+                return lambda limit, after, before, latest: channel.link.history(
+                    self, limit, after, before, latest)
+            key: Any = irc_lower(channel.name)
         else:
-            user = self.network.find_user(target)
-            if user is None:
-                self._history_fail("INVALID_TARGET", sub, target)
-                return None
-            target = user.nick
-        return self._history_reply(channel, target, handler(refs, count))
+            key = dm_key(irc_lower(self.nick), irc_lower(target))
+        history = self.network.history
 
-    async def _history_reply(self, channel: Any, target: str, queries: Sequence[Tuple]) -> None:
-        """Run the queries (parts of one answer, in order) and send their lines in one batch."""
-        lines: List[HistoryLine] = []
-        if channel is not None:
-            try:
-                for limit, after, before, latest in queries:
-                    if limit > 0:
-                        lines.extend(await channel.link.history(self, limit, after, before, latest))
-            except Exception:
-                self._log.failure("CHATHISTORY of {channel} for {nick}", channel=channel.name, nick=self.nick)
-                self._history_fail("MESSAGE_ERROR", "CHATHISTORY", target)
-                return
+        async def local(limit: int, after: Optional[Bound], before: Optional[Bound],
+                        latest: bool) -> List[HistoryLine]:
+            return history.page(key, limit, after, before, latest)
+
+        return local
+
+    async def _history_reply(self, fetch: Fetch, target: str, sub: str,
+                             refs: List[Optional[Bound]], limit: int) -> None:
+        """The lines a subcommand asks for, in one batch."""
+        try:
+            lines = await _SUBCOMMANDS[sub](fetch, refs, limit)
+        except Exception:
+            self._log.failure("CHATHISTORY of {target} for {nick}", target=target, nick=self.nick)
+            self._history_fail("MESSAGE_ERROR", sub, target)
+            return
         self.send_history(target, lines, "chathistory")
 
     def send_history(self, target: str, lines: Sequence[HistoryLine], kind: str) -> None:
@@ -146,10 +137,11 @@ class HistoryCommands:
         messages = []
         for line in lines:
             start, end = (f"\x01{line.ctcp} ", "\x01") if line.ctcp else ("", "")
-            overhead = len(f":{line.prefix} PRIVMSG {target} :{start}{end}".encode("utf-8")) + 2
+            to = line.target or target
+            overhead = len(f":{line.prefix} {line.command} {to} :{start}{end}".encode("utf-8")) + 2
             for index, piece in enumerate(split_text(line.text, 512 - overhead)):
                 tags = self._tags_for(None, line.msgid if index == 0 else None, line.at)
-                messages.append(Message("PRIVMSG", (target, start + piece + end), prefix=line.prefix,
+                messages.append(Message(line.command, (to, start + piece + end), prefix=line.prefix,
                                         tags=tags))
         if "batch" in self.caps:
             messages = batched(kind, (target,), messages, self.config.server_name)
@@ -157,7 +149,7 @@ class HistoryCommands:
             self.send_message(outgoing)
 
     async def _history_targets(self, params: Sequence[str]) -> None:
-        """``CHATHISTORY TARGETS <time> <time> <limit>``: the joined rooms with messages between."""
+        """``CHATHISTORY TARGETS <time> <time> <limit>``: joined channels and private talks."""
         if len(params) < 4:
             self._history_fail("INVALID_PARAMS", "TARGETS")
             return
@@ -167,19 +159,24 @@ class HistoryCommands:
             self._history_fail("INVALID_PARAMS", "TARGETS")
             return
         low, high = sorted((first[1], second[1]))
-        found = []
+        me = irc_lower(self.nick)
+        history = self.network.history
+        found = [(at, a if b == me else b) for (a, b), at in history.latest(history.keys_with(me))]
         for channel in sorted(self.channels, key=lambda c: c.name):
+            if not channel.bridged:
+                found.extend((at, channel.name) for _, at in history.latest([irc_lower(channel.name)]))
+                continue
             try:
                 latest = await channel.link.latest_message_time()
             except Exception:
                 self._log.failure("CHATHISTORY TARGETS of {channel}", channel=channel.name)
                 continue
-            if latest is not None and low <= latest <= high:
+            if latest is not None:
                 found.append((latest, channel.name))
-        found.sort()
+        found = sorted(item for item in found if low <= item[0] <= high)
         server = self.config.server_name
-        messages = [Message("CHATHISTORY", ("TARGETS", name, server_time(latest)), prefix=server)
-                    for latest, name in found[: min(int(params[3]), self.config.chathistory_limit)]]
+        messages = [Message("CHATHISTORY", ("TARGETS", name, server_time(at)), prefix=server)
+                    for at, name in found[: min(int(params[3]), self.config.chathistory_limit)]]
         if "batch" in self.caps:
             messages = batched("draft/chathistory-targets", (), messages, server)
         for outgoing in messages:
@@ -204,32 +201,34 @@ class HistoryCommands:
             self.send_history(channel.name, lines, "chathistory")
 
 
-def _latest(refs: List[Optional[Bound]], limit: int) -> List[Tuple]:
-    return [(limit, refs[0], None, True)]
+async def _latest(fetch: Fetch, refs: List[Optional[Bound]], limit: int) -> List[HistoryLine]:
+    return await fetch(limit, refs[0], None, True)
 
 
-def _before(refs: List[Optional[Bound]], limit: int) -> List[Tuple]:
-    return [(limit, None, refs[0], True)]
+async def _before(fetch: Fetch, refs: List[Optional[Bound]], limit: int) -> List[HistoryLine]:
+    return await fetch(limit, None, refs[0], True)
 
 
-def _after(refs: List[Optional[Bound]], limit: int) -> List[Tuple]:
-    return [(limit, refs[0], None, False)]
+async def _after(fetch: Fetch, refs: List[Optional[Bound]], limit: int) -> List[HistoryLine]:
+    return await fetch(limit, refs[0], None, False)
 
 
-def _around(refs: List[Optional[Bound]], limit: int) -> List[Tuple]:
-    """Half before the reference (the message itself included for a msgid), half after."""
+async def _around(fetch: Fetch, refs: List[Optional[Bound]], limit: int) -> List[HistoryLine]:
+    """Up to the reference (its own message included), then after it: half and half."""
     kind, value = refs[0]
-    before = (kind, value + 1) if kind == "id" else (kind, value)
-    earlier = limit - limit // 2
-    return [(earlier, None, before, True), (limit // 2, (kind, value), None, False)]
+    earlier, later = limit - limit // 2, limit // 2
+    if kind == "msgid":
+        lines = await fetch(earlier, None, ("upto", value), True)
+        return lines + (await fetch(later, refs[0], None, False) if later else [])
+    lines = await fetch(earlier, None, refs[0], True)
+    return lines + (await fetch(later, ("ts", value - 0.0005), None, False) if later else [])
 
 
-def _between(refs: List[Optional[Bound]], limit: int) -> List[Tuple]:
-    """From the first reference towards the second, whichever comes first in time."""
+async def _between(fetch: Fetch, refs: List[Optional[Bound]], limit: int) -> List[HistoryLine]:
+    """From the first reference towards the second: forwards, or else backwards."""
     first, second = refs
-    if _earlier(first, second):
-        return [(limit, first, second, False)]
-    return [(limit, second, first, True)]
+    lines = await fetch(limit, first, second, False)
+    return lines or await fetch(limit, second, first, True)
 
 
 _SUBCOMMANDS = {"LATEST": _latest, "BEFORE": _before, "AFTER": _after, "AROUND": _around,

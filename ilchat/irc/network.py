@@ -21,6 +21,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from ilchat.irc.history_store import LocalHistory
 from ilchat.irc.message import Message
 from ilchat.irc.throttle import LoginThrottle
 
@@ -320,6 +321,8 @@ class IrcNetwork:
         self.authenticator = authenticator
         #: Failed password checks per address and account (see L{ilchat.irc.throttle}).
         self.login_throttle = LoginThrottle(config.login_limits, clock)
+        #: What IRC-only channels and private messages said, for CHATHISTORY (in memory).
+        self.history = LocalHistory(config.chathistory_limit)
         self.users: Dict[str, Any] = {}
         self.channels: Dict[str, Channel] = {}
         self.created = clock.seconds()

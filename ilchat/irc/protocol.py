@@ -21,7 +21,7 @@ from ilchat.irc.channels import ChannelCommands
 from ilchat.irc.commands import COMMANDS
 from ilchat.irc.connection import IrcConnection
 from ilchat.irc.message import Message, MessageError, format_message, parse_message
-from ilchat.irc.network import Channel, IrcNetwork
+from ilchat.irc.network import Channel, IrcNetwork, irc_lower
 from ilchat.irc.numerics import (
     ERR_ALREADYREGISTERED,
     ERR_CANNOTSENDTOCHAN,
@@ -39,6 +39,7 @@ from ilchat.irc.numerics import (
     RPL_UNAWAY,
 )
 from ilchat.irc.history import HistoryCommands
+from ilchat.irc.history_store import HistoryLine, dm_key
 from ilchat.irc.operators import OperatorCommands
 from ilchat.irc.queries import QueryCommands
 from ilchat.irc.registration import SUPPORTED_CAPS, RegistrationCommands
@@ -230,9 +231,9 @@ class IRCServerProtocol(
         with their concat flags, for IRC users; its text for a chat room).
         """
         errors = command == "PRIVMSG"
-        msgid = unique_id()
         at = self.clock.seconds()
         for target in targets.split(",")[:4]:
+            msgid = unique_id()
             if target.startswith("#"):
                 channel = self.network.find_channel(target)
                 if channel is None:
@@ -252,6 +253,8 @@ class IRCServerProtocol(
                 for member in channel.local_members():
                     if member is not self or "echo-message" in self.caps:
                         member.relay_text(command, channel.name, text, self.hostmask, client_tags, msgid, at, lines)
+                if errors and not channel.bridged:
+                    self._remember(irc_lower(channel.name), msgid, at, text, channel.name)
                 continue
             user = self.network.find_user(target)
             if user is None:
@@ -269,10 +272,16 @@ class IRCServerProtocol(
                     if errors:
                         self.reply(ERR_NOSUCHNICK, user.nick, "No chat room in common: join one of their rooms first")
                     continue
+            if user.local and errors:
+                self._remember(dm_key(irc_lower(self.nick), irc_lower(user.nick)), msgid, at, text, user.nick)
             if errors and user.away:
                 self.reply(RPL_AWAY, user.nick, user.away)
             if "echo-message" in self.caps:
                 self.relay_text(command, user.nick, text, self.hostmask, client_tags, msgid, at, lines)
+
+    def _remember(self, key: Any, msgid: str, at: float, text: str, target: str) -> None:
+        """An IRC-only PRIVMSG in the network's history (CHATHISTORY; never in the database)."""
+        self.network.history.add(key, HistoryLine(msgid, at, self.hostmask, text, target=target))
 
     def irc_TAGMSG(self, message: Message) -> None:
         """Client-only tags (typing notifications) between IRC clients, and to bridged rooms."""

@@ -244,3 +244,86 @@ class PlaybackRaceTests(unittest.TestCase):
         client.send("PING sync")
         await client.wait_for("PONG")
         self.assertEqual([m.params[1] for m in client.since("PRIVMSG")], ["live", "older"])
+
+
+ALL_CAPS = ("draft/chathistory", "batch", "message-tags", "server-time", "echo-message", "labeled-response")
+
+
+def _seen(message: Any) -> tuple:
+    """What CHATHISTORY must give back of a message as its echo showed it."""
+    return (message.tags["msgid"], message.tags["time"], message.prefix.split("!")[0], message.params)
+
+
+class LocalHistoryTests(unittest.TestCase):
+    """IRC-only channels and private messages: the in-memory history, with exclusive bounds."""
+
+    async def ten_messages(self, client: RawClient, target: str, other: Any = None) -> List[tuple]:
+        echoes = []
+        for n in range(10):
+            sender = client if other is None or n % 2 == 0 else other[0]
+            to = target if other is None or n % 2 == 0 else other[1]
+            sender.send(f"PRIVMSG {to} :message {n}")
+            echoes.append(_seen(await sender.wait_for("PRIVMSG", lambda m, n=n: m.params[1] == f"message {n}"
+                                                      and m.prefix.startswith(sender.nick + "!"))))
+            await sleep(0.01)
+        return echoes
+
+    async def history(self, client: RawClient, *params: str) -> List[tuple]:
+        client.clear()
+        client.send("CHATHISTORY " + " ".join(params))
+        return [_seen(m) for m in await batch_of(client)]
+
+    async def test_channel_subcommands(self) -> None:
+        server = await start_irc(self)
+        bar = await server.registered(self, "bar", caps=ALL_CAPS)
+        bar.nick = "bar"
+        bar.send("JOIN #chan")
+        await bar.wait_for("366")
+        echo = await self.ten_messages(bar, "#chan")
+        msgid = [e[0] for e in echo]
+        time = [e[1] for e in echo]
+        h = self.history
+        self.assertEqual(await h(bar, "LATEST", "#chan", "*", "20"), echo)
+        self.assertEqual(await h(bar, "LATEST", "#chan", "*", "5"), echo[-5:])
+        self.assertEqual(await h(bar, "LATEST", "#chan", f"msgid={msgid[4]}", "20"), echo[5:])
+        self.assertEqual(await h(bar, "LATEST", "#chan", f"timestamp={time[4]}", "20"), echo[5:])
+        self.assertEqual(await h(bar, "BEFORE", "#chan", f"msgid={msgid[6]}", "20"), echo[:6])
+        self.assertEqual(await h(bar, "BEFORE", "#chan", f"timestamp={time[6]}", "2"), echo[4:6])
+        self.assertEqual(await h(bar, "AFTER", "#chan", f"msgid={msgid[3]}", "20"), echo[4:])
+        self.assertEqual(await h(bar, "AFTER", "#chan", f"timestamp={time[3]}", "3"), echo[4:7])
+        for first, last in ((0, -1), (-1, 0)):
+            self.assertEqual(await h(bar, "BETWEEN", "#chan", f"msgid={msgid[first]}",
+                                     f"msgid={msgid[last]}", "20"), echo[1:-1])
+            self.assertEqual(await h(bar, "BETWEEN", "#chan", f"timestamp={time[first]}",
+                                     f"timestamp={time[last]}", "20"), echo[1:-1])
+        self.assertEqual(await h(bar, "BETWEEN", "#chan", f"msgid={msgid[0]}", f"msgid={msgid[-1]}", "3"),
+                         echo[1:4])
+        self.assertEqual(await h(bar, "BETWEEN", "#chan", f"msgid={msgid[-1]}", f"msgid={msgid[0]}", "3"),
+                         echo[-4:-1])
+        self.assertEqual(await h(bar, "AROUND", "#chan", f"msgid={msgid[7]}", "1"), [echo[7]])
+        self.assertEqual(await h(bar, "AROUND", "#chan", f"msgid={msgid[7]}", "3"), echo[6:9])
+        self.assertIn(echo[7], await h(bar, "AROUND", "#chan", f"timestamp={time[7]}", "3"))
+        outsider = await server.registered(self, "qux", caps=ALL_CAPS)
+        outsider.send("CHATHISTORY LATEST #chan * 10")
+        fail = await outsider.wait_for("FAIL")
+        self.assertEqual(fail.params[:3], ("CHATHISTORY", "INVALID_TARGET", "LATEST"))
+
+    async def test_private_conversations_and_targets(self) -> None:
+        """Each side of a conversation gets it; another conversation stays apart; TARGETS."""
+        server = await start_irc(self)
+        foo = await server.registered(self, "foo", caps=ALL_CAPS)
+        bar = await server.registered(self, "bar", caps=ALL_CAPS)
+        foo.nick, bar.nick = "foo", "bar"
+        echo = await self.ten_messages(foo, "bar", other=(bar, "foo"))
+        baz = await server.registered(self, "baz", caps=ALL_CAPS)
+        baz.nick = "baz"
+        foo.send("PRIVMSG baz :separate")
+        await baz.wait_for("PRIVMSG")
+        self.assertEqual(await self.history(foo, "LATEST", "bar", "*", "20"), echo)
+        self.assertEqual(await self.history(bar, "LATEST", "FOO", "*", "20"), echo)
+        separate = await self.history(baz, "LATEST", "foo", "*", "20")
+        self.assertEqual([line[3] for line in separate], [("baz", "separate")])
+        foo.clear()
+        foo.send("CHATHISTORY TARGETS timestamp=2000-01-01T00:00:00.000Z timestamp=2999-01-01T00:00:00.000Z 10")
+        await foo.wait_for("BATCH", lambda m: m.params[0].startswith("-"))
+        self.assertEqual([m.params[1] for m in foo.since("CHATHISTORY")], ["bar", "baz"])
