@@ -343,6 +343,16 @@ class IrcKeyTests(ConfigTestCase):
         self.assertIn("either motd or motd_file",
                       self.error({"irc": {"motd_file": "latin.txt", "motd": "hi"}}))
 
+    def test_history_keys_are_validated(self) -> None:
+        """``history_on_join`` 0 to 100 (default 0) and ``chathistory_limit`` 1 to 1,000 (100)."""
+        server, _ = self.load({"irc": {}})
+        self.assertEqual((server.irc.history_on_join, server.irc.chathistory_limit), (0, 100))
+        server, _ = self.load({"irc": {"history_on_join": 20, "chathistory_limit": 500}})
+        self.assertEqual((server.irc.history_on_join, server.irc.chathistory_limit), (20, 500))
+        self.assertIn("irc.history_on_join", self.error({"irc": {"history_on_join": 101}}))
+        self.assertIn("irc.history_on_join", self.error({"irc": {"history_on_join": "20"}}))
+        self.assertIn("irc.chathistory_limit", self.error({"irc": {"chathistory_limit": 0}}))
+
     def test_names_and_admin_lines(self) -> None:
         server, _ = self.load({"irc": {"server_name": "irc.example.org", "network_name": "Campus",
                                        "admin_location": "IT services", "admin_email": "it@example.org"}})
@@ -614,7 +624,7 @@ _SERVER_KEYS = [(k,) for k in SERVER] + [("network",), ("irc",), ("redis",)] + [
 ] + [("irc", k) for k in ("address", "port", "plain", "tls_port", "cert", "key", "motd", "rooms",
                            "auth", "webirc", "limits", "server_name", "local_channels", "motd_file",
                            "admin_location", "admin_email", "operators", "network_name", "oper_kick",
-                           "websocket")] + [
+                           "websocket", "history_on_join", "chathistory_limit")] + [
     ("irc", "limits", k) for k in ("flood_rate", "recvq", "max_line", "ping_interval")
 ] + [("irc", "rooms", "onscreen")] + [
     ("redis", k) for k in ("host", "port", "password", "db", "prefix", "instance", "tls", "ca_file",

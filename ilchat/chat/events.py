@@ -30,10 +30,11 @@ that acted (adapters use it to answer that connection, and for echo suppression)
 ``cleared``       ``room``: the history was cleared.
 ``invited``       ``room``, ``title``, ``owner``, ``host`` (member), ``invitee`` (member).
 ``renamed``       ``member`` (its new name and picture setting; a login again, an IRC nick).
-``message``       ``id`` (unique: ``"<origin>-<run token>-<n>"``), ``room``, ``connection``,
-                  ``sender`` (member), ``content``, ``format`` (object), ``target`` (None, or
-                  ``{"id", "name", "public"}``; a non-public target is a whisper: only the
-                  sender's and the target's connections get it).
+``message``       ``id`` (unique: the history row's ``hist_id``, else
+                  ``"<origin>-<run token>-<n>"``), ``room``, ``connection``, ``sender`` (member),
+                  ``content``, ``format`` (object), ``target`` (None, or ``{"id", "name",
+                  "public"}``; a non-public target is a whisper: only the sender's and the
+                  target's connections get it).
 ``typing``        ``room``, ``member``, ``started`` (bool), ``recipients`` (member ids: the other
                   members of the room).
 

@@ -21,8 +21,10 @@ With a L{Journal}, every row is appended to it when it is queued and the journal
 the queue is; at start L{HistoryWriter.replay} queues what a crash left in it, before any new row.
 Ids (``hist_id``) are then taken from the database (C{allocate_ids}) and journaled before the
 rows are written, and the store skips a row whose id is already present: a row written just
-before a crash is not written twice. L{HistoryWriter.drain} waits for the queue to empty on
-shutdown.
+before a crash is not written twice. The reserve of ids is filled at start
+(L{HistoryWriter.reserve_ids}) and topped up by the writes before it runs out, so a message takes
+its row's id when it is posted (L{HistoryWriter.take_id}): the id the live event and the IRC
+``msgid`` carry is the row's. L{HistoryWriter.drain} waits for the queue to empty on shutdown.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from collections import deque
 from typing import Any, Awaitable, Callable, Deque, Dict, Iterator, List, Optional, Sequence
 
 import attrs
-from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredLock, ensureDeferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -133,6 +135,7 @@ class HistoryWriter:
         self._next_key = 1
         #: Allocated ids not given to a row yet, in increasing order (see ID_RESERVE).
         self._spare_ids: Deque[int] = deque()
+        self._id_lock = DeferredLock()
         #: The last key in the journal's previous segment, until every row of it is written.
         self._rotated_key: Optional[int] = None
         self._drain_waiters: List[Deferred[None]] = []
@@ -146,15 +149,43 @@ class HistoryWriter:
             changes: Dict[str, Any] = {"key": self._next_key}
             # An id from the reserve, unless a row queued earlier still waits for one: ids
             # follow the queue's order.
-            if self._spare_ids and getattr(row, "hist_id", 0) is None and (
-                not self._queue or self._queue[-1].hist_id is not None
-            ):
-                changes["hist_id"] = self._spare_ids.popleft()
+            if getattr(row, "hist_id", 0) is None:
+                hist_id = self.take_id()
+                if hist_id is not None:
+                    changes["hist_id"] = hist_id
             row = attrs.evolve(row, **changes)
             self._next_key += 1
             self._journal.append({"k": row.key, "row": _fields(row)})
         self._queue.append(row)
         self._schedule()
+
+    def take_id(self) -> Optional[int]:
+        """
+        The id of the next row, from the reserve, for a caller that needs it before the row
+        exists (the message event's id is its ``hist_id``); None when the reserve is empty, or
+        a row queued earlier still waits for its id: ids follow the queue's order.
+        """
+        if not self._spare_ids or (self._queue and getattr(self._queue[-1], "hist_id", 0) is None):
+            return None
+        return self._spare_ids.popleft()
+
+    async def reserve_ids(self) -> None:
+        """
+        Fill the id reserve now (at start, so the first messages have their id too); a failure
+        is left to the first write, which allocates what it needs.
+        """
+        if self._journal is None or self._allocate_ids is None:
+            return
+        await self._allocate(self.ID_RESERVE, self.ID_RESERVE)
+
+    async def _allocate(self, count: int, wanted: int) -> None:
+        """Take C{count} more ids unless the reserve holds C{wanted} by then (one at a time)."""
+        await self._id_lock.acquire()
+        try:
+            if len(self._spare_ids) < wanted:
+                self._spare_ids.extend(await maybeDeferred(self._allocate_ids, count))
+        finally:
+            self._id_lock.release()
 
     def journaled(self) -> "Deferred[None]":
         """Fire when every row added so far is on disk (at once without a journal)."""
@@ -254,11 +285,13 @@ class HistoryWriter:
 
     async def _write(self, batch: List[HistoryRow]) -> None:
         missing = sum(1 for row in batch if getattr(row, "hist_id", 0) is None)
+        reserve = self.ID_RESERVE if self._journal is not None else 0
+        spare = self._spare_ids
+        # The reserve is topped up before it runs out, so that rows keep getting their id
+        # when they are queued.
+        if self._allocate_ids is not None and len(spare) < missing + reserve // 2:
+            await self._allocate(missing - len(spare) + reserve, missing + reserve // 2)
         if missing and self._allocate_ids is not None:
-            spare = self._spare_ids
-            if len(spare) < missing:
-                reserve = self.ID_RESERVE if self._journal is not None else 0
-                spare.extend(await maybeDeferred(self._allocate_ids, missing - len(spare) + reserve))
             ids = iter([spare.popleft() for _ in range(missing)])
             batch = [row if row.hist_id is not None else attrs.evolve(row, hist_id=next(ids))
                      for row in batch]

@@ -408,8 +408,11 @@ class ChatRooms(Presence):
             clean_target = {"id": target_member.id, "name": target_member.name,
                             "public": target.get("public", 0)}
         ts = self.now_ms()
-        event = events.message(ts, self._id_prefix + str(next(self._message_ids)), room,
-                               connection, member, content, format, clean_target)
+        # The message's id is its history row's (``hist_id``, from the writer's reserve), so
+        # that IRC's msgid and CHATHISTORY name the same message; "<origin>-<n>" without one.
+        hist_id = self._history.take_id() if self._history is not None else None
+        message_id = str(hist_id) if hist_id is not None else self._id_prefix + str(next(self._message_ids))
+        event = events.message(ts, message_id, room, connection, member, content, format, clean_target)
         try:
             # Strict JSON: no NaN/Infinity, no lone surrogate ever reaches chatroom_history.
             stored = self._stored_format(event)
@@ -424,7 +427,7 @@ class ChatRooms(Presence):
             )
         self._publish(event)
         if self._history is not None:
-            self._history.add(HistoryRow(room.id, stored, ts // 1000))
+            self._history.add(HistoryRow(room.id, stored, ts // 1000, hist_id=hist_id))
         return event
 
     def typing(self, connection: str, room_id: int, started: bool) -> None:

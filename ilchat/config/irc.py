@@ -119,6 +119,11 @@ class IrcConfig:
     topic_length: int = _limit(390, minimum=80, maximum=400)
     webirc: Tuple[WebircGateway, ...] = ()
     login_limits: IrcLoginLimits = IrcLoginLimits()
+    #: Stored lines of a bridged room played back to a client without draft/chathistory when
+    #: it joins (0: none).
+    history_on_join: int = integer(0, minimum=0, maximum=100)
+    #: The most messages one CHATHISTORY answers with (ISUPPORT ``CHATHISTORY``).
+    chathistory_limit: int = integer(100, minimum=1, maximum=1000)
     #: The web listener's path for IRC over WebSocket (one segment), or None for none.
     websocket: Optional[str] = "/irc"
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from ilchat.chat.events import member_info
@@ -191,6 +192,10 @@ class RoomNamespace:
                 "ended before the database had them); writing them first",
                 count=replayed, name=self.name, path=self.journal.path,
             )
+        # Ids ahead, so that the first messages already carry their history row's id; a
+        # database down now leaves that to the first write.
+        reserving = defer.ensureDeferred(self.history.reserve_ids())
+        reserving.addErrback(lambda f: self._log.debug("History ids not reserved yet: {f}", f=f.value))
         for room_id in await self.store.get_room_ids():
             self.chat.add_room(room_id)
         if self.private_rooms:

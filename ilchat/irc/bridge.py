@@ -16,7 +16,10 @@ is present, recorded from the domain at start and from the events since): ``mess
 from the browser user (echo suppression by the event's ``connection``), ``entered`` as a JOIN of
 a browser user (who gets a valid, unique nick derived from their name), ``left``/``parted`` as
 PART "Disconnected", ``room_left`` as PART, ``kicked``/``banned`` as KICK (of the IRC user or the
-browser user with that member id), ``cleared`` as a NOTICE. Typing events are not sent to IRC.
+browser user with that member id), ``cleared`` as a NOTICE, ``typing`` as TAGMSG ``+typing``
+(to clients with message-tags; their own ``+typing`` is the room's typing). Messages carry the
+event's ``id`` as ``msgid`` (the history row's id) and its time; the rooms' stored history is
+what CHATHISTORY and the JOIN playback read (L{ilchat.irc.history}).
 
 With several processes, the IRC users of the others (L{ilchat.irc.replication.PeerUser}) are
 channel members as themselves: their room events add no browser user, their room messages come
@@ -38,7 +41,9 @@ from twisted.logger import Logger
 
 from ilchat.chat.cluster_presence import ClusterPresence
 from ilchat.chat.rooms import ChatError, ChatRooms, ContentTooLong
+from ilchat.irc.history_store import Bound, HistoryLine
 from ilchat.irc.message import Message
+from ilchat.jsonutil import JSONError, loads
 from ilchat.irc.network import (
     Channel,
     ChannelLink,
@@ -60,6 +65,8 @@ BAN_REASON = "Banned from the chat room"
 ME = "/me "
 #: IRC texts of this process's IRC messages by message id, until the bus brings the message back.
 _MAX_PENDING = 1000
+#: The ``+typing`` values of IRCv3 typing notifications.
+TYPING_STATES = ("active", "paused", "done")
 #: Bans listed for ``MODE #room b``.
 MAX_BAN_LIST = 100
 
@@ -99,6 +106,16 @@ def chat_action(content: str) -> Optional[str]:
     return None
 
 
+def _store_bound(bound: Optional[Bound]) -> Any:
+    """A CHATHISTORY bound as the store's (``("id", hist_id)``/``("ts", s)``); False for none."""
+    if bound is None or bound[0] == "ts":
+        return bound
+    kind, msgid = bound
+    if not msgid.isdigit():
+        return False
+    return ("id", int(msgid) + 1) if kind == "upto" else ("id", int(msgid))
+
+
 class RoomLink(ChannelLink):
     """The link of one bridged channel to its room."""
 
@@ -135,6 +152,16 @@ class RoomLink(ChannelLink):
         if letter != "b":
             return defer.succeed([])
         return defer.ensureDeferred(self.bridge.ban_masks(self.room_id))
+
+    def tagmsg(self, user: Any, tags: Dict[str, str]) -> None:
+        self.bridge.irc_typing(user, self.room_id, tags)
+
+    def history(self, user: Any, limit: int, after: Any = None, before: Any = None,
+                latest: bool = True) -> "defer.Deferred[List[HistoryLine]]":
+        return defer.ensureDeferred(self.bridge.history(user, self.room_id, limit, after, before, latest))
+
+    def latest_message_time(self) -> "defer.Deferred[Optional[float]]":
+        return defer.ensureDeferred(self.bridge.latest_message_time(self.room_id))
 
 
 class RoomBridge:
@@ -416,6 +443,67 @@ class RoomBridge:
             self._log.debug("IRC user {nick} parts room {room}: {error}",
                             nick=user.nick, room=room_id, error=str(e))
 
+    def irc_typing(self, user: Any, room_id: int, tags: Dict[str, str]) -> None:
+        """A TAGMSG ``+typing`` is the web's typing notice: ``active`` started, else stopped."""
+        state = tags.get("+typing", tags.get("+draft/typing"))
+        conn = getattr(user, "chat_connection", None)
+        if state not in TYPING_STATES or conn not in self.conns:
+            return
+        try:
+            self.chat.typing(conn, room_id, state == "active")
+        except ChatError as e:
+            self._log.debug("Typing of IRC user {nick} in room {room}: {error}",
+                            nick=user.nick, room=room_id, error=str(e))
+
+    # -- history ---------------------------------------------------------------------------------
+
+    async def history(self, user: Any, room_id: int, limit: int, after: Optional[Bound] = None,
+                      before: Optional[Bound] = None, latest: bool = True) -> List[HistoryLine]:
+        """The room's stored messages as IRC lines; whispers only for their sender and target."""
+        bounds = [_store_bound(bound) for bound in (after, before)]
+        if any(bound is False for bound in bounds):
+            return []  # a msgid that names no stored message (an IRC-only one's)
+        rows = await self.store.get_history_page(room_id, limit, after=bounds[0], before=bounds[1],
+                                                 latest=latest)
+        lines = []
+        for row in rows:
+            line = self._history_line(row, user)
+            if line is not None:
+                lines.append(line)
+        return lines
+
+    async def latest_message_time(self, room_id: int) -> Optional[float]:
+        return (await self.store.get_history_times([room_id])).get(room_id)
+
+    def _history_line(self, row: Dict[str, Any], user: Any) -> Optional[HistoryLine]:
+        try:
+            payload = loads(row["message"])
+            sender = payload["from"]
+            content = str(payload["content"])
+            sender_id = int(sender["id"])
+        except (JSONError, KeyError, TypeError, ValueError):
+            return None
+        target = payload.get("target")
+        if isinstance(target, dict):
+            if not target.get("public") and user.user_id not in (sender_id, target.get("id")):
+                return None
+            if target.get("username") and chat_action(content) is None:
+                content = f"{target['username']}: {content}"
+        own = next((u for u in self.conns.values() if u.user_id == sender_id), None)
+        remote = self.remotes.get(sender_id)
+        if own is not None:
+            prefix = own.hostmask
+        elif remote is not None:
+            prefix = remote.hostmask
+        else:
+            nick = sanitise_nick(str(sender.get("username") or f"user{sender_id}"),
+                                 self.network.config.nick_length)
+            prefix = f"{nick}!ilias@{self._host}"
+        action = chat_action(content)
+        return HistoryLine(str(row["hist_id"]), float(row["timestamp"]), prefix,
+                           action if action is not None else content,
+                           "ACTION" if action is not None else None)
+
     def _irc_nick_changed(self, user: Any, old: str) -> None:
         """In open mode the nick is the name browsers see: their next messages carry the new one."""
         conn = getattr(user, "chat_connection", None)
@@ -604,6 +692,25 @@ class RoomBridge:
             channel.broadcast(Message("NOTICE", (channel.name, "The chat history of this room has been cleared."),
                                       prefix=self.network.config.server_name))
 
+    def _on_typing(self, event: Dict[str, Any]) -> None:
+        """
+        A web member's typing as TAGMSG ``+typing`` (active/done) to the IRC members it is
+        for, with message-tags; an IRC user's own TAGMSG reached this process's IRC users already.
+        """
+        member = event["member"]
+        channel = self._channel_for(event["room"])
+        if channel is None or self._is_irc_id(member["id"]):
+            return
+        remote = self.remotes.get(member["id"])
+        if remote is None or remote not in channel.members:
+            return
+        recipients = set(event["recipients"])
+        outgoing = Message("TAGMSG", (channel.name,), prefix=remote.hostmask)
+        tags = {"+typing": "active" if event["started"] else "done"}
+        for user in channel.local_members():
+            if user.user_id in recipients and "message-tags" in user.caps:
+                user.deliver(outgoing, tags, at=event["ts"] / 1000)
+
     def _on_message(self, event: Dict[str, Any]) -> None:
         """A room message (or whisper) as PRIVMSG to the IRC users who should get it."""
         channel = self._channel_for(event["room"])
@@ -631,13 +738,14 @@ class RoomBridge:
             prefix = remote.hostmask
         target = event["target"]
         raw = self._pending.pop(event["id"], None)
+        meta = (event["id"], event["ts"] / 1000)
         if target is None or target["public"]:
             if target is not None and target["name"] and chat_action(content) is None:
                 content = f"{target['name']}: {content}"
             for member in channel.local_members():
                 if member is sender and "echo-message" not in member.caps:
                     continue
-                self._send_chat(member, channel.name, content, prefix, raw)
+                self._send_chat(member, channel.name, content, prefix, raw, meta)
             return
         # A whisper: only the sender's and the target's IRC connections get it.
         recipients = {sender_id, target["id"]}
@@ -648,22 +756,24 @@ class RoomBridge:
                 if "echo-message" in user.caps:
                     remote = self.remotes.get(target["id"])
                     if remote is not None:
-                        self._send_chat(user, remote.nick, content, prefix, raw)
+                        self._send_chat(user, remote.nick, content, prefix, raw, meta)
                 continue
-            self._send_chat(user, user.nick, content, prefix, raw)
+            self._send_chat(user, user.nick, content, prefix, raw, meta)
 
     @staticmethod
     def _send_chat(user: Any, target: str, content: str, prefix: str,
-                   raw: Optional[Tuple[str, Dict[str, str]]]) -> None:
+                   raw: Optional[Tuple[str, Dict[str, str]]], meta: Tuple[str, float]) -> None:
         """
-        A room message to one IRC user: an IRC user's own text as one line, untouched; a web
-        message split to fit, a ``/me`` one as CTCP ACTION.
+        A room message to one IRC user, with its id (``msgid``) and time: an IRC user's own
+        text as one line, untouched; a web message split to fit (a draft/multiline batch with
+        that cap), a ``/me`` one as CTCP ACTION.
         """
+        msgid, at = meta
         if raw is not None:
-            user.relay_text("PRIVMSG", target, raw[0], prefix, raw[1])
+            user.relay_text("PRIVMSG", target, raw[0], prefix, raw[1], msgid, at)
             return
         action = chat_action(content)
         if action is not None:
-            user.send_text("PRIVMSG", target, action, prefix, ctcp="ACTION")
+            user.send_text("PRIVMSG", target, action, prefix, ctcp="ACTION", msgid=msgid, at=at)
         else:
-            user.send_text("PRIVMSG", target, content, prefix)
+            user.send_text("PRIVMSG", target, content, prefix, msgid=msgid, at=at)

@@ -127,6 +127,7 @@ class ChannelCommands:
         if channel.topic:
             self._send_topic(channel)
         self._send_names(channel)
+        await self.play_back(channel)  # ilchat.irc.history
 
     def irc_PART(self, message: Message) -> None:
         reason = message.params[1] if len(message.params) > 1 else ""

@@ -72,6 +72,8 @@ COMMANDS: Dict[str, Command] = _table(
     Command("PRIVMSG"),  # no recipient or text is 411/412 (RFC 2812 §3.3.1), not 461
     Command("NOTICE"),  # never answered automatically (RFC 2812 §3.3.2)
     Command("TAGMSG"),
+    Command("BATCH", 1),  # a client's draft/multiline batch (ilchat.irc.batches)
+    Command("CHATHISTORY", 3),  # draft/chathistory (ilchat.irc.history)
     # Queries and user state.
     Command("WHO"),
     Command("WHOIS"),  # no nick is 431

@@ -19,8 +19,9 @@ data is 417 (IRCv3).
 
 import re
 from collections import deque
+from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Deque, Dict, Optional, Set
+from typing import Any, Deque, Dict, Iterator, List, Optional, Set, Tuple
 
 import attr
 from twisted.internet import defer, protocol
@@ -38,18 +39,20 @@ from ilchat.irc.message import (
     split_text,
     truncate_utf8,
 )
+from ilchat.irc.batches import CONCAT, MULTILINE, batched, labeled, multiline_lines
 from ilchat.irc.network import IrcNetwork
 from ilchat.irc.numerics import ERR_INPUTTOOLONG
 from ilchat.ratelimit import TokenBucket
 
-__all__ = ["IrcConnection"]
+__all__ = ["IrcConnection", "server_time"]
 
 _LINE_SPLIT = re.compile(rb"[\r\n]")
 #: Seconds a closing connection may take to flush its last lines before it is aborted.
 _CLOSE_GRACE = 10.0
 
 
-def _server_time(seconds: float) -> str:
+def server_time(seconds: float) -> str:
+    """The IRCv3 server-time form of a time in seconds (``2026-12-02T05:13:03.000Z``)."""
     stamp = datetime.fromtimestamp(seconds, tz=timezone.utc)
     return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
 
@@ -102,6 +105,11 @@ class IrcConnection(LineOnlyReceiver):
         self._abort_call: Optional[IDelayedCall] = None
         self._last_activity = 0.0
         self._pinged = False
+        #: The label of the command being answered and its replies so far (labeled-response).
+        self._label: Optional[str] = None
+        self._labeled: Optional[List[Message]] = None
+        #: The ids of the messages sent while a JOIN's history is read (ilchat.irc.history).
+        self.seen_msgids: Optional[Set[str]] = None
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -280,6 +288,9 @@ class IrcConnection(LineOnlyReceiver):
         """
         if self._closing or self.transport is None:
             return
+        if self._labeled is not None:
+            self._labeled.append(message)
+            return
         try:
             # A reply echoing a long argument (PONG, 401, ...) is cut to fit, not lost.
             line = format_message(message, truncate=True)
@@ -306,20 +317,56 @@ class IrcConnection(LineOnlyReceiver):
         self.network.lines_sent += 1
         self.transport.write(data)
 
-    def _tags_for(self, client_tags: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    def _tags_for(self, client_tags: Optional[Dict[str, str]] = None, msgid: Optional[str] = None,
+                  at: Optional[float] = None) -> Dict[str, str]:
         tags: Dict[str, str] = {}
+        if msgid is not None and self.seen_msgids is not None:
+            self.seen_msgids.add(msgid)
         if "server-time" in self.caps:
-            tags["time"] = _server_time(self.clock.seconds())
-        if client_tags and "message-tags" in self.caps:
-            tags.update(client_tags)
+            tags["time"] = server_time(self.clock.seconds() if at is None else at)
+        if "message-tags" in self.caps:
+            if client_tags:
+                tags.update(client_tags)
+            if msgid is not None:
+                tags["msgid"] = msgid
         return tags
 
-    def deliver(self, message: Message, client_tags: Optional[Dict[str, str]] = None) -> None:
-        """Send a message from elsewhere (another user, a channel), with the tags this client asked for."""
-        tags = self._tags_for(client_tags)
+    def deliver(self, message: Message, client_tags: Optional[Dict[str, str]] = None,
+                msgid: Optional[str] = None, at: Optional[float] = None) -> None:
+        """
+        Send a message from elsewhere (another user, a channel), with the tags this client asked
+        for: ``time`` (C{at}, seconds, else now) with server-time; C{client_tags} and ``msgid``
+        with message-tags.
+        """
+        tags = self._tags_for(client_tags, msgid, at)
         if tags:
             message = attr.evolve(message, tags={**message.tags, **tags})
         self.send_message(message)
+
+    # -- labeled-response ------------------------------------------------------------------------
+
+    def start_label(self, label: str) -> None:
+        """Hold what is sent from now on: it is the reply to the command with this label."""
+        self._label = label
+        self._labeled = []
+
+    @contextmanager
+    def not_a_reply(self) -> Iterator[None]:
+        """What is sent meanwhile goes out now, outside the labeled reply being held."""
+        held, self._labeled = self._labeled, None
+        try:
+            yield
+        finally:
+            self._labeled = held
+
+    def end_label(self, _: Any = None) -> Any:
+        """Send the held replies as labeled-response asks (ACK, one labeled line or a batch)."""
+        label, replies = self._label, self._labeled
+        self._label, self._labeled = None, None
+        if label is not None and replies is not None:
+            for message in labeled(label, replies, self.config.server_name, "batch" in self.caps):
+                self.send_message(message)
+        return _
 
     def reply(self, numeric: str, *params: str) -> None:
         """A numeric reply to this client (target "*" before it has a nick)."""
@@ -327,7 +374,7 @@ class IrcConnection(LineOnlyReceiver):
 
     def send_text(
         self, command: str, target: str, text: str, prefix: str, tags: Optional[Dict[str, str]] = None,
-        ctcp: Optional[str] = None,
+        ctcp: Optional[str] = None, msgid: Optional[str] = None, at: Optional[float] = None,
     ) -> None:
         """
         Send user text as one or more PRIVMSG/NOTICE lines: split at line breaks and to fit 512
@@ -336,23 +383,60 @@ class IrcConnection(LineOnlyReceiver):
         """
         start, end = (f"\x01{ctcp} ", "\x01") if ctcp else ("", "")
         overhead = len(f":{prefix} {command} {target} :{start}{end}".encode("utf-8")) + 2
-        for piece in split_text(text, 512 - overhead):
-            self.deliver(Message(command, (target, start + piece + end), prefix=prefix), tags)
+        if not ctcp and MULTILINE in self.caps and "batch" in self.caps:
+            lines = multiline_lines(text, 512 - overhead)
+            if len(lines) > 1:
+                self._send_multiline(command, target, lines, prefix, tags, msgid, at)
+                return
+        for index, piece in enumerate(split_text(text, 512 - overhead)):
+            # The first line carries the message's id: ids are unique per line.
+            self.deliver(Message(command, (target, start + piece + end), prefix=prefix), tags,
+                         msgid if index == 0 else None, at)
+
+    def _send_multiline(self, command: str, target: str, lines: List[Tuple[str, bool]], prefix: str,
+                        tags: Optional[Dict[str, str]], msgid: Optional[str], at: Optional[float]) -> None:
+        """One message in a ``draft/multiline`` batch; the batch's opening line has its tags."""
+        messages = [Message(command, (target, line), prefix=prefix, tags={CONCAT: ""} if concat else {})
+                    for line, concat in lines]
+        open_tags = self._tags_for(tags, msgid, at)
+        for message in batched(MULTILINE, (target,), messages, prefix, open_tags):
+            self.send_message(message)
 
     def relay_text(
-        self, command: str, target: str, text: str, prefix: str, tags: Optional[Dict[str, str]] = None
+        self, command: str, target: str, text: str, prefix: str, tags: Optional[Dict[str, str]] = None,
+        msgid: Optional[str] = None, at: Optional[float] = None,
+        lines: Optional[List[Tuple[str, bool]]] = None,
     ) -> None:
         """
         Relay one IRC user's PRIVMSG/NOTICE as one line, as ircds do: with the sender's prefix in
         front, text that filled the sender's 512 bytes is cut to fit (RFC 1459: no continuation
         lines), by L{send_message}.
         """
-        self.deliver(Message(command, (target, text), prefix=prefix), tags)
+        if lines is not None:
+            self.send_lines(command, target, lines, prefix, tags, msgid, at)
+        elif "\n" in text or "\r" in text:
+            self.send_text(command, target, text, prefix, tags, msgid=msgid, at=at)
+        else:
+            self.deliver(Message(command, (target, text), prefix=prefix), tags, msgid, at)
+
+    def send_lines(self, command: str, target: str, lines: List[Tuple[str, bool]], prefix: str,
+                   tags: Optional[Dict[str, str]], msgid: Optional[str], at: Optional[float]) -> None:
+        """
+        An IRC user's multiline message as they wrote it: the same lines in a batch with the
+        cap, else each non-blank line as a message of its own (the msgid on the first).
+        """
+        if MULTILINE in self.caps and "batch" in self.caps:
+            self._send_multiline(command, target, lines, prefix, tags, msgid, at)
+            return
+        for index, line in enumerate(line for line, _ in lines if line):
+            self.deliver(Message(command, (target, line), prefix=prefix), tags,
+                         msgid if index == 0 else None, at)
 
     def close(self, reason: str) -> None:
         """Send ERROR with C{reason} and close once it is written."""
         if self._closing:
             return
+        self.end_label()  # the replies so far, before ERROR
         self._quit_reason = reason
         self._closed_by_server = True
         self.send_message(Message("ERROR", (f"Closing Link: {self.host} ({reason})",)))

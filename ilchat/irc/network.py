@@ -24,6 +24,7 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from ilchat.irc.history_store import LocalHistory
 from ilchat.irc.message import Message
 from ilchat.irc.throttle import LoginThrottle
 
@@ -175,6 +176,22 @@ class ChannelLink:
         """The ``(mask, set by, when)`` of a list mode (``b``) that the link keeps itself."""
         return defer.succeed([])
 
+    def tagmsg(self, user: Any, tags: Dict[str, str]) -> None:
+        """A local user's TAGMSG to the channel (client tags such as ``+typing``)."""
+
+    def history(self, user: Any, limit: int, after: Any = None, before: Any = None,
+                latest: bool = True) -> "defer.Deferred[List[Any]]":
+        """
+        The stored messages (L{ilchat.irc.history.HistoryLine}) between two bounds
+        (``("id", n)`` or ``("ts", seconds)``), as the store's ``get_history_page``; a local
+        channel keeps none.
+        """
+        return defer.succeed([])
+
+    def latest_message_time(self) -> "defer.Deferred[Optional[float]]":
+        """When the newest stored message was sent (seconds), or None (CHATHISTORY TARGETS)."""
+        return defer.succeed(None)
+
 
 class RemoteUser:
     """A user who is not connected over IRC (a browser user in a bridged room)."""
@@ -312,6 +329,8 @@ class IrcNetwork:
         self.authenticator = authenticator
         #: Failed password checks per address and account (see L{ilchat.irc.throttle}).
         self.login_throttle = LoginThrottle(config.login_limits, clock)
+        #: What IRC-only channels and private messages said, for CHATHISTORY (in memory).
+        self.history = LocalHistory(config.chathistory_limit)
         self.users: Dict[str, Any] = {}
         self.channels: Dict[str, Channel] = {}
         self.created = clock.seconds()
@@ -525,12 +544,17 @@ class IrcNetwork:
         channel.broadcast(message)
         self.run_hooks(self.on_channel_change, channel, message)
 
-    def relay(self, channel: Channel, sender: Any, command: str, text: str, tags: Dict[str, str]) -> None:
-        """A channel PRIVMSG/NOTICE to the local members (the sender with echo-message only)."""
+    def relay(self, channel: Channel, sender: Any, command: str, text: str, tags: Dict[str, str],
+              msgid: Optional[str] = None, at: Optional[float] = None,
+              lines: Optional[List[Tuple[str, bool]]] = None) -> None:
+        """
+        A channel PRIVMSG/NOTICE to the local members (the sender with echo-message only), with
+        its msgid, time and multiline lines, the same on every process.
+        """
         for member in channel.local_members():
             if member is not sender or "echo-message" in member.caps:
-                member.relay_text(command, channel.name, text, sender.hostmask, tags)
-        self.run_hooks(self.on_relay, channel, sender, command, text, tags)
+                member.relay_text(command, channel.name, text, sender.hostmask, tags, msgid, at, lines)
+        self.run_hooks(self.on_relay, channel, sender, command, text, tags, msgid, at, lines)
 
     def invite(self, channel: Channel, by: Any, target: Any) -> None:
         """

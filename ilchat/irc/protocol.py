@@ -10,17 +10,18 @@ the dispatch, messages and queries. Every parsed line is checked against the com
 C{irc_<COMMAND>} method runs.
 """
 
-from typing import Any, Optional, Set
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ilchat.irc.batches import MultilineCommands, unique_id
 from ilchat.irc.channels import ChannelCommands
 from ilchat.irc.commands import COMMANDS
 from ilchat.irc.connection import IrcConnection
 from ilchat.irc.message import Message, MessageError, format_message, parse_message
-from ilchat.irc.network import Channel, IrcNetwork
+from ilchat.irc.network import Channel, IrcNetwork, irc_lower
 from ilchat.irc.numerics import (
     ERR_ALREADYREGISTERED,
     ERR_CANNOTSENDTOCHAN,
@@ -37,6 +38,8 @@ from ilchat.irc.numerics import (
     RPL_NOWAWAY,
     RPL_UNAWAY,
 )
+from ilchat.irc.history import HistoryCommands
+from ilchat.irc.history_store import HistoryLine, dm_key
 from ilchat.irc.operators import OperatorCommands
 from ilchat.irc.queries import QueryCommands
 from ilchat.irc.registration import SUPPORTED_CAPS, RegistrationCommands
@@ -45,7 +48,8 @@ __all__ = ["IRCServerProtocol", "IrcServerFactory", "SUPPORTED_CAPS"]
 
 
 class IRCServerProtocol(
-    RegistrationCommands, ChannelCommands, QueryCommands, OperatorCommands, IrcConnection
+    RegistrationCommands, ChannelCommands, QueryCommands, OperatorCommands, HistoryCommands,
+    MultilineCommands, IrcConnection
 ):
     """
     One IRC client connection: registration, capabilities, commands, limits and timers.
@@ -66,6 +70,7 @@ class IRCServerProtocol(
         self.channels: Set[Channel] = set()
         self.user_modes: Set[str] = set()
         self.last_message = 0.0
+        self._init_multiline()
 
     def __repr__(self) -> str:
         return f"<IRCServerProtocol {self.nick or '*'}@{self.ip}>"
@@ -122,10 +127,22 @@ class IRCServerProtocol(
             return None
         if message.command.isdigit():
             return None
+        label = message.tags.get("label") if "labeled-response" in self.caps else None
+        if label and self.opens_batch(message):
+            label = None  # the batch's end answers, with its label (ilchat.irc.batches)
+        if label:
+            self.start_label(label)
         if not message.command.isalpha() or not message.command.isascii():
             self.reply(ERR_UNKNOWNCOMMAND, message.command[:32] or "*", "Unknown command")
-            return None
-        return self.dispatch(message)
+            result = None
+        else:
+            result = self.dispatch(message)
+        if label:
+            if result is None:
+                self.end_label()
+            else:
+                result.addBoth(self.end_label)
+        return result
 
     def dispatch(self, message: Message) -> Optional[defer.Deferred]:
         """
@@ -198,13 +215,26 @@ class IRCServerProtocol(
             if errors:
                 self.reply(ERR_NORECIPIENT, f"No recipient given ({command})")
             return
+        if self.in_multiline(command, message):
+            return
         if len(message.params) < 2 or not message.params[1]:
             if errors:
                 self.reply(ERR_NOTEXTTOSEND, "No text to send")
             return
         text = message.params[1]
         client_tags = {key: value for key, value in message.tags.items() if key.startswith("+")}
-        for target in message.params[0].split(",")[:4]:
+        self.send_chat(command, message.params[0], text, client_tags)
+
+    def send_chat(self, command: str, targets: str, text: str, client_tags: Dict[str, str],
+                  lines: Optional[List[Tuple[str, bool]]] = None) -> None:
+        """
+        A PRIVMSG/NOTICE to its targets: one line, or a multiline batch's C{text} (its C{lines},
+        with their concat flags, for IRC users; its text for a chat room).
+        """
+        errors = command == "PRIVMSG"
+        at = self.clock.seconds()
+        for target in targets.split(",")[:4]:
+            msgid = unique_id()
             if target.startswith("#"):
                 channel = self.network.find_channel(target)
                 if channel is None:
@@ -220,42 +250,67 @@ class IRCServerProtocol(
                         self.reply(ERR_CANNOTSENDTOCHAN, channel.name, "Cannot send to channel (+m)")
                     continue
                 if not channel.link.send(self, command, text, client_tags):
-                    self.network.relay(channel, self, command, text, client_tags)
+                    self.network.relay(channel, self, command, text, client_tags, msgid, at, lines)
+                    if errors and not channel.bridged:
+                        self._remember(irc_lower(channel.name), msgid, at, text, channel.name)
                 continue
             user = self.network.find_user(target)
             if user is None:
                 if errors:
                     self.reply(ERR_NOSUCHNICK, target, "No such nick/channel")
                 continue
-            if user.local:
-                user.relay_text(command, user.nick, text, self.hostmask, client_tags)
+            if user is self:
+                # To oneself: the copy received is not the reply (the echo is, with echo-message).
+                with self.not_a_reply():
+                    self.relay_text(command, user.nick, text, self.hostmask, client_tags, msgid, at, lines)
+            elif user.local:
+                user.relay_text(command, user.nick, text, self.hostmask, client_tags, msgid, at, lines)
             elif user.link is not None:
                 if not user.link.send_private(self, user, command, text):
                     if errors:
                         self.reply(ERR_NOSUCHNICK, user.nick, "No chat room in common: join one of their rooms first")
                     continue
+            if user.local and errors:
+                self._remember(dm_key(irc_lower(self.nick), irc_lower(user.nick)), msgid, at, text, user.nick)
             if errors and user.away:
                 self.reply(RPL_AWAY, user.nick, user.away)
             if "echo-message" in self.caps:
-                self.relay_text(command, user.nick, text, self.hostmask, client_tags)
+                self.relay_text(command, user.nick, text, self.hostmask, client_tags, msgid, at, lines)
+
+    def _remember(self, key: Any, msgid: str, at: float, text: str, target: str) -> None:
+        """An IRC-only PRIVMSG in the network's history (CHATHISTORY; never in the database)."""
+        self.network.history.add(key, HistoryLine(msgid, at, self.hostmask, text, target=target))
 
     def irc_TAGMSG(self, message: Message) -> None:
-        """Client-only tags (typing notifications) between IRC clients; never bridged to rooms."""
+        """Client-only tags (typing notifications) between IRC clients, and to bridged rooms."""
         if not message.params:
             return
         client_tags = {key: value for key, value in message.tags.items() if key.startswith("+")}
         target = message.params[0]
-        outgoing = Message("TAGMSG", (target,), prefix=self.hostmask, tags=client_tags)
+        outgoing = Message("TAGMSG", (target,), prefix=self.hostmask)
+        msgid = unique_id()
         if target.startswith("#"):
             channel = self.network.find_channel(target)
             if channel is not None and self in channel.members:
+                # A bridged room hears +typing as the web's typing notices (ilchat.irc.bridge).
+                channel.link.tagmsg(self, client_tags)
                 for member in channel.local_members():
                     if member is not self and "message-tags" in member.caps:
-                        member.deliver(outgoing)
+                        member.deliver(outgoing, client_tags, msgid)
+            else:
+                return
         else:
             user = self.network.find_user(target)
-            if user is not None and user.local and "message-tags" in user.caps:
-                user.deliver(outgoing)
+            if user is None or not user.local:
+                return
+            if "message-tags" in user.caps:
+                if user is self:
+                    with self.not_a_reply():
+                        user.deliver(outgoing, client_tags, msgid)
+                else:
+                    user.deliver(outgoing, client_tags, msgid)
+        if "echo-message" in self.caps and "message-tags" in self.caps:
+            self.deliver(outgoing, client_tags, msgid)
 
 
 class _RefusedProtocol(protocol.Protocol):

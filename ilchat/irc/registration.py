@@ -23,6 +23,8 @@ from twisted.internet import defer, task
 from twisted.internet.interfaces import ISSLTransport
 
 import ilchat
+from ilchat.irc.batches import MULTILINE_MAX_BYTES, MULTILINE_MAX_LINES
+from ilchat.irc.history import isupport_tokens
 from ilchat.irc.message import Message, split_text
 from ilchat.irc.network import valid_nick
 from ilchat.irc.numerics import (
@@ -54,8 +56,17 @@ __all__ = ["RegistrationCommands", "SUPPORTED_CAPS"]
 
 _USERNAME_BAD = re.compile(r"[^A-Za-z0-9._-]")
 
+#: The caps of message ids, batches and history (ilchat.irc.batches, ilchat.irc.history), with
+#: the values CAP LS 302 shows.
+HISTORY_CAPS = {
+    "batch": "",
+    "labeled-response": "",
+    "draft/chathistory": "",
+    "draft/multiline": f"max-bytes={MULTILINE_MAX_BYTES},max-lines={MULTILINE_MAX_LINES}",
+}
 #: IRCv3 capabilities this server offers (``sasl`` only when an authenticator is configured).
-SUPPORTED_CAPS = ("server-time", "message-tags", "echo-message", "multi-prefix", "invite-notify", "sasl")
+SUPPORTED_CAPS = ("server-time", "message-tags", "echo-message", "multi-prefix", "invite-notify", "sasl",
+                  *HISTORY_CAPS)
 
 # Modes of channel members, highest first, with their NAMES prefixes.
 _PREFIX = "(ov)@+"
@@ -104,6 +115,8 @@ class RegistrationCommands:
                 if self.network.authenticator is None:
                     continue
                 caps.append("sasl=PLAIN" if version >= 302 else "sasl")
+            elif HISTORY_CAPS.get(cap) and version >= 302:
+                caps.append(f"{cap}={HISTORY_CAPS[cap]}")
             else:
                 caps.append(cap)
         return caps
@@ -382,8 +395,11 @@ class RegistrationCommands:
             "TARGMAX=PRIVMSG:4,NOTICE:4,JOIN:,PART:,NAMES:1,WHOIS:1,KICK:1",
             "AWAYLEN=200",
             "KICKLEN=300",
+            *isupport_tokens(config),
         ]
-        self.reply(RPL_ISUPPORT, *tokens, "are supported by this server")
+        # At most 13 tokens a line: with the nick and the text, the 15 parameters IRC allows.
+        for start in range(0, len(tokens), 13):
+            self.reply(RPL_ISUPPORT, *tokens[start:start + 13], "are supported by this server")
 
     def _send_motd(self) -> None:
         motd = self.config.motd

@@ -200,10 +200,12 @@ class IrcReplication:
                            "target": target.nick})
 
     def _relayed(self, channel: Channel, sender: Any, command: str, text: str,
-                 tags: Dict[str, str]) -> None:
+                 tags: Dict[str, str], msgid: Optional[str] = None, at: Optional[float] = None,
+                 lines: Optional[List[Tuple[str, bool]]] = None) -> None:
         if sender.local:
             self._publish({"type": "irc_message", "channel": channel.name, "nick": sender.nick,
-                           "command": command, "text": text, "tags": tags})
+                           "command": command, "text": text, "tags": tags, "msgid": msgid,
+                           "at": at, "lines": lines})
 
     def send_private(self, user: Any, target: PeerUser, command: str, text: str) -> bool:
         """The link of every L{PeerUser}: a private PRIVMSG/NOTICE to them, through their process."""
@@ -366,7 +368,14 @@ class IrcReplication:
             return
         peer.last_message = self.network.clock.seconds()
         tags = {str(key): str(value) for key, value in dict(event["tags"]).items()}
-        self.network.relay(channel, peer, _command(event), str(event["text"]), tags)
+        msgid = event.get("msgid")
+        at = event.get("at")
+        lines = event.get("lines")
+        self.network.relay(
+            channel, peer, _command(event), str(event["text"]), tags,
+            str(msgid) if msgid is not None else None,
+            float(at) if isinstance(at, (int, float)) else None,
+            [(str(line), bool(concat)) for line, concat in lines] if isinstance(lines, list) else None)
 
     def _on_irc_private(self, origin: str, event: Dict[str, Any]) -> None:
         if event["instance"] != self.bus.instance:

@@ -16,6 +16,8 @@ Methods (all return Deferreds / are coroutines):
 * ``next_history_ids(count) -> list[hist_id]`` ids for rows written later
 * ``is_refused_data(error) -> bool`` whether a failed write was refused for its data
 * ``get_history(room_id, limit) -> list[dict]`` the latest ``limit`` rows, oldest first
+* ``get_history_page(room_id, limit, after=, before=, latest=)`` rows between two bounds (IRC
+  CHATHISTORY), ``get_history_row(room_id, hist_id)``, ``get_history_times(room_ids)``
 * ``clear_history(room_id) -> int`` rows deleted
 * ``add_chatroom_user(room_id, user_id, userdata_json, connected_s)``
 * ``get_chatroom_users(room_id=None) -> list[dict]``
@@ -207,6 +209,67 @@ class RoomStore:
             return rows
 
         return await self.db.run_interaction("get_history", get_history_txn)
+
+    async def get_history_page(
+        self,
+        room_id: int,
+        limit: int,
+        after: Optional[Tuple[str, float]] = None,
+        before: Optional[Tuple[str, float]] = None,
+        latest: bool = True,
+    ) -> List[Dict[str, Any]]:
+        """
+        At most ``limit`` rows of a room strictly between two bounds, oldest first (IRC
+        CHATHISTORY). A bound is ``("id", hist_id)`` or ``("ts", seconds)``; with ``latest`` the
+        rows nearest ``before`` (the newest), else those nearest ``after`` (the oldest).
+        """
+        where, params = ["room_id = ?"], [int(room_id)]
+        for bound, op in ((after, ">"), (before, "<")):
+            if bound is not None:
+                kind, value = bound
+                where.append(("hist_id" if kind == "id" else "timestamp") + f" {op} ?")
+                params.append(int(value) if kind == "id" else float(value))
+        order = "DESC" if latest else "ASC"
+
+        def get_history_page_txn(txn: Transaction) -> List[Dict[str, Any]]:
+            rows = txn.select(
+                "SELECT hist_id, room_id, message, timestamp FROM chatroom_history WHERE "
+                + " AND ".join(where) + f" ORDER BY hist_id {order} LIMIT ?",
+                tuple(params) + (int(limit),),
+            )
+            if latest:
+                rows.reverse()
+            return rows
+
+        return await self.db.run_interaction("get_history_page", get_history_page_txn)
+
+    async def get_history_row(self, room_id: int, hist_id: int) -> Optional[Dict[str, Any]]:
+        """One row of a room's history by its id (a CHATHISTORY ``msgid=`` reference), or None."""
+
+        def get_history_row_txn(txn: Transaction) -> Optional[Dict[str, Any]]:
+            return txn.select_one(
+                "SELECT hist_id, room_id, message, timestamp FROM chatroom_history"
+                " WHERE room_id = ? AND hist_id = ?",
+                (int(room_id), int(hist_id)),
+            )
+
+        return await self.db.run_interaction("get_history_row", get_history_row_txn)
+
+    async def get_history_times(self, room_ids: List[int]) -> Dict[int, int]:
+        """The newest history timestamp (seconds) of each of these rooms that has one."""
+        ids = [int(room_id) for room_id in room_ids]
+        if not ids:
+            return {}
+
+        def get_history_times_txn(txn: Transaction) -> Dict[int, int]:
+            rows = txn.select(
+                "SELECT room_id, MAX(timestamp) AS latest FROM chatroom_history WHERE room_id IN ({})"
+                " GROUP BY room_id".format(", ".join("?" * len(ids))),
+                tuple(ids),
+            )
+            return {int(row["room_id"]): int(row["latest"]) for row in rows}
+
+        return await self.db.run_interaction("get_history_times", get_history_times_txn)
 
     async def clear_history(self, room_id: int) -> int:
         """Delete a room's history (the standalone chat's "clear"); returns the rows deleted."""

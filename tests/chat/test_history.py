@@ -285,14 +285,48 @@ class HistoryWriterStoreMixin(StoreTestMixin):
         for n in range(3, 3 + HistoryWriter.ID_RESERVE):
             writer.add(HistoryRow(1, json.dumps({"n": n}), 1_795_301_000 + n))
             await writer.drain()
-        self.assertEqual(allocations, [3 + HistoryWriter.ID_RESERVE])
+        # Below half the reserve, a write tops it up: the rows never wait for an id.
+        half = HistoryWriter.ID_RESERVE // 2
+        self.assertEqual(allocations, [3 + HistoryWriter.ID_RESERVE, half + 1])
         writer.add(HistoryRow(1, json.dumps({"n": 99}), 1_795_301_099))
         await writer.drain()
-        self.assertEqual(allocations, [3 + HistoryWriter.ID_RESERVE, 1 + HistoryWriter.ID_RESERVE])
+        self.assertEqual(allocations, [3 + HistoryWriter.ID_RESERVE, half + 1])
         rows = await fetch_rows_async(
             self.database, "SELECT hist_id, message FROM chatroom_history ORDER BY hist_id")
         self.assertEqual([json.loads(r["message"])["n"] for r in rows],
                          list(range(3 + HistoryWriter.ID_RESERVE)) + [99])
+
+
+    async def test_take_id_gives_the_row_its_id_before_it_is_queued(self) -> None:
+        """
+        reserve_ids fills the reserve; take_id hands out ascending ids that the rows keep in
+        the table, and none while a row queued earlier still waits for its id.
+        """
+        journal = Journal(self.mktemp(), reactor)
+        journal.open()
+        self.addCleanup(journal.close)
+
+        def write(rows: Sequence[HistoryRow]) -> Any:
+            return defer.ensureDeferred(self.store.add_history_rows(
+                [(r.hist_id, r.room_id, r.message, r.timestamp) for r in rows]))
+
+        writer = HistoryWriter(reactor, write, journal=journal, allocate_ids=self.store.next_history_ids)
+        self.assertIsNone(writer.take_id())
+        await writer.reserve_ids()
+        taken = [writer.take_id() for _ in range(3)]
+        self.assertEqual(taken, sorted(taken))
+        for n, hist_id in enumerate(taken):
+            writer.add(HistoryRow(1, json.dumps({"n": n}), 1_795_301_000, hist_id=hist_id))
+        await writer.drain()
+        rows = await fetch_rows_async(
+            self.database, "SELECT hist_id, message FROM chatroom_history ORDER BY hist_id")
+        self.assertEqual([(r["hist_id"], json.loads(r["message"])["n"]) for r in rows],
+                         list(zip(taken, range(3))))
+        clock = task.Clock()  # no write runs until the clock is advanced
+        waiting = HistoryWriter(clock, write, journal=journal, allocate_ids=self.store.next_history_ids)
+        waiting.add(HistoryRow(1, json.dumps({"n": "waits"}), 1_795_301_001))
+        await waiting.reserve_ids()
+        self.assertIsNone(waiting.take_id())  # the queued row (no id yet) gets the next one
 
 
 class HistoryWriterSQLiteTests(HistoryWriterStoreMixin, unittest.TestCase):

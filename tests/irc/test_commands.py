@@ -24,6 +24,8 @@ from tests.irc.support import capture_log, log_lines, make_config, start_irc
 #: table so that a change to the table has to change this too.
 MIN_PARAMS = {
     "CAP": 1,
+    "BATCH": 1,  # IRCv3 batch: the reference
+    "CHATHISTORY": 3,  # draft/chathistory: subcommand, target or times, and more
     "PASS": 1,
     "USER": 4,
     "AUTHENTICATE": 1,
@@ -43,6 +45,8 @@ BEFORE_REGISTRATION = {"CAP", "PASS", "NICK", "USER", "AUTHENTICATE", "WEBIRC", 
 #: Parameters each command may be sent with: enough for the table, harmless for the handler.
 SAMPLE_PARAMS = {
     "CAP": ("LIST",),
+    "BATCH": ("+ref", "draft/multiline", "#room"),
+    "CHATHISTORY": ("LATEST", "#room", "*", "10"),
     "PASS": ("secret",),
     "USER": ("u", "0", "*", "Real"),
     "AUTHENTICATE": ("PLAIN",),

@@ -43,7 +43,9 @@ class RegistrationTests(TestCase):
         ls = await client.wait_for("CAP")
         self.assertEqual(ls.params[1], "LS")
         self.assertEqual(set(ls.params[2].split()),
-                         {"server-time", "message-tags", "echo-message", "multi-prefix", "invite-notify"})
+                         {"server-time", "message-tags", "echo-message", "multi-prefix", "invite-notify",
+                          "batch", "labeled-response", "draft/chathistory",
+                          "draft/multiline=max-bytes=4096,max-lines=100"})
         client.send("NICK bob")
         client.send("USER bob 0 * :Bob")
         client.send("CAP REQ :server-time multi-prefix")
@@ -258,7 +260,7 @@ class CommandTests(TestCase):
             await client.wait_for("366")
         sender.send("@+draft/reply=abc;other=x PRIVMSG #t :tagged")
         got = await tagged.wait_for("PRIVMSG")
-        self.assertEqual(got.tags, {"+draft/reply": "abc"})
+        self.assertEqual(got.tags, {"+draft/reply": "abc", "msgid": got.tags["msgid"]})
         got = await plain.wait_for("PRIVMSG")
         self.assertEqual(got.tags, {})
 

@@ -1,0 +1,116 @@
+# -*- test-case-name: tests.irc.test_history -*-
+"""
+The history of what only IRC users said: IRC-only channels and private messages between IRC
+users, in memory (a bridged room's history is the database's, read by the bridge).
+
+L{LocalHistory} keeps the latest C{per_target} messages of each channel and each pair of nicks
+(at most C{max_targets} of them, the least recently used dropped first), for CHATHISTORY. Nothing
+survives a restart and nothing is shared between cluster processes: these messages were never
+stored anywhere.
+"""
+
+from collections import OrderedDict, deque
+from typing import Any, Deque, Iterable, List, Optional, Tuple
+
+import attr
+
+__all__ = ["Bound", "HistoryLine", "LocalHistory", "dm_key", "select"]
+
+#: A CHATHISTORY reference: ``("msgid", id)`` or ``("ts", seconds)``; ``("upto", id)`` is the
+#: one inclusive bound (AROUND's message itself, as a ``before``).
+Bound = Tuple[str, Any]
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class HistoryLine:
+    """
+    One stored message as IRC shows it: id, time (seconds), sender mask, text, CTCP, and for
+    IRC's own messages the command and the target it was sent to (None: the channel asked for).
+    """
+
+    msgid: str
+    at: float
+    prefix: str
+    text: str
+    ctcp: Optional[str] = None
+    command: str = "PRIVMSG"
+    target: Optional[str] = None
+
+
+def dm_key(one: str, other: str) -> Tuple[str, str]:
+    """The key of the private conversation of two (folded) nicks, the same both ways."""
+    first, second = sorted((one, other))
+    return (first, second)
+
+
+def _millis(seconds: float) -> int:
+    """The millisecond a server-time tag shows for this time (times compare as shown)."""
+    return round(seconds * 1_000_000) // 1000
+
+
+def _position(lines: List[HistoryLine], msgid: str) -> Optional[int]:
+    return next((index for index, line in enumerate(lines) if line.msgid == msgid), None)
+
+
+def _after(lines: List[HistoryLine], bound: Bound) -> Optional[int]:
+    """Index of the first line after C{bound} (None: a msgid not in this history)."""
+    kind, value = bound
+    if kind == "msgid":
+        position = _position(lines, value)
+        return None if position is None else position + 1
+    return next((index for index, line in enumerate(lines) if _millis(line.at) > _millis(value)),
+                len(lines))
+
+
+def _before(lines: List[HistoryLine], bound: Bound) -> Optional[int]:
+    """
+    Index past the last line before C{bound}, or up to it for ``("upto", msgid)`` (None: a
+    msgid not in this history).
+    """
+    kind, value = bound
+    if kind in ("msgid", "upto"):
+        position = _position(lines, value)
+        return None if position is None else position + (kind == "upto")
+    return next((index for index, line in enumerate(lines) if _millis(line.at) >= _millis(value)),
+                len(lines))
+
+
+def select(lines: List[HistoryLine], limit: int, after: Optional[Bound], before: Optional[Bound],
+           latest: bool) -> List[HistoryLine]:
+    """At most C{limit} lines strictly between the bounds, the newest with C{latest}, oldest first."""
+    start = 0 if after is None else _after(lines, after)
+    end = len(lines) if before is None else _before(lines, before)
+    if start is None or end is None or start >= end or limit <= 0:
+        return []
+    chosen = lines[start:end]
+    return chosen[-limit:] if latest else chosen[:limit]
+
+
+class LocalHistory:
+    """The in-memory history of IRC-only channels and private conversations, by key."""
+
+    def __init__(self, per_target: int, max_targets: int = 10000) -> None:
+        self.per_target = per_target
+        self.max_targets = max_targets
+        self._lines: "OrderedDict[Any, Deque[HistoryLine]]" = OrderedDict()
+
+    def add(self, key: Any, line: HistoryLine) -> None:
+        lines = self._lines.get(key)
+        if lines is None:
+            lines = self._lines[key] = deque(maxlen=self.per_target)
+            while len(self._lines) > self.max_targets:
+                self._lines.popitem(last=False)
+        self._lines.move_to_end(key)
+        lines.append(line)
+
+    def page(self, key: Any, limit: int, after: Optional[Bound] = None,
+             before: Optional[Bound] = None, latest: bool = True) -> List[HistoryLine]:
+        return select(list(self._lines.get(key, ())), limit, after, before, latest)
+
+    def latest(self, keys: Iterable[Any]) -> List[Tuple[Any, float]]:
+        """``(key, time of its newest line)`` for those of C{keys} with a history."""
+        return [(key, self._lines[key][-1].at) for key in keys if self._lines.get(key)]
+
+    def keys_with(self, name: str) -> List[Tuple[str, str]]:
+        """The private conversations that name takes part in."""
+        return [key for key in self._lines if isinstance(key, tuple) and name in key]
