@@ -392,15 +392,19 @@ async function measure(kind, scenario, rep) {
       delete result.raw;
     } else {
       // --py-spy: ilchat's threads sampled from the moment the clients are seated (the measured
-      // window and what follows it) to the generator's end, as collapsed stacks.
-      let spy = null;
+      // window and what follows it) to the generator's end, as collapsed stacks; each process of
+      // a cluster in a file of its own (`<tag>-<n>.py-spy.txt`).
+      const spies = [];
       const startSpy = () => {
-        spy = spawn(PY_SPY, ['record', '--pid', String(srv.pid), '--rate', '250', '--nonblocking', '--threads',
-          '--format', 'raw', '-o', path.join(RESULTS, `${tag}.py-spy.txt`)],
-        { stdio: ['ignore', 'ignore', fs.openSync(path.join(RESULTS, `${tag}.py-spy.log`), 'w')] });
+        srvs.forEach((s, i) => {
+          const name = srvs.length > 1 ? `${tag}-${i + 1}.py-spy` : `${tag}.py-spy`;
+          spies.push(spawn(PY_SPY, ['record', '--pid', String(s.pid), '--rate', '250', '--nonblocking', '--threads',
+            '--format', 'raw', '-o', path.join(RESULTS, `${name}.txt`)],
+          { stdio: ['ignore', 'ignore', fs.openSync(path.join(RESULTS, `${name}.log`), 'w')] }));
+        });
       };
-      result = await runGenerator(scenario, srvs, `${tag}.gen.log`, opts.pySpy && kind === 'ilchat' ? startSpy : null);
-      if (spy) { const done = new Promise((r) => spy.once('exit', r)); spy.kill('SIGINT'); await done; }
+      result = await runGenerator(scenario, srvs, `${tag}.gen.log`, opts.pySpy && kind !== 'node' ? startSpy : null);
+      await Promise.all(spies.map((spy) => { const done = new Promise((r) => spy.once('exit', r)); spy.kill('SIGINT'); return done; }));
       if (typeof result.sent === 'number' && result.sent > 0) {
         result.persisted = await persisted(result.sent);
       }
