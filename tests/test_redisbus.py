@@ -189,6 +189,36 @@ class SharedRedisTests(RedisBusTestsMixin, TestCase):
         await task.deferLater(reactor, 0.1, lambda: None)
         self.assertEqual([e["event"]["type"] for e in seen], ["y"])
 
+    async def test_messages_of_one_read_are_delivered_in_one_turn(self) -> None:
+        """
+        Bus messages that arrive together are delivered in one reactor turn (so a room's
+        fan-out joins them into one write per connection), not one turn each: txredisapi on
+        its own parses what follows each bulk string in a later turn.
+        """
+        a = await self.bus("proc-a")
+        ticks = [0]
+        ticker: List[Any] = []
+
+        def tick() -> None:  # counts reactor turns while the test runs
+            ticks[0] += 1
+            ticker[:] = [reactor.callLater(0, tick)]
+
+        tick()
+        self.addCleanup(lambda: ticker[0].cancel())
+        turns: List[int] = []
+        self.addCleanup(a.subscribe("room:x", lambda envelope: turns.append(ticks[0])))
+        await a.subscribed()
+        client = await txredisapi.Connection("127.0.0.1", SHARED_REDIS_PORT, reconnect=False)
+        self.addCleanup(client.disconnect)
+        channel = self.prefix + "bus:room:x"
+        # Twenty PUBLISH commands written in one turn: one write, and Redis forwards them together.
+        await defer.gatherResults([
+            client.publish(channel, '{"v":1,"origin":"other","topic":"room:x","event":{"type":"m","n":%d}}' % n)
+            for n in range(20)
+        ])
+        await eventually(lambda: len(turns) == 20)
+        self.assertLessEqual(len(set(turns)), 2, turns)
+
     async def test_not_json_raises_in_the_publisher(self) -> None:
         """A value Redis could not carry raises at publish, and nothing is delivered."""
         a = await self.bus("proc-a")
