@@ -141,6 +141,9 @@ function findPid(comm, port) {
 }
 const DB_PORT = 3306;
 const DB_PID = findPid('mariadbd', DB_PORT) || findPid('mysqld', DB_PORT);
+/* The shared Redis of the cluster scenario, whose CPU is reported beside the servers' (its other
+ * clients' load included: in the 1-process run, which uses no Redis, that is all it measures). */
+const REDIS_PID = findPid('redis-server', REDIS.port);
 
 function httpGet(port, p, timeoutMs = 2000, secure = false) {
   return new Promise((resolve) => {
@@ -285,7 +288,8 @@ function runGenerator(scenario, srvs, logName, onSeated = null) {
   return new Promise((resolve) => {
     const [cmd, args] = pinned(GEN_CPU, process.execPath, [path.join(BENCH, 'loadgen/gen.js'),
       '--scenario', GEN_SCENARIO[scenario] || scenario, '--port', srvs.map((s) => s.port).join(','), '--ns', NS,
-      '--auth', `${AUTH_KEY}:${AUTH_SECRET}`, '--server-pid', srvs.map((s) => s.pid).join(','), ...(DB_PID ? ['--db-pid', String(DB_PID)] : []), '--hard-limit', '900',
+      '--auth', `${AUTH_KEY}:${AUTH_SECRET}`, '--server-pid', srvs.map((s) => s.pid).join(','), ...(DB_PID ? ['--db-pid', String(DB_PID)] : []),
+      ...(scenario === 'cluster' && REDIS_PID ? ['--redis-pid', String(REDIS_PID)] : []), '--hard-limit', '900',
       ...SIZES[scenario].map(String)]);
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -432,7 +436,11 @@ const FANOUT_FIGURES = [['deliveries/s', (r) => r.deliveries_per_s, 'higher'], [
 const FIGURES = {
   fanout: FANOUT_FIGURES,
   tls: FANOUT_FIGURES,
-  cluster: FANOUT_FIGURES,
+  cluster: [...FANOUT_FIGURES.slice(0, 5),
+    ['Redis CPU µs / delivery', (r) => r.redis_us_per_delivery, 'info'],
+    ['server + Redis µs / delivery', (r) => (r.server_us_per_delivery === null || r.redis_us_per_delivery === null ? null
+      : r.server_us_per_delivery + r.redis_us_per_delivery), 'lower'],
+    ...FANOUT_FIGURES.slice(5)],
   polling: [...FANOUT_FIGURES, ['RSS per polling client KiB', (r) => r.rss_per_client_kib, 'lower']],
   rooms: [['others CPU % (noise)', (r) => r.others_cpu_pct, 'info'], ['latency p50 ms', (r) => r.latency && r.latency.p50_ms, 'lower'], ['latency p99 ms', (r) => r.latency && r.latency.p99_ms, 'lower'],
     ['server CPU %', (r) => r.server_cpu_pct, 'lower'],
