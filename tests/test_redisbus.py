@@ -15,6 +15,7 @@ from zope.interface.verify import verifyObject
 
 from ilchat.bus import IBus, LocalBus
 from ilchat.config import RedisConfig
+from ilchat.jsonutil import dumps
 from ilchat.redisbus import RedisBus, RedisUnavailable
 from tests.support.private_redis import SHARED_REDIS_PORT, PrivateRedis, redis_command, shared_redis_prefix
 from tests.support.server import free_port
@@ -218,6 +219,25 @@ class SharedRedisTests(RedisBusTestsMixin, TestCase):
         ])
         await eventually(lambda: len(turns) == 20)
         self.assertLessEqual(len(set(turns)), 2, turns)
+
+    async def test_messages_split_across_reads_arrive_whole_and_in_order(self) -> None:
+        """Many messages, one of 300 KB: the reads end anywhere inside them, nothing is lost."""
+        a = await self.bus("proc-a")
+        seen = self.collect(a, "room:x")
+        await a.subscribed()
+        client = await txredisapi.Connection("127.0.0.1", SHARED_REDIS_PORT, reconnect=False)
+        self.addCleanup(client.disconnect)
+        channel = self.prefix + "bus:room:x"
+        texts = ["\u00e9" * (n * 37 % 1500) for n in range(300)]
+        texts[150] = "x" * 300_000
+        await defer.gatherResults([
+            client.publish(channel, dumps({"v": 1, "origin": "other", "topic": "room:x",
+                                           "event": {"type": "m", "n": n, "text": text}}))
+            for n, text in enumerate(texts)
+        ])
+        await eventually(lambda: len(seen) == 300)
+        self.assertEqual([e["event"]["n"] for e in seen], list(range(300)))
+        self.assertEqual([e["event"]["text"] for e in seen], texts)
 
     async def test_not_json_raises_in_the_publisher(self) -> None:
         """A value Redis could not carry raises at publish, and nothing is delivered."""
