@@ -58,6 +58,12 @@ class RedisBusTestsMixin:
         self.addCleanup(bus.close)
         return bus
 
+    async def raw_publish(self) -> Callable[[str], "defer.Deferred[Any]"]:
+        """PUBLISH on the channel of topic ``room:x`` from a plain txredisapi connection."""
+        client = await txredisapi.Connection("127.0.0.1", SHARED_REDIS_PORT, reconnect=False)
+        self.addCleanup(client.disconnect)
+        return lambda message: client.publish(self.prefix + "bus:room:x", message)
+
     def collect(self, bus: RedisBus, topic: str) -> List[Any]:
         seen: List[Any] = []
         self.addCleanup(bus.subscribe(topic, seen.append))
@@ -162,10 +168,9 @@ class SharedRedisTests(RedisBusTestsMixin, TestCase):
             '{"v":1,"topic":"room:x","event":{"type":"x"}}',
             '{"v":1,"origin":"other","topic":"room:x","event":{"type":NaN}}',
         ]
-        client = await txredisapi.Connection("127.0.0.1", SHARED_REDIS_PORT, reconnect=False)
-        self.addCleanup(client.disconnect)
+        publish = await self.raw_publish()
         for message in bad + ["not json"] * 20 + [good]:
-            await client.publish(channel, message)
+            await publish(message)
         await eventually(lambda: len(seen) == 1)
         self.assertEqual(seen[0]["event"], {"type": "ok"})
         self.assertTrue(a.connected)
@@ -181,11 +186,9 @@ class SharedRedisTests(RedisBusTestsMixin, TestCase):
         a = await self.bus("proc-a")
         seen = self.collect(a, "room:x")
         await a.subscribed()
-        client = await txredisapi.Connection("127.0.0.1", SHARED_REDIS_PORT, reconnect=False)
-        self.addCleanup(client.disconnect)
-        channel = self.prefix + "bus:room:x"
-        await client.publish(channel, '{"v":1,"origin":"proc-a","topic":"room:x","event":{"type":"x"}}')
-        await client.publish(channel, '{"v":1,"origin":"proc-b","topic":"room:x","event":{"type":"y"}}')
+        publish = await self.raw_publish()
+        await publish('{"v":1,"origin":"proc-a","topic":"room:x","event":{"type":"x"}}')
+        await publish('{"v":1,"origin":"proc-b","topic":"room:x","event":{"type":"y"}}')
         await eventually(lambda: len(seen) == 1)
         await task.deferLater(reactor, 0.1, lambda: None)
         self.assertEqual([e["event"]["type"] for e in seen], ["y"])
@@ -209,12 +212,10 @@ class SharedRedisTests(RedisBusTestsMixin, TestCase):
         turns: List[int] = []
         self.addCleanup(a.subscribe("room:x", lambda envelope: turns.append(ticks[0])))
         await a.subscribed()
-        client = await txredisapi.Connection("127.0.0.1", SHARED_REDIS_PORT, reconnect=False)
-        self.addCleanup(client.disconnect)
-        channel = self.prefix + "bus:room:x"
+        publish = await self.raw_publish()
         # Twenty PUBLISH commands written in one turn: one write, and Redis forwards them together.
         await defer.gatherResults([
-            client.publish(channel, '{"v":1,"origin":"other","topic":"room:x","event":{"type":"m","n":%d}}' % n)
+            publish('{"v":1,"origin":"other","topic":"room:x","event":{"type":"m","n":%d}}' % n)
             for n in range(20)
         ])
         await eventually(lambda: len(turns) == 20)
@@ -225,14 +226,12 @@ class SharedRedisTests(RedisBusTestsMixin, TestCase):
         a = await self.bus("proc-a")
         seen = self.collect(a, "room:x")
         await a.subscribed()
-        client = await txredisapi.Connection("127.0.0.1", SHARED_REDIS_PORT, reconnect=False)
-        self.addCleanup(client.disconnect)
-        channel = self.prefix + "bus:room:x"
+        publish = await self.raw_publish()
         texts = ["\u00e9" * (n * 37 % 1500) for n in range(300)]
         texts[150] = "x" * 300_000
         await defer.gatherResults([
-            client.publish(channel, dumps({"v": 1, "origin": "other", "topic": "room:x",
-                                           "event": {"type": "m", "n": n, "text": text}}))
+            publish(dumps({"v": 1, "origin": "other", "topic": "room:x",
+                           "event": {"type": "m", "n": n, "text": text}}))
             for n, text in enumerate(texts)
         ])
         await eventually(lambda: len(seen) == 300)
