@@ -69,11 +69,38 @@ class _RemembersWhy:
         super().connectionLost(why)  # type: ignore[misc]
 
 
-class CommandProtocol(_RemembersWhy, txredisapi.RedisProtocol):
+class _WholeReads:
+    """
+    Parses everything one read brought before returning, as Twisted's own line receivers do.
+
+    txredisapi's parser hands what follows each bulk string to a C{callLater(0)} of its own
+    (C{LineReceiver.setLineMode}): a pub/sub message is three bulk strings, so each message of a
+    read cost three reactor turns, and every bus message from Redis was delivered (and fanned
+    out, and written to each connection) in a turn of its own, however many came together. Here
+    the rest is parsed in a loop, in the same turn (no recursion).
+    """
+
+    _rest: Any = b""
+
+    def setLineMode(self, extra: Any = b"") -> None:  # noqa: N802 (txredisapi API)
+        self.line_mode = 1
+        self._rest = extra
+
+    def dataReceived(self, data: bytes, unpause: bool = False) -> None:  # noqa: N802
+        while data:
+            self._rest = b""
+            super().dataReceived(data)  # type: ignore[misc]
+            transport = self.transport  # type: ignore[attr-defined]
+            if transport is None or transport.disconnecting:
+                return
+            data = self._rest
+
+
+class CommandProtocol(_RemembersWhy, _WholeReads, txredisapi.RedisProtocol):
     """A connection for commands (PUBLISH, SET, INCR, EVAL...)."""
 
 
-class _Subscriber(_RemembersWhy, txredisapi.SubscriberProtocol):
+class _Subscriber(_RemembersWhy, _WholeReads, txredisapi.SubscriberProtocol):
     owner: "RedisBus"
 
     def messageReceived(self, pattern: Any, channel: Any, message: Any) -> None:  # noqa: N802

@@ -15,6 +15,7 @@ from zope.interface.verify import verifyObject
 
 from ilchat.bus import IBus, LocalBus
 from ilchat.config import RedisConfig
+from ilchat.jsonutil import dumps
 from ilchat.redisbus import RedisBus, RedisUnavailable
 from tests.support.private_redis import SHARED_REDIS_PORT, PrivateRedis, redis_command, shared_redis_prefix
 from tests.support.server import free_port
@@ -56,6 +57,12 @@ class RedisBusTestsMixin:
         await bus.start()
         self.addCleanup(bus.close)
         return bus
+
+    async def raw_publish(self) -> Callable[[str], "defer.Deferred[Any]"]:
+        """PUBLISH on the channel of topic ``room:x`` from a plain txredisapi connection."""
+        client = await txredisapi.Connection("127.0.0.1", SHARED_REDIS_PORT, reconnect=False)
+        self.addCleanup(client.disconnect)
+        return lambda message: client.publish(self.prefix + "bus:room:x", message)
 
     def collect(self, bus: RedisBus, topic: str) -> List[Any]:
         seen: List[Any] = []
@@ -161,10 +168,9 @@ class SharedRedisTests(RedisBusTestsMixin, TestCase):
             '{"v":1,"topic":"room:x","event":{"type":"x"}}',
             '{"v":1,"origin":"other","topic":"room:x","event":{"type":NaN}}',
         ]
-        client = await txredisapi.Connection("127.0.0.1", SHARED_REDIS_PORT, reconnect=False)
-        self.addCleanup(client.disconnect)
+        publish = await self.raw_publish()
         for message in bad + ["not json"] * 20 + [good]:
-            await client.publish(channel, message)
+            await publish(message)
         await eventually(lambda: len(seen) == 1)
         self.assertEqual(seen[0]["event"], {"type": "ok"})
         self.assertTrue(a.connected)
@@ -180,14 +186,57 @@ class SharedRedisTests(RedisBusTestsMixin, TestCase):
         a = await self.bus("proc-a")
         seen = self.collect(a, "room:x")
         await a.subscribed()
-        client = await txredisapi.Connection("127.0.0.1", SHARED_REDIS_PORT, reconnect=False)
-        self.addCleanup(client.disconnect)
-        channel = self.prefix + "bus:room:x"
-        await client.publish(channel, '{"v":1,"origin":"proc-a","topic":"room:x","event":{"type":"x"}}')
-        await client.publish(channel, '{"v":1,"origin":"proc-b","topic":"room:x","event":{"type":"y"}}')
+        publish = await self.raw_publish()
+        await publish('{"v":1,"origin":"proc-a","topic":"room:x","event":{"type":"x"}}')
+        await publish('{"v":1,"origin":"proc-b","topic":"room:x","event":{"type":"y"}}')
         await eventually(lambda: len(seen) == 1)
         await task.deferLater(reactor, 0.1, lambda: None)
         self.assertEqual([e["event"]["type"] for e in seen], ["y"])
+
+    async def test_messages_of_one_read_are_delivered_in_one_turn(self) -> None:
+        """
+        Bus messages that arrive together are delivered in one reactor turn (so a room's
+        fan-out joins them into one write per connection), not one turn each: txredisapi on
+        its own parses what follows each bulk string in a later turn.
+        """
+        a = await self.bus("proc-a")
+        ticks = [0]
+        ticker: List[Any] = []
+
+        def tick() -> None:  # counts reactor turns while the test runs
+            ticks[0] += 1
+            ticker[:] = [reactor.callLater(0, tick)]
+
+        tick()
+        self.addCleanup(lambda: ticker[0].cancel())
+        turns: List[int] = []
+        self.addCleanup(a.subscribe("room:x", lambda envelope: turns.append(ticks[0])))
+        await a.subscribed()
+        publish = await self.raw_publish()
+        # Twenty PUBLISH commands written in one turn: one write, and Redis forwards them together.
+        await defer.gatherResults([
+            publish('{"v":1,"origin":"other","topic":"room:x","event":{"type":"m","n":%d}}' % n)
+            for n in range(20)
+        ])
+        await eventually(lambda: len(turns) == 20)
+        self.assertLessEqual(len(set(turns)), 2, turns)
+
+    async def test_messages_split_across_reads_arrive_whole_and_in_order(self) -> None:
+        """Many messages, one of 300 KB: the reads end anywhere inside them, nothing is lost."""
+        a = await self.bus("proc-a")
+        seen = self.collect(a, "room:x")
+        await a.subscribed()
+        publish = await self.raw_publish()
+        texts = ["\u00e9" * (n * 37 % 1500) for n in range(300)]
+        texts[150] = "x" * 300_000
+        await defer.gatherResults([
+            publish(dumps({"v": 1, "origin": "other", "topic": "room:x",
+                           "event": {"type": "m", "n": n, "text": text}}))
+            for n, text in enumerate(texts)
+        ])
+        await eventually(lambda: len(seen) == 300)
+        self.assertEqual([e["event"]["n"] for e in seen], list(range(300)))
+        self.assertEqual([e["event"]["text"] for e in seen], texts)
 
     async def test_not_json_raises_in_the_publisher(self) -> None:
         """A value Redis could not carry raises at publish, and nothing is delivered."""

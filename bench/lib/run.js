@@ -141,6 +141,9 @@ function findPid(comm, port) {
 }
 const DB_PORT = 3306;
 const DB_PID = findPid('mariadbd', DB_PORT) || findPid('mysqld', DB_PORT);
+/* The shared Redis of the cluster scenario, whose CPU is reported beside the servers' (its other
+ * clients' load included: in the 1-process run, which uses no Redis, that is all it measures). */
+const REDIS_PID = findPid('redis-server', REDIS.port);
 
 function httpGet(port, p, timeoutMs = 2000, secure = false) {
   return new Promise((resolve) => {
@@ -285,7 +288,8 @@ function runGenerator(scenario, srvs, logName, onSeated = null) {
   return new Promise((resolve) => {
     const [cmd, args] = pinned(GEN_CPU, process.execPath, [path.join(BENCH, 'loadgen/gen.js'),
       '--scenario', GEN_SCENARIO[scenario] || scenario, '--port', srvs.map((s) => s.port).join(','), '--ns', NS,
-      '--auth', `${AUTH_KEY}:${AUTH_SECRET}`, '--server-pid', srvs.map((s) => s.pid).join(','), ...(DB_PID ? ['--db-pid', String(DB_PID)] : []), '--hard-limit', '900',
+      '--auth', `${AUTH_KEY}:${AUTH_SECRET}`, '--server-pid', srvs.map((s) => s.pid).join(','), ...(DB_PID ? ['--db-pid', String(DB_PID)] : []),
+      ...(scenario === 'cluster' && REDIS_PID ? ['--redis-pid', String(REDIS_PID)] : []), '--hard-limit', '900',
       ...SIZES[scenario].map(String)]);
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -392,15 +396,19 @@ async function measure(kind, scenario, rep) {
       delete result.raw;
     } else {
       // --py-spy: ilchat's threads sampled from the moment the clients are seated (the measured
-      // window and what follows it) to the generator's end, as collapsed stacks.
-      let spy = null;
+      // window and what follows it) to the generator's end, as collapsed stacks; each process of
+      // a cluster in a file of its own (`<tag>-<n>.py-spy.txt`).
+      const spies = [];
       const startSpy = () => {
-        spy = spawn(PY_SPY, ['record', '--pid', String(srv.pid), '--rate', '250', '--nonblocking', '--threads',
-          '--format', 'raw', '-o', path.join(RESULTS, `${tag}.py-spy.txt`)],
-        { stdio: ['ignore', 'ignore', fs.openSync(path.join(RESULTS, `${tag}.py-spy.log`), 'w')] });
+        srvs.forEach((s, i) => {
+          const name = srvs.length > 1 ? `${tag}-${i + 1}.py-spy` : `${tag}.py-spy`;
+          spies.push(spawn(PY_SPY, ['record', '--pid', String(s.pid), '--rate', '250', '--nonblocking', '--threads',
+            '--format', 'raw', '-o', path.join(RESULTS, `${name}.txt`)],
+          { stdio: ['ignore', 'ignore', fs.openSync(path.join(RESULTS, `${name}.log`), 'w')] }));
+        });
       };
-      result = await runGenerator(scenario, srvs, `${tag}.gen.log`, opts.pySpy && kind === 'ilchat' ? startSpy : null);
-      if (spy) { const done = new Promise((r) => spy.once('exit', r)); spy.kill('SIGINT'); await done; }
+      result = await runGenerator(scenario, srvs, `${tag}.gen.log`, opts.pySpy && kind !== 'node' ? startSpy : null);
+      await Promise.all(spies.map((spy) => { const done = new Promise((r) => spy.once('exit', r)); spy.kill('SIGINT'); return done; }));
       if (typeof result.sent === 'number' && result.sent > 0) {
         result.persisted = await persisted(result.sent);
       }
@@ -428,7 +436,11 @@ const FANOUT_FIGURES = [['deliveries/s', (r) => r.deliveries_per_s, 'higher'], [
 const FIGURES = {
   fanout: FANOUT_FIGURES,
   tls: FANOUT_FIGURES,
-  cluster: FANOUT_FIGURES,
+  cluster: [...FANOUT_FIGURES.slice(0, 5),
+    ['Redis CPU µs / delivery', (r) => r.redis_us_per_delivery, 'info'],
+    ['server + Redis µs / delivery', (r) => (r.server_us_per_delivery === null || r.redis_us_per_delivery === null ? null
+      : r.server_us_per_delivery + r.redis_us_per_delivery), 'lower'],
+    ...FANOUT_FIGURES.slice(5)],
   polling: [...FANOUT_FIGURES, ['RSS per polling client KiB', (r) => r.rss_per_client_kib, 'lower']],
   rooms: [['others CPU % (noise)', (r) => r.others_cpu_pct, 'info'], ['latency p50 ms', (r) => r.latency && r.latency.p50_ms, 'lower'], ['latency p99 ms', (r) => r.latency && r.latency.p99_ms, 'lower'],
     ['server CPU %', (r) => r.server_cpu_pct, 'lower'],

@@ -16,7 +16,7 @@
  * /backend/EnterPrivateRoom with Basic auth); that part is never timed.
  *
  * Usage: node gen.js --scenario fanout|rooms|idle|storm|crowd --port 8600[,8601..] [--host 127.0.0.1]
- *          [--ns bench] [--auth key:secret] [--server-pid N[,M..]] [--db-pid N] [--clients N] [--rooms N]
+ *          [--ns bench] [--auth key:secret] [--server-pid N[,M..]] [--db-pid N] [--redis-pid N] [--clients N] [--rooms N]
  *          [--duration s] [--window N] [--batch N] [--timeout s] [--client raw|ws]
  *          [--tls 1] [--transport websocket|polling]
  *   --client raw (default): ./rawws.js, skips the bodies of big frames; ws: the ws package
@@ -47,6 +47,8 @@ const AUTH = 'Basic ' + Buffer.from(A.auth || 'key:secret').toString('base64');
 /* --server-pid N[,M...]: the server process(es) whose CPU and RSS are measured (summed). */
 const SERVER_PIDS = A['server-pid'] ? String(A['server-pid']).split(',').map((p) => parseInt(p, 10)) : [];
 const DB_PID = A['db-pid'] ? parseInt(A['db-pid'], 10) : null;
+/* --redis-pid N: the Redis server of a cluster run, measured like the database. */
+const REDIS_PID = A['redis-pid'] ? parseInt(A['redis-pid'], 10) : null;
 const SCENARIO = A.scenario;
 const num = (k, d) => (A[k] !== undefined ? Number(A[k]) : d);
 const CLIENT = A.client || 'raw'; // raw: ./rawws.js (skips big frames); ws: the ws package
@@ -127,20 +129,22 @@ class CpuWindow {
     this.m0 = machineBusySeconds();
     this.t0 = performance.now();
     this.each0 = SERVER_PIDS.map(cpuSeconds);
-    this.s0 = cpuSeconds(SERVER_PIDS); this.d0 = cpuSeconds(DB_PID); this.g0 = process.cpuUsage();
+    this.s0 = cpuSeconds(SERVER_PIDS); this.d0 = cpuSeconds(DB_PID); this.r0 = cpuSeconds(REDIS_PID);
+    this.g0 = process.cpuUsage();
   }
   stop() {
     const wall = (performance.now() - this.t0) / 1000;
     const pct = (a, b) => (a === null || b === null ? null : Math.round(((b - a) / wall) * 1000) / 10);
     const g = process.cpuUsage(this.g0);
     const s1 = cpuSeconds(SERVER_PIDS);
-    const mine = [pct(this.s0, s1), pct(this.d0, cpuSeconds(DB_PID))];
+    const r1 = cpuSeconds(REDIS_PID);
+    const mine = [pct(this.s0, s1), pct(this.d0, cpuSeconds(DB_PID)), pct(this.r0, r1)];
     const machine = pct(this.m0, machineBusySeconds());
     const genPct = Math.round(((g.user + g.system) / 1e6 / wall) * 1000) / 10;
     return {
       // CPU used by everything else on the machine (other jobs): a noise indicator, in % of one core
       others_cpu_pct: machine === null ? null
-        : Math.max(0, Math.round((machine - genPct - (mine[0] || 0) - (mine[1] || 0)) * 10) / 10),
+        : Math.max(0, Math.round((machine - genPct - (mine[0] || 0) - (mine[1] || 0) - (mine[2] || 0)) * 10) / 10),
       server_cpu_pct: mine[0],
       // CPU seconds the server spent in the window: robust against other jobs on the machine
       server_cpu_s: this.s0 === null || s1 === null ? null : Math.round((s1 - this.s0) * 100) / 100,
@@ -150,6 +154,8 @@ class CpuWindow {
         return a === null || b === null ? null : Math.round((b - a) * 100) / 100;
       }),
       db_cpu_pct: pct(this.d0, cpuSeconds(DB_PID)),
+      // the Redis server's CPU seconds in the window (all its clients: a shared server's others too)
+      redis_cpu_s: this.r0 === null || r1 === null ? null : Math.round((r1 - this.r0) * 1000) / 1000,
       gen_cpu_pct: Math.round(((g.user + g.system) / 1e6 / wall) * 1000) / 10,
       gen_sys_pct: Math.round((g.system / 1e6 / wall) * 1000) / 10, // kernel share (socket reads)
     };
@@ -433,6 +439,8 @@ async function fanout() {
     deliveries_per_s: Math.round(windowDeliveries / wall), messages_per_s: Math.round(windowDeliveries / wall / members),
     server_us_per_delivery: usage.server_cpu_s === null || !windowDeliveries ? null
       : Math.round((usage.server_cpu_s / windowDeliveries) * 1e8) / 100,
+    redis_us_per_delivery: usage.redis_cpu_s === null || !windowDeliveries ? null
+      : Math.round((usage.redis_cpu_s / windowDeliveries) * 1e8) / 100,
     latency: hist.summary(), ...usage, sent: stats.sent,
   };
 }
