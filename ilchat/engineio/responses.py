@@ -3,12 +3,23 @@
 
 Errors are answered the way the socket.io v4 server (engine.io 6) does: HTTP 400 with
 ``{"code": N, "message": "..."}``, 403 for a refused origin.
+
+A long-polling client makes an HTTP request for every answer it gets, so the answers of one
+reactor turn are gathered (:class:`PollOutbox`: one response per session per turn, each body
+encoded once for every session that gets the same packets) and written in one piece
+(:func:`write_response`).
 """
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
+from twisted.logger import Logger
+from twisted.web.http import HTTPChannel
 from twisted.web.server import Request
 
+from ilchat.engineio._internals import direct_socket, write_frames
+from ilchat.engineio.packets import encode_payload
 from ilchat.jsonutil import dumps
 
 __all__ = [
@@ -18,9 +29,13 @@ __all__ = [
     "ERROR_BAD_REQUEST",
     "ERROR_FORBIDDEN",
     "ERROR_UNSUPPORTED_PROTOCOL_VERSION",
+    "PollOutbox",
     "error_body",
+    "payload_body",
     "write_response",
 ]
+
+_log = Logger(namespace="ilchat.engineio")
 
 ERROR_UNKNOWN_TRANSPORT = 0
 ERROR_UNKNOWN_SID = 1
@@ -38,13 +53,32 @@ _ERROR_MESSAGES = {
     ERROR_UNSUPPORTED_PROTOCOL_VERSION: "Unsupported protocol version",
 }
 
-_OPENING, _OPEN, _CLOSING, _CLOSED = range(4)
 
 def write_response(request: Request | None, code: int, content_type: bytes, body: bytes) -> None:
-    """Finish a parked request, unless the client has gone already."""
+    """
+    Finish a parked request, unless the client has gone already.
+
+    On an HTTP/1.x channel the status line, the headers and the body go out as one write, sent at
+    once when nothing waits ahead of it (:func:`~ilchat.engineio._internals.write_frames`), not
+    as twisted.web's two writes that register the socket with the reactor and wait for the next
+    turn: a polling client's every delivery is one such answer.
+    """
     if request is None or request.finished or getattr(request, "_disconnected", False):
         return
     request.setResponseCode(code)
+    channel = request.channel
+    if isinstance(channel, HTTPChannel) and not request.startedWriting and request.method != b"HEAD":
+        head = [request.clientproto, b" %d " % code, request.code_message, b"\r\n"]
+        for name, values in request.responseHeaders.getAllRawHeaders():
+            for value in values:
+                head += (name, b": ", value, b"\r\n")
+        head += (b"Content-Type: ", content_type, b"\r\nContent-Length: %d\r\n\r\n" % len(body), body)
+        request.startedWriting = 1
+        request.sentLength = len(body)
+        transport = channel.transport
+        write_frames(transport, direct_socket(transport), [b"".join(head)])
+        request.finish()
+        return
     request.setHeader(b"content-type", content_type)
     request.setHeader(b"content-length", b"%d" % len(body))
     request.write(body)
@@ -56,3 +90,56 @@ def error_body(request: Request, code: int, message: str | None = None) -> bytes
     request.setHeader(b"content-type", b"application/json")
     return dumps({"code": code, "message": message or _ERROR_MESSAGES[code]}).encode()
 
+
+
+class PollOutbox:
+    """
+    Polling sessions that got packets this reactor turn while a GET of theirs was parked: each is
+    answered once at the turn's end (a C{callLater(0)}), with everything the turn queued for it.
+
+    Several broadcasts of one turn thus share one HTTP response (and one request that follows it)
+    per client, and the sessions that got the same packets share one encoded body.
+    """
+
+    __slots__ = ("_reactor", "_dirty", "_call")
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+        self._dirty: list[Callable[[dict[tuple[str, ...], bytes]], None]] = []
+        self._call: Any = None
+
+    def post(self, flush: Callable[[dict[tuple[str, ...], bytes]], None]) -> None:
+        """Call C{flush(bodies)} at the end of this turn (once per call of C{post})."""
+        self._dirty.append(flush)
+        if self._call is None:
+            self._call = self._reactor.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        """Answer every session posted this turn."""
+        self._call = None
+        dirty, self._dirty = self._dirty, []
+        bodies: dict[tuple[str, ...], bytes] = {}
+        for flush in dirty:
+            try:
+                flush(bodies)
+            except Exception:
+                # One broken connection must not keep the others' answers back.
+                _log.failure("Engine.IO: answering a parked polling GET failed")
+
+    def cancel(self) -> None:
+        """Forget the scheduled flush (server shutdown)."""
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
+        self._dirty = []
+
+
+def payload_body(queue: list[str], bodies: dict[tuple[str, ...], bytes] | None = None) -> bytes:
+    """The long-polling body of C{queue}; with C{bodies}, encoded once for equal queues."""
+    if bodies is None:
+        return encode_payload(queue).encode("utf-8")
+    key = tuple(queue)
+    body = bodies.get(key)
+    if body is None:
+        body = bodies[key] = encode_payload(queue).encode("utf-8")
+    return body

@@ -48,6 +48,7 @@ from ilchat.engineio._internals import MAX_FRAMES_PER_TURN
 from ilchat.engineio.outgoing import OutgoingPacket
 from ilchat.engineio.resource import EngineIOResource, default_address
 from ilchat.engineio.responses import (
+    PollOutbox,
     ERROR_BAD_HANDSHAKE_METHOD,
     ERROR_BAD_REQUEST,
     ERROR_FORBIDDEN,
@@ -169,6 +170,8 @@ class EngineIOServer:
         #: Sessions closed for a malformed packet (``parse_error``) or a limit (``session_limit``).
         self.refusals: Counter[str] = Counter()
         self.sessions: dict[str, EngineIOSession] = {}
+        #: The parked polling GETs to answer at the end of the current reactor turn.
+        self.poll_outbox = PollOutbox(reactor)
         self.ws_factory = EngineIOWebSocketFactory(self)
         self.ws_factory.setProtocolOptions(
             maxMessagePayloadSize=self.max_payload,
@@ -196,5 +199,6 @@ class EngineIOServer:
         for session in list(self.sessions.values()):
             session.close("server shutting down")
             session._finalize()
+        self.poll_outbox.cancel()
         self.ws_factory.stop()
         self.repeated_log.flush()

@@ -20,7 +20,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from ilchat.engineio import packets as P
 from ilchat.engineio._internals import frame_size
 from ilchat.engineio.outgoing import NOOP_PACKET, PING_PACKET, OutgoingPacket
-from ilchat.engineio.responses import ERROR_BAD_REQUEST, error_body, write_response
+from ilchat.engineio.responses import ERROR_BAD_REQUEST, error_body, payload_body, write_response
 from ilchat.jsonutil import dumps
 
 if TYPE_CHECKING:
@@ -98,6 +98,7 @@ class EngineIOSession:
         "_close_reason",
         "_close_detail",
         "_queued_bytes",
+        "_poll_posted",
         "held",
         "__weakref__",
     )
@@ -129,6 +130,7 @@ class EngineIOSession:
         self._close_reason = ""
         self._close_detail: str | None = None
         self._queued_bytes = 0
+        self._poll_posted = False
         #: Bytes the application keeps for this session (Socket.IO: attachments not yet
         #: complete); see :meth:`hold`.
         self.held = 0
@@ -184,7 +186,8 @@ class EngineIOSession:
         connection however many broadcasts reached it); with ``now`` (what is for this session
         alone: answers, acks, emits to one socket) each frame is written at once, in a write of
         its own, after what the turn queued before. A polling client gets either with its next
-        (or parked) GET.
+        GET; a parked GET is answered at the end of the turn with all the turn's packets
+        (:class:`~ilchat.engineio.responses.PollOutbox`), or at once with ``now``.
         """
         if self._state != _OPEN:
             return
@@ -210,7 +213,11 @@ class EngineIOSession:
             queue.append(text)
             self._queued_bytes += len(text)
         if self._get_request is not None:
-            self._flush_poll()
+            if now or len(queue) > MAX_POLLING_QUEUE:
+                self._flush_poll()
+            elif not self._poll_posted:
+                self._poll_posted = True
+                self.server.poll_outbox.post(self._flush_posted)
         elif len(queue) > MAX_POLLING_QUEUE or self.buffered > self.server.max_backlog:
             # A slow or vanished polling reader: bound the memory, then let it go.
             _log.info(
@@ -433,12 +440,17 @@ class EngineIOSession:
             self._get_request = None
             self.close("transport close", discard=True)
 
-    def _flush_poll(self) -> None:
+    def _flush_posted(self, bodies: dict[tuple[str, ...], bytes]) -> None:
+        """The end of a turn that queued packets while a GET was parked (``PollOutbox``)."""
+        self._poll_posted = False
+        if self._get_request is not None and self._queue and self._state == _OPEN:
+            self._flush_poll(bodies)
+
+    def _flush_poll(self, bodies: dict[tuple[str, ...], bytes] | None = None) -> None:
         request, self._get_request = self._get_request, None
         queue, self._queue = self._queue, []
         self._queued_bytes = 0
-        body = P.encode_payload(queue).encode("utf-8")
-        write_response(request, 200, b"text/plain; charset=UTF-8", body)
+        write_response(request, 200, b"text/plain; charset=UTF-8", payload_body(queue, bodies))
 
     def handle_post(self, request: Request) -> bytes:
         """A polling POST: decode the payload and hand each packet on; answer ``ok``."""

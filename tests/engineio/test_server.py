@@ -14,6 +14,9 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from ilchat.engineio import responses as responses_module
+from ilchat.engineio import session as session_module
+from ilchat.engineio.outgoing import OutgoingPacket
 from ilchat.engineio.server import EngineIOServer
 from tests.engineio.support import handshake, http, serve, wait
 
@@ -281,6 +284,55 @@ class PollingTests(ServerTestCase):
         yield http("POST", f"{self.url}?EIO=4&transport=polling&sid={sid}", b"4wake")
         response = yield pending
         self.assertEqual(response.text, "4wake")
+
+    @defer.inlineCallbacks
+    def test_parked_get_takes_every_packet_of_the_turn(self):
+        """The packets one reactor turn queues for a parked GET go out in one answer, in order."""
+        sid, _ = yield handshake(self.base)
+        pending = http("GET", f"{self.url}?EIO=4&transport=polling&sid={sid}")
+        yield wait(0.1)
+        # One POST, three packets: echoed in one turn, so the parked GET gets all three.
+        yield http("POST", f"{self.url}?EIO=4&transport=polling&sid={sid}", b"4a\x1e4b\x1e4c")
+        response = yield pending
+        self.assertEqual(response.text, "4a\x1e4b\x1e4c")
+        self.assertEqual(response.header("content-type"), "text/plain; charset=UTF-8")
+        self.assertEqual(response.header("cache-control"), "no-store")
+        self.assertIsNotNone(response.header("date"))
+        yield self.assert_still_serving()
+
+    @defer.inlineCallbacks
+    def test_broadcast_answers_every_parked_get_with_one_body(self):
+        """A broadcast reaches each session's parked GET once; equal queues share one body."""
+        server = self.make_server()
+        base = serve(self, server.resource)
+        self.addCleanup(server.close)
+        url = f"{base}/socket.io/?EIO=4&transport=polling&sid="
+        sids = []
+        for _ in range(3):
+            sid, _ = yield handshake(base)
+            sids.append(sid)
+        pending = [http("GET", url + sid) for sid in sids]
+        yield wait(0.1)
+        bodies = []
+        payload_body = responses_module.payload_body
+
+        def recording(queue, cache=None):
+            body = payload_body(queue, cache)
+            bodies.append(body)
+            return body
+
+        self.patch(session_module, "payload_body", recording)
+        packets = [OutgoingPacket.message("one"), OutgoingPacket.message("two")]
+        for session in list(server.sessions.values()):
+            session.send_packets(packets[:1])
+        for session in list(server.sessions.values()):
+            session.send_packets(packets[1:])
+        self.assertEqual(bodies, [])  # answered at the end of the turn, not during it
+        answers = yield defer.gatherResults(pending)
+        self.assertEqual([a.text for a in answers], ["4one\x1e4two"] * 3)
+        self.assertEqual(len(bodies), 3)
+        self.assertEqual(len({id(body) for body in bodies}), 1)
+        server.close()
 
     @defer.inlineCallbacks
     def test_concurrent_get_closes_the_session(self):
