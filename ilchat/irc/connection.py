@@ -317,6 +317,10 @@ class IrcConnection(LineOnlyReceiver):
     def deliver(self, message: Message, client_tags: Optional[Dict[str, str]] = None) -> None:
         """Send a message from elsewhere (another user, a channel), with the tags this client asked for."""
         tags = self._tags_for(client_tags)
+        if "account-tag" in self.caps:
+            account = self.network.account_of(message.prefix)
+            if account:
+                tags["account"] = account
         if tags:
             message = attr.evolve(message, tags={**message.tags, **tags})
         self.send_message(message)

@@ -50,12 +50,30 @@ from ilchat.irc.numerics import (
     RPL_YOURHOST,
 )
 
-__all__ = ["RegistrationCommands", "SUPPORTED_CAPS"]
+__all__ = ["RegistrationCommands", "SUPPORTED_CAPS", "IDENTITY_CAPS", "REALNAME_LENGTH"]
 
 _USERNAME_BAD = re.compile(r"[^A-Za-z0-9._-]")
 
+#: IRCv3 capabilities of who users are and whether they are there: accounts (``account-tag``,
+#: ``account-notify``, ``extended-join``), away, realname changes, full masks in NAMES, and
+#: ``cap-notify`` (this list never changes while the server runs, so there is never a CAP NEW).
+IDENTITY_CAPS = (
+    "account-notify",
+    "account-tag",
+    "away-notify",
+    "cap-notify",
+    "extended-join",
+    "setname",
+    "userhost-in-names",
+)
 #: IRCv3 capabilities this server offers (``sasl`` only when an authenticator is configured).
-SUPPORTED_CAPS = ("server-time", "message-tags", "echo-message", "multi-prefix", "invite-notify", "sasl")
+SUPPORTED_CAPS = (
+    ("server-time", "message-tags", "echo-message", "multi-prefix", "invite-notify")
+    + IDENTITY_CAPS
+    + ("sasl",)
+)
+#: The longest realname (USER, SETNAME), advertised as NAMELEN.
+REALNAME_LENGTH = 200
 
 # Modes of channel members, highest first, with their NAMES prefixes.
 _PREFIX = "(ov)@+"
@@ -118,6 +136,8 @@ class RegistrationCommands:
             version = 0
             if len(message.params) > 1 and message.params[1].isdigit():
                 version = int(message.params[1])
+            if version >= 302:
+                self.caps.add("cap-notify")  # implied by CAP LS 302 (IRCv3 cap-notify)
             self.send_message(
                 Message("CAP", (target, "LS", " ".join(self._caps_offered(version))), prefix=server)
             )
@@ -215,7 +235,7 @@ class RegistrationCommands:
         # The table refuses an empty realname as a missing one (modern ircdocs, irctest).
         self.username = (_USERNAME_BAD.sub("", message.params[0]) or "user")[:10]
         self._login_hint = message.params[0]
-        self.realname = message.params[3]
+        self.realname = message.params[3][:REALNAME_LENGTH]
         return self._try_register()
 
     def irc_AUTHENTICATE(self, message: Message) -> Optional[defer.Deferred]:
@@ -382,8 +402,11 @@ class RegistrationCommands:
             "TARGMAX=PRIVMSG:4,NOTICE:4,JOIN:,PART:,NAMES:1,WHOIS:1,KICK:1",
             "AWAYLEN=200",
             "KICKLEN=300",
+            f"NAMELEN={REALNAME_LENGTH}",
         ]
-        self.reply(RPL_ISUPPORT, *tokens, "are supported by this server")
+        # At most 13 tokens a line: with the nick and the text, the 15 parameters IRC allows.
+        for start in range(0, len(tokens), 13):
+            self.reply(RPL_ISUPPORT, *tokens[start : start + 13], "are supported by this server")
 
     def _send_motd(self) -> None:
         motd = self.config.motd
