@@ -2,7 +2,7 @@
 The IRCv3 capabilities of identity and presence (issue 16): ``extended-join``, ``account-tag``,
 ``account-notify``, ``away-notify``, ``setname``, ``userhost-in-names`` and ``cap-notify``.
 
-Raw line clients on a real loopback listener for the IRC-only cases; python-socketio browsers,
+Raw line clients and Twisted's IRCClient on a real loopback listener for the IRC-only cases; python-socketio browsers,
 the real MariaDB and SASL against ``usr_data`` for the accounts of ILIAS and web users.
 """
 
@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import base64
 import json
-from twisted.internet import reactor, threads
+from twisted.internet import defer, endpoints, reactor, threads
 from twisted.internet.task import deferLater
 from twisted.trial import unittest
+from twisted.words.protocols import irc
 
 from ilchat.irc.network import account_token
 from ilchat.irc.registration import IDENTITY_CAPS
@@ -150,6 +151,53 @@ class IrcOnlyTests(unittest.TestCase):
         whois = await namer.wait_for("311")
         self.assertEqual(whois.params[5], "Real namer")
         self.assertEqual(namer.since("SETNAME"), [])
+
+
+class TwistedClientTests(unittest.TestCase):
+    async def test_twisted_ircclient_with_away_notify_and_setname(self) -> None:
+        """Twisted's IRCClient, asking for away-notify and setname, gets AWAY and SETNAME lines."""
+        server = await start_irc(self)
+        seen: defer.Deferred = defer.Deferred()
+        lines = []
+
+        class Client(irc.IRCClient):
+            nickname = "twisted"
+
+            def connectionMade(self) -> None:
+                self.sendLine("CAP LS 302")
+                self.sendLine("CAP REQ :away-notify setname")
+                self.sendLine("CAP END")
+                super().connectionMade()
+
+            def signedOn(self) -> None:
+                self.join("#tw")
+
+            def joined(self, channel: str) -> None:
+                seen.callback(self)
+
+            def irc_AWAY(self, prefix: str, params: list) -> None:
+                lines.append(("AWAY", prefix, tuple(params)))
+
+            def irc_SETNAME(self, prefix: str, params: list) -> None:
+                lines.append(("SETNAME", prefix, tuple(params)))
+
+        endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", server.port.getHost().port)
+        client = await endpoints.connectProtocol(endpoint, Client())
+        self.addCleanup(client.transport.loseConnection)
+        await seen
+        other = await server.registered(self, "other", caps=("setname",))
+        await joined(other, "#tw")
+        other.send("AWAY :gone fishing")
+        other.send("SETNAME :Other Person")
+        await other.wait_for("SETNAME")
+        other.send("AWAY")
+        await other.wait_for("305")
+        await settle()
+        self.assertEqual(lines, [
+            ("AWAY", "other!user@127.0.0.1", ("gone fishing",)),
+            ("SETNAME", "other!user@127.0.0.1", ("Other Person",)),
+            ("AWAY", "other!user@127.0.0.1", ()),
+        ])
 
 
 class AccountTokenTests(unittest.SynchronousTestCase):
