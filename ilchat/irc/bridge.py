@@ -49,6 +49,7 @@ from ilchat.irc.network import (
     ChannelLink,
     IrcNetwork,
     RemoteUser,
+    account_token,
     irc_lower,
     sanitise_nick,
 )
@@ -681,10 +682,12 @@ class RoomBridge:
         remote = self.remotes.get(user_id)
         if remote is None or self._is_irc_id(user_id) or not name:
             return
-        remote.realname = name
         nick = sanitise_nick(name, self.network.config.nick_length)
         if irc_lower(nick) != irc_lower(remote.nick):
             self.network.change_nick(remote, self._web_nick(name, remote.key))
+        if name != remote.realname:
+            self.network.set_realname(remote, name)
+        self.network.set_account(remote, account_token(name))
 
     def _on_cleared(self, event: Dict[str, Any]) -> None:
         channel = self._channel_for(event["room"])

@@ -146,7 +146,9 @@ class ChannelCommands:
 
     def _send_names(self, channel: Channel) -> None:
         multi = "multi-prefix" in self.caps
-        names = [channel.prefix_of(member, multi) + member.nick for member in channel.members]
+        full = "userhost-in-names" in self.caps
+        names = [channel.prefix_of(member, multi) + (member.hostmask if full else member.nick)
+                 for member in channel.members]
         head = f":{self.config.server_name} {RPL_NAMREPLY} {self.nick} = {channel.name} :"
         room = 510 - len(head.encode("utf-8"))
         line: List[str] = []

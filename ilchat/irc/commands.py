@@ -80,6 +80,7 @@ COMMANDS: Dict[str, Command] = _table(
     Command("ISON"),
     Command("USERHOST"),
     Command("AWAY"),
+    Command("SETNAME", 1),
     Command("MOTD"),
     Command("WHOWAS"),  # no nick is 431
     Command("LUSERS"),

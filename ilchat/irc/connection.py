@@ -339,6 +339,10 @@ class IrcConnection(LineOnlyReceiver):
         with message-tags.
         """
         tags = self._tags_for(client_tags, msgid, at)
+        if "account-tag" in self.caps:
+            account = self.network.account_of(message.prefix)
+            if account:
+                tags["account"] = account
         if tags:
             message = attr.evolve(message, tags={**message.tags, **tags})
         self.send_message(message)

@@ -37,6 +37,7 @@ __all__ = [
     "valid_nick",
     "valid_channel",
     "sanitise_nick",
+    "account_token",
     "mask_matches",
     "WhowasEntry",
     "ListEntry",
@@ -137,6 +138,16 @@ def sanitise_nick(name: str, max_length: int) -> str:
 def _elsewhere(user: Any) -> bool:
     """Whether C{user} is an IRC user of another process (whose nick is a cluster claim)."""
     return bool(getattr(user, "elsewhere", False))
+def account_token(name: str) -> Optional[str]:
+    """
+    A web user's name as an IRCv3 account name (``extended-join``, ``account-tag``, WHOIS 330):
+    the name the chat knows them by, with its spaces as ``_`` so that it fits a middle
+    parameter (and ``_`` before a leading ``:``); None for no name.
+    """
+    token = "_".join(name.split())
+    if not token:
+        return None
+    return "_" + token if token.startswith(":") else token
 
 
 class ChannelLink:
@@ -196,7 +207,8 @@ class ChannelLink:
 class RemoteUser:
     """A user who is not connected over IRC (a browser user in a bridged room)."""
 
-    __slots__ = ("nick", "username", "host", "realname", "away", "user_id", "key", "channels", "link")
+    __slots__ = ("nick", "username", "host", "realname", "away", "user_id", "key", "channels", "link",
+                 "account")
 
     local = False
     registered = True
@@ -212,6 +224,8 @@ class RemoteUser:
         self.key = key
         self.channels: Set["Channel"] = set()
         self.link: Optional[ChannelLink] = None
+        #: Web users are logged in (ILIAS or the standalone login): their name is their account.
+        self.account: Optional[str] = account_token(realname)
 
     @property
     def hostmask(self) -> str:
@@ -480,6 +494,36 @@ class IrcNetwork:
                     peers.add(member)
         return peers
 
+    def account_of(self, source: Optional[str]) -> Optional[str]:
+        """The account of the user a message's C{nick!user@host} source names (``account-tag``)."""
+        if not source or "!" not in source:
+            return None
+        user = self.users.get(irc_lower(source.partition("!")[0]))
+        return getattr(user, "account", None)
+
+    def notify(self, user: Any, cap: str, command: str, *params: str) -> None:
+        """
+        Tell the local users sharing a channel with C{user}, and C{user} itself, that have
+        C{cap} of a change to it (``AWAY``, ``SETNAME``, ``ACCOUNT``); the others are not told.
+        """
+        message = Message(command, params, prefix=user.hostmask)
+        told = self.peers_of(user) | ({user} if user.local else set())
+        for peer in told:
+            if cap in peer.caps:
+                peer.deliver(message)
+
+    def set_realname(self, user: Any, realname: str) -> None:
+        """A new realname (IRCv3 ``setname``: SETNAME, or a web user's rename)."""
+        user.realname = realname
+        self.notify(user, "setname", "SETNAME", realname)
+
+    def set_account(self, user: Any, account: Optional[str]) -> None:
+        """A new account (a web user's rename): ``ACCOUNT`` to those with ``account-notify``."""
+        if account == user.account:
+            return
+        user.account = account
+        self.notify(user, "account-notify", "ACCOUNT", account or "*")
+
     def change_nick(self, user: Any, new: str) -> bool:
         """Rename C{user}, telling everyone who shares a channel; False if the nick is taken."""
         old_mask = user.hostmask
@@ -576,7 +620,14 @@ class IrcNetwork:
             return
         channel.members[user] = set(modes)
         user.channels.add(channel)
-        channel.broadcast(Message("JOIN", (channel.name,), prefix=user.hostmask))
+        plain = Message("JOIN", (channel.name,), prefix=user.hostmask)
+        extended = Message("JOIN", (channel.name, user.account or "*", user.realname or user.nick),
+                           prefix=user.hostmask)
+        away = Message("AWAY", (user.away,), prefix=user.hostmask) if user.away else None
+        for member in channel.local_members():
+            member.deliver(extended if "extended-join" in member.caps else plain)
+            if away is not None and member is not user and "away-notify" in member.caps:
+                member.deliver(away)
         self.run_hooks(self.on_join, channel, user)
 
     def remove_member(

@@ -42,7 +42,7 @@ from ilchat.irc.history import HistoryCommands
 from ilchat.irc.history_store import HistoryLine, dm_key
 from ilchat.irc.operators import OperatorCommands
 from ilchat.irc.queries import QueryCommands
-from ilchat.irc.registration import SUPPORTED_CAPS, RegistrationCommands
+from ilchat.irc.registration import REALNAME_LENGTH, SUPPORTED_CAPS, RegistrationCommands
 
 __all__ = ["IRCServerProtocol", "IrcServerFactory", "SUPPORTED_CAPS"]
 
@@ -196,9 +196,22 @@ class IRCServerProtocol(
         if text:
             self.away = text[:200]
             self.reply(RPL_NOWAWAY, "You have been marked as being away")
+            self.network.notify(self, "away-notify", "AWAY", self.away)
         else:
-            self.away = None
+            was_away, self.away = self.away, None
             self.reply(RPL_UNAWAY, "You are no longer marked as being away")
+            if was_away:
+                self.network.notify(self, "away-notify", "AWAY")
+        self.network.user_changed(self)
+
+    def irc_SETNAME(self, message: Message) -> None:
+        """IRCv3 ``setname``: a new realname, confirmed to the sender and shown to its peers."""
+        realname = message.params[0]
+        if not realname.strip() or len(realname) > REALNAME_LENGTH:
+            self.send_message(Message("FAIL", ("SETNAME", "INVALID_REALNAME", "Realname is not valid"),
+                                      prefix=self.config.server_name))
+            return
+        self.network.set_realname(self, realname)
         self.network.user_changed(self)
 
     # -- messages --------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ who have no user modes, so invisibility (``+i``) and operator status are read wi
 """
 
 from datetime import datetime, timezone
-from typing import Any, Iterable, List, Optional
+from typing import Any, List, Optional
 
 import twisted
 
@@ -223,11 +223,13 @@ class QueryCommands:
 
     def send_lusers(self) -> None:
         """251-255, 265, 266: the counts of users (web users of bridged rooms too), opers, channels."""
-        users: Iterable[Any] = list(self.network.users.values())
+        # A connection that has sent NICK but not USER holds its nick, yet it is an unknown
+        # connection (253), not a user.
+        users: List[Any] = [user for user in self.network.users.values() if user.registered]
         local = [user for user in users if user.local]
         invisible = sum(1 for user in users if is_invisible(user))
         opers = sum(1 for user in users if is_oper(user))
-        total = len(self.network.users)
+        total = len(users)
         connections = sum(self.network.connections_per_ip.values())
         unknown = max(connections - len(local), 0)
         network = self.network

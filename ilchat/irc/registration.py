@@ -52,7 +52,7 @@ from ilchat.irc.numerics import (
     RPL_YOURHOST,
 )
 
-__all__ = ["RegistrationCommands", "SUPPORTED_CAPS"]
+__all__ = ["RegistrationCommands", "SUPPORTED_CAPS", "IDENTITY_CAPS", "REALNAME_LENGTH"]
 
 _USERNAME_BAD = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -64,9 +64,27 @@ HISTORY_CAPS = {
     "draft/chathistory": "",
     "draft/multiline": f"max-bytes={MULTILINE_MAX_BYTES},max-lines={MULTILINE_MAX_LINES}",
 }
+#: IRCv3 capabilities of who users are and whether they are there: accounts (``account-tag``,
+#: ``account-notify``, ``extended-join``), away, realname changes, full masks in NAMES, and
+#: ``cap-notify`` (this list never changes while the server runs, so there is never a CAP NEW).
+IDENTITY_CAPS = (
+    "account-notify",
+    "account-tag",
+    "away-notify",
+    "cap-notify",
+    "extended-join",
+    "setname",
+    "userhost-in-names",
+)
 #: IRCv3 capabilities this server offers (``sasl`` only when an authenticator is configured).
-SUPPORTED_CAPS = ("server-time", "message-tags", "echo-message", "multi-prefix", "invite-notify", "sasl",
-                  *HISTORY_CAPS)
+SUPPORTED_CAPS = (
+    ("server-time", "message-tags", "echo-message", "multi-prefix", "invite-notify")
+    + IDENTITY_CAPS
+    + ("sasl",)
+    + tuple(HISTORY_CAPS)
+)
+#: The longest realname (USER, SETNAME), advertised as NAMELEN.
+REALNAME_LENGTH = 200
 
 # Modes of channel members, highest first, with their NAMES prefixes.
 _PREFIX = "(ov)@+"
@@ -131,6 +149,8 @@ class RegistrationCommands:
             version = 0
             if len(message.params) > 1 and message.params[1].isdigit():
                 version = int(message.params[1])
+            if version >= 302:
+                self.caps.add("cap-notify")  # implied by CAP LS 302 (IRCv3 cap-notify)
             self.send_message(
                 Message("CAP", (target, "LS", " ".join(self._caps_offered(version))), prefix=server)
             )
@@ -228,7 +248,7 @@ class RegistrationCommands:
         # The table refuses an empty realname as a missing one (modern ircdocs, irctest).
         self.username = (_USERNAME_BAD.sub("", message.params[0]) or "user")[:10]
         self._login_hint = message.params[0]
-        self.realname = message.params[3]
+        self.realname = message.params[3][:REALNAME_LENGTH]
         return self._try_register()
 
     def irc_AUTHENTICATE(self, message: Message) -> Optional[defer.Deferred]:
@@ -396,6 +416,7 @@ class RegistrationCommands:
             "AWAYLEN=200",
             "KICKLEN=300",
             *isupport_tokens(config),
+            f"NAMELEN={REALNAME_LENGTH}",
         ]
         # At most 13 tokens a line: with the nick and the text, the 15 parameters IRC allows.
         for start in range(0, len(tokens), 13):

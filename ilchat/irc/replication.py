@@ -290,8 +290,14 @@ class IrcReplication:
         peer = self._peer(origin, info["nick"])
         if peer is None:
             self._add_peer(origin, info)
-        else:
-            peer.update(info)
+            return
+        away, realname = peer.away, peer.realname
+        peer.update(info)
+        # The same notices as for a local user's AWAY or SETNAME, to this process's users.
+        if peer.away != away and (peer.away or away):
+            self.network.notify(peer, "away-notify", "AWAY", *((peer.away,) if peer.away else ()))
+        if peer.realname != realname:
+            self.network.notify(peer, "setname", "SETNAME", peer.realname)
 
     def _on_irc_nick(self, origin: str, event: Dict[str, Any]) -> None:
         peer = self._peer(origin, event["old"])

@@ -15,6 +15,7 @@ from twisted.words.protocols import irc
 from ilchat.irc.message import parse_message
 from ilchat.irc.network import IrcNetwork, irc_lower, sanitise_nick, valid_nick
 from ilchat.irc.protocol import IRCServerProtocol
+from ilchat.irc.registration import IDENTITY_CAPS
 from tests.irc.support import capture_log, log_lines, make_config, start_irc
 
 
@@ -45,7 +46,7 @@ class RegistrationTests(TestCase):
         self.assertEqual(set(ls.params[2].split()),
                          {"server-time", "message-tags", "echo-message", "multi-prefix", "invite-notify",
                           "batch", "labeled-response", "draft/chathistory",
-                          "draft/multiline=max-bytes=4096,max-lines=100"})
+                          "draft/multiline=max-bytes=4096,max-lines=100", *IDENTITY_CAPS})
         client.send("NICK bob")
         client.send("USER bob 0 * :Bob")
         client.send("CAP REQ :server-time multi-prefix")

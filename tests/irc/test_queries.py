@@ -127,6 +127,22 @@ class ServerQueryTests(TestCase):
         self.assertEqual(replies["255"][1], "I have 2 clients and 0 servers")
         self.assertEqual(replies["265"][1:3], ("2", "2"))
 
+    async def test_lusers_counts_a_nick_without_user_as_unknown(self) -> None:
+        """A connection that sent NICK but not USER holds its nick, yet LUSERS counts it in 253."""
+        server = await start_irc(self)
+        first = await server.registered(self, "first")
+        pending = await server.client(self)
+        pending.send("NICK pending")
+        pending.send("PING sync")
+        await pending.wait_for("451|PONG")
+        first.clear()
+        first.send("LUSERS")
+        await first.wait_for("266")
+        replies = {m.command: m.params for m in first.messages}
+        self.assertEqual(replies["251"][1], "There are 1 users and 0 invisible on 1 servers")
+        self.assertEqual(replies["253"][1], "1")
+        self.assertEqual((replies["255"][1], replies["266"][1]), ("I have 1 clients and 0 servers", "1"))
+
     async def test_time_version_info_admin(self) -> None:
         """TIME 391, VERSION 351 then 005, INFO 371/374, ADMIN 256-259; another server is 402."""
         config = make_config(admin_location="IT services, room 42", admin_email="it@example.org")

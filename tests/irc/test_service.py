@@ -166,6 +166,22 @@ async def start_irc_tls(test_case: Any, pki: Dict[str, str]) -> int:
     return captured[0].ports[0].getHost().port
 
 
+def _tls_exchange(port: int, cafile: str, send: bytes = b"", until: bytes = b"") -> tuple:
+    """A verifying TLS client: the server's certificate (DER) and what it said until C{until} (b"": nothing read)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cafile)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(send)
+            data = b""
+            while until not in data:
+                chunk = tls.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            return tls.getpeercert(binary_form=True), data
+
+
 class IrcTlsTests(unittest.TestCase):
     async def setUp(self) -> None:
         if not _PKI:
@@ -179,28 +195,42 @@ class IrcTlsTests(unittest.TestCase):
         port = await start_irc_tls(self, self.pki)
         cafile = self.pki["root"]
 
-        def talk() -> bytes:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.load_verify_locations(cafile)
-            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-                with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-                    tls.sendall(b"NICK secure\r\nUSER s 0 * :S\r\n")
-                    data = b""
-                    while b" 001 " not in data:
-                        chunk = tls.recv(4096)
-                        if not chunk:
-                            break
-                        data += chunk
-                    return data
-
         from tests.irc.support import capture_log, log_lines
 
         events = capture_log(self)
-        data = await threads.deferToThread(talk)
+        _, data = await threads.deferToThread(
+            _tls_exchange, port, cafile, b"NICK secure\r\nUSER s 0 * :S\r\n", b" 001 ")
         self.assertIn(b" 001 secure :Welcome", data)
         logins = log_lines(events, "logged in to IRC")
         self.assertEqual(len(logins), 1)
         self.assertRegex(logins[0], r"^secure \(-\d+\) logged in to IRC from 127\.0\.0\.1 over TLS$")
+
+    async def test_irc_tls_uses_the_web_listeners_certificate_files(self) -> None:
+        """
+        Without its own cert/key, the IRC TLS listener serves the web listener's files: both
+        ports present the same certificate, which the client verifies, and IRC registers.
+        """
+        captured = []
+
+        def make_irc(context: Any) -> IrcComponent:
+            captured.append(IrcComponent(context))
+            return captured[0]
+
+        server = await start_server(
+            self,
+            server={"protocol": "https", "cert": self.pki["chain"], "key": self.pki["key"],
+                    "dhparam": self.pki["dhparam"],
+                    "irc": {"address": "127.0.0.1", "plain": False, "tls_port": 0, "auth": "open"}},
+            server_components=[make_irc],
+        )
+        irc_port = captured[0].ports[0].getHost().port
+        web_cert, _ = await threads.deferToThread(
+            _tls_exchange, server.port, self.pki["root"],
+            b"GET /backend/Heartbeat/onscreen HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        irc_cert, data = await threads.deferToThread(
+            _tls_exchange, irc_port, self.pki["root"], b"NICK same\r\nUSER s 0 * :S\r\n", b" 001 ")
+        self.assertEqual(irc_cert, web_cert)
+        self.assertIn(b" 001 same :Welcome", data)
 
 
 class StandaloneIrcTests(unittest.TestCase):
@@ -248,3 +278,4 @@ class StandaloneIrcTests(unittest.TestCase):
         await browser.emit("message", {"content": "hello irc", "format": {}}, 1)
         privmsg = await irc.wait_for("PRIVMSG")
         self.assertEqual((privmsg.prefix.split("!")[0], privmsg.params[1]), ("Zoë_M_", "hello irc"))
+
