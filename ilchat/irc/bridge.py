@@ -526,10 +526,13 @@ class RoomBridge:
             return
         self._post(user, room_id, content, None, text, tags)
 
-    def send_private(self, user: Any, target: RemoteUser, command: str, text: str) -> bool:
+    def send_private(self, user: Any, target: RemoteUser, command: str, text: str,
+                     tags: Optional[Dict[str, str]] = None, msgid: Optional[str] = None,
+                     at: Optional[float] = None, lines: Any = None) -> bool:
         """
         A private message to a browser user is an ILIAS whisper (a non-public target) in a room
-        both are in; False when there is none. A NOTICE or a CTCP request is not chat: it is
+        both are in (with the whisper's own id and time, not C{msgid} and C{at}); False when
+        there is none. A NOTICE or a CTCP request is not chat: it is
         dropped (a browser cannot answer it), as a NOTICE would be by an absent client.
         """
         content = irc_to_chat_text(text)

@@ -165,7 +165,9 @@ class ChannelLink:
         """
         return False
 
-    def send_private(self, user: Any, target: "RemoteUser", command: str, text: str) -> None:
+    def send_private(self, user: Any, target: "RemoteUser", command: str, text: str,
+                     tags: Optional[Dict[str, str]] = None, msgid: Optional[str] = None,
+                     at: Optional[float] = None, lines: Any = None) -> None:
         """A private message from a local user to a remote (browser) user."""
 
     def kick(self, by: Any, target: Any, reason: str) -> bool:
@@ -363,6 +365,9 @@ class IrcNetwork:
         #: Called with (channel, user, command, text, client tags) after a channel PRIVMSG or
         #: NOTICE was relayed to the local members (not the room messages of a bridged room).
         self.on_relay: List[Callable[..., None]] = []
+        #: Called with (channel, user, client tags, msgid) after a channel TAGMSG was shown to
+        #: the local members.
+        self.on_tagmsg: List[Callable[..., None]] = []
         #: Called with (channel, by, target) after an INVITE into an IRC-only channel.
         self.on_invite: List[Callable[..., None]] = []
         #: Called with (user) when a local user's away text or user modes changed.
@@ -555,6 +560,14 @@ class IrcNetwork:
             if member is not sender or "echo-message" in member.caps:
                 member.relay_text(command, channel.name, text, sender.hostmask, tags, msgid, at, lines)
         self.run_hooks(self.on_relay, channel, sender, command, text, tags, msgid, at, lines)
+
+    def tagmsg(self, channel: Channel, sender: Any, tags: Dict[str, str], msgid: str) -> None:
+        """A channel TAGMSG (client tags such as ``+typing``) to the local members with message-tags."""
+        outgoing = Message("TAGMSG", (channel.name,), prefix=sender.hostmask)
+        for member in channel.local_members():
+            if member is not sender and "message-tags" in member.caps:
+                member.deliver(outgoing, tags, msgid)
+        self.run_hooks(self.on_tagmsg, channel, sender, tags, msgid)
 
     def invite(self, channel: Channel, by: Any, target: Any) -> None:
         """

@@ -44,6 +44,8 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from twisted.logger import Logger
 
+from ilchat.irc.batches import unique_id
+from ilchat.irc.history_store import HistoryLine, dm_key
 from ilchat.irc.message import Message
 from ilchat.irc.network import Channel, IrcNetwork, ListEntry, irc_lower
 from ilchat.irc.operators import kill
@@ -122,7 +124,7 @@ class IrcReplication:
             (network.on_nick, self._nick_changed), (network.on_quit, self._quit),
             (network.on_join, self._joined), (network.on_leave, self._left),
             (network.on_channel_change, self._channel_changed), (network.on_relay, self._relayed),
-            (network.on_invite, self._invited),
+            (network.on_invite, self._invited), (network.on_tagmsg, self._tagged),
         ):
             hooks.append(hook)
             self._undo.append(lambda hooks=hooks, hook=hook: hook in hooks and hooks.remove(hook))
@@ -207,11 +209,27 @@ class IrcReplication:
                            "command": command, "text": text, "tags": tags, "msgid": msgid,
                            "at": at, "lines": lines})
 
-    def send_private(self, user: Any, target: PeerUser, command: str, text: str) -> bool:
-        """The link of every L{PeerUser}: a private PRIVMSG/NOTICE to them, through their process."""
+    def send_private(self, user: Any, target: PeerUser, command: str, text: str,
+                     tags: Optional[Dict[str, str]] = None, msgid: Optional[str] = None,
+                     at: Optional[float] = None, lines: Optional[List[Tuple[str, bool]]] = None) -> bool:
+        """
+        The link of every L{PeerUser}: a private PRIVMSG/NOTICE to them, through their
+        process, with its msgid, time and lines (the same message, and history, there).
+        """
         self._publish({"type": "irc_private", "nick": user.nick, "target": target.nick,
-                       "instance": target.instance, "command": command, "text": text})
+                       "instance": target.instance, "command": command, "text": text,
+                       "tags": tags or {}, "msgid": msgid, "at": at, "lines": lines})
         return True
+
+    def send_tagmsg(self, user: Any, target: PeerUser, tags: Dict[str, str], msgid: str) -> None:
+        """The link of every L{PeerUser}: a private TAGMSG (``+typing``), through their process."""
+        self._publish({"type": "irc_tagmsg", "nick": user.nick, "target": target.nick,
+                       "instance": target.instance, "tags": tags, "msgid": msgid})
+
+    def _tagged(self, channel: Channel, sender: Any, tags: Dict[str, str], msgid: str) -> None:
+        if sender.local:
+            self._publish({"type": "irc_tagmsg", "channel": channel.name, "nick": sender.nick,
+                           "tags": tags, "msgid": msgid})
 
     def kill(self, by: Any, target: PeerUser, reason: str) -> None:
         """The link of every L{PeerUser}: an operator's KILL, carried out by their process."""
@@ -367,25 +385,58 @@ class IrcReplication:
         if channel is None or peer is None:
             return
         peer.last_message = self.network.clock.seconds()
-        tags = {str(key): str(value) for key, value in dict(event["tags"]).items()}
-        msgid = event.get("msgid")
-        at = event.get("at")
-        lines = event.get("lines")
-        self.network.relay(
-            channel, peer, _command(event), str(event["text"]), tags,
-            str(msgid) if msgid is not None else None,
-            float(at) if isinstance(at, (int, float)) else None,
-            [(str(line), bool(concat)) for line, concat in lines] if isinstance(lines, list) else None)
+        command, text, tags, msgid, at, lines = self._message_fields(event)
+        self.network.relay(channel, peer, command, text, tags, msgid, at, lines)
+        if command == "PRIVMSG" and not channel.bridged:
+            self._remember(irc_lower(channel.name), peer, msgid, at, text, channel.name)
 
-    def _on_irc_private(self, origin: str, event: Dict[str, Any]) -> None:
+    def _message_fields(self, event: Dict[str, Any]) -> Tuple[str, str, Dict[str, str], str, float, Any]:
+        """Command, text, client tags, msgid, time and multiline lines of a message event."""
+        msgid, at, lines = event.get("msgid"), event.get("at"), event.get("lines")
+        return (
+            _command(event), str(event["text"]), _tags(event),
+            str(msgid) if msgid is not None else unique_id(),
+            float(at) if isinstance(at, (int, float)) else self.network.clock.seconds(),
+            [(str(line), bool(concat)) for line, concat in lines] if isinstance(lines, list) else None,
+        )
+
+    def _remember(self, key: Any, peer: PeerUser, msgid: str, at: float, text: str, target: str) -> None:
+        """A peer's IRC-only PRIVMSG in this process's history too: CHATHISTORY agrees everywhere."""
+        self.network.history.add(key, HistoryLine(msgid, at, peer.hostmask, text, target=target))
+
+    def _local_target(self, origin: str, event: Dict[str, Any]) -> Tuple[Any, Optional[PeerUser]]:
+        """The local user a private event of C{origin} is for, and its sender (None: not ours)."""
         if event["instance"] != self.bus.instance:
-            return
+            return None, None
         target = self.network.find_user(str(event["target"]))
         peer = self._peer(origin, event["nick"])
         if target is None or not target.local or peer is None:
+            return None, None
+        return target, peer
+
+    def _on_irc_private(self, origin: str, event: Dict[str, Any]) -> None:
+        target, peer = self._local_target(origin, event)
+        if peer is None:
             return
         peer.last_message = self.network.clock.seconds()
-        target.relay_text(_command(event), target.nick, str(event["text"]), peer.hostmask, {})
+        command, text, tags, msgid, at, lines = self._message_fields(event)
+        target.relay_text(command, target.nick, text, peer.hostmask, tags, msgid, at, lines)
+        if command == "PRIVMSG":
+            self._remember(dm_key(irc_lower(peer.nick), irc_lower(target.nick)), peer, msgid, at,
+                           text, target.nick)
+
+    def _on_irc_tagmsg(self, origin: str, event: Dict[str, Any]) -> None:
+        """A TAGMSG of a peer: to an IRC-only or bridged channel's local members, or to one of ours."""
+        msgid = str(event["msgid"])
+        if "channel" in event:
+            channel = self.network.find_channel(str(event["channel"]))
+            peer = self._peer(origin, event["nick"])
+            if channel is not None and peer is not None and peer in channel.members:
+                self.network.tagmsg(channel, peer, _tags(event), msgid)
+            return
+        target, peer = self._local_target(origin, event)
+        if peer is not None and "message-tags" in target.caps:
+            target.deliver(Message("TAGMSG", (target.nick,), prefix=peer.hostmask), _tags(event), msgid)
 
     def _on_irc_kill(self, origin: str, event: Dict[str, Any]) -> None:
         target = self.network.find_user(str(event["target"]))
@@ -428,6 +479,11 @@ class IrcReplication:
 
 def _command(event: Dict[str, Any]) -> str:
     return "NOTICE" if event["command"] == "NOTICE" else "PRIVMSG"
+
+
+def _tags(event: Dict[str, Any]) -> Dict[str, str]:
+    """The client tags of an event, as strings."""
+    return {str(key): str(value) for key, value in dict(event["tags"]).items()}
 
 
 def channel_state(channel: Channel) -> Dict[str, Any]:
