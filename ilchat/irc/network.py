@@ -257,6 +257,9 @@ class Channel:
         self.invited: Set[str] = set()
         # member -> set of prefix modes ("o", "v"); insertion order is join order.
         self.members: Dict[Any, Set[str]] = {}
+        #: With several processes: the origin and the fields' versions that the cluster's
+        #: merge keeps (L{ilchat.irc.channel_sync.ChannelReplica}); None on one process.
+        self.replica: Any = None
 
     def __repr__(self) -> str:
         return f"<Channel {self.name} {len(self.members)} members>"

@@ -45,9 +45,10 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 from twisted.logger import Logger
 
 from ilchat.irc.batches import unique_id
+from ilchat.irc.channel_sync import apply_state, changes, channel_state, ensure_replica, fields
 from ilchat.irc.history_store import HistoryLine, dm_key
 from ilchat.irc.message import Message
-from ilchat.irc.network import Channel, IrcNetwork, ListEntry, irc_lower
+from ilchat.irc.network import Channel, IrcNetwork, irc_lower
 from ilchat.irc.operators import kill
 
 __all__ = ["IrcReplication", "PeerUser", "TOPIC"]
@@ -176,6 +177,8 @@ class IrcReplication:
 
     def _joined(self, channel: Channel, user: Any) -> None:
         if user.local:
+            if not channel.bridged:
+                ensure_replica(channel, self.bus.instance).bump(channel, self.bus.instance)
             self._publish({"type": "irc_join", "channel": channel.name, "nick": user.nick,
                            "modes": sorted(channel.members.get(user, ())),
                            "state": None if channel.bridged else channel_state(channel)})
@@ -192,6 +195,7 @@ class IrcReplication:
         user = self.network.find_user(nick)
         if channel.bridged or user is None or not user.local:
             return  # a room title (each process's bridge shows it), or applied from a peer
+        ensure_replica(channel, self.bus.instance).bump(channel, self.bus.instance)
         self._publish({"type": "irc_channel", "channel": channel.name, "command": message.command,
                        "params": list(message.params), "prefix": message.prefix,
                        "state": channel_state(channel)})
@@ -337,17 +341,45 @@ class IrcReplication:
         if channel is None and state is not None and not self.network.reserved(name):
             channel = self.network.add_channel(name)
             apply_state(self.network, channel, state)
+            ensure_replica(channel, self.bus.instance, state)
         return channel
 
     def _on_irc_join(self, origin: str, event: Dict[str, Any]) -> None:
         peer = self._peer(origin, event["nick"])
-        channel = self._channel(str(event["channel"]), event["state"])
-        if peer is not None and channel is not None:
-            self._join(channel, peer, event["modes"])
+        if peer is not None:
+            self._enter(str(event["channel"]), peer, event["modes"], event["state"])
+
+    def _enter(self, name: str, peer: PeerUser, modes: List[str],
+               state: Optional[Dict[str, Any]]) -> Optional[Channel]:
+        """
+        C{peer} is in channel C{name} with C{state}: merged into ours (a creation that lost
+        gives its joiner no operator status here, as it loses it there), then the JOIN.
+        """
+        existed = self.network.find_channel(name) is not None
+        channel = self._channel(name, state)
+        if channel is None:
+            return None
+        if existed and state is not None and not channel.bridged:
+            if self._merge(channel, state, self.network.config.server_name) is False:
+                modes = []
+        self._join(channel, peer, modes)
+        return channel
 
     def _join(self, channel: Channel, peer: PeerUser, modes: List[str]) -> None:
         channel.invited.discard(irc_lower(peer.nick))  # used up, as on the joiner's process
         self.network.add_member(channel, peer, [str(mode) for mode in modes])
+        if channel.replica is not None:
+            channel.replica.synced = fields(channel)
+
+    def _merge(self, channel: Channel, state: Dict[str, Any], prefix: str) -> Optional[bool]:
+        """Merge another process's state of C{channel} (L{ChannelReplica.merge}) and show what changed."""
+        replica = ensure_replica(channel, self.bus.instance)
+        before = fields(channel)
+        result = replica.merge(self.network, channel, state)
+        if result:
+            for message in changes(self.network, channel, before, fields(channel), prefix):
+                channel.broadcast(message)
+        return result
 
     def _on_irc_leave(self, origin: str, event: Dict[str, Any]) -> None:
         channel = self.network.find_channel(str(event["channel"]))
@@ -368,9 +400,7 @@ class IrcReplication:
         channel = self.network.find_channel(str(event["channel"]))
         if channel is None or channel.bridged:
             return
-        apply_state(self.network, channel, event["state"])
-        params = tuple(str(param) for param in event["params"])
-        channel.broadcast(Message(str(event["command"]), params, prefix=str(event["prefix"])))
+        self._merge(channel, event["state"], str(event["prefix"]))
 
     def _on_irc_invite(self, origin: str, event: Dict[str, Any]) -> None:
         channel = self.network.find_channel(str(event["channel"]))
@@ -464,10 +494,9 @@ class IrcReplication:
                 peer.update(info)
             wanted: Set[Channel] = set()
             for name, modes, state in info["channels"]:
-                channel = self._channel(str(name), state)
+                channel = self._enter(str(name), peer, modes, state)
                 if channel is not None:
                     wanted.add(channel)
-                    self._join(channel, peer, modes)
             for channel in list(peer.channels - wanted):
                 self.network.remove_member(channel, peer, "PART", "Disconnected")
 
@@ -484,32 +513,3 @@ def _command(event: Dict[str, Any]) -> str:
 def _tags(event: Dict[str, Any]) -> Dict[str, str]:
     """The client tags of an event, as strings."""
     return {str(key): str(value) for key, value in dict(event["tags"]).items()}
-
-
-def channel_state(channel: Channel) -> Dict[str, Any]:
-    """The replicated state of an IRC-only channel, plain JSON values."""
-    return {
-        "topic": channel.topic, "topic_by": channel.topic_by, "topic_time": channel.topic_time,
-        "created": channel.created, "modes": sorted(channel.modes), "key": channel.key,
-        "limit": channel.limit, "invited": sorted(channel.invited),
-        "lists": {letter: [[e.mask, e.by, e.when] for e in entries]
-                  for letter, entries in channel.lists.items()},
-        "prefixes": [[member.nick, sorted(modes)] for member, modes in channel.members.items()],
-    }
-
-
-def apply_state(network: IrcNetwork, channel: Channel, state: Dict[str, Any]) -> None:
-    """Make C{channel} what C{state} (L{channel_state}) says (members' modes: of those here)."""
-    channel.topic, channel.topic_by = str(state["topic"]), str(state["topic_by"])
-    channel.topic_time, channel.created = int(state["topic_time"]), int(state["created"])
-    channel.modes = {str(mode) for mode in state["modes"]}
-    channel.key = None if state["key"] is None else str(state["key"])
-    channel.limit = None if state["limit"] is None else int(state["limit"])
-    channel.invited = {str(nick) for nick in state["invited"]}
-    channel.lists = {letter: [ListEntry(str(mask), str(by), int(when))
-                              for mask, by, when in state["lists"].get(letter, [])]
-                     for letter in "beI"}
-    for nick, modes in state["prefixes"]:
-        member = network.find_user(str(nick))
-        if member is not None and member in channel.members:
-            channel.members[member] = {str(mode) for mode in modes}
