@@ -377,6 +377,8 @@ class IrcNetwork:
         self.on_user_change: List[Callable[[Any], None]] = []
         #: Called with (user) when an IRC user of another process appears here.
         self.on_peer: List[Callable[[Any], None]] = []
+        #: The browser users' nicks (L{ilchat.irc.web_nicks.browser_nicks}, made by the first bridge).
+        self.browser_nicks: Any = None
         #: The IRC users of other processes by user id (kept by ilchat.irc.replication).
         self.peers_by_id: Dict[int, Set[Any]] = {}
         #: Objects with C{resolve(name) -> Channel | None} and C{refresh()}: the bridges, which

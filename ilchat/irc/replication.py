@@ -281,10 +281,8 @@ class IrcReplication:
         cluster. (An IRC user of yet another process holding it here gave it up there: their
         NICK or QUIT is on its way, L{IrcNetwork.claim_nick} lets the nick go.)
         """
-        holder = self.network.find_user(nick)
-        if holder is not None and not holder.local and not isinstance(holder, PeerUser) \
-                and holder.link is not None:
-            holder.link.give_up_nick(holder)
+        if self.network.browser_nicks is not None:
+            self.network.browser_nicks.give_way(nick)
 
     def _add_peer(self, origin: str, info: Dict[str, Any]) -> PeerUser:
         peer = PeerUser(origin, info, self)

@@ -270,10 +270,9 @@ class _CtcpClient(irc.IRCClient):
             self.noticed_once.callback(None)
 
 
-class BridgedRoomAcrossProcessesTests(_Clients, ClusterRoomsMixin, TestCase):
-    timeout = 180
-
-    async def test_irc_users_of_both_processes_in_a_room(self) -> None:
+class BridgedMixin(_Clients, ClusterRoomsMixin):
+    async def start_bridged(self) -> Any:
+        """Two processes with the rooms of L{ClusterRoomsMixin} and IRC listeners, started."""
         self.cluster = cluster = await self.start_nodes(size=2, running=0)
         self.ports = {"node-1": free_port(), "node-2": free_port()}
         for node in cluster.nodes:
@@ -283,6 +282,14 @@ class BridgedRoomAcrossProcessesTests(_Clients, ClusterRoomsMixin, TestCase):
             with open(node.args[1], "w") as f:
                 json.dump(config, f)
             await cluster.start(node.name)
+        return cluster
+
+
+class BridgedRoomAcrossProcessesTests(BridgedMixin, TestCase):
+    timeout = 180
+
+    async def test_irc_users_of_both_processes_in_a_room(self) -> None:
+        await self.start_bridged()
         await self.admit(1, 6, "alice", row=False)
         alice = await self.tab(1, 6, "alice")
 
