@@ -20,13 +20,19 @@ each from the process of the user who acted:
   (so a room's IRC members show as themselves, not as browser users);
 * ``irc_channel`` (``channel``, ``command``, ``params``, ``prefix``, ``state``): a TOPIC or
   MODE of an IRC-only channel, with the channel's whole state after it (``state``: topic,
-  modes, key, limit, ``b e I`` lists, invitations, members' prefix modes);
+  modes, key, limit, ``b e I`` lists, invitations, members' prefix modes, the ``origin`` and
+  the fields' ``versions``), merged, not replaced (L{ilchat.irc.channel_sync}), so that
+  changes made at once on two processes, and one channel created on both, end the same
+  everywhere;
 * ``irc_invite`` (``channel``, ``nick``, ``target``): into an IRC-only channel (it counts
   for ``+i`` everywhere; the target's process shows it);
 * ``irc_message`` (``channel``, ``nick``, ``command``, ``text``, ``tags``): a channel PRIVMSG or
   NOTICE the network relayed (IRC-only channels; in bridged rooms NOTICE and CTCP other than
   ACTION, the rest being room messages); ``irc_private`` (``nick``, ``target``, ...) to an IRC
-  user of another process; ``irc_kill`` (``nick``, ``target``, ``instance``, ``reason``): an
+  user of another process; both with ``msgid``, ``at`` and ``lines``, and a PRIVMSG goes into
+  the receiving processes' in-memory history too (CHATHISTORY answers the same everywhere);
+  ``irc_tagmsg`` (``nick``, ``tags``, ``msgid`` and ``channel``, or ``target`` and
+  ``instance``): a TAGMSG (``+typing``); ``irc_kill`` (``nick``, ``target``, ``instance``, ``reason``): an
   operator's KILL of a user of that ``instance``, which disconnects them;
 * ``irc_sync`` (a process started, or Redis is back): every process answers with
   ``irc_state`` (``users``, each with its ``channels`` and the state of its IRC-only ones),
@@ -35,8 +41,8 @@ each from the process of the user who acted:
 
 An instance whose heartbeat is gone (``cluster.on_instance_gone``) has its users QUIT here; one
 that is seen again (``on_instance_seen``) is asked for its state. A
-browser user's nick (L{ilchat.irc.bridge}) yields to an IRC user of another process who holds
-it in the cluster (IRC nicks are cluster claims): the browser user is renamed. An event that
+browser user's nick (L{ilchat.irc.web_nicks}) yields to an IRC user of another process who
+holds it in the cluster (IRC nicks are cluster claims): the browser user is renamed. An event that
 does not have its documented shape is logged and dropped.
 """
 
