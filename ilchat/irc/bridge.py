@@ -324,7 +324,7 @@ class RoomBridge:
             if remote.nick != peer.nick:
                 channel.broadcast(Message("NICK", (peer.nick,), prefix=remote.hostmask))
         remote.channels.clear()
-        self.nicks.remove(remote)
+        self.nicks.remove(remote, also_taken=peer.nick)
 
     def _remote_for(self, user_id: int, name: Optional[str]) -> RemoteUser:
         remote = self.remotes.get(user_id)

@@ -192,7 +192,7 @@ def changes(network: IrcNetwork, channel: Channel, before: Dict[str, Any], after
             prefix: str) -> List[Message]:
     """The TOPIC and MODE lines that turn C{before} into C{after} (L{fields}), from C{prefix}."""
     messages = []
-    if before.get("topic") != after.get("topic") and after["topic"][0] != before.get("topic", ("",))[0]:
+    if before.get("topic") != after.get("topic"):
         messages.append(Message("TOPIC", (channel.name, after["topic"][0]), prefix=prefix))
     flags: List[Tuple[str, str, Optional[str]]] = []
     for letter in _FLAGS:

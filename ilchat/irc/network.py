@@ -429,7 +429,11 @@ class IrcNetwork:
         if self.cluster is None or (holder is not None and holder is not user and not _elsewhere(holder)):
             return True
         # Held by an IRC user of another process: the cluster knows whether it still is.
-        return bool(await self.cluster.claim(NICK_NAMESPACE, key))
+        claimed = bool(await self.cluster.claim(NICK_NAMESPACE, key))
+        if claimed and self.browser_nicks is not None:
+            # A browser user given the nick while the claim was on its way yields: the claim wins.
+            self.browser_nicks.give_way(nick)
+        return claimed
 
     def give_back_nick(self, nick: str) -> None:
         """Release C{nick}'s cluster claim unless a user of this process holds it."""

@@ -50,15 +50,18 @@ class BrowserNicks:
         self._groups.setdefault(irc_lower(self._plain(remote)), set()).add(remote)
         self.settle(self._plain(remote))
 
-    def remove(self, remote: RemoteUser) -> None:
-        """A browser user is gone from IRC (or became an IRC user): the others may move up."""
+    def remove(self, remote: RemoteUser, also_taken: Optional[str] = None) -> None:
+        """
+        A browser user is gone from IRC (or became the IRC user C{also_taken} names, whose
+        nick nobody else is to take meanwhile): the others may move up.
+        """
         plain = self._plain(remote)
         group = self._groups.get(irc_lower(plain), set())
         group.discard(remote)
         if not group:
             self._groups.pop(irc_lower(plain), None)
         self.network.release_nick(remote)
-        self.settle(plain)
+        self.settle(plain, None if also_taken is None else irc_lower(also_taken))
 
     def rename(self, remote: RemoteUser, name: str) -> None:
         """A browser user's name changed: from one group to another."""
@@ -83,9 +86,12 @@ class BrowserNicks:
         if isinstance(user, RemoteUser) or not old:
             return
         folded = irc_lower(old)
+        if folded in self._groups:
+            self.settle(folded)
         stem, _, number = folded.rpartition("_")
-        for key in list(self._groups):
-            if key == folded or (number.isdigit() and stem and key.startswith(stem)):
+        if number.isdigit() and stem:
+            # A suffixed nick: of the group whose plain nick it extends (or cut to length).
+            for key in [key for key in self._groups if key.startswith(stem) and key != folded]:
                 self.settle(key)
 
     def _suffixed(self, plain: str, counter: int) -> str:

@@ -1,17 +1,21 @@
 """
 Browser users' nicks (ilchat.irc.web_nicks): whatever order a network learns of colliding
-names in, it ends with the same nicks, IRC users' nicks kept, renamed back as others go.
+names in, it ends with the same nicks, IRC users' nicks kept, renamed back as others go; an IRC
+user's cluster claim (the real Redis) wins over a browser user given the nick meanwhile.
 """
 
 import itertools
 from typing import Dict, List, Tuple
 
+from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from ilchat.irc.network import IrcNetwork, RemoteUser
 from ilchat.irc.web_nicks import browser_nicks
 from tests.irc.support import make_config
+from tests.support.private_redis import shared_redis_prefix
+from tests.test_cluster_state import started_cluster
 
 NAMES = [(20, "ann lee"), (30, "ann.lee"), (25, "ann+lee"), (10, "ann,lee")]
 
@@ -69,3 +73,14 @@ class BrowserNickTests(TestCase):
         (plain,) = _join(network, [(99, "ann_lee_2")]).values()
         self.assertEqual([users[25].nick, users[30].nick, plain.nick], ["ann_lee", "ann_lee_3", "ann_lee_2"])
         self.assertEqual(network.find_user("ann_lee_2"), plain)
+
+    async def test_a_cluster_claim_wins_over_a_browser_nick_given_meanwhile(self) -> None:
+        network = _network()
+        network.cluster = await started_cluster(self, "node-1", shared_redis_prefix(self))
+        irc = _IrcUser("ann_lee")
+        claim = defer.ensureDeferred(network.claim_cluster_nick(irc, "ann_lee"))
+        (browser,) = _join(network, [(10, "ann lee")]).values()
+        self.assertEqual(browser.nick, "ann_lee")  # the claim is still on its way to Redis
+        self.assertTrue(await claim)
+        self.assertEqual(browser.nick, "ann_lee_2")
+        self.assertTrue(network.claim_nick(irc, "ann_lee"))
