@@ -56,6 +56,20 @@ class ChannelConflictTests(_Clients, TestCase):
         alice = await self.irc("node-1", "alice")
         bob = await self.irc("node-2", "bob")
         await self.whois(alice, "bob")
+        # Both join a new channel at the same moment: the processes agree on one operator.
+        alice.send("JOIN #live")
+        bob.send("JOIN #live")
+        for client in (alice, bob):
+            await client.wait_for("366")
+        for _ in range(100):
+            views = [(await self.state(client, "#live"))[0] for client in (alice, bob)]
+            if views[0] == views[1] and len(views[0]) == 2:
+                break
+            await sleep(0.2)
+        self.assertEqual(views[0], views[1])
+        self.assertEqual(sorted(name.lstrip("@") for name in views[0]), ["alice", "bob"])
+        self.assertEqual(len([name for name in views[0] if name.startswith("@")]), 1)
+
         await self.partitioned(redis)
 
         # Both create #race, node 2 a second earlier: each joiner is its operator for now.
