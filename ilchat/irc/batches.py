@@ -11,7 +11,7 @@ L{MultilineBatch} collects a client's multiline batch until its end.
 
 import itertools
 import secrets
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import attr
 

@@ -25,8 +25,8 @@ With several processes, the IRC users of the others (L{ilchat.irc.replication.Pe
 channel members as themselves: their room events add no browser user, their room messages come
 from their own nick, and a browser user shown before the IRC user was known gives way to them.
 A browser user's nick is the same on every process: an IRC user (of any process) keeps a nick
-they hold, and of two browser users with the same sanitised name the lower id keeps it
-(L{RoomBridge._web_nick}); the other gets a suffix.
+they hold, and browser users whose names make one nick share it out by a rule over their ids
+that every process follows (L{ilchat.irc.web_nicks}).
 
 User ids: in ``ilias`` auth mode an IRC user has their ILIAS usr_id. In ``open`` mode the network
 allocates negative ids (-1, -2, ...), which no ILIAS usr_id can be (they are positive).
@@ -43,6 +43,7 @@ from ilchat.chat.cluster_presence import ClusterPresence
 from ilchat.chat.rooms import ChatError, ChatRooms, ContentTooLong
 from ilchat.irc.history_store import Bound, HistoryLine
 from ilchat.irc.message import Message
+from ilchat.irc.web_nicks import browser_nicks
 from ilchat.jsonutil import JSONError, loads
 from ilchat.irc.network import (
     Channel,
@@ -189,6 +190,8 @@ class RoomBridge:
         bus: Any = None,
     ) -> None:
         self.network = network
+        #: The browser users' nicks, shared by the network's bridges (ilchat.irc.web_nicks).
+        self.nicks = browser_nicks(network)
         self.chat = chat
         self.store = store
         self.bus = bus
@@ -322,40 +325,22 @@ class RoomBridge:
             if remote.nick != peer.nick:
                 channel.broadcast(Message("NICK", (peer.nick,), prefix=remote.hostmask))
         remote.channels.clear()
-        self.network.release_nick(remote)
-
-    def _web_nick(self, name: str, key: Any) -> str:
-        """
-        A browser user's nick: their sanitised name, or it with a suffix when someone else has
-        it. Between browser users the lower (client, user id) keeps the plain nick (the other
-        is renamed), so that every process, whatever order it learnt of them in, ends with the
-        same nicks.
-        """
-        holder = self.network.find_user(sanitise_nick(name, self.network.config.nick_length))
-        if isinstance(holder, RemoteUser) and holder.link is not None and holder.key > key:
-            holder.link.give_up_nick(holder)
-        return self.network.unique_nick(name)
-
-    def give_up_nick(self, remote: RemoteUser) -> None:
-        """An IRC user of another process holds C{remote}'s nick in the cluster: rename them."""
-        self.network.change_nick(remote, self.network.unique_nick(remote.realname))
+        self.nicks.remove(remote, also_taken=peer.nick)
 
     def _remote_for(self, user_id: int, name: Optional[str]) -> RemoteUser:
         remote = self.remotes.get(user_id)
         if remote is None:
             display = name or f"user{user_id}"
-            key = (self.instance, user_id)
-            nick = self._web_nick(display, key)
-            remote = RemoteUser(nick, "ilias", self._host, display, user_id, key)
+            remote = RemoteUser("", "ilias", self._host, display, user_id, (self.instance, user_id))
             remote.link = self
-            self.network.claim_nick(remote, nick)
             self.remotes[user_id] = remote
+            self.nicks.add(remote)
         return remote
 
     def _drop_remote_if_unused(self, remote: RemoteUser) -> None:
         if not remote.channels:
             self.remotes.pop(remote.user_id, None)
-            self.network.release_nick(remote)
+            self.nicks.remove(remote)
 
     def _conn_of(self, user: Any) -> str:
         conn = getattr(user, "chat_connection", None)
@@ -527,10 +512,13 @@ class RoomBridge:
             return
         self._post(user, room_id, content, None, text, tags)
 
-    def send_private(self, user: Any, target: RemoteUser, command: str, text: str) -> bool:
+    def send_private(self, user: Any, target: RemoteUser, command: str, text: str,
+                     tags: Optional[Dict[str, str]] = None, msgid: Optional[str] = None,
+                     at: Optional[float] = None, lines: Any = None) -> bool:
         """
         A private message to a browser user is an ILIAS whisper (a non-public target) in a room
-        both are in; False when there is none. A NOTICE or a CTCP request is not chat: it is
+        both are in (with the whisper's own id and time, not C{msgid} and C{at}); False when
+        there is none. A NOTICE or a CTCP request is not chat: it is
         dropped (a browser cannot answer it), as a NOTICE would be by an absent client.
         """
         content = irc_to_chat_text(text)
@@ -682,11 +670,10 @@ class RoomBridge:
         remote = self.remotes.get(user_id)
         if remote is None or self._is_irc_id(user_id) or not name:
             return
-        nick = sanitise_nick(name, self.network.config.nick_length)
-        if irc_lower(nick) != irc_lower(remote.nick):
-            self.network.change_nick(remote, self._web_nick(name, remote.key))
-        if name != remote.realname:
-            self.network.set_realname(remote, name)
+        old_name = remote.realname
+        self.nicks.rename(remote, name)
+        if name != old_name:
+            self.network.notify(remote, "setname", "SETNAME", name)
         self.network.set_account(remote, account_token(name))
 
     def _on_cleared(self, event: Dict[str, Any]) -> None:

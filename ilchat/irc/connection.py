@@ -20,6 +20,7 @@ data is 417 (IRCv3).
 import re
 from collections import deque
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime, timezone
 from typing import Any, Deque, Dict, Iterator, List, Optional, Set, Tuple
 
@@ -49,6 +50,12 @@ __all__ = ["IrcConnection", "server_time"]
 _LINE_SPLIT = re.compile(rb"[\r\n]")
 #: Seconds a closing connection may take to flush its last lines before it is aborted.
 _CLOSE_GRACE = 10.0
+
+
+#: The connection whose line is being handled. Its handler's coroutines keep it across their
+#: awaits (Twisted runs each one in a copy of the context it started in), so what they send is
+#: this command's reply; what other users, the bus or timers send meanwhile is not.
+_ANSWERING: "ContextVar[Optional[IrcConnection]]" = ContextVar("ilchat_irc_answering", default=None)
 
 
 def server_time(seconds: float) -> str:
@@ -250,7 +257,11 @@ class IrcConnection(LineOnlyReceiver):
                 return
             line = self._recvq.popleft()
             self._recvq_bytes -= len(line)
-            result = self.handle_line(line)
+            answering = _ANSWERING.set(self)
+            try:
+                result = self.handle_line(line)
+            finally:
+                _ANSWERING.reset(answering)
             if result is not None and not result.called:
                 # An asynchronous command (a password check, a ban lookup) finishes before the
                 # next line of this client runs, so a PRIVMSG never overtakes its JOIN.
@@ -288,7 +299,7 @@ class IrcConnection(LineOnlyReceiver):
         """
         if self._closing or self.transport is None:
             return
-        if self._labeled is not None:
+        if self._labeled is not None and _ANSWERING.get() is self:
             self._labeled.append(message)
             return
         try:
@@ -350,7 +361,10 @@ class IrcConnection(LineOnlyReceiver):
     # -- labeled-response ------------------------------------------------------------------------
 
     def start_label(self, label: str) -> None:
-        """Hold what is sent from now on: it is the reply to the command with this label."""
+        """
+        Hold what this command sends from now on (its reply, with this label); lines of
+        others that arrive while it waits (a JOIN's checks, a CHATHISTORY read) go out at once.
+        """
         self._label = label
         self._labeled = []
 

@@ -176,7 +176,9 @@ class ChannelLink:
         """
         return False
 
-    def send_private(self, user: Any, target: "RemoteUser", command: str, text: str) -> None:
+    def send_private(self, user: Any, target: "RemoteUser", command: str, text: str,
+                     tags: Optional[Dict[str, str]] = None, msgid: Optional[str] = None,
+                     at: Optional[float] = None, lines: Any = None) -> None:
         """A private message from a local user to a remote (browser) user."""
 
     def kick(self, by: Any, target: Any, reason: str) -> bool:
@@ -269,6 +271,9 @@ class Channel:
         self.invited: Set[str] = set()
         # member -> set of prefix modes ("o", "v"); insertion order is join order.
         self.members: Dict[Any, Set[str]] = {}
+        #: With several processes: the origin and the fields' versions that the cluster's
+        #: merge keeps (L{ilchat.irc.channel_sync.ChannelReplica}); None on one process.
+        self.replica: Any = None
 
     def __repr__(self) -> str:
         return f"<Channel {self.name} {len(self.members)} members>"
@@ -377,12 +382,17 @@ class IrcNetwork:
         #: Called with (channel, user, command, text, client tags) after a channel PRIVMSG or
         #: NOTICE was relayed to the local members (not the room messages of a bridged room).
         self.on_relay: List[Callable[..., None]] = []
+        #: Called with (channel, user, client tags, msgid) after a channel TAGMSG was shown to
+        #: the local members.
+        self.on_tagmsg: List[Callable[..., None]] = []
         #: Called with (channel, by, target) after an INVITE into an IRC-only channel.
         self.on_invite: List[Callable[..., None]] = []
         #: Called with (user) when a local user's away text or user modes changed.
         self.on_user_change: List[Callable[[Any], None]] = []
         #: Called with (user) when an IRC user of another process appears here.
         self.on_peer: List[Callable[[Any], None]] = []
+        #: The browser users' nicks (L{ilchat.irc.web_nicks.browser_nicks}, made by the first bridge).
+        self.browser_nicks: Any = None
         #: The IRC users of other processes by user id (kept by ilchat.irc.replication).
         self.peers_by_id: Dict[int, Set[Any]] = {}
         #: Objects with C{resolve(name) -> Channel | None} and C{refresh()}: the bridges, which
@@ -433,7 +443,11 @@ class IrcNetwork:
         if self.cluster is None or (holder is not None and holder is not user and not _elsewhere(holder)):
             return True
         # Held by an IRC user of another process: the cluster knows whether it still is.
-        return bool(await self.cluster.claim(NICK_NAMESPACE, key))
+        claimed = bool(await self.cluster.claim(NICK_NAMESPACE, key))
+        if claimed and self.browser_nicks is not None:
+            # A browser user given the nick while the claim was on its way yields: the claim wins.
+            self.browser_nicks.give_way(nick)
+        return claimed
 
     def give_back_nick(self, nick: str) -> None:
         """Release C{nick}'s cluster claim unless a user of this process holds it."""
@@ -599,6 +613,14 @@ class IrcNetwork:
             if member is not sender or "echo-message" in member.caps:
                 member.relay_text(command, channel.name, text, sender.hostmask, tags, msgid, at, lines)
         self.run_hooks(self.on_relay, channel, sender, command, text, tags, msgid, at, lines)
+
+    def tagmsg(self, channel: Channel, sender: Any, tags: Dict[str, str], msgid: str) -> None:
+        """A channel TAGMSG (client tags such as ``+typing``) to the local members with message-tags."""
+        outgoing = Message("TAGMSG", (channel.name,), prefix=sender.hostmask)
+        for member in channel.local_members():
+            if member is not sender and "message-tags" in member.caps:
+                member.deliver(outgoing, tags, msgid)
+        self.run_hooks(self.on_tagmsg, channel, sender, tags, msgid)
 
     def invite(self, channel: Channel, by: Any, target: Any) -> None:
         """

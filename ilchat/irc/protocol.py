@@ -279,11 +279,11 @@ class IRCServerProtocol(
             elif user.local:
                 user.relay_text(command, user.nick, text, self.hostmask, client_tags, msgid, at, lines)
             elif user.link is not None:
-                if not user.link.send_private(self, user, command, text):
+                if not user.link.send_private(self, user, command, text, client_tags, msgid, at, lines):
                     if errors:
                         self.reply(ERR_NOSUCHNICK, user.nick, "No chat room in common: join one of their rooms first")
                     continue
-            if user.local and errors:
+            if errors and (user.local or getattr(user, "elsewhere", False)):
                 self._remember(dm_key(irc_lower(self.nick), irc_lower(user.nick)), msgid, at, text, user.nick)
             if errors and user.away:
                 self.reply(RPL_AWAY, user.nick, user.away)
@@ -307,16 +307,16 @@ class IRCServerProtocol(
             if channel is not None and self in channel.members:
                 # A bridged room hears +typing as the web's typing notices (ilchat.irc.bridge).
                 channel.link.tagmsg(self, client_tags)
-                for member in channel.local_members():
-                    if member is not self and "message-tags" in member.caps:
-                        member.deliver(outgoing, client_tags, msgid)
+                self.network.tagmsg(channel, self, client_tags, msgid)
             else:
                 return
         else:
             user = self.network.find_user(target)
-            if user is None or not user.local:
+            if user is None or not (user.local or getattr(user, "elsewhere", False)):
                 return
-            if "message-tags" in user.caps:
+            if not user.local:
+                user.link.send_tagmsg(self, user, client_tags, msgid)  # through their process
+            elif "message-tags" in user.caps:
                 if user is self:
                     with self.not_a_reply():
                         user.deliver(outgoing, client_tags, msgid)

@@ -20,13 +20,19 @@ each from the process of the user who acted:
   (so a room's IRC members show as themselves, not as browser users);
 * ``irc_channel`` (``channel``, ``command``, ``params``, ``prefix``, ``state``): a TOPIC or
   MODE of an IRC-only channel, with the channel's whole state after it (``state``: topic,
-  modes, key, limit, ``b e I`` lists, invitations, members' prefix modes);
+  modes, key, limit, ``b e I`` lists, invitations, members' prefix modes, the ``origin`` and
+  the fields' ``versions``), merged, not replaced (L{ilchat.irc.channel_sync}), so that
+  changes made at once on two processes, and one channel created on both, end the same
+  everywhere;
 * ``irc_invite`` (``channel``, ``nick``, ``target``): into an IRC-only channel (it counts
   for ``+i`` everywhere; the target's process shows it);
 * ``irc_message`` (``channel``, ``nick``, ``command``, ``text``, ``tags``): a channel PRIVMSG or
   NOTICE the network relayed (IRC-only channels; in bridged rooms NOTICE and CTCP other than
   ACTION, the rest being room messages); ``irc_private`` (``nick``, ``target``, ...) to an IRC
-  user of another process; ``irc_kill`` (``nick``, ``target``, ``instance``, ``reason``): an
+  user of another process; both with ``msgid``, ``at`` and ``lines``, and a PRIVMSG goes into
+  the receiving processes' in-memory history too (CHATHISTORY answers the same everywhere);
+  ``irc_tagmsg`` (``nick``, ``tags``, ``msgid`` and ``channel``, or ``target`` and
+  ``instance``): a TAGMSG (``+typing``); ``irc_kill`` (``nick``, ``target``, ``instance``, ``reason``): an
   operator's KILL of a user of that ``instance``, which disconnects them;
 * ``irc_sync`` (a process started, or Redis is back): every process answers with
   ``irc_state`` (``users``, each with its ``channels`` and the state of its IRC-only ones),
@@ -35,8 +41,8 @@ each from the process of the user who acted:
 
 An instance whose heartbeat is gone (``cluster.on_instance_gone``) has its users QUIT here; one
 that is seen again (``on_instance_seen``) is asked for its state. A
-browser user's nick (L{ilchat.irc.bridge}) yields to an IRC user of another process who holds
-it in the cluster (IRC nicks are cluster claims): the browser user is renamed. An event that
+browser user's nick (L{ilchat.irc.web_nicks}) yields to an IRC user of another process who
+holds it in the cluster (IRC nicks are cluster claims): the browser user is renamed. An event that
 does not have its documented shape is logged and dropped.
 """
 
@@ -44,8 +50,11 @@ from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from twisted.logger import Logger
 
+from ilchat.irc.batches import unique_id
+from ilchat.irc.channel_sync import apply_state, changes, channel_state, ensure_replica, fields
+from ilchat.irc.history_store import HistoryLine, dm_key
 from ilchat.irc.message import Message
-from ilchat.irc.network import Channel, IrcNetwork, ListEntry, irc_lower
+from ilchat.irc.network import Channel, IrcNetwork, irc_lower
 from ilchat.irc.operators import kill
 
 __all__ = ["IrcReplication", "PeerUser", "TOPIC"]
@@ -122,7 +131,7 @@ class IrcReplication:
             (network.on_nick, self._nick_changed), (network.on_quit, self._quit),
             (network.on_join, self._joined), (network.on_leave, self._left),
             (network.on_channel_change, self._channel_changed), (network.on_relay, self._relayed),
-            (network.on_invite, self._invited),
+            (network.on_invite, self._invited), (network.on_tagmsg, self._tagged),
         ):
             hooks.append(hook)
             self._undo.append(lambda hooks=hooks, hook=hook: hook in hooks and hooks.remove(hook))
@@ -174,6 +183,8 @@ class IrcReplication:
 
     def _joined(self, channel: Channel, user: Any) -> None:
         if user.local:
+            if not channel.bridged:
+                ensure_replica(channel, self.bus.instance).bump(channel, self.bus.instance)
             self._publish({"type": "irc_join", "channel": channel.name, "nick": user.nick,
                            "modes": sorted(channel.members.get(user, ())),
                            "state": None if channel.bridged else channel_state(channel)})
@@ -190,6 +201,7 @@ class IrcReplication:
         user = self.network.find_user(nick)
         if channel.bridged or user is None or not user.local:
             return  # a room title (each process's bridge shows it), or applied from a peer
+        ensure_replica(channel, self.bus.instance).bump(channel, self.bus.instance)
         self._publish({"type": "irc_channel", "channel": channel.name, "command": message.command,
                        "params": list(message.params), "prefix": message.prefix,
                        "state": channel_state(channel)})
@@ -207,11 +219,27 @@ class IrcReplication:
                            "command": command, "text": text, "tags": tags, "msgid": msgid,
                            "at": at, "lines": lines})
 
-    def send_private(self, user: Any, target: PeerUser, command: str, text: str) -> bool:
-        """The link of every L{PeerUser}: a private PRIVMSG/NOTICE to them, through their process."""
+    def send_private(self, user: Any, target: PeerUser, command: str, text: str,
+                     tags: Optional[Dict[str, str]] = None, msgid: Optional[str] = None,
+                     at: Optional[float] = None, lines: Optional[List[Tuple[str, bool]]] = None) -> bool:
+        """
+        The link of every L{PeerUser}: a private PRIVMSG/NOTICE to them, through their
+        process, with its msgid, time and lines (the same message, and history, there).
+        """
         self._publish({"type": "irc_private", "nick": user.nick, "target": target.nick,
-                       "instance": target.instance, "command": command, "text": text})
+                       "instance": target.instance, "command": command, "text": text,
+                       "tags": tags or {}, "msgid": msgid, "at": at, "lines": lines})
         return True
+
+    def send_tagmsg(self, user: Any, target: PeerUser, tags: Dict[str, str], msgid: str) -> None:
+        """The link of every L{PeerUser}: a private TAGMSG (``+typing``), through their process."""
+        self._publish({"type": "irc_tagmsg", "nick": user.nick, "target": target.nick,
+                       "instance": target.instance, "tags": tags, "msgid": msgid})
+
+    def _tagged(self, channel: Channel, sender: Any, tags: Dict[str, str], msgid: str) -> None:
+        if sender.local:
+            self._publish({"type": "irc_tagmsg", "channel": channel.name, "nick": sender.nick,
+                           "tags": tags, "msgid": msgid})
 
     def kill(self, by: Any, target: PeerUser, reason: str) -> None:
         """The link of every L{PeerUser}: an operator's KILL, carried out by their process."""
@@ -259,10 +287,8 @@ class IrcReplication:
         cluster. (An IRC user of yet another process holding it here gave it up there: their
         NICK or QUIT is on its way, L{IrcNetwork.claim_nick} lets the nick go.)
         """
-        holder = self.network.find_user(nick)
-        if holder is not None and not holder.local and not isinstance(holder, PeerUser) \
-                and holder.link is not None:
-            holder.link.give_up_nick(holder)
+        if self.network.browser_nicks is not None:
+            self.network.browser_nicks.give_way(nick)
 
     def _add_peer(self, origin: str, info: Dict[str, Any]) -> PeerUser:
         peer = PeerUser(origin, info, self)
@@ -325,17 +351,45 @@ class IrcReplication:
         if channel is None and state is not None and not self.network.reserved(name):
             channel = self.network.add_channel(name)
             apply_state(self.network, channel, state)
+            ensure_replica(channel, self.bus.instance, state)
         return channel
 
     def _on_irc_join(self, origin: str, event: Dict[str, Any]) -> None:
         peer = self._peer(origin, event["nick"])
-        channel = self._channel(str(event["channel"]), event["state"])
-        if peer is not None and channel is not None:
-            self._join(channel, peer, event["modes"])
+        if peer is not None:
+            self._enter(str(event["channel"]), peer, event["modes"], event["state"])
+
+    def _enter(self, name: str, peer: PeerUser, modes: List[str],
+               state: Optional[Dict[str, Any]]) -> Optional[Channel]:
+        """
+        C{peer} is in channel C{name} with C{state}: merged into ours (a creation that lost
+        gives its joiner no operator status here, as it loses it there), then the JOIN.
+        """
+        existed = self.network.find_channel(name) is not None
+        channel = self._channel(name, state)
+        if channel is None:
+            return None
+        if existed and state is not None and not channel.bridged:
+            if self._merge(channel, state, self.network.config.server_name) is False:
+                modes = []
+        self._join(channel, peer, modes)
+        return channel
 
     def _join(self, channel: Channel, peer: PeerUser, modes: List[str]) -> None:
         channel.invited.discard(irc_lower(peer.nick))  # used up, as on the joiner's process
         self.network.add_member(channel, peer, [str(mode) for mode in modes])
+        if channel.replica is not None:
+            channel.replica.synced = fields(channel)
+
+    def _merge(self, channel: Channel, state: Dict[str, Any], prefix: str) -> Optional[bool]:
+        """Merge another process's state of C{channel} (L{ChannelReplica.merge}) and show what changed."""
+        replica = ensure_replica(channel, self.bus.instance)
+        before = fields(channel)
+        result = replica.merge(self.network, channel, state)
+        if result:
+            for message in changes(self.network, channel, before, fields(channel), prefix):
+                channel.broadcast(message)
+        return result
 
     def _on_irc_leave(self, origin: str, event: Dict[str, Any]) -> None:
         channel = self.network.find_channel(str(event["channel"]))
@@ -356,9 +410,7 @@ class IrcReplication:
         channel = self.network.find_channel(str(event["channel"]))
         if channel is None or channel.bridged:
             return
-        apply_state(self.network, channel, event["state"])
-        params = tuple(str(param) for param in event["params"])
-        channel.broadcast(Message(str(event["command"]), params, prefix=str(event["prefix"])))
+        self._merge(channel, event["state"], str(event["prefix"]))
 
     def _on_irc_invite(self, origin: str, event: Dict[str, Any]) -> None:
         channel = self.network.find_channel(str(event["channel"]))
@@ -373,25 +425,58 @@ class IrcReplication:
         if channel is None or peer is None:
             return
         peer.last_message = self.network.clock.seconds()
-        tags = {str(key): str(value) for key, value in dict(event["tags"]).items()}
-        msgid = event.get("msgid")
-        at = event.get("at")
-        lines = event.get("lines")
-        self.network.relay(
-            channel, peer, _command(event), str(event["text"]), tags,
-            str(msgid) if msgid is not None else None,
-            float(at) if isinstance(at, (int, float)) else None,
-            [(str(line), bool(concat)) for line, concat in lines] if isinstance(lines, list) else None)
+        command, text, tags, msgid, at, lines = self._message_fields(event)
+        self.network.relay(channel, peer, command, text, tags, msgid, at, lines)
+        if command == "PRIVMSG" and not channel.bridged:
+            self._remember(irc_lower(channel.name), peer, msgid, at, text, channel.name)
 
-    def _on_irc_private(self, origin: str, event: Dict[str, Any]) -> None:
+    def _message_fields(self, event: Dict[str, Any]) -> Tuple[str, str, Dict[str, str], str, float, Any]:
+        """Command, text, client tags, msgid, time and multiline lines of a message event."""
+        msgid, at, lines = event.get("msgid"), event.get("at"), event.get("lines")
+        return (
+            _command(event), str(event["text"]), _tags(event),
+            str(msgid) if msgid is not None else unique_id(),
+            float(at) if isinstance(at, (int, float)) else self.network.clock.seconds(),
+            [(str(line), bool(concat)) for line, concat in lines] if isinstance(lines, list) else None,
+        )
+
+    def _remember(self, key: Any, peer: PeerUser, msgid: str, at: float, text: str, target: str) -> None:
+        """A peer's IRC-only PRIVMSG in this process's history too: CHATHISTORY agrees everywhere."""
+        self.network.history.add(key, HistoryLine(msgid, at, peer.hostmask, text, target=target))
+
+    def _local_target(self, origin: str, event: Dict[str, Any]) -> Tuple[Any, Optional[PeerUser]]:
+        """The local user a private event of C{origin} is for, and its sender (None: not ours)."""
         if event["instance"] != self.bus.instance:
-            return
+            return None, None
         target = self.network.find_user(str(event["target"]))
         peer = self._peer(origin, event["nick"])
         if target is None or not target.local or peer is None:
+            return None, None
+        return target, peer
+
+    def _on_irc_private(self, origin: str, event: Dict[str, Any]) -> None:
+        target, peer = self._local_target(origin, event)
+        if peer is None:
             return
         peer.last_message = self.network.clock.seconds()
-        target.relay_text(_command(event), target.nick, str(event["text"]), peer.hostmask, {})
+        command, text, tags, msgid, at, lines = self._message_fields(event)
+        target.relay_text(command, target.nick, text, peer.hostmask, tags, msgid, at, lines)
+        if command == "PRIVMSG":
+            self._remember(dm_key(irc_lower(peer.nick), irc_lower(target.nick)), peer, msgid, at,
+                           text, target.nick)
+
+    def _on_irc_tagmsg(self, origin: str, event: Dict[str, Any]) -> None:
+        """A TAGMSG of a peer: to an IRC-only or bridged channel's local members, or to one of ours."""
+        msgid = str(event["msgid"])
+        if "channel" in event:
+            channel = self.network.find_channel(str(event["channel"]))
+            peer = self._peer(origin, event["nick"])
+            if channel is not None and peer is not None and peer in channel.members:
+                self.network.tagmsg(channel, peer, _tags(event), msgid)
+            return
+        target, peer = self._local_target(origin, event)
+        if peer is not None and "message-tags" in target.caps:
+            target.deliver(Message("TAGMSG", (target.nick,), prefix=peer.hostmask), _tags(event), msgid)
 
     def _on_irc_kill(self, origin: str, event: Dict[str, Any]) -> None:
         target = self.network.find_user(str(event["target"]))
@@ -419,10 +504,9 @@ class IrcReplication:
                 peer.update(info)
             wanted: Set[Channel] = set()
             for name, modes, state in info["channels"]:
-                channel = self._channel(str(name), state)
+                channel = self._enter(str(name), peer, modes, state)
                 if channel is not None:
                     wanted.add(channel)
-                    self._join(channel, peer, modes)
             for channel in list(peer.channels - wanted):
                 self.network.remove_member(channel, peer, "PART", "Disconnected")
 
@@ -436,30 +520,6 @@ def _command(event: Dict[str, Any]) -> str:
     return "NOTICE" if event["command"] == "NOTICE" else "PRIVMSG"
 
 
-def channel_state(channel: Channel) -> Dict[str, Any]:
-    """The replicated state of an IRC-only channel, plain JSON values."""
-    return {
-        "topic": channel.topic, "topic_by": channel.topic_by, "topic_time": channel.topic_time,
-        "created": channel.created, "modes": sorted(channel.modes), "key": channel.key,
-        "limit": channel.limit, "invited": sorted(channel.invited),
-        "lists": {letter: [[e.mask, e.by, e.when] for e in entries]
-                  for letter, entries in channel.lists.items()},
-        "prefixes": [[member.nick, sorted(modes)] for member, modes in channel.members.items()],
-    }
-
-
-def apply_state(network: IrcNetwork, channel: Channel, state: Dict[str, Any]) -> None:
-    """Make C{channel} what C{state} (L{channel_state}) says (members' modes: of those here)."""
-    channel.topic, channel.topic_by = str(state["topic"]), str(state["topic_by"])
-    channel.topic_time, channel.created = int(state["topic_time"]), int(state["created"])
-    channel.modes = {str(mode) for mode in state["modes"]}
-    channel.key = None if state["key"] is None else str(state["key"])
-    channel.limit = None if state["limit"] is None else int(state["limit"])
-    channel.invited = {str(nick) for nick in state["invited"]}
-    channel.lists = {letter: [ListEntry(str(mask), str(by), int(when))
-                              for mask, by, when in state["lists"].get(letter, [])]
-                     for letter in "beI"}
-    for nick, modes in state["prefixes"]:
-        member = network.find_user(str(nick))
-        if member is not None and member in channel.members:
-            channel.members[member] = {str(mode) for mode in modes}
+def _tags(event: Dict[str, Any]) -> Dict[str, str]:
+    """The client tags of an event, as strings."""
+    return {str(key): str(value) for key, value in dict(event["tags"]).items()}

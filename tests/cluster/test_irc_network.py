@@ -44,6 +44,16 @@ def _names(message: Any) -> List[str]:
 class _Clients:
     ports: Dict[str, int]
 
+    async def start(self, running: int = 2, **options: Any) -> Any:
+        """Two processes with IRC listeners (open auth, IRC-only channels); C{running} started."""
+        self.ports = {"node-1": free_port(), "node-2": free_port()}
+        self.cluster = await start_cluster(
+            self, size=2, start=False,
+            node_server={name: _irc(port) for name, port in self.ports.items()}, **options)
+        for node in self.cluster.nodes[:running]:
+            await self.cluster.start(node.name)
+        return self.cluster
+
     async def eventually(self, check: Any, what: str, timeout: float = 40.0) -> Any:
         """Poll C{check()} until it is true (what crosses processes arrives a moment later)."""
         deadline = reactor.seconds() + timeout
@@ -59,11 +69,11 @@ class _Clients:
             self.assertLess(reactor.seconds(), deadline, f"{nick} never seen in {channel}")  # type: ignore[attr-defined]
             await sleep(0.1)
 
-    async def irc(self, node: str, nick: str) -> RawClient:
+    async def irc(self, node: str, nick: str, caps: tuple = ()) -> RawClient:
         endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", self.ports[node])
         client = await endpoints.connectProtocol(endpoint, RawClient())
         self.addCleanup(lambda: client.transport.connected and client.transport.loseConnection())  # type: ignore[attr-defined]
-        await client.register(nick)
+        await client.register(nick, caps=caps)
         return client
 
     async def whois(self, client: RawClient, nick: str) -> Dict[str, Any]:
@@ -81,15 +91,6 @@ class _Clients:
 
 class IrcNetworkAcrossProcessesTests(_Clients, TestCase):
     timeout = 180
-
-    async def start(self, running: int = 2, **options: Any) -> Any:
-        self.ports = {"node-1": free_port(), "node-2": free_port()}
-        self.cluster = await start_cluster(
-            self, size=2, start=False,
-            node_server={name: _irc(port) for name, port in self.ports.items()}, **options)
-        for node in self.cluster.nodes[:running]:
-            await self.cluster.start(node.name)
-        return self.cluster
 
     async def test_irc_only_channel_queries_and_private_messages(self) -> None:
         await self.start()
@@ -269,10 +270,9 @@ class _CtcpClient(irc.IRCClient):
             self.noticed_once.callback(None)
 
 
-class BridgedRoomAcrossProcessesTests(_Clients, ClusterRoomsMixin, TestCase):
-    timeout = 180
-
-    async def test_irc_users_of_both_processes_in_a_room(self) -> None:
+class BridgedMixin(_Clients, ClusterRoomsMixin):
+    async def start_bridged(self) -> Any:
+        """Two processes with the rooms of L{ClusterRoomsMixin} and IRC listeners, started."""
         self.cluster = cluster = await self.start_nodes(size=2, running=0)
         self.ports = {"node-1": free_port(), "node-2": free_port()}
         for node in cluster.nodes:
@@ -282,6 +282,14 @@ class BridgedRoomAcrossProcessesTests(_Clients, ClusterRoomsMixin, TestCase):
             with open(node.args[1], "w") as f:
                 json.dump(config, f)
             await cluster.start(node.name)
+        return cluster
+
+
+class BridgedRoomAcrossProcessesTests(BridgedMixin, TestCase):
+    timeout = 180
+
+    async def test_irc_users_of_both_processes_in_a_room(self) -> None:
+        await self.start_bridged()
         await self.admit(1, 6, "alice", row=False)
         alice = await self.tab(1, 6, "alice")
 

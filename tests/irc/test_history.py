@@ -246,6 +246,42 @@ class PlaybackRaceTests(unittest.TestCase):
         self.assertEqual([m.params[1] for m in client.since("PRIVMSG")], ["live", "older"])
 
 
+class LabeledWaitTests(unittest.TestCase):
+    """While a labeled command waits, what others send the client is no part of its reply."""
+
+    async def test_lines_of_others_go_out_outside_the_labeled_batch(self) -> None:
+        server = await start_irc(self, make_config(history_on_join=3))
+        link = _SlowHistory()
+        server.network.add_channel("#slow", link)
+        labeler = await server.registered(self, "labeler", caps=("labeled-response", "batch", "message-tags"))
+        talker = await server.registered(self, "talker")
+        older = HistoryLine("41", 1.0, "web!u@h", "older")
+
+        async def answer_while_waiting(command: str, label: str, said: str) -> List[Any]:
+            labeler.clear()
+            labeler.send(f"@label={label} {command}")
+            await wait_until(lambda: len(link.pending) == 1, 5, f"the history read of {command}")
+            talker.send(f"PRIVMSG labeler :{said}")
+            meanwhile = await labeler.wait_for("PRIVMSG", lambda m: m.params[1] == said)
+            self.assertNotIn("batch", meanwhile.tags)
+            self.assertEqual(labeler.since("BATCH"), [])  # the reply is still held
+            link.pending.pop().callback([older])
+            start = await labeler.wait_for("BATCH", lambda m: m.tags.get("label") == label)
+            ref = start.params[0][1:]
+            end = await labeler.wait_for("BATCH", lambda m: m.params[0] == "-" + ref)
+            inside = labeler.messages[labeler.messages.index(start) + 1:labeler.messages.index(end)]
+            self.assertNotIn(said, [m.params[-1] for m in inside])
+            self.assertLess(labeler.messages.index(meanwhile), labeler.messages.index(start))
+            return inside
+
+        joined = await answer_while_waiting("JOIN #slow", "j1", "during the join")
+        self.assertEqual([m.command for m in joined if m.command != "BATCH"],
+                         ["JOIN", "353", "366", "PRIVMSG"])
+        self.assertEqual([m.params[1] for m in joined if m.command == "PRIVMSG"], ["older"])
+        history = await answer_while_waiting("CHATHISTORY LATEST #slow * 5", "h1", "during the read")
+        self.assertEqual([m.params[1] for m in history if m.command == "PRIVMSG"], ["older"])
+
+
 ALL_CAPS = ("draft/chathistory", "batch", "message-tags", "server-time", "echo-message", "labeled-response")
 
 

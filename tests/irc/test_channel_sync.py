@@ -1,0 +1,90 @@
+"""
+The merge of IRC-only channel state across processes (ilchat.irc.channel_sync): the same states
+merged in any order give the same channel; the older creation wins; changes show as lines.
+"""
+
+import itertools
+from typing import Any, Dict, List
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+
+from ilchat.irc.channel_sync import changes, channel_state, ensure_replica, fields
+from ilchat.irc.network import Channel, IrcNetwork
+from tests.irc.support import make_config
+
+
+class _User:
+    local = True
+    caps: frozenset = frozenset()
+
+    def __init__(self, nick: str) -> None:
+        self.nick = nick
+        self.hostmask = f"{nick}!u@h"
+        self.channels: set = set()
+        self.lines: List[Any] = []
+
+    def deliver(self, message: Any, client_tags: Any = None) -> None:
+        self.lines.append(message)
+
+
+def _process(instance: str, created: float) -> Dict[str, Any]:
+    """A network with #c and its members alice and bob; the channel made at C{created}."""
+    clock = Clock()
+    clock.advance(created)
+    network = IrcNetwork(make_config(), clock)
+    channel = network.add_channel("#c")
+    users = {nick: _User(nick) for nick in ("alice", "bob")}
+    for nick, user in users.items():
+        network.claim_nick(user, nick)
+        network.add_member(channel, user, ("o",) if nick == "alice" else ())
+    ensure_replica(channel, instance)
+    return {"network": network, "channel": channel, "instance": instance, "users": users}
+
+
+def _change(process: Dict[str, Any], **what: Any) -> Dict[str, Any]:
+    """A local change on C{process}: its state as it would publish it."""
+    channel: Channel = process["channel"]
+    if "topic" in what:
+        channel.topic, channel.topic_by, channel.topic_time = what["topic"], "alice", 1
+    for letter in what.get("add", ""):
+        channel.modes.add(letter)
+    for letter in what.get("remove", ""):
+        channel.modes.discard(letter)
+    channel.replica.bump(channel, process["instance"])
+    return channel_state(channel)
+
+
+class MergeTests(TestCase):
+    def test_concurrent_changes_converge_in_any_order(self) -> None:
+        base = _process("node-1", 100)
+        shared = channel_state(base["channel"])
+        one = _process("node-1", 100)
+        two = _process("node-2", 100)
+        for process in (one, two):
+            process["channel"].replica.origin = tuple(shared["origin"])
+        states = [_change(one, topic="from one", add="m"), _change(two, topic="from two", remove="t"),
+                  _change(one, add="s")]
+        results = set()
+        for order in itertools.permutations(states):
+            target = _process("node-3", 100)
+            target["channel"].replica.origin = tuple(shared["origin"])
+            for state in order:
+                target["channel"].replica.merge(target["network"], target["channel"], state)
+            channel = target["channel"]
+            results.add((channel.topic, tuple(sorted(channel.modes))))
+        self.assertEqual(results, {("from two", ("m", "n", "s"))})
+
+    def test_the_older_creation_wins_and_its_rival_loses_operator_status(self) -> None:
+        older = _process("node-2", 100)
+        newer = _process("node-1", 105)
+        older_state = _change(older, topic="older")
+        newer["channel"].members[newer["users"]["bob"]] = {"o"}  # made operator there
+        newer_state = _change(newer, topic="newer", add="m")
+        self.assertFalse(older["channel"].replica.merge(older["network"], older["channel"], newer_state))
+        channel = newer["channel"]
+        before = fields(channel)
+        self.assertTrue(channel.replica.merge(newer["network"], channel, older_state))
+        self.assertEqual((channel.topic, channel.replica.origin), ("older", (100, "node-2")))
+        shown = [(m.command, m.params) for m in changes(newer["network"], channel, before, fields(channel), "srv")]
+        self.assertEqual(shown, [("TOPIC", ("#c", "older")), ("MODE", ("#c", "-mo", "bob"))])
