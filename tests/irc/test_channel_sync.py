@@ -17,9 +17,12 @@ from tests.irc.support import make_config
 class _User:
     local = True
     caps: frozenset = frozenset()
+    account = None
+    away = None
 
     def __init__(self, nick: str) -> None:
         self.nick = nick
+        self.realname = nick
         self.hostmask = f"{nick}!u@h"
         self.channels: set = set()
         self.lines: List[Any] = []
