@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import time
-from typing import Any, Dict, List
+from typing import Any, List
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater

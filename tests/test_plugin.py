@@ -4,13 +4,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from twisted.internet import defer, reactor, threads
 from twisted.internet.task import deferLater

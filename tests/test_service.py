@@ -276,7 +276,6 @@ class NetworkPolicyWiringTests(TestCase):
 class StopDuringStartTests(TestCase):
     async def test_stop_while_a_component_is_starting_cancels_the_start(self) -> None:
         """A SIGTERM while start-up waits (e.g. on a database) does not hang the shutdown."""
-        from tests.support.server import write_configs
         from ilchat.config import load_configs
 
         events: List[str] = []

@@ -6,7 +6,7 @@ import os
 import socket
 import ssl
 import subprocess
-from typing import Any, Optional, Tuple
+from typing import Optional, Tuple
 
 from twisted.internet import protocol, reactor, threads
 from twisted.trial.unittest import TestCase

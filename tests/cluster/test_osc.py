@@ -21,7 +21,7 @@ from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.trial.unittest import TestCase
 
 from ilchat.jsonutil import dumps, loads
-from tests.ilias.repository_support import sleep, wait_until
+from tests.ilias.repository_support import sleep
 from tests.ilias.test_osc import ALICE, BOB, CAROL, NAMESPACE, Tab
 from tests.support.cluster import Cluster, ClusterNode, start_cluster
 from tests.support.db import fetch_rows_async, insert_rows_async

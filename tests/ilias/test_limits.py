@@ -17,7 +17,6 @@ from ilchat.ilias.osc import OnScreenChatComponent
 from ilchat.ilias.repository import RepositoryChat
 from tests.ilias.repository_support import RepositoryServerMixin, database_dict, sleep, wait_until
 from tests.ilias.test_osc import ALICE, BOB, OscServerMixin
-from tests.support.db import insert_rows_async
 from tests.support.server import start_server
 
 

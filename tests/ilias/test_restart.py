@@ -16,7 +16,7 @@ import os
 import shutil
 import signal
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List
 
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.task import deferLater

@@ -85,7 +85,7 @@ class ChannelModeTests(TestCase):
         watcher = await server.registered(self, "watcher", caps=("invite-notify",))
         watcher.send("JOIN #modes")
         await watcher.wait_for("366")
-        await mode(op, f"MODE #modes +o watcher")
+        await mode(op, "MODE #modes +o watcher")
         await mode(op, "MODE #modes +i")
         guest = await server.registered(self, "guest")
         guest.send("JOIN #modes")

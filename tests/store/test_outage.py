@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List
 
 from twisted.internet import defer, reactor, task
 from twisted.logger import LogLevel, eventAsText, globalLogPublisher
