@@ -14,7 +14,9 @@ ILIAS 8 private rooms (``RoomRenderer.private_rooms``, spec §2.4, §3.2): every
 the owner, ``private_room_deleted`` to the members and ``private_room_closed`` to the main room,
 the ``private_room_entered`` / ``private_room_entered_user`` notices instead of ``welcome_to_chat``
 / ``connect`` in a private room, and the main room's ``left`` and userlist for a user who leaves
-one. Without it the frames are ILIAS 10's, byte for byte.
+one; the ``connect``/``private_room_entered_user`` and ``disconnected`` notices also go to
+``chatroom_history`` (``RoomRenderer.notice_history``). Without it the frames are ILIAS 10's,
+byte for byte.
 
 ILIAS 8 and 9 pages insert message texts as HTML (``RoomRenderer.escape_messages``,
 L{ilchat.ilias.escaping}): their ``content`` is sent and stored HTML-escaped, as their Node server
@@ -38,7 +40,7 @@ would be O(n²) frames, and the browser sees the change in the userlist.
 """
 
 import bisect
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import attrs
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -58,6 +60,7 @@ __all__ = [
     "message_payload",
     "room_name",
     "stored_message",
+    "stored_payload",
     "userlist_json",
 ]
 
@@ -135,8 +138,12 @@ def message_payload(event: Dict[str, Any], private_rooms: bool = False,
 def stored_message(event: Dict[str, Any], private_rooms: bool = False,
                    escaped: bool = False) -> str:
     """``chatroom_history.message`` of a ``message`` event: the payload, timestamp in seconds."""
-    return dumps(dict(message_payload(event, private_rooms, escaped),
-                      timestamp=event["ts"] // 1000))
+    return stored_payload(message_payload(event, private_rooms, escaped))
+
+
+def stored_payload(payload: Dict[str, Any]) -> str:
+    """``chatroom_history.message`` of a sent payload: its JSON with the timestamp in seconds."""
+    return dumps(dict(payload, timestamp=payload["timestamp"] // 1000))
 
 
 class UserList(Dict[str, Dict[str, Any]]):
@@ -240,6 +247,12 @@ class RoomRenderer:
         self.private_rooms = private_rooms
         #: Message texts HTML-escaped (ILIAS 8 and 9 pages); set before the first delivery.
         self.escape_messages = escape_messages
+        #: ILIAS 8: C{notice_history(room key, notice)} stores the ``connect`` (in a private room
+        #: ``private_room_entered_user``) and ``disconnected`` notices of the events this process
+        #: published, once cluster-wide, as ILIAS 8's server wrote them to ``chatroom_history``.
+        self.notice_history: Optional[Callable[[RoomKey, Dict[str, Any]], None]] = None
+        self._instance = instance
+        self._own_event = False
         self._sockets: Dict[str, Any] = {}
         self._by_user: Dict[int, Set[str]] = {}
         self._user_of: Dict[str, int] = {}
@@ -291,6 +304,7 @@ class RoomRenderer:
         if self.namespace is None:
             return
         event = envelope_["event"]
+        self._own_event = envelope_.get("origin") == self._instance
         changes = self.presence.apply(envelope_)
         handler = getattr(self, "_on_" + str(event.get("type")), None)
         if handler is not None:
@@ -318,10 +332,12 @@ class RoomRenderer:
                 self._emit_to([conn], "notice", self._envelope(
                     "notice", ts, "private_room_entered" if private else "welcome_to_chat",
                     room_id, data=data))
+            notice = self._envelope("notice", ts,
+                                    "private_room_entered_user" if private else "connect",
+                                    room_id, data=dict(data))
             if not self._in_crowd(view):
-                self._emit_room(room_id, "notice", self._envelope(
-                    "notice", ts, "private_room_entered_user" if private else "connect",
-                    room_id, data=dict(data)), skip=[conn])
+                self._emit_room(room_id, "notice", notice, skip=[conn])
+            self._stored_notice(room_id, notice)
 
     def _on_parted(self, event: Dict[str, Any], changes: Sequence[Change] = ()) -> None:
         socket = self._sockets.get(event["connection"])
@@ -355,9 +371,16 @@ class RoomRenderer:
         self._absent(view, member["id"])
         key = str(room_id)
         self._userlist_changed(view, key, ts)
+        notice = self._envelope("notice", ts, "disconnected", key,
+                                data={"username": member["name"]})
         if not self._in_crowd(view):
-            self._emit_room(room_id, "notice", self._envelope(
-                "notice", ts, "disconnected", key, data={"username": member["name"]}))
+            self._emit_room(room_id, "notice", notice)
+        self._stored_notice(room_id, notice)
+
+    def _stored_notice(self, room_id: int, notice: Dict[str, Any]) -> None:
+        # The publisher stores (ILIAS 8 stored even the notices a crowd does not get to see).
+        if self.notice_history is not None and self._own_event:
+            self.notice_history(room_id, notice)
 
     def _on_room_left(self, event: Dict[str, Any], changes: Sequence[Change] = ()) -> None:
         room_id, ts, member = event["room"], event["ts"], event["member"]

@@ -20,8 +20,8 @@ ILIAS 8 private rooms (``subRoomId`` > 0; removed in ILIAS 9) are on when client
 (``store.has_private_rooms()``). A private room is a domain room keyed by
 L{ilchat.chat.model.room_key}: the actions and socket events (``enterRoom(roomId, subRoomId)``,
 ``message(data, roomId, subRoomId)``, typing with ``(roomId, subRoomId)``) address it with both
-ids, its open rows of ``chatroom_prooms`` are preloaded, messages are stored with
-``chatroom_history.sub_room``, and a user whose grace expired has their ``chatroom_psessions``
+ids, its open rows of ``chatroom_prooms`` are preloaded, messages (and, as ILIAS 8 did, the
+``connect`` and ``disconnected`` notices) are stored with ``chatroom_history.sub_room``, and a user whose grace expired has their ``chatroom_psessions``
 ended (an emptied private room is marked closed). Off, a ``subRoomId`` other than 0 is refused
 (404 for an action), as ILIAS 9 and 10 never send one.
 
@@ -70,6 +70,7 @@ from ilchat.ilias.rendering import (
     ilias_user,
     room_name,
     stored_message,
+    stored_payload,
 )
 from ilchat.journal import client_journal
 from ilchat.logs import RepeatedLog
@@ -192,6 +193,8 @@ class RoomNamespace:
         # First: the journal's rows are written in this mode (their sub_room too).
         self.private_rooms = self.renderer.private_rooms = await self._private_rooms_mode()
         self.escape_messages = self.renderer.escape_messages = await self.escape_mode()
+        # ILIAS 8 also stored the connect and disconnected notices.
+        self.renderer.notice_history = self._store_notice if self.private_rooms else None
         self.journal.open()
         replayed = self.history.replay()
         if replayed:
@@ -292,6 +295,10 @@ class RoomNamespace:
 
     def _stored_message(self, event: Dict[str, Any]) -> str:
         return stored_message(event, self.private_rooms, self.escape_messages)
+
+    def _store_notice(self, room_key: int, notice: Dict[str, Any]) -> None:
+        """An ILIAS 8 notice row, queued with the messages (``sub_room`` from the room key)."""
+        self.history.add(HistoryRow(room_key, stored_payload(notice), notice["timestamp"] // 1000))
 
     def _write_history(self, rows: Sequence[HistoryRow]) -> Any:
         # The domain's HistoryWriter keeps the rows and retries until they are written.

@@ -107,6 +107,12 @@ class RepositoryEscapingMixin(RepositoryStartMixin, RepositoryServerMixin):
         whisper = await alice.wait_for("message", expected, count=2)
         self.assertEqual(whisper["target"]["id"], 6)
         self.assertEqual(await stored_contents(self, 2), [expected, expected])
+        # ILIAS 9/10 store no connect or disconnected notices (ILIAS 8 did).
+        await alice.close()
+        await bob.wait_for("notice", "disconnected")
+        await sleep(0.2)
+        self.assertEqual([json.loads(r["message"])["type"] for r in await self.history()],
+                         ["message", "message"])
         how = "HTML-escaped" if self.expect_escaped else "sent as written"
         self.assertEqual(len(logs.matching("onscreen repository chat: message texts " + how)), 1,
                          logs.lines)
