@@ -4,11 +4,12 @@ Message texts HTML-escaped for the ILIAS pages that insert them as HTML (spec §
 
 Up to ILIAS 9 the Node server escaped what users wrote before it sent and stored it (repository
 chat: ``data.content``, ``Helper/HTMLEscape.js``; On-Screen Chat: ``message``), and the pages
-insert those texts as HTML (ILIAS 8's ``.html(smileys.replace(…))``, ILIAS 9's
-``messageSpan.html(content)`` since its fix for Mantis 40650, the On-Screen Chat's templates).
-ILIAS 10 moved the escaping into the page (``textContent``; PR #7963 for the On-Screen Chat,
-whose update step un-escapes the stored ``osc_messages``), so there a server that escapes shows
-``&amp;lt;``. ilchat therefore escapes for ILIAS 8 and 9 and not for ILIAS 10, on the way in
+insert those texts as HTML: ILIAS 8's ``.html(smileys.replace(…))``; ILIAS 9's
+``messageSpan.html(content)`` since the fix for Mantis 40650 (PRs #7167/#7179, March 2024; the
+first ILIAS 9 releases wrote the text with ``.text()``, where an escaped text merely shows
+``&lt;``); the On-Screen Chat until PR #7963. ILIAS 10 escapes in the page (``textContent``; the
+update step of #7963 un-escapes the stored ``osc_messages``), so there a server that escapes
+shows ``&amp;lt;``. ilchat therefore escapes for ILIAS 8 and 9 and not for ILIAS 10, on the way in
 (the On-Screen Chat) or where it renders and stores (the repository chat), so that a
 ``<script>`` from a browser, an IRC user or the cluster never reaches an ILIAS 9 page as markup,
 and the rows look as that version's Node server wrote them.
