@@ -485,6 +485,19 @@ class ClientKeyTests(ConfigTestCase):
         text = self.error(clients=[{"private_rooms": True}])
         self.assertIn("private_rooms = true is not allowed", text)
 
+    def test_escape_messages_is_a_known_mode(self) -> None:
+        """HTML escaping of message texts: decided from the database by default, on or off."""
+        _, [client] = self.load()
+        self.assertEqual(client.escape_messages, "auto")
+        for mode in ("auto", "on", "off"):
+            _, [client] = self.load(clients=[{"escape_messages": mode}])
+            self.assertEqual(client.escape_messages, mode)
+        text = self.error(clients=[{"escape_messages": "ilias9"}])
+        self.assertIn('client0.cfg: escape_messages = "ilias9" is not allowed; one of auto, on, off',
+                      text)
+        text = self.error(clients=[{"escape_messages": False}])
+        self.assertIn("escape_messages = false is not allowed", text)
+
     def test_session_cookie_must_be_a_cookie_name(self) -> None:
         """Separators and spaces cannot be in a cookie name; an empty one is refused."""
         for bad in ("PHP SESSID", "a;b", "a=b", ""):

@@ -19,6 +19,10 @@ IDENTITY_MODES: Tuple[str, ...] = ("ilias-session", "trust")
 #: the database schema, always on (the start fails without the ILIAS 8 tables), or off.
 PRIVATE_ROOM_MODES: Tuple[str, ...] = ("auto", "on", "off")
 
+#: The values of client.cfg ``escape_messages``: message texts HTML-escaped unless the database
+#: shows ILIAS 10 or later (``ilchat.ilias.escaping``), always, or never.
+ESCAPE_MODES: Tuple[str, ...] = ("auto", "on", "off")
+
 #: What a cookie name may be (RFC 6265 token characters).
 _COOKIE_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
@@ -76,6 +80,9 @@ class ClientConfig:
     #: them on when the database has the ILIAS 8 tables (``chatroom_prooms``,
     #: ``chatroom_psessions``, ``chatroom_history.sub_room``).
     private_rooms: str = "auto"
+    #: Message texts HTML-escaped for the ILIAS 8/9 pages, which insert them as HTML: one of
+    #: L{ESCAPE_MODES}. ``"auto"`` escapes unless ``il_db_steps`` shows ILIAS 10 or later.
+    escape_messages: str = "auto"
 
 
 # Keys PHP writes for the browser; the server only keeps them.
@@ -141,9 +148,12 @@ def parse_client(reader: Reader) -> ClientConfig:
         private_rooms=reader.get_str(
             "private_rooms", default_of(ClientConfig, "private_rooms"), choices=PRIVATE_ROOM_MODES
         ),
+        escape_messages=reader.get_str(
+            "escape_messages", default_of(ClientConfig, "escape_messages"), choices=ESCAPE_MODES
+        ),
         **{key: reader.data.get(key) for key in _CLIENT_UI_KEYS},
     )
 
 
-__all__ = ["ClientConfig", "DatabaseConfig", "IDENTITY_MODES", "PRIVATE_ROOM_MODES", "parse_client",
-           "parse_database"]
+__all__ = ["ClientConfig", "DatabaseConfig", "ESCAPE_MODES", "IDENTITY_MODES", "PRIVATE_ROOM_MODES",
+           "parse_client", "parse_database"]

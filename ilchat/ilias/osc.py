@@ -19,6 +19,11 @@ handled one after the other, so nothing overtakes its ``login``.
 A refused event (bad arguments, unknown conversation, acting for someone else, before ``login``)
 gets a ``refused`` event on that socket only, ``{"event": <name>, "reason": <text>}``, and the same
 object as the acknowledgement if the client asked for one. ILIAS's JavaScript ignores both.
+
+For ILIAS 8 and 9, whose page inserts message texts as HTML, a message's text is HTML-escaped as
+it comes in (client.cfg ``escape_messages``, L{ilchat.ilias.escaping}), as their Node server did:
+it is sent, stored in ``osc_messages`` and given back in ``history`` and ``latestMessage`` that
+way. ILIAS 10 escapes in the page and gets the text as written.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from ilchat.chat import conversation_events as events
 from ilchat.chat.conversation_model import ConversationView, OscMessageRow, Refused, parse_user_id
 from ilchat.chat.conversations import OnScreenChat
 from ilchat.chat.history import HistoryWriter
+from ilchat.ilias.escaping import escape_messages, html_escaped
 from ilchat.ilias.identity import Identity, in_order, shut_down
 from ilchat.ilias.throttle import MessageThrottle, connection_limit_refusal, too_fast_text
 from ilchat.journal import client_journal
@@ -141,6 +147,8 @@ class OnScreenChatComponent:
         )
         self.chat = OnScreenChat(self.name, store, client.bus, client.reactor, messages=messages)
         self.identity = Identity(client.config, client.store, client.reactor)
+        #: Message texts HTML-escaped as they come in (ILIAS 8 and 9 pages): decided at start.
+        self.escape_messages = False
         self._namespace: Any = None
         self._sockets: Dict[str, Any] = {}
         self._unsubscribe: Optional[Callable[[], None]] = None
@@ -164,6 +172,8 @@ class OnScreenChatComponent:
             # be an unauthenticated side channel around the standalone chat's own policy.
             self._log.info("{name}: standalone client, no On-Screen Chat", name=self.name)
             return
+        self.escape_messages = await escape_messages(self.client.config, self.client.store,
+                                                     f"{self.name} On-Screen Chat")
         self.journal.open()
         replayed = self.chat.messages.replay()
         if replayed:
@@ -360,6 +370,8 @@ class OnScreenChatComponent:
             # As a Refused would answer, but logged once per burst by the throttle, not per message.
             socket.emit("refused", {"event": "message", "reason": too_fast_text(retry_after)})
             return
+        if self.escape_messages and isinstance(text, str):
+            text = html_escaped(text)
         await self.chat.send_message(socket.sid, conversation_id, user_id, text)
 
     async def on_history(self, socket: Any, conversation_id: Any = None, oldest: Any = None, reverse: Any = False, *_: Any) -> None:

@@ -12,10 +12,15 @@ ILIAS 8 private rooms (``RoomRenderer.private_rooms``, spec §2.4, §3.2): every
 ``subRoomId`` after ``roomId`` (0 for a main room), a private room's Socket.IO room is
 ``"<roomId>_<subRoomId>"``, and the frames only ILIAS 8 has are sent: ``private_room_created`` to
 the owner, ``private_room_deleted`` to the members and ``private_room_closed`` to the main room,
-message texts HTML-escaped as ILIAS 8's server did (its page inserts them as HTML),
 the ``private_room_entered`` / ``private_room_entered_user`` notices instead of ``welcome_to_chat``
 / ``connect`` in a private room, and the main room's ``left`` and userlist for a user who leaves
-one. Without it the frames are ILIAS 10's, byte for byte.
+one; the ``connect``/``private_room_entered_user`` and ``disconnected`` notices also go to
+``chatroom_history`` (``RoomRenderer.notice_history``). Without it the frames are ILIAS 10's,
+byte for byte.
+
+ILIAS 8 and 9 pages insert message texts as HTML (``RoomRenderer.escape_messages``,
+L{ilchat.ilias.escaping}): their ``content`` is sent and stored HTML-escaped, as their Node server
+did, whoever wrote it (a browser, an IRC user, another process of the cluster).
 
 Userlists are kept here, per renderer: for each room the present members (from the presence
 events, through L{ClusterPresence}: one entry per user whatever the processes holding them; a
@@ -35,8 +40,7 @@ would be O(n²) frames, and the browser sees the change in the userlist.
 """
 
 import bisect
-import re
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import attrs
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -44,6 +48,7 @@ from twisted.logger import Logger
 
 from ilchat.chat.cluster_presence import Change, ClusterPresence
 from ilchat.chat.model import room_parts
+from ilchat.ilias.escaping import html_escaped
 from ilchat.jsonutil import dumps
 
 __all__ = [
@@ -51,11 +56,11 @@ __all__ = [
     "UserList",
     "envelope",
     "envelope_for",
-    "ilias8_escaped",
     "ilias_user",
     "message_payload",
     "room_name",
     "stored_message",
+    "stored_payload",
     "userlist_json",
 ]
 
@@ -114,29 +119,13 @@ def ilias_user(member: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
-#: What ILIAS 8's server escaped (``Helper/HTMLEscape.js``): an ``&`` that starts no entity, and
-#: ``<``, ``>``, ``"``.
-_ILIAS8_ESCAPES = ((re.compile(r"&(?!\w+;)", re.ASCII), "&amp;"), (re.compile("<"), "&lt;"),
-                   (re.compile(">"), "&gt;"), (re.compile('"'), "&quot;"))
-
-
-def ilias8_escaped(text: str) -> str:
+def message_payload(event: Dict[str, Any], private_rooms: bool = False,
+                    escaped: bool = False) -> Dict[str, Any]:
     """
-    A message's text as ILIAS 8's server sent and stored it: HTML-escaped, because ILIAS 8's page
-    inserts it as HTML (ILIAS 10 escapes in the page instead). Astral characters stay (ILIAS 8
-    made them ``?`` for 3-byte utf8 columns).
+    The ILIAS ``message`` payload of a ``message`` event; with C{private_rooms} ILIAS 8's, with
+    C{escaped} its text HTML-escaped for the ILIAS 8/9 pages (L{html_escaped}).
     """
-    for pattern, replacement in _ILIAS8_ESCAPES:
-        text = pattern.sub(replacement, text)
-    return text
-
-
-def message_payload(event: Dict[str, Any], private_rooms: bool = False) -> Dict[str, Any]:
-    """
-    The ILIAS ``message`` payload of a ``message`` event; with C{private_rooms} ILIAS 8's, whose
-    text is HTML-escaped (L{ilias8_escaped}).
-    """
-    content = ilias8_escaped(event["content"]) if private_rooms else event["content"]
+    content = html_escaped(event["content"]) if escaped else event["content"]
     payload = envelope_for("message", event["ts"], content, event["room"], private_rooms,
                            **{"from": ilias_user(event["sender"])}, format=event["format"])
     target = event["target"]
@@ -146,9 +135,15 @@ def message_payload(event: Dict[str, Any], private_rooms: bool = False) -> Dict[
     return payload
 
 
-def stored_message(event: Dict[str, Any], private_rooms: bool = False) -> str:
+def stored_message(event: Dict[str, Any], private_rooms: bool = False,
+                   escaped: bool = False) -> str:
     """``chatroom_history.message`` of a ``message`` event: the payload, timestamp in seconds."""
-    return dumps(dict(message_payload(event, private_rooms), timestamp=event["ts"] // 1000))
+    return stored_payload(message_payload(event, private_rooms, escaped))
+
+
+def stored_payload(payload: Dict[str, Any]) -> str:
+    """``chatroom_history.message`` of a sent payload: its JSON with the timestamp in seconds."""
+    return dumps(dict(payload, timestamp=payload["timestamp"] // 1000))
 
 
 class UserList(Dict[str, Dict[str, Any]]):
@@ -233,6 +228,7 @@ class RoomRenderer:
         namespace: the Socket.IO namespace (C{emit}, C{emit_json}); set later is fine.
         instance: this process's bus instance (L{ClusterPresence}'s C{own}).
         private_rooms: render ILIAS 8's frames (see the module docstring).
+        escape_messages: send message texts HTML-escaped (ILIAS 8 and 9).
     """
 
     _log = Logger()
@@ -243,11 +239,20 @@ class RoomRenderer:
     CROWD_SIZE = 100
 
     def __init__(self, reactor: IReactorTime, namespace: Any = None,
-                 instance: Optional[str] = None, private_rooms: bool = False) -> None:
+                 instance: Optional[str] = None, private_rooms: bool = False,
+                 escape_messages: bool = False) -> None:
         self.reactor = reactor
         self.namespace = namespace
         #: ILIAS 8 frames (``subRoomId``, private rooms); set before the first delivery.
         self.private_rooms = private_rooms
+        #: Message texts HTML-escaped (ILIAS 8 and 9 pages); set before the first delivery.
+        self.escape_messages = escape_messages
+        #: ILIAS 8: C{notice_history(room key, notice)} stores the ``connect`` (in a private room
+        #: ``private_room_entered_user``) and ``disconnected`` notices of the events this process
+        #: published, once cluster-wide, as ILIAS 8's server wrote them to ``chatroom_history``.
+        self.notice_history: Optional[Callable[[RoomKey, Dict[str, Any]], None]] = None
+        self._instance = instance
+        self._own_event = False
         self._sockets: Dict[str, Any] = {}
         self._by_user: Dict[int, Set[str]] = {}
         self._user_of: Dict[str, int] = {}
@@ -299,6 +304,7 @@ class RoomRenderer:
         if self.namespace is None:
             return
         event = envelope_["event"]
+        self._own_event = envelope_.get("origin") == self._instance
         changes = self.presence.apply(envelope_)
         handler = getattr(self, "_on_" + str(event.get("type")), None)
         if handler is not None:
@@ -326,10 +332,12 @@ class RoomRenderer:
                 self._emit_to([conn], "notice", self._envelope(
                     "notice", ts, "private_room_entered" if private else "welcome_to_chat",
                     room_id, data=data))
+            notice = self._envelope("notice", ts,
+                                    "private_room_entered_user" if private else "connect",
+                                    room_id, data=dict(data))
             if not self._in_crowd(view):
-                self._emit_room(room_id, "notice", self._envelope(
-                    "notice", ts, "private_room_entered_user" if private else "connect",
-                    room_id, data=dict(data)), skip=[conn])
+                self._emit_room(room_id, "notice", notice, skip=[conn])
+            self._stored_notice(room_id, notice)
 
     def _on_parted(self, event: Dict[str, Any], changes: Sequence[Change] = ()) -> None:
         socket = self._sockets.get(event["connection"])
@@ -363,9 +371,16 @@ class RoomRenderer:
         self._absent(view, member["id"])
         key = str(room_id)
         self._userlist_changed(view, key, ts)
+        notice = self._envelope("notice", ts, "disconnected", key,
+                                data={"username": member["name"]})
         if not self._in_crowd(view):
-            self._emit_room(room_id, "notice", self._envelope(
-                "notice", ts, "disconnected", key, data={"username": member["name"]}))
+            self._emit_room(room_id, "notice", notice)
+        self._stored_notice(room_id, notice)
+
+    def _stored_notice(self, room_id: int, notice: Dict[str, Any]) -> None:
+        # The publisher stores (ILIAS 8 stored even the notices a crowd does not get to see).
+        if self.notice_history is not None and self._own_event:
+            self.notice_history(room_id, notice)
 
     def _on_room_left(self, event: Dict[str, Any], changes: Sequence[Change] = ()) -> None:
         room_id, ts, member = event["room"], event["ts"], event["member"]
@@ -484,7 +499,7 @@ class RoomRenderer:
             self._userlist_changed(view, room_id, event["ts"])
 
     def _on_message(self, event: Dict[str, Any], changes: Sequence[Change] = ()) -> None:
-        payload = message_payload(event, self.private_rooms)
+        payload = message_payload(event, self.private_rooms, self.escape_messages)
         target = event["target"]
         if target is None or target["public"]:
             self._emit_room(event["room"], "message", payload)

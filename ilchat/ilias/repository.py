@@ -13,6 +13,9 @@ room again with the admissions the previous run kept; one whose user was banned 
 ``shutdown`` at its login (PHP never connected it in this run), and an ``enterRoom`` into a room
 the user is not admitted to, as after a kick the page missed while it was disconnected, gets
 ``userjustkicked``: the ILIAS page then leaves for PHP, which decides again.
+
+Message texts are HTML-escaped for the ILIAS 8 and 9 pages (client.cfg ``escape_messages``,
+L{ilchat.ilias.escaping}).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from twisted.logger import Logger
 
 from ilchat.chat.rooms import DISCONNECT_GRACE
 from ilchat.ilias.admissions import RESTORE_GRACE, Admissions
+from ilchat.ilias.escaping import escape_messages
 from ilchat.ilias.identity import Identity, shut_down
 from ilchat.ilias.rendering import envelope
 from ilchat.ilias.throttle import connection_limit_refusal
@@ -61,6 +65,10 @@ class RepositoryChat(RoomNamespace):
         self.identity.stop()
         await self.admissions.keep()
         await super().stop()
+
+    async def escape_mode(self) -> bool:
+        """client.cfg ``escape_messages``, or whether the database is older than ILIAS 10."""
+        return await escape_messages(self.client.config, self.store, f"{self.name} repository chat")
 
     def entered(self, socket: Any, room_id: int) -> None:
         """Back in a room after a restart: PHP's ``chatroom_users`` row is written again."""

@@ -20,10 +20,14 @@ ILIAS 8 private rooms (``subRoomId`` > 0; removed in ILIAS 9) are on when client
 (``store.has_private_rooms()``). A private room is a domain room keyed by
 L{ilchat.chat.model.room_key}: the actions and socket events (``enterRoom(roomId, subRoomId)``,
 ``message(data, roomId, subRoomId)``, typing with ``(roomId, subRoomId)``) address it with both
-ids, its open rows of ``chatroom_prooms`` are preloaded, messages are stored with
-``chatroom_history.sub_room``, and a user whose grace expired has their ``chatroom_psessions``
+ids, its open rows of ``chatroom_prooms`` are preloaded, messages (and, as ILIAS 8 did, the
+``connect`` and ``disconnected`` notices) are stored with ``chatroom_history.sub_room``, and a user whose grace expired has their ``chatroom_psessions``
 ended (an emptied private room is marked closed). Off, a ``subRoomId`` other than 0 is refused
 (404 for an action), as ILIAS 9 and 10 never send one.
+
+Message texts are HTML-escaped, sent and stored, when the page inserts them as HTML (ILIAS 8 and
+9, L{ilchat.ilias.escaping}): L{RoomNamespace.escape_mode} decides at start, never for the
+standalone page, which writes texts with ``textContent``.
 
 Where ilchat differs from the Node server on purpose (docs/design.rst): ``enterRoom`` enters only
 rooms PHP admitted the user to (a kick or ban holds until PHP admits them again); whisper targets
@@ -58,6 +62,7 @@ from ilchat.chat.rooms import (
     UnknownUser,
 )
 from ilchat.ilias.identity import in_order
+from ilchat.ilias.escaping import html_escaped
 from ilchat.ilias.throttle import SYSTEM_SENDER, MessageThrottle, too_fast_text
 from ilchat.ilias.rendering import (
     RoomRenderer,
@@ -65,6 +70,7 @@ from ilchat.ilias.rendering import (
     ilias_user,
     room_name,
     stored_message,
+    stored_payload,
 )
 from ilchat.journal import client_journal
 from ilchat.logs import RepeatedLog
@@ -164,6 +170,8 @@ class RoomNamespace:
         )
         #: ILIAS 8 private rooms (``subRoomId``): decided at start (see the module docstring).
         self.private_rooms = False
+        #: Message texts HTML-escaped (ILIAS 8 and 9 pages): decided at start.
+        self.escape_messages = False
         self.renderer = RoomRenderer(client.reactor, instance=self.chat.origin)
         self.namespace: Any = None
         self._throttle = MessageThrottle(getattr(client, "policy", None), "/" + self.name, client.reactor)
@@ -184,6 +192,9 @@ class RoomNamespace:
         """
         # First: the journal's rows are written in this mode (their sub_room too).
         self.private_rooms = self.renderer.private_rooms = await self._private_rooms_mode()
+        self.escape_messages = self.renderer.escape_messages = await self.escape_mode()
+        # ILIAS 8 also stored the connect and disconnected notices.
+        self.renderer.notice_history = self._store_notice if self.private_rooms else None
         self.journal.open()
         replayed = self.history.replay()
         if replayed:
@@ -276,10 +287,18 @@ class RoomNamespace:
                     getattr(self.client.config, "path", self.name)))
         return present
 
+    async def escape_mode(self) -> bool:
+        """Whether message texts are HTML-escaped: not for a page that writes them as text."""
+        return False
+
     # -- persistence hooks ------------------------------------------------------------------
 
     def _stored_message(self, event: Dict[str, Any]) -> str:
-        return stored_message(event, self.private_rooms)
+        return stored_message(event, self.private_rooms, self.escape_messages)
+
+    def _store_notice(self, room_key: int, notice: Dict[str, Any]) -> None:
+        """An ILIAS 8 notice row, queued with the messages (``sub_room`` from the room key)."""
+        self.history.add(HistoryRow(room_key, stored_payload(notice), notice["timestamp"] // 1000))
 
     def _write_history(self, rows: Sequence[HistoryRow]) -> Any:
         # The domain's HistoryWriter keeps the rows and retries until they are written.
@@ -372,6 +391,8 @@ class RoomNamespace:
         Tell this socket only, as a message from "Chat" that is never stored: a notice would show
         "-key-" on the ILIAS page (it has no language entry for ilchat's refusals).
         """
+        if self.escape_messages:
+            text = html_escaped(text)
         socket.emit("message", envelope_for("message", self.chat.now_ms(), text, room_id,
                                             self.private_rooms, **{"from": SYSTEM_SENDER},
                                             format={}))

@@ -17,6 +17,7 @@ are grouped by concern in mixins, each module's docstring lists its methods:
 * ``ilchat.store.private_rooms``: ILIAS 8 private rooms (``chatroom_prooms``, ``chatroom_psessions``);
 * ``ilchat.store.conversations``: On-Screen Chat;
 * ``ilchat.store.users``: ``usr_pref`` / ``usr_data`` (read only);
+* ``ilchat.store.setup_log``: ILIAS's setup log ``il_db_steps`` (read only);
 * ``ilchat.store.purge``: the daily purge and its ``DailyPurge`` service;
 * ``ilchat.store.database``: the pool, the transaction helper, retries and ``*_seq`` ids;
 * ``ilchat.store.engines``: the MySQL/SQLite differences.
@@ -43,6 +44,7 @@ from ilchat.store.database import (
 from ilchat.store.private_rooms import PrivateRoomStore
 from ilchat.store.purge import DailyPurge, PurgeStore
 from ilchat.store.rooms import RoomStore
+from ilchat.store.setup_log import SetupLogStore
 from ilchat.store.users import UserStore
 
 __all__ = [
@@ -56,7 +58,7 @@ __all__ = [
 ]
 
 
-class Store(RoomStore, PrivateRoomStore, ConversationStore, UserStore, PurgeStore):
+class Store(RoomStore, PrivateRoomStore, ConversationStore, UserStore, PurgeStore, SetupLogStore):
     """
     The database of one ILIAS client (one ``client.cfg``).
 

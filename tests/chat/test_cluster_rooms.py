@@ -131,6 +131,34 @@ class ReplicationTests(ClusterRoomsMixin, SynchronousTestCase):
         self.assertEqual(self.b.rec.rooms[1], set())
         self.assertRaises(UnknownRoom, self.b.chat.enter_room, "b7", key)
 
+    def test_ilias8_notices_are_stored_once_by_their_publisher(self) -> None:
+        """
+        ILIAS 8 stores the connect and disconnected notices: every renderer sees the events, only
+        the publisher's records them; a second tab elsewhere is no second connect.
+        """
+        stored: Dict[str, List[tuple]] = {node.name: [] for node in self.nodes}
+        for node in self.nodes:
+            node.renderer.private_rooms = True
+            node.renderer.notice_history = (
+                lambda key, notice, name=node.name: stored[name].append(
+                    (key, notice["content"], notice["data"].get("username"))))
+        self.connect(self.a, 7)
+        self.connect(self.a, 8)
+        self.enter(self.b, "b7", 7, "bob")
+        self.enter(self.a, "a8", 8, "carol")
+        self.enter(self.a, "a7", 7, "bob")
+        self.assertEqual(stored, {"node-1": [(1, "connect", "carol")],
+                                  "node-2": [(1, "connect", "bob")]})
+        self.b.lose("b7")
+        self.clock.advance(15)
+        self.settle()
+        self.assertEqual(len(stored["node-1"] + stored["node-2"]), 2)  # bob is still on node 1
+        self.a.lose("a7")
+        self.clock.advance(15)
+        self.settle()
+        self.assertEqual(stored, {"node-1": [(1, "connect", "carol"), (1, "disconnected", "bob")],
+                                  "node-2": [(1, "connect", "bob")]})
+
     def test_an_admission_from_a_third_process_before_the_room_event(self) -> None:
         """node 3 admits to a room node 2 created; node 1 hears node 3 first."""
         c = self.add_node("node-3")

@@ -76,11 +76,13 @@ class PrivateRoomsServerMixin(RepositoryServerMixin):
         await wait_until(lambda: [p for p in browser.payloads("private_room_entered")
                                   if p.get("subRoomId") == sub], what="private_room_entered")
 
-    async def _history(self, count: int) -> list:
+    async def _history(self, count: int, types: tuple = ("message",)) -> list:
+        """The first C{count} rows of these types (ILIAS 8 also stores notices), in id order."""
         deadline = time.monotonic() + 10
         while True:
-            rows = await self.rows("SELECT hist_id, room_id, sub_room, message FROM chatroom_history"
-                                   " ORDER BY hist_id")
+            rows = [r for r in await self.rows(
+                "SELECT hist_id, room_id, sub_room, message, timestamp FROM chatroom_history"
+                " ORDER BY hist_id") if json.loads(r["message"])["type"] in types]
             if len(rows) >= count or time.monotonic() > deadline:
                 return rows
             await sleep(0.05)
@@ -210,6 +212,45 @@ class PrivateRoomsMixin(PrivateRoomsServerMixin):
         rows = await self._history(3)
         self.assertEqual([json.loads(r["message"])["content"] for r in rows],
                          ["psst", escaped, "still here"])
+
+    async def test_connect_and_disconnected_notices_are_stored(self) -> None:
+        """
+        As ILIAS 8's EnterRoom and Disconnect (``addHistory``): each first entry's ``connect``
+        (in a private room ``private_room_entered_user``) and each departure's ``disconnected``
+        notice is a chatroom_history row with its sub_room, the notice as sent, in seconds.
+        """
+        await self.start()
+        alice = await self.enter8(6, "alice")
+        bob = await self.enter8(7, "bob")
+        connect = await alice.wait_for("notice", "connect")
+        await self.enter_private(alice, 6, 3)
+        await bob.emit("message", {"content": "hello", "format": {}}, 1, 0)
+        await alice.wait_for("message", "hello")
+        await alice.close()
+        gone = await bob.wait_for("notice", "disconnected")
+        rows = await self._history(6, ("notice", "message"))
+        stored = [json.loads(r["message"]) for r in rows]
+        self.assertEqual([(r["room_id"], r["sub_room"], m["type"], m["content"])
+                          for r, m in zip(rows[:4], stored)],
+                         [(1, 0, "notice", "connect"), (1, 0, "notice", "connect"),
+                          (1, 3, "notice", "private_room_entered_user"),
+                          (1, 0, "message", "hello")])
+        # Bob's connect is what alice got, the timestamp in seconds (as in the row's column).
+        self.assertEqual(stored[1], dict(connect, timestamp=connect["timestamp"] // 1000))
+        self.assertEqual(list(stored[1]), ["type", "timestamp", "content", "roomId", "subRoomId",
+                                           "data"])
+        self.assertEqual(rows[1]["timestamp"], stored[1]["timestamp"])
+        self.assertEqual((stored[2]["roomId"], stored[2]["subRoomId"], stored[2]["data"]),
+                         (1, 3, {"id": 6, "username": "alice", "title": "Old"}))
+        # Alice's departures, one per room she was in, the ids strings (ILIAS 8 split "1_3").
+        departures = {r["sub_room"]: m for r, m in zip(rows[4:], stored[4:])}
+        self.assertEqual(departures[0], dict(gone, timestamp=gone["timestamp"] // 1000))
+        self.assertEqual(
+            {sub: (m["content"], m["roomId"], m["subRoomId"], m["data"])
+             for sub, m in departures.items()},
+            {0: ("disconnected", "1", "0", {"username": "alice"}),
+             3: ("disconnected", "1", "3", {"username": "alice"})})
+        self.assertEqual([r["room_id"] for r in rows[4:]], [1, 1])
 
     async def test_grace_ends_private_sessions_and_closes_the_room(self) -> None:
         """The last member gone from a preloaded private room: psessions ended, room closed."""

@@ -26,7 +26,10 @@ Or inherit ``StoreTestMixin`` (below), which opens ``self.store`` on the databas
 MariaDB runs on 127.0.0.1:3306 as root without a password (``ILCHAT_TEST_MYSQL_HOST``,
 ``..._PORT``, ``..._USER``, ``..._PASSWORD`` override that). Every MariaDB database is named
 ``ilchat_t_<pid>_<counter>_<random>`` and gets the ILIAS schema from
-``ilchat/store/mysql_schema.sql``; the SQLite file gets ``sqlite_schema.sql``.
+``ilchat/store/mysql_schema.sql``; the SQLite file gets ``sqlite_schema.sql``. Both are ILIAS 10
+databases: ILIAS's setup log ``il_db_steps`` holds ILIAS 10's On-Screen Chat step, so message
+texts go out as written (``ilchat.ilias.escaping``); ``mark_ilias9(db)`` makes one an ILIAS 9
+database, ``create_ilias8_tables(db)`` an ILIAS 8 one.
 
 The synchronous helpers do their admin SQL right away, which takes milliseconds; they are meant for
 ``setUp`` (before the test's own asynchronous work) and for ``SynchronousTestCase``. Tests that
@@ -46,6 +49,7 @@ import MySQLdb
 from twisted.internet import defer, reactor as global_reactor, threads
 from twisted.trial import unittest
 
+from ilchat.ilias.escaping import ILIAS10_STEP
 from ilchat.store.database import read_schema
 from ilchat.store.engines import split_sql_script
 
@@ -61,6 +65,8 @@ __all__ = [
     "fetch_rows_async",
     "execute",
     "mariadb_admin_connection",
+    "mark_ilias9",
+    "create_ilias8_tables",
     "StoreTestMixin",
 ]
 
@@ -70,6 +76,15 @@ MYSQL_USER = os.environ.get("ILCHAT_TEST_MYSQL_USER", "root")
 MYSQL_PASSWORD = os.environ.get("ILCHAT_TEST_MYSQL_PASSWORD", "")
 
 _counter = itertools.count(1)
+
+#: ILIAS's setup log as ``ilDBStepExecutionDB`` keeps it, with the step only ILIAS 10 and later
+#: have run (the un-escaping of ``osc_messages``).
+ILIAS10_SETUP_LOG = (
+    "CREATE TABLE il_db_steps (class VARCHAR(200) NOT NULL, step INT NOT NULL,"
+    " started VARCHAR(26), finished VARCHAR(26), PRIMARY KEY (class, step))",
+    "INSERT INTO il_db_steps (class, step, started, finished)"
+    " VALUES (?, ?, '2025-03-01 10:00:00.000000', '2025-03-01 10:00:00.100000')",
+)
 
 
 @dataclass(frozen=True)
@@ -116,6 +131,8 @@ def _create_mariadb_database(skip_tables: Sequence[str] = ()) -> TestDatabaseCon
             if table in skip_tables:
                 continue
             cursor.execute(statement)
+        for statement in ILIAS10_SETUP_LOG:
+            cursor.execute(statement.replace("?", "%s"), ILIAS10_STEP if "?" in statement else None)
     finally:
         admin.close()
     return TestDatabaseConfig(
@@ -162,6 +179,8 @@ def make_sqlite_database(test_case: unittest.SynchronousTestCase, with_schema: b
         try:
             for statement in split_sql_script(read_schema("sqlite_schema.sql")):
                 connection.execute(statement)
+            for statement in ILIAS10_SETUP_LOG:
+                connection.execute(statement, ILIAS10_STEP if "?" in statement else ())
             connection.commit()
         finally:
             connection.close()
@@ -291,7 +310,13 @@ ILIAS8_PRIVATE_ROOM_TABLES = (
 )
 
 
+def mark_ilias9(config: Any) -> None:
+    """Make a test database one of ILIAS 9 (or 8): its setup log lacks ILIAS 10's step."""
+    execute(config, "DELETE FROM il_db_steps WHERE class = ? AND step = ?", ILIAS10_STEP)
+
+
 def create_ilias8_tables(config: Any) -> None:
-    """Give a test database the ILIAS 8 private-room tables."""
+    """Make a test database one of ILIAS 8: the private-room tables, no ILIAS 10 step."""
     for statement in ILIAS8_PRIVATE_ROOM_TABLES:
         execute(config, statement)
+    mark_ilias9(config)
