@@ -29,7 +29,7 @@ from twisted.logger import Logger
 
 from ilchat.store import StoreError
 
-__all__ = ["ILIAS10_STEP", "escape_messages", "html_escaped"]
+__all__ = ["ILIAS10_STEP", "escape_messages", "html_escaped", "html_unescaped"]
 
 #: The ``il_db_steps`` row (class, step) ILIAS 10's setup writes when it un-escapes the stored
 #: On-Screen Chat messages (``components/ILIAS/OnScreenChat/classes/Setup/UpdateSteps.php``).
@@ -50,6 +50,20 @@ def html_escaped(text: str) -> str:
     """
     for pattern, replacement in _ESCAPES:
         text = pattern.sub(replacement, text)
+    return text
+
+
+#: The four escapes undone, ``&amp;`` last so that ``&amp;lt;`` becomes ``&lt;``, not ``<``.
+_UNESCAPES = (("&lt;", "<"), ("&gt;", ">"), ("&quot;", '"'), ("&amp;", "&"))
+
+
+def html_unescaped(text: str) -> str:
+    """
+    A stored, escaped text as its writer wrote it (for readers that are not ILIAS pages: IRC's
+    history). A writer's own ``&lt;`` was stored as it was, so it comes back as ``<``.
+    """
+    for entity, character in _UNESCAPES:
+        text = text.replace(entity, character)
     return text
 
 

@@ -62,7 +62,7 @@ from ilchat.chat.rooms import (
     UnknownUser,
 )
 from ilchat.ilias.identity import in_order
-from ilchat.ilias.escaping import html_escaped
+from ilchat.ilias.escaping import html_escaped, html_unescaped
 from ilchat.ilias.throttle import SYSTEM_SENDER, MessageThrottle, too_fast_text
 from ilchat.ilias.rendering import (
     RoomRenderer,
@@ -286,6 +286,10 @@ class RoomNamespace:
                 " (chatroom_prooms, chatroom_psessions, chatroom_history.sub_room)".format(
                     getattr(self.client.config, "path", self.name)))
         return present
+
+    def written_text(self, stored: str) -> str:
+        """A stored message text as its writer wrote it (the IRC bridge's history reads rows)."""
+        return html_unescaped(stored) if self.escape_messages else stored
 
     async def escape_mode(self) -> bool:
         """Whether message texts are HTML-escaped: not for a page that writes them as text."""

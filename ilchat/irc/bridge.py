@@ -34,7 +34,7 @@ allocates negative ids (-1, -2, ...), which no ILIAS usr_id can be (they are pos
 
 import re
 from collections import OrderedDict
-from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -188,8 +188,12 @@ class RoomBridge:
         exposed: Optional[Iterable[int]] = None,
         auth_mode: str = "open",
         bus: Any = None,
+        written_text: Optional[Callable[[str], str]] = None,
     ) -> None:
         self.network = network
+        #: A stored message text as its writer wrote it (the room's adapter may store texts
+        #: HTML-escaped for its pages, which IRC users must not see).
+        self.written_text: Callable[[str], str] = written_text or (lambda text: text)
         #: The browser users' nicks, shared by the network's bridges (ilchat.irc.web_nicks).
         self.nicks = browser_nicks(network)
         self.chat = chat
@@ -465,7 +469,7 @@ class RoomBridge:
         try:
             payload = loads(row["message"])
             sender = payload["from"]
-            content = str(payload["content"])
+            content = self.written_text(str(payload["content"]))
             sender_id = int(sender["id"])
         except (JSONError, KeyError, TypeError, ValueError):
             return None

@@ -4,7 +4,7 @@ The IRC component: one IRC network and listener for the whole process, bridged t
 chat rooms of the exposed clients. Off unless ``server.cfg`` has an ``irc`` section.
 """
 
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
@@ -63,7 +63,8 @@ class IrcComponent:
         await self.network.open_ids.ready()
         self.network.cluster = self.context.cluster
         for name, client, chat, rooms in exposed:
-            bridge = RoomBridge(self.network, chat, client.store, rooms, config.auth)
+            bridge = RoomBridge(self.network, chat, client.store, rooms, config.auth,
+                                written_text=_written_text_of(client))
             bridge.start(self.context.bus)
             self.bridges.append(bridge)
         # The IRC users and channels of the other processes (nothing to do for one process).
@@ -104,3 +105,16 @@ class IrcComponent:
         for bridge in self.bridges:
             bridge.stop()
         self.bridges = []
+
+
+def _written_text_of(client: Any) -> Optional[Callable[[str], str]]:
+    """
+    The client's reader of stored message texts (C{written_text} of the component that writes
+    them, e.g. undoing the HTML escaping of ILIAS 8/9 rows), found like L{chat_rooms_of} by
+    what the components hold; None: texts are stored as written.
+    """
+    for component in getattr(client, "components", ()):
+        reader = getattr(component, "written_text", None)
+        if callable(reader):
+            return reader
+    return None

@@ -14,11 +14,12 @@ from twisted.internet import threads
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
-from ilchat.ilias.escaping import html_escaped
+from ilchat.ilias.escaping import html_escaped, html_unescaped
 from ilchat.ilias.osc import OnScreenChatComponent
 from tests.ilias.repository_support import RepositoryServerMixin, sleep
 from tests.ilias.test_osc import ALICE, BOB, OscServerMixin, _is_message, wait_until_rows
 from tests.irc.test_bridge import CHANNEL, IrcBridgeMixin
+from tests.irc.test_history import batch_of
 from tests.support.db import insert_rows_async, make_database, mark_ilias9
 from tests.support.server import start_server
 
@@ -173,6 +174,23 @@ class IrcIntoIlias9Mixin(RepositoryStartMixin, IrcBridgeMixin):
         seen = await irc.wait_for("PRIVMSG", lambda m: m.params[1] == "a <b> & c")
         self.assertEqual(seen.params, (CHANNEL, "a <b> & c"))
         await bob.wait_for("message", "a &lt;b&gt; &amp; c")
+
+    async def test_irc_history_shows_the_texts_as_written(self) -> None:
+        """The rows are stored escaped for the ILIAS 9 page; CHATHISTORY and JOIN show them unescaped."""
+        await self.start()
+        bob = await self.enter(7, "bob")
+        await bob.emit("message", {"content": "a <b> & c", "format": {}}, 1)
+        await bob.wait_for("message", "a &lt;b&gt; &amp; c")
+        await bob.emit("message", {"content": 'x "&amp;" y', "format": {}}, 1)
+        await bob.wait_for("message", 'x &quot;&amp;&quot; y')
+        self.assertEqual(await stored_contents(self, 2), ["a &lt;b&gt; &amp; c", "x &quot;&amp;&quot; y"])
+        irc = await self.irc_in_room("reader", caps=("batch", "draft/chathistory"))
+        irc.clear()
+        irc.send(f"CHATHISTORY LATEST {CHANNEL} * 10")
+        lines = await batch_of(irc)
+        # An entity the writer typed was stored as typed, so it reads back as its character.
+        self.assertEqual([m.params[1] for m in lines], ["a <b> & c", 'x "&" y'])
+        self.assertEqual(html_unescaped(html_escaped("1 < 2 & \"3\" > 0")), '1 < 2 & "3" > 0')
 
 
 class IrcIntoIlias9MariaDBTests(IrcIntoIlias9Mixin, unittest.TestCase):
