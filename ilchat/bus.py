@@ -13,6 +13,7 @@ The contract (HACKING.rst, "Bus")::
     bus.instance                          # this process's id
     bus.publish(topic, event)             # event = {"type": name, ...}: plain JSON values only
     bus.subscribe(topic, callback)        # -> unsubscribe(); callback(envelope)
+    bus.after_delivery(callback)          # -> remove(); callback() at the end of every pass
     envelope = {"v": 1, "origin": bus.instance, "topic": topic, "event": event}
 
 Delivery is never synchronous: a subscriber runs on a later reactor turn, and must not rely on
@@ -71,6 +72,16 @@ class IBus(Interface):
         for an in-process bus), e.g. before asking them for their state.
         """
 
+    def after_delivery(callback: Callable[[], None]) -> Callable[[], None]:
+        """
+        Call C{callback()} at the end of every delivery pass, after its last subscriber;
+        returns a callable that removes it.
+
+        A transport that joins one reactor turn's writes flushes them here, so that what a pass
+        delivered is written in that pass: a C{callLater(0)} made during the pass would only
+        run after the reactor's next poll of every socket.
+        """
+
 
 @implementer(IBus)
 class LocalBus:
@@ -105,6 +116,7 @@ class LocalBus:
         # (topic, envelope or its JSON text) in publish order, delivered by one call per turn.
         self._queue: Deque[Tuple[str, Any]] = deque()
         self._call: Any = None
+        self._after: List[Callable[[], None]] = []
 
     def subscribe(self, topic: str, callback: Subscriber) -> Callable[[], None]:
         self._subscribers.setdefault(topic, []).append(callback)
@@ -123,6 +135,15 @@ class LocalBus:
 
     def on_resumed(self, callback: Callable[[], None]) -> Callable[[], None]:
         return lambda: None  # one process: nothing to resume
+
+    def after_delivery(self, callback: Callable[[], None]) -> Callable[[], None]:
+        self._after.append(callback)
+
+        def remove() -> None:
+            if callback in self._after:
+                self._after.remove(callback)
+
+        return remove
 
     def publish(self, topic: str, event: Event) -> None:
         self.deliver({"v": BUS_VERSION, "origin": self.instance, "topic": topic, "event": event})
@@ -177,5 +198,10 @@ class LocalBus:
                         callback=callback,
                         topic=topic,
                     )
+        for hook in list(self._after):
+            try:
+                hook()
+            except Exception:
+                self._log.failure("Bus after-delivery hook {hook!r} failed", hook=hook)
         if queue and self._call is None:
             self._call = self._reactor.callLater(0, self._deliver)

@@ -371,6 +371,10 @@ class RedisBus:
         self._resumed.append(callback)
         return lambda: self._resumed.remove(callback) if callback in self._resumed else None
 
+    def after_delivery(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """The local bus's: every delivery, from this process or from Redis, is one of its passes."""
+        return self._local.after_delivery(callback)
+
     def subscribed(self) -> "defer.Deferred[Any]":
         """Fires when every SUBSCRIBE/UNSUBSCRIBE sent so far was acknowledged (tests)."""
         d: "defer.Deferred[Any]" = defer.Deferred()

@@ -421,6 +421,8 @@ class IlchatService(service.MultiService):
             await self._move_users_if_alone(client_config.name, store)
 
         self._socketio = self._socketio_factory(self.reactor, server_config)
+        # What a bus pass broadcast is written when the pass ends, not one reactor turn later.
+        bus.after_delivery(self._socketio.flush_turn)
         # The network policy (server.cfg "network"): one per process, for every listener.
         self.policy = NetworkPolicy.from_config(server_config.network, clock=self.reactor)
         self.policy.install(self._socketio)

@@ -92,6 +92,47 @@ class LocalBusTestsMixin:
         self.assertEqual(bus.pending(), 0)
 
 
+    def test_after_delivery_runs_once_per_pass_after_every_subscriber(self) -> None:
+        """The hook runs at the end of each delivery pass (after all its subscribers), once a pass
+        however many events it delivered; an event a subscriber published is a pass of its own."""
+        bus = self.bus()
+        seen = []
+
+        def subscriber(envelope):
+            seen.append(envelope["event"]["n"])
+            if envelope["event"]["n"] == 1:
+                bus.publish("t", {"type": "x", "n": 3})
+
+        bus.subscribe("t", subscriber)
+        bus.after_delivery(lambda: seen.append("end"))
+        bus.publish("t", {"type": "x", "n": 1})
+        bus.publish("t", {"type": "x", "n": 2})
+        self.assertEqual(seen, [])
+        self.clock.advance(0)
+        self.assertEqual(seen, [1, 2, "end", 3, "end"])
+
+    def test_after_delivery_removed_and_failing(self) -> None:
+        """A failing hook is logged and the next still runs; a removed hook runs no more."""
+        bus = self.bus()
+        seen = []
+
+        def broken():
+            raise ValueError("boom")
+
+        bus.subscribe("t", lambda envelope: None)
+        bus.after_delivery(broken)
+        remove = bus.after_delivery(lambda: seen.append("end"))
+        bus.publish("t", {"type": "x"})
+        self.clock.advance(0)
+        self.assertEqual(seen, ["end"])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        remove()
+        bus.publish("t", {"type": "x"})
+        self.clock.advance(0)
+        self.assertEqual(seen, ["end"])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+
 class LocalBusTests(LocalBusTestsMixin, SynchronousTestCase):
     pass
 

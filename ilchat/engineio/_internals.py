@@ -436,8 +436,10 @@ class FrameOutbox:
             self._call = reactor.callLater(0, self.flush)
 
     def flush(self) -> None:
-        """Send what every connection has queued this turn."""
-        self._call = None
+        """Send what every connection has queued this turn (also early: the end of a bus pass)."""
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
         dirty, self._dirty = self._dirty, []
         for owner in dirty:
             try:

@@ -115,8 +115,10 @@ class PollOutbox:
             self._call = self._reactor.callLater(0, self.flush)
 
     def flush(self) -> None:
-        """Answer every session posted this turn."""
-        self._call = None
+        """Answer every session posted this turn (also early: the end of a bus pass)."""
+        call, self._call = self._call, None
+        if call is not None and call.active():
+            call.cancel()
         dirty, self._dirty = self._dirty, []
         bodies: dict[tuple[str, ...], bytes] = {}
         for flush in dirty:

@@ -194,6 +194,15 @@ class EngineIOServer:
         if self.sessions.get(session.sid) is session:
             del self.sessions[session.sid]
 
+    def flush_turn(self) -> None:
+        """
+        Write now what this turn's broadcasts queued (websocket frames, answers to parked polling
+        GETs) rather than at the turn's end: the service calls it at the end of every bus pass,
+        so a message read in one turn is written in the next, not in the one after.
+        """
+        self.ws_factory.outbox.flush()
+        self.poll_outbox.flush()
+
     def close(self) -> None:
         """Close every session (server shutdown)."""
         for session in list(self.sessions.values()):

@@ -560,6 +560,10 @@ class SocketIOServer:
             ns = self._namespaces[name] = Namespace(self, name)
         return ns
 
+    def flush_turn(self) -> None:
+        """Write this turn's broadcasts now (``EngineIOServer.flush_turn``; the bus's passes)."""
+        self.engineio.flush_turn()
+
     async def close(self) -> None:
         """
         Close every Engine.IO session (server shutdown); each socket's ``on_disconnect`` gets

@@ -120,10 +120,10 @@ class AddressList:
 
     def contains(self, address: Union[str, IPAddress, None]) -> bool:
         """Whether C{address} lies in one of the networks; an unparsable address never does."""
-        if address is None:
+        if address is None or not self.networks:
             return False
         if isinstance(address, str):
-            address = parse_address(address)
+            address = _address_and_text(address)[0]
             if address is None:
                 return False
         return any(
@@ -372,9 +372,14 @@ class NetworkPolicy:
 
     def client_address(self, request) -> str:
         """The real client address of an HTTP request (the ``address_resolver`` hook)."""
-        return resolve_client_address(
-            _peer_host(request), _header(request, b"x-forwarded-for"), self.trusted_proxies
-        )
+        # Asked up to three times per request (the site's guard, the Engine.IO checks, a new
+        # session); its peer and headers do not change, so the answer is kept on the request.
+        address = getattr(request, "ilchat_client_address", None)
+        if address is None:
+            address = request.ilchat_client_address = resolve_client_address(
+                _peer_host(request), _header(request, b"x-forwarded-for"), self.trusted_proxies
+            )
+        return address
 
     def client_scheme(self, request) -> str:
         """
@@ -431,8 +436,12 @@ class NetworkPolicy:
         """
         if self.origins.allow_all:
             return "*"
+        # Engine.IO asks for a request's origin twice (its CORS headers, connection_filter).
+        if getattr(request, "ilchat_allowed_origin", None) == origin:
+            return origin
         host = self.request_host(request)
         if self.origins.allows_for(origin, host):
+            request.ilchat_allowed_origin = origin
             return origin
         self.refused("origin")
         now = self._clock.seconds()

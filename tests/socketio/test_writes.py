@@ -18,6 +18,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from ilchat.bus import LocalBus
 from ilchat.socketio import SocketIOServer
 from tests.engineio.support import serve, wait
 from tests.support.rawsocket import masked_frame
@@ -178,6 +179,45 @@ class WriteTimingTests(TestCase):
         client.send('42["mixed"]')
         yield self.wait_seen(1)
         self.assertEqual(self.seen[0], ['42["x",1]', '42["a",2]'])
+
+    @defer.inlineCallbacks
+    def bus_broadcast_seen_next_turn(self, hooked: bool):
+        """What the client can read on the reactor turn after a bus pass in which a subscriber
+        broadcast (a C{callLater(0)} made before the broadcast runs then, before the outbox's)."""
+        bus = LocalBus("writes", reactor)
+        self.addCleanup(bus.close)
+        if hooked:
+            bus.after_delivery(self.server.flush_turn)
+        client = yield self.connect()
+        client.send("40")
+        self.assertEqual(len((yield deferToThread(client.read, 2))), 2)
+
+        def subscriber(envelope):
+            reactor.callLater(0, lambda: self.seen.append(client.available()))
+            self.ns.emit("x", envelope["event"]["n"])
+
+        bus.subscribe("t", subscriber)
+        self.on("say", lambda socket: bus.publish("t", {"type": "x", "n": 1}))
+        client.send('42["say"]')
+        yield self.wait_seen(1)
+        on_next_turn = self.seen[0]
+        later = yield deferToThread(client.read, 1 - len(on_next_turn))
+        self.assertEqual(on_next_turn + later, ['42["x",1]'])
+        return on_next_turn
+
+    @defer.inlineCallbacks
+    def test_broadcast_of_a_bus_pass_is_written_in_that_pass(self):
+        """With C{flush_turn} hooked to the bus's passes, a subscriber's broadcast is on the wire
+        when the pass ends, not one C{callLater(0)} later (after another poll of every socket)."""
+        seen = yield self.bus_broadcast_seen_next_turn(hooked=True)
+        self.assertEqual(seen, ['42["x",1]'])
+
+    @defer.inlineCallbacks
+    def test_broadcast_of_a_bus_pass_without_the_hook_waits_a_turn(self):
+        """Without the hook the same broadcast is still queued on the next turn (what the test
+        above tells apart)."""
+        seen = yield self.bus_broadcast_seen_next_turn(hooked=False)
+        self.assertEqual(seen, [])
 
     @defer.inlineCallbacks
     def wait_seen(self, count: int):
