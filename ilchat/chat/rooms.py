@@ -308,6 +308,7 @@ class ChatRooms(Presence):
         room.remove_member(user_id)
         room.connections.difference_update(member.connections)
         self._publish(events.kicked(self.now_ms(), room, member))
+        self._release_kicked(user_id)
         return True
 
     def ban(self, room_id: int, user_id: int) -> bool:
@@ -632,9 +633,13 @@ class ChatRooms(Presence):
         if changes and self._unfinished:
             self._finish(changes, kind == "left" and not event.get("last", True))
         if kind in ("parted", "left"):
-            key = event.get("instance") or origin
+            # A departed instance's ``left`` comes from the process handling the departure: a
+            # member this process learnt from that one's snapshot (after a restart) is known
+            # "via" the publisher, not via the departed instance.
+            keys = sorted({origin, event.get("instance") or origin})
             for room_id, info, present in changes:
-                self._release(info["id"], key)
+                for key in keys:
+                    self._release(info["id"], key)
         if kind == "sync_request":
             self._bus.publish(self.topic, events.snapshot(self.now_ms(), self._known()))
 
@@ -655,7 +660,9 @@ class ChatRooms(Presence):
         self._rooms[event["room"]].members[member.id] = member
 
     def _remote_entered(self, event: Dict[str, Any]) -> None:
-        member = self._known_member(event["member"], named=True)
+        # No touch: presence says whether they are still online there when the grace ends,
+        # and an ``entered`` published before the grace began may arrive during it.
+        member = self._known_member(event["member"], named=True, touch=False)
         room = self._rooms.get(event["room"])
         if room is None:
             room = self._rooms[event["room"]] = Room(event["room"], event["title"])
@@ -687,6 +694,17 @@ class ChatRooms(Presence):
             room.remove_member(event["member"]["id"])
             if member is not None:
                 room.connections.difference_update(member.connections)
+        self._release_kicked(event["member"]["id"])
+
+    def _release_kicked(self, user_id: int) -> None:
+        """
+        A kick took a member's admission: one known here only through another instance, with
+        nothing left here, is forgotten now. No ``left`` follows a kick, so their instance
+        forgets them silently when its grace ends, and this process would keep them for ever.
+        """
+        via = self._via.get(user_id)
+        if via is not None and via != self.origin:
+            self._release(user_id, via)
 
     def _remote_banned(self, event: Dict[str, Any]) -> None:
         member = self._members.get(event["member"]["id"])
