@@ -50,7 +50,8 @@ L{ilchat.chat.rooms.ChatRooms.apply_remote}; presence is L{ilchat.chat.cluster_p
                   its Redis connection came back) and the origin's state as in ``snapshot``:
                   every other instance answers with one ``snapshot``.
 ``snapshot``      ``rooms`` (``[{"id", "title", "owner"}]``), ``members`` (``[{"id", "name",
-                  "picture", "rooms": [admitted room ids]}]``), ``held`` (``[[room, member id]]``:
+                  "picture", "rooms": [admitted room ids], "via": the instance that connected,
+                  admitted or saw them enter last as the origin knows it, or None}]``), ``held`` (``[[room, member id]]``:
                   the pairs the origin holds): applied idempotently (a union for rooms and
                   admissions; ``held`` replaces what is recorded for the origin).
 
@@ -198,16 +199,21 @@ def departed(ts: int, room_id: int, member: Dict[str, Any], instance: str, last:
             "instance": instance, "last": last}
 
 
-def state(rooms: List[Room], members: List[Member], held: List[Tuple[int, int]]) -> Event:
-    """The fields of ``snapshot`` and ``sync_request``: what one instance knows and holds."""
+def state(rooms: List[Room], members: List[Member], held: List[Tuple[int, int]],
+          via: Optional[Dict[int, str]] = None) -> Event:
+    """
+    The fields of ``snapshot`` and ``sync_request``: what one instance knows and holds, and
+    (C{via}) through which instance it knows each member.
+    """
+    via = via or {}
     admissions: Dict[int, List[int]] = {}
     for room in rooms:
         for user_id in room.members:
             admissions.setdefault(user_id, []).append(room.id)
     return {
         "rooms": [{"id": room.id, "title": room.title, "owner": room.owner} for room in rooms],
-        "members": [dict(member_info(member), rooms=sorted(admissions.get(member.id, ())))
-                    for member in members],
+        "members": [dict(member_info(member), rooms=sorted(admissions.get(member.id, ())),
+                         via=via.get(member.id)) for member in members],
         "held": [[room_id, user_id] for room_id, user_id in held],
     }
 

@@ -633,13 +633,9 @@ class ChatRooms(Presence):
         if changes and self._unfinished:
             self._finish(changes, kind == "left" and not event.get("last", True))
         if kind in ("parted", "left"):
-            # A departed instance's ``left`` comes from the process handling the departure: a
-            # member this process learnt from that one's snapshot (after a restart) is known
-            # "via" the publisher, not via the departed instance.
-            keys = sorted({origin, event.get("instance") or origin})
+            key = event.get("instance") or origin
             for room_id, info, present in changes:
-                for key in keys:
-                    self._release(info["id"], key)
+                self._release(info["id"], key)
         if kind == "sync_request":
             self._bus.publish(self.topic, events.snapshot(self.now_ms(), self._known()))
 
@@ -731,8 +727,11 @@ class ChatRooms(Presence):
         elif kind == "invited":
             self._via[event["invitee"]["id"]] = origin
         elif kind in ("snapshot", "sync_request"):
+            # Second hand: known through whoever the sender knows them through (this very
+            # instance's previous run, after a restart), so that the end of that one's holding
+            # or its departure releases them here too.
             for info in event.get("members", ()):
-                self._via.setdefault(info["id"], origin)
+                self._via.setdefault(info["id"], info.get("via") or origin)
 
     def _release(self, user_id: int, key: str, admitted: bool = True) -> None:
         """
@@ -780,7 +779,7 @@ class ChatRooms(Presence):
     def _known(self) -> Dict[str, Any]:
         """What this process knows and holds, for a ``snapshot`` or ``sync_request``."""
         return events.state(self.rooms(), list(self._members.values()),
-                            self.presence.held_by(self.origin))
+                            self.presence.held_by(self.origin), self._via)
 
     def _departure_due(self, name: str, witnesses: Set[str]) -> None:
         self._departures.pop(name, None)

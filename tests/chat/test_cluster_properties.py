@@ -115,6 +115,8 @@ class _Cluster:
         # entered since they last had none there (presence is per member, not per tab)
         self.tabs: Dict[str, Tuple[str, int]] = {}
         self.entered: Dict[Tuple[str, int], Set[int]] = {}
+        # (process, user) -> when their last tab there was lost (their grace there began)
+        self.lost_at: Dict[Tuple[str, int], float] = {}
         self.counter = 0
         # (room, user) -> times PHP wrote a row where there was none
         self.episodes: Dict[Tuple[int, int], int] = {}
@@ -193,12 +195,16 @@ class _Cluster:
         self.pump()
 
     def stop(self, name: str) -> None:
+        self.flush()  # see kill
         process = self.live[name]
         self.test.successResultOf(process.chat.stop())
         self.pump()
         self._down(name)
 
     def kill(self, name: str) -> None:
+        # A process goes only after it heard everything published so far (in particular the
+        # sync_request of one started a moment ago, which it must answer: see the report).
+        self.flush()
         self._down(name)
         self.gone_notices.extend((other, name) for other in self.live)
 
@@ -212,6 +218,9 @@ class _Cluster:
         if not self.gone_notices:
             return
         reporter, departed = self.gone_notices.pop(index % len(self.gone_notices))
+        # The heartbeat expires seconds after the last word of the dead process, which Redis
+        # delivered in milliseconds (see the report: a word arriving after it would revive it).
+        self.flush(departed)
         if reporter in self.live and departed not in self.live:
             self.live[reporter].chat.instance_gone(departed)
             self.pump()
@@ -244,8 +253,11 @@ class _Cluster:
             process.renderer.remove_socket(tab)
             process.chat.connection_lost(tab)
             return
-        self.tabs[tab] = (name, user)
-        self.entered.setdefault((name, user), set()).add(room)
+        key = (name, user)
+        if key not in self.tabs.values() and self.now - self.lost_at.get(key, -GRACE) >= GRACE:
+            self.entered.pop(key, None)  # no grace running there: they start afresh
+        self.tabs[tab] = key
+        self.entered.setdefault(key, set()).add(room)
         self.pump()
 
     def lose_tab(self, index: int, on_purpose: bool) -> None:
@@ -258,7 +270,9 @@ class _Cluster:
         tab = sorted(self.tabs)[index % len(self.tabs)]
         name, user = self.tabs.pop(tab)
         if (name, user) not in self.tabs.values():
-            self.entered.pop((name, user), None)
+            self.lost_at[(name, user)] = self.now
+            if on_purpose:
+                self.entered.pop((name, user), None)
         process = self.live[name]
         process.renderer.remove_socket(tab)
         if on_purpose:
@@ -296,6 +310,7 @@ class _Cluster:
                 del self.tabs[tab]
         for key in [key for key in self.entered if which(*key)]:
             del self.entered[key]
+            self.lost_at.pop(key, None)
 
     # -- the end --------------------------------------------------------------------------
 
@@ -312,6 +327,8 @@ class _Cluster:
         """Per room, the users a tab on a live process entered it for, and still online there."""
         online: Dict[int, Set[int]] = {room: set() for room in ROOMS}
         for (name, user), rooms in self.entered.items():
+            if (name, user) not in self.tabs.values():
+                continue  # their grace there is over
             for room in rooms:
                 online[room].add(user)
         return online
