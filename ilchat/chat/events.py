@@ -56,7 +56,9 @@ L{ilchat.chat.rooms.ChatRooms.apply_remote}; presence is L{ilchat.chat.cluster_p
                   admissions; ``held`` replaces what is recorded for the origin).
 
 ``left`` may carry ``instance``: the departed instance whose holding ends (the one process that
-handles a departure publishes these); without it, the origin's holding ends. ``last`` (bool) says
+handles a departure publishes these); without it, the origin's holding ends. ``whole`` (true, or
+absent): the instance has not come back, so what any run of it held ends (a run started after a
+stop and gone again within the grace included). ``last`` (bool) says
 whether the origin saw nobody hold the member in the room any more once this holding ended (so
 it moved the ``chatroom_users`` row); false, the member was still held elsewhere as far as the
 origin knew, and a process whose own ``left`` was such a one moves the row when this ``left``
@@ -193,10 +195,14 @@ def instance_stopping(ts: int) -> Event:
     return {"type": "instance_stopping", "ts": ts}
 
 
-def departed(ts: int, room_id: int, member: Dict[str, Any], instance: str, last: bool) -> Event:
+def departed(ts: int, room_id: int, member: Dict[str, Any], instance: str, last: bool,
+             whole: bool = False) -> Event:
     """The ``left`` of a departed instance's holding, published by the one process handling it."""
-    return {"type": "left", "ts": ts, "room": room_id, "member": dict(member),
-            "instance": instance, "last": last}
+    event = {"type": "left", "ts": ts, "room": room_id, "member": dict(member),
+             "instance": instance, "last": last}
+    if whole:
+        event["whole"] = True
+    return event
 
 
 def state(rooms: List[Room], members: List[Member], held: List[Tuple[int, int]],
