@@ -50,8 +50,9 @@ L{ilchat.chat.rooms.ChatRooms.apply_remote}; presence is L{ilchat.chat.cluster_p
                   its Redis connection came back) and the origin's state as in ``snapshot``:
                   every other instance answers with one ``snapshot``.
 ``snapshot``      ``rooms`` (``[{"id", "title", "owner"}]``), ``members`` (``[{"id", "name",
-                  "picture", "rooms": [admitted room ids], "via": the instance that connected,
-                  admitted or saw them enter last as the origin knows it, or None}]``), ``held`` (``[[room, member id]]``:
+                  "picture", "rooms": [admitted room ids], "via": the instance that
+                  connected, admitted or saw them enter last as the origin knows it, or None}]``),
+                  ``held`` (``[[room, member id]]``:
                   the pairs the origin holds): applied idempotently (a union for rooms and
                   admissions; ``held`` replaces what is recorded for the origin).
 
