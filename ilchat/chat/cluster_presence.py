@@ -30,8 +30,9 @@ to its own L{ClusterPresence} and acts on the changes L{ClusterPresence.apply} r
   reconnects elsewhere (or to the restarted process) within the grace never disappears.
 
 A ``left`` with an ``instance`` field (published by the one process that handles a departure)
-ends that instance's previous-run holding if there is one, else its holding (it died without a
-word and has not started again); a ``left`` without one ends the origin's holding. A process
+ends that instance's previous-run holding if there is one (and with ``whole`` its holding too:
+a run started again and gone again before the end of the grace), else its holding (it died
+without a word and has not started again); a ``left`` without one ends the origin's holding. A process
 started again under a departed name gives its own name as C{own}: what it holds now is never
 its previous run's.
 """
@@ -60,7 +61,7 @@ def _member(info: Mapping[str, Any]) -> Dict[str, Any]:
 class ClusterPresence:
     """Per (room, member) the instances holding them (see the module docstring)."""
 
-    __slots__ = ("_held", "_rooms_of", "_info", "_own")
+    __slots__ = ("_held", "_rooms_of", "_info", "_own", "_ended")
 
     def __init__(self, own: Optional[str] = None) -> None:
         self._own = own
@@ -69,6 +70,9 @@ class ClusterPresence:
         # member id -> rooms they are present in; member id -> their latest {id, name, picture}
         self._rooms_of: Dict[int, Set[int]] = {}
         self._info: Dict[int, Dict[str, Any]] = {}
+        # instance -> (room, member) pairs whose previous-run holding was ended here before the
+        # ``left`` of the process handling its departure came (L{end_previous})
+        self._ended: Dict[str, Set[Tuple[int, int]]] = {}
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -109,6 +113,7 @@ class ClusterPresence:
                        for room, members in self._held.items()}
         other._rooms_of = {user: set(rooms) for user, rooms in self._rooms_of.items()}
         other._info = {user: dict(info) for user, info in self._info.items()}
+        other._ended = {name: set(pairs) for name, pairs in self._ended.items()}
         return other
 
     # -- changing --------------------------------------------------------------------------
@@ -131,10 +136,14 @@ class ClusterPresence:
             return self._end(event["room"], event["member"], origin)
         if kind == "left":
             key = event.get("instance")
+            pair = (event["room"], event["member"]["id"])
             if key is None:
                 key = origin
-            elif key == self._own or self.is_held(event["room"], event["member"]["id"],
-                                                   previous_run(key)):
+            elif key == self._own or self.is_held(pair[0], pair[1], previous_run(key)) \
+                    or pair in self._ended.get(key, ()):
+                self._ended.get(key, set()).discard(pair)
+                if event.get("whole") and key != self._own:
+                    self.discard(pair[0], pair[1], key)  # and its later run's, gone as well
                 key = previous_run(key)
             return self._end(event["room"], event["member"], key)
         if kind in ("room_left", "kicked"):
@@ -194,6 +203,15 @@ class ClusterPresence:
             return False
         self._clear(room_id, user_id)
         return True
+
+    def end_previous(self, room_id: int, user_id: int, instance: str) -> None:
+        """
+        End C{instance}'s previous-run holding ahead of the ``left`` that the process handling
+        its departure publishes: that ``left`` then ends nothing more (not what a new run of
+        C{instance} holds by now).
+        """
+        self.discard(room_id, user_id, previous_run(instance))
+        self._ended.setdefault(instance, set()).add((room_id, user_id))
 
     def depart(self, instance: str) -> None:
         """What C{instance} holds becomes what its previous run held (see the docstring)."""

@@ -50,12 +50,16 @@ L{ilchat.chat.rooms.ChatRooms.apply_remote}; presence is L{ilchat.chat.cluster_p
                   its Redis connection came back) and the origin's state as in ``snapshot``:
                   every other instance answers with one ``snapshot``.
 ``snapshot``      ``rooms`` (``[{"id", "title", "owner"}]``), ``members`` (``[{"id", "name",
-                  "picture", "rooms": [admitted room ids]}]``), ``held`` (``[[room, member id]]``:
+                  "picture", "rooms": [admitted room ids], "via": the instance that
+                  connected, admitted or saw them enter last as the origin knows it, or None}]``),
+                  ``held`` (``[[room, member id]]``:
                   the pairs the origin holds): applied idempotently (a union for rooms and
                   admissions; ``held`` replaces what is recorded for the origin).
 
 ``left`` may carry ``instance``: the departed instance whose holding ends (the one process that
-handles a departure publishes these); without it, the origin's holding ends. ``last`` (bool) says
+handles a departure publishes these); without it, the origin's holding ends. ``whole`` (true, or
+absent): the instance has not come back, so what any run of it held ends (a run started after a
+stop and gone again within the grace included). ``last`` (bool) says
 whether the origin saw nobody hold the member in the room any more once this holding ended (so
 it moved the ``chatroom_users`` row); false, the member was still held elsewhere as far as the
 origin knew, and a process whose own ``left`` was such a one moves the row when this ``left``
@@ -192,22 +196,31 @@ def instance_stopping(ts: int) -> Event:
     return {"type": "instance_stopping", "ts": ts}
 
 
-def departed(ts: int, room_id: int, member: Dict[str, Any], instance: str, last: bool) -> Event:
+def departed(ts: int, room_id: int, member: Dict[str, Any], instance: str, last: bool,
+             whole: bool = False) -> Event:
     """The ``left`` of a departed instance's holding, published by the one process handling it."""
-    return {"type": "left", "ts": ts, "room": room_id, "member": dict(member),
-            "instance": instance, "last": last}
+    event = {"type": "left", "ts": ts, "room": room_id, "member": dict(member),
+             "instance": instance, "last": last}
+    if whole:
+        event["whole"] = True
+    return event
 
 
-def state(rooms: List[Room], members: List[Member], held: List[Tuple[int, int]]) -> Event:
-    """The fields of ``snapshot`` and ``sync_request``: what one instance knows and holds."""
+def state(rooms: List[Room], members: List[Member], held: List[Tuple[int, int]],
+          via: Optional[Dict[int, str]] = None) -> Event:
+    """
+    The fields of ``snapshot`` and ``sync_request``: what one instance knows and holds, and
+    (C{via}) through which instance it knows each member.
+    """
+    via = via or {}
     admissions: Dict[int, List[int]] = {}
     for room in rooms:
         for user_id in room.members:
             admissions.setdefault(user_id, []).append(room.id)
     return {
         "rooms": [{"id": room.id, "title": room.title, "owner": room.owner} for room in rooms],
-        "members": [dict(member_info(member), rooms=sorted(admissions.get(member.id, ())))
-                    for member in members],
+        "members": [dict(member_info(member), rooms=sorted(admissions.get(member.id, ())),
+                         via=via.get(member.id)) for member in members],
         "held": [[room_id, user_id] for room_id, user_id in held],
     }
 

@@ -10,8 +10,8 @@ C{on_member_gone} hook moves their ``chatroom_users`` rows to ``chatroom_session
 
 In a cluster the grace is about this instance's connections only: when it expires, this
 instance's holdings end (a ``left`` per room it held the member in), but a member whom another
-instance still holds (L{ilchat.chat.cluster_presence}), or whom another instance connected,
-admitted or saw enter since the grace began, is online elsewhere: they keep their admissions
+instance still holds (L{ilchat.chat.cluster_presence}), or whom another instance connected or
+admitted since the grace began, is online elsewhere: they keep their admissions
 and stay known, and only the rooms where nobody holds them any more have their rows moved.
 When two instances' graces for one member expire at once, each sees the other still holding
 them (both ``left`` events say ``last: false``); each then moves the row when the other's
@@ -58,7 +58,8 @@ class Presence:
         self._grace_calls: Dict[int, IDelayedCall] = {}
         self._pending: Set[Deferred[Any]] = set()
         self._retries: Set[IDelayedCall] = set()
-        # Members another instance connected, admitted or saw enter since their grace began here.
+        # Members another instance connected or admitted since their grace began here (an
+        # ``entered`` elsewhere is presence, which the grace's end reads itself).
         self._touched: Set[int] = set()
         # (room, member) pairs whose ``left`` this process published while another instance
         # still held the member (``last`` false): when a later ``left`` that is not ``last``

@@ -164,6 +164,7 @@ class ChatRooms(Presence):
         # departures waiting for their grace: name -> timer.
         self._live: Set[str] = {self.origin}
         self._departures: Dict[str, IDelayedCall] = {}
+        self._witnesses: Dict[str, Set[str]] = {}
         self._handles_departure = handles_departure or self._lowest_witness
         self._unsubscribe: Optional[Callable[[], None]] = None
         # Message ids unique across the processes of a site and their restarts: the bus
@@ -308,6 +309,7 @@ class ChatRooms(Presence):
         room.remove_member(user_id)
         room.connections.difference_update(member.connections)
         self._publish(events.kicked(self.now_ms(), room, member))
+        self._release_kicked(user_id)
         return True
 
     def ban(self, room_id: int, user_id: int) -> bool:
@@ -563,6 +565,7 @@ class ChatRooms(Presence):
             if call.active():
                 call.cancel()
         self._departures.clear()
+        self._witnesses.clear()
         self._stop_presence()
         if self._history is not None:
             history = self._history
@@ -590,12 +593,21 @@ class ChatRooms(Presence):
         (with ``instance``) for each of its holdings and moves the ``chatroom_users`` rows of the
         members nobody holds any more (C{on_member_gone}); every process drops the admissions of
         those members in those rooms. A user who reconnects to another process within the grace
-        never disappears. Calling it again for a pending departure does nothing.
+        never disappears. Calling it again for a pending departure does nothing, unless the
+        instance came back meanwhile (a new run under its name): then what that run holds ends
+        too, a grace after this call.
         """
-        if name == self.origin or name in self._departures:
+        if name == self.origin or (name in self._departures and name not in self._live):
             return
+        pending = self._departures.pop(name, None)
+        if pending is not None and pending.active():
+            pending.cancel()
         self._live.discard(name)
         witnesses = set(self._live)
+        for pending in self._witnesses.values():
+            # Gone before deciding: under its name a new run may start, which never saw these.
+            pending.discard(name)
+        self._witnesses[name] = witnesses
         self.presence.depart(name)
         self._departures[name] = self._reactor.callLater(
             self._grace, self._departure_due, name, witnesses
@@ -655,7 +667,9 @@ class ChatRooms(Presence):
         self._rooms[event["room"]].members[member.id] = member
 
     def _remote_entered(self, event: Dict[str, Any]) -> None:
-        member = self._known_member(event["member"], named=True)
+        # No touch: presence says whether they are still online there when the grace ends,
+        # and an ``entered`` published before the grace began may arrive during it.
+        member = self._known_member(event["member"], named=True, touch=False)
         room = self._rooms.get(event["room"])
         if room is None:
             room = self._rooms[event["room"]] = Room(event["room"], event["title"])
@@ -687,6 +701,17 @@ class ChatRooms(Presence):
             room.remove_member(event["member"]["id"])
             if member is not None:
                 room.connections.difference_update(member.connections)
+        self._release_kicked(event["member"]["id"])
+
+    def _release_kicked(self, user_id: int) -> None:
+        """
+        A kick took a member's admission: one known here only through another instance, with
+        nothing left here, is forgotten now. No ``left`` follows a kick, so their instance
+        forgets them silently when its grace ends, and this process would keep them for ever.
+        """
+        via = self._via.get(user_id)
+        if via is not None and via != self.origin:
+            self._release(user_id, via)
 
     def _remote_banned(self, event: Dict[str, Any]) -> None:
         member = self._members.get(event["member"]["id"])
@@ -713,8 +738,11 @@ class ChatRooms(Presence):
         elif kind == "invited":
             self._via[event["invitee"]["id"]] = origin
         elif kind in ("snapshot", "sync_request"):
+            # Second hand: known through whoever the sender knows them through (this very
+            # instance's previous run, after a restart), so that the end of that one's holding
+            # or its departure releases them here too.
             for info in event.get("members", ()):
-                self._via.setdefault(info["id"], origin)
+                self._via.setdefault(info["id"], info.get("via") or origin)
 
     def _release(self, user_id: int, key: str, admitted: bool = True) -> None:
         """
@@ -761,11 +789,18 @@ class ChatRooms(Presence):
 
     def _known(self) -> Dict[str, Any]:
         """What this process knows and holds, for a ``snapshot`` or ``sync_request``."""
-        return events.state(self.rooms(), list(self._members.values()),
-                            self.presence.held_by(self.origin))
+        admitted = {user_id for room in self._rooms.values() for user_id in room.members}
+        # Not a member in their grace without a connection or admission here (kicked, say):
+        # only a new Connect brings them back, and this process forgets them without a word.
+        members = [member for member in self._members.values()
+                   if member.connections or member.id not in self._grace_calls
+                   or member.id in admitted or self.presence.rooms_of(member.id)]
+        return events.state(self.rooms(), members,
+                            self.presence.held_by(self.origin), self._via)
 
     def _departure_due(self, name: str, witnesses: Set[str]) -> None:
         self._departures.pop(name, None)
+        self._witnesses.pop(name, None)
         key = previous_run(name)
         publish = self._handles_departure(name, witnesses)
         ts = self.now_ms()
@@ -775,9 +810,10 @@ class ChatRooms(Presence):
             info = self.presence.member(user_id)
             if publish:
                 last = not self.presence.holders(room_id, user_id) - {key}
-                self._publish(events.departed(ts, room_id, info, name, last))
+                self._publish(events.departed(ts, room_id, info, name, last,
+                                              whole=name not in self._live))
             else:
-                self.presence.discard(room_id, user_id, key)  # the decider's ``left`` follows
+                self.presence.end_previous(room_id, user_id, name)  # the decider's ``left`` follows
             if not self.presence.is_present(room_id, user_id):
                 self._nobody_holds(room_id, user_id)
                 ended.setdefault(user_id, []).append(room_id)
