@@ -165,6 +165,8 @@ class ChatRooms(Presence):
         self._live: Set[str] = {self.origin}
         self._departures: Dict[str, IDelayedCall] = {}
         self._witnesses: Dict[str, Set[str]] = {}
+        # names with a pending departure whose new run started after that departure began
+        self._restarted: Set[str] = set()
         self._handles_departure = handles_departure or self._lowest_witness
         self._unsubscribe: Optional[Callable[[], None]] = None
         # Message ids unique across the processes of a site and their restarts: the bus
@@ -566,6 +568,7 @@ class ChatRooms(Presence):
                 call.cancel()
         self._departures.clear()
         self._witnesses.clear()
+        self._restarted.clear()
         self._stop_presence()
         if self._history is not None:
             history = self._history
@@ -597,8 +600,9 @@ class ChatRooms(Presence):
         instance came back meanwhile (a new run under its name): then what that run holds ends
         too, a grace after this call.
         """
-        if name == self.origin or (name in self._departures and name not in self._live):
-            return
+        if name == self.origin or (name in self._departures and name not in self._restarted):
+            return  # the same departure told twice (its stop, then its heartbeat's expiry)
+        self._restarted.discard(name)
         pending = self._departures.pop(name, None)
         if pending is not None and pending.active():
             pending.cancel()
@@ -632,6 +636,8 @@ class ChatRooms(Presence):
             # Started again under the same name (after a SIGKILL nobody noticed yet): what its
             # previous run held ends after the grace, like any departure.
             self.instance_gone(origin)
+        elif kind == "sync_request" and event.get("fresh") and origin in self._departures:
+            self._restarted.add(origin)  # a new run, started within its previous run's grace
         self._live.add(origin)
         changes = self.presence.apply_event(origin, event)
         handler = getattr(self, "_remote_" + str(kind), None)
@@ -801,6 +807,7 @@ class ChatRooms(Presence):
     def _departure_due(self, name: str, witnesses: Set[str]) -> None:
         self._departures.pop(name, None)
         self._witnesses.pop(name, None)
+        self._restarted.discard(name)
         key = previous_run(name)
         publish = self._handles_departure(name, witnesses)
         ts = self.now_ms()
