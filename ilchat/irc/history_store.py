@@ -4,17 +4,20 @@ The history of what only IRC users said: IRC-only channels and private messages 
 users, in memory (a bridged room's history is the database's, read by the bridge).
 
 L{LocalHistory} keeps the latest C{per_target} messages of each channel and each pair of nicks
-(at most C{max_targets} of them, the least recently used dropped first), for CHATHISTORY. Nothing
+(at most C{max_targets} of them, the least recently used dropped first), for CHATHISTORY. A
+private conversation belongs to the two users who held its nicks (L{owner}): a message between
+others under the same nicks starts it again, and only its two users read it, so whoever takes a
+nick later does not read what its former holder was sent. Nothing
 survives a restart and nothing is shared between cluster processes: these messages were never
 stored anywhere.
 """
 
 from collections import OrderedDict, deque
-from typing import Any, Deque, Iterable, List, Optional, Tuple
+from typing import Any, Deque, Dict, Iterable, List, Optional, Tuple
 
 import attr
 
-__all__ = ["Bound", "HistoryLine", "LocalHistory", "dm_key", "select"]
+__all__ = ["Bound", "HistoryLine", "LocalHistory", "dm_key", "dm_owners", "owner", "select"]
 
 #: A CHATHISTORY reference: ``("msgid", id)`` or ``("ts", seconds)``; ``("upto", id)`` is the
 #: one inclusive bound (AROUND's message itself, as a ``before``).
@@ -41,6 +44,17 @@ def dm_key(one: str, other: str) -> Tuple[str, str]:
     """The key of the private conversation of two (folded) nicks, the same both ways."""
     first, second = sorted((one, other))
     return (first, second)
+
+
+def owner(user: Any) -> Tuple[Any, Any]:
+    """Who a user is, beyond their nick: the ILIAS client and user id (an open-mode id: one connection)."""
+    return (getattr(user, "account_client", None), user.user_id)
+
+
+def dm_owners(one: Any, other: Any) -> Dict[str, Any]:
+    """The two users of a private conversation, by folded nick (L{LocalHistory.add})."""
+    from ilchat.irc.network import irc_lower  # network imports this module
+    return {irc_lower(one.nick): owner(one), irc_lower(other.nick): owner(other)}
 
 
 def _millis(seconds: float) -> int:
@@ -93,24 +107,39 @@ class LocalHistory:
         self.per_target = per_target
         self.max_targets = max_targets
         self._lines: "OrderedDict[Any, Deque[HistoryLine]]" = OrderedDict()
+        #: A private conversation's key -> {folded nick: L{owner}} of its two users.
+        self._owners: Dict[Any, Dict[str, Any]] = {}
 
-    def add(self, key: Any, line: HistoryLine) -> None:
+    def add(self, key: Any, line: HistoryLine, owners: Optional[Dict[str, Any]] = None) -> None:
+        """Store C{line}; C{owners} (folded nick: L{owner}) for a private conversation's."""
         lines = self._lines.get(key)
+        if lines is not None and owners is not None and self._owners.get(key) != owners:
+            lines.clear()  # other users under these nicks: a new conversation
         if lines is None:
             lines = self._lines[key] = deque(maxlen=self.per_target)
             while len(self._lines) > self.max_targets:
-                self._lines.popitem(last=False)
+                self._owners.pop(self._lines.popitem(last=False)[0], None)
+        if owners is not None:
+            self._owners[key] = owners
         self._lines.move_to_end(key)
         lines.append(line)
 
+    def _readable(self, key: Any, reader: Optional[Tuple[str, Any]]) -> bool:
+        return reader is None or self._owners.get(key, {}).get(reader[0]) == reader[1]
+
     def page(self, key: Any, limit: int, after: Optional[Bound] = None,
-             before: Optional[Bound] = None, latest: bool = True) -> List[HistoryLine]:
+             before: Optional[Bound] = None, latest: bool = True,
+             reader: Optional[Tuple[str, Any]] = None) -> List[HistoryLine]:
+        """The lines of C{key}; of a private conversation only for C{reader} (nick, owner) in it."""
+        if not self._readable(key, reader):
+            return []
         return select(list(self._lines.get(key, ())), limit, after, before, latest)
 
     def latest(self, keys: Iterable[Any]) -> List[Tuple[Any, float]]:
         """``(key, time of its newest line)`` for those of C{keys} with a history."""
         return [(key, self._lines[key][-1].at) for key in keys if self._lines.get(key)]
 
-    def keys_with(self, name: str) -> List[Tuple[str, str]]:
-        """The private conversations that name takes part in."""
-        return [key for key in self._lines if isinstance(key, tuple) and name in key]
+    def keys_with(self, name: str, who: Any = None) -> List[Tuple[str, str]]:
+        """The private conversations that name takes part in (as the user C{who}, if given)."""
+        return [key for key in self._lines if isinstance(key, tuple) and name in key
+                and (who is None or self._readable(key, (name, who)))]

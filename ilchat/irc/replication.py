@@ -52,7 +52,7 @@ from twisted.logger import Logger
 
 from ilchat.irc.batches import unique_id
 from ilchat.irc.channel_sync import apply_state, changes, channel_state, ensure_replica, fields
-from ilchat.irc.history_store import HistoryLine, dm_key
+from ilchat.irc.history_store import HistoryLine, dm_key, dm_owners
 from ilchat.irc.message import Message
 from ilchat.irc.network import Channel, IrcNetwork, irc_lower
 from ilchat.irc.operators import kill
@@ -440,9 +440,10 @@ class IrcReplication:
             [(str(line), bool(concat)) for line, concat in lines] if isinstance(lines, list) else None,
         )
 
-    def _remember(self, key: Any, peer: PeerUser, msgid: str, at: float, text: str, target: str) -> None:
+    def _remember(self, key: Any, peer: PeerUser, msgid: str, at: float, text: str, target: str,
+                  owners: Optional[Dict[str, Any]] = None) -> None:
         """A peer's IRC-only PRIVMSG in this process's history too: CHATHISTORY agrees everywhere."""
-        self.network.history.add(key, HistoryLine(msgid, at, peer.hostmask, text, target=target))
+        self.network.history.add(key, HistoryLine(msgid, at, peer.hostmask, text, target=target), owners)
 
     def _local_target(self, origin: str, event: Dict[str, Any]) -> Tuple[Any, Optional[PeerUser]]:
         """The local user a private event of C{origin} is for, and its sender (None: not ours)."""
@@ -463,7 +464,7 @@ class IrcReplication:
         target.relay_text(command, target.nick, text, peer.hostmask, tags, msgid, at, lines)
         if command == "PRIVMSG":
             self._remember(dm_key(irc_lower(peer.nick), irc_lower(target.nick)), peer, msgid, at,
-                           text, target.nick)
+                           text, target.nick, dm_owners(peer, target))
 
     def _on_irc_tagmsg(self, origin: str, event: Dict[str, Any]) -> None:
         """A TAGMSG of a peer: to an IRC-only or bridged channel's local members, or to one of ours."""

@@ -363,3 +363,26 @@ class LocalHistoryTests(unittest.TestCase):
         foo.send("CHATHISTORY TARGETS timestamp=2000-01-01T00:00:00.000Z timestamp=2999-01-01T00:00:00.000Z 10")
         await foo.wait_for("BATCH", lambda m: m.params[0].startswith("-"))
         self.assertEqual([m.params[1] for m in foo.since("CHATHISTORY")], ["bar", "baz"])
+
+    async def test_a_later_holder_of_a_nick_does_not_read_its_private_messages(self) -> None:
+        """foo quits; whoever registers as foo next gets none of what foo and bar said."""
+        server = await start_irc(self)
+        foo = await server.registered(self, "foo", caps=ALL_CAPS)
+        bar = await server.registered(self, "bar", caps=ALL_CAPS)
+        foo.nick, bar.nick = "foo", "bar"
+        echo = await self.ten_messages(foo, "bar", other=(bar, "foo"))
+        foo.send("QUIT :gone")
+        await foo.wait_for("ERROR")
+        taker = await server.registered(self, "foo", caps=ALL_CAPS)
+        taker.nick = "foo"
+        self.assertEqual(await self.history(taker, "LATEST", "bar", "*", "20"), [])
+        taker.clear()
+        taker.send("CHATHISTORY TARGETS timestamp=2000-01-01T00:00:00.000Z timestamp=2999-01-01T00:00:00.000Z 10")
+        await taker.wait_for("BATCH", lambda m: m.params[0].startswith("-"))
+        self.assertEqual(taker.since("CHATHISTORY"), [])
+        # bar still has the conversation, until the new foo writes: then it is a new one.
+        self.assertEqual(await self.history(bar, "LATEST", "foo", "*", "20"), echo)
+        taker.send("PRIVMSG bar :hello, I am new")
+        await bar.wait_for("PRIVMSG", lambda m: m.params[1] == "hello, I am new")
+        lines = await self.history(bar, "LATEST", "foo", "*", "20")
+        self.assertEqual([line[3] for line in lines], [("bar", "hello, I am new")])
