@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from ilchat.irc.batches import batched
 from ilchat.irc.connection import server_time
 from ilchat.irc.history_store import Bound, HistoryLine, dm_key, owner
-from ilchat.irc.message import Message, split_text
+from ilchat.irc.message import Message, decimal_number, split_text
 from ilchat.irc.network import irc_lower
 
 __all__ = ["HistoryCommands", "HistoryLine", "isupport_tokens", "parse_reference", "parse_timestamp"]
@@ -92,7 +92,7 @@ class HistoryCommands:
                 return None
             refs.append(ref)
         limit = params[needed - 1]
-        if not limit.isdigit() or int(limit) < 1:
+        if not decimal_number(limit) or int(limit) < 1:
             self._history_fail("INVALID_PARAMS", sub, limit)
             return None
         fetch = self._history_of(sub, target)
@@ -157,7 +157,7 @@ class HistoryCommands:
             return
         first, second = (parse_reference(text) for text in params[1:3])
         if first is None or second is None or first[0] != "ts" or second[0] != "ts" \
-                or not params[3].isdigit():
+                or not decimal_number(params[3]):
             self._history_fail("INVALID_PARAMS", "TARGETS")
             return
         low, high = sorted((first[1], second[1]))

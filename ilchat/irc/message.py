@@ -24,6 +24,7 @@ __all__ = [
     "MAX_TAGS_BYTES",
     "MAX_CLIENT_TAG_DATA",
     "truncate_utf8",
+    "decimal_number",
 ]
 
 #: Bytes of a line without its tags, CR LF included (RFC 1459 §2.3).
@@ -233,3 +234,11 @@ def split_text(text: str, max_bytes: int) -> List[str]:
             pieces.append(cut.rstrip(" ") or cut)
             line = line[len(cut) :]
     return pieces
+
+
+def decimal_number(text: str) -> bool:
+    """
+    Whether a client's C{text} is a number C{int()} takes and a database column holds: ASCII
+    digits (``str.isdigit`` also says yes to ``²``, which C{int()} refuses), fewer than 20.
+    """
+    return text.isascii() and text.isdigit() and len(text) < 20

@@ -339,6 +339,11 @@ class LocalHistoryTests(unittest.TestCase):
         self.assertEqual(await h(bar, "AROUND", "#chan", f"msgid={msgid[7]}", "1"), [echo[7]])
         self.assertEqual(await h(bar, "AROUND", "#chan", f"msgid={msgid[7]}", "3"), echo[6:9])
         self.assertIn(echo[7], await h(bar, "AROUND", "#chan", f"timestamp={time[7]}", "3"))
+        for limit in ("\u00b2",):
+            bar.send(f"CHATHISTORY LATEST #chan * {limit}")
+            fail = await bar.wait_for("FAIL")
+            self.assertEqual(fail.params[:3], ("CHATHISTORY", "INVALID_PARAMS", "LATEST"))
+            bar.clear()
         outsider = await server.registered(self, "qux", caps=ALL_CAPS)
         outsider.send("CHATHISTORY LATEST #chan * 10")
         fail = await outsider.wait_for("FAIL")
