@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import attr
 
-from ilchat.irc.message import Message
+from ilchat.irc.message import Message, split_line
 
 __all__ = [
     "MULTILINE",
@@ -90,30 +90,13 @@ def multiline_lines(text: str, max_bytes: int) -> List[Tuple[str, bool]]:
     """
     lines: List[Tuple[str, bool]] = []
     for line in text.replace("\0", "").replace("\r\n", "\n").replace("\r", "\n").split("\n"):
-        pieces = _pieces(line, max(max_bytes, 4)) or [""]
+        pieces = split_line(line, max_bytes) or [""]
         lines.extend((piece, index > 0) for index, piece in enumerate(pieces))
     while lines and lines[-1][0] == "":
         lines.pop()
     while lines and lines[0][0] == "":
         lines.pop(0)
     return lines
-
-
-def _pieces(line: str, max_bytes: int) -> List[str]:
-    """C{line} in pieces of at most C{max_bytes}, after a space where one is near, spaces kept."""
-    pieces = []
-    while line:
-        encoded = line.encode("utf-8")
-        if len(encoded) <= max_bytes:
-            pieces.append(line)
-            break
-        cut = encoded[:max_bytes].decode("utf-8", "ignore")
-        space = cut.rfind(" ")
-        if space > len(cut) // 2:
-            cut = cut[: space + 1]
-        pieces.append(cut)
-        line = line[len(cut):]
-    return pieces
 
 
 @attr.s(auto_attribs=True)
