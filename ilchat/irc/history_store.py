@@ -4,7 +4,8 @@ The history of what only IRC users said: IRC-only channels and private messages 
 users, in memory (a bridged room's history is the database's, read by the bridge).
 
 L{LocalHistory} keeps the latest C{per_target} messages of each channel and each pair of nicks
-(at most C{max_targets} of them, the least recently used dropped first), for CHATHISTORY. A
+(at most C{max_targets} of them, and at most C{max_bytes} of memory, about, for all: the least
+recently used dropped first), for CHATHISTORY. A
 private conversation belongs to the two users who held its nicks (L{owner}): a message between
 others under the same nicks starts it again, and only its two users read it, so whoever takes a
 nick later does not read what its former holder was sent. Nothing
@@ -100,13 +101,26 @@ def select(lines: List[HistoryLine], limit: int, after: Optional[Bound], before:
     return chosen[-limit:] if latest else chosen[:limit]
 
 
+#: About the most memory all IRC-only histories of a process take together.
+MAX_BYTES = 64 * 1024 * 1024
+
+
+def _weight(line: HistoryLine) -> int:
+    """About what a stored line takes in memory: its texts and the objects around them."""
+    return len(line.text) + len(line.prefix) + len(line.msgid) + 300
+
+
 class LocalHistory:
     """The in-memory history of IRC-only channels and private conversations, by key."""
 
-    def __init__(self, per_target: int, max_targets: int = 10000) -> None:
+    def __init__(self, per_target: int, max_targets: int = 10000,
+                 max_bytes: int = MAX_BYTES) -> None:
         self.per_target = per_target
         self.max_targets = max_targets
+        self.max_bytes = max_bytes
         self._lines: "OrderedDict[Any, Deque[HistoryLine]]" = OrderedDict()
+        #: What the stored lines weigh (L{_weight}), all targets together.
+        self.size = 0
         #: A private conversation's key -> {folded nick: L{owner}} of its two users.
         self._owners: Dict[Any, Dict[str, Any]] = {}
 
@@ -114,15 +128,25 @@ class LocalHistory:
         """Store C{line}; C{owners} (folded nick: L{owner}) for a private conversation's."""
         lines = self._lines.get(key)
         if lines is not None and owners is not None and self._owners.get(key) != owners:
-            lines.clear()  # other users under these nicks: a new conversation
+            self._drop(key)  # other users under these nicks: a new conversation
+            lines = None
         if lines is None:
             lines = self._lines[key] = deque(maxlen=self.per_target)
-            while len(self._lines) > self.max_targets:
-                self._owners.pop(self._lines.popitem(last=False)[0], None)
         if owners is not None:
             self._owners[key] = owners
         self._lines.move_to_end(key)
+        if lines.maxlen is not None and len(lines) == lines.maxlen and lines:
+            self.size -= _weight(lines[0])  # the oldest goes as the line comes
         lines.append(line)
+        self.size += _weight(line)
+        while len(self._lines) > 1 and (len(self._lines) > self.max_targets
+                                        or self.size > self.max_bytes):
+            self._drop(next(iter(self._lines)))
+
+    def _drop(self, key: Any) -> None:
+        """Forget one target's lines."""
+        self.size -= sum(_weight(line) for line in self._lines.pop(key, ()))
+        self._owners.pop(key, None)
 
     def _readable(self, key: Any, reader: Optional[Tuple[str, Any]]) -> bool:
         return reader is None or self._owners.get(key, {}).get(reader[0]) == reader[1]

@@ -391,3 +391,28 @@ class LocalHistoryTests(unittest.TestCase):
         await bar.wait_for("PRIVMSG", lambda m: m.params[1] == "hello, I am new")
         lines = await self.history(bar, "LATEST", "foo", "*", "20")
         self.assertEqual([line[3] for line in lines], [("bar", "hello, I am new")])
+
+
+class LocalHistoryBoundTests(unittest.TestCase):
+    """The in-memory history has a bound for all its targets together, not only for each."""
+
+    def test_the_least_recently_used_targets_go_past_the_memory_bound(self) -> None:
+        from ilchat.irc.history_store import LocalHistory
+
+        history = LocalHistory(per_target=100, max_bytes=200_000)
+        text = "x" * 1000
+        for number in range(1000):  # 1000 conversations of 10 long lines: 13 MB unbounded
+            for line in range(10):
+                history.add(("a", f"b{number}"), HistoryLine(f"{number}-{line}", 1.0, "a!u@h", text))
+        self.assertLessEqual(history.size, 200_000)
+        kept = history.keys_with("a")
+        self.assertEqual(kept[-1], ("a", "b999"))
+        self.assertLess(len(kept), 20)
+        self.assertEqual(len(history.page(("a", "b999"), 100)), 10)
+        self.assertEqual(history.page(("a", "b0"), 100), [])
+        # The weight follows what stays: a full deque that drops its oldest line counts it out.
+        for line in range(300):
+            history.add("#c", HistoryLine(f"c{line}", 1.0, "a!u@h", "short"))
+        expected = sum(len(l.text) + len(l.prefix) + len(l.msgid) + 300
+                       for key in list(history._lines) for l in history._lines[key])
+        self.assertEqual(history.size, expected)
