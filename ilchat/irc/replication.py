@@ -32,8 +32,9 @@ each from the process of the user who acted:
   user of another process; both with ``msgid``, ``at`` and ``lines``, and a PRIVMSG goes into
   the receiving processes' in-memory history too (CHATHISTORY answers the same everywhere);
   ``irc_tagmsg`` (``nick``, ``tags``, ``msgid`` and ``channel``, or ``target`` and
-  ``instance``): a TAGMSG (``+typing``); ``irc_kill`` (``nick``, ``target``, ``instance``, ``reason``): an
-  operator's KILL of a user of that ``instance``, which disconnects them;
+  ``instance``): a TAGMSG (``+typing``); ``irc_kill`` (``nick``, ``target``, ``user_id``,
+  ``instance``, ``reason``): an operator's KILL of a user of that ``instance``, which
+  disconnects them if they still are that user (id);
 * ``irc_sync`` (a process started, or Redis is back): every process answers with
   ``irc_state`` (``users``, each with its ``channels`` and the state of its IRC-only ones),
   which *replaces* what the others know of its users (QUITs for the missing, JOINs for the
@@ -244,7 +245,8 @@ class IrcReplication:
     def kill(self, by: Any, target: PeerUser, reason: str) -> None:
         """The link of every L{PeerUser}: an operator's KILL, carried out by their process."""
         self._publish({"type": "irc_kill", "nick": by.nick, "prefix": by.hostmask,
-                       "target": target.nick, "instance": target.instance, "reason": reason})
+                       "target": target.nick, "user_id": target.user_id,
+                       "instance": target.instance, "reason": reason})
 
     def _publish_state(self) -> None:
         users = []
@@ -481,6 +483,10 @@ class IrcReplication:
 
     def _on_irc_kill(self, origin: str, event: Dict[str, Any]) -> None:
         target = self.network.find_user(str(event["target"]))
+        # The user the operator saw: not whoever took the nick since (``user_id``: their id).
+        wanted = event.get("user_id")
+        if wanted is not None and target is not None and target.user_id != int(wanted):
+            return
         if event["instance"] == self.bus.instance and target is not None and target.local:
             self._log.info("IRC operator {nick} of {origin} killed {target} ({address}): {reason}",
                            nick=event["nick"], origin=origin, target=target.nick,

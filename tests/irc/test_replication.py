@@ -148,6 +148,13 @@ class ReplicationTests(IrcBridgeMixin, unittest.TestCase):
         target = await self.irc()
         await target.register("target")
         self.from_other({"type": "irc_user", "user": _user("farop", modes=["o"])})
+        # A KILL of whoever held the nick before (another id): not this user.
+        self.from_other({"type": "irc_kill", "nick": "farop", "prefix": "farop!u@far.example",
+                         "target": "target", "user_id": -123456, "instance": self.bus.instance,
+                         "reason": "not you"})
+        target.send("PING :still")
+        await target.wait_for("PONG")
+        self.assertEqual(target.since("KILL"), [])
         self.from_other({"type": "irc_kill", "nick": "farop", "prefix": "farop!u@far.example",
                          "target": "target", "instance": self.bus.instance, "reason": "bye"})
         killed = await target.wait_for("KILL")
