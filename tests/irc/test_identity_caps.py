@@ -18,8 +18,8 @@ from twisted.words.protocols import irc
 from ilchat.irc.network import account_token
 from ilchat.irc.registration import IDENTITY_CAPS
 from tests.irc.support import RawClient, start_irc
-from tests.irc.test_auth import insert_ilias_users
-from tests.irc.test_bridge import CHANNEL, IrcBridgeMixin
+from tests.irc.test_auth import IliasUsersMixin
+from tests.irc.test_bridge import CHANNEL
 from tests.support.db import execute
 
 
@@ -209,16 +209,8 @@ class AccountTokenTests(unittest.SynchronousTestCase):
         self.assertIsNone(account_token(" "))
 
 
-class IliasAccountTests(IrcBridgeMixin, unittest.TestCase):
+class IliasAccountTests(IliasUsersMixin, unittest.TestCase):
     """IRC users logged in with SASL against usr_data, and browsers, in the same room."""
-
-    database_kind = "mysql"
-    irc_auth = "ilias"
-
-    async def start(self):  # type: ignore[override]
-        server = await super().start()
-        await insert_ilias_users(self.databases["onscreen"])
-        return server
 
     async def sasl_in_room(self, login: str, caps: tuple = ()) -> RawClient:
         """Log in with SASL PLAIN as C{login} (password ``secret``), with C{caps}, and join."""
