@@ -87,11 +87,11 @@ class PeerUser:
         self.username = str(info["username"])
         self.host = str(info["host"])
         self.realname = str(info["realname"])
-        self.away: Optional[str] = info["away"]
+        self.away = _optional_str(info["away"])
         self.user_id = int(info["user_id"])
-        self.account: Optional[str] = info["account"]
-        self.account_client: Optional[str] = info["account_client"]
-        self.user_modes = set(info["modes"])
+        self.account = _optional_str(info["account"])
+        self.account_client = _optional_str(info["account_client"])
+        self.user_modes = {str(mode) for mode in info["modes"]}
         self.signon = int(info["signon"])
         self.server_info = (str(info["server"]), f"IRC on the ilchat process {self.instance}")
 
@@ -521,6 +521,11 @@ class IrcReplication:
         """A process without heartbeat: its IRC users quit here."""
         for peer in self._peers_of(name):
             self._remove_peer(peer, f"Server gone ({name})")
+
+
+def _optional_str(value: Any) -> Optional[str]:
+    """A text field of an event that may be null, as text (a line takes no other value)."""
+    return None if value is None else str(value)
 
 
 def _command(event: Dict[str, Any]) -> str:
