@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import attr
 
-from ilchat.irc.message import Message
+from ilchat.irc.message import Message, split_line
 
 __all__ = [
     "MULTILINE",
@@ -90,30 +90,13 @@ def multiline_lines(text: str, max_bytes: int) -> List[Tuple[str, bool]]:
     """
     lines: List[Tuple[str, bool]] = []
     for line in text.replace("\0", "").replace("\r\n", "\n").replace("\r", "\n").split("\n"):
-        pieces = _pieces(line, max(max_bytes, 4)) or [""]
+        pieces = split_line(line, max_bytes) or [""]
         lines.extend((piece, index > 0) for index, piece in enumerate(pieces))
     while lines and lines[-1][0] == "":
         lines.pop()
     while lines and lines[0][0] == "":
         lines.pop(0)
     return lines
-
-
-def _pieces(line: str, max_bytes: int) -> List[str]:
-    """C{line} in pieces of at most C{max_bytes}, after a space where one is near, spaces kept."""
-    pieces = []
-    while line:
-        encoded = line.encode("utf-8")
-        if len(encoded) <= max_bytes:
-            pieces.append(line)
-            break
-        cut = encoded[:max_bytes].decode("utf-8", "ignore")
-        space = cut.rfind(" ")
-        if space > len(cut) // 2:
-            cut = cut[: space + 1]
-        pieces.append(cut)
-        line = line[len(cut):]
-    return pieces
 
 
 @attr.s(auto_attribs=True)
@@ -158,10 +141,25 @@ class MultilineCommands:
 
     def _init_multiline(self) -> None:
         self._batches: Dict[str, MultilineBatch] = {}
+        #: The reference of the batch refused last: its other lines and its end are dropped.
+        self._broken: Optional[str] = None
 
-    def _fail(self, *params: str) -> None:
-        self.send_message(Message("FAIL", ("BATCH", *params, "Invalid multiline batch"),
-                                  prefix=self.config.server_name))
+    def _fail(self, *params: str, label: Optional[str] = None) -> None:
+        if label:
+            self.start_label(label)  # the batch's label: its FAIL is the labeled reply
+        try:
+            self.send_message(Message("FAIL", ("BATCH", *params, "Invalid multiline batch"),
+                                      prefix=self.config.server_name))
+        finally:
+            if label:
+                self.end_label()
+
+    def _refuse(self, reference: str, *params: str) -> None:
+        """An open batch broke its rules: FAIL (with its label), and the rest of it is dropped."""
+        batch = self._batches.pop(reference)
+        self._batches.clear()
+        self._broken = reference
+        self._fail(*params, label=batch.label)
 
     def opens_batch(self, message: Message) -> bool:
         """``BATCH +ref draft/multiline``: its label belongs to the message sent at its end."""
@@ -176,12 +174,16 @@ class MultilineCommands:
                 self._fail("MULTILINE_INVALID")
                 return
             label = message.tags.get("label") if "labeled-response" in self.caps else None
+            self._broken = None
             self._batches[reference[1:]] = MultilineBatch(
                 target=message.params[2], label=label,
                 tags={key: value for key, value in message.tags.items() if key.startswith("+")})
             return
         batch = self._batches.pop(reference[1:], None) if reference.startswith("-") else None
         if batch is None:
+            if reference.startswith("-") and reference[1:] == self._broken:
+                self._broken = None  # the end of a batch refused already
+                return
             self._fail("MULTILINE_INVALID")
             return
         if batch.label:
@@ -199,16 +201,16 @@ class MultilineCommands:
             return False
         batch = self._batches.get(reference)
         if batch is None:
+            if reference == self._broken:
+                return True  # a line of a batch refused already: dropped with it
             if self._batches:
                 # Another batch's tag while one is open: the open one is broken.
-                self._batches.clear()
-                self._fail("MULTILINE_INVALID")
+                self._refuse(next(iter(self._batches)), "MULTILINE_INVALID")
                 return True
             return False
         text = message.params[1] if len(message.params) > 1 else ""
         error = ("MULTILINE_INVALID_TARGET",) if message.params[0] != batch.target else None
         error = error or batch.add(command, text, CONCAT in message.tags)
         if error is not None:
-            del self._batches[reference]
-            self._fail(*error)
+            self._refuse(reference, *error)
         return True

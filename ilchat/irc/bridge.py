@@ -42,7 +42,7 @@ from twisted.logger import Logger
 from ilchat.chat.cluster_presence import ClusterPresence
 from ilchat.chat.rooms import ChatError, ChatRooms, ContentTooLong
 from ilchat.irc.history_store import Bound, HistoryLine
-from ilchat.irc.message import Message
+from ilchat.irc.message import Message, decimal_number
 from ilchat.irc.web_nicks import browser_nicks
 from ilchat.jsonutil import JSONError, loads
 from ilchat.irc.network import (
@@ -113,7 +113,7 @@ def _store_bound(bound: Optional[Bound]) -> Any:
     if bound is None or bound[0] == "ts":
         return bound
     kind, msgid = bound
-    if not msgid.isdigit():
+    if not decimal_number(msgid):
         return False
     return ("id", int(msgid) + 1) if kind == "upto" else ("id", int(msgid))
 
@@ -278,7 +278,7 @@ class RoomBridge:
         if not folded.startswith(self._prefix):
             return None
         rest = folded[len(self._prefix) :]
-        if not rest.isdigit():
+        if not decimal_number(rest):
             return None
         room = self.chat.get_room(int(rest))
         if room is None or not self.is_exposed(room.id):

@@ -13,6 +13,9 @@ make every process end with the same state whatever order the changes arrive in.
   carries the version of its last change, ``(counter, instance)``, where the counter is one more
   than the highest this process has seen on the channel (a Lamport clock), so a change made
   after seeing another always orders after it, and two made at once are ordered by instance.
+* **Versions of members who left are forgotten**: a left member's prefix modes are no field any
+  more, so their version goes at the next change or merge (the counter, kept apart, never goes
+  back); a busy channel's versions stay as many as its members.
 * **What changed is shown as it changed here**: the TOPIC and MODE lines a merge yields
   (L{changes}), not the line the other process showed, so a change that lost shows nothing.
 
@@ -121,15 +124,28 @@ class ChannelReplica:
         self.origin = origin
         self.versions: Dict[str, Version] = {}
         self.synced: Dict[str, Any] = {}
+        #: The highest counter seen on the channel (the Lamport clock), kept when versions go.
+        self.counter = 0
+
+    def _take(self, versions: Dict[str, Version]) -> None:
+        """Versions seen: the clock moves past them."""
+        self.counter = max([self.counter, *(version[0] for version in versions.values())])
+
+    def _forget_left(self, members: Any) -> None:
+        """Drop the versions of the prefix modes of those no longer members (C{members}: keys kept)."""
+        for key in [key for key in self.versions if key.startswith("member:") and key not in members]:
+            del self.versions[key]
 
     def bump(self, channel: Channel, instance: str) -> None:
         """A local change: every field that differs from the last synced state gets a new version."""
         now = fields(channel)
         changed = [key for key, value in now.items() if self.synced.get(key, _MISSING) != value]
         if changed:
-            counter = max((version[0] for version in self.versions.values()), default=0) + 1
+            self._take(self.versions)
+            self.counter += 1
             for key in changed:
-                self.versions[key] = (counter, instance)
+                self.versions[key] = (self.counter, instance)
+        self._forget_left(now)
         self.synced = now
 
     def merge(self, network: IrcNetwork, channel: Channel, state: Dict[str, Any]) -> Optional[bool]:
@@ -142,6 +158,7 @@ class ChannelReplica:
         if origin > self.origin:
             return False
         remote = _state_fields(state)
+        self._take(versions)
         if origin < self.origin:
             # The other creation was first: its state, whole; ours is forgotten.
             self.origin, self.versions = origin, versions
@@ -150,16 +167,18 @@ class ChannelReplica:
             for member in channel.members:
                 if "member:" + irc_lower(member.nick) not in listed:
                     channel.members[member] = set()
-            self.synced = fields(channel)
-            return True
-        applied = None
-        for key, value in remote.items():
-            version = versions.get(key, _NONE)
-            if version > self.versions.get(key, _NONE):
-                self.versions[key] = version
-                _set_field(network, channel, key, value)
-                applied = True
+            applied: Optional[bool] = True
+        else:
+            applied = None
+            for key, value in remote.items():
+                version = versions.get(key, _NONE)
+                if version > self.versions.get(key, _NONE):
+                    self.versions[key] = version
+                    _set_field(network, channel, key, value)
+                    applied = True
         self.synced = fields(channel)
+        # The sender's members are kept too: one of them may be joining here right after.
+        self._forget_left(self.synced.keys() | remote.keys())
         return applied
 
 
@@ -184,6 +203,7 @@ def ensure_replica(channel: Channel, instance: str, state: Optional[Dict[str, An
         if state is not None:
             replica.versions = {str(key): (int(v[0]), str(v[1]))
                                 for key, v in dict(state.get("versions") or {}).items()}
+            replica._take(replica.versions)
         replica.synced = fields(channel)
     return replica
 

@@ -13,7 +13,7 @@ from typing import List, Optional, Tuple
 
 from twisted.internet import defer
 
-from ilchat.irc.message import Message
+from ilchat.irc.message import Message, decimal_number
 from ilchat.irc.network import Channel, ListEntry, irc_lower, valid_channel
 from ilchat.irc.numerics import (
     ERR_BADCHANNELKEY,
@@ -313,7 +313,7 @@ class ChannelCommands:
                         self.reply(ERR_NEEDMOREPARAMS, "MODE", "Not enough parameters")
                         continue
                     value = args.pop(0)
-                    if not value.isdigit() or not 0 < int(value) <= 100000:
+                    if not decimal_number(value) or not 0 < int(value) <= 100000:
                         self.reply(ERR_INVALIDMODEPARAM, channel.name, "l", value,
                                    "The limit must be a number from 1 to 100000")
                         continue

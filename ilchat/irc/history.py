@@ -23,8 +23,8 @@ from twisted.logger import Logger
 
 from ilchat.irc.batches import batched
 from ilchat.irc.connection import server_time
-from ilchat.irc.history_store import Bound, HistoryLine, dm_key
-from ilchat.irc.message import Message, split_text
+from ilchat.irc.history_store import Bound, HistoryLine, dm_key, owner
+from ilchat.irc.message import Message, decimal_number, split_text
 from ilchat.irc.network import irc_lower
 
 __all__ = ["HistoryCommands", "HistoryLine", "isupport_tokens", "parse_reference", "parse_timestamp"]
@@ -92,7 +92,7 @@ class HistoryCommands:
                 return None
             refs.append(ref)
         limit = params[needed - 1]
-        if not limit.isdigit() or int(limit) < 1:
+        if not decimal_number(limit) or int(limit) < 1:
             self._history_fail("INVALID_PARAMS", sub, limit)
             return None
         fetch = self._history_of(sub, target)
@@ -111,13 +111,15 @@ class HistoryCommands:
                 return lambda limit, after, before, latest: channel.link.history(
                     self, limit, after, before, latest)
             key: Any = irc_lower(channel.name)
+            reader = None
         else:
             key = dm_key(irc_lower(self.nick), irc_lower(target))
+            reader = (irc_lower(self.nick), owner(self))
         history = self.network.history
 
         async def local(limit: int, after: Optional[Bound], before: Optional[Bound],
                         latest: bool) -> List[HistoryLine]:
-            return history.page(key, limit, after, before, latest)
+            return history.page(key, limit, after, before, latest, reader)
 
         return local
 
@@ -155,13 +157,13 @@ class HistoryCommands:
             return
         first, second = (parse_reference(text) for text in params[1:3])
         if first is None or second is None or first[0] != "ts" or second[0] != "ts" \
-                or not params[3].isdigit():
+                or not decimal_number(params[3]):
             self._history_fail("INVALID_PARAMS", "TARGETS")
             return
         low, high = sorted((first[1], second[1]))
         me = irc_lower(self.nick)
         history = self.network.history
-        found = [(at, a if b == me else b) for (a, b), at in history.latest(history.keys_with(me))]
+        found = [(at, a if b == me else b) for (a, b), at in history.latest(history.keys_with(me, owner(self)))]
         for channel in sorted(self.channels, key=lambda c: c.name):
             if not channel.bridged:
                 found.extend((at, channel.name) for _, at in history.latest([irc_lower(channel.name)]))

@@ -4,17 +4,21 @@ The history of what only IRC users said: IRC-only channels and private messages 
 users, in memory (a bridged room's history is the database's, read by the bridge).
 
 L{LocalHistory} keeps the latest C{per_target} messages of each channel and each pair of nicks
-(at most C{max_targets} of them, the least recently used dropped first), for CHATHISTORY. Nothing
+(at most C{max_targets} of them, and at most C{max_bytes} of memory, about, for all: the least
+recently used dropped first), for CHATHISTORY. A
+private conversation belongs to the two users who held its nicks (L{owner}): a message between
+others under the same nicks starts it again, and only its two users read it, so whoever takes a
+nick later does not read what its former holder was sent. Nothing
 survives a restart and nothing is shared between cluster processes: these messages were never
 stored anywhere.
 """
 
 from collections import OrderedDict, deque
-from typing import Any, Deque, Iterable, List, Optional, Tuple
+from typing import Any, Deque, Dict, Iterable, List, Optional, Tuple
 
 import attr
 
-__all__ = ["Bound", "HistoryLine", "LocalHistory", "dm_key", "select"]
+__all__ = ["Bound", "HistoryLine", "LocalHistory", "dm_key", "dm_owners", "owner", "select"]
 
 #: A CHATHISTORY reference: ``("msgid", id)`` or ``("ts", seconds)``; ``("upto", id)`` is the
 #: one inclusive bound (AROUND's message itself, as a ``before``).
@@ -41,6 +45,17 @@ def dm_key(one: str, other: str) -> Tuple[str, str]:
     """The key of the private conversation of two (folded) nicks, the same both ways."""
     first, second = sorted((one, other))
     return (first, second)
+
+
+def owner(user: Any) -> Tuple[Any, Any]:
+    """Who a user is, beyond their nick: the ILIAS client and user id (an open-mode id: one connection)."""
+    return (getattr(user, "account_client", None), user.user_id)
+
+
+def dm_owners(one: Any, other: Any) -> Dict[str, Any]:
+    """The two users of a private conversation, by folded nick (L{LocalHistory.add})."""
+    from ilchat.irc.network import irc_lower  # network imports this module
+    return {irc_lower(one.nick): owner(one), irc_lower(other.nick): owner(other)}
 
 
 def _millis(seconds: float) -> int:
@@ -86,31 +101,69 @@ def select(lines: List[HistoryLine], limit: int, after: Optional[Bound], before:
     return chosen[-limit:] if latest else chosen[:limit]
 
 
+#: About the most memory all IRC-only histories of a process take together.
+MAX_BYTES = 64 * 1024 * 1024
+
+
+def _weight(line: HistoryLine) -> int:
+    """About what a stored line takes in memory: its texts and the objects around them."""
+    return len(line.text) + len(line.prefix) + len(line.msgid) + 300
+
+
 class LocalHistory:
     """The in-memory history of IRC-only channels and private conversations, by key."""
 
-    def __init__(self, per_target: int, max_targets: int = 10000) -> None:
+    def __init__(self, per_target: int, max_targets: int = 10000,
+                 max_bytes: int = MAX_BYTES) -> None:
         self.per_target = per_target
         self.max_targets = max_targets
+        self.max_bytes = max_bytes
         self._lines: "OrderedDict[Any, Deque[HistoryLine]]" = OrderedDict()
+        #: What the stored lines weigh (L{_weight}), all targets together.
+        self.size = 0
+        #: A private conversation's key -> {folded nick: L{owner}} of its two users.
+        self._owners: Dict[Any, Dict[str, Any]] = {}
 
-    def add(self, key: Any, line: HistoryLine) -> None:
+    def add(self, key: Any, line: HistoryLine, owners: Optional[Dict[str, Any]] = None) -> None:
+        """Store C{line}; C{owners} (folded nick: L{owner}) for a private conversation's."""
         lines = self._lines.get(key)
+        if lines is not None and owners is not None and self._owners.get(key) != owners:
+            self._drop(key)  # other users under these nicks: a new conversation
+            lines = None
         if lines is None:
             lines = self._lines[key] = deque(maxlen=self.per_target)
-            while len(self._lines) > self.max_targets:
-                self._lines.popitem(last=False)
+        if owners is not None:
+            self._owners[key] = owners
         self._lines.move_to_end(key)
+        if lines.maxlen is not None and len(lines) == lines.maxlen and lines:
+            self.size -= _weight(lines[0])  # the oldest goes as the line comes
         lines.append(line)
+        self.size += _weight(line)
+        while len(self._lines) > 1 and (len(self._lines) > self.max_targets
+                                        or self.size > self.max_bytes):
+            self._drop(next(iter(self._lines)))
+
+    def _drop(self, key: Any) -> None:
+        """Forget one target's lines."""
+        self.size -= sum(_weight(line) for line in self._lines.pop(key, ()))
+        self._owners.pop(key, None)
+
+    def _readable(self, key: Any, reader: Optional[Tuple[str, Any]]) -> bool:
+        return reader is None or self._owners.get(key, {}).get(reader[0]) == reader[1]
 
     def page(self, key: Any, limit: int, after: Optional[Bound] = None,
-             before: Optional[Bound] = None, latest: bool = True) -> List[HistoryLine]:
+             before: Optional[Bound] = None, latest: bool = True,
+             reader: Optional[Tuple[str, Any]] = None) -> List[HistoryLine]:
+        """The lines of C{key}; of a private conversation only for C{reader} (nick, owner) in it."""
+        if not self._readable(key, reader):
+            return []
         return select(list(self._lines.get(key, ())), limit, after, before, latest)
 
     def latest(self, keys: Iterable[Any]) -> List[Tuple[Any, float]]:
         """``(key, time of its newest line)`` for those of C{keys} with a history."""
         return [(key, self._lines[key][-1].at) for key in keys if self._lines.get(key)]
 
-    def keys_with(self, name: str) -> List[Tuple[str, str]]:
-        """The private conversations that name takes part in."""
-        return [key for key in self._lines if isinstance(key, tuple) and name in key]
+    def keys_with(self, name: str, who: Any = None) -> List[Tuple[str, str]]:
+        """The private conversations that name takes part in (as the user C{who}, if given)."""
+        return [key for key in self._lines if isinstance(key, tuple) and name in key
+                and (who is None or self._readable(key, (name, who)))]

@@ -20,10 +20,12 @@ __all__ = [
     "parse_message",
     "format_message",
     "split_text",
+    "split_line",
     "MAX_LINE_BYTES",
     "MAX_TAGS_BYTES",
     "MAX_CLIENT_TAG_DATA",
     "truncate_utf8",
+    "decimal_number",
 ]
 
 #: Bytes of a line without its tags, CR LF included (RFC 1459 §2.3).
@@ -218,18 +220,38 @@ def split_text(text: str, max_bytes: int) -> List[str]:
     bytes, first at line breaks (so text never carries CR/LF), then at spaces where possible and
     never inside a UTF-8 character. NUL characters are dropped. Empty lines are left out.
     """
-    max_bytes = max(max_bytes, 4)
     pieces: List[str] = []
     for line in text.replace("\0", "").splitlines():
-        while line:
-            encoded = line.encode("utf-8")
-            if len(encoded) <= max_bytes:
-                pieces.append(line)
-                break
-            cut = encoded[:max_bytes].decode("utf-8", "ignore")
-            space = cut.rfind(" ")
-            if space > len(cut) // 2:
-                cut = cut[: space + 1]
-            pieces.append(cut.rstrip(" ") or cut)
-            line = line[len(cut) :]
+        cut = split_line(line, max_bytes)
+        # A piece cut at a space ends a line on IRC: the space goes (not the last piece's own).
+        pieces.extend([piece.rstrip(" ") or piece for piece in cut[:-1]] + cut[-1:])
     return pieces
+
+
+def split_line(line: str, max_bytes: int) -> List[str]:
+    """
+    One line in pieces of at most C{max_bytes} (4 at least) UTF-8 bytes, after a space where one
+    is near, never inside a character; spaces kept. No pieces for an empty line.
+    """
+    max_bytes = max(max_bytes, 4)
+    pieces = []
+    while line:
+        encoded = line.encode("utf-8")
+        if len(encoded) <= max_bytes:
+            pieces.append(line)
+            break
+        cut = encoded[:max_bytes].decode("utf-8", "ignore")
+        space = cut.rfind(" ")
+        if space > len(cut) // 2:
+            cut = cut[: space + 1]
+        pieces.append(cut)
+        line = line[len(cut) :]
+    return pieces
+
+
+def decimal_number(text: str) -> bool:
+    """
+    Whether a client's C{text} is a number C{int()} takes and a database column holds: ASCII
+    digits (``str.isdigit`` also says yes to ``²``, which C{int()} refuses), fewer than 20.
+    """
+    return text.isascii() and text.isdigit() and len(text) < 20

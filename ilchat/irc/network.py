@@ -547,12 +547,22 @@ class IrcNetwork:
         old = user.nick
         self.whowas.append(WhowasEntry(user, self.clock.seconds()))
         user.nick = new
+        self._uninvite(old)
         self.run_hooks(self.on_nick, user, old)
         for peer in self.peers_of(user):
             peer.deliver(message)
         if user.local:
             user.deliver(message)
         return True
+
+    def _uninvite(self, nick: str) -> None:
+        """
+        A nick let go loses its invitations: they were for its holder, not for whoever takes it
+        next (and a channel's invitations stay as many as the users who can use them).
+        """
+        folded = irc_lower(nick)
+        for channel in self.channels.values():
+            channel.invited.discard(folded)
 
     # -- channels --------------------------------------------------------------------------------
 
@@ -688,5 +698,6 @@ class IrcNetwork:
                 channel.link.parted(user, reason)
             self.remove_channel_if_empty(channel)
         user.channels.clear()
+        self._uninvite(user.nick)
         self.release_nick(user)
         self.run_hooks(self.on_quit, user, reason)

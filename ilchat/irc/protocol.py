@@ -39,7 +39,7 @@ from ilchat.irc.numerics import (
     RPL_UNAWAY,
 )
 from ilchat.irc.history import HistoryCommands
-from ilchat.irc.history_store import HistoryLine, dm_key
+from ilchat.irc.history_store import HistoryLine, dm_key, dm_owners
 from ilchat.irc.operators import OperatorCommands
 from ilchat.irc.queries import QueryCommands
 from ilchat.irc.registration import REALNAME_LENGTH, SUPPORTED_CAPS, RegistrationCommands
@@ -284,15 +284,17 @@ class IRCServerProtocol(
                         self.reply(ERR_NOSUCHNICK, user.nick, "No chat room in common: join one of their rooms first")
                     continue
             if errors and (user.local or getattr(user, "elsewhere", False)):
-                self._remember(dm_key(irc_lower(self.nick), irc_lower(user.nick)), msgid, at, text, user.nick)
+                self._remember(dm_key(irc_lower(self.nick), irc_lower(user.nick)), msgid, at, text,
+                               user.nick, dm_owners(self, user))
             if errors and user.away:
                 self.reply(RPL_AWAY, user.nick, user.away)
             if "echo-message" in self.caps:
                 self.relay_text(command, user.nick, text, self.hostmask, client_tags, msgid, at, lines)
 
-    def _remember(self, key: Any, msgid: str, at: float, text: str, target: str) -> None:
+    def _remember(self, key: Any, msgid: str, at: float, text: str, target: str,
+                  owners: Optional[Dict[str, Any]] = None) -> None:
         """An IRC-only PRIVMSG in the network's history (CHATHISTORY; never in the database)."""
-        self.network.history.add(key, HistoryLine(msgid, at, self.hostmask, text, target=target))
+        self.network.history.add(key, HistoryLine(msgid, at, self.hostmask, text, target=target), owners)
 
     def irc_TAGMSG(self, message: Message) -> None:
         """Client-only tags (typing notifications) between IRC clients, and to bridged rooms."""

@@ -15,7 +15,7 @@ from typing import Any, List, Optional
 import twisted
 
 import ilchat
-from ilchat.irc.message import Message
+from ilchat.irc.message import Message, decimal_number
 from ilchat.irc.network import Channel, irc_lower, mask_matches
 from ilchat.irc.numerics import (
     ERR_NONICKNAMEGIVEN,
@@ -180,7 +180,7 @@ class QueryCommands:
             self.reply(ERR_NONICKNAMEGIVEN, "No nickname given")
             return
         count = 0
-        if len(message.params) > 1 and message.params[1].lstrip("-").isdigit():
+        if len(message.params) > 1 and decimal_number(message.params[1].removeprefix("-")):
             count = int(message.params[1])
         for nick in message.params[0].split(",")[:5]:
             entries = [e for e in reversed(self.network.whowas) if mask_matches(nick, e.nick)]

@@ -25,7 +25,7 @@ from twisted.internet.interfaces import ISSLTransport
 import ilchat
 from ilchat.irc.batches import MULTILINE_MAX_BYTES, MULTILINE_MAX_LINES
 from ilchat.irc.history import isupport_tokens
-from ilchat.irc.message import Message, split_text
+from ilchat.irc.message import Message, decimal_number, split_text
 from ilchat.irc.network import valid_nick
 from ilchat.irc.numerics import (
     ERR_ERRONEUSNICKNAME,
@@ -147,7 +147,7 @@ class RegistrationCommands:
             if not self.registered:
                 self._cap_negotiating = True
             version = 0
-            if len(message.params) > 1 and message.params[1].isdigit():
+            if len(message.params) > 1 and decimal_number(message.params[1]):
                 version = int(message.params[1])
             if version >= 302:
                 self.caps.add("cap-notify")  # implied by CAP LS 302 (IRCv3 cap-notify)

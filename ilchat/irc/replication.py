@@ -32,8 +32,9 @@ each from the process of the user who acted:
   user of another process; both with ``msgid``, ``at`` and ``lines``, and a PRIVMSG goes into
   the receiving processes' in-memory history too (CHATHISTORY answers the same everywhere);
   ``irc_tagmsg`` (``nick``, ``tags``, ``msgid`` and ``channel``, or ``target`` and
-  ``instance``): a TAGMSG (``+typing``); ``irc_kill`` (``nick``, ``target``, ``instance``, ``reason``): an
-  operator's KILL of a user of that ``instance``, which disconnects them;
+  ``instance``): a TAGMSG (``+typing``); ``irc_kill`` (``nick``, ``target``, ``user_id``,
+  ``instance``, ``reason``): an operator's KILL of a user of that ``instance``, which
+  disconnects them if they still are that user (id);
 * ``irc_sync`` (a process started, or Redis is back): every process answers with
   ``irc_state`` (``users``, each with its ``channels`` and the state of its IRC-only ones),
   which *replaces* what the others know of its users (QUITs for the missing, JOINs for the
@@ -52,7 +53,7 @@ from twisted.logger import Logger
 
 from ilchat.irc.batches import unique_id
 from ilchat.irc.channel_sync import apply_state, changes, channel_state, ensure_replica, fields
-from ilchat.irc.history_store import HistoryLine, dm_key
+from ilchat.irc.history_store import HistoryLine, dm_key, dm_owners
 from ilchat.irc.message import Message
 from ilchat.irc.network import Channel, IrcNetwork, irc_lower
 from ilchat.irc.operators import kill
@@ -86,11 +87,11 @@ class PeerUser:
         self.username = str(info["username"])
         self.host = str(info["host"])
         self.realname = str(info["realname"])
-        self.away: Optional[str] = info["away"]
+        self.away = _optional_str(info["away"])
         self.user_id = int(info["user_id"])
-        self.account: Optional[str] = info["account"]
-        self.account_client: Optional[str] = info["account_client"]
-        self.user_modes = set(info["modes"])
+        self.account = _optional_str(info["account"])
+        self.account_client = _optional_str(info["account_client"])
+        self.user_modes = {str(mode) for mode in info["modes"]}
         self.signon = int(info["signon"])
         self.server_info = (str(info["server"]), f"IRC on the ilchat process {self.instance}")
 
@@ -244,7 +245,8 @@ class IrcReplication:
     def kill(self, by: Any, target: PeerUser, reason: str) -> None:
         """The link of every L{PeerUser}: an operator's KILL, carried out by their process."""
         self._publish({"type": "irc_kill", "nick": by.nick, "prefix": by.hostmask,
-                       "target": target.nick, "instance": target.instance, "reason": reason})
+                       "target": target.nick, "user_id": target.user_id,
+                       "instance": target.instance, "reason": reason})
 
     def _publish_state(self) -> None:
         users = []
@@ -440,9 +442,10 @@ class IrcReplication:
             [(str(line), bool(concat)) for line, concat in lines] if isinstance(lines, list) else None,
         )
 
-    def _remember(self, key: Any, peer: PeerUser, msgid: str, at: float, text: str, target: str) -> None:
+    def _remember(self, key: Any, peer: PeerUser, msgid: str, at: float, text: str, target: str,
+                  owners: Optional[Dict[str, Any]] = None) -> None:
         """A peer's IRC-only PRIVMSG in this process's history too: CHATHISTORY agrees everywhere."""
-        self.network.history.add(key, HistoryLine(msgid, at, peer.hostmask, text, target=target))
+        self.network.history.add(key, HistoryLine(msgid, at, peer.hostmask, text, target=target), owners)
 
     def _local_target(self, origin: str, event: Dict[str, Any]) -> Tuple[Any, Optional[PeerUser]]:
         """The local user a private event of C{origin} is for, and its sender (None: not ours)."""
@@ -463,7 +466,7 @@ class IrcReplication:
         target.relay_text(command, target.nick, text, peer.hostmask, tags, msgid, at, lines)
         if command == "PRIVMSG":
             self._remember(dm_key(irc_lower(peer.nick), irc_lower(target.nick)), peer, msgid, at,
-                           text, target.nick)
+                           text, target.nick, dm_owners(peer, target))
 
     def _on_irc_tagmsg(self, origin: str, event: Dict[str, Any]) -> None:
         """A TAGMSG of a peer: to an IRC-only or bridged channel's local members, or to one of ours."""
@@ -480,6 +483,10 @@ class IrcReplication:
 
     def _on_irc_kill(self, origin: str, event: Dict[str, Any]) -> None:
         target = self.network.find_user(str(event["target"]))
+        # The user the operator saw: not whoever took the nick since (``user_id``: their id).
+        wanted = event.get("user_id")
+        if wanted is not None and target is not None and target.user_id != int(wanted):
+            return
         if event["instance"] == self.bus.instance and target is not None and target.local:
             self._log.info("IRC operator {nick} of {origin} killed {target} ({address}): {reason}",
                            nick=event["nick"], origin=origin, target=target.nick,
@@ -514,6 +521,11 @@ class IrcReplication:
         """A process without heartbeat: its IRC users quit here."""
         for peer in self._peers_of(name):
             self._remove_peer(peer, f"Server gone ({name})")
+
+
+def _optional_str(value: Any) -> Optional[str]:
+    """A text field of an event that may be null, as text (a line takes no other value)."""
+    return None if value is None else str(value)
 
 
 def _command(event: Dict[str, Any]) -> str:

@@ -13,7 +13,9 @@ key arrives, the group is worked out again and those whose nick changed are rena
 
 Every process that bridges the room knows every browser member (room presence is replicated),
 so the groups are the same everywhere; the one case left to chance is two groups whose
-suffixed nicks meet after being cut to the nick length.
+suffixed nicks meet (cut to the nick length, or names that end like a suffix, ``x_2``): one of
+the two members that want the nick keeps a nick of its own (``x_2_``), and working the nicks
+out always ends.
 """
 
 from typing import Any, Dict, List, Optional, Set
@@ -106,6 +108,7 @@ class BrowserNicks:
         folded_plain = irc_lower(plain)
         group = self._groups.get(folded_plain, set())
         result: Dict[RemoteUser, str] = {}
+        given: Set[str] = set()
         counter = 1
         for remote in sorted(group, key=lambda r: r.key):
             while True:
@@ -115,8 +118,11 @@ class BrowserNicks:
                 holder = self.network.users.get(folded)
                 held = holder is not None and not isinstance(holder, RemoteUser)
                 other_plain = folded != folded_plain and bool(self._groups.get(folded))
-                if not (held or other_plain or folded == also_taken):
+                # A plain nick that ends like a suffix (``x_3`` at the nick length) comes round
+                # again as one: two members wanting one nick would wait for each other for ever.
+                if not (held or other_plain or folded == also_taken or folded in given):
                     break
+            given.add(folded)
             result[remote] = candidate
         return result
 
@@ -133,6 +139,7 @@ class BrowserNicks:
     def _settle(self, plain: str, also_taken: Optional[str]) -> None:
         pending = [(remote, nick) for remote, nick in self.wanted(plain, also_taken).items()
                    if remote.nick != nick]
+        aside: Set[RemoteUser] = set()
         while pending:
             blocked: List[Any] = []
             for remote, nick in pending:
@@ -148,8 +155,14 @@ class BrowserNicks:
                         continue
                 self._give(remote, nick)
             if len(blocked) == len(pending):
-                # Members swapping nicks: one steps aside first.
-                remote, nick = blocked[0]
+                # Members swapping nicks: one steps aside first. One that stepped aside already
+                # waits for a member of another group who does not move (two groups wanting
+                # one nick, the case left to chance): it keeps the nick it has, so this ends.
+                stuck = next((item for item in blocked if item[0] not in aside), None)
+                if stuck is None:
+                    break
+                remote, nick = stuck
+                aside.add(remote)
                 self._give(remote, self.network.unique_nick(nick + "_"))
             pending = blocked
 

@@ -60,7 +60,9 @@ async def insert_ilias_users(db: Any) -> None:
     await insert_rows_async(db, "chatroom_bans", [{"room_id": 1, "user_id": 44, "timestamp": 1}])
 
 
-class IliasAuthTests(IrcBridgeMixin, unittest.TestCase):
+class IliasUsersMixin(IrcBridgeMixin):
+    """A bridged server on MariaDB whose IRC users log in against usr_data (the users above)."""
+
     database_kind = "mysql"
     irc_auth = "ilias"
 
@@ -69,6 +71,8 @@ class IliasAuthTests(IrcBridgeMixin, unittest.TestCase):
         await insert_ilias_users(self.databases["onscreen"])
         return server
 
+
+class IliasAuthTests(IliasUsersMixin, unittest.TestCase):
     async def sasl(self, client: RawClient, login: str, password: str) -> str:
         client.send("CAP LS 302")
         ls = await client.wait_for("CAP")

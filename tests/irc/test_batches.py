@@ -202,6 +202,29 @@ class MultilineTests(TestCase):
         fail = await sender.wait_for("FAIL")
         self.assertEqual(fail.params[:2], ("BATCH", "MULTILINE_INVALID_TARGET"))
 
+    async def test_a_refused_batch_is_dropped_whole_and_its_fail_has_its_label(self) -> None:
+        """
+        Over the line limit: FAIL with the batch's label; the batch's other lines and its end
+        are dropped, not sent as lines of their own (a message cut in two), nor a second FAIL.
+        """
+        server = await start_irc(self)
+        caps = MULTILINE_CAPS + ("labeled-response", "echo-message")
+        sender = await server.registered(self, "writer", caps=caps)
+        reader = await server.registered(self, "reader")
+        for client in (sender, reader):
+            client.send("JOIN #ml")
+            await client.wait_for("366")
+        sender.send("@label=L1 BATCH +big draft/multiline #ml")
+        for number in range(110):
+            sender.send(f"@batch=big PRIVMSG #ml :line {number}")
+        sender.send("BATCH -big")
+        fail = await sender.wait_for("FAIL")
+        self.assertEqual((fail.params[:3], fail.tags.get("label")), (("BATCH", "MULTILINE_MAX_LINES", "100"), "L1"))
+        sender.send("PRIVMSG #ml :after")
+        await reader.wait_for("PRIVMSG", lambda m: m.params[1] == "after")
+        self.assertEqual([m.params[1] for m in reader.since("PRIVMSG")], ["after"])
+        self.assertEqual(len(sender.since("FAIL")), 1)
+
     async def test_twisted_ircclient_gets_several_lines(self) -> None:
         """Twisted's IRCClient (no caps) gets a multiline batch's text as its lines."""
         server = await start_irc(self)

@@ -280,6 +280,14 @@ class OpenModeBridgeTests(IrcBridgeMixin, unittest.TestCase):
         irc.send("JOIN #onscreen-999")
         await irc.wait_for("403")
 
+    async def test_a_room_channel_with_other_digits_is_403(self) -> None:
+        """``²`` is a digit to str.isdigit but no number: no such channel, not a handler error."""
+        await self.start()
+        irc = await self.irc()
+        await irc.register("ircer")
+        irc.send("JOIN #onscreen-\u00b2")
+        self.assertEqual((await irc.wait_for("403")).params[1], "#onscreen-\u00b2")
+
 
 async def wait_until_rows(test: Any) -> List[Dict[str, Any]]:
     rows: List[Dict[str, Any]] = []

@@ -16,6 +16,16 @@ from tests.irc.test_bridge import CHANNEL, IrcBridgeMixin, irc_id_in, userlist_w
 from tests.support.db import execute
 
 
+async def log_in_again_as(test: IrcBridgeMixin, user_id: int, name: str) -> None:
+    """The browser user C{user_id} logs in again (another tab) under a new name: ``renamed``."""
+    await threads.deferToThread(
+        execute, test.databases["onscreen"], "UPDATE chatroom_users SET userdata = ? WHERE user_id = ?",
+        (json.dumps({"login": name, "id": user_id}), user_id))
+    second = await test.browser()
+    await second.emit("login", name, user_id, False)
+    await second.wait_for("loggedIn")
+
+
 class BridgedMessageTests(IrcBridgeMixin, unittest.TestCase):
     database_kind = "mysql"
 
@@ -133,12 +143,7 @@ class BridgedMessageTests(IrcBridgeMixin, unittest.TestCase):
         await self.start()
         await self.enter(7, "bob")
         irc = await self.irc_in_room("ircer")
-        await threads.deferToThread(
-            execute, self.databases["onscreen"], "UPDATE chatroom_users SET userdata = ? WHERE user_id = 7",
-            (json.dumps({"login": "Robert Smith", "id": 7}),))
-        second = await self.browser()
-        await second.emit("login", "Robert Smith", 7, False)
-        await second.wait_for("loggedIn")
+        await log_in_again_as(self, 7, "Robert Smith")
         nick = await irc.wait_for("NICK")
         self.assertTrue(nick.prefix.startswith("bob!"))
         new = nick.params[0]

@@ -91,3 +91,39 @@ class MergeTests(TestCase):
         self.assertEqual((channel.topic, channel.replica.origin), ("older", (100, "node-2")))
         shown = [(m.command, m.params) for m in changes(newer["network"], channel, before, fields(channel), "srv")]
         self.assertEqual(shown, [("TOPIC", ("#c", "older")), ("MODE", ("#c", "-mo", "bob"))])
+
+
+class BoundTests(TestCase):
+    def test_the_versions_of_members_who_left_are_forgotten(self) -> None:
+        """Nicks joining and leaving one channel for ever do not grow its versions."""
+        process = _process("node-1", 100)
+        network, channel = process["network"], process["channel"]
+        peer = _process("node-2", 100)
+        for number in range(50):
+            user = _User(f"guest{number}")
+            network.claim_nick(user, user.nick)
+            network.add_member(channel, user, ("o",))
+            channel.replica.bump(channel, "node-1")
+            peer["channel"].replica.merge(peer["network"], peer["channel"], channel_state(channel))
+            network.remove_member(channel, user, "PART", "bye")
+            channel.replica.bump(channel, "node-1")
+        members = {key for key in channel.replica.versions if key.startswith("member:")}
+        self.assertEqual(members, set())
+        remote_members = {key for key in peer["channel"].replica.versions if key.startswith("member:")}
+        self.assertLessEqual(len(remote_members), 1)
+
+    def test_the_counter_never_goes_back_when_versions_go(self) -> None:
+        process = _process("node-1", 100)
+        network, channel = process["network"], process["channel"]
+        user = _User("guest")
+        network.claim_nick(user, "guest")
+        network.add_member(channel, user, ("o",))
+        for _ in range(5):
+            channel.replica.bump(channel, "node-1")
+            channel.members[user] = set() if channel.members[user] else {"o"}
+        channel.replica.bump(channel, "node-1")
+        seen = max(version[0] for version in channel.replica.versions.values())
+        network.remove_member(channel, user, "PART", "bye")
+        channel.replica.bump(channel, "node-1")
+        _change(process, topic="later")
+        self.assertGreater(channel.replica.versions["topic"][0], seen)

@@ -339,6 +339,11 @@ class LocalHistoryTests(unittest.TestCase):
         self.assertEqual(await h(bar, "AROUND", "#chan", f"msgid={msgid[7]}", "1"), [echo[7]])
         self.assertEqual(await h(bar, "AROUND", "#chan", f"msgid={msgid[7]}", "3"), echo[6:9])
         self.assertIn(echo[7], await h(bar, "AROUND", "#chan", f"timestamp={time[7]}", "3"))
+        for limit in ("\u00b2",):
+            bar.send(f"CHATHISTORY LATEST #chan * {limit}")
+            fail = await bar.wait_for("FAIL")
+            self.assertEqual(fail.params[:3], ("CHATHISTORY", "INVALID_PARAMS", "LATEST"))
+            bar.clear()
         outsider = await server.registered(self, "qux", caps=ALL_CAPS)
         outsider.send("CHATHISTORY LATEST #chan * 10")
         fail = await outsider.wait_for("FAIL")
@@ -363,3 +368,51 @@ class LocalHistoryTests(unittest.TestCase):
         foo.send("CHATHISTORY TARGETS timestamp=2000-01-01T00:00:00.000Z timestamp=2999-01-01T00:00:00.000Z 10")
         await foo.wait_for("BATCH", lambda m: m.params[0].startswith("-"))
         self.assertEqual([m.params[1] for m in foo.since("CHATHISTORY")], ["bar", "baz"])
+
+    async def test_a_later_holder_of_a_nick_does_not_read_its_private_messages(self) -> None:
+        """foo quits; whoever registers as foo next gets none of what foo and bar said."""
+        server = await start_irc(self)
+        foo = await server.registered(self, "foo", caps=ALL_CAPS)
+        bar = await server.registered(self, "bar", caps=ALL_CAPS)
+        foo.nick, bar.nick = "foo", "bar"
+        echo = await self.ten_messages(foo, "bar", other=(bar, "foo"))
+        foo.send("QUIT :gone")
+        await foo.wait_for("ERROR")
+        taker = await server.registered(self, "foo", caps=ALL_CAPS)
+        taker.nick = "foo"
+        self.assertEqual(await self.history(taker, "LATEST", "bar", "*", "20"), [])
+        taker.clear()
+        taker.send("CHATHISTORY TARGETS timestamp=2000-01-01T00:00:00.000Z timestamp=2999-01-01T00:00:00.000Z 10")
+        await taker.wait_for("BATCH", lambda m: m.params[0].startswith("-"))
+        self.assertEqual(taker.since("CHATHISTORY"), [])
+        # bar still has the conversation, until the new foo writes: then it is a new one.
+        self.assertEqual(await self.history(bar, "LATEST", "foo", "*", "20"), echo)
+        taker.send("PRIVMSG bar :hello, I am new")
+        await bar.wait_for("PRIVMSG", lambda m: m.params[1] == "hello, I am new")
+        lines = await self.history(bar, "LATEST", "foo", "*", "20")
+        self.assertEqual([line[3] for line in lines], [("bar", "hello, I am new")])
+
+
+class LocalHistoryBoundTests(unittest.TestCase):
+    """The in-memory history has a bound for all its targets together, not only for each."""
+
+    def test_the_least_recently_used_targets_go_past_the_memory_bound(self) -> None:
+        from ilchat.irc.history_store import LocalHistory
+
+        history = LocalHistory(per_target=100, max_bytes=200_000)
+        text = "x" * 1000
+        for number in range(1000):  # 1000 conversations of 10 long lines: 13 MB unbounded
+            for line in range(10):
+                history.add(("a", f"b{number}"), HistoryLine(f"{number}-{line}", 1.0, "a!u@h", text))
+        self.assertLessEqual(history.size, 200_000)
+        kept = history.keys_with("a")
+        self.assertEqual(kept[-1], ("a", "b999"))
+        self.assertLess(len(kept), 20)
+        self.assertEqual(len(history.page(("a", "b999"), 100)), 10)
+        self.assertEqual(history.page(("a", "b0"), 100), [])
+        # The weight follows what stays: a full deque that drops its oldest line counts it out.
+        for line in range(300):
+            history.add("#c", HistoryLine(f"c{line}", 1.0, "a!u@h", "short"))
+        expected = sum(len(l.text) + len(l.prefix) + len(l.msgid) + 300
+                       for key in list(history._lines) for l in history._lines[key])
+        self.assertEqual(history.size, expected)

@@ -9,8 +9,7 @@ the real MariaDB and SASL against ``usr_data`` for the accounts of ILIAS and web
 from __future__ import annotations
 
 import base64
-import json
-from twisted.internet import defer, endpoints, reactor, threads
+from twisted.internet import defer, endpoints, reactor
 from twisted.internet.task import deferLater
 from twisted.trial import unittest
 from twisted.words.protocols import irc
@@ -18,9 +17,9 @@ from twisted.words.protocols import irc
 from ilchat.irc.network import account_token
 from ilchat.irc.registration import IDENTITY_CAPS
 from tests.irc.support import RawClient, start_irc
-from tests.irc.test_auth import insert_ilias_users
-from tests.irc.test_bridge import CHANNEL, IrcBridgeMixin
-from tests.support.db import execute
+from tests.irc.test_auth import IliasUsersMixin
+from tests.irc.test_bridge import CHANNEL
+from tests.irc.test_bridge_messages import log_in_again_as
 
 
 async def settle() -> None:
@@ -209,16 +208,8 @@ class AccountTokenTests(unittest.SynchronousTestCase):
         self.assertIsNone(account_token(" "))
 
 
-class IliasAccountTests(IrcBridgeMixin, unittest.TestCase):
+class IliasAccountTests(IliasUsersMixin, unittest.TestCase):
     """IRC users logged in with SASL against usr_data, and browsers, in the same room."""
-
-    database_kind = "mysql"
-    irc_auth = "ilias"
-
-    async def start(self):  # type: ignore[override]
-        server = await super().start()
-        await insert_ilias_users(self.databases["onscreen"])
-        return server
 
     async def sasl_in_room(self, login: str, caps: tuple = ()) -> RawClient:
         """Log in with SASL PLAIN as C{login} (password ``secret``), with C{caps}, and join."""
@@ -282,12 +273,7 @@ class IliasAccountTests(IrcBridgeMixin, unittest.TestCase):
         await self.enter(7, "bob")
         notified = await self.sasl_in_room("other", caps=("setname", "account-notify"))
         plain = await self.sasl_in_room("jdoe")
-        await threads.deferToThread(
-            execute, self.databases["onscreen"], "UPDATE chatroom_users SET userdata = ? WHERE user_id = 7",
-            (json.dumps({"login": "Robert Smith", "id": 7}),))
-        second = await self.browser()
-        await second.emit("login", "Robert Smith", 7, False)
-        await second.wait_for("loggedIn")
+        await log_in_again_as(self, 7, "Robert Smith")
         nick = await notified.wait_for("NICK")
         new = nick.params[0]
         setname = await notified.wait_for("SETNAME")

@@ -112,6 +112,23 @@ class ChannelModeTests(TestCase):
         guest.send("JOIN #modes")
         await guest.wait_for("366")
 
+    async def test_an_invitation_goes_with_the_nick_it_was_for(self) -> None:
+        """Invited, then renamed or gone: whoever takes the nick next is not let in by it."""
+        server, op = await channel_with_op(self)
+        await mode(op, "MODE #modes +i")
+        for leaves in ("NICK elsewhere", "QUIT :bye"):
+            guest = await server.registered(self, "guest")
+            op.send("INVITE guest #modes")
+            await op.wait_for("341")
+            guest.send(leaves)
+            await guest.wait_for("NICK" if leaves.startswith("NICK") else "ERROR")
+            taker = await server.registered(self, "guest")
+            taker.send("JOIN #modes")
+            await taker.wait_for("473")
+            taker.send("QUIT")
+            await taker.wait_for("ERROR")
+            op.clear()
+
     async def test_ban_list_with_exceptions(self) -> None:
         """+b masks refuse (474) unless an +e mask matches; MODE #c b lists them (367/368)."""
         server, op = await channel_with_op(self)

@@ -909,3 +909,25 @@ class NameTests(SynchronousTestCase):
         self.assertTrue(emoji.startswith("user-"))
         self.assertEqual(emoji, sanitise_nick("😀", 30))
         self.assertNotEqual(emoji, sanitise_nick("🎉", 30))
+
+
+class NumberParameterTests(TestCase):
+    """Numbers from clients: ``²`` is a digit to str.isdigit, not a number; the command is answered."""
+
+    async def test_digits_that_are_no_numbers(self) -> None:
+        server = await start_irc(self)
+        client = await server.client(self)
+        client.send("CAP LS \u00b2")
+        ls = await client.wait_for("CAP")
+        self.assertEqual(ls.params[1], "LS")
+        client.send("CAP END")
+        await client.register("alice")
+        for count in ("\u00b2", "--1"):
+            client.send(f"WHOWAS nobody {count}")
+            await client.wait_for("369")
+            client.clear()
+        client.send("JOIN #n")
+        await client.wait_for("366")
+        client.send("MODE #n +l \u00b2")
+        refused = await client.wait_for("696")
+        self.assertEqual(refused.params[2:4], ("l", "\u00b2"))

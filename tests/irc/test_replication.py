@@ -126,6 +126,12 @@ class ReplicationTests(IrcBridgeMixin, unittest.TestCase):
         irc.send("ISON half whole")
         self.assertEqual((await irc.wait_for("303")).params[1], "whole")
         self.assertEqual(len(log_lines(events, "Dropped an IRC event of node-x")), 1)
+        # Fields of another type than text (a process of another version): shown as text.
+        self.from_other({"type": "irc_user", "user": _user("odd", away=5, account=7)})
+        irc.send("WHOIS odd")
+        away = await irc.wait_for("301")
+        self.assertEqual(away.params[1:], ("odd", "5"))
+        await irc.wait_for("318")
 
     async def test_kill_across_processes(self) -> None:
         """An operator's KILL of a user of another process is that process's to carry out."""
@@ -148,6 +154,13 @@ class ReplicationTests(IrcBridgeMixin, unittest.TestCase):
         target = await self.irc()
         await target.register("target")
         self.from_other({"type": "irc_user", "user": _user("farop", modes=["o"])})
+        # A KILL of whoever held the nick before (another id): not this user.
+        self.from_other({"type": "irc_kill", "nick": "farop", "prefix": "farop!u@far.example",
+                         "target": "target", "user_id": -123456, "instance": self.bus.instance,
+                         "reason": "not you"})
+        target.send("PING :still")
+        await target.wait_for("PONG")
+        self.assertEqual(target.since("KILL"), [])
         self.from_other({"type": "irc_kill", "nick": "farop", "prefix": "farop!u@far.example",
                          "target": "target", "instance": self.bus.instance, "reason": "bye"})
         killed = await target.wait_for("KILL")

@@ -84,3 +84,45 @@ class BrowserNickTests(TestCase):
         self.assertTrue(await claim)
         self.assertEqual(browser.nick, "ann_lee_2")
         self.assertTrue(network.claim_nick(irc, "ann_lee"))
+
+
+class _Hung(Exception):
+    pass
+
+
+def _settled_within(seconds: float, network: IrcNetwork, order: List[Tuple[int, str]]) -> Dict[int, RemoteUser]:
+    """L{_join}, failing (not hanging the test run) when the nicks are not worked out in time."""
+    import signal
+
+    def hung(*_: object) -> None:
+        raise _Hung(f"nicks not settled within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return _join(network, order)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class SuffixLikeNameTests(TestCase):
+    """Names that end like a suffix at the nick length (``…_3``): the nicks are worked out, and differ."""
+
+    def test_a_group_whose_plain_nick_looks_suffixed(self) -> None:
+        network = _network()
+        name = "a" * (network.config.nick_length - 2) + "_3"
+        users = _settled_within(2, network, [(23, name), (13, name), (12, name)])
+        nicks = [users[user_id].nick for user_id in (12, 13, 23)]
+        self.assertEqual(len(set(nicks)), 3)
+        self.assertEqual(nicks[0], name)
+
+    def test_two_groups_that_want_one_nick(self) -> None:
+        network = _network()
+        stem = "a" * (network.config.nick_length - 2)
+        order = [(2, stem + "_4"), (23, stem + "_3"), (13, stem + "_3"), (1, stem + "_4"), (12, stem + "_3")]
+        users = _settled_within(2, network, order)
+        nicks = [user.nick for user in users.values()]
+        self.assertEqual(len(set(nicks)), len(nicks))
+        self.assertTrue(all(network.find_user(nick) is users[user_id] for user_id, nick in
+                            ((user_id, user.nick) for user_id, user in users.items())))
