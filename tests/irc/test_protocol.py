@@ -617,6 +617,10 @@ class LimitTests(TestCase):
         bob.send_raw(b"PRIVMSG #u :caf\xe9 \xff\xfe\r\n")
         message = await alice.wait_for("PRIVMSG")
         self.assertEqual(message.params[1], "café ÿþ")
+        # UTF8ONLY: the sender is told, with the command, and no one else is.
+        warning = await bob.wait_for("WARN")
+        self.assertEqual(warning.params[:2], ("PRIVMSG", "INVALID_UTF8"))
+        self.assertEqual(alice.since("WARN"), [])
         bob.send_raw(b"\x00\x01\x02 garbage \xc3\r\n:only-prefix\r\nPING ok\r\n")
         dropped = await bob.wait_for("400")
         self.assertEqual(dropped.params[1:], ("*", "Line dropped: it contains a NUL character"))
