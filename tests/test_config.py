@@ -353,6 +353,21 @@ class IrcKeyTests(ConfigTestCase):
         self.assertIn("irc.history_on_join", self.error({"irc": {"history_on_join": "20"}}))
         self.assertIn("irc.chathistory_limit", self.error({"irc": {"chathistory_limit": 0}}))
 
+    def test_server_password_only_in_open_mode(self) -> None:
+        """``password`` (open mode's server password) is a non-empty string, never in ilias mode,
+        and the error does not show it."""
+        server, _ = self.load({"irc": {"auth": "open"}})
+        self.assertIsNone(server.irc.password)
+        server, _ = self.load({"irc": {"auth": "open", "password": "s3cret"}})
+        self.assertEqual(server.irc.password, "s3cret")
+        self.assertNotIn("s3cret", repr(server.irc))
+        self.assertIn("irc.password", self.error({"irc": {"auth": "open", "password": ""}}))
+        self.assertIn("irc.password", self.error({"irc": {"auth": "open", "password": 5}}))
+        text = self.error({"irc": {"auth": "ilias", "password": "s3cret"}})
+        self.assertIn("irc.password", text)
+        self.assertIn("open", text)
+        self.assertNotIn("s3cret", text)
+
     def test_names_and_admin_lines(self) -> None:
         server, _ = self.load({"irc": {"server_name": "irc.example.org", "network_name": "Campus",
                                        "admin_location": "IT services", "admin_email": "it@example.org"}})
@@ -637,7 +652,7 @@ _SERVER_KEYS = [(k,) for k in SERVER] + [("network",), ("irc",), ("redis",)] + [
 ] + [("irc", k) for k in ("address", "port", "plain", "tls_port", "cert", "key", "motd", "rooms",
                            "auth", "webirc", "limits", "server_name", "local_channels", "motd_file",
                            "admin_location", "admin_email", "operators", "network_name", "oper_kick",
-                           "websocket", "history_on_join", "chathistory_limit")] + [
+                           "websocket", "history_on_join", "chathistory_limit", "password")] + [
     ("irc", "limits", k) for k in ("flood_rate", "recvq", "max_line", "ping_interval")
 ] + [("irc", "rooms", "onscreen")] + [
     ("redis", k) for k in ("host", "port", "password", "db", "prefix", "instance", "tls", "ca_file",

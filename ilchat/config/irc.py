@@ -103,6 +103,9 @@ class IrcConfig:
     oper_kick: bool = flag(True)
     rooms: Optional[Dict[str, Optional[Tuple[int, ...]]]] = None
     auth: str = "ilias"
+    #: The server password every connection must give with ``PASS`` in ``open`` mode (a shared
+    #: secret for a standalone chat), or None for none; ``ilias`` mode's PASS is a login instead.
+    password: Optional[str] = attrs.field(default=None, repr=False)
     #: Default: ``auth == "open"``.
     local_channels: bool = False
     flood_rate: float = _limit(2.0, minimum=0.1)
@@ -239,6 +242,9 @@ def parse_irc(
     motd_file, motd = _read_motd(reader)
     rooms = _parse_rooms(reader)
     auth = reader.get_str("auth", default_of(IrcConfig, "auth"), choices=("ilias", "open"))
+    password = reader.get_str("password", None, allow_empty=False)
+    if password is not None and auth != "open":
+        raise reader.error("password", "...", 'a server password needs "auth": "open" (in ilias mode PASS is login:password)')
     limits = reader.section("limits")
     webirc = _parse_webirc(reader)
     return read_settings(
@@ -254,6 +260,7 @@ def parse_irc(
         operators=_parse_operators(reader),
         rooms=rooms,
         auth=auth,
+        password=password,
         local_channels=reader.get_bool("local_channels", auth == "open"),
         webirc=webirc,
         websocket=_parse_websocket(reader),

@@ -355,12 +355,13 @@ class ChannelCommands:
         """Why an IRC channel's modes refuse this user's JOIN (474, 473, 475, 471), or None."""
         if channel.listed("b", self) and not channel.listed("e", self):
             return ERR_BANNEDFROMCHAN, "Cannot join channel (+b)"
-        invited = irc_lower(self.nick) in channel.invited or channel.listed("I", self)
-        if "i" in channel.modes and not invited:
+        invite = irc_lower(self.nick) in channel.invited
+        if "i" in channel.modes and not (invite or channel.listed("I", self)):
             return ERR_INVITEONLYCHAN, "Cannot join channel (+i)"
         if channel.key is not None and key != channel.key:
             return ERR_BADCHANNELKEY, "Cannot join channel (+k)"
-        if channel.limit is not None and len(channel.members) >= channel.limit:
+        # An INVITE lets a user in despite the limit (Modern IRC, client limit mode).
+        if channel.limit is not None and len(channel.members) >= channel.limit and not invite:
             return ERR_CHANNELISFULL, "Cannot join channel (+l)"
         return None
 

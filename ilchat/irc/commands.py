@@ -14,7 +14,7 @@ from typing import Dict, Sequence
 
 import attr
 
-__all__ = ["Command", "COMMANDS"]
+__all__ = ["Command", "COMMANDS", "SUMMARIES"]
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -88,8 +88,54 @@ COMMANDS: Dict[str, Command] = _table(
     Command("VERSION"),
     Command("INFO"),
     Command("ADMIN"),
+    Command("HELP"),
+    Command("HELPOP"),  # InspIRCd's and UnrealIRCd's name for HELP
     # Operators.
     Command("OPER", 2),
     Command("KILL", 2),
     Command("WALLOPS", 1),
 )
+
+#: What ``HELP <command>`` says about each command of the table.
+SUMMARIES: Dict[str, str] = {
+    "CAP": "CAP LS|REQ|LIST|END: negotiate IRCv3 capabilities",
+    "PASS": "PASS <password>: the server password (login:password in ilias mode)",
+    "NICK": "NICK <nick>: choose or change your nick",
+    "USER": "USER <user> 0 * :<realname>: register the connection",
+    "AUTHENTICATE": "AUTHENTICATE PLAIN: log in with SASL",
+    "WEBIRC": "WEBIRC <password> <gateway> <host> <ip>: a web gateway's user address",
+    "PING": "PING <token>: the server answers PONG <token>",
+    "PONG": "PONG <token>: the answer to the server's PING",
+    "QUIT": "QUIT [:<reason>]: disconnect",
+    "JOIN": "JOIN <channel>[,<channel>] [<key>[,<key>]]: join channels",
+    "PART": "PART <channel>[,<channel>] [:<reason>]: leave channels",
+    "TOPIC": "TOPIC <channel> [:<topic>]: show or set a channel's topic",
+    "NAMES": "NAMES [<channel>]: who is in a channel",
+    "LIST": "LIST [<channel>]: the channels and their topics",
+    "MODE": "MODE <channel|nick> [<modes> [<params>]]: show or change modes",
+    "KICK": "KICK <channel> <nick> [:<reason>]: remove a member from a channel",
+    "INVITE": "INVITE <nick> <channel>: invite a user into a channel",
+    "PRIVMSG": "PRIVMSG <target>[,<target>] :<text>: a message to channels or users",
+    "NOTICE": "NOTICE <target> :<text>: a message never answered automatically",
+    "TAGMSG": "TAGMSG <target>: a message of tags only (message-tags)",
+    "BATCH": "BATCH +<id> draft/multiline <target> ... BATCH -<id>: a multi-line message",
+    "CHATHISTORY": "CHATHISTORY LATEST|BEFORE|AFTER|AROUND|BETWEEN|TARGETS ...: history",
+    "WHO": "WHO [<mask>|<channel>] [o]: list users",
+    "WHOIS": "WHOIS <nick>: about a user",
+    "ISON": "ISON <nick> [<nick>...]: which of these nicks are online",
+    "USERHOST": "USERHOST <nick> [<nick>...]: the hosts of these nicks",
+    "AWAY": "AWAY [:<message>]: set or clear your away message",
+    "SETNAME": "SETNAME :<realname>: change your realname",
+    "MOTD": "MOTD: the message of the day",
+    "WHOWAS": "WHOWAS <nick> [<count>]: about a user who has left",
+    "LUSERS": "LUSERS: how many users and channels there are",
+    "TIME": "TIME: the server's time",
+    "VERSION": "VERSION: the server's version and ISUPPORT tokens",
+    "INFO": "INFO: about the server",
+    "ADMIN": "ADMIN: who runs the server",
+    "HELP": "HELP [<command>]: the commands, or what one does",
+    "HELPOP": "HELPOP [<command>]: the same as HELP",
+    "OPER": "OPER <name> <password>: become an IRC operator",
+    "KILL": "KILL <nick> :<reason>: disconnect a user (operators)",
+    "WALLOPS": "WALLOPS :<text>: a message to the users with +w (operators)",
+}

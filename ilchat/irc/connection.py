@@ -281,12 +281,13 @@ class IrcConnection(LineOnlyReceiver):
         raise NotImplementedError
 
     @staticmethod
-    def decode(line: bytes) -> str:
-        """UTF-8, or Latin-1 for the old clients that still send it; decoding never fails."""
+    def decode(line: bytes) -> Tuple[str, bool]:
+        """UTF-8, or Latin-1 for the old clients that still send it (decoding never fails); and
+        whether the line was UTF-8."""
         try:
-            return line.decode("utf-8")
+            return line.decode("utf-8"), True
         except UnicodeDecodeError:
-            return line.decode("latin-1")
+            return line.decode("latin-1"), False
 
     # -- output ----------------------------------------------------------------------------------
 

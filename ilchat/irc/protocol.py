@@ -121,8 +121,9 @@ class IRCServerProtocol(
             # lines too); the connection goes on, since one stray byte should not cost it.
             self.reply(ERR_UNKNOWNERROR, "*", "Line dropped: it contains a NUL character")
             return None
+        text, utf8 = self.decode(line)
         try:
-            message = parse_message(self.decode(line))
+            message = parse_message(text)
         except MessageError:
             return None
         if message.command.isdigit():
@@ -132,6 +133,11 @@ class IRCServerProtocol(
             label = None  # the batch's end answers, with its label (ilchat.irc.batches)
         if label:
             self.start_label(label)
+        if not utf8:
+            # UTF8ONLY: the sender learns that its line was not UTF-8 (and was read as Latin-1).
+            self.send_message(Message("WARN", (message.command[:32] or "*", "INVALID_UTF8",
+                                               "Message was not UTF-8; it was read as Latin-1"),
+                                      prefix=self.config.server_name))
         if not message.command.isalpha() or not message.command.isascii():
             self.reply(ERR_UNKNOWNCOMMAND, message.command[:32] or "*", "Unknown command")
             result = None

@@ -15,9 +15,11 @@ from typing import Any, List, Optional
 import twisted
 
 import ilchat
+from ilchat.irc.commands import COMMANDS, SUMMARIES
 from ilchat.irc.message import Message, decimal_number
 from ilchat.irc.network import Channel, irc_lower, mask_matches
 from ilchat.irc.numerics import (
+    ERR_HELPNOTFOUND,
     ERR_NONICKNAMEGIVEN,
     ERR_NOSUCHNICK,
     ERR_NOSUCHSERVER,
@@ -27,11 +29,14 @@ from ilchat.irc.numerics import (
     RPL_ADMINLOC2,
     RPL_ADMINME,
     RPL_AWAY,
+    RPL_ENDOFHELP,
     RPL_ENDOFINFO,
     RPL_ENDOFWHO,
     RPL_ENDOFWHOIS,
     RPL_ENDOFWHOWAS,
     RPL_GLOBALUSERS,
+    RPL_HELPSTART,
+    RPL_HELPTXT,
     RPL_INFO,
     RPL_ISON,
     RPL_LOCALUSERS,
@@ -275,6 +280,23 @@ class QueryCommands:
         for line in lines:
             self.reply(RPL_INFO, line)
         self.reply(RPL_ENDOFINFO, "End of /INFO list")
+
+    def irc_HELP(self, message: Message) -> None:
+        """``HELP [<command>]`` (Modern IRC): the command list, or one command's summary."""
+        subject = message.params[0].upper() if message.params else ""
+        if not subject:
+            names = sorted(COMMANDS)
+            self.reply(RPL_HELPSTART, "*", "The commands of this server (HELP <command> for one):")
+            for start in range(0, len(names), 10):
+                self.reply(RPL_HELPTXT, "*", " ".join(names[start:start + 10]))
+            self.reply(RPL_ENDOFHELP, "*", "End of /HELP")
+        elif subject in COMMANDS:
+            self.reply(RPL_HELPSTART, subject, SUMMARIES[subject])
+            self.reply(RPL_ENDOFHELP, subject, "End of /HELP")
+        else:
+            self.reply(ERR_HELPNOTFOUND, subject[:32], "No help available on this topic")
+
+    irc_HELPOP = irc_HELP
 
     def irc_ADMIN(self, message: Message) -> None:
         if self._other_server(message):

@@ -357,6 +357,13 @@ class RegistrationCommands:
                 login, password = self._login_hint, self._password
             self._registering = True
             return defer.ensureDeferred(self._password_check(login, password))
+        if self.config.password is not None and not hmac.compare_digest(
+            (self._password or "").encode("utf-8"), self.config.password.encode("utf-8")
+        ):
+            # RFC 2812 3.1.1: a missing or wrong server password is refused with 464.
+            self.reply(ERR_PASSWDMISMATCH, "Password incorrect")
+            self.close("Bad password")
+            return None
         return self._complete_registration()
 
     async def _password_check(self, login: str, password: str) -> None:

@@ -14,7 +14,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from ilchat.irc import numerics
-from ilchat.irc.commands import COMMANDS
+from ilchat.irc.commands import COMMANDS, SUMMARIES
 from ilchat.irc.message import Message, parse_message
 from ilchat.irc.network import IrcNetwork
 from ilchat.irc.protocol import IRCServerProtocol
@@ -102,6 +102,7 @@ class CommandTableTests(SynchronousTestCase):
         handlers = {name[4:] for name in dir(IRCServerProtocol) if name.startswith("irc_")}
         self.assertEqual(handlers, set(COMMANDS))
         self.assertTrue(all(name == COMMANDS[name].name for name in COMMANDS))
+        self.assertEqual(set(SUMMARIES), set(COMMANDS))  # HELP knows every command
 
     def test_one_parameter_short_is_461_naming_the_command(self) -> None:
         """Each command with a minimum, sent one parameter short, is answered 461 and nothing else."""

@@ -43,7 +43,8 @@ class ParserPropertyTests(SynchronousTestCase):
     @given(_WIRE_BYTES)
     def test_every_byte_string_parses_or_raises_message_error(self, data: bytes) -> None:
         """Decoded as the server decodes a line, any bytes give a Message or MessageError."""
-        text = IRCServerProtocol.decode(data)
+        text, utf8 = IRCServerProtocol.decode(data)
+        self.assertEqual(utf8, text.encode("utf-8") == data)
         try:
             message = parse_message(text)
         except MessageError:
@@ -59,7 +60,7 @@ class ParserPropertyTests(SynchronousTestCase):
     def test_what_parses_and_formats_reads_back_the_same(self, data: bytes) -> None:
         """parse(format(parse(x))) == parse(x) whenever both steps succeed."""
         try:
-            message = parse_message(IRCServerProtocol.decode(data))
+            message = parse_message(IRCServerProtocol.decode(data)[0])
             line = format_message(message)
         except MessageError:
             return

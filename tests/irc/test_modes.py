@@ -76,6 +76,23 @@ class ChannelModeTests(TestCase):
         third.send("JOIN #modes")
         await third.wait_for("366")
 
+    async def test_invite_lets_in_despite_the_limit(self) -> None:
+        """An INVITE lets one user join a full +l channel (Modern IRC); +I masks do not."""
+        server, op = await channel_with_op(self)
+        await mode(op, "MODE #modes +l 1")
+        await mode(op, "MODE #modes +I other!*@*")
+        guest = await server.registered(self, "guest")
+        guest.send("JOIN #modes")
+        await guest.wait_for("471")
+        op.send("INVITE guest #modes")
+        await op.wait_for("341")
+        guest.send("JOIN #modes")
+        joined = await guest.wait_for("JOIN")
+        self.assertEqual(joined.params[0], "#modes")
+        other = await server.registered(self, "other")
+        other.send("JOIN #modes")
+        await other.wait_for("471")
+
     async def test_invite_only_and_invite_with_invite_notify(self) -> None:
         """
         +i: JOIN is 473 until a chanop INVITEs (341; the invitee gets INVITE, chanops with

@@ -617,6 +617,10 @@ class LimitTests(TestCase):
         bob.send_raw(b"PRIVMSG #u :caf\xe9 \xff\xfe\r\n")
         message = await alice.wait_for("PRIVMSG")
         self.assertEqual(message.params[1], "café ÿþ")
+        # UTF8ONLY: the sender is told, with the command, and no one else is.
+        warning = await bob.wait_for("WARN")
+        self.assertEqual(warning.params[:2], ("PRIVMSG", "INVALID_UTF8"))
+        self.assertEqual(alice.since("WARN"), [])
         bob.send_raw(b"\x00\x01\x02 garbage \xc3\r\n:only-prefix\r\nPING ok\r\n")
         dropped = await bob.wait_for("400")
         self.assertEqual(dropped.params[1:], ("*", "Line dropped: it contains a NUL character"))
@@ -781,6 +785,39 @@ class WebircTests(TestCase):
         client = await server.client(self)
         client.send("WEBIRC gw-secret kiwiirc host 203.0.113.7")
         await client.closed
+
+
+class ServerPasswordTests(TestCase):
+    """``password`` in open mode: every connection gives it with PASS before registering."""
+
+    async def test_right_password_registers(self) -> None:
+        server = await start_irc(self, make_config(password="let-me-in"))
+        client = await server.client(self)
+        client.send("PASS let-me-in")
+        welcome = await client.register("alice")
+        self.assertEqual(welcome.params[0], "alice")
+
+    async def test_missing_or_wrong_password_is_refused_with_464(self) -> None:
+        """RFC 2812 3.1.1: 464, then ERROR and the connection closed; never a 001."""
+        server = await start_irc(self, make_config(password="let-me-in"))
+        for lines in ([], ["PASS let-me-out"], ["PASS let-me-in-too"]):
+            client = await server.client(self)
+            for line in lines + ["NICK alice", "USER alice 0 * :Alice"]:
+                client.send(line)
+            refusal = await client.wait_for("464")
+            self.assertEqual(refusal.params[0], "alice")
+            error = await client.wait_for("ERROR")
+            self.assertIn("Bad password", error.params[0])
+            await client.closed
+            self.assertEqual(client.since("001"), [])
+
+    async def test_without_password_pass_is_ignored(self) -> None:
+        """With no server password configured, a PASS is not needed and does no harm."""
+        server = await start_irc(self)
+        client = await server.client(self)
+        client.send("PASS anything")
+        welcome = await client.register("bob")
+        self.assertEqual(welcome.params[0], "bob")
 
 
 class ClockTests(SynchronousTestCase):

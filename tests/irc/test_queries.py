@@ -106,6 +106,28 @@ class ServerQueryTests(TestCase):
         asker.send("WHOWAS")
         await asker.wait_for("431")
 
+    async def test_help_lists_the_commands_and_explains_one(self) -> None:
+        """HELP (and HELPOP): 704, the command names in 705 lines, 706; HELP <command> its
+        summary; an unknown subject 524."""
+        server = await start_irc(self)
+        asker = await server.registered(self, "asker")
+        asker.send("HELP")
+        start = await asker.wait_for("704")
+        self.assertEqual(start.params[:2], ("asker", "*"))
+        end = await asker.wait_for("706")
+        listed = " ".join(m.params[2] for m in asker.since("705")).split()
+        self.assertIn("PRIVMSG", listed)
+        self.assertIn("CHATHISTORY", listed)
+        self.assertLess(asker.messages.index(start), asker.messages.index(end))
+        asker.clear()
+        asker.send("HELPOP privmsg")
+        start = await asker.wait_for("704")
+        self.assertEqual(start.params[1], "PRIVMSG")
+        self.assertTrue(start.params[2].startswith("PRIVMSG <target>"))
+        self.assertEqual((await asker.wait_for("706")).params[1], "PRIVMSG")
+        asker.send("HELP NOSUCHTHING")
+        self.assertEqual((await asker.wait_for("524")).params[1], "NOSUCHTHING")
+
     async def test_lusers_at_registration_and_on_request(self) -> None:
         """251-255, 265 and 266 after 005 at registration, and for LUSERS, with the counts."""
         server = await start_irc(self)
