@@ -128,6 +128,18 @@ class ClusterStateTests(TestCase):
                        f"an answer to the login of {name}")
         return page
 
+    async def name_released(self, cluster: Any, name: str, within: float) -> None:
+        """Wait until the cluster's claim on the standalone name C{name} is gone (fail after C{within} s)."""
+
+        def claimed() -> str:
+            return redis_command(SHARED_REDIS_PORT, "HEXISTS", f"{cluster.prefix}claim:standalone-name:chat",
+                                 name).strip()
+
+        deadline = time.monotonic() + within
+        while await threads.deferToThread(claimed) != "0":
+            self.assertLess(time.monotonic(), deadline, f"{name}'s name still claimed")
+            await deferLater(reactor, 0.1, lambda: None)
+
     async def test_standalone_ids_and_names_unique_across_nodes(self) -> None:
         """
         Two newcomers of the standalone chat on two nodes get different ids (each would be 1);
@@ -145,15 +157,7 @@ class ClusterStateTests(TestCase):
         twin = await browser(node2, "ALICE")
         self.assertEqual(twin.payloads("loginFailed")[0]["error"], "name_taken")
         await alice.close()  # gone after the disconnect grace: the name is free again
-
-        def claimed() -> str:
-            return redis_command(SHARED_REDIS_PORT, "HEXISTS", f"{cluster.prefix}claim:standalone-name:chat",
-                                 "alice").strip()
-
-        deadline = time.monotonic() + 60
-        while await threads.deferToThread(claimed) != "0":
-            self.assertLess(time.monotonic(), deadline, "alice's name still claimed")
-            await deferLater(reactor, 0.5, lambda: None)
+        await self.name_released(cluster, "alice", 60)
         again = await browser(node2, "Alice")
         self.assertEqual(again.payloads("loggedIn")[0]["username"], "Alice")
 
@@ -181,6 +185,8 @@ class ClusterStateTests(TestCase):
         self.assertEqual(robert.payloads("loginFailed")[0]["error"], "name_taken")
 
         await alice.emit("leave")
+        # At once: no grace, only the claim's way through Redis (the emit has no answer).
+        await self.name_released(cluster, "alice", 5)
         again = await browser(node2, "Alice")
         self.assertEqual(again.payloads("loggedIn")[0]["username"], "Alice")
 
