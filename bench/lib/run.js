@@ -11,6 +11,8 @@ const path = require('path');
 const http = require('http');
 const https = require('https');
 const { spawn, spawnSync, execFileSync } = require('child_process');
+const { findPid } = require('./procs');
+const adapt = require('./adapt');
 
 const BENCH = path.resolve(__dirname, '..');
 const MAIN = path.resolve(BENCH, '..');
@@ -32,12 +34,17 @@ const REDIS = { host: '127.0.0.1', port: 6379 };
 function usage(code) {
   process.stdout.write(`usage: bench/run [--scenarios a,b,..] [--repeat N] [--quick] [--only node|ilchat]
                  [--node-port P] [--ilchat-port P] [--ilchat-log-level L] [--keep-db] [--py-spy]
+                 [--gen-bound-pct P] [--adapt-attempts N]
+  --gen-bound-pct P: generator CPU (% of its core) above which a run is generator-bound (default 90,
+                     or $BENCH_GEN_BOUND_PCT); --adapt-attempts N: configurations tried per fan-out
+                     scenario and repeat when it is (default ${adapt.MAX_ATTEMPTS}; 1: only mark it)
 scenarios: ${ALL.join(', ')} (default: all)
 `);
   process.exit(code);
 }
 const opts = { scenarios: ALL, repeat: null, quick: false, only: null, nodePort: 8601, ilchatPort: 8602,
-  ilchatLogLevel: 'warning', keepDb: false, pySpy: false };
+  ilchatLogLevel: 'warning', keepDb: false, pySpy: false,
+  genBoundPct: Number(process.env.BENCH_GEN_BOUND_PCT || adapt.DEFAULT_BOUND_PCT), adaptAttempts: adapt.MAX_ATTEMPTS };
 for (let i = 2; i < process.argv.length; i++) {
   const a = process.argv[i];
   const val = () => { const v = process.argv[++i]; if (v === undefined) usage(2); return v; };
@@ -50,11 +57,14 @@ for (let i = 2; i < process.argv.length; i++) {
   else if (a === '--ilchat-log-level') opts.ilchatLogLevel = val();
   else if (a === '--keep-db') opts.keepDb = true;
   else if (a === '--py-spy') opts.pySpy = true;
+  else if (a === '--gen-bound-pct') opts.genBoundPct = Number(val());
+  else if (a === '--adapt-attempts') opts.adaptAttempts = parseInt(val(), 10);
   else if (a === '-h' || a === '--help') usage(0);
   else { process.stderr.write(`unknown option ${a}\n`); usage(2); }
 }
 for (const s of opts.scenarios) if (!ALL.includes(s)) { process.stderr.write(`unknown scenario ${s}\n`); usage(2); }
 if (opts.only && !['node', 'ilchat'].includes(opts.only)) usage(2);
+if (!(opts.genBoundPct > 0) || !(opts.adaptAttempts >= 1)) usage(2);
 if (opts.repeat === null) opts.repeat = opts.quick ? 1 : 3;
 const SERVERS = opts.only ? [opts.only] : ['node', 'ilchat'];
 const kindsOf = (sc) => (sc === 'cluster' ? ['ilchat', 'cluster'] : SERVERS);
@@ -108,37 +118,6 @@ function sql(statement, database) {
   return execFileSync('mariadb', [...args, '-e', statement], { encoding: 'utf8' }).trim();
 }
 
-/* Inodes of the TCP sockets listening on `port` (any address), from /proc/net/tcp{,6}. */
-function listeningInodes(port) {
-  const inodes = new Set();
-  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
-  for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    let lines = [];
-    try { lines = fs.readFileSync(f, 'utf8').split('\n').slice(1); } catch (e) { continue; }
-    for (const line of lines) {
-      const c = line.trim().split(/\s+/);
-      // c[1] local address:port, c[3] state (0A = LISTEN), c[9] inode
-      if (c.length > 9 && c[3] === '0A' && c[1].endsWith(`:${hexPort}`)) inodes.add(c[9]);
-    }
-  }
-  return inodes;
-}
-/* The process named `comm` that listens on `port`: with several MariaDB servers on the machine
- * (tests start private ones on other ports) the first `mariadbd` in /proc may not be ours. */
-function findPid(comm, port) {
-  const inodes = listeningInodes(port);
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      if (fs.readFileSync(`/proc/${d}/comm`, 'utf8').trim() !== comm) continue;
-      for (const fd of fs.readdirSync(`/proc/${d}/fd`)) {
-        const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${d}/fd/${fd}`));
-        if (m && inodes.has(m[1])) return parseInt(d, 10);
-      }
-    } catch (e) { /* gone, or not ours to read */ }
-  }
-  return null;
-}
 const DB_PORT = 3306;
 const DB_PID = findPid('mariadbd', DB_PORT) || findPid('mysqld', DB_PORT);
 /* The shared Redis of the cluster scenario, whose CPU is reported beside the servers' (its other
@@ -283,14 +262,15 @@ async function stopServer(srv) {
 
 // ------------------------------------------------------------------ one measurement
 /* Runs the generator against `srvs` (one server, or the processes of a cluster: the clients are
- * spread over them, CPU and RSS summed); `onSeated` is called once when it reports its clients seated. */
-function runGenerator(scenario, srvs, logName, onSeated = null) {
+ * spread over them, CPU and RSS summed) at `config` (adapt.js); `onSeated` is called once when it
+ * reports its clients seated. */
+function runGenerator(scenario, srvs, logName, config, onSeated = null) {
   return new Promise((resolve) => {
     const [cmd, args] = pinned(GEN_CPU, process.execPath, [path.join(BENCH, 'loadgen/gen.js'),
       '--scenario', GEN_SCENARIO[scenario] || scenario, '--port', srvs.map((s) => s.port).join(','), '--ns', NS,
       '--auth', `${AUTH_KEY}:${AUTH_SECRET}`, '--server-pid', srvs.map((s) => s.pid).join(','), ...(DB_PID ? ['--db-pid', String(DB_PID)] : []),
       ...(scenario === 'cluster' && REDIS_PID ? ['--redis-pid', String(REDIS_PID)] : []), '--hard-limit', '900',
-      ...SIZES[scenario].map(String)]);
+      '--bound-pct', String(opts.genBoundPct), ...SIZES[scenario].map(String), ...adapt.generatorArgs(config)]);
     const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     const errLog = fs.createWriteStream(path.join(RESULTS, logName));
@@ -374,9 +354,10 @@ async function startServers(kind, tag, scenario, prefix) {
   return srvs;
 }
 
-async function measure(kind, scenario, rep) {
+/* One run of `kind` in `scenario` at `config`; `attempt` > 1 is a re-run of the repeat adapted. */
+async function measure(kind, scenario, rep, config, attempt) {
   resetTables();
-  const tag = `${kind}-${scenario}-${rep}`;
+  const tag = `${kind}-${scenario}-${rep}${attempt > 1 ? `-a${attempt}` : ''}`;
   const prefix = `ilchat-bench-${stamp}-${process.pid}-${rep}:`;
   let srvs;
   try {
@@ -407,7 +388,7 @@ async function measure(kind, scenario, rep) {
           { stdio: ['ignore', 'ignore', fs.openSync(path.join(RESULTS, `${name}.log`), 'w')] }));
         });
       };
-      result = await runGenerator(scenario, srvs, `${tag}.gen.log`, opts.pySpy && kind !== 'node' ? startSpy : null);
+      result = await runGenerator(scenario, srvs, `${tag}.gen.log`, config, opts.pySpy && kind !== 'node' ? startSpy : null);
       await Promise.all(spies.map((spy) => { const done = new Promise((r) => spy.once('exit', r)); spy.kill('SIGINT'); return done; }));
       if (typeof result.sent === 'number' && result.sent > 0) {
         result.persisted = await persisted(result.sent);
@@ -428,7 +409,8 @@ async function measure(kind, scenario, rep) {
 
 // ------------------------------------------------------------------ reporting
 /* The figures compared per scenario: [label, getter, better: 'higher' | 'lower']. */
-const FANOUT_FIGURES = [['deliveries/s', (r) => r.deliveries_per_s, 'higher'], ['latency p50 ms', (r) => r.latency && r.latency.p50_ms, 'lower'],
+const FANOUT_FIGURES = [['rate cap messages/s (config)', (r) => r.config && r.config.rate, 'config'],
+  ['deliveries/s', (r) => r.deliveries_per_s, 'higher'], ['latency p50 ms', (r) => r.latency && r.latency.p50_ms, 'lower'],
   ['latency p99 ms', (r) => r.latency && r.latency.p99_ms, 'lower'], ['server CPU %', (r) => r.server_cpu_pct, 'info'],
   ['server CPU µs / delivery', (r) => r.server_us_per_delivery, 'lower'], ['generator CPU %', (r) => r.gen_cpu_pct, 'info'],
   ['generator-bound runs', (r) => (r.generator_bound ? 1 : 0), 'count'], ['others CPU % (noise)', (r) => r.others_cpu_pct, 'info'],
@@ -436,11 +418,11 @@ const FANOUT_FIGURES = [['deliveries/s', (r) => r.deliveries_per_s, 'higher'], [
 const FIGURES = {
   fanout: FANOUT_FIGURES,
   tls: FANOUT_FIGURES,
-  cluster: [...FANOUT_FIGURES.slice(0, 5),
+  cluster: [...FANOUT_FIGURES.slice(0, 6),
     ['Redis CPU µs / delivery', (r) => r.redis_us_per_delivery, 'info'],
     ['server + Redis µs / delivery', (r) => (r.server_us_per_delivery === null || r.redis_us_per_delivery === null ? null
       : r.server_us_per_delivery + r.redis_us_per_delivery), 'lower'],
-    ...FANOUT_FIGURES.slice(5)],
+    ...FANOUT_FIGURES.slice(6)],
   polling: [...FANOUT_FIGURES, ['RSS per polling client KiB', (r) => r.rss_per_client_kib, 'lower']],
   rooms: [['others CPU % (noise)', (r) => r.others_cpu_pct, 'info'], ['latency p50 ms', (r) => r.latency && r.latency.p50_ms, 'lower'], ['latency p99 ms', (r) => r.latency && r.latency.p99_ms, 'lower'],
     ['server CPU %', (r) => r.server_cpu_pct, 'lower'],
@@ -472,17 +454,23 @@ function COMMIT() {
   } catch (e) { return 'unknown'; }
 }
 
-/* One table of `scenarios`, comparing kind `b` with kind `a` (the reference) in its last column. */
-function table(all, scenarios, [a, b], headers, summary) {
+const sameConfig = (x, y) => ((x && x.rate) || null) === ((y && y.rate) || null);
+
+/* One table of `scenarios`, comparing kind `b` with kind `a` (the reference) in its last column;
+ * its figures come from the runs at the scenario's last configuration (`configs`, adapt.js). */
+function table(all, configs, scenarios, [a, b], headers, summary) {
   const lines = [];
   const rows = [['scenario', 'figure', ...headers]];
   const notes = [];
   for (const sc of scenarios) {
-    summary[sc] = {};
+    const config = configs[sc] || adapt.BASE;
+    const everyRun = (kind) => (all[sc] && all[sc][kind]) || [];
+    const runsOf = (kind) => everyRun(kind).filter((r) => sameConfig(r.config, config));
+    summary[sc] = { config };
     for (const [label, get, better] of FIGURES[sc]) {
       const med = {};
       for (const kind of [a, b]) {
-        const runs = (all[sc] && all[sc][kind]) || [];
+        const runs = runsOf(kind);
         if (better === 'count') { // how many runs had it, of how many
           const ok = runs.filter((r) => !r.error);
           med[kind] = ok.length ? ok.filter((r) => get(r)).length : null;
@@ -490,17 +478,26 @@ function table(all, scenarios, [a, b], headers, summary) {
         }
         med[kind] = median(runs.filter((r) => !r.error).map((r) => { try { return get(r); } catch (e) { return null; } }));
       }
-      const ratio = better !== 'count' && med[a] && med[b] !== null && med[b] !== undefined ? med[b] / med[a] : null;
-      const show = (x) => (better === 'count' && x !== null ? String(x) : fmt(x));
+      const ratio = !['count', 'config'].includes(better) && med[a] && med[b] !== null && med[b] !== undefined ? med[b] / med[a] : null;
+      const show = (x) => (['count', 'config'].includes(better) && x !== null ? String(x) : fmt(x));
       summary[sc][label] = { [a]: med[a], [b]: med[b], ratio, better };
       rows.push([sc, label + (better === 'higher' ? ' (↑)' : better === 'lower' ? ' (↓)' : ''), show(med[a]), show(med[b]),
         ratio === null ? '-' : ratio.toFixed(2)]);
     }
+    const superseded = [a, b].reduce((n, kind) => n + everyRun(kind).length - runsOf(kind).length, 0);
+    if (config.rate) {
+      const members = median(runsOf(b).concat(runsOf(a)).map((r) => r.members));
+      notes.push(`${sc}: figures from the runs ${adapt.describe(config)} (${members ? `${fmt(config.rate * members)} deliveries/s offered, ` : ''}`
+        + `${runsOf(a).length} + ${runsOf(b).length} runs), as the window alone made the generator the limit; `
+        + 'deliveries/s is then the offered load unless a server fell short: compare latency and CPU per delivery');
+    }
+    if (superseded) notes.push(`${sc}: ${superseded} run(s) at an earlier configuration left out of the medians (in results.json)`);
     for (const kind of kindsOf(sc)) {
-      const errs = ((all[sc] && all[sc][kind]) || []).filter((r) => r.error);
+      const errs = runsOf(kind).filter((r) => r.error);
       for (const e of errs) rows.push([sc, `${kind} FAILED`, String(e.error).split('\n')[0].slice(0, 70), '', '']);
-      const bound = ((all[sc] && all[sc][kind]) || []).filter((r) => r.generator_bound).length;
-      if (bound) notes.push(`${sc}: ${bound} ${kind} run(s) generator-bound (generator above 90 % of its core): `
+      const bound = runsOf(kind).filter((r) => r.generator_bound).length;
+      if (bound) notes.push(`${sc}: ${bound} ${kind} run(s) generator-bound (generator above ${opts.genBoundPct} % of its core`
+        + `${adapt.ADAPTABLE.has(sc) ? `, ${adapt.describe(config)}` : ''}): `
         + 'its rates and latencies there are bounds, not the server\'s; compare the CPU per delivery');
     }
   }
@@ -513,22 +510,24 @@ function table(all, scenarios, [a, b], headers, summary) {
   return lines;
 }
 
-function report(all) {
+function report(all, configs) {
   const lines = [];
   lines.push(`ilchat benchmark ${stamp} (ilchat ${COMMIT()})${opts.quick ? ' (quick)' : ''}: repeat ${opts.repeat}, medians; `
     + `cpus ${CPUS}, server on cpu ${SERVER_CPU}, generator on cpu ${GEN_CPU}${HAVE_TASKSET ? '' : ' (no taskset)'}`);
   const summary = {};
   const sideBySide = opts.scenarios.filter((sc) => sc !== 'cluster');
-  if (sideBySide.length) lines.push(...table(all, sideBySide, ['node', 'ilchat'], ['node', 'ilchat', 'ilchat/node'], summary));
+  if (sideBySide.length) lines.push(...table(all, configs, sideBySide, ['node', 'ilchat'], ['node', 'ilchat', 'ilchat/node'], summary));
   if (opts.scenarios.includes('cluster')) {
     if (sideBySide.length) lines.push('');
     lines.push(`cluster: ${CLUSTER_SIZE} ilchat processes on one Redis (clients split evenly, sender on the first; CPU summed) against one`);
-    lines.push(...table(all, ['cluster'], ['ilchat', 'cluster'], ['1 process', `${CLUSTER_SIZE} processes`, `${CLUSTER_SIZE} / 1`], summary));
+    lines.push(...table(all, configs, ['cluster'], ['ilchat', 'cluster'], ['1 process', `${CLUSTER_SIZE} processes`, `${CLUSTER_SIZE} / 1`], summary));
   }
   return { text: lines.join('\n'), summary };
 }
 
 // ------------------------------------------------------------------ main
+/* Each scenario's configuration (adapt.js): the last one its pair ran at. */
+const configs = {};
 (async () => {
   say(`results in ${RESULTS}`);
   createDatabase();
@@ -542,20 +541,40 @@ function report(all) {
     for (let rep = 1; rep <= opts.repeat; rep++) {
       for (const sc of opts.scenarios) {
         all[sc] = all[sc] || {};
-        for (const kind of kindsOf(sc)) {
-          say(`--- repeat ${rep}/${opts.repeat}: ${sc} on ${kind}`);
-          const r = await measure(kind, sc, rep);
-          (all[sc][kind] = all[sc][kind] || []).push(r);
-          say(JSON.stringify(r));
-          fs.writeFileSync(path.join(RESULTS, 'raw.json'), JSON.stringify(all, null, 2));
+        // The pair (both kinds) at one configuration; generator-bound, the pair again adapted.
+        // A scenario keeps its last configuration for the next repeats.
+        let config = configs[sc] || adapt.BASE;
+        for (let attempt = 1; ; attempt++) {
+          configs[sc] = config;
+          const pair = [];
+          for (const kind of kindsOf(sc)) {
+            say(`--- repeat ${rep}/${opts.repeat}: ${sc} on ${kind}${adapt.ADAPTABLE.has(sc) ? `, ${adapt.describe(config)}` : ''}`
+              + (attempt > 1 ? ` (attempt ${attempt})` : ''));
+            const r = { ...await measure(kind, sc, rep, config, attempt), repeat: rep, attempt, config };
+            (all[sc][kind] = all[sc][kind] || []).push(r);
+            pair.push(r);
+            say(JSON.stringify(r));
+            fs.writeFileSync(path.join(RESULTS, 'raw.json'), JSON.stringify(all, null, 2));
+          }
+          const next = adapt.nextConfig(sc, config, pair, opts.genBoundPct);
+          if (!next || attempt >= opts.adaptAttempts) {
+            if (adapt.ADAPTABLE.has(sc) && pair.some(adapt.isGeneratorBound)) {
+              say(`--- ${sc}: still generator-bound after ${attempt} configuration(s); keeping ${adapt.describe(config)}`);
+            }
+            break;
+          }
+          say(`--- ${sc}: generator-bound (${pair.filter(adapt.isGeneratorBound).map((r) => `${r.gen_cpu_pct} %`).join(', ')}); `
+            + `the pair again, ${adapt.describe(next)}`);
+          config = next;
         }
       }
     }
   } finally {
     dropDatabase();
   }
-  const { text, summary } = report(all);
+  const { text, summary } = report(all, configs);
   const doc = { started, ilchat_commit: COMMIT(), finished: new Date().toISOString(), options: opts, sizes: SIZES, cpus: CPUS,
+    configs,
     pinning: { server: SERVER_CPU, generator: GEN_CPU, taskset: HAVE_TASKSET }, node: process.version,
     summary, runs: all };
   fs.writeFileSync(path.join(RESULTS, 'results.json'), JSON.stringify(doc, null, 2));

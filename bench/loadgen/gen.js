@@ -18,7 +18,8 @@
  * Usage: node gen.js --scenario fanout|rooms|idle|storm|crowd --port 8600[,8601..] [--host 127.0.0.1]
  *          [--ns bench] [--auth key:secret] [--server-pid N[,M..]] [--db-pid N] [--redis-pid N] [--clients N] [--rooms N]
  *          [--duration s] [--window N] [--batch N] [--timeout s] [--client raw|ws]
- *          [--tls 1] [--transport websocket|polling]
+ *          [--tls 1] [--transport websocket|polling] [--rate msgs/s] [--room R] [--first-id K]
+ *          [--bound-pct P]
  *   --client raw (default): ./rawws.js, skips the bodies of big frames; ws: the ws package
  *   --tls 1: https and wss (real TLS, nothing verified); --transport polling: ./polling.js,
  *   Engine.IO long-polling that never upgrades
@@ -94,7 +95,8 @@ class Histogram {
 
 const fs = require('fs');
 const CLK_TCK = 100; // Linux USER_HZ
-const GEN_BOUND_PCT = 90; // generator CPU (% of its core) above which a figure is generator-bound
+// generator CPU (% of its core) above which a figure is generator-bound; --bound-pct for tests
+const GEN_BOUND_PCT = num('bound-pct', 90);
 /* utime+stime of a process (all threads), in seconds; null if unknown. */
 function cpuSeconds(pid) {
   if (Array.isArray(pid)) return sumOf(pid.map(cpuSeconds));
@@ -350,20 +352,27 @@ async function quiesce(quietMs, maxMs) {
   return null;
 }
 
+/* --first-id K numbers the users from K (default 1): generators sharing a server use disjoint ids. */
 function makeClients(n, roomOf) {
-  return Array.from({ length: n }, (_, i) => new Client(i + 1, roomOf(i), PORTS[i % PORTS.length]));
+  const first = num('first-id', 1);
+  return Array.from({ length: n }, (_, i) => new Client(first + i, roomOf(i), PORTS[i % PORTS.length]));
 }
 
 function closeAll(clients) { for (const c of clients) c.close(); }
 
 // ------------------------------------------------------------------ scenarios
 /* 1. fan-out: one room, N clients, one sender keeping `window` messages in flight for `duration`.
- * A message leaves the window when all N members (the sender included) got it, or after 5 s. */
+ * A message leaves the window when all N members (the sender included) got it, or after 5 s.
+ * --rate R caps the sending at R messages/s (R x members deliveries/s): the offered load that a
+ * generator-bound run is repeated with, so that the generator keeps up (see ../lib/run.js).
+ * --room R puts them in room R (default 1). */
 async function fanout() {
   const n = num('clients', 1000);
   const window = num('window', 8);
   const duration = num('duration', 10);
-  const clients = makeClients(n, () => 1);
+  const rate = num('rate', 0); // messages/s at most; 0: as fast as the window allows
+  const room = num('room', 1);
+  const clients = makeClients(n, () => room);
   const rss0 = rssKiB(SERVER_PIDS);
   const reg = await registerUsers(clients);
   const setup = await seat(clients, num('batch', 100), num('timeout', 300));
@@ -388,8 +397,18 @@ async function fanout() {
   let lost = 0;
   const cpu = new CpuWindow();
 
+  let t0 = 0;
+  let pumpTimer = null;
+  // With a rate, message k may leave at t0 + k / rate: a slot not yet due waits for a timer.
+  const due = () => {
+    if (!rate) return true;
+    const wait = t0 + (seq * 1000) / rate - performance.now();
+    if (wait <= 0) return true;
+    if (!pumpTimer) pumpTimer = setTimeout(() => { pumpTimer = null; pump(); }, Math.max(1, wait));
+    return false;
+  };
   const pump = () => {
-    while (sending && inFlight < window) {
+    while (sending && inFlight < window && due()) {
       seq++;
       counts.set(seq, 0);
       sentAt.set(seq, performance.now());
@@ -419,12 +438,13 @@ async function fanout() {
     for (const [s, t] of sentAt) if (t < limit) { lost++; release(s); }
   }, 250);
 
-  const t0 = performance.now();
+  t0 = performance.now();
   tEnd = t0 + duration * 1000;
   cpu.start();
   pump();
   await sleep(duration * 1000);
   sending = false;
+  clearTimeout(pumpTimer);
   const usage = cpu.stop();
   const wall = (performance.now() - t0) / 1000;
   await quiesce(500, 10000); // let the last messages arrive for their latency
@@ -432,7 +452,7 @@ async function fanout() {
   const droppedBeforeEnd = dropped;
   closeAll(clients);
   return {
-    clients: n, members, window, duration_s: duration, setup_s: round(setup.seconds), setup_drain_s: drainS,
+    clients: n, members, window, rate: rate || null, duration_s: duration, setup_s: round(setup.seconds), setup_drain_s: drainS,
     backend_failures: reg, messages_sent: seq, messages_lost: lost, members_dropped: droppedBeforeEnd, transport: POLLING ? 'polling' : 'websocket', tls: tlsInfo,
     // What the server holds per seated client (its RSS after seating minus before), in KiB.
     rss_per_client_kib: rss0 && rss1 && members ? Math.round(((rss1 - rss0) / members) * 100) / 100 : null,
