@@ -27,6 +27,7 @@ The workarounds: Autobahn's eager ``pformat`` of its options for a debug line
 from __future__ import annotations
 
 import pprint
+from operator import methodcaller
 from typing import Any, Callable
 
 import autobahn.websocket.protocol as _autobahn_protocol
@@ -38,6 +39,8 @@ from twisted.logger import Logger
 from OpenSSL.SSL import Error as _TLSError
 from OpenSSL.SSL import WantReadError
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOProtocol, _AggregateSmallWrites
+
+from ilchat.engineio.turnbatch import TurnBatch
 
 __all__ = [
     "FastWebSocketServerFactory",
@@ -406,7 +409,7 @@ def direct_socket(transport: Any) -> Any:
     return None
 
 
-class FrameOutbox:
+class FrameOutbox(TurnBatch):
     """
     Frames written during one reactor turn, sent at its end with one write per connection.
 
@@ -418,11 +421,12 @@ class FrameOutbox:
     before any write of its own (see C{FastWebSocketServerProtocol.sendData}).
     """
 
-    __slots__ = ("_dirty", "_call")
+    __slots__ = ()
 
     def __init__(self) -> None:
-        self._dirty: list[Any] = []
-        self._call: Any = None
+        super().__init__(
+            methodcaller("flush_outgoing"), "Engine.IO: writing queued websocket frames failed"
+        )
 
     def post(self, owner: Any, frame: bytes, reactor: Any) -> None:
         """Queue C{frame} for C{owner} (an object with C{outgoing} list and C{flush_outgoing})."""
@@ -431,29 +435,7 @@ class FrameOutbox:
             pending.append(frame)
             return
         owner.outgoing = [frame]
-        self._dirty.append(owner)
-        if self._call is None:
-            self._call = reactor.callLater(0, self.flush)
-
-    def flush(self) -> None:
-        """Send what every connection has queued this turn (also early: the end of a bus pass)."""
-        call, self._call = self._call, None
-        if call is not None and call.active():
-            call.cancel()
-        dirty, self._dirty = self._dirty, []
-        for owner in dirty:
-            try:
-                owner.flush_outgoing()
-            except Exception:
-                # One broken connection must not keep the others' frames back.
-                _log.failure("Engine.IO: writing queued websocket frames failed")
-
-    def cancel(self) -> None:
-        """Forget the scheduled flush (server shutdown; the connections are going too)."""
-        call, self._call = self._call, None
-        if call is not None and call.active():
-            call.cancel()
-        self._dirty = []
+        self.add(owner, reactor)
 
 
 def write_frames(transport: Any, sock: Any, frames: list[bytes]) -> None:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request
 
 from ilchat.engineio._internals import direct_socket, write_frames
 from ilchat.engineio.packets import encode_payload
+from ilchat.engineio.turnbatch import TurnBatch
 from ilchat.jsonutil import dumps
 
 __all__ = [
@@ -34,8 +34,6 @@ __all__ = [
     "payload_body",
     "write_response",
 ]
-
-_log = Logger(namespace="ilchat.engineio")
 
 ERROR_UNKNOWN_TRANSPORT = 0
 ERROR_UNKNOWN_SID = 1
@@ -92,7 +90,7 @@ def error_body(request: Request, code: int, message: str | None = None) -> bytes
 
 
 
-class PollOutbox:
+class PollOutbox(TurnBatch):
     """
     Polling sessions that got packets this reactor turn while a GET of theirs was parked: each is
     answered once at the turn's end (a C{callLater(0)}), with everything the turn queued for it.
@@ -101,39 +99,27 @@ class PollOutbox:
     per client, and the sessions that got the same packets share one encoded body.
     """
 
-    __slots__ = ("_reactor", "_dirty", "_call")
+    __slots__ = ("_reactor", "_bodies")
 
     def __init__(self, reactor: Any) -> None:
+        super().__init__(self._answer, "Engine.IO: answering a parked polling GET failed")
         self._reactor = reactor
-        self._dirty: list[Callable[[dict[tuple[str, ...], bytes]], None]] = []
-        self._call: Any = None
+        #: The bodies encoded during one flush, by the packets they carry.
+        self._bodies: dict[tuple[str, ...], bytes] = {}
 
-    def post(self, flush: Callable[[dict[tuple[str, ...], bytes]], None]) -> None:
-        """Call C{flush(bodies)} at the end of this turn (once per call of C{post})."""
-        self._dirty.append(flush)
-        if self._call is None:
-            self._call = self._reactor.callLater(0, self.flush)
+    def post(self, answer: Callable[[dict[tuple[str, ...], bytes]], None]) -> None:
+        """Call C{answer(bodies)} at the end of this turn (once per call of C{post})."""
+        self.add(answer, self._reactor)
+
+    def _answer(self, answer: Callable[[dict[tuple[str, ...], bytes]], None]) -> None:
+        answer(self._bodies)
 
     def flush(self) -> None:
         """Answer every session posted this turn (also early: the end of a bus pass)."""
-        call, self._call = self._call, None
-        if call is not None and call.active():
-            call.cancel()
-        dirty, self._dirty = self._dirty, []
-        bodies: dict[tuple[str, ...], bytes] = {}
-        for flush in dirty:
-            try:
-                flush(bodies)
-            except Exception:
-                # One broken connection must not keep the others' answers back.
-                _log.failure("Engine.IO: answering a parked polling GET failed")
-
-    def cancel(self) -> None:
-        """Forget the scheduled flush (server shutdown)."""
-        call, self._call = self._call, None
-        if call is not None and call.active():
-            call.cancel()
-        self._dirty = []
+        try:
+            super().flush()
+        finally:
+            self._bodies = {}
 
 
 def payload_body(queue: list[str], bodies: dict[tuple[str, ...], bytes] | None = None) -> bytes:

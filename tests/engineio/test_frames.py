@@ -23,6 +23,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from ilchat.engineio._internals import FrameOutbox, direct_socket, read_data_frame
+from ilchat.engineio.responses import PollOutbox
 from ilchat.engineio.server import EngineIOServer
 from ilchat.tls import certificate_options
 from tests.engineio.support import serve, wait
@@ -125,6 +126,30 @@ class FrameOutboxTests(TestCase):
         outbox.post(_Owner(log), b"1", clock)
         outbox.cancel()
         self.assertEqual(clock.getDelayedCalls(), [])
+
+
+class PollOutboxTests(TestCase):
+    def test_answers_of_one_turn_share_the_bodies_and_a_failure_is_logged(self):
+        """Each posted answer runs once at the turn's end with that flush's shared body cache;
+        one that raises is logged and the next ones still run; the next turn starts afresh."""
+        clock, seen = task.Clock(), []
+
+        def broken(bodies):
+            raise OSError("broken")
+
+        outbox = PollOutbox(clock)
+        outbox.post(lambda bodies: seen.append(("a", bodies)))
+        outbox.post(broken)
+        outbox.post(lambda bodies: seen.append(("b", bodies)))
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        clock.advance(0)
+        self.assertEqual([name for name, _ in seen], ["a", "b"])
+        self.assertIs(seen[0][1], seen[1][1])
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        outbox.post(lambda bodies: seen.append(("c", bodies)))
+        outbox.flush()  # early, as at the end of a bus pass: the scheduled call goes
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertIsNot(seen[2][1], seen[0][1])
 
 
 def open_raw(base: str) -> tuple[websocket.WebSocket, str]:
