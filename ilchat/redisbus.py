@@ -143,6 +143,21 @@ def redis_endpoint(config: Any, reactor: Any, timeout: float) -> Any:
     return wrapClientTLS(options, endpoint)
 
 
+class _RetriesAtDebug(Logger):
+    """
+    ClientService's logger: its line per reconnection attempt ("Scheduling retry ...") at debug
+    level. Whoever owns the link says once that Redis is gone and once that it is back; at the
+    usual level the log would otherwise get a line per attempt of each connection.
+    """
+
+    def info(self, format: Optional[str] = None, **kwargs: Any) -> None:
+        self.debug(format, **kwargs)
+
+
+class _RedisClientService(ClientService):
+    _log = _RetriesAtDebug()
+
+
 class RedisLink:
     """
     One Redis connection kept open, the way every user of Redis in ilchat connects: a
@@ -173,7 +188,7 @@ class RedisLink:
         self._repeats = repeats
         self._on_change = on_change
         self._after_login = after_login
-        self._service = ClientService(
+        self._service = _RedisClientService(
             redis_endpoint(config, reactor, timeout),
             _ProtocolFactory(protocol_class, owner, timeout),
             retryPolicy=_reconnect_delay,
