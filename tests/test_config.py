@@ -368,6 +368,21 @@ class IrcKeyTests(ConfigTestCase):
         self.assertIn("open", text)
         self.assertNotIn("s3cret", text)
 
+    def test_guests_only_in_ilias_mode(self) -> None:
+        """``guests`` is a boolean for ``ilias`` mode, and turns local channels on by default."""
+        server, _ = self.load({"irc": {"auth": "ilias"}})
+        self.assertEqual((server.irc.guests, server.irc.local_channels), (False, False))
+        server, _ = self.load({"irc": {"auth": "ilias", "guests": True}})
+        self.assertEqual((server.irc.guests, server.irc.local_channels), (True, True))
+        server, _ = self.load({"irc": {"auth": "ilias", "guests": True, "local_channels": False}})
+        self.assertFalse(server.irc.local_channels)
+        text = self.error({"irc": {"auth": "ilias", "guests": "yes"}})
+        self.assertIn("irc.guests", text)
+        self.assertIn("expected true or false", text)
+        text = self.error({"irc": {"auth": "open", "guests": True}})
+        self.assertIn("irc.guests", text)
+        self.assertIn('"auth": "ilias"', text)
+
     def test_names_and_admin_lines(self) -> None:
         server, _ = self.load({"irc": {"server_name": "irc.example.org", "network_name": "Campus",
                                        "admin_location": "IT services", "admin_email": "it@example.org"}})

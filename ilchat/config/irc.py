@@ -79,7 +79,9 @@ class IrcConfig:
     ``rooms`` maps a client name to the repository chat room ids exposed as channels, or to
     ``None`` for every room of that client; ``None`` as a whole exposes every client and room.
     ``auth`` is ``"ilias"`` (SASL PLAIN or ``PASS login:password`` against ``usr_data``) or
-    ``"open"`` (any free nick; the standalone chat). ``port`` None means no plain listener.
+    ``"open"`` (any free nick; the standalone chat); ``guests`` lets ``ilias`` mode admit
+    clients without a login too, as guests without an account (IRC-only channels, no nick
+    that is an ILIAS login). ``port`` None means no plain listener.
     TLS uses ``cert``/``key``/``dhparam``, which default to the server's. ``websocket`` is
     the web listener's path for IRC over WebSocket (``"/irc"``; ``false`` turns it off).
     """
@@ -103,10 +105,12 @@ class IrcConfig:
     oper_kick: bool = flag(True)
     rooms: Optional[Dict[str, Optional[Tuple[int, ...]]]] = None
     auth: str = "ilias"
+    #: In ``ilias`` mode: clients that give no login register as guests instead of being refused.
+    guests: bool = False
     #: The server password every connection must give with ``PASS`` in ``open`` mode (a shared
     #: secret for a standalone chat), or None for none; ``ilias`` mode's PASS is a login instead.
     password: Optional[str] = attrs.field(default=None, repr=False)
-    #: Default: ``auth == "open"``.
+    #: Default: ``auth == "open"`` or C{guests}.
     local_channels: bool = False
     flood_rate: float = _limit(2.0, minimum=0.1)
     flood_burst: int = _limit(10, minimum=1)
@@ -245,6 +249,9 @@ def parse_irc(
     password = reader.get_str("password", None, allow_empty=False)
     if password is not None and auth != "open":
         raise reader.error("password", "...", 'a server password needs "auth": "open" (in ilias mode PASS is login:password)')
+    guests = reader.get_bool("guests", False)
+    if guests and auth != "ilias":
+        raise reader.error("guests", guests, 'guests need "auth": "ilias" (open mode admits everyone without a login)')
     limits = reader.section("limits")
     webirc = _parse_webirc(reader)
     return read_settings(
@@ -260,8 +267,9 @@ def parse_irc(
         operators=_parse_operators(reader),
         rooms=rooms,
         auth=auth,
+        guests=guests,
         password=password,
-        local_channels=reader.get_bool("local_channels", auth == "open"),
+        local_channels=reader.get_bool("local_channels", auth == "open" or guests),
         webirc=webirc,
         websocket=_parse_websocket(reader),
         login_limits=read_settings(IrcLoginLimits, limits),

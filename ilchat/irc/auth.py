@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.irc.test_auth -*-
 """
-Password checks for IRC users in ``ilias`` auth mode, against ILIAS's own ``usr_data``.
+Password checks for IRC users in ``ilias`` auth mode, against ILIAS's own ``usr_data``, and
+the logins that guests (``irc`` → ``guests``) may not take as nicks.
 
 ILIAS stores passwords with its ``bcryptphp`` encoder: PHP's ``password_hash`` with
 ``PASSWORD_BCRYPT``, i.e. a ``$2y$`` bcrypt hash in ``usr_data.passwd`` and
@@ -94,3 +95,18 @@ class IliasAuthenticator:
         # Failures are logged by the login throttle (ilchat.irc.throttle), once per burst and
         # with the address; the connection's login line names the account on success.
         return None
+
+    async def is_login(self, name: str) -> bool:
+        """
+        Whether C{name} is the login of an account (active or not) of an exposed client, as
+        ``usr_data`` compares logins: a guest may not take it as a nick. A client whose
+        database cannot be read now counts as having it (refused rather than impersonated).
+        """
+        for client, store in self._stores:
+            try:
+                if await store.get_login(name) is not None:
+                    return True
+            except Exception:
+                self._log.failure("Cannot look up IRC login {login!r} in {client}", login=name, client=client)
+                return True
+        return False

@@ -357,10 +357,12 @@ class RoomBridge:
     # -- IRC -> chat -----------------------------------------------------------------------------
 
     async def check_join(self, user: Any, room_id: int) -> Optional[Tuple[str, str]]:
-        """Refuse users of another ILIAS client, banned users (474) and gone rooms."""
+        """Refuse guests and users of another ILIAS client (477), banned users (474) and gone rooms."""
         if self.chat.get_room(room_id) is None:
             return ("403", "No such channel")
         if self.auth_mode == "ilias":
+            if user.account is None:
+                return ("477", "Guests cannot join ILIAS chat rooms: log in with SASL PLAIN")
             if user.account_client != self.instance:
                 return ("477", f"Your account is not an account of the ILIAS client {self.instance}")
             try:

@@ -10,6 +10,11 @@ Replies go in a ``chathistory`` batch (with the ``batch`` cap), each line with `
 (server-time) and ``msgid`` (message-tags) of the stored message. Bounds are exclusive
 (``upto`` is the one inclusive kind, for AROUND's own message).
 
+With ``draft/event-playback`` a client also gets what the in-memory history keeps besides
+messages (JOIN, PART, KICK, QUIT, NICK, TOPIC, and TAGMSGs with message-tags; see
+L{ilchat.irc.history_store}); without it, only PRIVMSG and NOTICE lines, and the limit counts
+those alone.
+
 A client without ``draft/chathistory`` gets the latest ``irc`` → ``history_on_join`` lines of a
 bridged room when it joins, the same way.
 
@@ -30,6 +35,8 @@ from ilchat.irc.network import irc_lower
 __all__ = ["HistoryCommands", "HistoryLine", "isupport_tokens", "parse_reference", "parse_timestamp"]
 
 CHATHISTORY = "draft/chathistory"
+#: IRCv3 draft/event-playback: the events of IRC-only channels and TAGMSGs in CHATHISTORY.
+EVENT_PLAYBACK = "draft/event-playback"
 
 #: ``fetch(limit, after, before, latest)``: the lines of one target between two bounds.
 Fetch = Callable[[int, Optional[Bound], Optional[Bound], bool], Awaitable[List[HistoryLine]]]
@@ -116,10 +123,11 @@ class HistoryCommands:
             key = dm_key(irc_lower(self.nick), irc_lower(target))
             reader = (irc_lower(self.nick), owner(self))
         history = self.network.history
+        events = EVENT_PLAYBACK in self.caps
 
         async def local(limit: int, after: Optional[Bound], before: Optional[Bound],
                         latest: bool) -> List[HistoryLine]:
-            return history.page(key, limit, after, before, latest, reader)
+            return history.page(key, limit, after, before, latest, reader, events)
 
         return local
 
@@ -138,6 +146,12 @@ class HistoryCommands:
         """Stored messages as PRIVMSG lines with their time and id, in a batch where caps allow."""
         messages = []
         for line in lines:
+            if line.is_event:
+                if line.command == "TAGMSG" and "message-tags" not in self.caps:
+                    continue
+                tags = self._tags_for(dict(line.client_tags), line.msgid, line.at)
+                messages.append(Message(line.command, line.params, prefix=line.prefix, tags=tags))
+                continue
             start, end = (f"\x01{line.ctcp} ", "\x01") if line.ctcp else ("", "")
             to = line.target or target
             overhead = len(f":{line.prefix} {line.command} {to} :{start}{end}".encode("utf-8")) + 2

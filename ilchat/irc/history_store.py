@@ -8,7 +8,10 @@ L{LocalHistory} keeps the latest C{per_target} messages of each channel and each
 recently used dropped first), for CHATHISTORY. A
 private conversation belongs to the two users who held its nicks (L{owner}): a message between
 others under the same nicks starts it again, and only its two users read it, so whoever takes a
-nick later does not read what its former holder was sent. Nothing
+nick later does not read what its former holder was sent. Besides messages it keeps the
+events of IRC-only channels (JOIN, PART, KICK, QUIT, NICK, TOPIC) and TAGMSGs that are not
+typing notifications, which CHATHISTORY plays back to clients with ``draft/event-playback``
+only (L{event_line}). Nothing
 survives a restart and nothing is shared between cluster processes: these messages were never
 stored anywhere.
 """
@@ -18,7 +21,8 @@ from typing import Any, Deque, Dict, Iterable, List, Optional, Tuple
 
 import attr
 
-__all__ = ["Bound", "HistoryLine", "LocalHistory", "dm_key", "dm_owners", "owner", "select"]
+__all__ = ["Bound", "HistoryLine", "LocalHistory", "dm_key", "dm_owners", "event_line", "kept_tagmsg",
+           "owner", "select"]
 
 #: A CHATHISTORY reference: ``("msgid", id)`` or ``("ts", seconds)``; ``("upto", id)`` is the
 #: one inclusive bound (AROUND's message itself, as a ``before``).
@@ -30,6 +34,7 @@ class HistoryLine:
     """
     One stored message as IRC shows it: id, time (seconds), sender mask, text, CTCP, and for
     IRC's own messages the command and the target it was sent to (None: the channel asked for).
+    An event (L{is_event}) is played back as its C{command} and C{params}, with its client tags.
     """
 
     msgid: str
@@ -39,6 +44,30 @@ class HistoryLine:
     ctcp: Optional[str] = None
     command: str = "PRIVMSG"
     target: Optional[str] = None
+    params: Tuple[str, ...] = ()
+    client_tags: Tuple[Tuple[str, str], ...] = ()
+
+    @property
+    def is_event(self) -> bool:
+        """Whether this is an event (draft/event-playback), not a PRIVMSG or NOTICE."""
+        return self.command not in ("PRIVMSG", "NOTICE")
+
+
+#: Client tags of notices that are over once shown: a TAGMSG with only these is not stored.
+_EPHEMERAL_TAGS = frozenset({"+typing", "+draft/typing"})
+
+
+def kept_tagmsg(client_tags: Dict[str, str]) -> bool:
+    """Whether a TAGMSG goes into the history: it has client tags, and not only typing ones."""
+    return bool(set(client_tags) - _EPHEMERAL_TAGS)
+
+
+def event_line(message: Any, msgid: str, at: float,
+               client_tags: Optional[Dict[str, str]] = None) -> HistoryLine:
+    """A JOIN, PART, KICK, QUIT, NICK, TOPIC or TAGMSG as it was shown, for the history."""
+    return HistoryLine(msgid, at, message.prefix or "", "", command=message.command,
+                       params=tuple(message.params),
+                       client_tags=tuple(sorted((client_tags or {}).items())))
 
 
 def dm_key(one: str, other: str) -> Tuple[str, str]:
@@ -91,13 +120,16 @@ def _before(lines: List[HistoryLine], bound: Bound) -> Optional[int]:
 
 
 def select(lines: List[HistoryLine], limit: int, after: Optional[Bound], before: Optional[Bound],
-           latest: bool) -> List[HistoryLine]:
-    """At most C{limit} lines strictly between the bounds, the newest with C{latest}, oldest first."""
+           latest: bool, events: bool = True) -> List[HistoryLine]:
+    """
+    At most C{limit} lines strictly between the bounds, the newest with C{latest}, oldest
+    first; without C{events} only the messages (the bounds may still name an event).
+    """
     start = 0 if after is None else _after(lines, after)
     end = len(lines) if before is None else _before(lines, before)
     if start is None or end is None or start >= end or limit <= 0:
         return []
-    chosen = lines[start:end]
+    chosen = lines[start:end] if events else [line for line in lines[start:end] if not line.is_event]
     return chosen[-limit:] if latest else chosen[:limit]
 
 
@@ -107,7 +139,8 @@ MAX_BYTES = 64 * 1024 * 1024
 
 def _weight(line: HistoryLine) -> int:
     """About what a stored line takes in memory: its texts and the objects around them."""
-    return len(line.text) + len(line.prefix) + len(line.msgid) + 300
+    extra = sum(len(param) for param in line.params) + sum(len(k) + len(v) for k, v in line.client_tags)
+    return len(line.text) + len(line.prefix) + len(line.msgid) + extra + 300
 
 
 class LocalHistory:
@@ -153,11 +186,14 @@ class LocalHistory:
 
     def page(self, key: Any, limit: int, after: Optional[Bound] = None,
              before: Optional[Bound] = None, latest: bool = True,
-             reader: Optional[Tuple[str, Any]] = None) -> List[HistoryLine]:
-        """The lines of C{key}; of a private conversation only for C{reader} (nick, owner) in it."""
+             reader: Optional[Tuple[str, Any]] = None, events: bool = True) -> List[HistoryLine]:
+        """
+        The lines of C{key} (with its events, or not); of a private conversation only for
+        C{reader} (nick, owner) in it.
+        """
         if not self._readable(key, reader):
             return []
-        return select(list(self._lines.get(key, ())), limit, after, before, latest)
+        return select(list(self._lines.get(key, ())), limit, after, before, latest, events)
 
     def latest(self, keys: Iterable[Any]) -> List[Tuple[Any, float]]:
         """``(key, time of its newest line)`` for those of C{keys} with a history."""

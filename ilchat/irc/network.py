@@ -24,7 +24,8 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from ilchat.irc.history_store import LocalHistory
+from ilchat.irc.batches import unique_id
+from ilchat.irc.history_store import LocalHistory, event_line, kept_tagmsg
 from ilchat.irc.message import Message
 from ilchat.irc.throttle import LoginThrottle
 
@@ -289,11 +290,12 @@ class Channel:
     def local_members(self) -> List[Any]:
         return [member for member in self.members if member.local]
 
-    def broadcast(self, message: Message, skip: Any = None, client_tags: Optional[Dict] = None) -> None:
+    def broadcast(self, message: Message, skip: Any = None, client_tags: Optional[Dict] = None,
+                  msgid: Optional[str] = None, at: Optional[float] = None) -> None:
         """Send C{message} to every local member except C{skip}."""
         for member in list(self.members):
             if member is not skip and member.local:
-                member.deliver(message, client_tags)
+                member.deliver(message, client_tags, msgid, at)
 
     def mode_string(self, show_key: bool = True) -> Tuple[str, ...]:
         """The modes as RPL_CHANNELMODEIS gives them: ``("+klnt", key, limit)``."""
@@ -410,6 +412,22 @@ class IrcNetwork:
     def user_changed(self, user: Any) -> None:
         """A local user's away text or user modes changed (the other processes are told)."""
         self.run_hooks(self.on_user_change, user)
+
+    # -- events of IRC-only channels (draft/event-playback) ----------------------------------------
+
+    def event_id(self, channel: Channel) -> Tuple[Optional[str], float]:
+        """
+        The msgid and time of an event shown in C{channel}: an IRC-only channel's events are
+        kept in its history (CHATHISTORY plays them back) and carry the id they are kept
+        under; a bridged room's (whose history is the database's) carry none.
+        """
+        return (None if channel.bridged else unique_id()), self.clock.seconds()
+
+    def record_event(self, channel: Channel, message: Message, msgid: Optional[str], at: float,
+                     client_tags: Optional[Dict[str, str]] = None) -> None:
+        """Keep an event shown in an IRC-only channel (L{event_id} gave it an id)."""
+        if msgid is not None and not channel.bridged:
+            self.history.add(irc_lower(channel.name), event_line(message, msgid, at, client_tags))
 
     # -- ids -------------------------------------------------------------------------------------
 
@@ -549,11 +567,25 @@ class IrcNetwork:
         user.nick = new
         self._uninvite(old)
         self.run_hooks(self.on_nick, user, old)
+        msgid, at = self._user_event(user, message)
         for peer in self.peers_of(user):
-            peer.deliver(message)
+            peer.deliver(message, None, msgid, at)
         if user.local:
-            user.deliver(message)
+            user.deliver(message, None, msgid, at)
         return True
+
+    def _user_event(self, user: Any, message: Message) -> Tuple[Optional[str], float]:
+        """
+        A NICK or QUIT shown in every channel of C{user}: kept in those that are IRC-only, under
+        one msgid (None when all are bridged rooms).
+        """
+        local = [channel for channel in user.channels if not channel.bridged]
+        if not local:
+            return None, self.clock.seconds()
+        msgid, at = self.event_id(local[0])
+        for channel in local:
+            self.record_event(channel, message, msgid, at)
+        return msgid, at
 
     def _uninvite(self, nick: str) -> None:
         """
@@ -605,11 +637,15 @@ class IrcNetwork:
         channel.topic = topic
         channel.topic_by = by
         channel.topic_time = int(self.clock.seconds())
-        self.show_change(channel, Message("TOPIC", (channel.name, topic), prefix=by))
+        message = Message("TOPIC", (channel.name, topic), prefix=by)
+        msgid, at = self.event_id(channel)
+        self.record_event(channel, message, msgid, at)
+        self.show_change(channel, message, msgid, at)
 
-    def show_change(self, channel: Channel, message: Message) -> None:
+    def show_change(self, channel: Channel, message: Message, msgid: Optional[str] = None,
+                    at: Optional[float] = None) -> None:
         """Show a TOPIC or MODE change to the local members and tell the C{on_channel_change} hooks."""
-        channel.broadcast(message)
+        channel.broadcast(message, msgid=msgid, at=at)
         self.run_hooks(self.on_channel_change, channel, message)
 
     def relay(self, channel: Channel, sender: Any, command: str, text: str, tags: Dict[str, str],
@@ -627,9 +663,12 @@ class IrcNetwork:
     def tagmsg(self, channel: Channel, sender: Any, tags: Dict[str, str], msgid: str) -> None:
         """A channel TAGMSG (client tags such as ``+typing``) to the local members with message-tags."""
         outgoing = Message("TAGMSG", (channel.name,), prefix=sender.hostmask)
+        at = self.clock.seconds()
+        if kept_tagmsg(tags):
+            self.record_event(channel, outgoing, msgid, at, tags)
         for member in channel.local_members():
             if member is not sender and "message-tags" in member.caps:
-                member.deliver(outgoing, tags, msgid)
+                member.deliver(outgoing, tags, msgid, at)
         self.run_hooks(self.on_tagmsg, channel, sender, tags, msgid)
 
     def invite(self, channel: Channel, by: Any, target: Any) -> None:
@@ -656,8 +695,10 @@ class IrcNetwork:
         extended = Message("JOIN", (channel.name, user.account or "*", user.realname or user.nick),
                            prefix=user.hostmask)
         away = Message("AWAY", (user.away,), prefix=user.hostmask) if user.away else None
+        msgid, at = self.event_id(channel)
+        self.record_event(channel, plain, msgid, at)
         for member in channel.local_members():
-            member.deliver(extended if "extended-join" in member.caps else plain)
+            member.deliver(extended if "extended-join" in member.caps else plain, None, msgid, at)
             if away is not None and member is not user and "away-notify" in member.caps:
                 member.deliver(away)
         self.run_hooks(self.on_join, channel, user)
@@ -678,7 +719,9 @@ class IrcNetwork:
         else:
             params = (channel.name, reason) if reason else (channel.name,)
             message = Message("PART", params, prefix=user.hostmask)
-        channel.broadcast(message)
+        msgid, at = self.event_id(channel)
+        self.record_event(channel, message, msgid, at)
+        channel.broadcast(message, msgid=msgid, at=at)
         del channel.members[user]
         user.channels.discard(channel)
         if user.local:
@@ -690,8 +733,9 @@ class IrcNetwork:
         """Remove C{user} from the network, showing one QUIT to each peer."""
         message = Message("QUIT", (reason,), prefix=user.hostmask)
         self.whowas.append(WhowasEntry(user, self.clock.seconds()))
+        msgid, at = self._user_event(user, message)
         for peer in self.peers_of(user):
-            peer.deliver(message)
+            peer.deliver(message, None, msgid, at)
         for channel in list(user.channels):
             del channel.members[user]
             if user.local:

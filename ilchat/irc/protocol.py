@@ -39,7 +39,7 @@ from ilchat.irc.numerics import (
     RPL_UNAWAY,
 )
 from ilchat.irc.history import HistoryCommands
-from ilchat.irc.history_store import HistoryLine, dm_key, dm_owners
+from ilchat.irc.history_store import HistoryLine, dm_key, dm_owners, event_line, kept_tagmsg
 from ilchat.irc.operators import OperatorCommands
 from ilchat.irc.queries import QueryCommands
 from ilchat.irc.registration import REALNAME_LENGTH, SUPPORTED_CAPS, RegistrationCommands
@@ -330,6 +330,11 @@ class IRCServerProtocol(
                         user.deliver(outgoing, client_tags, msgid)
                 else:
                     user.deliver(outgoing, client_tags, msgid)
+            if kept_tagmsg(client_tags):
+                # Kept for CHATHISTORY's event playback, as the conversation's messages are.
+                line = event_line(outgoing, msgid, self.clock.seconds(), client_tags)
+                self.network.history.add(dm_key(irc_lower(self.nick), irc_lower(user.nick)), line,
+                                         dm_owners(self, user))
         if "echo-message" in self.caps and "message-tags" in self.caps:
             self.deliver(outgoing, client_tags, msgid)
 

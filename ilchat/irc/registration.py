@@ -2,7 +2,8 @@
 """
 Registration of an IRC connection: capability negotiation (CAP, IRCv3 302), SASL PLAIN, PASS,
 WEBIRC, NICK and USER, the password check in ``ilias`` auth mode (through the network's failed-login
-throttle) and the welcome burst (001-005, MOTD).
+throttle), guests (``irc`` → ``guests``: no login, no account, no nick that is an ILIAS login)
+and the welcome burst (001-005, MOTD).
 
 A mixin of L{ilchat.irc.protocol.IRCServerProtocol}: it works on the connection's own attributes.
 The command table (L{ilchat.irc.commands}) has already checked parameter counts, registration
@@ -62,6 +63,7 @@ HISTORY_CAPS = {
     "batch": "",
     "labeled-response": "",
     "draft/chathistory": "",
+    "draft/event-playback": "",
     "draft/multiline": f"max-bytes={MULTILINE_MAX_BYTES},max-lines={MULTILINE_MAX_LINES}",
 }
 #: IRCv3 capabilities of who users are and whether they are there: accounts (``account-tag``,
@@ -96,6 +98,7 @@ _PARAM_MODES = "Ibeklov"
 _SASL_CHUNK = 400
 _SASL_MAX = 4096
 _MAX_AUTH_FAILURES = 3
+_RESERVED_NICK = "Nickname is an ILIAS login: log in with SASL PLAIN to use it, or pick another"
 
 
 class RegistrationCommands:
@@ -120,6 +123,11 @@ class RegistrationCommands:
     def reregistering(self, command: str) -> bool:
         """Whether a registration command (PASS, USER) comes too late: 462."""
         return self.registered or (command == "USER" and self.username is not None)
+
+    @property
+    def guest(self) -> bool:
+        """Whether this is a guest: registered without a login where logins are checked."""
+        return self.network.authenticator is not None and self.account is None
 
     def _stop_registration(self) -> None:
         """The connection is gone: a delayed login answer is not waited for."""
@@ -228,6 +236,9 @@ class RegistrationCommands:
     async def _take_nick(self, nick: str) -> None:
         """C{nick} claimed in the cluster, then taken here (433 if held here or elsewhere)."""
         network = self.network
+        if self.registered and self.guest and await network.authenticator.is_login(nick):
+            self.reply(ERR_NICKNAMEINUSE, nick, _RESERVED_NICK)
+            return
         if not await network.claim_cluster_nick(self, nick):
             self.reply(ERR_NICKNAMEINUSE, nick, "Nickname is already in use")
             return
@@ -348,6 +359,9 @@ class RegistrationCommands:
         if self.nick is None or self.username is None:
             return None
         if self.network.authenticator is not None and self.account is None:
+            if not self._password and self.config.guests:
+                self._registering = True
+                return defer.ensureDeferred(self._register_guest())
             if not self._password:
                 self.reply(ERR_PASSWDMISMATCH, "Password required: use SASL PLAIN or PASS login:password")
                 self.close("Bad password")
@@ -378,6 +392,23 @@ class RegistrationCommands:
         self.account = identity.login
         self.user_id = identity.user_id
         self.account_client = identity.client
+        self._complete_registration()
+
+    async def _register_guest(self) -> None:
+        """
+        A client without a login in ``guests`` mode: registered without an account, unless its
+        nick is an ILIAS login (433: it picks another, or logs in, and registration goes on).
+        """
+        nick = self.nick
+        reserved = await self.network.authenticator.is_login(nick)
+        self._registering = False
+        if self._closing or self.registered or self.nick != nick:
+            return
+        if reserved:
+            self.network.release_nick(self)
+            self.nick = None
+            self.reply(ERR_NICKNAMEINUSE, nick, _RESERVED_NICK)
+            return
         self._complete_registration()
 
     def _complete_registration(self) -> None:

@@ -27,7 +27,7 @@ class _User:
         self.channels: set = set()
         self.lines: List[Any] = []
 
-    def deliver(self, message: Any, client_tags: Any = None) -> None:
+    def deliver(self, message: Any, client_tags: Any = None, msgid: Any = None, at: Any = None) -> None:
         self.lines.append(message)
 
 

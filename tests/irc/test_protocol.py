@@ -45,7 +45,7 @@ class RegistrationTests(TestCase):
         self.assertEqual(ls.params[1], "LS")
         self.assertEqual(set(ls.params[2].split()),
                          {"server-time", "message-tags", "echo-message", "multi-prefix", "invite-notify",
-                          "batch", "labeled-response", "draft/chathistory",
+                          "batch", "labeled-response", "draft/chathistory", "draft/event-playback",
                           "draft/multiline=max-bytes=4096,max-lines=100", *IDENTITY_CAPS})
         client.send("NICK bob")
         client.send("USER bob 0 * :Bob")
