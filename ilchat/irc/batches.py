@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import attr
 
-from ilchat.irc.message import Message, split_line
+from ilchat.irc.message import Message, echoed, split_line
 
 __all__ = [
     "MULTILINE",
@@ -148,7 +148,7 @@ class MultilineCommands:
         if label:
             self.start_label(label)  # the batch's label: its FAIL is the labeled reply
         try:
-            self.send_message(Message("FAIL", ("BATCH", *params, "Invalid multiline batch"),
+            self.send_message(Message("FAIL", echoed(("BATCH", *params, "Invalid multiline batch")),
                                       prefix=self.config.server_name))
         finally:
             if label:

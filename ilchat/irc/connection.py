@@ -36,6 +36,7 @@ from ilchat.irc.message import (
     MAX_TAGS_BYTES,
     Message,
     MessageError,
+    echoed,
     format_message,
     split_text,
     truncate_utf8,
@@ -388,8 +389,9 @@ class IrcConnection(LineOnlyReceiver):
         return _
 
     def reply(self, numeric: str, *params: str) -> None:
-        """A numeric reply to this client (target "*" before it has a nick)."""
-        self.deliver(Message(numeric, (self.nick or "*",) + params, prefix=self.config.server_name))
+        """A numeric reply to this client (target "*" before it has a nick); echoed client input
+        in a middle parameter is made sendable (L{echoed}) so the reply is never lost."""
+        self.deliver(Message(numeric, echoed((self.nick or "*",) + params), prefix=self.config.server_name))
 
     def send_text(
         self, command: str, target: str, text: str, prefix: str, tags: Optional[Dict[str, str]] = None,

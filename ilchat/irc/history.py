@@ -29,7 +29,7 @@ from twisted.logger import Logger
 from ilchat.irc.batches import batched
 from ilchat.irc.connection import server_time
 from ilchat.irc.history_store import Bound, HistoryLine, dm_key, owner
-from ilchat.irc.message import Message, decimal_number, split_text
+from ilchat.irc.message import Message, decimal_number, echoed, split_text
 from ilchat.irc.network import irc_lower
 
 __all__ = ["HistoryCommands", "HistoryLine", "isupport_tokens", "parse_reference", "parse_timestamp"]
@@ -75,7 +75,7 @@ class HistoryCommands:
     _log = Logger()
 
     def _history_fail(self, code: str, *context: str) -> None:
-        self.send_message(Message("FAIL", ("CHATHISTORY", code, *context, _FAIL_TEXT[code]),
+        self.send_message(Message("FAIL", echoed(("CHATHISTORY", code, *context, _FAIL_TEXT[code])),
                                   prefix=self.config.server_name))
 
     def irc_CHATHISTORY(self, message: Message) -> Any:

@@ -10,7 +10,7 @@ anything that could smuggle a second command into a line (CR, LF, NUL) or break 
 reply that echoes it; tag values carry CR and LF only in their escaped form (``\\r``, ``\\n``).
 """
 
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import attr
 
@@ -26,6 +26,7 @@ __all__ = [
     "MAX_CLIENT_TAG_DATA",
     "truncate_utf8",
     "decimal_number",
+    "echoed",
 ]
 
 #: Bytes of a line without its tags, CR LF included (RFC 1459 §2.3).
@@ -196,6 +197,21 @@ def format_message(message: Message, truncate: bool = False) -> str:
     if len(tag_section.encode("utf-8")) > MAX_TAGS_BYTES:
         raise MessageError("tags too long")
     return tag_section + body
+
+
+def echoed(params: Sequence[str]) -> Tuple[str, ...]:
+    """
+    The parameters of a server reply that echoes client input, made sendable: a client's trailing
+    argument may name a target with spaces (C{PRIVMSG :a b}), which a middle parameter cannot carry,
+    so every parameter but the last is cut at its first space, and one then empty or starting with
+    ":" becomes "*", as ircds echo it. The last one goes out as trailing, whatever it holds.
+    """
+    *middle, last = params or ("",)
+    safe = []
+    for param in middle:
+        param = param.partition(" ")[0]
+        safe.append("*" if not param or param.startswith(":") else param)
+    return (*safe, last) if params else ()
 
 
 def truncate_utf8(data: bytes, max_bytes: int) -> bytes:

@@ -141,14 +141,18 @@ def _elsewhere(user: Any) -> bool:
     return bool(getattr(user, "elsewhere", False))
 def account_token(name: str) -> Optional[str]:
     """
-    A web user's name as an IRCv3 account name (``extended-join``, ``account-tag``, WHOIS 330):
-    the name the chat knows them by, with its spaces as ``_`` so that it fits a middle
-    parameter (and ``_`` before a leading ``:``); None for no name.
+    A web user's name as an IRCv3 account name (``extended-join``, ``account-tag``, WHOIS 330),
+    the same token for the same name: the name the chat knows them by, each run of spaces and
+    control or format characters (NUL, CR, LF, IRC colour codes, BiDi overrides: Unicode
+    category C) as one ``_`` so that it fits a middle parameter and a tag value and cannot
+    restyle or break a line; ``_`` before a leading ``:`` or ``*`` (``*`` means "no account");
+    None for a name with nothing else.
     """
-    token = "_".join(name.split())
+    words = "".join(" " if unicodedata.category(char)[0] == "C" else char for char in name).split()
+    token = "_".join(words)
     if not token:
         return None
-    return "_" + token if token.startswith(":") else token
+    return "_" + token if token.startswith((":", "*")) else token
 
 
 class ChannelLink:

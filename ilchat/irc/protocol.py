@@ -20,7 +20,7 @@ from ilchat.irc.batches import MultilineCommands, unique_id
 from ilchat.irc.channels import ChannelCommands
 from ilchat.irc.commands import COMMANDS
 from ilchat.irc.connection import IrcConnection
-from ilchat.irc.message import Message, MessageError, format_message, parse_message
+from ilchat.irc.message import Message, MessageError, echoed, format_message, parse_message
 from ilchat.irc.network import Channel, IrcNetwork, irc_lower
 from ilchat.irc.numerics import (
     ERR_ALREADYREGISTERED,
@@ -135,8 +135,8 @@ class IRCServerProtocol(
             self.start_label(label)
         if not utf8:
             # UTF8ONLY: the sender learns that its line was not UTF-8 (and was read as Latin-1).
-            self.send_message(Message("WARN", (message.command[:32] or "*", "INVALID_UTF8",
-                                               "Message was not UTF-8; it was read as Latin-1"),
+            self.send_message(Message("WARN", echoed((message.command[:32], "INVALID_UTF8",
+                                                      "Message was not UTF-8; it was read as Latin-1")),
                                       prefix=self.config.server_name))
         if not message.command.isalpha() or not message.command.isascii():
             self.reply(ERR_UNKNOWNCOMMAND, message.command[:32] or "*", "Unknown command")

@@ -16,8 +16,9 @@ each from the process of the user who acted:
   signon, server): a user registered, or changed away text or user modes;
 * ``irc_nick`` (``old``, ``new``), ``irc_quit`` (``nick``, ``reason``);
 * ``irc_join`` (``channel``, ``nick``, ``modes``, ``state``), ``irc_leave`` (``channel``,
-  ``nick``, ``command`` PART or KICK, ``reason``, ``by``): of any channel, bridged rooms too
-  (so a room's IRC members show as themselves, not as browser users);
+  ``nick``, ``user_id``, ``command`` PART or KICK, ``reason``, ``by``): of any channel, bridged
+  rooms too (so a room's IRC members show as themselves, not as browser users); a KICK removes
+  the member the kicker saw (``user_id``), even if it changed its nick since or another took it;
 * ``irc_channel`` (``channel``, ``command``, ``params``, ``prefix``, ``state``): a TOPIC or
   MODE of an IRC-only channel, with the channel's whole state after it (``state``: topic,
   modes, key, limit, ``b e I`` lists, invitations, members' prefix modes, the ``origin`` and
@@ -194,7 +195,7 @@ class IrcReplication:
         actor = user if by is None else by
         if actor.local:
             self._publish({"type": "irc_leave", "channel": channel.name, "nick": user.nick,
-                           "command": command, "reason": reason,
+                           "user_id": user.user_id, "command": command, "reason": reason,
                            "by": None if by is None else by.nick})
 
     def _channel_changed(self, channel: Channel, message: Message) -> None:
@@ -402,7 +403,7 @@ class IrcReplication:
         if event["by"] is not None:
             by = self._peer(origin, event["by"])
         if command == "KICK":
-            target = self.network.find_user(str(event["nick"]))  # anyone's, ours too
+            target = _kicked(channel, str(event["nick"]), event.get("user_id"))  # anyone's, ours too
         else:
             target = self._peer(origin, event["nick"])
         if target is not None:
@@ -535,3 +536,20 @@ def _command(event: Dict[str, Any]) -> str:
 def _tags(event: Dict[str, Any]) -> Dict[str, str]:
     """The client tags of an event, as strings."""
     return {str(key): str(value) for key, value in dict(event["tags"]).items()}
+
+
+def _kicked(channel: Channel, nick: str, user_id: Any) -> Any:
+    """
+    The member of C{channel} a peer's KICK removed: the user the kicker saw, by C{user_id}, not
+    whoever holds C{nick} now (the kicked user may have changed nick meanwhile and another
+    taken it, as with KILL); of several members with that id (one ILIAS user on two clients),
+    the one with C{nick}. Without an id (a process of an older version), the one with C{nick}.
+    """
+    lower = irc_lower(nick)
+    if user_id is None:
+        return next((m for m in channel.members if irc_lower(m.nick) == lower), None)
+    same = [member for member in channel.members if member.user_id == int(user_id)]
+    named = [member for member in same if irc_lower(member.nick) == lower]
+    if len(named) == 1:
+        return named[0]
+    return same[0] if len(same) == 1 else None

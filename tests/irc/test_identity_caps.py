@@ -204,8 +204,23 @@ class AccountTokenTests(unittest.SynchronousTestCase):
         """A web name is its account, spaces as ``_`` and no leading ``:``; no name is none."""
         self.assertEqual(account_token("bob"), "bob")
         self.assertEqual(account_token("Robert  Smith"), "Robert_Smith")
+        self.assertEqual(account_token("jörg müller"), "jörg_müller")
         self.assertEqual(account_token(":x"), "_:x")
+        self.assertEqual(account_token("*"), "_*")
         self.assertIsNone(account_token(" "))
+
+    def test_control_characters_are_separators(self) -> None:
+        """
+        Control and format characters (NUL, CR/LF, IRC colours, BiDi overrides) count as spaces:
+        a run of them is one ``_``; the same name always gives the same token.
+        """
+        self.assertEqual(account_token("Bob\x00\r\nSmith"), "Bob_Smith")
+        self.assertEqual(account_token("\x02Bob\x02 \x034Smith\x0f"), "Bob_4Smith")
+        self.assertEqual(account_token("evil\u202eesrever"), "evil_esrever")
+        self.assertEqual(account_token("tab\tand\x7fdel"), "tab_and_del")
+        self.assertIsNone(account_token("\x00\x01\u200b"))
+        names = ["a\x00b", "x\x1by", "\u2028z"]
+        self.assertEqual([account_token(name) for name in names], [account_token(name) for name in names])
 
 
 class IliasAccountTests(IliasUsersMixin, unittest.TestCase):
@@ -263,6 +278,23 @@ class IliasAccountTests(IliasUsersMixin, unittest.TestCase):
         watcher.send("WHOIS Bob_Smith")
         account = await watcher.wait_for("330")
         self.assertEqual(account.params[2], "Bob_Smith")
+
+    async def test_browser_name_with_control_characters_is_a_safe_account(self) -> None:
+        """
+        A browser name with IRC formatting codes, a CTCP marker and a BiDi override: the account
+        in the JOIN, the ``account`` tag and WHOIS 330 is one token without them.
+        """
+        await self.start()
+        watcher = await self.sasl_in_room("other", caps=("extended-join", "account-tag"))
+        evil = await self.enter(7, "\x02Eve\x01\x034 Evil\x0f\u202e")
+        join = await watcher.wait_for("JOIN", lambda m: "Eve" in m.prefix)
+        self.assertEqual(join.params[1], "Eve_4_Evil")
+        await evil.emit("message", {"content": "still here", "format": {}}, 1)
+        message = await watcher.wait_for("PRIVMSG")
+        self.assertEqual((message.params[1], message.tags.get("account")), ("still here", "Eve_4_Evil"))
+        watcher.send("WHOIS " + join.prefix.split("!")[0])
+        account = await watcher.wait_for("330")
+        self.assertEqual(account.params[2], "Eve_4_Evil")
 
     async def test_browser_rename_is_account_and_setname(self) -> None:
         """

@@ -5,6 +5,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from ilchat.irc.message import (
     Message,
     MessageError,
+    echoed,
     escape_tag_value,
     format_message,
     parse_message,
@@ -113,6 +114,17 @@ class FormatTests(SynchronousTestCase):
         self.assertEqual(truncate_utf8("a\U0001F600b".encode(), 5), "a\U0001F600".encode())
         self.assertEqual(truncate_utf8(b"caf\xe9\xe9\xe9", 5), b"caf\xe9")
         self.assertEqual(truncate_utf8(b"short", 10), b"short")
+
+    def test_echoed_parameters_are_sendable(self) -> None:
+        """
+        Echoed middle parameters are cut at their first space, ``*`` when empty or starting
+        with ":"; the last stays whole; the result always serialises.
+        """
+        params = echoed(("me", "a b", "", ":x", "#c", "text with spaces"))
+        self.assertEqual(params, ("me", "a", "*", "*", "#c", "text with spaces"))
+        self.assertEqual(format_message(Message("401", params)), "401 me a * * #c :text with spaces")
+        self.assertEqual(echoed(()), ())
+        self.assertEqual(echoed((" lead",)), (" lead",))
 
     def test_tag_escaping_round_trip(self) -> None:
         """Every special character in a tag value survives escaping."""

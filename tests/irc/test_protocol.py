@@ -968,3 +968,81 @@ class NumberParameterTests(TestCase):
         client.send("MODE #n +l \u00b2")
         refused = await client.wait_for("696")
         self.assertEqual(refused.params[2:4], ("l", "\u00b2"))
+
+
+class SpacedEchoTests(TestCase):
+    """
+    A client's trailing argument may name a target with spaces; numerics that echo it in a
+    middle parameter still go out (the target up to its first space, ``*`` for nothing left).
+    Twisted's IRCClient is the client, as a real library sends such lines.
+    """
+
+    #: A line that names a spaced target, and the numerics it gets (their parameters after the nick).
+    CASES = [
+        ("WHOIS :no body", [("401", ("no", "No such nick/channel")), ("318", ("no", "End of /WHOIS list"))]),
+        ("WHOWAS :no body", [("406", ("no", "There was no such nickname")), ("369", ("no", "End of WHOWAS"))]),
+        ("WHO :no body", [("315", ("no", "End of /WHO list"))]),
+        ("NICK :new nick", [("432", ("new", "Erroneous nickname"))]),
+        ("JOIN :#a b", [("403", ("#a", "No such channel"))]),
+        ("PART :#a b", [("403", ("#a", "No such channel"))]),
+        ("NAMES :#a b", [("366", ("#a", "End of /NAMES list"))]),
+        ("TOPIC :#a b", [("403", ("#a", "No such channel"))]),
+        ("MODE :#a b", [("403", ("#a", "No such channel"))]),
+        ("INVITE spaced :#a b", [("403", ("#a", "No such channel"))]),
+        ("KICK #here :no body", [("441", ("no", "#here", "They aren't on that channel"))]),
+        ("TIME :other server", [("402", ("other", "No such server"))]),
+        ("HELP :no such topic", [("524", ("NO", "No help available on this topic"))]),
+        ("CAP :bad sub", [("410", ("bad", "Invalid CAP command"))]),
+        ("WHOIS ::colon", [("401", ("*", "No such nick/channel")), ("318", ("*", "End of /WHOIS list"))]),
+        # Without text after a spaced target there is nothing to echo: PRIVMSG gets 412.
+        ("PRIVMSG :no body", [("412", ("No text to send",))]),
+    ]
+
+    async def test_numerics_echoing_a_spaced_argument_arrive(self) -> None:
+        self.maxDiff = None
+        from twisted.logger import LogLevel
+
+        events = capture_log(self)
+        server = await start_irc(self)
+        received: List[Any] = []
+        ready: defer.Deferred = defer.Deferred()
+        done: defer.Deferred = defer.Deferred()
+
+        class Client(irc.IRCClient):
+            nickname = "spaced"
+
+            def signedOn(self) -> None:
+                self.join("#here")
+
+            def irc_RPL_ENDOFNAMES(self, prefix: str, params: List[str]) -> None:
+                if not ready.called:
+                    ready.callback(None)
+
+            def handleCommand(self, command: str, prefix: str, params: List[str]) -> None:
+                # IRCClient names the numerics it knows (ERR_NOSUCHNICK): back to the number.
+                received.append((irc.symbolic_to_numeric.get(command, command), tuple(params)))
+                if command == "PONG":
+                    done.callback(None)
+                super().handleCommand(command, prefix, params)
+
+        endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", server.port.getHost().port)
+        proto = await endpoints.connectProtocol(endpoint, Client())
+        self.addCleanup(proto.transport.loseConnection)
+        await ready
+        del received[:]
+        for line, _ in self.CASES:
+            proto.sendLine(line)
+        proto.sendLine("PING :end")
+        await done
+        replies = [(command, params) for command, params in received if command.isdigit()]
+        self.assertEqual(replies, [(numeric, ("spaced",) + params)
+                                   for _, expected in self.CASES for numeric, params in expected])
+        self.assertEqual([e for e in events if e.get("log_level") in (LogLevel.error, LogLevel.critical)], [])
+
+    async def test_fail_echoing_a_spaced_argument_arrives(self) -> None:
+        """A standard reply (FAIL) echoing a spaced CHATHISTORY limit goes out too."""
+        server = await start_irc(self)
+        client = await server.registered(self, "failing")
+        client.send("CHATHISTORY LATEST #here * :ten or so")
+        fail = await client.wait_for("FAIL")
+        self.assertEqual(fail.params[:4], ("CHATHISTORY", "INVALID_PARAMS", "LATEST", "ten"))

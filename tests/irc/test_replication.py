@@ -166,3 +166,43 @@ class ReplicationTests(IrcBridgeMixin, unittest.TestCase):
         killed = await target.wait_for("KILL")
         self.assertEqual((killed.prefix, killed.params), ("farop!u@far.example", ("target", "bye")))
         await target.closed
+
+    async def test_kick_from_another_process_removes_the_user_the_kicker_saw(self) -> None:
+        """
+        A peer's KICK names the member by user id: not whoever holds the nick now, but the one
+        kicked, under its new nick if it changed it meanwhile. This process's KICKs carry the id.
+        """
+        await self.start()
+        events = self.published()
+        kid = await self.irc()
+        await kid.register("kid")
+        kid.send("JOIN #plain")
+        await kid.wait_for("366")
+        kid_id = next(e["user"]["user_id"] for e in events if e["type"] == "irc_user")
+        self.from_other({"type": "irc_user", "user": _user("farop", user_id=-901)})
+        self.from_other({"type": "irc_join", "channel": "#plain", "nick": "farop", "modes": ["o"],
+                         "state": None})
+        await kid.wait_for("JOIN", lambda m: m.prefix.startswith("farop!"))
+        # A KICK of whoever held "kid" before (another id): not this user.
+        self.from_other({"type": "irc_leave", "channel": "#plain", "nick": "kid", "user_id": -123456,
+                         "command": "KICK", "reason": "not you", "by": "farop"})
+        kid.send("PING :still")
+        await kid.wait_for("PONG")
+        self.assertEqual(kid.since("KICK"), [])
+        # The kicker saw this user as "kid", a nick it has given up since: it is still them.
+        kid.send("NICK kid2")
+        await kid.wait_for("NICK")
+        self.from_other({"type": "irc_leave", "channel": "#plain", "nick": "kid", "user_id": kid_id,
+                         "command": "KICK", "reason": "you", "by": "farop"})
+        kicked = await kid.wait_for("KICK")
+        self.assertEqual((kicked.prefix.split("!")[0], kicked.params), ("farop", ("#plain", "kid2", "you")))
+
+        other = await self.irc()
+        await other.register("other")
+        other.send("JOIN #plain")
+        await other.wait_for("366")
+        other.send("PART #plain :bye")
+        await other.wait_for("PART")
+        leave = [e for e in events if e["type"] == "irc_leave"][-1]
+        other_id = [e["user"]["user_id"] for e in events if e["type"] == "irc_user"][-1]
+        self.assertEqual((leave["nick"], leave["user_id"]), ("other", other_id))
