@@ -1,7 +1,6 @@
 """
 Issue 16 audit, bridged rooms: what the other bridged tests assert less of. UTF-8 text and CTCP
-ACTION both ways with Twisted's IRCClient; an IRC user's message has one msgid for its echo, the
-other IRC users, the history row and CHATHISTORY; the JOIN playback is a ``chathistory`` batch
+ACTION both ways with Twisted's IRCClient; the JOIN playback is a ``chathistory`` batch
 of ``history_on_join`` lines (none by default); an operator's KICK takes a browser member out
 of the room in all its tabs and every userlist; a live ILIAS ban is a KICK and a ``+b`` mask;
 web names that are no nicks. python-socketio browsers, the real MariaDB.
@@ -20,7 +19,7 @@ from twisted.words.protocols import irc
 from ilchat.irc.history import parse_timestamp
 from tests.ilias.repository_support import sleep
 from tests.irc.test_bridge import CHANNEL, IrcBridgeMixin, irc_id_in, userlist_with, wait_until_rows
-from tests.irc.test_history import HISTORY_CAPS, batch_of, rows_count
+from tests.irc.test_history import rows_count
 from tests.irc.test_operators import HASH
 from tests.support.db import insert_rows_async
 
@@ -111,34 +110,6 @@ class BridgedTextTests(IrcBridgeMixin, unittest.TestCase):
         self.assertEqual(stored_contents(rows), ["Grüße aus Köln, 你好 🎉", "Ça va? Ñandú 🙂",
                                                  "/me tanzt 💃", "/me winkt 👋"])
 
-    async def test_irc_message_has_one_msgid_the_history_id_for_everyone(self) -> None:
-        """
-        An IRC user's PRIVMSG: its echo, the other IRC users' copy and CHATHISTORY carry one
-        msgid, the chatroom_history row's hist_id; so does a browser's message, for each of them.
-        """
-        await self.start()
-        bob = await self.enter(7, "bob")
-        sender = await self.irc_in_room("sender", caps=("message-tags", "echo-message"))
-        other = await self.irc_in_room("other", caps=("message-tags",))
-        sender.send(f"PRIVMSG {CHANNEL} :from irc")
-        echo = await sender.wait_for("PRIVMSG", lambda m: m.params[1] == "from irc")
-        copy = await other.wait_for("PRIVMSG", lambda m: m.params[1] == "from irc")
-        await bob.wait_for("message", "from irc")
-        await bob.emit("message", {"content": "from the web", "format": {}}, 1)
-        web_for_sender = await sender.wait_for("PRIVMSG", lambda m: m.params[1] == "from the web")
-        web_for_other = await other.wait_for("PRIVMSG", lambda m: m.params[1] == "from the web")
-        rows = await rows_count(self, 2)
-        self.assertEqual(stored_contents(rows), ["from irc", "from the web"])
-        irc_id, web_id = (str(row["hist_id"]) for row in rows)
-        self.assertEqual((echo.tags["msgid"], copy.tags["msgid"]), (irc_id, irc_id))
-        self.assertEqual((web_for_sender.tags["msgid"], web_for_other.tags["msgid"]), (web_id, web_id))
-        reader = await self.irc_in_room("reader", caps=HISTORY_CAPS)
-        reader.clear()
-        reader.send(f"CHATHISTORY LATEST {CHANNEL} * 10")
-        lines = await batch_of(reader)
-        self.assertEqual([(line.params[1], line.tags["msgid"]) for line in lines],
-                         [("from irc", irc_id), ("from the web", web_id)])
-
 
 class JoinPlaybackTests(IrcBridgeMixin, unittest.TestCase):
     database_kind = "mysql"
@@ -228,10 +199,35 @@ class OperatorKickTests(IrcBridgeMixin, unittest.TestCase):
         await watcher.wait_for("PRIVMSG", lambda m: m.params[1] == "sync")
         self.assertEqual([m.params[1] for m in watcher.since("PRIVMSG")], ["sync"])
         self.assertEqual(alice.payloads("message", "am I still here?"), [])
-        self.assertEqual(stored_contents(await self.history()), ["sync"])
+        self.assertEqual(stored_contents(await rows_count(self, 1)), ["sync"])
         watcher.send("JOIN #onscreen-2")
         names = await watcher.wait_for("353", lambda m: m.params[2] == "#onscreen-2")
         self.assertIn("bob", names.params[3].split())
+
+    async def test_kill_of_an_irc_member_takes_it_out_of_the_browsers_room(self) -> None:
+        """
+        An operator's KILL of an IRC member of a chat room: the browsers see them leave (notice
+        and userlist); a browser member's nick cannot be killed (481, KICK them instead).
+        """
+        await self.start()
+        bob = await self.enter(7, "bob")
+        boss = await self.irc_in_room("boss")
+        victim = await self.irc_in_room("victim")
+        users = await userlist_with(bob, lambda users: len([k for k in users if k < 0]) == 2)
+        victim_id = next(k for k, user in users.items() if user["username"] == "victim")
+        boss.send("OPER admin opersecret")
+        await boss.wait_for("381")
+        boss.send("KILL bob :no")
+        self.assertIn("KICK them", (await boss.wait_for("481")).params[1])
+        boss.send("KILL victim :spam")
+        await victim.wait_for("ERROR")
+        await victim.closed
+        quit = await boss.wait_for("QUIT")
+        self.assertTrue(quit.prefix.startswith("victim!"))
+        left = await bob.wait_for("notice", "disconnected")
+        self.assertEqual(left["data"]["username"], "victim")
+        await userlist_with(bob, lambda users: victim_id not in users and 7 in users)
+        self.assertEqual(bob.payloads("userjustkicked"), [])
 
 
 class NoOperatorKickTests(IrcBridgeMixin, unittest.TestCase):
