@@ -28,6 +28,7 @@ from ilchat.irc.numerics import (
     ERR_NOSUCHCHANNEL,
     ERR_NOSUCHNICK,
     ERR_NOTONCHANNEL,
+    ERR_TOOMANYCHANNELS,
     ERR_UMODEUNKNOWNFLAG,
     ERR_UNKNOWNMODE,
     ERR_USERNOTINCHANNEL,
@@ -66,6 +67,12 @@ _LISTS = {
 _FLAG_MODES = "imnst"
 #: Masks in one list of one channel.
 MAX_LIST_ENTRIES = 50
+#: What 005 promises (CHANLIMIT, MODES, KICKLEN): the most channels one user is in, the most
+#: modes with a parameter one MODE line makes (the rest of them are ignored, as ircds do), and
+#: the longest KICK reason (longer ones are cut).
+CHANNEL_LIMIT = 50
+MODES_PER_LINE = 4
+KICK_LENGTH = 300
 _KEY_RE = re.compile(r"[^\s,:\x00-\x1f]{1,23}")
 
 
@@ -102,6 +109,9 @@ class ChannelCommands:
             self.reply(ERR_NOSUCHCHANNEL, name or "*", "No such channel")
             return
         channel = self.network.find_channel(name)
+        if (channel is None or self not in channel.members) and len(self.channels) >= CHANNEL_LIMIT:
+            self.reply(ERR_TOOMANYCHANNELS, name, "You have joined too many channels")
+            return
         modes: Tuple[str, ...] = ()
         if channel is None:
             if not self.config.local_channels or self.network.reserved(name):
@@ -253,11 +263,16 @@ class ChannelCommands:
         applied: List[Tuple[str, str]] = []
         applied_args: List[str] = []
         sign = "+"
+        with_parameter = 0
         for char in changes:
             if char in "+-":
                 sign = char
                 continue
             adding = sign == "+"
+            if args and (char in "ovk" or char in _LISTS or (char == "l" and adding)):
+                with_parameter += 1
+                if with_parameter > MODES_PER_LINE:
+                    continue
             if char in _FLAG_MODES:
                 if adding != (char in channel.modes):
                     (channel.modes.add if adding else channel.modes.discard)(char)
@@ -438,7 +453,7 @@ class ChannelCommands:
         if not channel.is_op(self) and not channel.bridged:
             self.reply(ERR_CHANOPRIVSNEEDED, channel.name, "You're not channel operator")
             return
-        reason = message.params[2] if len(message.params) > 2 else self.nick
+        reason = (message.params[2] if len(message.params) > 2 else self.nick)[:KICK_LENGTH]
         for nick in message.params[1].split(","):
             target = self.network.find_user(nick)
             if target is None or target not in channel.members:

@@ -32,6 +32,7 @@ from ilchat.irc.numerics import (
     ERR_NOSUCHNICK,
     ERR_NOTEXTTOSEND,
     ERR_NOTREGISTERED,
+    ERR_TOOMANYTARGETS,
     ERR_UNKNOWNCOMMAND,
     ERR_UNKNOWNERROR,
     RPL_AWAY,
@@ -45,6 +46,9 @@ from ilchat.irc.queries import QueryCommands
 from ilchat.irc.registration import REALNAME_LENGTH, SUPPORTED_CAPS, RegistrationCommands
 
 __all__ = ["IRCServerProtocol", "IrcServerFactory", "SUPPORTED_CAPS"]
+
+#: The most targets of one PRIVMSG or NOTICE (005 TARGMAX); PRIVMSG answers 407 to the rest.
+MESSAGE_TARGETS = 4
 
 
 class IRCServerProtocol(
@@ -252,7 +256,13 @@ class IRCServerProtocol(
         """
         errors = command == "PRIVMSG"
         at = self.clock.seconds()
-        for target in targets.split(",")[:4]:
+        for index, target in enumerate(targets.split(",")):
+            if index >= MESSAGE_TARGETS:
+                # One 407 for all the rest: a line of a hundred targets gets one answer, not 96.
+                if errors:
+                    self.reply(ERR_TOOMANYTARGETS, target,
+                               f"Too many targets: at most {MESSAGE_TARGETS}; not sent to this one and those after it")
+                break
             msgid = unique_id()
             if target.startswith("#"):
                 channel = self.network.find_channel(target)
