@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-from types import SimpleNamespace
 from typing import Any, List
 
 from twisted.internet import threads
@@ -19,7 +18,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.cluster.test_rooms import ClusterRoomsMixin
 from tests.ilias.repository_support import Browser, sleep, wait_until
-from tests.support.cluster import ClusterNode, start_cluster
+from tests.support.cluster import ClusterNode, standalone_lobby_page, start_cluster
 from tests.support.private_redis import SHARED_REDIS_PORT, PrivateRedis, redis_command
 from tests.test_plugin import run_twistd
 from tests.test_tls import make_pki
@@ -133,15 +132,7 @@ class PrefixAndInstanceTests(TestCase):
     timeout = 180
 
     async def page(self, node: ClusterNode, name: str) -> Browser:
-        """A standalone page on C{node}, logged in as C{name} and in the Lobby."""
-        page = Browser(SimpleNamespace(base_url=node.url), "/chat")  # type: ignore[arg-type]
-        self.addCleanup(page.close)
-        await page.connect()
-        await page.emit("login", name)
-        await page.wait_for("loggedIn", timeout=30)
-        await page.emit("enterRoom", 1)
-        await page.wait_for("private_room_entered", timeout=30)
-        return page
+        return await standalone_lobby_page(self, node, name)
 
     async def test_two_sites_with_their_own_prefix_share_one_redis(self) -> None:
         """

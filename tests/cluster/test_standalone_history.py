@@ -10,7 +10,6 @@ report of issue 14.)
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any, Dict, List
 
 from twisted.trial.unittest import TestCase
@@ -18,7 +17,7 @@ from twisted.trial.unittest import TestCase
 from ilchat.jsonutil import loads
 from tests.ilias.repository_support import Browser, sleep
 from tests.support.db import fetch_rows_async
-from tests.support.cluster import ClusterNode, start_cluster
+from tests.support.cluster import ClusterNode, standalone_lobby_page, start_cluster
 
 HISTORY = 4
 CLIENT = {"name": "chat", "standalone": {"title": "Chat", "rooms": [{"id": 1, "title": "Lobby"}],
@@ -29,15 +28,7 @@ class StandaloneHistoryTests(TestCase):
     timeout = 240
 
     async def page(self, node: ClusterNode, name: str) -> Browser:
-        """A standalone page on C{node}, logged in as C{name} and in the Lobby."""
-        page = Browser(SimpleNamespace(base_url=node.url), "/chat")  # type: ignore[arg-type]
-        self.addCleanup(page.close)
-        await page.connect()
-        await page.emit("login", name)
-        await page.wait_for("loggedIn", timeout=30)
-        await page.emit("enterRoom", 1)
-        await page.wait_for("private_room_entered", timeout=30)
-        return page
+        return await standalone_lobby_page(self, node, name)
 
     @staticmethod
     def lines(history: Dict[str, Any]) -> List[tuple]:

@@ -213,3 +213,18 @@ async def start_cluster(
             await cluster.start(node.name)
     return cluster
 
+
+async def standalone_lobby_page(test: Any, node: ClusterNode, name: str) -> Any:
+    """A standalone page on C{node}, logged in as C{name} and in room 1; closed at C{test}'s end."""
+    from types import SimpleNamespace
+
+    from tests.ilias.repository_support import Browser
+
+    page = Browser(SimpleNamespace(base_url=node.url), "/chat")  # type: ignore[arg-type]
+    test.addCleanup(page.close)
+    await page.connect()
+    await page.emit("login", name)
+    await page.wait_for("loggedIn", timeout=30)
+    await page.emit("enterRoom", 1)
+    await page.wait_for("private_room_entered", timeout=30)
+    return page
