@@ -27,8 +27,11 @@ __all__ = [
     "truncate_utf8",
     "decimal_number",
     "echoed",
+    "MESSAGE_TARGETS",
 ]
 
+#: The most targets of one PRIVMSG or NOTICE (005 TARGMAX); PRIVMSG answers 407 to the rest.
+MESSAGE_TARGETS = 4
 #: Bytes of a line without its tags, CR LF included (RFC 1459 §2.3).
 MAX_LINE_BYTES = 512
 #: Bytes of the tag section, the leading "@" and trailing space included (IRCv3 message-tags).

@@ -20,7 +20,14 @@ from ilchat.irc.batches import MultilineCommands, unique_id
 from ilchat.irc.channels import ChannelCommands
 from ilchat.irc.commands import COMMANDS
 from ilchat.irc.connection import IrcConnection
-from ilchat.irc.message import Message, MessageError, echoed, format_message, parse_message
+from ilchat.irc.message import (
+    MESSAGE_TARGETS,
+    Message,
+    MessageError,
+    echoed,
+    format_message,
+    parse_message,
+)
 from ilchat.irc.network import Channel, IrcNetwork, irc_lower
 from ilchat.irc.numerics import (
     ERR_ALREADYREGISTERED,
@@ -46,10 +53,6 @@ from ilchat.irc.queries import QueryCommands
 from ilchat.irc.registration import REALNAME_LENGTH, SUPPORTED_CAPS, RegistrationCommands
 
 __all__ = ["IRCServerProtocol", "IrcServerFactory", "SUPPORTED_CAPS"]
-
-#: The most targets of one PRIVMSG or NOTICE (005 TARGMAX); PRIVMSG answers 407 to the rest.
-MESSAGE_TARGETS = 4
-
 
 class IRCServerProtocol(
     RegistrationCommands, ChannelCommands, QueryCommands, OperatorCommands, HistoryCommands,

@@ -26,7 +26,8 @@ from twisted.internet.interfaces import ISSLTransport
 import ilchat
 from ilchat.irc.batches import MULTILINE_MAX_BYTES, MULTILINE_MAX_LINES
 from ilchat.irc.history import isupport_tokens
-from ilchat.irc.message import Message, decimal_number, split_text
+from ilchat.irc.channels import CHANNEL_LIMIT, KICK_LENGTH, MODES_PER_LINE
+from ilchat.irc.message import MESSAGE_TARGETS, Message, decimal_number, split_text
 from ilchat.irc.network import valid_nick
 from ilchat.irc.numerics import (
     ERR_ERRONEUSNICKNAME,
@@ -448,11 +449,11 @@ class RegistrationCommands:
             f"CHANMODES={_CHANMODES}",
             "EXCEPTS=e",
             "INVEX=I",
-            "CHANLIMIT=#:50",
-            "MODES=4",
-            "TARGMAX=PRIVMSG:4,NOTICE:4,JOIN:,PART:,NAMES:1,WHOIS:1,KICK:1",
+            f"CHANLIMIT=#:{CHANNEL_LIMIT}",
+            f"MODES={MODES_PER_LINE}",
+            f"TARGMAX=PRIVMSG:{MESSAGE_TARGETS},NOTICE:{MESSAGE_TARGETS},JOIN:,PART:,NAMES:1,WHOIS:1,KICK:1",
             "AWAYLEN=200",
-            "KICKLEN=300",
+            f"KICKLEN={KICK_LENGTH}",
             *isupport_tokens(config),
             f"NAMELEN={REALNAME_LENGTH}",
         ]
