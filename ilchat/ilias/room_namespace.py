@@ -204,7 +204,7 @@ class RoomNamespace:
                 count=replayed, name=self.name, path=self.journal.path,
             )
         # Ids ahead, so that the first messages already carry their history row's id; a
-        # database down now leaves that to the first write.
+        # database down now leaves that to the first write (the failure is logged, not raised).
         reserving = defer.ensureDeferred(self.history.reserve_ids())
         reserving.addErrback(lambda f: self._log.debug("History ids not reserved yet: {f}", f=f.value))
         for room_id in await self.store.get_room_ids():
@@ -216,6 +216,9 @@ class RoomNamespace:
         self._log.info("{count} rooms preloaded for {name}{private}", count=len(self.chat.rooms()),
                        name=self.name,
                        private=" (ILIAS 8 private rooms on)" if self.private_rooms else "")
+        # Serve messages only once the reserve has answered: a message taken before it would
+        # carry a stand-in id, not its history row's (the live msgid and CHATHISTORY's differ).
+        await reserving
         ns = self.namespace = self.client.socketio.namespace("/" + self.name)
         for event, handler in (
             ("login", self.on_login),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.trial import unittest
 
 from ilchat.irc.history import HistoryLine, parse_timestamp
@@ -18,6 +18,7 @@ from ilchat.irc.network import ChannelLink
 from tests.irc.support import RawClient, make_config, start_irc
 from tests.irc.test_bridge import CHANNEL, IrcBridgeMixin
 from tests.ilias.repository_support import sleep, wait_until
+from tests.support.db import insert_rows_async, make_database, mariadb_admin_connection
 
 HISTORY_CAPS = ("draft/chathistory", "batch", "message-tags", "server-time")
 MULTILINE_CAPS = ("draft/multiline", "batch", "message-tags")
@@ -153,6 +154,32 @@ class HistoryMixin(IrcBridgeMixin):
 
 class MariaDBHistoryTests(HistoryMixin, unittest.TestCase):
     database_kind = "mysql"
+
+    async def test_first_message_waits_for_the_id_reserve(self) -> None:
+        """
+        The room namespace is served only once the history id reserve is filled: with the
+        sequence table locked at start, the start waits, and the first message afterwards carries
+        its row's id as msgid (no stand-in id).
+        """
+        db = make_database(self, "mysql")
+        await insert_rows_async(db, "chatroom_settings", [{"room_id": 1}, {"room_id": 2}])
+        locker = mariadb_admin_connection(db.name, host=db.host, port=db.port)
+        self.addCleanup(locker.close)
+        await threads.deferToThread(locker.cursor().execute, "LOCK TABLES chatroom_history_seq WRITE")
+        self.databases = {"onscreen": db}
+        starting = defer.ensureDeferred(self.start_on(self.databases))
+        self.browsers = []
+        self.addCleanup(self._close_browsers)
+        await sleep(1.0)
+        self.assertFalse(starting.called, "the start did not wait for the id reserve")
+        await threads.deferToThread(locker.cursor().execute, "UNLOCK TABLES")
+        self.server = await starting
+        bob = await self.enter(7, "bob")
+        irc = await self.irc_in_room("tagged", caps=("message-tags",))
+        await bob.emit("message", {"content": "first", "format": {}}, 1)
+        got = await irc.wait_for("PRIVMSG")
+        (row,) = await rows_count(self, 1)
+        self.assertEqual(got.tags["msgid"], str(row["hist_id"]))
 
     async def test_typing_both_ways(self) -> None:
         """Web typing is TAGMSG +typing for message-tags clients; IRC +typing is the room's typing."""
