@@ -152,6 +152,14 @@ class RoomsAcrossProcessesTests(ClusterRoomsMixin, TestCase):
         for garbage in ("not json", '{"v":2,"origin":"x","topic":"room:%s","event":{}}' % NAME):
             await threads.deferToThread(redis_command, SHARED_REDIS_PORT, "PUBLISH", channel,
                                         garbage)
+        # Envelopes that read well but carry events of the wrong shape (fields missing or of
+        # the wrong type) change nobody's state either.
+        for event in ({"type": "entered", "room": 1}, {"type": "message", "room": "1"},
+                      {"type": "left", "room": 1, "member": {"id": "six"}},
+                      {"type": "snapshot", "rooms": 5, "members": None}):
+            envelope = {"v": 1, "origin": "x", "topic": f"room:{NAME}", "event": event}
+            await threads.deferToThread(redis_command, SHARED_REDIS_PORT, "PUBLISH", channel,
+                                        json.dumps(envelope))
         await carol.emit("message", {"content": "after", "format": {}}, 1)
         await alice.wait_for("message", "after")
         await bob.wait_for("message", "after")
