@@ -317,6 +317,7 @@ class RedisBus:
         self._degraded = False
         self._last_command: "defer.Deferred[Any]" = defer.succeed(None)
         self._resumed: List[Callable[[], None]] = []
+        self._checks: Dict[str, Callable[[Event], None]] = {}  # topic -> check_events
         self._sub_link, self._pub_link = (
             RedisLink(config, reactor, protocol_class, self, timeout, self._repeats, self._changed,
                       after_login)
@@ -380,6 +381,9 @@ class RedisBus:
         self._local.close()
         await self._stop_links()
         self._repeats.flush()
+
+    def check_events(self, topic: str, check: Callable[[Event], None]) -> None:
+        self._checks[topic] = check
 
     def on_resumed(self, callback: Callable[[], None]) -> Callable[[], None]:
         """C{callback()} each time both connections are back after an outage (see L{_changed})."""
@@ -479,6 +483,9 @@ class RedisBus:
             raise ValueError("topic does not match the channel")
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
             raise ValueError("event without a type")
+        check = self._checks.get(topic)
+        if check is not None and origin != self.instance:
+            check(event)
         return envelope
 
 

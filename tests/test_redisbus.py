@@ -181,6 +181,26 @@ class SharedRedisTests(RedisBusTestsMixin, TestCase):
         self.assertTrue(any("version 2, expected 1" in text for text in warnings), warnings)
         self.assertTrue(any("topic does not match the channel" in text for text in warnings), warnings)
 
+    async def test_checked_topics_drop_events_their_check_refuses(self) -> None:
+        """check_events vets what other processes send, before any subscriber; a refusal is logged."""
+        a = await self.bus("proc-a")
+
+        def check(event: Any) -> None:
+            if not isinstance(event.get("n"), int):
+                raise ValueError("n is not a number")
+
+        a.check_events("room:x", check)
+        seen = self.collect(a, "room:x")
+        await a.subscribed()
+        publish = await self.raw_publish()
+        for n in ('"one"', "1"):
+            await publish('{"v":1,"origin":"other","topic":"room:x","event":{"type":"t","n":%s}}' % n)
+        await eventually(lambda: len(seen) == 1)
+        self.assertEqual(seen[0]["event"], {"type": "t", "n": 1})
+        warnings = [text for level, text in self.log if level == LogLevel.warn]
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertIn("cannot be read: n is not a number", warnings[0])
+
     async def test_own_instance_from_redis_is_dropped(self) -> None:
         """An envelope with this process's origin is its echo: never delivered twice."""
         a = await self.bus("proc-a")

@@ -66,13 +66,14 @@ origin knew, and a process whose own ``left`` was such a one moves the row when 
 ends the member's presence (two graces that expire at once on two processes).
 """
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ilchat.chat.model import Member, Room
 
 __all__ = [
     "EVENT_TYPES",
     "banned",
+    "check_event",
     "cleared",
     "departed",
     "entered",
@@ -231,3 +232,96 @@ def sync_request(ts: int, fresh: bool, known: Event) -> Event:
 
 def snapshot(ts: int, known: Event) -> Event:
     return dict(known, type="snapshot", ts=ts)
+
+
+# -- checking what another process sent ------------------------------------------------------
+
+Check = Callable[[Any], bool]
+
+
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _optional(check: Check) -> Check:
+    return lambda value: value is None or check(value)
+
+
+def _list_of(check: Check) -> Check:
+    return lambda value: isinstance(value, list) and all(check(item) for item in value)
+
+
+def _is(*types: type) -> Check:
+    return lambda value: isinstance(value, types)
+
+
+def _member(value: Any) -> bool:
+    return (isinstance(value, dict) and _int(value.get("id"))
+            and _optional(_is(str))(value.get("name")) and isinstance(value.get("picture"), int))
+
+
+def _known_member(value: Any) -> bool:
+    return (_member(value) and _list_of(_int)(value.get("rooms"))
+            and _optional(_is(str))(value.get("via")))
+
+
+def _known_room(value: Any) -> bool:
+    return (isinstance(value, dict) and _int(value.get("id"))
+            and _optional(_is(str))(value.get("title")) and _optional(_is(str))(value.get("owner")))
+
+
+def _pair(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(_int(item) for item in value)
+
+
+_TITLE = _optional(_is(str))
+_BOOL = _is(bool)
+_STATE = {"rooms": _list_of(_known_room), "members": _list_of(_known_member),
+          "held": _list_of(_pair)}
+
+#: The fields each event type must carry, and what each must be (see the module docstring);
+#: optional fields (``left``'s ``instance`` and ``whole``) are checked when present.
+_FIELDS: Dict[str, Dict[str, Check]] = {
+    "room_created": {"room": _int, "title": _TITLE, "owner": _TITLE},
+    "entered": {"room": _int, "title": _TITLE, "connection": _is(str), "member": _member,
+                "first": _BOOL},
+    "parted": {"room": _int, "connection": _is(str), "member": _member, "gone": _BOOL},
+    "left": {"room": _int, "member": _member, "last": _BOOL},
+    "room_left": {"room": _int, "title": _TITLE, "member": _member},
+    "kicked": {"room": _int, "title": _TITLE, "member": _member},
+    "banned": {"room": _optional(_int), "member": _member, "rooms": _list_of(_int)},
+    "room_deleted": {"room": _int, "title": _TITLE, "members": _list_of(_int)},
+    "cleared": {"room": _int},
+    "invited": {"room": _int, "title": _TITLE, "owner": _TITLE, "host": _member,
+                "invitee": _member},
+    "renamed": {"member": _member},
+    "message": {"id": _is(str, int), "room": _int, "connection": _is(str), "sender": _member,
+                "content": _is(str), "format": _is(dict), "target": _optional(_is(dict))},
+    "typing": {"room": _int, "member": _member, "started": _BOOL, "recipients": _list_of(_int)},
+    "connected": {"member": _member},
+    "admitted": {"room": _int, "title": _TITLE, "owner": _TITLE, "member": _member},
+    "instance_stopping": {},
+    "sync_request": dict(_STATE, fresh=_BOOL),
+    "snapshot": _STATE,
+}
+_OPTIONAL: Dict[str, Dict[str, Check]] = {"left": {"instance": _is(str), "whole": _BOOL}}
+
+
+def check_event(event: Dict[str, Any]) -> None:
+    """
+    Raise C{ValueError} naming the first field of C{event} that is missing or of the wrong
+    kind, for the bus to drop an event another process sent before any subscriber applies
+    half of it. Types this version does not know pass: their subscribers ignore them.
+    """
+    kind = event.get("type")
+    fields = _FIELDS.get(kind)  # type: ignore[arg-type]
+    if fields is None:
+        return
+    if not _int(event.get("ts")):
+        raise ValueError(f"{kind} event: field ts missing or not an integer")
+    for name, check in fields.items():
+        if name not in event or not check(event[name]):
+            raise ValueError(f"{kind} event: field {name} missing or of the wrong kind")
+    for name, check in _OPTIONAL.get(kind, {}).items():  # type: ignore[arg-type]
+        if name in event and not check(event[name]):
+            raise ValueError(f"{kind} event: field {name} of the wrong kind")

@@ -150,6 +150,8 @@ class ChatRooms(Presence):
         self.instance = instance
         self.topic = f"room:{instance}"
         self._bus = bus
+        # What another process sends is checked before any subscriber of the topic sees it.
+        bus.check_events(self.topic, events.check_event)
         self._reactor = reactor
         self._init_presence(grace, on_member_gone)
         if history is None and write_history is not None:

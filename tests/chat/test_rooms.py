@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
 from ilchat.bus import LocalBus
+from ilchat.chat.events import check_event
 from ilchat.chat.history import HistoryRow
 from ilchat.chat.model import room_key, room_parts
 from ilchat.ilias.rendering import RoomRenderer, stored_message
@@ -818,3 +819,39 @@ class UserlistUpkeepTests(SynchronousTestCase):
         renderer._present(first, {"id": 5, "name": "old", "picture": False})
         renderer._present(second, {"id": 5, "name": "new", "picture": True})
         self.assertIn('"username":"new","profile_picture_visible":true', first.userlist().json)
+
+
+class EventCheckTests(SynchronousTestCase):
+    """L{events.check_event}: what another process sends is refused, naming the field, when malformed."""
+
+    MEMBER = {"id": 6, "name": "alice", "picture": False}
+
+    def refused(self, event: Dict[str, Any]) -> str:
+        with self.assertRaises(ValueError) as caught:
+            check_event(event)
+        return str(caught.exception)
+
+    def test_wellformed_events_pass(self) -> None:
+        check_event({"type": "left", "ts": 1, "room": 1, "member": self.MEMBER, "last": True,
+                     "instance": "node-2", "whole": True})
+        check_event({"type": "banned", "ts": 1, "room": None, "member": self.MEMBER, "rooms": [2]})
+        check_event({"type": "snapshot", "ts": 1, "rooms": [{"id": 1, "title": None, "owner": "6"}],
+                     "members": [dict(self.MEMBER, rooms=[1], via=None)], "held": [[1, 6]]})
+        check_event({"type": "not_known_here", "anything": None})
+
+    def test_each_malformed_field_is_named(self) -> None:
+        self.assertIn("field member", self.refused({"type": "entered", "ts": 1, "room": 1, "title": "t",
+                                                    "connection": "c", "first": True}))
+        self.assertIn("field ts", self.refused({"type": "cleared", "room": 1}))
+        self.assertIn("field room", self.refused({"type": "cleared", "ts": 1, "room": "1"}))
+        self.assertIn("field member", self.refused({"type": "left", "ts": 1, "room": 1, "last": True,
+                                                    "member": {"id": "six"}}))
+        self.assertIn("field rooms", self.refused({"type": "snapshot", "ts": 1, "rooms": 5,
+                                                   "members": [], "held": []}))
+        self.assertIn("field held", self.refused({"type": "snapshot", "ts": 1, "rooms": [],
+                                                  "members": [], "held": [[1, "6"]]}))
+        self.assertIn("field whole", self.refused({"type": "left", "ts": 1, "room": 1, "last": True,
+                                                   "member": self.MEMBER, "whole": "yes"}))
+        self.assertIn("field content", self.refused({
+            "type": "message", "ts": 1, "id": "x", "room": 1, "connection": "c",
+            "sender": self.MEMBER, "content": None, "format": {}, "target": None}))
