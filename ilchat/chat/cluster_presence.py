@@ -25,7 +25,8 @@ to its own L{ClusterPresence} and acts on the changes L{ClusterPresence.apply} r
 * ``snapshot`` and a non-fresh ``sync_request``: what the sender holds *replaces* what was
   recorded for it (a set difference both ways; renderers apply these silently);
 * ``instance_stopping`` and a fresh ``sync_request`` (a process started again under the same
-  name): the sender's holdings become the holdings of its previous run, ``"<name>~"``, until
+  name): the sender's holdings (for ``instance_stopping``, first replaced by the ones it carries,
+  as a ``snapshot``'s) become the holdings of its previous run, ``"<name>~"``, until
   the ``left`` events of its departure (``instance``: the name) end them. So a user who
   reconnects elsewhere (or to the restarted process) within the grace never disappears.
 
@@ -170,8 +171,11 @@ class ClusterPresence:
                 self._info[user_id] = _member(event["member"])
             return []
         if kind == "instance_stopping" or (kind == "sync_request" and event.get("fresh")):
+            changes = []
+            if kind == "instance_stopping" and "held" in event:
+                changes = self.replace(origin, event["held"], event.get("members", ()))
             self.depart(origin)
-            return []
+            return changes
         if kind in ("snapshot", "sync_request"):
             return self.replace(origin, event.get("held", ()), event.get("members", ()))
         return []

@@ -45,13 +45,20 @@ L{ilchat.chat.rooms.ChatRooms.apply_remote}; presence is L{ilchat.chat.cluster_p
 ``connected``     ``member``: PHP's Connect registered the member.
 ``admitted``      ``room``, ``title``, ``owner``, ``member``: PHP's EnterPrivateRoom admitted the
                   member to the room (a process that does not know the room yet learns it).
-``instance_stopping``  (no fields): the origin stops cleanly; its holdings end after the grace.
+``released``      ``member``: the origin no longer keeps the member for a reason of its own (it
+                  forgot them, or keeps them only while another instance claims them).
+``instance_stopping``  the origin stops cleanly; its holdings end after the grace. It carries the
+                  origin's state as in ``snapshot`` (optional: an older version sends none), so
+                  that a process which started a moment ago, whose ``sync_request`` the origin
+                  never answered, still learns what ends (and whose rows to move); and
+                  ``live``, the instances the origin knew to be alive: the witnesses of its
+                  departure, one of which decides it (L{ilchat.chat.rooms.ChatRooms.instance_gone}).
 ``sync_request``  ``fresh`` (bool: the origin has just started, it holds nothing yet; false when
                   its Redis connection came back) and the origin's state as in ``snapshot``:
                   every other instance answers with one ``snapshot``.
 ``snapshot``      ``rooms`` (``[{"id", "title", "owner"}]``), ``members`` (``[{"id", "name",
-                  "picture", "rooms": [admitted room ids], "via": the instance that
-                  connected, admitted or saw them enter last as the origin knows it, or None}]``),
+                  "picture", "rooms": [admitted room ids], "claimed": whether the origin
+                  keeps them for a reason of its own (L{ilchat.chat.claims})}]``),
                   ``held`` (``[[room, member id]]``:
                   the pairs the origin holds): applied idempotently (a union for rooms and
                   admissions; ``held`` replaces what is recorded for the origin).
@@ -66,7 +73,7 @@ origin knew, and a process whose own ``left`` was such a one moves the row when 
 ends the member's presence (two graces that expire at once on two processes).
 """
 
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from ilchat.chat.model import Member, Room
 
@@ -89,6 +96,7 @@ __all__ = [
     "snapshot",
     "state",
     "sync_request",
+    "released",
     "renamed",
     "room_created",
     "room_deleted",
@@ -101,8 +109,8 @@ Event = Dict[str, Any]
 EVENT_TYPES = (
     "room_created", "entered", "parted", "left", "room_left", "kicked", "banned", "cleared",
     "room_deleted",
-    "invited", "renamed", "message", "typing", "connected", "admitted", "instance_stopping",
-    "sync_request", "snapshot",
+    "invited", "renamed", "message", "typing", "connected", "admitted", "released",
+    "instance_stopping", "sync_request", "snapshot",
 )
 
 
@@ -193,8 +201,12 @@ def admitted(ts: int, room: Room, member: Member) -> Event:
             "owner": room.owner, "member": member_info(member)}
 
 
-def instance_stopping(ts: int) -> Event:
-    return {"type": "instance_stopping", "ts": ts}
+def released(ts: int, member: Member) -> Event:
+    return {"type": "released", "ts": ts, "member": member_info(member)}
+
+
+def instance_stopping(ts: int, known: Event, live: List[str]) -> Event:
+    return dict(known, type="instance_stopping", ts=ts, live=live)
 
 
 def departed(ts: int, room_id: int, member: Dict[str, Any], instance: str, last: bool,
@@ -208,12 +220,12 @@ def departed(ts: int, room_id: int, member: Dict[str, Any], instance: str, last:
 
 
 def state(rooms: List[Room], members: List[Member], held: List[Tuple[int, int]],
-          via: Optional[Dict[int, str]] = None) -> Event:
+          claimed: Iterable[int] = ()) -> Event:
     """
     The fields of ``snapshot`` and ``sync_request``: what one instance knows and holds, and
-    (C{via}) through which instance it knows each member.
+    (C{claimed}) which members it keeps for a reason of its own (L{ilchat.chat.claims}).
     """
-    via = via or {}
+    claimed = set(claimed)
     admissions: Dict[int, List[int]] = {}
     for room in rooms:
         for user_id in room.members:
@@ -221,7 +233,7 @@ def state(rooms: List[Room], members: List[Member], held: List[Tuple[int, int]],
     return {
         "rooms": [{"id": room.id, "title": room.title, "owner": room.owner} for room in rooms],
         "members": [dict(member_info(member), rooms=sorted(admissions.get(member.id, ())),
-                         via=via.get(member.id)) for member in members],
+                         claimed=member.id in claimed) for member in members],
         "held": [[room_id, user_id] for room_id, user_id in held],
     }
 
@@ -262,7 +274,7 @@ def _member(value: Any) -> bool:
 
 def _known_member(value: Any) -> bool:
     return (_member(value) and _list_of(_int)(value.get("rooms"))
-            and _optional(_is(str))(value.get("via")))
+            and _optional(_is(bool))(value.get("claimed")))
 
 
 def _known_room(value: Any) -> bool:
@@ -280,7 +292,8 @@ _STATE = {"rooms": _list_of(_known_room), "members": _list_of(_known_member),
           "held": _list_of(_pair)}
 
 #: The fields each event type must carry, and what each must be (see the module docstring);
-#: optional fields (``left``'s ``instance`` and ``whole``) are checked when present.
+#: optional fields (``left``'s ``instance`` and ``whole``, ``instance_stopping``'s state) are
+#: checked when present.
 _FIELDS: Dict[str, Dict[str, Check]] = {
     "room_created": {"room": _int, "title": _TITLE, "owner": _TITLE},
     "entered": {"room": _int, "title": _TITLE, "connection": _is(str), "member": _member,
@@ -300,11 +313,13 @@ _FIELDS: Dict[str, Dict[str, Check]] = {
     "typing": {"room": _int, "member": _member, "started": _BOOL, "recipients": _list_of(_int)},
     "connected": {"member": _member},
     "admitted": {"room": _int, "title": _TITLE, "owner": _TITLE, "member": _member},
-    "instance_stopping": {},
+    "released": {"member": _member},
+    "instance_stopping": {},  # its state is optional (below)
     "sync_request": dict(_STATE, fresh=_BOOL),
     "snapshot": _STATE,
 }
-_OPTIONAL: Dict[str, Dict[str, Check]] = {"left": {"instance": _is(str), "whole": _BOOL}}
+_OPTIONAL: Dict[str, Dict[str, Check]] = {"left": {"instance": _is(str), "whole": _BOOL},
+                                           "instance_stopping": dict(_STATE, live=_list_of(_is(str)))}
 
 
 def check_event(event: Dict[str, Any]) -> None:

@@ -25,14 +25,24 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from ilchat.chat import events
+from ilchat.chat.claims import MemberClaims
 from ilchat.chat.cluster_presence import ClusterPresence
 from ilchat.chat.model import Member, Room
 from ilchat.logs import debug_wanted
 
-__all__ = ["DISCONNECT_GRACE", "Presence"]
+__all__ = ["DISCONNECT_GRACE", "MOVE_CONFIRM_DELAY", "Presence"]
 
 #: Seconds a member without connections stays in their rooms (spec §5.1).
 DISCONNECT_GRACE = 15.0
+
+#: Seconds a process with peers waits before it moves the rows of a member it saw leave, so that
+#: what the others published a moment earlier (a tab of theirs entering there) has arrived: the
+#: bus takes milliseconds. Alone, it moves them at once.
+MOVE_CONFIRM_DELAY = 2.0
+
+# Seconds the rows another instance said it moves are remembered: past its heartbeat's expiry
+# (at most 30 s after a SIGKILL), so that its departure finds the moves it never confirmed.
+_MOVING_KEPT = 60.0
 
 
 class Presence:
@@ -45,6 +55,8 @@ class Presence:
     origin: str
     #: Who is present where, cluster-wide (this instance's own events applied at publish).
     presence: ClusterPresence
+    #: The instances known to be alive, this one included (ChatRooms).
+    _live: Set[str]
     _reactor: IReactorTime
     _rooms: Dict[int, Room]
 
@@ -58,6 +70,12 @@ class Presence:
         self._grace_calls: Dict[int, IDelayedCall] = {}
         self._pending: Set[Deferred[Any]] = set()
         self._retries: Set[IDelayedCall] = set()
+        # Row moves waiting for MOVE_CONFIRM_DELAY: timer -> (member id, room ids)
+        self._confirming: Dict[IDelayedCall, Tuple[int, List[int]]] = {}
+        # The rows other instances said they move (a ``left`` that is ``last``), for a while:
+        # origin -> (room, member) -> when. One that dies before its confirmation moves
+        # nothing; the process handling its departure moves them then (ChatRooms).
+        self._moving: Dict[str, Dict[Tuple[int, int], float]] = {}
         # Members another instance connected or admitted since their grace began here (an
         # ``entered`` elsewhere is presence, which the grace's end reads itself).
         self._touched: Set[int] = set()
@@ -65,10 +83,10 @@ class Presence:
         # still held the member (``last`` false): when a later ``left`` that is not ``last``
         # either ends the member's presence there, this process moves the row (ChatRooms).
         self._unfinished: Set[Tuple[int, int]] = set()
-        # Member id -> the instance that connected, admitted or saw them enter last (this one
-        # after PHP's Connect here): a member known only through another instance is forgotten
-        # when that instance's last holding of them ends (ChatRooms._release).
-        self._via: Dict[int, str] = {}
+        # Which instances (this one included) have a first-hand reason to keep each member: a
+        # member no instance claims is forgotten once nothing else keeps them here
+        # (ChatRooms._release).
+        self.claims = MemberClaims()
 
     def _publish(self, event: Dict[str, Any]) -> None:  # pragma: no cover - ChatRooms has it
         raise NotImplementedError
@@ -96,11 +114,14 @@ class Presence:
 
     def connect(self, user_id: int) -> Member:
         """
-        Register a member (PHP ``Connect``) and cancel their disconnect grace; a ``connected``
-        event tells the other processes.
+        Register a member (PHP ``Connect``); a ``connected`` event tells the other processes.
+
+        A member in their disconnect grace here gets a whole grace again rather than none: the
+        page PHP connected them for may log in on another process, and then nothing here would
+        ever end what they held.
         """
-        self._cancel_grace(user_id)
-        self._via[user_id] = self.origin
+        if user_id in self._grace_calls:
+            self._start_grace(user_id)
         member = self._members.get(user_id)
         if member is None:
             member = self._members[user_id] = Member(user_id)
@@ -152,11 +173,8 @@ class Presence:
             return
         member.connections.discard(connection)
         if not member.connections:
-            self._cancel_grace(user_id)
             self._touched.discard(user_id)
-            self._grace_calls[user_id] = self._reactor.callLater(
-                self._grace, self._grace_expired, user_id
-            )
+            self._start_grace(user_id)
 
     def connection_closed(self, connection: str) -> None:
         """
@@ -170,6 +188,12 @@ class Presence:
             self._grace_expired(user_id)
 
     # -- internals --------------------------------------------------------------------------
+
+    def _start_grace(self, user_id: int) -> None:
+        self._cancel_grace(user_id)
+        self._grace_calls[user_id] = self._reactor.callLater(
+            self._grace, self._grace_expired, user_id
+        )
 
     def _cancel_grace(self, user_id: int) -> None:
         call = self._grace_calls.pop(user_id, None)
@@ -197,15 +221,48 @@ class Presence:
                 room_ids.append(room.id)
             else:
                 self._unfinished.add((room.id, user_id))
+        # Online elsewhere only, or gone: whoever holds them now decides.
+        self._release_own(member)
         if not elsewhere:
             del self._members[user_id]
-            self._via.pop(user_id, None)
-        elif self._via.get(user_id) == self.origin:
-            self._via.pop(user_id)  # online elsewhere only: whoever holds them now decides
         self._log.debug("Member {user_id} of {instance} left after the grace",
                         user_id=user_id, instance=self.instance)
-        if room_ids and self._on_member_gone is not None:
+        self._member_gone(user_id, room_ids)
+
+    def _member_gone(self, user_id: int, room_ids: List[int]) -> None:
+        """
+        The member is present nowhere in C{room_ids} any more, as far as this process knows:
+        their rows move (C{on_member_gone}), for the rooms where that is still so once what the
+        other processes published meanwhile has arrived (L{MOVE_CONFIRM_DELAY}). A room where
+        someone holds them again is left to that holder, whose own end moves the row: a "Leave"
+        on one process as another tab enters on another must not move the row of a user online.
+        """
+        if not room_ids or self._on_member_gone is None:
+            return
+        if len(self._live) <= 1:
             self._run_hook(self._on_member_gone, user_id, room_ids)
+            return
+        call: IDelayedCall
+
+        def confirm() -> None:
+            del self._confirming[call]
+            self._confirm_gone(user_id, room_ids)
+
+        call = self._reactor.callLater(MOVE_CONFIRM_DELAY, confirm)
+        self._confirming[call] = (user_id, list(room_ids))
+
+    def _note_moving(self, origin: str, room_id: int, user_id: int) -> None:
+        """C{origin} moves this row after its confirmation (see L{_moving})."""
+        now = self._reactor.seconds()
+        moving = self._moving.setdefault(origin, {})
+        for pair in [pair for pair, when in moving.items() if now - when > _MOVING_KEPT]:
+            del moving[pair]
+        moving[(room_id, user_id)] = now
+
+    def _confirm_gone(self, user_id: int, room_ids: List[int]) -> None:
+        gone = [room_id for room_id in room_ids if not self.presence.is_present(room_id, user_id)]
+        if gone and self._on_member_gone is not None:
+            self._run_hook(self._on_member_gone, user_id, gone)
 
     def _forget(self, member: Member, banned_from: Optional[Room] = None) -> List[int]:
         """
@@ -227,9 +284,14 @@ class Presence:
             self._connections.pop(conn, None)
         member.connections.clear()
         self._members.pop(member.id, None)
-        self._via.pop(member.id, None)
+        self.claims.forget(member.id)  # every process forgets them (``banned``)
         self._touched.discard(member.id)
         return sorted(present)
+
+    def _release_own(self, member: Member) -> None:
+        """This instance no longer has a reason of its own to keep the member: ``released``."""
+        if self.claims.has(member.id, self.origin):
+            self._publish(events.released(self.now_ms(), member))
 
     def _run_hook(self, hook: Callable[..., Any], *args: Any, attempt: int = 1) -> None:
         d = maybeDeferred(hook, *args)
@@ -262,6 +324,11 @@ class Presence:
         self._grace_calls.clear()
 
     async def _wait_hooks(self) -> None:
+        for call, (user_id, room_ids) in list(self._confirming.items()):
+            # Stopping: what was decided is moved now (nothing else arrives any more).
+            call.cancel()
+            del self._confirming[call]
+            self._confirm_gone(user_id, room_ids)
         for d in list(self._pending):
             await d
         # A session move still failing now is covered by the service, which moves every

@@ -64,7 +64,7 @@ L{ContentTooLong} before anything is published.
 
 import itertools
 import secrets
-from typing import Any, Callable, Dict, List, Mapping, Optional, Set
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -169,6 +169,8 @@ class ChatRooms(Presence):
         self._witnesses: Dict[str, Set[str]] = {}
         # names with a pending departure whose new run started after that departure began
         self._restarted: Set[str] = set()
+        # name -> the (room, member) rows it said it moves, for the end of its departure
+        self._departure_moves: Dict[str, Set[Tuple[int, int]]] = {}
         self._handles_departure = handles_departure or self._lowest_witness
         self._unsubscribe: Optional[Callable[[], None]] = None
         # Message ids unique across the processes of a site and their restarts: the bus
@@ -522,15 +524,12 @@ class ChatRooms(Presence):
         for room in self._rooms.values():
             if user_id in room.joined:
                 return  # entered meanwhile and lost its connection: the usual grace runs
+        self._release_own(member)
         if user_id in self._touched or self.presence.held_elsewhere(user_id, self.origin):
-            # Online on another process: the member stays known here while they are there.
-            if self._via.get(user_id) == self.origin:
-                self._via.pop(user_id)
-            return
+            return  # online on another process: the member stays known here while they are there
         for room in self._rooms.values():
             room.members.pop(user_id, None)
         del self._members[user_id]
-        self._via.pop(user_id, None)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -564,12 +563,14 @@ class ChatRooms(Presence):
             self._unsubscribe()
             self._unsubscribe = None
             # Not applied here: what this process holds stays its own until it is gone.
-            self._bus.publish(self.topic, events.instance_stopping(self.now_ms()))
+            self._bus.publish(self.topic, events.instance_stopping(
+                self.now_ms(), self._known(), sorted(self._live)))
         for call in self._departures.values():
             if call.active():
                 call.cancel()
         self._departures.clear()
         self._witnesses.clear()
+        self._departure_moves.clear()
         self._restarted.clear()
         self._stop_presence()
         if self._history is not None:
@@ -590,7 +591,7 @@ class ChatRooms(Presence):
 
     # -- other processes --------------------------------------------------------------------
 
-    def instance_gone(self, name: str) -> None:
+    def instance_gone(self, name: str, known: Optional[Iterable[str]] = None) -> None:
         """
         Another instance stopped (its ``instance_stopping``) or died (its heartbeat is missing:
         ``ilchat.cluster`` calls this on every process). After the disconnect grace, what it
@@ -601,6 +602,10 @@ class ChatRooms(Presence):
         never disappears. Calling it again for a pending departure does nothing, unless the
         instance came back meanwhile (a new run under its name): then what that run holds ends
         too, a grace after this call.
+
+        C{known}: the instances the departed one knew to be alive (its ``instance_stopping``
+        says): the witnesses, the same on every process, so that one that started after the
+        stop (and never heard of it) is not left to decide. Otherwise what this process knows.
         """
         if name == self.origin or (name in self._departures and name not in self._restarted):
             return  # the same departure told twice (its stop, then its heartbeat's expiry)
@@ -609,7 +614,13 @@ class ChatRooms(Presence):
         if pending is not None and pending.active():
             pending.cancel()
         self._live.discard(name)
-        witnesses = set(self._live)
+        self.claims.depart(name)
+        # Rows it said it moves, perhaps not moved: it may have died within its wait (a clean
+        # stop moves the waiting ones itself).
+        moving = self._moving.pop(name, {})
+        if known is None:
+            self._departure_moves.setdefault(name, set()).update(moving)
+        witnesses = set(self._live) if known is None else set(known) - {name}
         for pending in self._witnesses.values():
             # Gone before deciding: under its name a new run may start, which never saw these.
             pending.discard(name)
@@ -631,7 +642,12 @@ class ChatRooms(Presence):
         event = envelope["event"]
         kind = event.get("type")
         if kind == "instance_stopping":
-            self.instance_gone(origin)
+            if "held" in event:
+                # Its last word says what it held: one started a moment ago learns it only now.
+                self._remote_snapshot(event)
+                self._note_claims(origin, kind, event)
+                self.presence.replace(origin, event["held"], event["members"])
+            self.instance_gone(origin, event.get("live"))
             return
         if kind == "sync_request" and event.get("fresh") and origin not in self._departures \
                 and self.presence.held_by(origin):
@@ -645,16 +661,17 @@ class ChatRooms(Presence):
         handler = getattr(self, "_remote_" + str(kind), None)
         if handler is not None:
             handler(event)
-        self._note_via(origin, kind, event)
+        self._note_claims(origin, kind, event)
         if kind in ("parted", "left"):
             for room_id, info, present in changes:
                 self._nobody_holds(room_id, info["id"])
         if changes and self._unfinished:
             self._finish(changes, kind == "left" and not event.get("last", True))
         if kind in ("parted", "left"):
-            key = event.get("instance") or origin
             for room_id, info, present in changes:
-                self._release(info["id"], key)
+                self._release(info["id"])
+        if kind == "left" and event.get("last"):
+            self._note_moving(origin, event["room"], event["member"]["id"])
         if kind == "sync_request":
             self._bus.publish(self.topic, events.snapshot(self.now_ms(), self._known()))
 
@@ -712,14 +729,8 @@ class ChatRooms(Presence):
         self._release_kicked(event["member"]["id"])
 
     def _release_kicked(self, user_id: int) -> None:
-        """
-        A kick took a member's admission: one known here only through another instance, with
-        nothing left here, is forgotten now. No ``left`` follows a kick, so their instance
-        forgets them silently when its grace ends, and this process would keep them for ever.
-        """
-        via = self._via.get(user_id)
-        if via is not None and via != self.origin:
-            self._release(user_id, via)
+        """A kick took a member's admission: one nobody claims any more is forgotten now."""
+        self._release(user_id)
 
     def _remote_banned(self, event: Dict[str, Any]) -> None:
         member = self._members.get(event["member"]["id"])
@@ -739,37 +750,41 @@ class ChatRooms(Presence):
 
     _remote_sync_request = _remote_snapshot
 
-    def _note_via(self, origin: str, kind: Any, event: Mapping[str, Any]) -> None:
-        """Record which instance acted for a member last (see L{_release})."""
+    def _note_claims(self, origin: str, kind: Any, event: Mapping[str, Any]) -> None:
+        """Record the claims an event of C{origin} (this instance's own too) starts or ends."""
         if kind in ("connected", "admitted", "entered"):
-            self._via[event["member"]["id"]] = origin
+            self.claims.add(event["member"]["id"], origin)
         elif kind == "invited":
-            self._via[event["invitee"]["id"]] = origin
-        elif kind in ("snapshot", "sync_request"):
-            # Second hand: known through whoever the sender knows them through (this very
-            # instance's previous run, after a restart), so that the end of that one's holding
-            # or its departure releases them here too.
-            for info in event.get("members", ()):
-                self._via.setdefault(info["id"], info.get("via") or origin)
+            self.claims.add(event["invitee"]["id"], origin)
+        elif kind == "released":
+            self.claims.discard(event["member"]["id"], origin)
+            if origin != self.origin:
+                self._release(event["member"]["id"])
+        elif kind in ("snapshot", "sync_request", "instance_stopping") and origin != self.origin:
+            # What the sender claims now, first hand (a version without claims: none).
+            claimed = [info["id"] for info in event.get("members", ()) if info.get("claimed")]
+            dropped = self.claims.replace(origin, claimed)
+            # Those it only kept for others are kept here only while they are claimed.
+            for user_id in dropped + [info["id"] for info in event.get("members", ())]:
+                self._release(user_id)
 
-    def _release(self, user_id: int, key: str, admitted: bool = True) -> None:
+    def _release(self, user_id: int, admitted: bool = True) -> None:
         """
-        Forget a member known here only through another instance (C{key}, the last one that
-        acted for them): once nobody holds them anywhere and they have no connection and no
-        grace here, and (C{admitted}) no admission is left here either (the grace of their
-        last holder ended every admission). Otherwise remote users would stay in memory for
-        ever after they left, on every process but their own.
+        Forget a member no instance claims (L{ilchat.chat.claims}) once nobody holds them
+        anywhere and they have no connection and no grace here, and (C{admitted}) no admission
+        is left here either (the grace of their last holder ended every admission). Otherwise
+        remote users would stay in memory for ever after they left, on every process but their
+        own.
         """
         member = self._members.get(user_id)
         if member is None or member.connections or user_id in self._grace_calls \
-                or self._via.get(user_id, key) != key or self.presence.rooms_of(user_id):
+                or self.claims.claimed(user_id) or self.presence.rooms_of(user_id):
             return
         if admitted and any(user_id in room.members for room in self._rooms.values()):
             return
         for room in self._rooms.values():
             room.remove_member(user_id)
         del self._members[user_id]
-        self._via.pop(user_id, None)
         self._touched.discard(user_id)
 
     def _known_member(self, info: Mapping[str, Any], named: bool = False,
@@ -804,7 +819,8 @@ class ChatRooms(Presence):
                    if member.connections or member.id not in self._grace_calls
                    or member.id in admitted or self.presence.rooms_of(member.id)]
         return events.state(self.rooms(), members,
-                            self.presence.held_by(self.origin), self._via)
+                            self.presence.held_by(self.origin),
+                            self.claims.claimed_by(self.origin))
 
     def _departure_due(self, name: str, witnesses: Set[str]) -> None:
         self._departures.pop(name, None)
@@ -815,6 +831,9 @@ class ChatRooms(Presence):
         ts = self.now_ms()
         ended: Dict[int, List[int]] = {}
         moves: Dict[int, List[int]] = {}
+        for room_id, user_id in sorted(self._departure_moves.pop(name, ())):
+            if publish and not self.presence.is_present(room_id, user_id):
+                moves.setdefault(user_id, []).append(room_id)  # moving it twice moves it once
         for room_id, user_id in self.presence.held_by(key):
             info = self.presence.member(user_id)
             if publish:
@@ -832,17 +851,19 @@ class ChatRooms(Presence):
                     moves.setdefault(user_id, []).append(room_id)
             elif publish:
                 self._unfinished.add((room_id, user_id))
-        for user_id in [user_id for user_id, via in self._via.items() if via == name]:
-            # Connected, admitted or seen through the departed instance, and not back since.
-            self._release(user_id, name, admitted=False)
+        ended_claims = self.claims.end(key)
+        if name not in self._live:
+            ended_claims += self.claims.end(name)
+        for user_id in ended_claims:
+            # Connected, admitted or seen by the departed instance only, and not back since.
+            self._release(user_id, admitted=False)
         self._log.info(
             "Instance {name} gone from {instance}: {count} members out of their rooms{who}",
             name=name, instance=self.instance, count=len(ended),
             who="" if publish else " (another process publishes it)",
         )
-        if self._on_member_gone is not None:
-            for user_id, room_ids in sorted(moves.items()):
-                self._run_hook(self._on_member_gone, user_id, room_ids)
+        for user_id, room_ids in sorted(moves.items()):
+            self._member_gone(user_id, room_ids)
 
     def _finish(self, changes: List[Any], move: bool) -> None:
         """
@@ -855,13 +876,16 @@ class ChatRooms(Presence):
             if present or pair not in self._unfinished:
                 continue
             self._unfinished.discard(pair)
-            if move and self._on_member_gone is not None:
-                self._run_hook(self._on_member_gone, info["id"], [room_id])
+            if move:
+                self._member_gone(info["id"], [room_id])
 
     def _lowest_witness(self, gone: str, witnesses: Set[str]) -> bool:
-        """The default L{handles_departure <__init__>}: the lowest name still alive decides."""
-        alive = (witnesses & self._live) | {self.origin}
-        return min(alive) == self.origin
+        """
+        The default L{handles_departure <__init__>}: the lowest witness still alive decides, or,
+        when none is, the lowest instance alive.
+        """
+        alive = (witnesses & self._live) or self._live
+        return self.origin in alive and min(alive) == self.origin
 
     # -- internals --------------------------------------------------------------------------
 
@@ -888,6 +912,7 @@ class ChatRooms(Presence):
     def _publish(self, event: Dict[str, Any]) -> None:
         # Applied here at once: this process's presence never waits for its own delivery.
         changes = self.presence.apply_event(self.origin, event)
+        self._note_claims(self.origin, event["type"], event)
         if changes and self._unfinished:
             self._finish(changes, False)
         self._bus.publish(self.topic, event)

@@ -362,7 +362,8 @@ class RoomRenderer:
         for room_id, view in sorted(touched.items()):
             self._userlist_changed(view, room_id, event["ts"])
 
-    _on_sync_request = _on_snapshot
+    # A stopping process's last word carries its holdings too (see ilchat.chat.events).
+    _on_sync_request = _on_instance_stopping = _on_snapshot
 
     def _departed(self, event: Dict[str, Any]) -> None:
         # ILIAS 10 sends the room id as a string here (spec §10.2).

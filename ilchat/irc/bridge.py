@@ -567,7 +567,7 @@ class RoomBridge:
         kind = event.get("type")
         if kind in ("parted", "left") and not departed:
             return  # another process still holds them in the room: no PART
-        if kind in ("snapshot", "sync_request"):
+        if kind in ("snapshot", "sync_request", "instance_stopping"):
             self._holdings_replaced(departed)
             return
         handler = getattr(self, "_on_" + str(event.get("type")), None)

@@ -188,6 +188,9 @@ class _Cluster:
         process = _Process(name, self.now, self.store, self.moves)
         # The heartbeat is back before anyone noticed it missing: nobody reports it.
         self.gone_notices = [notice for notice in self.gone_notices if notice[1] != name]
+        # It finds the heartbeats of those killed a moment ago, and sees them expire too.
+        for departed in sorted({notice[1] for notice in self.gone_notices}):
+            self.gone_notices.append((name, departed))
         for pair in [pair for pair in self.queues if pair[1] == name]:
             del self.queues[pair]  # what was published while it was down never reaches it
         self.live[name] = process
@@ -197,8 +200,13 @@ class _Cluster:
         self.test.successResultOf(process.chat.start())
         self.pump()
 
-    def stop(self, name: str) -> None:
-        self.flush()  # see kill
+    def stop(self, name: str, hurried: bool = False) -> None:
+        """C{hurried}: it goes before hearing what others published last (a sync_request, say)."""
+        for _ in range(1000):
+            pairs = [pair for pair in self.pairs() if not hurried or pair[1] != name]
+            if not pairs:
+                break
+            self.deliver_one(pairs[0])
         process = self.live[name]
         self.test.successResultOf(process.chat.stop())
         self.pump()
@@ -271,10 +279,11 @@ class _Cluster:
         self.entered.setdefault(key, set()).add(room)
         self.pump()
 
-    def lose_tab(self, index: int, on_purpose: bool) -> None:
+    def lose_tab(self, index: int, on_purpose: bool, hurried: bool = False) -> None:
+        """C{hurried}: "Leave" is clicked before what the others published last arrived."""
         if not self.tabs:
             return
-        if on_purpose:
+        if on_purpose and not hurried:
             # "Leave" is clicked after the other tabs' pages showed up (see the report of the
             # race this leaves out: a Leave at the very moment another tab enters elsewhere).
             self.flush()
@@ -437,13 +446,14 @@ class _Checks:
                 member = process.chat.get_member(user_id)
                 if member.connections or process.chat.presence.rooms_of(user_id):
                     continue
-                via = process.chat._via.get(user_id, name)
-                if via == name:
+                claims = process.chat.claims.holders(user_id)
+                if name in claims:
                     continue
-                # Known only through another process: that one must still know them.
-                holder = cluster.live.get(via)
-                self.assertTrue(holder is not None and holder.chat.get_member(user_id) is not None,
-                                f"{name} keeps {user_id}, known only through {via}")
+                # Kept for another process: one that still keeps them, for a reason of its own.
+                self.assertTrue(any(
+                    other in cluster.live and cluster.live[other].chat.get_member(user_id)
+                    and cluster.live[other].chat.claims.has(user_id, other) for other in claims),
+                    f"{name} keeps {user_id} for {sorted(claims)}, who keep them no more")
         rows = cluster.store.db.rows("chatroom_users")
         self.assertEqual(rows, sorted((room, user) for room, users in online.items()
                                       for user in users), "chatroom_users")
@@ -541,21 +551,110 @@ class DecisionTests(_Checks, SynchronousTestCase):
         self.assertEqual(cluster.live["node-3"].present(1), [8])
 
 
-class KnownGaps(_Checks, SynchronousTestCase):
+class StoppingTests(_Checks, SynchronousTestCase):
+    """A clean stop that hurries: what it held reaches those that never heard of it."""
+
+    def test_a_stop_before_answering_a_fresh_sync_request(self) -> None:
+        """
+        node 2 starts while node 1 holds user 7, and node 1 stops before node 2's sync_request
+        reaches it: node 2, the one left to handle node 1's departure, must still move 7's row.
+        """
+        cluster = _Cluster(self, 2)
+        cluster.stop("node-2")
+        cluster.open_tab(7, "node-1", 1, "node-1")
+        cluster.start("node-2")
+        cluster.stop("node-1", hurried=True)
+        cluster.settle()
+        self._check(cluster)
+        self.assertEqual(cluster.moves, [("node-2", 7, [1])])
+
+
+class LeaveCases(_Checks, SynchronousTestCase):
+    """A departure on one process while the member enters on another."""
+
+    def test_leave_while_another_tab_enters_elsewhere(self) -> None:
+        """
+        node 1 hears 7's "Leave" before node 2's ``entered`` of 7's other tab: node 1 saw nobody
+        else hold 7, and moved the row of a user online on node 2.
+        """
+        cluster = _Cluster(self, 2)
+        cluster.open_tab(7, "node-1", 1, "node-1")
+        cluster.flush()
+        cluster.open_tab(7, "node-2", 1, "node-2")  # its entered still on the way to node 1
+        tab = sorted(cluster.tabs)[0]
+        self.assertEqual(cluster.tabs[tab][0], "node-1")
+        cluster.lose_tab(0, True, hurried=True)
+        cluster.settle()
+        self._check(cluster)
+        self.assertEqual(cluster.store.db.rows("chatroom_users"), [(1, 7)])
+
+    def test_killed_before_confirming_a_move(self) -> None:
+        """node 1 said it moves 7's row and died within its wait: node 2's departure moves it."""
+        cluster = _Cluster(self, 2)
+        cluster.open_tab(7, "node-1", 1, "node-1")
+        cluster.lose_tab(0, True)
+        cluster.kill("node-1")
+        cluster.settle()
+        self._check(cluster)
+        self.assertEqual(cluster.moves, [("node-2", 7, [1])])
+
+
+class ClaimCases(_Checks, SynchronousTestCase):
     """
-    Cases a longer search (``HYPOTHESIS_PROFILE=thorough``) still finds: a member's "via" (the
-    instance that acted for them last) depends on the order events from different publishers
-    arrive in, so a process may keep a remote-only member after everyone else let them go.
+    Once expected failures: a remote member was kept through the one instance that acted for
+    them last, as each process happened to see it. Claims (L{ilchat.chat.claims}) end only by
+    their own instance's events, whatever the arrival order.
     """
 
-    todo = "a remote member's via depends on the arrival order (issue 14 presence ownership)"
-
-    def test_via_from_a_snapshot_taken_before_an_entered(self) -> None:
+    def test_a_snapshot_taken_before_an_entered(self) -> None:
+        """node 2, started again, kept 7 through node 3, which had forgotten them."""
         self._check(self._play(3, [("open", 7, 0, 1, 0), ("open", 7, 0, 1, 0), ("stop", 1),
                                    ("open", 7, 0, 1, 1), ("start", 0), ("stop", 0)]))
 
     def test_ban_then_restart_within_the_grace(self) -> None:
+        """
+        PHP's Connect on node 2 cancelled 7's grace there while the page went to node 1: node 2
+        held 7 for ever. A Connect now gives a member in their grace a whole grace again.
+        """
         self._check(self._play(2, [
             ("open", 7, 0, 1, 0), ("open", 7, 0, 1, 0), ("stop", 0), ("open", 7, 0, 1, 0),
             ("ban", 0, 7), ("open", 7, 0, 1, 0), ("open", 8, 0, 1, 0), ("lose", 0, False),
             ("start", 0), ("open", 7, 0, 1, 1), ("lose", 0, False)]))
+
+
+class WitnessCases(_Checks, SynchronousTestCase):
+    """
+    Found by the longer search (``HYPOTHESIS_PROFILE=thorough``): node 3 stops while node 1 is
+    down, node 1 starts again, and node 2 hears node 1's fresh ``sync_request`` before node 3's
+    ``instance_stopping``. Node 2 counted node 1 as a witness of node 3's departure and left it
+    to node 1 (the lowest name), which never heard of it: node 3's holdings stayed. The
+    witnesses are now the instances the stopping one knew to be alive, as its last word says.
+    """
+
+    def test_a_start_heard_before_an_earlier_stop_keeps_no_admission(self) -> None:
+        self._check(self._play(3, [("open", 7, 0, 1, 0), ("open", 7, 0, 1, 0),
+                                   ("open", 8, 2, 1, 0), ("stop", 0), ("stop", 1),
+                                   ("open", 7, 0, 1, 0), ("open", 7, 0, 1, 0), ("start", 0)]))
+
+    def test_a_start_heard_before_an_earlier_stop_keeps_no_holding(self) -> None:
+        self._check(self._play(3, [("open", 7, 0, 1, 0), ("open", 7, 0, 1, 0),
+                                   ("open", 7, 2, 2, 0), ("stop", 0), ("stop", 1),
+                                   ("open", 7, 0, 1, 0), ("open", 7, 0, 1, 0), ("start", 0)]))
+
+
+class KnownGaps(_Checks, SynchronousTestCase):
+    """
+    Found by the longer search (``HYPOTHESIS_PROFILE=thorough``): node 3 is killed, node 1
+    starts again before node 3's heartbeat expired, and both see it expire. Node 1, the lowest
+    witness, decides node 3's departure but never learnt what node 3 held (a snapshot carries
+    only its sender's own holdings), so nobody publishes the ``left`` of 7: node 2's userlist
+    keeps 7. Node 2 ended the holding itself, so its rows and presence are right.
+    """
+
+    todo = "a witness that started after a SIGKILL decides without the holdings (issue 14)"
+
+    def test_a_restarted_witness_of_a_kill_decides_without_the_holdings(self) -> None:
+        self._check(self._play(3, [
+            ("open", 7, 0, 1, 0), ("open", 7, 0, 1, 0), ("open", 7, 2, 1, 0), ("stop", 0),
+            ("kill", 1), ("open", 7, 0, 1, 0), ("lose", 0, False), ("open", 7, 0, 1, 0),
+            ("start", 0), ("lose", 0, False)]))

@@ -500,8 +500,8 @@ class DisconnectGraceTests(BobAndAliceSeatedMixin, SynchronousTestCase):
         self.chat.connection_closed("a2")
         self.assertEqual(self.gone, [(6, [1])])
 
-    def test_connect_login_or_enter_cancel_the_grace(self) -> None:
-        """Connect, login and enterRoom within 15 s each cancel the pending removal."""
+    def test_connect_login_or_enter_keep_the_member_in(self) -> None:
+        """Connect (a whole grace again), login and enterRoom within 15 s: no removal then."""
         for action in (lambda: self.chat.connect(6),
                        lambda: self.chat.login("a", 6, "alice", True),
                        lambda: (self.chat.login("a", 6, "alice", True),
@@ -512,6 +512,19 @@ class DisconnectGraceTests(BobAndAliceSeatedMixin, SynchronousTestCase):
             self.clock.advance(10)
             self.assertEqual(self.gone, [])
             self.chat.login("a", 6, "alice", True)
+
+    def test_connect_without_a_login_here_ends_a_grace_later(self) -> None:
+        """
+        PHP connects a member in their grace, and no page of theirs logs in here (in a cluster
+        it may log in on another process): they leave a whole grace after the Connect.
+        """
+        self.chat.connection_lost("a")
+        self.clock.advance(10)
+        self.chat.connect(6)
+        self.clock.advance(14.9)
+        self.assertEqual(self.gone, [])
+        self.clock.advance(0.1)
+        self.assertEqual(self.gone, [(6, [1])])
 
     def test_failed_session_move_is_retried(self) -> None:
         """A failing on_member_gone hook is retried with a growing delay until it works."""
@@ -572,7 +585,10 @@ class RestartTests(BobAndAliceSeatedMixin, SynchronousTestCase):
         self.assertRaises(NotInRoom, self.chat.enter_room, "a2", 2)
 
     def test_restored_member_who_does_not_come_back_is_forgotten_silently(self) -> None:
-        """After the grace a restored member that never logged in is gone, without any event."""
+        """
+        After the grace a restored member that never logged in is gone, with no event but the
+        ``released`` that tells the other processes (renderers ignore it).
+        """
         admissions = self.chat.admissions()
         self.setUp_fresh()
         self.chat.restore_admissions(admissions, 60.0)
@@ -581,7 +597,8 @@ class RestartTests(BobAndAliceSeatedMixin, SynchronousTestCase):
         self.clock.advance(61)
         self.assertIsNone(self.chat.get_member(6))
         self.assertEqual(set(self.chat.get_room(1).members), {7})
-        self.assertEqual(self.rec.events_published[before:], [])
+        self.assertEqual([event["type"] for event in self.rec.events_published[before:]],
+                         ["released"])
         self.assertEqual(self.gone, [])
 
     def test_php_connect_or_ban_wins_over_a_restored_admission(self) -> None:
@@ -836,7 +853,13 @@ class EventCheckTests(SynchronousTestCase):
                      "instance": "node-2", "whole": True})
         check_event({"type": "banned", "ts": 1, "room": None, "member": self.MEMBER, "rooms": [2]})
         check_event({"type": "snapshot", "ts": 1, "rooms": [{"id": 1, "title": None, "owner": "6"}],
-                     "members": [dict(self.MEMBER, rooms=[1], via=None)], "held": [[1, 6]]})
+                     "members": [dict(self.MEMBER, rooms=[1], claimed=True)], "held": [[1, 6]]})
+        check_event({"type": "released", "ts": 1, "member": self.MEMBER})
+        # An older version's last word carries no state; this one's does.
+        check_event({"type": "instance_stopping", "ts": 1})
+        check_event({"type": "instance_stopping", "ts": 1, "rooms": [], "held": [[1, 6]],
+                     "members": [dict(self.MEMBER, rooms=[], claimed=False)],
+                     "live": ["node-1", "node-2"]})
         check_event({"type": "not_known_here", "anything": None})
 
     def test_each_malformed_field_is_named(self) -> None:
@@ -850,6 +873,15 @@ class EventCheckTests(SynchronousTestCase):
                                                    "members": [], "held": []}))
         self.assertIn("field held", self.refused({"type": "snapshot", "ts": 1, "rooms": [],
                                                   "members": [], "held": [[1, "6"]]}))
+        self.assertIn("field held", self.refused({"type": "instance_stopping", "ts": 1,
+                                                  "rooms": [], "members": [], "held": 5}))
+        self.assertIn("field live", self.refused({"type": "instance_stopping", "ts": 1,
+                                                  "rooms": [], "members": [], "held": [],
+                                                  "live": [1]}))
+        self.assertIn("field members", self.refused({
+            "type": "snapshot", "ts": 1, "rooms": [], "held": [],
+            "members": [dict(self.MEMBER, rooms=[], claimed="yes")]}))
+        self.assertIn("field member", self.refused({"type": "released", "ts": 1}))
         self.assertIn("field whole", self.refused({"type": "left", "ts": 1, "room": 1, "last": True,
                                                    "member": self.MEMBER, "whole": "yes"}))
         self.assertIn("field content", self.refused({
