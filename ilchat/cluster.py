@@ -17,7 +17,7 @@ Two classes with the same API; ``ilchat.service`` builds one next to the bus (se
     await cluster.claim(namespace, key)   # -> bool: the key is this instance's in the cluster
     await cluster.release(namespace, key)
     await cluster.next_id(counter)        # -> int, 1, 2, ... unique across the cluster (INCR)
-    ids = cluster.ids(counter, seed=None) # IdBlocks: await ids.ready(), then ids.take() -> int
+    ids = cluster.ids(counter, seed=None, keep=None)  # IdBlocks: await ready(), take() -> int
     await cluster.start(); await cluster.stop()
 
 Redis keys (``<prefix>`` is ``redis.prefix``): ``instance:<name>`` the heartbeat (value
@@ -48,9 +48,11 @@ from typing import Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from ilchat.logs import RepeatedLog
 from ilchat.redisbus import TIMEOUT, CommandProtocol, RedisLink, RedisUnavailable, start_links
+from ilchat.statefile import StateFileError
 
 __all__ = [
     "ClusterUnavailable",
@@ -98,20 +100,28 @@ class IdBlocks:
     counter would.
 
     Each reservation carries the highest value this process knows of the counter (L{known}:
-    its own blocks, the counter as every heartbeat look reads it, and C{seed()}, the highest
-    id the store holds, read at L{ready}); a counter below it was lost (Redis restarted empty,
-    or every process and Redis restarted) and starts again above it, L{ID_MARGIN_BLOCKS} blocks
-    on, so no id handed out before is handed out again.
+    its own blocks, the counter as every heartbeat look reads it, C{seed()}, the highest
+    id the store holds, and the value C{keep} held, both read at L{ready}); a counter below it
+    was lost (Redis restarted empty, or every process and Redis restarted) and starts again
+    above it, L{ID_MARGIN_BLOCKS} blocks on, so no id handed out before is handed out again.
+
+    C{keep} (an L{ilchat.statefile.StateFile}) is for ids the store does not hold (open-mode
+    IRC ids): L{known} is written to it (in a thread) at L{ready} and whenever it grows, so the
+    next run of the process, after a crash too, seeds the counter with it.
     """
 
     _log = Logger()
 
     def __init__(self, counter: str, reserve: Callable[[str, int, int], Any],
-                 block: int = ID_BLOCK, seed: Optional[Callable[[], Any]] = None) -> None:
+                 block: int = ID_BLOCK, seed: Optional[Callable[[], Any]] = None,
+                 keep: Any = None) -> None:
         self.counter = counter
         self._reserve = reserve  # async (counter, n, known) -> the last of n new ids
         self._block = block
         self._seed = seed  # async () -> the highest id in use (the store's), or None
+        self._keep = keep
+        self._kept = 0  # the value the keep file holds (or was last given)
+        self._writing: Optional[defer.Deferred] = None
         self._ranges: List[List[int]] = []  # [next, last] reserved and not handed out
         self._reserving: Optional[defer.Deferred] = None
         #: The highest value of the counter this process knows of.
@@ -124,13 +134,55 @@ class IdBlocks:
         """The counter was seen at C{value} (a heartbeat look)."""
         if value > self.known:
             self.known = value
+            self._write_known()
 
     async def ready(self) -> None:
+        if self._keep is not None:
+            self.note(self._kept_value())
         if self._seed is not None:
             seed, self._seed = self._seed, None
             self.note(int(await seed() or 0))
         if not self.available():
             await self._reserve_block()
+        while self._writing is not None:  # the file holds this run's first block before any use
+            await self._writing
+
+    def _kept_value(self) -> int:
+        """What the keep file of the last run holds (0: nothing usable, logged)."""
+        try:
+            state = self._keep.take()
+        except StateFileError as error:
+            self._log.warn("Cluster: ids of {counter} not seeded from the last run: {error}",
+                           counter=self.counter, error=str(error))
+            return 0
+        if state is None:
+            return 0
+        known = state.get("known") if isinstance(state, dict) else None
+        if (not isinstance(known, int) or isinstance(known, bool) or known < 0
+                or state.get("counter") != self.counter):
+            self._log.warn("Cluster: ids of {counter} not seeded from the last run: {path} is not"
+                           " its file", counter=self.counter, path=self._keep.path)
+            return 0
+        return known
+
+    def _write_known(self) -> None:
+        """L{known} into the keep file, one write at a time (the last value wins)."""
+        if self._keep is None or self._writing is not None or self.known <= self._kept:
+            return
+        value = self.known
+        writing = self._keep.write({"counter": self.counter, "known": value})
+
+        def written(result: Any) -> None:
+            self._writing = None
+            self._kept = value  # a failed write is not retried before the counter moves on
+            if isinstance(result, Failure):
+                self._log.warn("Cluster: could not keep the ids of {counter} in {path}: {error}",
+                               counter=self.counter, path=self._keep.path,
+                               error=result.getErrorMessage())
+            self._write_known()
+
+        self._writing = writing
+        writing.addBoth(written)
 
     def take(self) -> int:
         if self.available() <= self._block // 2 and self._reserving is None:
@@ -248,8 +300,8 @@ class LocalCluster(_Callbacks):
         return await self._add(counter, 1)
 
     def ids(self, counter: str, block: int = ID_BLOCK,
-            seed: Optional[Callable[[], Any]] = None) -> IdBlocks:
-        return IdBlocks(counter, self._add, block, seed)
+            seed: Optional[Callable[[], Any]] = None, keep: Any = None) -> IdBlocks:
+        return IdBlocks(counter, self._add, block, seed, keep)
 
     async def _add(self, counter: str, amount: int, known: int = 0) -> int:
         # No margin: nothing but this process reserved from this counter.
@@ -466,12 +518,13 @@ class RedisCluster(_Callbacks):
         return int(await self._command("INCR", self._key("id:", counter)))
 
     def ids(self, counter: str, block: int = ID_BLOCK,
-            seed: Optional[Callable[[], Any]] = None) -> IdBlocks:
+            seed: Optional[Callable[[], Any]] = None, keep: Any = None) -> IdBlocks:
         """
         Ids of C{counter} (the same counter as C{next_id}'s) reserved C{block} at a time;
-        C{seed}: async, the highest id of that counter the store holds (see L{IdBlocks}).
+        C{seed}: async, the highest id of that counter the store holds; C{keep}: the state
+        file of a counter the store does not hold (see L{IdBlocks}).
         """
-        blocks = IdBlocks(counter, self._reserve_ids, block, seed)
+        blocks = IdBlocks(counter, self._reserve_ids, block, seed, keep)
         self._id_blocks.append(blocks)
         return blocks
 

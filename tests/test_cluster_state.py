@@ -375,3 +375,57 @@ class IdsAcrossRedisRestartTests(TestCase):
         local = LocalCluster("solo", task.Clock()).ids("user", block=4, seed=seed)
         await local.ready()
         self.assertEqual([local.take() for _ in range(3)], [1235, 1236, 1237])
+
+
+class KeptIdsTests(TestCase):
+    """Ids the store does not hold (open-mode IRC ids): the process's state file carries them."""
+
+    timeout = 120
+
+    def keep(self) -> Any:
+        from ilchat.statefile import StateFile
+
+        return StateFile(self.mktemp())
+
+    async def test_every_process_and_redis_restarted_start_above_the_kept_counter(self) -> None:
+        redis = await PrivateRedis.start_for(self)
+        keep = self.keep()
+        cluster = await started_cluster(self, "a", "p:", redis.port)
+        ids = cluster.ids("irc-open", block=10, keep=keep)
+        await ids.ready()
+        # Kept before the first id is handed out: a crash from now on loses nothing.
+        self.assertEqual(keep.take(), {"counter": "irc-open", "known": 10})
+        before = [ids.take() for _ in range(8)]
+        if ids._reserving is not None:
+            await ids._reserving
+        await ids._writing
+        await cluster.stop()
+        await redis.stop()
+        await redis.start()
+        again = await started_cluster(self, "a", "p:", redis.port)
+        after = again.ids("irc-open", block=10, keep=keep)
+        await after.ready()
+        self.assertGreater(after.take(), max(before))
+
+    async def test_one_process_alone_goes_on_above_its_last_run(self) -> None:
+        keep = self.keep()
+        first = LocalCluster("solo", task.Clock()).ids("irc-open", block=4, keep=keep)
+        await first.ready()
+        self.assertEqual([first.take() for _ in range(3)], [1, 2, 3])
+        second = LocalCluster("solo", task.Clock()).ids("irc-open", block=4, keep=keep)
+        await second.ready()
+        self.assertGreater(second.take(), 3)
+
+    async def test_a_file_of_another_counter_or_not_json_is_not_a_seed(self) -> None:
+        lines = capture_cluster_log(self)
+        keep = self.keep()
+        await keep.write({"counter": "other", "known": 500})
+        ids = LocalCluster("solo", task.Clock()).ids("irc-open", block=4, keep=keep)
+        await ids.ready()
+        self.assertEqual(ids.take(), 1)
+        with open(keep.path, "w") as f:
+            f.write("{not json")
+        ids = LocalCluster("solo", task.Clock()).ids("irc-open", block=4, keep=keep)
+        await ids.ready()
+        self.assertEqual(ids.take(), 1)
+        self.assertEqual(len([line for line in lines if "not seeded from the last run" in line]), 2, lines)

@@ -441,7 +441,7 @@ class IrcNetwork:
 
         ILIAS usr_ids are positive, so negative ids (-1, -2, ...) can never collide with a browser
         user's id; they are unique within this process (across the cluster with C{open_ids})
-        and are not reused while it runs.
+        and are not reused while it runs (nor in its next runs: C{open_ids} keeps its counter).
         """
         if self.open_ids is not None:
             return -self.open_ids.take()

@@ -4,6 +4,7 @@ The IRC component: one IRC network and listener for the whole process, bridged t
 chat rooms of the exposed clients. Off unless ``server.cfg`` has an ``irc`` section.
 """
 
+import os
 from typing import Any, Callable, List, Optional
 
 from twisted.internet.interfaces import IListeningPort
@@ -15,8 +16,12 @@ from ilchat.irc.bridge import RoomBridge
 from ilchat.irc.network import IrcNetwork
 from ilchat.irc.protocol import IrcServerFactory
 from ilchat.irc.replication import IrcReplication
+from ilchat.statefile import StateFile
 
-__all__ = ["IrcComponent"]
+__all__ = ["IrcComponent", "OPEN_IDS_FILE"]
+
+#: The file in ``journal_dir`` that keeps the open-mode id counter for the next run.
+OPEN_IDS_FILE = "ilchat-irc-open-ids.json"
 
 
 class IrcComponent:
@@ -59,7 +64,10 @@ class IrcComponent:
         if config.auth == "ilias":
             authenticator = IliasAuthenticator([(name, client.store) for name, client, _, _ in exposed], reactor)
         self.network = IrcNetwork(config, reactor, authenticator)
-        self.network.open_ids = self.context.cluster.ids("irc-open")
+        # Nothing stores open-mode ids, so this process's file carries the counter to its next
+        # run: after a restart of every process and of Redis no id is handed out again.
+        self.network.open_ids = self.context.cluster.ids("irc-open", keep=StateFile(
+            os.path.join(self.context.config.journal_dir, OPEN_IDS_FILE)))
         await self.network.open_ids.ready()
         self.network.cluster = self.context.cluster
         for name, client, chat, rooms in exposed:

@@ -271,9 +271,12 @@ class _CtcpClient(irc.IRCClient):
 
 
 class BridgedMixin(_Clients, ClusterRoomsMixin):
-    async def start_bridged(self) -> Any:
-        """Two processes with the rooms of L{ClusterRoomsMixin} and IRC listeners, started."""
-        self.cluster = cluster = await self.start_nodes(size=2, running=0)
+    async def start_bridged(self, **options: Any) -> Any:
+        """
+        Two processes with the rooms of L{ClusterRoomsMixin} and IRC listeners, started
+        (C{options} as for L{start_cluster}).
+        """
+        self.cluster = cluster = await self.start_nodes(size=2, running=0, **options)
         self.ports = {"node-1": free_port(), "node-2": free_port()}
         for node in cluster.nodes:
             with open(node.args[1]) as f:
