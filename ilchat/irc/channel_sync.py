@@ -13,6 +13,15 @@ make every process end with the same state whatever order the changes arrive in.
   carries the version of its last change, ``(counter, instance)``, where the counter is one more
   than the highest this process has seen on the channel (a Lamport clock), so a change made
   after seeing another always orders after it, and two made at once are ordered by instance.
+* **Invitations are a set that merges by union**: each invitation carries the version it was
+  made at, and a ``-i`` (which ends every invitation) the version it was made at
+  (C{cleared}); an invitation is kept everywhere unless a ``-i`` ordered after it cleared it,
+  so two made at once on two processes are both kept, and one made while Redis was away is
+  known everywhere once the states meet again. An invitation used up (the invitee joined) or
+  let go with its nick (NICK, QUIT) goes on every process as that event arrives, and its
+  version is kept while a user has the nick (C{spent}: as many as the network's users at
+  most), so a state sent before that event does not bring it back; nor does a merge bring one
+  for a nick that is a member or not on the network.
 * **Versions of members who left are forgotten**: a left member's prefix modes are no field any
   more, so their version goes at the next change or merge (the counter, kept apart, never goes
   back); a busy channel's versions stay as many as its members.
@@ -44,6 +53,9 @@ def channel_state(channel: Channel) -> Dict[str, Any]:
         "topic": channel.topic, "topic_by": channel.topic_by, "topic_time": channel.topic_time,
         "created": channel.created, "modes": sorted(channel.modes), "key": channel.key,
         "limit": channel.limit, "invited": sorted(channel.invited),
+        "invites": {nick: list(replica.invites.get(nick, _NONE) if replica else _NONE)
+                    for nick in sorted(channel.invited)},
+        "cleared": list(replica.cleared if replica is not None else _NONE),
         "lists": {letter: [[e.mask, e.by, e.when] for e in entries]
                   for letter, entries in channel.lists.items()},
         "prefixes": [[member.nick, sorted(modes)] for member, modes in channel.members.items()],
@@ -124,6 +136,13 @@ class ChannelReplica:
         self.origin = origin
         self.versions: Dict[str, Version] = {}
         self.synced: Dict[str, Any] = {}
+        #: The version of each invitation of C{channel.invited} (folded nick).
+        self.invites: Dict[str, Version] = {}
+        #: The version of the last ``-i``: invitations not newer are gone.
+        self.cleared: Version = _NONE
+        #: Invitations used up or let go here, by folded nick, while a user has that nick: a
+        #: state sent before its process saw the JOIN does not bring one back.
+        self.spent: Dict[str, Version] = {}
         #: The highest counter seen on the channel (the Lamport clock), kept when versions go.
         self.counter = 0
 
@@ -137,16 +156,54 @@ class ChannelReplica:
             del self.versions[key]
 
     def bump(self, channel: Channel, instance: str) -> None:
-        """A local change: every field that differs from the last synced state gets a new version."""
+        """
+        A local change: every field that differs from the last synced state gets a new version,
+        and so does every new invitation; a ``-i`` clears the invitations up to its version.
+        """
         now = fields(channel)
         changed = [key for key, value in now.items() if self.synced.get(key, _MISSING) != value]
-        if changed:
+        self._forget_uninvited(channel)
+        invited = [nick for nick in channel.invited if nick not in self.invites]
+        if changed or invited:
             self._take(self.versions)
             self.counter += 1
+            version = (self.counter, instance)
             for key in changed:
-                self.versions[key] = (self.counter, instance)
+                self.versions[key] = version
+            for nick in invited:
+                self.invites[nick] = version
+            if "mode:i" in changed and not now["mode:i"]:
+                self.cleared = version
         self._forget_left(now)
         self.synced = now
+
+    def seen(self, channel: Channel) -> None:
+        """
+        The channel changed here as it did on another process (a peer joined, a nick let go):
+        the invitations used up or let go lose their versions, the rest is synced.
+        """
+        self._forget_uninvited(channel)
+        self.synced = fields(channel)
+
+    def _forget_uninvited(self, channel: Channel) -> None:
+        for nick in [nick for nick in self.invites if nick not in channel.invited]:
+            self.spent[nick] = max(self.spent.get(nick, _NONE), self.invites.pop(nick))
+        for nick in [nick for nick, version in self.spent.items()
+                     if version <= self.cleared or channel.network.find_user(nick) is None]:
+            del self.spent[nick]
+
+    def _merge_invites(self, network: IrcNetwork, channel: Channel, state: Dict[str, Any]) -> None:
+        """The union of both sides' invitations, less those a ``-i`` ordered after them cleared."""
+        self.cleared = max(self.cleared, _version(state.get("cleared")))
+        members = {irc_lower(member.nick) for member in channel.members}
+        for nick, version in _invites(state).items():
+            if (version > max(self.cleared, self.invites.get(nick, _NONE), self.spent.get(nick, _NONE))
+                    and nick not in members and network.find_user(nick) is not None):
+                self.invites[nick] = version
+                channel.invited.add(nick)
+        for nick in [nick for nick, version in self.invites.items() if version <= self.cleared]:
+            del self.invites[nick]
+            channel.invited.discard(nick)
 
     def merge(self, network: IrcNetwork, channel: Channel, state: Dict[str, Any]) -> Optional[bool]:
         """
@@ -159,10 +216,14 @@ class ChannelReplica:
             return False
         remote = _state_fields(state)
         self._take(versions)
+        self._take({"cleared": _version(state.get("cleared")), **_invites(state)})
+        self._forget_uninvited(channel)
         if origin < self.origin:
             # The other creation was first: its state, whole; ours is forgotten.
             self.origin, self.versions = origin, versions
             apply_state(network, channel, state)
+            channel.invited, self.invites, self.cleared = set(), {}, _NONE
+            self._merge_invites(network, channel, state)
             listed = {key for key in remote if key.startswith("member:")}
             for member in channel.members:
                 if "member:" + irc_lower(member.nick) not in listed:
@@ -176,6 +237,7 @@ class ChannelReplica:
                     self.versions[key] = version
                     _set_field(network, channel, key, value)
                     applied = True
+            self._merge_invites(network, channel, state)
         self.synced = fields(channel)
         # The sender's members are kept too: one of them may be joining here right after.
         self._forget_left(self.synced.keys() | remote.keys())
@@ -183,6 +245,17 @@ class ChannelReplica:
 
 
 _MISSING = object()
+
+
+def _version(value: Any) -> Version:
+    """A version of a state (absent: none)."""
+    return _NONE if value is None else (int(value[0]), str(value[1]))
+
+
+def _invites(state: Dict[str, Any]) -> Dict[str, Version]:
+    """The invitations of a state with their versions (a state without them: none)."""
+    return {irc_lower(str(nick)): _version(version)
+            for nick, version in dict(state.get("invites") or {}).items()}
 
 
 def _origin(state: Dict[str, Any]) -> Tuple[int, str]:
@@ -203,7 +276,11 @@ def ensure_replica(channel: Channel, instance: str, state: Optional[Dict[str, An
         if state is not None:
             replica.versions = {str(key): (int(v[0]), str(v[1]))
                                 for key, v in dict(state.get("versions") or {}).items()}
+            replica.cleared = _version(state.get("cleared"))
+            replica.invites = {nick: version for nick, version in _invites(state).items()
+                               if nick in channel.invited}
             replica._take(replica.versions)
+            replica._take({"cleared": replica.cleared, **replica.invites})
         replica.synced = fields(channel)
     return replica
 

@@ -25,8 +25,11 @@ each from the process of the user who acted:
   the fields' ``versions``), merged, not replaced (L{ilchat.irc.channel_sync}), so that
   changes made at once on two processes, and one channel created on both, end the same
   everywhere;
-* ``irc_invite`` (``channel``, ``nick``, ``target``): into an IRC-only channel (it counts
-  for ``+i`` everywhere; the target's process shows it);
+* ``irc_invite`` (``channel``, ``nick``, ``target``, ``state``): into an IRC-only channel (it
+  counts for ``+i`` everywhere; the target's process shows it); its ``state`` is merged as
+  ``irc_channel``'s, and the invitations of every state (``invites``: nick -> version, and
+  ``cleared``, the version of the last ``-i``) merge by union, so none is lost to a change
+  made at once elsewhere or to a Redis outage;
 * ``irc_message`` (``channel``, ``nick``, ``command``, ``text``, ``tags``): a channel PRIVMSG or
   NOTICE the network relayed (IRC-only channels; in bridged rooms NOTICE and CTCP other than
   ACTION, the rest being room messages); ``irc_private`` (``nick``, ``target``, ...) to an IRC
@@ -210,8 +213,9 @@ class IrcReplication:
 
     def _invited(self, channel: Channel, by: Any, target: Any) -> None:
         if by.local:
+            ensure_replica(channel, self.bus.instance).bump(channel, self.bus.instance)
             self._publish({"type": "irc_invite", "channel": channel.name, "nick": by.nick,
-                           "target": target.nick})
+                           "target": target.nick, "state": channel_state(channel)})
 
     def _relayed(self, channel: Channel, sender: Any, command: str, text: str,
                  tags: Dict[str, str], msgid: Optional[str] = None, at: Optional[float] = None,
@@ -382,7 +386,7 @@ class IrcReplication:
         channel.invited.discard(irc_lower(peer.nick))  # used up, as on the joiner's process
         self.network.add_member(channel, peer, [str(mode) for mode in modes])
         if channel.replica is not None:
-            channel.replica.synced = fields(channel)
+            channel.replica.seen(channel)
 
     def _merge(self, channel: Channel, state: Dict[str, Any], prefix: str) -> Optional[bool]:
         """Merge another process's state of C{channel} (L{ChannelReplica.merge}) and show what changed."""
@@ -419,8 +423,16 @@ class IrcReplication:
         channel = self.network.find_channel(str(event["channel"]))
         by = self._peer(origin, event["nick"])
         target = self.network.find_user(str(event["target"]))
-        if channel is not None and not channel.bridged and by is not None and target is not None:
-            self.network.invite(channel, by, target)
+        if channel is None or channel.bridged or by is None or target is None:
+            return
+        state = event.get("state")
+        if state is not None:
+            # Merged as a state (the invitation's version): shown unless a -i ordered after it
+            # cleared it meanwhile.
+            self._merge(channel, state, self.network.config.server_name)
+            if irc_lower(target.nick) not in channel.invited:
+                return
+        self.network.invite(channel, by, target)
 
     def _on_irc_message(self, origin: str, event: Dict[str, Any]) -> None:
         channel = self.network.find_channel(str(event["channel"]))

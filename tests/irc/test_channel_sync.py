@@ -19,6 +19,8 @@ class _User:
     caps: frozenset = frozenset()
     account = None
     away = None
+    username = "u"
+    host = "h"
 
     def __init__(self, nick: str) -> None:
         self.nick = nick
@@ -127,3 +129,104 @@ class BoundTests(TestCase):
         channel.replica.bump(channel, "node-1")
         _change(process, topic="later")
         self.assertGreater(channel.replica.versions["topic"][0], seen)
+
+
+def _invitable(process: Dict[str, Any], *nicks: str) -> None:
+    """Users of C{process}'s network who are no members of #c (whom one may invite)."""
+    for nick in nicks:
+        user = _User(nick)
+        process["network"].claim_nick(user, nick)
+        process["users"][nick] = user
+
+
+def _invite(process: Dict[str, Any], nick: str) -> Dict[str, Any]:
+    """C{nick} invited on C{process} (as IrcNetwork.invite and the replication do)."""
+    process["channel"].invited.add(nick)
+    process["channel"].replica.bump(process["channel"], process["instance"])
+    return channel_state(process["channel"])
+
+
+class InvitationTests(TestCase):
+    """Invitations merge by union; a -i clears those it is ordered after, the same everywhere."""
+
+    def shared(self, *instances: str) -> List[Dict[str, Any]]:
+        origin = tuple(channel_state(_process("node-1", 100)["channel"])["origin"])
+        processes = []
+        for instance in instances:
+            process = _process(instance, 100)
+            process["channel"].replica.origin = origin
+            _invitable(process, "carol", "dave", "erin")
+            processes.append(process)
+        return processes
+
+    def merged(self, states: List[Dict[str, Any]]) -> set:
+        """What a third process holds after C{states}, the same in every order."""
+        results = set()
+        for order in itertools.permutations(states):
+            (target,) = self.shared("node-3")
+            for state in order:
+                target["channel"].replica.merge(target["network"], target["channel"], state)
+            results.add(frozenset(target["channel"].invited))
+        self.assertEqual(len(results), 1, results)
+        return set(results.pop())
+
+    def test_invitations_made_at_once_on_two_processes_are_both_kept(self) -> None:
+        one, two = self.shared("node-1", "node-2")
+        states = [_invite(one, "carol"), _invite(two, "dave"), _change(two, topic="meanwhile")]
+        self.assertEqual(self.merged(states), {"carol", "dave"})
+        one["channel"].replica.merge(one["network"], one["channel"], states[1])
+        two["channel"].replica.merge(two["network"], two["channel"], states[0])
+        self.assertEqual(one["channel"].invited, {"carol", "dave"})
+        self.assertEqual(two["channel"].invited, {"carol", "dave"})
+
+    def test_a_minus_i_clears_what_it_is_ordered_after_everywhere(self) -> None:
+        one, two = self.shared("node-1", "node-2")
+        first = _invite(one, "carol")
+        two["channel"].replica.merge(two["network"], two["channel"], first)
+        # node-2's -i, made having seen carol's invitation, and node-1's invitation of dave at once.
+        two["channel"].modes.add("i")
+        two["channel"].replica.bump(two["channel"], "node-2")
+        two["channel"].modes.discard("i")
+        two["channel"].invited.clear()  # what MODE -i does
+        two["channel"].replica.bump(two["channel"], "node-2")
+        cleared = channel_state(two["channel"])
+        concurrent = _invite(one, "dave")
+        later = _invite(one, "erin")
+        self.assertEqual(self.merged([first, concurrent, cleared]), set())
+        # An invitation made after seeing the -i stands.
+        one["channel"].replica.merge(one["network"], one["channel"], cleared)
+        self.assertEqual(one["channel"].invited, set())
+        after = _invite(one, "erin")
+        self.assertEqual(self.merged([first, concurrent, cleared, later, after]), {"erin"})
+
+    def test_a_used_up_invitation_does_not_come_back(self) -> None:
+        one, two = self.shared("node-1", "node-2")
+        state = _invite(one, "carol")
+        channel = two["channel"]
+        channel.replica.merge(two["network"], channel, state)
+        two["network"].add_member(channel, two["users"]["carol"])  # carol joins on node-2
+        channel.invited.discard("carol")
+        channel.replica.seen(channel)
+        channel.replica.merge(two["network"], channel, state)  # node-1's state from before
+        self.assertEqual(channel.invited, set())
+        two["network"].remove_member(channel, two["users"]["carol"], "PART", "bye")
+        channel.replica.merge(two["network"], channel, state)  # ... arriving after a PART
+        self.assertEqual(channel.invited, set())
+        self.assertEqual(channel.replica.invites, {})
+        # A new invitation, made having seen the first, stands.
+        self.assertEqual(_invite(two, "carol")["invites"]["carol"][0], 2)
+
+    def test_spent_invitations_are_kept_while_a_user_has_the_nick(self) -> None:
+        """Nicks invited, joining and quitting for ever do not grow what a channel keeps."""
+        (process,) = self.shared("node-1")
+        network, channel = process["network"], process["channel"]
+        for number in range(50):
+            user = _User(f"guest{number}")
+            network.claim_nick(user, user.nick)
+            _invite(process, user.nick)
+            channel.invited.discard(user.nick)
+            network.add_member(channel, user)
+            channel.replica.bump(channel, "node-1")
+            network.quit(user, "bye")
+        channel.replica.bump(channel, "node-1")
+        self.assertEqual((channel.replica.invites, channel.replica.spent), ({}, {}))
