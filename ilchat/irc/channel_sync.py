@@ -31,7 +31,7 @@ make every process end with the same state whatever order the changes arrive in.
 Plain functions and one small class on plain JSON values; L{ilchat.irc.replication} sends them.
 """
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from ilchat.irc.message import Message
 from ilchat.irc.network import Channel, IrcNetwork, ListEntry, irc_lower
@@ -146,9 +146,9 @@ class ChannelReplica:
         #: The highest counter seen on the channel (the Lamport clock), kept when versions go.
         self.counter = 0
 
-    def _take(self, versions: Dict[str, Version]) -> None:
+    def _take(self, versions: Iterable[Version]) -> None:
         """Versions seen: the clock moves past them."""
-        self.counter = max([self.counter, *(version[0] for version in versions.values())])
+        self.counter = max([self.counter, *(version[0] for version in versions)])
 
     def _forget_left(self, members: Any) -> None:
         """Drop the versions of the prefix modes of those no longer members (C{members}: keys kept)."""
@@ -165,7 +165,7 @@ class ChannelReplica:
         self._forget_uninvited(channel)
         invited = [nick for nick in channel.invited if nick not in self.invites]
         if changed or invited:
-            self._take(self.versions)
+            self._take(self.versions.values())
             self.counter += 1
             version = (self.counter, instance)
             for key in changed:
@@ -215,8 +215,7 @@ class ChannelReplica:
         if origin > self.origin:
             return False
         remote = _state_fields(state)
-        self._take(versions)
-        self._take({"cleared": _version(state.get("cleared")), **_invites(state)})
+        self._take([*versions.values(), _version(state.get("cleared")), *_invites(state).values()])
         self._forget_uninvited(channel)
         if origin < self.origin:
             # The other creation was first: its state, whole; ours is forgotten.
@@ -279,8 +278,7 @@ def ensure_replica(channel: Channel, instance: str, state: Optional[Dict[str, An
             replica.cleared = _version(state.get("cleared"))
             replica.invites = {nick: version for nick, version in _invites(state).items()
                                if nick in channel.invited}
-            replica._take(replica.versions)
-            replica._take({"cleared": replica.cleared, **replica.invites})
+            replica._take([*replica.versions.values(), replica.cleared, *replica.invites.values()])
         replica.synced = fields(channel)
     return replica
 
