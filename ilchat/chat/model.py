@@ -48,13 +48,15 @@ class Member:
     """
     A user known to one instance: an ILIAS subscriber, a standalone name or an IRC user.
 
-    ``connections`` are the adapter-chosen connection ids currently logged in as this member.
+    ``connections`` are the adapter-chosen connection ids currently logged in as this member;
+    ``registered``: PHP's Connect registered them on this instance (their page may log in here).
     """
 
     id: int
     name: Optional[str] = None
     profile_picture_visible: bool = False
     connections: Set[str] = attrs.Factory(set)
+    registered: bool = False
 
 
 @attrs.define(slots=True, eq=False)

@@ -128,6 +128,7 @@ class Presence:
             if debug_wanted():
                 self._log.debug("New member {user_id} of {instance}", user_id=user_id,
                                 instance=self.instance)
+        member.registered = True
         self._publish(events.connected(self.now_ms(), member))
         return member
 

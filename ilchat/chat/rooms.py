@@ -286,6 +286,8 @@ class ChatRooms(Presence):
                          | {info["id"] for info in self.presence.present(room.id)})
         del self._rooms[room.id]
         self._publish(events.room_deleted(self.now_ms(), room, members))
+        for user_id in members:
+            self._release_dropped(user_id)
         return room
 
     def clear(self, room_id: int) -> None:
@@ -315,7 +317,7 @@ class ChatRooms(Presence):
         room.remove_member(user_id)
         room.connections.difference_update(member.connections)
         self._publish(events.kicked(self.now_ms(), room, member))
-        self._release_kicked(user_id)
+        self._release_dropped(user_id)
         return True
 
     def ban(self, room_id: int, user_id: int) -> bool:
@@ -681,6 +683,8 @@ class ChatRooms(Presence):
 
     def _remote_room_deleted(self, event: Dict[str, Any]) -> None:
         self._rooms.pop(event["room"], None)
+        for user_id in event["members"]:
+            self._release_dropped(user_id)
 
     def _remote_connected(self, event: Dict[str, Any]) -> None:
         self._known_member(event["member"])
@@ -726,10 +730,23 @@ class ChatRooms(Presence):
             room.remove_member(event["member"]["id"])
             if member is not None:
                 room.connections.difference_update(member.connections)
-        self._release_kicked(event["member"]["id"])
+        self._release_dropped(event["member"]["id"])
 
-    def _release_kicked(self, user_id: int) -> None:
-        """A kick took a member's admission: one nobody claims any more is forgotten now."""
+    def _release_dropped(self, user_id: int) -> None:
+        """
+        A kick or a deleted room took a member's admission. Not registered here by PHP's
+        Connect, with no connection, grace, admission or presence left here, this instance has
+        no reason of its own to keep them
+        (an invitee who never came has no grace anywhere: their invitation lasts as long as its
+        room): it lets its claim go, and forgets them once nobody else claims them. No ``left``
+        follows either, so nothing else would.
+        """
+        member = self._members.get(user_id)
+        if member is None or member.registered or member.connections \
+                or user_id in self._grace_calls or self.presence.rooms_of(user_id) \
+                or any(user_id in room.members for room in self._rooms.values()):
+            return
+        self._release_own(member)
         self._release(user_id)
 
     def _remote_banned(self, event: Dict[str, Any]) -> None:

@@ -284,6 +284,46 @@ class ReplicationTests(ClusterRoomsMixin, SynchronousTestCase):
         self.confirmed()  # the rows move once the bus had time to say otherwise
         self.assertEqual(self.b.gone, [(9, [1])])
 
+    def test_invitees_who_never_came_are_forgotten_with_their_room(self) -> None:
+        """
+        PHP invites ann (8) and cyd (9) into bob's private room on node 1; neither ever
+        connects. Node 2 keeps them for node 1 (its claim): a kick of cyd, then the room's
+        deletion, leave nothing of either on both processes; bob, connected (and admitted to
+        room 1), stays.
+        """
+        key = room_key(1, 5)
+        self.a.chat.add_room(key, "Side", "7")
+        self.connect(self.a, 7)
+        self.a.chat.add_room_member(key, 7)
+        self.enter(self.a, "a7", 7, "bob", room=key)
+        for invitee in (8, 9):
+            self.a.chat.invite(key, 7, invitee)
+        self.settle()
+        for node in (self.a, self.b):
+            self.assertEqual(sorted(node.chat.get_room(key).members), [7, 8, 9])
+        self.assertEqual((self.b.chat.claims.holders(8), self.b.chat.claims.holders(9)),
+                         ({"node-1"}, {"node-1"}))
+        self.assertTrue(self.a.chat.kick(key, 9))
+        self.settle()
+        for node in (self.a, self.b):
+            self._forgotten(node, 9)
+        self.a.chat.delete_room(key)
+        self.settle()
+        for node in (self.a, self.b):
+            self._forgotten(node, 8)
+            self.assertIsNotNone(node.chat.get_member(7))
+        # Deleted from node 2 (PHP may call any process): the same.
+        self.a.chat.add_room(key, "Again", "7")
+        self.a.chat.add_room_member(key, 7)
+        self.a.chat.invite(key, 7, 8)
+        self.settle()
+        self.assertEqual(self.b.chat.claims.holders(8), {"node-1"})
+        self.b.chat.delete_room(key)
+        self.settle()
+        for node in (self.a, self.b):
+            self._forgotten(node, 8)
+            self.assertIsNotNone(node.chat.get_member(7))
+
     def test_a_departed_process_leaves_no_members_behind(self) -> None:
         self.connect(self.a, 7)
         self.enter(self.a, "a7", 7, "bob")
