@@ -20,7 +20,7 @@ from twisted.trial import unittest
 from ilchat.irc.websocket import BINARY, TEXT
 from tests.ilias.repository_support import Browser, sleep
 from tests.irc.test_websocket import WebIrcClient
-from tests.standalone.test_chat import standalone_client
+from tests.standalone.test_chat import lobby_browser, standalone_client
 from tests.support.server import start_server
 from tests.test_tls import _PKI, make_pki
 
@@ -65,14 +65,7 @@ class WebSocketAuditTests(unittest.TestCase):
         return client
 
     async def browser_in_lobby(self, name: str) -> Browser:
-        browser = Browser(self.server, "/chat")
-        self.addCleanup(browser.close)
-        await browser.connect()
-        await browser.emit("login", name)
-        await browser.wait_for("loggedIn")
-        await browser.emit("enterRoom", 1)
-        await browser.wait_for("notice", "welcome_to_chat")
-        return browser
+        return await lobby_browser(self, self.server, name)
 
     async def test_per_address_limit_counts_web_irc_clients_with_browser_sessions(self) -> None:
         """
