@@ -99,6 +99,23 @@ class WebSocketAuditTests(unittest.TestCase):
             await sleep(0.1)
         self.assertIn(" 001 again ", line)
 
+    async def test_one_web_irc_client_counts_once_at_a_limit_of_one(self) -> None:
+        """
+        network.max_connections_per_ip and irc.limits.max_connections_per_ip both 1: one web
+        IRC client registers (its WebSocket is one connection of the address, not a web session
+        and an IRC connection), the address holds one; a second gets IRC's ERROR.
+        """
+        await self.start(network={"max_connections_per_ip": 1},
+                         irc={"address": "127.0.0.1", "port": 0, "auth": "open",
+                              "limits": {"max_connections_per_ip": 1}})
+        await self.registered("only")
+        self.assertEqual(self.server.context.policy.connections.count("127.0.0.1"), 1)
+        second = await self.client([TEXT])
+        second.send("NICK second")
+        second.send("USER second 0 * :Second")
+        self.assertIn("Too many connections from your address",
+                      await threads.deferToThread(first_of, second, " 001 ", "ERROR"))
+
     async def test_trusted_proxy_address_is_the_one_checked_and_shown(self) -> None:
         """
         Behind a trusted proxy, ``X-Forwarded-For`` is the client: an address in the allow-list
