@@ -407,6 +407,14 @@ class IrcKeyTests(ConfigTestCase):
             {"name": "admin", "hash": self.HASH, "hosts": ["*"]},
             {"name": "admin", "hash": self.HASH, "hosts": ["*"]}]}}))
 
+    def test_operators_rights_in_chat_rooms(self) -> None:
+        """oper_kick and oper_ban: true by default, booleans only, each on its own."""
+        server, _ = self.load({"irc": {}})
+        self.assertEqual((server.irc.oper_kick, server.irc.oper_ban), (True, True))
+        server, _ = self.load({"irc": {"oper_kick": True, "oper_ban": False}})
+        self.assertEqual((server.irc.oper_kick, server.irc.oper_ban), (True, False))
+        self.assertIn("irc.oper_ban", self.error({"irc": {"oper_ban": "yes"}}))
+
 
 class HttpsTests(ConfigTestCase):
     def test_https_needs_cert(self) -> None:
@@ -667,7 +675,7 @@ _SERVER_KEYS = [(k,) for k in SERVER] + [("network",), ("irc",), ("redis",)] + [
 ] + [("irc", k) for k in ("address", "port", "plain", "tls_port", "cert", "key", "motd", "rooms",
                            "auth", "webirc", "limits", "server_name", "local_channels", "motd_file",
                            "admin_location", "admin_email", "operators", "network_name", "oper_kick",
-                           "websocket", "history_on_join", "chathistory_limit", "password")] + [
+                           "oper_ban", "websocket", "history_on_join", "chathistory_limit", "password")] + [
     ("irc", "limits", k) for k in ("flood_rate", "recvq", "max_line", "ping_interval")
 ] + [("irc", "rooms", "onscreen")] + [
     ("redis", k) for k in ("host", "port", "password", "db", "prefix", "instance", "tls", "ca_file",

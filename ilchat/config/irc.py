@@ -103,6 +103,8 @@ class IrcConfig:
     operators: Tuple[IrcOperator, ...] = ()
     #: Whether an IRC operator's KICK in a bridged room kicks the member as a moderator would.
     oper_kick: bool = flag(True)
+    #: Whether an IRC operator's ``+b``/``-b`` in a bridged room bans/unbans as ILIAS's ban does.
+    oper_ban: bool = flag(True)
     rooms: Optional[Dict[str, Optional[Tuple[int, ...]]]] = None
     auth: str = "ilias"
     #: In ``ilias`` mode: clients that give no login register as guests instead of being refused.

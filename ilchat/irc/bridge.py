@@ -52,6 +52,7 @@ from ilchat.irc.network import (
     RemoteUser,
     account_token,
     irc_lower,
+    mask_matches,
     sanitise_nick,
 )
 
@@ -150,6 +151,12 @@ class RoomLink(ChannelLink):
     def kick(self, by: Any, target: Any, reason: str) -> bool:
         return self.bridge.irc_kick(by, target, self.room_id)
 
+    def refusal(self, user: Any, action: str) -> Optional[str]:
+        return self.bridge.oper_refusal(user, action)
+
+    def change_ban(self, by: Any, adding: bool, mask: str) -> "defer.Deferred[Tuple[List[str], Optional[str]]]":
+        return defer.ensureDeferred(self.bridge.irc_ban(by, self.room_id, adding, mask))
+
     def list_masks(self, letter: str) -> "defer.Deferred[List[Tuple[str, str, int]]]":
         if letter != "b":
             return defer.succeed([])
@@ -176,6 +183,9 @@ class RoomBridge:
         store: the client's store (``is_banned``).
         exposed: the room ids to expose, or None for all rooms.
         auth_mode: ``"ilias"`` or ``"open"``.
+        keeps_bans: whether the rooms' bans are ILIAS's (``chatroom_bans``, which PHP checks
+            before it lets a user in): an operator's ``+b`` is refused where nothing would
+            enforce it (the standalone chat's users are new ids at every login).
     """
 
     _log = Logger()
@@ -189,8 +199,10 @@ class RoomBridge:
         auth_mode: str = "open",
         bus: Any = None,
         written_text: Optional[Callable[[str], str]] = None,
+        keeps_bans: bool = True,
     ) -> None:
         self.network = network
+        self.keeps_bans = keeps_bans
         #: A stored message text as its writer wrote it (the room's adapter may store texts
         #: HTML-escaped for its pages, which IRC users must not see).
         self.written_text: Callable[[str], str] = written_text or (lambda text: text)
@@ -385,16 +397,34 @@ class RoomBridge:
         except Exception:
             self._log.failure("Cannot read the bans of room {room}", room=room_id)
             return []
-        length = self.network.config.nick_length
-        return [(f"{sanitise_nick(ban['login'] or str(ban['user_id']), length)}!*@{self._host}",
-                 "ILIAS", ban["timestamp"]) for ban in bans]
+        return [(self._ban_mask(ban), "ILIAS", ban["timestamp"]) for ban in bans]
+
+    def _ban_mask(self, ban: Dict[str, Any]) -> str:
+        """How a ``chatroom_bans`` row shows in the ``+b`` list."""
+        nick = sanitise_nick(ban["login"] or str(ban["user_id"]), self.network.config.nick_length)
+        return f"{nick}!*@{self._host}"
+
+    def oper_refusal(self, user: Any, action: str) -> Optional[str]:
+        """
+        Why C{user} may not C{action} (``"kick"``, ``"ban"``) in this client's rooms from IRC,
+        or None: only IRC operators act there, as ILIAS moderators, and only where the server
+        allows it (``irc.oper_kick``, ``irc.oper_ban``).
+        """
+        if "o" not in getattr(user, "user_modes", ()):
+            return f"Only IRC operators may {action} in a chat room from IRC (ILIAS moderators {action} in ILIAS)"
+        allowed = self.network.config.oper_ban if action == "ban" else self.network.config.oper_kick
+        if not allowed:
+            return f"IRC operators may not {action} in chat rooms on this server ({action}s are set in ILIAS)"
+        if action == "ban" and not self.keeps_bans:
+            return "This chat keeps no bans (its users are not ILIAS accounts); KICK instead"
+        return None
 
     def irc_kick(self, by: Any, target: Any, room_id: int) -> bool:
         """
         An IRC operator (``OPER``) kicks a member out of the room as an ILIAS moderator would
         (L{ChatRooms.kick}: out of the room everywhere); nobody else may kick in a chat room.
         """
-        if "o" not in getattr(by, "user_modes", ()) or not self.network.config.oper_kick:
+        if self.oper_refusal(by, "kick") is not None:
             return False
         user_id = target.user_id
         self._log.info("IRC operator {nick} kicks user {user} from room {room}",
@@ -403,6 +433,85 @@ class RoomBridge:
             return self.chat.kick(room_id, user_id)
         except ChatError:
             return False
+
+    async def irc_ban(self, by: Any, room_id: int, adding: bool,
+                      mask: str) -> Tuple[List[str], Optional[str]]:
+        """
+        An IRC operator's ``+b``/``-b`` C{mask} (``nick!user@host``): the ``+b`` masks of the
+        bans set or lifted, and a notice for the operator when some or all were not.
+        """
+        if self.oper_refusal(by, "ban") is not None:
+            return [], None
+        if adding:
+            return await self._ban(by, room_id, mask)
+        return await self._unban(by, room_id, mask)
+
+    async def _ban(self, by: Any, room_id: int, mask: str) -> Tuple[List[str], Optional[str]]:
+        """
+        Ban every ILIAS user of the room whose nick!user@host matches, as a moderator's ban in
+        ILIAS goes: the ``chatroom_bans`` row PHP would write (first: no ban that a restart or
+        another process forgets), then the backend's Ban (L{ChatRooms.ban}: out of every room,
+        browsers get ``userjustbanned``), then their ``chatroom_users`` rows become sessions
+        (PHP's ``disconnectUser``). The operator's own account and open-mode IRC users (no
+        ILIAS account) are never banned.
+        """
+        name = channel_name(self.instance, room_id)
+        channel = self.channels.get(room_id)
+        targets: Dict[int, str] = {}
+        for member in list(channel.members) if channel is not None else []:
+            if member.user_id > 0 and member.user_id != by.user_id and mask_matches(mask, member.hostmask):
+                targets.setdefault(member.user_id, member.nick)
+        if not targets:
+            return [], f"Nobody in {name} matches {mask}: nobody banned"
+        own = by.user_id > 0 and getattr(by, "account_client", None) == self.instance
+        actor = by.user_id if own else 0
+        now = int(self.network.clock.seconds())
+        banned: List[int] = []
+        failed: List[str] = []
+        for user_id, nick in sorted(targets.items()):
+            try:
+                await self.store.ban_user(room_id, user_id, actor, now)
+            except Exception:
+                self._log.failure("Cannot store the ban of user {user} from room {room}",
+                                  user=user_id, room=room_id)
+                failed.append(nick)
+                continue
+            self._log.info("IRC operator {nick} bans user {user} from room {room} (+b {mask})",
+                           nick=by.nick, user=user_id, room=room_id, mask=mask)
+            self.chat.ban(room_id, user_id)
+            banned.append(user_id)
+            try:
+                await self.store.move_user_to_sessions(user_id, [room_id], now)
+            except Exception:
+                self._log.failure("Cannot end the chatroom_users row of banned user {user}", user=user_id)
+        note = f"Cannot store the ban of {', '.join(failed)} now: not banned" if failed else None
+        return await self._masks_of(room_id, banned), note
+
+    async def _masks_of(self, room_id: int, user_ids: List[int]) -> List[str]:
+        """The ``+b`` masks of these users' bans (a MODE line shows what the list now holds)."""
+        try:
+            bans = await self.store.get_bans(room_id, MAX_BAN_LIST, user_ids=user_ids)
+        except Exception:
+            self._log.failure("Cannot read the bans of room {room}", room=room_id)
+            return []
+        return [self._ban_mask(ban) for ban in bans]
+
+    async def _unban(self, by: Any, room_id: int, mask: str) -> Tuple[List[str], Optional[str]]:
+        """Lift the room's bans whose ``+b`` mask the operator's mask matches, as ILIAS's unban does."""
+        name = channel_name(self.instance, room_id)
+        try:
+            bans = await self.store.get_bans(room_id, MAX_BAN_LIST)
+            matched = [ban for ban in bans if mask_matches(mask, self._ban_mask(ban))]
+            if matched:
+                await self.store.unban_users(room_id, [ban["user_id"] for ban in matched])
+        except Exception:
+            self._log.failure("Cannot lift bans of room {room}", room=room_id)
+            return [], f"Cannot change the bans of {name} now: nothing lifted"
+        if not matched:
+            return [], f"No ban of {name} matches {mask}: nothing lifted"
+        self._log.info("IRC operator {nick} lifts the bans of users {users} from room {room} (-b {mask})",
+                       nick=by.nick, users=[ban["user_id"] for ban in matched], room=room_id, mask=mask)
+        return [self._ban_mask(ban) for ban in matched], None
 
     def irc_joined(self, user: Any, room_id: int) -> None:
         """Enter the room as a browser would; browsers see the IRC user in the userlist."""

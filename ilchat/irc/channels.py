@@ -238,14 +238,53 @@ class ChannelCommands:
         if changes.lstrip("+") in _LISTS and not args:
             return defer.ensureDeferred(self._send_list(channel, changes.lstrip("+")))
         if channel.bridged:
-            self.reply(ERR_CHANOPRIVSNEEDED, channel.name,
-                       "The modes of a chat room are set in ILIAS (kicks and bans by its moderators)")
-            return None
+            return defer.ensureDeferred(self._bridged_modes(channel, changes, args))
         if not channel.is_op(self):
             self.reply(ERR_CHANOPRIVSNEEDED, channel.name, "You're not channel operator")
             return None
         self._change_modes(channel, changes, args)
         return None
+
+    async def _bridged_modes(self, channel: Channel, changes: str, args: List[str]) -> None:
+        """
+        A chat room's modes are ILIAS's: ``+b``/``-b`` with a mask is an IRC operator's ban or
+        unban of ILIAS users (L{ChannelLink.change_ban}), shown as MODE lines of the room's ban
+        masks; every other mode is 482.
+        """
+        bans: List[Tuple[bool, str]] = []
+        other = False
+        sign = "+"
+        for char in changes:
+            if char in "+-":
+                sign = char
+                continue
+            takes_argument = char in "ovk" or char in _LISTS or (char == "l" and sign == "+")
+            argument = args.pop(0) if takes_argument and args else None
+            if char == "b" and argument is not None:
+                if len(bans) < MODES_PER_LINE:
+                    bans.append((sign == "+", _normal_mask(argument)))
+            else:
+                other = True
+        if other:
+            self.reply(ERR_CHANOPRIVSNEEDED, channel.name,
+                       "The modes of a chat room are set in ILIAS (IRC operators may +b/-b a mask)")
+        if not bans:
+            return
+        refusal = channel.link.refusal(self, "ban")
+        if refusal is not None:
+            self.reply(ERR_CHANOPRIVSNEEDED, channel.name, refusal)
+            return
+        for adding, mask in bans:
+            masks, note = await channel.link.change_ban(self, adding, mask)
+            if self._closing:
+                return
+            if note is not None:
+                self.send_message(Message("NOTICE", (self.nick, note), prefix=self.config.server_name))
+            for start in range(0, len(masks), MODES_PER_LINE):
+                shown = masks[start:start + MODES_PER_LINE]
+                letters = ("+" if adding else "-") + "b" * len(shown)
+                self.network.show_change(channel, Message("MODE", (channel.name, letters, *shown),
+                                                          prefix=self.hostmask))
 
     async def _send_list(self, channel: Channel, letter: str) -> None:
         """``MODE #c b`` (or e, I): the masks, then the end; a bridged room's bans are ILIAS's."""
@@ -450,8 +489,10 @@ class ChannelCommands:
         if self not in channel.members:
             self.reply(ERR_NOTONCHANNEL, channel.name, "You're not on that channel")
             return
-        if not channel.is_op(self) and not channel.bridged:
-            self.reply(ERR_CHANOPRIVSNEEDED, channel.name, "You're not channel operator")
+        refusal = channel.link.refusal(self, "kick") if channel.bridged else (
+            None if channel.is_op(self) else "You're not channel operator")
+        if refusal is not None:
+            self.reply(ERR_CHANOPRIVSNEEDED, channel.name, refusal)
             return
         reason = (message.params[2] if len(message.params) > 2 else self.nick)[:KICK_LENGTH]
         for nick in message.params[1].split(","):
@@ -460,8 +501,7 @@ class ChannelCommands:
                 self.reply(ERR_USERNOTINCHANNEL, nick, channel.name, "They aren't on that channel")
                 continue
             if not channel.link.kick(self, target, reason):
-                self.reply(ERR_CHANOPRIVSNEEDED, channel.name,
-                           "Only ILIAS moderators and IRC operators may kick from a chat room")
+                self.reply(ERR_USERNOTINCHANNEL, nick, channel.name, "They aren't in the chat room")
                 continue
             if not channel.bridged:
                 # A chat room's kick comes back as its ``kicked`` event, for everyone at once.

@@ -190,6 +190,20 @@ class ChannelLink:
         """An IRC operator kicks C{target}; return False to refuse."""
         return True
 
+    def refusal(self, user: Any, action: str) -> Optional[str]:
+        """
+        Why C{user} may not C{action} (``"kick"``, ``"ban"``) in a bridged channel, or None; a
+        local channel's chanops decide, so the default refuses nothing.
+        """
+        return None
+
+    def change_ban(self, by: Any, adding: bool, mask: str) -> "defer.Deferred[Tuple[List[str], Optional[str]]]":
+        """
+        A ``+b``/``-b`` C{mask} the link keeps itself (a bridged room's bans): fires with the
+        list masks set or lifted, and a notice for C{by} when nothing (or not all) changed.
+        """
+        return defer.succeed(([], None))
+
     def list_masks(self, letter: str) -> "defer.Deferred[List[Tuple[str, str, int]]]":
         """The ``(mask, set by, when)`` of a list mode (``b``) that the link keeps itself."""
         return defer.succeed([])

@@ -71,8 +71,10 @@ class IrcComponent:
         await self.network.open_ids.ready()
         self.network.cluster = self.context.cluster
         for name, client, chat, rooms in exposed:
+            # The standalone chat's users are new ids at each login: no ban could hold them.
             bridge = RoomBridge(self.network, chat, client.store, rooms, config.auth,
-                                written_text=_written_text_of(client))
+                                written_text=_written_text_of(client),
+                                keeps_bans=getattr(client.config, "standalone", None) is None)
             bridge.start(self.context.bus)
             self.bridges.append(bridge)
         # The IRC users and channels of the other processes (nothing to do for one process).

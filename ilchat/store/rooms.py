@@ -31,8 +31,11 @@ Methods (all return Deferreds / are coroutines):
   process that stops: the users only it holds)
 * ``is_banned(room_id, user_id) -> bool``
 * ``banned_pairs() -> set[(room_id, user_id)]``
-* ``get_bans(room_id, limit) -> list[dict]`` the room's bans (``user_id``, ``timestamp``,
-  ``actor_id``, ``login`` from ``usr_data`` or None), oldest first
+* ``get_bans(room_id, limit, user_ids=None) -> list[dict]`` the room's bans (``user_id``,
+  ``timestamp``, ``actor_id``, ``login`` from ``usr_data`` or None), oldest first
+* ``ban_user(room_id, user_id, actor_id, timestamp_s)`` a ban as PHP's ``ilChatroom::banUser``
+  writes it (an IRC operator's ``+b``)
+* ``unban_users(room_id, user_ids) -> int`` rows deleted, as PHP's ``ilChatroom::unbanUser``
 
 History writes use :meth:`Database.run_interaction_retrying`: a transient error (the server went
 away, a lock timeout) is logged to the error log and retried with a backoff for about three
@@ -443,15 +446,23 @@ class RoomStore:
 
         return await self.db.run_interaction("banned_pairs", banned_pairs_txn)
 
-    async def get_bans(self, room_id: int, limit: int = 100) -> List[Dict[str, Any]]:
-        """The bans PHP wrote for a room (the IRC ``+b`` list), oldest first, at most C{limit}."""
+    async def get_bans(self, room_id: int, limit: int = 100,
+                       user_ids: Optional[Iterable[int]] = None) -> List[Dict[str, Any]]:
+        """
+        The bans of a room (the IRC ``+b`` list), oldest first, at most C{limit}; only those of
+        C{user_ids} when given.
+        """
+        ids = None if user_ids is None else sorted({int(u) for u in user_ids})[:limit]
+        if ids == []:
+            return []
 
         def get_bans_txn(txn: Transaction) -> List[Dict[str, Any]]:
+            among = "" if ids is None else " AND b.user_id IN ({})".format(", ".join("?" * len(ids)))
             txn.execute(
                 "SELECT b.user_id, b.timestamp, b.actor_id, u.login FROM chatroom_bans b"
                 " LEFT JOIN usr_data u ON u.usr_id = b.user_id"
-                " WHERE b.room_id = ? ORDER BY b.timestamp, b.user_id LIMIT ?",
-                (int(room_id), int(limit)),
+                " WHERE b.room_id = ?" + among + " ORDER BY b.timestamp, b.user_id LIMIT ?",
+                (int(room_id), *(ids or ()), int(limit)),
             )
             return [
                 {"user_id": int(row[0]), "timestamp": int(row[1] or 0),
@@ -460,6 +471,41 @@ class RoomStore:
             ]
 
         return await self.db.run_interaction("get_bans", get_bans_txn)
+
+    async def ban_user(self, room_id: int, user_id: int, actor_id: int, timestamp_s: int) -> None:
+        """
+        Ban a user from a room as PHP's ``ilChatroom::banUser`` does: ``REPLACE`` of the
+        ``(room_id, user_id)`` row with the actor, the time in seconds and an empty remark. PHP
+        writes its moderators' bans itself; this is for the IRC operators' ``+b``.
+        """
+
+        def ban_user_txn(txn: Transaction) -> None:
+            txn.execute(
+                "REPLACE INTO chatroom_bans (room_id, user_id, actor_id, timestamp, remark)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (int(room_id), int(user_id), int(actor_id), int(timestamp_s), ""),
+            )
+
+        await self.db.run_interaction("ban_user", ban_user_txn)
+
+    async def unban_users(self, room_id: int, user_ids: Iterable[int]) -> int:
+        """
+        Lift bans as PHP's ``ilChatroom::unbanUser`` does (ILIAS's "delete" of its ban list):
+        delete the rows of C{user_ids} in the room. Returns the rows deleted.
+        """
+        ids = sorted({int(u) for u in user_ids})
+        if not ids:
+            return 0
+
+        def unban_users_txn(txn: Transaction) -> int:
+            txn.execute(
+                "DELETE FROM chatroom_bans WHERE room_id = ? AND user_id IN ({})".format(
+                    ", ".join("?" * len(ids))),
+                (int(room_id), *ids),
+            )
+            return txn.rowcount
+
+        return await self.db.run_interaction("unban_users", unban_users_txn)
 
 
 def _chatroom_userdata(txn: Transaction, user_id: int, room_id: Optional[int]) -> Optional[str]:

@@ -20,7 +20,7 @@ from twisted.trial import unittest
 from ilchat.irc.websocket import BINARY, TEXT
 from tests.ilias.repository_support import Browser, sleep
 from tests.irc.test_websocket import WebIrcClient
-from tests.standalone.test_chat import standalone_client
+from tests.standalone.test_chat import lobby_browser, standalone_client
 from tests.support.server import start_server
 from tests.test_tls import _PKI, make_pki
 
@@ -65,14 +65,7 @@ class WebSocketAuditTests(unittest.TestCase):
         return client
 
     async def browser_in_lobby(self, name: str) -> Browser:
-        browser = Browser(self.server, "/chat")
-        self.addCleanup(browser.close)
-        await browser.connect()
-        await browser.emit("login", name)
-        await browser.wait_for("loggedIn")
-        await browser.emit("enterRoom", 1)
-        await browser.wait_for("notice", "welcome_to_chat")
-        return browser
+        return await lobby_browser(self, self.server, name)
 
     async def test_per_address_limit_counts_web_irc_clients_with_browser_sessions(self) -> None:
         """
@@ -105,6 +98,23 @@ class WebSocketAuditTests(unittest.TestCase):
                 break
             await sleep(0.1)
         self.assertIn(" 001 again ", line)
+
+    async def test_one_web_irc_client_counts_once_at_a_limit_of_one(self) -> None:
+        """
+        network.max_connections_per_ip and irc.limits.max_connections_per_ip both 1: one web
+        IRC client registers (its WebSocket is one connection of the address, not a web session
+        and an IRC connection), the address holds one; a second gets IRC's ERROR.
+        """
+        await self.start(network={"max_connections_per_ip": 1},
+                         irc={"address": "127.0.0.1", "port": 0, "auth": "open",
+                              "limits": {"max_connections_per_ip": 1}})
+        await self.registered("only")
+        self.assertEqual(self.server.context.policy.connections.count("127.0.0.1"), 1)
+        second = await self.client([TEXT])
+        second.send("NICK second")
+        second.send("USER second 0 * :Second")
+        self.assertIn("Too many connections from your address",
+                      await threads.deferToThread(first_of, second, " 001 ", "ERROR"))
 
     async def test_trusted_proxy_address_is_the_one_checked_and_shown(self) -> None:
         """

@@ -1,6 +1,7 @@
 """
 IRC operators (OPER with server.cfg operator blocks, KILL, WALLOPS) and operators in bridged
-rooms: their KICK is an ILIAS moderator's kick, everywhere; the rooms' bans are the +b list.
+rooms: their KICK is an ILIAS moderator's kick, everywhere; the rooms' bans are the +b list
+(their +b/-b: tests.irc.test_operator_bans).
 """
 
 from typing import Any
@@ -121,7 +122,7 @@ class BridgedOperatorTests(IrcBridgeMixin, TestCase):
         await irc_id_in(bob)
         boss.send(f"KICK {CHANNEL} bob :behave")
         refused = await boss.wait_for("482")
-        self.assertIn("IRC operators", refused.params[2])
+        self.assertIn("Only IRC operators may kick", refused.params[2])
         boss.send("OPER admin opersecret")
         await boss.wait_for("381")
         boss.send(f"KICK {CHANNEL} bob :behave")
@@ -151,6 +152,9 @@ class BridgedOperatorTests(IrcBridgeMixin, TestCase):
             (CHANNEL, "mallory!*@onscreen.ilias", "ILIAS", "1700000000"),
             (CHANNEL, "eve_smith!*@onscreen.ilias", "ILIAS", "1700000001")])
         irc.send(f"MODE {CHANNEL} +b someone")
+        refused = await irc.wait_for("482")
+        self.assertIn("Only IRC operators may ban", refused.params[2])
+        irc.send(f"MODE {CHANNEL} +i")
         refused = await irc.wait_for("482")
         self.assertIn("set in ILIAS", refused.params[2])
         await self.enter(7, "bob")

@@ -239,8 +239,7 @@ class StandaloneIrcTests(unittest.TestCase):
     async def test_web_and_irc_users_talk_in_a_standalone_room(self) -> None:
         """Channel #chat-1 is the "Lobby" room; messages go both ways, names on both sides."""
         from ilchat.standalone import StandaloneChat
-        from tests.ilias.repository_support import Browser
-        from tests.standalone.test_chat import standalone_client
+        from tests.standalone.test_chat import lobby_browser, standalone_client
 
         captured = []
 
@@ -255,13 +254,7 @@ class StandaloneIrcTests(unittest.TestCase):
             client_components=[lambda ctx: StandaloneChat(ctx, policy=ctx.policy, grace=0.6)],
             server_components=[make_irc],
         )
-        browser = Browser(server, "/chat")
-        self.addCleanup(browser.close)
-        await browser.connect()
-        await browser.emit("login", "Zoë M.")
-        await browser.wait_for("loggedIn")
-        await browser.emit("enterRoom", 1)
-        await browser.wait_for("notice", "welcome_to_chat")
+        browser = await lobby_browser(self, server, "Zoë M.")
 
         irc = await _connect(captured[0].ports[0].getHost().port)
         self.addCleanup(irc.transport.loseConnection)

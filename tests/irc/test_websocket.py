@@ -16,9 +16,8 @@ from twisted.trial import unittest
 
 from ilchat.config import ConfigError, load_server_config
 from ilchat.irc.websocket import BINARY, TEXT
-from tests.ilias.repository_support import Browser
 from tests.irc.test_service import BASE_SERVER
-from tests.standalone.test_chat import standalone_client
+from tests.standalone.test_chat import lobby_browser, standalone_client
 from tests.support.http import http_request
 from tests.support.server import start_server
 
@@ -69,13 +68,7 @@ class IrcOverWebSocketTests(unittest.TestCase):
 
     async def test_text_client_registers_and_talks_with_a_browser(self) -> None:
         server = await self.start()
-        browser = Browser(server, "/chat")
-        self.addCleanup(browser.close)
-        await browser.connect()
-        await browser.emit("login", "Anna")
-        await browser.wait_for("loggedIn")
-        await browser.emit("enterRoom", 1)
-        await browser.wait_for("notice", "welcome_to_chat")
+        browser = await lobby_browser(self, server, "Anna")
 
         client = await self.client([TEXT])
         self.assertEqual(client.ws.subprotocol, TEXT)

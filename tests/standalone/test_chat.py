@@ -29,6 +29,18 @@ def standalone_client(**overrides: Any) -> Dict[str, Any]:
     return {"name": "chat", "standalone": {**STANDALONE, **overrides}}
 
 
+async def lobby_browser(test: Any, server: Any, name: str) -> Browser:
+    """A browser logged in to the standalone chat as C{name}, in the Lobby; closed at C{test}'s end."""
+    browser = Browser(server, "/chat")
+    test.addCleanup(browser.close)
+    await browser.connect()
+    await browser.emit("login", name)
+    await browser.wait_for("loggedIn")
+    await browser.emit("enterRoom", 1)
+    await browser.wait_for("notice", "welcome_to_chat")
+    return browser
+
+
 class ValidateNameTests(unittest.SynchronousTestCase):
     """The name rules of the login screen, without a server."""
 

@@ -239,6 +239,30 @@ class RoomStoreTestsMixin(StoreTestMixin):
         self.assertEqual(len(await self.store.get_bans(1, limit=1)), 1)
         self.assertEqual(await self.store.get_bans(3), [])
 
+    async def test_ban_user_and_unban_users_write_as_php_does(self) -> None:
+        """
+        ban_user is PHP's banUser (REPLACE: a second ban renews actor and time, empty remark);
+        unban_users deletes exactly those users' rows of that room; get_bans filters by user.
+        """
+        insert_rows(self.database, "chatroom_bans", [{"room_id": 2, "user_id": 7, "timestamp": 1}])
+        await self.store.ban_user(1, 7, 6, 100)
+        await self.store.ban_user(1, 7, 5, 200)
+        await self.store.ban_user(1, 8, 0, 150)
+        rows = fetch_rows(self.database, "SELECT room_id, user_id, actor_id, timestamp, remark"
+                          " FROM chatroom_bans ORDER BY room_id, user_id")
+        self.assertEqual(rows, [
+            {"room_id": 1, "user_id": 7, "actor_id": 5, "timestamp": 200, "remark": ""},
+            {"room_id": 1, "user_id": 8, "actor_id": 0, "timestamp": 150, "remark": ""},
+            {"room_id": 2, "user_id": 7, "actor_id": None, "timestamp": 1, "remark": None},
+        ])
+        self.assertEqual([b["user_id"] for b in await self.store.get_bans(1, user_ids=[7, 9])], [7])
+        self.assertEqual(await self.store.get_bans(1, user_ids=[]), [])
+        self.assertEqual(await self.store.unban_users(1, [7, 9]), 1)
+        self.assertEqual(await self.store.unban_users(1, []), 0)
+        self.assertFalse(await self.store.is_banned(1, 7))
+        self.assertTrue(await self.store.is_banned(1, 8))
+        self.assertTrue(await self.store.is_banned(2, 7))
+
     async def test_chatroom_userdata_prefers_the_room_then_the_newest(self) -> None:
         """The name PHP wrote: that room's row, else the newest row of the user, else None."""
         await self.store.add_chatroom_user(1, 6, '{"login":"alice one","id":6}', 100)
