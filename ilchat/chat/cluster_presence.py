@@ -103,6 +103,20 @@ class ClusterPresence:
         return sorted((room_id, user_id) for room_id, members in self._held.items()
                       for user_id, keys in members.items() if key in keys)
 
+    def held_by_others(self, instance: str) -> Dict[str, List[Tuple[int, int]]]:
+        """
+        Per other instance, the (room, member id) pairs it (or its previous run) holds, sorted:
+        what C{instance} knows of the others' holdings.
+        """
+        others: Dict[str, Set[Tuple[int, int]]] = {}
+        for room_id, members in self._held.items():
+            for user_id, keys in members.items():
+                for key in keys:
+                    name = key[:-1] if key.endswith("~") else key
+                    if name != instance:
+                        others.setdefault(name, set()).add((room_id, user_id))
+        return {name: sorted(pairs) for name, pairs in sorted(others.items())}
+
     def held_elsewhere(self, user_id: int, instance: str) -> bool:
         """Whether any holder but C{instance} holds the member in any room."""
         return any(self._held[room_id][user_id] - {instance}

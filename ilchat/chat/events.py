@@ -59,7 +59,11 @@ L{ilchat.chat.rooms.ChatRooms.apply_remote}; presence is L{ilchat.chat.cluster_p
 ``snapshot``      ``rooms`` (``[{"id", "title", "owner"}]``), ``members`` (``[{"id", "name",
                   "picture", "rooms": [admitted room ids], "claimed": whether the origin
                   keeps them for a reason of its own (L{ilchat.chat.claims})}]``),
-                  ``held`` (``[[room, member id]]``:
+                  ``others`` (optional: ``{instance: [[room, member id]]}``, what the other
+                  instances or their previous runs hold as far as the origin knows; a process
+                  that decides the departure of one it never heard from, having started after
+                  that one died, publishes the ``left`` of those too), ``held`` (``[[room,
+                  member id]]``:
                   the pairs the origin holds): applied idempotently (a union for rooms and
                   admissions; ``held`` replaces what is recorded for the origin).
 
@@ -220,10 +224,12 @@ def departed(ts: int, room_id: int, member: Dict[str, Any], instance: str, last:
 
 
 def state(rooms: List[Room], members: List[Member], held: List[Tuple[int, int]],
-          claimed: Iterable[int] = ()) -> Event:
+          claimed: Iterable[int] = (),
+          others: Optional[Dict[str, List[Tuple[int, int]]]] = None) -> Event:
     """
-    The fields of ``snapshot`` and ``sync_request``: what one instance knows and holds, and
-    (C{claimed}) which members it keeps for a reason of its own (L{ilchat.chat.claims}).
+    The fields of ``snapshot`` and ``sync_request``: what one instance knows and holds,
+    (C{claimed}) which members it keeps for a reason of its own (L{ilchat.chat.claims}), and
+    (C{others}) what the other instances (or their previous runs) hold as far as it knows.
     """
     claimed = set(claimed)
     admissions: Dict[int, List[int]] = {}
@@ -235,6 +241,8 @@ def state(rooms: List[Room], members: List[Member], held: List[Tuple[int, int]],
         "members": [dict(member_info(member), rooms=sorted(admissions.get(member.id, ())),
                          claimed=member.id in claimed) for member in members],
         "held": [[room_id, user_id] for room_id, user_id in held],
+        "others": {name: [[room_id, user_id] for room_id, user_id in pairs]
+                   for name, pairs in (others or {}).items()},
     }
 
 
@@ -286,6 +294,11 @@ def _pair(value: Any) -> bool:
     return isinstance(value, list) and len(value) == 2 and all(_int(item) for item in value)
 
 
+def _holdings(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(name, str) and _list_of(_pair)(pairs) for name, pairs in value.items())
+
+
 _TITLE = _optional(_is(str))
 _BOOL = _is(bool)
 _STATE = {"rooms": _list_of(_known_room), "members": _list_of(_known_member),
@@ -318,8 +331,12 @@ _FIELDS: Dict[str, Dict[str, Check]] = {
     "sync_request": dict(_STATE, fresh=_BOOL),
     "snapshot": _STATE,
 }
-_OPTIONAL: Dict[str, Dict[str, Check]] = {"left": {"instance": _is(str), "whole": _BOOL},
-                                           "instance_stopping": dict(_STATE, live=_list_of(_is(str)))}
+_OPTIONAL: Dict[str, Dict[str, Check]] = {
+    "left": {"instance": _is(str), "whole": _BOOL},
+    "instance_stopping": dict(_STATE, live=_list_of(_is(str)), others=_holdings),
+    "snapshot": {"others": _holdings},
+    "sync_request": {"others": _holdings},
+}
 
 
 def check_event(event: Dict[str, Any]) -> None:

@@ -171,6 +171,10 @@ class ChatRooms(Presence):
         self._restarted: Set[str] = set()
         # name -> the (room, member) rows it said it moves, for the end of its departure
         self._departure_moves: Dict[str, Set[Tuple[int, int]]] = {}
+        # name -> what its previous run held, as another process's snapshot said (a process
+        # that started after that instance died learns its holdings only so): (room, member
+        # id) -> member
+        self._others_held: Dict[str, Dict[Tuple[int, int], Dict[str, Any]]] = {}
         self._handles_departure = handles_departure or self._lowest_witness
         self._unsubscribe: Optional[Callable[[], None]] = None
         # Message ids unique across the processes of a site and their restarts: the bus
@@ -573,6 +577,7 @@ class ChatRooms(Presence):
         self._departures.clear()
         self._witnesses.clear()
         self._departure_moves.clear()
+        self._others_held.clear()
         self._restarted.clear()
         self._stop_presence()
         if self._history is not None:
@@ -641,6 +646,8 @@ class ChatRooms(Presence):
         origin = envelope["origin"]
         if origin == self.origin:
             return
+        if self._others_held:
+            self._others_held.pop(origin, None)  # heard from itself: what others said is stale
         event = envelope["event"]
         kind = event.get("type")
         if kind == "instance_stopping":
@@ -758,12 +765,24 @@ class ChatRooms(Presence):
         for info in event.get("rooms", ()):
             self._remote_room_created({"room": info["id"], "title": info["title"],
                                        "owner": info["owner"]})
+        infos = {}
         for info in event.get("members", ()):
-            member = self._known_member(info, named=True, touch=False)
+            infos[info["id"]] = events.member_info(
+                self._known_member(info, named=True, touch=False))
+            member = self._members[info["id"]]
             for room_id in info.get("rooms", ()):
                 room = self._rooms.get(room_id)
                 if room is not None:
                     room.members[member.id] = member
+        for name, pairs in event.get("others", {}).items():
+            # What the others hold as the sender knows it: if this process decides the
+            # departure of one it never heard from (it started after that one died), this is
+            # all it knows of its holdings.
+            if name != self.origin:
+                self._others_held[name] = {
+                    (room_id, user_id): infos.get(user_id) or {"id": user_id, "name": None,
+                                                               "picture": False}
+                    for room_id, user_id in pairs}
 
     _remote_sync_request = _remote_snapshot
 
@@ -837,7 +856,8 @@ class ChatRooms(Presence):
                    or member.id in admitted or self.presence.rooms_of(member.id)]
         return events.state(self.rooms(), members,
                             self.presence.held_by(self.origin),
-                            self.claims.claimed_by(self.origin))
+                            self.claims.claimed_by(self.origin),
+                            self.presence.held_by_others(self.origin))
 
     def _departure_due(self, name: str, witnesses: Set[str]) -> None:
         self._departures.pop(name, None)
@@ -851,6 +871,19 @@ class ChatRooms(Presence):
         for room_id, user_id in sorted(self._departure_moves.pop(name, ())):
             if publish and not self.presence.is_present(room_id, user_id):
                 moves.setdefault(user_id, []).append(room_id)  # moving it twice moves it once
+        learnt = self._others_held.pop(name, {})
+        if publish and name not in self._live:
+            # Held by its previous run, as others knew, though never heard of here.
+            held_here = set(self.presence.held_by(key))
+            for (room_id, user_id), info in sorted(learnt.items()):
+                if (room_id, user_id) in held_here:
+                    continue
+                present = self.presence.is_present(room_id, user_id)
+                self._publish(events.departed(ts, room_id, info, name, not present, whole=True))
+                if not present:
+                    self._nobody_holds(room_id, user_id)
+                    ended.setdefault(user_id, []).append(room_id)
+                    moves.setdefault(user_id, []).append(room_id)
         for room_id, user_id in self.presence.held_by(key):
             info = self.presence.member(user_id)
             if publish:

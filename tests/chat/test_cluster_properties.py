@@ -642,18 +642,16 @@ class WitnessCases(_Checks, SynchronousTestCase):
                                    ("open", 7, 0, 1, 0), ("open", 7, 0, 1, 0), ("start", 0)]))
 
 
-class KnownGaps(_Checks, SynchronousTestCase):
+class KilledWitnessCases(_Checks, SynchronousTestCase):
     """
     Found by the longer search (``HYPOTHESIS_PROFILE=thorough``): node 3 is killed, node 1
     starts again before node 3's heartbeat expired, and both see it expire. Node 1, the lowest
-    witness, decides node 3's departure but never learnt what node 3 held (a snapshot carries
-    only its sender's own holdings), so nobody publishes the ``left`` of 7: node 2's userlist
-    keeps 7. Node 2 ended the holding itself, so its rows and presence are right.
+    witness, decided node 3's departure but had never heard what node 3 held, so nobody
+    published the ``left`` of 7 and node 2's userlist kept 7. Snapshots now carry what the
+    sender knows the others hold (``others``), and such a decider publishes those too.
     """
 
-    todo = "a witness that started after a SIGKILL decides without the holdings (issue 14)"
-
-    def test_a_restarted_witness_of_a_kill_decides_without_the_holdings(self) -> None:
+    def test_a_restarted_witness_of_a_kill_decides_with_the_holdings(self) -> None:
         self._check(self._play(3, [
             ("open", 7, 0, 1, 0), ("open", 7, 0, 1, 0), ("open", 7, 2, 1, 0), ("stop", 0),
             ("kill", 1), ("open", 7, 0, 1, 0), ("lose", 0, False), ("open", 7, 0, 1, 0),
