@@ -523,19 +523,14 @@ def _write_tls(tls: BufferingTLSTransport, data: bytes) -> None:
         write_frames(tcp, sock, records)
 
 
-class _Collected:
+class _Collected(list):
     """An HTTP channel's transport while twisted.web writes one answer: keeps the bytes."""
 
-    __slots__ = ("data",)
+    __slots__ = ()
 
-    def __init__(self) -> None:
-        self.data: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.data.append(data)
-
-    def writeSequence(self, data: list[bytes]) -> None:
-        self.data.extend(data)
+    # List methods themselves: no Python frame per write.
+    write = list.append
+    writeSequence = list.extend
 
 
 def write_answer(request: Request, body: bytes) -> None:
@@ -558,5 +553,5 @@ def write_answer(request: Request, body: bytes) -> None:
         request.write(body)
     finally:
         channel.transport = transport
-    if collected.data:
-        write_frames(transport, direct_socket(transport), collected.data)
+    if collected:
+        write_frames(transport, direct_socket(transport), collected)
