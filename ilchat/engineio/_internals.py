@@ -18,7 +18,8 @@ Autobahn/Twisted way.
 The workarounds: Autobahn's eager ``pformat`` of its options for a debug line
 (:class:`_LazyPformat`), its txaio batched timers that cannot be cancelled
 (:class:`_ConnectionTimers`), and the HTTP channel left as the websocket transport's producer
-(:class:`_WriteWatch`).
+(:class:`_WriteWatch`). A parked long-polling GET's answer is twisted.web's own, collected and
+sent as one write (:func:`write_answer`).
 
 :class:`FastWebSocketServerProtocol` and :class:`FastWebSocketServerFactory` carry all of it;
 ``ilchat.engineio.websocket`` subclasses them with the Engine.IO logic.
@@ -39,6 +40,7 @@ from twisted.logger import Logger
 from OpenSSL.SSL import Error as _TLSError
 from OpenSSL.SSL import WantReadError
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOProtocol, _AggregateSmallWrites
+from twisted.web.server import Request
 
 from ilchat.engineio.turnbatch import TurnBatch
 
@@ -51,6 +53,7 @@ __all__ = [
     "frame_size",
     "prepare_frame",
     "read_data_frame",
+    "write_answer",
     "write_frames",
 ]
 
@@ -518,3 +521,37 @@ def _write_tls(tls: BufferingTLSTransport, data: bytes) -> None:
             break
     if records:
         write_frames(tcp, sock, records)
+
+
+class _Collected(list):
+    """An HTTP channel's transport while twisted.web writes one answer: keeps the bytes."""
+
+    __slots__ = ()
+
+    # List methods themselves: no Python frame per write.
+    write = list.append
+    writeSequence = list.extend
+
+
+def write_answer(request: Request, body: bytes) -> None:
+    """
+    C{request.write(body)} on an C{HTTPChannel}, its bytes sent as one write (L{write_frames}).
+
+    twisted.web builds the answer (status line, the headers with its cookies and
+    C{Connection: close}, the body unless HEAD) and writes it as two writes (C{writeHeaders},
+    then the body), which register the socket with the reactor and go out on the next turn.
+    Here the channel's C{transport} is a L{_Collected} during the call, so the same bytes are
+    gathered and sent at once. That the channel writes only through C{self.transport} is checked
+    by C{tests/engineio/test_server.py} (the one C{send()} is the whole answer); the caller sets
+    C{Content-Length}, so nothing is chunked.
+    """
+    channel = request.channel
+    transport = channel.transport
+    collected = _Collected()
+    channel.transport = collected
+    try:
+        request.write(body)
+    finally:
+        channel.transport = transport
+    if collected:
+        write_frames(transport, direct_socket(transport), collected)

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request
 
-from ilchat.engineio._internals import direct_socket, write_frames
+from ilchat.engineio._internals import write_answer
 from ilchat.engineio.packets import encode_payload
 from ilchat.engineio.turnbatch import TurnBatch
 from ilchat.jsonutil import dumps
@@ -56,30 +56,21 @@ def write_response(request: Request | None, code: int, content_type: bytes, body
     """
     Finish a parked request, unless the client has gone already.
 
-    On an HTTP/1.x channel the status line, the headers and the body go out as one write, sent at
-    once when nothing waits ahead of it (:func:`~ilchat.engineio._internals.write_frames`), not
-    as twisted.web's two writes that register the socket with the reactor and wait for the next
-    turn: a polling client's every delivery is one such answer.
+    The answer is twisted.web's own (``Request.write``: cookies, ``Connection: close``, HEAD), but
+    on an HTTP/1.x channel it goes out as one write, sent at once when nothing waits ahead of it
+    (:func:`~ilchat.engineio._internals.write_answer`), not as twisted.web's two writes that
+    register the socket with the reactor and wait for the next turn: a polling client's every
+    delivery is one such answer.
     """
     if request is None or request.finished or getattr(request, "_disconnected", False):
         return
     request.setResponseCode(code)
-    channel = request.channel
-    if isinstance(channel, HTTPChannel) and not request.startedWriting and request.method != b"HEAD":
-        head = [request.clientproto, b" %d " % code, request.code_message, b"\r\n"]
-        for name, values in request.responseHeaders.getAllRawHeaders():
-            for value in values:
-                head += (name, b": ", value, b"\r\n")
-        head += (b"Content-Type: ", content_type, b"\r\nContent-Length: %d\r\n\r\n" % len(body), body)
-        request.startedWriting = 1
-        request.sentLength = len(body)
-        transport = channel.transport
-        write_frames(transport, direct_socket(transport), [b"".join(head)])
-        request.finish()
-        return
     request.setHeader(b"content-type", content_type)
     request.setHeader(b"content-length", b"%d" % len(body))
-    request.write(body)
+    if isinstance(request.channel, HTTPChannel) and not request.startedWriting:
+        write_answer(request, body)
+    else:
+        request.write(body)
     request.finish()
 
 

@@ -7,6 +7,7 @@ The HTTP client is Twisted's ``Agent`` (code we did not write); websocket tests 
 from __future__ import annotations
 
 import json
+import socket
 import weakref
 
 from twisted.internet import defer, reactor
@@ -117,3 +118,51 @@ def handshake(base: str, path: str = "/socket.io/"):
     assert first[0] == "0", first
     info = json.loads(first[1:])
     return info["sid"], info
+
+
+class RawHTTP:
+    """
+    One HTTP connection on a plain blocking socket, for what ``Agent`` hides: the exact bytes of
+    an answer and whether the server closed the connection after it. Call it in a thread.
+    """
+
+    def __init__(self, base: str, timeout: float = 10.0) -> None:
+        host, port = base.rsplit("/", 1)[-1].split(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=timeout)
+        self.buffer = b""
+
+    def send(self, method: str, target: str, version: str = "HTTP/1.1", headers: str = "") -> None:
+        self.sock.sendall(f"{method} {target} {version}\r\nHost: x\r\n{headers}\r\n".encode())
+
+    def answer(self) -> tuple[bytes, dict[bytes, list[bytes]], bytes]:
+        """The next answer, ``Content-Length`` framed: its raw bytes, its headers and its body."""
+        while b"\r\n\r\n" not in self.buffer:
+            self._read()
+        head, _, rest = self.buffer.partition(b"\r\n\r\n")
+        headers: dict[bytes, list[bytes]] = {}
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            headers.setdefault(name.strip().lower(), []).append(value.strip())
+        size = int(headers[b"content-length"][0])
+        while len(rest) < size:
+            self._read()
+            rest = self.buffer.partition(b"\r\n\r\n")[2]
+        self.buffer = rest[size:]
+        return head + b"\r\n\r\n" + rest[:size], headers, rest[:size]
+
+    def closed(self, timeout: float = 2.0) -> bool:
+        """Whether the server closes the connection within C{timeout}, with nothing more sent."""
+        self.sock.settimeout(timeout)
+        try:
+            return not self.buffer and self.sock.recv(1) == b""
+        except socket.timeout:
+            return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _read(self) -> None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("the server closed the connection mid-answer")
+        self.buffer += data

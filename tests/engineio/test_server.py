@@ -13,12 +13,13 @@ import websocket
 from twisted.internet import defer, reactor, task
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
 
 from ilchat.engineio import responses as responses_module
 from ilchat.engineio import session as session_module
 from ilchat.engineio.outgoing import OutgoingPacket
 from ilchat.engineio.server import EngineIOServer
-from tests.engineio.support import handshake, http, serve, wait
+from tests.engineio.support import RawHTTP, handshake, http, serve, wait
 
 
 class Echo:
@@ -386,6 +387,126 @@ class PollingTests(ServerTestCase):
         self.assertEqual(Echo.closed, [(sid, "transport close")])
         response = yield http("GET", f"{self.url}?EIO=4&transport=polling&sid={sid}")
         self.assertEqual(response.code, 400)
+
+
+class _InFront(Resource):
+    """
+    What a resource in front of Engine.IO may do with every request: set a cookie (a sticky
+    route), and here also count the server's C{send()} calls on the connection (every answer's
+    bytes, in the order sent).
+    """
+
+    isLeaf = True
+
+    def __init__(self, inner: Resource) -> None:
+        super().__init__()
+        self.inner = inner
+        self.sends: list[bytes] = []
+
+    def render(self, request):
+        request.addCookie(b"route", b"node-1", path=b"/socket.io/", httpOnly=True)
+        transport = request.channel.transport
+        if not isinstance(transport.socket, _CountingSocket):
+            transport.socket = _CountingSocket(transport.socket, self.sends)
+        return self.inner.render(request)
+
+
+class _CountingSocket:
+    """A connection's socket that records what each C{send()} sent."""
+
+    def __init__(self, sock, sends: list) -> None:
+        self._sock = sock
+        self._sends = sends
+
+    def send(self, data, *flags):
+        sent = self._sock.send(data, *flags)
+        self._sends.append(bytes(data[:sent]))
+        return sent
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+class PollingAnswerTests(ServerTestCase):
+    """
+    A parked GET's answer is twisted.web's own (its cookies, its persistence handling) and goes
+    out as one C{send()} before the answering call returns. Read as raw bytes off the socket.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.front = _InFront(self.server.resource)
+        self.front_base = serve(self, self.front)
+        self.answered: list[tuple[bytes, list[bytes]]] = []
+        write_response = session_module.write_response
+
+        def watched(request, code, content_type, body):
+            before = len(self.front.sends)
+            write_response(request, code, content_type, body)
+            if body == b"4wake":
+                self.answered.append((body, self.front.sends[before:]))
+
+        self.patch(session_module, "write_response", watched)
+
+    @defer.inlineCallbacks
+    def parked_exchange(self, version="HTTP/1.1", headers=""):
+        """A GET parked, then woken by a message: its answer's raw bytes, headers, body, close."""
+        sid, _ = yield handshake(self.front_base)
+        client = yield deferToThread(RawHTTP, self.front_base)
+        self.addCleanup(client.close)
+        target = f"/socket.io/?EIO=4&transport=polling&sid={sid}"
+        yield deferToThread(client.send, "GET", target, version, headers)
+        yield wait(0.1)
+        self.assertIsNotNone(self.server.sessions[sid]._get_request)  # parked
+        yield http("POST", f"{self.front_base}{target}", b"4wake")
+        raw, answer_headers, body = yield deferToThread(client.answer)
+        self.assertEqual(body, b"4wake")
+        closed = yield deferToThread(client.closed)
+        return raw, answer_headers, closed
+
+    @defer.inlineCallbacks
+    def test_parked_get_answer_carries_the_cookies_set_on_its_request(self):
+        """A cookie set with C{addCookie} on the GET's request is in the answer's Set-Cookie."""
+        raw, headers, closed = yield self.parked_exchange()
+        self.assertEqual(headers[b"set-cookie"], [b"route=node-1; Path=/socket.io/; HttpOnly"])
+        self.assertEqual(headers[b"content-length"], [b"5"])
+        self.assertEqual(headers[b"content-type"], [b"text/plain; charset=UTF-8"])
+        self.assertFalse(closed)  # HTTP/1.1: the connection stays open for the next poll
+
+    @defer.inlineCallbacks
+    def test_http_1_0_poll_is_closed_after_its_answer(self):
+        """An HTTP/1.0 GET (no keep-alive) is answered in HTTP/1.0, then its connection closed."""
+        raw, headers, closed = yield self.parked_exchange("HTTP/1.0")
+        self.assertTrue(raw.startswith(b"HTTP/1.0 200 OK\r\n"), raw)
+        self.assertTrue(closed)
+
+    @defer.inlineCallbacks
+    def test_connection_close_poll_says_so_and_is_closed(self):
+        """An HTTP/1.1 GET with C{Connection: close} gets C{Connection: close}, then the close."""
+        raw, headers, closed = yield self.parked_exchange(headers="Connection: close\r\n")
+        self.assertEqual(headers[b"connection"], [b"close"])
+        self.assertTrue(closed)
+
+    @defer.inlineCallbacks
+    def test_parked_get_answer_is_twisted_webs_own(self):
+        """Byte for byte (but the Date) what C{Request.write} and C{finish} send for it."""
+        ours = yield self.parked_exchange()
+        # No channel is an HTTPChannel to write_response now: it takes twisted.web's own path.
+        self.patch(responses_module, "HTTPChannel", type("NoChannel", (), {}))
+        twisted_web = yield self.parked_exchange()
+
+        def undated(raw):
+            return [line for line in raw.split(b"\r\n") if not line.startswith(b"Date: ")]
+
+        self.assertEqual(undated(ours[0]), undated(twisted_web[0]))
+
+    @defer.inlineCallbacks
+    def test_each_answer_is_one_send_made_at_once(self):
+        """Status line, headers and body leave in one C{send()} made before the call returns."""
+        for version, headers in (("HTTP/1.1", ""), ("HTTP/1.0", ""), ("HTTP/1.1", "Connection: close\r\n")):
+            self.answered.clear()
+            raw, _, _ = yield self.parked_exchange(version, headers)
+            self.assertEqual(self.answered, [(b"4wake", [raw])], (version, headers))
 
 
 class WebSocketTests(ServerTestCase):
