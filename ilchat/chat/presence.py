@@ -35,9 +35,9 @@ __all__ = ["DISCONNECT_GRACE", "MOVE_CONFIRM_DELAY", "Presence"]
 #: Seconds a member without connections stays in their rooms (spec §5.1).
 DISCONNECT_GRACE = 15.0
 
-#: Seconds a process with peers waits before it moves the rows of a member it saw leave, so that
-#: what the others published a moment earlier (a tab of theirs entering there) has arrived: the
-#: bus takes milliseconds. Alone, it moves them at once.
+#: Seconds a process waits before it moves the rows of a member it saw leave while another
+#: instance claims them, so that what the others published a moment earlier (a tab of theirs
+#: entering there) has arrived: the bus takes milliseconds. Otherwise it moves them at once.
 MOVE_CONFIRM_DELAY = 2.0
 
 # Seconds the rows another instance said it moves are remembered: past its heartbeat's expiry
@@ -237,10 +237,12 @@ class Presence:
         other processes published meanwhile has arrived (L{MOVE_CONFIRM_DELAY}). A room where
         someone holds them again is left to that holder, whose own end moves the row: a "Leave"
         on one process as another tab enters on another must not move the row of a user online.
+        Only a member another instance claims can be entering elsewhere (PHP connected and
+        admitted them there first): any other is moved at once.
         """
         if not room_ids or self._on_member_gone is None:
             return
-        if len(self._live) <= 1:
+        if len(self._live) <= 1 or not self.claims.holders(user_id) - {self.origin}:
             self._run_hook(self._on_member_gone, user_id, room_ids)
             return
         call: IDelayedCall

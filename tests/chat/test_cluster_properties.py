@@ -572,6 +572,14 @@ class StoppingTests(_Checks, SynchronousTestCase):
 class LeaveCases(_Checks, SynchronousTestCase):
     """A departure on one process while the member enters on another."""
 
+    def test_alone_after_an_unnoticed_kill_moves_at_once(self) -> None:
+        """node 1 still counts the dead node 2, but nobody else claims 7: no wait to die in."""
+        self._case(2, [("kill", 1), ("open", 7, 0, 1, 0), ("lose", 0, True), ("start", 0),
+                       ("kill", 0)])
+
+    def _case(self, count: int, steps: List[Tuple[Any, ...]]) -> None:
+        self._check(self._play(count, steps))
+
     def test_leave_while_another_tab_enters_elsewhere(self) -> None:
         """
         node 1 hears 7's "Leave" before node 2's ``entered`` of 7's other tab: node 1 saw nobody
@@ -589,9 +597,12 @@ class LeaveCases(_Checks, SynchronousTestCase):
         self.assertEqual(cluster.store.db.rows("chatroom_users"), [(1, 7)])
 
     def test_killed_before_confirming_a_move(self) -> None:
-        """node 1 said it moves 7's row and died within its wait: node 2's departure moves it."""
+        """
+        PHP (on node 2, which so claims 7) connected the page node 1 serves; node 1 said it moves
+        7's row and died within its wait: node 2's departure moves it.
+        """
         cluster = _Cluster(self, 2)
-        cluster.open_tab(7, "node-1", 1, "node-1")
+        cluster.open_tab(7, "node-1", 1, "node-2")
         cluster.lose_tab(0, True)
         cluster.kill("node-1")
         cluster.settle()
