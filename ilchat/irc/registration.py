@@ -30,6 +30,7 @@ from ilchat.irc.channels import CHANNEL_LIMIT, KICK_LENGTH, MODES_PER_LINE
 from ilchat.irc.message import MESSAGE_TARGETS, Message, decimal_number, split_text
 from ilchat.irc.network import valid_nick
 from ilchat.irc.numerics import (
+    ERR_ALREADYREGISTERED,
     ERR_ERRONEUSNICKNAME,
     ERR_INVALIDCAPCMD,
     ERR_NEEDMOREPARAMS,
@@ -268,8 +269,12 @@ class RegistrationCommands:
         if self.network.authenticator is None or "sasl" not in self.caps:
             self.reply(ERR_SASLFAIL, "SASL authentication failed")
             return None
-        if self.registered or self.account is not None:
+        if self.account is not None:
             self.reply(ERR_SASLALREADY, "You have already authenticated using SASL")
+            return None
+        if self.registered:
+            # A guest has not logged in: 907 would say it had. SASL is for registration only.
+            self.reply(ERR_ALREADYREGISTERED, "You may not reregister: log in with SASL before registration")
             return None
         data = message.params[0]
         if data == "*":

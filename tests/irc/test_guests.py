@@ -108,6 +108,21 @@ class GuestTests(IliasUsersMixin, unittest.TestCase):
         await client.wait_for("318")
         self.assertEqual(client.since("330"), [])
 
+    async def test_sasl_after_registration_is_462_for_a_guest_and_907_for_an_account(self) -> None:
+        """
+        AUTHENTICATE after registration: a guest has not logged in, so 907 ("already
+        authenticated") would be false; it gets 462 (SASL before registration only, irctest's
+        answer for servers without post-registration SASL). An account holder still gets 907.
+        """
+        await self.start()
+        guest = await self.guest("visitor", caps=("sasl",))
+        guest.send("AUTHENTICATE PLAIN")
+        refused = await guest.wait_for("462|907|AUTHENTICATE")
+        self.assertEqual(refused.command, "462")
+        jdoe = await self.account("jdoe", "jdoe")
+        jdoe.send("AUTHENTICATE PLAIN")
+        self.assertEqual((await jdoe.wait_for("462|907|AUTHENTICATE")).command, "907")
+
     async def test_a_wrong_pass_login_is_still_refused(self) -> None:
         """A client that gives PASS login:password must have it right: 464 and closed."""
         await self.start()
