@@ -35,6 +35,13 @@ class BenchLogicTests(TestCase):
         self.assertIn("# fail 0", result.stdout)
         self.assertIn("# pass 6", result.stdout)
 
+    async def test_a_port_in_use_is_refused(self) -> None:
+        """bench/lib/procs.test.js: a server port something listens on already stops the run."""
+        result = await threads.deferToThread(run_node, "--test", os.path.join(BENCH_LIB, "procs.test.js"))
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("# fail 0", result.stdout)
+        self.assertIn("# pass 1", result.stdout)
+
     async def test_find_pid_picks_the_server_on_the_port(self) -> None:
         """With two mariadbd running, each port names its own (the first in /proc is not ours)."""
         why = mariadbd_available()

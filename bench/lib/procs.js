@@ -37,4 +37,12 @@ function findPid(comm, port) {
   return null;
 }
 
-module.exports = { listeningInodes, findPid };
+/* Why a server cannot be started on `port`, or null: something listens there already (another
+ * bench run on the default ports, say), and its Heartbeat would be measured instead. */
+function portTaken(port) {
+  if (!listeningInodes(port).size) return null;
+  return `port ${port} is already in use by another process: stop it, or give this run its own `
+    + 'ports (--node-port P, --ilchat-port P)';
+}
+
+module.exports = { listeningInodes, findPid, portTaken };

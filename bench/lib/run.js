@@ -11,7 +11,7 @@ const path = require('path');
 const http = require('http');
 const https = require('https');
 const { spawn, spawnSync, execFileSync } = require('child_process');
-const { findPid } = require('./procs');
+const { findPid, portTaken } = require('./procs');
 const adapt = require('./adapt');
 
 const BENCH = path.resolve(__dirname, '..');
@@ -235,6 +235,8 @@ function serverCommand(kind, tls, member) {
 
 async function startServer(kind, logName, tls, member = null) {
   const [[cmd, args], port] = serverCommand(kind, tls, member);
+  const taken = portTaken(port);
+  if (taken) throw new Error(`${kind} server not started: ${taken}`);
   const out = fs.openSync(path.join(RESULTS, logName), 'w');
   const child = spawn(cmd, args, { stdio: ['ignore', out, out], cwd: RESULTS });
   let exited = null;
