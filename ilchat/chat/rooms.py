@@ -171,9 +171,9 @@ class ChatRooms(Presence):
         self._restarted: Set[str] = set()
         # name -> the (room, member) rows it said it moves, for the end of its departure
         self._departure_moves: Dict[str, Set[Tuple[int, int]]] = {}
-        # name -> what its previous run held, as another process's snapshot said (a process
-        # that started after that instance died learns its holdings only so): (room, member
-        # id) -> member
+        # name -> what it (or its previous run) holds, as another process's snapshot said, kept
+        # until this process hears from it itself (one that started after that instance died
+        # learns its holdings only so): (room, member id) -> member
         self._others_held: Dict[str, Dict[Tuple[int, int], Dict[str, Any]]] = {}
         self._handles_departure = handles_departure or self._lowest_witness
         self._unsubscribe: Optional[Callable[[], None]] = None
@@ -742,16 +742,13 @@ class ChatRooms(Presence):
     def _release_dropped(self, user_id: int) -> None:
         """
         A kick or a deleted room took a member's admission. Not registered here by PHP's
-        Connect, with no connection, grace, admission or presence left here, this instance has
-        no reason of its own to keep them
-        (an invitee who never came has no grace anywhere: their invitation lasts as long as its
-        room): it lets its claim go, and forgets them once nobody else claims them. No ``left``
-        follows either, so nothing else would.
+        Connect and with nothing left here (L{_kept_here}), this instance has no reason of its
+        own to keep them (an invitee who never came has no grace anywhere: their invitation
+        lasts as long as its room): it lets its claim go, and forgets them once nobody else
+        claims them. No ``left`` follows either, so nothing else would.
         """
         member = self._members.get(user_id)
-        if member is None or member.registered or member.connections \
-                or user_id in self._grace_calls or self.presence.rooms_of(user_id) \
-                or any(user_id in room.members for room in self._rooms.values()):
+        if member is None or member.registered or self._kept_here(member):
             return
         self._release_own(member)
         self._release(user_id)
@@ -767,9 +764,8 @@ class ChatRooms(Presence):
                                        "owner": info["owner"]})
         infos = {}
         for info in event.get("members", ()):
-            infos[info["id"]] = events.member_info(
-                self._known_member(info, named=True, touch=False))
-            member = self._members[info["id"]]
+            member = self._known_member(info, named=True, touch=False)
+            infos[member.id] = events.member_info(member)
             for room_id in info.get("rooms", ()):
                 room = self._rooms.get(room_id)
                 if room is not None:
@@ -813,15 +809,21 @@ class ChatRooms(Presence):
         own.
         """
         member = self._members.get(user_id)
-        if member is None or member.connections or user_id in self._grace_calls \
-                or self.claims.claimed(user_id) or self.presence.rooms_of(user_id):
-            return
-        if admitted and any(user_id in room.members for room in self._rooms.values()):
+        if member is None or self.claims.claimed(user_id) or self._kept_here(member, admitted):
             return
         for room in self._rooms.values():
             room.remove_member(user_id)
         del self._members[user_id]
         self._touched.discard(user_id)
+
+    def _kept_here(self, member: Member, admitted: bool = True) -> bool:
+        """
+        Whether something here keeps the member whatever the claims: a connection, a grace,
+        presence anywhere, or (C{admitted}) an admission to one of the rooms.
+        """
+        return bool(member.connections or member.id in self._grace_calls
+                    or self.presence.rooms_of(member.id)
+                    or (admitted and any(member.id in room.members for room in self._rooms.values())))
 
     def _known_member(self, info: Mapping[str, Any], named: bool = False,
                       touch: bool = True) -> Member:
