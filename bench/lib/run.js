@@ -34,17 +34,20 @@ const REDIS = { host: '127.0.0.1', port: 6379 };
 function usage(code) {
   process.stdout.write(`usage: bench/run [--scenarios a,b,..] [--repeat N] [--quick] [--only node|ilchat]
                  [--node-port P] [--ilchat-port P] [--ilchat-log-level L] [--keep-db] [--py-spy]
-                 [--gen-bound-pct P] [--adapt-attempts N]
+                 [--gen-bound-pct P] [--adapt-attempts N] [--rate R]
   --gen-bound-pct P: generator CPU (% of its core) above which a run is generator-bound (default 90,
                      or $BENCH_GEN_BOUND_PCT); --adapt-attempts N: configurations tried per fan-out
                      scenario and repeat when it is (default ${adapt.MAX_ATTEMPTS}; 1: only mark it)
+  --rate R:          fan-out scenarios start with the sending capped at R messages/s (a configuration
+                     the adaptation would reach; for profiling one load, e.g. with --only ilchat)
 scenarios: ${ALL.join(', ')} (default: all)
 `);
   process.exit(code);
 }
 const opts = { scenarios: ALL, repeat: null, quick: false, only: null, nodePort: 8601, ilchatPort: 8602,
   ilchatLogLevel: 'warning', keepDb: false, pySpy: false,
-  genBoundPct: Number(process.env.BENCH_GEN_BOUND_PCT || adapt.DEFAULT_BOUND_PCT), adaptAttempts: adapt.MAX_ATTEMPTS };
+  genBoundPct: Number(process.env.BENCH_GEN_BOUND_PCT || adapt.DEFAULT_BOUND_PCT), adaptAttempts: adapt.MAX_ATTEMPTS,
+  rate: null };
 for (let i = 2; i < process.argv.length; i++) {
   const a = process.argv[i];
   const val = () => { const v = process.argv[++i]; if (v === undefined) usage(2); return v; };
@@ -59,12 +62,13 @@ for (let i = 2; i < process.argv.length; i++) {
   else if (a === '--py-spy') opts.pySpy = true;
   else if (a === '--gen-bound-pct') opts.genBoundPct = Number(val());
   else if (a === '--adapt-attempts') opts.adaptAttempts = parseInt(val(), 10);
+  else if (a === '--rate') opts.rate = parseInt(val(), 10);
   else if (a === '-h' || a === '--help') usage(0);
   else { process.stderr.write(`unknown option ${a}\n`); usage(2); }
 }
 for (const s of opts.scenarios) if (!ALL.includes(s)) { process.stderr.write(`unknown scenario ${s}\n`); usage(2); }
 if (opts.only && !['node', 'ilchat'].includes(opts.only)) usage(2);
-if (!(opts.genBoundPct > 0) || !(opts.adaptAttempts >= 1)) usage(2);
+if (!(opts.genBoundPct > 0) || !(opts.adaptAttempts >= 1) || (opts.rate !== null && !(opts.rate >= 1))) usage(2);
 if (opts.repeat === null) opts.repeat = opts.quick ? 1 : 3;
 const SERVERS = opts.only ? [opts.only] : ['node', 'ilchat'];
 const kindsOf = (sc) => (sc === 'cluster' ? ['ilchat', 'cluster'] : SERVERS);
@@ -425,7 +429,9 @@ const FIGURES = {
     ['server + Redis µs / delivery', (r) => (r.server_us_per_delivery === null || r.redis_us_per_delivery === null ? null
       : r.server_us_per_delivery + r.redis_us_per_delivery), 'lower'],
     ...FANOUT_FIGURES.slice(6)],
-  polling: [...FANOUT_FIGURES, ['RSS per polling client KiB', (r) => r.rss_per_client_kib, 'lower']],
+  polling: [...FANOUT_FIGURES.slice(0, 6), ['HTTP requests/s', (r) => r.http_requests_per_s, 'info'],
+    ['server CPU µs / HTTP request', (r) => r.server_us_per_request, 'lower'], ...FANOUT_FIGURES.slice(6),
+    ['RSS per polling client KiB', (r) => r.rss_per_client_kib, 'lower']],
   rooms: [['others CPU % (noise)', (r) => r.others_cpu_pct, 'info'], ['latency p50 ms', (r) => r.latency && r.latency.p50_ms, 'lower'], ['latency p99 ms', (r) => r.latency && r.latency.p99_ms, 'lower'],
     ['server CPU %', (r) => r.server_cpu_pct, 'lower'],
     ['server CPU µs / message', (r) => r.server_us_per_message, 'lower'], ['db CPU %', (r) => r.db_cpu_pct, 'info'],
@@ -545,7 +551,7 @@ const configs = {};
         all[sc] = all[sc] || {};
         // The pair (both kinds) at one configuration; generator-bound, the pair again adapted.
         // A scenario keeps its last configuration for the next repeats.
-        let config = configs[sc] || adapt.BASE;
+        let config = configs[sc] || (opts.rate && adapt.ADAPTABLE.has(sc) ? { rate: opts.rate } : adapt.BASE);
         for (let attempt = 1; ; attempt++) {
           configs[sc] = config;
           const pair = [];

@@ -30,7 +30,7 @@ const https = require('https');
 const { performance } = require('perf_hooks');
 const WebSocket = require('ws');
 const { RawWebSocket } = require('./rawws');
-const { PollingTransport } = require('./polling');
+const { PollingTransport, answered: pollsAnswered } = require('./polling');
 
 // ------------------------------------------------------------------ options
 function parseArgs(argv) {
@@ -440,6 +440,7 @@ async function fanout() {
 
   t0 = performance.now();
   tEnd = t0 + duration * 1000;
+  const requests0 = pollsAnswered.count;
   cpu.start();
   pump();
   await sleep(duration * 1000);
@@ -447,6 +448,7 @@ async function fanout() {
   clearTimeout(pumpTimer);
   const usage = cpu.stop();
   const wall = (performance.now() - t0) / 1000;
+  const requests = pollsAnswered.count - requests0;
   await quiesce(500, 10000); // let the last messages arrive for their latency
   clearInterval(reaper);
   const droppedBeforeEnd = dropped;
@@ -459,6 +461,11 @@ async function fanout() {
     deliveries_per_s: Math.round(windowDeliveries / wall), messages_per_s: Math.round(windowDeliveries / wall / members),
     server_us_per_delivery: usage.server_cpu_s === null || !windowDeliveries ? null
       : Math.round((usage.server_cpu_s / windowDeliveries) * 1e8) / 100,
+    // Long-polling: the HTTP requests (GETs and POSTs) answered in the window, and the server's
+    // CPU per request, which does not depend on how many messages each poll happens to carry.
+    http_requests_per_s: POLLING ? Math.round(requests / wall) : null,
+    server_us_per_request: !POLLING || usage.server_cpu_s === null || !requests ? null
+      : Math.round((usage.server_cpu_s / requests) * 1e8) / 100,
     redis_us_per_delivery: usage.redis_cpu_s === null || !windowDeliveries ? null
       : Math.round((usage.redis_cpu_s / windowDeliveries) * 1e8) / 100,
     latency: hist.summary(), ...usage, sent: stats.sent,
@@ -495,6 +502,7 @@ async function rooms() {
   for (const t of timers) { clearTimeout(t); clearInterval(t); }
   const usage = cpu.stop();
   const wall = (performance.now() - t0) / 1000;
+  const requests = pollsAnswered.count - requests0;
   await quiesce(500, 10000);
   inWindow = false;
   closeAll(clients);
