@@ -41,6 +41,9 @@ class EngineIOResource(Resource):
     """The ``socket.io`` / ``engine.io`` path: polling, websocket, CORS, errors."""
 
     isLeaf = True
+    #: Its polling GETs may come as ``ilchat.web._wholehead.QuickGet`` (no websocket upgrades:
+    #: a request with ``Upgrade`` never does).
+    answers_quick_gets = True
 
     def __init__(self, server: "EngineIOServer") -> None:
         super().__init__()

@@ -376,8 +376,10 @@ class NetworkPolicy:
         # session); its peer and headers do not change, so the answer is kept on the request.
         address = getattr(request, "ilchat_client_address", None)
         if address is None:
+            # Without trusted proxies no header is believed, so none is read.
+            forwarded = _header(request, b"x-forwarded-for") if self.trusted_proxies else ()
             address = request.ilchat_client_address = resolve_client_address(
-                _peer_host(request), _header(request, b"x-forwarded-for"), self.trusted_proxies
+                _peer_host(request), forwarded, self.trusted_proxies
             )
         return address
 
@@ -611,6 +613,7 @@ class _RefusalResource(Resource):
     """Answers any method with a JSON refusal; a leaf, so nothing behind it is reached."""
 
     isLeaf = True
+    answers_quick_gets = True  # its render asks for nothing QuickGet lacks
 
     def __init__(self, code: int, message: str) -> None:
         super().__init__()

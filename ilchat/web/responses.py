@@ -1,12 +1,26 @@
 """One place that writes JSON answers, so every backend response has the same headers."""
 
-from typing import Any
+from typing import Any, Dict
 
+from twisted.web import http
 from twisted.web.server import Request
 
 from ilchat.jsonutil import dumps
 
 JSON_CONTENT_TYPE = b"application/json; charset=utf-8"
+
+#: Reason phrases twisted.web's ``http.RESPONSES`` lacks (so that no status line says
+#: "Unknown Status") or names after an older RFC.
+REASON_PHRASES: Dict[int, bytes] = {
+    413: b"Payload Too Large",
+    429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large",
+}
+
+
+def reason_phrase(code: int) -> bytes:
+    """The standard reason phrase of an HTTP status code."""
+    return REASON_PHRASES.get(code) or http.RESPONSES.get(code) or b"Error"
 
 
 def encode_json(obj: Any) -> bytes:

@@ -28,7 +28,8 @@ from twisted.web.server import Request, Site
 
 from ilchat.config import NetworkConfig
 from ilchat.logs import RepeatedLog, debug_wanted
-from ilchat.web.responses import encode_json
+from ilchat.web._wholehead import take_whole_head
+from ilchat.web.responses import REASON_PHRASES, encode_json, reason_phrase
 
 #: Largest request body read from a client (twice Engine.IO's default maxPayload). Engine.IO
 #: answers a POST over its maxPayload itself; anything larger is refused while it arrives, so no
@@ -51,20 +52,6 @@ BODY_TIMEOUT = NetworkConfig().body_timeout
 #: 10-20 headers in 1-4 KB; Twisted's own defaults are 500 lines and 16 KiB.
 MAX_HEADERS = NetworkConfig().max_headers
 MAX_HEADER_BYTES = NetworkConfig().max_header_bytes
-
-#: Reason phrases twisted.web's ``http.RESPONSES`` lacks (so that no status line says
-#: "Unknown Status") or names after an older RFC.
-REASON_PHRASES: Dict[int, bytes] = {
-    413: b"Payload Too Large",
-    429: b"Too Many Requests",
-    431: b"Request Header Fields Too Large",
-}
-
-
-def reason_phrase(code: int) -> bytes:
-    """The standard reason phrase of an HTTP status code."""
-    return REASON_PHRASES.get(code) or http.RESPONSES.get(code) or b"Error"
-
 
 def raw_json_answer(code: int, message: str) -> bytes:
     """
@@ -207,7 +194,8 @@ class ChatChannel(http.HTTPChannel):
             self._count_connection()
         if self._refused:
             return
-        super().dataReceived(data)
+        if not take_whole_head(self, data):
+            super().dataReceived(data)
 
     _host: Any = None
     _peer: Any = None
