@@ -54,6 +54,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ilchat.gcpolicy import settle_collector
 from ilchat.bus import IBus, LocalBus
 from ilchat.cluster import LocalCluster
 from ilchat.config import ClientConfig, NetworkConfig, ServerConfig
@@ -310,6 +311,9 @@ class IlchatService(service.MultiService):
         setup_logs: add the ``log`` / ``error_log`` file observers.
         filter_global_logs: under twistd, filter twistd's own observers (stdout, ``twistd.log``)
             by ``log_level`` too.
+        settle_collector: under twistd, freeze what start-up made out of the garbage
+            collector's walks once it is done (``ilchat.gcpolicy``); a process that runs other
+            things (the test suite) keeps its collector as it is.
     """
 
     _log = Logger()
@@ -329,8 +333,10 @@ class IlchatService(service.MultiService):
         install_signal_handlers: bool = False,
         setup_logs: bool = True,
         filter_global_logs: bool = False,
+        settle_collector: bool = False,
     ) -> None:
         super().__init__()
+        self._settle_collector = settle_collector
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
@@ -617,6 +623,8 @@ class IlchatService(service.MultiService):
         return waiter
 
     def _started(self, _: Any) -> None:
+        if self._settle_collector:
+            settle_collector()
         self._ready_result = True
         waiters, self._ready_waiters = self._ready_waiters, []
         for waiter in waiters:
@@ -755,4 +763,5 @@ def makeService(options: Any) -> IlchatService:  # noqa: N802 (twisted API)
         exit_on_failure=True,
         install_signal_handlers=True,
         filter_global_logs=True,
+        settle_collector=True,
     )
