@@ -170,7 +170,8 @@ class QuickGet:
         self.args = args
         self.requestHeaders = headers
         self.prepath: List[bytes] = []
-        self.postpath = [unquote_to_bytes(p) for p in path[1:].split(b"/")]
+        segments = path[1:].split(b"/")
+        self.postpath = [unquote_to_bytes(p) for p in segments] if b"%" in path else segments
         self.notifications: List[Deferred] = []
         self._answer_headers: dict = {}
 
@@ -312,8 +313,7 @@ def _take_quick_get(channel: Any, target: bytes, version: bytes, headers: List[T
         else:
             values.append(value)
     request = QuickGet(channel, target, path, query_args(query), request_headers)
-    site = channel.site
-    resource = site.getResourceFor(request)
+    resource = channel.site.getResourceFor(request)
     if not getattr(resource, "answers_quick_gets", False):
         return False
     # What allHeadersReceived and allContentReceived do for a request without body.
