@@ -8,10 +8,11 @@ import ssl
 import subprocess
 from typing import Optional, Tuple
 
+from OpenSSL import SSL
 from twisted.internet import protocol, reactor, threads
 from twisted.trial.unittest import TestCase
 
-from ilchat.tls import TLSConfigError, certificate_options, read_certificate_chain
+from ilchat.tls import TLS13_CIPHERS, TLSConfigError, certificate_options, read_certificate_chain
 from tests.support.server import start_server
 
 # RFC 7919 ffdhe2048: a published group, so the test needs no slow parameter generation.
@@ -93,6 +94,21 @@ def handshake(
                         break
                     data += chunk
             return tls.version(), tls.cipher()[0], data
+
+
+def tls13_handshake(port: int, suites: str) -> str:
+    """A blocking pyOpenSSL TLS 1.3 client offering only C{suites}: the suite negotiated."""
+    context = SSL.Context(SSL.TLS_METHOD)
+    context.set_min_proto_version(SSL.TLS1_3_VERSION)
+    context.set_tls13_ciphersuites(suites.encode("ascii"))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        raw.settimeout(None)  # pyOpenSSL wants a blocking socket (trial's timeout bounds the test)
+        connection = SSL.Connection(context, raw)
+        connection.set_connect_state()
+        connection.do_handshake()
+        cipher = connection.get_cipher_name()
+        connection.shutdown()
+        return cipher
 
 
 class _Echo(protocol.Protocol):
@@ -201,8 +217,9 @@ _SHA1_SUITES = "ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA:DHE-RSA-AES128-SHA:AES
 
 class CipherSuiteTests(TestCase):
     """
-    The TLS 1.2 suites are Mozilla's intermediate profile (forward-secret AEAD only), on the
-    web listener and on the IRC TLS listener, which use the same options.
+    The TLS 1.2 suites are Mozilla's intermediate profile (forward-secret AEAD only) and TLS 1.3
+    takes AES-128-GCM first, on the web listener and on the IRC TLS listener, which use the same
+    options.
     """
 
     async def setUp(self) -> None:
@@ -236,11 +253,15 @@ class CipherSuiteTests(TestCase):
         )
         self.assertEqual(version, "TLSv1.2")
         self.assertRegex(cipher, r"^(ECDHE|DHE)-RSA-(AES(128|256)-GCM-SHA(256|384)|CHACHA20-POLY1305)$")
-        # TLS 1.3 as OpenSSL offers it (every TLS 1.3 suite is AEAD).
+        # TLS 1.3 as OpenSSL's client offers it (AES-256 first): the server's order decides.
         version, cipher, _ = await threads.deferToThread(handshake, port, self.pki["root"])
-        self.assertEqual(version, "TLSv1.3")
-        self.assertIn(cipher, ("TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256",
-                               "TLS_AES_128_GCM_SHA256"))
+        self.assertEqual((version, cipher), ("TLSv1.3", "TLS_AES_128_GCM_SHA256"))
+        # A TLS 1.3 client with one suite of the three gets it; one with none of them is refused.
+        for wanted in TLS13_CIPHERS.split(":"):
+            cipher = await threads.deferToThread(tls13_handshake, port, wanted)
+            self.assertEqual(cipher, wanted)
+        with self.assertRaises(SSL.Error):
+            await threads.deferToThread(tls13_handshake, port, "TLS_AES_128_CCM_SHA256")
 
     async def test_web_listener_offers_only_aead_suites(self) -> None:
         """CBC and SHA-1 suites are refused at TLS 1.2; each profile suite is negotiated."""
