@@ -502,7 +502,6 @@ async function rooms() {
   for (const t of timers) { clearTimeout(t); clearInterval(t); }
   const usage = cpu.stop();
   const wall = (performance.now() - t0) / 1000;
-  const requests = pollsAnswered.count - requests0;
   await quiesce(500, 10000);
   inWindow = false;
   closeAll(clients);
