@@ -109,6 +109,13 @@ class BaseEngine:
         Make sure an adbapi transaction's connection is alive before it is used (pool thread).
         """
 
+    def consecutive_ids(self, raw_txn: Any) -> bool:
+        """
+        Whether one multi-row ``INSERT`` into a ``*_seq`` table on this transaction's connection
+        takes consecutive ids, the first one its ``lastrowid`` (see ``Transaction.next_ids``).
+        """
+        return False
+
     def columns_query(self, table: str) -> Tuple[str, Tuple[Any, ...]]:
         """A query whose rows' first field is each column name of C{table} (none: no table)."""
         raise NotImplementedError
@@ -242,9 +249,28 @@ class MySQLEngine(BaseEngine):
             # READ COMMITTED keeps InnoDB from taking gap locks, which makes the *_seq
             # DELETEs of concurrent id allocations far less likely to deadlock.
             cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            connection.ilchat_consecutive_ids = self._takes_consecutive_ids(cursor)
         finally:
             cursor.close()
         connection.commit()
+
+    def _takes_consecutive_ids(self, cursor: Any) -> bool:
+        """
+        InnoDB gives the rows of one multi-row ``INSERT`` consecutive auto-increment values when
+        its lock mode is "traditional" (0) or "consecutive" (1, MariaDB's and MySQL 5.7's
+        default) and the increment is 1. In "interleaved" mode (2: MySQL 8's default, Galera's)
+        or with another increment (a multi-primary set-up) they may be spread out, so ids are
+        then taken one ``INSERT`` at a time, as ILIAS does.
+        """
+        try:
+            cursor.execute("SELECT @@SESSION.auto_increment_increment, @@GLOBAL.innodb_autoinc_lock_mode")
+            increment, lock_mode = cursor.fetchone()
+        except self.module.Error:
+            return False
+        return int(increment) == 1 and int(lock_mode) in (0, 1)
+
+    def consecutive_ids(self, raw_txn: Any) -> bool:
+        return getattr(raw_txn._connection._connection, "ilchat_consecutive_ids", False)
 
 
 class SQLiteEngine(BaseEngine):

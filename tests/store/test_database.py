@@ -18,6 +18,7 @@ from tests.support.db import (
     StoreTestMixin,
     TestDatabaseConfig,
     fetch_rows,
+    fetch_rows_async,
     make_mariadb_database_async,
     mariadb_admin_connection,
 )
@@ -349,3 +350,84 @@ class RetryMariaDBTests(StoreTestMixin, unittest.TestCase):
         critical = [formatEvent(e) for e in events if e["log_level"] == LogLevel.critical]
         self.assertEqual(len(critical), 1)
         self.assertIn("bye", critical[0])
+
+
+class SequenceBlockMariaDBTests(StoreTestMixin, unittest.TestCase):
+    """
+    On MariaDB (lock mode "consecutive", increment 1) a block of ids is one multi-row INSERT;
+    elsewhere, one INSERT per id as ILIAS does. Either way no id is given out twice, also while
+    ILIAS-style single INSERTs run at the same time on other connections.
+    """
+
+    database_kind = "mysql"
+    store_options = {"cp_min": 2, "cp_max": 6}
+
+    async def test_a_block_is_one_insert_of_consecutive_ids(self) -> None:
+        """64 ids: one INSERT on the connection (its Com_insert), consecutive, the top kept."""
+
+        def txn_func(txn: Transaction) -> tuple:
+            txn.execute("SHOW SESSION STATUS LIKE 'Com_insert'")
+            before = int(txn.fetchone()[1])
+            ids = txn.next_ids("chatroom_history", 64)
+            txn.execute("SHOW SESSION STATUS LIKE 'Com_insert'")
+            return ids, int(txn.fetchone()[1]) - before
+
+        ids, inserts = await self.store.db.run_interaction("block", txn_func)
+        self.assertEqual(inserts, 1)
+        self.assertEqual(ids, list(range(ids[0], ids[0] + 64)))
+        top = await fetch_rows_async(self.database, "SELECT MAX(sequence) AS top FROM chatroom_history_seq")
+        self.assertEqual(int(top[0]["top"]), ids[-1])
+
+    async def test_blocks_and_ilias_single_inserts_at_once_never_share_an_id(self) -> None:
+        """Blocks from the pool while two other connections take ids one at a time, like PHP."""
+
+        def ilias_next_ids(count: int) -> list:
+            connection = mariadb_admin_connection(self.database.name)
+            try:
+                cursor = connection.cursor()
+                ids = []
+                for _ in range(count):
+                    cursor.execute("INSERT INTO chatroom_history_seq (sequence) VALUES (NULL)")
+                    ids.append(int(cursor.lastrowid))
+                    cursor.execute("DELETE FROM chatroom_history_seq WHERE sequence < %s", (ids[-1],))
+                return ids
+            finally:
+                connection.close()
+
+        def block(txn: Transaction) -> list:
+            return txn.next_ids("chatroom_history", 25)
+
+        calls = [threads.deferToThread(ilias_next_ids, 150) for _ in range(2)]
+        calls += [defer.ensureDeferred(self.store.db.run_interaction("block", block)) for _ in range(30)]
+        results = await defer.gatherResults(calls, consumeErrors=True)
+        ids = [i for batch in results for i in batch]
+        self.assertEqual(len(ids), 2 * 150 + 30 * 25)
+        self.assertEqual(len(set(ids)), len(ids))
+
+    def test_another_increment_takes_ids_one_at_a_time(self) -> None:
+        """With auto_increment_increment 2 (a multi-primary set-up) the block path is off."""
+        from ilchat.store.engines import MySQLEngine
+
+        engine = MySQLEngine()
+        connection = mariadb_admin_connection(self.database.name)
+        self.addCleanup(connection.close)
+        cursor = connection.cursor()
+        self.assertTrue(engine._takes_consecutive_ids(cursor))
+        cursor.execute("SET SESSION auto_increment_increment = 2")
+        self.assertFalse(engine._takes_consecutive_ids(cursor))
+
+    async def test_one_at_a_time_ids_are_the_rows_made(self) -> None:
+        """Off the block path (here an increment of 2) each id is the row its INSERT made."""
+        self.patch(type(self.store.db.engine), "consecutive_ids", lambda engine, raw_txn: False)
+
+        def txn_func(txn: Transaction) -> list:
+            txn.execute("SET SESSION auto_increment_increment = 2")
+            try:
+                return txn.next_ids("chatroom_history", 5)
+            finally:
+                txn.execute("SET SESSION auto_increment_increment = 1")
+
+        ids = await self.store.db.run_interaction("spread", txn_func)
+        self.assertEqual([b - a for a, b in zip(ids, ids[1:])], [2, 2, 2, 2])
+        top = await fetch_rows_async(self.database, "SELECT MAX(sequence) AS top FROM chatroom_history_seq")
+        self.assertEqual(int(top[0]["top"]), ids[-1])
