@@ -209,6 +209,47 @@ class TLSTests(TestCase):
         self.assertIn(f"Listening on: https://127.0.0.1:{server.port}", server.log_text())
 
 
+    async def test_quick_get_lane_answers_over_tls(self) -> None:
+        """
+        A polling GET on an https listener takes the quick GET lane (``ilchat.web._wholehead``),
+        its answer encrypted in one write; the kept-alive connection serves the next request.
+        """
+        from ilchat.web import _wholehead
+
+        lane: list = []
+        render = _wholehead.QuickGet.render
+        self.patch(_wholehead.QuickGet, "render", lambda r, res: (lane.append(r.uri), render(r, res))[1])
+        server = await start_server(
+            self,
+            server={"protocol": "https", "cert": self.pki["chain"], "key": self.pki["key"]},
+            client_components=[],
+        )
+
+        def two_polls() -> list:
+            context = ssl.create_default_context(cafile=self.pki["root"])
+            answers = []
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+                with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                    buffer = b""
+                    for _ in range(2):
+                        tls.sendall(b"GET /socket.io/?EIO=4&transport=polling&sid=gone HTTP/1.1\r\n"
+                                    b"Host: 127.0.0.1\r\n\r\n")
+                        while b"\r\n\r\n" not in buffer:
+                            buffer += tls.recv(65536)
+                        head, _, buffer = buffer.partition(b"\r\n\r\n")
+                        size = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                        while len(buffer) < size:
+                            buffer += tls.recv(65536)
+                        answers.append((head.split(b"\r\n")[0], buffer[:size]))
+                        buffer = buffer[size:]
+            return answers
+
+        answers = await threads.deferToThread(two_polls)
+        body = b'{"code":1,"message":"Session ID unknown"}'
+        self.assertEqual(answers, [(b"HTTP/1.1 400 Bad Request", body)] * 2)
+        self.assertEqual(len(lane), 2)
+
+
 #: What a TLS 1.2 client may offer to test the server's list: CBC suites (with SHA-1 and SHA-2
 #: MACs) and the plain-RSA key exchange, which Mozilla's intermediate profile leaves out.
 _CBC_SUITES = "ECDHE-RSA-AES128-SHA256:ECDHE-RSA-AES256-SHA384:DHE-RSA-AES128-SHA256:AES128-SHA256"
