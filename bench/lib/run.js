@@ -389,7 +389,7 @@ async function measure(kind, scenario, rep, config, attempt) {
       const startSpy = () => {
         srvs.forEach((s, i) => {
           const name = srvs.length > 1 ? `${tag}-${i + 1}.py-spy` : `${tag}.py-spy`;
-          spies.push(spawn(PY_SPY, ['record', '--pid', String(s.pid), '--rate', '250', '--nonblocking', '--threads',
+          spies.push(spawn(PY_SPY, ['record', '--pid', String(s.pid), '--rate', String(process.env.BENCH_PY_SPY_RATE || 250), '--nonblocking', '--threads',
             '--format', 'raw', '-o', path.join(RESULTS, `${name}.txt`)],
           { stdio: ['ignore', 'ignore', fs.openSync(path.join(RESULTS, `${name}.log`), 'w')] }));
         });
