@@ -17,11 +17,12 @@ from OpenSSL import SSL
 from websocket import ABNF
 from twisted.internet import defer, reactor, task
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.protocols.tls import BufferingTLSTransport, _AggregateSmallWrites
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from ilchat.engineio import _internals
 from ilchat.engineio._internals import FrameOutbox, direct_socket, read_data_frame
 from ilchat.engineio.responses import PollOutbox
 from ilchat.engineio.server import EngineIOServer
@@ -417,9 +418,8 @@ class TLSWireTests(TestCase):
         protocol = server.sessions[sid]._ws
         self.assertIsNone(protocol._direct)
         writes = []
-        tls_connection = protocol.transport._tlsConnection
-        send = tls_connection.send
-        tls_connection.send = lambda data: (writes.append(len(data)), send(data))[1]
+        encrypt = _internals._encrypt
+        self.patch(_internals, "_encrypt", lambda conn, data: (writes.append(len(data)), encrypt(conn, data))[1])
         aggregated = []
         aggregator_write = protocol.transport.write
         protocol.transport.write = lambda data: (aggregated.append(len(data)), aggregator_write(data))
@@ -452,6 +452,13 @@ class TLSWireTests(TestCase):
         self.assertIs(type(tls._aggregator), _AggregateSmallWrites)
         self.assertEqual(tls._aggregator._buffer, [])
         self.assertIsInstance(tls._tlsConnection, SSL.Connection)
+        # What _encrypt calls instead of Connection.send and bio_read (pyOpenSSL's bindings).
+        self.assertTrue(callable(tls._tlsConnection._raise_ssl_error))
+        typeof = _internals._ssl_ffi.typeof
+        self.assertEqual(typeof(tls._tlsConnection._ssl).cname, "SSL *")
+        self.assertEqual(typeof(tls._tlsConnection._from_ssl).cname, "BIO *")
+        self.assertTrue(callable(_internals._ssl_lib.SSL_write))
+        self.assertTrue(callable(_internals._ssl_lib.BIO_read))
         self.assertTrue(tls._handshakeDone)
         self.assertEqual(tls._appSendBuffer, [])
         self.assertFalse(tls._lostTLSConnection)
@@ -469,3 +476,59 @@ class TLSWireTests(TestCase):
         ws, sid = yield deferToThread(self.connect, url, pki)
         got = yield _flood_then_read(server, ws, sid)
         self.assertEqual(got, [f"4{i:04d}" for i in range(_FLOOD)])
+
+
+class EncryptTests(SynchronousTestCase):
+    """``_internals._encrypt``: SSL_write and the BIO's records through pyOpenSSL's bindings."""
+
+    def setUp(self):
+        folder = self.mktemp()
+        os.makedirs(folder)
+        pki = make_pki(folder)
+        server_context = SSL.Context(SSL.TLS_METHOD)
+        server_context.use_certificate_file(pki["leaf"])
+        server_context.use_privatekey_file(pki["key"])
+        self.server = SSL.Connection(server_context)
+        self.server.set_accept_state()
+        self.client = SSL.Connection(SSL.Context(SSL.TLS_METHOD))
+        self.client.set_connect_state()
+        for _ in range(10):
+            for connection in (self.client, self.server):
+                try:
+                    connection.do_handshake()
+                except SSL.WantReadError:
+                    pass
+            self._move(self.client, self.server)
+            self._move(self.server, self.client)
+
+    @staticmethod
+    def _move(source, target):
+        try:
+            target.bio_write(source.bio_read(1 << 20))
+        except SSL.WantReadError:
+            pass
+
+    def _decrypted(self, records):
+        for record in records:
+            self.client.bio_write(record)
+        received = b""
+        while True:
+            try:
+                received += self.client.recv(1 << 20)
+            except SSL.WantReadError:
+                return received
+
+    def test_records_decrypt_to_the_data_small_and_over_the_buffer(self):
+        """A frame, and 300 kB (three reads of the 128 KiB buffer): the client reads them back."""
+        for data in (b"\x81\x05hello", bytes(range(256)) * 1200):
+            records = _internals._encrypt(self.server, data)
+            self.assertEqual(self._decrypted(records), data)
+        self.assertGreater(len(records), 1)
+
+    def test_failed_write_stops_with_what_was_taken_and_clears_openssl_errors(self):
+        """After the TLS session is shut down SSL_write fails: nothing taken, no error left."""
+        self.server.shutdown()
+        with self.assertRaises(_internals._EncryptStopped) as stopped:
+            _internals._encrypt(self.server, b"late")
+        self.assertEqual(stopped.exception.taken, 0)
+        self.assertEqual(_internals._ssl_lib.ERR_peek_error(), 0)
