@@ -131,6 +131,10 @@ class FastWebSocketServerProtocol(WebSocketServerProtocol):
     _resume_call: Any = None
     _direct: Any = None
     _reactor: Any = None
+    #: Set at open: frames go to the outbox with no per-frame checks (no compression negotiated,
+    #: no octet logging, a reactor to flush on); see send_prepared.
+    _queues_frames = False
+    _outbox: Any = None
 
     def _connectionMade(self) -> None:
         """
@@ -158,7 +162,15 @@ class FastWebSocketServerProtocol(WebSocketServerProtocol):
         this turn's others in the factory's :class:`FrameOutbox` instead (one write per
         connection per reactor turn). Anything else goes the regular way.
         """
-        if self._perMessageCompress is None and not self.send_queue and not self.logOctets:
+        if self._queues_frames and not self.send_queue:
+            # FrameOutbox.post, inlined: this runs once per recipient of every broadcast.
+            pending = self.outgoing
+            if pending:
+                pending.append(prepared.payloadHybi)
+            else:
+                self.outgoing = [prepared.payloadHybi]
+                self._outbox.add(self, self._reactor)
+        elif self._perMessageCompress is None and not self.send_queue and not self.logOctets:
             data = prepared.payloadHybi
             reactor = self._reactor
             if reactor is not None:
@@ -192,6 +204,8 @@ class FastWebSocketServerProtocol(WebSocketServerProtocol):
         frames, self.outgoing = self.outgoing, None
         if frames:
             write_frames(self.transport, self._direct, frames)
+            if self._queues_frames:  # send_prepared left the traffic counter to this write
+                self.trafficStats.outgoingOctetsWireLevel += sum(map(len, frames))
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         # Every other write of Autobahn's (close frames, pongs, sendMessage) comes through here:
@@ -271,6 +285,10 @@ class FastWebSocketServerProtocol(WebSocketServerProtocol):
         transport = self.transport
         self._direct = direct_socket(transport)
         self._reactor = getattr(transport, "reactor", None)
+        self._outbox = self.factory.outbox
+        self._queues_frames = (
+            self._perMessageCompress is None and not self.logOctets and self._reactor is not None
+        )
         try:
             transport.unregisterProducer()
             transport.registerProducer(_WriteWatch(self), True)
