@@ -167,7 +167,9 @@ class CpuWindow {
 // ------------------------------------------------------------------ global counters
 const stats = { frames: 0, deliveries: 0, sent: 0, errors: 0, closed: 0, connectErrors: 0, why: {} };
 let lastFrameAt = 0;
-let onDelivery = null; // (seq, sendTime, recvTime) — set by the running scenario
+// (seq, send time in ms since the epoch, receive time as performance.now()) — set by the scenario
+let onDelivery = null;
+const ORIGIN = performance.timeOrigin;
 
 // ------------------------------------------------------------------ one simulated browser
 class Client {
@@ -214,11 +216,12 @@ class Client {
 
   frame(buf) {
     stats.frames++;
-    lastFrameAt = performance.now();
+    const at = performance.now(); // the one clock read per frame: quiet detection and latency
+    lastFrameAt = at;
     const t = buf[0];
     if (t === 0x34 /* '4' message */) {
       const s = buf[1];
-      if (s === 0x32 /* '2' EVENT */) return this.event(buf);
+      if (s === 0x32 /* '2' EVENT */) return this.event(buf, at);
       if (s === 0x30 /* '0' CONNECT */) {
         this.emit(`["login","u${this.id}",${this.id},false]`);
         return;
@@ -230,7 +233,7 @@ class Client {
     if (t === 0x30 /* '0' open */) { this.send(NS_CONNECT); }
   }
 
-  event(buf) {
+  event(buf, at) {
     if (buf[EV_OFFSET - 1] !== 0x22) return; // not ["name"... (an ack id or another namespace)
     switch (buf[EV_OFFSET]) {
       case 0x6d: /* m: message */ {
@@ -242,7 +245,7 @@ class Client {
         const bar = text.indexOf('|');
         if (bar < 0) return;
         stats.deliveries++;
-        if (onDelivery) onDelivery(Number(text.slice(0, bar)), Number(text.slice(bar + 1)), now());
+        if (onDelivery) onDelivery(Number(text.slice(0, bar)), Number(text.slice(bar + 1)), at);
         return;
       }
       case 0x6c: /* l: loggedIn */
@@ -418,8 +421,8 @@ async function fanout() {
   };
   const release = (s) => { counts.delete(s); sentAt.delete(s); inFlight--; pump(); };
   onDelivery = (s, sendT, recvT) => {
-    hist.add(recvT - sendT);
-    if (performance.now() <= tEnd) windowDeliveries++;
+    hist.add(ORIGIN + recvT - sendT);
+    if (recvT <= tEnd) windowDeliveries++;
     const c = counts.get(s);
     if (c === undefined) return; // already released by timeout
     if (c + 1 >= live) release(s); else counts.set(s, c + 1);
@@ -485,7 +488,7 @@ async function rooms() {
   await quiesce(1000, 60000);
   const hist = new Histogram();
   let inWindow = true;
-  onDelivery = (s, sendT, recvT) => { if (inWindow) hist.add(recvT - sendT); };
+  onDelivery = (s, sendT, recvT) => { if (inWindow) hist.add(ORIGIN + recvT - sendT); };
   const cpu = new CpuWindow();
   const timers = [];
   let seq = 0;
