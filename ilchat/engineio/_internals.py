@@ -163,20 +163,12 @@ class FastWebSocketServerProtocol(WebSocketServerProtocol):
         connection per reactor turn). Anything else goes the regular way.
         """
         if self._queues_frames and not self.send_queue:
-            # FrameOutbox.post, inlined: this runs once per recipient of every broadcast.
-            pending = self.outgoing
-            if pending:
-                pending.append(prepared.payloadHybi)
-            else:
-                self.outgoing = [prepared.payloadHybi]
-                self._outbox.add(self, self._reactor)
+            # The traffic counter is added to once per write (flush_outgoing), not per frame.
+            self._outbox.post(self, prepared.payloadHybi, self._reactor)
         elif self._perMessageCompress is None and not self.send_queue and not self.logOctets:
+            # Not open yet, or no reactor to flush on: written at once.
             data = prepared.payloadHybi
-            reactor = self._reactor
-            if reactor is not None:
-                self.factory.outbox.post(self, data, reactor)
-            else:
-                self.transport.write(data)
+            self.transport.write(data)
             self.trafficStats.outgoingOctetsWireLevel += len(data)
         else:
             self.sendPreparedMessage(prepared)
@@ -204,8 +196,7 @@ class FastWebSocketServerProtocol(WebSocketServerProtocol):
         frames, self.outgoing = self.outgoing, None
         if frames:
             write_frames(self.transport, self._direct, frames)
-            if self._queues_frames:  # send_prepared left the traffic counter to this write
-                self.trafficStats.outgoingOctetsWireLevel += sum(map(len, frames))
+            self.trafficStats.outgoingOctetsWireLevel += sum(map(len, frames))
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         # Every other write of Autobahn's (close frames, pongs, sendMessage) comes through here:

@@ -95,6 +95,17 @@ def parse_whole_head(data: bytes, max_headers: int, max_bytes: int) -> Optional[
     return method, target, version, headers
 
 
+def _store_headers(into: Headers, headers: List[Tuple[bytes, bytes]]) -> None:
+    """What C{Headers.addRawHeader} stores, its checks done by L{parse_whole_head} (no CR, LF)."""
+    raw = into._rawHeaders
+    for name, value in headers:
+        values = raw.get(name)
+        if values is None:
+            raw[name] = [value]
+        else:
+            values.append(value)
+
+
 def take_whole_head(channel: Any, data: bytes) -> bool:
     """
     Start the request C{data} holds on C{channel} (an ``HTTPChannel`` between requests) as the
@@ -120,14 +131,7 @@ def take_whole_head(channel: Any, data: bytes) -> bool:
         return True
     request = channel.requestFactory(channel, 0)
     channel.requests.append(request)
-    # What Headers.addRawHeader stores, its checks done above (the value has no CR or LF).
-    raw = request.requestHeaders._rawHeaders
-    for name, value in headers:
-        values = raw.get(name)
-        if values is None:
-            raw[name] = [value]
-        else:
-            values.append(value)
+    _store_headers(request.requestHeaders, headers)
     channel._command = method
     channel._path = target
     channel._version = version
@@ -302,16 +306,11 @@ def _take_quick_get(channel: Any, target: bytes, version: bytes, headers: List[T
     path, question, query = target.partition(b"?")
     if version != b"HTTP/1.1" or not question:
         return False
-    request_headers = Headers()
-    raw = request_headers._rawHeaders
     for name, value in headers:
         if name in _NOT_QUICK or (name == b"Connection" and b"close" in value.lower()):
             return False
-        values = raw.get(name)
-        if values is None:
-            raw[name] = [value]
-        else:
-            values.append(value)
+    request_headers = Headers()
+    _store_headers(request_headers, headers)
     request = QuickGet(channel, target, path, query_args(query), request_headers)
     resource = channel.site.getResourceFor(request)
     if not getattr(resource, "answers_quick_gets", False):

@@ -29,7 +29,7 @@ from twisted.web.server import Request, Site
 from ilchat.config import NetworkConfig
 from ilchat.logs import RepeatedLog, debug_wanted
 from ilchat.web._wholehead import take_whole_head
-from ilchat.web.responses import REASON_PHRASES, encode_json, reason_phrase
+from ilchat.web.responses import encode_json, reason_phrase
 
 #: Largest request body read from a client (twice Engine.IO's default maxPayload). Engine.IO
 #: answers a POST over its maxPayload itself; anything larger is refused while it arrives, so no
