@@ -54,6 +54,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ilchat.eventloop import use_lean_dispatch
 from ilchat.gcpolicy import settle_collector
 from ilchat.bus import IBus, LocalBus
 from ilchat.cluster import LocalCluster
@@ -314,6 +315,8 @@ class IlchatService(service.MultiService):
         settle_collector: under twistd, freeze what start-up made out of the garbage
             collector's walks once it is done (``ilchat.gcpolicy``); a process that runs other
             things (the test suite) keeps its collector as it is.
+        lean_dispatch: under twistd, the epoll reactor dispatches ready descriptors without
+            the legacy logging context (``ilchat.eventloop``).
     """
 
     _log = Logger()
@@ -334,9 +337,11 @@ class IlchatService(service.MultiService):
         setup_logs: bool = True,
         filter_global_logs: bool = False,
         settle_collector: bool = False,
+        lean_dispatch: bool = False,
     ) -> None:
         super().__init__()
         self._settle_collector = settle_collector
+        self._lean_dispatch = lean_dispatch
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
@@ -625,6 +630,8 @@ class IlchatService(service.MultiService):
     def _started(self, _: Any) -> None:
         if self._settle_collector:
             settle_collector()
+        if self._lean_dispatch:
+            use_lean_dispatch(self.reactor)
         self._ready_result = True
         waiters, self._ready_waiters = self._ready_waiters, []
         for waiter in waiters:
@@ -764,4 +771,5 @@ def makeService(options: Any) -> IlchatService:  # noqa: N802 (twisted API)
         install_signal_handlers=True,
         filter_global_logs=True,
         settle_collector=True,
+        lean_dispatch=True,
     )
