@@ -60,9 +60,14 @@ def write_response(request: Request | None, code: int, content_type: bytes, body
     on an HTTP/1.x channel it goes out as one write, sent at once when nothing waits ahead of it
     (:func:`~ilchat.engineio._internals.write_answer`), not as twisted.web's two writes that
     register the socket with the reactor and wait for the next turn: a polling client's every
-    delivery is one such answer.
+    delivery is one such answer. A request that has ``write_whole`` (a GET on the quick lane,
+    ``ilchat.web._wholehead.QuickGet``) is given the whole answer in that one call.
     """
     if request is None or request.finished or getattr(request, "_disconnected", False):
+        return
+    write_whole = getattr(request, "write_whole", None)
+    if write_whole is not None and not request.startedWriting:
+        write_whole(code, content_type, body)  # a request that can take it all in one call
         return
     request.setResponseCode(code)
     request.setHeader(b"content-type", content_type)

@@ -244,6 +244,22 @@ class QuickGet:
         transport = self.channel.transport
         write_frames(transport, direct_socket(transport), [b"".join(head)])
 
+    def write_whole(self, code: int, content_type: bytes, body: bytes) -> None:
+        """
+        C{body} as the whole answer, with C{code} and C{content_type}, and finish: what
+        ``setResponseCode``, two ``setHeader``, ``write`` and ``finish`` do, in one call (a parked
+        poll's answer, ``ilchat.engineio.responses.write_response``).
+        """
+        if self.finished or self._disconnected or self.startedWriting:
+            raise RuntimeError("write_whole on a request that has written already")
+        self.code = code
+        self.code_message = b"OK" if code == 200 else reason_phrase(code)
+        headers = self._answer_headers
+        headers[b"Content-Type"] = content_type
+        headers[b"Content-Length"] = b"%d" % len(body)
+        self.write(body)
+        self.finish()
+
     def finish(self) -> None:
         if self._disconnected:
             raise RuntimeError("Request.finish called on a request after its connection was lost")

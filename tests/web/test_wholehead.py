@@ -280,6 +280,36 @@ class QuickGetTests(TestCase):
         await deferLater(reactor, 0.2, lambda: None)
         self.assertEqual(len(self.lane), 1)  # parked again, on the lane
 
+    async def test_parked_answer_on_the_lane_is_the_regular_paths(self):
+        """
+        Two sessions park a GET with an ``Origin``, one sent whole (the lane, answered by
+        ``write_whole``), one in two pieces (a twisted.web ``Request``); both are answered by a
+        connect: the same status, headers and body, but the Date and the socket id.
+        """
+        from tests.web.test_policy import _raw_request
+
+        await self.asyncSetUp()
+        origin = "Origin: http://127.0.0.1\r\n"
+        answers = []
+        for split in (False, True):
+            raw = await self.connect()
+            sid = await self.open_session(raw)
+            self.lane.clear()
+            await deferToThread(raw.send, f"{POLL}&sid={sid}", origin, split)
+            await deferLater(reactor, 0.2, lambda: None)
+            self.assertEqual(len(self.lane), 0 if split else 1)
+            await deferToThread(
+                _raw_request, self.server.port, f"{POLL}&sid={sid}", method="POST", body=b"40/team,"
+            )
+            status, headers, body = _undated(await deferToThread(raw.answer))
+            socket_id = json.loads(body[len(b"40/team,"):])["sid"]
+            answers.append((status, headers, body.replace(socket_id.encode(), b"<sid>")))
+        self.assertEqual(answers[0], answers[1])
+        status, headers, body = answers[0]
+        self.assertEqual(status, b"HTTP/1.1 200 OK")
+        self.assertEqual(headers[b"Access-Control-Allow-Origin"], b"http://127.0.0.1")
+        self.assertEqual(body, b'40/team,{"sid":"<sid>"}')
+
     async def test_request_sent_behind_a_parked_poll_waits_for_its_answer(self):
         """Pipelined behind a parked lane GET, a request is read once the GET is answered."""
         await self.asyncSetUp()
