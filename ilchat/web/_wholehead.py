@@ -272,6 +272,7 @@ class QuickGet:
         if factory is not None:
             factory.log(self)
         self.finished = True
+        channel.resetTimeout()
         channel.requestDone(self)
         notifications, self.notifications = self.notifications, []
         for finished in notifications:
@@ -334,8 +335,11 @@ def _take_quick_get(channel: Any, target: bytes, version: bytes, headers: List[T
     # What allHeadersReceived and allContentReceived do for a request without body.
     channel._deadline_part = None
     channel.requests.append(request)
-    if channel.timeOut:
-        channel._savedTimeOut = channel.setTimeout(None)
+    # twisted.web stops the idle timer for a request and starts a new one once it is done (a
+    # cancelled and a new reactor call per request). The lane leaves it running: the channel
+    # (ChatChannel.timeoutConnection) does not cut a connection whose GET waits, and finish()
+    # moves the timer on, so the idle time still counts from the answer.
+    channel._savedTimeOut = None
     channel._handlingRequest = True
     channel.setRawMode()
     try:

@@ -238,6 +238,15 @@ class ChatChannel(http.HTTPChannel):
             # A websocket took the connection over (Autobahn): this channel is done with it.
             self._cancel_deadline()
 
+    def timeoutConnection(self) -> None:  # noqa: N802 (twisted API)
+        if self._handlingRequest:
+            # Only a GET of the quick lane keeps the idle timer while it is handled
+            # (ilchat.web._wholehead): a parked poll, not an idle connection. The timer that
+            # fired is spent; a new one watches on.
+            self.setTimeout(self.timeOut)
+            return
+        super().timeoutConnection()
+
     def connectionLost(self, reason: Any) -> None:  # noqa: N802 (twisted API)
         self._cancel_deadline()
         super().connectionLost(reason)

@@ -310,6 +310,30 @@ class QuickGetTests(TestCase):
         self.assertEqual(headers[b"Access-Control-Allow-Origin"], b"http://127.0.0.1")
         self.assertEqual(body, b'40/team,{"sid":"<sid>"}')
 
+    async def test_a_parked_lane_poll_outlives_the_idle_timeout(self):
+        """
+        The lane keeps the idle timer running while a GET waits: the connection is not cut then,
+        and once the GET is answered it is closed after the idle time counted from the answer.
+        """
+        from tests.web.test_policy import _raw_request
+
+        await self.asyncSetUp()
+        self.server.service.site.timeOut = 0.4  # a channel takes it when it is made
+        raw = await self.connect()
+        sid = await self.open_session(raw)
+        await deferToThread(raw.send, f"{POLL}&sid={sid}")
+        await deferLater(reactor, 1.2, lambda: None)  # three idle times while parked
+        self.assertEqual(len(self.lane), 2)  # the handshake and the parked GET
+        await deferToThread(
+            _raw_request, self.server.port, f"{POLL}&sid={sid}", method="POST", body=b"40/team,"
+        )
+        status, _, body = await deferToThread(raw.answer)
+        self.assertEqual(status, b"HTTP/1.1 200 OK")
+        self.assertTrue(body.startswith(b"40/team,"))
+        answered = reactor.seconds()
+        self.assertTrue(await deferToThread(raw.closed))  # idle after the answer: closed
+        self.assertGreater(reactor.seconds() - answered, 0.2)
+
     async def test_request_sent_behind_a_parked_poll_waits_for_its_answer(self):
         """Pipelined behind a parked lane GET, a request is read once the GET is answered."""
         await self.asyncSetUp()
