@@ -432,7 +432,11 @@ class EngineIOSession:
                 self._finalize()
             return NOT_DONE_YET
         self._get_request = request
-        request.notifyFinish().addErrback(self._poll_lost, request)
+        notify_lost = getattr(request, "notify_lost", None)
+        if notify_lost is not None:
+            notify_lost(self._poll_lost, request)  # a GET of the quick lane: no Deferred
+        else:
+            request.notifyFinish().addErrback(self._poll_lost, request)
         return NOT_DONE_YET
 
     def _poll_lost(self, failure: Any, request: Request) -> None:

@@ -22,7 +22,7 @@ yields the request Twisted's own parser yields, and the private names of ``HTTPC
 from __future__ import annotations
 
 import time
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import Deferred
@@ -165,6 +165,10 @@ class QuickGet:
     _disconnected = False
     content = None
     queued = 0
+    #: ``notifyFinish`` Deferreds and ``notify_lost`` callbacks: most GETs have none of the
+    #: first and one of the second, so both start empty and shared.
+    notifications: Tuple[Deferred, ...] = ()
+    _lost: Tuple[Tuple[Callable[..., Any], tuple], ...] = ()
 
     def __init__(self, channel: Any, uri: bytes, path: bytes, args: dict, headers: Headers) -> None:
         self.channel = channel
@@ -176,7 +180,6 @@ class QuickGet:
         self.prepath: List[bytes] = []
         segments = path[1:].split(b"/")
         self.postpath = [unquote_to_bytes(p) for p in segments] if b"%" in path else segments
-        self.notifications: List[Deferred] = []
         self._answer_headers: dict = {}
 
     # -- what resources ask -------------------------------------------------------------------
@@ -205,8 +208,16 @@ class QuickGet:
 
     def notifyFinish(self) -> Deferred:  # noqa: N802 (twisted API)
         finished = Deferred()
-        self.notifications.append(finished)
+        self.notifications += (finished,)
         return finished
+
+    def notify_lost(self, callback: Callable[..., Any], *args: Any) -> None:
+        """
+        C{callback(reason, *args)} if the connection is lost before the answer: what
+        C{notifyFinish().addErrback(callback, *args)} does, without a Deferred per request (a
+        parked poll's session watches its GET so, ``EngineIOSession.handle_get``).
+        """
+        self._lost += ((callback, args),)
 
     # -- answering ----------------------------------------------------------------------------
 
@@ -274,16 +285,23 @@ class QuickGet:
         self.finished = True
         channel.resetTimeout()
         channel.requestDone(self)
-        notifications, self.notifications = self.notifications, []
+        self._lost = ()
+        notifications, self.notifications = self.notifications, ()
         for finished in notifications:
             finished.callback(None)
 
     def connectionLost(self, reason: Any) -> None:  # noqa: N802 (twisted API)
         """The channel lost its connection while this GET waited (a parked poll)."""
         self._disconnected = True
-        notifications, self.notifications = self.notifications, []
+        notifications, self.notifications = self.notifications, ()
         for finished in notifications:
             finished.errback(reason)
+        lost, self._lost = self._lost, ()
+        for callback, args in lost:
+            try:
+                callback(reason, *args)
+            except Exception:
+                _log.failure("Quick GET {uri}: a lost-connection callback failed", uri=self.uri)
 
 
 def _http_date(_cache: list = [0, b""]) -> bytes:  # noqa: B006 (the cache, on purpose)
