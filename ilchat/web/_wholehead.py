@@ -49,6 +49,8 @@ _VERSIONS = frozenset({b"HTTP/1.1", b"HTTP/1.0"})
 _NOT_PLAIN = frozenset({b"Content-Length", b"Transfer-Encoding", b"Upgrade"})
 #: Headers that keep a request off the quick GET lane (a persistence or an expectation to honour).
 _NOT_QUICK = frozenset({b"Expect"})
+#: Header names as received -> their canonical case, for the names Twisted has checked.
+_CANONICAL_NAMES = _nameEncoder._canonicalHeaderCache
 
 Head = Tuple[bytes, bytes, bytes, List[Tuple[bytes, bytes]]]
 
@@ -58,13 +60,19 @@ def parse_whole_head(data: bytes, max_headers: int, max_bytes: int) -> Optional[
     ``(method, target, version, [(Canonical-Name, value), ...])`` of C{data} when it is exactly
     one complete, well-formed, body-less request head within the limits; otherwise ``None``.
     """
-    if len(data) > max_bytes or data[-4:] != b"\r\n\r\n":
+    if len(data) > max_bytes or not data.endswith(b"\r\n\r\n"):
         return None
     head = data[:-4]
     lines = head.split(b"\r\n")
     breaks = len(lines) - 1
-    # Every CR and LF is part of a line break: no bare CR or LF in a line, no empty line inside.
-    if head.count(b"\n") != breaks or head.count(b"\r") != breaks or breaks > max_headers:
+    # Every CR and LF is part of a line break (no bare CR or LF in a line, no empty line
+    # inside), and no NUL anywhere (Twisted refuses one in a target, a name or a value).
+    if (
+        breaks > max_headers
+        or head.count(b"\n") != breaks
+        or head.count(b"\r") != breaks
+        or b"\x00" in head
+    ):
         return None
     request_line = lines[0].split(b" ")
     if len(request_line) != 3:
@@ -80,18 +88,19 @@ def parse_whole_head(data: bytes, max_headers: int, max_bytes: int) -> Optional[
     headers = []
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
-        if not colon or not name or line[0] in b" \t":
+        if not colon:
             return None
-        try:
-            name = _nameEncoder.encode(name)
-        except InvalidHeaderName:
+        # Twisted's own cache of the names it has checked: a hit is a valid token (so no
+        # leading space or tab, the obsolete line folding), already in canonical case.
+        canonical = _CANONICAL_NAMES.get(name)
+        if canonical is None:
+            try:
+                canonical = _nameEncoder.encode(name)  # checks the token (an empty one too)
+            except InvalidHeaderName:
+                return None
+        if canonical in _NOT_PLAIN:
             return None
-        if name in _NOT_PLAIN:
-            return None
-        value = value.strip(b" \t")
-        if b"\x00" in value:
-            return None
-        headers.append((name, value))
+        headers.append((canonical, value.strip(b" \t")))
     return method, target, version, headers
 
 

@@ -22,7 +22,7 @@ from twisted.internet.threads import deferToThread
 from twisted.protocols.basic import LineReceiver
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web import http
-from twisted.web.http_headers import Headers
+from twisted.web.http_headers import Headers, InvalidHeaderName, _nameEncoder
 
 from ilchat.web import _wholehead
 from ilchat.web._wholehead import parse_whole_head, query_args
@@ -131,6 +131,12 @@ class InternalsTests(SynchronousTestCase):
         self.assertEqual((channel._buffer, channel._busyReceiving, channel.line_mode), (b"", False, 1))
         self.assertEqual((channel._handlingRequest, channel.requests), (False, []))
         self.assertIsInstance(Headers()._rawHeaders, dict)
+        # The name cache parse_whole_head reads: raw name -> canonical, valid tokens only.
+        self.assertIs(_wholehead._CANONICAL_NAMES, _nameEncoder._canonicalHeaderCache)
+        self.assertEqual(_nameEncoder.encode(b"x-probe-NAME"), b"X-Probe-Name")
+        self.assertEqual(_wholehead._CANONICAL_NAMES[b"x-probe-NAME"], b"X-Probe-Name")
+        self.assertRaises(InvalidHeaderName, _nameEncoder.encode, b" folded")
+        self.assertNotIn(b" folded", _wholehead._CANONICAL_NAMES)
         self.assertTrue(issubclass(http.HTTPChannel, LineReceiver))
         channel.connectionLost(None)
 
