@@ -630,8 +630,8 @@ class IlchatService(service.MultiService):
     def _started(self, _: Any) -> None:
         if self._settle_collector:
             settle_collector()
-        if self._lean_dispatch:
-            use_lean_dispatch(self.reactor)
+        if self._lean_dispatch and use_lean_dispatch(self.reactor):
+            self._log.debug("Event dispatch: epoll, without the legacy log context (ilchat.eventloop)")
         self._ready_result = True
         waiters, self._ready_waiters = self._ready_waiters, []
         for waiter in waiters:

@@ -252,6 +252,8 @@ class RunningProcessTests(TestCase):
     async def test_log_level_debug_writes_debug_lines_to_stdout(self) -> None:
         output = await self.stdout_after_a_heartbeat("debug")
         self.assertIn("GET /backend/Heartbeat/onscreen 200", output)
+        # makeService's runtime settings took effect in the real process (ilchat.eventloop).
+        self.assertIn("Event dispatch: epoll, without the legacy log context", output)
 
     async def test_positional_form_and_sigint(self) -> None:
         """The Node server's positional arguments work; SIGINT stops with status 0 too."""
