@@ -272,8 +272,7 @@ class QuickGet:
         """
         if self.finished or self._disconnected or self.startedWriting:
             raise RuntimeError("write_whole on a request that has written already")
-        self.code = code
-        self.code_message = b"OK" if code == 200 else reason_phrase(code)
+        self.setResponseCode(code)
         headers = self._answer_headers
         headers[b"Content-Type"] = content_type
         headers[b"Content-Length"] = b"%d" % len(body)
