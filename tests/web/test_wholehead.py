@@ -233,6 +233,14 @@ class QuickGetTests(TestCase):
         self.assertEqual(status, b"HTTP/1.1 200 OK")
         return json.loads(body[1:])["sid"]
 
+    async def connect_namespace(self, sid):
+        """Connect session C{sid} to ``/team`` with a POST on a connection of its own."""
+        from tests.web.test_policy import _raw_request
+
+        return await deferToThread(
+            _raw_request, self.server.port, f"{POLL}&sid={sid}", method="POST", body=b"40/team,"
+        )
+
     async def test_lane_answers_as_the_regular_path_does(self):
         """
         The same GETs sent whole (the lane) and in two pieces (the line parser): the same status,
@@ -267,11 +275,7 @@ class QuickGetTests(TestCase):
         sid = await self.open_session(raw)
         await deferToThread(raw.send, f"{POLL}&sid={sid}")
         await deferLater(reactor, 0.2, lambda: None)
-        from tests.web.test_policy import _raw_request
-
-        status, _, body = await deferToThread(
-            _raw_request, self.server.port, f"{POLL}&sid={sid}", method="POST", body=b"40/team,"
-        )
+        status, _, body = await self.connect_namespace(sid)
         self.assertEqual((status, body), (200, b"ok"))
         status, headers, body = await deferToThread(raw.answer)
         self.assertEqual(status, b"HTTP/1.1 200 OK")
@@ -292,8 +296,6 @@ class QuickGetTests(TestCase):
         ``write_whole``), one in two pieces (a twisted.web ``Request``); both are answered by a
         connect: the same status, headers and body, but the Date and the socket id.
         """
-        from tests.web.test_policy import _raw_request
-
         await self.asyncSetUp()
         origin = "Origin: http://127.0.0.1\r\n"
         answers = []
@@ -304,9 +306,7 @@ class QuickGetTests(TestCase):
             await deferToThread(raw.send, f"{POLL}&sid={sid}", origin, split)
             await deferLater(reactor, 0.2, lambda: None)
             self.assertEqual(len(self.lane), 0 if split else 1)
-            await deferToThread(
-                _raw_request, self.server.port, f"{POLL}&sid={sid}", method="POST", body=b"40/team,"
-            )
+            await self.connect_namespace(sid)
             status, headers, body = _undated(await deferToThread(raw.answer))
             socket_id = json.loads(body[len(b"40/team,"):])["sid"]
             answers.append((status, headers, body.replace(socket_id.encode(), b"<sid>")))
@@ -321,8 +321,6 @@ class QuickGetTests(TestCase):
         The lane keeps the idle timer running while a GET waits: the connection is not cut then,
         and once the GET is answered it is closed after the idle time counted from the answer.
         """
-        from tests.web.test_policy import _raw_request
-
         await self.asyncSetUp()
         self.server.service.site.timeOut = 0.4  # a channel takes it when it is made
         raw = await self.connect()
@@ -330,9 +328,7 @@ class QuickGetTests(TestCase):
         await deferToThread(raw.send, f"{POLL}&sid={sid}")
         await deferLater(reactor, 1.2, lambda: None)  # three idle times while parked
         self.assertEqual(len(self.lane), 2)  # the handshake and the parked GET
-        await deferToThread(
-            _raw_request, self.server.port, f"{POLL}&sid={sid}", method="POST", body=b"40/team,"
-        )
+        await self.connect_namespace(sid)
         status, _, body = await deferToThread(raw.answer)
         self.assertEqual(status, b"HTTP/1.1 200 OK")
         self.assertTrue(body.startswith(b"40/team,"))
@@ -350,11 +346,7 @@ class QuickGetTests(TestCase):
         await deferToThread(raw.send, f"{POLL}&sid=other")
         await deferLater(reactor, 0.2, lambda: None)
         self.assertEqual(raw.buffer, b"")
-        from tests.web.test_policy import _raw_request
-
-        await deferToThread(
-            _raw_request, self.server.port, f"{POLL}&sid={sid}", method="POST", body=b"40/team,"
-        )
+        await self.connect_namespace(sid)
         first = await deferToThread(raw.answer)
         second = await deferToThread(raw.answer)
         self.assertTrue(first[2].startswith(b"40/team,"))
